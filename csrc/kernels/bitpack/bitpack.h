@@ -1,0 +1,23 @@
+// Bitpacking microkernels: float NHWC rows -> packed sign bits (see bit_contract.h).
+//
+// Every variant has the same contract, so tests and dispatch can treat them alike:
+//   x           pixels * channels floats, channels innermost, contiguous.
+//   channels    > 0.
+//   thresholds  `channels` floats, or nullptr for all-zero thresholds (plain sign).
+//   out         pixels * words_for_channels(channels) words, fully written: every
+//               tail bit is 0 and nothing outside that range is touched.
+// Microkernels compute and assert; shape and dtype validation belongs to the caller.
+#pragma once
+
+#include <cstddef>
+
+#include "qbinfer/bit_contract.h"
+
+namespace qbinfer {
+
+// Portable C++ oracle: one value at a time, no SIMD assumptions. Faster variants are
+// tested bit-exact against it.
+void bitpack_f32_nhwc__reference(const float* x, std::size_t pixels, std::size_t channels,
+                                 const float* thresholds, BitWord* out);
+
+}  // namespace qbinfer

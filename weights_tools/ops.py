@@ -1,0 +1,297 @@
+"""Operation counts, parameters and storage of the zoo, beside the paper's Tables 2 and 3.
+
+    python -m weights_tools.ops            # a table for every zoo model (224x224, 1000 classes)
+    python -m weights_tools.ops --json     # the same as JSON
+    python -m weights_tools.ops --layers qb_net_small   # per-layer breakdown of one model
+
+Counting convention (per single image; docs/ops.md explains it and the paper differences):
+
+- BOPs: multiply-accumulates of the binary convolutions (`BinaryConv2d`):
+  C_out * C_in * k * k * H_out * W_out.
+- FLOPs: multiply-accumulates of every float layer with weights: the stem conv, the depthwise
+  convs (C_out * 9 * H_out * W_out), the two 1x1 layers of each SE, and the FC (in * out).
+  Element-wise work (BN, PReLU, biases, shortcut adds, pooling, sign, SE's pooling and scaling) is
+  not counted: once BN and alpha are folded it is a handful of operations per activation.
+- OPs = FLOPs + BOPs / 64 (paper §3).
+- Parameters: every learnable parameter (BN running statistics are not parameters).
+- Storage, "full": what a deployed model needs: binary conv weights at 1 bit, every other
+  learnable parameter as FP32 (BN at inference is two numbers per channel, like its two learnable
+  parameters), and the FC weight in the chosen encoding:
+    fp32      4 bytes per weight;
+    int8      1 byte per weight + an FP32 scale per output;
+    bitplane8 8 sign planes of 1 bit per weight + an FP32 scale per output (paper A.2) — the
+              same bytes as int8, computed with binary ops instead of 8-bit arithmetic.
+  The FC bias is FP32 in every encoding.
+- Storage, "weights": conv and FC weights plus the FC bias only, in the same encodings. This is
+  the convention that reproduces the paper's Table 3 (its figures leave out the per-channel
+  vectors: biases, alpha, PReLU slopes, BN), so the comparison with the paper uses it.
+Bytes are 10^6 per MB, the unit of the paper's "8.19 Mbytes" for the 2048x1000 FP32 FC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .layers import BinaryConv2d
+from .zoo import ABLATION_NAMES, MODEL_NAMES, SE_MODES, BinaryNet, PaperFigures, build_model, get_arch
+
+__all__ = ["LayerCount", "ModelCount", "FC_ENCODINGS", "count_ops", "count_zoo", "main"]
+
+FC_ENCODINGS = ("fp32", "int8", "bitplane8")
+
+
+@dataclass
+class LayerCount:
+    name: str
+    kind: str  # "binary_conv", "conv", "depthwise", "se", "fc"
+    output_shape: Tuple[int, ...]
+    flops: int = 0
+    bops: int = 0
+
+
+@dataclass
+class ModelCount:
+    model: str
+    input_size: Tuple[int, int]
+    num_classes: int
+    flops: int
+    bops: int
+    params: int
+    binary_params: int
+    storage_bytes: Dict[str, int]
+    weights_storage_bytes: Dict[str, int]
+    layers: List[LayerCount] = field(default_factory=list)
+
+    @property
+    def ops(self) -> float:
+        return self.flops + self.bops / 64
+
+
+def _conv_kind(name: str, module: nn.Conv2d) -> str:
+    if module.groups > 1 and module.groups == module.in_channels:
+        return "depthwise"
+    if ".se." in f".{name}.":
+        return "se"
+    return "conv"
+
+
+def _fc_weight_bytes(fc: nn.Linear, encoding: str) -> int:
+    out_f, in_f = fc.weight.shape
+    if encoding == "fp32":
+        return 4 * out_f * in_f
+    if encoding in ("int8", "bitplane8"):
+        # int8: one byte per weight; bitplane8: eight 1-bit planes per weight. Both carry an
+        # FP32 scale per output channel.
+        return out_f * in_f + 4 * out_f
+    raise ValueError(f"unknown FC encoding {encoding!r}; known: {FC_ENCODINGS}")
+
+
+def _final_linear(model: nn.Module) -> nn.Linear:
+    if isinstance(model, BinaryNet):
+        return model.fc
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("model has no nn.Linear to treat as the FC head")
+    return linears[-1]
+
+
+def count_ops(model: nn.Module, input_size: Sequence[int] = (224, 224), name: Optional[str] = None,
+              in_channels: int = 3) -> ModelCount:
+    """Count one image's FLOPs/BOPs by running the model once with hooks on its weighted layers.
+
+    Works for any model built from `BinaryConv2d`, `nn.Conv2d` and `nn.Linear`, not only the zoo.
+    """
+    h, w = int(input_size[0]), int(input_size[1])
+    layers: List[LayerCount] = []
+    hooks = []
+
+    def hook_for(layer_name: str, module: nn.Module):
+        def hook(mod, inputs, output):
+            spatial = output.shape[2] * output.shape[3] if output.dim() == 4 else 1
+            if isinstance(mod, BinaryConv2d):
+                macs = mod.out_channels * mod.in_channels * mod.kernel_size ** 2 * spatial
+                layers.append(LayerCount(layer_name, "binary_conv", tuple(output.shape[1:]), bops=macs))
+            elif isinstance(mod, nn.Conv2d):
+                kh, kw = mod.kernel_size
+                macs = mod.out_channels * (mod.in_channels // mod.groups) * kh * kw * spatial
+                layers.append(LayerCount(layer_name, _conv_kind(layer_name, mod), tuple(output.shape[1:]), flops=macs))
+            elif isinstance(mod, nn.Linear):
+                layers.append(LayerCount(layer_name, "fc", tuple(output.shape[1:]),
+                                         flops=mod.in_features * mod.out_features))
+        return hook
+
+    for layer_name, module in model.named_modules():
+        if isinstance(module, (BinaryConv2d, nn.Conv2d, nn.Linear)):
+            hooks.append(module.register_forward_hook(hook_for(layer_name, module)))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, h, w))
+    finally:
+        for handle in hooks:
+            handle.remove()
+        model.train(was_training)
+
+    fc = _final_linear(model)
+    binary_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, BinaryConv2d))
+    params = sum(p.numel() for p in model.parameters())
+    fc_params = fc.weight.numel()
+    fc_bias = fc.bias.numel() if fc.bias is not None else 0
+    float_params = params - binary_params - fc_params - fc_bias
+    float_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
+    binary_bytes = (binary_params + 7) // 8
+    storage = {e: binary_bytes + 4 * (float_params + fc_bias) + _fc_weight_bytes(fc, e) for e in FC_ENCODINGS}
+    weights = {e: binary_bytes + 4 * (float_weights + fc_bias) + _fc_weight_bytes(fc, e) for e in FC_ENCODINGS}
+    return ModelCount(
+        model=name or getattr(model, "name", type(model).__name__),
+        input_size=(h, w),
+        num_classes=fc.out_features,
+        flops=sum(l.flops for l in layers),
+        bops=sum(l.bops for l in layers),
+        params=params,
+        binary_params=binary_params,
+        storage_bytes=storage,
+        weights_storage_bytes=weights,
+        layers=layers,
+    )
+
+
+def _variants(names: Iterable[str], se_modes: Sequence[Optional[str]]) -> List[Tuple[str, Optional[str]]]:
+    return [(n, se) for n in names for se in se_modes]
+
+
+def count_zoo(names: Optional[Sequence[str]] = None, se_modes: Sequence[Optional[str]] = SE_MODES,
+              input_size: Sequence[int] = (224, 224), num_classes: int = 1000) -> List[ModelCount]:
+    """Counts for the zoo: by default the four models and their SE1/SE2 variants, then the ablations."""
+    if names is None:
+        pairs = _variants(MODEL_NAMES, se_modes) + _variants(ABLATION_NAMES, (None,))
+    else:
+        pairs = _variants(names, se_modes)
+    out = []
+    for name, se in pairs:
+        model = build_model(name, num_classes=num_classes, se=se)
+        out.append(count_ops(model, input_size))
+    return out
+
+
+def paper_figures(model_name: str) -> Optional[PaperFigures]:
+    """The paper's Table 2/3 figures for a zoo model name such as 'qsb_net_large_se1'."""
+    for se in ("se1", "se2"):
+        if model_name.endswith("_" + se):
+            return get_arch(model_name[: -len(se) - 1]).paper.get(se)
+    return get_arch(model_name).paper.get(None)
+
+
+def _pct(ours: float, paper: Optional[float]) -> Optional[float]:
+    if paper is None or paper == 0:
+        return None
+    return round(100.0 * (ours / paper - 1.0), 2)
+
+
+def to_record(count: ModelCount, with_layers: bool = False) -> dict:
+    """A JSON-ready dict: our numbers, the paper's and the relative difference in percent."""
+    rec = asdict(count)
+    if not with_layers:
+        rec.pop("layers")
+    rec["ops"] = count.ops
+    paper = paper_figures(count.model) if count.input_size == (224, 224) and count.num_classes == 1000 else None
+    comparison = {}
+    if paper is not None:
+        pairs = {
+            "flops": (count.flops / 1e8, paper.flops_e8),
+            "bops": (count.bops / 1e8, paper.bops_e8),
+            "ops": (count.ops / 1e8, paper.ops_e8),
+            "storage_mb_fp32_fc": (count.weights_storage_bytes["fp32"] / 1e6, paper.storage_mb_fp32_fc),
+            "storage_mb_int8_fc": (count.weights_storage_bytes["int8"] / 1e6, paper.storage_mb_int8_fc),
+        }
+        for key, (ours, theirs) in pairs.items():
+            comparison[key] = {"ours": round(ours, 4), "paper": theirs, "diff_pct": _pct(ours, theirs)}
+        comparison["top1_paper"] = paper.top1
+    rec["paper"] = comparison
+    return rec
+
+
+def _fmt(x: Optional[float], spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def format_table(counts: Sequence[ModelCount]) -> str:
+    head = (f"{'model':<20} {'FLOPs e8':>15} {'BOPs e8':>15} {'OPs e8':>15} {'params M':>9} "
+            f"{'MB fp32 FC':>10} {'int8 FC':>8} {'bitpl8 FC':>9} {'MB weights fp32/int8 FC':>30}")
+    lines = [head, "-" * len(head)]
+    for c in counts:
+        rec = to_record(c)
+        p = rec["paper"]
+
+        def cell(key: str, ours: float, spec: str = ".3f") -> str:
+            if key in p and p[key]["paper"] is not None:
+                return f"{ours:{spec}} ({p[key]['paper']:g}, {p[key]['diff_pct']:+.0f}%)"
+            return f"{ours:{spec}}"
+
+        mb = {e: c.storage_bytes[e] / 1e6 for e in FC_ENCODINGS}
+        w32 = cell("storage_mb_fp32_fc", c.weights_storage_bytes["fp32"] / 1e6, ".2f")
+        w8 = cell("storage_mb_int8_fc", c.weights_storage_bytes["int8"] / 1e6, ".2f")
+        lines.append(
+            f"{c.model:<20} {cell('flops', c.flops / 1e8):>15} {cell('bops', c.bops / 1e8, '.2f'):>15} "
+            f"{cell('ops', c.ops / 1e8):>15} {c.params / 1e6:>9.2f} {mb['fp32']:>10.2f} {mb['int8']:>8.2f} "
+            f"{mb['bitplane8']:>9.2f} {w32 + ' / ' + w8:>30}"
+        )
+    lines.append("")
+    lines.append("In parentheses: the paper's value (Tables 2 and 3) and our difference. MB = 10^6 bytes.")
+    lines.append("MB fp32/int8/bitpl8 FC: full deployed storage; 'MB weights': conv+FC weights only, the")
+    lines.append("convention of the paper's Table 3. Convention and FLOP differences: docs/ops.md.")
+    return "\n".join(lines)
+
+
+def format_layers(count: ModelCount) -> str:
+    lines = [f"{count.model} at {count.input_size[0]}x{count.input_size[1]}",
+             f"{'layer':<40} {'kind':<12} {'output':<18} {'FLOPs':>12} {'BOPs':>13}"]
+    for l in count.layers:
+        lines.append(f"{l.name:<40} {l.kind:<12} {'x'.join(map(str, l.output_shape)):<18} {l.flops:>12,} {l.bops:>13,}")
+    lines.append(f"{'total':<40} {'':<12} {'':<18} {count.flops:>12,} {count.bops:>13,}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m weights_tools.ops", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--models", nargs="+", metavar="NAME",
+                        help="zoo names (default: the four models with SE variants, then the ablations)")
+    parser.add_argument("--se", choices=["none", "se1", "se2", "all"], default="all",
+                        help="SE variants to count for --models (default: all)")
+    parser.add_argument("--input-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--layers", action="store_true", help="add a per-layer breakdown")
+    args = parser.parse_args(argv)
+
+    se_modes = {"none": (None,), "se1": ("se1",), "se2": ("se2",), "all": SE_MODES}[args.se]
+    try:
+        counts = count_zoo(args.models, se_modes, tuple(args.input_size), args.num_classes)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.json:
+        json.dump([to_record(c, with_layers=args.layers) for c in counts], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    print(f"Per image, {args.input_size[0]}x{args.input_size[1]} input, {args.num_classes} classes.")
+    print(format_table(counts))
+    if args.layers:
+        for c in counts:
+            print()
+            print(format_layers(c))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.exit(0)
