@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/bitpack/bitpack.h"
+#include "python/kernel_testing.h"
 #include "qbinfer/bit_contract.h"
 
 namespace py = pybind11;
@@ -149,4 +150,6 @@ threshold and -0.0 pack as +1 and NaN packs as -1. Tail bits past C are 0.)doc")
         return info;
       },
       "Describe how this extension was built: version, compiler, target, kernel ISAs.");
+
+  qbinfer::register_kernel_testing(m);
 }
