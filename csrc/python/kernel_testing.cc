@@ -1,7 +1,695 @@
+// qbinfer._core._kernels: one binding per portable microkernel, in the natural numpy shapes
+// (NHWC without the batch). The bindings own validation, as every caller of a microkernel
+// must: dtype (TypeError), shape, attribute ranges and the tail-bit rule (ValueError), so a
+// wrong call raises instead of reaching a kernel assert or reading out of bounds. They
+// return fresh C-contiguous arrays and release the GIL around each kernel call.
 #include "python/kernel_testing.h"
 
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "kernels/bconv/bconv.h"
+#include "kernels/conv2d/conv2d.h"
+#include "kernels/dwconv/dwconv.h"
+#include "kernels/elementwise/elementwise.h"
+#include "kernels/fc/fc.h"
+#include "kernels/pool/pool.h"
+#include "qbinfer/bit_contract.h"
+
+namespace py = pybind11;
+
 namespace qbinfer {
-void register_kernel_testing(pybind11::module_& core) {
-  core.def_submodule("_kernels", "portable microkernels, for tests only");
+namespace {
+
+// C order and natural alignment, copying only when the input lacks either. No forcecast:
+// the dtype is checked first so a float64 array is an error, not a silent conversion.
+constexpr int kKernelReady = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+template <typename T>
+using Ready = py::array_t<T, kKernelReady>;
+
+template <typename T>
+const char* dtype_name();
+template <>
+const char* dtype_name<float>() { return "float32"; }
+template <>
+const char* dtype_name<std::uint64_t>() { return "uint64"; }
+template <>
+const char* dtype_name<std::int8_t>() { return "int8"; }
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+    if (i > 0) s += ", ";
+    s += std::to_string(a.shape(i));
+  }
+  return s + (a.ndim() == 1 ? ",)" : ")");
 }
+
+// "fn: name", the prefix of every message.
+std::string where(const char* fn, const char* name) { return std::string(fn) + ": " + name; }
+
+template <typename T>
+Ready<T> as_array(const py::handle& obj, const char* fn, const char* name) {
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::type_error(where(fn, name) + " must be a numpy.ndarray of dtype " +
+                         dtype_name<T>() + ", got " +
+                         std::string(py::str(py::type::of(obj).attr("__name__"))));
+  }
+  // PyArray_EquivTypes underneath: a byte-swapped array is rejected too.
+  if (!py::isinstance<py::array_t<T>>(obj)) {
+    const auto arr = py::reinterpret_borrow<py::array>(obj);
+    throw py::type_error(where(fn, name) + " must have dtype " + dtype_name<T>() + ", got " +
+                         std::string(py::str(arr.dtype())));
+  }
+  return Ready<T>(py::reinterpret_borrow<py::object>(obj));
+}
+
+// One expected dimension: an exact size, or any size >= 1 shown by its name.
+struct Dim {
+  py::ssize_t size;  // < 0: any size >= 1
+  const char* name;
+};
+Dim any(const char* name) { return {-1, name}; }
+Dim exactly(std::size_t size) { return {static_cast<py::ssize_t>(size), nullptr}; }
+
+void expect_shape(const py::array& a, const char* fn, const char* name,
+                  std::initializer_list<Dim> dims) {
+  bool ok = a.ndim() == static_cast<py::ssize_t>(dims.size());
+  std::string want = "(";
+  py::ssize_t i = 0;
+  for (const Dim& d : dims) {
+    if (i > 0) want += ", ";
+    want += d.size < 0 ? std::string(d.name) : std::to_string(d.size);
+    if (ok) ok = d.size < 0 ? a.shape(i) >= 1 : a.shape(i) == d.size;
+    ++i;
+  }
+  want += dims.size() == 1 ? ",)" : ")";
+  if (!ok) {
+    throw py::value_error(where(fn, name) + " must have shape " + want +
+                          (dims.size() == 0 ? "" : " (named sizes >= 1)") + ", got " +
+                          shape_str(a));
+  }
+}
+
+// Channels-last arrays of any rank >= 1: returns the channel count (>= 1).
+std::size_t channels_last(const py::array& a, const char* fn, const char* name) {
+  if (a.ndim() < 1 || a.shape(a.ndim() - 1) < 1) {
+    throw py::value_error(where(fn, name) +
+                          " must have rank >= 1 and at least one channel on the last axis, got "
+                          "shape " + shape_str(a));
+  }
+  return static_cast<std::size_t>(a.shape(a.ndim() - 1));
+}
+
+std::size_t dim(const py::array& a, py::ssize_t i) { return static_cast<std::size_t>(a.shape(i)); }
+
+std::size_t positive(std::int64_t v, const char* fn, const char* name) {
+  if (v < 1) {
+    throw py::value_error(where(fn, name) + " must be >= 1, got " + std::to_string(v));
+  }
+  return static_cast<std::size_t>(v);
+}
+
+// Every kernel assumes bits past the channel count are 0 (bit_contract.h); the last axis of
+// `bits` holds the words of one row of `channels` channels.
+void expect_zero_tail(const Ready<std::uint64_t>& bits, std::size_t channels, const char* fn,
+                      const char* name) {
+  const std::size_t used = channels % kBitsPerWord;
+  if (used == 0 || bits.size() == 0) return;
+  const std::size_t words = words_for_channels(channels);
+  const std::uint64_t* p = bits.data();
+  const std::size_t rows = static_cast<std::size_t>(bits.size()) / words;
+  for (std::size_t r = 0; r < rows; ++r) {
+    if ((p[r * words + words - 1] >> used) != 0) {
+      throw py::value_error(where(fn, name) + " has bits set past channel " +
+                            std::to_string(channels) + " in row " + std::to_string(r) +
+                            " (the bit contract requires tail bits 0)");
+    }
+  }
+}
+
+py::array_t<float> new_f32(std::vector<py::ssize_t> shape) {
+  return py::array_t<float>(std::move(shape));
+}
+
+template <typename F>
+void without_gil(F&& f) {
+  // Every buffer a kernel touches is held by a local Ready<>/array_t, so it outlives this.
+  py::gil_scoped_release release;
+  f();
+}
+
+// --- binary conv ------------------------------------------------------------------------
+
+py::array_t<float> bconv2d(const py::object& x_obj, const py::object& w_obj,
+                           std::int64_t in_channels, const py::object& scale_obj,
+                           const py::object& bias_obj, const std::string& padding) {
+  constexpr const char* fn = "bconv2d";
+  const auto x = as_array<std::uint64_t>(x_obj, fn, "x_bits");
+  const auto w = as_array<std::uint64_t>(w_obj, fn, "w_bits");
+  const auto scale = as_array<float>(scale_obj, fn, "scale");
+  const auto bias = as_array<float>(bias_obj, fn, "bias");
+
+  const std::size_t ci = positive(in_channels, fn, "in_channels");
+  if (ci > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max() / 9)) {
+    throw py::value_error("bconv2d: in_channels " + std::to_string(ci) +
+                          " is too large for an int32 dot over 9 taps");
+  }
+  const std::size_t words = words_for_channels(ci);
+  BinaryPadding mode;
+  if (padding == "zero") {
+    mode = BinaryPadding::kZero;
+  } else if (padding == "one") {
+    mode = BinaryPadding::kOne;
+  } else {
+    throw py::value_error("bconv2d: padding must be 'zero' or 'one', got '" + padding + "'");
+  }
+  expect_shape(x, fn, "x_bits", {any("H"), any("W"), exactly(words)});
+  expect_shape(w, fn, "w_bits", {any("Co"), any("k"), any("k"), exactly(words)});
+  const std::size_t k = dim(w, 1);
+  if (dim(w, 2) != k || (k != 1 && k != 3)) {
+    throw py::value_error("bconv2d: w_bits must be [Co, k, k, words] with k 1 or 3, got shape " +
+                          shape_str(w));
+  }
+  const std::size_t co = dim(w, 0);
+  expect_shape(scale, fn, "scale", {exactly(co)});
+  expect_shape(bias, fn, "bias", {exactly(co)});
+  expect_zero_tail(x, ci, fn, "x_bits");
+  expect_zero_tail(w, ci, fn, "w_bits");
+
+  const BConvShape shape{dim(x, 0), dim(x, 1), ci, co, k, mode};
+  auto out = new_f32({x.shape(0), x.shape(1), static_cast<py::ssize_t>(co)});
+  float* o = out.mutable_data();
+  without_gil([&] {
+    bconv2d_nhwc__reference(shape, x.data(), w.data(), scale.data(), bias.data(), o);
+  });
+  return out;
+}
+
+// --- depthwise --------------------------------------------------------------------------
+
+struct DWArgs {
+  Ready<float> x;
+  Ready<float> pre_bias;  // empty when None
+  const float* pre_bias_ptr = nullptr;
+  Ready<float> scale;
+  Ready<float> bias;
+  DWConvShape shape{};
+};
+
+// Shared checks of both depthwise bindings; the weight is checked by the caller against
+// shape.multiplier * shape.channels rows.
+DWArgs dw_common(const char* fn, const py::object& x_obj, const py::object& pre_bias_obj,
+                 const py::object& scale_obj, const py::object& bias_obj, std::int64_t stride_h,
+                 std::int64_t stride_w, std::int64_t multiplier, py::ssize_t weight_rows) {
+  DWArgs a;
+  a.x = as_array<float>(x_obj, fn, "x");
+  expect_shape(a.x, fn, "x", {any("H"), any("W"), any("C")});
+  const std::size_t c = dim(a.x, 2);
+  if (!pre_bias_obj.is_none()) {
+    a.pre_bias = as_array<float>(pre_bias_obj, fn, "pre_bias");
+    expect_shape(a.pre_bias, fn, "pre_bias", {exactly(c)});
+    a.pre_bias_ptr = a.pre_bias.data();
+  }
+  if (!((stride_h == 1 || stride_h == 2) && (stride_w == 1 || stride_w == 2))) {
+    throw py::value_error(std::string(fn) + ": stride must be (1, 1), (2, 2), (2, 1) or (1, 2), "
+                          "got (" + std::to_string(stride_h) + ", " + std::to_string(stride_w) +
+                          ")");
+  }
+  const std::size_t k = positive(multiplier, fn, "multiplier");
+  if (weight_rows < 0 || static_cast<std::size_t>(weight_rows) % c != 0 ||
+      static_cast<std::size_t>(weight_rows) / c != k) {
+    throw py::value_error(std::string(fn) + ": w must have multiplier * C = " +
+                          std::to_string(k) + " * " + std::to_string(c) +
+                          " rows, got " + std::to_string(weight_rows));
+  }
+  const std::size_t kc = k * c;
+  a.scale = as_array<float>(scale_obj, fn, "scale");
+  expect_shape(a.scale, fn, "scale", {exactly(kc)});
+  a.bias = as_array<float>(bias_obj, fn, "bias");
+  expect_shape(a.bias, fn, "bias", {exactly(kc)});
+
+  const std::size_t sh = static_cast<std::size_t>(stride_h);
+  const std::size_t sw = static_cast<std::size_t>(stride_w);
+  a.shape = DWConvShape{dim(a.x, 0), dim(a.x, 1), c, k, sh, sw,
+                        (dim(a.x, 0) + sh - 1) / sh, (dim(a.x, 1) + sw - 1) / sw};
+  return a;
+}
+
+py::array_t<float> dw_output(const DWConvShape& s) {
+  return new_f32({static_cast<py::ssize_t>(s.out_height), static_cast<py::ssize_t>(s.out_width),
+                  static_cast<py::ssize_t>(s.multiplier * s.channels)});
+}
+
+py::ssize_t weight_rows(const py::array& w) { return w.ndim() >= 1 ? w.shape(0) : -1; }
+
+py::array_t<float> dwconv3x3_f32(const py::object& x_obj, const py::object& pre_bias_obj,
+                                 const py::object& w_obj, const py::object& scale_obj,
+                                 const py::object& bias_obj, std::int64_t stride_h,
+                                 std::int64_t stride_w, std::int64_t multiplier) {
+  constexpr const char* fn = "dwconv3x3_f32";
+  const auto w = as_array<float>(w_obj, fn, "w");
+  expect_shape(w, fn, "w", {any("multiplier * C"), exactly(9)});
+  const DWArgs a = dw_common(fn, x_obj, pre_bias_obj, scale_obj, bias_obj, stride_h, stride_w,
+                             multiplier, weight_rows(w));
+  auto out = dw_output(a.shape);
+  float* o = out.mutable_data();
+  without_gil([&] {
+    dwconv3x3_f32_nhwc__reference(a.shape, a.x.data(), a.pre_bias_ptr, w.data(), a.scale.data(),
+                                  a.bias.data(), o);
+  });
+  return out;
+}
+
+py::array_t<float> dwconv3x3_qs8(const py::object& x_obj, const py::object& pre_bias_obj,
+                                 const py::object& input_scale_obj, const py::object& w_obj,
+                                 const py::object& w_scale_obj, const py::object& scale_obj,
+                                 const py::object& bias_obj, std::int64_t stride_h,
+                                 std::int64_t stride_w, std::int64_t multiplier) {
+  constexpr const char* fn = "dwconv3x3_qs8";
+  const auto w = as_array<std::int8_t>(w_obj, fn, "w");
+  expect_shape(w, fn, "w", {any("multiplier * C"), exactly(9)});
+  const DWArgs a = dw_common(fn, x_obj, pre_bias_obj, scale_obj, bias_obj, stride_h, stride_w,
+                             multiplier, weight_rows(w));
+  const auto w_scale = as_array<float>(w_scale_obj, fn, "w_scale");
+  expect_shape(w_scale, fn, "w_scale", {exactly(a.shape.multiplier * a.shape.channels)});
+  for (py::ssize_t i = 0; i < w.size(); ++i) {
+    if (w.data()[i] == -128) {
+      throw py::value_error("dwconv3x3_qs8: w must lie in [-127, 127] (symmetric INT8), found "
+                            "-128 at flat index " + std::to_string(i));
+    }
+  }
+
+  const std::size_t pixels = a.shape.in_height * a.shape.in_width;
+  float input_scale;
+  if (input_scale_obj.is_none()) {
+    input_scale = dwconv_dynamic_input_scale(
+        dwconv_input_absmax__reference(a.x.data(), a.pre_bias_ptr, pixels, a.shape.channels));
+  } else {
+    // float(), int and numpy scalars convert; strings and the like do not.
+    if (!py::hasattr(input_scale_obj, "__float__")) {
+      throw py::type_error("dwconv3x3_qs8: input_scale must be a float or None, got " +
+                           std::string(py::str(py::type::of(input_scale_obj).attr("__name__"))));
+    }
+    const double requested = py::cast<double>(py::float_(input_scale_obj));
+    // Range-checked in double first: converting a double beyond float's range is undefined.
+    input_scale = requested > 0.0 && requested <= std::numeric_limits<float>::max()
+                      ? static_cast<float>(requested)
+                      : 0.0f;
+    if (!(input_scale > 0.0f)) {
+      throw py::value_error("dwconv3x3_qs8: input_scale must be finite and > 0 as a float32 "
+                            "(None for the dynamic scale), got " +
+                            std::string(py::str(input_scale_obj)));
+    }
+  }
+
+  std::vector<std::int8_t> scratch(pixels * a.shape.channels);
+  auto out = dw_output(a.shape);
+  float* o = out.mutable_data();
+  without_gil([&] {
+    dwconv3x3_qs8_nhwc__reference(a.shape, a.x.data(), a.pre_bias_ptr, input_scale, w.data(),
+                                  w_scale.data(), a.scale.data(), a.bias.data(), scratch.data(), o);
+  });
+  return out;
+}
+
+float dwconv_input_absmax(const py::object& x_obj, const py::object& pre_bias_obj) {
+  constexpr const char* fn = "dwconv_input_absmax";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  const std::size_t c = channels_last(x, fn, "x");
+  Ready<float> pre_bias;
+  const float* pb = nullptr;
+  if (!pre_bias_obj.is_none()) {
+    pre_bias = as_array<float>(pre_bias_obj, fn, "pre_bias");
+    expect_shape(pre_bias, fn, "pre_bias", {exactly(c)});
+    pb = pre_bias.data();
+  }
+  const std::size_t pixels = static_cast<std::size_t>(x.size()) / c;
+  float result = 0.0f;
+  without_gil([&] { result = dwconv_input_absmax__reference(x.data(), pb, pixels, c); });
+  return result;
+}
+
+// --- fully connected --------------------------------------------------------------------
+
+py::array_t<float> fc_f32(const py::object& x_obj, const py::object& w_obj,
+                          const py::object& bias_obj) {
+  constexpr const char* fn = "fc_f32";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  expect_shape(x, fn, "x", {any("C")});
+  const auto w = as_array<float>(w_obj, fn, "w");
+  expect_shape(w, fn, "w", {any("O"), exactly(dim(x, 0))});
+  const auto bias = as_array<float>(bias_obj, fn, "bias");
+  expect_shape(bias, fn, "bias", {exactly(dim(w, 0))});
+  auto out = new_f32({w.shape(0)});
+  float* o = out.mutable_data();
+  without_gil([&] { fc_f32__reference(dim(x, 0), dim(w, 0), x.data(), w.data(), bias.data(), o); });
+  return out;
+}
+
+py::array_t<float> fc_qs8(const py::object& x_obj, const py::object& w_obj,
+                          const py::object& w_scale_obj, const py::object& bias_obj) {
+  constexpr const char* fn = "fc_qs8";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  expect_shape(x, fn, "x", {any("C")});
+  const auto w = as_array<std::int8_t>(w_obj, fn, "w");
+  expect_shape(w, fn, "w", {any("O"), exactly(dim(x, 0))});
+  const auto w_scale = as_array<float>(w_scale_obj, fn, "w_scale");
+  expect_shape(w_scale, fn, "w_scale", {exactly(dim(w, 0))});
+  const auto bias = as_array<float>(bias_obj, fn, "bias");
+  expect_shape(bias, fn, "bias", {exactly(dim(w, 0))});
+  auto out = new_f32({w.shape(0)});
+  float* o = out.mutable_data();
+  without_gil([&] {
+    fc_qs8__reference(dim(x, 0), dim(w, 0), x.data(), w.data(), w_scale.data(), bias.data(), o);
+  });
+  return out;
+}
+
+py::array_t<float> fc_bitplane8(const py::object& x_obj, const py::object& planes_obj,
+                                const py::object& w_scale_obj, const py::object& bias_obj) {
+  constexpr const char* fn = "fc_bitplane8";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  expect_shape(x, fn, "x", {any("C")});
+  const std::size_t c = dim(x, 0);
+  const auto planes = as_array<std::uint64_t>(planes_obj, fn, "planes");
+  expect_shape(planes, fn, "planes", {exactly(8), any("O"), exactly(words_for_channels(c))});
+  expect_zero_tail(planes, c, fn, "planes");
+  const std::size_t n_out = dim(planes, 1);
+  const auto w_scale = as_array<float>(w_scale_obj, fn, "w_scale");
+  expect_shape(w_scale, fn, "w_scale", {exactly(n_out)});
+  const auto bias = as_array<float>(bias_obj, fn, "bias");
+  expect_shape(bias, fn, "bias", {exactly(n_out)});
+  auto out = new_f32({static_cast<py::ssize_t>(n_out)});
+  float* o = out.mutable_data();
+  without_gil([&] {
+    fc_bitplane8__reference(c, n_out, x.data(), planes.data(), w_scale.data(), bias.data(), o);
+  });
+  return out;
+}
+
+// --- dense conv -------------------------------------------------------------------------
+
+py::array_t<float> conv2d_f32(const py::object& x_obj, const py::object& w_obj,
+                              const py::object& bias_obj, std::int64_t stride_h,
+                              std::int64_t stride_w, std::int64_t pad_top, std::int64_t pad_left,
+                              std::int64_t pad_bottom, std::int64_t pad_right, bool relu) {
+  constexpr const char* fn = "conv2d_f32";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  expect_shape(x, fn, "x", {any("H"), any("W"), any("Ci")});
+  const auto w = as_array<float>(w_obj, fn, "w");
+  expect_shape(w, fn, "w", {any("Co"), any("kh"), any("kw"), exactly(dim(x, 2))});
+  const std::size_t co = dim(w, 0), kh = dim(w, 1), kw = dim(w, 2);
+  Ready<float> bias;
+  std::vector<float> zero_bias;
+  const float* b = nullptr;
+  if (bias_obj.is_none()) {
+    zero_bias.assign(co, 0.0f);  // the kernel's bias is never null
+    b = zero_bias.data();
+  } else {
+    bias = as_array<float>(bias_obj, fn, "bias");
+    expect_shape(bias, fn, "bias", {exactly(co)});
+    b = bias.data();
+  }
+  const std::size_t sh = positive(stride_h, fn, "stride_h");
+  const std::size_t sw = positive(stride_w, fn, "stride_w");
+  // A pad of a whole kernel or more only adds rows of bare bias: refused as a likely mistake
+  // (and it keeps the output size bounded by the input's).
+  const std::int64_t pads[4] = {pad_top, pad_left, pad_bottom, pad_right};
+  const char* pad_names[4] = {"pad_top", "pad_left", "pad_bottom", "pad_right"};
+  for (int i = 0; i < 4; ++i) {
+    const std::size_t limit = (i % 2 == 0) ? kh : kw;
+    if (pads[i] < 0 || static_cast<std::size_t>(pads[i]) >= limit) {
+      throw py::value_error(std::string(fn) + ": " + pad_names[i] + " must be in [0, " +
+                            std::to_string(limit - 1) + "] for this kernel, got " +
+                            std::to_string(pads[i]));
+    }
+  }
+  const std::size_t pt = static_cast<std::size_t>(pad_top), pl = static_cast<std::size_t>(pad_left);
+  const std::size_t pb = static_cast<std::size_t>(pad_bottom);
+  const std::size_t pr = static_cast<std::size_t>(pad_right);
+  const std::size_t h = dim(x, 0), wd = dim(x, 1);
+  if (h + pt + pb < kh || wd + pl + pr < kw) {
+    throw py::value_error("conv2d_f32: the padded input " + std::to_string(h + pt + pb) + "x" +
+                          std::to_string(wd + pl + pr) + " is smaller than the kernel " +
+                          std::to_string(kh) + "x" + std::to_string(kw));
+  }
+  const Conv2DShape shape{h,  wd, dim(x, 2), co, kh, kw, sh, sw, pt, pl, pb, pr,
+                          (h + pt + pb - kh) / sh + 1, (wd + pl + pr - kw) / sw + 1};
+  auto out = new_f32({static_cast<py::ssize_t>(shape.out_height),
+                      static_cast<py::ssize_t>(shape.out_width), static_cast<py::ssize_t>(co)});
+  float* o = out.mutable_data();
+  without_gil([&] { conv2d_f32_nhwc__reference(shape, x.data(), w.data(), b, relu, o); });
+  return out;
+}
+
+// --- element-wise -----------------------------------------------------------------------
+
+// The output array; with `inplace` it starts as a copy of x and the kernel is called with
+// out == in, which exercises the aliasing the kernels promise to allow.
+py::array_t<float> output_like(const Ready<float>& x, bool inplace) {
+  py::array_t<float> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  if (inplace && x.size() > 0) {
+    std::memcpy(out.mutable_data(), x.data(), static_cast<std::size_t>(x.size()) * sizeof(float));
+  }
+  return out;
+}
+
+Ready<float> per_channel(const py::object& obj, const char* fn, const char* name,
+                         std::size_t channels) {
+  auto a = as_array<float>(obj, fn, name);
+  expect_shape(a, fn, name, {exactly(channels)});
+  return a;
+}
+
+py::array_t<float> affine(const py::object& x_obj, const py::object& scale_obj,
+                          const py::object& bias_obj, bool inplace) {
+  constexpr const char* fn = "affine";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  const std::size_t c = channels_last(x, fn, "x");
+  const auto scale = per_channel(scale_obj, fn, "scale", c);
+  const auto bias = per_channel(bias_obj, fn, "bias", c);
+  auto out = output_like(x, inplace);
+  float* o = out.mutable_data();
+  const float* in = inplace ? o : x.data();
+  const std::size_t pixels = static_cast<std::size_t>(x.size()) / c;
+  without_gil([&] { affine_f32__reference(in, pixels, c, scale.data(), bias.data(), o); });
+  return out;
+}
+
+py::array_t<float> prelu(const py::object& x_obj, const py::object& slope_obj, bool inplace) {
+  constexpr const char* fn = "prelu";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  const std::size_t c = channels_last(x, fn, "x");
+  const auto slope = per_channel(slope_obj, fn, "slope", c);
+  auto out = output_like(x, inplace);
+  float* o = out.mutable_data();
+  const float* in = inplace ? o : x.data();
+  const std::size_t pixels = static_cast<std::size_t>(x.size()) / c;
+  without_gil([&] { prelu_f32__reference(in, pixels, c, slope.data(), o); });
+  return out;
+}
+
+py::array_t<float> mul_channel(const py::object& x_obj, const py::object& s_obj, bool inplace) {
+  constexpr const char* fn = "mul_channel";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  const std::size_t c = channels_last(x, fn, "x");
+  const auto s = per_channel(s_obj, fn, "s", c);
+  auto out = output_like(x, inplace);
+  float* o = out.mutable_data();
+  const float* in = inplace ? o : x.data();
+  const std::size_t pixels = static_cast<std::size_t>(x.size()) / c;
+  without_gil([&] { mul_channel_f32__reference(in, pixels, c, s.data(), o); });
+  return out;
+}
+
+template <void (*Kernel)(const float*, std::size_t, float*)>
+py::array_t<float> unary(const char* fn, const py::object& x_obj, bool inplace) {
+  const auto x = as_array<float>(x_obj, fn, "x");
+  auto out = output_like(x, inplace);
+  float* o = out.mutable_data();
+  const float* in = inplace ? o : x.data();
+  const std::size_t n = static_cast<std::size_t>(x.size());
+  without_gil([&] { Kernel(in, n, o); });
+  return out;
+}
+
+py::array_t<float> add(const py::object& a_obj, const py::object& b_obj, bool inplace) {
+  constexpr const char* fn = "add";
+  const auto a = as_array<float>(a_obj, fn, "a");
+  const auto b = as_array<float>(b_obj, fn, "b");
+  if (a.ndim() != b.ndim() || !std::equal(a.shape(), a.shape() + a.ndim(), b.shape())) {
+    throw py::value_error("add: a and b must have the same shape (no broadcasting), got " +
+                          shape_str(a) + " and " + shape_str(b));
+  }
+  auto out = output_like(a, inplace);
+  float* o = out.mutable_data();
+  const float* in = inplace ? o : a.data();
+  const std::size_t n = static_cast<std::size_t>(a.size());
+  without_gil([&] { add_f32__reference(in, b.data(), n, o); });
+  return out;
+}
+
+// --- pooling and concat -----------------------------------------------------------------
+
+py::array_t<float> avgpool(const py::object& x_obj, std::int64_t kernel_h, std::int64_t kernel_w,
+                           std::int64_t stride_h, std::int64_t stride_w) {
+  constexpr const char* fn = "avgpool";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  expect_shape(x, fn, "x", {any("H"), any("W"), any("C")});
+  const std::size_t kh = positive(kernel_h, fn, "kernel_h");
+  const std::size_t kw = positive(kernel_w, fn, "kernel_w");
+  const std::size_t sh = positive(stride_h, fn, "stride_h");
+  const std::size_t sw = positive(stride_w, fn, "stride_w");
+  const std::size_t h = dim(x, 0), w = dim(x, 1);
+  if (h < kh || w < kw) {
+    throw py::value_error("avgpool: the input " + std::to_string(h) + "x" + std::to_string(w) +
+                          " is smaller than the kernel " + std::to_string(kh) + "x" +
+                          std::to_string(kw));
+  }
+  const std::size_t ho = (h - kh + sh - 1) / sh + 1;
+  const std::size_t wo = (w - kw + sw - 1) / sw + 1;
+  // Ceil mode with stride > kernel can put a last window wholly past the image, which
+  // PyTorch drops and this op's formula does not: refused rather than disagreeing.
+  if ((ho - 1) * sh >= h || (wo - 1) * sw >= w) {
+    throw py::value_error("avgpool: with this stride the last ceil-mode window starts past the "
+                          "image; use stride <= kernel");
+  }
+  const AvgPoolShape shape{h, w, dim(x, 2), kh, kw, sh, sw, ho, wo};
+  auto out = new_f32({static_cast<py::ssize_t>(ho), static_cast<py::ssize_t>(wo), x.shape(2)});
+  float* o = out.mutable_data();
+  without_gil([&] { avgpool_f32_nhwc__reference(shape, x.data(), o); });
+  return out;
+}
+
+py::array_t<float> global_avgpool(const py::object& x_obj) {
+  constexpr const char* fn = "global_avgpool";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  expect_shape(x, fn, "x", {any("H"), any("W"), any("C")});
+  const std::size_t c = dim(x, 2);
+  auto out = new_f32({x.shape(2)});
+  float* o = out.mutable_data();
+  without_gil([&] { global_avgpool_f32_nhwc__reference(x.data(), dim(x, 0) * dim(x, 1), c, o); });
+  return out;
+}
+
+py::array_t<float> concat(const py::object& inputs_obj) {
+  constexpr const char* fn = "concat";
+  if (!py::isinstance<py::list>(inputs_obj) && !py::isinstance<py::tuple>(inputs_obj)) {
+    throw py::type_error("concat: inputs must be a list or tuple of float32 arrays, got " +
+                         std::string(py::str(py::type::of(inputs_obj).attr("__name__"))));
+  }
+  const auto seq = py::reinterpret_borrow<py::sequence>(inputs_obj);
+  if (seq.size() == 0) throw py::value_error("concat: inputs must not be empty");
+
+  std::vector<Ready<float>> arrays;
+  std::vector<const float*> ptrs;
+  std::vector<std::size_t> channels;
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < seq.size(); ++i) {
+    const std::string name = "inputs[" + std::to_string(i) + "]";
+    arrays.push_back(as_array<float>(seq[i], fn, name.c_str()));
+    const Ready<float>& a = arrays.back();
+    channels.push_back(channels_last(a, fn, name.c_str()));
+    const Ready<float>& first = arrays.front();
+    if (a.ndim() != first.ndim() ||
+        !std::equal(a.shape(), a.shape() + a.ndim() - 1, first.shape())) {
+      throw py::value_error("concat: every input must have the leading shape of inputs[0], "
+                            "got " + shape_str(first) + " and " + name + " " + shape_str(a));
+    }
+    total += channels.back();
+  }
+  for (const auto& a : arrays) ptrs.push_back(a.data());
+  const Ready<float>& first = arrays.front();
+  std::vector<py::ssize_t> shape(first.shape(), first.shape() + first.ndim());
+  shape.back() = static_cast<py::ssize_t>(total);
+  auto out = new_f32(shape);
+  float* o = out.mutable_data();
+  const std::size_t pixels = static_cast<std::size_t>(first.size()) / channels.front();
+  without_gil([&] {
+    concat_channels_f32__reference(ptrs.data(), channels.data(), ptrs.size(), pixels, o);
+  });
+  return out;
+}
+
+}  // namespace
+
+void register_kernel_testing(py::module_& core) {
+  py::module_ m = core.def_submodule("_kernels", "portable microkernels, for tests only");
+
+  m.def("bconv2d", &bconv2d, py::arg("x_bits"), py::arg("w_bits"), py::arg("in_channels"),
+        py::arg("scale"), py::arg("bias"), py::arg("padding") = "zero",
+        "Binary conv, stride 1, 'same': x_bits uint64 [H, W, words], w_bits uint64\n"
+        "[Co, k, k, words] (k 1 or 3), scale/bias float32 [Co], padding 'zero' | 'one'.\n"
+        "Returns float32 [H, W, Co] = float(dot) * scale + bias.");
+  m.def("dwconv3x3_f32", &dwconv3x3_f32, py::arg("x"), py::arg("pre_bias"), py::arg("w"),
+        py::arg("scale"), py::arg("bias"), py::arg("stride_h") = 1, py::arg("stride_w") = 1,
+        py::arg("multiplier") = 1,
+        "Depthwise 3x3, zero padding 1: x float32 [H, W, C], pre_bias [C] or None,\n"
+        "w [multiplier * C, 9], scale/bias [multiplier * C]. Returns [Ho, Wo, multiplier * C],\n"
+        "channel j * C + c = conv j of channel c.");
+  m.def("dwconv3x3_qs8", &dwconv3x3_qs8, py::arg("x"), py::arg("pre_bias"),
+        py::arg("input_scale"), py::arg("w"), py::arg("w_scale"), py::arg("scale"),
+        py::arg("bias"), py::arg("stride_h") = 1, py::arg("stride_w") = 1,
+        py::arg("multiplier") = 1,
+        "INT8 depthwise 3x3: as dwconv3x3_f32 with w int8 in [-127, 127] and w_scale\n"
+        "float32 [multiplier * C]; input_scale a float > 0 (rounded to float32), or None for\n"
+        "the dynamic scale max|x + pre_bias| / 127 (1 when that is 0).");
+  m.def("dwconv_input_absmax", &dwconv_input_absmax, py::arg("x"), py::arg("pre_bias") = py::none(),
+        "max |x + pre_bias| over a channels-last float32 array (NaN ignored).");
+  m.def("fc_f32", &fc_f32, py::arg("x"), py::arg("w"), py::arg("bias"),
+        "x float32 [C], w float32 [O, C], bias [O] -> [O].");
+  m.def("fc_qs8", &fc_qs8, py::arg("x"), py::arg("w"), py::arg("w_scale"), py::arg("bias"),
+        "x float32 [C], w int8 [O, C], w_scale/bias float32 [O] -> [O].");
+  m.def("fc_bitplane8", &fc_bitplane8, py::arg("x"), py::arg("planes"), py::arg("w_scale"),
+        py::arg("bias"),
+        "x float32 [C], planes uint64 [8, O, words(C)] (stored bit = 1 - bit_b(B)),\n"
+        "w_scale/bias float32 [O] -> [O], w = w_scale * (2B - 255).");
+  m.def("conv2d_f32", &conv2d_f32, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(),
+        py::arg("stride_h") = 1, py::arg("stride_w") = 1, py::arg("pad_top") = 0,
+        py::arg("pad_left") = 0, py::arg("pad_bottom") = 0, py::arg("pad_right") = 0,
+        py::arg("relu") = false,
+        "Dense conv, zero padding: x float32 [H, W, Ci], w [Co, kh, kw, Ci], bias [Co] or\n"
+        "None; each pad in [0, kernel - 1]. Returns [Ho, Wo, Co].");
+  m.def("affine", &affine, py::arg("x"), py::arg("scale"), py::arg("bias"),
+        py::arg("inplace") = false, "x * scale[c] + bias[c] over a channels-last array.");
+  m.def("prelu", &prelu, py::arg("x"), py::arg("slope"), py::arg("inplace") = false,
+        "x >= 0 ? x : slope[c] * x over a channels-last array.");
+  m.def(
+      "relu",
+      [](const py::object& x, bool inplace) {
+        return unary<relu_f32__reference>("relu", x, inplace);
+      },
+      py::arg("x"), py::arg("inplace") = false, "max(x, 0), NaN propagated.");
+  m.def(
+      "sigmoid",
+      [](const py::object& x, bool inplace) {
+        return unary<sigmoid_f32__reference>("sigmoid", x, inplace);
+      },
+      py::arg("x"), py::arg("inplace") = false, "1 / (1 + exp(-x)).");
+  m.def("add", &add, py::arg("a"), py::arg("b"), py::arg("inplace") = false,
+        "a + b, same shapes.");
+  m.def("mul_channel", &mul_channel, py::arg("x"), py::arg("s"), py::arg("inplace") = false,
+        "x * s[c] over a channels-last array (SE scaling).");
+  m.def("avgpool", &avgpool, py::arg("x"), py::arg("kernel_h"), py::arg("kernel_w"),
+        py::arg("stride_h"), py::arg("stride_w"),
+        "Average pool, no padding, ceil mode, each window averaging the pixels it covers:\n"
+        "x float32 [H, W, C] -> [ceil((H - kh) / sh) + 1, ceil((W - kw) / sw) + 1, C].");
+  m.def("global_avgpool", &global_avgpool, py::arg("x"),
+        "Mean over pixels: x float32 [H, W, C] -> [C].");
+  m.def("concat", &concat, py::arg("inputs"),
+        "Concatenate channels-last float32 arrays with equal leading shapes; an array may\n"
+        "appear several times.");
+}
+
 }  // namespace qbinfer

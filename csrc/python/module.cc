@@ -3,11 +3,19 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cctype>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "engine/model.h"
+#include "format/crc32.h"
+#include "format/errors.h"
 #include "kernels/bitpack/bitpack.h"
 #include "python/kernel_testing.h"
 #include "qbinfer/bit_contract.h"
@@ -119,6 +127,281 @@ const char* target_arch() {
 #endif
 }
 
+// ---------------------------------------------------------------------------------------
+// Exceptions: qbinfer._core.Error and its subclasses. ShapeError and DtypeError also derive
+// from ValueError and TypeError, which pybind11's register_exception (one base) cannot
+// express, so the classes are made with type() and C++ exceptions translated by hand.
+// The references are deliberately leaked: the types live as long as the interpreter.
+// ---------------------------------------------------------------------------------------
+PyObject* g_error = nullptr;
+PyObject* g_format_error = nullptr;
+PyObject* g_shape_error = nullptr;
+PyObject* g_dtype_error = nullptr;
+
+PyObject* make_exception(py::module_& m, const char* name, py::tuple bases, const char* doc) {
+  py::dict ns;
+  ns["__module__"] = m.attr("__name__");
+  ns["__doc__"] = doc;
+  py::object cls = py::module_::import("builtins").attr("type")(name, bases, ns);
+  m.attr(name) = cls;
+  return cls.release().ptr();
+}
+
+// Messages quote names and paths from the file and the file system, which need not be
+// UTF-8: never let the message itself fail to decode.
+void set_error(PyObject* type, const char* what) {
+  PyObject* msg = PyUnicode_DecodeUTF8(what, static_cast<Py_ssize_t>(std::strlen(what)),
+                                       "backslashreplace");
+  if (msg == nullptr) return;
+  PyErr_SetObject(type, msg);
+  Py_DECREF(msg);
+}
+
+void register_exceptions(py::module_& m) {
+  const py::object builtins = py::module_::import("builtins");
+  g_error = make_exception(m, "Error", py::make_tuple(builtins.attr("Exception")),
+                           "Base of every error qbinfer raises about a file or an input.");
+  const auto base = py::reinterpret_borrow<py::object>(g_error);
+  g_format_error = make_exception(
+      m, "FormatError", py::make_tuple(base),
+      "A .qbw file is damaged, hostile, or from an unsupported version.");
+  g_shape_error = make_exception(m, "ShapeError", py::make_tuple(base, builtins.attr("ValueError")),
+                                 "An input has the wrong rank or shape.");
+  g_dtype_error = make_exception(m, "DtypeError", py::make_tuple(base, builtins.attr("TypeError")),
+                                 "An input has the wrong dtype.");
+
+  py::register_local_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const qbinfer::FormatError& e) {
+      set_error(g_format_error, e.what());
+    } catch (const qbinfer::ShapeError& e) {
+      set_error(g_shape_error, e.what());
+    } catch (const qbinfer::DtypeError& e) {
+      set_error(g_dtype_error, e.what());
+    } catch (const qbinfer::FileError& e) {
+      // OSError(errno, strerror, filename) returns the matching subclass
+      // (FileNotFoundError, IsADirectoryError, PermissionError, ...).
+      const std::string& path = e.path();
+      PyObject* filename = PyUnicode_DecodeFSDefaultAndSize(path.data(),
+                                                            static_cast<Py_ssize_t>(path.size()));
+      if (filename == nullptr) return;  // the decode error stands
+      py::object exc = py::module_::import("builtins").attr("OSError")(
+          e.error_number(), std::strerror(e.error_number()),
+          py::reinterpret_steal<py::object>(filename));
+      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+    } catch (const qbinfer::Error& e) {
+      set_error(g_error, e.what());
+    }
+  });
+}
+
+// Strings from a file are bytes: undecodable UTF-8 must not make a property raise.
+py::str file_str(const std::string& s) {
+  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
+  if (o == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(o);
+}
+
+py::tuple value_shape(const qbinfer::ValueInfo& v) {
+  return py::make_tuple(v.height, v.width, v.channels);
+}
+
+std::string shape_tuple_str(const std::vector<std::size_t>& s) {
+  std::string out = "(";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + (s.size() == 1 ? ",)" : ")");
+}
+
+qbinfer::Layout parse_layout(const std::string& layout) {
+  std::string l = layout;
+  for (char& ch : l) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (l == "nchw") return qbinfer::Layout::kNCHW;
+  if (l == "nhwc") return qbinfer::Layout::kNHWC;
+  throw py::value_error("Model.run: layout must be 'nchw' or 'nhwc', got '" + layout + "'");
+}
+
+std::unique_ptr<qbinfer::Model> open_model(const py::object& path_obj, int threads) {
+  if (threads < 1 || threads > qbinfer::Model::kMaxThreads) {
+    throw py::value_error("threads must be in 1.." + std::to_string(qbinfer::Model::kMaxThreads) +
+                          ", got " + std::to_string(threads));
+  }
+  // str, bytes or os.PathLike, as open() takes, as the file system's bytes.
+  const std::string path = py::bytes(py::module_::import("os").attr("fsencode")(path_obj));
+  py::gil_scoped_release release;  // the CRC over a large file takes a while
+  return std::make_unique<qbinfer::Model>(path, threads);
+}
+
+py::array_t<float> run_model(qbinfer::Model& model, const py::object& x_obj,
+                             const std::string& layout_str) {
+  const qbinfer::Layout layout = parse_layout(layout_str);
+  const bool nchw = layout == qbinfer::Layout::kNCHW;
+  const char* layout_name = nchw ? "'nchw' [N, C, H, W]" : "'nhwc' [N, H, W, C]";
+  if (!py::isinstance<py::array>(x_obj)) {
+    throw qbinfer::DtypeError("Model.run: x must be a numpy.ndarray of dtype float32, got " +
+                              std::string(py::str(py::type::of(x_obj).attr("__name__"))));
+  }
+  const auto arr = py::reinterpret_borrow<py::array>(x_obj);
+  if (!py::isinstance<py::array_t<float>>(x_obj)) {
+    throw qbinfer::DtypeError("Model.run: x must have dtype float32, got " +
+                              std::string(py::str(arr.dtype())));
+  }
+  std::vector<std::size_t> got;
+  for (py::ssize_t i = 0; i < arr.ndim(); ++i) got.push_back(static_cast<std::size_t>(arr.shape(i)));
+  const qbinfer::ValueInfo& in = model.input();
+  const std::vector<std::size_t> image =
+      nchw ? std::vector<std::size_t>{in.channels, in.height, in.width}
+           : std::vector<std::size_t>{in.height, in.width, in.channels};
+  const std::vector<std::size_t> other =
+      nchw ? std::vector<std::size_t>{in.height, in.width, in.channels}
+           : std::vector<std::size_t>{in.channels, in.height, in.width};
+  if (arr.ndim() != 4) {
+    throw qbinfer::ShapeError("Model.run: x must be a rank-4 batch, layout " +
+                              std::string(layout_name) + ", of images " +
+                              shape_tuple_str(image) + "; got shape " + shape_tuple_str(got));
+  }
+  const std::vector<std::size_t> per_image(got.begin() + 1, got.end());
+  if (per_image != image) {
+    std::string hint;
+    if (per_image == other) {
+      hint = std::string("; this looks like layout '") + (nchw ? "nhwc" : "nchw") +
+             "': pass layout='" + (nchw ? "nhwc" : "nchw") + "'";
+    }
+    throw qbinfer::ShapeError("Model.run: with layout " + std::string(layout_name) +
+                              " each image must have shape " + shape_tuple_str(image) +
+                              ", got " + shape_tuple_str(per_image) + " (x has shape " +
+                              shape_tuple_str(got) + ")" + hint);
+  }
+  if (got[0] < 1) {
+    throw qbinfer::ShapeError("Model.run: the batch is empty (x has shape " +
+                              shape_tuple_str(got) + "); N must be >= 1");
+  }
+  // Copies only when x is not C-contiguous and aligned.
+  const F32Array x(py::reinterpret_borrow<py::object>(x_obj));
+  const std::size_t batch = got[0];
+  const qbinfer::ValueInfo& o = model.output();
+  std::vector<py::ssize_t> out_shape{static_cast<py::ssize_t>(batch)};
+  if (o.height == 1 && o.width == 1) {
+    out_shape.push_back(static_cast<py::ssize_t>(o.channels));
+  } else if (layout == qbinfer::Layout::kNHWC) {
+    out_shape.insert(out_shape.end(), {static_cast<py::ssize_t>(o.height),
+                                       static_cast<py::ssize_t>(o.width),
+                                       static_cast<py::ssize_t>(o.channels)});
+  } else {
+    out_shape.insert(out_shape.end(), {static_cast<py::ssize_t>(o.channels),
+                                       static_cast<py::ssize_t>(o.height),
+                                       static_cast<py::ssize_t>(o.width)});
+  }
+  py::array_t<float> out(out_shape);
+  const float* x_ptr = x.data();
+  float* out_ptr = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    model.run(x_ptr, batch, layout, out_ptr);
+  }
+  return out;
+}
+
+py::list ops_list(const qbinfer::Model& model) {
+  const auto& values = model.file().values();
+  py::list ops;
+  for (const qbinfer::Op& op : model.ops()) {
+    py::dict d;
+    d["index"] = op.index;
+    d["type"] = qbinfer::op_type_name(static_cast<std::uint32_t>(op.type));
+    d["name"] = file_str(op.name);
+    py::list inputs;
+    for (const std::uint32_t v : op.inputs) inputs.append(value_shape(values[v]));
+    d["inputs"] = inputs;
+    d["output"] = value_shape(values[op.output]);
+    d["output_dtype"] = qbinfer::dtype_name(values[op.output].dtype);
+    d["params"] = op.stats.params;
+    d["bytes"] = op.stats.bytes;
+    d["flops"] = op.stats.flops;
+    d["bops"] = op.stats.bops;
+    py::dict attrs;
+    for (const auto& [name, value] : qbinfer::named_attrs(op)) attrs[name] = value;
+    d["attrs"] = attrs;
+    py::list tensors;
+    for (const qbinfer::TensorInfo* t : op.tensors) {
+      if (t == nullptr) {
+        tensors.append(py::none());
+        continue;
+      }
+      py::dict td;
+      td["name"] = file_str(t->name);
+      td["dtype"] = qbinfer::dtype_name(t->dtype);
+      py::tuple shape(t->dims.size());
+      for (std::size_t i = 0; i < t->dims.size(); ++i) shape[i] = t->dims[i];
+      td["shape"] = shape;
+      tensors.append(td);
+    }
+    d["tensors"] = tensors;
+    ops.append(d);
+  }
+  return ops;
+}
+
+void register_model(py::module_& m) {
+  using qbinfer::Model;
+  py::class_<Model>(m, "Model", R"doc(A loaded .qbw model: the validated graph, its weights (mapped, not copied)
+and a planned activation arena.
+
+Model(path, threads=1): path is str, bytes or os.PathLike. Every header field, table,
+shape and op attribute is checked before use: a damaged or hostile file raises
+FormatError naming what is wrong and where; a missing file raises FileNotFoundError.
+threads (1..1024): images of a batch run concurrently on up to this many threads, each
+with its own arena; results do not depend on it.)doc")
+      .def(py::init(&open_model), py::arg("path"), py::arg("threads") = 1)
+      .def("run", &run_model, py::arg("x"), py::arg("layout") = "nchw",
+           R"doc(Logits of a float32 batch: x is [N, C, H, W] (layout='nchw') or [N, H, W, C]
+(layout='nhwc'), already preprocessed; returns float32 [N, num_classes]. Raises
+DtypeError for a non-float32 array and ShapeError for a wrong rank, image shape or
+an empty batch. Non-contiguous input is copied. Releases the GIL.)doc")
+      .def("ops", &ops_list,
+           "One dict per op, in execution order: index, type, name, inputs (shape tuples), "
+           "output, output_dtype, params, bytes, flops, bops, attrs (dict), tensors.")
+      .def_property_readonly("input_shape",
+                             [](const Model& md) { return value_shape(md.input()); },
+                             "(H, W, C) of one input image.")
+      .def_property_readonly("num_classes", &Model::num_classes)
+      .def_property_readonly("class_names",
+                             [](const Model& md) {
+                               py::list names;
+                               for (const auto& n : md.file().class_names()) names.append(file_str(n));
+                               return names;
+                             })
+      .def_property_readonly("preprocessing",
+                             [](const Model& md) {
+                               const qbinfer::Preprocessing& p = md.file().preprocessing();
+                               py::dict d;
+                               d["resize_short"] = p.resize_short;
+                               d["crop"] = py::make_tuple(p.crop_height, p.crop_width);
+                               d["mean"] = py::make_tuple(p.mean[0], p.mean[1], p.mean[2]);
+                               d["std"] = py::make_tuple(p.std[0], p.std[1], p.std[2]);
+                               d["pixel_scale"] = p.pixel_scale;
+                               return d;
+                             })
+      .def_property_readonly("model_name",
+                             [](const Model& md) { return file_str(md.file().model_name()); })
+      .def_property_readonly("producer",
+                             [](const Model& md) { return file_str(md.file().producer()); })
+      .def_property_readonly("metadata_json",
+                             [](const Model& md) { return file_str(md.file().metadata_json()); })
+      .def_property_readonly("format_version",
+                             [](const Model& md) {
+                               return py::make_tuple(md.file().version_major(),
+                                                     md.file().version_minor());
+                             })
+      .def_property_readonly("arena_bytes", &Model::arena_bytes,
+                             "Activation arena bytes of one image (one per concurrent image).")
+      .def_property_readonly("weights_bytes", &Model::weights_bytes,
+                             "Bytes of the tensors the graph uses.")
+      .def_property_readonly("threads", &Model::threads)
+      .def_property_readonly("mapped", [](const Model& md) { return md.file().mapped(); },
+                             "True when the file is memory-mapped (False: read into memory).");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -150,6 +433,18 @@ threshold and -0.0 pack as +1 and NaN packs as -1. Tail bits past C are 0.)doc")
         return info;
       },
       "Describe how this extension was built: version, compiler, target, kernel ISAs.");
+
+  register_exceptions(m);
+  register_model(m);
+
+  m.def(
+      "_crc32",
+      [](const py::bytes& data, std::uint32_t value) {
+        const std::string_view v = data;
+        return qbinfer::crc32_update(value, v.data(), v.size());
+      },
+      py::arg("data"), py::arg("value") = 0,
+      "CRC-32 of the .qbw checksum (same as zlib.crc32); for tests.");
 
   qbinfer::register_kernel_testing(m);
 }

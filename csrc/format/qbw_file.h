@@ -1,0 +1,144 @@
+// Reader of the .qbw file (docs/format.md, version 1.x).
+//
+// QbwFile::open maps the file read-only (or reads it into a 64-byte aligned buffer where
+// mmap is unavailable) and validates everything the format page states -- header fields
+// with overflow-checked arithmetic, the CRC-32, every count, string, dtype, dim, offset and
+// overlap of the tensor table, value shapes and the graph rules -- before it forms a single
+// pointer into the payload. A violation is a FormatError "<path>: <what> (<where>)".
+// Op-specific rules (shapes, dtypes and attributes per op type) are the engine's: see
+// engine/ops.cc.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "format/errors.h"
+
+namespace qbinfer {
+
+inline constexpr std::uint16_t kFormatMajor = 1;
+inline constexpr std::uint16_t kFormatMinor = 0;
+inline constexpr std::size_t kHeaderSize = 64;
+inline constexpr std::size_t kPayloadAlignment = 64;
+inline constexpr std::uint32_t kMaxStringBytes = 65535;
+inline constexpr std::uint32_t kMaxTableEntries = 1000000;  // tensors, values, ops
+// One activation of one image may not exceed this (docs/format.md): a corrupt shape must
+// not make the engine plan a multi-terabyte arena.
+inline constexpr std::uint64_t kMaxValueBytes = std::uint64_t{1} << 32;
+inline constexpr std::uint32_t kAbsentTensor = 0xFFFFFFFFu;
+
+enum class DType : std::uint32_t { kF32 = 0, kI8 = 1, kBits = 2 };
+
+const char* dtype_name(DType dtype);
+std::size_t dtype_size(DType dtype);
+
+struct TensorInfo {
+  std::string name;
+  DType dtype;
+  std::vector<std::uint64_t> dims;
+  std::uint64_t offset;    // relative to the data section, a multiple of 64
+  std::uint64_t nbytes;    // == product(dims) * dtype_size(dtype)
+  std::uint64_t elements;  // product(dims)
+  const void* data;        // into the validated payload; 64-byte aligned
+
+  template <class T>
+  const T* as() const {
+    return static_cast<const T*>(data);
+  }
+};
+
+struct ValueInfo {
+  std::string name;
+  DType dtype;  // kF32 or kBits
+  std::uint32_t height;
+  std::uint32_t width;
+  std::uint32_t channels;
+  std::uint64_t bytes;  // of one image: H*W*C*4, or H*W*words(C)*8 for bits
+};
+
+struct OpRecord {
+  std::uint32_t type;
+  std::string name;
+  std::vector<std::uint32_t> inputs;   // value indices
+  std::vector<std::uint32_t> outputs;  // value indices
+  std::vector<std::uint32_t> tensors;  // tensor indices or kAbsentTensor
+  std::vector<std::int64_t> attrs;
+};
+
+struct Preprocessing {
+  std::uint32_t resize_short;  // 0 = no resize
+  std::uint32_t crop_height;
+  std::uint32_t crop_width;
+  float mean[3];
+  float std[3];
+  float pixel_scale;
+};
+
+class FileBytes;  // the mapping or the buffer that holds the whole file
+
+class QbwFile {
+ public:
+  // Throws FileError (the OS refused: missing file, a directory, no permission) or
+  // FormatError (anything wrong with the contents).
+  static QbwFile open(const std::string& path);
+
+  QbwFile(QbwFile&&) noexcept;
+  QbwFile& operator=(QbwFile&&) noexcept;
+  ~QbwFile();
+
+  const std::string& path() const { return path_; }
+  std::uint16_t version_major() const { return version_major_; }
+  std::uint16_t version_minor() const { return version_minor_; }
+  std::uint64_t file_size() const { return file_size_; }
+  std::uint64_t data_size() const { return data_size_; }
+  bool mapped() const;  // false when the read-into-buffer fallback was used
+
+  const std::string& producer() const { return producer_; }
+  const std::string& model_name() const { return model_name_; }
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const std::vector<ValueInfo>& values() const { return values_; }
+  std::uint32_t input_value() const { return input_value_; }
+  std::uint32_t output_value() const { return output_value_; }
+  const std::vector<OpRecord>& ops() const { return ops_; }
+  const Preprocessing& preprocessing() const { return preprocessing_; }
+  const std::vector<std::string>& class_names() const { return class_names_; }
+  const std::string& metadata_json() const { return metadata_json_; }
+
+  // A FormatError "<path>: <message>".
+  [[noreturn]] void fail(const std::string& message) const;
+
+ private:
+  QbwFile() = default;
+  void parse_header();
+  void verify_checksum() const;
+  void parse_meta();
+  void check_tensors();
+  void check_graph() const;
+
+  std::string path_;
+  std::unique_ptr<FileBytes> bytes_;
+  std::uint16_t version_major_ = 0;
+  std::uint16_t version_minor_ = 0;
+  std::uint64_t file_size_ = 0;
+  std::uint64_t meta_offset_ = 0;
+  std::uint64_t meta_size_ = 0;
+  std::uint64_t data_offset_ = 0;
+  std::uint64_t data_size_ = 0;
+  std::uint32_t checksum_ = 0;
+
+  std::string producer_;
+  std::string model_name_;
+  std::vector<TensorInfo> tensors_;
+  std::vector<ValueInfo> values_;
+  std::uint32_t input_value_ = 0;
+  std::uint32_t output_value_ = 0;
+  std::vector<OpRecord> ops_;
+  Preprocessing preprocessing_{};
+  std::vector<std::string> class_names_;
+  std::string metadata_json_;
+};
+
+}  // namespace qbinfer

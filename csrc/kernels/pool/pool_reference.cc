@@ -1,0 +1,68 @@
+// Portable oracles for pooling and concat: one output pixel at a time, an f32 sum over the
+// window (clipped to the image, rows then columns) divided by the number of pixels it
+// covers; concat copies row by row.
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+
+#include "kernels/pool/pool.h"
+
+namespace qbinfer {
+
+void avgpool_f32_nhwc__reference(const AvgPoolShape& shape, const float* in, float* out) {
+  assert(shape.channels > 0 && shape.kernel_h > 0 && shape.kernel_w > 0);
+  assert(shape.stride_h > 0 && shape.stride_w > 0);
+  assert(shape.in_height >= shape.kernel_h && shape.in_width >= shape.kernel_w);
+  assert(shape.out_height ==
+         (shape.in_height - shape.kernel_h + shape.stride_h - 1) / shape.stride_h + 1);
+  assert(shape.out_width ==
+         (shape.in_width - shape.kernel_w + shape.stride_w - 1) / shape.stride_w + 1);
+  // Ceil mode must not create a window that starts past the image (PyTorch drops it; the
+  // formula above never makes one while stride <= kernel, the only case the models use).
+  assert((shape.out_height - 1) * shape.stride_h < shape.in_height);
+  assert((shape.out_width - 1) * shape.stride_w < shape.in_width);
+
+  const std::size_t channels = shape.channels;
+  for (std::size_t oy = 0; oy < shape.out_height; ++oy) {
+    const std::size_t y0 = oy * shape.stride_h;
+    const std::size_t y1 = std::min(y0 + shape.kernel_h, shape.in_height);
+    for (std::size_t ox = 0; ox < shape.out_width; ++ox) {
+      const std::size_t x0 = ox * shape.stride_w;
+      const std::size_t x1 = std::min(x0 + shape.kernel_w, shape.in_width);
+      const float count = static_cast<float>((y1 - y0) * (x1 - x0));
+      float* out_px = out + (oy * shape.out_width + ox) * channels;
+      for (std::size_t c = 0; c < channels; ++c) {
+        float sum = 0.0f;
+        for (std::size_t y = y0; y < y1; ++y) {
+          for (std::size_t x = x0; x < x1; ++x) sum += in[(y * shape.in_width + x) * channels + c];
+        }
+        out_px[c] = sum / count;
+      }
+    }
+  }
+}
+
+void global_avgpool_f32_nhwc__reference(const float* in, std::size_t pixels, std::size_t channels,
+                                        float* out) {
+  assert(pixels > 0 && channels > 0);
+  for (std::size_t c = 0; c < channels; ++c) {
+    float sum = 0.0f;
+    for (std::size_t p = 0; p < pixels; ++p) sum += in[p * channels + c];
+    out[c] = sum / static_cast<float>(pixels);
+  }
+}
+
+void concat_channels_f32__reference(const float* const* inputs, const std::size_t* channels,
+                                    std::size_t n_inputs, std::size_t pixels, float* out) {
+  assert(n_inputs > 0);
+  for (std::size_t p = 0; p < pixels; ++p) {
+    for (std::size_t i = 0; i < n_inputs; ++i) {
+      const std::size_t ci = channels[i];
+      // memcpy's no-overlap rule holds: inputs may alias each other but never out.
+      std::memcpy(out, inputs[i] + p * ci, ci * sizeof(float));
+      out += ci;
+    }
+  }
+}
+
+}  // namespace qbinfer

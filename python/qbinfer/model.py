@@ -1,0 +1,140 @@
+"""`qbinfer.load(path)` and the `Model` it returns: a thin, typed layer over `_core.Model`."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from .preprocess import preprocess
+
+__all__ = ["Model", "load"]
+
+ImageLike = Any  # a path, a PIL image, or an H x W x 3 uint8 array
+
+
+def load(path: "str | os.PathLike[str]", threads: int = 1) -> "Model":
+    """Load a .qbw file. Everything in it is validated before use; a damaged or hostile file
+    raises `qbinfer.FormatError` saying what is wrong and where."""
+    return Model(path, threads=threads)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Model:
+    """A loaded network. `run` takes preprocessed float32 batches; `predict` takes images."""
+
+    def __init__(self, path: "str | os.PathLike[str]", threads: int = 1):
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+            raise TypeError(f"threads must be an int, got {type(threads).__name__}")
+        self.path = os.fspath(path)
+        self._core = _core.Model(self.path, int(threads))
+
+    # -- properties ---------------------------------------------------------------------
+    @property
+    def input_shape(self) -> Tuple[int, int, int]:
+        """(H, W, C) of one input image."""
+        return tuple(self._core.input_shape)  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self._core.num_classes)
+
+    @property
+    def class_names(self) -> List[str]:
+        names = list(self._core.class_names)
+        return names if names else [str(i) for i in range(self.num_classes)]
+
+    @property
+    def preprocessing(self) -> Dict[str, Any]:
+        return dict(self._core.preprocessing)
+
+    @property
+    def name(self) -> str:
+        return str(self._core.model_name)
+
+    @property
+    def metadata(self) -> Dict[str, Any]:
+        """The converter's provenance record (options, source, recorded accuracy), if any."""
+        text = self._core.metadata_json
+        if not text:
+            return {}
+        try:
+            return dict(json.loads(text))
+        except (ValueError, TypeError):
+            return {"raw": text}
+
+    @property
+    def threads(self) -> int:
+        return int(self._core.threads)
+
+    # -- inference ----------------------------------------------------------------------
+    def run(self, x: np.ndarray, layout: str = "nchw") -> np.ndarray:
+        """Logits (N x classes, float32) of a float32 batch, NCHW (default) or NHWC.
+
+        The batch must already be preprocessed (see `preprocessing`); `predict` does that.
+        """
+        if layout not in ("nchw", "nhwc"):
+            raise ValueError(f"layout must be 'nchw' or 'nhwc', got {layout!r}")
+        if isinstance(x, np.ndarray) and x.ndim == 3:
+            raise _core.ShapeError(f"run() takes a batch (rank 4, {layout.upper()}): got one image "
+                                   f"of shape {x.shape}; pass x[None] for a batch of one")
+        return self._core.run(x, layout)
+
+    __call__ = run
+
+    def predict(self, img: Union[ImageLike, Sequence[ImageLike]], top_k: int = 5
+                ) -> Union[List[Tuple[str, float]], List[List[Tuple[str, float]]]]:
+        """Top-k (class name, probability) of an image: a path, a PIL image or an H x W x 3
+        uint8 array, preprocessed as stored in the file. A list of images gives a list of
+        results."""
+        if isinstance(img, (list, tuple)):
+            return [self.predict(one, top_k) for one in img]  # type: ignore[misc]
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        x = preprocess(img, self.preprocessing)
+        probs = _softmax(self.run(x, layout="nhwc"))[0]
+        k = min(int(top_k), probs.shape[0])
+        order = np.argsort(-probs, kind="stable")[:k]
+        names = self.class_names
+        return [(names[i], float(probs[i])) for i in order]
+
+    # -- introspection ------------------------------------------------------------------
+    def ops(self) -> List[Dict[str, Any]]:
+        """One dict per op: index, type, name, input and output shapes, params, bytes, FLOPs, BOPs."""
+        return list(self._core.ops())
+
+    def summary(self) -> str:
+        """A table of the ops with shapes, parameters, storage and operation counts."""
+        ops = self.ops()
+        lines = [f"{self.name}  ({self.path})",
+                 f"input {'x'.join(map(str, self.input_shape))} (HxWxC), {self.num_classes} classes, "
+                 f"threads {self.threads}",
+                 f"{'#':>3} {'op':<15} {'name':<34} {'output':<14} {'params':>10} {'bytes':>10} "
+                 f"{'FLOPs':>12} {'BOPs':>13}"]
+        for op in ops:
+            out = "x".join(map(str, op["output"]))
+            lines.append(f"{op['index']:>3} {op['type']:<15} {op['name'][-34:]:<34} {out:<14} "
+                         f"{op['params']:>10,} {op['bytes']:>10,} {op['flops']:>12,} {op['bops']:>13,}")
+        flops = sum(op["flops"] for op in ops)
+        bops = sum(op["bops"] for op in ops)
+        params = sum(op["params"] for op in ops)
+        size = sum(op["bytes"] for op in ops)
+        lines.append(f"total: {len(ops)} ops, {params:,} parameters, {size / 1e6:.2f} MB of weights, "
+                     f"FLOPs {flops / 1e6:.1f} M, BOPs {bops / 1e6:.1f} M, "
+                     f"OPs {(flops + bops / 64) / 1e6:.1f} M; activation arena "
+                     f"{self._core.arena_bytes / 1e6:.2f} MB")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        h, w, c = self.input_shape
+        return (f"<qbinfer.Model {self.name!r} input {h}x{w}x{c} classes {self.num_classes} "
+                f"threads {self.threads}>")

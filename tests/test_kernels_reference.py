@@ -1,0 +1,772 @@
+"""The portable microkernels (qbinfer._core._kernels) against independent references.
+
+References: PyTorch for convolutions, pools, concat and element-wise ops; numpy float64 for
+the FC encodings. The binary conv and the integer part of the INT8 depthwise conv must match
+exactly; so must copies and single-rounding ops (concat, affine, relu, prelu, add,
+mul_channel).
+
+Float tolerance ("1e-5 relative"): |got - ref| <= 1e-5 * M, where ref is computed in float64
+and M is the same expression evaluated on absolute values (e.g. sum |u * w| * |scale| +
+|bias| for a conv). f32 rounding error is proportional to M, not to |ref|, which can be ~0
+where terms cancel; the kernels' actual error is below 1e-6 * M.
+
+Random cases take their seed from BASE_SEED and the case index; it is in the test id and in
+every assertion message, so a failure replays with the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import qbinfer
+from qbinfer._core import _kernels as K
+
+torch = pytest.importorskip("torch", reason="the kernel references use PyTorch")
+F = torch.nn.functional
+
+BASE_SEED = 0x6B_E2_A1
+
+RTOL = 1e-5
+F32 = np.float32
+
+# Each family draws its case seeds from its own range: seed = <FAMILY>_SEED + case index.
+BCONV_SEED = BASE_SEED
+DW_SEED = BASE_SEED + 2000
+QS8_SEED = BASE_SEED + 3000
+CONV_SEED = BASE_SEED + 5000
+POOL_SEED = BASE_SEED + 6000
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def to_nchw(x_hwc: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x_hwc, np.float64)).permute(2, 0, 1)[None]
+
+
+def from_nchw(t: torch.Tensor) -> np.ndarray:
+    return t[0].permute(1, 2, 0).contiguous().numpy()
+
+
+def assert_within_magnitude(got, ref, magnitude, msg, rtol=RTOL):
+    """|got - ref| <= rtol * magnitude, elementwise (see the module docstring)."""
+    assert got.dtype == np.float32, f"{msg}: dtype {got.dtype}"
+    assert got.shape == ref.shape, f"{msg}: shape {got.shape} != {ref.shape}"
+    err = np.abs(got.astype(np.float64) - ref)
+    bad = ~(err <= rtol * magnitude)
+    if bad.any():
+        i = tuple(np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{msg}: {int(bad.sum())} of {bad.size} values off by more than {rtol} x magnitude;"
+            f" first at {i}: got {got[i]!r}, want {ref[i]!r}, magnitude {magnitude[i]!r}")
+
+
+def assert_bits_equal(got, want, msg):
+    assert got.dtype == want.dtype == np.float32, f"{msg}: dtypes {got.dtype}, {want.dtype}"
+    assert got.shape == want.shape, f"{msg}: shape {got.shape} != {want.shape}"
+    same = got.view(np.uint32) == want.view(np.uint32)
+    if not same.all():
+        i = tuple(np.argwhere(~same)[0])
+        raise AssertionError(f"{msg}: {int((~same).sum())} of {same.size} floats differ; first "
+                             f"at {i}: got {got[i]!r}, want {want[i]!r}")
+
+
+def pack_bits(minus_one: np.ndarray) -> np.ndarray:
+    """The bit contract in numpy, written independently of qbinfer.bitpack: bool [..., C]
+    (True = -1) -> little-endian uint64 words [..., ceil(C/64)], tail bits 0."""
+    channels = minus_one.shape[-1]
+    words = (channels + 63) // 64
+    padded = np.zeros(minus_one.shape[:-1] + (words * 64,), dtype=bool)
+    padded[..., :channels] = minus_one
+    return np.ascontiguousarray(np.packbits(padded, axis=-1, bitorder="little")).view("<u8")
+
+
+def random_pm1(rng, shape) -> np.ndarray:
+    return np.where(rng.random(shape) < 0.5, -1.0, 1.0).astype(np.float32)
+
+
+def random_f32(rng, shape, scale=1.0) -> np.ndarray:
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def case_ids(cases, base, fmt):
+    """Test ids that start with the case's seed, base + index."""
+    return [f"seed{base + i}-" + fmt(*c) for i, c in enumerate(cases)]
+
+
+# --- binary conv -------------------------------------------------------------------------
+
+
+def torch_binary_dot(a_hwc, w_okkc, kernel, padding):
+    """Exact integer dot of ±1 tensors via float64 conv: a [H,W,Ci], w [Co,k,k,Ci]."""
+    a = to_nchw(a_hwc)
+    w = torch.from_numpy(w_okkc.astype(np.float64)).permute(0, 3, 1, 2)
+    if kernel == 3 and padding == "one":
+        a, pad = F.pad(a, (1, 1, 1, 1), value=1.0), 0
+    else:
+        pad = kernel // 2
+    dot = from_nchw(F.conv2d(a, w, padding=pad))
+    as_int = np.rint(dot).astype(np.int64)
+    assert (as_int == dot).all()
+    return as_int
+
+
+def check_bconv(a, w, kernel, padding, scale, bias, msg):
+    """Both packings, the exact dot (unit epilogue), then the float epilogue bit for bit."""
+    co, ci = w.shape[0], a.shape[-1]
+    a_bits, w_bits = qbinfer.bitpack(a), qbinfer.bitpack(w)
+    np.testing.assert_array_equal(a_bits, pack_bits(a < 0), err_msg=msg)
+    np.testing.assert_array_equal(w_bits, pack_bits(w < 0), err_msg=msg)
+    dot = torch_binary_dot(a, w, kernel, padding)
+
+    unit = K.bconv2d(a_bits, w_bits, ci, np.ones(co, np.float32), np.zeros(co, np.float32),
+                     padding)
+    np.testing.assert_array_equal(unit, dot.astype(np.float32), err_msg=f"{msg} (dot)")
+
+    got = K.bconv2d(a_bits, w_bits, ci, scale, bias, padding)
+    want = dot.astype(np.float32) * scale + bias  # float32: rounded multiply, rounded add
+    assert_bits_equal(got, want, msg)
+
+
+BCONV_CHANNELS = [1, 3, 40, 63, 64, 65, 72, 127, 128, 130, 200]
+BCONV_HW = [(1, 1), (1, 7), (2, 3), (3, 2), (7, 7), (3, 1), (2, 2), (7, 3), (5, 6), (3, 3)]
+BCONV_CASES = [(ci, k, pad, BCONV_HW[n % len(BCONV_HW)])
+               for n, (ci, k, pad) in enumerate(
+                   (ci, k, pad)
+                   for ci in BCONV_CHANNELS for k in (1, 3) for pad in ("zero", "one"))]
+
+
+@pytest.mark.parametrize(
+    "index,in_channels,kernel,padding,hw",
+    [(i, *c) for i, c in enumerate(BCONV_CASES)],
+    ids=case_ids(BCONV_CASES, BCONV_SEED,
+                 lambda ci, k, pad, hw: f"Ci{ci}-k{k}-{pad}-{hw[0]}x{hw[1]}"),
+)
+def test_bconv_matches_torch_exactly(index, in_channels, kernel, padding, hw):
+    seed = BCONV_SEED + index
+    rng = np.random.default_rng(seed)
+    co = int(rng.integers(1, 70))
+    a = random_pm1(rng, hw + (in_channels,))
+    w = random_pm1(rng, (co, kernel, kernel, in_channels))
+    scale = random_f32(rng, co, 0.1)
+    bias = random_f32(rng, co)
+    check_bconv(a, w, kernel, padding, scale, bias,
+                f"seed={seed} Ci={in_channels} Co={co} k={kernel} {padding} HxW={hw}")
+
+
+@pytest.mark.parametrize("padding", ["zero", "one"])
+def test_bconv_near_overflow(padding):
+    """|dot| reaches 9 * 2048 = 18432: every activation -1, and output channels whose taps are
+    all +1, all -1, all equal to the activation, or random."""
+    seed = BASE_SEED + 1000
+    rng = np.random.default_rng(seed)
+    ci, h, w_ = 2048, 4, 5
+    a = np.full((h, w_, ci), -1.0, np.float32)
+    a[0, 0] = random_pm1(rng, ci)  # one pixel breaks the symmetry at a corner
+    w = random_pm1(rng, (6, 3, 3, ci))
+    w[0], w[1], w[2] = 1.0, -1.0, -1.0
+    w[3, :, :, : ci // 2] = -1.0
+    scale = random_f32(rng, 6, 1e-3)
+    bias = random_f32(rng, 6)
+    dot = torch_binary_dot(a, w, 3, padding)
+    assert np.abs(dot).max() == 9 * ci
+    check_bconv(a, w, 3, padding, scale, bias, f"seed={seed} Ci=2048 {padding}")
+
+
+def test_bconv_kernel1_ignores_padding_mode():
+    rng = np.random.default_rng(BASE_SEED + 1001)
+    a_bits = qbinfer.bitpack(random_pm1(rng, (3, 4, 70)))
+    w_bits = qbinfer.bitpack(random_pm1(rng, (5, 1, 1, 70)))
+    s, b = random_f32(rng, 5), random_f32(rng, 5)
+    np.testing.assert_array_equal(K.bconv2d(a_bits, w_bits, 70, s, b, "zero"),
+                                  K.bconv2d(a_bits, w_bits, 70, s, b, "one"))
+
+
+@settings(derandomize=True, max_examples=40, deadline=None)
+@given(
+    st.integers(1, 140), st.integers(1, 5), st.integers(1, 5), st.integers(1, 4),
+    st.sampled_from([1, 3]), st.sampled_from(["zero", "one"]), st.integers(0, 2**32 - 1),
+)
+def test_bconv_property(in_channels, h, w, co, kernel, padding, seed):
+    rng = np.random.default_rng(seed)
+    a = random_pm1(rng, (h, w, in_channels))
+    wt = random_pm1(rng, (co, kernel, kernel, in_channels))
+    check_bconv(a, wt, kernel, padding, random_f32(rng, co), random_f32(rng, co),
+                f"seed={seed} Ci={in_channels} {h}x{w} Co={co} k={kernel} {padding}")
+
+
+# --- depthwise ---------------------------------------------------------------------------
+
+STRIDES = [(1, 1), (2, 2), (2, 1), (1, 2)]
+DW_SIZES = [(7, 5), (1, 1), (1, 4), (4, 1), (2, 2), (8, 8), (9, 6), (3, 3), (2, 7)]
+DW_CASES = [(stride, size, [1, 3, 16, 33][n % 4], [1, 2, 4][n % 3], n % 2 == 0)
+            for n, (stride, size) in enumerate((s, z) for s in STRIDES for z in DW_SIZES)]
+
+
+def torch_depthwise(u_hwc, w_rows, stride, multiplier):
+    """The model's DS half: `multiplier` depthwise convs (groups=C, zero padding 1) of the
+    same input, concatenated along channels. float64, so exact for integer inputs."""
+    c = u_hwc.shape[-1]
+    u = to_nchw(u_hwc)
+    w = torch.from_numpy(np.asarray(w_rows, np.float64)).reshape(multiplier * c, 1, 3, 3)
+    outs = [F.conv2d(u, w[j * c:(j + 1) * c], stride=stride, padding=1, groups=c)
+            for j in range(multiplier)]
+    return from_nchw(torch.cat(outs, dim=1))
+
+
+def biased_input(x, pre_bias):
+    """u = x + pre_bias, rounded in float32 as the model materialises it."""
+    if pre_bias is None:
+        return x
+    return (torch.from_numpy(x) + torch.from_numpy(pre_bias)).numpy()
+
+
+@pytest.mark.parametrize(
+    "index,stride,size,channels,multiplier,with_pre_bias",
+    [(i, *c) for i, c in enumerate(DW_CASES)],
+    ids=case_ids(DW_CASES, DW_SEED, lambda s, z, c, k, pb:
+                 f"s{s[0]}{s[1]}-{z[0]}x{z[1]}-C{c}-k{k}" + ("-prebias" if pb else "")),
+)
+def test_dwconv_f32_matches_torch(index, stride, size, channels, multiplier, with_pre_bias):
+    seed = DW_SEED + index
+    rng = np.random.default_rng(seed)
+    kc = multiplier * channels
+    x = random_f32(rng, size + (channels,))
+    pre_bias = random_f32(rng, channels) if with_pre_bias else None
+    w = random_f32(rng, (kc, 9))
+    scale, bias = random_f32(rng, kc), random_f32(rng, kc)
+    msg = (f"seed={seed} stride={stride} size={size} C={channels} k={multiplier} "
+           f"pre_bias={with_pre_bias}")
+
+    got = K.dwconv3x3_f32(x, pre_bias, w, scale, bias, *stride, multiplier)
+    u = biased_input(x, pre_bias)
+    conv = torch_depthwise(u, w, stride, multiplier)
+    ref = conv * scale.astype(np.float64) + bias
+    magnitude = torch_depthwise(np.abs(u), np.abs(w), stride, multiplier) * np.abs(scale) + \
+        np.abs(bias)
+    expected_hw = (-(-size[0] // stride[0]), -(-size[1] // stride[1]))
+    assert got.shape == expected_hw + (kc,), msg
+    assert_within_magnitude(got, ref, magnitude, msg)
+
+
+def test_dwconv_f32_noncontiguous_input_is_copied():
+    rng = np.random.default_rng(BASE_SEED + 2999)
+    x = random_f32(rng, (5, 6, 8)).transpose(1, 0, 2)
+    args = (None, random_f32(rng, (16, 9)), random_f32(rng, 16), random_f32(rng, 16), 2, 1, 2)
+    np.testing.assert_array_equal(K.dwconv3x3_f32(x, *args),
+                                  K.dwconv3x3_f32(np.ascontiguousarray(x), *args))
+
+
+def torch_fake_quant(u_hwc, s):
+    """qu = clamp(round_half_even(u / s), -127, 127), the division in float32 element by
+    element (a full divisor tensor, so no reciprocal shortcut can apply)."""
+    u = torch.from_numpy(u_hwc)
+    q = torch.clamp(torch.round(u / torch.full_like(u, float(s))), -127, 127)
+    return q.numpy()
+
+
+def dynamic_scale(u):
+    s = np.float32(np.abs(u).max()) / np.float32(127)  # float32 division
+    return s if s > 0 else np.float32(1)
+
+
+# mode: "static" (a random calibrated scale), "ties" (a power-of-two scale and inputs on
+# the half-step grid, so u / s is exactly k + 0.5 often, and beyond the clamp range),
+# "dynamic" (None: max|u| / 127).
+QS8_CASES = [(stride, size, mode, [1, 2, 4][n % 3], [3, 16, 33][n % 3])
+             for n, (stride, size, mode) in enumerate(
+                 (s, z, m) for s in STRIDES for z in [(7, 5), (1, 1), (8, 6)]
+                 for m in ("static", "ties", "dynamic"))]
+
+
+@pytest.mark.parametrize(
+    "index,stride,size,mode,multiplier,channels",
+    [(i, *c) for i, c in enumerate(QS8_CASES)],
+    ids=case_ids(QS8_CASES, QS8_SEED,
+                 lambda s, z, m, k, c: f"s{s[0]}{s[1]}-{z[0]}x{z[1]}-{m}-C{c}-k{k}"),
+)
+def test_dwconv_qs8_matches_torch_fake_quant(index, stride, size, mode, multiplier, channels):
+    seed = QS8_SEED + index
+    rng = np.random.default_rng(seed)
+    kc = multiplier * channels
+    if mode == "ties":
+        s = np.float32(2.0**-5)
+        x = (rng.integers(-600, 600, size + (channels,)) * (s / 2)).astype(np.float32)
+        pre_bias = (rng.integers(-20, 20, channels) * (s / 2)).astype(np.float32)
+    else:
+        x = random_f32(rng, size + (channels,), 2.0)
+        pre_bias = random_f32(rng, channels, 0.5) if index % 2 else None
+        s = np.float32(rng.uniform(0.005, 0.03))  # small enough that some inputs clamp
+    u = biased_input(x, pre_bias)
+    if mode == "dynamic":
+        assert K.dwconv_input_absmax(x, pre_bias) == np.float32(np.abs(u).max())
+        s = dynamic_scale(u)
+    input_scale = None if mode == "dynamic" else float(s)
+    w = rng.integers(-127, 128, (kc, 9)).astype(np.int8)
+    w[0, :2] = (-127, 127)
+    w_scale = np.abs(random_f32(rng, kc, 0.01)) + np.float32(1e-3)
+    scale, bias = random_f32(rng, kc), random_f32(rng, kc)
+    msg = f"seed={seed} stride={stride} size={size} mode={mode} C={channels} k={multiplier} s={s!r}"
+
+    qu = torch_fake_quant(u, s)
+    if mode == "ties":
+        assert (np.abs(u / s - np.trunc(u / s)) == 0.5).any(), msg  # ties really occur
+    acc = torch_depthwise(qu, w, stride, multiplier)
+    acc_int = np.rint(acc).astype(np.int64)
+    assert (acc_int == acc).all(), msg
+
+    # Integer part exact: with a unit epilogue, out / (s * w_scale) is the accumulator.
+    unit = K.dwconv3x3_qs8(x, pre_bias, input_scale, w, w_scale, np.ones(kc, np.float32),
+                           np.zeros(kc, np.float32), *stride, multiplier)
+    requant = (np.float32(s) * w_scale).astype(np.float64)
+    rebuilt = unit.astype(np.float64) / requant
+    assert np.abs(rebuilt - np.rint(rebuilt)).max() < 0.05, msg
+    np.testing.assert_array_equal(np.rint(rebuilt).astype(np.int64), acc_int, err_msg=msg)
+
+    got = K.dwconv3x3_qs8(x, pre_bias, input_scale, w, w_scale, scale, bias, *stride, multiplier)
+    ref = acc * requant * scale + bias
+    magnitude = np.abs(acc) * requant * np.abs(scale) + np.abs(bias)
+    assert_within_magnitude(got, ref, magnitude, msg)
+
+
+@pytest.mark.parametrize("input_scale", [0.1, 0.3, 3.0, 0.0123])
+def test_dwconv_qs8_quantizes_by_true_division(input_scale):
+    """Values within two ulps of the half-way points k + 0.5, where nearbyint(u / s) and a
+    reciprocal shortcut nearbyint(u * (1 / s)) disagree. A 1x1 image and a centre-tap-only
+    weight of 1 make each output q * s, so the codes read back exactly."""
+    s = np.float32(input_scale)
+    half_points = ((np.arange(-135, 135) + 0.5) * np.float64(s)).astype(np.float32)
+    up, down = [half_points], [half_points]
+    for _ in range(2):
+        up.append(np.nextafter(up[-1], np.float32(np.inf)))
+        down.append(np.nextafter(down[-1], np.float32(-np.inf)))
+    u = np.concatenate(up + down[1:])
+    want = torch_fake_quant(u.reshape(1, 1, -1), s)
+    shortcut = np.clip(np.round(u * (np.float32(1) / s)), -127, 127)
+    assert (want.reshape(-1) != shortcut).any()  # the case really tells the two apart
+
+    n = u.size
+    w = np.zeros((n, 9), np.int8)
+    w[:, 4] = 1
+    ones = np.ones(n, np.float32)
+    got = K.dwconv3x3_qs8(u.reshape(1, 1, n), None, float(s), w, ones, ones, np.zeros(n, F32))
+    np.testing.assert_array_equal(np.rint(got.astype(np.float64) / s), want,
+                                  err_msg=f"input_scale={s!r}")
+
+
+def test_dwconv_qs8_all_zero_input_uses_scale_one():
+    x = np.zeros((3, 4, 5), np.float32)
+    assert K.dwconv_input_absmax(x) == 0.0
+    w = np.full((5, 9), 7, np.int8)
+    bias = np.arange(5, dtype=np.float32)
+    got = K.dwconv3x3_qs8(x, None, None, w, np.ones(5, np.float32), np.ones(5, np.float32), bias)
+    np.testing.assert_array_equal(got, np.broadcast_to(bias, (3, 4, 5)))
+
+
+def test_dwconv_input_absmax_is_exact_and_ignores_nan():
+    rng = np.random.default_rng(BASE_SEED + 3999)
+    x = random_f32(rng, (4, 5, 7))
+    b = random_f32(rng, 7)
+    assert K.dwconv_input_absmax(x, b) == np.abs(biased_input(x, b)).max()
+    x[1, 1, 1] = np.nan
+    x[2, 2, 2] = -50.0
+    assert K.dwconv_input_absmax(x, None) == 50.0
+
+
+# --- fully connected ---------------------------------------------------------------------
+
+FC_IN = [1, 63, 64, 65, 2048]
+FC_CASES = [(c, o) for c in FC_IN for o in (1, 10, 37)]
+FC_SEED = {"f32": BASE_SEED + 4000, "qs8": BASE_SEED + 4100, "bitplane8": BASE_SEED + 4200}
+
+
+def fc_ids(encoding):
+    return case_ids(FC_CASES, FC_SEED[encoding], lambda c, o: f"C{c}-O{o}")
+
+
+@pytest.mark.parametrize("index,in_features,out_features",
+                         [(i, *c) for i, c in enumerate(FC_CASES)], ids=fc_ids("f32"))
+def test_fc_f32(index, in_features, out_features):
+    seed = FC_SEED["f32"] + index
+    rng = np.random.default_rng(seed)
+    x = random_f32(rng, in_features)
+    w = random_f32(rng, (out_features, in_features), 0.05)
+    bias = random_f32(rng, out_features)
+    got = K.fc_f32(x, w, bias)
+    ref = w.astype(np.float64) @ x.astype(np.float64) + bias
+    magnitude = np.abs(w).astype(np.float64) @ np.abs(x) + np.abs(bias)
+    assert_within_magnitude(got, ref, magnitude, f"seed={seed} C={in_features} O={out_features}")
+
+
+@pytest.mark.parametrize("index,in_features,out_features",
+                         [(i, *c) for i, c in enumerate(FC_CASES)], ids=fc_ids("qs8"))
+def test_fc_qs8(index, in_features, out_features):
+    seed = FC_SEED["qs8"] + index
+    rng = np.random.default_rng(seed)
+    x = random_f32(rng, in_features)
+    q = rng.integers(-127, 128, (out_features, in_features)).astype(np.int8)
+    w_scale = np.abs(random_f32(rng, out_features, 0.01))
+    bias = random_f32(rng, out_features)
+    got = K.fc_qs8(x, q, w_scale, bias)
+    ref = w_scale * (q.astype(np.float64) @ x) + bias
+    magnitude = w_scale * (np.abs(q).astype(np.float64) @ np.abs(x)) + np.abs(bias)
+    assert_within_magnitude(got, ref, magnitude, f"seed={seed} C={in_features} O={out_features}")
+
+
+@pytest.mark.parametrize("index,in_features,out_features",
+                         [(i, *c) for i, c in enumerate(FC_CASES)], ids=fc_ids("bitplane8"))
+def test_fc_bitplane8(index, in_features, out_features):
+    seed = FC_SEED["bitplane8"] + index
+    rng = np.random.default_rng(seed)
+    x = random_f32(rng, in_features)
+    codes = rng.integers(0, 256, (out_features, in_features)).astype(np.uint8)
+    codes[0, 0] = 0
+    if out_features > 1:
+        codes[1] = 255
+    # docs/format.md: plane b holds the ±1 digit 2*bit_b(B) - 1; stored bit = 1 - bit_b(B).
+    planes = np.stack([pack_bits(((codes >> b) & 1) == 0) for b in range(8)])
+    w_scale = np.abs(random_f32(rng, out_features, 1e-3))
+    bias = random_f32(rng, out_features)
+    msg = f"seed={seed} C={in_features} O={out_features}"
+
+    got = K.fc_bitplane8(x, planes, w_scale, bias)
+    w = w_scale[:, None].astype(np.float64) * (2.0 * codes - 255.0)
+    ref = x.astype(np.float64) @ w.T + bias
+    magnitude = np.abs(x).astype(np.float64) @ np.abs(w).T + np.abs(bias)
+    assert_within_magnitude(got, ref, magnitude, msg)
+
+
+# --- dense conv --------------------------------------------------------------------------
+
+
+def torch_conv2d(x_hwc, w_okkc, bias, stride, pads, relu):
+    """pads = (top, left, bottom, right), zero padding; float64."""
+    x = F.pad(to_nchw(x_hwc), (pads[1], pads[3], pads[0], pads[2]))
+    w = torch.from_numpy(w_okkc.astype(np.float64)).permute(0, 3, 1, 2)
+    y = F.conv2d(x, w, None if bias is None else torch.from_numpy(bias.astype(np.float64)),
+                 stride=stride)
+    return from_nchw(torch.relu(y) if relu else y)
+
+
+# (size, Ci, Co, (kh, kw), stride, pads)
+CONV_CASES = [
+    ((32, 32), 3, 16, (3, 3), (2, 2), (1, 1, 1, 1)),  # the stem
+    ((15, 17), 3, 16, (3, 3), (2, 2), (1, 1, 1, 1)),  # the stem on odd sizes
+    ((1, 1), 5, 4, (1, 1), (1, 1), (0, 0, 0, 0)),  # a 1x1 conv on a pooled vector
+    ((1, 1), 2, 3, (3, 3), (1, 1), (1, 1, 1, 1)),
+    ((6, 7), 4, 9, (3, 1), (1, 2), (2, 0, 1, 0)),
+    ((5, 5), 1, 1, (2, 3), (2, 1), (0, 2, 1, 1)),
+    ((9, 4), 8, 5, (3, 3), (1, 1), (0, 0, 0, 0)),
+    ((8, 8), 7, 12, (5, 5), (3, 2), (2, 2, 2, 2)),
+    ((2, 9), 3, 2, (1, 3), (1, 1), (0, 2, 0, 2)),
+]
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+@pytest.mark.parametrize(
+    "index,size,ci,co,kernel,stride,pads", [(i, *c) for i, c in enumerate(CONV_CASES)],
+    ids=case_ids(CONV_CASES, CONV_SEED, lambda z, ci, co, k, s, p:
+                 f"{z[0]}x{z[1]}-{ci}to{co}-k{k[0]}{k[1]}-s{s[0]}{s[1]}-p{''.join(map(str, p))}"),
+)
+def test_conv2d_f32_matches_torch(index, size, ci, co, kernel, stride, pads, relu):
+    seed = CONV_SEED + index
+    rng = np.random.default_rng(seed)
+    x = random_f32(rng, size + (ci,))
+    w = random_f32(rng, (co,) + kernel + (ci,), 0.3)
+    bias = random_f32(rng, co) if index % 3 else None
+    msg = f"seed={seed} size={size} {ci}->{co} k={kernel} s={stride} pads={pads} relu={relu}"
+    got = K.conv2d_f32(x, w, bias, *stride, *pads, relu=relu)
+    ref = torch_conv2d(x, w, bias, stride, pads, relu)
+    magnitude = torch_conv2d(np.abs(x), np.abs(w), None if bias is None else np.abs(bias),
+                             stride, pads, False)
+    assert_within_magnitude(got, ref, magnitude, msg)
+
+
+# --- pools and concat --------------------------------------------------------------------
+
+POOL_CASES = [(k, s, z) for k, s in [((2, 2), (2, 2)), ((2, 1), (2, 1)), ((1, 2), (1, 2)),
+                                     ((3, 3), (2, 2)), ((3, 2), (1, 1))]
+              for z in [(7, 7), (8, 8), (7, 8), (8, 7), (3, 5), (4, 3)]]
+
+
+@pytest.mark.parametrize(
+    "index,kernel,stride,size", [(i, *c) for i, c in enumerate(POOL_CASES)],
+    ids=case_ids(POOL_CASES, POOL_SEED,
+                 lambda k, s, z: f"k{k[0]}{k[1]}-s{s[0]}{s[1]}-{z[0]}x{z[1]}"),
+)
+def test_avgpool_matches_torch_ceil_mode(index, kernel, stride, size):
+    seed = POOL_SEED + index
+    rng = np.random.default_rng(seed)
+    x = random_f32(rng, size + (5,))
+    got = K.avgpool(x, *kernel, *stride)
+    ref = from_nchw(F.avg_pool2d(to_nchw(x), kernel, stride, ceil_mode=True,
+                                 count_include_pad=False))
+    magnitude = from_nchw(F.avg_pool2d(to_nchw(np.abs(x)), kernel, stride, ceil_mode=True,
+                                       count_include_pad=False))
+    assert_within_magnitude(got, ref, magnitude,
+                            f"seed={seed} kernel={kernel} stride={stride} size={size}")
+
+
+GAP_SIZES = [(1, 1), (7, 7), (3, 5), (14, 14)]
+GAP_SEED = BASE_SEED + 6500
+
+
+@pytest.mark.parametrize("index,size", list(enumerate(GAP_SIZES)),
+                         ids=case_ids(GAP_SIZES, GAP_SEED, lambda h, w: f"{h}x{w}"))
+def test_global_avgpool_matches_torch(index, size):
+    seed = GAP_SEED + index
+    rng = np.random.default_rng(seed)
+    x = random_f32(rng, size + (70,))
+    got = K.global_avgpool(x)
+    ref = F.adaptive_avg_pool2d(to_nchw(x), 1)[0, :, 0, 0].numpy()
+    magnitude = F.adaptive_avg_pool2d(to_nchw(np.abs(x)), 1)[0, :, 0, 0].numpy()
+    assert_within_magnitude(got, ref, magnitude, f"seed={seed} size={size}")
+
+
+def test_concat_matches_torch_cat_with_repeats():
+    seed = BASE_SEED + 6900
+    rng = np.random.default_rng(seed)
+    a, b = random_f32(rng, (3, 5, 7)), random_f32(rng, (3, 5, 64))
+    c = random_f32(rng, (10, 6, 1))[::2, ::2]  # non-contiguous, copied by the binding
+    for inputs in ([a], [a, b], [a, a, a, a], [b, a, b], [c, c]):
+        got = K.concat(inputs)
+        want = torch.cat([torch.from_numpy(np.ascontiguousarray(t)) for t in inputs], -1)
+        assert_bits_equal(got, want.numpy(), f"seed={seed} shapes={[t.shape for t in inputs]}")
+    assert K.concat((a, b)).shape == (3, 5, 71)
+
+
+# --- element-wise ------------------------------------------------------------------------
+
+SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3e38, -3e38],
+                    np.float32)
+
+
+def elementwise_input(seed, shape=(4, 3, 11)):
+    rng = np.random.default_rng(seed)
+    x = random_f32(rng, shape, 3.0)
+    flat = x.reshape(-1)
+    flat[:SPECIALS.size] = SPECIALS
+    return rng, x
+
+
+def check_exact_both_ways(call, want, msg):
+    """Out of place and in place (out == in) must both equal the reference."""
+    for inplace in (False, True):
+        got = call(inplace)
+        assert got.dtype == np.float32 and got.shape == want.shape, msg
+        np.testing.assert_array_equal(got, want, err_msg=f"{msg} inplace={inplace}")
+
+
+def test_affine_matches_torch():
+    seed = BASE_SEED + 7000
+    rng, x = elementwise_input(seed)
+    s, b = random_f32(rng, 11), random_f32(rng, 11)
+    t = torch.from_numpy(x)
+    want = (t * torch.from_numpy(s) + torch.from_numpy(b)).numpy()  # two roundings, no FMA
+    check_exact_both_ways(lambda ip: K.affine(x, s, b, inplace=ip), want, f"seed={seed}")
+
+
+def test_prelu_matches_torch():
+    seed = BASE_SEED + 7001
+    rng, x = elementwise_input(seed)
+    slope = random_f32(rng, 11)
+    want = from_nchw(F.prelu(torch.from_numpy(x).permute(2, 0, 1)[None],
+                             torch.from_numpy(slope)))
+    check_exact_both_ways(lambda ip: K.prelu(x, slope, inplace=ip), want, f"seed={seed}")
+
+
+def test_relu_matches_torch():
+    seed = BASE_SEED + 7002
+    _, x = elementwise_input(seed)
+    want = torch.relu(torch.from_numpy(x)).numpy()
+    check_exact_both_ways(lambda ip: K.relu(x, inplace=ip), want, f"seed={seed}")
+
+
+def test_add_matches_torch():
+    seed = BASE_SEED + 7003
+    rng, a = elementwise_input(seed)
+    b = random_f32(rng, a.shape)
+    want = (torch.from_numpy(a) + torch.from_numpy(b)).numpy()
+    check_exact_both_ways(lambda ip: K.add(a, b, inplace=ip), want, f"seed={seed}")
+
+
+def test_mul_channel_matches_torch():
+    seed = BASE_SEED + 7004
+    rng, x = elementwise_input(seed)
+    s = random_f32(rng, 11)
+    want = (torch.from_numpy(x) * torch.from_numpy(s)).numpy()
+    check_exact_both_ways(lambda ip: K.mul_channel(x, s, inplace=ip), want, f"seed={seed}")
+
+
+def test_sigmoid_matches_torch():
+    """Within 1e-5 relative of float64 (exp differs by an ulp between libms); atol 1e-30
+    covers results below float32's normal range, where the f32 exp has overflowed to 0."""
+    seed = BASE_SEED + 7005
+    _, x = elementwise_input(seed)
+    x.reshape(-1)[-6:] = [-1000, -100, -88.5, 88.5, 100, 1000]
+    ref = torch.sigmoid(torch.from_numpy(x.astype(np.float64))).numpy()
+    for inplace in (False, True):
+        got = K.sigmoid(x, inplace=inplace)
+        np.testing.assert_allclose(got, ref, rtol=RTOL, atol=1e-30,
+                                   err_msg=f"seed={seed} inplace={inplace}")
+
+
+def test_elementwise_accepts_any_rank():
+    x = np.arange(6, dtype=np.float32) - 3
+    np.testing.assert_array_equal(K.relu(x.reshape(2, 3)), np.maximum(x, 0).reshape(2, 3))
+    np.testing.assert_array_equal(K.relu(np.array(-2.0, np.float32)), 0.0)
+    assert K.add(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32)).shape == (0, 4)
+    np.testing.assert_array_equal(K.mul_channel(x, np.full(6, 2, np.float32)), 2 * x)
+
+
+# --- binding errors ----------------------------------------------------------------------
+
+
+def z(shape, dtype=F32):
+    return np.zeros(shape, dtype)
+
+
+def bits(shape, fill=0):
+    return np.full(shape, fill, np.uint64)
+
+
+def dw_f32(**over):
+    args = dict(x=z((4, 4, 3)), pre_bias=None, w=z((6, 9)), scale=z(6), bias=z(6), stride_h=1,
+                stride_w=1, multiplier=2)
+    args.update(over)
+    return K.dwconv3x3_f32(**args)
+
+
+def dw_qs8(**over):
+    args = dict(x=z((4, 4, 3)), pre_bias=None, input_scale=0.1, w=z((6, 9), np.int8),
+                w_scale=z(6), scale=z(6), bias=z(6), stride_h=1, stride_w=1, multiplier=2)
+    args.update(over)
+    return K.dwconv3x3_qs8(**args)
+
+
+def bconv(**over):
+    args = dict(x_bits=bits((3, 3, 2)), w_bits=bits((4, 3, 3, 2)), in_channels=70, scale=z(4),
+                bias=z(4), padding="zero")
+    args.update(over)
+    return K.bconv2d(**args)
+
+
+ERRORS = {
+    "bconv-x-float": (lambda: bconv(x_bits=z((3, 3, 2))),
+                      TypeError, "x_bits must have dtype uint64"),
+    "bconv-x-list": (lambda: bconv(x_bits=[[1]]), TypeError, r"x_bits must be a numpy\.ndarray"),
+    "bconv-words": (lambda: bconv(in_channels=200),
+                    ValueError, r"x_bits must have shape \(H, W, 4\)"),
+    "bconv-x-rank": (lambda: bconv(x_bits=bits((3, 2))), ValueError, "x_bits must have shape"),
+    "bconv-empty": (lambda: bconv(x_bits=bits((0, 3, 2))), ValueError, "named sizes >= 1"),
+    "bconv-kernel2": (lambda: bconv(w_bits=bits((4, 2, 2, 2))), ValueError, "k 1 or 3"),
+    "bconv-not-square": (lambda: bconv(w_bits=bits((4, 3, 1, 2))), ValueError, "k 1 or 3"),
+    "bconv-padding": (lambda: bconv(padding="reflect"), ValueError, "'zero' or 'one'"),
+    "bconv-channels0": (lambda: bconv(in_channels=0), ValueError, "in_channels must be >= 1"),
+    "bconv-channels-neg": (lambda: bconv(in_channels=-5), ValueError, "in_channels must be >= 1"),
+    "bconv-channels-huge": (lambda: bconv(in_channels=2**40), ValueError, "too large"),
+    "bconv-scale-shape": (lambda: bconv(scale=z(3)), ValueError, r"scale must have shape \(4,\)"),
+    "bconv-bias-dtype": (lambda: bconv(bias=z(4, np.float64)),
+                         TypeError, "bias must have dtype float32"),
+    "bconv-x-tail": (lambda: bconv(x_bits=bits((3, 3, 2), 1 << 63)), ValueError, "past channel 70"),
+    "bconv-w-tail": (lambda: bconv(w_bits=bits((4, 3, 3, 2), 1 << 6)),
+                     ValueError, "w_bits has bits set"),
+    "bconv-swapped": (lambda: bconv(x_bits=bits((3, 3, 2)).astype(">u8")), TypeError, "uint64"),
+    "dw-x-f64": (lambda: dw_f32(x=z((4, 4, 3), np.float64)),
+                 TypeError, "x must have dtype float32"),
+    "dw-x-rank": (lambda: dw_f32(x=z((4, 3))), ValueError, r"x must have shape \(H, W, C\)"),
+    "dw-stride": (lambda: dw_f32(stride_h=3), ValueError, r"stride must be .*got \(3, 1\)"),
+    "dw-stride0": (lambda: dw_f32(stride_w=0), ValueError, "stride must be"),
+    "dw-multiplier": (lambda: dw_f32(multiplier=3),
+                      ValueError, r"multiplier \* C = 3 \* 3 rows, got 6"),
+    "dw-multiplier0": (lambda: dw_f32(multiplier=0), ValueError, "multiplier must be >= 1"),
+    "dw-w-taps": (lambda: dw_f32(w=z((6, 3, 3))),
+                  ValueError, r"w must have shape \(multiplier \* C, 9\)"),
+    "dw-pre-bias": (lambda: dw_f32(pre_bias=z(6)), ValueError, r"pre_bias must have shape \(3,\)"),
+    "dw-scale": (lambda: dw_f32(scale=z(3)), ValueError, r"scale must have shape \(6,\)"),
+    "qs8-w-float": (lambda: dw_qs8(w=z((6, 9))), TypeError, "w must have dtype int8"),
+    "qs8-w-uint8": (lambda: dw_qs8(w=z((6, 9), np.uint8)), TypeError, "w must have dtype int8"),
+    "qs8-w-128": (lambda: dw_qs8(w=np.full((6, 9), -128, np.int8)), ValueError, r"\[-127, 127\]"),
+    "qs8-scale-zero": (lambda: dw_qs8(input_scale=0.0),
+                       ValueError, "input_scale must be finite and > 0"),
+    "qs8-scale-neg": (lambda: dw_qs8(input_scale=-1.0), ValueError, "input_scale must be"),
+    "qs8-scale-nan": (lambda: dw_qs8(input_scale=float("nan")), ValueError, "input_scale must be"),
+    "qs8-scale-inf": (lambda: dw_qs8(input_scale=float("inf")), ValueError, "input_scale must be"),
+    "qs8-scale-huge": (lambda: dw_qs8(input_scale=1e300), ValueError, "input_scale must be"),
+    "qs8-scale-underflow": (lambda: dw_qs8(input_scale=1e-300), ValueError, "input_scale must be"),
+    "qs8-scale-str": (lambda: dw_qs8(input_scale="0.1"), TypeError, "input_scale must be a float"),
+    "qs8-w-scale": (lambda: dw_qs8(w_scale=z(5)), ValueError, r"w_scale must have shape \(6,\)"),
+    "absmax-0d": (lambda: K.dwconv_input_absmax(z(())), ValueError, "rank >= 1"),
+    "absmax-pre-bias": (lambda: K.dwconv_input_absmax(z((2, 3)), z(2)), ValueError, "pre_bias"),
+    "fc-x-rank": (lambda: K.fc_f32(z((1, 4)), z((2, 4)), z(2)),
+                  ValueError, r"x must have shape \(C,\)"),
+    "fc-w-shape": (lambda: K.fc_f32(z(4), z((2, 5)), z(2)),
+                   ValueError, r"w must have shape \(O, 4\)"),
+    "fc-bias": (lambda: K.fc_f32(z(4), z((2, 4)), z(3)),
+                ValueError, r"bias must have shape \(2,\)"),
+    "fc-w-int": (lambda: K.fc_f32(z(4), z((2, 4), np.int8), z(2)),
+                 TypeError, "w must have dtype float32"),
+    "qs8fc-w-float": (lambda: K.fc_qs8(z(4), z((2, 4)), z(2), z(2)),
+                      TypeError, "w must have dtype int8"),
+    "qs8fc-w-scale": (lambda: K.fc_qs8(z(4), z((2, 4), np.int8), z(1), z(2)),
+                      ValueError, "w_scale"),
+    "bp8-planes-7": (lambda: K.fc_bitplane8(z(4), bits((7, 2, 1)), z(2), z(2)), ValueError,
+                     r"planes must have shape \(8, O, 1\)"),
+    "bp8-words": (lambda: K.fc_bitplane8(z(65), bits((8, 2, 1)), z(2), z(2)), ValueError,
+                  r"planes must have shape \(8, O, 2\)"),
+    "bp8-tail": (lambda: K.fc_bitplane8(z(4), bits((8, 2, 1), 16), z(2), z(2)), ValueError,
+                 "past channel 4"),
+    "bp8-planes-f32": (lambda: K.fc_bitplane8(z(4), z((8, 2, 1)), z(2), z(2)), TypeError, "uint64"),
+    "conv-ci": (lambda: K.conv2d_f32(z((4, 4, 3)), z((2, 3, 3, 4))), ValueError,
+                r"w must have shape \(Co, kh, kw, 3\)"),
+    "conv-pad": (lambda: K.conv2d_f32(z((4, 4, 3)), z((2, 3, 3, 3)), pad_top=3), ValueError,
+                 r"pad_top must be in \[0, 2\]"),
+    "conv-pad-neg": (lambda: K.conv2d_f32(z((4, 4, 3)), z((2, 3, 3, 3)), pad_right=-1),
+                     ValueError, "pad_right"),
+    "conv-stride": (lambda: K.conv2d_f32(z((4, 4, 3)), z((2, 3, 3, 3)), stride_h=0), ValueError,
+                    "stride_h must be >= 1"),
+    "conv-small": (lambda: K.conv2d_f32(z((1, 4, 3)), z((2, 3, 3, 3))), ValueError,
+                   "smaller than the kernel"),
+    "conv-bias": (lambda: K.conv2d_f32(z((4, 4, 3)), z((2, 3, 3, 3)), z(3)), ValueError,
+                  r"bias must have shape \(2,\)"),
+    "affine-scale": (lambda: K.affine(z((2, 3)), z(2), z(3)),
+                     ValueError, r"scale must have shape \(3,\)"),
+    "affine-0ch": (lambda: K.affine(z((2, 0)), z(0), z(0)), ValueError, "at least one channel"),
+    "prelu-slope": (lambda: K.prelu(z((2, 3)), z((1, 3))), ValueError, "slope must have shape"),
+    "relu-f64": (lambda: K.relu(z(3, np.float64)), TypeError, "x must have dtype float32"),
+    "sigmoid-list": (lambda: K.sigmoid([1.0]), TypeError, r"numpy\.ndarray"),
+    "add-shape": (lambda: K.add(z((2, 3)), z((3, 2))), ValueError, "same shape"),
+    "add-broadcast": (lambda: K.add(z((2, 3)), z(3)), ValueError, "same shape"),
+    "mul-channel": (lambda: K.mul_channel(z((2, 3)), z(2)),
+                    ValueError, r"s must have shape \(3,\)"),
+    "avgpool-small": (lambda: K.avgpool(z((1, 4, 2)), 2, 2, 2, 2),
+                      ValueError, "smaller than the kernel"),
+    "avgpool-kernel0": (lambda: K.avgpool(z((4, 4, 2)), 0, 2, 2, 2),
+                        ValueError, "kernel_h must be >= 1"),
+    "avgpool-stride": (lambda: K.avgpool(z((5, 5, 2)), 1, 1, 3, 3), ValueError, "stride <= kernel"),
+    "avgpool-rank": (lambda: K.avgpool(z((4, 4)), 2, 2, 2, 2), ValueError, "x must have shape"),
+    "gap-rank": (lambda: K.global_avgpool(z((4, 4, 2, 1))), ValueError, "x must have shape"),
+    "concat-empty": (lambda: K.concat([]), ValueError, "must not be empty"),
+    "concat-array": (lambda: K.concat(z((2, 3))), TypeError, "list or tuple"),
+    "concat-leading": (lambda: K.concat([z((2, 3, 4)), z((2, 2, 4))]), ValueError, r"inputs\[1\]"),
+    "concat-rank": (lambda: K.concat([z((2, 3, 4)), z((2, 3))]), ValueError, "leading shape"),
+    "concat-dtype": (lambda: K.concat([z((2, 3)), z((2, 3), np.float64)]), TypeError,
+                     r"inputs\[1\] must have dtype float32"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ERRORS))
+def test_binding_errors_raise(name):
+    call, exc, pattern = ERRORS[name]
+    with pytest.raises(exc, match=pattern):
+        call()
+
+
+def test_wrong_integer_argument_type_is_type_error():
+    with pytest.raises(TypeError):
+        K.avgpool(z((4, 4, 2)), 2.5, 2, 2, 2)
+    with pytest.raises(TypeError):
+        bconv(in_channels="70")

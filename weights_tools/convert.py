@@ -1,0 +1,505 @@
+"""PyTorch model or checkpoint -> ONNX -> lowered graph -> .qbw (SPEC §5, docs/converter.md).
+
+    >>> from weights_tools.convert import to_qbw
+    >>> report = to_qbw(model, "model.qbw", input_size=(224, 224), fc="int8")
+    >>> print(report)
+
+    python -m weights_tools.convert ckpt.pth --arch qsb_net_large --se se1 -o model.qbw
+    python -m weights_tools.convert --random --arch qb_net_small --input-size 32 32 \\
+        --num-classes 10 -o demo.qbw
+
+The PyTorch model is exported to ONNX (the same file runs on ONNX Runtime as the FP32
+reference), then `weights_tools.onnx_lowering` folds and pattern-matches it into the engine's op
+set, and the options below choose the encodings.
+
+FC encodings (`fc`), per output row o of the weight w:
+- "fp32": as is.
+- "int8": symmetric, weight_scale[o] = max|w[o]| / 127, q = clip(rint(w / weight_scale),
+  -127, 127).
+- "bitplane8" (paper A.2): weight_scale[o] = max|w[o]| / 255,
+  B = clip(rint((w / weight_scale + 255) / 2), 0, 255), w ≈ weight_scale · (2B − 255), stored as
+  8 sign planes (plane b holds 2·bit_b(B) − 1, packed by the bit contract).
+A row of zeros gets weight_scale 0 (so it reconstructs to exactly 0).
+
+Depthwise convs (`depthwise`):
+- "fp32": FP32 weights.
+- "int8": per-output-channel symmetric weights, weight_scale[o] = max|w[o]| / 127. The conv's
+  input u = x + pre_bias is quantized per tensor with scale s:
+    * `calibration` given (float32 NCHW images, preprocessed as the model sees them): the
+      converter runs the FP32 graph (the numpy reference interpreter) on them and stores
+      s = max|u| / 127 over all calibration images, per depthwise op;
+    * `calibration=None`: s = 0 is stored, which tells the engine to use a dynamic scale,
+      s = max|u| / 127 per image (1 if u is all zero).
+  qu = clamp(rint(u / s), ±127); the int32 dot is exact; out = acc · (s · weight_scale) ·
+  scale + bias (docs/format.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import onnx
+
+from .onnx_lowering import ConversionError, fold_onnx_constants, lower_onnx
+from .qbw import (
+    DType,
+    FCEncoding,
+    Graph,
+    OpType,
+    Preprocessing,
+    Tensor,
+    pack_signs,
+    write_qbw,
+)
+
+__all__ = [
+    "ConversionError",
+    "ConversionReport",
+    "FC_ENCODINGS",
+    "DEPTHWISE_MODES",
+    "to_qbw",
+    "onnx_to_qbw",
+    "export_onnx",
+    "encode_fc",
+    "quantize_depthwise",
+    "calibrate_depthwise",
+    "fc_int8",
+    "fc_bitplane8",
+    "randomize_bn",
+    "main",
+]
+
+FC_ENCODINGS = ("fp32", "int8", "bitplane8")
+DEPTHWISE_MODES = ("fp32", "int8")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _producer() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"weights_tools {version('qbinfer')}"
+    except Exception:
+        return "weights_tools"
+
+
+@dataclass
+class ConversionReport:
+    path: str
+    ops: Dict[str, int]
+    bytes: int
+    warnings: List[str] = field(default_factory=list)
+    onnx_path: Optional[str] = None
+    model_name: str = ""
+
+    def __str__(self) -> str:
+        ops = ", ".join(f"{k} {v}" for k, v in sorted(self.ops.items()))
+        lines = [f"{self.path}: {self.model_name or 'model'}, {sum(self.ops.values())} ops "
+                 f"({ops}), {self.bytes / 1e6:.2f} MB"]
+        if self.onnx_path:
+            lines.append(f"ONNX: {self.onnx_path}")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Encodings
+
+
+def _row_scale(w: np.ndarray, levels: int) -> np.ndarray:
+    """Per-row max|w| / levels as float32 (0 for a row of zeros)."""
+    return (np.abs(w).max(axis=1) / levels).astype(np.float32)
+
+
+def fc_int8(w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-row symmetric INT8: returns (q int8 [O, C], weight_scale float32 [O])."""
+    w = np.asarray(w, dtype=np.float64)
+    scale = _row_scale(w, 127)
+    safe = np.where(scale > 0, scale, 1).astype(np.float64)[:, None]
+    q = np.clip(np.rint(w / safe), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def fc_bitplane8(w: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paper A.2: returns (planes u64 [8, O, words(C)], weight_scale float32 [O], B uint8 [O, C])
+    with w ≈ weight_scale · (2B − 255)."""
+    w = np.asarray(w, dtype=np.float64)
+    scale = _row_scale(w, 255)
+    safe = np.where(scale > 0, scale, 1).astype(np.float64)[:, None]
+    codes = np.clip(np.rint((w / safe + 255) / 2), 0, 255).astype(np.uint8)
+    bits = (codes[None, :, :] >> np.arange(8, dtype=np.uint8)[:, None, None]) & 1  # [8, O, C]
+    planes = pack_signs(2 * bits.astype(np.int8) - 1)  # stored bit = 1 - bit_b(B)
+    return planes, scale, codes
+
+
+def encode_fc(graph: Graph, encoding: str) -> Graph:
+    """Re-encode every FP32 FC op of `graph` (in place) as `encoding`."""
+    if encoding not in FC_ENCODINGS:
+        raise ValueError(f"fc must be one of {FC_ENCODINGS}, got {encoding!r}")
+    if encoding == "fp32":
+        return graph
+    for op in graph.ops:
+        if op.type != OpType.FC or op.attrs[0] != FCEncoding.FP32:
+            continue
+        t0 = graph.tensors[op.tensors[0]]
+        if encoding == "int8":
+            q, scale = fc_int8(t0.data)
+            graph.tensors[op.tensors[0]] = Tensor(t0.name, DType.I8, q)
+            op.attrs = [int(FCEncoding.INT8)]
+        else:
+            planes, scale, _ = fc_bitplane8(t0.data)
+            graph.tensors[op.tensors[0]] = Tensor(t0.name, DType.BITS, planes)
+            op.attrs = [int(FCEncoding.BITPLANE8)]
+        graph.tensors.append(Tensor(op.name + ".weight_scale", DType.F32, scale))
+        op.tensors[1] = len(graph.tensors) - 1
+    return graph
+
+
+def calibrate_depthwise(graph: Graph, images: np.ndarray, batch_size: int = 32
+                        ) -> Dict[int, float]:
+    """Run the FP32 graph (reference interpreter) on `images` (float32 NCHW, preprocessed) and
+    return {op index: max|x + pre_bias| / 127} for every depthwise op."""
+    from .reference import run_reference
+
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"calibration images must be a non-empty float32 NCHW array, got "
+                         f"shape {images.shape}")
+    amax: Dict[int, float] = {}
+
+    def observe(i, op, args):
+        if op.type == OpType.DWCONV3X3:
+            pre_bias = graph.tensor(op, 0)
+            u = args[0] if pre_bias is None else (args[0] + pre_bias).astype(np.float32)
+            amax[i] = max(amax.get(i, 0.0), float(np.abs(u).max()))
+
+    for start in range(0, len(images), batch_size):
+        run_reference(graph, images[start: start + batch_size], observer=observe)
+    return {i: float(np.float32(m) / np.float32(127)) for i, m in amax.items()}
+
+
+def quantize_depthwise(graph: Graph, input_scales: Optional[Dict[int, float]] = None,
+                       warnings: Optional[List[str]] = None) -> Graph:
+    """Turn every FP32 DWCONV3X3 of `graph` (in place) into INT8: per-output-channel weights,
+    input scale from `input_scales` (op index -> s, from `calibrate_depthwise`) or 0 (dynamic
+    per image) when None."""
+    for i, op in enumerate(graph.ops):
+        if op.type != OpType.DWCONV3X3:
+            continue
+        t1 = graph.tensors[op.tensors[1]]
+        if t1.dtype != DType.F32:
+            continue
+        q, weight_scale = fc_int8(t1.data)
+        graph.tensors[op.tensors[1]] = Tensor(t1.name, DType.I8, q)
+        s = 0.0
+        if input_scales is not None:
+            s = input_scales.get(i, 0.0)
+            if not s > 0 and warnings is not None:
+                warnings.append(f"{op.name}: its input was 0 on every calibration image; it "
+                                f"uses a dynamic input scale")
+        graph.tensors.append(Tensor(op.name + ".weight_scale", DType.F32, weight_scale))
+        op.tensors[2] = len(graph.tensors) - 1
+        graph.tensors.append(Tensor(op.name + ".input_scale", DType.F32,
+                                    np.array([s], dtype=np.float32)))
+        op.tensors[5] = len(graph.tensors) - 1
+    return graph
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion
+
+
+def _preprocessing(preprocessing, height: int, width: int) -> Preprocessing:
+    if preprocessing is None:
+        return Preprocessing.for_input_size(height, width)
+    if isinstance(preprocessing, Preprocessing):
+        return preprocessing
+    if isinstance(preprocessing, dict):
+        base = Preprocessing.for_input_size(height, width)
+        fields = {**base.__dict__, **preprocessing}
+        fields["mean"], fields["std"] = tuple(fields["mean"]), tuple(fields["std"])
+        return Preprocessing(**fields)
+    raise TypeError(f"preprocessing must be a Preprocessing, a dict or None, got "
+                    f"{type(preprocessing).__name__}")
+
+
+def onnx_to_qbw(onnx_path: PathLike, qbw_path: PathLike, fc: str = "fp32",
+                depthwise: str = "fp32", calibration: Optional[np.ndarray] = None,
+                class_names: Optional[Sequence[str]] = None, preprocessing=None,
+                model_name: Optional[str] = None, metadata: Optional[dict] = None,
+                verbose: bool = False) -> ConversionReport:
+    """Convert an ONNX file to .qbw. See the module doc for `fc`, `depthwise` and
+    `calibration`; `preprocessing` is a `Preprocessing`, a dict of its fields, or None for
+    ImageNet's eval recipe at the model's input size; `class_names` may be empty (the engine then
+    reports indices). Raises ConversionError naming the ONNX node of an unsupported op/pattern."""
+    if fc not in FC_ENCODINGS:
+        raise ValueError(f"fc must be one of {FC_ENCODINGS}, got {fc!r}")
+    if depthwise not in DEPTHWISE_MODES:
+        raise ValueError(f"depthwise must be one of {DEPTHWISE_MODES}, got {depthwise!r}")
+    if calibration is not None and depthwise != "int8":
+        raise ValueError("calibration images are used only with depthwise='int8'")
+    log = print if verbose else (lambda *a, **k: None)
+    notes: List[str] = []
+    model = onnx.load(os.fspath(onnx_path))
+    name = model_name or model.graph.name or os.path.splitext(os.path.basename(
+        os.fspath(onnx_path)))[0]
+    t0 = time.perf_counter()
+    graph = lower_onnx(model, name, notes)
+    log(f"lowered {len(model.graph.node)} ONNX nodes to {len(graph.ops)} ops "
+        f"({time.perf_counter() - t0:.1f} s)")
+
+    calibrated = None
+    if depthwise == "int8":
+        scales = None
+        if calibration is not None:
+            t0 = time.perf_counter()
+            scales = calibrate_depthwise(graph, calibration)
+            calibrated = int(len(calibration))
+            log(f"calibrated {len(scales)} depthwise inputs on {calibrated} images "
+                f"({time.perf_counter() - t0:.1f} s)")
+        quantize_depthwise(graph, scales, notes)
+    encode_fc(graph, fc)
+
+    inp = graph.values[graph.input_value]
+    graph.preprocessing = _preprocessing(preprocessing, inp.height, inp.width)
+    graph.class_names = list(class_names or [])
+    out_channels = graph.values[graph.output_value].channels
+    if graph.class_names and len(graph.class_names) != out_channels:
+        raise ValueError(f"{len(graph.class_names)} class names for {out_channels} outputs")
+    graph.producer = _producer()
+    meta = {"converter": "weights_tools.convert", "source": os.path.basename(os.fspath(onnx_path)),
+            "input_size": [inp.height, inp.width], "fc": fc, "depthwise": depthwise,
+            "depthwise_input_scale": ("calibrated" if calibrated else "dynamic")
+            if depthwise == "int8" else None,
+            "calibration_images": calibrated, "onnx": onnx.__version__}
+    meta.update(metadata or {})
+    graph.metadata_json = json.dumps(meta, sort_keys=True)
+    size = write_qbw(qbw_path, graph)
+    return ConversionReport(path=os.fspath(qbw_path), ops=graph.ops_by_type(), bytes=size,
+                            warnings=notes, model_name=name)
+
+
+def export_onnx(model, path: PathLike, input_size: Tuple[int, int] = (224, 224),
+                opset: int = 17, fold_constants: bool = True, in_channels: int = 3) -> None:
+    """Export `model` (not modified: a deep copy in eval mode on the CPU) to ONNX with a dynamic
+    batch axis, input "input" and output "logits". With `fold_constants` the constant
+    subgraphs the exporter leaves (the weight binarization Where(W >= 0, 1, -1), the shortcut's
+    ConstantOfShape, ...) are evaluated into initializers: the same function, but ONNX Runtime
+    no longer spends seconds binarizing weights at every session start."""
+    import warnings
+
+    import torch
+
+    model = copy.deepcopy(model).cpu().eval()
+    h, w = input_size
+    x = torch.zeros(1, int(in_channels), int(h), int(w))
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter is deprecated in favour of dynamo; it is the one that gives
+        # plain, foldable graphs for these models. Its warnings are not the user's business.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), os.fspath(path), dynamo=False, do_constant_folding=True,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=opset)
+    if fold_constants:
+        onnx.save(fold_onnx_constants(onnx.load(os.fspath(path))), os.fspath(path))
+
+
+def to_qbw(model, path: PathLike, input_size: Union[int, Tuple[int, int]] = (224, 224),
+           fc: str = "fp32", depthwise: str = "fp32", calibration: Optional[np.ndarray] = None,
+           class_names: Optional[Sequence[str]] = None, preprocessing=None,
+           onnx_path: Optional[PathLike] = None, opset: int = 17, in_channels: int = 3,
+           verbose: bool = False) -> ConversionReport:
+    """Convert a PyTorch model to .qbw through ONNX; the user's model is not modified.
+
+    `input_size`: (H, W) or one int; `in_channels`: 3 for image models (another count makes a
+    graph the engine runs on arrays, not images). `onnx_path`: keep the exported ONNX file there
+    (ONNX Runtime runs it as the FP32 reference); otherwise it goes to a temporary file. The
+    other arguments are those of `onnx_to_qbw` (FC encodings, depthwise INT8 and its
+    calibration are described in this module's doc)."""
+    import torch
+
+    if isinstance(input_size, int):
+        input_size = (input_size, input_size)
+    name = getattr(model, "name", None)
+    name = name if isinstance(name, str) else type(model).__name__
+    meta = {"torch": torch.__version__, "opset": opset}
+    log = print if verbose else (lambda *a, **k: None)
+    with tempfile.TemporaryDirectory() as tmp:
+        target = os.fspath(onnx_path) if onnx_path is not None else os.path.join(tmp, "model.onnx")
+        t0 = time.perf_counter()
+        export_onnx(model, target, input_size, opset, in_channels=in_channels)
+        log(f"exported {name} to ONNX ({time.perf_counter() - t0:.1f} s)")
+        report = onnx_to_qbw(target, path, fc=fc, depthwise=depthwise, calibration=calibration,
+                             class_names=class_names, preprocessing=preprocessing,
+                             model_name=name, metadata=meta, verbose=verbose)
+    report.onnx_path = os.fspath(onnx_path) if onnx_path is not None else None
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Random but plausible parameters (tests and demos)
+
+
+def randomize_bn(model, seed: int = 0, input_size: Tuple[int, int] = (32, 32),
+                 batch_size: int = 16, in_channels: Optional[int] = None):
+    """Give `model` (in place) random but plausible inference parameters and return it in eval
+    mode. Deterministic for a given seed.
+
+    BN weights (|w| in [0.5, 1.5], 10% negative) and biases, PReLU slopes, learnable biases
+    (`LearnableBias`: the thresholds of signs and the pre-biases of depthwise convs) and the
+    alpha of binary convs are drawn at random. BN running statistics are then measured, in eval
+    mode and in forward order, on random images (each BN sees the output of the already
+    calibrated layers before it, as in a trained model) and perturbed a little, so activations
+    keep a sensible scale through the whole network and the sign inputs spread around 0.
+    `in_channels` of the random images defaults to the input channels of the model's first
+    4-D parameter (a conv weight or a learnable bias), else 3. Should the model not run on such
+    images, the statistics are drawn without data instead.
+
+    Like a trained BNN, such a model has sign inputs near 0: between two correct
+    implementations a few images may flip a sign (SPEC §6); see reference.NearTies."""
+    import torch
+    from torch import nn
+
+    from .layers import BinaryConv2d, LearnableBias
+
+    g = torch.Generator().manual_seed(seed)
+
+    def uniform(t, lo, hi):
+        t.copy_(lo + (hi - lo) * torch.rand(t.shape, generator=g))
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+                uniform(m.weight, 0.5, 1.5)
+                m.weight[torch.rand(m.weight.shape, generator=g) < 0.1] *= -1
+                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
+            elif isinstance(m, nn.PReLU):
+                uniform(m.weight, 0.0, 0.5)
+            elif isinstance(m, LearnableBias):
+                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
+            elif isinstance(m, BinaryConv2d):
+                uniform(m.alpha, 0.01, 0.1)
+
+        def set_stats(bn, args):
+            x = args[0]
+            dims = [d for d in range(x.dim()) if d != 1]
+            var = x.var(dim=dims, unbiased=False) + 1e-3
+            var = var * (0.8 + 0.45 * torch.rand(var.shape, generator=g))
+            bn.running_mean.copy_(x.mean(dim=dims) + 0.1 * var.sqrt() * torch.randn(
+                var.shape, generator=g))
+            bn.running_var.copy_(var)
+
+        bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               and m.track_running_stats]
+        if in_channels is None:
+            first = next((p for p in model.parameters() if p.dim() == 4), None)
+            in_channels = int(first.shape[1]) if first is not None else 3
+        hooks = [m.register_forward_pre_hook(set_stats) for m in bns]
+        model.eval()
+        try:
+            h, w = input_size
+            model(torch.randn(batch_size, in_channels, h, w, generator=g))
+        except Exception:  # not an image model of that shape: statistics without data
+            for m in bns:
+                m.running_mean.copy_(0.5 * torch.randn(m.running_mean.shape, generator=g))
+                uniform(m.running_var, 0.5, 2.0)
+        finally:
+            for hook in hooks:
+                hook.remove()
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _load_state_dict(path: str):
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state_dict (nor a dict with 'state_dict' or 'model')")
+    prefix = "module."  # saved from DistributedDataParallel
+    if state and all(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .zoo import ARCHS, build_model
+
+    parser = argparse.ArgumentParser(
+        prog="python -m weights_tools.convert",
+        description="Convert a zoo checkpoint (or random weights) to a .qbw file.")
+    parser.add_argument("checkpoint", nargs="?", help="state_dict file (or a dict with a "
+                        "'state_dict' or 'model' key) for the --arch model")
+    parser.add_argument("--random", action="store_true",
+                        help="random weights and BN statistics instead of a checkpoint (demos)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --random")
+    parser.add_argument("--arch", required=True, choices=sorted(ARCHS))
+    parser.add_argument("-o", "--output", required=True, help="the .qbw file to write")
+    parser.add_argument("--se", choices=("none", "se1", "se2"), default="none")
+    parser.add_argument("--padding", choices=("zero", "one"), default="zero")
+    parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--input-size", type=int, nargs=2, default=(224, 224),
+                        metavar=("H", "W"))
+    parser.add_argument("--fc", choices=FC_ENCODINGS, default="fp32")
+    parser.add_argument("--depthwise", choices=DEPTHWISE_MODES, default="fp32")
+    parser.add_argument("--calibration", help=".npy of float32 NCHW preprocessed images for "
+                        "the depthwise INT8 input scales (default: dynamic per image)")
+    parser.add_argument("--class-names", help="text file, one class name per line")
+    parser.add_argument("--onnx", help="also keep the exported ONNX file here")
+    parser.add_argument("--opset", type=int, default=17)
+    args = parser.parse_args(argv)
+    if bool(args.checkpoint) == bool(args.random):
+        parser.error("give either a CHECKPOINT or --random")
+
+    import torch
+
+    se = None if args.se == "none" else args.se
+    torch.manual_seed(args.seed)
+    model = build_model(args.arch, num_classes=args.num_classes, se=se, padding=args.padding)
+    if args.random:
+        print(f"{model.name}: random weights (seed {args.seed})")
+        randomize_bn(model, args.seed, tuple(args.input_size))
+    else:
+        print(f"{model.name}: loading {args.checkpoint}")
+        model.load_state_dict(_load_state_dict(args.checkpoint))
+    model.eval()
+    calibration = None
+    if args.calibration:
+        calibration = np.load(args.calibration).astype(np.float32)
+    class_names = None
+    if args.class_names:
+        with open(args.class_names, encoding="utf-8") as f:
+            class_names = [line.rstrip("\n") for line in f if line.strip()]
+    try:
+        report = to_qbw(model, args.output, input_size=tuple(args.input_size), fc=args.fc,
+                        depthwise=args.depthwise, calibration=calibration,
+                        class_names=class_names, onnx_path=args.onnx, opset=args.opset,
+                        verbose=True)
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
