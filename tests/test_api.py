@@ -181,8 +181,8 @@ def test_cli_summary_predict_and_errors(small, tmp_path):
 
 @pytest.mark.parametrize("extra", [[], ["--fc", "bitplane8", "--depthwise", "int8"]])
 def test_demo_json(extra):
-    out = subprocess.run([sys.executable, "-m", "qbinfer", "demo", "--json", "--input-size", "32",
-                          "--num-classes", "10", "--runs", "2", *extra],
+    out = subprocess.run([sys.executable, "-m", "qbinfer", "demo", "--json", "--arch", "qb_net_small",
+                          "--input-size", "32", "--num-classes", "10", "--runs", "2", *extra],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()

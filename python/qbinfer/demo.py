@@ -1,11 +1,17 @@
-"""`qbinfer demo`: the whole path in one command.
+"""`qbinfer demo`: the shipped model on its held-out set, or the whole path with a zoo model.
 
-With the tools extra (torch) installed: build a zoo model (random weights, randomised BN
-statistics), convert it PyTorch -> ONNX -> .qbw, run one image through qbinfer, PyTorch and ONNX
-Runtime, compare the logits and time the three. With `--model FILE.qbw`: run that file only (no
-torch needed).
+* `qbinfer demo`: run the trained model that ships inside the package (a QB-Net-Small variant for
+  the 8x8 scikit-learn digits upscaled to 32x32, `qbinfer/models/`) on its held-out set of 450
+  images; print the engine's top-1 accuracy, PyTorch's (measured now when torch and
+  `weights_tools` are importable, else the value recorded at training time) and the median
+  latency per image at batch 1. Needs numpy and the extension only.
+* `qbinfer demo --arch NAME`: with the tools extra (torch): build a zoo model (random weights,
+  randomised BN statistics), convert it PyTorch -> ONNX -> .qbw, run one image through qbinfer,
+  PyTorch and ONNX Runtime, compare the logits and time the three.
+* `qbinfer demo --model FILE.qbw`: run that file on one image (no torch needed).
+
+`--json` prints one JSON line on stdout; progress goes to stderr.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -14,13 +20,13 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .model import load
 
-__all__ = ["add_parser", "run_demo"]
+__all__ = ["add_parser", "run_demo", "run_shipped_demo", "shipped_record", "SHIPPED_MODEL"]
 
 
 def _median_ms(fn: Callable[[], Any], runs: int) -> float:
@@ -53,7 +59,8 @@ def _log(quiet: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def run_demo(args: argparse.Namespace) -> Dict[str, Any]:
+def run_build_demo(args: argparse.Namespace) -> Dict[str, Any]:
+    """`--arch NAME` (build, convert, compare) or `--model FILE` (run a file on one image)."""
     quiet = args.json
     image = synthetic_image() if args.image is None else args.image
     result: Dict[str, Any] = {"image": "synthetic" if args.image is None else str(args.image)}
@@ -123,7 +130,116 @@ def run_demo(args: argparse.Namespace) -> Dict[str, Any]:
     return result
 
 
+SHIPPED_MODEL = "digits_qbnet"
+
+
+def shipped_record(name: str = SHIPPED_MODEL) -> Tuple[str, Dict[str, Any]]:
+    """(folder, training record) of a model shipped in `qbinfer/models/`."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
+    path = os.path.join(folder, name + ".json")
+    if not os.path.exists(path):
+        raise SystemExit(f"qbinfer demo: the shipped model record {path} is missing "
+                         f"(a broken installation?)")
+    with open(path, encoding="utf-8") as f:
+        return folder, json.load(f)
+
+
+def _torch_logits(weights: str, x_nchw: np.ndarray,
+                  threads: int) -> Optional[Tuple[np.ndarray, float]]:
+    """PyTorch logits of the shipped weights and the median batch-1 latency (on `threads`
+    threads, as qbinfer), or None when torch or weights_tools is not importable."""
+    try:
+        import torch
+        from weights_tools.export import load_compact_model, torch_logits
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    model = load_compact_model(weights)
+    logits = torch_logits(model, x_nchw)
+    with torch.no_grad():
+        one = torch.from_numpy(x_nchw[:1])
+        latency = _median_ms(lambda: model(one), 20)
+    return logits, latency
+
+
+def run_shipped_demo(args: argparse.Namespace) -> Dict[str, Any]:
+    """The shipped model on its held-out set: accuracy of the engine and of PyTorch, latency."""
+    quiet = args.json
+    folder, record = shipped_record()
+    qbw_path = os.path.join(folder, record["model"])
+    _log(quiet, f"[1/3] loading {qbw_path}")
+    model = load(qbw_path, threads=args.threads)
+    with np.load(os.path.join(folder, record["holdout"]), allow_pickle=False) as z:
+        images, labels = z["images"], z["labels"].astype(np.int64)
+    from .preprocess import preprocess
+    x_nhwc = np.concatenate([preprocess(im, model.preprocessing) for im in images])
+    x_nchw = np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))
+
+    _log(quiet, f"[2/3] qbinfer on {len(labels)} held-out images, one at a time")
+    model.run(x_nchw[:1])  # warm-up: first touch of the arena and of the weights' pages
+    preds = np.empty(len(labels), np.int64)
+    times = np.empty(len(labels))
+    for i in range(len(labels)):
+        t0 = time.perf_counter()
+        logits = model.run(x_nchw[i:i + 1])
+        times[i] = time.perf_counter() - t0
+        preds[i] = int(np.argmax(logits[0]))
+    t0 = time.perf_counter()
+    batch_preds = model.run(x_nchw).argmax(axis=1)
+    batch_s = time.perf_counter() - t0
+    result: Dict[str, Any] = {
+        "model": model.name, "qbw": qbw_path, "qbw_bytes": os.path.getsize(qbw_path),
+        "dataset": record.get("data_source", ""), "images": int(len(labels)),
+        "accuracy_engine": round(100.0 * float(np.mean(preds == labels)), 4),
+        "accuracy_torch": None, "accuracy_torch_source": "recorded",
+        "accuracy_torch_recorded": record.get("accuracy_torch"),
+        "latency_ms": round(float(np.median(times)) * 1e3, 4),
+        "batch_ms_per_image": round(batch_s * 1e3 / len(labels), 4),
+        # one batch must give what single images give (the engine's contract)
+        "batch_matches_single": bool(np.array_equal(batch_preds, preds)),
+        "threads": model.threads,
+    }
+    _log(quiet, "[3/3] PyTorch on the same inputs")
+    measured = None
+    if not args.no_torch:
+        measured = _torch_logits(os.path.join(folder, record["weights"]), x_nchw, args.threads)
+    if measured is None:
+        result["accuracy_torch"] = record.get("accuracy_torch")
+    else:
+        ref, torch_ms = measured
+        ref_preds = ref.argmax(axis=1)
+        result.update(accuracy_torch=round(100.0 * float(np.mean(ref_preds == labels)), 4),
+                      accuracy_torch_source="measured",
+                      top1_agreement=round(100.0 * float(np.mean(ref_preds == preds)), 4),
+                      torch_latency_ms=round(torch_ms, 4))
+    return result
+
+
+def run_demo(args: argparse.Namespace) -> Dict[str, Any]:
+    if args.arch or args.model:
+        return run_build_demo(args)
+    return run_shipped_demo(args)
+
+
+def _print_shipped_report(r: Dict[str, Any]) -> None:
+    print(f"model      {r['model']}  ({r['qbw_bytes'] / 1e6:.2f} MB .qbw, shipped in the package)")
+    print(f"data       {r['images']} held-out images: {r['dataset']}")
+    torch_note = ("measured now" if r["accuracy_torch_source"] == "measured"
+                  else "recorded at training time; torch not used")
+    print(f"top-1      qbinfer {r['accuracy_engine']:.2f}%   PyTorch {r['accuracy_torch']:.2f}% "
+          f"({torch_note})")
+    if "top1_agreement" in r:
+        print(f"agreement  {r['top1_agreement']:.2f}% of the images get the same class")
+    print(f"qbinfer    {r['latency_ms']:.3f} ms median per image, batch 1, "
+          f"{r['threads']} thread(s); {r['batch_ms_per_image']:.3f} ms per image in one batch")
+    if "torch_latency_ms" in r:
+        print(f"PyTorch    {r['torch_latency_ms']:.3f} ms median per image, batch 1")
+
+
 def _print_report(r: Dict[str, Any]) -> None:
+    if "accuracy_engine" in r:
+        _print_shipped_report(r)
+        return
     print(f"model      {r['model']}  ({r['qbw_bytes'] / 1e6:.2f} MB .qbw)")
     print(f"image      {r['image']}")
     print("top-5      " + ", ".join(f"{name} {p:.3f}" for name, p in r["top5"]))
@@ -136,23 +252,44 @@ def _print_report(r: Dict[str, Any]) -> None:
               f"same top-1: {r['ort_top1_equal']}")
 
 
+_BUILD_DEFAULTS = {"input_size": 224, "num_classes": 1000, "fc": "fp32", "depthwise": "fp32"}
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="build, convert, run and compare a model end to end",
-                       description=__doc__)
-    p.add_argument("--model", help="run this .qbw file instead of building one")
-    p.add_argument("--arch", default="qb_net_small", help="zoo model to build (default: qb_net_small)")
-    p.add_argument("--se", choices=["se1", "se2"], default=None)
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--fc", choices=["fp32", "int8", "bitplane8"], default="fp32")
-    p.add_argument("--depthwise", choices=["fp32", "int8"], default="fp32")
-    p.add_argument("--image", help="an image file (default: a synthetic picture)")
+    p = sub.add_parser("demo", help="run the shipped model on its held-out set, or build, convert "
+                                    "and compare a zoo model end to end",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", help="build this zoo model (random weights) and compare qbinfer, "
+                                  "PyTorch and ONNX Runtime on one image (needs the tools extra)")
+    p.add_argument("--model", help="run this .qbw file on one image (no torch needed)")
+    p.add_argument("--se", choices=["se1", "se2"], default=None, help="with --arch")
+    p.add_argument("--input-size", type=int, help="with --arch (default 224)")
+    p.add_argument("--num-classes", type=int, help="with --arch (default 1000)")
+    p.add_argument("--fc", choices=["fp32", "int8", "bitplane8"], help="with --arch (default fp32)")
+    p.add_argument("--depthwise", choices=["fp32", "int8"], help="with --arch (default fp32)")
+    p.add_argument("--image", help="with --arch or --model: an image file (default: a synthetic "
+                                   "picture)")
     p.add_argument("--runs", type=int, default=10, help="timed runs per engine (median reported)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-torch", action="store_true",
+                   help="shipped model: report the recorded PyTorch accuracy, do not import torch")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a report")
 
     def main(args: argparse.Namespace) -> int:
+        build_only = [f"--{k.replace('_', '-')}" for k in ("se", "input_size", "num_classes", "fc",
+                                                           "depthwise")
+                      if getattr(args, k) is not None]
+        if build_only and not args.arch:
+            p.error(f"{', '.join(build_only)} go(es) with --arch (building a zoo model)")
+        if args.arch and args.model:
+            p.error("give --arch (build a model) or --model (run a file), not both")
+        if args.image and not (args.arch or args.model):
+            p.error("--image goes with --arch or --model; "
+                    "the shipped model runs on its held-out set")
+        for key, value in _BUILD_DEFAULTS.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
         result = run_demo(args)
         if args.json:
             print(json.dumps(result))

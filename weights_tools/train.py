@@ -1,0 +1,766 @@
+"""`python -m weights_tools.train`: train QB-Net / QSB-Net with the paper's recipe (SPEC §2).
+
+Two stages with knowledge distillation from a float teacher read from a local checkpoint file:
+
+    stage 1   binary activations, float weights   Adam(0.9, 0.999) lr 1e-3, weight decay 1e-5
+    stage 2   both binary, from stage 1's weights  Adam(0.9, 0.999) lr 1e-3, weight decay 0
+
+Loss with a teacher: KL(teacher softmax || student softmax) (ReActNet's distributional loss);
+without one, cross-entropy. Learning rate: "poly" lr * (1 - t/T) per step (t the step, T the
+run's steps), or `--schedule cosine --warmup E` (linear warm-up over E epochs, then cosine to 0):
+the from-scratch variant, without a teacher. ReActNet augmentation (random resized crop, flip,
+lighting; configurable), eval by resize + center crop. Mixed precision on CUDA. Checkpoints
+every epoch with everything needed to resume bit for bit (`--resume`), a progress bar and log
+lines on stderr, a JSON-lines log, top-1/top-5 after every epoch.
+
+Distributed through torch.distributed: run under torchrun and each process trains a shard with
+DistributedDataParallel (NCCL on GPUs, gloo on CPUs):
+
+    torchrun --nproc_per_node=8 -m weights_tools.train --stage 1 --arch qsb_net_large ...
+
+A small teacher is trained with the same tool (`--stage teacher --arch cifar_resnet20`).
+See docs/training.md for the recipe and the exact commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from . import data as D
+from .teacher import TEACHER_ARCHS, build_teacher, is_teacher_arch, load_teacher, read_state_dict
+from .zoo import ARCHS, BLOCK_TYPES, build_model, set_training_stage, with_overrides
+
+__all__ = ["main", "train", "build_parser", "model_from_meta", "topk_correct", "kd_loss",
+           "lr_factor", "Progress"]
+
+DEFAULT_WEIGHT_DECAY = {"teacher": 1e-4, "1": 1e-5, "2": 0.0}
+CHECKPOINT = "checkpoint.pth"
+FINAL = "model.pth"
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pieces, unit-tested on their own
+
+
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor,
+                 ks: Sequence[int] = (1, 5)) -> List[int]:
+    """How many rows have their target among the k largest logits, for each k (k is capped at
+    the number of classes, so top-5 of a 3-class problem is top-3)."""
+    kmax = min(max(ks), logits.shape[1])
+    top = logits.topk(kmax, dim=1).indices
+    hit = top.eq(targets.view(-1, 1))
+    return [int(hit[:, :min(k, kmax)].any(dim=1).sum()) for k in ks]
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+            temperature: float = 1.0) -> torch.Tensor:
+    """KL(softmax(teacher/T) || softmax(student/T)) * T², averaged over the batch.
+
+    ReActNet's distributional loss is the cross-entropy against the teacher's softmax: the same
+    gradient (the two differ by the teacher's entropy, a constant)."""
+    t = temperature
+    log_p_s = F.log_softmax(student_logits.float() / t, dim=1)
+    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=1)
+    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * (t * t)
+
+
+def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int = 0) -> float:
+    """Multiplier of the base learning rate before optimizer step `step` (0-based)."""
+    total = max(1, total_steps)
+    if schedule == "poly":
+        return max(0.0, 1.0 - step / total)
+    if schedule == "cosine":
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, total - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
+    if schedule == "constant":
+        return 1.0
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+class Progress:
+    """A dependency-free progress bar on stderr: redrawn in place on a terminal, one line per
+    `every` steps (and the last) when stderr is a file or a pipe."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True, every: int = 0,
+                 stream=None, width: int = 24):
+        self.total, self.desc, self.enabled, self.width = total, desc, enabled, width
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every = every if every > 0 else max(1, total // 10)
+        self.n = 0
+        self.t0 = time.perf_counter()
+
+    def update(self, n: int = 1, **info: Any) -> None:
+        self.n += n
+        if not self.enabled:
+            return
+        if not self.tty and self.n % self.every and self.n != self.total:
+            return
+        frac = self.n / self.total if self.total else 1.0
+        filled = int(round(self.width * min(frac, 1.0)))
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / self.n * (self.total - self.n) if self.n else 0.0
+        text = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in info.items())
+        line = (f"{self.desc} [{'#' * filled}{'.' * (self.width - filled)}] {self.n}/{self.total} "
+                f"{elapsed:.0f}s<{eta:.0f}s {text}")
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if self.n >= self.total else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty and self.n < self.total:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed set-up
+
+
+class DistInfo:
+    def __init__(self, rank: int, world: int, local_rank: int, device: torch.device, backend: str):
+        self.rank, self.world, self.local_rank, self.device, self.backend = (
+            rank, world, local_rank, device, backend)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def sum(self, values: Sequence[float]) -> List[float]:
+        t = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        if self.enabled:
+            dist.all_reduce(t)
+        return t.tolist()
+
+
+def setup_distributed(device_arg: str) -> DistInfo:
+    """torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) -> a process group: NCCL when this
+    process trains on a GPU, gloo on the CPU. Without torchrun: one process, no group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_arg == "cuda" or (device_arg == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda, but CUDA is not available")
+    if use_cuda:
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        device = torch.device("cuda", torch.cuda.current_device())
+    else:
+        device = torch.device("cpu")
+    backend = "nccl" if use_cuda else "gloo"
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend=backend, init_method="env://")
+    return DistInfo(rank, world, local_rank, device, backend if world > 1 else "none")
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+def _parse_blocks(text: Optional[str]) -> Optional[List[str]]:
+    if not text:
+        return None
+    blocks = [b.strip() for b in text.split(",") if b.strip()]
+    unknown = [b for b in blocks if b not in BLOCK_TYPES]
+    if unknown or not blocks:
+        raise SystemExit(f"--blocks: unknown block type(s) {unknown}; "
+                         f"known: {', '.join(BLOCK_TYPES)}")
+    return blocks
+
+
+def model_from_meta(meta: Dict[str, Any]) -> nn.Module:
+    """Rebuild the (untrained) model described by a checkpoint's "meta" record."""
+    num_classes = int(meta["num_classes"])
+    if meta.get("kind") == "teacher":
+        return build_teacher(meta["arch"], num_classes)
+    arch: Any = meta["arch"]
+    changes: Dict[str, Any] = {}
+    if meta.get("blocks"):
+        changes["blocks"] = tuple(meta["blocks"])
+    if meta.get("stem_channels"):
+        changes["stem_channels"] = int(meta["stem_channels"])
+    if changes:
+        arch = dataclasses.replace(with_overrides(arch, **changes),
+                                   name=meta.get("name") or f"{arch}_custom")
+    return build_model(arch, num_classes=num_classes, se=meta.get("se"),
+                       padding=meta.get("padding", "zero"), stage=int(meta.get("stage", 2)))
+
+
+def _weight_decay_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    """Weight decay on conv and FC weights only (ReActNet); none on biases, BN, PReLU slopes,
+    alphas and the learnable biases before signs."""
+    decay, rest = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if name.endswith("weight") and p.ndim >= 2 else rest).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _average_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Average BN running statistics over the ranks, so that every rank evaluates and saves the
+    same model (DDP keeps parameters equal; each rank's last forward updates its own buffers)."""
+    if not info.enabled:
+        return
+    for buf in _unwrap(model).buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf)
+            buf.div_(info.world)
+
+
+def state_checksum(state: Dict[str, torch.Tensor]) -> str:
+    """A SHA-256 of a state_dict's names, dtypes, shapes and bytes (identical iff bit-equal)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def _pair(v: int) -> Tuple[int, int]:
+    return (int(v), int(v))
+
+
+def build_data(args: argparse.Namespace) -> Tuple[D.DataSpec, Any, Any]:
+    """(spec, train set, eval set): untransformed datasets of (PIL image, label)."""
+    if args.dataset == "digits":
+        train_set, eval_set = D.digits("train"), D.digits("holdout")
+        size = args.input_size or 32
+        spec = D.DataSpec(classes=train_set.classes, input_size=_pair(size),
+                          resize_short=args.resize_short or size,
+                          mean=D.DIGITS_MEAN, std=D.DIGITS_STD,
+                          augment=("crop", "lighting"), crop_scale=(0.5, 1.0),
+                          source="scikit-learn digits (UCI Optical Recognition of Handwritten "
+                                 "Digits, CC BY 4.0), upscaled 8x8 -> 32x32")
+    else:
+        train_dir = args.train_dir or (os.path.join(args.data, "train") if args.data else None)
+        val_dir = args.val_dir or (os.path.join(args.data, "val") if args.data else None)
+        if not train_dir or not val_dir:
+            raise SystemExit("imagefolder data: give --data ROOT (ROOT/train, ROOT/val) or "
+                             "--train-dir and --val-dir")
+        train_set, eval_set = D.ImageFolder(train_dir), D.ImageFolder(val_dir)
+        if train_set.classes != eval_set.classes:
+            raise SystemExit(f"{train_dir} and {val_dir} have different class folders")
+        size = args.input_size or 224
+        spec = D.DataSpec(classes=train_set.classes, input_size=_pair(size),
+                          resize_short=args.resize_short or int(round(size * 256 / 224)),
+                          mean=D.IMAGENET_MEAN, std=D.IMAGENET_STD,
+                          source=f"ImageFolder {os.path.abspath(train_dir)}")
+    if args.augment is not None:
+        spec.augment = tuple(a for a in args.augment.split(",") if a and a != "none")
+    if args.crop_scale is not None:
+        spec.crop_scale = (float(args.crop_scale), 1.0)
+    return spec, train_set, eval_set
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _rng_state() -> Dict[str, Any]:
+    np_state = np.random.get_state()
+    state: Dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                  "cached_gaussian": float(np_state[4])},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _save_atomic(obj: Any, path: str) -> None:
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m weights_tools.train", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run under torchrun for several processes (DDP). Recipe: docs/training.md.")
+    g = p.add_argument_group("what to train")
+    g.add_argument("--stage", choices=("teacher", "1", "2"), required=True,
+                   help="teacher: a float model (--arch a teacher arch); 1: binary activations, "
+                        "float weights; 2: both binary (start it from stage 1 with --init)")
+    g.add_argument("--arch", required=True,
+                   help=f"zoo model ({', '.join(ARCHS)}) or, for --stage teacher, a teacher "
+                        f"({', '.join(TEACHER_ARCHS)}, or a torchvision name when importable)")
+    g.add_argument("--se", choices=("none", "se1", "se2"), default="none")
+    g.add_argument("--padding", choices=("zero", "one"), default="zero")
+    g.add_argument("--blocks", help="replace the arch's block list, e.g. N,D,N,Q,N,Q,N (sizes a "
+                                    "zoo model down for a small data set)")
+    g.add_argument("--stem-channels", type=int, help="replace the arch's stem width")
+    g.add_argument("--name", help="the model's name (default: the arch, with _custom when "
+                                  "--blocks or --stem-channels change it)")
+    g.add_argument("--num-classes", type=int, help="default: the number of class folders")
+    g.add_argument("--init", metavar="CKPT", help="start from these weights (stage 2: stage 1's "
+                                                  "model.pth); optimizer and schedule start afresh")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=("imagefolder", "digits"), default="imagefolder",
+                   help="imagefolder: class-per-folder images; digits: scikit-learn's 8x8 digits "
+                        "upscaled to 32x32 (in-package, nothing downloaded)")
+    g.add_argument("--data", help="ImageFolder root holding train/ and val/")
+    g.add_argument("--train-dir")
+    g.add_argument("--val-dir")
+    g.add_argument("--input-size", type=int, help="crop size (default 224; digits 32)")
+    g.add_argument("--resize-short", type=int, help="eval resize of the shorter side "
+                                                    "(default 256/224 of the crop)")
+    g.add_argument("--augment", help="comma list of crop, flip, lighting, or none (default: all "
+                                     "three; digits: crop,lighting - no flips for digits)")
+    g.add_argument("--crop-scale", type=float, help="smallest area fraction of the random "
+                                                    "resized crop (default 0.08; digits 0.5)")
+    g.add_argument("--lighting", type=float, default=0.1, help="PCA lighting std (ReActNet: 0.1)")
+    g.add_argument("--workers", type=int, default=4, help="data loader processes per rank")
+    g = p.add_argument_group("distillation")
+    g.add_argument("--teacher", metavar="CKPT", help="teacher weights, a local file")
+    g.add_argument("--teacher-arch", help="teacher architecture (default: recorded in CKPT); "
+                                          "torchvision-style names such as resnet34")
+    g.add_argument("--kd-temperature", type=float, default=1.0)
+    g.add_argument("--ce-weight", type=float, default=0.0,
+                   help="weight of the label cross-entropy added to the KD loss (ReActNet: 0)")
+    g.add_argument("--eval-teacher", action="store_true",
+                   help="report the teacher's accuracy first")
+    g = p.add_argument_group("optimization")
+    g.add_argument("--epochs", type=int, default=256)
+    g.add_argument("--batch-size", type=int, default=256, help="per process")
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--weight-decay", type=float,
+                   help="default: stage 1 1e-5, stage 2 0, teacher 1e-4 (conv and FC weights only)")
+    g.add_argument("--schedule", choices=("poly", "cosine", "constant"), default="poly")
+    g.add_argument("--warmup", type=float, default=0.0, help="warm-up epochs (cosine)")
+    g.add_argument("--lr-update", choices=("step", "epoch"), default="step",
+                   help="change the learning rate after every step (default) or, as the paper "
+                        "words the poly rule, once per epoch")
+    g.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="of the cross-entropy (runs without a teacher)")
+    g.add_argument("--amp", choices=("auto", "off", "fp16", "bf16"), default="auto",
+                   help="mixed precision (CUDA only); auto: fp16 on CUDA, off on the CPU")
+    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", required=True, help="output folder: checkpoint.pth, model.pth, "
+                                                "log.jsonl, train.log")
+    g.add_argument("--resume", metavar="CKPT", help="resume from a checkpoint ('auto': OUT/"
+                                                    "checkpoint.pth if it exists)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-steps", type=int, default=0,
+                   help="stop (with a checkpoint) after this many optimizer steps in all")
+    g.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations")
+    g.add_argument("--eval-batch-size", type=int, default=0, help="default: --batch-size")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar, log lines only")
+    g.add_argument("--log-interval", type=int, default=0, help="steps between progress lines "
+                                                               "when not on a terminal (0: 10%%)")
+    g.add_argument("--save-rank-weights", action="store_true",
+                   help="every rank also writes OUT/final_rank<R>.pth (checks DDP agreement)")
+    return p
+
+
+class _Logger:
+    def __init__(self, out: str, enabled: bool):
+        self.enabled = enabled
+        self.text = self.jsonl = None
+        if enabled:
+            self.text = open(os.path.join(out, "train.log"), "a", encoding="utf-8")
+            self.jsonl = open(os.path.join(out, "log.jsonl"), "a", encoding="utf-8")
+
+    def line(self, msg: str) -> None:
+        if not self.enabled:
+            return
+        stamped = time.strftime("%H:%M:%S ") + msg
+        print(stamped, file=sys.stderr, flush=True)
+        self.text.write(stamped + "\n")  # type: ignore[union-attr]
+        self.text.flush()  # type: ignore[union-attr]
+
+    def record(self, event: str, **fields: Any) -> None:
+        if not self.enabled:
+            return
+        rec = _json_safe({"event": event, "time": time.time(), **fields})
+        self.jsonl.write(json.dumps(rec) + "\n")  # type: ignore[union-attr]
+        self.jsonl.flush()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        for f in (self.text, self.jsonl):
+            if f is not None:
+                f.close()
+
+
+def _autocast(device: torch.device, amp: Optional[torch.dtype]):
+    if amp is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast("cuda", dtype=amp)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, info: DistInfo,
+             amp: Optional[torch.dtype] = None, progress: bool = False) -> Dict[str, float]:
+    """Top-1, top-5 (percent) and cross-entropy over the whole eval set (all ranks' shards).
+
+    Pass the bare model, not its DistributedDataParallel wrapper: the shards may differ in length
+    by a batch, and only the wrapper's forward would talk to the other ranks."""
+    model.eval()
+    loss_sum, c1, c5, n = 0.0, 0, 0, 0
+    bar = Progress(len(loader), "  eval", enabled=progress)
+    for x, y in loader:
+        x = x.to(info.device, non_blocking=True)
+        y = y.to(info.device, non_blocking=True)
+        with _autocast(info.device, amp):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        a, b = topk_correct(logits, y, (1, 5))
+        c1, c5, n = c1 + a, c5 + b, n + int(y.numel())
+        bar.update()
+    bar.close()
+    loss_sum, c1, c5, n = info.sum([loss_sum, c1, c5, n])
+    n = max(n, 1)
+    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss_sum / n, "n": int(n)}
+
+
+def train(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Run the command line in this process and return a summary (the final metrics, the paths,
+    the history of per-epoch records)."""
+    args = build_parser().parse_args(argv)
+    info = setup_distributed(args.device)
+    try:
+        return _train(args, info)
+    finally:
+        if info.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace, info: DistInfo) -> Dict[str, Any]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    info.barrier()
+    log = _Logger(args.out, info.main)
+    try:
+        return _train_logged(args, info, log)
+    finally:
+        log.close()
+
+
+def _train_logged(args: argparse.Namespace, info: DistInfo, log: _Logger) -> Dict[str, Any]:
+    stage = args.stage
+    is_teacher = stage == "teacher"
+    if is_teacher and not is_teacher_arch(args.arch):
+        raise SystemExit(f"--stage teacher needs a teacher arch ({', '.join(TEACHER_ARCHS)}), "
+                         f"got {args.arch!r}")
+    if not is_teacher and args.arch not in ARCHS:
+        raise SystemExit(f"--stage {stage} needs a zoo arch ({', '.join(ARCHS)}), "
+                         f"got {args.arch!r}")
+    if is_teacher and args.teacher:
+        raise SystemExit("--teacher is for the student stages")
+    if args.warmup and args.schedule != "cosine":
+        raise SystemExit("--warmup goes with --schedule cosine")
+    amp: Optional[torch.dtype] = None
+    if args.amp in ("fp16", "bf16") and info.device.type != "cuda":
+        raise SystemExit(f"--amp {args.amp} needs CUDA (mixed precision is for GPUs)")
+    if info.device.type == "cuda" and args.amp != "off":
+        amp = torch.bfloat16 if args.amp == "bf16" else torch.float16
+        torch.backends.cudnn.benchmark = True
+
+    spec, train_base, eval_base = build_data(args)
+    num_classes = args.num_classes or spec.num_classes
+    if num_classes < spec.num_classes:
+        raise SystemExit(f"--num-classes {num_classes} < {spec.num_classes} classes in the data")
+    blocks = _parse_blocks(args.blocks)
+    se = None if args.se == "none" else args.se
+    meta: Dict[str, Any] = {
+        "kind": "teacher" if is_teacher else "student", "arch": args.arch,
+        "name": args.name or (f"{args.arch}_custom" if blocks or args.stem_channels else args.arch),
+        "blocks": blocks, "stem_channels": args.stem_channels, "se": se, "padding": args.padding,
+        "num_classes": num_classes, "stage": 2 if is_teacher else int(stage),
+        "data": _json_safe(asdict(spec)),
+    }
+
+    # The same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    model = model_from_meta(meta)
+    if args.init:
+        try:
+            model.load_state_dict(read_state_dict(args.init))
+        except RuntimeError as exc:
+            raise SystemExit(f"--init {args.init} does not fit {meta['name']}: {exc}") from None
+        log.line(f"initialised from {args.init}")
+    if not is_teacher:
+        set_training_stage(model, int(stage))
+    model.to(info.device)
+    if args.sync_bn and info.enabled and info.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ddp_model: nn.Module = model
+    if info.enabled:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+
+    teacher = None
+    if args.teacher:
+        teacher = load_teacher(args.teacher, args.teacher_arch, num_classes, info.device)
+
+    # Data
+    train_set = D.TransformedDataset(
+        train_base, D.build_transform(True, spec.input_size, spec.resize_short, spec.mean, spec.std,
+                                      spec.augment, spec.crop_scale, args.lighting), args.seed)
+    eval_set = D.TransformedDataset(
+        eval_base,
+        D.build_transform(False, spec.input_size, spec.resize_short, spec.mean, spec.std))
+    sampler = D.ResumableSampler(train_set, info.world, info.rank, shuffle=True, seed=args.seed)
+    drop_last = sampler.num_samples >= args.batch_size
+    loader_kw = dict(num_workers=args.workers, pin_memory=info.device.type == "cuda")
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler,
+                              drop_last=drop_last, **loader_kw)
+    eval_loader = DataLoader(eval_set, batch_size=args.eval_batch_size or args.batch_size,
+                             sampler=D.EvalShardSampler(len(eval_set), info.world, info.rank),
+                             **loader_kw)
+    steps_per_epoch = (sampler.num_samples // args.batch_size if drop_last
+                       else math.ceil(sampler.num_samples / args.batch_size))
+    total_steps = steps_per_epoch * args.epochs
+    warmup_steps = int(round(args.warmup * steps_per_epoch))
+
+    wd = DEFAULT_WEIGHT_DECAY[stage] if args.weight_decay is None else args.weight_decay
+    optimizer = torch.optim.Adam(_weight_decay_groups(model, wd), lr=args.lr, betas=(0.9, 0.999))
+    if args.lr_update == "epoch":  # the schedule over epochs: t and T counted in whole epochs
+        def schedule(s: int) -> float:
+            return lr_factor(s // steps_per_epoch, args.epochs, args.schedule,
+                             int(round(args.warmup)))
+    else:
+        def schedule(s: int) -> float:
+            return lr_factor(s, total_steps, args.schedule, warmup_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+
+    start_epoch, start_step, global_step = 0, 0, 0
+    history: List[Dict[str, Any]] = []
+    resume = args.resume
+    if resume == "auto":
+        resume = os.path.join(args.out, CHECKPOINT)
+        resume = resume if os.path.exists(resume) else None
+    if resume:
+        ck = torch.load(resume, map_location="cpu", weights_only=True)
+        for key in ("arch", "num_classes", "stage", "blocks", "stem_channels", "se", "padding"):
+            if ck["meta"].get(key) != meta.get(key):
+                raise SystemExit(f"--resume {resume}: checkpoint has "
+                                 f"{key}={ck['meta'].get(key)!r}, this run {meta.get(key)!r}")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        if "scaler" in ck and scaler.is_enabled():
+            scaler.load_state_dict(ck["scaler"])
+        _set_rng_state(ck["rng"])
+        start_epoch, start_step, global_step = ck["epoch"], ck["step_in_epoch"], ck["global_step"]
+        history = list(ck.get("history", []))
+        if start_step >= steps_per_epoch:
+            start_epoch, start_step = start_epoch + 1, 0
+        log.line(f"resumed from {resume}: epoch {start_epoch}, step {start_step} of "
+                 f"{steps_per_epoch}, global step {global_step}")
+
+    n_params = sum(p.numel() for p in model.parameters())
+    log.line(f"{meta['name']} stage {stage}: {n_params / 1e6:.2f} M parameters, {num_classes} "
+             f"classes, {len(train_base)} training / {len(eval_base)} eval images "
+             f"({spec.source}); {info.world} process(es), {info.device}, backend {info.backend}, "
+             f"amp {amp if amp is not None else 'off'}")
+    log.line(f"Adam lr {args.lr} wd {wd}, {args.schedule} schedule over {total_steps} steps "
+             f"({args.epochs} epochs x {steps_per_epoch}), batch {args.batch_size} x {info.world}, "
+             f"{'KD from ' + args.teacher if teacher is not None else 'cross-entropy'}, "
+             f"augment {','.join(spec.augment) or 'none'}")
+    log.record("start", args=vars(args), meta=meta, world_size=info.world, device=str(info.device),
+               parameters=n_params, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+               weight_decay=wd, resumed_from=resume, global_step=global_step)
+    if teacher is not None and args.eval_teacher:
+        tm = evaluate(teacher, eval_loader, info, amp)
+        log.line(f"teacher: top-1 {tm['top1']:.2f}%  top-5 {tm['top5']:.2f}%")
+        log.record("teacher_eval", **tm)
+
+    def save_checkpoint(epoch: int, step_in_epoch: int) -> None:
+        if info.main:
+            ck = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                  "scheduler": scheduler.state_dict(), "epoch": epoch,
+                  "step_in_epoch": step_in_epoch,
+                  "global_step": global_step, "rng": _rng_state(), "meta": meta,
+                  "args": _json_safe(vars(args)), "history": history}
+            if scaler.is_enabled():
+                ck["scaler"] = scaler.state_dict()
+            _save_atomic(ck, os.path.join(args.out, CHECKPOINT))
+        info.barrier()
+
+    stopped = False
+    last_metrics: Optional[Dict[str, float]] = None
+    epoch = start_epoch
+    t_run = time.perf_counter()
+    for epoch in range(start_epoch, args.epochs):
+        skip = start_step if epoch == start_epoch else 0
+        sampler.set_epoch(epoch)
+        sampler.set_start(skip * args.batch_size)
+        train_set.set_epoch(epoch)
+        ddp_model.train()
+        bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{args.epochs}",
+                       enabled=info.main and not args.no_progress, every=args.log_interval)
+        bar.n = skip
+        loss_sum, seen, c1 = 0.0, 0, 0
+        t0 = time.perf_counter()
+        step_in_epoch = skip
+        for x, y in train_loader:
+            x = x.to(info.device, non_blocking=True)
+            y = y.to(info.device, non_blocking=True)
+            with _autocast(info.device, amp):
+                logits = ddp_model(x)
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_logits = teacher(x)
+                    loss = kd_loss(logits, t_logits, args.kd_temperature)
+                    if args.ce_weight:
+                        loss = loss + args.ce_weight * F.cross_entropy(logits.float(), y)
+                else:
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            global_step += 1
+            step_in_epoch += 1
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise SystemExit(f"loss is {value} at step {global_step}: stopping")
+            loss_sum += value * int(y.numel())
+            seen += int(y.numel())
+            c1 += topk_correct(logits.detach().float(), y, (1,))[0]
+            bar.update(loss=value, lr=optimizer.param_groups[0]["lr"])
+            if args.max_steps and global_step >= args.max_steps:
+                stopped = True
+                break
+        bar.close()
+        loss_sum, seen, c1 = info.sum([loss_sum, seen, c1])
+        record: Dict[str, Any] = {"epoch": epoch + 1, "global_step": global_step,
+                                  "train_loss": loss_sum / max(seen, 1),
+                                  "train_top1": 100.0 * c1 / max(seen, 1),
+                                  "lr": optimizer.param_groups[0]["lr"],
+                                  "time_s": round(time.perf_counter() - t0, 2)}
+        if stopped and step_in_epoch < steps_per_epoch:
+            record["partial"] = True
+            _average_buffers(ddp_model, info)
+            save_checkpoint(epoch, step_in_epoch)
+            log.record("stopped", **record)
+            log.line(f"stopped after {global_step} steps (--max-steps); checkpoint saved")
+            break
+        _average_buffers(ddp_model, info)
+        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
+            last_metrics = evaluate(model, eval_loader, info, amp)
+            record.update(val_top1=last_metrics["top1"], val_top5=last_metrics["top5"],
+                          val_loss=last_metrics["loss"])
+        history.append(record)
+        log.record("epoch", **record)
+        log.line(f"epoch {epoch + 1}/{args.epochs}: loss {record['train_loss']:.4f}, train top-1 "
+                 f"{record['train_top1']:.2f}%"
+                 + (f", val top-1 {record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}%"
+                    if "val_top1" in record else "")
+                 + f" ({record['time_s']:.0f} s)")
+        save_checkpoint(epoch + 1, 0)
+        if stopped:
+            break
+
+    if last_metrics is None or stopped:
+        last_metrics = evaluate(model, eval_loader, info, amp)
+    final = {"top1": last_metrics["top1"], "top5": last_metrics["top5"],
+             "loss": last_metrics["loss"],
+             "n": last_metrics["n"], "global_step": global_step, "complete": not stopped,
+             "train_time_s": round(time.perf_counter() - t_run, 1)}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    checksum = state_checksum(state)
+    if info.main:
+        _save_atomic({"model": state, "meta": meta, "metrics": final},
+                     os.path.join(args.out, FINAL))
+    if args.save_rank_weights:
+        _save_atomic({"model": state, "checksum": checksum},
+                     os.path.join(args.out, f"final_rank{info.rank}.pth"))
+    log.record("end", checksum=checksum, **final)
+    log.line(f"done: top-1 {final['top1']:.2f}%  top-5 {final['top5']:.2f}% on {final['n']} eval "
+             f"images; weights {os.path.join(args.out, FINAL)} (sha256 {checksum[:12]})")
+    info.barrier()
+    return {"out": args.out, "final": final, "history": history, "checksum": checksum,
+            "weight_decay": wd, "meta": meta, "steps_per_epoch": steps_per_epoch,
+            "rank": info.rank, "world_size": info.world}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    train(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
