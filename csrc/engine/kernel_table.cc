@@ -1,43 +1,55 @@
 #include "engine/kernel_table.h"
 
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
 namespace qbinfer {
 namespace {
 
-constexpr const char* kReference = "reference";
+// The family's entry for `isa`, or its scalar entry when this build or CPU has none.
+template <class Family>
+const Family* pick(const Family* (*kernels_for)(Isa), Isa isa) {
+  const Family* f = kernels_for(isa);
+  return f != nullptr ? f : kernels_for(Isa::kScalar);
+}
 
-// One selector per family. Each will try its ISA candidates best first (CPUID/XGETBV or
-// HWCAP, then a QBINFER_ISA override) and fall back to the reference entry.
-BitpackKernels select_bitpack() { return reference_kernel_table().bitpack; }
-BConvKernels select_bconv() { return reference_kernel_table().bconv; }
-Conv2DKernels select_conv2d() { return reference_kernel_table().conv2d; }
-DWConvKernels select_dwconv() { return reference_kernel_table().dwconv; }
-ElementwiseKernels select_elementwise() { return reference_kernel_table().elementwise; }
-FCKernels select_fc() { return reference_kernel_table().fc; }
-PoolKernels select_pool() { return reference_kernel_table().pool; }
+KernelTable build_table(Isa isa) {
+  return KernelTable{isa,
+                     pick(&bitpack_kernels_for, isa),
+                     pick(&bconv_kernels_for, isa),
+                     pick(&conv2d_kernels_for, isa),
+                     pick(&dwconv_kernels_for, isa),
+                     pick(&elementwise_kernels_for, isa),
+                     pick(&epilogue_kernels_for, isa),
+                     pick(&fc_kernels_for, isa),
+                     pick(&pool_kernels_for, isa)};
+}
+
+constexpr int kIsaCount = 4;
 
 }  // namespace
 
-const KernelTable& reference_kernel_table() {
-  static const KernelTable table{
-      {kReference, &bitpack_f32_nhwc__reference},
-      {kReference, &bconv2d_nhwc__reference},
-      {kReference, &conv2d_f32_nhwc__reference},
-      {kReference, &dwconv3x3_f32_nhwc__reference, &dwconv_input_absmax__reference,
-       &dwconv3x3_qs8_nhwc__reference},
-      {kReference, &affine_f32__reference, &prelu_f32__reference, &relu_f32__reference,
-       &sigmoid_f32__reference, &add_f32__reference, &mul_channel_f32__reference},
-      {kReference, &fc_f32__reference, &fc_qs8__reference, &fc_bitplane8__reference},
-      {kReference, &avgpool_f32_nhwc__reference, &global_avgpool_f32_nhwc__reference,
-       &concat_channels_f32__reference},
-  };
-  return table;
+const KernelTable& kernel_table_for(Isa isa) {
+  const auto& supported = supported_isas();
+  if (std::find(supported.begin(), supported.end(), isa) == supported.end()) {
+    throw std::invalid_argument(std::string("ISA ") + isa_name(isa) +
+                                " is not supported by this build and CPU");
+  }
+  // Built eagerly for every supported ISA on first use (thread-safe static init), then
+  // read-only.
+  static const auto tables = [] {
+    struct Tables {
+      KernelTable t[kIsaCount];
+    } all{};
+    for (Isa s : supported_isas()) all.t[static_cast<int>(s)] = build_table(s);
+    return all;
+  }();
+  return tables.t[static_cast<int>(isa)];
 }
 
-const KernelTable& selected_kernel_table() {
-  static const KernelTable table{select_bitpack(), select_bconv(),       select_conv2d(),
-                                 select_dwconv(),  select_elementwise(), select_fc(),
-                                 select_pool()};
-  return table;
-}
+const KernelTable& reference_kernel_table() { return kernel_table_for(Isa::kScalar); }
+
+const KernelTable& selected_kernel_table() { return kernel_table_for(active_isa()); }
 
 }  // namespace qbinfer

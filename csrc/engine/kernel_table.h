@@ -1,82 +1,43 @@
-// The engine calls microkernels only through these tables: one struct of function pointers
-// per kernel family, resolved once per process. Today every entry is the portable
-// reference kernel; an ISA-specific kernel (AVX2, AVX-512, NEON) becomes one more
-// candidate in the family's selector in kernel_table.cc, and no op changes.
+// The engine calls microkernels only through a KernelTable: one pointer per kernel family,
+// each family's entry for one ISA (`*_kernels_for(isa)`, declared by the family's header).
+// A family that has no kernels for that ISA falls back to its scalar (reference) entry, so a
+// new ISA can land one family at a time. The table of the active ISA (isa.h: the best the CPU
+// runs, or QBINFER_ISA) is resolved once per process.
 #pragma once
-
-#include <cstddef>
-#include <cstdint>
 
 #include "kernels/bconv/bconv.h"
 #include "kernels/bitpack/bitpack.h"
 #include "kernels/conv2d/conv2d.h"
 #include "kernels/dwconv/dwconv.h"
 #include "kernels/elementwise/elementwise.h"
+#include "kernels/epilogue/epilogue.h"
 #include "kernels/fc/fc.h"
 #include "kernels/pool/pool.h"
+#include "qbinfer/isa.h"
 
 namespace qbinfer {
 
-struct BitpackKernels {
-  const char* isa;
-  decltype(&bitpack_f32_nhwc__reference) f32_nhwc;
-};
-
-struct BConvKernels {
-  const char* isa;
-  decltype(&bconv2d_nhwc__reference) nhwc;
-};
-
-struct Conv2DKernels {
-  const char* isa;
-  decltype(&conv2d_f32_nhwc__reference) f32_nhwc;
-};
-
-struct DWConvKernels {
-  const char* isa;
-  decltype(&dwconv3x3_f32_nhwc__reference) f32_nhwc;
-  decltype(&dwconv_input_absmax__reference) input_absmax;
-  decltype(&dwconv3x3_qs8_nhwc__reference) qs8_nhwc;
-};
-
-struct ElementwiseKernels {
-  const char* isa;
-  decltype(&affine_f32__reference) affine;
-  decltype(&prelu_f32__reference) prelu;
-  decltype(&relu_f32__reference) relu;
-  decltype(&sigmoid_f32__reference) sigmoid;
-  decltype(&add_f32__reference) add;
-  decltype(&mul_channel_f32__reference) mul_channel;
-};
-
-struct FCKernels {
-  const char* isa;
-  decltype(&fc_f32__reference) f32;
-  decltype(&fc_qs8__reference) qs8;
-  decltype(&fc_bitplane8__reference) bitplane8;
-};
-
-struct PoolKernels {
-  const char* isa;
-  decltype(&avgpool_f32_nhwc__reference) avgpool;
-  decltype(&global_avgpool_f32_nhwc__reference) global_avgpool;
-  decltype(&concat_channels_f32__reference) concat;
-};
-
 struct KernelTable {
-  BitpackKernels bitpack;
-  BConvKernels bconv;
-  Conv2DKernels conv2d;
-  DWConvKernels dwconv;
-  ElementwiseKernels elementwise;
-  FCKernels fc;
-  PoolKernels pool;
+  Isa isa;  // the ISA asked for; a family's own `isa` names the entry actually used
+  const BitpackKernels* bitpack;
+  const BConvKernels* bconv;
+  const Conv2DKernels* conv2d;
+  const DWConvKernels* dwconv;
+  const ElementwiseKernels* elementwise;
+  const EpilogueKernels* epilogue;
+  const FCKernels* fc;
+  const PoolKernels* pool;
 };
+
+// The table of `isa`, which must be one of supported_isas() (std::invalid_argument otherwise).
+// Tables live for the whole process; each ISA's is built once.
+const KernelTable& kernel_table_for(Isa isa);
 
 // The portable kernels, always available (the oracle the others are tested against).
 const KernelTable& reference_kernel_table();
 
-// The best kernels this CPU runs, chosen on first call (thread-safe) and fixed after.
+// The table of active_isa(), chosen on first call (thread-safe) and fixed after. Throws
+// std::runtime_error when QBINFER_ISA names an ISA that is not supported.
 const KernelTable& selected_kernel_table();
 
 }  // namespace qbinfer

@@ -2,90 +2,14 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
+#include <chrono>
+#include <ctime>
 #include <cstring>
+#include <limits>
 #include <new>
 #include <stdexcept>
-#include <thread>
 
 namespace qbinfer {
-
-// ---------------------------------------------------------------------------------------
-// WorkerPool: persistent threads that run one job at a time, so a batch does not pay for
-// thread creation. The calling thread takes part as worker 0.
-// ---------------------------------------------------------------------------------------
-class WorkerPool {
- public:
-  using Fn = void (*)(void* ctx, std::size_t worker);
-
-  WorkerPool() = default;
-  WorkerPool(const WorkerPool&) = delete;
-  WorkerPool& operator=(const WorkerPool&) = delete;
-
-  ~WorkerPool() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    start_.notify_all();
-    for (std::thread& t : threads_) t.join();
-  }
-
-  // Total participants available (workers + the caller).
-  std::size_t capacity() const { return threads_.size() + 1; }
-
-  void grow(std::size_t participants) {
-    while (threads_.size() + 1 < participants) {
-      const std::size_t id = threads_.size() + 1;
-      threads_.emplace_back([this, id] { loop(id); });
-    }
-  }
-
-  // Runs fn(ctx, i) for i in [0, participants): 0 on the caller, the rest on workers.
-  void run(Fn fn, void* ctx, std::size_t participants) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      fn_ = fn;
-      ctx_ = ctx;
-      active_ = participants;
-      pending_ = participants - 1;
-      ++generation_;
-    }
-    start_.notify_all();
-    fn(ctx, 0);
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return pending_ == 0; });
-  }
-
- private:
-  void loop(std::size_t id) {
-    std::uint64_t seen = 0;
-    std::unique_lock<std::mutex> lock(mutex_);
-    for (;;) {
-      start_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      if (id >= active_) continue;
-      const Fn fn = fn_;
-      void* ctx = ctx_;
-      lock.unlock();
-      fn(ctx, id);
-      lock.lock();
-      if (--pending_ == 0) done_.notify_one();
-    }
-  }
-
-  std::mutex mutex_;
-  std::condition_variable start_;
-  std::condition_variable done_;
-  std::vector<std::thread> threads_;
-  std::uint64_t generation_ = 0;
-  std::size_t active_ = 0;
-  std::size_t pending_ = 0;
-  bool stop_ = false;
-  Fn fn_ = nullptr;
-  void* ctx_ = nullptr;
-};
 
 // ---------------------------------------------------------------------------------------
 // Workspace: the arena of one concurrently running image, with every pointer resolved.
@@ -93,22 +17,25 @@ class WorkerPool {
 struct Model::Workspace {
   unsigned char* arena = nullptr;
   std::vector<const float*> concat_inputs;
+  std::vector<float> partials;
   ExecContext ctx{};
 
   explicit Workspace(const Model& m) {
     arena = static_cast<unsigned char*>(::operator new(
         static_cast<std::size_t>(m.workspace_bytes_), std::align_val_t{kArenaAlignment}));
     concat_inputs.reserve(m.concat_inputs_);
-    for (const Op& op : m.ops_) {
-      if (op.type != OpType::kConcat) continue;
-      for (const std::uint32_t v : op.inputs) {
+    for (const Step& s : m.steps_) {
+      if (s.kind != StepKind::kOp || s.op->type != OpType::kConcat) continue;
+      for (const std::uint32_t v : s.op->inputs) {
         concat_inputs.push_back(reinterpret_cast<const float*>(arena + m.plan_.offsets[v]));
       }
     }
+    partials.assign(static_cast<std::size_t>(m.threads_), 0.0f);
     ctx.arena = arena;
     ctx.value_offsets = m.plan_.offsets.data();
     ctx.scratch = reinterpret_cast<std::int8_t*>(arena + m.scratch_offset_);
     ctx.concat_inputs = concat_inputs.data();
+    ctx.partials = partials.data();
     ctx.kernels = m.kernels_;
   }
   ~Workspace() { ::operator delete(arena, std::align_val_t{kArenaAlignment}); }
@@ -127,52 +54,106 @@ std::uint64_t align_up(std::uint64_t n) {
 }
 
 struct BatchJob {
-  Model* model;
+  const Model* model;
   const float* x;
   std::size_t batch;
   std::size_t image_floats;
-  std::size_t classes;
+  std::size_t out_floats;
   Layout layout;
   float* out;
   std::atomic<std::size_t> next{0};
 };
 
+// Nanoseconds on the steady clock, or of this thread's CPU time where the OS offers it.
+double now_ns(bool thread_cpu) {
+#if defined(CLOCK_THREAD_CPUTIME_ID)
+  if (thread_cpu) {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
+  }
+#else
+  (void)thread_cpu;
+#endif
+  return std::chrono::duration<double, std::nano>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// A value that no step touches (a fused intermediate, or a value the file leaves unread and
+// unwritten): no bytes, and a lifetime that overlaps nothing.
+constexpr Lifetime kNoLifetime{-2, -2};
+
 }  // namespace
 
-Model::Model(const std::string& path, int threads)
-    : file_(QbwFile::open(path)), kernels_(&selected_kernel_table()), threads_(threads) {
-  if (threads < 1 || threads > kMaxThreads) {
+Model::Model(const std::string& path, const ModelOptions& options)
+    : file_(QbwFile::open(path)),
+      kernels_(options.kernels != nullptr ? options.kernels : &selected_kernel_table()),
+      threads_(options.threads) {
+  if (threads_ < 1 || threads_ > kMaxThreads) {
     throw std::invalid_argument("threads must be in 1.." + std::to_string(kMaxThreads) +
-                                ", got " + std::to_string(threads));
+                                ", got " + std::to_string(threads_));
   }
   const std::size_t n_ops = file_.ops().size();
   ops_.reserve(n_ops);
   for (std::uint32_t i = 0; i < n_ops; ++i) ops_.push_back(build_op(file_, i));
+  fused_ = options.fuse < 0 ? fusion_enabled_by_env() : options.fuse != 0;
+  steps_ = build_steps(file_, ops_, *kernels_, fused_);
 
-  // Lifetimes: a value lives from the step of its producer (the input: -1) to its last
-  // reader; the output lives to the end, when it is copied out.
+  // Lifetimes over the steps: a value lives from the step that writes it (the input: -1) to
+  // its last reader; the output lives to the end, when it is copied out. An in-place chain's
+  // result shares the bytes of its base: the two are planned as one storage whose lifetime
+  // covers both.
   const auto& values = file_.values();
-  std::vector<Lifetime> lifetimes(values.size());
-  std::vector<std::uint64_t> sizes(values.size());
-  for (std::size_t v = 0; v < values.size(); ++v) sizes[v] = values[v].bytes;
+  const std::size_t n_values = values.size();
+  std::vector<std::uint32_t> root(n_values);
+  for (std::uint32_t v = 0; v < n_values; ++v) root[v] = v;
+  auto find = [&root](std::uint32_t v) {
+    while (root[v] != v) v = root[v];
+    return v;
+  };
+  constexpr std::int64_t kUnborn = std::numeric_limits<std::int64_t>::max();
+  std::vector<Lifetime> lifetimes(n_values, Lifetime{kUnborn, -1});
   lifetimes[file_.input_value()] = {-1, -1};
   std::uint64_t scratch = 0;
-  for (Op& op : ops_) {
-    const auto step = static_cast<std::int64_t>(op.index);
-    lifetimes[op.output] = {step, step};
-    for (const std::uint32_t v : op.inputs) lifetimes[v].last = std::max(lifetimes[v].last, step);
-    scratch = std::max<std::uint64_t>(scratch, op.scratch_bytes);
-    if (op.type == OpType::kConcat) {
-      op.concat_slot = concat_inputs_;  // Workspace fills the table in this same order
-      concat_inputs_ += op.inputs.size();
+  for (std::size_t i = 0; i < steps_.size(); ++i) {
+    Step& s = steps_[i];
+    const auto step = static_cast<std::int64_t>(i);
+    for (const std::uint32_t v : s.reads) lifetimes[v].last = std::max(lifetimes[v].last, step);
+    for (const std::uint32_t v : s.writes) {
+      lifetimes[v].first = std::min(lifetimes[v].first, step);
+      lifetimes[v].last = std::max(lifetimes[v].last, step);
     }
+    if (s.inplace != kNoValue) root[s.out] = find(s.inplace);
+    scratch = std::max<std::uint64_t>(scratch, s.op->scratch_bytes);
+    if (s.kind == StepKind::kOp && s.op->type == OpType::kConcat) {
+      s.concat_slot = concat_inputs_;  // Workspace fills the table in this same order
+      concat_inputs_ += s.op->inputs.size();
+    }
+    packed_bytes_ += s.packed.size();
   }
-  lifetimes[file_.output_value()].last = static_cast<std::int64_t>(n_ops);
+  lifetimes[file_.output_value()].last = static_cast<std::int64_t>(steps_.size());
 
-  plan_ = plan_memory(sizes, lifetimes);
-  if (values.size() <= 2048 && !plan_is_valid(plan_, sizes, lifetimes)) {
+  std::vector<std::uint64_t> sizes(n_values, 0);
+  std::vector<Lifetime> storage(n_values, kNoLifetime);
+  for (std::uint32_t v = 0; v < n_values; ++v) {
+    if (lifetimes[v].first == kUnborn) continue;  // never written: needs no bytes
+    const std::uint32_t r = find(v);
+    Lifetime& l = storage[r];
+    if (l.first == kNoLifetime.first) {
+      l = lifetimes[v];
+    } else {
+      l.first = std::min(l.first, lifetimes[v].first);
+      l.last = std::max(l.last, lifetimes[v].last);
+    }
+    sizes[r] = std::max(sizes[r], values[v].bytes);
+  }
+  plan_ = plan_memory(sizes, storage);
+  if (n_values <= 2048 && !plan_is_valid(plan_, sizes, storage)) {
     throw std::logic_error("qbinfer internal error: invalid memory plan for " + path);
   }
+  for (std::uint32_t v = 0; v < n_values; ++v) plan_.offsets[v] = plan_.offsets[find(v)];
+
   scratch_offset_ = plan_.arena_bytes;
   workspace_bytes_ = plan_.arena_bytes + align_up(scratch);
   if (workspace_bytes_ > kMaxWorkspaceBytes) {
@@ -192,6 +173,7 @@ Model::Model(const std::string& path, int threads)
     }
   }
 
+  if (threads_ > 1) pool_ = std::make_unique<ThreadPool>(static_cast<std::size_t>(threads_));
   ensure_workspaces(1);  // one arena now, so a load that cannot get memory fails here
 }
 
@@ -199,13 +181,10 @@ Model::~Model() = default;
 
 void Model::ensure_workspaces(std::size_t n) {
   while (workspaces_.size() < n) workspaces_.push_back(std::make_unique<Workspace>(*this));
-  if (n > 1) {
-    if (!pool_) pool_ = std::make_unique<WorkerPool>();
-    pool_->grow(n);
-  }
 }
 
-void Model::run_image(Workspace& ws, const float* x, Layout layout, float* out) const {
+void Model::run_image(Workspace& ws, const float* x, Layout layout, float* out,
+                      double* step_ns, bool thread_cpu) const {
   const ValueInfo& in = input();
   float* slot = ws.ctx.value<float>(file_.input_value());
   const std::size_t pixels = std::size_t{in.height} * in.width;
@@ -218,7 +197,15 @@ void Model::run_image(Workspace& ws, const float* x, Layout layout, float* out) 
       for (std::size_t p = 0; p < pixels; ++p) slot[p * channels + c] = plane[p];
     }
   }
-  for (const Op& op : ops_) op.run(op, ws.ctx);
+  if (step_ns == nullptr) {
+    for (const Step& s : steps_) s.run(s, ws.ctx);
+  } else {
+    for (std::size_t i = 0; i < steps_.size(); ++i) {
+      const double t0 = now_ns(thread_cpu);
+      steps_[i].run(steps_[i], ws.ctx);
+      step_ns[i] = now_ns(thread_cpu) - t0;
+    }
+  }
   const ValueInfo& o = output();
   const float* result = ws.ctx.value<const float>(file_.output_value());
   const std::size_t out_pixels = std::size_t{o.height} * o.width;
@@ -231,13 +218,14 @@ void Model::run_image(Workspace& ws, const float* x, Layout layout, float* out) 
   }
 }
 
-void Model::worker_entry(void* job_ptr, std::size_t worker) {
+void Model::image_worker(void* job_ptr, std::size_t worker, std::size_t /*workers*/) {
   auto& job = *static_cast<BatchJob*>(job_ptr);
   Workspace& ws = *job.model->workspaces_[worker];
   for (;;) {
     const std::size_t i = job.next.fetch_add(1, std::memory_order_relaxed);
     if (i >= job.batch) return;
-    job.model->run_image(ws, job.x + i * job.image_floats, job.layout, job.out + i * job.classes);
+    job.model->run_image(ws, job.x + i * job.image_floats, job.layout,
+                         job.out + i * job.out_floats);
   }
 }
 
@@ -245,17 +233,47 @@ void Model::run(const float* x, std::size_t batch, Layout layout, float* out) {
   std::lock_guard<std::mutex> lock(run_mutex_);
   if (batch == 0) return;
   const ValueInfo& in = input();
-  BatchJob job{this, x, batch, std::size_t{in.height} * in.width * in.channels, output_floats(),
-               layout, out};
-  const std::size_t participants = std::min<std::size_t>(static_cast<std::size_t>(threads_), batch);
-  // Grows only when a batch uses more parallelism than any before: steady state allocates
-  // nothing.
-  ensure_workspaces(participants);
-  if (participants == 1) {
-    worker_entry(&job, 0);
-  } else {
-    pool_->run(&Model::worker_entry, &job, participants);
+  const std::size_t image_floats = std::size_t{in.height} * in.width * in.channels;
+  const auto threads = static_cast<std::size_t>(threads_);
+  if (threads > 1 && batch >= threads) {
+    // One image per thread at a time. Grows only when a batch first needs it: steady state
+    // allocates nothing.
+    ensure_workspaces(threads);
+    for (auto& ws : workspaces_) ws->ctx.pool = nullptr;
+    BatchJob job{this, x, batch, image_floats, output_floats(), layout, out};
+    pool_->run(&Model::image_worker, &job);
+    return;
   }
+  Workspace& ws = *workspaces_[0];
+  ws.ctx.pool = pool_.get();  // nullptr with one thread
+  for (std::size_t i = 0; i < batch; ++i) {
+    run_image(ws, x + i * image_floats, layout, out + i * output_floats());
+  }
+}
+
+}  // namespace qbinfer
+
+namespace qbinfer {
+
+std::vector<double> Model::profile(const float* x, Layout layout, int runs, bool thread_cpu) {
+  std::lock_guard<std::mutex> lock(run_mutex_);
+  const std::size_t n = steps_.size();
+  const auto r = static_cast<std::size_t>(std::max(runs, 1));
+  std::vector<double> samples(n * r);
+  std::vector<float> out(output_floats());
+  Workspace& ws = *workspaces_[0];
+  ws.ctx.pool = pool_.get();
+  for (std::size_t k = 0; k < r; ++k) {
+    run_image(ws, x, layout, out.data(), samples.data() + k * n, thread_cpu);
+  }
+  std::vector<double> median(n);
+  std::vector<double> one(r);
+  for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t k = 0; k < r; ++k) one[k] = samples[k * n + i];
+    std::nth_element(one.begin(), one.begin() + static_cast<std::ptrdiff_t>(r / 2), one.end());
+    median[i] = one[r / 2];
+  }
+  return median;
 }
 
 }  // namespace qbinfer

@@ -187,112 +187,6 @@ class Builder {
 // them can overflow 64 bits.
 constexpr std::int64_t kMaxAttr = (std::int64_t{1} << 31) - 1;
 
-// --------------------------------------------------------------------------- run functions
-void run_conv2d(const Op& op, const ExecContext& ctx) {
-  ctx.kernels->conv2d.f32_nhwc(op.conv2d, ctx.value<const float>(op.inputs[0]),
-                               op.tensors[0]->as<float>(), op.tensors[1]->as<float>(), op.relu,
-                               ctx.value<float>(op.output));
-}
-
-void run_dwconv3x3(const Op& op, const ExecContext& ctx) {
-  const float* in = ctx.value<const float>(op.inputs[0]);
-  const float* pre_bias = op.tensors[0] != nullptr ? op.tensors[0]->as<float>() : nullptr;
-  float* out = ctx.value<float>(op.output);
-  const DWConvKernels& k = ctx.kernels->dwconv;
-  if (!op.dw_int8) {
-    k.f32_nhwc(op.dwconv, in, pre_bias, op.tensors[1]->as<float>(), op.tensors[3]->as<float>(),
-               op.tensors[4]->as<float>(), out);
-    return;
-  }
-  float s = op.dw_input_scale;
-  if (!(s > 0.0f)) {
-    s = dwconv_dynamic_input_scale(k.input_absmax(
-        in, pre_bias, op.dwconv.in_height * op.dwconv.in_width, op.dwconv.channels));
-  }
-  k.qs8_nhwc(op.dwconv, in, pre_bias, s, op.tensors[1]->as<std::int8_t>(),
-             op.tensors[2]->as<float>(), op.tensors[3]->as<float>(), op.tensors[4]->as<float>(),
-             ctx.scratch, out);
-}
-
-void run_bitpack(const Op& op, const ExecContext& ctx) {
-  ctx.kernels->bitpack.f32_nhwc(ctx.value<const float>(op.inputs[0]), op.pixels, op.channels,
-                                op.tensors[0]->as<float>(), ctx.value<BitWord>(op.output));
-}
-
-void run_bconv2d(const Op& op, const ExecContext& ctx) {
-  ctx.kernels->bconv.nhwc(op.bconv, ctx.value<const BitWord>(op.inputs[0]),
-                          op.tensors[0]->as<BitWord>(), op.tensors[1]->as<float>(),
-                          op.tensors[2]->as<float>(), ctx.value<float>(op.output));
-}
-
-void run_affine(const Op& op, const ExecContext& ctx) {
-  ctx.kernels->elementwise.affine(ctx.value<const float>(op.inputs[0]), op.pixels, op.channels,
-                                  op.tensors[0]->as<float>(), op.tensors[1]->as<float>(),
-                                  ctx.value<float>(op.output));
-}
-
-void run_prelu(const Op& op, const ExecContext& ctx) {
-  ctx.kernels->elementwise.prelu(ctx.value<const float>(op.inputs[0]), op.pixels, op.channels,
-                                 op.tensors[0]->as<float>(), ctx.value<float>(op.output));
-}
-
-void run_relu(const Op& op, const ExecContext& ctx) {
-  ctx.kernels->elementwise.relu(ctx.value<const float>(op.inputs[0]), op.pixels * op.channels,
-                                ctx.value<float>(op.output));
-}
-
-void run_sigmoid(const Op& op, const ExecContext& ctx) {
-  ctx.kernels->elementwise.sigmoid(ctx.value<const float>(op.inputs[0]), op.pixels * op.channels,
-                                   ctx.value<float>(op.output));
-}
-
-void run_add(const Op& op, const ExecContext& ctx) {
-  ctx.kernels->elementwise.add(ctx.value<const float>(op.inputs[0]),
-                               ctx.value<const float>(op.inputs[1]), op.pixels * op.channels,
-                               ctx.value<float>(op.output));
-}
-
-void run_mul_channel(const Op& op, const ExecContext& ctx) {
-  ctx.kernels->elementwise.mul_channel(ctx.value<const float>(op.inputs[0]), op.pixels,
-                                       op.channels, ctx.value<const float>(op.inputs[1]),
-                                       ctx.value<float>(op.output));
-}
-
-void run_avgpool(const Op& op, const ExecContext& ctx) {
-  ctx.kernels->pool.avgpool(op.avgpool, ctx.value<const float>(op.inputs[0]),
-                            ctx.value<float>(op.output));
-}
-
-void run_global_avgpool(const Op& op, const ExecContext& ctx) {
-  ctx.kernels->pool.global_avgpool(ctx.value<const float>(op.inputs[0]), op.pixels, op.channels,
-                                   ctx.value<float>(op.output));
-}
-
-void run_concat(const Op& op, const ExecContext& ctx) {
-  ctx.kernels->pool.concat(ctx.concat_inputs + op.concat_slot, op.concat_channels.data(),
-                           op.concat_channels.size(), op.pixels, ctx.value<float>(op.output));
-}
-
-void run_fc(const Op& op, const ExecContext& ctx) {
-  const float* x = ctx.value<const float>(op.inputs[0]);
-  float* out = ctx.value<float>(op.output);
-  const FCKernels& k = ctx.kernels->fc;
-  const float* bias = op.tensors[2]->as<float>();
-  switch (op.fc_encoding) {
-    case 0:
-      k.f32(op.channels, op.out_features, x, op.tensors[0]->as<float>(), bias, out);
-      break;
-    case 1:
-      k.qs8(op.channels, op.out_features, x, op.tensors[0]->as<std::int8_t>(),
-            op.tensors[1]->as<float>(), bias, out);
-      break;
-    default:
-      k.bitplane8(op.channels, op.out_features, x, op.tensors[0]->as<BitWord>(),
-                  op.tensors[1]->as<float>(), bias, out);
-      break;
-  }
-}
-
 // --------------------------------------------------------------------------- validation
 void build_conv2d(Builder& b) {
   b.expect_counts(1, 2, 9);
@@ -328,7 +222,6 @@ void build_conv2d(Builder& b) {
                           pt,        pl,       pb,          pr, ho, wo};
   op.stats.params = sat_mul({co, kh, kw, in.channels}) + co;
   op.stats.flops = sat_mul({co, in.channels, kh, kw, ho, wo});
-  op.run = &run_conv2d;
 }
 
 void build_dwconv3x3(Builder& b) {
@@ -371,7 +264,6 @@ void build_dwconv3x3(Builder& b) {
   op.dwconv = DWConvShape{in.height, in.width, c, k, sh, sw, ho, wo};
   op.stats.params = kc * 9 + 3 * kc + (op.tensors[0] ? c : 0) + (op.dw_int8 ? kc + 1 : 0);
   op.stats.flops = sat_mul({kc, 9, ho, wo});
-  op.run = &run_dwconv3x3;
 }
 
 void build_bitpack(Builder& b) {
@@ -384,7 +276,6 @@ void build_bitpack(Builder& b) {
   op.pixels = std::size_t{in.height} * in.width;
   op.channels = in.channels;
   op.stats.params = in.channels;
-  op.run = &run_bitpack;
 }
 
 void build_bconv2d(Builder& b) {
@@ -411,11 +302,10 @@ void build_bconv2d(Builder& b) {
                         pad == 0 ? BinaryPadding::kZero : BinaryPadding::kOne};
   op.stats.params = sat_mul({co, k, k, ci}) + 2 * co;
   op.stats.bops = sat_mul({co, ci, k, k, in.height, in.width});
-  op.run = &run_bconv2d;
 }
 
 // AFFINE, PRELU, RELU, SIGMOID: f32 -> f32 of the same shape, `n_vectors` per-channel tensors.
-void build_unary(Builder& b, std::initializer_list<const char*> vectors, OpRunFn run) {
+void build_unary(Builder& b, std::initializer_list<const char*> vectors) {
   b.expect_counts(1, vectors.size(), 0);
   Op& op = b.op;
   const ValueInfo& in = b.input(0, DType::kF32);
@@ -426,13 +316,12 @@ void build_unary(Builder& b, std::initializer_list<const char*> vectors, OpRunFn
   op.pixels = std::size_t{in.height} * in.width;
   op.channels = in.channels;
   op.stats.params = std::uint64_t{in.channels} * vectors.size();
-  op.run = run;
 }
 
-void build_affine(Builder& b) { build_unary(b, {"scale", "bias"}, &run_affine); }
-void build_prelu(Builder& b) { build_unary(b, {"slope"}, &run_prelu); }
-void build_relu(Builder& b) { build_unary(b, {}, &run_relu); }
-void build_sigmoid(Builder& b) { build_unary(b, {}, &run_sigmoid); }
+void build_affine(Builder& b) { build_unary(b, {"scale", "bias"}); }
+void build_prelu(Builder& b) { build_unary(b, {"slope"}); }
+void build_relu(Builder& b) { build_unary(b, {}); }
+void build_sigmoid(Builder& b) { build_unary(b, {}); }
 
 void build_add(Builder& b) {
   b.expect_counts(2, 0, 0);
@@ -444,7 +333,6 @@ void build_add(Builder& b) {
   b.expect_shape("output", out, x.height, x.width, x.channels);
   op.pixels = std::size_t{x.height} * x.width;
   op.channels = x.channels;
-  op.run = &run_add;
 }
 
 void build_mul_channel(Builder& b) {
@@ -457,7 +345,6 @@ void build_mul_channel(Builder& b) {
   b.expect_shape("output", out, x.height, x.width, x.channels);
   op.pixels = std::size_t{x.height} * x.width;
   op.channels = x.channels;
-  op.run = &run_mul_channel;
 }
 
 void build_avgpool(Builder& b) {
@@ -480,7 +367,6 @@ void build_avgpool(Builder& b) {
   }
   b.expect_shape("output", out, ho, wo, in.channels);
   op.avgpool = AvgPoolShape{in.height, in.width, in.channels, kh, kw, sh, sw, ho, wo};
-  op.run = &run_avgpool;
 }
 
 void build_global_avgpool(Builder& b) {
@@ -491,7 +377,6 @@ void build_global_avgpool(Builder& b) {
   b.expect_shape("output", out, 1, 1, in.channels);
   op.pixels = std::size_t{in.height} * in.width;
   op.channels = in.channels;
-  op.run = &run_global_avgpool;
 }
 
 void build_concat(Builder& b) {
@@ -511,7 +396,6 @@ void build_concat(Builder& b) {
   }
   b.expect_shape("output", out, first.height, first.width, total);
   op.pixels = std::size_t{first.height} * first.width;
-  op.run = &run_concat;
 }
 
 void build_fc(Builder& b) {
@@ -549,7 +433,6 @@ void build_fc(Builder& b) {
   op.out_features = o;
   op.stats.params = o * c + o + (op.fc_encoding != 0 ? o : 0);
   op.stats.flops = o * c;
-  op.run = &run_fc;
 }
 
 struct OpDef {

@@ -1,7 +1,7 @@
 // Operators of the graph executor: each op type validates its record from the file
-// (values, tensors, attributes: the rules of docs/format.md, "Ops") into a ready-to-run Op
-// with its kernel shapes resolved, and runs by one call through the kernel table. All
-// validation happens here at load; the run functions only compute.
+// (values, tensors, attributes: the rules of docs/format.md, "Ops") into an Op with its
+// kernel shapes resolved. All validation happens here at load; exec_plan.h turns the ops into
+// the steps that run (fusing chains, packing weights), and its run functions only compute.
 #pragma once
 
 #include <cstddef>
@@ -10,8 +10,11 @@
 #include <utility>
 #include <vector>
 
-#include "engine/kernel_table.h"
 #include "format/qbw_file.h"
+#include "kernels/bconv/bconv.h"
+#include "kernels/conv2d/conv2d.h"
+#include "kernels/dwconv/dwconv.h"
+#include "kernels/pool/pool.h"
 
 namespace qbinfer {
 
@@ -35,24 +38,6 @@ enum class OpType : std::uint32_t {
 // "CONV2D", ..., or nullptr for a code this reader does not know.
 const char* op_type_name(std::uint32_t code);
 
-// Where an op finds its buffers while it runs on one image. Everything here is fixed when a
-// workspace is created; nothing is allocated while running.
-struct ExecContext {
-  unsigned char* arena;
-  const std::uint64_t* value_offsets;  // per value, into arena
-  std::int8_t* scratch;                // int8 depthwise scratch
-  const float* const* concat_inputs;   // per workspace: the resolved inputs of every CONCAT
-  const KernelTable* kernels;
-
-  template <class T>
-  T* value(std::uint32_t v) const {
-    return reinterpret_cast<T*>(arena + value_offsets[v]);
-  }
-};
-
-struct Op;
-using OpRunFn = void (*)(const Op&, const ExecContext&);
-
 // Per-image counts, docs/ops.md convention (multiply-accumulates).
 struct OpStats {
   std::uint64_t params = 0;  // scalar parameters (a binary weight counts once)
@@ -69,7 +54,6 @@ struct Op {
   std::uint32_t output = 0;                   // value index
   std::vector<const TensorInfo*> tensors;     // per slot; nullptr = absent
   std::vector<std::int64_t> attrs;
-  OpRunFn run = nullptr;
   OpStats stats;
 
   // Kernel arguments, resolved at load (only those of this op's type are meaningful).
@@ -86,7 +70,6 @@ struct Op {
   float dw_input_scale = 0.0f;      // DWCONV3X3 int8: > 0 static, 0 dynamic per image
   std::size_t scratch_bytes = 0;    // DWCONV3X3 int8
   std::vector<std::size_t> concat_channels;
-  std::size_t concat_slot = 0;      // first entry of this op in ExecContext::concat_inputs
 };
 
 // Validates op `index` of the file against the rules of its type and resolves it.

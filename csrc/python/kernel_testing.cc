@@ -7,6 +7,7 @@
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <algorithm>
 #include <cmath>
@@ -14,17 +15,24 @@
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <memory>
+#include <new>
+#include <stdexcept>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/bconv/bconv.h"
+#include "kernels/bitpack/bitpack.h"
 #include "kernels/conv2d/conv2d.h"
 #include "kernels/dwconv/dwconv.h"
 #include "kernels/elementwise/elementwise.h"
+#include "kernels/epilogue/epilogue.h"
 #include "kernels/fc/fc.h"
 #include "kernels/pool/pool.h"
 #include "qbinfer/bit_contract.h"
+#include "qbinfer/isa.h"
 
 namespace py = pybind11;
 
@@ -149,11 +157,73 @@ void without_gil(F&& f) {
   f();
 }
 
+// --- ISA selection ------------------------------------------------------------------------
+
+std::vector<std::string> supported_isa_names() {
+  std::vector<std::string> names;
+  for (Isa isa : supported_isas()) names.emplace_back(isa_name(isa));
+  return names;
+}
+
+std::string active_isa_name() {
+  try {
+    return isa_name(active_isa());
+  } catch (const std::runtime_error& e) {
+    throw py::value_error(e.what());
+  }
+}
+
+// An ISA by name among the supported ones; ValueError naming them otherwise.
+Isa isa_by_name(const char* fn, const std::string& name) {
+  for (Isa isa : supported_isas()) {
+    if (name == isa_name(isa)) return isa;
+  }
+  const std::vector<std::string> names = supported_isa_names();
+  std::string list;
+  for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+  throw py::value_error(std::string(fn) + ": isa '" + name +
+                        "' is not supported by this build and CPU; supported: " + list);
+}
+
+std::vector<std::string> bconv_variant_names() {
+  std::size_t n = 0;
+  const BConvKernels* const* v = bconv_kernel_variants(&n);
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < n; ++i) names.emplace_back(v[i]->isa);
+  return names;
+}
+
+// A variant by its name (bconv_variant_names(): "scalar", "avx2", "avx512",
+// "avx512_vpopcnt", ...); a plain ISA name gives bconv_kernels_for(that ISA).
+const BConvKernels& bconv_variant(const std::string& name) {
+  std::size_t n = 0;
+  const BConvKernels* const* v = bconv_kernel_variants(&n);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (name == v[i]->isa) return *v[i];
+  }
+  const BConvKernels* k = bconv_kernels_for(isa_by_name("bconv2d", name));
+  if (k == nullptr) {
+    throw py::value_error("bconv2d: this build has no binary conv for isa '" + name + "'");
+  }
+  return *k;
+}
+
+// 64-byte aligned bytes, as the engine gives pack_weight.
+struct AlignedBytes {
+  struct Free {
+    void operator()(void* p) const { ::operator delete(p, std::align_val_t{64}); }
+  };
+  std::unique_ptr<void, Free> ptr;
+  explicit AlignedBytes(std::size_t bytes)
+      : ptr(::operator new(std::max<std::size_t>(bytes, 64), std::align_val_t{64})) {}
+};
+
 // --- binary conv ------------------------------------------------------------------------
 
 py::array_t<float> bconv2d(const py::object& x_obj, const py::object& w_obj,
                            std::int64_t in_channels, const py::object& scale_obj,
-                           const py::object& bias_obj, const std::string& padding) {
+                           const py::object& bias_obj, const std::string& padding,
+                           const py::object& isa_obj, const py::object& row_ranges_obj) {
   constexpr const char* fn = "bconv2d";
   const auto x = as_array<std::uint64_t>(x_obj, fn, "x_bits");
   const auto w = as_array<std::uint64_t>(w_obj, fn, "w_bits");
@@ -190,10 +260,126 @@ py::array_t<float> bconv2d(const py::object& x_obj, const py::object& w_obj,
   const BConvShape shape{dim(x, 0), dim(x, 1), ci, co, k, mode};
   auto out = new_f32({x.shape(0), x.shape(1), static_cast<py::ssize_t>(co)});
   float* o = out.mutable_data();
+
+  if (isa_obj.is_none()) {
+    if (!row_ranges_obj.is_none()) {
+      throw py::value_error("bconv2d: row_ranges needs an isa (the packed-weight path)");
+    }
+    without_gil([&] {
+      bconv2d_nhwc__reference(shape, x.data(), w.data(), scale.data(), bias.data(), o);
+    });
+    return out;
+  }
+
+  const BConvKernels& kernels = bconv_variant(py::cast<std::string>(isa_obj));
+  std::vector<std::pair<std::size_t, std::size_t>> ranges;
+  if (row_ranges_obj.is_none()) {
+    ranges.emplace_back(0, shape.height);
+  } else {
+    for (const py::handle item : row_ranges_obj) {
+      const auto r = py::cast<std::pair<std::int64_t, std::int64_t>>(item);
+      if (r.first < 0 || r.first > r.second ||
+          r.second > static_cast<std::int64_t>(shape.height)) {
+        throw py::value_error("bconv2d: row range (" + std::to_string(r.first) + ", " +
+                              std::to_string(r.second) + ") is not within 0 <= begin <= end <= " +
+                              "H = " + std::to_string(shape.height));
+      }
+      ranges.emplace_back(static_cast<std::size_t>(r.first), static_cast<std::size_t>(r.second));
+    }
+    // Rows no range covers stay NaN, so a test sees a kernel writing outside its rows.
+    std::fill(o, o + out.size(), std::numeric_limits<float>::quiet_NaN());
+  }
+  const std::size_t bytes = kernels.packed_weight_bytes(shape);
+  if (bytes == 0 || bytes % 64 != 0) {
+    throw std::logic_error(std::string("bconv2d: ") + kernels.isa +
+                           " packed_weight_bytes is not a positive multiple of 64");
+  }
+  AlignedBytes packed(bytes);
   without_gil([&] {
-    bconv2d_nhwc__reference(shape, x.data(), w.data(), scale.data(), bias.data(), o);
+    kernels.pack_weight(shape, w.data(), packed.ptr.get());
+    for (const auto& r : ranges) {
+      kernels.run_rows(shape, x.data(), packed.ptr.get(), scale.data(), bias.data(), r.first,
+                       r.second, o);
+    }
   });
   return out;
+}
+
+// --- bitpacking (per ISA; the public qbinfer.bitpack is the engine's) --------------------
+
+py::array_t<std::uint64_t> bitpack_isa(const py::object& x_obj, const py::object& t_obj,
+                                       const std::string& isa) {
+  constexpr const char* fn = "bitpack";
+  const BitpackKernels* kernels = bitpack_kernels_for(isa_by_name(fn, isa));
+  if (kernels == nullptr) {
+    throw py::value_error("bitpack: this build has no bitpacking for isa '" + isa + "'");
+  }
+  const auto x = as_array<float>(x_obj, fn, "x");
+  const std::size_t c = channels_last(x, fn, "x");
+  Ready<float> t;
+  const float* tp = nullptr;
+  if (!t_obj.is_none()) {
+    t = as_array<float>(t_obj, fn, "thresholds");
+    expect_shape(t, fn, "thresholds", {exactly(c)});
+    tp = t.data();
+  }
+  std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+  shape.back() = static_cast<py::ssize_t>(words_for_channels(c));
+  py::array_t<std::uint64_t> out(shape);
+  std::uint64_t* o = out.mutable_data();
+  const std::size_t pixels = static_cast<std::size_t>(x.size()) / c;
+  without_gil([&] { kernels->f32_nhwc(x.data(), pixels, c, tp, o); });
+  return out;
+}
+
+// --- float/int8 families: ISA choice and row ranges ---------------------------------------
+
+// The kernels of one family for isa (None: "scalar"); ValueError when not supported.
+template <class K>
+const K& family_kernels(const char* fn, const py::object& isa_obj, const K* (*for_isa)(Isa)) {
+  const std::string name = isa_obj.is_none() ? std::string("scalar")
+                                             : py::cast<std::string>(isa_obj);
+  const K* k = for_isa(isa_by_name(fn, name));
+  if (k == nullptr) {
+    throw py::value_error(std::string(fn) + ": this build has no kernels for isa '" + name + "'");
+  }
+  return *k;
+}
+
+using RowRanges = std::vector<std::pair<std::size_t, std::size_t>>;
+
+// (begin, end) pairs within [0, rows], in the caller's order; None: one range of all rows.
+RowRanges row_ranges(const char* fn, const py::object& obj, std::size_t rows) {
+  RowRanges ranges;
+  if (obj.is_none()) {
+    ranges.emplace_back(0, rows);
+    return ranges;
+  }
+  for (const py::handle item : obj) {
+    const auto r = py::cast<std::pair<std::int64_t, std::int64_t>>(item);
+    if (r.first < 0 || r.first > r.second || r.second > static_cast<std::int64_t>(rows)) {
+      throw py::value_error(std::string(fn) + ": range (" + std::to_string(r.first) + ", " +
+                            std::to_string(r.second) + ") is not within 0 <= begin <= end <= " +
+                            std::to_string(rows));
+    }
+    ranges.emplace_back(static_cast<std::size_t>(r.first), static_cast<std::size_t>(r.second));
+  }
+  return ranges;
+}
+
+// Output rows no range covers stay NaN, so a test sees a kernel writing outside its rows.
+void fill_nan_if_ranged(const py::object& ranges_obj, py::array_t<float>& out) {
+  if (ranges_obj.is_none() || out.size() == 0) return;
+  float* o = out.mutable_data();
+  std::fill(o, o + out.size(), std::numeric_limits<float>::quiet_NaN());
+}
+
+template <typename Size>
+void expect_packed_size(const char* fn, const char* isa, Size bytes) {
+  if (bytes == 0 || bytes % 64 != 0) {
+    throw std::logic_error(std::string(fn) + ": " + isa +
+                           " packed size is not a positive multiple of 64");
+  }
 }
 
 // --- depthwise --------------------------------------------------------------------------
@@ -256,7 +442,8 @@ py::ssize_t weight_rows(const py::array& w) { return w.ndim() >= 1 ? w.shape(0) 
 py::array_t<float> dwconv3x3_f32(const py::object& x_obj, const py::object& pre_bias_obj,
                                  const py::object& w_obj, const py::object& scale_obj,
                                  const py::object& bias_obj, std::int64_t stride_h,
-                                 std::int64_t stride_w, std::int64_t multiplier) {
+                                 std::int64_t stride_w, std::int64_t multiplier,
+                                 const py::object& isa_obj, const py::object& row_ranges_obj) {
   constexpr const char* fn = "dwconv3x3_f32";
   const auto w = as_array<float>(w_obj, fn, "w");
   expect_shape(w, fn, "w", {any("multiplier * C"), exactly(9)});
@@ -264,9 +451,25 @@ py::array_t<float> dwconv3x3_f32(const py::object& x_obj, const py::object& pre_
                              multiplier, weight_rows(w));
   auto out = dw_output(a.shape);
   float* o = out.mutable_data();
+  if (isa_obj.is_none() && row_ranges_obj.is_none()) {
+    without_gil([&] {
+      dwconv3x3_f32_nhwc__reference(a.shape, a.x.data(), a.pre_bias_ptr, w.data(),
+                                    a.scale.data(), a.bias.data(), o);
+    });
+    return out;
+  }
+  const DWConvKernels& k = family_kernels(fn, isa_obj, &dwconv_kernels_for);
+  const RowRanges ranges = row_ranges(fn, row_ranges_obj, a.shape.out_height);
+  fill_nan_if_ranged(row_ranges_obj, out);
+  const std::size_t bytes = k.packed_f32_bytes(a.shape);
+  expect_packed_size(fn, k.isa, bytes);
+  AlignedBytes packed(bytes);
   without_gil([&] {
-    dwconv3x3_f32_nhwc__reference(a.shape, a.x.data(), a.pre_bias_ptr, w.data(), a.scale.data(),
-                                  a.bias.data(), o);
+    k.pack_f32(a.shape, w.data(), packed.ptr.get());
+    for (const auto& r : ranges) {
+      k.run_rows_f32(a.shape, a.x.data(), a.pre_bias_ptr, packed.ptr.get(), a.scale.data(),
+                     a.bias.data(), r.first, r.second, o);
+    }
   });
   return out;
 }
@@ -275,8 +478,11 @@ py::array_t<float> dwconv3x3_qs8(const py::object& x_obj, const py::object& pre_
                                  const py::object& input_scale_obj, const py::object& w_obj,
                                  const py::object& w_scale_obj, const py::object& scale_obj,
                                  const py::object& bias_obj, std::int64_t stride_h,
-                                 std::int64_t stride_w, std::int64_t multiplier) {
+                                 std::int64_t stride_w, std::int64_t multiplier,
+                                 const py::object& isa_obj, const py::object& row_ranges_obj) {
   constexpr const char* fn = "dwconv3x3_qs8";
+  const bool reference_path = isa_obj.is_none() && row_ranges_obj.is_none();
+  const DWConvKernels& k = family_kernels(fn, isa_obj, &dwconv_kernels_for);
   const auto w = as_array<std::int8_t>(w_obj, fn, "w");
   expect_shape(w, fn, "w", {any("multiplier * C"), exactly(9)});
   const DWArgs a = dw_common(fn, x_obj, pre_bias_obj, scale_obj, bias_obj, stride_h, stride_w,
@@ -294,7 +500,9 @@ py::array_t<float> dwconv3x3_qs8(const py::object& x_obj, const py::object& pre_
   float input_scale;
   if (input_scale_obj.is_none()) {
     input_scale = dwconv_dynamic_input_scale(
-        dwconv_input_absmax__reference(a.x.data(), a.pre_bias_ptr, pixels, a.shape.channels));
+        reference_path
+            ? dwconv_input_absmax__reference(a.x.data(), a.pre_bias_ptr, pixels, a.shape.channels)
+            : k.input_absmax(a.x.data(), a.pre_bias_ptr, pixels, a.shape.channels));
   } else {
     // float(), int and numpy scalars convert; strings and the like do not.
     if (!py::hasattr(input_scale_obj, "__float__")) {
@@ -316,14 +524,33 @@ py::array_t<float> dwconv3x3_qs8(const py::object& x_obj, const py::object& pre_
   std::vector<std::int8_t> scratch(pixels * a.shape.channels);
   auto out = dw_output(a.shape);
   float* o = out.mutable_data();
+  if (reference_path) {
+    without_gil([&] {
+      dwconv3x3_qs8_nhwc__reference(a.shape, a.x.data(), a.pre_bias_ptr, input_scale, w.data(),
+                                    w_scale.data(), a.scale.data(), a.bias.data(),
+                                    scratch.data(), o);
+    });
+    return out;
+  }
+  const RowRanges ranges = row_ranges(fn, row_ranges_obj, a.shape.out_height);
+  fill_nan_if_ranged(row_ranges_obj, out);
+  const std::size_t bytes = k.packed_qs8_bytes(a.shape);
+  expect_packed_size(fn, k.isa, bytes);
+  AlignedBytes packed(bytes);
   without_gil([&] {
-    dwconv3x3_qs8_nhwc__reference(a.shape, a.x.data(), a.pre_bias_ptr, input_scale, w.data(),
-                                  w_scale.data(), a.scale.data(), a.bias.data(), scratch.data(), o);
+    k.pack_qs8(a.shape, w.data(), packed.ptr.get());
+    k.quantize_input(a.x.data(), a.pre_bias_ptr, pixels, a.shape.channels, input_scale,
+                     scratch.data());
+    for (const auto& r : ranges) {
+      k.run_rows_qs8(a.shape, scratch.data(), packed.ptr.get(), w_scale.data(), input_scale,
+                     a.scale.data(), a.bias.data(), r.first, r.second, o);
+    }
   });
   return out;
 }
 
-float dwconv_input_absmax(const py::object& x_obj, const py::object& pre_bias_obj) {
+float dwconv_input_absmax(const py::object& x_obj, const py::object& pre_bias_obj,
+                          const py::object& isa_obj) {
   constexpr const char* fn = "dwconv_input_absmax";
   const auto x = as_array<float>(x_obj, fn, "x");
   const std::size_t c = channels_last(x, fn, "x");
@@ -335,15 +562,44 @@ float dwconv_input_absmax(const py::object& x_obj, const py::object& pre_bias_ob
     pb = pre_bias.data();
   }
   const std::size_t pixels = static_cast<std::size_t>(x.size()) / c;
+  const DWConvKernels& k = family_kernels(fn, isa_obj, &dwconv_kernels_for);
   float result = 0.0f;
-  without_gil([&] { result = dwconv_input_absmax__reference(x.data(), pb, pixels, c); });
+  without_gil([&] { result = k.input_absmax(x.data(), pb, pixels, c); });
   return result;
+}
+
+py::array_t<std::int8_t> dwconv_quantize_input(const py::object& x_obj,
+                                               const py::object& pre_bias_obj,
+                                               double input_scale, const py::object& isa_obj) {
+  constexpr const char* fn = "dwconv_quantize_input";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  const std::size_t c = channels_last(x, fn, "x");
+  Ready<float> pre_bias;
+  const float* pb = nullptr;
+  if (!pre_bias_obj.is_none()) {
+    pre_bias = as_array<float>(pre_bias_obj, fn, "pre_bias");
+    expect_shape(pre_bias, fn, "pre_bias", {exactly(c)});
+    pb = pre_bias.data();
+  }
+  const float s = input_scale > 0.0 && input_scale <= std::numeric_limits<float>::max()
+                      ? static_cast<float>(input_scale)
+                      : 0.0f;
+  if (!(s > 0.0f)) {
+    throw py::value_error("dwconv_quantize_input: input_scale must be finite and > 0 as a "
+                          "float32");
+  }
+  const DWConvKernels& k = family_kernels(fn, isa_obj, &dwconv_kernels_for);
+  py::array_t<std::int8_t> q(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  std::int8_t* qp = q.mutable_data();
+  const std::size_t pixels = static_cast<std::size_t>(x.size()) / c;
+  without_gil([&] { k.quantize_input(x.data(), pb, pixels, c, s, qp); });
+  return q;
 }
 
 // --- fully connected --------------------------------------------------------------------
 
 py::array_t<float> fc_f32(const py::object& x_obj, const py::object& w_obj,
-                          const py::object& bias_obj) {
+                          const py::object& bias_obj, const py::object& isa_obj) {
   constexpr const char* fn = "fc_f32";
   const auto x = as_array<float>(x_obj, fn, "x");
   expect_shape(x, fn, "x", {any("C")});
@@ -353,12 +609,14 @@ py::array_t<float> fc_f32(const py::object& x_obj, const py::object& w_obj,
   expect_shape(bias, fn, "bias", {exactly(dim(w, 0))});
   auto out = new_f32({w.shape(0)});
   float* o = out.mutable_data();
-  without_gil([&] { fc_f32__reference(dim(x, 0), dim(w, 0), x.data(), w.data(), bias.data(), o); });
+  const FCKernels& k = family_kernels(fn, isa_obj, &fc_kernels_for);
+  without_gil([&] { k.f32(dim(x, 0), dim(w, 0), x.data(), w.data(), bias.data(), o); });
   return out;
 }
 
 py::array_t<float> fc_qs8(const py::object& x_obj, const py::object& w_obj,
-                          const py::object& w_scale_obj, const py::object& bias_obj) {
+                          const py::object& w_scale_obj, const py::object& bias_obj,
+                          const py::object& isa_obj) {
   constexpr const char* fn = "fc_qs8";
   const auto x = as_array<float>(x_obj, fn, "x");
   expect_shape(x, fn, "x", {any("C")});
@@ -370,14 +628,16 @@ py::array_t<float> fc_qs8(const py::object& x_obj, const py::object& w_obj,
   expect_shape(bias, fn, "bias", {exactly(dim(w, 0))});
   auto out = new_f32({w.shape(0)});
   float* o = out.mutable_data();
+  const FCKernels& k = family_kernels(fn, isa_obj, &fc_kernels_for);
   without_gil([&] {
-    fc_qs8__reference(dim(x, 0), dim(w, 0), x.data(), w.data(), w_scale.data(), bias.data(), o);
+    k.qs8(dim(x, 0), dim(w, 0), x.data(), w.data(), w_scale.data(), bias.data(), o);
   });
   return out;
 }
 
 py::array_t<float> fc_bitplane8(const py::object& x_obj, const py::object& planes_obj,
-                                const py::object& w_scale_obj, const py::object& bias_obj) {
+                                const py::object& w_scale_obj, const py::object& bias_obj,
+                                const py::object& isa_obj) {
   constexpr const char* fn = "fc_bitplane8";
   const auto x = as_array<float>(x_obj, fn, "x");
   expect_shape(x, fn, "x", {any("C")});
@@ -392,8 +652,9 @@ py::array_t<float> fc_bitplane8(const py::object& x_obj, const py::object& plane
   expect_shape(bias, fn, "bias", {exactly(n_out)});
   auto out = new_f32({static_cast<py::ssize_t>(n_out)});
   float* o = out.mutable_data();
+  const FCKernels& k = family_kernels(fn, isa_obj, &fc_kernels_for);
   without_gil([&] {
-    fc_bitplane8__reference(c, n_out, x.data(), planes.data(), w_scale.data(), bias.data(), o);
+    k.bitplane8(c, n_out, x.data(), planes.data(), w_scale.data(), bias.data(), o);
   });
   return out;
 }
@@ -403,7 +664,8 @@ py::array_t<float> fc_bitplane8(const py::object& x_obj, const py::object& plane
 py::array_t<float> conv2d_f32(const py::object& x_obj, const py::object& w_obj,
                               const py::object& bias_obj, std::int64_t stride_h,
                               std::int64_t stride_w, std::int64_t pad_top, std::int64_t pad_left,
-                              std::int64_t pad_bottom, std::int64_t pad_right, bool relu) {
+                              std::int64_t pad_bottom, std::int64_t pad_right, bool relu,
+                              const py::object& isa_obj, const py::object& row_ranges_obj) {
   constexpr const char* fn = "conv2d_f32";
   const auto x = as_array<float>(x_obj, fn, "x");
   expect_shape(x, fn, "x", {any("H"), any("W"), any("Ci")});
@@ -449,7 +711,22 @@ py::array_t<float> conv2d_f32(const py::object& x_obj, const py::object& w_obj,
   auto out = new_f32({static_cast<py::ssize_t>(shape.out_height),
                       static_cast<py::ssize_t>(shape.out_width), static_cast<py::ssize_t>(co)});
   float* o = out.mutable_data();
-  without_gil([&] { conv2d_f32_nhwc__reference(shape, x.data(), w.data(), b, relu, o); });
+  if (isa_obj.is_none() && row_ranges_obj.is_none()) {
+    without_gil([&] { conv2d_f32_nhwc__reference(shape, x.data(), w.data(), b, relu, o); });
+    return out;
+  }
+  const Conv2DKernels& k = family_kernels(fn, isa_obj, &conv2d_kernels_for);
+  const RowRanges ranges = row_ranges(fn, row_ranges_obj, shape.out_height);
+  fill_nan_if_ranged(row_ranges_obj, out);
+  const std::size_t bytes = k.packed_bytes(shape);
+  expect_packed_size(fn, k.isa, bytes);
+  AlignedBytes packed(bytes);
+  without_gil([&] {
+    k.pack(shape, w.data(), packed.ptr.get());
+    for (const auto& r : ranges) {
+      k.run_rows(shape, x.data(), packed.ptr.get(), b, relu, r.first, r.second, o);
+    }
+  });
   return out;
 }
 
@@ -473,7 +750,7 @@ Ready<float> per_channel(const py::object& obj, const char* fn, const char* name
 }
 
 py::array_t<float> affine(const py::object& x_obj, const py::object& scale_obj,
-                          const py::object& bias_obj, bool inplace) {
+                          const py::object& bias_obj, bool inplace, const py::object& isa_obj) {
   constexpr const char* fn = "affine";
   const auto x = as_array<float>(x_obj, fn, "x");
   const std::size_t c = channels_last(x, fn, "x");
@@ -483,11 +760,13 @@ py::array_t<float> affine(const py::object& x_obj, const py::object& scale_obj,
   float* o = out.mutable_data();
   const float* in = inplace ? o : x.data();
   const std::size_t pixels = static_cast<std::size_t>(x.size()) / c;
-  without_gil([&] { affine_f32__reference(in, pixels, c, scale.data(), bias.data(), o); });
+  const ElementwiseKernels& k = family_kernels(fn, isa_obj, &elementwise_kernels_for);
+  without_gil([&] { k.affine(in, pixels, c, scale.data(), bias.data(), o); });
   return out;
 }
 
-py::array_t<float> prelu(const py::object& x_obj, const py::object& slope_obj, bool inplace) {
+py::array_t<float> prelu(const py::object& x_obj, const py::object& slope_obj, bool inplace,
+                         const py::object& isa_obj) {
   constexpr const char* fn = "prelu";
   const auto x = as_array<float>(x_obj, fn, "x");
   const std::size_t c = channels_last(x, fn, "x");
@@ -496,11 +775,13 @@ py::array_t<float> prelu(const py::object& x_obj, const py::object& slope_obj, b
   float* o = out.mutable_data();
   const float* in = inplace ? o : x.data();
   const std::size_t pixels = static_cast<std::size_t>(x.size()) / c;
-  without_gil([&] { prelu_f32__reference(in, pixels, c, slope.data(), o); });
+  const ElementwiseKernels& k = family_kernels(fn, isa_obj, &elementwise_kernels_for);
+  without_gil([&] { k.prelu(in, pixels, c, slope.data(), o); });
   return out;
 }
 
-py::array_t<float> mul_channel(const py::object& x_obj, const py::object& s_obj, bool inplace) {
+py::array_t<float> mul_channel(const py::object& x_obj, const py::object& s_obj, bool inplace,
+                               const py::object& isa_obj) {
   constexpr const char* fn = "mul_channel";
   const auto x = as_array<float>(x_obj, fn, "x");
   const std::size_t c = channels_last(x, fn, "x");
@@ -509,12 +790,16 @@ py::array_t<float> mul_channel(const py::object& x_obj, const py::object& s_obj,
   float* o = out.mutable_data();
   const float* in = inplace ? o : x.data();
   const std::size_t pixels = static_cast<std::size_t>(x.size()) / c;
-  without_gil([&] { mul_channel_f32__reference(in, pixels, c, s.data(), o); });
+  const ElementwiseKernels& k = family_kernels(fn, isa_obj, &elementwise_kernels_for);
+  without_gil([&] { k.mul_channel(in, pixels, c, s.data(), o); });
   return out;
 }
 
-template <void (*Kernel)(const float*, std::size_t, float*)>
-py::array_t<float> unary(const char* fn, const py::object& x_obj, bool inplace) {
+using UnaryKernel = void (*)(const float*, std::size_t, float*);
+
+py::array_t<float> unary(const char* fn, UnaryKernel ElementwiseKernels::*which,
+                         const py::object& x_obj, bool inplace, const py::object& isa_obj) {
+  const UnaryKernel Kernel = family_kernels(fn, isa_obj, &elementwise_kernels_for).*which;
   const auto x = as_array<float>(x_obj, fn, "x");
   auto out = output_like(x, inplace);
   float* o = out.mutable_data();
@@ -524,7 +809,8 @@ py::array_t<float> unary(const char* fn, const py::object& x_obj, bool inplace) 
   return out;
 }
 
-py::array_t<float> add(const py::object& a_obj, const py::object& b_obj, bool inplace) {
+py::array_t<float> add(const py::object& a_obj, const py::object& b_obj, bool inplace,
+                       const py::object& isa_obj) {
   constexpr const char* fn = "add";
   const auto a = as_array<float>(a_obj, fn, "a");
   const auto b = as_array<float>(b_obj, fn, "b");
@@ -536,14 +822,16 @@ py::array_t<float> add(const py::object& a_obj, const py::object& b_obj, bool in
   float* o = out.mutable_data();
   const float* in = inplace ? o : a.data();
   const std::size_t n = static_cast<std::size_t>(a.size());
-  without_gil([&] { add_f32__reference(in, b.data(), n, o); });
+  const ElementwiseKernels& k = family_kernels(fn, isa_obj, &elementwise_kernels_for);
+  without_gil([&] { k.add(in, b.data(), n, o); });
   return out;
 }
 
 // --- pooling and concat -----------------------------------------------------------------
 
 py::array_t<float> avgpool(const py::object& x_obj, std::int64_t kernel_h, std::int64_t kernel_w,
-                           std::int64_t stride_h, std::int64_t stride_w) {
+                           std::int64_t stride_h, std::int64_t stride_w, const py::object& isa_obj,
+                           const py::object& row_ranges_obj) {
   constexpr const char* fn = "avgpool";
   const auto x = as_array<float>(x_obj, fn, "x");
   expect_shape(x, fn, "x", {any("H"), any("W"), any("C")});
@@ -568,18 +856,28 @@ py::array_t<float> avgpool(const py::object& x_obj, std::int64_t kernel_h, std::
   const AvgPoolShape shape{h, w, dim(x, 2), kh, kw, sh, sw, ho, wo};
   auto out = new_f32({static_cast<py::ssize_t>(ho), static_cast<py::ssize_t>(wo), x.shape(2)});
   float* o = out.mutable_data();
-  without_gil([&] { avgpool_f32_nhwc__reference(shape, x.data(), o); });
+  const PoolKernels& k = family_kernels(fn, isa_obj, &pool_kernels_for);
+  if (row_ranges_obj.is_none()) {
+    without_gil([&] { k.avgpool(shape, x.data(), o); });
+    return out;
+  }
+  const RowRanges ranges = row_ranges(fn, row_ranges_obj, ho);
+  fill_nan_if_ranged(row_ranges_obj, out);
+  without_gil([&] {
+    for (const auto& r : ranges) k.avgpool_rows(shape, x.data(), r.first, r.second, o);
+  });
   return out;
 }
 
-py::array_t<float> global_avgpool(const py::object& x_obj) {
+py::array_t<float> global_avgpool(const py::object& x_obj, const py::object& isa_obj) {
   constexpr const char* fn = "global_avgpool";
   const auto x = as_array<float>(x_obj, fn, "x");
   expect_shape(x, fn, "x", {any("H"), any("W"), any("C")});
   const std::size_t c = dim(x, 2);
   auto out = new_f32({x.shape(2)});
   float* o = out.mutable_data();
-  without_gil([&] { global_avgpool_f32_nhwc__reference(x.data(), dim(x, 0) * dim(x, 1), c, o); });
+  const PoolKernels& k = family_kernels(fn, isa_obj, &pool_kernels_for);
+  without_gil([&] { k.global_avgpool(x.data(), dim(x, 0) * dim(x, 1), c, o); });
   return out;
 }
 
@@ -622,6 +920,76 @@ py::array_t<float> concat(const py::object& inputs_obj) {
   return out;
 }
 
+// --- fused epilogue ---------------------------------------------------------------------
+
+// Optional per-channel float32 [C] argument.
+Ready<float> optional_channels(const py::object& obj, const char* fn, const char* name,
+                               std::size_t channels, const float** ptr) {
+  Ready<float> a;
+  *ptr = nullptr;
+  if (!obj.is_none()) {
+    a = per_channel(obj, fn, name, channels);
+    *ptr = a.data();
+  }
+  return a;
+}
+
+py::tuple epilogue(const py::object& x_obj, const py::object& channel_scale_obj,
+                   const py::object& residual_obj, const py::object& prelu_slope_obj,
+                   const py::object& post_scale_obj, const py::object& post_bias_obj,
+                   bool write_float, const py::object& threshold_obj, const py::object& isa_obj,
+                   const py::object& pixel_ranges_obj) {
+  constexpr const char* fn = "epilogue";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  const std::size_t c = channels_last(x, fn, "x");
+  const std::size_t pixels = static_cast<std::size_t>(x.size()) / c;
+  Epilogue ep;
+  const auto cs = optional_channels(channel_scale_obj, fn, "channel_scale", c, &ep.channel_scale);
+  const auto slope = optional_channels(prelu_slope_obj, fn, "prelu_slope", c, &ep.prelu_slope);
+  const auto ps = optional_channels(post_scale_obj, fn, "post_scale", c, &ep.post_scale);
+  const auto pbias = optional_channels(post_bias_obj, fn, "post_bias", c, &ep.post_bias);
+  if ((ep.post_scale == nullptr) != (ep.post_bias == nullptr)) {
+    throw py::value_error("epilogue: post_scale and post_bias go together (both or none)");
+  }
+  const auto th = optional_channels(threshold_obj, fn, "threshold", c, &ep.threshold);
+  Ready<float> residual;
+  if (!residual_obj.is_none()) {
+    residual = as_array<float>(residual_obj, fn, "residual");
+    const std::size_t rc = channels_last(residual, fn, "residual");
+    if (c % rc != 0 || static_cast<std::size_t>(residual.size()) / rc != pixels) {
+      throw py::value_error("epilogue: residual must have the pixels of x and a channel count "
+                            "dividing " + std::to_string(c) + ", got shape " +
+                            shape_str(residual));
+    }
+    ep.residual = residual.data();
+    ep.residual_channels = rc;
+  }
+  ep.write_float = write_float;
+  const EpilogueKernels& k = family_kernels(fn, isa_obj, &epilogue_kernels_for);
+  const RowRanges ranges = row_ranges(fn, pixel_ranges_obj, pixels);
+
+  py::array_t<float> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  float* o = out.mutable_data();
+  if (x.size() > 0) {
+    std::memcpy(o, x.data(), static_cast<std::size_t>(x.size()) * sizeof(float));
+  }
+  py::object bits_obj = py::none();
+  py::array_t<std::uint64_t> bits;
+  if (ep.threshold != nullptr) {
+    std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+    shape.back() = static_cast<py::ssize_t>(words_for_channels(c));
+    bits = py::array_t<std::uint64_t>(shape);
+    // Words no range covers keep this pattern, so a test sees a kernel writing outside them.
+    std::fill(bits.mutable_data(), bits.mutable_data() + bits.size(), ~std::uint64_t{0});
+    ep.bits = bits.mutable_data();
+    bits_obj = bits;
+  }
+  without_gil([&] {
+    for (const auto& r : ranges) k.rows(ep, c, r.first, r.second, o);
+  });
+  return py::make_tuple(out, bits_obj);
+}
+
 }  // namespace
 
 void register_kernel_testing(py::module_& core) {
@@ -629,67 +997,114 @@ void register_kernel_testing(py::module_& core) {
 
   m.def("bconv2d", &bconv2d, py::arg("x_bits"), py::arg("w_bits"), py::arg("in_channels"),
         py::arg("scale"), py::arg("bias"), py::arg("padding") = "zero",
+        py::arg("isa") = py::none(), py::arg("row_ranges") = py::none(),
         "Binary conv, stride 1, 'same': x_bits uint64 [H, W, words], w_bits uint64\n"
         "[Co, k, k, words] (k 1 or 3), scale/bias float32 [Co], padding 'zero' | 'one'.\n"
-        "Returns float32 [H, W, Co] = float(dot) * scale + bias.");
+        "Returns float32 [H, W, Co] = float(dot) * scale + bias.\n"
+        "isa None: the reference kernel. isa a name from bconv_variants() (or an ISA from\n"
+        "supported_isas()): that variant's pack_weight, then run_rows over each (begin, end)\n"
+        "of row_ranges in order (default: all rows; rows no range covers are NaN).");
+  m.def("bitpack", &bitpack_isa, py::arg("x"), py::arg("thresholds") = py::none(),
+        py::arg("isa") = "scalar",
+        "Bitpacking with one ISA's kernel: x float32 [..., C], thresholds [C] or None ->\n"
+        "uint64 [..., words(C)].");
+  m.def("supported_isas", &supported_isa_names,
+        "ISAs this build has kernels for and this CPU runs, best last ('scalar' first).");
+  m.def("active_isa", &active_isa_name,
+        "The ISA the engine uses: the best supported, or QBINFER_ISA (ValueError if that is\n"
+        "not supported).");
+  m.def("has_vpopcntdq", &cpu_has_avx512_vpopcntdq,
+        "Whether the CPU has AVX-512 VPOPCNTDQ (and the OS the AVX-512 state).");
+  m.def("bconv_variants", &bconv_variant_names,
+        "Names of every binary conv variant this build has and this CPU runs, scalar first.");
   m.def("dwconv3x3_f32", &dwconv3x3_f32, py::arg("x"), py::arg("pre_bias"), py::arg("w"),
         py::arg("scale"), py::arg("bias"), py::arg("stride_h") = 1, py::arg("stride_w") = 1,
-        py::arg("multiplier") = 1,
+        py::arg("multiplier") = 1, py::arg("isa") = py::none(), py::arg("row_ranges") = py::none(),
         "Depthwise 3x3, zero padding 1: x float32 [H, W, C], pre_bias [C] or None,\n"
         "w [multiplier * C, 9], scale/bias [multiplier * C]. Returns [Ho, Wo, multiplier * C],\n"
-        "channel j * C + c = conv j of channel c.");
+        "channel j * C + c = conv j of channel c.\n"
+        "isa None: the whole-image reference. isa a name from supported_isas(): that ISA's\n"
+        "pack_f32, then run_rows_f32 over each (begin, end) of row_ranges in order (default:\n"
+        "all rows; output rows no range covers are NaN).");
   m.def("dwconv3x3_qs8", &dwconv3x3_qs8, py::arg("x"), py::arg("pre_bias"),
         py::arg("input_scale"), py::arg("w"), py::arg("w_scale"), py::arg("scale"),
         py::arg("bias"), py::arg("stride_h") = 1, py::arg("stride_w") = 1,
-        py::arg("multiplier") = 1,
-        "INT8 depthwise 3x3: as dwconv3x3_f32 with w int8 in [-127, 127] and w_scale\n"
+        py::arg("multiplier") = 1, py::arg("isa") = py::none(), py::arg("row_ranges") = py::none(),
+        "INT8 depthwise 3x3: as dwconv3x3_f32 (isa, row_ranges too: that ISA's input_absmax,\n"
+        "quantize_input, pack_qs8 and run_rows_qs8) with w int8 in [-127, 127] and w_scale\n"
         "float32 [multiplier * C]; input_scale a float > 0 (rounded to float32), or None for\n"
         "the dynamic scale max|x + pre_bias| / 127 (1 when that is 0).");
   m.def("dwconv_input_absmax", &dwconv_input_absmax, py::arg("x"), py::arg("pre_bias") = py::none(),
+        py::arg("isa") = py::none(),
         "max |x + pre_bias| over a channels-last float32 array (NaN ignored).");
-  m.def("fc_f32", &fc_f32, py::arg("x"), py::arg("w"), py::arg("bias"),
+  m.def("dwconv_quantize_input", &dwconv_quantize_input, py::arg("x"), py::arg("pre_bias"),
+        py::arg("input_scale"), py::arg("isa") = py::none(),
+        "INT8 codes clamp(nearbyint((x + pre_bias) / input_scale), -127, 127), NaN -> 0, of a\n"
+        "channels-last float32 array, with one ISA's kernel.");
+  m.def("fc_f32", &fc_f32, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("isa") = py::none(),
         "x float32 [C], w float32 [O, C], bias [O] -> [O].");
   m.def("fc_qs8", &fc_qs8, py::arg("x"), py::arg("w"), py::arg("w_scale"), py::arg("bias"),
+        py::arg("isa") = py::none(),
         "x float32 [C], w int8 [O, C], w_scale/bias float32 [O] -> [O].");
   m.def("fc_bitplane8", &fc_bitplane8, py::arg("x"), py::arg("planes"), py::arg("w_scale"),
-        py::arg("bias"),
+        py::arg("bias"), py::arg("isa") = py::none(),
         "x float32 [C], planes uint64 [8, O, words(C)] (stored bit = 1 - bit_b(B)),\n"
         "w_scale/bias float32 [O] -> [O], w = w_scale * (2B - 255).");
   m.def("conv2d_f32", &conv2d_f32, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(),
         py::arg("stride_h") = 1, py::arg("stride_w") = 1, py::arg("pad_top") = 0,
         py::arg("pad_left") = 0, py::arg("pad_bottom") = 0, py::arg("pad_right") = 0,
-        py::arg("relu") = false,
+        py::arg("relu") = false, py::arg("isa") = py::none(), py::arg("row_ranges") = py::none(),
         "Dense conv, zero padding: x float32 [H, W, Ci], w [Co, kh, kw, Ci], bias [Co] or\n"
-        "None; each pad in [0, kernel - 1]. Returns [Ho, Wo, Co].");
+        "None; each pad in [0, kernel - 1]. Returns [Ho, Wo, Co]. isa / row_ranges as\n"
+        "dwconv3x3_f32 (that ISA's pack and run_rows).");
   m.def("affine", &affine, py::arg("x"), py::arg("scale"), py::arg("bias"),
-        py::arg("inplace") = false, "x * scale[c] + bias[c] over a channels-last array.");
+        py::arg("inplace") = false, py::arg("isa") = py::none(),
+        "x * scale[c] + bias[c] over a channels-last array.");
   m.def("prelu", &prelu, py::arg("x"), py::arg("slope"), py::arg("inplace") = false,
+        py::arg("isa") = py::none(),
         "x >= 0 ? x : slope[c] * x over a channels-last array.");
   m.def(
       "relu",
-      [](const py::object& x, bool inplace) {
-        return unary<relu_f32__reference>("relu", x, inplace);
+      [](const py::object& x, bool inplace, const py::object& isa) {
+        return unary("relu", &ElementwiseKernels::relu, x, inplace, isa);
       },
-      py::arg("x"), py::arg("inplace") = false, "max(x, 0), NaN propagated.");
+      py::arg("x"), py::arg("inplace") = false, py::arg("isa") = py::none(),
+      "max(x, 0), NaN propagated.");
   m.def(
       "sigmoid",
-      [](const py::object& x, bool inplace) {
-        return unary<sigmoid_f32__reference>("sigmoid", x, inplace);
+      [](const py::object& x, bool inplace, const py::object& isa) {
+        return unary("sigmoid", &ElementwiseKernels::sigmoid, x, inplace, isa);
       },
-      py::arg("x"), py::arg("inplace") = false, "1 / (1 + exp(-x)).");
+      py::arg("x"), py::arg("inplace") = false, py::arg("isa") = py::none(),
+      "1 / (1 + exp(-x)).");
   m.def("add", &add, py::arg("a"), py::arg("b"), py::arg("inplace") = false,
+        py::arg("isa") = py::none(),
         "a + b, same shapes.");
   m.def("mul_channel", &mul_channel, py::arg("x"), py::arg("s"), py::arg("inplace") = false,
+        py::arg("isa") = py::none(),
         "x * s[c] over a channels-last array (SE scaling).");
   m.def("avgpool", &avgpool, py::arg("x"), py::arg("kernel_h"), py::arg("kernel_w"),
-        py::arg("stride_h"), py::arg("stride_w"),
+        py::arg("stride_h"), py::arg("stride_w"), py::arg("isa") = py::none(),
+        py::arg("row_ranges") = py::none(),
         "Average pool, no padding, ceil mode, each window averaging the pixels it covers:\n"
-        "x float32 [H, W, C] -> [ceil((H - kh) / sh) + 1, ceil((W - kw) / sw) + 1, C].");
-  m.def("global_avgpool", &global_avgpool, py::arg("x"),
+        "x float32 [H, W, C] -> [ceil((H - kh) / sh) + 1, ceil((W - kw) / sw) + 1, C].\n"
+        "row_ranges: avgpool_rows over each (begin, end) of output rows (others NaN).");
+  m.def("global_avgpool", &global_avgpool, py::arg("x"), py::arg("isa") = py::none(),
         "Mean over pixels: x float32 [H, W, C] -> [C].");
   m.def("concat", &concat, py::arg("inputs"),
         "Concatenate channels-last float32 arrays with equal leading shapes; an array may\n"
         "appear several times.");
+  m.def("epilogue", &epilogue, py::arg("x"), py::arg("channel_scale") = py::none(),
+        py::arg("residual") = py::none(), py::arg("prelu_slope") = py::none(),
+        py::arg("post_scale") = py::none(), py::arg("post_bias") = py::none(),
+        py::arg("write_float") = true, py::arg("threshold") = py::none(),
+        py::arg("isa") = py::none(), py::arg("pixel_ranges") = py::none(),
+        "The fused epilogue (kernels/epilogue/epilogue.h) on a copy of x float32 [..., C]\n"
+        "(pixels = all leading axes), residual [..., Cr] with Cr dividing C, per-channel\n"
+        "arguments [C] or None. Runs rows over each (begin, end) of pixel_ranges (default:\n"
+        "all). Returns (out, bits): out the floats (x unchanged when write_float is False),\n"
+        "bits uint64 [..., words(C)] when threshold is given (words no range covers are all\n"
+        "ones), else None.");
 }
 
 }  // namespace qbinfer

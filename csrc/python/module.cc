@@ -14,11 +14,14 @@
 #include <vector>
 
 #include "engine/model.h"
+#include "engine/thread_pool.h"
 #include "format/crc32.h"
 #include "format/errors.h"
 #include "kernels/bitpack/bitpack.h"
+#include "python/kernel_bench.h"
 #include "python/kernel_testing.h"
 #include "qbinfer/bit_contract.h"
+#include "qbinfer/isa.h"
 
 namespace py = pybind11;
 
@@ -221,15 +224,104 @@ qbinfer::Layout parse_layout(const std::string& layout) {
   throw py::value_error("Model.run: layout must be 'nchw' or 'nhwc', got '" + layout + "'");
 }
 
-std::unique_ptr<qbinfer::Model> open_model(const py::object& path_obj, int threads) {
+std::string supported_isa_list() {
+  std::string s;
+  for (qbinfer::Isa isa : qbinfer::supported_isas()) {
+    s += (s.empty() ? "" : ", ") + std::string(qbinfer::isa_name(isa));
+  }
+  return s;
+}
+
+// The ISA of the engine: QBINFER_ISA or the best supported. A bad QBINFER_ISA is a
+// ValueError naming the variable and the supported ISAs.
+qbinfer::Isa active_isa_or_raise() {
+  try {
+    return qbinfer::active_isa();
+  } catch (const std::runtime_error& e) {
+    throw py::value_error(e.what());
+  }
+}
+
+qbinfer::Isa isa_by_name(const std::string& name) {
+  for (qbinfer::Isa isa : qbinfer::supported_isas()) {
+    if (name == qbinfer::isa_name(isa)) return isa;
+  }
+  throw py::value_error("isa '" + name + "' is not supported by this build and CPU; supported: " +
+                        supported_isa_list());
+}
+
+std::unique_ptr<qbinfer::Model> open_model(const py::object& path_obj, int threads,
+                                           const py::object& isa_obj) {
   if (threads < 1 || threads > qbinfer::Model::kMaxThreads) {
     throw py::value_error("threads must be in 1.." + std::to_string(qbinfer::Model::kMaxThreads) +
                           ", got " + std::to_string(threads));
   }
+  const qbinfer::Isa isa =
+      isa_obj.is_none() ? active_isa_or_raise() : isa_by_name(py::cast<std::string>(isa_obj));
+  qbinfer::ModelOptions options;
+  options.threads = threads;
+  options.kernels = &qbinfer::kernel_table_for(isa);
   // str, bytes or os.PathLike, as open() takes, as the file system's bytes.
   const std::string path = py::bytes(py::module_::import("os").attr("fsencode")(path_obj));
   py::gil_scoped_release release;  // the CRC over a large file takes a while
-  return std::make_unique<qbinfer::Model>(path, threads);
+  return std::make_unique<qbinfer::Model>(path, options);
+}
+
+// The kernel entry each family uses in `t` (a family without kernels for the ISA falls back
+// to its scalar entry).
+py::dict kernel_names(const qbinfer::KernelTable& t) {
+  py::dict d;
+  d["bitpack"] = t.bitpack->isa;
+  d["bconv"] = t.bconv->isa;
+  d["conv2d"] = t.conv2d->isa;
+  d["dwconv"] = t.dwconv->isa;
+  d["elementwise"] = t.elementwise->isa;
+  d["epilogue"] = t.epilogue->isa;
+  d["fc"] = t.fc->isa;
+  d["pool"] = t.pool->isa;
+  return d;
+}
+
+// Per step: (label, median microseconds) over `runs` runs of x[0].
+py::list profile_steps(qbinfer::Model& model, const py::object& x_obj, int runs,
+                       const std::string& layout_str, bool thread_cpu) {
+  const qbinfer::Layout layout = parse_layout(layout_str);
+  const qbinfer::ValueInfo& in = model.input();
+  const F32Array x = as_f32(x_obj, "x");
+  const std::size_t image = std::size_t{in.height} * in.width * in.channels;
+  if (static_cast<std::size_t>(x.size()) < image) {
+    throw py::value_error("Model._profile: x holds fewer floats than one image");
+  }
+  std::vector<double> ns;
+  {
+    py::gil_scoped_release release;
+    ns = model.profile(x.data(), layout, runs, thread_cpu);
+  }
+  py::list out;
+  for (std::size_t i = 0; i < ns.size(); ++i) {
+    out.append(py::make_tuple(model.steps()[i].label, ns[i] / 1000.0));
+  }
+  return out;
+}
+
+py::list steps_list(const qbinfer::Model& model) {
+  const auto& values = model.file().values();
+  py::list steps;
+  for (const qbinfer::Step& s : model.steps()) {
+    py::dict d;
+    d["label"] = s.label;
+    d["kind"] = s.kind == qbinfer::StepKind::kOp          ? "op"
+                : s.kind == qbinfer::StepKind::kConvChain ? "conv_chain"
+                                                          : "epilogue_chain";
+    py::list members;
+    for (const std::uint32_t m : s.members) members.append(m);
+    d["ops"] = members;
+    d["output"] = value_shape(values[s.out]);
+    d["packed_bytes"] = s.packed.size();
+    d["inplace"] = s.inplace != qbinfer::kNoValue;
+    steps.append(d);
+  }
+  return steps;
 }
 
 py::array_t<float> run_model(qbinfer::Model& model, const py::object& x_obj,
@@ -350,9 +442,13 @@ and a planned activation arena.
 Model(path, threads=1): path is str, bytes or os.PathLike. Every header field, table,
 shape and op attribute is checked before use: a damaged or hostile file raises
 FormatError naming what is wrong and where; a missing file raises FileNotFoundError.
-threads (1..1024): images of a batch run concurrently on up to this many threads, each
-with its own arena; results do not depend on it.)doc")
-      .def(py::init(&open_model), py::arg("path"), py::arg("threads") = 1)
+threads (1..1024): a batch smaller than threads runs image by image with every heavy
+step split across the threads; a larger batch runs that many images at once, each in
+its own arena. Results do not depend on it. isa: None for the active ISA (QBINFER_ISA
+or the best this CPU runs), or one of supported_isas(). QBINFER_FUSION=0 in the
+environment turns load-time fusion off (for tests).)doc")
+      .def(py::init(&open_model), py::arg("path"), py::arg("threads") = 1,
+           py::arg("isa") = py::none())
       .def("run", &run_model, py::arg("x"), py::arg("layout") = "nchw",
            R"doc(Logits of a float32 batch: x is [N, C, H, W] (layout='nchw') or [N, H, W, C]
 (layout='nhwc'), already preprocessed; returns float32 [N, num_classes]. Raises
@@ -398,6 +494,24 @@ an empty batch. Non-contiguous input is copied. Releases the GIL.)doc")
       .def_property_readonly("weights_bytes", &Model::weights_bytes,
                              "Bytes of the tensors the graph uses.")
       .def_property_readonly("threads", &Model::threads)
+      .def_property_readonly("isa", [](const Model& md) { return qbinfer::isa_name(md.kernels().isa); },
+                             "The ISA whose kernels this model runs.")
+      .def_property_readonly("kernels", [](const Model& md) { return kernel_names(md.kernels()); },
+                             "Per kernel family, the entry it runs (a family without kernels "
+                             "for the ISA uses its scalar entry).")
+      .def_property_readonly("fused", &Model::fused,
+                             "Whether load-time fusion is on (QBINFER_FUSION=0 turns it off).")
+      .def_property_readonly("packed_bytes", &Model::packed_bytes,
+                             "Bytes of weights repacked at load for the kernels.")
+      .def("_profile", &profile_steps, py::arg("x"), py::arg("runs") = 20,
+           py::arg("layout") = "nchw", py::arg("thread_cpu") = false,
+           "Per step, (label, median microseconds) over `runs` runs of the first image of x "
+           "(as a batch of one runs, threads included): wall-clock, or the calling thread's "
+           "CPU time with thread_cpu. For profiling.")
+      .def("steps", &steps_list,
+           "The steps as they run, one dict each: label ('BCONV2D+ADD+PRELU+AFFINE'), kind "
+           "('op', 'conv_chain', 'epilogue_chain'), ops (file op indices, head first), output "
+           "(shape), packed_bytes, inplace.")
       .def_property_readonly("mapped", [](const Model& md) { return md.file().mapped(); },
                              "True when the file is memory-mapped (False: read into memory).");
 }
@@ -427,12 +541,62 @@ threshold and -0.0 pack as +1 and NaN packs as -1. Tail bits past C are 0.)doc")
         info["version"] = QBINFER_VERSION;
         info["compiler"] = compiler_id();
         info["target_arch"] = target_arch();
-        // Grows as ISA-specific kernels are added; run-time selection comes later.
-        info["compiled_isas"] = py::make_tuple("reference");
+        // compiled_isas: "reference" (the portable kernels, ISA "scalar") and the SIMD
+        // variants this build has; supported_isas: those this CPU and OS also run.
+        py::list supported;
+        for (qbinfer::Isa isa : qbinfer::supported_isas()) supported.append(qbinfer::isa_name(isa));
+#if defined(QBINFER_BENCH_X86_64)
+        info["compiled_isas"] = py::make_tuple("reference", "avx2", "avx512", "avx512_vpopcnt");
+#else
+        py::list compiled;
+        compiled.append("reference");
+        for (qbinfer::Isa isa : qbinfer::supported_isas()) {
+          if (isa != qbinfer::Isa::kScalar) compiled.append(qbinfer::isa_name(isa));
+        }
+        info["compiled_isas"] = py::tuple(compiled);
+#endif
+        info["supported_isas"] = py::tuple(supported);
+        info["avx512_vpopcntdq"] = qbinfer::cpu_has_avx512_vpopcntdq();
+        try {
+          const qbinfer::Isa isa = qbinfer::active_isa();
+          info["active_isa"] = qbinfer::isa_name(isa);
+          info["kernels"] = kernel_names(qbinfer::kernel_table_for(isa));
+        } catch (const std::runtime_error& e) {
+          info["active_isa"] = std::string("error: ") + e.what();
+        }
         info["bits_per_word"] = qbinfer::kBitsPerWord;
         return info;
       },
       "Describe how this extension was built: version, compiler, target, kernel ISAs.");
+
+  m.def(
+      "active_isa", [] { return qbinfer::isa_name(active_isa_or_raise()); },
+      "The ISA whose kernels models use: QBINFER_ISA if set (ValueError if this CPU or build "
+      "cannot run it), else the best supported one. Fixed for the process.");
+  m.def(
+      "supported_isas",
+      [] {
+        py::list names;
+        for (qbinfer::Isa isa : qbinfer::supported_isas()) names.append(qbinfer::isa_name(isa));
+        return names;
+      },
+      "ISAs this build has kernels for and this CPU runs, scalar first, best last.");
+  m.def(
+      "_pool_latency",
+      [](std::size_t threads, std::size_t iterations, std::size_t cold_iterations) {
+        qbinfer::PoolLatency l{};
+        {
+          py::gil_scoped_release release;
+          l = qbinfer::measure_pool_latency(threads, iterations, cold_iterations);
+        }
+        py::dict d;
+        d["hot_ns"] = l.hot_ns;
+        d["cold_ns"] = l.cold_ns;
+        return d;
+      },
+      py::arg("threads") = 2, py::arg("iterations") = 10000, py::arg("cold_iterations") = 50,
+      "Median round trip of an empty job on a fresh thread pool, in ns: hot (workers "
+      "spinning) and cold (workers parked). For the benchmarks.");
 
   register_exceptions(m);
   register_model(m);
@@ -447,4 +611,5 @@ threshold and -0.0 pack as +1 and NaN packs as -1. Tail bits past C are 0.)doc")
       "CRC-32 of the .qbw checksum (same as zlib.crc32); for tests.");
 
   qbinfer::register_kernel_testing(m);
+  qbinfer::register_kernel_bench(m);
 }

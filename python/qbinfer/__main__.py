@@ -21,9 +21,12 @@ def _cmd_version(args: argparse.Namespace) -> int:
             value = info[key]
             if isinstance(value, (tuple, list)):
                 value = ", ".join(value)
+            elif isinstance(value, dict):
+                value = ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
             print(f"  {key}: {value}")
     else:
         print(f"  compiled ISAs: {', '.join(info['compiled_isas'])} ({info['target_arch']})")
+        print(f"  active ISA: {info['active_isa']}")
     return 0
 
 

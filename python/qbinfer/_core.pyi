@@ -17,7 +17,18 @@ def bitpack(
     ValueError for a bad rank, zero channels or a threshold shape mismatch.
     """
 
-def build_info() -> dict[str, object]: ...
+def build_info() -> dict[str, object]:
+    """version, compiler, target_arch, compiled_isas, supported_isas, avx512_vpopcntdq,
+    active_isa (or "error: ..." for a bad QBINFER_ISA), kernels (family -> entry), bits_per_word."""
+
+def active_isa() -> str:
+    """The ISA models use: QBINFER_ISA if set (ValueError if unsupported), else the best one."""
+
+def supported_isas() -> list[str]:
+    """ISAs this build has kernels for and this CPU runs, "scalar" first, best last."""
+
+def _pool_latency(threads: int = 2, iterations: int = 10000, cold_iterations: int = 50) -> dict[str, float]:
+    """Median round trip of an empty job on a fresh thread pool (ns): hot_ns, cold_ns."""
 
 class Error(Exception):
     """Base of every error qbinfer raises about a file or an input."""
@@ -32,7 +43,7 @@ class DtypeError(Error, TypeError):
     """An input has the wrong dtype."""
 
 class Model:
-    def __init__(self, path: str, threads: int = 1) -> None: ...
+    def __init__(self, path: str, threads: int = 1, isa: Optional[str] = None) -> None: ...
     def run(self, x: npt.NDArray[np.float32], layout: str = "nchw") -> npt.NDArray[np.float32]: ...
     def ops(self) -> list[dict[str, object]]:
         """Per op: index, type, name, inputs (shapes), output (shape), output_dtype, params,
@@ -60,8 +71,43 @@ class Model:
     @property
     def threads(self) -> int: ...
     @property
+    def isa(self) -> str: ...
+    @property
+    def kernels(self) -> dict[str, str]:
+        """Per kernel family, the entry it runs."""
+    @property
+    def fused(self) -> bool:
+        """Whether load-time fusion is on (QBINFER_FUSION=0 turns it off)."""
+    @property
+    def packed_bytes(self) -> int: ...
+    def steps(self) -> list[dict[str, object]]:
+        """The steps as they run: label, kind, ops (file op indices), output, packed_bytes, inplace."""
+    def _profile(self, x: npt.NDArray[np.float32], runs: int = 20, layout: str = "nchw",
+                 thread_cpu: bool = False) -> list[tuple[str, float]]:
+        """Per step, (label, median microseconds) over `runs` runs of x[0]. For profiling."""
+    @property
     def mapped(self) -> bool:
         """True when the payload is memory-mapped (False: read into an aligned buffer)."""
 
 def _crc32(data: bytes, value: int = 0) -> int:
     """CRC-32 (IEEE) as the .qbw checksum computes it; equals zlib.crc32. For tests."""
+
+class _bench:
+    """Microbenchmark drivers (benchmarks/ only)."""
+
+    class KernelBench:
+        def __init__(self, family: str, isa: str, params: dict[str, int]) -> None: ...
+        def run(self, n: int = 1) -> None: ...
+        @property
+        def family(self) -> str: ...
+        @property
+        def entry(self) -> str: ...
+        @property
+        def binary_macs(self) -> float: ...
+        @property
+        def float_macs(self) -> float: ...
+        @property
+        def elements(self) -> float: ...
+
+    @staticmethod
+    def peak(isa: str, seconds: float = 0.3) -> dict[str, float]: ...

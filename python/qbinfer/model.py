@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -16,10 +16,11 @@ __all__ = ["Model", "load"]
 ImageLike = Any  # a path, a PIL image, or an H x W x 3 uint8 array
 
 
-def load(path: "str | os.PathLike[str]", threads: int = 1) -> "Model":
+def load(path: "str | os.PathLike[str]", threads: int = 1, isa: Optional[str] = None) -> "Model":
     """Load a .qbw file. Everything in it is validated before use; a damaged or hostile file
-    raises `qbinfer.FormatError` saying what is wrong and where."""
-    return Model(path, threads=threads)
+    raises `qbinfer.FormatError` saying what is wrong and where. `isa` picks the kernels (one of
+    `qbinfer._core.supported_isas()`); None means `QBINFER_ISA`, else the best this CPU runs."""
+    return Model(path, threads=threads, isa=isa)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -32,11 +33,11 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 class Model:
     """A loaded network. `run` takes preprocessed float32 batches; `predict` takes images."""
 
-    def __init__(self, path: "str | os.PathLike[str]", threads: int = 1):
+    def __init__(self, path: "str | os.PathLike[str]", threads: int = 1, isa: Optional[str] = None):
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
             raise TypeError(f"threads must be an int, got {type(threads).__name__}")
         self.path = os.fspath(path)
-        self._core = _core.Model(self.path, int(threads))
+        self._core = _core.Model(self.path, int(threads), isa)
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -75,6 +76,11 @@ class Model:
     @property
     def threads(self) -> int:
         return int(self._core.threads)
+
+    @property
+    def isa(self) -> str:
+        """The ISA whose kernels this model runs ("scalar", "avx2", "avx512", "neon")."""
+        return str(self._core.isa)
 
     # -- inference ----------------------------------------------------------------------
     def run(self, x: np.ndarray, layout: str = "nchw") -> np.ndarray:
@@ -137,4 +143,4 @@ class Model:
     def __repr__(self) -> str:
         h, w, c = self.input_shape
         return (f"<qbinfer.Model {self.name!r} input {h}x{w}x{c} classes {self.num_classes} "
-                f"threads {self.threads}>")
+                f"threads {self.threads} isa {self.isa}>")

@@ -16,6 +16,7 @@
 #include <cstddef>
 
 #include "qbinfer/bit_contract.h"
+#include "qbinfer/isa.h"
 
 namespace qbinfer {
 
@@ -32,5 +33,46 @@ struct BConvShape {
 
 void bconv2d_nhwc__reference(const BConvShape& shape, const BitWord* in, const BitWord* weight,
                              const float* scale, const float* bias, float* out);
+
+// The same oracle over output rows [y_begin, y_end) only (taps still read rows y-1 and y+1).
+void bconv2d_nhwc_rows__reference(const BConvShape& shape, const BitWord* in,
+                                  const BitWord* weight, const float* scale, const float* bias,
+                                  std::size_t y_begin, std::size_t y_end, float* out);
+
+// One ISA's binary conv, as the engine uses it: weights are repacked once at load into the
+// layout that ISA's kernels want, then any split of the output rows runs, from any threads.
+//
+//   packed_weight_bytes(shape)   size of the packed blob (a multiple of 64, > 0).
+//   pack_weight(shape, weight, packed)
+//                                weight in the file layout [Co][k][k][words] (tail bits 0);
+//                                packed is packed_weight_bytes(shape) bytes, 64-byte aligned.
+//                                The blob may hold more than the weights (e.g. the zero-padding
+//                                correction), so it depends on the whole shape, padding included,
+//                                except height: one blob serves every input size.
+//   run_rows(shape, in, packed, scale, bias, y_begin, y_end, out)
+//                                writes output rows [y_begin, y_end) (0 <= y_begin <= y_end <=
+//                                height) of the image: in and out are the whole image's bases
+//                                (in: height*width*words words; out: height*width*Co floats), and
+//                                only out[y_begin*width*Co, y_end*width*Co) is written. Reads
+//                                input rows y_begin-1 .. y_end (clipped to the image) and nothing
+//                                past the image. Pure: no state, no allocation, so disjoint row
+//                                ranges may run concurrently. Bit-identical to the reference.
+struct BConvKernels {
+  const char* isa;  // "scalar", "avx2", "avx512", "avx512_vpopcnt", ...
+  std::size_t (*packed_weight_bytes)(const BConvShape& shape);
+  void (*pack_weight)(const BConvShape& shape, const BitWord* weight, void* packed);
+  void (*run_rows)(const BConvShape& shape, const BitWord* in, const void* packed,
+                   const float* scale, const float* bias, std::size_t y_begin, std::size_t y_end,
+                   float* out);
+};
+
+// The best binary conv of `isa` that this build has and this CPU runs (for kAvx512, the
+// VPOPCNTDQ variant when the CPU has it), or nullptr. kScalar is always there: the reference
+// kernel with the file layout as its packed layout (pack_weight copies).
+const BConvKernels* bconv_kernels_for(Isa isa);
+
+// Every variant this build has and this CPU runs, scalar first: what tests and benchmarks
+// iterate over, so that no compiled variant goes untested.
+const BConvKernels* const* bconv_kernel_variants(std::size_t* count);
 
 }  // namespace qbinfer

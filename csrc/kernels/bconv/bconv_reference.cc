@@ -44,6 +44,13 @@ int popcount_row(const BitWord* w, std::size_t words) {
 
 void bconv2d_nhwc__reference(const BConvShape& shape, const BitWord* in, const BitWord* weight,
                              const float* scale, const float* bias, float* out) {
+  bconv2d_nhwc_rows__reference(shape, in, weight, scale, bias, 0, shape.height, out);
+}
+
+void bconv2d_nhwc_rows__reference(const BConvShape& shape, const BitWord* in,
+                                  const BitWord* weight, const float* scale, const float* bias,
+                                  std::size_t y_begin, std::size_t y_end, float* out) {
+  assert(y_begin <= y_end && y_end <= shape.height);
   assert(shape.kernel == 1 || shape.kernel == 3);
   assert(shape.in_channels > 0 && shape.out_channels > 0);
   assert(shape.padding == BinaryPadding::kZero || shape.padding == BinaryPadding::kOne);
@@ -59,7 +66,8 @@ void bconv2d_nhwc__reference(const BConvShape& shape, const BitWord* in, const B
   const std::ptrdiff_t pad = k / 2;
   const bool one_padding = shape.padding == BinaryPadding::kOne;
 
-  for (std::ptrdiff_t y = 0; y < height; ++y) {
+  for (std::ptrdiff_t y = static_cast<std::ptrdiff_t>(y_begin);
+       y < static_cast<std::ptrdiff_t>(y_end); ++y) {
     for (std::ptrdiff_t x = 0; x < width; ++x) {
       float* out_px = out + (y * width + x) * static_cast<std::ptrdiff_t>(shape.out_channels);
       for (std::size_t o = 0; o < shape.out_channels; ++o) {

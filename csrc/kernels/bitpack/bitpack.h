@@ -12,6 +12,7 @@
 #include <cstddef>
 
 #include "qbinfer/bit_contract.h"
+#include "qbinfer/isa.h"
 
 namespace qbinfer {
 
@@ -19,5 +20,16 @@ namespace qbinfer {
 // tested bit-exact against it.
 void bitpack_f32_nhwc__reference(const float* x, std::size_t pixels, std::size_t channels,
                                  const float* thresholds, BitWord* out);
+
+// One ISA's bitpacking; f32_nhwc has the contract above and is bit-identical to the reference.
+struct BitpackKernels {
+  const char* isa;  // "scalar", "avx2", "avx512", ...
+  void (*f32_nhwc)(const float* x, std::size_t pixels, std::size_t channels,
+                   const float* thresholds, BitWord* out);
+};
+
+// The bitpacking of `isa` if this build has it and this CPU runs it, else nullptr. kScalar is
+// always there (the reference).
+const BitpackKernels* bitpack_kernels_for(Isa isa);
 
 }  // namespace qbinfer

@@ -4,9 +4,19 @@
 //   bias    out_channels floats (never null; zeros when the model has none).
 //   out     out_height * out_width * out_channels floats, then max(0, .) when relu.
 //   out_h = (in_h + pad_top + pad_bottom - kernel_h) / stride_h + 1.
+//
+// Exact numerics (shared by every variant, so all are bit-identical to the reference): per
+// output value, acc = 0.0f, then for ky, kx, c in that order, over the taps inside the image only
+// (a tap in the padding is skipped, not added as 0 * w): acc = acc + (in * w), a rounded
+// multiply then a rounded add, never an FMA; then y = acc + bias[o]; out = relu && y < 0 ? 0 : y
+// (NaN propagates). SIMD variants vectorize over output channels, one lane per channel, which
+// keeps that order whatever the vector width. (The stem feeds every sign in the network: an ISA
+// dependent rounding here could flip one.)
 #pragma once
 
 #include <cstddef>
+
+#include "qbinfer/isa.h"
 
 namespace qbinfer {
 
@@ -20,5 +30,34 @@ struct Conv2DShape {
 
 void conv2d_f32_nhwc__reference(const Conv2DShape& shape, const float* in, const float* weight,
                                 const float* bias, bool relu, float* out);
+
+// The same oracle over output rows [y_begin, y_end) only.
+void conv2d_f32_nhwc_rows__reference(const Conv2DShape& shape, const float* in,
+                                     const float* weight, const float* bias, bool relu,
+                                     std::size_t y_begin, std::size_t y_end, float* out);
+
+// One ISA's dense conv: weights repacked once at load, then any split of output rows.
+//   packed_bytes(shape)          size of the packed blob (a multiple of 64, > 0); depends on
+//                                out_channels, kernel and in_channels only.
+//   pack(shape, weight, packed)  weight in the file layout [Co][kh][kw][Ci]; packed 64-byte
+//                                aligned. (SIMD variants store [kh][kw][Ci][Co rounded up to
+//                                their vector width], zero-filled.) Bit-identical to the
+//                                reference.
+//   run_rows(shape, in, packed, bias, relu, y_begin, y_end, out)
+//                                writes output rows [y_begin, y_end) of the image (in and out
+//                                are the whole image's bases); reads nothing past the input.
+//                                Pure: disjoint row ranges may run concurrently.
+struct Conv2DKernels {
+  const char* isa;  // "scalar", "avx2", "avx512"
+  std::size_t (*packed_bytes)(const Conv2DShape& shape);
+  void (*pack)(const Conv2DShape& shape, const float* weight, void* packed);
+  void (*run_rows)(const Conv2DShape& shape, const float* in, const void* packed,
+                   const float* bias, bool relu, std::size_t y_begin, std::size_t y_end,
+                   float* out);
+};
+
+// The dense conv of `isa` if this build has it and this CPU runs it, else nullptr. kScalar is
+// always there: the reference with the file layout as its packed layout (pack copies).
+const Conv2DKernels* conv2d_kernels_for(Isa isa);
 
 }  // namespace qbinfer

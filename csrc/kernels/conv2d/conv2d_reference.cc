@@ -7,8 +7,9 @@
 
 namespace qbinfer {
 
-void conv2d_f32_nhwc__reference(const Conv2DShape& shape, const float* in, const float* weight,
-                                const float* bias, bool relu, float* out) {
+void conv2d_f32_nhwc_rows__reference(const Conv2DShape& shape, const float* in,
+                                     const float* weight, const float* bias, bool relu,
+                                     std::size_t y_begin, std::size_t y_end, float* out) {
   assert(shape.in_channels > 0 && shape.out_channels > 0);
   assert(shape.kernel_h > 0 && shape.kernel_w > 0 && shape.stride_h > 0 && shape.stride_w > 0);
   [[maybe_unused]] const std::size_t padded_h = shape.in_height + shape.pad_top + shape.pad_bottom;
@@ -17,10 +18,12 @@ void conv2d_f32_nhwc__reference(const Conv2DShape& shape, const float* in, const
   assert(shape.out_height == (padded_h - shape.kernel_h) / shape.stride_h + 1);
   assert(shape.out_width == (padded_w - shape.kernel_w) / shape.stride_w + 1);
 
+  assert(y_begin <= y_end && y_end <= shape.out_height);
+
   const std::ptrdiff_t height = static_cast<std::ptrdiff_t>(shape.in_height);
   const std::ptrdiff_t width = static_cast<std::ptrdiff_t>(shape.in_width);
   const std::size_t ci = shape.in_channels;
-  for (std::size_t oy = 0; oy < shape.out_height; ++oy) {
+  for (std::size_t oy = y_begin; oy < y_end; ++oy) {
     for (std::size_t ox = 0; ox < shape.out_width; ++ox) {
       const std::ptrdiff_t y0 = static_cast<std::ptrdiff_t>(oy * shape.stride_h) -
                                 static_cast<std::ptrdiff_t>(shape.pad_top);
@@ -51,6 +54,11 @@ void conv2d_f32_nhwc__reference(const Conv2DShape& shape, const float* in, const
       }
     }
   }
+}
+
+void conv2d_f32_nhwc__reference(const Conv2DShape& shape, const float* in, const float* weight,
+                                const float* bias, bool relu, float* out) {
+  conv2d_f32_nhwc_rows__reference(shape, in, weight, bias, relu, 0, shape.out_height, out);
 }
 
 }  // namespace qbinfer

@@ -9,10 +9,24 @@
 //             channels, the order of the model's concat). out_h = ceil(in_h / stride_h).
 //   epilogue  out = conv * scale[oc] + bias[oc] (BN folded), in that order.
 // Strides (1,1), (2,2), (2,1), (1,2).
+//
+// Exact numerics (what makes every ISA variant bit-identical to the reference):
+//   f32   u = in + pre_bias[c] (one rounded add; u = in when pre_bias is null);
+//         acc = 0.0f, then for ky = 0..2, kx = 0..2 (ky-major), for each tap inside the image
+//         only: acc = acc + (u * w[ky*3+kx]) (a rounded multiply, then a rounded add, never an
+//         FMA); a tap in the padding is skipped, not added as 0 * w (which would be NaN for an
+//         infinite w). Then out = (acc * scale[oc]) + bias[oc], two rounded operations.
+//         Every variant follows this order per output value, so results are bit-identical
+//         (NaN payloads aside).
+//   INT8  qu = quantize(u) as below; acc = exact int32 sum over the in-image taps of qu * w;
+//         out = ((float(acc) * (input_scale * weight_scale[oc])) * scale[oc]) + bias[oc],
+//         each a rounded f32 operation in that order. Bit-identical across variants.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+
+#include "qbinfer/isa.h"
 
 namespace qbinfer {
 
@@ -32,6 +46,17 @@ void dwconv3x3_f32_nhwc__reference(const DWConvShape& shape, const float* in, co
                                    const float* weight, const float* scale, const float* bias,
                                    float* out);
 
+// The same oracles over output rows [y_begin, y_end) only (in/q_in and out the whole image's
+// bases); the INT8 one reads codes quantized by dwconv_quantize_input__reference.
+void dwconv3x3_f32_nhwc_rows__reference(const DWConvShape& shape, const float* in,
+                                        const float* pre_bias, const float* weight,
+                                        const float* scale, const float* bias, std::size_t y_begin,
+                                        std::size_t y_end, float* out);
+void dwconv3x3_qs8_nhwc_rows__reference(const DWConvShape& shape, const std::int8_t* q_in,
+                                        const std::int8_t* weight, const float* weight_scale,
+                                        float input_scale, const float* scale, const float* bias,
+                                        std::size_t y_begin, std::size_t y_end, float* out);
+
 // Largest |in + pre_bias| over the image (NaN values are ignored): the dynamic INT8 input
 // scale is that / 127, see dwconv_dynamic_input_scale.
 float dwconv_input_absmax__reference(const float* in, const float* pre_bias, std::size_t pixels,
@@ -45,6 +70,11 @@ inline float dwconv_dynamic_input_scale(float absmax) {
   return s > 0.0f ? s : 1.0f;
 }
 
+// u = in + pre_bias quantized: q = clamp(nearbyint(u / input_scale), -127, 127) (f32 division,
+// round half to even, clamp in float), a NaN u giving 0. pixels * channels values.
+void dwconv_quantize_input__reference(const float* in, const float* pre_bias, std::size_t pixels,
+                                      std::size_t channels, float input_scale, std::int8_t* q);
+
 // INT8: u = in + pre_bias is quantized as qu = clamp(nearbyint(u / input_scale), -127, 127)
 // (f32 division, round half to even) into `scratch` (in_height * in_width * channels bytes),
 // weights are int8 with a per-output-channel scale, the dot is exact in int32 and
@@ -54,5 +84,53 @@ void dwconv3x3_qs8_nhwc__reference(const DWConvShape& shape, const float* in, co
                                    float input_scale, const std::int8_t* weight,
                                    const float* weight_scale, const float* scale, const float* bias,
                                    std::int8_t* scratch, float* out);
+
+// One ISA's depthwise convs, as the engine uses them: weights are repacked once at load into
+// the layout that ISA's kernels want, then any split of the output rows runs, from any threads.
+//
+//   packed_f32_bytes(shape) / packed_qs8_bytes(shape)
+//        size of the packed weight blob (a multiple of 64, > 0). Depends on channels and
+//        multiplier only: one blob serves every input size and stride.
+//   pack_f32(shape, weight, packed) / pack_qs8(shape, weight, packed)
+//        weight in the file layout [multiplier * channels][9] (f32, or int8 in [-127, 127]);
+//        packed is the blob, 64-byte aligned. (SIMD variants store [multiplier][channel
+//        block][9][vector width], zero-filled: channel padding lives in the blob, never in the
+//        activations.)
+//   run_rows_f32(shape, in, pre_bias, packed, scale, bias, y_begin, y_end, out)
+//        writes output rows [y_begin, y_end) (0 <= y_begin <= y_end <= out_height): in and out
+//        are the whole image's bases; only out rows [y_begin, y_end) are written and only the
+//        input rows they need are read, nothing past the image.
+//   input_absmax(in, pre_bias, pixels, channels)
+//        as dwconv_input_absmax__reference (exact: a max, so bit-identical).
+//   quantize_input(in, pre_bias, pixels, channels, input_scale, q)
+//        as dwconv_quantize_input__reference, bit-identical. Element-wise: a caller may split
+//        the pixels (offsetting in and q by p0 * channels).
+//   run_rows_qs8(shape, q_in, packed, weight_scale, input_scale, scale, bias, y_begin, y_end,
+//                out)
+//        the INT8 conv of the quantized image q_in (in_height * in_width * channels codes),
+//        rows as run_rows_f32.
+// All functions are pure (no state, no allocation): disjoint row ranges may run concurrently.
+struct DWConvKernels {
+  const char* isa;  // "scalar", "avx2", "avx512"
+  std::size_t (*packed_f32_bytes)(const DWConvShape& shape);
+  void (*pack_f32)(const DWConvShape& shape, const float* weight, void* packed);
+  void (*run_rows_f32)(const DWConvShape& shape, const float* in, const float* pre_bias,
+                       const void* packed, const float* scale, const float* bias,
+                       std::size_t y_begin, std::size_t y_end, float* out);
+  float (*input_absmax)(const float* in, const float* pre_bias, std::size_t pixels,
+                        std::size_t channels);
+  void (*quantize_input)(const float* in, const float* pre_bias, std::size_t pixels,
+                         std::size_t channels, float input_scale, std::int8_t* q);
+  std::size_t (*packed_qs8_bytes)(const DWConvShape& shape);
+  void (*pack_qs8)(const DWConvShape& shape, const std::int8_t* weight, void* packed);
+  void (*run_rows_qs8)(const DWConvShape& shape, const std::int8_t* q_in, const void* packed,
+                       const float* weight_scale, float input_scale, const float* scale,
+                       const float* bias, std::size_t y_begin, std::size_t y_end, float* out);
+};
+
+// The depthwise kernels of `isa` if this build has them and this CPU runs them, else nullptr.
+// kScalar is always there: the reference, whose packed layouts are the file layouts
+// (pack_f32 / pack_qs8 copy, so passing the file's weights as `packed` also works for it).
+const DWConvKernels* dwconv_kernels_for(Isa isa);
 
 }  // namespace qbinfer

@@ -41,13 +41,15 @@ void for_each_tap(const DWConvShape& s, std::size_t oy, std::size_t ox, Tap&& ta
 
 }  // namespace
 
-void dwconv3x3_f32_nhwc__reference(const DWConvShape& shape, const float* in, const float* pre_bias,
-                                   const float* weight, const float* scale, const float* bias,
-                                   float* out) {
+void dwconv3x3_f32_nhwc_rows__reference(const DWConvShape& shape, const float* in,
+                                        const float* pre_bias, const float* weight,
+                                        const float* scale, const float* bias, std::size_t y_begin,
+                                        std::size_t y_end, float* out) {
   assert_shape(shape);
+  assert(y_begin <= y_end && y_end <= shape.out_height);
   const std::size_t channels = shape.channels;
   const std::size_t out_channels = shape.multiplier * channels;
-  for (std::size_t oy = 0; oy < shape.out_height; ++oy) {
+  for (std::size_t oy = y_begin; oy < y_end; ++oy) {
     for (std::size_t ox = 0; ox < shape.out_width; ++ox) {
       float* out_px = out + (oy * shape.out_width + ox) * out_channels;
       for (std::size_t oc = 0; oc < out_channels; ++oc) {
@@ -58,7 +60,7 @@ void dwconv3x3_f32_nhwc__reference(const DWConvShape& shape, const float* in, co
         for_each_tap(shape, oy, ox, [&](std::size_t offset, std::size_t t) {
           // u is rounded before the product, as the model materialises x + beta. One
           // operation per statement so clang does not fuse the sum into an FMA.
-          const float u = in[offset + c] + b;
+          const float u = pre_bias != nullptr ? in[offset + c] + b : in[offset + c];
           const float product = u * w[t];
           acc += product;
         });
@@ -68,6 +70,13 @@ void dwconv3x3_f32_nhwc__reference(const DWConvShape& shape, const float* in, co
       }
     }
   }
+}
+
+void dwconv3x3_f32_nhwc__reference(const DWConvShape& shape, const float* in, const float* pre_bias,
+                                   const float* weight, const float* scale, const float* bias,
+                                   float* out) {
+  dwconv3x3_f32_nhwc_rows__reference(shape, in, pre_bias, weight, scale, bias, 0,
+                                     shape.out_height, out);
 }
 
 float dwconv_input_absmax__reference(const float* in, const float* pre_bias, std::size_t pixels,
@@ -84,31 +93,34 @@ float dwconv_input_absmax__reference(const float* in, const float* pre_bias, std
   return absmax;
 }
 
-void dwconv3x3_qs8_nhwc__reference(const DWConvShape& shape, const float* in, const float* pre_bias,
-                                   float input_scale, const std::int8_t* weight,
-                                   const float* weight_scale, const float* scale, const float* bias,
-                                   std::int8_t* scratch, float* out) {
-  assert_shape(shape);
-  assert(input_scale > 0.0f);
-  const std::size_t channels = shape.channels;
-  const std::size_t out_channels = shape.multiplier * channels;
-
-  const std::size_t pixels = shape.in_height * shape.in_width;
+void dwconv_quantize_input__reference(const float* in, const float* pre_bias, std::size_t pixels,
+                                      std::size_t channels, float input_scale, std::int8_t* q) {
+  assert(channels > 0 && input_scale > 0.0f);
   for (std::size_t p = 0; p < pixels; ++p) {
     for (std::size_t c = 0; c < channels; ++c) {
       const float u = in[p * channels + c] + (pre_bias != nullptr ? pre_bias[c] : 0.0f);
       // nearbyint honours the current rounding mode, which is round-half-to-even unless
       // someone changed it; the clamp runs in float so huge quotients saturate.
-      float q = std::nearbyint(u / input_scale);
-      q = q > 127.0f ? 127.0f : q;
-      q = q < -127.0f ? -127.0f : q;
+      float v = std::nearbyint(u / input_scale);
+      v = v > 127.0f ? 127.0f : v;
+      v = v < -127.0f ? -127.0f : v;
       // NaN passes both clamps and its conversion to int8 would be undefined behaviour.
-      if (std::isnan(q)) q = 0.0f;
-      scratch[p * channels + c] = static_cast<std::int8_t>(q);
+      if (std::isnan(v)) v = 0.0f;
+      q[p * channels + c] = static_cast<std::int8_t>(v);
     }
   }
+}
 
-  for (std::size_t oy = 0; oy < shape.out_height; ++oy) {
+void dwconv3x3_qs8_nhwc_rows__reference(const DWConvShape& shape, const std::int8_t* q_in,
+                                        const std::int8_t* weight, const float* weight_scale,
+                                        float input_scale, const float* scale, const float* bias,
+                                        std::size_t y_begin, std::size_t y_end, float* out) {
+  assert_shape(shape);
+  assert(input_scale > 0.0f);
+  assert(y_begin <= y_end && y_end <= shape.out_height);
+  const std::size_t channels = shape.channels;
+  const std::size_t out_channels = shape.multiplier * channels;
+  for (std::size_t oy = y_begin; oy < y_end; ++oy) {
     for (std::size_t ox = 0; ox < shape.out_width; ++ox) {
       float* out_px = out + (oy * shape.out_width + ox) * out_channels;
       for (std::size_t oc = 0; oc < out_channels; ++oc) {
@@ -116,7 +128,7 @@ void dwconv3x3_qs8_nhwc__reference(const DWConvShape& shape, const float* in, co
         const std::int8_t* w = weight + oc * 9;
         std::int32_t acc = 0;
         for_each_tap(shape, oy, ox, [&](std::size_t offset, std::size_t t) {
-          acc += static_cast<std::int32_t>(scratch[offset + c]) * static_cast<std::int32_t>(w[t]);
+          acc += static_cast<std::int32_t>(q_in[offset + c]) * static_cast<std::int32_t>(w[t]);
         });
         const float requant = input_scale * weight_scale[oc];
         const float dequant = static_cast<float>(acc) * requant;
@@ -125,6 +137,16 @@ void dwconv3x3_qs8_nhwc__reference(const DWConvShape& shape, const float* in, co
       }
     }
   }
+}
+
+void dwconv3x3_qs8_nhwc__reference(const DWConvShape& shape, const float* in, const float* pre_bias,
+                                   float input_scale, const std::int8_t* weight,
+                                   const float* weight_scale, const float* scale, const float* bias,
+                                   std::int8_t* scratch, float* out) {
+  dwconv_quantize_input__reference(in, pre_bias, shape.in_height * shape.in_width,
+                                   shape.channels, input_scale, scratch);
+  dwconv3x3_qs8_nhwc_rows__reference(shape, scratch, weight, weight_scale, input_scale, scale,
+                                     bias, 0, shape.out_height, out);
 }
 
 }  // namespace qbinfer

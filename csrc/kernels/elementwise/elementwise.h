@@ -4,6 +4,8 @@
 
 #include <cstddef>
 
+#include "qbinfer/isa.h"
+
 namespace qbinfer {
 
 // out = in * scale[c] + bias[c]
@@ -21,5 +23,26 @@ void add_f32__reference(const float* a, const float* b, std::size_t n, float* ou
 // out = in * s[c] (SE scaling)
 void mul_channel_f32__reference(const float* in, std::size_t pixels, std::size_t channels,
                                 const float* s, float* out);
+
+// One ISA's element-wise kernels, each with the contract of its reference above. affine,
+// prelu, relu, add and mul_channel are single rounded operations per element (affine: a
+// multiply then an add, no FMA), so every variant is bit-identical to the reference (NaN
+// payloads aside); sigmoid calls the C library's exp in every variant.
+struct ElementwiseKernels {
+  const char* isa;  // "scalar", "avx2", "avx512"
+  void (*affine)(const float* in, std::size_t pixels, std::size_t channels, const float* scale,
+                 const float* bias, float* out);
+  void (*prelu)(const float* in, std::size_t pixels, std::size_t channels, const float* slope,
+                float* out);
+  void (*relu)(const float* in, std::size_t n, float* out);
+  void (*sigmoid)(const float* in, std::size_t n, float* out);
+  void (*add)(const float* a, const float* b, std::size_t n, float* out);
+  void (*mul_channel)(const float* in, std::size_t pixels, std::size_t channels, const float* s,
+                      float* out);
+};
+
+// The element-wise kernels of `isa` if this build has them and this CPU runs them, else
+// nullptr. kScalar is always there (the references).
+const ElementwiseKernels* elementwise_kernels_for(Isa isa);
 
 }  // namespace qbinfer

@@ -3,6 +3,8 @@
 
 #include <cstddef>
 
+#include "qbinfer/isa.h"
+
 namespace qbinfer {
 
 // Average pool, no padding, ceil mode: out_h = ceil((in_h - kernel_h) / stride_h) + 1 (and the
@@ -14,6 +16,9 @@ struct AvgPoolShape {
   std::size_t out_height, out_width;
 };
 void avgpool_f32_nhwc__reference(const AvgPoolShape& shape, const float* in, float* out);
+// The same over output rows [y_begin, y_end) only (in and out the whole image's bases).
+void avgpool_f32_nhwc_rows__reference(const AvgPoolShape& shape, const float* in,
+                                      std::size_t y_begin, std::size_t y_end, float* out);
 
 // Mean over all pixels: out has `channels` floats.
 void global_avgpool_f32_nhwc__reference(const float* in, std::size_t pixels, std::size_t channels,
@@ -23,5 +28,23 @@ void global_avgpool_f32_nhwc__reference(const float* in, std::size_t pixels, std
 // every input, in order. The inputs may alias each other (a channel repeat), never `out`.
 void concat_channels_f32__reference(const float* const* inputs, const std::size_t* channels,
                                     std::size_t n_inputs, std::size_t pixels, float* out);
+
+// Numerics: every window sums its pixels rows then columns, in order, in f32, from 0.0f, then
+// divides by the pixel count (one rounded division); the global pool sums pixels in order and
+// divides by `pixels`. SIMD variants vectorize over channels and keep that order per channel,
+// so all pools are bit-identical to the reference. concat is a copy.
+struct PoolKernels {
+  const char* isa;  // "scalar", "avx2", "avx512"
+  void (*avgpool)(const AvgPoolShape& shape, const float* in, float* out);
+  void (*global_avgpool)(const float* in, std::size_t pixels, std::size_t channels, float* out);
+  void (*concat)(const float* const* inputs, const std::size_t* channels, std::size_t n_inputs,
+                 std::size_t pixels, float* out);
+  void (*avgpool_rows)(const AvgPoolShape& shape, const float* in, std::size_t y_begin,
+                       std::size_t y_end, float* out);
+};
+
+// The pool kernels of `isa` if this build has them and this CPU runs them, else nullptr.
+// kScalar is always there (the references).
+const PoolKernels* pool_kernels_for(Isa isa);
 
 }  // namespace qbinfer

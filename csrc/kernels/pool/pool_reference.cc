@@ -9,7 +9,8 @@
 
 namespace qbinfer {
 
-void avgpool_f32_nhwc__reference(const AvgPoolShape& shape, const float* in, float* out) {
+void avgpool_f32_nhwc_rows__reference(const AvgPoolShape& shape, const float* in,
+                                      std::size_t y_begin, std::size_t y_end, float* out) {
   assert(shape.channels > 0 && shape.kernel_h > 0 && shape.kernel_w > 0);
   assert(shape.stride_h > 0 && shape.stride_w > 0);
   assert(shape.in_height >= shape.kernel_h && shape.in_width >= shape.kernel_w);
@@ -22,8 +23,10 @@ void avgpool_f32_nhwc__reference(const AvgPoolShape& shape, const float* in, flo
   assert((shape.out_height - 1) * shape.stride_h < shape.in_height);
   assert((shape.out_width - 1) * shape.stride_w < shape.in_width);
 
+  assert(y_begin <= y_end && y_end <= shape.out_height);
+
   const std::size_t channels = shape.channels;
-  for (std::size_t oy = 0; oy < shape.out_height; ++oy) {
+  for (std::size_t oy = y_begin; oy < y_end; ++oy) {
     const std::size_t y0 = oy * shape.stride_h;
     const std::size_t y1 = std::min(y0 + shape.kernel_h, shape.in_height);
     for (std::size_t ox = 0; ox < shape.out_width; ++ox) {
@@ -40,6 +43,10 @@ void avgpool_f32_nhwc__reference(const AvgPoolShape& shape, const float* in, flo
       }
     }
   }
+}
+
+void avgpool_f32_nhwc__reference(const AvgPoolShape& shape, const float* in, float* out) {
+  avgpool_f32_nhwc_rows__reference(shape, in, 0, shape.out_height, out);
 }
 
 void global_avgpool_f32_nhwc__reference(const float* in, std::size_t pixels, std::size_t channels,

@@ -1,0 +1,107 @@
+// A persistent pool for intra-op parallelism: the caller and `threads - 1` workers run one
+// job at a time, each on its own index. Hand-off costs microseconds, not a system call:
+//
+//   - the caller publishes a job by bumping an atomic generation counter; a worker that is
+//     spinning on it (it spins for `spin_us` after its last job) starts at once;
+//   - a worker that has spun that long parks on a futex (Linux; a condition variable
+//     elsewhere) and the caller wakes it only when some worker is parked;
+//   - completion is an atomic countdown the caller spins on (then parks on too).
+//
+// Every worker takes part in every job, so a job's split depends only on the pool size and
+// each output element is computed by exactly one participant with the same code. Nothing is
+// allocated per job: the job is a function pointer and a context pointer.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace qbinfer {
+
+class ThreadPool {
+ public:
+  using Fn = void (*)(void* ctx, std::size_t participant, std::size_t participants);
+
+  // threads >= 1 participants (threads - 1 workers are started now). spin_us < 0: the
+  // default (QBINFER_SPIN_US, else kDefaultSpinUs).
+  explicit ThreadPool(std::size_t threads, int spin_us = -1);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  std::size_t size() const { return workers_.size() + 1; }
+
+  // Runs fn(ctx, i, size()) for every i in [0, size()): 0 on the calling thread. Returns when
+  // all have returned. Not reentrant: one job at a time (the Model serializes runs).
+  void run(Fn fn, void* ctx);
+
+  // Splits [0, n) into size() contiguous ranges, the same way every time, and runs
+  // body(begin, end) on each non-empty one. With size() == 1 or n <= 1 it is a plain call.
+  template <class Body>
+  void parallel_for(std::size_t n, Body&& body) {
+    if (size() == 1 || n <= 1) {
+      if (n > 0) body(std::size_t{0}, n);
+      return;
+    }
+    struct Closure {
+      std::remove_reference_t<Body>* body;
+      std::size_t n;
+    } closure{&body, n};
+    run(
+        [](void* c, std::size_t i, std::size_t parts) {
+          auto& cl = *static_cast<Closure*>(c);
+          const std::size_t begin = range_begin(cl.n, i, parts);
+          const std::size_t end = range_begin(cl.n, i + 1, parts);
+          if (begin < end) (*cl.body)(begin, end);
+        },
+        &closure);
+  }
+
+  // The first index of part i when [0, n) is cut into `parts` near-equal contiguous pieces.
+  static std::size_t range_begin(std::size_t n, std::size_t i, std::size_t parts) {
+    // n counts rows, pixels or channels (< 2^40) and i <= parts <= 1024: no overflow.
+    return static_cast<std::size_t>(static_cast<std::uint64_t>(n) * i / parts);
+  }
+
+  static constexpr int kDefaultSpinUs = 50;
+
+ private:
+  void worker_loop(std::size_t id);
+  void wait_generation(std::uint32_t seen);
+  void wait_done();
+
+  std::vector<std::thread> workers_;
+  int spin_us_;
+  long owner_pid_ = 0;  // a forked child has no workers: it runs every part itself
+
+  // The job, published by the release increment of generation_.
+  Fn fn_ = nullptr;
+  void* ctx_ = nullptr;
+
+  alignas(64) std::atomic<std::uint32_t> generation_{0};
+  std::atomic<std::uint32_t> parked_workers_{0};
+  std::atomic<bool> stop_{false};
+  alignas(64) std::atomic<std::uint32_t> pending_{0};
+  std::atomic<std::uint32_t> caller_parked_{0};
+
+  // Fallback parking (non-Linux).
+  std::mutex park_mutex_;
+  std::condition_variable park_cv_;
+};
+
+// Round-trip latency of an empty job on a pool of `threads`, in nanoseconds: the median over
+// `iterations` back-to-back jobs (workers spinning), and over `cold_iterations` jobs issued
+// after the workers have parked (sleep past the spin window first). For the benchmarks.
+struct PoolLatency {
+  double hot_ns;
+  double cold_ns;
+};
+PoolLatency measure_pool_latency(std::size_t threads, std::size_t iterations,
+                                 std::size_t cold_iterations);
+
+}  // namespace qbinfer

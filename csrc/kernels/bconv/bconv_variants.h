@@ -1,0 +1,16 @@
+// The ISA variants of the binary conv, one entry per file (bconv_<isa>.cc), for the selector
+// in bconv_kernels.cc only. QBINFER_X86_64_KERNELS is defined by CMakeLists.txt exactly when
+// it compiles the x86-64 files.
+#pragma once
+
+#include "kernels/bconv/bconv.h"
+
+namespace qbinfer {
+
+#if defined(QBINFER_X86_64_KERNELS)
+extern const BConvKernels kBConvKernels__avx2;
+extern const BConvKernels kBConvKernels__avx512;
+extern const BConvKernels kBConvKernels__avx512_vpopcnt;
+#endif
+
+}  // namespace qbinfer

@@ -1,0 +1,58 @@
+// Bitpacking for AVX-512 F: bitpack_f32_nhwc_16c__avx512. One VCMPPS (GE, ordered, quiet)
+// per 16 channels gives the "x >= t" mask directly; the bit is its complement. Ordered
+// compares are false for NaN on either side and IEEE compares -0.0 >= 0.0 true, which is
+// exactly pack_bit (bit_contract.h). A channel tail uses masked loads (nothing past the row is
+// read) and the complement is masked to the valid channels, so tail bits stay 0.
+// GCC 12 reports the _mm512_undefined_* source inside many AVX-512 intrinsics as "(may be)
+// used uninitialized" (GCC bug 105593, fixed in 13); the pragmas must precede the header to
+// reach the inlined header code.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cassert>
+#include <cstdint>
+
+#include "kernels/bitpack/bitpack_variants.h"
+
+namespace qbinfer {
+namespace {
+
+// Bits for channels [0, n) of one 16-channel block, n in 1..16.
+inline std::uint64_t pack16(const float* x, const float* t, unsigned n) {
+  const auto valid = static_cast<__mmask16>(n >= 16 ? 0xffffu : (1u << n) - 1);
+  const __m512 xv = _mm512_maskz_loadu_ps(valid, x);
+  const __m512 tv = t != nullptr ? _mm512_maskz_loadu_ps(valid, t) : _mm512_setzero_ps();
+  const __mmask16 ge = _mm512_cmp_ps_mask(xv, tv, _CMP_GE_OQ);
+  return static_cast<std::uint64_t>(static_cast<unsigned>(~ge & valid) & 0xffffu);
+}
+
+void bitpack_f32_nhwc_16c__avx512(const float* x, std::size_t pixels, std::size_t channels,
+                                  const float* thresholds, BitWord* out) {
+  assert(channels > 0);
+  const std::size_t words = words_for_channels(channels);
+  for (std::size_t p = 0; p < pixels; ++p) {
+    const float* row = x + p * channels;
+    BitWord* out_row = out + p * words;
+    for (std::size_t w = 0; w < words; ++w) {
+      const std::size_t c0 = w * kBitsPerWord;
+      const std::size_t n = channels - c0 < kBitsPerWord ? channels - c0 : kBitsPerWord;
+      BitWord word = 0;
+      for (std::size_t b = 0; b * 16 < n; ++b) {
+        const std::size_t c = c0 + 16 * b;
+        const auto left = static_cast<unsigned>(n - 16 * b);
+        word |= pack16(row + c, thresholds != nullptr ? thresholds + c : nullptr, left)
+                << (16 * b);
+      }
+      out_row[w] = word;
+    }
+  }
+}
+
+}  // namespace
+
+const BitpackKernels kBitpackKernels__avx512{"avx512", &bitpack_f32_nhwc_16c__avx512};
+
+}  // namespace qbinfer

@@ -1,0 +1,418 @@
+// The depthwise 3x3 kernels written once over a vector-traits type V (kernels/simd/vec_*.h)
+// and instantiated by dwconv_avx2.cc and dwconv_avx512.cc. Internal linkage throughout (an
+// unnamed namespace): each ISA file gets its own copy, compiled with its own flags.
+//
+// Tile: one output row, one block of V::kLanes input channels, and kP1 (stride_w 1) or kP2
+// (stride_w 2) neighbouring output pixels per step: one independent accumulator chain per pixel
+// (the fixed tap order makes each chain a 9-add dependency, so the chains must interleave to
+// fill the FP ports), each weight vector loaded once per step and shared by its pixels, the
+// biased inputs u loaded one tap row at a time (SW * (P - 1) + 3 columns, pre_bias added once
+// per loaded column). A row's first and last pixels join the first and last steps; the last step
+// takes the 1..P remaining pixels as its own instantiation. Channel tails use masked
+// loads/stores (nothing outside the image is read or written); the packed weights are
+// zero-padded to a whole vector. Rows outer, channel blocks inner: the next block's inputs are
+// the next cache lines of the same rows.
+//
+// Bit-exactness with the reference: per output lane the taps are summed in ky-major, kx order
+// from 0.0f, as add(acc, mul(u, w)) (separate rounded operations; intrinsics are never
+// contracted), skipping taps in the padding (rows by a null row pointer, the first pixel's left
+// and the last pixel's right column by run-time flags: never a multiply by 0, which would give
+// NaN for an infinite weight), then add(mul(acc, scale), bias). The first tap is
+// add(0, mul(u, w)) rather than mul alone: it turns a -0 product into +0 as the reference does.
+#pragma once
+
+#include <algorithm>
+#include <cassert>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#include "kernels/dwconv/dwconv.h"
+
+namespace qbinfer {
+namespace {
+
+template <class V>
+struct DWConvSimd {
+  using F = typename V::F;
+  using I = typename V::I;
+  using M = typename V::M;
+  static constexpr std::size_t N = V::kLanes;
+
+  static std::size_t padded_channels(std::size_t c) { return (c + N - 1) / N * N; }
+  static std::size_t round64(std::size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+  // ---- packing: [multiplier][channel block][9][kLanes] of float (f32) or int32 (qs8),
+  // zero-filled. A block's 9 taps are contiguous (576 bytes on AVX-512): laid out as
+  // [9][channels] instead, taps 4*channels bytes apart would share one L1 set for large channel
+  // counts (a multiple of 4 KiB apart) and evict each other.
+  static std::size_t packed_f32_bytes(const DWConvShape& s) {
+    return round64(s.multiplier * 9 * padded_channels(s.channels) * sizeof(float));
+  }
+  static std::size_t packed_qs8_bytes(const DWConvShape& s) {
+    return round64(s.multiplier * 9 * padded_channels(s.channels) * sizeof(std::int32_t));
+  }
+  // Index of (multiplier j, channel c, tap t) in the packed blob.
+  static std::size_t packed_index(const DWConvShape& s, std::size_t j, std::size_t c,
+                                  std::size_t t) {
+    return j * 9 * padded_channels(s.channels) + (c / N * 9 + t) * N + c % N;
+  }
+  static void pack_f32(const DWConvShape& s, const float* weight, void* packed) {
+    std::memset(packed, 0, packed_f32_bytes(s));
+    float* p = static_cast<float*>(packed);
+    for (std::size_t j = 0; j < s.multiplier; ++j) {
+      for (std::size_t c = 0; c < s.channels; ++c) {
+        for (std::size_t t = 0; t < 9; ++t) {
+          p[packed_index(s, j, c, t)] = weight[(j * s.channels + c) * 9 + t];
+        }
+      }
+    }
+  }
+  // An int8 weight as an int32 lane whose high 16 bits are 0, for V::imul16 (VPMADDWD).
+  static void pack_qs8(const DWConvShape& s, const std::int8_t* weight, void* packed) {
+    std::memset(packed, 0, packed_qs8_bytes(s));
+    std::int32_t* p = static_cast<std::int32_t*>(packed);
+    for (std::size_t j = 0; j < s.multiplier; ++j) {
+      for (std::size_t c = 0; c < s.channels; ++c) {
+        for (std::size_t t = 0; t < 9; ++t) {
+          const auto w16 = static_cast<std::uint16_t>(static_cast<std::int16_t>(
+              weight[(j * s.channels + c) * 9 + t]));
+          p[packed_index(s, j, c, t)] = static_cast<std::int32_t>(w16);
+        }
+      }
+    }
+  }
+
+  // ---- the row sweep, shared by both datatypes.
+  // Output pixels per step: P independent accumulator chains per multiplier sharing each weight
+  // load; inputs are loaded one tap row at a time (SW * (P - 1) + 3 columns), so the live
+  // registers are P accumulators + one row of columns.
+  static constexpr std::size_t kP1 = N == 16 ? 8 : 4;  // stride_w 1
+  static constexpr std::size_t kP2 = N == 16 ? 6 : 3;  // stride_w 2
+
+  // One output row of one channel block: blocks of kStep pixels, the last block taking the
+  // remaining 1..kStep. Pixel 0's left column and the last pixel's right column may lie in the
+  // padding; P::run<Pixels, SW>(cx0, left_in, right_in, out, out_stride) skips those taps.
+  template <std::size_t SW, class P>
+  static void sweep_row(const P& p, std::size_t width, std::size_t out_width, float* out,
+                        std::size_t out_stride) {
+    constexpr std::size_t kStep = SW == 1 ? kP1 : kP2;
+    const bool right_in = (out_width - 1) * SW + 1 < width;
+    std::size_t ox = 0;
+    for (; out_width - ox > kStep; ox += kStep) {
+      p.template run<kStep, SW>(ox * SW, ox > 0, true, out + ox * out_stride, out_stride);
+    }
+    last_block<SW>(p, out_width - ox, ox * SW, ox > 0, right_in, out + ox * out_stride,
+                   out_stride, std::make_index_sequence<kStep + 1>{});
+  }
+
+  // run<count> for a run-time count in 1..kStep.
+  template <std::size_t SW, class P, std::size_t... Is>
+  static void last_block(const P& p, std::size_t count, std::size_t cx0, bool left_in,
+                         bool right_in, float* out, std::size_t out_stride,
+                         std::index_sequence<Is...>) {
+    ((Is > 0 && count == Is
+          ? (p.template run<(Is > 0 ? Is : 1), SW>(cx0, left_in, right_in, out, out_stride), 0)
+          : 0),
+     ...);
+  }
+
+  // ---- f32
+  template <bool Tail, bool Pre, std::size_t K>
+  struct F32Pixels {
+    const float* rows[3];  // input rows above, centre, below, offset to the block (nullptr in
+                           // the padding)
+    std::size_t channels;
+    std::size_t multiplier;
+    M m;
+    F pre;
+    const float* w;  // the block's taps of multiplier 0: [9][kLanes]
+    std::size_t w_stride;  // from multiplier j to j + 1
+    const float* scale;    // + block start
+    const float* bias;
+
+    F u(const float* x) const {
+      const F v = Tail ? V::load(x, m) : V::load(x);
+      return Pre ? V::add(v, pre) : v;
+    }
+
+    template <std::size_t Pixels, std::size_t SW>
+    void run(std::size_t cx0, bool left_in, bool right_in, float* out,
+             std::size_t out_stride) const {
+      constexpr std::size_t kCols = SW * (Pixels - 1) + 3;  // input columns cx0 - 1 + i
+      const std::size_t k = K != 0 ? K : multiplier;
+      for (std::size_t j = 0; j < k; ++j) {
+        const float* wj = w + j * w_stride;
+        F acc[Pixels];
+        for (std::size_t q = 0; q < Pixels; ++q) acc[q] = V::zero();
+        for (std::size_t ky = 0; ky < 3; ++ky) {
+          const float* row = rows[ky];
+          if (row == nullptr) continue;
+          F col[kCols];
+          for (std::size_t i = 0; i < kCols; ++i) {
+            const bool outside = (i == 0 && !left_in) || (i == kCols - 1 && !right_in);
+            col[i] = outside ? V::zero() : u(row + (cx0 + i - 1) * channels);
+          }
+          for (std::size_t kx = 0; kx < 3; ++kx) {
+            const F wv = V::load(wj + (ky * 3 + kx) * N);
+            for (std::size_t q = 0; q < Pixels; ++q) {
+              // Taps in the padding are skipped, never added as 0 * w.
+              if (kx == 0 && q == 0 && !left_in) continue;
+              if (kx == 2 && q == Pixels - 1 && !right_in) continue;
+              acc[q] = V::add(acc[q], V::mul(col[q * SW + kx], wv));
+            }
+          }
+        }
+        const std::size_t o = j * channels;
+        const F sc = Tail ? V::load(scale + o, m) : V::load(scale + o);
+        const F bi = Tail ? V::load(bias + o, m) : V::load(bias + o);
+        for (std::size_t q = 0; q < Pixels; ++q) {
+          const F y = V::add(V::mul(acc[q], sc), bi);
+          if constexpr (Tail) {
+            V::store(out + q * out_stride + o, y, m);
+          } else {
+            V::store(out + q * out_stride + o, y);
+          }
+        }
+      }
+    }
+  };
+
+  // Output row `out_row` for channel blocks [c_begin, c_end) (whole blocks, or the one tail).
+  template <bool Tail, bool Pre, std::size_t K>
+  static void f32_blocks(const DWConvShape& s, const float* const* rows, const float* pre_bias,
+                         const float* w, const float* scale, const float* bias,
+                         std::size_t c_begin, std::size_t c_end, float* out_row) {
+    const M m = V::mask(c_end - c_begin < N ? c_end - c_begin : N);
+    const std::size_t stride = s.multiplier * s.channels;
+    for (std::size_t c0 = c_begin; c0 < c_end; c0 += N) {
+      F pre = V::zero();
+      if constexpr (Pre) pre = Tail ? V::load(pre_bias + c0, m) : V::load(pre_bias + c0);
+      const F32Pixels<Tail, Pre, K> p{{rows[0] != nullptr ? rows[0] + c0 : nullptr, rows[1] + c0,
+                                       rows[2] != nullptr ? rows[2] + c0 : nullptr},
+                                      s.channels,
+                                      s.multiplier,
+                                      m,
+                                      pre,
+                                      w + c0 * 9,
+                                      9 * padded_channels(s.channels),
+                                      scale + c0,
+                                      bias + c0};
+      if (s.stride_w == 1) {
+        sweep_row<1>(p, s.in_width, s.out_width, out_row + c0, stride);
+      } else {
+        sweep_row<2>(p, s.in_width, s.out_width, out_row + c0, stride);
+      }
+    }
+  }
+
+  template <bool Tail, bool Pre>
+  static auto f32_blocks_for(std::size_t k) {
+    switch (k) {
+      case 1: return &f32_blocks<Tail, Pre, 1>;
+      case 2: return &f32_blocks<Tail, Pre, 2>;
+      case 4: return &f32_blocks<Tail, Pre, 4>;
+      default: return &f32_blocks<Tail, Pre, 0>;
+    }
+  }
+
+  // Input row pointers of output row oy: above, centre, below (nullptr in the padding).
+  template <typename T>
+  static void input_rows(const DWConvShape& s, const T* in, std::size_t oy, const T** rows) {
+    const std::size_t row_elems = s.in_width * s.channels;
+    const std::size_t cy = oy * s.stride_h;
+    rows[0] = cy >= 1 ? in + (cy - 1) * row_elems : nullptr;
+    rows[1] = in + cy * row_elems;
+    rows[2] = cy + 1 < s.in_height ? in + (cy + 1) * row_elems : nullptr;
+  }
+
+  static void run_rows_f32(const DWConvShape& s, const float* in, const float* pre_bias,
+                           const void* packed, const float* scale, const float* bias,
+                           std::size_t y_begin, std::size_t y_end, float* out) {
+    assert(y_begin <= y_end && y_end <= s.out_height);
+    assert(s.out_width == (s.in_width + s.stride_w - 1) / s.stride_w);
+    const float* w = static_cast<const float*>(packed);
+    const bool pre = pre_bias != nullptr;
+    const auto full = pre ? f32_blocks_for<false, true>(s.multiplier)
+                          : f32_blocks_for<false, false>(s.multiplier);
+    const auto tail = pre ? f32_blocks_for<true, true>(s.multiplier)
+                          : f32_blocks_for<true, false>(s.multiplier);
+    const std::size_t full_end = s.channels / N * N;
+    const std::size_t out_row_elems = s.out_width * s.multiplier * s.channels;
+    for (std::size_t oy = y_begin; oy < y_end; ++oy) {
+      const float* rows[3];
+      input_rows(s, in, oy, rows);
+      float* out_row = out + oy * out_row_elems;
+      if (full_end > 0) full(s, rows, pre_bias, w, scale, bias, 0, full_end, out_row);
+      if (full_end < s.channels) {
+        tail(s, rows, pre_bias, w, scale, bias, full_end, s.channels, out_row);
+      }
+    }
+  }
+
+  // ---- INT8: exact int32 sums of code * weight (VPMADDWD on int16 halves), then the
+  // reference's dequantization expression lane by lane.
+  template <bool Tail, std::size_t K>
+  struct QS8Pixels {
+    const std::int8_t* rows[3];
+    std::size_t channels;
+    std::size_t multiplier;
+    std::size_t n;
+    M m;
+    const std::int32_t* w;
+    std::size_t w_stride;
+    F input_scale;
+    const float* weight_scale;
+    const float* scale;
+    const float* bias;
+
+    I q(const std::int8_t* x) const { return Tail ? V::load_i8(x, n) : V::load_i8(x); }
+    F ld(const float* x) const { return Tail ? V::load(x, m) : V::load(x); }
+
+    template <std::size_t Pixels, std::size_t SW>
+    void run(std::size_t cx0, bool left_in, bool right_in, float* out,
+             std::size_t out_stride) const {
+      constexpr std::size_t kCols = SW * (Pixels - 1) + 3;
+      const std::size_t k = K != 0 ? K : multiplier;
+      for (std::size_t j = 0; j < k; ++j) {
+        const std::int32_t* wj = w + j * w_stride;
+        I acc[Pixels];
+        for (std::size_t q = 0; q < Pixels; ++q) acc[q] = V::izero();
+        for (std::size_t ky = 0; ky < 3; ++ky) {
+          const std::int8_t* row = rows[ky];
+          if (row == nullptr) continue;
+          I col[kCols];
+          for (std::size_t i = 0; i < kCols; ++i) {
+            const bool outside = (i == 0 && !left_in) || (i == kCols - 1 && !right_in);
+            col[i] = outside ? V::izero() : q(row + (cx0 + i - 1) * channels);
+          }
+          for (std::size_t kx = 0; kx < 3; ++kx) {
+            const I wv = V::iload(wj + (ky * 3 + kx) * N);
+            for (std::size_t p = 0; p < Pixels; ++p) {
+              // A padded column holds code 0, so its taps add exactly 0: no skip needed.
+              acc[p] = V::iadd(acc[p], V::imul16(col[p * SW + kx], wv));
+            }
+          }
+        }
+        const std::size_t o = j * channels;
+        const F requant = V::mul(input_scale, ld(weight_scale + o));
+        const F sc = ld(scale + o);
+        const F bi = ld(bias + o);
+        for (std::size_t p = 0; p < Pixels; ++p) {
+          const F dequant = V::mul(V::to_float(acc[p]), requant);
+          const F y = V::add(V::mul(dequant, sc), bi);
+          if constexpr (Tail) {
+            V::store(out + p * out_stride + o, y, m);
+          } else {
+            V::store(out + p * out_stride + o, y);
+          }
+        }
+      }
+    }
+  };
+
+  template <bool Tail, std::size_t K>
+  static void qs8_blocks(const DWConvShape& s, const std::int8_t* const* rows,
+                         const std::int32_t* w, const float* weight_scale, float input_scale,
+                         const float* scale, const float* bias, std::size_t c_begin,
+                         std::size_t c_end, float* out_row) {
+    const std::size_t n = c_end - c_begin < N ? c_end - c_begin : N;
+    const std::size_t stride = s.multiplier * s.channels;
+    for (std::size_t c0 = c_begin; c0 < c_end; c0 += N) {
+      const QS8Pixels<Tail, K> p{{rows[0] != nullptr ? rows[0] + c0 : nullptr, rows[1] + c0,
+                                  rows[2] != nullptr ? rows[2] + c0 : nullptr},
+                                 s.channels,
+                                 s.multiplier,
+                                 n,
+                                 V::mask(n),
+                                 w + c0 * 9,
+                                 9 * padded_channels(s.channels),
+                                 V::set1(input_scale),
+                                 weight_scale + c0,
+                                 scale + c0,
+                                 bias + c0};
+      if (s.stride_w == 1) {
+        sweep_row<1>(p, s.in_width, s.out_width, out_row + c0, stride);
+      } else {
+        sweep_row<2>(p, s.in_width, s.out_width, out_row + c0, stride);
+      }
+    }
+  }
+
+  template <bool Tail>
+  static auto qs8_blocks_for(std::size_t k) {
+    switch (k) {
+      case 1: return &qs8_blocks<Tail, 1>;
+      case 2: return &qs8_blocks<Tail, 2>;
+      case 4: return &qs8_blocks<Tail, 4>;
+      default: return &qs8_blocks<Tail, 0>;
+    }
+  }
+
+  static void run_rows_qs8(const DWConvShape& s, const std::int8_t* q_in, const void* packed,
+                           const float* weight_scale, float input_scale, const float* scale,
+                           const float* bias, std::size_t y_begin, std::size_t y_end,
+                           float* out) {
+    assert(y_begin <= y_end && y_end <= s.out_height);
+    assert(input_scale > 0.0f);
+    const std::int32_t* w = static_cast<const std::int32_t*>(packed);
+    const auto full = qs8_blocks_for<false>(s.multiplier);
+    const auto tail = qs8_blocks_for<true>(s.multiplier);
+    const std::size_t full_end = s.channels / N * N;
+    const std::size_t out_row_elems = s.out_width * s.multiplier * s.channels;
+    for (std::size_t oy = y_begin; oy < y_end; ++oy) {
+      const std::int8_t* rows[3];
+      input_rows(s, q_in, oy, rows);
+      float* out_row = out + oy * out_row_elems;
+      if (full_end > 0) {
+        full(s, rows, w, weight_scale, input_scale, scale, bias, 0, full_end, out_row);
+      }
+      if (full_end < s.channels) {
+        tail(s, rows, w, weight_scale, input_scale, scale, bias, full_end, s.channels, out_row);
+      }
+    }
+  }
+
+  // ---- input statistics and quantization, element-wise over channel vectors.
+  static float input_absmax(const float* in, const float* pre_bias, std::size_t pixels,
+                            std::size_t channels) {
+    F acc = V::zero();
+    for (std::size_t p = 0; p < pixels; ++p) {
+      for (std::size_t c0 = 0; c0 < channels; c0 += N) {
+        const std::size_t n = std::min(N, channels - c0);
+        const M m = V::mask(n);
+        F u = V::load(in + p * channels + c0, m);  // masked-off lanes: |0 + 0| = 0
+        if (pre_bias != nullptr) u = V::add(u, V::load(pre_bias + c0, m));
+        acc = V::max_keep_acc(V::abs(u), acc);
+      }
+    }
+    return V::hmax(acc);
+  }
+
+  static void quantize_input(const float* in, const float* pre_bias, std::size_t pixels,
+                             std::size_t channels, float input_scale, std::int8_t* q) {
+    assert(input_scale > 0.0f);
+    const F s = V::set1(input_scale);
+    for (std::size_t p = 0; p < pixels; ++p) {
+      for (std::size_t c0 = 0; c0 < channels; c0 += N) {
+        const std::size_t n = std::min(N, channels - c0);
+        const M m = V::mask(n);
+        const std::size_t i = p * channels + c0;
+        F u = V::load(in + i, m);
+        if (pre_bias != nullptr) u = V::add(u, V::load(pre_bias + c0, m));
+        // The reference's nearbyint(u / s) (a true division, never a reciprocal), clamp in
+        // float, NaN -> 0.
+        const F r = V::clamp_nan_to_zero(V::round_cur(V::div(u, s)), -127.0f, 127.0f);
+        if (n == N) {
+          V::store_i8(q + i, V::to_int(r));
+        } else {
+          V::store_i8(q + i, V::to_int(r), n);
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+}  // namespace qbinfer

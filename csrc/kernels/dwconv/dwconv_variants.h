@@ -1,0 +1,15 @@
+// The ISA variants of the depthwise conv kernels, one entry per file (dwconv_<isa>.cc), for the
+// selector in dwconv_kernels.cc only. QBINFER_X86_64_KERNELS is defined by CMakeLists.txt exactly
+// when it compiles the x86-64 files.
+#pragma once
+
+#include "kernels/dwconv/dwconv.h"
+
+namespace qbinfer {
+
+#if defined(QBINFER_X86_64_KERNELS)
+extern const DWConvKernels kDWConvKernels__avx2;
+extern const DWConvKernels kDWConvKernels__avx512;
+#endif
+
+}  // namespace qbinfer

@@ -1,0 +1,59 @@
+// The fused epilogue: the element-wise tail of a DS or B half, applied to rows of a kernel's
+// output while they are still in cache, so no float tensor makes an extra pass through memory.
+//
+// For output value v at pixel p (0-based within the image) and channel c of `channels`, the
+// steps run in this fixed order, each only when its pointer is non-null:
+//   1. v = v * channel_scale[c]                                  (SE scaling)
+//   2. v = v + residual[p * residual_channels + c % residual_channels]
+//                                     (the shortcut; residual_channels < channels repeats it,
+//                                      block j of the output reading channel c - j*residual_channels)
+//   3. v = v >= 0 ? v : prelu_slope[c] * v                       (PReLU)
+//   4. v = v * post_scale[c] + post_bias[c]                      (BN after PReLU; both or none)
+//   5. out[p * channels + c] = v                                 (unless write_float is false)
+//   6. bits: bit c of pixel p in bits[p * words_for_channels(channels) + c / 64] is
+//      !(v >= threshold[c])                                      (bit contract; tail bits 0)
+// Each step is one IEEE operation in f32 in this order (no FMA: -ffp-contract=off), so every
+// ISA variant gives bit-identical floats and bits. (A NaN stays NaN through every step; which
+// NaN payload comes out is not part of the contract.)
+#pragma once
+
+#include <cstddef>
+
+#include "qbinfer/bit_contract.h"
+#include "qbinfer/isa.h"
+
+namespace qbinfer {
+
+struct Epilogue {
+  const float* channel_scale = nullptr;
+  const float* residual = nullptr;
+  std::size_t residual_channels = 0;  // with residual: > 0 and divides `channels`
+  const float* prelu_slope = nullptr;
+  const float* post_scale = nullptr;
+  const float* post_bias = nullptr;
+  bool write_float = true;
+  const float* threshold = nullptr;
+  BitWord* bits = nullptr;  // with threshold: the image's bit rows (base of pixel 0)
+};
+
+// Applies `ep` to pixels [pixel_begin, pixel_end) of an image whose kernel output (before the
+// epilogue) is in `out` (pixels * channels floats, NHWC, base of pixel 0); writes the results in
+// place. Pixel indices are absolute: residual and bits are read/written at pixel p's position.
+// Writes only pixels [pixel_begin, pixel_end) of out and of bits (every word of those pixels,
+// tail bits 0); reads nothing outside them. Pure, so disjoint ranges may run concurrently.
+void epilogue_rows__reference(const Epilogue& ep, std::size_t channels, std::size_t pixel_begin,
+                              std::size_t pixel_end, float* out);
+
+// One ISA's epilogue; `rows` has the contract of epilogue_rows__reference and is bit-identical
+// to it (floats and bits).
+struct EpilogueKernels {
+  const char* isa;  // "scalar", "avx2", "avx512"
+  void (*rows)(const Epilogue& ep, std::size_t channels, std::size_t pixel_begin,
+               std::size_t pixel_end, float* out);
+};
+
+// The epilogue of `isa` if this build has it and this CPU runs it, else nullptr. kScalar is
+// always there (the reference).
+const EpilogueKernels* epilogue_kernels_for(Isa isa);
+
+}  // namespace qbinfer

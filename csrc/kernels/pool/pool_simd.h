@@ -1,0 +1,98 @@
+// The pooling kernels written once over a vector-traits type V (kernels/simd/vec_*.h),
+// instantiated by pool_avx2.cc and pool_avx512.cc (internal linkage throughout).
+//
+// Vectorized over channels, V::kLanes at a time, masked tails. Each lane sums exactly the
+// reference's terms in the reference's order (window rows, then columns, from 0.0f; the global
+// pool over pixels in order) and divides once, so results are bit-identical. The global pool
+// accumulates in `out` itself (pixel-major, so the input streams once), then divides.
+#pragma once
+
+#include <algorithm>
+#include <cassert>
+#include <cstddef>
+
+#include "kernels/pool/pool.h"
+
+namespace qbinfer {
+namespace {
+
+template <class V>
+struct PoolSimd {
+  using F = typename V::F;
+  using M = typename V::M;
+  static constexpr std::size_t N = V::kLanes;
+
+  template <bool Tail>
+  static void window(const AvgPoolShape& s, const float* in, std::size_t y0, std::size_t y1,
+                     std::size_t x0, std::size_t x1, F count, std::size_t c0, M m,
+                     float* out) {
+    F sum = V::zero();
+    for (std::size_t y = y0; y < y1; ++y) {
+      for (std::size_t x = x0; x < x1; ++x) {
+        const float* p = in + (y * s.in_width + x) * s.channels + c0;
+        sum = V::add(sum, Tail ? V::load(p, m) : V::load(p));
+      }
+    }
+    const F avg = V::div(sum, count);
+    if constexpr (Tail) {
+      V::store(out + c0, avg, m);
+    } else {
+      V::store(out + c0, avg);
+    }
+  }
+
+  static void avgpool_rows(const AvgPoolShape& s, const float* in, std::size_t y_begin,
+                           std::size_t y_end, float* out) {
+    assert(s.channels > 0 && y_begin <= y_end && y_end <= s.out_height);
+    const std::size_t full = s.channels / N * N;
+    const M tail_m = V::mask(s.channels - full);
+    for (std::size_t oy = y_begin; oy < y_end; ++oy) {
+      const std::size_t y0 = oy * s.stride_h;
+      const std::size_t y1 = std::min(y0 + s.kernel_h, s.in_height);
+      for (std::size_t ox = 0; ox < s.out_width; ++ox) {
+        const std::size_t x0 = ox * s.stride_w;
+        const std::size_t x1 = std::min(x0 + s.kernel_w, s.in_width);
+        const F count = V::set1(static_cast<float>((y1 - y0) * (x1 - x0)));
+        float* out_px = out + (oy * s.out_width + ox) * s.channels;
+        std::size_t c0 = 0;
+        for (; c0 < full; c0 += N) {
+          window<false>(s, in, y0, y1, x0, x1, count, c0, tail_m, out_px);
+        }
+        if (c0 < s.channels) window<true>(s, in, y0, y1, x0, x1, count, c0, tail_m, out_px);
+      }
+    }
+  }
+
+  static void avgpool(const AvgPoolShape& s, const float* in, float* out) {
+    avgpool_rows(s, in, 0, s.out_height, out);
+  }
+
+  static void global_avgpool(const float* in, std::size_t pixels, std::size_t channels,
+                             float* out) {
+    assert(pixels > 0 && channels > 0);
+    const std::size_t full = channels / N * N;
+    const M tail_m = V::mask(channels - full);
+    for (std::size_t c0 = 0; c0 < channels; c0 += N) {
+      if (c0 < full) {
+        V::store(out + c0, V::zero());
+      } else {
+        V::store(out + c0, V::zero(), tail_m);
+      }
+    }
+    for (std::size_t p = 0; p < pixels; ++p) {
+      const float* row = in + p * channels;
+      std::size_t c0 = 0;
+      for (; c0 < full; c0 += N) V::store(out + c0, V::add(V::load(out + c0), V::load(row + c0)));
+      if (c0 < channels) {
+        V::store(out + c0, V::add(V::load(out + c0, tail_m), V::load(row + c0, tail_m)), tail_m);
+      }
+    }
+    const F count = V::set1(static_cast<float>(pixels));
+    std::size_t c0 = 0;
+    for (; c0 < full; c0 += N) V::store(out + c0, V::div(V::load(out + c0), count));
+    if (c0 < channels) V::store(out + c0, V::div(V::load(out + c0, tail_m), count), tail_m);
+  }
+};
+
+}  // namespace
+}  // namespace qbinfer

@@ -1,0 +1,29 @@
+// The machine's ceilings for the benchmarks (docs/benchmarks.md): how fast this core can
+// XOR + popcount (the inner operation of a binary conv) and multiply-add floats, measured with
+// tight register/L1-resident loops, one per ISA. Not used by the engine.
+#pragma once
+
+#include <cstddef>
+
+namespace qbinfer {
+
+// Binary MACs per second (bits XORed and counted) of a popcount loop over an L1-resident
+// buffer, on the calling thread; `seconds` of measurement. isa: "scalar", "avx2", "avx512",
+// "avx512_vpopcnt". Returns 0 for an ISA this build or CPU lacks.
+double peak_binary_macs_per_s(const char* isa, double seconds);
+
+// Float multiply-adds per second (1 FMA = 1 MAC = 2 FLOPs) of independent FMA chains.
+double peak_float_macs_per_s(const char* isa, double seconds);
+
+namespace peak_detail {
+// Per-ISA loops: run `iterations` passes, return the binary MACs / float MACs done.
+double popcount_scalar(std::size_t iterations);
+double popcount_avx2(std::size_t iterations);
+double popcount_avx512(std::size_t iterations);
+double popcount_avx512_vpopcnt(std::size_t iterations);
+double fma_scalar(std::size_t iterations);
+double fma_avx2(std::size_t iterations);
+double fma_avx512(std::size_t iterations);
+}  // namespace peak_detail
+
+}  // namespace qbinfer

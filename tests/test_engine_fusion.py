@@ -1,0 +1,317 @@
+"""Load-time fusion and intra-op threads: the fused engine gives bit-identical logits to the
+unfused one (QBINFER_FUSION=0), for every thread count, on the zoo, on non-zoo nets and on
+hand-built graphs that probe where a chain must stop (a second reader, the graph output, an
+epilogue step out of order, an in-place base read later)."""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+from qbinfer import _core
+
+from test_engine_format import (ADD, AFFINE, AVGPOOL, BCONV2D, BITPACK, CONCAT, CONV2D,  # noqa: E402
+                                DWCONV3X3, FC, GLOBAL_AVGPOOL, MUL_CHANNEL, PRELU, RELU, SIGMOID,
+                                BITS, Graph, pack_minus_one, randn, rng_for, save)
+
+SEED = 20261128
+
+
+def load(path, threads=1, fuse=True, monkeypatch=None):
+    if fuse:
+        monkeypatch.delenv("QBINFER_FUSION", raising=False)
+    else:
+        monkeypatch.setenv("QBINFER_FUSION", "0")
+    m = _core.Model(path, threads)
+    assert m.fused == fuse
+    return m
+
+
+def assert_fused_equals_unfused(path, x, monkeypatch, layout="nchw", threads=(1, 2, 3)):
+    """Unfused (one thread) is the reference: fused with every thread count, as a batch of one
+    (intra-op split) and as a whole batch (images in parallel), is bit-identical."""
+    ref = load(path, 1, False, monkeypatch).run(x, layout)
+    for t in threads:
+        for fuse in (True, False):
+            m = load(path, t, fuse, monkeypatch)
+            got = m.run(x, layout)
+            np.testing.assert_array_equal(got, ref, err_msg=f"threads={t} fused={fuse}")
+            np.testing.assert_array_equal(m.run(x[:1], layout), ref[:1],
+                                          err_msg=f"threads={t} fused={fuse} batch of 1")
+    return load(path, 1, True, monkeypatch), load(path, 1, False, monkeypatch)
+
+
+def labels(model):
+    return [s["label"] for s in model.steps()]
+
+
+# --------------------------------------------------------------------------------------------
+# Converted PyTorch models
+# --------------------------------------------------------------------------------------------
+torch = pytest.importorskip("torch", reason="building test models needs the tools extra")
+
+from weights_tools.convert import randomize_bn, to_qbw  # noqa: E402
+from weights_tools.zoo import MODEL_NAMES, build_model  # noqa: E402
+
+
+def convert(model, tmp_path, name, size, **kw):
+    path = str(tmp_path / f"{name}.qbw")
+    to_qbw(model, path, input_size=size, **kw)
+    return path
+
+
+def inputs(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("name,se", [(n, None) for n in MODEL_NAMES] +
+                         [("qb_net_small", "se1"), ("qsb_net_large", "se2")])
+def test_zoo_fused_equals_unfused(tmp_path, monkeypatch, name, se):
+    seed = SEED + MODEL_NAMES.index(name)
+    torch.manual_seed(seed)
+    model = build_model(name, num_classes=10, se=se)
+    randomize_bn(model, seed=seed)
+    model.eval()
+    path = convert(model, tmp_path, name, (32, 32))
+    fused, unfused = assert_fused_equals_unfused(path, inputs((6, 3, 32, 32), seed), monkeypatch)
+
+    got = labels(fused)
+    assert len(labels(unfused)) == len(unfused.ops()) > len(got)
+    # Every B half: binary conv + its tail; every DS half: depthwise + tail + the bits.
+    assert got.count("BCONV2D+ADD+PRELU+AFFINE") == labels(unfused).count("BCONV2D")
+    assert "BITPACK" not in got and "ADD" not in got and "PRELU" not in got
+    if se is None:
+        assert "DWCONV3X3+ADD+PRELU+AFFINE+BITPACK" in got
+        assert "DWCONV3X3+ADD+PRELU+AFFINE+BITPACK+CONCAT" in got  # the repeated shortcut
+        assert "CONCAT" not in got
+    else:
+        # The SE reads the whole depthwise output first; its tail is one in-place pass.
+        assert any(lab.startswith("MUL_CHANNEL+ADD+PRELU+AFFINE+BITPACK") for lab in got)
+        assert any(s["inplace"] for s in fused.steps())
+    # Fused intermediates take no arena bytes; repacked weights are 64-byte multiples.
+    assert fused.arena_bytes <= unfused.arena_bytes
+    assert all(s["packed_bytes"] % 64 == 0 for s in fused.steps())
+
+
+def test_non_zoo_nets_fused_equals_unfused(tmp_path, monkeypatch):
+    from test_engine_e2e import OddNet, SingleBinaryConv
+
+    torch.manual_seed(SEED)
+    odd = OddNet()
+    randomize_bn(odd, seed=SEED)
+    odd.eval()
+    path = convert(odd, tmp_path, "oddnet", (20, 28))
+    fused, _ = assert_fused_equals_unfused(path, inputs((5, 3, 20, 28), SEED), monkeypatch)
+    assert any(lab.startswith("BCONV2D+") for lab in labels(fused))
+
+    torch.manual_seed(SEED + 1)
+    single = SingleBinaryConv(130, 33, 3, "zero").eval()
+    path = convert(single, tmp_path, "single", (5, 6), in_channels=130)
+    assert_fused_equals_unfused(path, inputs((3, 130, 5, 6), SEED), monkeypatch)
+
+
+@pytest.mark.parametrize("fc,depthwise,calibrate", [
+    ("bitplane8", "int8", False), ("int8", "int8", True),
+])
+def test_quantized_paths_fused_equals_unfused(tmp_path, monkeypatch, fc, depthwise, calibrate):
+    torch.manual_seed(SEED)
+    model = build_model("qsb_net_small", num_classes=10, se="se1")
+    randomize_bn(model, seed=SEED)
+    model.eval()
+    calibration = inputs((4, 3, 32, 32), SEED + 7) if calibrate else None
+    path = convert(model, tmp_path, "quant", (32, 32), fc=fc, depthwise=depthwise,
+                   calibration=calibration)
+    assert_fused_equals_unfused(path, inputs((4, 3, 32, 32), SEED + 3), monkeypatch)
+
+
+# --------------------------------------------------------------------------------------------
+# Hand-built graphs: where a chain must stop
+# --------------------------------------------------------------------------------------------
+def vec(g, rng, name, c, scale=1.0):
+    return g.tensor(name, randn(rng, c, scale=scale))
+
+
+def bconv(g, rng, name, bits, h, w, ci, co, k=3, pad=0):
+    w_pm1 = np.where(rng.random((co, k, k, ci)) < 0.5, -1, 1)
+    return g.op(BCONV2D, name, [bits], g.value(name, h, w, co),
+                [g.tensor(name + ".w", pack_minus_one(w_pm1 < 0)),
+                 vec(g, rng, name + ".s", co, 0.05), vec(g, rng, name + ".b", co)], [k, pad])
+
+
+def tail(g, rng, name, x, shape, ops=("prelu", "affine")):
+    for op in ops:
+        if op == "prelu":
+            x = g.op(PRELU, f"{name}.prelu", [x], g.value(f"{name}.prelu", *shape),
+                     [vec(g, rng, f"{name}.slope", shape[2], 0.3)])
+        elif op == "affine":
+            x = g.op(AFFINE, f"{name}.bn", [x], g.value(f"{name}.bn", *shape),
+                     [vec(g, rng, f"{name}.bs", shape[2]), vec(g, rng, f"{name}.bb", shape[2])])
+        elif op == "relu":
+            x = g.op(RELU, f"{name}.relu", [x], g.value(f"{name}.relu", *shape))
+    return x
+
+
+def head(g, x, c):
+    g.op(GLOBAL_AVGPOOL, "gap", [x], g.value("gap", 1, 1, c))
+    g.output_value = len(g.values) - 1
+
+
+def test_binary_chain_packs_bits_for_the_next_binary_conv(tmp_path, monkeypatch):
+    """B half -> B half (no DS between): the first two chains write only bits (their floats have
+    no other reader); the third keeps its floats, which a residual add reads too."""
+    rng = rng_for(101)
+    h, w, c = 9, 7, 70
+    g = Graph("bb")
+    x = g.value("x", h, w, c)
+    b0 = g.op(BITPACK, "sign0", [x], g.value("b0", h, w, c, BITS), [vec(g, rng, "t0", c, 0.2)])
+    y = bconv(g, rng, "conv1", b0, h, w, c, c)
+    y = g.op(ADD, "add1", [x, y], g.value("add1", h, w, c))
+    y = tail(g, rng, "t1", y, (h, w, c))
+    b1 = g.op(BITPACK, "sign1", [y], g.value("b1", h, w, c, BITS), [vec(g, rng, "t1t", c, 0.2)])
+    z = bconv(g, rng, "conv2", b1, h, w, c, 64, k=1)
+    z = tail(g, rng, "t2", z, (h, w, 64), ("affine",))
+    b2 = g.op(BITPACK, "sign2", [z], g.value("b2", h, w, 64, BITS), [vec(g, rng, "t2t", 64, 0.2)])
+    u = bconv(g, rng, "conv3", b2, h, w, 64, 64, pad=1)
+    u = tail(g, rng, "t3", u, (h, w, 64), ("affine",))
+    b3 = g.op(BITPACK, "sign3", [u], g.value("b3", h, w, 64, BITS), [vec(g, rng, "t3t", 64, 0.2)])
+    v = bconv(g, rng, "conv4", b3, h, w, 64, 64, k=1)
+    v = g.op(ADD, "add4", [v, u], g.value("add4", h, w, 64))
+    head(g, v, 64)
+    path = save(tmp_path, g)
+    fused, _ = assert_fused_equals_unfused(path, randn(rng, 4, h, w, c), monkeypatch, "nhwc")
+    got = labels(fused)
+    assert got == ["BITPACK", "BCONV2D+ADD+PRELU+AFFINE+BITPACK", "BCONV2D+AFFINE+BITPACK",
+                   "BCONV2D+AFFINE+BITPACK", "BCONV2D+ADD", "GLOBAL_AVGPOOL"], got
+
+
+def test_chains_stop_at_a_second_reader_and_the_graph_output(tmp_path, monkeypatch):
+    rng = rng_for(102)
+    h, w, c = 6, 5, 12
+    g = Graph("readers")
+    x = g.value("x", h, w, c)
+    dw = g.op(DWCONV3X3, "dw", [x], g.value("dw", h, w, c),
+              [None, g.tensor("dw.w", randn(rng, c, 9)), None, vec(g, rng, "dw.s", c),
+               vec(g, rng, "dw.b", c), None], [1, 1, 1])
+    s = g.op(ADD, "add", [dw, x], g.value("add", h, w, c))
+    p = tail(g, rng, "t", s, (h, w, c), ("prelu",))
+    # `add` has a second reader: the chain is DWCONV+ADD only... and PRELU starts its own.
+    q = g.op(ADD, "again", [s, p], g.value("again", h, w, c))
+    a = tail(g, rng, "u", q, (h, w, c), ("affine", "prelu"))  # out of epilogue order
+    g.output_value = a
+    path = save(tmp_path, g)
+    fused, _ = assert_fused_equals_unfused(path, randn(rng, 3, h, w, c), monkeypatch, "nhwc")
+    got = labels(fused)
+    assert got[0] == "DWCONV3X3+ADD", got
+    # The graph output ends the last chain; AFFINE then PRELU is out of the epilogue's order.
+    assert "PRELU" in got and got[-1] == "PRELU", got
+
+
+def test_inplace_chain_only_when_its_base_is_dead(tmp_path, monkeypatch):
+    """An element-wise chain updates its first input in place, so only when nothing reads that
+    input later; here one base is read again (no fusion), another is not (fused, in place)."""
+    rng = rng_for(103)
+    h, w, c = 5, 4, 20
+    g = Graph("inplace")
+    x = g.value("x", h, w, c)
+    r = g.op(RELU, "r", [x], g.value("r", h, w, c))
+    s = g.op(GLOBAL_AVGPOOL, "se.gap", [r], g.value("se.gap", 1, 1, c))
+    s = g.op(SIGMOID, "se.sig", [s], g.value("se.sig", 1, 1, c))
+    m1 = g.op(MUL_CHANNEL, "mul1", [r, s], g.value("mul1", h, w, c))
+    t1 = tail(g, rng, "t1", m1, (h, w, c))
+    keep = g.op(ADD, "reads_r_again", [t1, r], g.value("keep", h, w, c))  # r read after mul1
+    m2 = g.op(MUL_CHANNEL, "mul2", [keep, s], g.value("mul2", h, w, c))
+    t2 = tail(g, rng, "t2", m2, (h, w, c))
+    b = g.op(BITPACK, "sign", [t2], g.value("bits", h, w, c, BITS), [vec(g, rng, "thr", c, 0.1)])
+    y = bconv(g, rng, "conv", b, h, w, c, 8, k=1)
+    head(g, y, 8)
+    path = save(tmp_path, g)
+    fused, _ = assert_fused_equals_unfused(path, randn(rng, 3, h, w, c), monkeypatch, "nhwc")
+    steps = fused.steps()
+    got = labels(fused)
+    assert "MUL_CHANNEL+PRELU+AFFINE" not in got, got  # its base `r` is read later
+    inplace = [s["label"] for s in steps if s["inplace"]]
+    assert "MUL_CHANNEL+PRELU+AFFINE+BITPACK" in inplace, got
+
+
+def test_concat_of_different_values_stays_a_concat(tmp_path, monkeypatch):
+    rng = rng_for(104)
+    h, w, c = 8, 6, 10
+    g = Graph("concat")
+    x = g.value("x", h, w, c)
+    dw = g.op(DWCONV3X3, "dw", [x], g.value("dw", 4, 3, 2 * c),
+              [vec(g, rng, "pb", c, 0.2), g.tensor("dw.w", randn(rng, 2 * c, 9)), None,
+               vec(g, rng, "dw.s", 2 * c), vec(g, rng, "dw.b", 2 * c), None], [2, 2, 2])
+    p = g.op(AVGPOOL, "pool", [x], g.value("pool", 4, 3, c), attrs=[2, 2, 2, 2])
+    r = g.op(RELU, "relu", [p], g.value("relu", 4, 3, c))
+    cat = g.op(CONCAT, "cat", [p, r], g.value("cat", 4, 3, 2 * c))
+    s = g.op(ADD, "add", [cat, dw], g.value("add", 4, 3, 2 * c))  # conv result second
+    t = tail(g, rng, "t", s, (4, 3, 2 * c))
+    b = g.op(BITPACK, "sign", [t], g.value("bits", 4, 3, 2 * c, BITS), [vec(g, rng, "thr", 2 * c)])
+    y = bconv(g, rng, "conv", b, 4, 3, 2 * c, 2 * c)
+    y = g.op(ADD, "add2", [y, t], g.value("add2", 4, 3, 2 * c))
+    head(g, y, 2 * c)
+    path = save(tmp_path, g)
+    fused, _ = assert_fused_equals_unfused(path, randn(rng, 3, h, w, c), monkeypatch, "nhwc")
+    got = labels(fused)
+    assert "CONCAT" in got and "DWCONV3X3+ADD+PRELU+AFFINE+BITPACK" in got, got
+    assert "BCONV2D+ADD" in got, got
+
+
+def test_stem_fc_and_large_elementwise_split_across_threads(tmp_path, monkeypatch):
+    """Ops that are not chains (CONV2D rows, element-wise by pixels, FC by outputs) give the
+    same bits split across threads as on one."""
+    rng = rng_for(105)
+    h, w = 70, 66
+    g = Graph("wide")
+    x = g.value("x", h, w, 3)
+    y = g.op(CONV2D, "stem", [x], g.value("stem", 35, 33, 32),
+             [g.tensor("sw", randn(rng, 32, 3, 3, 3, scale=0.3)), vec(g, rng, "sb", 32)],
+             [3, 3, 2, 2, 1, 1, 1, 1, 1])
+    y = g.op(SIGMOID, "sig", [y], g.value("sig", 35, 33, 32))
+    y = g.op(ADD, "twice", [y, y], g.value("twice", 35, 33, 32))
+    p = g.op(GLOBAL_AVGPOOL, "gap", [y], g.value("gap", 1, 1, 32))
+    g.op(FC, "fc", [p], g.value("out", 1, 1, 9000),
+         [g.tensor("fw", randn(rng, 9000, 32)), None, vec(g, rng, "fb", 9000)], [0])
+    g.output_value = len(g.values) - 1
+    path = save(tmp_path, g)
+    assert_fused_equals_unfused(path, randn(rng, 3, h, w, 3), monkeypatch, "nhwc", threads=(1, 2, 4))
+
+
+def test_fusion_switch_and_step_listing(tmp_path, monkeypatch):
+    g = Graph("tiny")
+    rng = rng_for(106)
+    x = g.value("x", 4, 4, 8)
+    y = tail(g, rng, "t", x, (4, 4, 8), ("prelu", "affine"))
+    head(g, y, 8)
+    path = save(tmp_path, g)
+    m = load(path, 1, True, monkeypatch)
+    assert [s["label"] for s in m.steps()] == ["PRELU+AFFINE", "GLOBAL_AVGPOOL"]
+    step = m.steps()[0]
+    assert step["kind"] == "epilogue_chain" and step["inplace"] and step["ops"] == [0, 1]
+    m0 = load(path, 1, False, monkeypatch)
+    assert [s["kind"] for s in m0.steps()] == ["op"] * 3
+    assert m.isa == m0.isa == _core.active_isa()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_threaded_model_survives_fork(tmp_path, monkeypatch):
+    """After fork() the child has none of the pool's workers: it runs every part itself, with
+    the same results, instead of waiting forever."""
+    g = Graph("fork")
+    rng = rng_for(107)
+    x = g.value("x", 40, 30, 64)
+    y = tail(g, rng, "t", x, (40, 30, 64), ("prelu", "affine"))
+    head(g, y, 64)
+    m = load(save(tmp_path, g), 2, True, monkeypatch)
+    xs = randn(rng, 1, 40, 30, 64)
+    want = m.run(xs, "nhwc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, use of fork()"
+        pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery, just an exit code
+        code = 0 if np.array_equal(m.run(xs, "nhwc"), want) else 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    np.testing.assert_array_equal(m.run(xs, "nhwc"), want)
