@@ -1,5 +1,6 @@
 // Run-time ISA detection (isa.h). Built for the baseline CPU: no intrinsics that need -m
-// flags, only CPUID/XGETBV through the compiler's <cpuid.h> (or <intrin.h> on MSVC).
+// flags, only CPUID/XGETBV through the compiler's <cpuid.h> (or <intrin.h> on MSVC), and on
+// Linux/AArch64 the kernel's HWCAP bits (getauxval).
 //
 // An ISA counts as supported only when the CPU has the instructions AND the OS saves the
 // registers they use (XGETBV's XCR0): a kernel that the CPU decodes but the OS does not
@@ -21,6 +22,14 @@
 #endif
 #endif
 
+#if (defined(__aarch64__) || defined(_M_ARM64)) && defined(__linux__)
+#define QBINFER_AARCH64_LINUX 1
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20)  // <asm/hwcap.h>; older glibc headers lack the name
+#endif
+#endif
+
 namespace qbinfer {
 namespace {
 
@@ -28,6 +37,7 @@ struct CpuFeatures {
   bool avx2 = false;               // AVX2 + FMA + POPCNT + BMI2, YMM state enabled
   bool avx512 = false;             // AVX-512 F/BW/DQ/VL, opmask + ZMM state enabled
   bool avx512_vpopcntdq = false;   // and VPOPCNTDQ
+  bool neon_dotprod = false;       // AArch64 SDOT/UDOT (HWCAP_ASIMDDP)
 };
 
 #if defined(QBINFER_X86_64)
@@ -93,6 +103,16 @@ CpuFeatures detect() {
   return f;
 }
 
+#elif defined(QBINFER_AARCH64_LINUX)
+
+// Advanced SIMD itself is mandatory on AArch64; only its extensions are asked of HWCAP, which
+// the kernel sets only for what it also context-switches.
+CpuFeatures detect() {
+  CpuFeatures f;
+  f.neon_dotprod = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+  return f;
+}
+
 #else
 
 CpuFeatures detect() { return {}; }
@@ -110,8 +130,8 @@ std::vector<Isa> detect_supported() {
   if (features().avx2) isas.push_back(Isa::kAvx2);
   if (features().avx512) isas.push_back(Isa::kAvx512);
 #elif defined(__aarch64__) || defined(_M_ARM64)
-  // Advanced SIMD is mandatory on AArch64, so there is nothing to ask HWCAP for yet; the
-  // optional extensions (dotprod, SVE) would be read from getauxval(AT_HWCAP) here.
+  // Advanced SIMD is mandatory on AArch64; its optional extensions (dotprod) are variants
+  // within kNeon, read from HWCAP in detect().
   isas.push_back(Isa::kNeon);
 #endif
   return isas;
@@ -162,6 +182,14 @@ const std::vector<Isa>& supported_isas() {
 }
 
 bool cpu_has_avx512_vpopcntdq() { return features().avx512_vpopcntdq; }
+
+bool cpu_has_neon_dotprod() {
+  static const bool on = [] {
+    const char* env = std::getenv("QBINFER_NEON_DOTPROD");
+    return features().neon_dotprod && !(env != nullptr && std::string(env) == "0");
+  }();
+  return on;
+}
 
 Isa active_isa() {
   // A throwing initializer leaves the static uninitialised, so a bad QBINFER_ISA raises on

@@ -26,6 +26,11 @@ const std::vector<Isa>& supported_isas();
 // Whether this CPU has AVX-512 VPOPCNTDQ (a faster popcount for the AVX-512 binary kernels).
 bool cpu_has_avx512_vpopcntdq();
 
+// Whether this CPU has the AArch64 dot-product instructions (HWCAP_ASIMDDP: SDOT/UDOT, for the
+// INT8 depthwise conv), and the build has kernels for them. QBINFER_NEON_DOTPROD=0 turns them
+// off (to run the plain NEON kernels on such a CPU); nothing turns them on where HWCAP says no.
+bool cpu_has_neon_dotprod();
+
 // The ISA the engine uses: the best supported one, or QBINFER_ISA if set (throws
 // std::runtime_error naming the variable and the supported ISAs if it asks for an ISA that is
 // not supported). Fixed after the first call.

@@ -50,6 +50,9 @@ std::vector<const BConvKernels*> runnable_variants() {
     if (cpu_has_avx512_vpopcntdq()) v.push_back(&kBConvKernels__avx512_vpopcnt);
   }
 #endif
+#if defined(QBINFER_AARCH64_KERNELS)
+  if (supported(Isa::kNeon)) v.push_back(&kBConvKernels__neon);
+#endif
   return v;
 }
 
@@ -66,6 +69,10 @@ const BConvKernels* bconv_kernels_for(Isa isa) {
     case Isa::kAvx512:
       return cpu_has_avx512_vpopcntdq() ? &kBConvKernels__avx512_vpopcnt
                                         : &kBConvKernels__avx512;
+#endif
+#if defined(QBINFER_AARCH64_KERNELS)
+    case Isa::kNeon:
+      return &kBConvKernels__neon;
 #endif
     default:
       return nullptr;

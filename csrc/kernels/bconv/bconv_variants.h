@@ -1,6 +1,6 @@
 // The ISA variants of the binary conv, one entry per file (bconv_<isa>.cc), for the selector
-// in bconv_kernels.cc only. QBINFER_X86_64_KERNELS is defined by CMakeLists.txt exactly when
-// it compiles the x86-64 files.
+// in bconv_kernels.cc only. QBINFER_X86_64_KERNELS / QBINFER_AARCH64_KERNELS are defined by
+// CMakeLists.txt exactly when it compiles the x86-64 / AArch64 files.
 #pragma once
 
 #include "kernels/bconv/bconv.h"
@@ -11,6 +11,10 @@ namespace qbinfer {
 extern const BConvKernels kBConvKernels__avx2;
 extern const BConvKernels kBConvKernels__avx512;
 extern const BConvKernels kBConvKernels__avx512_vpopcnt;
+#endif
+
+#if defined(QBINFER_AARCH64_KERNELS)
+extern const BConvKernels kBConvKernels__neon;
 #endif
 
 }  // namespace qbinfer

@@ -32,4 +32,8 @@ struct BitpackKernels {
 // always there (the reference).
 const BitpackKernels* bitpack_kernels_for(Isa isa);
 
+// Every variant this build has and this CPU runs, scalar first: what tests and benchmarks
+// iterate over, so that no compiled variant goes untested.
+const BitpackKernels* const* bitpack_kernel_variants(std::size_t* count);
+
 }  // namespace qbinfer

@@ -60,4 +60,8 @@ struct Conv2DKernels {
 // always there: the reference with the file layout as its packed layout (pack copies).
 const Conv2DKernels* conv2d_kernels_for(Isa isa);
 
+// Every variant this build has and this CPU runs, scalar first: what tests and benchmarks
+// iterate over, so that no compiled variant goes untested.
+const Conv2DKernels* const* conv2d_kernel_variants(std::size_t* count);
+
 }  // namespace qbinfer

@@ -1,6 +1,7 @@
 // Selector of the dense conv variants (conv2d.h) and its scalar entry. Built for the baseline
 // CPU: it only compares ISAs and returns pointers; a variant's code runs only when the CPU has it.
 #include <algorithm>
+#include <vector>
 #include <cstring>
 
 #include "kernels/conv2d/conv2d.h"
@@ -52,9 +53,29 @@ const Conv2DKernels* conv2d_kernels_for(Isa isa) {
     case Isa::kAvx512:
       return &kConv2DKernels__avx512;
 #endif
+#if defined(QBINFER_AARCH64_KERNELS)
+    case Isa::kNeon:
+      return &kConv2DKernels__neon;
+#endif
     default:
       return nullptr;
   }
+}
+
+const Conv2DKernels* const* conv2d_kernel_variants(std::size_t* count) {
+  static const std::vector<const Conv2DKernels*> variants = [] {
+    std::vector<const Conv2DKernels*> v{&kReference};
+#if defined(QBINFER_X86_64_KERNELS)
+    if (supported(Isa::kAvx2)) v.push_back(&kConv2DKernels__avx2);
+    if (supported(Isa::kAvx512)) v.push_back(&kConv2DKernels__avx512);
+#endif
+#if defined(QBINFER_AARCH64_KERNELS)
+    if (supported(Isa::kNeon)) v.push_back(&kConv2DKernels__neon);
+#endif
+    return v;
+  }();
+  *count = variants.size();
+  return variants.data();
 }
 
 }  // namespace qbinfer

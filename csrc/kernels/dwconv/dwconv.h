@@ -133,4 +133,9 @@ struct DWConvKernels {
 // (pack_f32 / pack_qs8 copy, so passing the file's weights as `packed` also works for it).
 const DWConvKernels* dwconv_kernels_for(Isa isa);
 
+// Every variant this build has and this CPU runs, scalar first: what tests and benchmarks
+// iterate over, so that no compiled variant goes untested (with DotProd, both neon and
+// neon_dotprod, of which dwconv_kernels_for(kNeon) picks the latter).
+const DWConvKernels* const* dwconv_kernel_variants(std::size_t* count);
+
 }  // namespace qbinfer

@@ -1,6 +1,7 @@
 // Selector of the depthwise conv variants (dwconv.h) and its scalar entry. Built for the baseline
 // CPU: it only compares ISAs and returns pointers; a variant's code runs only when the CPU has it.
 #include <algorithm>
+#include <vector>
 #include <cstdint>
 #include <cstring>
 
@@ -76,9 +77,32 @@ const DWConvKernels* dwconv_kernels_for(Isa isa) {
     case Isa::kAvx512:
       return &kDWConvKernels__avx512;
 #endif
+#if defined(QBINFER_AARCH64_KERNELS)
+    case Isa::kNeon:
+      return cpu_has_neon_dotprod() ? &kDWConvKernels__neon_dotprod : &kDWConvKernels__neon;
+#endif
     default:
       return nullptr;
   }
+}
+
+const DWConvKernels* const* dwconv_kernel_variants(std::size_t* count) {
+  static const std::vector<const DWConvKernels*> variants = [] {
+    std::vector<const DWConvKernels*> v{&kReference};
+#if defined(QBINFER_X86_64_KERNELS)
+    if (supported(Isa::kAvx2)) v.push_back(&kDWConvKernels__avx2);
+    if (supported(Isa::kAvx512)) v.push_back(&kDWConvKernels__avx512);
+#endif
+#if defined(QBINFER_AARCH64_KERNELS)
+    if (supported(Isa::kNeon)) {
+      v.push_back(&kDWConvKernels__neon);
+      if (cpu_has_neon_dotprod()) v.push_back(&kDWConvKernels__neon_dotprod);
+    }
+#endif
+    return v;
+  }();
+  *count = variants.size();
+  return variants.data();
 }
 
 }  // namespace qbinfer

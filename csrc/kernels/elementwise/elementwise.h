@@ -45,4 +45,8 @@ struct ElementwiseKernels {
 // nullptr. kScalar is always there (the references).
 const ElementwiseKernels* elementwise_kernels_for(Isa isa);
 
+// Every variant this build has and this CPU runs, scalar first: what tests and benchmarks
+// iterate over, so that no compiled variant goes untested.
+const ElementwiseKernels* const* elementwise_kernel_variants(std::size_t* count);
+
 }  // namespace qbinfer

@@ -1,6 +1,7 @@
 // Selector of the element-wise variants (elementwise.h) and its scalar entry. Built for the baseline
 // CPU: it only compares ISAs and returns pointers; a variant's code runs only when the CPU has it.
 #include <algorithm>
+#include <vector>
 
 #include "kernels/elementwise/elementwise.h"
 #include "kernels/elementwise/elementwise_variants.h"
@@ -34,9 +35,29 @@ const ElementwiseKernels* elementwise_kernels_for(Isa isa) {
     case Isa::kAvx512:
       return &kElementwiseKernels__avx512;
 #endif
+#if defined(QBINFER_AARCH64_KERNELS)
+    case Isa::kNeon:
+      return &kElementwiseKernels__neon;
+#endif
     default:
       return nullptr;
   }
+}
+
+const ElementwiseKernels* const* elementwise_kernel_variants(std::size_t* count) {
+  static const std::vector<const ElementwiseKernels*> variants = [] {
+    std::vector<const ElementwiseKernels*> v{&kReference};
+#if defined(QBINFER_X86_64_KERNELS)
+    if (supported(Isa::kAvx2)) v.push_back(&kElementwiseKernels__avx2);
+    if (supported(Isa::kAvx512)) v.push_back(&kElementwiseKernels__avx512);
+#endif
+#if defined(QBINFER_AARCH64_KERNELS)
+    if (supported(Isa::kNeon)) v.push_back(&kElementwiseKernels__neon);
+#endif
+    return v;
+  }();
+  *count = variants.size();
+  return variants.data();
 }
 
 }  // namespace qbinfer

@@ -1,6 +1,6 @@
 // The ISA variants of the element-wise kernels, one entry per file (elementwise_<isa>.cc), for the
-// selector in elementwise_kernels.cc only. QBINFER_X86_64_KERNELS is defined by CMakeLists.txt exactly
-// when it compiles the x86-64 files.
+// selector in elementwise_kernels.cc only. QBINFER_X86_64_KERNELS / QBINFER_AARCH64_KERNELS are defined by
+// CMakeLists.txt exactly when it compiles the x86-64 / AArch64 files.
 #pragma once
 
 #include "kernels/elementwise/elementwise.h"
@@ -10,6 +10,10 @@ namespace qbinfer {
 #if defined(QBINFER_X86_64_KERNELS)
 extern const ElementwiseKernels kElementwiseKernels__avx2;
 extern const ElementwiseKernels kElementwiseKernels__avx512;
+#endif
+
+#if defined(QBINFER_AARCH64_KERNELS)
+extern const ElementwiseKernels kElementwiseKernels__neon;
 #endif
 
 }  // namespace qbinfer

@@ -56,4 +56,8 @@ struct EpilogueKernels {
 // always there (the reference).
 const EpilogueKernels* epilogue_kernels_for(Isa isa);
 
+// Every variant this build has and this CPU runs, scalar first: what tests and benchmarks
+// iterate over, so that no compiled variant goes untested.
+const EpilogueKernels* const* epilogue_kernel_variants(std::size_t* count);
+
 }  // namespace qbinfer

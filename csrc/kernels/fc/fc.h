@@ -52,4 +52,8 @@ struct FCKernels {
 // kScalar is always there (the references).
 const FCKernels* fc_kernels_for(Isa isa);
 
+// Every variant this build has and this CPU runs, scalar first: what tests and benchmarks
+// iterate over, so that no compiled variant goes untested.
+const FCKernels* const* fc_kernel_variants(std::size_t* count);
+
 }  // namespace qbinfer

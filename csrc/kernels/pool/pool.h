@@ -47,4 +47,8 @@ struct PoolKernels {
 // kScalar is always there (the references).
 const PoolKernels* pool_kernels_for(Isa isa);
 
+// Every variant this build has and this CPU runs, scalar first: what tests and benchmarks
+// iterate over, so that no compiled variant goes untested.
+const PoolKernels* const* pool_kernel_variants(std::size_t* count);
+
 }  // namespace qbinfer
