@@ -161,6 +161,13 @@ Model::Model(const std::string& path, const ModelOptions& options)
                " bytes, more than the " + std::to_string(kMaxWorkspaceBytes >> 30) +
                " GiB limit");
   }
+  // A 32-bit build (ARMv7) allocates the arena with a 32-bit size_t: a plan above that would
+  // be truncated there, and the steps would write past the allocation.
+  if (workspace_bytes_ > std::numeric_limits<std::size_t>::max()) {
+    file_.fail("the activations of one image need " + std::to_string(workspace_bytes_) +
+               " bytes, more than a " + std::to_string(8 * sizeof(std::size_t)) +
+               "-bit build can address");
+  }
 
   // Weight bytes: every tensor the graph uses, counted once even if shared.
   std::vector<bool> used(file_.tensors().size(), false);
