@@ -1,12 +1,11 @@
 // Selector of the binary conv variants (bconv.h), and the scalar entry: the reference kernel
 // with the file layout as its packed layout. Built for the baseline CPU: it only compares
 // ISAs and returns pointers; the variants' code runs only when the CPU has it.
-#include <algorithm>
 #include <cstring>
-#include <vector>
 
 #include "kernels/bconv/bconv.h"
 #include "kernels/bconv/bconv_variants.h"
+#include "kernels/isa_variants.h"
 
 namespace qbinfer {
 namespace {
@@ -36,53 +35,25 @@ void reference_run_rows(const BConvShape& s, const BitWord* in, const void* pack
 const BConvKernels kReference{"scalar", &reference_packed_weight_bytes, &reference_pack_weight,
                               &reference_run_rows};
 
-bool supported(Isa isa) {
-  const auto& isas = supported_isas();
-  return std::find(isas.begin(), isas.end(), isa) != isas.end();
-}
-
-std::vector<const BConvKernels*> runnable_variants() {
-  std::vector<const BConvKernels*> v{&kReference};
+// Scalar first; an ISA's faster sub-variant after its plain one (isa_variants.h).
+const IsaVariant<BConvKernels> kVariants[] = {
+    {Isa::kScalar, &kReference},
 #if defined(QBINFER_X86_64_KERNELS)
-  if (supported(Isa::kAvx2)) v.push_back(&kBConvKernels__avx2);
-  if (supported(Isa::kAvx512)) {
-    v.push_back(&kBConvKernels__avx512);
-    if (cpu_has_avx512_vpopcntdq()) v.push_back(&kBConvKernels__avx512_vpopcnt);
-  }
+    {Isa::kAvx2, &kBConvKernels__avx2},
+    {Isa::kAvx512, &kBConvKernels__avx512},
+    {Isa::kAvx512, &kBConvKernels__avx512_vpopcnt, &cpu_has_avx512_vpopcntdq},
 #endif
 #if defined(QBINFER_AARCH64_KERNELS)
-  if (supported(Isa::kNeon)) v.push_back(&kBConvKernels__neon);
+    {Isa::kNeon, &kBConvKernels__neon},
 #endif
-  return v;
-}
+};
 
 }  // namespace
 
-const BConvKernels* bconv_kernels_for(Isa isa) {
-  if (!supported(isa)) return nullptr;
-  switch (isa) {
-    case Isa::kScalar:
-      return &kReference;
-#if defined(QBINFER_X86_64_KERNELS)
-    case Isa::kAvx2:
-      return &kBConvKernels__avx2;
-    case Isa::kAvx512:
-      return cpu_has_avx512_vpopcntdq() ? &kBConvKernels__avx512_vpopcnt
-                                        : &kBConvKernels__avx512;
-#endif
-#if defined(QBINFER_AARCH64_KERNELS)
-    case Isa::kNeon:
-      return &kBConvKernels__neon;
-#endif
-    default:
-      return nullptr;
-  }
-}
+const BConvKernels* bconv_kernels_for(Isa isa) { return best_variant(kVariants, isa); }
 
 const BConvKernels* const* bconv_kernel_variants(std::size_t* count) {
-  static const std::vector<const BConvKernels*> variants = runnable_variants();
-  *count = variants.size();
-  return variants.data();
+  return runnable_variants(kVariants, count);
 }
 
 }  // namespace qbinfer

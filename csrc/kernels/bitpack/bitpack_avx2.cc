@@ -1,4 +1,4 @@
-// Bitpacking for AVX2: bitpack_f32_nhwc_8c__avx2. One VCMPPS (GE, ordered, quiet) per 8
+// Bitpacking for AVX2, 8 channels per block (bitpack_blocks_inl.h). One VCMPPS (GE, ordered, quiet) per 8
 // channels and VMOVMSKPS give the "x >= t" bits; the packed bit is their complement. Ordered
 // compares are false for NaN on either side and IEEE compares -0.0 >= 0.0 true, which is
 // exactly pack_bit (bit_contract.h). A channel tail uses VMASKMOVPS loads (masked-off lanes
@@ -6,9 +6,9 @@
 // valid channels, so tail bits stay 0.
 #include <immintrin.h>
 
-#include <cassert>
 #include <cstdint>
 
+#include "kernels/bitpack/bitpack_blocks_inl.h"
 #include "kernels/bitpack/bitpack_variants.h"
 
 namespace qbinfer {
@@ -33,29 +33,8 @@ inline std::uint64_t pack8(const float* x, const float* t, unsigned n) {
   return ~ge & valid;
 }
 
-void bitpack_f32_nhwc_8c__avx2(const float* x, std::size_t pixels, std::size_t channels,
-                               const float* thresholds, BitWord* out) {
-  assert(channels > 0);
-  const std::size_t words = words_for_channels(channels);
-  for (std::size_t p = 0; p < pixels; ++p) {
-    const float* row = x + p * channels;
-    BitWord* out_row = out + p * words;
-    for (std::size_t w = 0; w < words; ++w) {
-      const std::size_t c0 = w * kBitsPerWord;
-      const std::size_t n = channels - c0 < kBitsPerWord ? channels - c0 : kBitsPerWord;
-      BitWord word = 0;
-      for (std::size_t b = 0; b * 8 < n; ++b) {
-        const std::size_t c = c0 + 8 * b;
-        const auto left = static_cast<unsigned>(n - 8 * b);
-        word |= pack8(row + c, thresholds != nullptr ? thresholds + c : nullptr, left) << (8 * b);
-      }
-      out_row[w] = word;
-    }
-  }
-}
-
 }  // namespace
 
-const BitpackKernels kBitpackKernels__avx2{"avx2", &bitpack_f32_nhwc_8c__avx2};
+const BitpackKernels kBitpackKernels__avx2{"avx2", &bitpack_f32_nhwc_blocks<8, &pack8>};
 
 }  // namespace qbinfer

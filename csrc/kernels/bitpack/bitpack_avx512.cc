@@ -1,4 +1,4 @@
-// Bitpacking for AVX-512 F: bitpack_f32_nhwc_16c__avx512. One VCMPPS (GE, ordered, quiet)
+// Bitpacking for AVX-512 F, 16 channels per block (bitpack_blocks_inl.h). One VCMPPS (GE, ordered, quiet)
 // per 16 channels gives the "x >= t" mask directly; the bit is its complement. Ordered
 // compares are false for NaN on either side and IEEE compares -0.0 >= 0.0 true, which is
 // exactly pack_bit (bit_contract.h). A channel tail uses masked loads (nothing past the row is
@@ -12,9 +12,9 @@
 #endif
 #include <immintrin.h>
 
-#include <cassert>
 #include <cstdint>
 
+#include "kernels/bitpack/bitpack_blocks_inl.h"
 #include "kernels/bitpack/bitpack_variants.h"
 
 namespace qbinfer {
@@ -29,30 +29,8 @@ inline std::uint64_t pack16(const float* x, const float* t, unsigned n) {
   return static_cast<std::uint64_t>(static_cast<unsigned>(~ge & valid) & 0xffffu);
 }
 
-void bitpack_f32_nhwc_16c__avx512(const float* x, std::size_t pixels, std::size_t channels,
-                                  const float* thresholds, BitWord* out) {
-  assert(channels > 0);
-  const std::size_t words = words_for_channels(channels);
-  for (std::size_t p = 0; p < pixels; ++p) {
-    const float* row = x + p * channels;
-    BitWord* out_row = out + p * words;
-    for (std::size_t w = 0; w < words; ++w) {
-      const std::size_t c0 = w * kBitsPerWord;
-      const std::size_t n = channels - c0 < kBitsPerWord ? channels - c0 : kBitsPerWord;
-      BitWord word = 0;
-      for (std::size_t b = 0; b * 16 < n; ++b) {
-        const std::size_t c = c0 + 16 * b;
-        const auto left = static_cast<unsigned>(n - 16 * b);
-        word |= pack16(row + c, thresholds != nullptr ? thresholds + c : nullptr, left)
-                << (16 * b);
-      }
-      out_row[w] = word;
-    }
-  }
-}
-
 }  // namespace
 
-const BitpackKernels kBitpackKernels__avx512{"avx512", &bitpack_f32_nhwc_16c__avx512};
+const BitpackKernels kBitpackKernels__avx512{"avx512", &bitpack_f32_nhwc_blocks<16, &pack16>};
 
 }  // namespace qbinfer

@@ -1,4 +1,4 @@
-// Bitpacking for AArch64 Advanced SIMD: bitpack_f32_nhwc_16c__neon. Per 16 channels, four FCMGE
+// Bitpacking for AArch64 Advanced SIMD, 16 channels per block (bitpack_blocks_inl.h): four FCMGE
 // (ordered: false for NaN on either side; IEEE: -0.0 >= 0.0 true, which is exactly pack_bit in
 // bit_contract.h) give the "x >= t" lanes; each is ANDed with its lane's bit weight and the
 // four summed across lanes (ADDV) into 16 bits, whose complement is the packed bits. A channel
@@ -7,10 +7,10 @@
 // stay 0.
 #include <arm_neon.h>
 
-#include <cassert>
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/bitpack/bitpack_blocks_inl.h"
 #include "kernels/bitpack/bitpack_variants.h"
 
 namespace qbinfer {
@@ -38,30 +38,8 @@ inline std::uint64_t pack16(const float* x, const float* t, unsigned n) {
   return ~ge16(xb, tb) & ((1u << n) - 1);
 }
 
-void bitpack_f32_nhwc_16c__neon(const float* x, std::size_t pixels, std::size_t channels,
-                                const float* thresholds, BitWord* out) {
-  assert(channels > 0);
-  const std::size_t words = words_for_channels(channels);
-  for (std::size_t p = 0; p < pixels; ++p) {
-    const float* row = x + p * channels;
-    BitWord* out_row = out + p * words;
-    for (std::size_t w = 0; w < words; ++w) {
-      const std::size_t c0 = w * kBitsPerWord;
-      const std::size_t n = channels - c0 < kBitsPerWord ? channels - c0 : kBitsPerWord;
-      BitWord word = 0;
-      for (std::size_t b = 0; b * 16 < n; ++b) {
-        const std::size_t c = c0 + 16 * b;
-        const auto left = static_cast<unsigned>(n - 16 * b);
-        word |= pack16(row + c, thresholds != nullptr ? thresholds + c : nullptr, left)
-                << (16 * b);
-      }
-      out_row[w] = word;
-    }
-  }
-}
-
 }  // namespace
 
-const BitpackKernels kBitpackKernels__neon{"neon", &bitpack_f32_nhwc_16c__neon};
+const BitpackKernels kBitpackKernels__neon{"neon", &bitpack_f32_nhwc_blocks<16, &pack16>};
 
 }  // namespace qbinfer

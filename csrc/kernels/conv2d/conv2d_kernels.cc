@@ -1,11 +1,10 @@
 // Selector of the dense conv variants (conv2d.h) and its scalar entry. Built for the baseline
 // CPU: it only compares ISAs and returns pointers; a variant's code runs only when the CPU has it.
-#include <algorithm>
-#include <vector>
 #include <cstring>
 
 #include "kernels/conv2d/conv2d.h"
 #include "kernels/conv2d/conv2d_variants.h"
+#include "kernels/isa_variants.h"
 
 namespace qbinfer {
 namespace {
@@ -35,47 +34,24 @@ void reference_run_rows(const Conv2DShape& s, const float* in, const void* packe
 const Conv2DKernels kReference{"scalar", &reference_packed_bytes, &reference_pack,
                                &reference_run_rows};
 
-bool supported(Isa isa) {
-  const auto& isas = supported_isas();
-  return std::find(isas.begin(), isas.end(), isa) != isas.end();
-}
+// Scalar first; an ISA's faster sub-variant after its plain one (isa_variants.h).
+const IsaVariant<Conv2DKernels> kVariants[] = {
+    {Isa::kScalar, &kReference},
+#if defined(QBINFER_X86_64_KERNELS)
+    {Isa::kAvx2, &kConv2DKernels__avx2},
+    {Isa::kAvx512, &kConv2DKernels__avx512},
+#endif
+#if defined(QBINFER_AARCH64_KERNELS)
+    {Isa::kNeon, &kConv2DKernels__neon},
+#endif
+};
 
 }  // namespace
 
-const Conv2DKernels* conv2d_kernels_for(Isa isa) {
-  if (!supported(isa)) return nullptr;
-  switch (isa) {
-    case Isa::kScalar:
-      return &kReference;
-#if defined(QBINFER_X86_64_KERNELS)
-    case Isa::kAvx2:
-      return &kConv2DKernels__avx2;
-    case Isa::kAvx512:
-      return &kConv2DKernels__avx512;
-#endif
-#if defined(QBINFER_AARCH64_KERNELS)
-    case Isa::kNeon:
-      return &kConv2DKernels__neon;
-#endif
-    default:
-      return nullptr;
-  }
-}
+const Conv2DKernels* conv2d_kernels_for(Isa isa) { return best_variant(kVariants, isa); }
 
 const Conv2DKernels* const* conv2d_kernel_variants(std::size_t* count) {
-  static const std::vector<const Conv2DKernels*> variants = [] {
-    std::vector<const Conv2DKernels*> v{&kReference};
-#if defined(QBINFER_X86_64_KERNELS)
-    if (supported(Isa::kAvx2)) v.push_back(&kConv2DKernels__avx2);
-    if (supported(Isa::kAvx512)) v.push_back(&kConv2DKernels__avx512);
-#endif
-#if defined(QBINFER_AARCH64_KERNELS)
-    if (supported(Isa::kNeon)) v.push_back(&kConv2DKernels__neon);
-#endif
-    return v;
-  }();
-  *count = variants.size();
-  return variants.data();
+  return runnable_variants(kVariants, count);
 }
 
 }  // namespace qbinfer

@@ -1,12 +1,11 @@
 // Selector of the depthwise conv variants (dwconv.h) and its scalar entry. Built for the baseline
 // CPU: it only compares ISAs and returns pointers; a variant's code runs only when the CPU has it.
-#include <algorithm>
-#include <vector>
 #include <cstdint>
 #include <cstring>
 
 #include "kernels/dwconv/dwconv.h"
 #include "kernels/dwconv/dwconv_variants.h"
+#include "kernels/isa_variants.h"
 
 namespace qbinfer {
 namespace {
@@ -59,50 +58,25 @@ const DWConvKernels kReference{"scalar",
                                &reference_pack_qs8,
                                &reference_run_rows_qs8};
 
-bool supported(Isa isa) {
-  const auto& isas = supported_isas();
-  return std::find(isas.begin(), isas.end(), isa) != isas.end();
-}
+// Scalar first; an ISA's faster sub-variant after its plain one (isa_variants.h).
+const IsaVariant<DWConvKernels> kVariants[] = {
+    {Isa::kScalar, &kReference},
+#if defined(QBINFER_X86_64_KERNELS)
+    {Isa::kAvx2, &kDWConvKernels__avx2},
+    {Isa::kAvx512, &kDWConvKernels__avx512},
+#endif
+#if defined(QBINFER_AARCH64_KERNELS)
+    {Isa::kNeon, &kDWConvKernels__neon},
+    {Isa::kNeon, &kDWConvKernels__neon_dotprod, &cpu_has_neon_dotprod},
+#endif
+};
 
 }  // namespace
 
-const DWConvKernels* dwconv_kernels_for(Isa isa) {
-  if (!supported(isa)) return nullptr;
-  switch (isa) {
-    case Isa::kScalar:
-      return &kReference;
-#if defined(QBINFER_X86_64_KERNELS)
-    case Isa::kAvx2:
-      return &kDWConvKernels__avx2;
-    case Isa::kAvx512:
-      return &kDWConvKernels__avx512;
-#endif
-#if defined(QBINFER_AARCH64_KERNELS)
-    case Isa::kNeon:
-      return cpu_has_neon_dotprod() ? &kDWConvKernels__neon_dotprod : &kDWConvKernels__neon;
-#endif
-    default:
-      return nullptr;
-  }
-}
+const DWConvKernels* dwconv_kernels_for(Isa isa) { return best_variant(kVariants, isa); }
 
 const DWConvKernels* const* dwconv_kernel_variants(std::size_t* count) {
-  static const std::vector<const DWConvKernels*> variants = [] {
-    std::vector<const DWConvKernels*> v{&kReference};
-#if defined(QBINFER_X86_64_KERNELS)
-    if (supported(Isa::kAvx2)) v.push_back(&kDWConvKernels__avx2);
-    if (supported(Isa::kAvx512)) v.push_back(&kDWConvKernels__avx512);
-#endif
-#if defined(QBINFER_AARCH64_KERNELS)
-    if (supported(Isa::kNeon)) {
-      v.push_back(&kDWConvKernels__neon);
-      if (cpu_has_neon_dotprod()) v.push_back(&kDWConvKernels__neon_dotprod);
-    }
-#endif
-    return v;
-  }();
-  *count = variants.size();
-  return variants.data();
+  return runnable_variants(kVariants, count);
 }
 
 }  // namespace qbinfer
