@@ -19,8 +19,8 @@
 # environment: QBINFER_JOBS (default 2), PYTHON (the x86-64 Python with qbinfer installed, for
 #              the reference logits; default python, else python3), DEBIAN_MIRROR (default
 #              http://deb.debian.org/debian)
-# Needs root for apt-get (qemu-user, debootstrap, the cross compiler when missing) and for
-# debootstrap.
+# Needs root (or sudo) for apt-get (qemu-user, debootstrap, the cross compiler when missing), and
+# root for debootstrap.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -34,15 +34,8 @@ T0=$(date +%s)
 
 die() { echo "test-aarch64-python.sh: FAILED: $*" >&2; exit 1; }
 step() { echo "--- [$(($(date +%s) - T0))s] $*"; }
-have() { command -v "$1" >/dev/null 2>&1; }
-logged() {
-  local log=$1
-  shift
-  if ! "$@" >"$log" 2>&1; then
-    tail -n 60 "$log" >&2
-    die "'$*' failed (full log: $log)"
-  fi
-}
+# have, logged, apt_install
+source scripts/lib.sh
 
 step "tools"
 need=()
@@ -50,14 +43,7 @@ have debootstrap || need+=(debootstrap)
 have aarch64-linux-gnu-g++ || need+=(g++-aarch64-linux-gnu)
 { have qemu-aarch64 || have qemu-aarch64-static; } || need+=(qemu-user)
 have cmake || need+=(cmake)
-if ((${#need[@]})); then
-  [[ $(id -u) -eq 0 ]] || die "need ${need[*]} (apt-get install ${need[*]}, as root)"
-  export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y --no-install-recommends "${need[@]}" >/tmp/qbinfer-apt.log 2>&1; then
-    logged /tmp/qbinfer-apt.log apt-get update
-    logged /tmp/qbinfer-apt.log apt-get install -y --no-install-recommends "${need[@]}"
-  fi
-fi
+apt_install ${need[@]+"${need[@]}"}
 QEMU=$(command -v qemu-aarch64 || command -v qemu-aarch64-static)
 if ! "$PY" -c "import pybind11" >/dev/null 2>&1; then
   logged /tmp/qbinfer-pip.log "$PY" -m pip install "pybind11>=2.12"

@@ -83,17 +83,8 @@ on_exit() {
 }
 trap on_exit EXIT
 
-have() { command -v "$1" >/dev/null 2>&1; }
-
-# Runs a command with its output in LOG; on failure shows the log's end and dies.
-logged() {
-  local log=$1
-  shift
-  if ! "$@" >"$log" 2>&1; then
-    tail -n 60 "$log" >&2
-    die "'$*' failed (full log: $log)"
-  fi
-}
+# have, logged, apt_install
+source scripts/lib.sh
 
 # ---------------------------------------------------------------------------------------------
 phase "tools (install what is missing)"
@@ -104,20 +95,7 @@ have aarch64-linux-gnu-g++ || need+=(g++-aarch64-linux-gnu)
 ((RUN_ARMV7)) && ! have arm-linux-gnueabihf-g++ && need+=(g++-arm-linux-gnueabihf)
 { have qemu-aarch64 || have qemu-aarch64-static; } || need+=(qemu-user)
 ((RUN_ARMV7)) && ! { have qemu-arm || have qemu-arm-static; } && need+=(qemu-user)
-if ((${#need[@]})); then
-  SUDO=()
-  if [[ $(id -u) -ne 0 ]]; then
-    have sudo || die "need ${need[*]}: run as root or install them (apt-get install ${need[*]})"
-    SUDO=(sudo)
-  fi
-  echo "installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  # apt-get update only when the package lists do not know the packages (a fresh container).
-  if ! "${SUDO[@]}" apt-get install -y --no-install-recommends "${need[@]}" >/tmp/qbinfer-apt.log 2>&1; then
-    logged /tmp/qbinfer-apt.log "${SUDO[@]}" apt-get update
-    logged /tmp/qbinfer-apt.log "${SUDO[@]}" apt-get install -y --no-install-recommends "${need[@]}"
-  fi
-fi
+apt_install ${need[@]+"${need[@]}"}
 QEMU_AARCH64=$(command -v qemu-aarch64 || command -v qemu-aarch64-static)
 QEMU_ARM=$(command -v qemu-arm || command -v qemu-arm-static || true)
 echo "cmake $(cmake --version | head -n1 | awk '{print $3}'), $(g++ --version | head -n1)"
