@@ -195,72 +195,63 @@ void run_bitpack(const Step& step, const ExecContext& ctx) {
   });
 }
 
-void run_affine(const Step& step, const ExecContext& ctx) {
+// An element-wise op over input 0 and the output, float rows of op.channels split by pixels:
+// body(kernels, in, out, first pixel, pixel count) with in and out at the first pixel.
+template <class Body>
+void elementwise(const Step& step, const ExecContext& ctx, Body&& body) {
   const Op& op = *step.op;
   const float* in = ctx.value<const float>(op.inputs[0]);
   float* out = ctx.value<float>(op.output);
   const std::size_t c = op.channels;
   const ElementwiseKernels& k = *ctx.kernels->elementwise;
   pixelwise(step, ctx, [&](std::size_t b, std::size_t e) {
-    k.affine(in + b * c, e - b, c, op.tensors[0]->as<float>(), op.tensors[1]->as<float>(),
-             out + b * c);
+    body(k, in + b * c, out + b * c, b, e - b);
+  });
+}
+
+void run_affine(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const float* scale = op.tensors[0]->as<float>();
+  const float* bias = op.tensors[1]->as<float>();
+  elementwise(step, ctx, [&](const ElementwiseKernels& k, const float* in, float* out,
+                             std::size_t, std::size_t n) {
+    k.affine(in, n, op.channels, scale, bias, out);
   });
 }
 
 void run_prelu(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
-  const float* in = ctx.value<const float>(op.inputs[0]);
-  float* out = ctx.value<float>(op.output);
-  const std::size_t c = op.channels;
-  const ElementwiseKernels& k = *ctx.kernels->elementwise;
-  pixelwise(step, ctx, [&](std::size_t b, std::size_t e) {
-    k.prelu(in + b * c, e - b, c, op.tensors[0]->as<float>(), out + b * c);
+  const float* slope = op.tensors[0]->as<float>();
+  elementwise(step, ctx, [&](const ElementwiseKernels& k, const float* in, float* out,
+                             std::size_t, std::size_t n) {
+    k.prelu(in, n, op.channels, slope, out);
   });
 }
 
-void run_relu(const Step& step, const ExecContext& ctx) {
-  const Op& op = *step.op;
-  const float* in = ctx.value<const float>(op.inputs[0]);
-  float* out = ctx.value<float>(op.output);
-  const std::size_t c = op.channels;
-  const ElementwiseKernels& k = *ctx.kernels->elementwise;
-  pixelwise(step, ctx, [&](std::size_t b, std::size_t e) {
-    k.relu(in + b * c, (e - b) * c, out + b * c);
-  });
-}
-
-void run_sigmoid(const Step& step, const ExecContext& ctx) {
-  const Op& op = *step.op;
-  const float* in = ctx.value<const float>(op.inputs[0]);
-  float* out = ctx.value<float>(op.output);
-  const std::size_t c = op.channels;
-  const ElementwiseKernels& k = *ctx.kernels->elementwise;
-  pixelwise(step, ctx, [&](std::size_t b, std::size_t e) {
-    k.sigmoid(in + b * c, (e - b) * c, out + b * c);
-  });
+// ReLU and sigmoid: the same flat loop over pixels * channels floats, one kernel or the other.
+template <void (*ElementwiseKernels::*Kernel)(const float*, std::size_t, float*)>
+void run_flat(const Step& step, const ExecContext& ctx) {
+  const std::size_t c = step.op->channels;
+  elementwise(step, ctx, [&](const ElementwiseKernels& k, const float* in, float* out,
+                             std::size_t, std::size_t n) { (k.*Kernel)(in, n * c, out); });
 }
 
 void run_add(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
-  const float* a = ctx.value<const float>(op.inputs[0]);
-  const float* b2 = ctx.value<const float>(op.inputs[1]);
-  float* out = ctx.value<float>(op.output);
+  const float* addend = ctx.value<const float>(op.inputs[1]);
   const std::size_t c = op.channels;
-  const ElementwiseKernels& k = *ctx.kernels->elementwise;
-  pixelwise(step, ctx, [&](std::size_t b, std::size_t e) {
-    k.add(a + b * c, b2 + b * c, (e - b) * c, out + b * c);
+  elementwise(step, ctx, [&](const ElementwiseKernels& k, const float* in, float* out,
+                             std::size_t first, std::size_t n) {
+    k.add(in, addend + first * c, n * c, out);
   });
 }
 
 void run_mul_channel(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
-  const float* in = ctx.value<const float>(op.inputs[0]);
   const float* s = ctx.value<const float>(op.inputs[1]);
-  float* out = ctx.value<float>(op.output);
-  const std::size_t c = op.channels;
-  const ElementwiseKernels& k = *ctx.kernels->elementwise;
-  pixelwise(step, ctx, [&](std::size_t b, std::size_t e) {
-    k.mul_channel(in + b * c, e - b, c, s, out + b * c);
+  elementwise(step, ctx, [&](const ElementwiseKernels& k, const float* in, float* out,
+                             std::size_t, std::size_t n) {
+    k.mul_channel(in, n, op.channels, s, out);
   });
 }
 
@@ -332,8 +323,8 @@ StepRunFn run_fn(OpType type) {
     case OpType::kBConv2D: return &run_bconv2d;
     case OpType::kAffine: return &run_affine;
     case OpType::kPReLU: return &run_prelu;
-    case OpType::kReLU: return &run_relu;
-    case OpType::kSigmoid: return &run_sigmoid;
+    case OpType::kReLU: return &run_flat<&ElementwiseKernels::relu>;
+    case OpType::kSigmoid: return &run_flat<&ElementwiseKernels::sigmoid>;
     case OpType::kAdd: return &run_add;
     case OpType::kMulChannel: return &run_mul_channel;
     case OpType::kAvgPool: return &run_avgpool;

@@ -91,6 +91,17 @@ ThreadPool::ThreadPool(std::size_t threads, int spin_us)
   for (std::size_t id = 1; id <= n; ++id) workers_.emplace_back([this, id] { worker_loop(id); });
 }
 
+// Wakes every parked worker after generation_ changed (the mutex round trip orders the change
+// before a waiter's re-check in the condition-variable fallback).
+void ThreadPool::wake_parked() {
+#if defined(QBINFER_HAVE_FUTEX)
+  futex_wake_all(&generation_);
+#else
+  { std::lock_guard<std::mutex> lock(park_mutex_); }
+  park_cv_.notify_all();
+#endif
+}
+
 ThreadPool::~ThreadPool() {
   if (current_pid() != owner_pid_) {
     // A forked child: the workers are the parent's and do not exist here. Their handles can be
@@ -100,12 +111,7 @@ ThreadPool::~ThreadPool() {
   }
   stop_.store(true, std::memory_order_seq_cst);
   generation_.fetch_add(1, std::memory_order_seq_cst);
-#if defined(QBINFER_HAVE_FUTEX)
-  futex_wake_all(&generation_);
-#else
-  { std::lock_guard<std::mutex> lock(park_mutex_); }
-  park_cv_.notify_all();
-#endif
+  wake_parked();
   for (std::thread& t : workers_) t.join();
 }
 
@@ -128,12 +134,7 @@ void ThreadPool::run(Fn fn, void* ctx) {
   pending_.store(static_cast<std::uint32_t>(workers_.size()), std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_seq_cst);
   if (parked_workers_.load(std::memory_order_seq_cst) != 0) {
-#if defined(QBINFER_HAVE_FUTEX)
-    futex_wake_all(&generation_);
-#else
-    { std::lock_guard<std::mutex> lock(park_mutex_); }
-    park_cv_.notify_all();
-#endif
+    wake_parked();
   }
   fn(ctx, 0, size());
   wait_done();

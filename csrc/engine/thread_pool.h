@@ -74,6 +74,7 @@ class ThreadPool {
   void worker_loop(std::size_t id);
   void wait_generation(std::uint32_t seen);
   void wait_done();
+  void wake_parked();
 
   std::vector<std::thread> workers_;
   int spin_us_;

@@ -228,6 +228,16 @@ class Cursor {
       : file_(file), base_(base), size_(size) {}
 
   void set_context(std::string context) { context_ = std::move(context); }
+  // A table record that starts with its name ("tensor 3", then "tensor 3 'conv1.weight'"):
+  // reads the name into `name` and returns the record's label for messages, also made the
+  // context of the fields that follow.
+  std::string named_record(const char* kind, std::uint32_t i, std::string& name) {
+    const std::string id = std::string(kind) + " " + std::to_string(i);
+    set_context(id);
+    name = str("name");
+    set_context(id + " " + quoted(name));
+    return context_;
+  }
   const std::string& context() const { return context_; }
   std::uint64_t position() const { return pos_; }
   std::uint64_t remaining() const { return size_ - pos_; }
@@ -423,11 +433,7 @@ void QbwFile::parse_meta() {
   tensors_.resize(n_tensors);
   for (std::uint32_t i = 0; i < n_tensors; ++i) {
     TensorInfo& t = tensors_[i];
-    const std::string id = "tensor " + std::to_string(i);
-    c.set_context(id);
-    t.name = c.str("name");
-    const std::string where = id + " " + quoted(t.name);
-    c.set_context(where);
+    const std::string where = c.named_record("tensor", i, t.name);
     const std::uint32_t dtype = c.u32("dtype");
     if (dtype > 2) {
       fail(where + ": unknown dtype code " + std::to_string(dtype) + " (0 f32, 1 i8, 2 bits)");
@@ -460,11 +466,7 @@ void QbwFile::parse_meta() {
   values_.resize(n_values);
   for (std::uint32_t i = 0; i < n_values; ++i) {
     ValueInfo& v = values_[i];
-    const std::string id = "value " + std::to_string(i);
-    c.set_context(id);
-    v.name = c.str("name");
-    const std::string where = id + " " + quoted(v.name);
-    c.set_context(where);
+    const std::string where = c.named_record("value", i, v.name);
     const std::uint32_t dtype = c.u32("dtype");
     if (dtype != 0 && dtype != 2) {
       fail(where + ": dtype code " + std::to_string(dtype) +

@@ -4,6 +4,7 @@
 // wrong call raises instead of reaching a kernel assert or reading out of bounds. They
 // return fresh C-contiguous arrays and release the GIL around each kernel call.
 #include "python/kernel_testing.h"
+#include "python/shape_str.h"
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -54,14 +55,6 @@ const char* dtype_name<std::uint64_t>() { return "uint64"; }
 template <>
 const char* dtype_name<std::int8_t>() { return "int8"; }
 
-std::string shape_str(const py::array& a) {
-  std::string s = "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
-    if (i > 0) s += ", ";
-    s += std::to_string(a.shape(i));
-  }
-  return s + (a.ndim() == 1 ? ",)" : ")");
-}
 
 // "fn: name", the prefix of every message.
 std::string where(const char* fn, const char* name) { return std::string(fn) + ": " + name; }
@@ -118,6 +111,27 @@ std::size_t channels_last(const py::array& a, const char* fn, const char* name) 
   }
   return static_cast<std::size_t>(a.shape(a.ndim() - 1));
 }
+
+// A float32 [C] argument, one value per channel.
+Ready<float> per_channel(const py::object& obj, const char* fn, const char* name,
+                         std::size_t channels) {
+  auto a = as_array<float>(obj, fn, name);
+  expect_shape(a, fn, name, {exactly(channels)});
+  return a;
+}
+
+// Optional per-channel float32 [C] argument.
+Ready<float> optional_channels(const py::object& obj, const char* fn, const char* name,
+                               std::size_t channels, const float** ptr) {
+  Ready<float> a;
+  *ptr = nullptr;
+  if (!obj.is_none()) {
+    a = per_channel(obj, fn, name, channels);
+    *ptr = a.data();
+  }
+  return a;
+}
+
 
 std::size_t dim(const py::array& a, py::ssize_t i) { return static_cast<std::size_t>(a.shape(i)); }
 
@@ -316,13 +330,8 @@ py::array_t<std::uint64_t> bitpack_isa(const py::object& x_obj, const py::object
   }
   const auto x = as_array<float>(x_obj, fn, "x");
   const std::size_t c = channels_last(x, fn, "x");
-  Ready<float> t;
   const float* tp = nullptr;
-  if (!t_obj.is_none()) {
-    t = as_array<float>(t_obj, fn, "thresholds");
-    expect_shape(t, fn, "thresholds", {exactly(c)});
-    tp = t.data();
-  }
+  const Ready<float> t = optional_channels(t_obj, fn, "thresholds", c, &tp);
   std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
   shape.back() = static_cast<py::ssize_t>(words_for_channels(c));
   py::array_t<std::uint64_t> out(shape);
@@ -402,11 +411,7 @@ DWArgs dw_common(const char* fn, const py::object& x_obj, const py::object& pre_
   a.x = as_array<float>(x_obj, fn, "x");
   expect_shape(a.x, fn, "x", {any("H"), any("W"), any("C")});
   const std::size_t c = dim(a.x, 2);
-  if (!pre_bias_obj.is_none()) {
-    a.pre_bias = as_array<float>(pre_bias_obj, fn, "pre_bias");
-    expect_shape(a.pre_bias, fn, "pre_bias", {exactly(c)});
-    a.pre_bias_ptr = a.pre_bias.data();
-  }
+  a.pre_bias = optional_channels(pre_bias_obj, fn, "pre_bias", c, &a.pre_bias_ptr);
   if (!((stride_h == 1 || stride_h == 2) && (stride_w == 1 || stride_w == 2))) {
     throw py::value_error(std::string(fn) + ": stride must be (1, 1), (2, 2), (2, 1) or (1, 2), "
                           "got (" + std::to_string(stride_h) + ", " + std::to_string(stride_w) +
@@ -554,13 +559,8 @@ float dwconv_input_absmax(const py::object& x_obj, const py::object& pre_bias_ob
   constexpr const char* fn = "dwconv_input_absmax";
   const auto x = as_array<float>(x_obj, fn, "x");
   const std::size_t c = channels_last(x, fn, "x");
-  Ready<float> pre_bias;
   const float* pb = nullptr;
-  if (!pre_bias_obj.is_none()) {
-    pre_bias = as_array<float>(pre_bias_obj, fn, "pre_bias");
-    expect_shape(pre_bias, fn, "pre_bias", {exactly(c)});
-    pb = pre_bias.data();
-  }
+  const Ready<float> pre_bias = optional_channels(pre_bias_obj, fn, "pre_bias", c, &pb);
   const std::size_t pixels = static_cast<std::size_t>(x.size()) / c;
   const DWConvKernels& k = family_kernels(fn, isa_obj, &dwconv_kernels_for);
   float result = 0.0f;
@@ -574,13 +574,8 @@ py::array_t<std::int8_t> dwconv_quantize_input(const py::object& x_obj,
   constexpr const char* fn = "dwconv_quantize_input";
   const auto x = as_array<float>(x_obj, fn, "x");
   const std::size_t c = channels_last(x, fn, "x");
-  Ready<float> pre_bias;
   const float* pb = nullptr;
-  if (!pre_bias_obj.is_none()) {
-    pre_bias = as_array<float>(pre_bias_obj, fn, "pre_bias");
-    expect_shape(pre_bias, fn, "pre_bias", {exactly(c)});
-    pb = pre_bias.data();
-  }
+  const Ready<float> pre_bias = optional_channels(pre_bias_obj, fn, "pre_bias", c, &pb);
   const float s = input_scale > 0.0 && input_scale <= std::numeric_limits<float>::max()
                       ? static_cast<float>(input_scale)
                       : 0.0f;
@@ -742,57 +737,63 @@ py::array_t<float> output_like(const Ready<float>& x, bool inplace) {
   return out;
 }
 
-Ready<float> per_channel(const py::object& obj, const char* fn, const char* name,
-                         std::size_t channels) {
-  auto a = as_array<float>(obj, fn, name);
-  expect_shape(a, fn, name, {exactly(channels)});
-  return a;
+// affine, prelu and mul_channel: x [..., C] and per-channel parameters, checked in that order
+// (channel_input, then the caller's per_channel calls), then run_channel_op runs
+// body(kernels, in, pixels, C, out) without the GIL, in place when asked.
+struct ChannelInput {
+  Ready<float> x;
+  std::size_t channels;
+};
+
+ChannelInput channel_input(const char* fn, const py::object& x_obj) {
+  auto x = as_array<float>(x_obj, fn, "x");
+  const std::size_t c = channels_last(x, fn, "x");
+  return {std::move(x), c};
+}
+
+template <class Body>
+py::array_t<float> run_channel_op(const char* fn, const ChannelInput& x, bool inplace,
+                                  const py::object& isa_obj, Body&& body) {
+  auto out = output_like(x.x, inplace);
+  float* o = out.mutable_data();
+  const float* in = inplace ? o : x.x.data();
+  const std::size_t pixels = static_cast<std::size_t>(x.x.size()) / x.channels;
+  const ElementwiseKernels& k = family_kernels(fn, isa_obj, &elementwise_kernels_for);
+  without_gil([&] { body(k, in, pixels, x.channels, o); });
+  return out;
 }
 
 py::array_t<float> affine(const py::object& x_obj, const py::object& scale_obj,
                           const py::object& bias_obj, bool inplace, const py::object& isa_obj) {
   constexpr const char* fn = "affine";
-  const auto x = as_array<float>(x_obj, fn, "x");
-  const std::size_t c = channels_last(x, fn, "x");
-  const auto scale = per_channel(scale_obj, fn, "scale", c);
-  const auto bias = per_channel(bias_obj, fn, "bias", c);
-  auto out = output_like(x, inplace);
-  float* o = out.mutable_data();
-  const float* in = inplace ? o : x.data();
-  const std::size_t pixels = static_cast<std::size_t>(x.size()) / c;
-  const ElementwiseKernels& k = family_kernels(fn, isa_obj, &elementwise_kernels_for);
-  without_gil([&] { k.affine(in, pixels, c, scale.data(), bias.data(), o); });
-  return out;
+  const ChannelInput x = channel_input(fn, x_obj);
+  const auto scale = per_channel(scale_obj, fn, "scale", x.channels);
+  const auto bias = per_channel(bias_obj, fn, "bias", x.channels);
+  return run_channel_op(fn, x, inplace, isa_obj,
+                        [&](const ElementwiseKernels& k, const float* in, std::size_t pixels,
+                            std::size_t c, float* o) {
+                          k.affine(in, pixels, c, scale.data(), bias.data(), o);
+                        });
 }
 
 py::array_t<float> prelu(const py::object& x_obj, const py::object& slope_obj, bool inplace,
                          const py::object& isa_obj) {
   constexpr const char* fn = "prelu";
-  const auto x = as_array<float>(x_obj, fn, "x");
-  const std::size_t c = channels_last(x, fn, "x");
-  const auto slope = per_channel(slope_obj, fn, "slope", c);
-  auto out = output_like(x, inplace);
-  float* o = out.mutable_data();
-  const float* in = inplace ? o : x.data();
-  const std::size_t pixels = static_cast<std::size_t>(x.size()) / c;
-  const ElementwiseKernels& k = family_kernels(fn, isa_obj, &elementwise_kernels_for);
-  without_gil([&] { k.prelu(in, pixels, c, slope.data(), o); });
-  return out;
+  const ChannelInput x = channel_input(fn, x_obj);
+  const auto slope = per_channel(slope_obj, fn, "slope", x.channels);
+  return run_channel_op(fn, x, inplace, isa_obj,
+                        [&](const ElementwiseKernels& k, const float* in, std::size_t pixels,
+                            std::size_t c, float* o) { k.prelu(in, pixels, c, slope.data(), o); });
 }
 
 py::array_t<float> mul_channel(const py::object& x_obj, const py::object& s_obj, bool inplace,
                                const py::object& isa_obj) {
   constexpr const char* fn = "mul_channel";
-  const auto x = as_array<float>(x_obj, fn, "x");
-  const std::size_t c = channels_last(x, fn, "x");
-  const auto s = per_channel(s_obj, fn, "s", c);
-  auto out = output_like(x, inplace);
-  float* o = out.mutable_data();
-  const float* in = inplace ? o : x.data();
-  const std::size_t pixels = static_cast<std::size_t>(x.size()) / c;
-  const ElementwiseKernels& k = family_kernels(fn, isa_obj, &elementwise_kernels_for);
-  without_gil([&] { k.mul_channel(in, pixels, c, s.data(), o); });
-  return out;
+  const ChannelInput x = channel_input(fn, x_obj);
+  const auto s = per_channel(s_obj, fn, "s", x.channels);
+  return run_channel_op(fn, x, inplace, isa_obj,
+                        [&](const ElementwiseKernels& k, const float* in, std::size_t pixels,
+                            std::size_t c, float* o) { k.mul_channel(in, pixels, c, s.data(), o); });
 }
 
 using UnaryKernel = void (*)(const float*, std::size_t, float*);
@@ -921,18 +922,6 @@ py::array_t<float> concat(const py::object& inputs_obj) {
 }
 
 // --- fused epilogue ---------------------------------------------------------------------
-
-// Optional per-channel float32 [C] argument.
-Ready<float> optional_channels(const py::object& obj, const char* fn, const char* name,
-                               std::size_t channels, const float** ptr) {
-  Ready<float> a;
-  *ptr = nullptr;
-  if (!obj.is_none()) {
-    a = per_channel(obj, fn, name, channels);
-    *ptr = a.data();
-  }
-  return a;
-}
 
 py::tuple epilogue(const py::object& x_obj, const py::object& channel_scale_obj,
                    const py::object& residual_obj, const py::object& prelu_slope_obj,

@@ -20,6 +20,7 @@
 #include "kernels/bitpack/bitpack.h"
 #include "python/kernel_bench.h"
 #include "python/kernel_testing.h"
+#include "python/shape_str.h"
 #include "qbinfer/bit_contract.h"
 #include "qbinfer/isa.h"
 
@@ -35,16 +36,8 @@ constexpr int kKernelReady =
     py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
 using F32Array = py::array_t<float, kKernelReady>;
 using U64Array = py::array_t<std::uint64_t, py::array::c_style>;
+using qbinfer::shape_str;
 
-// Formats a shape the way numpy prints it, so messages read like numpy's own.
-std::string shape_str(const py::array& a) {
-  std::string s = "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
-    if (i > 0) s += ", ";
-    s += std::to_string(a.shape(i));
-  }
-  return s + (a.ndim() == 1 ? ",)" : ")");
-}
 
 // Checks that `obj` is a native-endian float32 ndarray and returns it kernel-ready.
 F32Array as_f32(const py::handle& obj, const char* name) {

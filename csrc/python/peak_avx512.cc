@@ -1,9 +1,6 @@
 // AVX-512 ceilings without VPOPCNTDQ: XOR + Harley-Seal popcount, the best-known way to count
 // bits with AVX-512 F/BW alone; and 12 independent 16-wide FMA chains.
-// GCC 12 warns about the _mm512_undefined_* inside AVX-512 intrinsics (GCC bug 105593).
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "kernels/simd/avx512_gcc12_warnings.h"  // first: see there
 #include <immintrin.h>
 
 #include <cstdint>

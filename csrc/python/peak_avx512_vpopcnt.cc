@@ -1,8 +1,5 @@
 // AVX-512 VPOPCNTDQ ceiling: XOR + vpopcntq, 64-bit counters.
-// GCC 12 warns about the _mm512_undefined_* inside AVX-512 intrinsics (GCC bug 105593).
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "kernels/simd/avx512_gcc12_warnings.h"  // first: see there
 #include <immintrin.h>
 
 #include <cstdint>

@@ -12,42 +12,27 @@
 // accumulators each) does not fit the 32 zmm registers with the carries in flight, but the
 // independent chains hide more latency than the spills cost: measured on Cascade Lake, 4
 // pixels beat 2 by 5-8% on 1x1 convs and 5 or 6 lose again.
-// GCC 12 reports the _mm512_undefined_* source inside many AVX-512 intrinsics as "(may be)
-// used uninitialized" (GCC bug 105593, fixed in 13); the pragmas must precede the header to
-// reach the inlined header code.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "kernels/simd/avx512_gcc12_warnings.h"  // first: see there
 #include <immintrin.h>
 
+#include "kernels/bconv/bconv_avx512_common_inl.h"
 #include "kernels/bconv/bconv_simd_inl.h"
 #include "kernels/bconv/bconv_variants.h"
 
 namespace qbinfer {
 namespace {
 
-struct Avx512 {
-  using V = __m512i;
-  static constexpr std::size_t kLanes = 16;
+struct Avx512 : Avx512Common {
   static constexpr int kPixels = 4;
   static constexpr int kMaxLg = 4;
   static constexpr bool kHas16BitLanes = true;
   template <int N, int LB>
   using Counter = HsCounter<Avx512, N, LB>;
 
-  static QBINFER_INLINE V zero() { return _mm512_setzero_si512(); }
-  static QBINFER_INLINE V load(const void* p) { return _mm512_load_si512(p); }
-  static QBINFER_INLINE V set32(std::int32_t v) { return _mm512_set1_epi32(v); }
-  static QBINFER_INLINE V xor_bcast(V w, const std::uint32_t* a) {
-    return _mm512_xor_si512(w, _mm512_set1_epi32(static_cast<int>(*a)));
-  }
   static QBINFER_INLINE V xor_(V a, V b) { return _mm512_xor_si512(a, b); }
   static QBINFER_INLINE V and_(V a, V b) { return _mm512_and_si512(a, b); }
   static QBINFER_INLINE V add8(V a, V b) { return _mm512_add_epi8(a, b); }
   static QBINFER_INLINE V add16(V a, V b) { return _mm512_add_epi16(a, b); }
-  static QBINFER_INLINE V add32(V a, V b) { return _mm512_add_epi32(a, b); }
-  static QBINFER_INLINE V sub32(V a, V b) { return _mm512_sub_epi32(a, b); }
   static QBINFER_INLINE V low16(V a) { return _mm512_and_si512(a, _mm512_set1_epi32(0xffff)); }
   static QBINFER_INLINE V high16(V a) { return _mm512_srli_epi32(a, 16); }
 
@@ -94,18 +79,6 @@ struct Avx512 {
     }
   }
 
-  static QBINFER_INLINE void epilogue(V dot, const float* scale, const float* bias, float* out, std::size_t n) {
-    const __m512 f = _mm512_cvtepi32_ps(dot);
-    if (n == kLanes) {
-      // Two statements: the contract is a rounded multiply, then a rounded add.
-      const __m512 scaled = _mm512_mul_ps(f, _mm512_loadu_ps(scale));
-      _mm512_storeu_ps(out, _mm512_add_ps(scaled, _mm512_loadu_ps(bias)));
-    } else {
-      const auto m = static_cast<__mmask16>((1u << n) - 1);
-      const __m512 scaled = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(m, scale));
-      _mm512_mask_storeu_ps(out, m, _mm512_add_ps(scaled, _mm512_maskz_loadu_ps(m, bias)));
-    }
-  }
 };
 
 using Kernel = BConv<Avx512>;

@@ -7,24 +7,17 @@
 // bits, nothing to flush). Deliberately the simplest counter: it is selected only on CPUs that
 // have the instruction, which the machines this project is tested on may lack, so everything
 // else (layout, streams, borders, epilogue) is shared with the tested avx512 variant.
-// GCC 12 reports the _mm512_undefined_* source inside many AVX-512 intrinsics as "(may be)
-// used uninitialized" (GCC bug 105593, fixed in 13); the pragmas must precede the header to
-// reach the inlined header code.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "kernels/simd/avx512_gcc12_warnings.h"  // first: see there
 #include <immintrin.h>
 
+#include "kernels/bconv/bconv_avx512_common_inl.h"
 #include "kernels/bconv/bconv_simd_inl.h"
 #include "kernels/bconv/bconv_variants.h"
 
 namespace qbinfer {
 namespace {
 
-struct Avx512Vpopcnt {
-  using V = __m512i;
-  static constexpr std::size_t kLanes = 16;
+struct Avx512Vpopcnt : Avx512Common {
   static constexpr int kPixels = 2;
   static constexpr int kMaxLg = 0;
   static constexpr bool kHas16BitLanes = false;
@@ -49,37 +42,19 @@ struct Avx512Vpopcnt {
     }
   };
 
-  static QBINFER_INLINE V zero() { return _mm512_setzero_si512(); }
-  static QBINFER_INLINE V load(const void* p) { return _mm512_load_si512(p); }
-  static QBINFER_INLINE V set32(std::int32_t v) { return _mm512_set1_epi32(v); }
-  static QBINFER_INLINE V xor_bcast(V w, const std::uint32_t* a) {
-    return _mm512_xor_si512(w, _mm512_set1_epi32(static_cast<int>(*a)));
-  }
-  static QBINFER_INLINE V add32(V a, V b) { return _mm512_add_epi32(a, b); }
-  static QBINFER_INLINE V sub32(V a, V b) { return _mm512_sub_epi32(a, b); }
   // Only for the (unused) 16-bit path, which kHas16BitLanes = false never takes.
   static QBINFER_INLINE V low16(V a) { return a; }
   static QBINFER_INLINE V high16(V a) { return a; }
   static QBINFER_INLINE void replicate16(const BitWord*, std::size_t, std::uint32_t*) {}
 
-  static QBINFER_INLINE V count9(const V* x) {
+  template <int K>
+  static QBINFER_INLINE V popcount_sum(const V* x) {
     V c = _mm512_popcnt_epi32(x[0]);
-    for (int i = 1; i < 9; ++i) c = _mm512_add_epi32(c, _mm512_popcnt_epi32(x[i]));
+    for (int i = 1; i < K; ++i) c = _mm512_add_epi32(c, _mm512_popcnt_epi32(x[i]));
     return c;
   }
-  static QBINFER_INLINE V count5(const V* x) {
-    V c = _mm512_popcnt_epi32(x[0]);
-    for (int i = 1; i < 5; ++i) c = _mm512_add_epi32(c, _mm512_popcnt_epi32(x[i]));
-    return c;
-  }
-
-  static QBINFER_INLINE void epilogue(V dot, const float* scale, const float* bias, float* out, std::size_t n) {
-    const __m512 f = _mm512_cvtepi32_ps(dot);
-    const auto m = static_cast<__mmask16>(n == kLanes ? 0xffffu : (1u << n) - 1);
-    // Two statements: the contract is a rounded multiply, then a rounded add.
-    const __m512 scaled = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(m, scale));
-    _mm512_mask_storeu_ps(out, m, _mm512_add_ps(scaled, _mm512_maskz_loadu_ps(m, bias)));
-  }
+  static QBINFER_INLINE V count9(const V* x) { return popcount_sum<9>(x); }
+  static QBINFER_INLINE V count5(const V* x) { return popcount_sum<5>(x); }
 };
 
 using Kernel = BConv<Avx512Vpopcnt>;

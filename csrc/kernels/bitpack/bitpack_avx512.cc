@@ -3,13 +3,7 @@
 // compares are false for NaN on either side and IEEE compares -0.0 >= 0.0 true, which is
 // exactly pack_bit (bit_contract.h). A channel tail uses masked loads (nothing past the row is
 // read) and the complement is masked to the valid channels, so tail bits stay 0.
-// GCC 12 reports the _mm512_undefined_* source inside many AVX-512 intrinsics as "(may be)
-// used uninitialized" (GCC bug 105593, fixed in 13); the pragmas must precede the header to
-// reach the inlined header code.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "kernels/simd/avx512_gcc12_warnings.h"  // first: see there
 #include <immintrin.h>
 
 #include <cstdint>

@@ -10,18 +10,8 @@
 #error "vec_avx512.h needs -mavx512f -mavx512bw -mavx512dq -mavx512vl"
 #endif
 
-// GCC 12's AVX-512 headers trip -Wuninitialized / -Wmaybe-uninitialized on their own
-// _mm512_undefined_* placeholders once inlined (a known false positive); the diagnostics are
-// silenced for the header text only, which must therefore be first included here.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "kernels/simd/avx512_gcc12_warnings.h"
 #include <immintrin.h>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
 #include <cstddef>
 #include <cstdint>
