@@ -7,8 +7,9 @@
 //
 // Exact numerics (shared by every variant, so all are bit-identical to the reference): per
 // output value, acc = 0.0f, then for ky, kx, c in that order, over the taps inside the image only
-// (a tap in the padding is skipped, not added as 0 * w): acc = acc + (in * w), a rounded
-// multiply then a rounded add, never an FMA; then y = acc + bias[o]; out = relu && y < 0 ? 0 : y
+// (a tap in the padding is skipped, not added as 0 * w): acc = fma(in, w, acc), one fused
+// multiply-add with a single rounding (std::fma; every target has the instruction, and the
+// scalar path calls std::fma, so all variants agree); then y = acc + bias[o]; out = relu && y < 0 ? 0 : y
 // (NaN propagates). SIMD variants vectorize over output channels, one lane per channel, which
 // keeps that order whatever the vector width. (The stem feeds every sign in the network: an ISA
 // dependent rounding here could flip one.)

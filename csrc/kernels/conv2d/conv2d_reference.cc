@@ -2,6 +2,7 @@
 // at a time, an f32 accumulator over taps [ky][kx] and input channels in order, then the
 // bias and the optional ReLU. A tap in the padding is skipped (it would multiply a zero).
 #include <cassert>
+#include <cmath>
 
 #include "kernels/conv2d/conv2d.h"
 
@@ -42,9 +43,7 @@ void conv2d_f32_nhwc_rows__reference(const Conv2DShape& shape, const float* in,
             const float* a = in + static_cast<std::size_t>(iy * width + ix) * ci;
             const float* w = w_o + (ky * shape.kernel_w + kx) * ci;
             for (std::size_t c = 0; c < ci; ++c) {
-              // One operation per statement: no FMA contraction under clang either.
-              const float product = a[c] * w[c];
-              acc += product;
+              acc = std::fma(a[c], w[c], acc);  // one rounding: the contract's fused MAC
             }
           }
         }

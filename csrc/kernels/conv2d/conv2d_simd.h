@@ -10,7 +10,7 @@
 // padding are skipped for the whole row.
 //
 // Bit-exact with the reference: a lane is one output channel and sums its taps in the
-// reference's order (ky, kx, c) from 0.0f as add(acc, mul(x, w)), never an FMA, then adds the
+// reference's order (ky, kx, c) from 0.0f as fmadd(x, w, acc) (std::fma's rounding), then adds the
 // bias, so the stem's output does not depend on the ISA (a rounding difference here could flip a
 // sign further down the network).
 #pragma once
@@ -92,7 +92,7 @@ struct Conv2DSimd {
       for (std::size_t t = 0; t < row_taps; ++t) {
         const F wv = V::load(w + t * r.cop);
         for (std::size_t p = 0; p < kPixels; ++p) {
-          acc[p] = V::add(acc[p], V::mul(V::set1(a[p * step + t]), wv));
+          acc[p] = V::fmadd(V::set1(a[p * step + t]), wv, acc[p]);
         }
       }
     }
@@ -115,7 +115,7 @@ struct Conv2DSimd {
         const float* a = in_row + static_cast<std::size_t>(ix) * ci;
         const float* w = r.w + (ky * s.kernel_w + kx) * ci * r.cop;
         for (std::size_t c = 0; c < ci; ++c) {
-          acc = V::add(acc, V::mul(V::set1(a[c]), V::load(w + c * r.cop)));
+          acc = V::fmadd(V::set1(a[c]), V::load(w + c * r.cop), acc);
         }
       }
     }

@@ -13,9 +13,12 @@
 // Exact numerics (what makes every ISA variant bit-identical to the reference):
 //   f32   u = in + pre_bias[c] (one rounded add; u = in when pre_bias is null);
 //         acc = 0.0f, then for ky = 0..2, kx = 0..2 (ky-major), for each tap inside the image
-//         only: acc = acc + (u * w[ky*3+kx]) (a rounded multiply, then a rounded add, never an
-//         FMA); a tap in the padding is skipped, not added as 0 * w (which would be NaN for an
-//         infinite w). Then out = (acc * scale[oc]) + bias[oc], two rounded operations.
+//         only: acc = fma(u, w[ky*3+kx], acc) (a fused multiply-add: one rounding, as
+//         std::fma); a tap in the padding is skipped, not added as 0 * w (which would be NaN
+//         for an infinite w). Then out = (acc * scale[oc]) + bias[oc], two rounded operations.
+//         (Fused, because every target has an FMA unit (x86-64 with AVX2, AArch64, ARMv7 with
+//         VFPv4) and it halves the arithmetic of the sum; std::fma is exact on all of them,
+//         scalar included, so the variants stay bit-identical.)
 //         Every variant follows this order per output value, so results are bit-identical
 //         (NaN payloads aside).
 //   INT8  qu = quantize(u) as below; acc = exact int32 sum over the in-image taps of qu * w;

@@ -58,11 +58,10 @@ void dwconv3x3_f32_nhwc_rows__reference(const DWConvShape& shape, const float* i
         const float b = pre_bias != nullptr ? pre_bias[c] : 0.0f;
         float acc = 0.0f;
         for_each_tap(shape, oy, ox, [&](std::size_t offset, std::size_t t) {
-          // u is rounded before the product, as the model materialises x + beta. One
-          // operation per statement so clang does not fuse the sum into an FMA.
+          // u is rounded before the product, as the model materialises x + beta; the
+          // product and the sum round once (the contract's fused multiply-add).
           const float u = pre_bias != nullptr ? in[offset + c] + b : in[offset + c];
-          const float product = u * w[t];
-          acc += product;
+          acc = std::fma(u, w[t], acc);
         });
         // Separate statements keep the rounded multiply and add of the contract (no FMA).
         const float scaled = acc * scale[oc];

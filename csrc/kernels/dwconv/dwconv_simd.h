@@ -14,11 +14,11 @@
 // the next cache lines of the same rows.
 //
 // Bit-exactness with the reference: per output lane the taps are summed in ky-major, kx order
-// from 0.0f, as add(acc, mul(u, w)) (separate rounded operations; intrinsics are never
-// contracted), skipping taps in the padding (rows by a null row pointer, the first pixel's left
-// and the last pixel's right column by run-time flags: never a multiply by 0, which would give
-// NaN for an infinite weight), then add(mul(acc, scale), bias). The first tap is
-// add(0, mul(u, w)) rather than mul alone: it turns a -0 product into +0 as the reference does.
+// from 0.0f, as fmadd(u, w, acc) (one rounding, as the reference's std::fma), skipping taps in
+// the padding (rows by a null row pointer, the first pixel's left and the last pixel's right
+// column by run-time flags: never a multiply by 0, which would give NaN for an infinite
+// weight), then add(mul(acc, scale), bias). The first tap is fmadd(u, w, 0) rather than mul
+// alone: it turns a -0 product into +0 as the reference does.
 #pragma once
 
 #include <algorithm>
@@ -90,14 +90,28 @@ struct DWConvSimd {
   // registers are P accumulators + one row of columns.
   static constexpr std::size_t kP1 = N == 16 ? 8 : 4;  // stride_w 1
   static constexpr std::size_t kP2 = N == 16 ? 6 : 3;  // stride_w 2
+  // Vector registers a step may fill (32 zmm on AVX-512, 16 ymm / q on AVX2 and ARMv7 NEON),
+  // leaving room for a weight, the pre_bias and a temporary.
+  static constexpr std::size_t kRegs = N == 16 ? 28 : 14;
 
-  // One output row of one channel block: blocks of kStep pixels, the last block taking the
-  // remaining 1..kStep. Pixel 0's left column and the last pixel's right column may lie in the
-  // padding; P::run<Pixels, SW>(cx0, left_in, right_in, out, out_stride) skips those taps.
+  // Pixels per f32 step with a compile-time multiplier K: the inputs of a tap row are loaded
+  // (and biased) once and serve all K outputs, so a step keeps K * P accumulators plus one row
+  // of SW * (P - 1) + 3 columns live: the most pixels (up to kP1 / kP2) that fit kRegs.
+  static constexpr std::size_t f32_step(std::size_t sw, std::size_t k) {
+    const std::size_t cap = sw == 1 ? kP1 : kP2;
+    std::size_t p = 1;
+    while (p < cap && k * (p + 1) + sw * p + 3 <= kRegs) ++p;
+    return p;
+  }
+
+  // One output row of one channel block: blocks of kStep pixels (P::kStep<SW>), the last block
+  // taking the remaining 1..kStep. Pixel 0's left column and the last pixel's right column may
+  // lie in the padding; P::run<Pixels, SW>(cx0, left_in, right_in, out, out_stride) skips those
+  // taps.
   template <std::size_t SW, class P>
   static void sweep_row(const P& p, std::size_t width, std::size_t out_width, float* out,
                         std::size_t out_stride) {
-    constexpr std::size_t kStep = SW == 1 ? kP1 : kP2;
+    constexpr std::size_t kStep = P::template kStep<SW>;
     const bool right_in = (out_width - 1) * SW + 1 < width;
     std::size_t ox = 0;
     for (; out_width - ox > kStep; ox += kStep) {
@@ -132,6 +146,11 @@ struct DWConvSimd {
     const float* scale;    // + block start
     const float* bias;
 
+    // A run-time multiplier (K == 0) runs one output block after the other, re-loading the
+    // inputs for each; a compile-time one shares each loaded tap row among its K outputs.
+    template <std::size_t SW>
+    static constexpr std::size_t kStep = K == 0 ? (SW == 1 ? kP1 : kP2) : f32_step(SW, K);
+
     F u(const float* x) const {
       const F v = Tail ? V::load(x, m) : V::load(x);
       return Pre ? V::add(v, pre) : v;
@@ -140,8 +159,12 @@ struct DWConvSimd {
     template <std::size_t Pixels, std::size_t SW>
     void run(std::size_t cx0, bool left_in, bool right_in, float* out,
              std::size_t out_stride) const {
+      if constexpr (K != 0) {
+        run_shared<Pixels, SW>(cx0, left_in, right_in, out, out_stride);
+        return;
+      }
       constexpr std::size_t kCols = SW * (Pixels - 1) + 3;  // input columns cx0 - 1 + i
-      const std::size_t k = K != 0 ? K : multiplier;
+      const std::size_t k = multiplier;
       for (std::size_t j = 0; j < k; ++j) {
         const float* wj = w + j * w_stride;
         F acc[Pixels];
@@ -160,20 +183,58 @@ struct DWConvSimd {
               // Taps in the padding are skipped, never added as 0 * w.
               if (kx == 0 && q == 0 && !left_in) continue;
               if (kx == 2 && q == Pixels - 1 && !right_in) continue;
-              acc[q] = V::add(acc[q], V::mul(col[q * SW + kx], wv));
+              acc[q] = V::fmadd(col[q * SW + kx], wv, acc[q]);
             }
           }
         }
-        const std::size_t o = j * channels;
-        const F sc = Tail ? V::load(scale + o, m) : V::load(scale + o);
-        const F bi = Tail ? V::load(bias + o, m) : V::load(bias + o);
-        for (std::size_t q = 0; q < Pixels; ++q) {
-          const F y = V::add(V::mul(acc[q], sc), bi);
-          if constexpr (Tail) {
-            V::store(out + q * out_stride + o, y, m);
-          } else {
-            V::store(out + q * out_stride + o, y);
+        store_block<Pixels>(acc, j, out, out_stride);
+      }
+    }
+
+    // The same sums for all K outputs of the multiplier at once, each tap row loaded once.
+    // Per output lane the taps still add in ky, kx order, so the result is unchanged.
+    template <std::size_t Pixels, std::size_t SW>
+    void run_shared(std::size_t cx0, bool left_in, bool right_in, float* out,
+                    std::size_t out_stride) const {
+      constexpr std::size_t kCols = SW * (Pixels - 1) + 3;
+      F acc[K][Pixels];
+      for (std::size_t j = 0; j < K; ++j) {
+        for (std::size_t q = 0; q < Pixels; ++q) acc[j][q] = V::zero();
+      }
+      for (std::size_t ky = 0; ky < 3; ++ky) {
+        const float* row = rows[ky];
+        if (row == nullptr) continue;
+        F col[kCols];
+        for (std::size_t i = 0; i < kCols; ++i) {
+          const bool outside = (i == 0 && !left_in) || (i == kCols - 1 && !right_in);
+          col[i] = outside ? V::zero() : u(row + (cx0 + i - 1) * channels);
+        }
+        for (std::size_t j = 0; j < K; ++j) {
+          for (std::size_t kx = 0; kx < 3; ++kx) {
+            const F wv = V::load(w + j * w_stride + (ky * 3 + kx) * N);
+            for (std::size_t q = 0; q < Pixels; ++q) {
+              if (kx == 0 && q == 0 && !left_in) continue;
+              if (kx == 2 && q == Pixels - 1 && !right_in) continue;
+              acc[j][q] = V::fmadd(col[q * SW + kx], wv, acc[j][q]);
+            }
           }
+        }
+      }
+      for (std::size_t j = 0; j < K; ++j) store_block<Pixels>(acc[j], j, out, out_stride);
+    }
+
+    // out = acc * scale + bias for output block j of Pixels pixels.
+    template <std::size_t Pixels>
+    void store_block(const F* acc, std::size_t j, float* out, std::size_t out_stride) const {
+      const std::size_t o = j * channels;
+      const F sc = Tail ? V::load(scale + o, m) : V::load(scale + o);
+      const F bi = Tail ? V::load(bias + o, m) : V::load(bias + o);
+      for (std::size_t q = 0; q < Pixels; ++q) {
+        const F y = V::add(V::mul(acc[q], sc), bi);
+        if constexpr (Tail) {
+          V::store(out + q * out_stride + o, y, m);
+        } else {
+          V::store(out + q * out_stride + o, y);
         }
       }
     }
@@ -266,6 +327,9 @@ struct DWConvSimd {
     const float* weight_scale;
     const float* scale;
     const float* bias;
+
+    template <std::size_t SW>
+    static constexpr std::size_t kStep = SW == 1 ? kP1 : kP2;
 
     I q(const std::int8_t* x) const { return Tail ? V::load_i8(x, n) : V::load_i8(x); }
     F ld(const float* x) const { return Tail ? V::load(x, m) : V::load(x); }

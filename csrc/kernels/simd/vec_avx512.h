@@ -46,10 +46,11 @@ struct VecAvx512 {
   // bit for bit (see dwconv_simd.h).
   static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
 
-  // v >= 0 ? v : slope * v (NaN takes the slope branch, as the reference).
+  // v >= 0 ? v : slope * v (NaN takes the slope branch, as the reference). A masked multiply
+  // rather than multiply + blend: one vector operation fewer, the same lanes.
   static F prelu(F v, F slope) {
-    const M ge = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ);
-    return _mm512_mask_blend_ps(ge, _mm512_mul_ps(slope, v), v);
+    const M neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NGE_UQ);
+    return _mm512_mask_mul_ps(v, neg, slope, v);
   }
   // y < 0 ? 0 : y (NaN propagates).
   static F relu(F y) {
