@@ -22,6 +22,7 @@ struct Avx2 {
   static constexpr std::size_t kLanes = 8;
   static constexpr int kPixels = 2;
   static constexpr int kMaxLg = 3;
+  static constexpr int kLongStreamLg = 0;  // one block size for every stream
   static constexpr bool kHas16BitLanes = true;
   template <int N, int LB>
   using Counter = HsCounter<Avx2, N, LB>;

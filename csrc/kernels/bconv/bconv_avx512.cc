@@ -25,6 +25,7 @@ namespace {
 struct Avx512 : Avx512Common {
   static constexpr int kPixels = 4;
   static constexpr int kMaxLg = 4;
+  static constexpr int kLongStreamLg = 5;  // 32-vector blocks on long streams
   static constexpr bool kHas16BitLanes = true;
   template <int N, int LB>
   using Counter = HsCounter<Avx512, N, LB>;

@@ -20,6 +20,7 @@ namespace {
 struct Avx512Vpopcnt : Avx512Common {
   static constexpr int kPixels = 2;
   static constexpr int kMaxLg = 0;
+  static constexpr int kLongStreamLg = 0;  // counts with VPOPCNTD: no adder blocks
   static constexpr bool kHas16BitLanes = false;
 
   template <int N, int LB>

@@ -29,6 +29,7 @@ struct Neon {
   static constexpr int kPixels = 4;
   static constexpr int kMaxLg = 0;  // no adder tree (see Counting)
   static constexpr bool kHas16BitLanes = true;
+  static constexpr int kLongStreamLg = 0;  // counts with VCNT: no adder blocks
 
   template <int N, int LB>
   struct Counter {

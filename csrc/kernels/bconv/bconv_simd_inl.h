@@ -47,6 +47,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #if defined(_MSC_VER) && !defined(__clang__)
 #include <intrin.h>
 #endif
@@ -185,8 +186,10 @@ inline void bconv_pack(const BConvShape& s, const BConvPlan& p, const BitWord* w
 // Harley-Seal over 2^Lg inputs, for N streams at once (N pixels sharing each weight load):
 // adds them into planes[n][0..Lg-1] (plane i has weight 2^i) and leaves the carry of weight
 // 2^Lg in carry[n]. Lg = 0 passes the input through. fetch(x) fills x[0..N-1].
-template <class S, int Lg, int N, class Fetch>
-QBINFER_INLINE void harley_seal(typename S::V (&planes)[N][4], typename S::V (&carry)[N], Fetch& fetch) {
+template <class S, int Lg, int N, int P, class Fetch>
+QBINFER_INLINE void harley_seal(typename S::V (&planes)[N][P], typename S::V (&carry)[N],
+                                Fetch& fetch) {
+  static_assert(Lg <= P, "a tree of 2^Lg inputs needs Lg planes");
   using V = typename S::V;
   if constexpr (Lg == 0) {
     fetch(carry);
@@ -197,23 +200,32 @@ QBINFER_INLINE void harley_seal(typename S::V (&planes)[N][4], typename S::V (&c
     for (int n = 0; n < N; ++n) S::csa(planes[n][0], a[n], b[n], planes[n][0], carry[n]);
   } else {
     V c1[N], c2[N];
-    harley_seal<S, Lg - 1, N>(planes, c1, fetch);
-    harley_seal<S, Lg - 1, N>(planes, c2, fetch);
+    harley_seal<S, Lg - 1, N, P>(planes, c1, fetch);
+    harley_seal<S, Lg - 1, N, P>(planes, c2, fetch);
     for (int n = 0; n < N; ++n) S::csa(planes[n][Lg - 1], c1[n], c2[n], planes[n][Lg - 1], carry[n]);
   }
 }
 
-// Per-lane popcounts of N streams by Harley-Seal: blocks of 2^S::kMaxLg vectors go through the
-// adders into S::kMaxLg planes; the carry out of each block is counted right away into bytes
+// Per-lane popcounts of N streams by Harley-Seal: blocks of 2^Lg vectors go through the
+// adders into Lg planes; the carry out of each block is counted right away into bytes
 // (<= 8 per byte per block, widened into the lanes every 31 blocks). A stream's remainder
-// (< 2^kMaxLg vectors) goes through smaller trees (8, 4, 2, 1) whose carries are counted with
-// their exact weights into `misc`; at the end misc + the planes' weighted counts is <= 8 * 15
-// + 8 * 15 = 240 per byte, widened once. LB: lane bits (16 or 32) of the totals.
-template <class S, int N, int LB>
+// (< 2^Lg vectors) goes through smaller trees (16, 8, 4, 2, 1) whose carries are counted with
+// their exact weights into `misc` (<= 8 * (2^Lg - 1) per byte). At the end the planes' weighted
+// counts add up to <= 8 * (2^Lg - 1) per byte as well: with Lg <= 4 misc and planes share one
+// byte (<= 240) and one widening, with Lg = 5 each is widened on its own (<= 248 each).
+// LB: lane bits (16 or 32) of the totals.
+//
+// Lg trades the per-block carry count (one table count per 2^Lg vectors) against the planes to
+// count at the end: 32-vector blocks pay off on streams of 128 vectors and more (1x1 over 2048
+// channels), 16-vector blocks on shorter ones (measured on Cascade Lake, alternating builds:
+// 7x7 2048->2048 1x1 366 -> 319 us with Lg = 5; 28x28 128->128 3x3, a 72-vector stream,
+// 277 -> 283 us; 14x14 512->512 1x1, 32 vectors, 7% slower).
+template <class S, int N, int LB, int Lg = S::kMaxLg>
 struct HsCounter {
   using V = typename S::V;
-  static constexpr int kLg = S::kMaxLg;
-  V planes[N][4];
+  static constexpr int kLg = Lg;
+  static_assert(Lg >= 1 && Lg <= 5, "byte counters hold at most 8 * 31 per block of weights");
+  V planes[N][Lg];
   V carries[N];
   V misc[N];
   V acc[N];
@@ -231,11 +243,11 @@ struct HsCounter {
   }
   static QBINFER_INLINE V add(V a, V b) { return LB == 16 ? S::add16(a, b) : S::add32(a, b); }
 
-  template <int Lg, class Fetch>
+  template <int RLg, class Fetch>
   QBINFER_INLINE void remainder_block(Fetch& fetch) {
     V carry[N];
-    harley_seal<S, Lg, N>(planes, carry, fetch);
-    for (int n = 0; n < N; ++n) misc[n] = S::add8(misc[n], S::byte_count(carry[n], 1 << Lg));
+    harley_seal<S, RLg, N, kLg>(planes, carry, fetch);
+    for (int n = 0; n < N; ++n) misc[n] = S::add8(misc[n], S::byte_count(carry[n], 1 << RLg));
   }
 
   // Adds the next `count` vectors of the streams.
@@ -250,7 +262,7 @@ struct HsCounter {
     }
     for (std::size_t b = count >> kLg; b > 0; --b) {
       V carry[N];
-      harley_seal<S, kLg, N>(planes, carry, fetch);
+      harley_seal<S, kLg, N, kLg>(planes, carry, fetch);
       for (int n = 0; n < N; ++n) carries[n] = S::add8(carries[n], S::byte_count(carry[n], 1));
       if (++blocks == 31) {
         for (int n = 0; n < N; ++n) {
@@ -261,6 +273,9 @@ struct HsCounter {
       }
     }
     const std::size_t r = count & ((std::size_t{1} << kLg) - 1);
+    if constexpr (kLg > 4) {
+      if (r & 16) remainder_block<4>(fetch);
+    }
     if constexpr (kLg > 3) {
       if (r & 8) remainder_block<3>(fetch);
     }
@@ -276,9 +291,11 @@ struct HsCounter {
 
   QBINFER_INLINE void total(V (&count)[N]) const {
     for (int n = 0; n < N; ++n) {
-      V bytes = misc[n];
+      V bytes = kLg <= 4 ? misc[n] : S::zero();
       for (int i = 0; i < kLg; ++i) bytes = S::add8(bytes, S::byte_count(planes[n][i], 1 << i));
-      count[n] = add(add(acc[n], widen(bytes, 1)), widen(carries[n], 1 << kLg));
+      V sum = add(acc[n], widen(bytes, 1));
+      if constexpr (kLg > 4) sum = add(sum, widen(misc[n], 1));
+      count[n] = add(sum, widen(carries[n], 1 << kLg));
     }
   }
 };
@@ -322,6 +339,14 @@ struct BConv {
   using V = typename S::V;
   static constexpr std::size_t kLanes = S::kLanes;
   static constexpr int kPixels = S::kPixels;
+
+  // Streams of at least kLongStream vectors count with HsCounter's longer blocks
+  // (S::kLongStreamLg, 0 = the traits have no such counter), shorter ones with S::Counter.
+  static constexpr std::size_t kLongStream = 128;
+  template <int N, int LB, bool Long>
+  using CounterFor =
+      std::conditional_t<Long, HsCounter<S, N, LB, (S::kLongStreamLg > 0 ? S::kLongStreamLg : 1)>,
+                         typename S::template Counter<N, LB>>;
 
   static BConvPlan plan(const BConvShape& s) { return bconv_plan(s, kLanes, S::kHas16BitLanes); }
 
@@ -395,7 +420,7 @@ struct BConv {
 
   // Output pixels px[0..N-1] (linear indices y * W + x, at (y[n], x[n])), all groups. For the
   // direct 1x1 path the pixels must be consecutive. LB: lane bits of the plan.
-  template <int LB, int N>
+  template <int LB, int N, bool Long>
   static void run_pixels(const BConvShape& s, const BConvPlan& p, const BitWord* in,
                          const std::uint32_t* weights, const std::int32_t* wsum,
                          const float* scale, const float* bias, const std::size_t* px,
@@ -421,7 +446,7 @@ struct BConv {
     const std::size_t group_stride = p.stream * kLanes;
     for (std::size_t g = 0; g < p.groups; ++g) {
       const std::uint32_t* w = weights + g * group_stride;
-      typename S::template Counter<N, LB> counter;
+      CounterFor<N, LB, Long> counter;
       for (std::size_t i0 = 0; i0 < p.stream; i0 += kMaxPiece) {
         const std::size_t i1 = one_piece ? p.stream : std::min(p.stream, i0 + kMaxPiece);
         if (!one_piece) {
@@ -466,7 +491,7 @@ struct BConv {
   }
 
   // The pixels of rows [y_begin, y_end) in order, kPixels at a time (a group may span rows).
-  template <int LB>
+  template <int LB, bool Long>
   static void run_rows_streamed(const BConvShape& s, const BConvPlan& p, const BitWord* in,
                                 const std::uint32_t* weights, const std::int32_t* wsum,
                                 const float* scale, const float* bias, std::size_t y_begin,
@@ -487,11 +512,11 @@ struct BConv {
         }
       }
       if (n == kPixels) {
-        run_pixels<LB, kPixels>(s, p, in, weights, wsum, scale, bias, px, y, x, buf, out);
+        run_pixels<LB, kPixels, Long>(s, p, in, weights, wsum, scale, bias, px, y, x, buf, out);
       } else {
         for (int i = 0; i < n; ++i) {
-          run_pixels<LB, 1>(s, p, in, weights, wsum, scale, bias, px + i, y + i, x + i, buf,
-                            out);
+          run_pixels<LB, 1, Long>(s, p, in, weights, wsum, scale, bias, px + i, y + i, x + i,
+                                  buf, out);
         }
       }
       p0 += static_cast<std::size_t>(n);
@@ -625,12 +650,22 @@ struct BConv {
           run_group_small3x3(s, p, in, weights, wsum, g, scale, bias, y, out);
         }
       }
+    } else if (S::kLongStreamLg > 0 && p.stream >= kLongStream) {
+      if constexpr (S::kLongStreamLg > 0) {
+        if (p.lane_bits == 16) {
+          if constexpr (S::kHas16BitLanes) {
+            run_rows_streamed<16, true>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
+          }
+        } else {
+          run_rows_streamed<32, true>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
+        }
+      }
     } else if (p.lane_bits == 16) {
       if constexpr (S::kHas16BitLanes) {
-        run_rows_streamed<16>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
+        run_rows_streamed<16, false>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
       }
     } else {
-      run_rows_streamed<32>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
+      run_rows_streamed<32, false>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
     }
   }
 };
