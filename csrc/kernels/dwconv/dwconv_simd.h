@@ -156,6 +156,31 @@ struct DWConvSimd {
       return Pre ? V::add(v, pre) : v;
     }
 
+    // The kCols biased input columns cx0 - 1 + i of one tap row (zero where in the padding).
+    template <std::size_t kCols>
+    void load_row(const float* row, std::size_t cx0, bool left_in, bool right_in,
+                  F (&col)[kCols]) const {
+      for (std::size_t i = 0; i < kCols; ++i) {
+        const bool outside = (i == 0 && !left_in) || (i == kCols - 1 && !right_in);
+        col[i] = outside ? V::zero() : u(row + (cx0 + i - 1) * channels);
+      }
+    }
+
+    // acc[q] += the three taps of one row (weights wrow[kx * N]) for Pixels pixels. Taps in
+    // the padding are skipped, never added as 0 * w.
+    template <std::size_t Pixels, std::size_t SW, std::size_t kCols>
+    static void add_row(const F (&col)[kCols], const float* wrow, bool left_in, bool right_in,
+                        F* acc) {
+      for (std::size_t kx = 0; kx < 3; ++kx) {
+        const F wv = V::load(wrow + kx * N);
+        for (std::size_t q = 0; q < Pixels; ++q) {
+          if (kx == 0 && q == 0 && !left_in) continue;
+          if (kx == 2 && q == Pixels - 1 && !right_in) continue;
+          acc[q] = V::fmadd(col[q * SW + kx], wv, acc[q]);
+        }
+      }
+    }
+
     template <std::size_t Pixels, std::size_t SW>
     void run(std::size_t cx0, bool left_in, bool right_in, float* out,
              std::size_t out_stride) const {
@@ -164,28 +189,14 @@ struct DWConvSimd {
         return;
       }
       constexpr std::size_t kCols = SW * (Pixels - 1) + 3;  // input columns cx0 - 1 + i
-      const std::size_t k = multiplier;
-      for (std::size_t j = 0; j < k; ++j) {
-        const float* wj = w + j * w_stride;
+      for (std::size_t j = 0; j < multiplier; ++j) {
         F acc[Pixels];
         for (std::size_t q = 0; q < Pixels; ++q) acc[q] = V::zero();
         for (std::size_t ky = 0; ky < 3; ++ky) {
-          const float* row = rows[ky];
-          if (row == nullptr) continue;
+          if (rows[ky] == nullptr) continue;
           F col[kCols];
-          for (std::size_t i = 0; i < kCols; ++i) {
-            const bool outside = (i == 0 && !left_in) || (i == kCols - 1 && !right_in);
-            col[i] = outside ? V::zero() : u(row + (cx0 + i - 1) * channels);
-          }
-          for (std::size_t kx = 0; kx < 3; ++kx) {
-            const F wv = V::load(wj + (ky * 3 + kx) * N);
-            for (std::size_t q = 0; q < Pixels; ++q) {
-              // Taps in the padding are skipped, never added as 0 * w.
-              if (kx == 0 && q == 0 && !left_in) continue;
-              if (kx == 2 && q == Pixels - 1 && !right_in) continue;
-              acc[q] = V::fmadd(col[q * SW + kx], wv, acc[q]);
-            }
-          }
+          load_row(rows[ky], cx0, left_in, right_in, col);
+          add_row<Pixels, SW>(col, w + j * w_stride + ky * 3 * N, left_in, right_in, acc);
         }
         store_block<Pixels>(acc, j, out, out_stride);
       }
@@ -202,22 +213,11 @@ struct DWConvSimd {
         for (std::size_t q = 0; q < Pixels; ++q) acc[j][q] = V::zero();
       }
       for (std::size_t ky = 0; ky < 3; ++ky) {
-        const float* row = rows[ky];
-        if (row == nullptr) continue;
+        if (rows[ky] == nullptr) continue;
         F col[kCols];
-        for (std::size_t i = 0; i < kCols; ++i) {
-          const bool outside = (i == 0 && !left_in) || (i == kCols - 1 && !right_in);
-          col[i] = outside ? V::zero() : u(row + (cx0 + i - 1) * channels);
-        }
+        load_row(rows[ky], cx0, left_in, right_in, col);
         for (std::size_t j = 0; j < K; ++j) {
-          for (std::size_t kx = 0; kx < 3; ++kx) {
-            const F wv = V::load(w + j * w_stride + (ky * 3 + kx) * N);
-            for (std::size_t q = 0; q < Pixels; ++q) {
-              if (kx == 0 && q == 0 && !left_in) continue;
-              if (kx == 2 && q == Pixels - 1 && !right_in) continue;
-              acc[j][q] = V::fmadd(col[q * SW + kx], wv, acc[j][q]);
-            }
-          }
+          add_row<Pixels, SW>(col, w + j * w_stride + ky * 3 * N, left_in, right_in, acc[j]);
         }
       }
       for (std::size_t j = 0; j < K; ++j) store_block<Pixels>(acc[j], j, out, out_stride);
