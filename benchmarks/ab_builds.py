@@ -19,42 +19,26 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-WORKER = r"""
-import sys, time
-import numpy as np
-sys.path.insert(0, sys.argv[4])
-from bench_util import zoo_file
-from qbinfer import _core
-model = _core.Model(zoo_file(sys.argv[1])[0], int(sys.argv[2]))
-x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-for _ in range(15):
-    model.run(x)
-times = []
-for _ in range(int(sys.argv[3])):
-    c = time.process_time()
-    model.run(x)
-    times.append(time.process_time() - c)
-print(float(np.median(times)) * 1e3, model.isa)
-"""
+from compare import run_worker  # noqa: E402  (compare.py's timing worker, one process each)
 
 
-def run_once(model: str, threads: int, runs: int, site: str | None, isa: str | None) -> float:
-    env = dict(os.environ)
+def run_once(qbw: str, threads: int, runs: int, warmup: int, site: str | None,
+             isa: str | None) -> float:
+    """Median process CPU ms per run of one fresh process (compare.py's qbinfer worker)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("QBINFER_ISA", "QBINFER_FUSION")}
     if site is not None:
         env["PYTHONPATH"] = site + os.pathsep + env.get("PYTHONPATH", "")
     if isa is not None:
         env["QBINFER_ISA"] = isa
-    out = subprocess.run([sys.executable, "-c", WORKER, model, str(threads), str(runs), str(HERE)],
-                         env=env, capture_output=True, text=True, cwd=os.path.expanduser("~"))
-    if out.returncode != 0:
-        raise SystemExit(f"{model} ({site or 'after'}) failed:\n{out.stderr}")
-    return float(out.stdout.split()[0])
+    out = run_worker(["--worker", "qbinfer", "--model", qbw, "--threads", str(threads),
+                      "--runs", str(runs), "--warmup", str(warmup)], env=env)
+    return statistics.median(out["cpu_samples"]) * 1e3
 
 
 def main(argv=None) -> int:
@@ -66,14 +50,18 @@ def main(argv=None) -> int:
     ap.add_argument("--isa", default=None, help="QBINFER_ISA for both builds (default: best)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=100, help="timed runs per process")
+    ap.add_argument("--warmup", type=int, default=15)
     args = ap.parse_args(argv)
     if not (Path(args.before) / "qbinfer").is_dir():
         raise SystemExit(f"{args.before} holds no qbinfer package (pip install --target it)")
+    from bench_util import zoo_file
+
+    files = {model: zoo_file(model)[0] for model in args.models}
     times: dict[tuple[str, str], list[float]] = {}
     for r in range(args.rounds):
         for model in args.models:
             for build, site in (("before", args.before), ("after", None)):
-                ms = run_once(model, args.threads, args.runs, site, args.isa)
+                ms = run_once(files[model], args.threads, args.runs, args.warmup, site, args.isa)
                 times.setdefault((model, build), []).append(ms)
                 print(f"round {r + 1}/{args.rounds} {model} {build}: {ms:.3f} ms", flush=True)
     print(f"\nprocess CPU ms per run, median of {args.rounds} rounds x {args.runs} runs, "

@@ -632,6 +632,21 @@ struct BConv {
     }
   }
 
+  // The streamed kernels with the plan's lane width and the counter of the stream's length.
+  template <bool Long>
+  static void run_streamed(const BConvShape& s, const BConvPlan& p, const BitWord* in,
+                           const std::uint32_t* weights, const std::int32_t* wsum,
+                           const float* scale, const float* bias, std::size_t y_begin,
+                           std::size_t y_end, float* out) {
+    if (p.lane_bits == 16) {
+      if constexpr (S::kHas16BitLanes) {
+        run_rows_streamed<16, Long>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
+      }
+    } else {
+      run_rows_streamed<32, Long>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
+    }
+  }
+
   static void run_rows(const BConvShape& s, const BitWord* in, const void* packed,
                        const float* scale, const float* bias, std::size_t y_begin,
                        std::size_t y_end, float* out) {
@@ -652,20 +667,10 @@ struct BConv {
       }
     } else if (S::kLongStreamLg > 0 && p.stream >= kLongStream) {
       if constexpr (S::kLongStreamLg > 0) {
-        if (p.lane_bits == 16) {
-          if constexpr (S::kHas16BitLanes) {
-            run_rows_streamed<16, true>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
-          }
-        } else {
-          run_rows_streamed<32, true>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
-        }
-      }
-    } else if (p.lane_bits == 16) {
-      if constexpr (S::kHas16BitLanes) {
-        run_rows_streamed<16, false>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
+        run_streamed<true>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
       }
     } else {
-      run_rows_streamed<32, false>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
+      run_streamed<false>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
     }
   }
 };

@@ -121,6 +121,16 @@ struct DWConvSimd {
                    out_stride, std::make_index_sequence<kStep + 1>{});
   }
 
+  // sweep_row with the shape's horizontal stride.
+  template <class P>
+  static void sweep_row(const P& p, const DWConvShape& s, float* out, std::size_t out_stride) {
+    if (s.stride_w == 1) {
+      sweep_row<1>(p, s.in_width, s.out_width, out, out_stride);
+    } else {
+      sweep_row<2>(p, s.in_width, s.out_width, out, out_stride);
+    }
+  }
+
   // run<count> for a run-time count in 1..kStep.
   template <std::size_t SW, class P, std::size_t... Is>
   static void last_block(const P& p, std::size_t count, std::size_t cx0, bool left_in,
@@ -260,11 +270,7 @@ struct DWConvSimd {
                                       9 * padded_channels(s.channels),
                                       scale + c0,
                                       bias + c0};
-      if (s.stride_w == 1) {
-        sweep_row<1>(p, s.in_width, s.out_width, out_row + c0, stride);
-      } else {
-        sweep_row<2>(p, s.in_width, s.out_width, out_row + c0, stride);
-      }
+      sweep_row(p, s, out_row + c0, stride);
     }
   }
 
@@ -396,11 +402,7 @@ struct DWConvSimd {
                                  weight_scale + c0,
                                  scale + c0,
                                  bias + c0};
-      if (s.stride_w == 1) {
-        sweep_row<1>(p, s.in_width, s.out_width, out_row + c0, stride);
-      } else {
-        sweep_row<2>(p, s.in_width, s.out_width, out_row + c0, stride);
-      }
+      sweep_row(p, s, out_row + c0, stride);
     }
   }
 
