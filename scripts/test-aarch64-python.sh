@@ -76,7 +76,7 @@ ARM_PY=("$QEMU" -L "$ROOT" "$ROOT/usr/bin/python3.11")
 
 # ---------------------------------------------------------------------------------------------
 step "cross-compiling qbinfer._core in $BUILD"
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)
+VERSION=$(awk -F'"' '/^version = / { print $2; exit }' pyproject.toml)
 EXT_SUFFIX=$("${ARM_PY[@]}" -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 # QBINFER_CROSS_SYSROOT=the Debian root: CMake searches headers there, and FindPython runs the
 # arm64 interpreter through the toolchain's emulator (qemu -L the root) to learn its include

@@ -128,7 +128,8 @@ configure_and_build() {
   warnings=$(grep -c 'warning:' "$dir/build.log" || true)
   if [[ $warnings -gt 0 ]]; then
     echo "$warnings compiler warning(s) in $dir/build.log:"
-    grep 'warning:' "$dir/build.log" | sort -u | head -n 20
+    # sed reads to the end: with `head`, sort could die of SIGPIPE (141) under pipefail.
+    grep 'warning:' "$dir/build.log" | sort -u | sed -n '1,20p'
   fi
 }
 
