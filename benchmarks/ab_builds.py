@@ -28,23 +28,40 @@ sys.path.insert(0, str(HERE))
 from compare import run_worker  # noqa: E402  (compare.py's timing worker, one process each)
 
 
-def run_once(qbw: str, threads: int, runs: int, warmup: int, site: str | None,
-             isa: str | None) -> float:
+def run_once(
+    qbw: str, threads: int, runs: int, warmup: int, site: str | None, isa: str | None
+) -> float:
     """Median process CPU ms per run of one fresh process (compare.py's qbinfer worker)."""
     env = {k: v for k, v in os.environ.items() if k not in ("QBINFER_ISA", "QBINFER_FUSION")}
     if site is not None:
         env["PYTHONPATH"] = site + os.pathsep + env.get("PYTHONPATH", "")
     if isa is not None:
         env["QBINFER_ISA"] = isa
-    out = run_worker(["--worker", "qbinfer", "--model", qbw, "--threads", str(threads),
-                      "--runs", str(runs), "--warmup", str(warmup)], env=env)
+    out = run_worker(
+        [
+            "--worker",
+            "qbinfer",
+            "--model",
+            qbw,
+            "--threads",
+            str(threads),
+            "--runs",
+            str(runs),
+            "--warmup",
+            str(warmup),
+        ],
+        env=env,
+    )
     return statistics.median(out["cpu_samples"]) * 1e3
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--before", required=True,
-                    help="directory holding the other build's qbinfer package (pip --target)")
+    ap.add_argument(
+        "--before",
+        required=True,
+        help="directory holding the other build's qbinfer package (pip --target)",
+    )
     ap.add_argument("--models", nargs="+", default=["qb_net_small"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--isa", default=None, help="QBINFER_ISA for both builds (default: best)")
@@ -64,8 +81,10 @@ def main(argv=None) -> int:
                 ms = run_once(files[model], args.threads, args.runs, args.warmup, site, args.isa)
                 times.setdefault((model, build), []).append(ms)
                 print(f"round {r + 1}/{args.rounds} {model} {build}: {ms:.3f} ms", flush=True)
-    print(f"\nprocess CPU ms per run, median of {args.rounds} rounds x {args.runs} runs, "
-          f"{args.threads} thread(s), ISA {args.isa or 'best'}")
+    print(
+        f"\nprocess CPU ms per run, median of {args.rounds} rounds x {args.runs} runs, "
+        f"{args.threads} thread(s), ISA {args.isa or 'best'}"
+    )
     print(f"{'model':15s} {'before':>9s} {'after':>9s} {'before/after':>13s}")
     for model in args.models:
         b = statistics.median(times[(model, "before")])

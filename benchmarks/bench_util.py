@@ -19,8 +19,9 @@ def bench_isas():
 
 
 def cache_dir() -> Path:
-    path = Path(os.environ.get("QBINFER_BENCH_CACHE",
-                               Path(tempfile.gettempdir()) / "qbinfer-bench-cache"))
+    path = Path(
+        os.environ.get("QBINFER_BENCH_CACHE", Path(tempfile.gettempdir()) / "qbinfer-bench-cache")
+    )
     path.mkdir(parents=True, exist_ok=True)
     return path
 

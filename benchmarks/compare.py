@@ -164,15 +164,24 @@ def machine() -> dict:
     info = {"python": sys.version.split()[0], "platform": platform.platform()}
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        keep = ("Model name", "CPU(s)", "Thread(s) per core", "Core(s) per socket", "L1d cache",
-                "L2 cache", "L3 cache", "Flags")
+        keep = (
+            "Model name",
+            "CPU(s)",
+            "Thread(s) per core",
+            "Core(s) per socket",
+            "L1d cache",
+            "L2 cache",
+            "L3 cache",
+            "Flags",
+        )
         for line in lscpu.splitlines():
             key, _, value = line.partition(":")
             if key.strip() in keep:
                 value = value.strip()
                 if key.strip() == "Flags":
-                    value = " ".join(f for f in value.split()
-                                     if f.startswith(("avx", "fma", "popcnt", "bmi2")))
+                    value = " ".join(
+                        f for f in value.split() if f.startswith(("avx", "fma", "popcnt", "bmi2"))
+                    )
                 info[key.strip()] = value
     except OSError:
         pass
@@ -195,8 +204,12 @@ def main(argv=None) -> int:
     p.add_argument("--isas", nargs="+", default=None, help="default: every supported ISA")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--runs", type=int, default=300, help="timed qbinfer runs per configuration")
-    p.add_argument("--baseline-runs", type=int, default=60,
-                   help="timed runs of ONNX Runtime and PyTorch (and of qbinfer's scalar ISA)")
+    p.add_argument(
+        "--baseline-runs",
+        type=int,
+        default=60,
+        help="timed runs of ONNX Runtime and PyTorch (and of qbinfer's scalar ISA)",
+    )
     p.add_argument("--rounds", type=int, default=3, help="the timed runs are split over rounds")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--no-torch", action="store_true")
@@ -215,6 +228,7 @@ def main(argv=None) -> int:
         return 0
 
     from bench_util import zoo_file
+
     from qbinfer import _core
 
     isas = args.isas or _core.supported_isas()
@@ -229,15 +243,31 @@ def main(argv=None) -> int:
                 runs = args.baseline_runs if isa == "scalar" else args.runs
                 if isa == "scalar":
                     runs = max(args.rounds, runs // 6)
-                configs.append(((name, f"qbinfer-{isa}", t),
-                                ["--worker", "qbinfer", "--model", qbw, "--threads", str(t)],
-                                dict(env_base, QBINFER_ISA=isa), runs))
-        configs.append(((name, "onnxruntime", 1), ["--worker", "onnxruntime", "--model", onnx],
-                        env_base, args.baseline_runs))
+                configs.append(
+                    (
+                        (name, f"qbinfer-{isa}", t),
+                        ["--worker", "qbinfer", "--model", qbw, "--threads", str(t)],
+                        dict(env_base, QBINFER_ISA=isa),
+                        runs,
+                    )
+                )
+        configs.append(
+            (
+                (name, "onnxruntime", 1),
+                ["--worker", "onnxruntime", "--model", onnx],
+                env_base,
+                args.baseline_runs,
+            )
+        )
         if not args.no_torch:
-            configs.append(((name, "pytorch", 1), ["--worker", "torch", "--name", name,
-                                                   "--seed", str(args.seed)],
-                            env_base, args.baseline_runs))
+            configs.append(
+                (
+                    (name, "pytorch", 1),
+                    ["--worker", "torch", "--name", name, "--seed", str(args.seed)],
+                    env_base,
+                    args.baseline_runs,
+                )
+            )
 
     samples = {key: [] for key, *_ in configs}
     cpu_samples = {key: [] for key, *_ in configs}
@@ -249,34 +279,53 @@ def main(argv=None) -> int:
             samples[key] += out["samples"]
             cpu_samples[key] += out["cpu_samples"]
             extra[key] = {k: v for k, v in out.items() if k not in ("samples", "cpu_samples")}
-            print(f"round {r + 1}/{args.rounds} {key}: {1e3 * median(out['samples']):.3f} ms",
-                  file=sys.stderr, flush=True)
+            print(
+                f"round {r + 1}/{args.rounds} {key}: {1e3 * median(out['samples']):.3f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
 
     results = []
     for key, xs in samples.items():
         name, engine, t = key
-        results.append({"model": name, "engine": engine, "threads": t, "runs": len(xs),
-                        "median_ms": 1e3 * median(xs), "min_ms": 1e3 * min(xs),
-                        "cpu_median_ms": 1e3 * median(cpu_samples[key]),
-                        "isa": extra[key].get("isa"), "kernels": extra[key].get("kernels"),
-                        "logits_head": extra[key].get("logits")})
+        results.append(
+            {
+                "model": name,
+                "engine": engine,
+                "threads": t,
+                "runs": len(xs),
+                "median_ms": 1e3 * median(xs),
+                "min_ms": 1e3 * min(xs),
+                "cpu_median_ms": 1e3 * median(cpu_samples[key]),
+                "isa": extra[key].get("isa"),
+                "kernels": extra[key].get("kernels"),
+                "logits_head": extra[key].get("logits"),
+            }
+        )
 
     # Peak RSS of fresh processes running QB-Net-Small.
     small_qbw, small_onnx = zoo_file("qb_net_small", seed=args.seed)
     rss_runs = {
         "python+numpy": run_worker(["--worker", "rss-numpy", "--runs", "1"], env_base, True),
-        "qbinfer": run_worker(["--worker", "rss-qbinfer", "--model", small_qbw, "--runs", "10"],
-                              env_base, True),
-        "onnxruntime": run_worker(["--worker", "rss-onnxruntime", "--model", small_onnx,
-                                   "--runs", "10"], env_base, True),
+        "qbinfer": run_worker(
+            ["--worker", "rss-qbinfer", "--model", small_qbw, "--runs", "10"], env_base, True
+        ),
+        "onnxruntime": run_worker(
+            ["--worker", "rss-onnxruntime", "--model", small_onnx, "--runs", "10"], env_base, True
+        ),
     }
     rss = {k: v["maxrss_bytes"] for k, v in rss_runs.items()}
     vmhwm = {k: v.get("vmhwm_bytes") for k, v in rss_runs.items()}
 
-    report = {"machine": machine(), "build": _core.build_info(), "results": results, "rss": rss,
-              "vmhwm": vmhwm,
-              "pool_latency_ns": _core._pool_latency(2, 20000, 20),
-              "command": " ".join([Path(sys.executable).name] + sys.argv)}
+    report = {
+        "machine": machine(),
+        "build": _core.build_info(),
+        "results": results,
+        "rss": rss,
+        "vmhwm": vmhwm,
+        "pool_latency_ns": _core._pool_latency(2, 20000, 20),
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+    }
     print_table(report, args)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
@@ -286,11 +335,15 @@ def main(argv=None) -> int:
 def print_table(report, args) -> None:
     res = report["results"]
     by = {(r["model"], r["engine"], r["threads"]): r for r in res}
-    engines = sorted({(r["engine"], r["threads"]) for r in res},
-                     key=lambda e: (not e[0].startswith("qbinfer"), e[0], e[1]))
+    engines = sorted(
+        {(r["engine"], r["threads"]) for r in res},
+        key=lambda e: (not e[0].startswith("qbinfer"), e[0], e[1]),
+    )
     m = report["machine"]
-    print(f"\nmachine: {m.get('Model name', '?')}, {m.get('CPU(s)', '?')} CPUs, "
-          f"load average {m.get('load_average')}")
+    print(
+        f"\nmachine: {m.get('Model name', '?')}, {m.get('CPU(s)', '?')} CPUs, "
+        f"load average {m.get('load_average')}"
+    )
     print("median ms, 224x224, batch 1 (min in parentheses)\n")
     head = ["model"] + [f"{e} {t}t" for e, t in engines] + ["ORT/qb", "torch/qb", "2t speedup"]
     rows = []
@@ -299,8 +352,11 @@ def print_table(report, args) -> None:
         for e, t in engines:
             r = by.get((name, e, t))
             row.append(f"{r['median_ms']:.3f} ({r['min_ms']:.2f})" if r else "-")
-        qb = [by[(name, e, 1)] for e, t in engines if e.startswith("qbinfer") and t == 1
-              and (name, e, 1) in by]
+        qb = [
+            by[(name, e, 1)]
+            for e, t in engines
+            if e.startswith("qbinfer") and t == 1 and (name, e, 1) in by
+        ]
         best = min(qb, key=lambda r: r["median_ms"]) if qb else None
         ort_r, torch_r = by.get((name, "onnxruntime", 1)), by.get((name, "pytorch", 1))
         row.append(f"{ort_r['median_ms'] / best['median_ms']:.1f}x" if best and ort_r else "-")
@@ -311,8 +367,10 @@ def print_table(report, args) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     for row in [head] + rows:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
-    print("\nprocess CPU ms per run, median (one-thread configurations; close to the idle-core "
-          "wall time when the machine is loaded)\n")
+    print(
+        "\nprocess CPU ms per run, median (one-thread configurations; close to the idle-core "
+        "wall time when the machine is loaded)\n"
+    )
     one = [(e, t) for e, t in engines if t == 1]
     head = ["model"] + [f"{e}" for e, _ in one] + ["ORT/qb", "torch/qb"]
     rows = []
@@ -334,13 +392,16 @@ def print_table(report, args) -> None:
     print("\npeak RSS of a fresh process running QB-Net-Small (ru_maxrss, raw):")
     for k, v in rss.items():
         hwm = report["vmhwm"].get(k)
-        print(f"  {k:<14} {v / 2**20:8.1f} MiB" +
-              (f"   (VmHWM {hwm / 2**20:.1f} MiB)" if hwm else ""))
+        print(
+            f"  {k:<14} {v / 2**20:8.1f} MiB" + (f"   (VmHWM {hwm / 2**20:.1f} MiB)" if hwm else "")
+        )
     if rss.get("onnxruntime"):
         print(f"  qbinfer / onnxruntime = {rss['qbinfer'] / rss['onnxruntime']:.2f}")
     lat = report["pool_latency_ns"]
-    print(f"\nthread pool round trip (2 threads): hot {lat['hot_ns'] / 1e3:.2f} us, "
-          f"cold (workers parked) {lat['cold_ns'] / 1e3:.2f} us")
+    print(
+        f"\nthread pool round trip (2 threads): hot {lat['hot_ns'] / 1e3:.2f} us, "
+        f"cold (workers parked) {lat['cold_ns'] / 1e3:.2f} us"
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -46,8 +45,12 @@ import compare  # noqa: E402  (stdlib-only at import time; its worker times qbin
 
 DEFAULT_MODELS = ("qb_net_small", "qb_net_large")
 ALL_MODELS = ("qb_net_small", "qb_net_large", "qsb_net_small", "qsb_net_large")
-REQUIREMENTS = ("larq-compute-engine==0.16.0", "tensorflow==2.16.*", "tf-keras==2.16.*",
-                "larq==0.14.0")
+REQUIREMENTS = (
+    "larq-compute-engine==0.16.0",
+    "tensorflow==2.16.*",
+    "tf-keras==2.16.*",
+    "larq==0.14.0",
+)
 LCE_VARIANTS = {
     "lce": {},
     "lce-ind+xnn": {"use_indirect_bgemm": True, "use_xnnpack": True},
@@ -74,10 +77,18 @@ def setup() -> int:
     if not venv_python().exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run([str(venv_python()), "-m", "pip", "install", *REQUIREMENTS], check=True)
-    r = subprocess.run([str(venv_python()), "-c",
-                        "import tensorflow as tf, larq, larq_compute_engine as lce; "
-                        "print('tensorflow', tf.__version__, '| larq-compute-engine', "
-                        "lce.__version__)"], env=lce_env(), capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            str(venv_python()),
+            "-c",
+            "import tensorflow as tf, larq, larq_compute_engine as lce; "
+            "print('tensorflow', tf.__version__, '| larq-compute-engine', "
+            "lce.__version__)",
+        ],
+        env=lce_env(),
+        capture_output=True,
+        text=True,
+    )
     print(r.stdout.strip() or r.stderr[-2000:])
     return r.returncode
 
@@ -95,16 +106,16 @@ def lce_worker(args) -> dict:
     lite = interp.interpreter  # predict() of the wrapper: no per-call batching in Python
     fn = lambda v: lite.predict([v])[0]  # noqa: E731
     y = fn(x)
-    out = {"options": options, "logits": y[0, :8].tolist(),
-           "finite": bool(np.isfinite(y).all())}
+    out = {"options": options, "logits": y[0, :8].tolist(), "finite": bool(np.isfinite(y).all())}
     out["samples"], out["cpu_samples"] = compare._time(fn, x, args.warmup, args.runs)
     return out
 
 
 def run_lce(argv) -> dict:
     cmd = [str(venv_python()), str(Path(__file__).resolve())] + argv
-    r = subprocess.run(cmd, capture_output=True, text=True, env=lce_env(), timeout=3600,
-                       cwd=str(ROOT))
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, env=lce_env(), timeout=3600, cwd=str(ROOT)
+    )
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -121,8 +132,13 @@ def plan_of(name: str, size: int = 224, num_classes: int = 1000) -> dict:
         for (sh, sw), k in block:
             stages.append([sh, sw, k, arch.kernel_rule.kernel_size(c, c * k)])
             c *= k
-    return {"name": name, "input_size": size, "num_classes": num_classes,
-            "stem_channels": arch.stem_channels, "stages": stages}
+    return {
+        "name": name,
+        "input_size": size,
+        "num_classes": num_classes,
+        "stem_channels": arch.stem_channels,
+        "stages": stages,
+    }
 
 
 def lce_file(name: str, dw: str, seed: int) -> tuple[str, dict]:
@@ -130,16 +146,31 @@ def lce_file(name: str, dw: str, seed: int) -> tuple[str, dict]:
     from bench_util import cache_dir
 
     stem = cache_dir() / f"{name}-lce-{dw}-224-{seed}"
-    tfl, summ, plan_path = (stem.with_suffix(".tflite"), stem.with_suffix(".lce.json"),
-                            stem.with_suffix(".plan.json"))
+    tfl, summ, plan_path = (
+        stem.with_suffix(".tflite"),
+        stem.with_suffix(".lce.json"),
+        stem.with_suffix(".plan.json"),
+    )
     plan = plan_of(name)
-    if not (tfl.exists() and summ.exists()
-            and json.loads(summ.read_text()).get("plan") == plan):
+    if not (tfl.exists() and summ.exists() and json.loads(summ.read_text()).get("plan") == plan):
         plan_path.write_text(json.dumps(plan))
-        print(f"converting {name} for LCE (larq/Keras -> convert_keras_model) ...",
-              file=sys.stderr, flush=True)
-        cmd = [str(venv_python()), str(HERE / "lce_model.py"), "--plan", str(plan_path),
-               "--out", str(tfl), "--dw", dw, "--seed", str(seed)]
+        print(
+            f"converting {name} for LCE (larq/Keras -> convert_keras_model) ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        cmd = [
+            str(venv_python()),
+            str(HERE / "lce_model.py"),
+            "--plan",
+            str(plan_path),
+            "--out",
+            str(tfl),
+            "--dw",
+            dw,
+            "--seed",
+            str(seed),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, env=lce_env(), cwd=str(ROOT))
         if r.returncode != 0:
             raise RuntimeError(f"LCE conversion of {name} failed:\n{r.stderr[-4000:]}")
@@ -152,17 +183,19 @@ def lce_file(name: str, dw: str, seed: int) -> tuple[str, dict]:
 def qbinfer_side(name: str, qbw: str) -> dict:
     """The zoo model's parameter count (PyTorch) and the .qbw's binary convs and MACs."""
     from qbinfer import _core
-
     from weights_tools.zoo import build_model
 
     model = build_model(name, num_classes=1000)
     params = sum(p.numel() for p in model.parameters())
     bconvs = sum(1 for m in model.modules() if type(m).__name__ == "BinaryConv2d")
     ops = _core.Model(qbw, 1).ops()
-    return {"params": int(params), "binary_convs_zoo": bconvs,
-            "binary_convs_qbw": sum(1 for o in ops if o["type"] == "BCONV2D"),
-            "binary_macs": int(sum(o["bops"] for o in ops)),
-            "ops_qbw": len(ops)}
+    return {
+        "params": int(params),
+        "binary_convs_zoo": bconvs,
+        "binary_convs_qbw": sum(1 for o in ops if o["type"] == "BCONV2D"),
+        "binary_macs": int(sum(o["bops"] for o in ops)),
+        "ops_qbw": len(ops),
+    }
 
 
 # ------------------------------------------------------------------------------- driver
@@ -172,8 +205,12 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=ALL_MODELS)
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--variants", nargs="+", default=list(LCE_VARIANTS), choices=list(LCE_VARIANTS))
-    p.add_argument("--dw", choices=("concat", "multiplier"), default="concat",
-                   help="Keras form of the k parallel depthwise convs (see lce_model.py)")
+    p.add_argument(
+        "--dw",
+        choices=("concat", "multiplier"),
+        default="concat",
+        help="Keras form of the k parallel depthwise convs (see lce_model.py)",
+    )
     p.add_argument("--runs", type=int, default=150, help="timed qbinfer runs per configuration")
     p.add_argument("--lce-runs", type=int, default=45, help="timed LCE runs per configuration")
     p.add_argument("--rounds", type=int, default=3)
@@ -193,10 +230,12 @@ def main(argv=None) -> int:
         print(json.dumps(lce_worker(args)))
         return 0
     if not venv_python().exists():
-        raise SystemExit(f"no LCE venv at {venv_dir()}: run "
-                         "`python benchmarks/lce_compare.py --setup` first")
+        raise SystemExit(
+            f"no LCE venv at {venv_dir()}: run `python benchmarks/lce_compare.py --setup` first"
+        )
 
     from bench_util import zoo_file
+
     from qbinfer import _core
 
     env_base = {k: v for k, v in os.environ.items() if k not in ("QBINFER_ISA", "QBINFER_FUSION")}
@@ -206,13 +245,23 @@ def main(argv=None) -> int:
         tfl, summary = lce_file(name, args.dw, args.seed)
         arch[name] = {"qbinfer": qbinfer_side(name, qbw), "lce": summary}
         for t in args.threads:
-            configs.append(((name, "qbinfer", t), "qbinfer",
-                            ["--worker", "qbinfer", "--model", qbw, "--threads", str(t)],
-                            args.runs))
+            configs.append(
+                (
+                    (name, "qbinfer", t),
+                    "qbinfer",
+                    ["--worker", "qbinfer", "--model", qbw, "--threads", str(t)],
+                    args.runs,
+                )
+            )
             for v in args.variants:
-                configs.append(((name, v, t), "lce",
-                                ["--lce-worker", "--model", tfl, "--variant", v,
-                                 "--threads", str(t)], args.lce_runs))
+                configs.append(
+                    (
+                        (name, v, t),
+                        "lce",
+                        ["--lce-worker", "--model", tfl, "--variant", v, "--threads", str(t)],
+                        args.lce_runs,
+                    )
+                )
 
     samples = {key: [] for key, *_ in configs}
     cpu = {key: [] for key, *_ in configs}
@@ -221,22 +270,42 @@ def main(argv=None) -> int:
         for key, runner, argv_, runs in configs:
             n = max(1, runs // args.rounds)
             tail = ["--runs", str(n), "--warmup", str(args.warmup)]
-            out = (compare.run_worker(argv_ + tail, env_base) if runner == "qbinfer"
-                   else run_lce(argv_ + tail))
+            out = (
+                compare.run_worker(argv_ + tail, env_base)
+                if runner == "qbinfer"
+                else run_lce(argv_ + tail)
+            )
             samples[key] += out["samples"]
             cpu[key] += out["cpu_samples"]
             extra[key] = {k: v for k, v in out.items() if k not in ("samples", "cpu_samples")}
-            print(f"round {r + 1}/{args.rounds} {key}: "
-                  f"{1e3 * compare.median(out['samples']):.3f} ms", file=sys.stderr, flush=True)
+            print(
+                f"round {r + 1}/{args.rounds} {key}: {1e3 * compare.median(out['samples']):.3f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
 
-    results = [{"model": name, "engine": engine, "threads": t, "runs": len(xs),
-                "median_ms": 1e3 * compare.median(xs), "min_ms": 1e3 * min(xs),
-                "cpu_median_ms": 1e3 * compare.median(cpu[(name, engine, t)]), **extra[key]}
-               for key, xs in samples.items() for name, engine, t in [key]]
-    report = {"machine": compare.machine(), "build": _core.build_info(),
-              "lce_versions": next(iter(arch.values()))["lce"]["versions"],
-              "architecture": arch, "results": results,
-              "command": " ".join([Path(sys.executable).name] + sys.argv)}
+    results = [
+        {
+            "model": name,
+            "engine": engine,
+            "threads": t,
+            "runs": len(xs),
+            "median_ms": 1e3 * compare.median(xs),
+            "min_ms": 1e3 * min(xs),
+            "cpu_median_ms": 1e3 * compare.median(cpu[(name, engine, t)]),
+            **extra[key],
+        }
+        for key, xs in samples.items()
+        for name, engine, t in [key]
+    ]
+    report = {
+        "machine": compare.machine(),
+        "build": _core.build_info(),
+        "lce_versions": next(iter(arch.values()))["lce"]["versions"],
+        "architecture": arch,
+        "results": results,
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+    }
     print_report(report, args)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
@@ -247,9 +316,11 @@ def print_report(report, args) -> None:
     by = {(r["model"], r["engine"], r["threads"]): r for r in report["results"]}
     m = report["machine"]
     v = report["lce_versions"]
-    print(f"\nmachine: {m.get('Model name', '?')}, {m.get('CPU(s)', '?')} CPUs, load average "
-          f"{m.get('load_average')}; LCE {v['larq_compute_engine']}, TensorFlow "
-          f"{v['tensorflow']}, larq {v['larq']}")
+    print(
+        f"\nmachine: {m.get('Model name', '?')}, {m.get('CPU(s)', '?')} CPUs, load average "
+        f"{m.get('load_average')}; LCE {v['larq_compute_engine']}, TensorFlow "
+        f"{v['tensorflow']}, larq {v['larq']}"
+    )
     isa = next((r.get("isa") for r in report["results"] if r["engine"] == "qbinfer"), "?")
     print(f"median ms, 224x224, batch 1 (min in parentheses); qbinfer ISA {isa}\n")
     engines = ["qbinfer"] + list(args.variants)
@@ -269,21 +340,43 @@ def print_report(report, args) -> None:
     _table(head, rows)
     print("\nprocess CPU ms per run, median (1 thread)\n")
     head = ["model"] + engines
-    rows = [[name] + [f"{by[(name, e, 1)]['cpu_median_ms']:.2f}" if (name, e, 1) in by else "-"
-                      for e in engines] for name in args.models]
+    rows = [
+        [name]
+        + [
+            f"{by[(name, e, 1)]['cpu_median_ms']:.2f}" if (name, e, 1) in by else "-"
+            for e in engines
+        ]
+        for name in args.models
+    ]
     _table(head, rows)
     print("\nsame architecture? (qbinfer: zoo model / .qbw; LCE: Keras model / .tflite)\n")
-    head = ["model", "params zoo", "params Keras", "bconv zoo/.qbw", "bconv Keras/.tflite",
-            "binary MACs qbinfer", "binary MACs LCE", "tflite ops"]
+    head = [
+        "model",
+        "params zoo",
+        "params Keras",
+        "bconv zoo/.qbw",
+        "bconv Keras/.tflite",
+        "binary MACs qbinfer",
+        "binary MACs LCE",
+        "tflite ops",
+    ]
     rows = []
     for name in args.models:
         a = report["architecture"][name]
         q, k, f = a["qbinfer"], a["lce"]["keras"], a["lce"]["tflite"]
         ops = ", ".join(f"{n} {c}" for n, c in f["op_counts"].items())
-        rows.append([name, f"{q['params']:,}", f"{k['params_trainable']:,}",
-                     f"{q['binary_convs_zoo']}/{q['binary_convs_qbw']}",
-                     f"{k['binary_convs']}/{f['bconv_count']}",
-                     f"{q['binary_macs']:,}", f"{f['bconv_macs']:,}", ops])
+        rows.append(
+            [
+                name,
+                f"{q['params']:,}",
+                f"{k['params_trainable']:,}",
+                f"{q['binary_convs_zoo']}/{q['binary_convs_qbw']}",
+                f"{k['binary_convs']}/{f['bconv_count']}",
+                f"{q['binary_macs']:,}",
+                f"{f['bconv_macs']:,}",
+                ops,
+            ]
+        )
     _table(head, rows)
 
 

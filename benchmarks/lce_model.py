@@ -82,12 +82,16 @@ def build_keras(plan: dict, dw: str = "concat", seed: int = 0):
     def ds_half(x, c, stride, k):
         u = ChannelBias()(x)
         if dw == "multiplier" or k == 1:
-            v = layers.DepthwiseConv2D(3, strides=stride, padding="same", depth_multiplier=k,
-                                       use_bias=False)(u)
+            v = layers.DepthwiseConv2D(
+                3, strides=stride, padding="same", depth_multiplier=k, use_bias=False
+            )(u)
         else:
-            v = layers.Concatenate()([
-                layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(u)
-                for _ in range(k)])
+            v = layers.Concatenate()(
+                [
+                    layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(u)
+                    for _ in range(k)
+                ]
+            )
         v = bn(v)
         s = x
         if tuple(stride) != (1, 1):
@@ -96,16 +100,24 @@ def build_keras(plan: dict, dw: str = "concat", seed: int = 0):
             if dw == "multiplier":  # channel c*k + j holds conv j of channel c
                 h, w = s.shape[1], s.shape[2]
                 s = layers.Reshape((h, w, c * k))(
-                    layers.Lambda(lambda t: tf.repeat(t, k, axis=-1))(s))
+                    layers.Lambda(lambda t: tf.repeat(t, k, axis=-1))(s)
+                )
             else:  # block j holds conv j of every channel
                 s = layers.Concatenate()([s] * k)
         return bprelu(layers.Add()([v, s]))
 
     def b_half(y, c, kernel):
         z = ChannelBias()(y)
-        t = lq.layers.QuantConv2D(c, kernel, padding="same", pad_values=0.0, use_bias=False,
-                                  input_quantizer="ste_sign", kernel_quantizer="ste_sign",
-                                  kernel_constraint="weight_clip")(z)
+        t = lq.layers.QuantConv2D(
+            c,
+            kernel,
+            padding="same",
+            pad_values=0.0,
+            use_bias=False,
+            input_quantizer="ste_sign",
+            kernel_quantizer="ste_sign",
+            kernel_constraint="weight_clip",
+        )(z)
         t = bn(ChannelScale()(t))
         return bprelu(layers.Add()([t, y]))
 
@@ -158,8 +170,12 @@ def keras_summary(model) -> dict:
             kh, kw, cin, cout = layer.kernel.shape
             _, h, w, _ = layer.output.shape
             bmacs += int(h * w * kh * kw * cin * cout)
-    return {"params_trainable": trainable, "params_total": total, "binary_convs": bconvs,
-            "binary_macs": bmacs}
+    return {
+        "params_trainable": trainable,
+        "params_total": total,
+        "binary_convs": bconvs,
+        "binary_macs": bmacs,
+    }
 
 
 def flatbuffer_ops(buf: bytes) -> dict:
@@ -192,12 +208,22 @@ def flatbuffer_ops(buf: bytes) -> dict:
                 opts = flexbuffers.Loads(bytes(op.CustomOptionsAsNumpy()))
                 cin = int(opts.get("channels_in", 0))
                 cout, kh, kw = filt[0], filt[1], filt[2]
-                bconvs.append({"filter": filt, "output": out, "channels_in": cin,
-                               "padding": opts.get("padding"), "pad_values": opts.get("pad_values"),
-                               "bmacs": out[1] * out[2] * kh * kw * cin * cout})
-    return {"op_counts": dict(sorted(counts.items())), "bconv": bconvs,
-            "bconv_count": counts.get("LceBconv2d", 0),
-            "bconv_macs": int(sum(b["bmacs"] for b in bconvs))}
+                bconvs.append(
+                    {
+                        "filter": filt,
+                        "output": out,
+                        "channels_in": cin,
+                        "padding": opts.get("padding"),
+                        "pad_values": opts.get("pad_values"),
+                        "bmacs": out[1] * out[2] * kh * kw * cin * cout,
+                    }
+                )
+    return {
+        "op_counts": dict(sorted(counts.items())),
+        "bconv": bconvs,
+        "bconv_count": counts.get("LceBconv2d", 0),
+        "bconv_macs": int(sum(b["bmacs"] for b in bconvs)),
+    }
 
 
 def convert(plan: dict, out_path: str, dw: str = "concat", seed: int = 0) -> dict:
@@ -213,12 +239,22 @@ def convert(plan: dict, out_path: str, dw: str = "concat", seed: int = 0) -> dic
         f.write(buf)
     ops = flatbuffer_ops(buf)
     if ops["bconv_count"] != summary["binary_convs"]:
-        raise RuntimeError(f"{summary['binary_convs']} QuantConv2D layers but "
-                           f"{ops['bconv_count']} LceBconv2d ops: {ops['op_counts']}")
-    return {"keras": summary, "tflite": ops, "tflite_bytes": len(buf), "dw": dw,
-            "versions": {"tensorflow": tf.__version__, "larq": _version("larq"),
-                         "larq_compute_engine": lce.__version__,
-                         "tf_keras": _version("tf_keras")}}
+        raise RuntimeError(
+            f"{summary['binary_convs']} QuantConv2D layers but "
+            f"{ops['bconv_count']} LceBconv2d ops: {ops['op_counts']}"
+        )
+    return {
+        "keras": summary,
+        "tflite": ops,
+        "tflite_bytes": len(buf),
+        "dw": dw,
+        "versions": {
+            "tensorflow": tf.__version__,
+            "larq": _version("larq"),
+            "larq_compute_engine": lce.__version__,
+            "tf_keras": _version("tf_keras"),
+        },
+    }
 
 
 def _version(dist: str) -> str:

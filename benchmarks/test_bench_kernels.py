@@ -8,11 +8,10 @@ the fraction of this core's measured ceiling (conftest.peaks).
 """
 
 import pytest
-
-from qbinfer import _core
-
 from bench_util import bench_isas
 from zoo_shapes import shape_id, unique_shapes
+
+from qbinfer import _core
 
 MODELS = ("qb_net_small", "qb_net_large", "qsb_net_small", "qsb_net_large")
 SHAPES = unique_shapes(MODELS)
@@ -23,13 +22,17 @@ SHAPES += [("dwconv_qs8", p, m) for f, p, m in unique_shapes(MODELS) if f == "dw
 
 
 @pytest.mark.parametrize("isa", bench_isas())
-@pytest.mark.parametrize("family,params,models", SHAPES,
-                         ids=[shape_id(f, p) for f, p, _ in SHAPES])
+@pytest.mark.parametrize("family,params,models", SHAPES, ids=[shape_id(f, p) for f, p, _ in SHAPES])
 def test_kernel(benchmark, peaks, isa, family, params, models):
     bench = _core._bench.KernelBench(family, isa, params)
     benchmark.group = shape_id(family, params)
-    benchmark.extra_info.update(family=family, isa=isa, entry=bench.entry, models=models,
-                                **{f"p_{k}": v for k, v in params.items()})
+    benchmark.extra_info.update(
+        family=family,
+        isa=isa,
+        entry=bench.entry,
+        models=models,
+        **{f"p_{k}": v for k, v in params.items()},
+    )
     bench.run(2)  # warm caches and weights
     benchmark(bench.run, 1)
     t = benchmark.stats.stats.median

@@ -7,10 +7,9 @@ the comparison with ONNX Runtime and PyTorch, and peak RSS, see benchmarks/compa
 
 import numpy as np
 import pytest
+from bench_util import bench_isas, zoo_file
 
 from qbinfer import _core
-
-from bench_util import bench_isas, zoo_file
 
 pytest.importorskip("torch", reason="converting the zoo needs the tools extra")
 
@@ -27,8 +26,14 @@ def test_model(benchmark, name, isa, threads):
     for _ in range(5):
         model.run(x)
     benchmark.group = f"{name} 224x224 batch 1"
-    benchmark.extra_info.update(model=name, isa=isa, threads=threads, steps=len(model.steps()),
-                                ops=len(model.ops()), arena_bytes=model.arena_bytes,
-                                packed_bytes=model.packed_bytes)
+    benchmark.extra_info.update(
+        model=name,
+        isa=isa,
+        threads=threads,
+        steps=len(model.steps()),
+        ops=len(model.ops()),
+        arena_bytes=model.arena_bytes,
+        packed_bytes=model.packed_bytes,
+    )
     benchmark(model.run, x)
     benchmark.extra_info["median_ms"] = round(benchmark.stats.stats.median * 1e3, 3)

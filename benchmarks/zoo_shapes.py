@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Dict, List, Tuple
 
 
-def layer_shapes(name: str, size: int = 224, classes: int = 1000) -> List[Tuple[str, Dict[str, int]]]:
+def layer_shapes(
+    name: str, size: int = 224, classes: int = 1000
+) -> List[Tuple[str, Dict[str, int]]]:
     """(family, params) for every kernel call of one image, in order (duplicates kept)."""
     from weights_tools.zoo import ARCHS
 
@@ -14,14 +16,17 @@ def layer_shapes(name: str, size: int = 224, classes: int = 1000) -> List[Tuple[
     c = arch.stem_channels
     h = w = (size + 2 - 3) // 2 + 1
     out: List[Tuple[str, Dict[str, int]]] = [
-        ("conv2d", dict(h=size, w=size, ci=3, co=c, k=3, stride=2))]
+        ("conv2d", dict(h=size, w=size, ci=3, co=c, k=3, stride=2))
+    ]
     for _, stages in arch.stage_specs():
         for (sh, sw), m in stages:
             k = arch.kernel_rule.kernel_size(c, c * m)
             out.append(("dwconv_f32", dict(h=h, w=w, c=c, sh=sh, sw=sw, multiplier=m)))
             h, w = -(-h // sh), -(-w // sw)
             # DS tail: + shortcut (repeated m times), PReLU, BN, bits for the binary conv.
-            out.append(("epilogue", dict(pixels=h * w, channels=c * m, residual_channels=c, bits=1)))
+            out.append(
+                ("epilogue", dict(pixels=h * w, channels=c * m, residual_channels=c, bits=1))
+            )
             c *= m
             out.append(("bconv", dict(h=h, w=w, ci=c, co=c, k=k)))
             # B tail: + residual, PReLU, BN (floats for the next DS half).
@@ -47,13 +52,17 @@ def shape_id(family: str, p: Dict[str, int]) -> str:
     if family == "bconv":
         return f"bconv{p['k']}x{p['k']}-{p['h']}x{p['w']}x{p['ci']}-{p['co']}"
     if family.startswith("dwconv"):
-        return (f"{family}-{p['h']}x{p['w']}x{p['c']}-s{p.get('sh', 1)}{p.get('sw', 1)}"
-                f"-m{p.get('multiplier', 1)}")
+        return (
+            f"{family}-{p['h']}x{p['w']}x{p['c']}-s{p.get('sh', 1)}{p.get('sw', 1)}"
+            f"-m{p.get('multiplier', 1)}"
+        )
     if family == "conv2d":
         return f"conv2d{p['k']}x{p['k']}s{p['stride']}-{p['h']}x{p['w']}x{p['ci']}-{p['co']}"
     if family.startswith("fc"):
         return f"{family}-{p['ci']}-{p['co']}"
     if family == "epilogue":
-        return (f"epilogue-{p['pixels']}x{p['channels']}-r{p['residual_channels']}"
-                f"{'-bits' if p.get('bits') else ''}")
+        return (
+            f"epilogue-{p['pixels']}x{p['channels']}-r{p['residual_channels']}"
+            f"{'-bits' if p.get('bits') else ''}"
+        )
     return family + "-" + "-".join(f"{k}{v}" for k, v in sorted(p.items()))

@@ -36,19 +36,25 @@ def main() -> int:
     model = qbinfer.load(os.path.join(folder, "digits_qbnet.qbw"))
     with np.load(os.path.join(folder, "digits_holdout.npz"), allow_pickle=False) as z:
         images, labels = z["images"], z["labels"].astype(np.int64)
-    print(f"python {platform.python_version()} ({platform.machine()}), numpy {np.__version__}, "
-          f"qbinfer {qbinfer.__version__}, {qbinfer._core.__file__.rsplit(os.sep, 1)[-1]}")
-    print(f"model {model.name}: isa {model.isa}, input {model.input_shape}, "
-          f"{model.num_classes} classes")
+    print(
+        f"python {platform.python_version()} ({platform.machine()}), numpy {np.__version__}, "
+        f"qbinfer {qbinfer.__version__}, {qbinfer._core.__file__.rsplit(os.sep, 1)[-1]}"
+    )
+    print(
+        f"model {model.name}: isa {model.isa}, input {model.input_shape}, "
+        f"{model.num_classes} classes"
+    )
 
     t1 = time.perf_counter()
     names = model.class_names
     predicted = np.array([names.index(model.predict(im, top_k=1)[0][0]) for im in images])
     t_predict = time.perf_counter() - t1
     accuracy = 100.0 * float(np.mean(predicted == labels))
-    print(f"predict: top-1 accuracy {accuracy:.2f}% on {len(labels)} held-out images "
-          f"({t_predict:.2f} s, {1e3 * t_predict / len(labels):.2f} ms per image with "
-          f"preprocessing)")
+    print(
+        f"predict: top-1 accuracy {accuracy:.2f}% on {len(labels)} held-out images "
+        f"({t_predict:.2f} s, {1e3 * t_predict / len(labels):.2f} ms per image with "
+        f"preprocessing)"
+    )
 
     x = np.concatenate([preprocess(im, model.preprocessing) for im in images])  # N x H x W x 3
     logits = model.run(x, layout="nhwc")
@@ -65,11 +71,13 @@ def main() -> int:
         scale = float(np.abs(ref_logits).max())
         within = bool(np.all(diff <= args.rtol * (np.abs(ref_logits) + scale)))
         same_top1 = bool(np.array_equal(out.argmax(axis=1), ref_logits.argmax(axis=1)))
-        print(f"compare with {args.compare}: {out.size} logits, "
-              f"{int(np.sum(out == ref_logits))} bit-identical, max |diff| {diff.max():.3g} "
-              f"(max|ref| {scale:.3g}), top-1 equal on {int(np.sum(out.argmax(1) == ref_logits.argmax(1)))}"
-              f"/{len(out)}; own preprocessing vs reference: max |diff| "
-              f"{float(np.abs(x - ref_x).max()):.3g}")
+        print(
+            f"compare with {args.compare}: {out.size} logits, "
+            f"{int(np.sum(out == ref_logits))} bit-identical, max |diff| {diff.max():.3g} "
+            f"(max|ref| {scale:.3g}), top-1 equal on {int(np.sum(out.argmax(1) == ref_logits.argmax(1)))}"
+            f"/{len(out)}; own preprocessing vs reference: max |diff| "
+            f"{float(np.abs(x - ref_x).max()):.3g}"
+        )
         ok = within and same_top1
         print("compare: OK" if ok else f"compare: FAILED (rtol {args.rtol})")
     print(f"total {time.perf_counter() - t0:.2f} s")

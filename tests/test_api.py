@@ -1,7 +1,6 @@
 """The Python API: load, run, predict, summary, errors, and the command line."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -166,7 +165,10 @@ def test_runtime_never_imports_torch(small):
 
 def test_cli_summary_predict_and_errors(small, tmp_path):
     _, path = small
-    run = lambda *a: subprocess.run([sys.executable, "-m", "qbinfer", *a], capture_output=True, text=True)
+
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "qbinfer", *a], capture_output=True, text=True)
+
     out = run("summary", path)
     assert out.returncode == 0 and "BCONV2D" in out.stdout
     npy = tmp_path / "x.npy"
@@ -181,9 +183,26 @@ def test_cli_summary_predict_and_errors(small, tmp_path):
 
 @pytest.mark.parametrize("extra", [[], ["--fc", "bitplane8", "--depthwise", "int8"]])
 def test_demo_json(extra):
-    out = subprocess.run([sys.executable, "-m", "qbinfer", "demo", "--json", "--arch", "qb_net_small",
-                          "--input-size", "32", "--num-classes", "10", "--runs", "2", *extra],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qbinfer",
+            "demo",
+            "--json",
+            "--arch",
+            "qb_net_small",
+            "--input-size",
+            "32",
+            "--num-classes",
+            "10",
+            "--runs",
+            "2",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 1

@@ -69,8 +69,10 @@ def random_input(rng, shape, thresholds=None):
 @pytest.mark.parametrize(
     "index,channels,leading",
     [(i, c, lead) for i, (c, lead) in enumerate(CASES)],
-    ids=[f"seed{BASE_SEED + i}-C{c}-{'x'.join(map(str, lead)) or 'rank1'}"
-         for i, (c, lead) in enumerate(CASES)],
+    ids=[
+        f"seed{BASE_SEED + i}-C{c}-{'x'.join(map(str, lead)) or 'rank1'}"
+        for i, (c, lead) in enumerate(CASES)
+    ],
 )
 def test_random_shapes(index, channels, leading, with_thresholds):
     seed = BASE_SEED + index
@@ -194,8 +196,7 @@ def test_noncontiguous_input(name):
     hnp.arrays(
         np.float32,
         hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=70),
-        elements=st.floats(width=32, allow_nan=True, allow_infinity=True,
-                           allow_subnormal=True),
+        elements=st.floats(width=32, allow_nan=True, allow_infinity=True, allow_subnormal=True),
     ),
     st.booleans(),
 )
@@ -213,7 +214,9 @@ def test_property_matches_reference(x, use_thresholds):
 @pytest.mark.parametrize("dtype", [np.float64, np.int32, np.float16, np.uint8, ">f4"])
 def test_wrong_dtype_is_type_error(dtype):
     x = np.zeros((2, 3), dtype=dtype)
-    with pytest.raises(TypeError, match=r"x must have dtype float32, got " + re.escape(str(x.dtype))):
+    with pytest.raises(
+        TypeError, match=r"x must have dtype float32, got " + re.escape(str(x.dtype))
+    ):
         qbinfer.bitpack(x)
 
 

@@ -55,8 +55,9 @@ try:
 except ImportError:  # the qbw and reference tests below still run
     torch = None
 
-needs_tools = pytest.mark.skipif(torch is None, reason="needs the tools extra (torch, onnx, "
-                                                       "onnxruntime)")
+needs_tools = pytest.mark.skipif(
+    torch is None, reason="needs the tools extra (torch, onnx, onnxruntime)"
+)
 
 SEED = 20240617
 N_IMAGES = 32
@@ -92,30 +93,81 @@ def every_op_graph(seed=SEED, fc=FCEncoding.BITPLANE8) -> Graph:
 
     x = val("input", 6, 5, 3)
     c1 = val("conv", 6, 5, 8)
-    ops.append(Op(OpType.CONV2D, "conv", [x], [c1],
-                  [ten("conv.w", _f32(rng, 8, 3, 3, 3)), ten("conv.b", _f32(rng, 8))],
-                  [3, 3, 1, 1, 1, 1, 1, 1, 1]))
+    ops.append(
+        Op(
+            OpType.CONV2D,
+            "conv",
+            [x],
+            [c1],
+            [ten("conv.w", _f32(rng, 8, 3, 3, 3)), ten("conv.b", _f32(rng, 8))],
+            [3, 3, 1, 1, 1, 1, 1, 1, 1],
+        )
+    )
     d1 = val("dw_int8", 3, 5, 16)
     q = rng.integers(-127, 128, (16, 9)).astype(np.int8)
-    ops.append(Op(OpType.DWCONV3X3, "dw_int8", [c1], [d1],
-                  [ten("dw1.pre", _f32(rng, 8)), ten("dw1.w", q, DType.I8),
-                   ten("dw1.ws", _f32(rng, 16, lo=0.001, hi=0.01)), ten("dw1.s", _f32(rng, 16)),
-                   ten("dw1.b", _f32(rng, 16)), ten("dw1.in", np.zeros(1, np.float32))],
-                  [2, 1, 2]))
+    ops.append(
+        Op(
+            OpType.DWCONV3X3,
+            "dw_int8",
+            [c1],
+            [d1],
+            [
+                ten("dw1.pre", _f32(rng, 8)),
+                ten("dw1.w", q, DType.I8),
+                ten("dw1.ws", _f32(rng, 16, lo=0.001, hi=0.01)),
+                ten("dw1.s", _f32(rng, 16)),
+                ten("dw1.b", _f32(rng, 16)),
+                ten("dw1.in", np.zeros(1, np.float32)),
+            ],
+            [2, 1, 2],
+        )
+    )
     d2 = val("dw_fp32", 3, 5, 16)
-    ops.append(Op(OpType.DWCONV3X3, "dw_fp32", [d1], [d2],
-                  [None, ten("dw2.w", _f32(rng, 16, 9)), None, ten("dw2.s", _f32(rng, 16)),
-                   ten("dw2.b", _f32(rng, 16)), None], [1, 1, 1]))
+    ops.append(
+        Op(
+            OpType.DWCONV3X3,
+            "dw_fp32",
+            [d1],
+            [d2],
+            [
+                None,
+                ten("dw2.w", _f32(rng, 16, 9)),
+                None,
+                ten("dw2.s", _f32(rng, 16)),
+                ten("dw2.b", _f32(rng, 16)),
+                None,
+            ],
+            [1, 1, 1],
+        )
+    )
     bits = val("bits", 3, 5, 16, DType.BITS)
     ops.append(Op(OpType.BITPACK, "pack", [d2], [bits], [ten("thr", _f32(rng, 16))]))
     w = np.where(rng.random((70, 3, 3, 16)) < 0.5, 1, -1)
     b1 = val("bconv", 3, 5, 70)
-    ops.append(Op(OpType.BCONV2D, "bconv", [bits], [b1],
-                  [ten("bc.w", pack_signs(w), DType.BITS), ten("bc.s", _f32(rng, 70)),
-                   ten("bc.b", _f32(rng, 70))], [3, 1]))
+    ops.append(
+        Op(
+            OpType.BCONV2D,
+            "bconv",
+            [bits],
+            [b1],
+            [
+                ten("bc.w", pack_signs(w), DType.BITS),
+                ten("bc.s", _f32(rng, 70)),
+                ten("bc.b", _f32(rng, 70)),
+            ],
+            [3, 1],
+        )
+    )
     a1 = val("affine", 3, 5, 70)
-    ops.append(Op(OpType.AFFINE, "affine", [b1], [a1],
-                  [ten("af.s", _f32(rng, 70)), ten("af.b", _f32(rng, 70))]))
+    ops.append(
+        Op(
+            OpType.AFFINE,
+            "affine",
+            [b1],
+            [a1],
+            [ten("af.s", _f32(rng, 70)), ten("af.b", _f32(rng, 70))],
+        )
+    )
     p1 = val("prelu", 3, 5, 70)
     ops.append(Op(OpType.PRELU, "prelu", [a1], [p1], [ten("pr.s", _f32(rng, 70))]))
     g1 = val("gap", 1, 1, 70)
@@ -139,34 +191,54 @@ def every_op_graph(seed=SEED, fc=FCEncoding.BITPLANE8) -> Graph:
     if fc == FCEncoding.FP32:
         fct = [ten("fc.w", wfc), None]
     elif fc == FCEncoding.INT8:
-        fct = [ten("fc.w", rng.integers(-127, 128, (10, 140)).astype(np.int8), DType.I8),
-               ten("fc.ws", _f32(rng, 10, lo=0.001, hi=0.01))]
+        fct = [
+            ten("fc.w", rng.integers(-127, 128, (10, 140)).astype(np.int8), DType.I8),
+            ten("fc.ws", _f32(rng, 10, lo=0.001, hi=0.01)),
+        ]
     else:
         planes = pack_signs(np.where(rng.random((8, 10, 140)) < 0.5, 1, -1))
         fct = [ten("fc.w", planes, DType.BITS), ten("fc.ws", _f32(rng, 10, lo=0.001, hi=0.01))]
     ops.append(Op(OpType.FC, "fc", [g2], [out], fct + [ten("fc.b", _f32(rng, 10))], [int(fc)]))
-    return Graph(tensors, values, ops, x, out,
-                 Preprocessing(resize_short=7, crop_height=6, crop_width=5),
-                 class_names=[f"class {i} é" for i in range(10)], producer="test",
-                 model_name="every_op", metadata_json=json.dumps({"seed": seed}))
+    return Graph(
+        tensors,
+        values,
+        ops,
+        x,
+        out,
+        Preprocessing(resize_short=7, crop_height=6, crop_width=5),
+        class_names=[f"class {i} é" for i in range(10)],
+        producer="test",
+        model_name="every_op",
+        metadata_json=json.dumps({"seed": seed}),
+    )
 
 
 def assert_graphs_equal(a: Graph, b: Graph):
-    assert (a.producer, a.model_name, a.metadata_json, a.class_names) == \
-        (b.producer, b.model_name, b.metadata_json, b.class_names)
+    assert (a.producer, a.model_name, a.metadata_json, a.class_names) == (
+        b.producer,
+        b.model_name,
+        b.metadata_json,
+        b.class_names,
+    )
     assert (a.input_value, a.output_value) == (b.input_value, b.output_value)
     assert a.values == b.values
-    assert [(o.type, o.name, o.inputs, o.outputs, o.tensors, o.attrs) for o in a.ops] == \
-        [(o.type, o.name, o.inputs, o.outputs, o.tensors, o.attrs) for o in b.ops]
+    assert [(o.type, o.name, o.inputs, o.outputs, o.tensors, o.attrs) for o in a.ops] == [
+        (o.type, o.name, o.inputs, o.outputs, o.tensors, o.attrs) for o in b.ops
+    ]
     assert len(a.tensors) == len(b.tensors)
     for ta, tb in zip(a.tensors, b.tensors):
         assert (ta.name, ta.dtype, ta.dims) == (tb.name, tb.dtype, tb.dims)
         np.testing.assert_array_equal(ta.data, tb.data)
     pa, pb = a.preprocessing, b.preprocessing
-    assert (pa.resize_short, pa.crop_height, pa.crop_width) == \
-        (pb.resize_short, pb.crop_height, pb.crop_width)
-    np.testing.assert_array_equal(np.float32(pa.mean + pa.std + (pa.pixel_scale,)),
-                                  np.float32(pb.mean + pb.std + (pb.pixel_scale,)))
+    assert (pa.resize_short, pa.crop_height, pa.crop_width) == (
+        pb.resize_short,
+        pb.crop_height,
+        pb.crop_width,
+    )
+    np.testing.assert_array_equal(
+        np.float32(pa.mean + pa.std + (pa.pixel_scale,)),
+        np.float32(pb.mean + pb.std + (pb.pixel_scale,)),
+    )
 
 
 @pytest.mark.parametrize("fc", list(FCEncoding), ids=lambda e: e.name.lower())
@@ -181,13 +253,22 @@ def test_qbw_round_trip(tmp_path, fc):
     assert serialize_qbw(back) == blob
     # Layout rules of docs/format.md.
     magic, major, minor, hsize, fsize, moff, msize, doff, dsize, crc, res = struct.unpack_from(
-        "<8sHHIQQQQQII", blob)
+        "<8sHHIQQQQQII", blob
+    )
     assert (magic, major, minor, hsize, fsize, moff, res) == (
-        b"\x89QBW\r\n\x1a\n", 1, 0, 64, len(blob), 64, 0)
+        b"\x89QBW\r\n\x1a\n",
+        1,
+        0,
+        64,
+        len(blob),
+        64,
+        0,
+    )
     assert doff % 64 == 0 and moff + msize <= doff and doff + dsize == fsize
     assert crc == zlib.crc32(blob[64:], zlib.crc32(blob[:56]))
-    logits = run_reference(back, np.random.default_rng(1).standard_normal((3, 3, 6, 5)).astype(
-        np.float32))
+    logits = run_reference(
+        back, np.random.default_rng(1).standard_normal((3, 3, 6, 5)).astype(np.float32)
+    )
     assert logits.shape == (3, 10) and np.isfinite(logits).all()
 
 
@@ -272,16 +353,39 @@ def test_reference_dwconv_matches_torch(stride, hw):
     scale, bias = _f32(rng, k * c), _f32(rng, k * c)
     ho, wo = -(-h // stride[0]), -(-w // stride[1])
     values = [Value("x", DType.F32, h, w, c), Value("y", DType.F32, ho, wo, k * c)]
-    tensors = [Tensor("pre", DType.F32, pre), Tensor("w", DType.F32, wt),
-               Tensor("s", DType.F32, scale), Tensor("b", DType.F32, bias)]
-    g = Graph(tensors, values, [Op(OpType.DWCONV3X3, "dw", [0], [1], [0, 1, None, 2, 3, None],
-                                   [*stride, k])], 0, 1)
+    tensors = [
+        Tensor("pre", DType.F32, pre),
+        Tensor("w", DType.F32, wt),
+        Tensor("s", DType.F32, scale),
+        Tensor("b", DType.F32, bias),
+    ]
+    g = Graph(
+        tensors,
+        values,
+        [Op(OpType.DWCONV3X3, "dw", [0], [1], [0, 1, None, 2, 3, None], [*stride, k])],
+        0,
+        1,
+    )
     got = evaluate(g, np.ascontiguousarray(x.transpose(0, 3, 1, 2)))[1]
     u = torch.from_numpy(x.transpose(0, 3, 1, 2)) + torch.from_numpy(pre).view(1, c, 1, 1)
-    blocks = [F.conv2d(u, torch.from_numpy(wt[j * c:(j + 1) * c]).view(c, 1, 3, 3),
-                       stride=stride, padding=1, groups=c) for j in range(k)]
-    want = (torch.cat(blocks, 1) * torch.from_numpy(scale).view(1, -1, 1, 1)
-            + torch.from_numpy(bias).view(1, -1, 1, 1)).numpy().transpose(0, 2, 3, 1)
+    blocks = [
+        F.conv2d(
+            u,
+            torch.from_numpy(wt[j * c : (j + 1) * c]).view(c, 1, 3, 3),
+            stride=stride,
+            padding=1,
+            groups=c,
+        )
+        for j in range(k)
+    ]
+    want = (
+        (
+            torch.cat(blocks, 1) * torch.from_numpy(scale).view(1, -1, 1, 1)
+            + torch.from_numpy(bias).view(1, -1, 1, 1)
+        )
+        .numpy()
+        .transpose(0, 2, 3, 1)
+    )
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -293,15 +397,27 @@ def test_reference_bconv_is_exact(k, pad_mode, channels):
     h, w, co = 5, 4, 9
     x = np.where(rng.random((2, h, w, channels)) < 0.5, 1.0, -1.0).astype(np.float32)
     wt = np.where(rng.random((co, k, k, channels)) < 0.5, 1, -1)
-    values = [Value("x", DType.F32, h, w, channels), Value("bits", DType.BITS, h, w, channels),
-              Value("y", DType.F32, h, w, co)]
-    tensors = [Tensor("t", DType.F32, np.zeros(channels, np.float32)),
-               Tensor("w", DType.BITS, pack_signs(wt)),
-               Tensor("s", DType.F32, np.ones(co, np.float32)),
-               Tensor("b", DType.F32, np.zeros(co, np.float32))]
-    g = Graph(tensors, values, [Op(OpType.BITPACK, "pack", [0], [1], [0]),
-                                Op(OpType.BCONV2D, "bc", [1], [2], [1, 2, 3], [k, pad_mode])],
-              0, 2)
+    values = [
+        Value("x", DType.F32, h, w, channels),
+        Value("bits", DType.BITS, h, w, channels),
+        Value("y", DType.F32, h, w, co),
+    ]
+    tensors = [
+        Tensor("t", DType.F32, np.zeros(channels, np.float32)),
+        Tensor("w", DType.BITS, pack_signs(wt)),
+        Tensor("s", DType.F32, np.ones(co, np.float32)),
+        Tensor("b", DType.F32, np.zeros(co, np.float32)),
+    ]
+    g = Graph(
+        tensors,
+        values,
+        [
+            Op(OpType.BITPACK, "pack", [0], [1], [0]),
+            Op(OpType.BCONV2D, "bc", [1], [2], [1, 2, 3], [k, pad_mode]),
+        ],
+        0,
+        2,
+    )
     got = evaluate(g, np.ascontiguousarray(x.transpose(0, 3, 1, 2)))[2]
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2)).double()
     p = (k - 1) // 2
@@ -319,11 +435,21 @@ def test_reference_avgpool_matches_torch_ceil_mode(kernel):
     x = _f32(rng, 2, 7, 5, 3)
     kh, kw = kernel
     ho, wo = -(-(7 - kh) // kh) + 1, -(-(5 - kw) // kw) + 1
-    g = Graph([], [Value("x", DType.F32, 7, 5, 3), Value("y", DType.F32, ho, wo, 3)],
-              [Op(OpType.AVGPOOL, "pool", [0], [1], [], [kh, kw, kh, kw])], 0, 1)
+    g = Graph(
+        [],
+        [Value("x", DType.F32, 7, 5, 3), Value("y", DType.F32, ho, wo, 3)],
+        [Op(OpType.AVGPOOL, "pool", [0], [1], [], [kh, kw, kh, kw])],
+        0,
+        1,
+    )
     got = evaluate(g, np.ascontiguousarray(x.transpose(0, 3, 1, 2)))[1]
-    want = F.avg_pool2d(torch.from_numpy(x.transpose(0, 3, 1, 2)), kernel, kernel,
-                        ceil_mode=True, count_include_pad=False)
+    want = F.avg_pool2d(
+        torch.from_numpy(x.transpose(0, 3, 1, 2)),
+        kernel,
+        kernel,
+        ceil_mode=True,
+        count_include_pad=False,
+    )
     np.testing.assert_allclose(got, want.numpy().transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-7)
 
 
@@ -350,8 +476,9 @@ def _code_near_tie(r, where):
     return np.all(np.abs(frac - 0.5) <= 1e-3)
 
 
-def assert_agree(ref_logits, ref_decisions, logits, trace, what,
-                 rel=REL_L2, top1=TOP1, max_flipped=MAX_FLIPPED):
+def assert_agree(
+    ref_logits, ref_decisions, logits, trace, what, rel=REL_L2, top1=TOP1, max_flipped=MAX_FLIPPED
+):
     """ref_decisions: [(kind, decisions NCHW)], trace: [(kind, values NCHW)] in forward order;
     kind 'sign' (values u, decision u >= 0) or 'code' (values u/s, decision its INT8 code)."""
     n = len(ref_logits)
@@ -366,7 +493,8 @@ def assert_agree(ref_logits, ref_decisions, logits, trace, what,
             near = _sign_near_tie if kind == "sign" else _code_near_tie
             assert near(values[i], where), (
                 f"{what}: image {i}: {kind} decision {layer} differs away from a tie "
-                f"(values {values[i][where][:5]})")
+                f"(values {values[i][where][:5]})"
+            )
         flipped |= differs
     keep = ~flipped
     assert keep.mean() >= 1 - max_flipped, f"{what}: {flipped.sum()} of {n} images flipped"
@@ -378,8 +506,10 @@ def assert_agree(ref_logits, ref_decisions, logits, trace, what,
         assert not len(missed), f"{what}: images {missed} flipped but NearTies missed them"
     err = rel_l2(ref_logits[keep], logits[keep])
     agree = float((ref_logits[keep].argmax(1) == logits[keep].argmax(1)).mean())
-    print(f"{what}: relative L2 {err:.2e}, top-1 {agree:.3f}, {flipped.sum()} of {n} images "
-          f"flipped" + ("" if near is None else f", {near.sum()} near ties"))
+    print(
+        f"{what}: relative L2 {err:.2e}, top-1 {agree:.3f}, {flipped.sum()} of {n} images "
+        f"flipped" + ("" if near is None else f", {near.sum()} near ties")
+    )
     assert err <= rel, f"{what}: relative L2 {err:.2e} > {rel} ({flipped.sum()} flipped images)"
     assert agree >= top1, f"{what}: top-1 agreement {agree:.3f} < {top1}"
     return err, int(flipped.sum())
@@ -419,11 +549,17 @@ def torch_with_trace(model, x):
     from weights_tools.layers import BHalf
 
     trace = []
-    sign_inputs = [m.gamma if isinstance(m, BHalf) else m for m in model.modules()
-                   if isinstance(m, BHalf) or getattr(m, "qb_sign_input", False)]
-    hooks = [m.register_forward_hook(
-        lambda mod, args, out: trace.append(("sign", out.detach().numpy().copy())))
-        for m in sign_inputs]
+    sign_inputs = [
+        m.gamma if isinstance(m, BHalf) else m
+        for m in model.modules()
+        if isinstance(m, BHalf) or getattr(m, "qb_sign_input", False)
+    ]
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, args, out: trace.append(("sign", out.detach().numpy().copy()))
+        )
+        for m in sign_inputs
+    ]
     for m in model.modules():
         m._qb_trace = trace
     try:
@@ -441,15 +577,20 @@ def ort_with_trace(onnx_path, x):
     model = onnx.load(onnx_path)
     inits = {i.name for i in model.graph.initializer}
     consts = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    names = [n.input[0] for n in model.graph.node
-             if n.op_type == "GreaterOrEqual" and n.input[0] not in inits | consts]
+    names = [
+        n.input[0]
+        for n in model.graph.node
+        if n.op_type == "GreaterOrEqual" and n.input[0] not in inits | consts
+    ]
     for name in names:
-        model.graph.output.append(onnx.helper.make_tensor_value_info(
-            name, onnx.TensorProto.FLOAT, None))
+        model.graph.output.append(
+            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+        )
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     outs = session.run(None, {"input": x})
     return outs[0], [("sign", o) for o in outs[1:]]
 
@@ -471,8 +612,11 @@ if torch is not None:
     from weights_tools.layers import BHalf, DSHalf, Stage
     from weights_tools.zoo import build_model
 
-ZOO = [(name, se) for name in ("qb_net_small", "qb_net_large", "qsb_net_small", "qsb_net_large")
-       for se in (None, "se1", "se2")]
+ZOO = [
+    (name, se)
+    for name in ("qb_net_small", "qb_net_large", "qsb_net_small", "qsb_net_large")
+    for se in (None, "se1", "se2")
+]
 
 
 def zoo_id(name, se, padding="zero"):
@@ -507,8 +651,11 @@ def zoo(tmp_path_factory):
             randomize_bn(model, seed, (size, size))
             d = tmp_path_factory.mktemp(f"{ident}_{size}")
             to_qbw(model, d / "m.qbw", input_size=size, onnx_path=d / "m.onnx")
-            x = np.random.default_rng(seed).standard_normal(
-                (n_images, 3, size, size)).astype(np.float32)
+            x = (
+                np.random.default_rng(seed)
+                .standard_normal((n_images, 3, size, size))
+                .astype(np.float32)
+            )
             cache[key] = Converted(model, str(d / "m.onnx"), str(d / "m.qbw"), x)
         return cache[key]
 
@@ -583,8 +730,11 @@ def test_lowering_of_a_zoo_model_is_exact_where_promised(zoo):
         assert bconv.attrs == [stage.b.conv.kernel_size, 0]
         # alpha and BN: scale = alpha * gamma_bn / sqrt(var + eps)
         bn = stage.b.bn
-        want = (stage.b.conv.alpha.detach().double().ravel() * bn.weight.detach().double()
-                / torch.sqrt(bn.running_var.double() + bn.eps)).numpy()
+        want = (
+            stage.b.conv.alpha.detach().double().ravel()
+            * bn.weight.detach().double()
+            / torch.sqrt(bn.running_var.double() + bn.eps)
+        ).numpy()
         np.testing.assert_allclose(g.tensor(bconv, 1), want, rtol=1e-6)
     for op in g.ops:
         if op.type == OpType.CONCAT:
@@ -626,8 +776,9 @@ def test_fc_int8(zoo, tmp_path):
     q, ws = g.tensor(fc, 0), g.tensor(fc, 1)
     w = c.model.fc.weight.detach().numpy().astype(np.float64)
     np.testing.assert_array_equal(ws, (np.abs(w).max(1) / 127).astype(np.float32))
-    np.testing.assert_array_equal(q, np.clip(np.rint(w / ws[:, None].astype(np.float64)), -127,
-                                             127))
+    np.testing.assert_array_equal(
+        q, np.clip(np.rint(w / ws[:, None].astype(np.float64)), -127, 127)
+    )
     assert np.abs(q).max() == 127
     fq = _fake_quant_fc(c.model, ws[:, None].astype(np.float64) * q)
     logits, trace = torch_with_trace(fq, c.x)
@@ -650,7 +801,7 @@ def test_fc_bitplane8(zoo, tmp_path):
     s = (np.abs(w).max(1) / 255).astype(np.float32)
     np.testing.assert_array_equal(ws, s)
     codes = np.clip(np.rint((w / s[:, None].astype(np.float64) + 255) / 2), 0, 255)
-    recon = sum((2 ** b) * unpack_signs(planes[b], cin, np.float64) for b in range(8))
+    recon = sum((2**b) * unpack_signs(planes[b], cin, np.float64) for b in range(8))
     np.testing.assert_array_equal(recon, 2 * codes - 255)
     # Stored bit = 1 - bit_b(B).
     bit0 = np.unpackbits(planes[0].view(np.uint8), axis=-1, bitorder="little")[:, :cin]
@@ -698,16 +849,24 @@ def _fake_quant_ds_forward(self, x):
     self._qb_trace.append(("code", r.numpy().copy()))
     qu = torch.clamp(torch.round(r), -127, 127)
     q = torch.from_numpy(self._qb_graph.tensor(op, 1).astype(np.float32))
-    acc = torch.cat([F.conv2d(qu, q[j * c:(j + 1) * c].view(c, 1, 3, 3), stride=self.stride,
-                              padding=1, groups=c) for j in range(k)], 1)
+    acc = torch.cat(
+        [
+            F.conv2d(
+                qu, q[j * c : (j + 1) * c].view(c, 1, 3, 3), stride=self.stride, padding=1, groups=c
+            )
+            for j in range(k)
+        ],
+        1,
+    )
     per = [torch.from_numpy(self._qb_graph.tensor(op, i)).view(1, -1, 1, 1) for i in (2, 3, 4)]
     v = (acc * (s * per[0])) * per[1] + per[2]
     if self.se is not None:
         v = self.se(v)
     shortcut = x
     if self.stride != (1, 1):
-        shortcut = F.avg_pool2d(x, self.stride, self.stride, ceil_mode=True,
-                                count_include_pad=False)
+        shortcut = F.avg_pool2d(
+            x, self.stride, self.stride, ceil_mode=True, count_include_pad=False
+        )
     if k > 1:
         shortcut = shortcut.repeat(1, k, 1, 1)
     return self.act(v + shortcut)
@@ -756,10 +915,12 @@ def test_depthwise_int8_against_fake_quant(zoo, tmp_path, calibrated):
     c = zoo("qsb_net_small", "se1")
     calibration = None
     if calibrated:
-        calibration = np.random.default_rng(SEED + 1).standard_normal(
-            (16, 3, 32, 32)).astype(np.float32)
-    report = onnx_to_qbw(c.onnx_path, tmp_path / "dw.qbw", depthwise="int8",
-                         calibration=calibration)
+        calibration = (
+            np.random.default_rng(SEED + 1).standard_normal((16, 3, 32, 32)).astype(np.float32)
+        )
+    report = onnx_to_qbw(
+        c.onnx_path, tmp_path / "dw.qbw", depthwise="int8", calibration=calibration
+    )
     g = read_qbw(tmp_path / "dw.qbw")
     meta = json.loads(g.metadata_json)
     assert meta["depthwise"] == "int8"
@@ -770,9 +931,11 @@ def test_depthwise_int8_against_fake_quant(zoo, tmp_path, calibrated):
     if calibrated:
         # Independently: max|x + beta| over the calibration images, from PyTorch.
         amax = []
-        hooks = [m.beta.register_forward_hook(
-            lambda mod, args, out: amax.append(float(out.abs().max())))
-            for m in c.model.modules() if isinstance(m, DSHalf)]
+        hooks = [
+            m.beta.register_forward_hook(lambda mod, args, out: amax.append(float(out.abs().max())))
+            for m in c.model.modules()
+            if isinstance(m, DSHalf)
+        ]
         with torch.no_grad():
             c.model(torch.from_numpy(calibration))
         for h in hooks:
@@ -783,14 +946,20 @@ def test_depthwise_int8_against_fake_quant(zoo, tmp_path, calibrated):
     fq = _fake_quant_model(c.model, g)
     logits, trace = torch_with_trace(fq, c.x)
     ref_logits, decisions = reference_with_decisions(g, c.x)
-    assert_agree(ref_logits, decisions, logits, trace,
-                 f"depthwise int8 ({'calibrated' if calibrated else 'dynamic'}) vs fake-quant")
+    assert_agree(
+        ref_logits,
+        decisions,
+        logits,
+        trace,
+        f"depthwise int8 ({'calibrated' if calibrated else 'dynamic'}) vs fake-quant",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # A BNN that is not from the zoo
 
 if torch is not None:
+
     class OddNet(nn.Module):
         """Odd channel counts (40, 72, 144), odd sizes (18 -> 9 -> 5), every depthwise stride,
         1x1 and 3x3 binary convs with zero and one padding, a float 1x1 conv + BN in the
@@ -798,8 +967,9 @@ if torch is not None:
 
         def __init__(self, num_classes=7):
             super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 40, 3, padding=1, bias=False),
-                                      nn.BatchNorm2d(40), nn.ReLU())
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, 40, 3, padding=1, bias=False), nn.BatchNorm2d(40), nn.ReLU()
+            )
             self.s1 = Stage(40, (1, 1), 1, 3)
             self.d2, self.b2 = DSHalf(40, (2, 2), 1), BHalf(40, 1)
             self.expand = nn.Sequential(nn.Conv2d(40, 72, 1), nn.BatchNorm2d(72))
@@ -818,8 +988,13 @@ if torch is not None:
 def test_non_zoo_bnn(tmp_path):
     torch.manual_seed(SEED)
     model = randomize_bn(OddNet(), SEED, (18, 18))
-    report = to_qbw(model, tmp_path / "odd.qbw", input_size=(18, 18),
-                    onnx_path=tmp_path / "odd.onnx", class_names=[f"c{i}" for i in range(7)])
+    report = to_qbw(
+        model,
+        tmp_path / "odd.qbw",
+        input_size=(18, 18),
+        onnx_path=tmp_path / "odd.onnx",
+        class_names=[f"c{i}" for i in range(7)],
+    )
     g = read_qbw(tmp_path / "odd.qbw")
     assert g.class_names == [f"c{i}" for i in range(7)]
     assert report.ops["CONV2D"] == 2 + 2  # stem, expand (BN folded), SE reduce and expand
@@ -840,13 +1015,15 @@ def test_non_zoo_bnn(tmp_path):
     assert any(n.op_type == "Where" for n in onnx.load(tmp_path / "raw.onnx").graph.node)
     onnx_to_qbw(tmp_path / "raw.onnx", tmp_path / "raw.qbw")
     raw = read_qbw(tmp_path / "raw.qbw")
-    assert [(o.type, o.inputs, o.outputs, o.attrs) for o in raw.ops] == \
-        [(o.type, o.inputs, o.outputs, o.attrs) for o in g.ops]
+    assert [(o.type, o.inputs, o.outputs, o.attrs) for o in raw.ops] == [
+        (o.type, o.inputs, o.outputs, o.attrs) for o in g.ops
+    ]
     for a, b in zip(raw.tensors, g.tensors):
         np.testing.assert_array_equal(a.data, b.data)
 
 
 if torch is not None:
+
     class VariousNet(nn.Module):
         """Other spellings of the supported patterns: a conv with bias, LeakyReLU, Sub/Div by
         constants, a scalar pre-bias, depthwise convs concatenated in reverse order beside
@@ -859,8 +1036,9 @@ if torch is not None:
 
             self.stem = nn.Conv2d(3, 12, 3, stride=2, padding=1)
             self.bn = nn.BatchNorm2d(12)
-            self.dw = nn.ModuleList(nn.Conv2d(12, 12, 3, padding=1, groups=12, bias=False)
-                                    for _ in range(2))
+            self.dw = nn.ModuleList(
+                nn.Conv2d(12, 12, 3, padding=1, groups=12, bias=False) for _ in range(2)
+            )
             self.bn2 = nn.BatchNorm2d(36)
             self.sign_in = nn.Identity()
             self.sign_in.qb_sign_input = True
@@ -890,8 +1068,19 @@ def test_other_spellings_of_the_patterns(tmp_path):
     to_qbw(model, tmp_path / "v.qbw", input_size=(10, 10), onnx_path=tmp_path / "v.onnx")
     g = read_qbw(tmp_path / "v.qbw")
     assert [op.type.name for op in g.ops] == [
-        "CONV2D", "PRELU", "AFFINE", "DWCONV3X3", "CONCAT", "AFFINE", "BITPACK", "BCONV2D",
-        "RELU", "AVGPOOL", "GLOBAL_AVGPOOL", "FC"]
+        "CONV2D",
+        "PRELU",
+        "AFFINE",
+        "DWCONV3X3",
+        "CONCAT",
+        "AFFINE",
+        "BITPACK",
+        "BCONV2D",
+        "RELU",
+        "AVGPOOL",
+        "GLOBAL_AVGPOOL",
+        "FC",
+    ]
     dw = g.ops[3]
     assert dw.attrs == [1, 1, 2]
     np.testing.assert_array_equal(g.tensor(dw, 0), np.full(12, 0.5, np.float32))
@@ -899,8 +1088,9 @@ def test_other_spellings_of_the_patterns(tmp_path):
     np.testing.assert_array_equal(g.tensor(dw, 1), w)  # block 0 is the first concat input
     assert g.ops[4].inputs == [dw.outputs[0], g.ops[2].outputs[0]]
     np.testing.assert_array_equal(g.tensor(g.ops[6], 0), np.full(36, 0.1, np.float32))
-    np.testing.assert_allclose(g.tensor(g.ops[7], 1),
-                               0.5 * model.bconv.alpha.detach().numpy().ravel(), rtol=1e-6)
+    np.testing.assert_allclose(
+        g.tensor(g.ops[7], 1), 0.5 * model.bconv.alpha.detach().numpy().ravel(), rtol=1e-6
+    )
     np.testing.assert_array_equal(g.tensor(g.ops[7], 2), np.ones(20, np.float32))
     assert g.ops[9].attrs == [2, 2, 2, 2] and g.values[g.ops[9].outputs[0]].shape == (3, 3, 20)
     x = np.random.default_rng(SEED).standard_normal((N_IMAGES, 3, 10, 10)).astype(np.float32)
@@ -916,6 +1106,7 @@ def test_other_spellings_of_the_patterns(tmp_path):
 
 
 if torch is not None:
+
     class _Seq(nn.Module):
         def __init__(self, fn, *mods):
             super().__init__()
@@ -933,24 +1124,50 @@ if torch is not None:
 
         conv = nn.Conv2d(3, 8, 3, padding=1)
         return {
-            "softmax": (_Seq(lambda m, x: torch.softmax(_head(m, m.mods[0](x)), 1),
-                             conv, nn.Linear(8, 4)), r"'[^']*Softmax[^']*' \(Softmax\)"),
-            "maxpool": (_Seq(lambda m, x: _head(m, F.max_pool2d(m.mods[0](x), 2)),
-                             conv, nn.Linear(8, 4)), r"'[^']*MaxPool[^']*' \(MaxPool\)"),
-            "torch_sign": (_Seq(lambda m, x: _head(m, m.mods[1](torch.sign(m.mods[0](x)))),
-                                conv, BinaryConv2d(8, 8, 1), nn.Linear(8, 4)),
-                           r"'[^']*Sign[^']*' \(Sign\).*torch\.sign"),
+            "softmax": (
+                _Seq(lambda m, x: torch.softmax(_head(m, m.mods[0](x)), 1), conv, nn.Linear(8, 4)),
+                r"'[^']*Softmax[^']*' \(Softmax\)",
+            ),
+            "maxpool": (
+                _Seq(lambda m, x: _head(m, F.max_pool2d(m.mods[0](x), 2)), conv, nn.Linear(8, 4)),
+                r"'[^']*MaxPool[^']*' \(MaxPool\)",
+            ),
+            "torch_sign": (
+                _Seq(
+                    lambda m, x: _head(m, m.mods[1](torch.sign(m.mods[0](x)))),
+                    conv,
+                    BinaryConv2d(8, 8, 1),
+                    nn.Linear(8, 4),
+                ),
+                r"'[^']*Sign[^']*' \(Sign\).*torch\.sign",
+            ),
             "sign_read_by_add": (
-                _Seq(lambda m, x: _head(m, binary_sign(m.mods[0](x)) + m.mods[0](x)),
-                     conv, nn.Linear(8, 4)), r"'[^']*Add[^']*' \(Add\).*binary convolution"),
+                _Seq(
+                    lambda m, x: _head(m, binary_sign(m.mods[0](x)) + m.mods[0](x)),
+                    conv,
+                    nn.Linear(8, 4),
+                ),
+                r"'[^']*Add[^']*' \(Add\).*binary convolution",
+            ),
             "strided_binary_conv": (
-                _Seq(lambda m, x: _head(m, F.conv2d(binary_sign(m.mods[0](x)),
-                                                    torch.ones(8, 8, 1, 1), stride=2)),
-                     conv, nn.Linear(8, 4)), r"\(Conv\).*stride 1"),
+                _Seq(
+                    lambda m, x: _head(
+                        m, F.conv2d(binary_sign(m.mods[0](x)), torch.ones(8, 8, 1, 1), stride=2)
+                    ),
+                    conv,
+                    nn.Linear(8, 4),
+                ),
+                r"\(Conv\).*stride 1",
+            ),
             "depthwise_multiplier": (
-                _Seq(lambda m, x: _head(m, m.mods[1](m.mods[0](x))),
-                     conv, nn.Conv2d(8, 16, 3, padding=1, groups=8), nn.Linear(16, 4)),
-                r"\(Conv\).*interleaved"),
+                _Seq(
+                    lambda m, x: _head(m, m.mods[1](m.mods[0](x))),
+                    conv,
+                    nn.Conv2d(8, 16, 3, padding=1, groups=8),
+                    nn.Linear(16, 4),
+                ),
+                r"\(Conv\).*interleaved",
+            ),
         }
 
     UNSUPPORTED = list(_unsupported_models())
@@ -972,8 +1189,9 @@ def test_unsupported_raises_naming_the_node(tmp_path, case):
 def test_stage1_float_weights_are_refused(tmp_path):
     torch.manual_seed(SEED)
     model = build_model("qb_net_small", num_classes=10, stage=1)
-    with pytest.raises(ConversionError,
-                       match=r"'/blocks\.0/stages\.0/b/conv/Conv' \(Conv\).*stage"):
+    with pytest.raises(
+        ConversionError, match=r"'/blocks\.0/stages\.0/b/conv/Conv' \(Conv\).*stage"
+    ):
         to_qbw(model, tmp_path / "x.qbw", input_size=32)
 
 
@@ -989,9 +1207,26 @@ def test_command_line(zoo, tmp_path, capsys):
     names = tmp_path / "classes.txt"
     names.write_text("".join(f"class {i}\n" for i in range(10)), encoding="utf-8")
     out = tmp_path / "cli.qbw"
-    rc = main([str(ckpt), "--arch", "qb_net_small", "--num-classes", "10", "--input-size", "32",
-               "32", "--fc", "int8", "--class-names", str(names), "-o", str(out),
-               "--onnx", str(tmp_path / "cli.onnx")])
+    rc = main(
+        [
+            str(ckpt),
+            "--arch",
+            "qb_net_small",
+            "--num-classes",
+            "10",
+            "--input-size",
+            "32",
+            "32",
+            "--fc",
+            "int8",
+            "--class-names",
+            str(names),
+            "-o",
+            str(out),
+            "--onnx",
+            str(tmp_path / "cli.onnx"),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "cli.qbw" in printed and "BCONV2D 13" in printed
@@ -999,8 +1234,11 @@ def test_command_line(zoo, tmp_path, capsys):
     assert g.class_names == [f"class {i}" for i in range(10)]
     assert g.ops[-1].attrs == [int(FCEncoding.INT8)] and (tmp_path / "cli.onnx").exists()
     # Same weights as the cached conversion: same binary weights, bit for bit.
-    same = [np.array_equal(g.tensors[a.tensors[0]].data, c.graph.tensors[b.tensors[0]].data)
-            for a, b in zip(g.ops, c.graph.ops) if a.type == OpType.BCONV2D]
+    same = [
+        np.array_equal(g.tensors[a.tensors[0]].data, c.graph.tensors[b.tensors[0]].data)
+        for a, b in zip(g.ops, c.graph.ops)
+        if a.type == OpType.BCONV2D
+    ]
     assert same and all(same)
     with pytest.raises(SystemExit):
         main(["--arch", "qb_net_small", "-o", str(out)])  # neither a checkpoint nor --random
@@ -1009,8 +1247,25 @@ def test_command_line(zoo, tmp_path, capsys):
 @needs_tools
 def test_command_line_random(tmp_path, capsys):
     out = tmp_path / "rand.qbw"
-    assert main(["--random", "--arch", "qb_net_small", "--num-classes", "10", "--input-size",
-                 "32", "32", "--depthwise", "int8", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--random",
+                "--arch",
+                "qb_net_small",
+                "--num-classes",
+                "10",
+                "--input-size",
+                "32",
+                "32",
+                "--depthwise",
+                "int8",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     g = read_qbw(out)
     assert json.loads(g.metadata_json)["depthwise_input_scale"] == "dynamic"
     assert g.preprocessing.resize_short == round(32 * 256 / 224)

@@ -50,11 +50,15 @@ def assert_matches(engine, ref, path, x, label, tol=1e-3):
     per_image = np.linalg.norm(engine - ref, axis=1) / np.linalg.norm(ref, axis=1)
     differs = (per_image > tol) | (engine.argmax(1) != ref.argmax(1))
     unexplained = np.flatnonzero(differs & ~ties)
-    assert unexplained.size == 0, (f"{label}: rel L2 {err:.2e}, top-1 {agree:.2%}; images "
-                                   f"{unexplained.tolist()} differ without a near tie")
+    assert unexplained.size == 0, (
+        f"{label}: rel L2 {err:.2e}, top-1 {agree:.2%}; images "
+        f"{unexplained.tolist()} differ without a near tie"
+    )
     keep = ~ties
     assert keep.sum() >= len(keep) // 4, f"{label}: too few images without a near tie to judge"
-    assert rel_l2(engine[keep], ref[keep]) <= tol and top1_agreement(engine[keep], ref[keep]) >= 0.97, label
+    assert (
+        rel_l2(engine[keep], ref[keep]) <= tol and top1_agreement(engine[keep], ref[keep]) >= 0.97
+    ), label
 
 
 def inputs(shape, seed):
@@ -89,7 +93,10 @@ def test_zoo_model_matches_pytorch_and_onnxruntime(tmp_path, name, se):
     path, onnx_path = convert(model, tmp_path, name, (32, 32))
     x = inputs((N_INPUTS, 3, 32, 32), seed)
     engine = qbinfer.load(path).run(x)
-    for label, ref in (("pytorch", torch_logits(model, x)), ("onnxruntime", ort_logits(onnx_path, x))):
+    for label, ref in (
+        ("pytorch", torch_logits(model, x)),
+        ("onnxruntime", ort_logits(onnx_path, x)),
+    ):
         assert_matches(engine, ref, path, x, f"{name} se={se} vs {label} (seed {seed})")
 
 
@@ -111,7 +118,9 @@ class OddNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 40, 3, stride=1, padding=1), nn.BatchNorm2d(40), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 40, 3, stride=1, padding=1), nn.BatchNorm2d(40), nn.ReLU()
+        )
         self.s1 = Stage(40, (2, 1), multiplier=1, kernel_size=3)
         self.s2 = Stage(40, (1, 2), multiplier=2, kernel_size=1, padding="one", se=True)  # 80
         self.ds = DSHalf(80, (2, 2), multiplier=1)
@@ -135,7 +144,10 @@ def test_non_zoo_bnn_converts_and_matches(tmp_path):
     path, onnx_path = convert(model, tmp_path, "oddnet", (20, 28))
     x = inputs((N_INPUTS, 3, 20, 28), SEED + 1)
     engine = qbinfer.load(path).run(x)
-    for label, ref in (("pytorch", torch_logits(model, x)), ("onnxruntime", ort_logits(onnx_path, x))):
+    for label, ref in (
+        ("pytorch", torch_logits(model, x)),
+        ("onnxruntime", ort_logits(onnx_path, x)),
+    ):
         assert_matches(engine, ref, path, x, f"oddnet vs {label}")
 
 
@@ -152,9 +164,16 @@ class SingleBinaryConv(nn.Module):
         return self.conv(binary_sign(x + self.bias))
 
 
-@pytest.mark.parametrize("channels,out_channels,kernel,padding", [
-    (3, 5, 3, "zero"), (40, 72, 3, "one"), (65, 64, 1, "zero"), (130, 33, 3, "zero"), (2048, 16, 3, "zero"),
-])
+@pytest.mark.parametrize(
+    "channels,out_channels,kernel,padding",
+    [
+        (3, 5, 3, "zero"),
+        (40, 72, 3, "one"),
+        (65, 64, 1, "zero"),
+        (130, 33, 3, "zero"),
+        (2048, 16, 3, "zero"),
+    ],
+)
 def test_single_binary_conv_dot_is_exact(tmp_path, channels, out_channels, kernel, padding):
     torch.manual_seed(SEED + channels)
     model = SingleBinaryConv(channels, out_channels, kernel, padding).eval()
@@ -166,8 +185,10 @@ def test_single_binary_conv_dot_is_exact(tmp_path, channels, out_channels, kerne
     np.testing.assert_array_equal(engine, ref)
 
 
-@pytest.mark.parametrize("stride,multiplier,se", [((1, 1), 1, False), ((2, 2), 4, True), ((2, 1), 2, False),
-                                                   ((1, 2), 2, True)])
+@pytest.mark.parametrize(
+    "stride,multiplier,se",
+    [((1, 1), 1, False), ((2, 2), 4, True), ((2, 1), 2, False), ((1, 2), 2, True)],
+)
 @pytest.mark.parametrize("kernel,padding", [(3, "zero"), (1, "zero"), (3, "one")])
 def test_single_stage_within_1e_5(tmp_path, stride, multiplier, se, kernel, padding):
     """One DS half + B half with random BN: the float output matches PyTorch to 1e-5 wherever no
@@ -188,20 +209,30 @@ def test_single_stage_within_1e_5(tmp_path, stride, multiplier, se, kernel, padd
     np.testing.assert_allclose(engine, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
-@pytest.mark.parametrize("fc,depthwise,calibrate", [
-    ("int8", "fp32", False), ("bitplane8", "fp32", False), ("fp32", "int8", False), ("fp32", "int8", True),
-    ("bitplane8", "int8", True),
-])
+@pytest.mark.parametrize(
+    "fc,depthwise,calibrate",
+    [
+        ("int8", "fp32", False),
+        ("bitplane8", "fp32", False),
+        ("fp32", "int8", False),
+        ("fp32", "int8", True),
+        ("bitplane8", "int8", True),
+    ],
+)
 def test_quantized_paths_match_the_reference_interpreter(tmp_path, fc, depthwise, calibrate):
     torch.manual_seed(SEED)
     model = build_model("qsb_net_small", num_classes=10, se="se1")
     randomize_bn(model, seed=SEED)
     model.eval()
     calibration = inputs((8, 3, 32, 32), SEED + 7) if calibrate else None
-    path, _ = convert(model, tmp_path, "quant", (32, 32), fc=fc, depthwise=depthwise, calibration=calibration)
+    path, _ = convert(
+        model, tmp_path, "quant", (32, 32), fc=fc, depthwise=depthwise, calibration=calibration
+    )
     x = inputs((N_INPUTS, 3, 32, 32), SEED + 3)
     engine = qbinfer.load(path).run(x)
-    assert_matches(engine, run_reference(read_qbw(path), x), path, x, f"fc={fc} dw={depthwise}", tol=1e-4)
+    assert_matches(
+        engine, run_reference(read_qbw(path), x), path, x, f"fc={fc} dw={depthwise}", tol=1e-4
+    )
 
 
 def test_threads_give_identical_results(tmp_path):

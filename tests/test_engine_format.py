@@ -29,11 +29,38 @@ BASE_SEED = 0x0B1F_F11E
 MAGIC = b"\x89QBW\r\n\x1a\n"
 F32, I8, BITS = 0, 1, 2
 ABSENT = 0xFFFFFFFF
-CONV2D, DWCONV3X3, BITPACK, BCONV2D, AFFINE, PRELU, RELU, SIGMOID, ADD, MUL_CHANNEL, AVGPOOL, \
-    GLOBAL_AVGPOOL, CONCAT, FC = range(1, 15)
-OP_NAMES = {1: "CONV2D", 2: "DWCONV3X3", 3: "BITPACK", 4: "BCONV2D", 5: "AFFINE", 6: "PRELU",
-            7: "RELU", 8: "SIGMOID", 9: "ADD", 10: "MUL_CHANNEL", 11: "AVGPOOL",
-            12: "GLOBAL_AVGPOOL", 13: "CONCAT", 14: "FC"}
+(
+    CONV2D,
+    DWCONV3X3,
+    BITPACK,
+    BCONV2D,
+    AFFINE,
+    PRELU,
+    RELU,
+    SIGMOID,
+    ADD,
+    MUL_CHANNEL,
+    AVGPOOL,
+    GLOBAL_AVGPOOL,
+    CONCAT,
+    FC,
+) = range(1, 15)
+OP_NAMES = {
+    1: "CONV2D",
+    2: "DWCONV3X3",
+    3: "BITPACK",
+    4: "BCONV2D",
+    5: "AFFINE",
+    6: "PRELU",
+    7: "RELU",
+    8: "SIGMOID",
+    9: "ADD",
+    10: "MUL_CHANNEL",
+    11: "AVGPOOL",
+    12: "GLOBAL_AVGPOOL",
+    13: "CONCAT",
+    14: "FC",
+}
 NP_DTYPE = {F32: np.dtype("<f4"), I8: np.dtype("i1"), BITS: np.dtype("<u8")}
 
 
@@ -69,11 +96,20 @@ class Graph:
     def tensor(self, name, arr, dtype=None, dims=None):
         arr = np.asarray(arr)
         if dtype is None:
-            dtype = {np.dtype("float32"): F32, np.dtype("int8"): I8,
-                     np.dtype("uint64"): BITS}[arr.dtype]
+            dtype = {np.dtype("float32"): F32, np.dtype("int8"): I8, np.dtype("uint64"): BITS}[
+                arr.dtype
+            ]
         data = np.ascontiguousarray(arr, dtype=NP_DTYPE[dtype]).tobytes()
-        self.tensors.append(dict(name=name, dtype=dtype, dims=list(dims or arr.shape), data=data,
-                                 offset=None, nbytes=None))
+        self.tensors.append(
+            dict(
+                name=name,
+                dtype=dtype,
+                dims=list(dims or arr.shape),
+                data=data,
+                offset=None,
+                nbytes=None,
+            )
+        )
         return len(self.tensors) - 1
 
     def value(self, name, h, w, c, dtype=F32):
@@ -81,9 +117,16 @@ class Graph:
         return len(self.values) - 1
 
     def op(self, type_, name, inputs, output, tensors=(), attrs=()):
-        self.ops.append(dict(type=type_, name=name, inputs=list(inputs), outputs=[output],
-                             tensors=[ABSENT if t is None else t for t in tensors],
-                             attrs=list(attrs)))
+        self.ops.append(
+            dict(
+                type=type_,
+                name=name,
+                inputs=list(inputs),
+                outputs=[output],
+                tensors=[ABSENT if t is None else t for t in tensors],
+                attrs=list(attrs),
+            )
+        )
         return output
 
     def serialize(self, marks=None):
@@ -177,17 +220,41 @@ class Graph:
         data_offset = 64 + meta_size + (-(64 + meta_size) % 64)
         file_size = data_offset + len(data)
         body = bytes(meta) + b"\0" * (data_offset - 64 - meta_size) + bytes(data)
-        return make_header(file_size, meta_size, data_offset, len(data), body,
-                           version=self.version) + body
+        return (
+            make_header(file_size, meta_size, data_offset, len(data), body, version=self.version)
+            + body
+        )
 
 
 HEADER = struct.Struct("<8sHHIQQQQQII")
 
 
-def make_header(file_size, meta_size, data_offset, data_size, body, version=(1, 0),
-                magic=MAGIC, header_size=64, meta_offset=64, reserved=0, checksum=None):
-    head56 = HEADER.pack(magic, version[0], version[1], header_size, file_size, meta_offset,
-                         meta_size, data_offset, data_size, 0, 0)[:56]
+def make_header(
+    file_size,
+    meta_size,
+    data_offset,
+    data_size,
+    body,
+    version=(1, 0),
+    magic=MAGIC,
+    header_size=64,
+    meta_offset=64,
+    reserved=0,
+    checksum=None,
+):
+    head56 = HEADER.pack(
+        magic,
+        version[0],
+        version[1],
+        header_size,
+        file_size,
+        meta_offset,
+        meta_size,
+        data_offset,
+        data_size,
+        0,
+        0,
+    )[:56]
     crc = zlib.crc32(body, zlib.crc32(head56)) if checksum is None else checksum
     return head56 + struct.pack("<II", crc, reserved)
 
@@ -200,18 +267,43 @@ def fix_crc(blob):
 
 
 def header_fields(blob):
-    return dict(zip(["magic", "major", "minor", "header_size", "file_size", "meta_offset",
-                     "meta_size", "data_offset", "data_size", "checksum", "reserved"],
-                    HEADER.unpack(blob[:64])))
+    return dict(
+        zip(
+            [
+                "magic",
+                "major",
+                "minor",
+                "header_size",
+                "file_size",
+                "meta_offset",
+                "meta_size",
+                "data_offset",
+                "data_size",
+                "checksum",
+                "reserved",
+            ],
+            HEADER.unpack(blob[:64]),
+        )
+    )
 
 
 def with_header(blob, **fields):
     """The same file with some header fields replaced and the CRC recomputed."""
     h = header_fields(blob)
     h.update(fields)
-    head = HEADER.pack(h["magic"], h["major"], h["minor"], h["header_size"], h["file_size"],
-                       h["meta_offset"], h["meta_size"], h["data_offset"], h["data_size"], 0,
-                       h["reserved"])
+    head = HEADER.pack(
+        h["magic"],
+        h["major"],
+        h["minor"],
+        h["header_size"],
+        h["file_size"],
+        h["meta_offset"],
+        h["meta_size"],
+        h["data_offset"],
+        h["data_size"],
+        0,
+        h["reserved"],
+    )
     return fix_crc(head + blob[64:])
 
 
@@ -227,8 +319,10 @@ def ref_conv2d(x, w, b, stride, pads, relu):
     out = np.zeros((ho, wo, co))
     for ky in range(kh):
         for kx in range(kw):
-            patch = xp[ky:ky + (ho - 1) * stride[0] + 1:stride[0],
-                       kx:kx + (wo - 1) * stride[1] + 1:stride[1]]
+            patch = xp[
+                ky : ky + (ho - 1) * stride[0] + 1 : stride[0],
+                kx : kx + (wo - 1) * stride[1] + 1 : stride[1],
+            ]
             out += patch @ w[:, ky, kx, :].astype(np.float64).T
     out += b
     return np.maximum(out, 0) if relu else out
@@ -239,8 +333,14 @@ def dw_taps(u, stride):
     h, w, c = u.shape
     up = np.pad(u, ((1, 1), (1, 1), (0, 0)))
     ho, wo = -(-h // stride[0]), -(-w // stride[1])
-    taps = [up[ky:ky + (ho - 1) * stride[0] + 1:stride[0], kx:kx + (wo - 1) * stride[1] + 1:stride[1]]
-            for ky in range(3) for kx in range(3)]
+    taps = [
+        up[
+            ky : ky + (ho - 1) * stride[0] + 1 : stride[0],
+            kx : kx + (wo - 1) * stride[1] + 1 : stride[1],
+        ]
+        for ky in range(3)
+        for kx in range(3)
+    ]
     return np.stack(taps, axis=2)
 
 
@@ -248,8 +348,13 @@ def ref_dwconv_f32(x, pre_bias, w, scale, bias, stride, k):
     u = (x + pre_bias).astype(np.float32) if pre_bias is not None else x
     taps = dw_taps(u.astype(np.float64), stride)  # Ho, Wo, 9, C
     c = x.shape[2]
-    out = np.concatenate([np.einsum("hwtc,ct->hwc", taps, w[j * c:(j + 1) * c].astype(np.float64))
-                          for j in range(k)], axis=2)
+    out = np.concatenate(
+        [
+            np.einsum("hwtc,ct->hwc", taps, w[j * c : (j + 1) * c].astype(np.float64))
+            for j in range(k)
+        ],
+        axis=2,
+    )
     return out * scale + bias
 
 
@@ -264,8 +369,13 @@ def ref_dwconv_i8(x, pre_bias, q, wscale, scale, bias, stride, k, input_scale):
     qu = np.clip(np.rint(u / s), -127, 127).astype(np.int64)
     taps = dw_taps(qu, stride)
     c = x.shape[2]
-    acc = np.concatenate([np.einsum("hwtc,ct->hwc", taps, q[j * c:(j + 1) * c].astype(np.int64))
-                          for j in range(k)], axis=2)
+    acc = np.concatenate(
+        [
+            np.einsum("hwtc,ct->hwc", taps, q[j * c : (j + 1) * c].astype(np.int64))
+            for j in range(k)
+        ],
+        axis=2,
+    )
     requant = (s * wscale).astype(np.float32)
     return ((acc.astype(np.float32) * requant).astype(np.float32) * scale).astype(np.float32) + bias
 
@@ -274,12 +384,15 @@ def ref_bconv(a_pm1, w_pm1, scale, bias, k, pad_mode):
     """a_pm1 (H, W, Ci) in {-1, +1}; w_pm1 (Co, k, k, Ci); exact integer dot."""
     h, w, _ = a_pm1.shape
     p = k // 2
-    ap = np.pad(a_pm1.astype(np.int64), ((p, p), (p, p), (0, 0)),
-                constant_values=(1 if pad_mode == 1 else 0))
+    ap = np.pad(
+        a_pm1.astype(np.int64),
+        ((p, p), (p, p), (0, 0)),
+        constant_values=(1 if pad_mode == 1 else 0),
+    )
     dot = np.zeros((h, w, w_pm1.shape[0]), np.int64)
     for ky in range(k):
         for kx in range(k):
-            dot += ap[ky:ky + h, kx:kx + w] @ w_pm1[:, ky, kx, :].astype(np.int64).T
+            dot += ap[ky : ky + h, kx : kx + w] @ w_pm1[:, ky, kx, :].astype(np.int64).T
     return (dot.astype(np.float32) * scale).astype(np.float32) + bias
 
 
@@ -289,7 +402,9 @@ def ref_avgpool(x, kh, kw, sh, sw):
     out = np.zeros((ho, wo, c))
     for oy in range(ho):
         for ox in range(wo):
-            out[oy, ox] = x[oy * sh:min(oy * sh + kh, h), ox * sw:min(ox * sw + kw, w)].mean((0, 1))
+            out[oy, ox] = x[oy * sh : min(oy * sh + kh, h), ox * sw : min(ox * sw + kw, w)].mean(
+                (0, 1)
+            )
     return out
 
 
@@ -303,8 +418,9 @@ def randn(rng, *shape, scale=1.0):
 
 def save(tmp_path, graph_or_bytes, name="m.qbw"):
     path = tmp_path / name
-    path.write_bytes(graph_or_bytes if isinstance(graph_or_bytes, bytes)
-                     else graph_or_bytes.serialize())
+    path.write_bytes(
+        graph_or_bytes if isinstance(graph_or_bytes, bytes) else graph_or_bytes.serialize()
+    )
     return str(path)
 
 
@@ -318,11 +434,23 @@ def stem_graph(rng, h=9, w=11, classes=5, co=8):
     fw, fb = randn(rng, classes, co), randn(rng, classes)
     x = g.value("x", h, w, 3)
     ho, wo = (h + 2 - 3) // 2 + 1, (w + 2 - 3) // 2 + 1
-    y = g.op(CONV2D, "stem.conv", [x], g.value("stem", ho, wo, co),
-             [g.tensor("stem.w", cw), g.tensor("stem.b", cb)], [3, 3, 2, 2, 1, 1, 1, 1, 1])
+    y = g.op(
+        CONV2D,
+        "stem.conv",
+        [x],
+        g.value("stem", ho, wo, co),
+        [g.tensor("stem.w", cw), g.tensor("stem.b", cb)],
+        [3, 3, 2, 2, 1, 1, 1, 1, 1],
+    )
     p = g.op(GLOBAL_AVGPOOL, "pool", [y], g.value("pool", 1, 1, co))
-    g.op(FC, "fc", [p], g.value("logits", 1, 1, classes),
-         [g.tensor("fc.w", fw), None, g.tensor("fc.b", fb)], [0])
+    g.op(
+        FC,
+        "fc",
+        [p],
+        g.value("logits", 1, 1, classes),
+        [g.tensor("fc.w", fw), None, g.tensor("fc.b", fb)],
+        [0],
+    )
     g.input_value, g.output_value = x, len(g.values) - 1
     g.class_names = [f"class_{i}" for i in range(classes)]
     g.preproc = (12, h, w, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), 1 / 255)
@@ -346,7 +474,7 @@ def test_crc32_matches_zlib():
     for n in [0, 1, 7, 8, 9, 63, 64, 1000, 4099]:
         data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
         assert _core._crc32(data) == zlib.crc32(data), n
-        assert _core._crc32(data[n // 2:], _core._crc32(data[:n // 2])) == zlib.crc32(data), n
+        assert _core._crc32(data[n // 2 :], _core._crc32(data[: n // 2])) == zlib.crc32(data), n
 
 
 def test_stem_graph_properties_and_run(tmp_path):
@@ -363,7 +491,9 @@ def test_stem_graph_properties_and_run(tmp_path):
     assert m.threads == 1
     pre = m.preprocessing
     assert pre["resize_short"] == 12 and pre["crop"] == (9, 11)
-    assert pre["mean"] == pytest.approx((0.5, 0.4, 0.3)) and pre["std"] == pytest.approx((0.2, 0.25, 0.3))
+    assert pre["mean"] == pytest.approx((0.5, 0.4, 0.3)) and pre["std"] == pytest.approx(
+        (0.2, 0.25, 0.3)
+    )
     assert pre["pixel_scale"] == pytest.approx(1 / 255)
     assert m.weights_bytes == sum(len(t["data"]) for t in g.tensors)
     assert m.arena_bytes > 0 and m.arena_bytes % 64 == 0
@@ -390,8 +520,17 @@ def test_ops_summary(tmp_path):
     assert conv["inputs"] == [(9, 11, 3)] and conv["output"] == (5, 6, 8)
     assert conv["params"] == 8 * 27 + 8 and conv["bytes"] == (8 * 27 + 8) * 4
     assert conv["flops"] == 8 * 3 * 9 * 5 * 6 and conv["bops"] == 0
-    assert conv["attrs"] == dict(kernel_h=3, kernel_w=3, stride_h=2, stride_w=2, pad_top=1,
-                                 pad_left=1, pad_bottom=1, pad_right=1, activation=1)
+    assert conv["attrs"] == dict(
+        kernel_h=3,
+        kernel_w=3,
+        stride_h=2,
+        stride_w=2,
+        pad_top=1,
+        pad_left=1,
+        pad_bottom=1,
+        pad_right=1,
+        activation=1,
+    )
     assert conv["tensors"][0] == {"name": "stem.w", "dtype": "f32", "shape": (8, 3, 3, 3)}
     assert pool["params"] == 0 and pool["flops"] == 0 and pool["attrs"] == {}
     assert fc["flops"] == 5 * 8 and fc["params"] == 5 * 8 + 5 and fc["attrs"] == {"encoding": 0}
@@ -451,18 +590,25 @@ def test_path_like_and_read_fallback(tmp_path):
     m = _core.Model(tmp_path / "m.qbw")
     assert m.mapped
     want = m.run(x)
-    code = ("import sys, numpy as np; from qbinfer import _core; m = _core.Model(sys.argv[1]); "
-            "assert not m.mapped; x = np.load(sys.argv[2]); np.save(sys.argv[3], m.run(x))")
+    code = (
+        "import sys, numpy as np; from qbinfer import _core; m = _core.Model(sys.argv[1]); "
+        "assert not m.mapped; x = np.load(sys.argv[2]); np.save(sys.argv[3], m.run(x))"
+    )
     np.save(tmp_path / "x.npy", x)
     env = dict(os.environ, QBINFER_NO_MMAP="1")
-    r = subprocess.run([sys.executable, "-c", code, path, str(tmp_path / "x.npy"),
-                        str(tmp_path / "y.npy")], env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", code, path, str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), want)
 
 
-@pytest.mark.parametrize("ci,co,k,pad_mode", [(3, 5, 3, 0), (70, 9, 3, 1), (64, 4, 1, 0),
-                                               (130, 3, 3, 0), (1, 2, 3, 1)])
+@pytest.mark.parametrize(
+    "ci,co,k,pad_mode", [(3, 5, 3, 0), (70, 9, 3, 1), (64, 4, 1, 0), (130, 3, 3, 0), (1, 2, 3, 1)]
+)
 def test_bitpack_bconv(tmp_path, ci, co, k, pad_mode):
     """BITPACK -> BCONV2D -> GLOBAL_AVGPOOL -> FC: exact integer dots, both paddings."""
     rng = rng_for(8, ci, co, k, pad_mode)
@@ -474,13 +620,19 @@ def test_bitpack_bconv(tmp_path, ci, co, k, pad_mode):
     fw, fb = np.eye(co, dtype=np.float32), np.zeros(co, np.float32)
     x = g.value("x", h, w, ci)
     b = g.op(BITPACK, "sign", [x], g.value("bits", h, w, ci, BITS), [g.tensor("thr", thr)])
-    y = g.op(BCONV2D, "bconv", [b], g.value("y", h, w, co),
-             [g.tensor("bw", pack_minus_one(w_pm1 < 0)), g.tensor("bs", scale),
-              g.tensor("bb", bias)], [k, pad_mode])
+    y = g.op(
+        BCONV2D,
+        "bconv",
+        [b],
+        g.value("y", h, w, co),
+        [g.tensor("bw", pack_minus_one(w_pm1 < 0)), g.tensor("bs", scale), g.tensor("bb", bias)],
+        [k, pad_mode],
+    )
     # The output of BCONV2D is itself the graph output when the image is 1x1; here pool it.
     p = g.op(GLOBAL_AVGPOOL, "gap", [y], g.value("gap", 1, 1, co))
-    g.op(FC, "fc", [p], g.value("out", 1, 1, co),
-         [g.tensor("fw", fw), None, g.tensor("fb", fb)], [0])
+    g.op(
+        FC, "fc", [p], g.value("out", 1, 1, co), [g.tensor("fw", fw), None, g.tensor("fb", fb)], [0]
+    )
     g.output_value = len(g.values) - 1
     m = _core.Model(save(tmp_path, g))
     xs = randn(rng, 3, h, w, ci)
@@ -506,12 +658,23 @@ def dw_graph(rng, h, w, c, k, stride, int8, input_scale=0.0, pre_bias=True):
     if int8:
         q = rng.integers(-127, 128, (kc, 9)).astype(np.int8)
         ws = (rng.random(kc).astype(np.float32) * 0.05 + 0.01).astype(np.float32)
-        tensors = [g.tensor("pb", pb) if pre_bias else None, g.tensor("w", q), g.tensor("ws", ws),
-                   g.tensor("s", scale), g.tensor("b", bias),
-                   g.tensor("in_scale", np.array([input_scale], np.float32))]
+        tensors = [
+            g.tensor("pb", pb) if pre_bias else None,
+            g.tensor("w", q),
+            g.tensor("ws", ws),
+            g.tensor("s", scale),
+            g.tensor("b", bias),
+            g.tensor("in_scale", np.array([input_scale], np.float32)),
+        ]
     else:
-        tensors = [g.tensor("pb", pb) if pre_bias else None, g.tensor("w", wf), None,
-                   g.tensor("s", scale), g.tensor("b", bias), None]
+        tensors = [
+            g.tensor("pb", pb) if pre_bias else None,
+            g.tensor("w", wf),
+            None,
+            g.tensor("s", scale),
+            g.tensor("b", bias),
+            None,
+        ]
     g.op(DWCONV3X3, "dw", [x], y, tensors, [stride[0], stride[1], k])
     g.op(GLOBAL_AVGPOOL, "gap", [y], g.value("gap", 1, 1, kc))
     g.output_value = len(g.values) - 1
@@ -603,22 +766,51 @@ def test_elementwise_pool_concat_block(tmp_path):
     aff_s, aff_b = randn(rng, 2 * c), randn(rng, 2 * c)
     ho, wo = 4, 3
     x = g.value("x", h, w, c)
-    v = g.op(DWCONV3X3, "ds.dw", [x], g.value("v", ho, wo, 2 * c),
-             [g.tensor("beta", beta_t), g.tensor("dw", dw), None, g.tensor("bn_s", bn_s),
-              g.tensor("bn_b", bn_b), None], [2, 2, 2])
+    v = g.op(
+        DWCONV3X3,
+        "ds.dw",
+        [x],
+        g.value("v", ho, wo, 2 * c),
+        [
+            g.tensor("beta", beta_t),
+            g.tensor("dw", dw),
+            None,
+            g.tensor("bn_s", bn_s),
+            g.tensor("bn_b", bn_b),
+            None,
+        ],
+        [2, 2, 2],
+    )
     gap = g.op(GLOBAL_AVGPOOL, "se.gap", [v], g.value("se.gap", 1, 1, 2 * c))
-    s1 = g.op(CONV2D, "se.fc1", [gap], g.value("se.h", 1, 1, 3),
-              [g.tensor("se1w", se1_w), g.tensor("se1b", se1_b)], [1, 1, 1, 1, 0, 0, 0, 0, 1])
-    s2 = g.op(CONV2D, "se.fc2", [s1], g.value("se.z", 1, 1, 2 * c),
-              [g.tensor("se2w", se2_w), g.tensor("se2b", se2_b)], [1, 1, 1, 1, 0, 0, 0, 0, 0])
+    s1 = g.op(
+        CONV2D,
+        "se.fc1",
+        [gap],
+        g.value("se.h", 1, 1, 3),
+        [g.tensor("se1w", se1_w), g.tensor("se1b", se1_b)],
+        [1, 1, 1, 1, 0, 0, 0, 0, 1],
+    )
+    s2 = g.op(
+        CONV2D,
+        "se.fc2",
+        [s1],
+        g.value("se.z", 1, 1, 2 * c),
+        [g.tensor("se2w", se2_w), g.tensor("se2b", se2_b)],
+        [1, 1, 1, 1, 0, 0, 0, 0, 0],
+    )
     sg = g.op(SIGMOID, "se.sig", [s2], g.value("se.s", 1, 1, 2 * c))
     vs = g.op(MUL_CHANNEL, "se.mul", [v, sg], g.value("vs", ho, wo, 2 * c))
     pool = g.op(AVGPOOL, "short.pool", [x], g.value("xp", ho, wo, c), attrs=[2, 2, 2, 2])
     cat = g.op(CONCAT, "short.cat", [pool, pool], g.value("short", ho, wo, 2 * c))
     add = g.op(ADD, "add", [vs, cat], g.value("sum", ho, wo, 2 * c))
     pr = g.op(PRELU, "prelu", [add], g.value("pr", ho, wo, 2 * c), [g.tensor("slope", slope)])
-    af = g.op(AFFINE, "bn", [pr], g.value("af", ho, wo, 2 * c),
-              [g.tensor("aff_s", aff_s), g.tensor("aff_b", aff_b)])
+    af = g.op(
+        AFFINE,
+        "bn",
+        [pr],
+        g.value("af", ho, wo, 2 * c),
+        [g.tensor("aff_s", aff_s), g.tensor("aff_b", aff_b)],
+    )
     rl = g.op(RELU, "relu", [af], g.value("rl", ho, wo, 2 * c))
     p2 = g.op(AVGPOOL, "pool2", [rl], g.value("p2", 2, 3, 2 * c), attrs=[3, 1, 2, 1])
     # A second CONCAT, of other values in an order that matters: each CONCAT must read its
@@ -710,15 +902,21 @@ for path in sys.argv[1:]:
 
 
 def assert_load_fails(path, exc="FormatError", match=None):
-    r = subprocess.run([sys.executable, "-c", LOAD_ONE, path], capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 1, (f"expected a Python exception (rc 1), got rc {r.returncode} "
-                               f"(negative = signal)\nstdout {r.stdout}\nstderr {r.stderr[-3000:]}")
+    r = subprocess.run(
+        [sys.executable, "-c", LOAD_ONE, path], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 1, (
+        f"expected a Python exception (rc 1), got rc {r.returncode} "
+        f"(negative = signal)\nstdout {r.stdout}\nstderr {r.stderr[-3000:]}"
+    )
     last = r.stderr.strip().splitlines()[-1]
-    prefix = f"qbinfer._core.{exc}: " if exc in ("FormatError", "ShapeError", "DtypeError") \
+    prefix = (
+        f"qbinfer._core.{exc}: "
+        if exc in ("FormatError", "ShapeError", "DtypeError")
         else f"{exc}: "
+    )
     assert last.startswith(prefix), last
-    message = last[len(prefix):]
+    message = last[len(prefix) :]
     if match is not None:
         assert match in message, f"{match!r} not in {message!r}"
     return message
@@ -731,8 +929,9 @@ def load_many(tmp_path, blobs):
         p = tmp_path / f"case{i}.qbw"
         p.write_bytes(blob)
         paths[str(p)] = label
-    r = subprocess.run([sys.executable, "-c", LOAD_MANY, *paths], capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-c", LOAD_MANY, *paths], capture_output=True, text=True, timeout=600
+    )
     results = {}
     for line in r.stdout.splitlines():
         res = json.loads(line)
@@ -749,32 +948,71 @@ def rich_graph(rng):
     """Many op types in one valid graph: the target of the truncation and fuzz tests."""
     g = Graph("rich")
     x = g.value("x", 9, 11, 3)
-    y = g.op(CONV2D, "stem", [x], g.value("stem", 5, 6, 8),
-             [g.tensor("stem.w", randn(rng, 8, 3, 3, 3)), g.tensor("stem.b", randn(rng, 8))],
-             [3, 3, 2, 2, 1, 1, 1, 1, 1])
+    y = g.op(
+        CONV2D,
+        "stem",
+        [x],
+        g.value("stem", 5, 6, 8),
+        [g.tensor("stem.w", randn(rng, 8, 3, 3, 3)), g.tensor("stem.b", randn(rng, 8))],
+        [3, 3, 2, 2, 1, 1, 1, 1, 1],
+    )
     kc = 16
-    d = g.op(DWCONV3X3, "ds.dw", [y], g.value("ds", 3, 6, kc),
-             [g.tensor("ds.beta", randn(rng, 8)),
-              g.tensor("ds.w", rng.integers(-127, 128, (kc, 9)).astype(np.int8)),
-              g.tensor("ds.ws", np.full(kc, 0.01, np.float32)), g.tensor("ds.s", randn(rng, kc)),
-              g.tensor("ds.b", randn(rng, kc)), g.tensor("ds.in", np.zeros(1, np.float32))],
-             [2, 1, 2])
-    bits = g.op(BITPACK, "b.sign", [d], g.value("b.bits", 3, 6, kc, BITS),
-                [g.tensor("b.thr", randn(rng, kc))])
+    d = g.op(
+        DWCONV3X3,
+        "ds.dw",
+        [y],
+        g.value("ds", 3, 6, kc),
+        [
+            g.tensor("ds.beta", randn(rng, 8)),
+            g.tensor("ds.w", rng.integers(-127, 128, (kc, 9)).astype(np.int8)),
+            g.tensor("ds.ws", np.full(kc, 0.01, np.float32)),
+            g.tensor("ds.s", randn(rng, kc)),
+            g.tensor("ds.b", randn(rng, kc)),
+            g.tensor("ds.in", np.zeros(1, np.float32)),
+        ],
+        [2, 1, 2],
+    )
+    bits = g.op(
+        BITPACK,
+        "b.sign",
+        [d],
+        g.value("b.bits", 3, 6, kc, BITS),
+        [g.tensor("b.thr", randn(rng, kc))],
+    )
     w_pm1 = rng.random((kc, 3, 3, kc)) < 0.5
-    bc = g.op(BCONV2D, "b.conv", [bits], g.value("b.conv", 3, 6, kc),
-              [g.tensor("b.w", pack_minus_one(w_pm1)), g.tensor("b.s", randn(rng, kc)),
-               g.tensor("b.bias", randn(rng, kc))], [3, 0])
+    bc = g.op(
+        BCONV2D,
+        "b.conv",
+        [bits],
+        g.value("b.conv", 3, 6, kc),
+        [
+            g.tensor("b.w", pack_minus_one(w_pm1)),
+            g.tensor("b.s", randn(rng, kc)),
+            g.tensor("b.bias", randn(rng, kc)),
+        ],
+        [3, 0],
+    )
     s = g.op(ADD, "b.add", [bc, d], g.value("b.sum", 3, 6, kc))
-    s = g.op(PRELU, "b.prelu", [s], g.value("b.pr", 3, 6, kc), [g.tensor("b.slope", randn(rng, kc))])
+    s = g.op(
+        PRELU, "b.prelu", [s], g.value("b.pr", 3, 6, kc), [g.tensor("b.slope", randn(rng, kc))]
+    )
     p = g.op(AVGPOOL, "pool", [s], g.value("pool", 2, 3, kc), attrs=[2, 2, 2, 2])
     c = g.op(CONCAT, "cat", [p, p], g.value("cat", 2, 3, 2 * kc))
     gap = g.op(GLOBAL_AVGPOOL, "gap", [c], g.value("gap", 1, 1, 2 * kc))
     codes = rng.integers(0, 256, (4, 2 * kc)).astype(np.uint8)
     planes = (codes[None] >> np.arange(8, dtype=np.uint8)[:, None, None]) & 1
-    g.op(FC, "fc", [gap], g.value("logits", 1, 1, 4),
-         [g.tensor("fc.planes", pack_minus_one(planes == 0)),
-          g.tensor("fc.ws", np.full(4, 0.01, np.float32)), g.tensor("fc.b", randn(rng, 4))], [2])
+    g.op(
+        FC,
+        "fc",
+        [gap],
+        g.value("logits", 1, 1, 4),
+        [
+            g.tensor("fc.planes", pack_minus_one(planes == 0)),
+            g.tensor("fc.ws", np.full(4, 0.01, np.float32)),
+            g.tensor("fc.b", randn(rng, 4)),
+        ],
+        [2],
+    )
     g.output_value = len(g.values) - 1
     g.class_names = ["cat", "dog", "emu", "yak"]
     return g
@@ -811,16 +1049,19 @@ def test_bad_magic(tmp_path, good):
     _, blob, _ = good
     assert_load_fails(save(tmp_path, b"GIF89a" + blob[6:]), match="bad magic")
     # A text-mode transfer turns \r\n into \n.
-    assert_load_fails(save(tmp_path, blob[:4] + b"\n\x1a\n" + blob[8:], "t.qbw"),
-                      match="text-mode")
+    assert_load_fails(save(tmp_path, blob[:4] + b"\n\x1a\n" + blob[8:], "t.qbw"), match="text-mode")
 
 
 def test_future_major_version(tmp_path, good):
     _, blob, _ = good
-    assert_load_fails(save(tmp_path, with_header(blob, major=2)),
-                      match="file format 2.0 is newer than this qbinfer reads (1.x)")
-    assert_load_fails(save(tmp_path, with_header(blob, major=0, minor=9), "old.qbw"),
-                      match="file format 0.9 is not one this qbinfer reads (1.x)")
+    assert_load_fails(
+        save(tmp_path, with_header(blob, major=2)),
+        match="file format 2.0 is newer than this qbinfer reads (1.x)",
+    )
+    assert_load_fails(
+        save(tmp_path, with_header(blob, major=0, minor=9), "old.qbw"),
+        match="file format 0.9 is not one this qbinfer reads (1.x)",
+    )
 
 
 def test_file_size_mismatch(tmp_path, good):
@@ -854,8 +1095,11 @@ def test_truncation_at_every_boundary(tmp_path, good):
     results = load_many(tmp_path, [(c, blob[:c]) for c in cuts])
     for cut, res in results.items():
         assert not res["ok"] and res["type"] == "FormatError", (cut, res)
-        assert ("smaller than the 64-byte header" in res["msg"] if cut < 64
-                else "truncated" in res["msg"] or "bad magic" in res["msg"]), (cut, res)
+        assert (
+            "smaller than the 64-byte header" in res["msg"]
+            if cut < 64
+            else "truncated" in res["msg"] or "bad magic" in res["msg"]
+        ), (cut, res)
     # The one representative through the full subprocess/return-code path.
     assert_load_fails(save(tmp_path, blob[:100]), match="truncated")
 
@@ -907,8 +1151,11 @@ def test_random_flips_with_crc_recomputed(tmp_path, good):
         b = bytearray(blob)
         for _ in range(int(rng.integers(1, 4))):
             # Mostly the header and meta section, where the structure is.
-            pos = int(rng.integers(8, meta_end)) if rng.random() < 0.9 else \
-                int(rng.integers(0, len(b)))
+            pos = (
+                int(rng.integers(8, meta_end))
+                if rng.random() < 0.9
+                else int(rng.integers(0, len(b)))
+            )
             if rng.random() < 0.5:
                 b[pos] ^= 1 << int(rng.integers(0, 8))
             else:
@@ -933,10 +1180,10 @@ def test_random_u32_and_u64_overwrites(tmp_path, good):
         b = bytearray(blob)
         pos = int(rng.integers(64, meta_end - 4))
         if rng.random() < 0.5:
-            b[pos:pos + 4] = struct.pack("<I", extremes[int(rng.integers(0, len(extremes)))])
+            b[pos : pos + 4] = struct.pack("<I", extremes[int(rng.integers(0, len(extremes)))])
         elif pos + 8 <= meta_end:
             big = [2**64 - 1, 2**63, 2**32, 2**40, 2**64 - 64]
-            b[pos:pos + 8] = struct.pack("<Q", big[int(rng.integers(0, len(big)))])
+            b[pos : pos + 8] = struct.pack("<Q", big[int(rng.integers(0, len(big)))])
         cases.append((i, fix_crc(bytes(b))))
     for key, res in load_many(tmp_path, cases).items():
         assert res["ok"] or res["type"] == "FormatError", (key, res)
@@ -964,11 +1211,25 @@ def _bconv(mutate, ci=70):
     g = Graph()
     x = g.value("x", 3, 3, ci)
     w_pm1 = np.where(rng.random((4, 3, 3, ci)) < 0.5, -1, 1)
-    b = g.op(BITPACK, "sign", [x], g.value("bits", 3, 3, ci, BITS),
-             [g.tensor("thr", np.zeros(ci, np.float32))])
-    y = g.op(BCONV2D, "bconv", [b], g.value("y", 3, 3, 4),
-             [g.tensor("bw", pack_minus_one(w_pm1 < 0)), g.tensor("bs", np.ones(4, np.float32)),
-              g.tensor("bb", np.zeros(4, np.float32))], [3, 0])
+    b = g.op(
+        BITPACK,
+        "sign",
+        [x],
+        g.value("bits", 3, 3, ci, BITS),
+        [g.tensor("thr", np.zeros(ci, np.float32))],
+    )
+    y = g.op(
+        BCONV2D,
+        "bconv",
+        [b],
+        g.value("y", 3, 3, 4),
+        [
+            g.tensor("bw", pack_minus_one(w_pm1 < 0)),
+            g.tensor("bs", np.ones(4, np.float32)),
+            g.tensor("bb", np.zeros(4, np.float32)),
+        ],
+        [3, 0],
+    )
     g.op(GLOBAL_AVGPOOL, "gap", [y], g.value("out", 1, 1, 4))
     g.output_value = 3
     mutate(g)
@@ -1002,9 +1263,18 @@ def _concat(out_c):
 def _fc_with(encoding, weight):
     g = Graph()
     x = g.value("x", 1, 1, 70)
-    g.op(FC, "head", [x], g.value("out", 1, 1, 3),
-         [g.tensor("w", weight), g.tensor("ws", np.ones(3, np.float32)),
-          g.tensor("b", np.zeros(3, np.float32))], [encoding])
+    g.op(
+        FC,
+        "head",
+        [x],
+        g.value("out", 1, 1, 3),
+        [
+            g.tensor("w", weight),
+            g.tensor("ws", np.ones(3, np.float32)),
+            g.tensor("b", np.zeros(3, np.float32)),
+        ],
+        [encoding],
+    )
     g.output_value = 1
     return g.serialize()
 
@@ -1012,6 +1282,7 @@ def _fc_with(encoding, weight):
 def _tensor0_at(offset):
     def mutate(g):
         g.tensors[0]["offset"] = offset
+
     return mutate
 
 
@@ -1021,130 +1292,262 @@ STRUCTURED = {
     "reserved": (lambda b: with_header(b, reserved=7), "reserved header field"),
     "meta_offset": (lambda b: with_header(b, meta_offset=128), "meta_offset is 128"),
     "meta past data": (lambda b: with_header(b, meta_size=2**64 - 8), "runs past data_offset"),
-    "data_offset unaligned": (lambda b: with_header(b, data_offset=header_fields(b)["data_offset"] + 8,
-                                                    data_size=header_fields(b)["data_size"] - 8),
-                              "not a multiple of 64"),
-    "data_size overflow": (lambda b: with_header(b, data_size=2**64 - 64), "does not end at file_size"),
+    "data_offset unaligned": (
+        lambda b: with_header(
+            b,
+            data_offset=header_fields(b)["data_offset"] + 8,
+            data_size=header_fields(b)["data_size"] - 8,
+        ),
+        "not a multiple of 64",
+    ),
+    "data_size overflow": (
+        lambda b: with_header(b, data_size=2**64 - 64),
+        "does not end at file_size",
+    ),
     # tensor table
-    "tensor dtype": (lambda b: _stem(lambda g: _set(g.tensors[0], "dtype", 9)), "unknown dtype code 9"),
-    "tensor ndim 0": (lambda b: _stem(lambda g: _set(g.tensors[1], "dims", [])), "ndim 0 is not in 1..4"),
-    "tensor ndim 5": (lambda b: _stem(lambda g: _set(g.tensors[1], "dims", [1, 1, 1, 1, 8])),
-                      "ndim 5 is not in 1..4"),
+    "tensor dtype": (
+        lambda b: _stem(lambda g: _set(g.tensors[0], "dtype", 9)),
+        "unknown dtype code 9",
+    ),
+    "tensor ndim 0": (
+        lambda b: _stem(lambda g: _set(g.tensors[1], "dims", [])),
+        "ndim 0 is not in 1..4",
+    ),
+    "tensor ndim 5": (
+        lambda b: _stem(lambda g: _set(g.tensors[1], "dims", [1, 1, 1, 1, 8])),
+        "ndim 5 is not in 1..4",
+    ),
     "tensor dim 0": (lambda b: _stem(lambda g: _set(g.tensors[1], "dims", [8, 0])), "dim 1 is 0"),
-    "tensor dims overflow": (lambda b: _stem(lambda g: _set(g.tensors[1], "dims", [2**40, 2**40])),
-                             "overflows 64 bits"),
+    "tensor dims overflow": (
+        lambda b: _stem(lambda g: _set(g.tensors[1], "dims", [2**40, 2**40])),
+        "overflows 64 bits",
+    ),
     "tensor nbytes": (lambda b: _stem(lambda g: _set(g.tensors[1], "nbytes", 36)), "nbytes 36"),
-    "tensor offset unaligned": (lambda b: _stem(_tensor0_at(1000)),
-                                "tensor 0 'stem.w': offset 1000 is not a multiple of 64"),
+    "tensor offset unaligned": (
+        lambda b: _stem(_tensor0_at(1000)),
+        "tensor 0 'stem.w': offset 1000 is not a multiple of 64",
+    ),
     "tensor offset huge": (lambda b: _stem(_tensor0_at(2**64 - 64)), "run past the data section"),
     "tensor past data": (lambda b: _stem(_tensor0_at(1 << 20)), "run past the data section"),
-    "tensors overlap": (lambda b: _stem(lambda g: _set(g.tensors[1], "offset", 0)),
-                        "overlaps tensor"),
-    "n_tensors limit": (lambda b: _patch_count(b, "n_tensors", 1_000_001),
-                        "exceeds the limit 1000000"),
+    "tensors overlap": (
+        lambda b: _stem(lambda g: _set(g.tensors[1], "offset", 0)),
+        "overlaps tensor",
+    ),
+    "n_tensors limit": (
+        lambda b: _patch_count(b, "n_tensors", 1_000_001),
+        "exceeds the limit 1000000",
+    ),
     "n_tensors vs bytes": (lambda b: _patch_count(b, "n_tensors", 900_000), "needs at least"),
-    "string too long": (lambda b: _stem(lambda g: setattr(g, "producer", "p" * 70000)),
-                        "string length 70000 exceeds the limit 65535"),
+    "string too long": (
+        lambda b: _stem(lambda g: setattr(g, "producer", "p" * 70000)),
+        "string length 70000 exceeds the limit 65535",
+    ),
     # values
-    "value dtype i8": (lambda b: _stem(lambda g: g.values.__setitem__(1, ("stem", 1, 5, 6, 8))),
-                       "not a value dtype"),
-    "value zero dim": (lambda b: _stem(lambda g: g.values.__setitem__(1, ("stem", 0, 0, 6, 8))),
-                       "has a zero dimension"),
-    "value huge": (lambda b: _stem(lambda g: g.values.__setitem__(1, ("stem", 0, 2**32 - 1, 2**32 - 1, 8))),
-                   "GiB a value may take"),
+    "value dtype i8": (
+        lambda b: _stem(lambda g: g.values.__setitem__(1, ("stem", 1, 5, 6, 8))),
+        "not a value dtype",
+    ),
+    "value zero dim": (
+        lambda b: _stem(lambda g: g.values.__setitem__(1, ("stem", 0, 0, 6, 8))),
+        "has a zero dimension",
+    ),
+    "value huge": (
+        lambda b: _stem(lambda g: g.values.__setitem__(1, ("stem", 0, 2**32 - 1, 2**32 - 1, 8))),
+        "GiB a value may take",
+    ),
     # graph
     "input index": (lambda b: _stem(lambda g: setattr(g, "input_value", 99)), "input_value 99"),
-    "output index": (lambda b: _stem(lambda g: setattr(g, "output_value", 2**32 - 1)),
-                     "output_value 4294967295"),
-    "input bits": (lambda b: _stem(lambda g: g.values.__setitem__(0, ("x", 2, 9, 11, 3))), "must be f32"),
+    "output index": (
+        lambda b: _stem(lambda g: setattr(g, "output_value", 2**32 - 1)),
+        "output_value 4294967295",
+    ),
+    "input bits": (
+        lambda b: _stem(lambda g: g.values.__setitem__(0, ("x", 2, 9, 11, 3))),
+        "must be f32",
+    ),
     "no ops": (lambda b: _stem(lambda g: setattr(g, "ops", [])), "n_ops is 0"),
-    "op value index": (lambda b: _stem(lambda g: _set(g.ops[1], "inputs", [77])),
-                       "op 1 'pool': input 0 is value 77"),
-    "op tensor index": (lambda b: _stem(lambda g: _set(g.ops[0], "tensors", [0, 50])),
-                        "tensor slot 1 is 50"),
+    "op value index": (
+        lambda b: _stem(lambda g: _set(g.ops[1], "inputs", [77])),
+        "op 1 'pool': input 0 is value 77",
+    ),
+    "op tensor index": (
+        lambda b: _stem(lambda g: _set(g.ops[0], "tensors", [0, 50])),
+        "tensor slot 1 is 50",
+    ),
     "not topological": (lambda b: _stem(lambda g: g.ops.reverse()), "no earlier op produces"),
-    "two producers": (lambda b: _stem(lambda g: _set(g.ops[1], "outputs", [1])),
-                      "already produced by op 0"),
-    "input produced": (lambda b: _stem(lambda g: _set(g.ops[2], "outputs", [0])), "writes the graph input"),
+    "two producers": (
+        lambda b: _stem(lambda g: _set(g.ops[1], "outputs", [1])),
+        "already produced by op 0",
+    ),
+    "input produced": (
+        lambda b: _stem(lambda g: _set(g.ops[2], "outputs", [0])),
+        "writes the graph input",
+    ),
     "output unproduced": (lambda b: _stem(lambda g: g.ops.pop()), "is produced by no op"),
-    "unknown op code": (lambda b: _stem(lambda g: _set(g.ops[1], "type", 99)),
-                        "op 1 'pool': unknown op code 99"),
-    "two outputs": (lambda b: _stem(lambda g: [g.values.append(("extra", 0, 1, 1, 8)),
-                                               _set(g.ops[1], "outputs", [2, 4])]),
-                    "has 2 outputs, expected 1"),
+    "unknown op code": (
+        lambda b: _stem(lambda g: _set(g.ops[1], "type", 99)),
+        "op 1 'pool': unknown op code 99",
+    ),
+    "two outputs": (
+        lambda b: _stem(
+            lambda g: [g.values.append(("extra", 0, 1, 1, 8)), _set(g.ops[1], "outputs", [2, 4])]
+        ),
+        "has 2 outputs, expected 1",
+    ),
     # preprocessing / classes / trailing bytes
-    "std zero": (lambda b: _stem(lambda g: setattr(g, "preproc", (0, 9, 11, (0, 0, 0), (1, 0, 1), 1.0))),
-                 "std[1]"),
-    "std nan": (lambda b: _stem(lambda g: setattr(g, "preproc", (0, 9, 11, (0, 0, 0), (1, 1, math.nan), 1.0))),
-                "std[2]"),
-    "mean inf": (lambda b: _stem(lambda g: setattr(g, "preproc", (0, 9, 11, (math.inf, 0, 0), (1, 1, 1), 1.0))),
-                 "mean[0] is not finite"),
-    "pixel_scale": (lambda b: _stem(lambda g: setattr(g, "preproc", (0, 9, 11, (0, 0, 0), (1, 1, 1), -1.0))),
-                    "pixel_scale"),
-    "crop": (lambda b: _stem(lambda g: setattr(g, "preproc", (0, 8, 11, (0, 0, 0), (1, 1, 1), 1.0))),
-             "differs from the input size"),
-    "resize < crop": (lambda b: _stem(lambda g: setattr(g, "preproc", (5, 9, 11, (0, 0, 0), (1, 1, 1), 1.0))),
-                      "smaller than the crop"),
-    "class count": (lambda b: _stem(lambda g: g.class_names.pop()), "4 class names for an output of 5"),
-    "trailing meta 1.0": (lambda b: _stem(lambda g: setattr(g, "extra_meta", b"xx")), "2 unread bytes"),
+    "std zero": (
+        lambda b: _stem(lambda g: setattr(g, "preproc", (0, 9, 11, (0, 0, 0), (1, 0, 1), 1.0))),
+        "std[1]",
+    ),
+    "std nan": (
+        lambda b: _stem(
+            lambda g: setattr(g, "preproc", (0, 9, 11, (0, 0, 0), (1, 1, math.nan), 1.0))
+        ),
+        "std[2]",
+    ),
+    "mean inf": (
+        lambda b: _stem(
+            lambda g: setattr(g, "preproc", (0, 9, 11, (math.inf, 0, 0), (1, 1, 1), 1.0))
+        ),
+        "mean[0] is not finite",
+    ),
+    "pixel_scale": (
+        lambda b: _stem(lambda g: setattr(g, "preproc", (0, 9, 11, (0, 0, 0), (1, 1, 1), -1.0))),
+        "pixel_scale",
+    ),
+    "crop": (
+        lambda b: _stem(lambda g: setattr(g, "preproc", (0, 8, 11, (0, 0, 0), (1, 1, 1), 1.0))),
+        "differs from the input size",
+    ),
+    "resize < crop": (
+        lambda b: _stem(lambda g: setattr(g, "preproc", (5, 9, 11, (0, 0, 0), (1, 1, 1), 1.0))),
+        "smaller than the crop",
+    ),
+    "class count": (
+        lambda b: _stem(lambda g: g.class_names.pop()),
+        "4 class names for an output of 5",
+    ),
+    "trailing meta 1.0": (
+        lambda b: _stem(lambda g: setattr(g, "extra_meta", b"xx")),
+        "2 unread bytes",
+    ),
     # op-level rules
-    "conv attrs count": (lambda b: _stem(lambda g: _set(g.ops[0], "attrs", [3, 3, 2, 2])),
-                         "op 0 CONV2D 'stem.conv': has 4 attrs, expected 9"),
-    "conv stride 0": (lambda b: _stem(lambda g: _set(g.ops[0], "attrs", [3, 3, 0, 2, 1, 1, 1, 1, 1])),
-                      "stride_h = 0"),
-    "conv pad >= kernel": (lambda b: _stem(lambda g: _set(g.ops[0], "attrs", [3, 3, 2, 2, 3, 1, 1, 1, 1])),
-                           "pad_top = 3 is not in [0, 2]"),
-    "conv activation": (lambda b: _stem(lambda g: _set(g.ops[0], "attrs", [3, 3, 2, 2, 1, 1, 1, 1, 2])),
-                        "activation = 2"),
-    "conv output shape": (lambda b: _stem(lambda g: _set(g.ops[0], "attrs", [3, 3, 1, 1, 1, 1, 1, 1, 1])),
-                          "output 'stem' has shape (5, 6, 8), expected (9, 11, 8)"),
-    "conv weight dims": (lambda b: _stem(lambda g: _set(g.tensors[0], "dims", [8, 9, 3])),
-                         "has dims [8, 9, 3], expected [8, 3, 3, 3]"),
-    "conv weight kernel": (lambda b: _stem(lambda g: _set(g.ops[0], "attrs", [1, 1, 2, 2, 0, 0, 0, 0, 1])),
-                           "weight) = tensor 0 'stem.w' has dims [8, 3, 3, 3], expected [8, 1, 1, 3]"),
-    "conv bias absent": (lambda b: _stem(lambda g: _set(g.ops[0], "tensors", [0, ABSENT])),
-                         "tensor slot 1 (bias) is absent but required"),
-    "conv bias dtype": (lambda b: _stem(lambda g: _set(g.tensors[1], "dtype", I8) or
-                                        _set(g.tensors[1], "dims", [32])),
-                        "is i8, expected f32"),
+    "conv attrs count": (
+        lambda b: _stem(lambda g: _set(g.ops[0], "attrs", [3, 3, 2, 2])),
+        "op 0 CONV2D 'stem.conv': has 4 attrs, expected 9",
+    ),
+    "conv stride 0": (
+        lambda b: _stem(lambda g: _set(g.ops[0], "attrs", [3, 3, 0, 2, 1, 1, 1, 1, 1])),
+        "stride_h = 0",
+    ),
+    "conv pad >= kernel": (
+        lambda b: _stem(lambda g: _set(g.ops[0], "attrs", [3, 3, 2, 2, 3, 1, 1, 1, 1])),
+        "pad_top = 3 is not in [0, 2]",
+    ),
+    "conv activation": (
+        lambda b: _stem(lambda g: _set(g.ops[0], "attrs", [3, 3, 2, 2, 1, 1, 1, 1, 2])),
+        "activation = 2",
+    ),
+    "conv output shape": (
+        lambda b: _stem(lambda g: _set(g.ops[0], "attrs", [3, 3, 1, 1, 1, 1, 1, 1, 1])),
+        "output 'stem' has shape (5, 6, 8), expected (9, 11, 8)",
+    ),
+    "conv weight dims": (
+        lambda b: _stem(lambda g: _set(g.tensors[0], "dims", [8, 9, 3])),
+        "has dims [8, 9, 3], expected [8, 3, 3, 3]",
+    ),
+    "conv weight kernel": (
+        lambda b: _stem(lambda g: _set(g.ops[0], "attrs", [1, 1, 2, 2, 0, 0, 0, 0, 1])),
+        "weight) = tensor 0 'stem.w' has dims [8, 3, 3, 3], expected [8, 1, 1, 3]",
+    ),
+    "conv bias absent": (
+        lambda b: _stem(lambda g: _set(g.ops[0], "tensors", [0, ABSENT])),
+        "tensor slot 1 (bias) is absent but required",
+    ),
+    "conv bias dtype": (
+        lambda b: _stem(
+            lambda g: _set(g.tensors[1], "dtype", I8) or _set(g.tensors[1], "dims", [32])
+        ),
+        "is i8, expected f32",
+    ),
     "fc encoding": (lambda b: _stem(lambda g: _set(g.ops[2], "attrs", [3])), "encoding = 3"),
-    "fc fp32 with scale": (lambda b: _stem(lambda g: _set(g.ops[2], "tensors", [2, 3, 3])),
-                           "must be absent with fp32 encoding"),
-    "fc on pixels": (lambda b: _stem(lambda g: _set(g.ops[2], "inputs", [1])), "expected (1, 1, C)"),
-    "pool output": (lambda b: _stem(lambda g: g.values.__setitem__(2, ("pool", 0, 1, 1, 7))),
-                    "expected (1, 1, 8)"),
+    "fc fp32 with scale": (
+        lambda b: _stem(lambda g: _set(g.ops[2], "tensors", [2, 3, 3])),
+        "must be absent with fp32 encoding",
+    ),
+    "fc on pixels": (
+        lambda b: _stem(lambda g: _set(g.ops[2], "inputs", [1])),
+        "expected (1, 1, C)",
+    ),
+    "pool output": (
+        lambda b: _stem(lambda g: g.values.__setitem__(2, ("pool", 0, 1, 1, 7))),
+        "expected (1, 1, 8)",
+    ),
     "dw stride": (lambda b: _dw(lambda g: _set(g.ops[0], "attrs", [3, 1, 2])), "stride_h = 3"),
-    "dw output": (lambda b: _dw(lambda g: _set(g.ops[0], "attrs", [1, 1, 2])), "expected (5, 6, 6)"),
-    "dw multiplier 0": (lambda b: _dw(lambda g: _set(g.ops[0], "attrs", [2, 1, 0])), "multiplier = 0"),
-    "dw negative input_scale": (lambda b: _dw(lambda g: _set(g.tensors[5], "data",
-                                                             np.float32([-1]).tobytes())),
-                                "input_scale"),
-    "dw nan input_scale": (lambda b: _dw(lambda g: _set(g.tensors[5], "data",
-                                                        np.float32([math.nan]).tobytes())),
-                           "input_scale"),
-    "dw i8 without scale": (lambda b: _dw(lambda g: g.ops[0]["tensors"].__setitem__(2, ABSENT)),
-                            "weight_scale) is absent but required"),
-    "dw f32 with input_scale": (lambda b: _dw(lambda g: g.ops[0]["tensors"].__setitem__(5, 2),
-                                              int8=False),
-                                "must be absent with f32 weights"),
-    "dw 5 slots": (lambda b: _dw(lambda g: g.ops[0]["tensors"].pop()), "has 5 tensor slots, expected 6"),
-    "bconv kernel 2": (lambda b: _bconv(lambda g: _set(g.ops[1], "attrs", [2, 0])), "is not 1 or 3"),
+    "dw output": (
+        lambda b: _dw(lambda g: _set(g.ops[0], "attrs", [1, 1, 2])),
+        "expected (5, 6, 6)",
+    ),
+    "dw multiplier 0": (
+        lambda b: _dw(lambda g: _set(g.ops[0], "attrs", [2, 1, 0])),
+        "multiplier = 0",
+    ),
+    "dw negative input_scale": (
+        lambda b: _dw(lambda g: _set(g.tensors[5], "data", np.float32([-1]).tobytes())),
+        "input_scale",
+    ),
+    "dw nan input_scale": (
+        lambda b: _dw(lambda g: _set(g.tensors[5], "data", np.float32([math.nan]).tobytes())),
+        "input_scale",
+    ),
+    "dw i8 without scale": (
+        lambda b: _dw(lambda g: g.ops[0]["tensors"].__setitem__(2, ABSENT)),
+        "weight_scale) is absent but required",
+    ),
+    "dw f32 with input_scale": (
+        lambda b: _dw(lambda g: g.ops[0]["tensors"].__setitem__(5, 2), int8=False),
+        "must be absent with f32 weights",
+    ),
+    "dw 5 slots": (
+        lambda b: _dw(lambda g: g.ops[0]["tensors"].pop()),
+        "has 5 tensor slots, expected 6",
+    ),
+    "bconv kernel 2": (
+        lambda b: _bconv(lambda g: _set(g.ops[1], "attrs", [2, 0])),
+        "is not 1 or 3",
+    ),
     "bconv pad_mode": (lambda b: _bconv(lambda g: _set(g.ops[1], "attrs", [3, 5])), "pad_mode = 5"),
-    "bconv f32 input": (lambda b: _bconv(lambda g: _set(g.ops[1], "inputs", [0])),
-                        "input 0 'x' is f32, expected bits"),
-    "bconv weight words": (lambda b: _bconv(lambda g: _set(g.tensors[1], "dims", [4, 3, 6])),
-                           "has dims [4, 3, 6], expected [4, 3, 3, 2]"),
+    "bconv f32 input": (
+        lambda b: _bconv(lambda g: _set(g.ops[1], "inputs", [0])),
+        "input 0 'x' is f32, expected bits",
+    ),
+    "bconv weight words": (
+        lambda b: _bconv(lambda g: _set(g.tensors[1], "dims", [4, 3, 6])),
+        "has dims [4, 3, 6], expected [4, 3, 3, 2]",
+    ),
     "bconv tail bits": (lambda b: _bconv(_set_tail_bit), "bits set past channel 70"),
-    "bitpack output f32": (lambda b: _bconv(lambda g: g.values.__setitem__(1, ("bits", 0, 3, 3, 70))),
-                           "output 'bits' is f32, expected bits"),
+    "bitpack output f32": (
+        lambda b: _bconv(lambda g: g.values.__setitem__(1, ("bits", 0, 3, 3, 70))),
+        "output 'bits' is f32, expected bits",
+    ),
     "avgpool output": (lambda b: _pool([2, 2, 2, 2], (2, 2)), "expected (3, 3, 2)"),
-    "avgpool window past end": (lambda b: _pool([1, 1, 3, 3], (3, 3)), "window start past the input"),
-    "avgpool kernel > input": (lambda b: _pool([6, 1, 1, 1], (1, 5)), "kernel_h = 6 is not in [1, 5]"),
+    "avgpool window past end": (
+        lambda b: _pool([1, 1, 3, 3], (3, 3)),
+        "window start past the input",
+    ),
+    "avgpool kernel > input": (
+        lambda b: _pool([6, 1, 1, 1], (1, 5)),
+        "kernel_h = 6 is not in [1, 5]",
+    ),
     "concat channels": (lambda b: _concat(5), "expected (2, 2, 6)"),
-    "fc bitplane dims": (lambda b: _fc_with(2, np.zeros((8, 3, 1), np.uint64)),
-                         "expected [8, 3, 2]"),
-    "fc bitplane tail": (lambda b: _fc_with(2, np.full((8, 3, 2), 2**63, np.uint64)),
-                         "bits set past channel 70"),
+    "fc bitplane dims": (
+        lambda b: _fc_with(2, np.zeros((8, 3, 1), np.uint64)),
+        "expected [8, 3, 2]",
+    ),
+    "fc bitplane tail": (
+        lambda b: _fc_with(2, np.full((8, 3, 2), 2**63, np.uint64)),
+        "bits set past channel 70",
+    ),
     "fc int8 dtype": (lambda b: _fc_with(1, np.zeros((3, 70), np.float32)), "is f32, expected i8"),
 }
 
@@ -1155,7 +1558,7 @@ def _patch_count(blob, field, value):
     marks = []
     raw = bytearray(g.serialize(marks))
     off = dict(marks)[field]
-    raw[off:off + 4] = struct.pack("<I", value)
+    raw[off : off + 4] = struct.pack("<I", value)
     return fix_crc(bytes(raw))
 
 
@@ -1173,8 +1576,10 @@ def test_structured_violations(tmp_path, good):
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("name", ["tensor offset unaligned", "not topological", "bconv tail bits",
-                                  "dw stride", "std nan"])
+@pytest.mark.parametrize(
+    "name",
+    ["tensor offset unaligned", "not topological", "bconv tail bits", "dw stride", "std nan"],
+)
 def test_structured_violation_return_code(tmp_path, good, name):
     """A few of the above through the plain `python -c` path: exit status 1, message on the
     last line of the traceback."""

@@ -8,12 +8,30 @@ import warnings
 
 import numpy as np
 import pytest
+from test_engine_format import (
+    ADD,
+    AFFINE,
+    AVGPOOL,
+    BCONV2D,
+    BITPACK,
+    BITS,
+    CONCAT,
+    CONV2D,  # noqa: E402
+    DWCONV3X3,
+    FC,
+    GLOBAL_AVGPOOL,
+    MUL_CHANNEL,
+    PRELU,
+    RELU,
+    SIGMOID,
+    Graph,
+    pack_minus_one,
+    randn,
+    rng_for,
+    save,
+)
 
 from qbinfer import _core
-
-from test_engine_format import (ADD, AFFINE, AVGPOOL, BCONV2D, BITPACK, CONCAT, CONV2D,  # noqa: E402
-                                DWCONV3X3, FC, GLOBAL_AVGPOOL, MUL_CHANNEL, PRELU, RELU, SIGMOID,
-                                BITS, Graph, pack_minus_one, randn, rng_for, save)
 
 SEED = 20261128
 
@@ -37,8 +55,9 @@ def assert_fused_equals_unfused(path, x, monkeypatch, layout="nchw", threads=(1,
             m = load(path, t, fuse, monkeypatch)
             got = m.run(x, layout)
             np.testing.assert_array_equal(got, ref, err_msg=f"threads={t} fused={fuse}")
-            np.testing.assert_array_equal(m.run(x[:1], layout), ref[:1],
-                                          err_msg=f"threads={t} fused={fuse} batch of 1")
+            np.testing.assert_array_equal(
+                m.run(x[:1], layout), ref[:1], err_msg=f"threads={t} fused={fuse} batch of 1"
+            )
     return load(path, 1, True, monkeypatch), load(path, 1, False, monkeypatch)
 
 
@@ -65,8 +84,10 @@ def inputs(shape, seed):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-@pytest.mark.parametrize("name,se", [(n, None) for n in MODEL_NAMES] +
-                         [("qb_net_small", "se1"), ("qsb_net_large", "se2")])
+@pytest.mark.parametrize(
+    "name,se",
+    [(n, None) for n in MODEL_NAMES] + [("qb_net_small", "se1"), ("qsb_net_large", "se2")],
+)
 def test_zoo_fused_equals_unfused(tmp_path, monkeypatch, name, se):
     seed = SEED + MODEL_NAMES.index(name)
     torch.manual_seed(seed)
@@ -111,17 +132,22 @@ def test_non_zoo_nets_fused_equals_unfused(tmp_path, monkeypatch):
     assert_fused_equals_unfused(path, inputs((3, 130, 5, 6), SEED), monkeypatch)
 
 
-@pytest.mark.parametrize("fc,depthwise,calibrate", [
-    ("bitplane8", "int8", False), ("int8", "int8", True),
-])
+@pytest.mark.parametrize(
+    "fc,depthwise,calibrate",
+    [
+        ("bitplane8", "int8", False),
+        ("int8", "int8", True),
+    ],
+)
 def test_quantized_paths_fused_equals_unfused(tmp_path, monkeypatch, fc, depthwise, calibrate):
     torch.manual_seed(SEED)
     model = build_model("qsb_net_small", num_classes=10, se="se1")
     randomize_bn(model, seed=SEED)
     model.eval()
     calibration = inputs((4, 3, 32, 32), SEED + 7) if calibrate else None
-    path = convert(model, tmp_path, "quant", (32, 32), fc=fc, depthwise=depthwise,
-                   calibration=calibration)
+    path = convert(
+        model, tmp_path, "quant", (32, 32), fc=fc, depthwise=depthwise, calibration=calibration
+    )
     assert_fused_equals_unfused(path, inputs((4, 3, 32, 32), SEED + 3), monkeypatch)
 
 
@@ -134,19 +160,38 @@ def vec(g, rng, name, c, scale=1.0):
 
 def bconv(g, rng, name, bits, h, w, ci, co, k=3, pad=0):
     w_pm1 = np.where(rng.random((co, k, k, ci)) < 0.5, -1, 1)
-    return g.op(BCONV2D, name, [bits], g.value(name, h, w, co),
-                [g.tensor(name + ".w", pack_minus_one(w_pm1 < 0)),
-                 vec(g, rng, name + ".s", co, 0.05), vec(g, rng, name + ".b", co)], [k, pad])
+    return g.op(
+        BCONV2D,
+        name,
+        [bits],
+        g.value(name, h, w, co),
+        [
+            g.tensor(name + ".w", pack_minus_one(w_pm1 < 0)),
+            vec(g, rng, name + ".s", co, 0.05),
+            vec(g, rng, name + ".b", co),
+        ],
+        [k, pad],
+    )
 
 
 def tail(g, rng, name, x, shape, ops=("prelu", "affine")):
     for op in ops:
         if op == "prelu":
-            x = g.op(PRELU, f"{name}.prelu", [x], g.value(f"{name}.prelu", *shape),
-                     [vec(g, rng, f"{name}.slope", shape[2], 0.3)])
+            x = g.op(
+                PRELU,
+                f"{name}.prelu",
+                [x],
+                g.value(f"{name}.prelu", *shape),
+                [vec(g, rng, f"{name}.slope", shape[2], 0.3)],
+            )
         elif op == "affine":
-            x = g.op(AFFINE, f"{name}.bn", [x], g.value(f"{name}.bn", *shape),
-                     [vec(g, rng, f"{name}.bs", shape[2]), vec(g, rng, f"{name}.bb", shape[2])])
+            x = g.op(
+                AFFINE,
+                f"{name}.bn",
+                [x],
+                g.value(f"{name}.bn", *shape),
+                [vec(g, rng, f"{name}.bs", shape[2]), vec(g, rng, f"{name}.bb", shape[2])],
+            )
         elif op == "relu":
             x = g.op(RELU, f"{name}.relu", [x], g.value(f"{name}.relu", *shape))
     return x
@@ -181,8 +226,14 @@ def test_binary_chain_packs_bits_for_the_next_binary_conv(tmp_path, monkeypatch)
     path = save(tmp_path, g)
     fused, _ = assert_fused_equals_unfused(path, randn(rng, 4, h, w, c), monkeypatch, "nhwc")
     got = labels(fused)
-    assert got == ["BITPACK", "BCONV2D+ADD+PRELU+AFFINE+BITPACK", "BCONV2D+AFFINE+BITPACK",
-                   "BCONV2D+AFFINE+BITPACK", "BCONV2D+ADD", "GLOBAL_AVGPOOL"], got
+    assert got == [
+        "BITPACK",
+        "BCONV2D+ADD+PRELU+AFFINE+BITPACK",
+        "BCONV2D+AFFINE+BITPACK",
+        "BCONV2D+AFFINE+BITPACK",
+        "BCONV2D+ADD",
+        "GLOBAL_AVGPOOL",
+    ], got
 
 
 def test_chains_stop_at_a_second_reader_and_the_graph_output(tmp_path, monkeypatch):
@@ -190,9 +241,21 @@ def test_chains_stop_at_a_second_reader_and_the_graph_output(tmp_path, monkeypat
     h, w, c = 6, 5, 12
     g = Graph("readers")
     x = g.value("x", h, w, c)
-    dw = g.op(DWCONV3X3, "dw", [x], g.value("dw", h, w, c),
-              [None, g.tensor("dw.w", randn(rng, c, 9)), None, vec(g, rng, "dw.s", c),
-               vec(g, rng, "dw.b", c), None], [1, 1, 1])
+    dw = g.op(
+        DWCONV3X3,
+        "dw",
+        [x],
+        g.value("dw", h, w, c),
+        [
+            None,
+            g.tensor("dw.w", randn(rng, c, 9)),
+            None,
+            vec(g, rng, "dw.s", c),
+            vec(g, rng, "dw.b", c),
+            None,
+        ],
+        [1, 1, 1],
+    )
     s = g.op(ADD, "add", [dw, x], g.value("add", h, w, c))
     p = tail(g, rng, "t", s, (h, w, c), ("prelu",))
     # `add` has a second reader: the chain is DWCONV+ADD only... and PRELU starts its own.
@@ -239,9 +302,21 @@ def test_concat_of_different_values_stays_a_concat(tmp_path, monkeypatch):
     h, w, c = 8, 6, 10
     g = Graph("concat")
     x = g.value("x", h, w, c)
-    dw = g.op(DWCONV3X3, "dw", [x], g.value("dw", 4, 3, 2 * c),
-              [vec(g, rng, "pb", c, 0.2), g.tensor("dw.w", randn(rng, 2 * c, 9)), None,
-               vec(g, rng, "dw.s", 2 * c), vec(g, rng, "dw.b", 2 * c), None], [2, 2, 2])
+    dw = g.op(
+        DWCONV3X3,
+        "dw",
+        [x],
+        g.value("dw", 4, 3, 2 * c),
+        [
+            vec(g, rng, "pb", c, 0.2),
+            g.tensor("dw.w", randn(rng, 2 * c, 9)),
+            None,
+            vec(g, rng, "dw.s", 2 * c),
+            vec(g, rng, "dw.b", 2 * c),
+            None,
+        ],
+        [2, 2, 2],
+    )
     p = g.op(AVGPOOL, "pool", [x], g.value("pool", 4, 3, c), attrs=[2, 2, 2, 2])
     r = g.op(RELU, "relu", [p], g.value("relu", 4, 3, c))
     cat = g.op(CONCAT, "cat", [p, r], g.value("cat", 4, 3, 2 * c))
@@ -265,17 +340,30 @@ def test_stem_fc_and_large_elementwise_split_across_threads(tmp_path, monkeypatc
     h, w = 70, 66
     g = Graph("wide")
     x = g.value("x", h, w, 3)
-    y = g.op(CONV2D, "stem", [x], g.value("stem", 35, 33, 32),
-             [g.tensor("sw", randn(rng, 32, 3, 3, 3, scale=0.3)), vec(g, rng, "sb", 32)],
-             [3, 3, 2, 2, 1, 1, 1, 1, 1])
+    y = g.op(
+        CONV2D,
+        "stem",
+        [x],
+        g.value("stem", 35, 33, 32),
+        [g.tensor("sw", randn(rng, 32, 3, 3, 3, scale=0.3)), vec(g, rng, "sb", 32)],
+        [3, 3, 2, 2, 1, 1, 1, 1, 1],
+    )
     y = g.op(SIGMOID, "sig", [y], g.value("sig", 35, 33, 32))
     y = g.op(ADD, "twice", [y, y], g.value("twice", 35, 33, 32))
     p = g.op(GLOBAL_AVGPOOL, "gap", [y], g.value("gap", 1, 1, 32))
-    g.op(FC, "fc", [p], g.value("out", 1, 1, 9000),
-         [g.tensor("fw", randn(rng, 9000, 32)), None, vec(g, rng, "fb", 9000)], [0])
+    g.op(
+        FC,
+        "fc",
+        [p],
+        g.value("out", 1, 1, 9000),
+        [g.tensor("fw", randn(rng, 9000, 32)), None, vec(g, rng, "fb", 9000)],
+        [0],
+    )
     g.output_value = len(g.values) - 1
     path = save(tmp_path, g)
-    assert_fused_equals_unfused(path, randn(rng, 3, h, w, 3), monkeypatch, "nhwc", threads=(1, 2, 4))
+    assert_fused_equals_unfused(
+        path, randn(rng, 3, h, w, 3), monkeypatch, "nhwc", threads=(1, 2, 4)
+    )
 
 
 def test_fusion_switch_and_step_listing(tmp_path, monkeypatch):

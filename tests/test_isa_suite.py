@@ -50,35 +50,53 @@ def env_with(isa):
 
 
 def run_python(code, isa, timeout=120):
-    return subprocess.run([sys.executable, "-c", code], env=env_with(isa), cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env_with(isa),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_engine_tests_pass_under_isa(isa):
     pytest.importorskip("torch", reason="the engine-level tests build models with torch")
-    probe = run_python("from qbinfer import _core; m = _core.build_info(); "
-                       "print(_core.active_isa(), m['kernels']['bconv'])", isa)
+    probe = run_python(
+        "from qbinfer import _core; m = _core.build_info(); "
+        "print(_core.active_isa(), m['kernels']['bconv'])",
+        isa,
+    )
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.split()[0] == isa
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *SUBSET],
-        env=env_with(isa), cwd=ROOT, capture_output=True, text=True, timeout=900)
+        env=env_with(isa),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     tail = (result.stdout[-4000:] + "\n" + result.stderr[-2000:]).strip()
     assert result.returncode == 0, f"QBINFER_ISA={isa}:\n{tail}"
     assert " passed" in result.stdout and "failed" not in result.stdout, tail
 
 
 def tiny_model(tmp_path):
-    from test_engine_format import save, stem_graph, rng_for
+    from test_engine_format import rng_for, save, stem_graph
 
     g, _ = stem_graph(rng_for(1))
     return save(tmp_path, g)
 
 
-@pytest.mark.parametrize("value,why", [("bogus", "is not an ISA name"),
-                                       ("neon" if "neon" not in ISAS else "avx512",
-                                        "is not supported")])
+@pytest.mark.parametrize(
+    "value,why",
+    [
+        ("bogus", "is not an ISA name"),
+        ("neon" if "neon" not in ISAS else "avx512", "is not supported"),
+    ],
+)
 def test_bad_isa_is_a_clear_error(tmp_path, value, why):
     if value in ISAS:
         pytest.skip(f"this machine supports {value}")
@@ -102,8 +120,14 @@ for call in (_core.active_isa, lambda: qbinfer.load({path!r})):
     assert len(lines) == 2
     for line in lines:
         assert f"QBINFER_ISA={value} {why}" in line and "supported: scalar" in line, line
-    cli = subprocess.run([sys.executable, "-m", "qbinfer", "version", "-v"], env=env_with(value),
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    cli = subprocess.run(
+        [sys.executable, "-m", "qbinfer", "version", "-v"],
+        env=env_with(value),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cli.returncode == 0 and f"active_isa: error: QBINFER_ISA={value}" in cli.stdout
 
 

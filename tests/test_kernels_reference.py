@@ -61,7 +61,8 @@ def assert_within_magnitude(got, ref, magnitude, msg, rtol=RTOL):
         i = tuple(np.argwhere(bad)[0])
         raise AssertionError(
             f"{msg}: {int(bad.sum())} of {bad.size} values off by more than {rtol} x magnitude;"
-            f" first at {i}: got {got[i]!r}, want {ref[i]!r}, magnitude {magnitude[i]!r}")
+            f" first at {i}: got {got[i]!r}, want {ref[i]!r}, magnitude {magnitude[i]!r}"
+        )
 
 
 def assert_bits_equal(got, want, msg):
@@ -70,8 +71,10 @@ def assert_bits_equal(got, want, msg):
     same = got.view(np.uint32) == want.view(np.uint32)
     if not same.all():
         i = tuple(np.argwhere(~same)[0])
-        raise AssertionError(f"{msg}: {int((~same).sum())} of {same.size} floats differ; first "
-                             f"at {i}: got {got[i]!r}, want {want[i]!r}")
+        raise AssertionError(
+            f"{msg}: {int((~same).sum())} of {same.size} floats differ; first "
+            f"at {i}: got {got[i]!r}, want {want[i]!r}"
+        )
 
 
 def pack_bits(minus_one: np.ndarray) -> np.ndarray:
@@ -122,8 +125,7 @@ def check_bconv(a, w, kernel, padding, scale, bias, msg):
     np.testing.assert_array_equal(w_bits, pack_bits(w < 0), err_msg=msg)
     dot = torch_binary_dot(a, w, kernel, padding)
 
-    unit = K.bconv2d(a_bits, w_bits, ci, np.ones(co, np.float32), np.zeros(co, np.float32),
-                     padding)
+    unit = K.bconv2d(a_bits, w_bits, ci, np.ones(co, np.float32), np.zeros(co, np.float32), padding)
     np.testing.assert_array_equal(unit, dot.astype(np.float32), err_msg=f"{msg} (dot)")
 
     got = K.bconv2d(a_bits, w_bits, ci, scale, bias, padding)
@@ -133,17 +135,20 @@ def check_bconv(a, w, kernel, padding, scale, bias, msg):
 
 BCONV_CHANNELS = [1, 3, 40, 63, 64, 65, 72, 127, 128, 130, 200]
 BCONV_HW = [(1, 1), (1, 7), (2, 3), (3, 2), (7, 7), (3, 1), (2, 2), (7, 3), (5, 6), (3, 3)]
-BCONV_CASES = [(ci, k, pad, BCONV_HW[n % len(BCONV_HW)])
-               for n, (ci, k, pad) in enumerate(
-                   (ci, k, pad)
-                   for ci in BCONV_CHANNELS for k in (1, 3) for pad in ("zero", "one"))]
+BCONV_CASES = [
+    (ci, k, pad, BCONV_HW[n % len(BCONV_HW)])
+    for n, (ci, k, pad) in enumerate(
+        (ci, k, pad) for ci in BCONV_CHANNELS for k in (1, 3) for pad in ("zero", "one")
+    )
+]
 
 
 @pytest.mark.parametrize(
     "index,in_channels,kernel,padding,hw",
     [(i, *c) for i, c in enumerate(BCONV_CASES)],
-    ids=case_ids(BCONV_CASES, BCONV_SEED,
-                 lambda ci, k, pad, hw: f"Ci{ci}-k{k}-{pad}-{hw[0]}x{hw[1]}"),
+    ids=case_ids(
+        BCONV_CASES, BCONV_SEED, lambda ci, k, pad, hw: f"Ci{ci}-k{k}-{pad}-{hw[0]}x{hw[1]}"
+    ),
 )
 def test_bconv_matches_torch_exactly(index, in_channels, kernel, padding, hw):
     seed = BCONV_SEED + index
@@ -153,8 +158,15 @@ def test_bconv_matches_torch_exactly(index, in_channels, kernel, padding, hw):
     w = random_pm1(rng, (co, kernel, kernel, in_channels))
     scale = random_f32(rng, co, 0.1)
     bias = random_f32(rng, co)
-    check_bconv(a, w, kernel, padding, scale, bias,
-                f"seed={seed} Ci={in_channels} Co={co} k={kernel} {padding} HxW={hw}")
+    check_bconv(
+        a,
+        w,
+        kernel,
+        padding,
+        scale,
+        bias,
+        f"seed={seed} Ci={in_channels} Co={co} k={kernel} {padding} HxW={hw}",
+    )
 
 
 @pytest.mark.parametrize("padding", ["zero", "one"])
@@ -181,29 +193,44 @@ def test_bconv_kernel1_ignores_padding_mode():
     a_bits = qbinfer.bitpack(random_pm1(rng, (3, 4, 70)))
     w_bits = qbinfer.bitpack(random_pm1(rng, (5, 1, 1, 70)))
     s, b = random_f32(rng, 5), random_f32(rng, 5)
-    np.testing.assert_array_equal(K.bconv2d(a_bits, w_bits, 70, s, b, "zero"),
-                                  K.bconv2d(a_bits, w_bits, 70, s, b, "one"))
+    np.testing.assert_array_equal(
+        K.bconv2d(a_bits, w_bits, 70, s, b, "zero"), K.bconv2d(a_bits, w_bits, 70, s, b, "one")
+    )
 
 
 @settings(derandomize=True, max_examples=40, deadline=None)
 @given(
-    st.integers(1, 140), st.integers(1, 5), st.integers(1, 5), st.integers(1, 4),
-    st.sampled_from([1, 3]), st.sampled_from(["zero", "one"]), st.integers(0, 2**32 - 1),
+    st.integers(1, 140),
+    st.integers(1, 5),
+    st.integers(1, 5),
+    st.integers(1, 4),
+    st.sampled_from([1, 3]),
+    st.sampled_from(["zero", "one"]),
+    st.integers(0, 2**32 - 1),
 )
 def test_bconv_property(in_channels, h, w, co, kernel, padding, seed):
     rng = np.random.default_rng(seed)
     a = random_pm1(rng, (h, w, in_channels))
     wt = random_pm1(rng, (co, kernel, kernel, in_channels))
-    check_bconv(a, wt, kernel, padding, random_f32(rng, co), random_f32(rng, co),
-                f"seed={seed} Ci={in_channels} {h}x{w} Co={co} k={kernel} {padding}")
+    check_bconv(
+        a,
+        wt,
+        kernel,
+        padding,
+        random_f32(rng, co),
+        random_f32(rng, co),
+        f"seed={seed} Ci={in_channels} {h}x{w} Co={co} k={kernel} {padding}",
+    )
 
 
 # --- depthwise ---------------------------------------------------------------------------
 
 STRIDES = [(1, 1), (2, 2), (2, 1), (1, 2)]
 DW_SIZES = [(7, 5), (1, 1), (1, 4), (4, 1), (2, 2), (8, 8), (9, 6), (3, 3), (2, 7)]
-DW_CASES = [(stride, size, [1, 3, 16, 33][n % 4], [1, 2, 4][n % 3], n % 2 == 0)
-            for n, (stride, size) in enumerate((s, z) for s in STRIDES for z in DW_SIZES)]
+DW_CASES = [
+    (stride, size, [1, 3, 16, 33][n % 4], [1, 2, 4][n % 3], n % 2 == 0)
+    for n, (stride, size) in enumerate((s, z) for s in STRIDES for z in DW_SIZES)
+]
 
 
 def torch_depthwise(u_hwc, w_rows, stride, multiplier):
@@ -212,8 +239,10 @@ def torch_depthwise(u_hwc, w_rows, stride, multiplier):
     c = u_hwc.shape[-1]
     u = to_nchw(u_hwc)
     w = torch.from_numpy(np.asarray(w_rows, np.float64)).reshape(multiplier * c, 1, 3, 3)
-    outs = [F.conv2d(u, w[j * c:(j + 1) * c], stride=stride, padding=1, groups=c)
-            for j in range(multiplier)]
+    outs = [
+        F.conv2d(u, w[j * c : (j + 1) * c], stride=stride, padding=1, groups=c)
+        for j in range(multiplier)
+    ]
     return from_nchw(torch.cat(outs, dim=1))
 
 
@@ -227,8 +256,13 @@ def biased_input(x, pre_bias):
 @pytest.mark.parametrize(
     "index,stride,size,channels,multiplier,with_pre_bias",
     [(i, *c) for i, c in enumerate(DW_CASES)],
-    ids=case_ids(DW_CASES, DW_SEED, lambda s, z, c, k, pb:
-                 f"s{s[0]}{s[1]}-{z[0]}x{z[1]}-C{c}-k{k}" + ("-prebias" if pb else "")),
+    ids=case_ids(
+        DW_CASES,
+        DW_SEED,
+        lambda s, z, c, k, pb: (
+            f"s{s[0]}{s[1]}-{z[0]}x{z[1]}-C{c}-k{k}" + ("-prebias" if pb else "")
+        ),
+    ),
 )
 def test_dwconv_f32_matches_torch(index, stride, size, channels, multiplier, with_pre_bias):
     seed = DW_SEED + index
@@ -238,15 +272,18 @@ def test_dwconv_f32_matches_torch(index, stride, size, channels, multiplier, wit
     pre_bias = random_f32(rng, channels) if with_pre_bias else None
     w = random_f32(rng, (kc, 9))
     scale, bias = random_f32(rng, kc), random_f32(rng, kc)
-    msg = (f"seed={seed} stride={stride} size={size} C={channels} k={multiplier} "
-           f"pre_bias={with_pre_bias}")
+    msg = (
+        f"seed={seed} stride={stride} size={size} C={channels} k={multiplier} "
+        f"pre_bias={with_pre_bias}"
+    )
 
     got = K.dwconv3x3_f32(x, pre_bias, w, scale, bias, *stride, multiplier)
     u = biased_input(x, pre_bias)
     conv = torch_depthwise(u, w, stride, multiplier)
     ref = conv * scale.astype(np.float64) + bias
-    magnitude = torch_depthwise(np.abs(u), np.abs(w), stride, multiplier) * np.abs(scale) + \
-        np.abs(bias)
+    magnitude = torch_depthwise(np.abs(u), np.abs(w), stride, multiplier) * np.abs(scale) + np.abs(
+        bias
+    )
     expected_hw = (-(-size[0] // stride[0]), -(-size[1] // stride[1]))
     assert got.shape == expected_hw + (kc,), msg
     assert_within_magnitude(got, ref, magnitude, msg)
@@ -256,8 +293,9 @@ def test_dwconv_f32_noncontiguous_input_is_copied():
     rng = np.random.default_rng(BASE_SEED + 2999)
     x = random_f32(rng, (5, 6, 8)).transpose(1, 0, 2)
     args = (None, random_f32(rng, (16, 9)), random_f32(rng, 16), random_f32(rng, 16), 2, 1, 2)
-    np.testing.assert_array_equal(K.dwconv3x3_f32(x, *args),
-                                  K.dwconv3x3_f32(np.ascontiguousarray(x), *args))
+    np.testing.assert_array_equal(
+        K.dwconv3x3_f32(x, *args), K.dwconv3x3_f32(np.ascontiguousarray(x), *args)
+    )
 
 
 def torch_fake_quant(u_hwc, s):
@@ -276,17 +314,23 @@ def dynamic_scale(u):
 # mode: "static" (a random calibrated scale), "ties" (a power-of-two scale and inputs on
 # the half-step grid, so u / s is exactly k + 0.5 often, and beyond the clamp range),
 # "dynamic" (None: max|u| / 127).
-QS8_CASES = [(stride, size, mode, [1, 2, 4][n % 3], [3, 16, 33][n % 3])
-             for n, (stride, size, mode) in enumerate(
-                 (s, z, m) for s in STRIDES for z in [(7, 5), (1, 1), (8, 6)]
-                 for m in ("static", "ties", "dynamic"))]
+QS8_CASES = [
+    (stride, size, mode, [1, 2, 4][n % 3], [3, 16, 33][n % 3])
+    for n, (stride, size, mode) in enumerate(
+        (s, z, m)
+        for s in STRIDES
+        for z in [(7, 5), (1, 1), (8, 6)]
+        for m in ("static", "ties", "dynamic")
+    )
+]
 
 
 @pytest.mark.parametrize(
     "index,stride,size,mode,multiplier,channels",
     [(i, *c) for i, c in enumerate(QS8_CASES)],
-    ids=case_ids(QS8_CASES, QS8_SEED,
-                 lambda s, z, m, k, c: f"s{s[0]}{s[1]}-{z[0]}x{z[1]}-{m}-C{c}-k{k}"),
+    ids=case_ids(
+        QS8_CASES, QS8_SEED, lambda s, z, m, k, c: f"s{s[0]}{s[1]}-{z[0]}x{z[1]}-{m}-C{c}-k{k}"
+    ),
 )
 def test_dwconv_qs8_matches_torch_fake_quant(index, stride, size, mode, multiplier, channels):
     seed = QS8_SEED + index
@@ -319,8 +363,17 @@ def test_dwconv_qs8_matches_torch_fake_quant(index, stride, size, mode, multipli
     assert (acc_int == acc).all(), msg
 
     # Integer part exact: with a unit epilogue, out / (s * w_scale) is the accumulator.
-    unit = K.dwconv3x3_qs8(x, pre_bias, input_scale, w, w_scale, np.ones(kc, np.float32),
-                           np.zeros(kc, np.float32), *stride, multiplier)
+    unit = K.dwconv3x3_qs8(
+        x,
+        pre_bias,
+        input_scale,
+        w,
+        w_scale,
+        np.ones(kc, np.float32),
+        np.zeros(kc, np.float32),
+        *stride,
+        multiplier,
+    )
     requant = (np.float32(s) * w_scale).astype(np.float64)
     rebuilt = unit.astype(np.float64) / requant
     assert np.abs(rebuilt - np.rint(rebuilt)).max() < 0.05, msg
@@ -353,8 +406,9 @@ def test_dwconv_qs8_quantizes_by_true_division(input_scale):
     w[:, 4] = 1
     ones = np.ones(n, np.float32)
     got = K.dwconv3x3_qs8(u.reshape(1, 1, n), None, float(s), w, ones, ones, np.zeros(n, F32))
-    np.testing.assert_array_equal(np.rint(got.astype(np.float64) / s), want,
-                                  err_msg=f"input_scale={s!r}")
+    np.testing.assert_array_equal(
+        np.rint(got.astype(np.float64) / s), want, err_msg=f"input_scale={s!r}"
+    )
 
 
 def test_dwconv_qs8_all_zero_input_uses_scale_one():
@@ -387,8 +441,9 @@ def fc_ids(encoding):
     return case_ids(FC_CASES, FC_SEED[encoding], lambda c, o: f"C{c}-O{o}")
 
 
-@pytest.mark.parametrize("index,in_features,out_features",
-                         [(i, *c) for i, c in enumerate(FC_CASES)], ids=fc_ids("f32"))
+@pytest.mark.parametrize(
+    "index,in_features,out_features", [(i, *c) for i, c in enumerate(FC_CASES)], ids=fc_ids("f32")
+)
 def test_fc_f32(index, in_features, out_features):
     seed = FC_SEED["f32"] + index
     rng = np.random.default_rng(seed)
@@ -401,8 +456,9 @@ def test_fc_f32(index, in_features, out_features):
     assert_within_magnitude(got, ref, magnitude, f"seed={seed} C={in_features} O={out_features}")
 
 
-@pytest.mark.parametrize("index,in_features,out_features",
-                         [(i, *c) for i, c in enumerate(FC_CASES)], ids=fc_ids("qs8"))
+@pytest.mark.parametrize(
+    "index,in_features,out_features", [(i, *c) for i, c in enumerate(FC_CASES)], ids=fc_ids("qs8")
+)
 def test_fc_qs8(index, in_features, out_features):
     seed = FC_SEED["qs8"] + index
     rng = np.random.default_rng(seed)
@@ -416,8 +472,11 @@ def test_fc_qs8(index, in_features, out_features):
     assert_within_magnitude(got, ref, magnitude, f"seed={seed} C={in_features} O={out_features}")
 
 
-@pytest.mark.parametrize("index,in_features,out_features",
-                         [(i, *c) for i, c in enumerate(FC_CASES)], ids=fc_ids("bitplane8"))
+@pytest.mark.parametrize(
+    "index,in_features,out_features",
+    [(i, *c) for i, c in enumerate(FC_CASES)],
+    ids=fc_ids("bitplane8"),
+)
 def test_fc_bitplane8(index, in_features, out_features):
     seed = FC_SEED["bitplane8"] + index
     rng = np.random.default_rng(seed)
@@ -446,8 +505,9 @@ def torch_conv2d(x_hwc, w_okkc, bias, stride, pads, relu):
     """pads = (top, left, bottom, right), zero padding; float64."""
     x = F.pad(to_nchw(x_hwc), (pads[1], pads[3], pads[0], pads[2]))
     w = torch.from_numpy(w_okkc.astype(np.float64)).permute(0, 3, 1, 2)
-    y = F.conv2d(x, w, None if bias is None else torch.from_numpy(bias.astype(np.float64)),
-                 stride=stride)
+    y = F.conv2d(
+        x, w, None if bias is None else torch.from_numpy(bias.astype(np.float64)), stride=stride
+    )
     return from_nchw(torch.relu(y) if relu else y)
 
 
@@ -467,9 +527,15 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize(
-    "index,size,ci,co,kernel,stride,pads", [(i, *c) for i, c in enumerate(CONV_CASES)],
-    ids=case_ids(CONV_CASES, CONV_SEED, lambda z, ci, co, k, s, p:
-                 f"{z[0]}x{z[1]}-{ci}to{co}-k{k[0]}{k[1]}-s{s[0]}{s[1]}-p{''.join(map(str, p))}"),
+    "index,size,ci,co,kernel,stride,pads",
+    [(i, *c) for i, c in enumerate(CONV_CASES)],
+    ids=case_ids(
+        CONV_CASES,
+        CONV_SEED,
+        lambda z, ci, co, k, s, p: (
+            f"{z[0]}x{z[1]}-{ci}to{co}-k{k[0]}{k[1]}-s{s[0]}{s[1]}-p{''.join(map(str, p))}"
+        ),
+    ),
 )
 def test_conv2d_f32_matches_torch(index, size, ci, co, kernel, stride, pads, relu):
     seed = CONV_SEED + index
@@ -480,42 +546,59 @@ def test_conv2d_f32_matches_torch(index, size, ci, co, kernel, stride, pads, rel
     msg = f"seed={seed} size={size} {ci}->{co} k={kernel} s={stride} pads={pads} relu={relu}"
     got = K.conv2d_f32(x, w, bias, *stride, *pads, relu=relu)
     ref = torch_conv2d(x, w, bias, stride, pads, relu)
-    magnitude = torch_conv2d(np.abs(x), np.abs(w), None if bias is None else np.abs(bias),
-                             stride, pads, False)
+    magnitude = torch_conv2d(
+        np.abs(x), np.abs(w), None if bias is None else np.abs(bias), stride, pads, False
+    )
     assert_within_magnitude(got, ref, magnitude, msg)
 
 
 # --- pools and concat --------------------------------------------------------------------
 
-POOL_CASES = [(k, s, z) for k, s in [((2, 2), (2, 2)), ((2, 1), (2, 1)), ((1, 2), (1, 2)),
-                                     ((3, 3), (2, 2)), ((3, 2), (1, 1))]
-              for z in [(7, 7), (8, 8), (7, 8), (8, 7), (3, 5), (4, 3)]]
+POOL_CASES = [
+    (k, s, z)
+    for k, s in [
+        ((2, 2), (2, 2)),
+        ((2, 1), (2, 1)),
+        ((1, 2), (1, 2)),
+        ((3, 3), (2, 2)),
+        ((3, 2), (1, 1)),
+    ]
+    for z in [(7, 7), (8, 8), (7, 8), (8, 7), (3, 5), (4, 3)]
+]
 
 
 @pytest.mark.parametrize(
-    "index,kernel,stride,size", [(i, *c) for i, c in enumerate(POOL_CASES)],
-    ids=case_ids(POOL_CASES, POOL_SEED,
-                 lambda k, s, z: f"k{k[0]}{k[1]}-s{s[0]}{s[1]}-{z[0]}x{z[1]}"),
+    "index,kernel,stride,size",
+    [(i, *c) for i, c in enumerate(POOL_CASES)],
+    ids=case_ids(
+        POOL_CASES, POOL_SEED, lambda k, s, z: f"k{k[0]}{k[1]}-s{s[0]}{s[1]}-{z[0]}x{z[1]}"
+    ),
 )
 def test_avgpool_matches_torch_ceil_mode(index, kernel, stride, size):
     seed = POOL_SEED + index
     rng = np.random.default_rng(seed)
     x = random_f32(rng, size + (5,))
     got = K.avgpool(x, *kernel, *stride)
-    ref = from_nchw(F.avg_pool2d(to_nchw(x), kernel, stride, ceil_mode=True,
-                                 count_include_pad=False))
-    magnitude = from_nchw(F.avg_pool2d(to_nchw(np.abs(x)), kernel, stride, ceil_mode=True,
-                                       count_include_pad=False))
-    assert_within_magnitude(got, ref, magnitude,
-                            f"seed={seed} kernel={kernel} stride={stride} size={size}")
+    ref = from_nchw(
+        F.avg_pool2d(to_nchw(x), kernel, stride, ceil_mode=True, count_include_pad=False)
+    )
+    magnitude = from_nchw(
+        F.avg_pool2d(to_nchw(np.abs(x)), kernel, stride, ceil_mode=True, count_include_pad=False)
+    )
+    assert_within_magnitude(
+        got, ref, magnitude, f"seed={seed} kernel={kernel} stride={stride} size={size}"
+    )
 
 
 GAP_SIZES = [(1, 1), (7, 7), (3, 5), (14, 14)]
 GAP_SEED = BASE_SEED + 6500
 
 
-@pytest.mark.parametrize("index,size", list(enumerate(GAP_SIZES)),
-                         ids=case_ids(GAP_SIZES, GAP_SEED, lambda h, w: f"{h}x{w}"))
+@pytest.mark.parametrize(
+    "index,size",
+    list(enumerate(GAP_SIZES)),
+    ids=case_ids(GAP_SIZES, GAP_SEED, lambda h, w: f"{h}x{w}"),
+)
 def test_global_avgpool_matches_torch(index, size):
     seed = GAP_SEED + index
     rng = np.random.default_rng(seed)
@@ -540,15 +623,14 @@ def test_concat_matches_torch_cat_with_repeats():
 
 # --- element-wise ------------------------------------------------------------------------
 
-SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3e38, -3e38],
-                    np.float32)
+SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3e38, -3e38], np.float32)
 
 
 def elementwise_input(seed, shape=(4, 3, 11)):
     rng = np.random.default_rng(seed)
     x = random_f32(rng, shape, 3.0)
     flat = x.reshape(-1)
-    flat[:SPECIALS.size] = SPECIALS
+    flat[: SPECIALS.size] = SPECIALS
     return rng, x
 
 
@@ -573,8 +655,7 @@ def test_prelu_matches_torch():
     seed = BASE_SEED + 7001
     rng, x = elementwise_input(seed)
     slope = random_f32(rng, 11)
-    want = from_nchw(F.prelu(torch.from_numpy(x).permute(2, 0, 1)[None],
-                             torch.from_numpy(slope)))
+    want = from_nchw(F.prelu(torch.from_numpy(x).permute(2, 0, 1)[None], torch.from_numpy(slope)))
     check_exact_both_ways(lambda ip: K.prelu(x, slope, inplace=ip), want, f"seed={seed}")
 
 
@@ -610,8 +691,9 @@ def test_sigmoid_matches_torch():
     ref = torch.sigmoid(torch.from_numpy(x.astype(np.float64))).numpy()
     for inplace in (False, True):
         got = K.sigmoid(x, inplace=inplace)
-        np.testing.assert_allclose(got, ref, rtol=RTOL, atol=1e-30,
-                                   err_msg=f"seed={seed} inplace={inplace}")
+        np.testing.assert_allclose(
+            got, ref, rtol=RTOL, atol=1e-30, err_msg=f"seed={seed} inplace={inplace}"
+        )
 
 
 def test_elementwise_accepts_any_rank():
@@ -634,32 +716,62 @@ def bits(shape, fill=0):
 
 
 def dw_f32(**over):
-    args = dict(x=z((4, 4, 3)), pre_bias=None, w=z((6, 9)), scale=z(6), bias=z(6), stride_h=1,
-                stride_w=1, multiplier=2)
+    args = dict(
+        x=z((4, 4, 3)),
+        pre_bias=None,
+        w=z((6, 9)),
+        scale=z(6),
+        bias=z(6),
+        stride_h=1,
+        stride_w=1,
+        multiplier=2,
+    )
     args.update(over)
     return K.dwconv3x3_f32(**args)
 
 
 def dw_qs8(**over):
-    args = dict(x=z((4, 4, 3)), pre_bias=None, input_scale=0.1, w=z((6, 9), np.int8),
-                w_scale=z(6), scale=z(6), bias=z(6), stride_h=1, stride_w=1, multiplier=2)
+    args = dict(
+        x=z((4, 4, 3)),
+        pre_bias=None,
+        input_scale=0.1,
+        w=z((6, 9), np.int8),
+        w_scale=z(6),
+        scale=z(6),
+        bias=z(6),
+        stride_h=1,
+        stride_w=1,
+        multiplier=2,
+    )
     args.update(over)
     return K.dwconv3x3_qs8(**args)
 
 
 def bconv(**over):
-    args = dict(x_bits=bits((3, 3, 2)), w_bits=bits((4, 3, 3, 2)), in_channels=70, scale=z(4),
-                bias=z(4), padding="zero")
+    args = dict(
+        x_bits=bits((3, 3, 2)),
+        w_bits=bits((4, 3, 3, 2)),
+        in_channels=70,
+        scale=z(4),
+        bias=z(4),
+        padding="zero",
+    )
     args.update(over)
     return K.bconv2d(**args)
 
 
 ERRORS = {
-    "bconv-x-float": (lambda: bconv(x_bits=z((3, 3, 2))),
-                      TypeError, "x_bits must have dtype uint64"),
+    "bconv-x-float": (
+        lambda: bconv(x_bits=z((3, 3, 2))),
+        TypeError,
+        "x_bits must have dtype uint64",
+    ),
     "bconv-x-list": (lambda: bconv(x_bits=[[1]]), TypeError, r"x_bits must be a numpy\.ndarray"),
-    "bconv-words": (lambda: bconv(in_channels=200),
-                    ValueError, r"x_bits must have shape \(H, W, 4\)"),
+    "bconv-words": (
+        lambda: bconv(in_channels=200),
+        ValueError,
+        r"x_bits must have shape \(H, W, 4\)",
+    ),
     "bconv-x-rank": (lambda: bconv(x_bits=bits((3, 2))), ValueError, "x_bits must have shape"),
     "bconv-empty": (lambda: bconv(x_bits=bits((0, 3, 2))), ValueError, "named sizes >= 1"),
     "bconv-kernel2": (lambda: bconv(w_bits=bits((4, 2, 2, 2))), ValueError, "k 1 or 3"),
@@ -669,29 +781,47 @@ ERRORS = {
     "bconv-channels-neg": (lambda: bconv(in_channels=-5), ValueError, "in_channels must be >= 1"),
     "bconv-channels-huge": (lambda: bconv(in_channels=2**40), ValueError, "too large"),
     "bconv-scale-shape": (lambda: bconv(scale=z(3)), ValueError, r"scale must have shape \(4,\)"),
-    "bconv-bias-dtype": (lambda: bconv(bias=z(4, np.float64)),
-                         TypeError, "bias must have dtype float32"),
+    "bconv-bias-dtype": (
+        lambda: bconv(bias=z(4, np.float64)),
+        TypeError,
+        "bias must have dtype float32",
+    ),
     "bconv-x-tail": (lambda: bconv(x_bits=bits((3, 3, 2), 1 << 63)), ValueError, "past channel 70"),
-    "bconv-w-tail": (lambda: bconv(w_bits=bits((4, 3, 3, 2), 1 << 6)),
-                     ValueError, "w_bits has bits set"),
+    "bconv-w-tail": (
+        lambda: bconv(w_bits=bits((4, 3, 3, 2), 1 << 6)),
+        ValueError,
+        "w_bits has bits set",
+    ),
     "bconv-swapped": (lambda: bconv(x_bits=bits((3, 3, 2)).astype(">u8")), TypeError, "uint64"),
-    "dw-x-f64": (lambda: dw_f32(x=z((4, 4, 3), np.float64)),
-                 TypeError, "x must have dtype float32"),
+    "dw-x-f64": (
+        lambda: dw_f32(x=z((4, 4, 3), np.float64)),
+        TypeError,
+        "x must have dtype float32",
+    ),
     "dw-x-rank": (lambda: dw_f32(x=z((4, 3))), ValueError, r"x must have shape \(H, W, C\)"),
     "dw-stride": (lambda: dw_f32(stride_h=3), ValueError, r"stride must be .*got \(3, 1\)"),
     "dw-stride0": (lambda: dw_f32(stride_w=0), ValueError, "stride must be"),
-    "dw-multiplier": (lambda: dw_f32(multiplier=3),
-                      ValueError, r"multiplier \* C = 3 \* 3 rows, got 6"),
+    "dw-multiplier": (
+        lambda: dw_f32(multiplier=3),
+        ValueError,
+        r"multiplier \* C = 3 \* 3 rows, got 6",
+    ),
     "dw-multiplier0": (lambda: dw_f32(multiplier=0), ValueError, "multiplier must be >= 1"),
-    "dw-w-taps": (lambda: dw_f32(w=z((6, 3, 3))),
-                  ValueError, r"w must have shape \(multiplier \* C, 9\)"),
+    "dw-w-taps": (
+        lambda: dw_f32(w=z((6, 3, 3))),
+        ValueError,
+        r"w must have shape \(multiplier \* C, 9\)",
+    ),
     "dw-pre-bias": (lambda: dw_f32(pre_bias=z(6)), ValueError, r"pre_bias must have shape \(3,\)"),
     "dw-scale": (lambda: dw_f32(scale=z(3)), ValueError, r"scale must have shape \(6,\)"),
     "qs8-w-float": (lambda: dw_qs8(w=z((6, 9))), TypeError, "w must have dtype int8"),
     "qs8-w-uint8": (lambda: dw_qs8(w=z((6, 9), np.uint8)), TypeError, "w must have dtype int8"),
     "qs8-w-128": (lambda: dw_qs8(w=np.full((6, 9), -128, np.int8)), ValueError, r"\[-127, 127\]"),
-    "qs8-scale-zero": (lambda: dw_qs8(input_scale=0.0),
-                       ValueError, "input_scale must be finite and > 0"),
+    "qs8-scale-zero": (
+        lambda: dw_qs8(input_scale=0.0),
+        ValueError,
+        "input_scale must be finite and > 0",
+    ),
     "qs8-scale-neg": (lambda: dw_qs8(input_scale=-1.0), ValueError, "input_scale must be"),
     "qs8-scale-nan": (lambda: dw_qs8(input_scale=float("nan")), ValueError, "input_scale must be"),
     "qs8-scale-inf": (lambda: dw_qs8(input_scale=float("inf")), ValueError, "input_scale must be"),
@@ -701,51 +831,108 @@ ERRORS = {
     "qs8-w-scale": (lambda: dw_qs8(w_scale=z(5)), ValueError, r"w_scale must have shape \(6,\)"),
     "absmax-0d": (lambda: K.dwconv_input_absmax(z(())), ValueError, "rank >= 1"),
     "absmax-pre-bias": (lambda: K.dwconv_input_absmax(z((2, 3)), z(2)), ValueError, "pre_bias"),
-    "fc-x-rank": (lambda: K.fc_f32(z((1, 4)), z((2, 4)), z(2)),
-                  ValueError, r"x must have shape \(C,\)"),
-    "fc-w-shape": (lambda: K.fc_f32(z(4), z((2, 5)), z(2)),
-                   ValueError, r"w must have shape \(O, 4\)"),
-    "fc-bias": (lambda: K.fc_f32(z(4), z((2, 4)), z(3)),
-                ValueError, r"bias must have shape \(2,\)"),
-    "fc-w-int": (lambda: K.fc_f32(z(4), z((2, 4), np.int8), z(2)),
-                 TypeError, "w must have dtype float32"),
-    "qs8fc-w-float": (lambda: K.fc_qs8(z(4), z((2, 4)), z(2), z(2)),
-                      TypeError, "w must have dtype int8"),
-    "qs8fc-w-scale": (lambda: K.fc_qs8(z(4), z((2, 4), np.int8), z(1), z(2)),
-                      ValueError, "w_scale"),
-    "bp8-planes-7": (lambda: K.fc_bitplane8(z(4), bits((7, 2, 1)), z(2), z(2)), ValueError,
-                     r"planes must have shape \(8, O, 1\)"),
-    "bp8-words": (lambda: K.fc_bitplane8(z(65), bits((8, 2, 1)), z(2), z(2)), ValueError,
-                  r"planes must have shape \(8, O, 2\)"),
-    "bp8-tail": (lambda: K.fc_bitplane8(z(4), bits((8, 2, 1), 16), z(2), z(2)), ValueError,
-                 "past channel 4"),
+    "fc-x-rank": (
+        lambda: K.fc_f32(z((1, 4)), z((2, 4)), z(2)),
+        ValueError,
+        r"x must have shape \(C,\)",
+    ),
+    "fc-w-shape": (
+        lambda: K.fc_f32(z(4), z((2, 5)), z(2)),
+        ValueError,
+        r"w must have shape \(O, 4\)",
+    ),
+    "fc-bias": (
+        lambda: K.fc_f32(z(4), z((2, 4)), z(3)),
+        ValueError,
+        r"bias must have shape \(2,\)",
+    ),
+    "fc-w-int": (
+        lambda: K.fc_f32(z(4), z((2, 4), np.int8), z(2)),
+        TypeError,
+        "w must have dtype float32",
+    ),
+    "qs8fc-w-float": (
+        lambda: K.fc_qs8(z(4), z((2, 4)), z(2), z(2)),
+        TypeError,
+        "w must have dtype int8",
+    ),
+    "qs8fc-w-scale": (
+        lambda: K.fc_qs8(z(4), z((2, 4), np.int8), z(1), z(2)),
+        ValueError,
+        "w_scale",
+    ),
+    "bp8-planes-7": (
+        lambda: K.fc_bitplane8(z(4), bits((7, 2, 1)), z(2), z(2)),
+        ValueError,
+        r"planes must have shape \(8, O, 1\)",
+    ),
+    "bp8-words": (
+        lambda: K.fc_bitplane8(z(65), bits((8, 2, 1)), z(2), z(2)),
+        ValueError,
+        r"planes must have shape \(8, O, 2\)",
+    ),
+    "bp8-tail": (
+        lambda: K.fc_bitplane8(z(4), bits((8, 2, 1), 16), z(2), z(2)),
+        ValueError,
+        "past channel 4",
+    ),
     "bp8-planes-f32": (lambda: K.fc_bitplane8(z(4), z((8, 2, 1)), z(2), z(2)), TypeError, "uint64"),
-    "conv-ci": (lambda: K.conv2d_f32(z((4, 4, 3)), z((2, 3, 3, 4))), ValueError,
-                r"w must have shape \(Co, kh, kw, 3\)"),
-    "conv-pad": (lambda: K.conv2d_f32(z((4, 4, 3)), z((2, 3, 3, 3)), pad_top=3), ValueError,
-                 r"pad_top must be in \[0, 2\]"),
-    "conv-pad-neg": (lambda: K.conv2d_f32(z((4, 4, 3)), z((2, 3, 3, 3)), pad_right=-1),
-                     ValueError, "pad_right"),
-    "conv-stride": (lambda: K.conv2d_f32(z((4, 4, 3)), z((2, 3, 3, 3)), stride_h=0), ValueError,
-                    "stride_h must be >= 1"),
-    "conv-small": (lambda: K.conv2d_f32(z((1, 4, 3)), z((2, 3, 3, 3))), ValueError,
-                   "smaller than the kernel"),
-    "conv-bias": (lambda: K.conv2d_f32(z((4, 4, 3)), z((2, 3, 3, 3)), z(3)), ValueError,
-                  r"bias must have shape \(2,\)"),
-    "affine-scale": (lambda: K.affine(z((2, 3)), z(2), z(3)),
-                     ValueError, r"scale must have shape \(3,\)"),
+    "conv-ci": (
+        lambda: K.conv2d_f32(z((4, 4, 3)), z((2, 3, 3, 4))),
+        ValueError,
+        r"w must have shape \(Co, kh, kw, 3\)",
+    ),
+    "conv-pad": (
+        lambda: K.conv2d_f32(z((4, 4, 3)), z((2, 3, 3, 3)), pad_top=3),
+        ValueError,
+        r"pad_top must be in \[0, 2\]",
+    ),
+    "conv-pad-neg": (
+        lambda: K.conv2d_f32(z((4, 4, 3)), z((2, 3, 3, 3)), pad_right=-1),
+        ValueError,
+        "pad_right",
+    ),
+    "conv-stride": (
+        lambda: K.conv2d_f32(z((4, 4, 3)), z((2, 3, 3, 3)), stride_h=0),
+        ValueError,
+        "stride_h must be >= 1",
+    ),
+    "conv-small": (
+        lambda: K.conv2d_f32(z((1, 4, 3)), z((2, 3, 3, 3))),
+        ValueError,
+        "smaller than the kernel",
+    ),
+    "conv-bias": (
+        lambda: K.conv2d_f32(z((4, 4, 3)), z((2, 3, 3, 3)), z(3)),
+        ValueError,
+        r"bias must have shape \(2,\)",
+    ),
+    "affine-scale": (
+        lambda: K.affine(z((2, 3)), z(2), z(3)),
+        ValueError,
+        r"scale must have shape \(3,\)",
+    ),
     "affine-0ch": (lambda: K.affine(z((2, 0)), z(0), z(0)), ValueError, "at least one channel"),
     "prelu-slope": (lambda: K.prelu(z((2, 3)), z((1, 3))), ValueError, "slope must have shape"),
     "relu-f64": (lambda: K.relu(z(3, np.float64)), TypeError, "x must have dtype float32"),
     "sigmoid-list": (lambda: K.sigmoid([1.0]), TypeError, r"numpy\.ndarray"),
     "add-shape": (lambda: K.add(z((2, 3)), z((3, 2))), ValueError, "same shape"),
     "add-broadcast": (lambda: K.add(z((2, 3)), z(3)), ValueError, "same shape"),
-    "mul-channel": (lambda: K.mul_channel(z((2, 3)), z(2)),
-                    ValueError, r"s must have shape \(3,\)"),
-    "avgpool-small": (lambda: K.avgpool(z((1, 4, 2)), 2, 2, 2, 2),
-                      ValueError, "smaller than the kernel"),
-    "avgpool-kernel0": (lambda: K.avgpool(z((4, 4, 2)), 0, 2, 2, 2),
-                        ValueError, "kernel_h must be >= 1"),
+    "mul-channel": (
+        lambda: K.mul_channel(z((2, 3)), z(2)),
+        ValueError,
+        r"s must have shape \(3,\)",
+    ),
+    "avgpool-small": (
+        lambda: K.avgpool(z((1, 4, 2)), 2, 2, 2, 2),
+        ValueError,
+        "smaller than the kernel",
+    ),
+    "avgpool-kernel0": (
+        lambda: K.avgpool(z((4, 4, 2)), 0, 2, 2, 2),
+        ValueError,
+        "kernel_h must be >= 1",
+    ),
     "avgpool-stride": (lambda: K.avgpool(z((5, 5, 2)), 1, 1, 3, 3), ValueError, "stride <= kernel"),
     "avgpool-rank": (lambda: K.avgpool(z((4, 4)), 2, 2, 2, 2), ValueError, "x must have shape"),
     "gap-rank": (lambda: K.global_avgpool(z((4, 4, 2, 1))), ValueError, "x must have shape"),
@@ -753,8 +940,11 @@ ERRORS = {
     "concat-array": (lambda: K.concat(z((2, 3))), TypeError, "list or tuple"),
     "concat-leading": (lambda: K.concat([z((2, 3, 4)), z((2, 2, 4))]), ValueError, r"inputs\[1\]"),
     "concat-rank": (lambda: K.concat([z((2, 3, 4)), z((2, 3))]), ValueError, "leading shape"),
-    "concat-dtype": (lambda: K.concat([z((2, 3)), z((2, 3), np.float64)]), TypeError,
-                     r"inputs\[1\] must have dtype float32"),
+    "concat-dtype": (
+        lambda: K.concat([z((2, 3)), z((2, 3), np.float64)]),
+        TypeError,
+        r"inputs\[1\] must have dtype float32",
+    ),
 }
 
 

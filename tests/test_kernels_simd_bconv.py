@@ -34,9 +34,11 @@ SUPPORTED_ISAS = K.supported_isas()
 
 def not_runnable_reason(name: str) -> str:
     if name == "avx512_vpopcnt" and "avx512" in SUPPORTED_ISAS:
-        return ("this CPU has AVX-512 but not VPOPCNTDQ: the avx512_vpopcnt variant is compiled "
-                "but cannot be executed here (its code is shared with the avx512 variant, which "
-                "is tested)")
+        return (
+            "this CPU has AVX-512 but not VPOPCNTDQ: the avx512_vpopcnt variant is compiled "
+            "but cannot be executed here (its code is shared with the avx512 variant, which "
+            "is tested)"
+        )
     return f"the {name} variant is not compiled in this build or not supported by this CPU"
 
 
@@ -84,16 +86,22 @@ def assert_same_floats(got: np.ndarray, want: np.ndarray, msg: str) -> None:
     same = got.view(np.uint32) == want.view(np.uint32)
     if not same.all():
         i = tuple(int(v) for v in np.argwhere(~same)[0])
-        raise AssertionError(f"{msg}: {int((~same).sum())} of {same.size} outputs differ; first "
-                             f"at (y, x, o) = {i}: got {got[i]!r}, want {want[i]!r}")
+        raise AssertionError(
+            f"{msg}: {int((~same).sum())} of {same.size} outputs differ; first "
+            f"at (y, x, o) = {i}: got {got[i]!r}, want {want[i]!r}"
+        )
 
 
 def check_variant(variant, seed, h, w, ci, co, k, padding, row_ranges=None):
     x, wt, scale, bias = random_case(seed, h, w, ci, co, k)
     want = K.bconv2d(x, wt, ci, scale, bias, padding)
     got = K.bconv2d(x, wt, ci, scale, bias, padding, isa=variant, row_ranges=row_ranges)
-    assert_same_floats(got, want, f"{variant} seed={seed} H={h} W={w} Ci={ci} Co={co} k={k} "
-                                  f"padding={padding} row_ranges={row_ranges}")
+    assert_same_floats(
+        got,
+        want,
+        f"{variant} seed={seed} H={h} W={w} Ci={ci} Co={co} k={k} "
+        f"padding={padding} row_ranges={row_ranges}",
+    )
 
 
 # --- the ISA list and the override ---------------------------------------------------------
@@ -122,8 +130,9 @@ def test_every_supported_isa_has_kernels():
 def _active_isa_in_subprocess(value: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, QBINFER_ISA=value)
     code = "from qbinfer._core import _kernels as K; print(K.active_isa())"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_qbinfer_isa_override_selects_scalar():
@@ -177,8 +186,10 @@ SWEEP = sweep_cases()
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize(
-    "seed,h,w,ci,co,k,padding", SWEEP,
-    ids=[f"seed{c[0]}-{c[1]}x{c[2]}-ci{c[3]}-co{c[4]}-k{c[5]}-{c[6]}" for c in SWEEP])
+    "seed,h,w,ci,co,k,padding",
+    SWEEP,
+    ids=[f"seed{c[0]}-{c[1]}x{c[2]}-ci{c[3]}-co{c[4]}-k{c[5]}-{c[6]}" for c in SWEEP],
+)
 def test_bconv_sweep_matches_reference(variant, seed, h, w, ci, co, k, padding):
     check_variant(variant, seed, h, w, ci, co, k, padding)
 
@@ -188,43 +199,67 @@ def test_bconv_sweep_matches_reference(variant, seed, h, w, ci, co, k, padding):
 # tree; wider: gathered streams) and channel counts that are not multiples of any tile.
 BORDER_CASES = [
     (BASE_SEED + 1000 + i, h, w, ci, co, padding)
-    for i, (h, w, (ci, co), padding) in enumerate(itertools.product(
-        [1, 2, 3], [1, 2, 3], [(16, 17), (9, 40), (31, 5), (33, 17), (100, 33)], ["zero", "one"]))
+    for i, (h, w, (ci, co), padding) in enumerate(
+        itertools.product(
+            [1, 2, 3], [1, 2, 3], [(16, 17), (9, 40), (31, 5), (33, 17), (100, 33)], ["zero", "one"]
+        )
+    )
 ]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("seed,h,w,ci,co,padding", BORDER_CASES,
-                         ids=[f"seed{c[0]}-{c[1]}x{c[2]}-ci{c[3]}-co{c[4]}-{c[5]}"
-                              for c in BORDER_CASES])
+@pytest.mark.parametrize(
+    "seed,h,w,ci,co,padding",
+    BORDER_CASES,
+    ids=[f"seed{c[0]}-{c[1]}x{c[2]}-ci{c[3]}-co{c[4]}-{c[5]}" for c in BORDER_CASES],
+)
 def test_bconv_borders_match_reference(variant, seed, h, w, ci, co, padding):
     check_variant(variant, seed, h, w, ci, co, 3, padding)
 
 
 # Rows wider than the Ci <= 16 path's tile of 256 pixels (tile edges inside a row).
-WIDE_ROWS = [(BASE_SEED + 1500 + i, h, w, ci, co, padding)
-             for i, (h, w, ci, co, padding) in enumerate([
-                 (2, 300, 16, 5, "zero"), (3, 513, 7, 17, "one"), (1, 257, 16, 16, "zero"),
-                 (2, 300, 32, 5, "one"), (2, 300, 100, 17, "zero")])]
+WIDE_ROWS = [
+    (BASE_SEED + 1500 + i, h, w, ci, co, padding)
+    for i, (h, w, ci, co, padding) in enumerate(
+        [
+            (2, 300, 16, 5, "zero"),
+            (3, 513, 7, 17, "one"),
+            (1, 257, 16, 16, "zero"),
+            (2, 300, 32, 5, "one"),
+            (2, 300, 100, 17, "zero"),
+        ]
+    )
+]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("seed,h,w,ci,co,padding", WIDE_ROWS,
-                         ids=[f"seed{c[0]}-{c[1]}x{c[2]}-ci{c[3]}-co{c[4]}-{c[5]}"
-                              for c in WIDE_ROWS])
+@pytest.mark.parametrize(
+    "seed,h,w,ci,co,padding",
+    WIDE_ROWS,
+    ids=[f"seed{c[0]}-{c[1]}x{c[2]}-ci{c[3]}-co{c[4]}-{c[5]}" for c in WIDE_ROWS],
+)
 def test_bconv_wide_rows_match_reference(variant, seed, h, w, ci, co, padding):
     check_variant(variant, seed, h, w, ci, co, 3, padding)
 
 
 # The zoo's layer shapes, scaled down in H and W only (the channel structure is what selects a
 # kernel path).
-ZOO_SHAPES = [(9, 8, 16, 16, 3), (7, 9, 32, 32, 3), (5, 6, 128, 128, 3), (6, 5, 128, 128, 1),
-              (4, 5, 512, 512, 1), (3, 2, 2048, 64, 1)]
+ZOO_SHAPES = [
+    (9, 8, 16, 16, 3),
+    (7, 9, 32, 32, 3),
+    (5, 6, 128, 128, 3),
+    (6, 5, 128, 128, 1),
+    (4, 5, 512, 512, 1),
+    (3, 2, 2048, 64, 1),
+]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("index,shape", list(enumerate(ZOO_SHAPES)),
-                         ids=[f"{h}x{w}-ci{ci}-co{co}-k{k}" for h, w, ci, co, k in ZOO_SHAPES])
+@pytest.mark.parametrize(
+    "index,shape",
+    list(enumerate(ZOO_SHAPES)),
+    ids=[f"{h}x{w}-ci{ci}-co{co}-k{k}" for h, w, ci, co, k in ZOO_SHAPES],
+)
 @pytest.mark.parametrize("padding", ["zero", "one"])
 def test_bconv_zoo_shapes_match_reference(variant, index, shape, padding):
     h, w, ci, co, k = shape
@@ -272,19 +307,21 @@ def test_bconv_long_stream_1x1(variant):
 # Streams past the kernels' stack buffer (gathered and counted in pieces, a piece boundary inside
 # a tap) and on both sides of the 16-bit lane limit (k * k * Ci <= 65535 uses 16-bit lanes).
 LONG_STREAMS = [
-    (40000, 33, 1, 2, 3, "zero"),   # 16-bit lanes, 1x1 in three pieces
-    (4100, 17, 3, 3, 3, "zero"),    # 16-bit lanes, 3x3, piece boundaries inside taps
+    (40000, 33, 1, 2, 3, "zero"),  # 16-bit lanes, 1x1 in three pieces
+    (4100, 17, 3, 3, 3, "zero"),  # 16-bit lanes, 3x3, piece boundaries inside taps
     (4100, 17, 3, 2, 3, "one"),
-    (8200, 20, 3, 2, 3, "zero"),    # 9 * Ci > 65535: 32-bit lanes, in pieces
-    (8200, 5, 3, 3, 2, "one"),      # Co <= 16: 32-bit lanes
-    (70000, 17, 1, 1, 2, "zero"),   # 1x1 past the 16-bit limit: 32-bit lanes, read in place
+    (8200, 20, 3, 2, 3, "zero"),  # 9 * Ci > 65535: 32-bit lanes, in pieces
+    (8200, 5, 3, 3, 2, "one"),  # Co <= 16: 32-bit lanes
+    (70000, 17, 1, 1, 2, "zero"),  # 1x1 past the 16-bit limit: 32-bit lanes, read in place
 ]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("index,case", list(enumerate(LONG_STREAMS)),
-                         ids=[f"ci{c[0]}-co{c[1]}-k{c[2]}-{c[3]}x{c[4]}-{c[5]}"
-                              for c in LONG_STREAMS])
+@pytest.mark.parametrize(
+    "index,case",
+    list(enumerate(LONG_STREAMS)),
+    ids=[f"ci{c[0]}-co{c[1]}-k{c[2]}-{c[3]}x{c[4]}-{c[5]}" for c in LONG_STREAMS],
+)
 def test_bconv_long_streams(variant, index, case):
     ci, co, k, h, w, padding = case
     check_variant(variant, BASE_SEED + 3100 + index, h, w, ci, co, k, padding)
@@ -311,16 +348,18 @@ def test_bconv_16bit_lane_count_limit(variant, ci, k):
 SPLITS = [
     [(0, 9)],
     [(0, 3), (3, 4), (4, 9)],
-    [(5, 9), (0, 1), (1, 5)],          # any order
-    [(0, 0), (9, 9), (0, 9)],          # empty ranges
+    [(5, 9), (0, 1), (1, 5)],  # any order
+    [(0, 0), (9, 9), (0, 9)],  # empty ranges
     [(y, y + 1) for y in reversed(range(9))],
 ]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("split", SPLITS, ids=[str(s) for s in range(len(SPLITS))])
-@pytest.mark.parametrize("ci,k,padding", [(100, 3, "zero"), (100, 3, "one"), (16, 3, "zero"),
-                                          (16, 3, "one"), (200, 1, "zero")])
+@pytest.mark.parametrize(
+    "ci,k,padding",
+    [(100, 3, "zero"), (100, 3, "one"), (16, 3, "zero"), (16, 3, "one"), (200, 1, "zero")],
+)
 def test_bconv_row_ranges_compose(variant, split, ci, k, padding):
     check_variant(variant, BASE_SEED + 4000 + ci, 9, 7, ci, 21, k, padding, row_ranges=split)
 
@@ -332,8 +371,9 @@ def test_bconv_row_range_writes_only_its_rows(variant, ci, k):
     x, wt, scale, bias = random_case(seed, 6, 5, ci, 17, k)
     want = K.bconv2d(x, wt, ci, scale, bias, "zero")
     got = K.bconv2d(x, wt, ci, scale, bias, "zero", isa=variant, row_ranges=[(2, 4)])
-    assert np.isnan(got[:2]).all() and np.isnan(got[4:]).all(), \
+    assert np.isnan(got[:2]).all() and np.isnan(got[4:]).all(), (
         f"{variant} seed={seed}: wrote outside rows [2, 4)"
+    )
     assert_same_floats(got[2:4], want[2:4], f"{variant} seed={seed} rows [2, 4)")
 
 
@@ -347,8 +387,21 @@ def test_bconv_bad_row_range_is_value_error():
 # --- bitpacking ---------------------------------------------------------------------------
 
 BITPACK_CHANNELS = [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129, 200, 513]
-SPECIALS = np.array([np.nan, -np.nan, 0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45,
-                     np.finfo(np.float32).max, -np.finfo(np.float32).max], np.float32)
+SPECIALS = np.array(
+    [
+        np.nan,
+        -np.nan,
+        0.0,
+        -0.0,
+        np.inf,
+        -np.inf,
+        1e-45,
+        -1e-45,
+        np.finfo(np.float32).max,
+        -np.finfo(np.float32).max,
+    ],
+    np.float32,
+)
 
 
 def ref_bitpack(x: np.ndarray, thresholds: np.ndarray | None) -> np.ndarray:

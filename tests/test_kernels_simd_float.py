@@ -62,8 +62,20 @@ CHANNELS = [1, 3, 7, 15, 16, 17, 31, 33, 64, 100, 130]
 STRIDES = [(1, 1), (2, 2), (2, 1), (1, 2)]
 MULTIPLIERS = [1, 2, 4]
 # Odd and even sizes, 1 included, every one visited by several channel/stride combinations.
-SIZES = [(1, 1), (1, 6), (5, 1), (2, 3), (3, 2), (7, 5), (5, 9), (9, 4), (4, 7), (11, 3), (6, 6),
-         (3, 13)]
+SIZES = [
+    (1, 1),
+    (1, 6),
+    (5, 1),
+    (2, 3),
+    (3, 2),
+    (7, 5),
+    (5, 9),
+    (9, 4),
+    (4, 7),
+    (11, 3),
+    (6, 6),
+    (3, 13),
+]
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -76,8 +88,9 @@ def random_f32(rng, shape, scale=1.0):
 def assert_same_bits(got, want, msg):
     """Equal bit for bit; NaN positions must match (their payloads are not part of the
     contract), and +0.0 / -0.0 are told apart."""
-    assert got.dtype == want.dtype and got.shape == want.shape, \
+    assert got.dtype == want.dtype and got.shape == want.shape, (
         f"{msg}: {got.dtype}{got.shape} != {want.dtype}{want.shape}"
+    )
     if got.dtype != np.float32:
         if not np.array_equal(got, want):
             i = tuple(np.argwhere(got != want)[0])
@@ -87,8 +100,10 @@ def assert_same_bits(got, want, msg):
     same = np.where(gn | wn, gn == wn, got.view(np.uint32) == want.view(np.uint32))
     if not same.all():
         i = tuple(np.argwhere(~same)[0])
-        raise AssertionError(f"{msg}: {int((~same).sum())} of {same.size} values differ; first at "
-                             f"{i}: got {got[i]!r}, want {want[i]!r}")
+        raise AssertionError(
+            f"{msg}: {int((~same).sum())} of {same.size} values differ; first at "
+            f"{i}: got {got[i]!r}, want {want[i]!r}"
+        )
 
 
 def assert_within(got, exact, magnitude, msg, rtol=RTOL):
@@ -98,9 +113,11 @@ def assert_within(got, exact, magnitude, msg, rtol=RTOL):
     bad = ~(err <= rtol * magnitude)
     if bad.any():
         i = tuple(np.argwhere(bad)[0])
-        raise AssertionError(f"{msg}: {int(bad.sum())} values off by more than {rtol} x "
-                             f"magnitude; first at {i}: got {got[i]!r}, want {exact[i]!r}, "
-                             f"magnitude {magnitude[i]!r}")
+        raise AssertionError(
+            f"{msg}: {int(bad.sum())} values off by more than {rtol} x "
+            f"magnitude; first at {i}: got {got[i]!r}, want {exact[i]!r}, "
+            f"magnitude {magnitude[i]!r}"
+        )
 
 
 def row_splits(rows, seed):
@@ -146,9 +163,12 @@ def both_guards(a):
 # --- depthwise f32 -------------------------------------------------------------------------
 
 DW_SEED = BASE_SEED
-DW_CASES = [(c, stride, k, pre, SIZES[n % len(SIZES)])
-            for n, (c, stride, k, pre) in enumerate(
-                itertools.product(CHANNELS, STRIDES, MULTIPLIERS, [False, True]))]
+DW_CASES = [
+    (c, stride, k, pre, SIZES[n % len(SIZES)])
+    for n, (c, stride, k, pre) in enumerate(
+        itertools.product(CHANNELS, STRIDES, MULTIPLIERS, [False, True])
+    )
+]
 
 
 def dw_inputs(rng, size, channels, k, with_pre_bias):
@@ -162,21 +182,26 @@ def dw_inputs(rng, size, channels, k, with_pre_bias):
 @pytest.mark.parametrize(
     "index,channels,stride,multiplier,with_pre_bias,size",
     [(i, *c) for i, c in enumerate(DW_CASES)],
-    ids=[f"seed{DW_SEED + i}-C{c}-s{s[0]}{s[1]}-k{k}-{z[0]}x{z[1]}" + ("-prebias" if pb else "")
-         for i, (c, s, k, pb, z) in enumerate(DW_CASES)],
+    ids=[
+        f"seed{DW_SEED + i}-C{c}-s{s[0]}{s[1]}-k{k}-{z[0]}x{z[1]}" + ("-prebias" if pb else "")
+        for i, (c, s, k, pb, z) in enumerate(DW_CASES)
+    ],
 )
 def test_dwconv_f32_bit_exact(isa, index, channels, stride, multiplier, with_pre_bias, size):
     seed = DW_SEED + index
     rng = np.random.default_rng(seed)
     x, pre_bias, w, scale, bias = dw_inputs(rng, size, channels, multiplier, with_pre_bias)
-    msg = (f"isa={isa} seed={seed} C={channels} stride={stride} k={multiplier} size={size} "
-           f"pre_bias={with_pre_bias}")
+    msg = (
+        f"isa={isa} seed={seed} C={channels} stride={stride} k={multiplier} size={size} "
+        f"pre_bias={with_pre_bias}"
+    )
     want = K.dwconv3x3_f32(x, pre_bias, w, scale, bias, *stride, multiplier)
     got = K.dwconv3x3_f32(x, pre_bias, w, scale, bias, *stride, multiplier, isa=isa)
     assert_same_bits(got, want, msg)
     ranges = row_splits(want.shape[0], seed)
-    got = K.dwconv3x3_f32(x, pre_bias, w, scale, bias, *stride, multiplier, isa=isa,
-                          row_ranges=ranges)
+    got = K.dwconv3x3_f32(
+        x, pre_bias, w, scale, bias, *stride, multiplier, isa=isa, row_ranges=ranges
+    )
     assert_same_bits(got, want, f"{msg} row_ranges={ranges}")
 
 
@@ -187,8 +212,7 @@ def test_dwconv_f32_zero_signs_infinities_and_partial_rows(isa):
     A partial row range writes only its rows."""
     seed = DW_SEED + 999
     rng = np.random.default_rng(seed)
-    for channels, stride, k in [(17, (1, 1), 2), (33, (2, 2), 4), (16, (2, 1), 1),
-                                (5, (1, 2), 2)]:
+    for channels, stride, k in [(17, (1, 1), 2), (33, (2, 2), 4), (16, (2, 1), 1), (5, (1, 2), 2)]:
         x = random_f32(rng, (6, 7, channels))
         x[::2, ::3] = -0.0
         x[1, 1] = 0.0
@@ -203,8 +227,9 @@ def test_dwconv_f32_zero_signs_infinities_and_partial_rows(isa):
             want = K.dwconv3x3_f32(x, pre_bias, w, scale, bias, *stride, k)
             got = K.dwconv3x3_f32(x, pre_bias, w, scale, bias, *stride, k, isa=isa)
             assert_same_bits(got, want, msg)
-            part = K.dwconv3x3_f32(x, pre_bias, w, scale, bias, *stride, k, isa=isa,
-                                   row_ranges=[(1, 2)])
+            part = K.dwconv3x3_f32(
+                x, pre_bias, w, scale, bias, *stride, k, isa=isa, row_ranges=[(1, 2)]
+            )
             assert np.isnan(part[:1]).all() and np.isnan(part[2:]).all(), msg
             assert_same_bits(part[1:2], want[1:2], msg)
 
@@ -212,37 +237,56 @@ def test_dwconv_f32_zero_signs_infinities_and_partial_rows(isa):
 @pytest.mark.parametrize("isa", ISAS)
 def test_dwconv_reads_nothing_outside_its_input(isa):
     rng = np.random.default_rng(DW_SEED + 998)
-    for channels, stride, k, size in [(1, (1, 1), 1, (1, 1)), (3, (2, 2), 2, (5, 3)),
-                                      (17, (2, 1), 4, (3, 5)), (33, (1, 2), 1, (4, 4)),
-                                      (16, (2, 2), 1, (2, 2)), (7, (1, 2), 2, (1, 6))]:
+    for channels, stride, k, size in [
+        (1, (1, 1), 1, (1, 1)),
+        (3, (2, 2), 2, (5, 3)),
+        (17, (2, 1), 4, (3, 5)),
+        (33, (1, 2), 1, (4, 4)),
+        (16, (2, 2), 1, (2, 2)),
+        (7, (1, 2), 2, (1, 6)),
+    ]:
         x, pre_bias, w, scale, bias = dw_inputs(rng, size, channels, k, True)
         want = K.dwconv3x3_f32(x, pre_bias, w, scale, bias, *stride, k)
         wq = rng.integers(-127, 128, w.shape).astype(np.int8)
         w_scale = np.abs(random_f32(rng, k * channels)) + np.float32(0.01)
         want_q = K.dwconv3x3_qs8(x, pre_bias, 0.02, wq, w_scale, scale, bias, *stride, k)
-        for xg, pg, wg, wqg in zip(both_guards(x), both_guards(pre_bias), both_guards(w),
-                                   both_guards(wq)):
+        for xg, pg, wg, wqg in zip(
+            both_guards(x), both_guards(pre_bias), both_guards(w), both_guards(wq)
+        ):
             got = K.dwconv3x3_f32(xg, pg, wg, guarded(scale), guarded(bias), *stride, k, isa=isa)
             assert_same_bits(got, want, f"isa={isa} C={channels} stride={stride} k={k}")
-            got = K.dwconv3x3_qs8(xg, pg, 0.02, wqg, guarded(w_scale), guarded(scale),
-                                  guarded(bias), *stride, k, isa=isa)
+            got = K.dwconv3x3_qs8(
+                xg,
+                pg,
+                0.02,
+                wqg,
+                guarded(w_scale),
+                guarded(scale),
+                guarded(bias),
+                *stride,
+                k,
+                isa=isa,
+            )
             assert_same_bits(got, want_q, f"isa={isa} qs8 C={channels} stride={stride} k={k}")
 
 
 # --- depthwise INT8 ------------------------------------------------------------------------
 
 QS8_SEED = BASE_SEED + 3000
-QS8_CASES = [(c, stride, k, ["static", "dynamic", "ties"][n % 3], SIZES[(n * 5) % len(SIZES)])
-             for n, (c, stride, k) in enumerate(itertools.product(CHANNELS, STRIDES,
-                                                                  MULTIPLIERS))]
+QS8_CASES = [
+    (c, stride, k, ["static", "dynamic", "ties"][n % 3], SIZES[(n * 5) % len(SIZES)])
+    for n, (c, stride, k) in enumerate(itertools.product(CHANNELS, STRIDES, MULTIPLIERS))
+]
 
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize(
     "index,channels,stride,multiplier,mode,size",
     [(i, *c) for i, c in enumerate(QS8_CASES)],
-    ids=[f"seed{QS8_SEED + i}-C{c}-s{s[0]}{s[1]}-k{k}-{m}-{z[0]}x{z[1]}"
-         for i, (c, s, k, m, z) in enumerate(QS8_CASES)],
+    ids=[
+        f"seed{QS8_SEED + i}-C{c}-s{s[0]}{s[1]}-k{k}-{m}-{z[0]}x{z[1]}"
+        for i, (c, s, k, m, z) in enumerate(QS8_CASES)
+    ],
 )
 def test_dwconv_qs8_bit_exact(isa, index, channels, stride, multiplier, mode, size):
     seed = QS8_SEED + index
@@ -266,12 +310,34 @@ def test_dwconv_qs8_bit_exact(isa, index, channels, stride, multiplier, mode, si
     want = K.dwconv3x3_qs8(*args)
     assert_same_bits(K.dwconv3x3_qs8(*args, isa=isa), want, msg)
     ranges = row_splits(want.shape[0], seed)
-    assert_same_bits(K.dwconv3x3_qs8(*args, isa=isa, row_ranges=ranges), want,
-                     f"{msg} row_ranges={ranges}")
+    assert_same_bits(
+        K.dwconv3x3_qs8(*args, isa=isa, row_ranges=ranges), want, f"{msg} row_ranges={ranges}"
+    )
 
 
-SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3e38, -3e38, 0.5, -0.5,
-                     1.5, 2.5, -2.5, 126.5, -126.5, 127.5, 1e10], np.float32)
+SPECIALS = np.array(
+    [
+        0.0,
+        -0.0,
+        np.inf,
+        -np.inf,
+        np.nan,
+        1e-45,
+        -1e-45,
+        3e38,
+        -3e38,
+        0.5,
+        -0.5,
+        1.5,
+        2.5,
+        -2.5,
+        126.5,
+        -126.5,
+        127.5,
+        1e10,
+    ],
+    np.float32,
+)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -293,8 +359,9 @@ def test_dwconv_quantize_and_absmax_bit_exact(isa, channels):
         for s in (1.0, 0.37, 2.0**-3, 1e-30):
             want = K.dwconv_quantize_input(x, pb, s, isa="scalar")
             for xg in both_guards(x):
-                assert_same_bits(K.dwconv_quantize_input(xg, pb, s, isa=isa), want,
-                                 f"{msg} quantize s={s}")
+                assert_same_bits(
+                    K.dwconv_quantize_input(xg, pb, s, isa=isa), want, f"{msg} quantize s={s}"
+                )
 
 
 # --- fused epilogue -----------------------------------------------------------------------
@@ -325,8 +392,11 @@ def epilogue_numpy(x, cs, res, slope, ps, pb, threshold):
             words = (c + 63) // 64
             padded = np.zeros((v.shape[0], words * 64), bool)
             padded[:, :c] = minus
-            bits = np.ascontiguousarray(np.packbits(padded, axis=-1, bitorder="little")).view(
-                "<u8").reshape(x.shape[:-1] + (words,))
+            bits = (
+                np.ascontiguousarray(np.packbits(padded, axis=-1, bitorder="little"))
+                .view("<u8")
+                .reshape(x.shape[:-1] + (words,))
+            )
     return v.reshape(x.shape), bits
 
 
@@ -364,22 +434,35 @@ def test_epilogue_bit_exact_every_step_subset(isa, channels):
         residual.reshape(-1)[:4] = [np.nan, -0.0, np.inf, 0.0]
         for subset in range(32):
             on = [bool(subset >> i & 1) for i in range(5)]
-            args = dict(channel_scale=cs if on[0] else None,
-                        residual=residual if on[1] else None,
-                        prelu_slope=slope if on[2] else None,
-                        post_scale=ps if on[3] else None, post_bias=pb if on[3] else None,
-                        threshold=threshold if on[4] else None)
+            args = dict(
+                channel_scale=cs if on[0] else None,
+                residual=residual if on[1] else None,
+                prelu_slope=slope if on[2] else None,
+                post_scale=ps if on[3] else None,
+                post_bias=pb if on[3] else None,
+                threshold=threshold if on[4] else None,
+            )
             steps = "+".join(n for n, o in zip(STEP_NAMES, on) if o) or "none"
             msg = f"isa={isa} seed={seed} C={channels} rc={rc} steps={steps}"
-            want_f, want_b = epilogue_numpy(x, args["channel_scale"], args["residual"],
-                                            args["prelu_slope"], args["post_scale"],
-                                            args["post_bias"], args["threshold"])
+            want_f, want_b = epilogue_numpy(
+                x,
+                args["channel_scale"],
+                args["residual"],
+                args["prelu_slope"],
+                args["post_scale"],
+                args["post_bias"],
+                args["threshold"],
+            )
             for write_float in (True, False):
                 ranges = row_splits(pixels, seed + subset)
-                got_f, got_b = K.epilogue(x, **args, write_float=write_float, isa=isa,
-                                          pixel_ranges=ranges)
-                assert_same_bits(got_f, want_f if write_float else x,
-                                 f"{msg} write_float={write_float} ranges={ranges}")
+                got_f, got_b = K.epilogue(
+                    x, **args, write_float=write_float, isa=isa, pixel_ranges=ranges
+                )
+                assert_same_bits(
+                    got_f,
+                    want_f if write_float else x,
+                    f"{msg} write_float={write_float} ranges={ranges}",
+                )
                 if on[4]:
                     assert_same_bits(got_b, want_b, f"{msg} bits ranges={ranges}")
                 else:
@@ -399,10 +482,16 @@ def test_epilogue_partial_range_and_bounds(isa):
         want_f, want_b = epilogue_numpy(x, None, residual, slope, ps, pb, threshold)
         msg = f"isa={isa} seed={seed} C={channels} rc={rc}"
         for xg, rg in zip(both_guards(x), both_guards(residual)):
-            got_f, got_b = K.epilogue(xg, residual=rg, prelu_slope=guarded(slope),
-                                      post_scale=guarded(ps), post_bias=guarded(pb),
-                                      threshold=guarded(threshold), isa=isa,
-                                      pixel_ranges=[(3, 6)])
+            got_f, got_b = K.epilogue(
+                xg,
+                residual=rg,
+                prelu_slope=guarded(slope),
+                post_scale=guarded(ps),
+                post_bias=guarded(pb),
+                threshold=guarded(threshold),
+                isa=isa,
+                pixel_ranges=[(3, 6)],
+            )
             inside = np.zeros(8, bool)
             inside[3:6] = True
             f = got_f.reshape(8, channels)
@@ -443,8 +532,10 @@ def conv_exact(x, w, b, stride, pads, relu):
     wd = w.astype(np.float64)
     for ky in range(kh):
         for kx in range(kw):
-            patch = xp[ky:ky + stride[0] * (ho - 1) + 1:stride[0],
-                       kx:kx + stride[1] * (wo - 1) + 1:stride[1]]
+            patch = xp[
+                ky : ky + stride[0] * (ho - 1) + 1 : stride[0],
+                kx : kx + stride[1] * (wo - 1) + 1 : stride[1],
+            ]
             out += patch @ wd[:, ky, kx, :].T
             mag += np.abs(patch) @ np.abs(wd[:, ky, kx, :]).T
     out += b
@@ -455,9 +546,14 @@ def conv_exact(x, w, b, stride, pads, relu):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("index,case", list(enumerate(CONV_CASES)),
-                         ids=[f"seed{CONV_SEED + i}-{c[0]}x{c[1]}x{c[2]}-Co{c[3]}-k{c[4]}{c[5]}"
-                              f"-s{c[6][0]}{c[6][1]}" for i, c in enumerate(CONV_CASES)])
+@pytest.mark.parametrize(
+    "index,case",
+    list(enumerate(CONV_CASES)),
+    ids=[
+        f"seed{CONV_SEED + i}-{c[0]}x{c[1]}x{c[2]}-Co{c[3]}-k{c[4]}{c[5]}-s{c[6][0]}{c[6][1]}"
+        for i, c in enumerate(CONV_CASES)
+    ],
+)
 def test_conv2d_bit_exact(isa, index, case):
     h, w_, ci, co, kh, kw, stride, pads, relu = case
     seed = CONV_SEED + index
@@ -472,24 +568,40 @@ def test_conv2d_bit_exact(isa, index, case):
     got = K.conv2d_f32(x, w, b, *stride, *pads, relu=relu, isa=isa)
     assert_same_bits(got, want, msg)
     ranges = row_splits(want.shape[0], seed)
-    got = K.conv2d_f32(guarded(x), guarded(w), guarded(b), *stride, *pads, relu=relu, isa=isa,
-                       row_ranges=ranges)
+    got = K.conv2d_f32(
+        guarded(x), guarded(w), guarded(b), *stride, *pads, relu=relu, isa=isa, row_ranges=ranges
+    )
     assert_same_bits(got, want, f"{msg} row_ranges={ranges}")
-    got = K.conv2d_f32(guarded(x, False), guarded(w, False), b, *stride, *pads, relu=relu,
-                       isa=isa, row_ranges=[(0, 1)])
+    got = K.conv2d_f32(
+        guarded(x, False),
+        guarded(w, False),
+        b,
+        *stride,
+        *pads,
+        relu=relu,
+        isa=isa,
+        row_ranges=[(0, 1)],
+    )
     assert np.isnan(got[1:]).all(), f"{msg}: wrote outside row range (0, 1)"
 
 
-@pytest.mark.parametrize("index,case", list(enumerate(CONV_CASES[1:], 1)),
-                         ids=[f"seed{CONV_SEED + i}" for i in range(1, len(CONV_CASES))])
+@pytest.mark.parametrize(
+    "index,case",
+    list(enumerate(CONV_CASES[1:], 1)),
+    ids=[f"seed{CONV_SEED + i}" for i in range(1, len(CONV_CASES))],
+)
 def test_conv2d_reference_within_tolerance_of_float64(index, case):
     """The oracle itself against float64 (finite weights): 1e-5 of the sum of |terms|."""
     h, w_, ci, co, kh, kw, stride, pads, relu = case
     rng = np.random.default_rng(CONV_SEED + index)
     x, w, b = random_f32(rng, (h, w_, ci)), random_f32(rng, (co, kh, kw, ci)), random_f32(rng, co)
     exact, mag = conv_exact(x, w, b, stride, pads, relu)
-    assert_within(K.conv2d_f32(x, w, b, *stride, *pads, relu=relu), exact, mag,
-                  f"seed={CONV_SEED + index} case={case}")
+    assert_within(
+        K.conv2d_f32(x, w, b, *stride, *pads, relu=relu),
+        exact,
+        mag,
+        f"seed={CONV_SEED + index} case={case}",
+    )
 
 
 # --- FC ------------------------------------------------------------------------------------
@@ -511,8 +623,11 @@ def bitplanes(codes, in_features):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("index,in_features,out_features", [(i, *c) for i, c in enumerate(FC_CASES)],
-                         ids=[f"seed{FC_SEED + i}-C{c}-O{o}" for i, (c, o) in enumerate(FC_CASES)])
+@pytest.mark.parametrize(
+    "index,in_features,out_features",
+    [(i, *c) for i, c in enumerate(FC_CASES)],
+    ids=[f"seed{FC_SEED + i}-C{c}-O{o}" for i, (c, o) in enumerate(FC_CASES)],
+)
 def test_fc_within_tolerance(isa, index, in_features, out_features):
     seed = FC_SEED + index
     rng = np.random.default_rng(seed)
@@ -524,16 +639,21 @@ def test_fc_within_tolerance(isa, index, in_features, out_features):
     w = random_f32(rng, (out_features, in_features))
     exact = w.astype(np.float64) @ xd + bias
     mag = np.abs(w.astype(np.float64)) @ np.abs(xd) + np.abs(bias)
-    assert_within(K.fc_f32(guarded(x), guarded(w), guarded(bias), isa=isa), exact, mag,
-                  f"{msg} f32")
+    assert_within(
+        K.fc_f32(guarded(x), guarded(w), guarded(bias), isa=isa), exact, mag, f"{msg} f32"
+    )
 
     q = rng.integers(-127, 128, (out_features, in_features)).astype(np.int8)
     ws = np.abs(random_f32(rng, out_features, 0.01)) + np.float32(1e-4)
     qd = q.astype(np.float64)
     exact = ws * (qd @ xd) + bias
     mag = ws * (np.abs(qd) @ np.abs(xd)) + np.abs(bias)
-    assert_within(K.fc_qs8(guarded(x, False), guarded(q), guarded(ws), bias, isa=isa), exact,
-                  mag, f"{msg} qs8")
+    assert_within(
+        K.fc_qs8(guarded(x, False), guarded(q), guarded(ws), bias, isa=isa),
+        exact,
+        mag,
+        f"{msg} qs8",
+    )
 
     codes = rng.integers(0, 256, (out_features, in_features))
     codes[0, 0] = 0
@@ -542,22 +662,36 @@ def test_fc_within_tolerance(isa, index, in_features, out_features):
     exact = ws * (wd @ xd) + bias
     mag = ws * (np.abs(wd) @ np.abs(xd)) + np.abs(bias)
     planes = bitplanes(codes, in_features)
-    assert_within(K.fc_bitplane8(guarded(x), guarded(planes), ws, bias, isa=isa), exact, mag,
-                  f"{msg} bitplane8")
+    assert_within(
+        K.fc_bitplane8(guarded(x), guarded(planes), ws, bias, isa=isa),
+        exact,
+        mag,
+        f"{msg} bitplane8",
+    )
 
 
 # --- pools and element-wise ----------------------------------------------------------------
 
 POOL_SEED = BASE_SEED + 9000
-POOL_CASES = [(k, s, z, c) for (k, s), z, c in itertools.product(
-    [((2, 2), (2, 2)), ((2, 1), (2, 1)), ((1, 2), (1, 2)), ((3, 3), (2, 2)), ((3, 2), (1, 1))],
-    [(7, 7), (8, 8), (7, 8), (3, 5)], [1, 17, 64])]
+POOL_CASES = [
+    (k, s, z, c)
+    for (k, s), z, c in itertools.product(
+        [((2, 2), (2, 2)), ((2, 1), (2, 1)), ((1, 2), (1, 2)), ((3, 3), (2, 2)), ((3, 2), (1, 1))],
+        [(7, 7), (8, 8), (7, 8), (3, 5)],
+        [1, 17, 64],
+    )
+]
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("index,kernel,stride,size,channels", [(i, *c) for i, c in enumerate(POOL_CASES)],
-                         ids=[f"seed{POOL_SEED + i}-k{k[0]}{k[1]}-s{s[0]}{s[1]}-{z[0]}x{z[1]}-C{c}"
-                              for i, (k, s, z, c) in enumerate(POOL_CASES)])
+@pytest.mark.parametrize(
+    "index,kernel,stride,size,channels",
+    [(i, *c) for i, c in enumerate(POOL_CASES)],
+    ids=[
+        f"seed{POOL_SEED + i}-k{k[0]}{k[1]}-s{s[0]}{s[1]}-{z[0]}x{z[1]}-C{c}"
+        for i, (k, s, z, c) in enumerate(POOL_CASES)
+    ],
+)
 def test_pools_bit_exact(isa, index, kernel, stride, size, channels):
     seed = POOL_SEED + index
     rng = np.random.default_rng(seed)
@@ -566,8 +700,11 @@ def test_pools_bit_exact(isa, index, kernel, stride, size, channels):
     want = K.avgpool(x, *kernel, *stride)
     assert_same_bits(K.avgpool(guarded(x), *kernel, *stride, isa=isa), want, msg)
     ranges = row_splits(want.shape[0], seed)
-    assert_same_bits(K.avgpool(guarded(x, False), *kernel, *stride, isa=isa, row_ranges=ranges),
-                     want, f"{msg} row_ranges={ranges}")
+    assert_same_bits(
+        K.avgpool(guarded(x, False), *kernel, *stride, isa=isa, row_ranges=ranges),
+        want,
+        f"{msg} row_ranges={ranges}",
+    )
     assert_same_bits(K.global_avgpool(guarded(x), isa=isa), K.global_avgpool(x), msg)
 
 
@@ -606,8 +743,14 @@ def test_unsupported_isa_is_a_value_error():
         if bad in ISAS:
             continue
         with pytest.raises(ValueError, match=re.escape(f"isa '{bad}'")):
-            K.dwconv3x3_f32(z, None, np.zeros((3, 9), np.float32), np.zeros(3, np.float32),
-                            np.zeros(3, np.float32), isa=bad)
+            K.dwconv3x3_f32(
+                z,
+                None,
+                np.zeros((3, 9), np.float32),
+                np.zeros(3, np.float32),
+                np.zeros(3, np.float32),
+                isa=bad,
+            )
         with pytest.raises(ValueError, match="isa"):
             K.epilogue(z, isa=bad)
 

@@ -15,9 +15,18 @@ from weights_tools.ops import count_ops, count_zoo, to_record  # noqa: E402
 from weights_tools.zoo import build_model  # noqa: E402
 
 # Paper, Table 2 (BOPs x 1e8) and Table 3 (storage in MB: FP32 FC, 8-bit FC).
-PAPER_BOPS = {"qb_net_small": 9.3, "qb_net_large": 15.5, "qsb_net_small": 10.8, "qsb_net_large": 16.9}
-PAPER_STORAGE = {"qb_net_small": (9.8, 3.5), "qb_net_large": (12.0, 5.8),
-                 "qsb_net_small": (10.0, 3.9), "qsb_net_large": (12.3, 6.2)}
+PAPER_BOPS = {
+    "qb_net_small": 9.3,
+    "qb_net_large": 15.5,
+    "qsb_net_small": 10.8,
+    "qsb_net_large": 16.9,
+}
+PAPER_STORAGE = {
+    "qb_net_small": (9.8, 3.5),
+    "qb_net_large": (12.0, 5.8),
+    "qsb_net_small": (10.0, 3.9),
+    "qsb_net_large": (12.3, 6.2),
+}
 
 
 class _OneStage(nn.Module):
@@ -46,10 +55,10 @@ def test_counts_of_a_hand_computed_stage():
 
 def test_qb_net_small_counts_by_hand():
     # BOPs of QB-Net-Small, layer by layer from Table 1 and the 3x3 rule.
-    k3 = 16 * 16 * 9 * 112 ** 2 + 2 * 32 * 32 * 9 * 56 ** 2 + 128 * 128 * 9 * 28 ** 2
-    k1 = 128 ** 2 * 28 ** 2 + 6 * 512 ** 2 * 14 ** 2 + 2 * 2048 ** 2 * 7 ** 2
-    stem = 3 * 16 * 9 * 112 ** 2
-    dw = 9 * (16 * 112 ** 2 + 32 * 56 ** 2 * 2 + 128 * 28 ** 2 * 2 + 512 * 14 ** 2 * 6 + 2048 * 7 ** 2 * 2)
+    k3 = 16 * 16 * 9 * 112**2 + 2 * 32 * 32 * 9 * 56**2 + 128 * 128 * 9 * 28**2
+    k1 = 128**2 * 28**2 + 6 * 512**2 * 14**2 + 2 * 2048**2 * 7**2
+    stem = 3 * 16 * 9 * 112**2
+    dw = 9 * (16 * 112**2 + 32 * 56**2 * 2 + 128 * 28**2 * 2 + 512 * 14**2 * 6 + 2048 * 7**2 * 2)
     count = count_ops(build_model("qb_net_small"))
     assert count.bops == k3 + k1
     assert count.flops == stem + dw + 2048 * 1000
@@ -58,8 +67,13 @@ def test_qb_net_small_counts_by_hand():
     model = build_model("qb_net_small")
     n_params = sum(p.numel() for p in model.parameters())
     assert count.params == n_params
-    assert count.binary_params == 16 * 16 * 9 + 2 * 32 * 32 * 9 + 128 * 128 * 9 + 128 ** 2 + 6 * 512 ** 2 + 2 * 2048 ** 2
-    assert count.storage_bytes["fp32"] == count.binary_params // 8 + 4 * (n_params - count.binary_params)
+    assert (
+        count.binary_params
+        == 16 * 16 * 9 + 2 * 32 * 32 * 9 + 128 * 128 * 9 + 128**2 + 6 * 512**2 + 2 * 2048**2
+    )
+    assert count.storage_bytes["fp32"] == count.binary_params // 8 + 4 * (
+        n_params - count.binary_params
+    )
     assert count.storage_bytes["fp32"] - count.storage_bytes["int8"] == 3 * 2048 * 1000 - 4 * 1000
     assert count.storage_bytes["int8"] == count.storage_bytes["bitplane8"]
 
@@ -103,16 +117,47 @@ def test_record_compares_with_the_paper(zoo_counts):
 
 
 def test_command_line_json_and_table():
-    out = subprocess.run([sys.executable, "-m", "weights_tools.ops", "--json", "--models", "qb_net_small",
-                          "--se", "none"], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "weights_tools.ops",
+            "--json",
+            "--models",
+            "qb_net_small",
+            "--se",
+            "none",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     (rec,) = json.loads(out)
     assert rec["model"] == "qb_net_small"
     assert rec["ops"] == rec["flops"] + rec["bops"] / 64
     assert set(rec["storage_bytes"]) == {"fp32", "int8", "bitplane8"}
-    table = subprocess.run([sys.executable, "-m", "weights_tools.ops", "--models", "qsb_net_large",
-                            "--input-size", "32", "32", "--num-classes", "10", "--layers"],
-                           check=True, capture_output=True, text=True).stdout
+    table = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "weights_tools.ops",
+            "--models",
+            "qsb_net_large",
+            "--input-size",
+            "32",
+            "32",
+            "--num-classes",
+            "10",
+            "--layers",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert "qsb_net_large_se2" in table and "binary_conv" in table
-    bad = subprocess.run([sys.executable, "-m", "weights_tools.ops", "--models", "nope"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "weights_tools.ops", "--models", "nope"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "unknown model 'nope'" in bad.stderr

@@ -26,7 +26,9 @@ def test_version_matches_metadata():
 def test_cli_version():
     out = subprocess.run(
         [sys.executable, "-m", "qbinfer", "version"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     assert out.startswith(f"qbinfer {qbinfer.__version__}\n")
     assert "reference" in out

@@ -22,8 +22,19 @@ from weights_tools.teacher import TEACHER_ARCHS, build_teacher, load_teacher  # 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A QB-Net-Small cut down to its first four blocks at 16x16: seconds per run on two cores.
-TINY = ["--arch", "qb_net_small", "--blocks", "N,D,N,Q", "--input-size", "16", "--workers", "0",
-        "--threads", "1", "--no-progress"]
+TINY = [
+    "--arch",
+    "qb_net_small",
+    "--blocks",
+    "N,D,N,Q",
+    "--input-size",
+    "16",
+    "--workers",
+    "0",
+    "--threads",
+    "1",
+    "--no-progress",
+]
 
 
 def _write_folder(root, per_class, seed, size=20):
@@ -64,9 +75,13 @@ def _load(path):
 
 
 def test_topk_correct():
-    logits = torch.tensor([[0.1, 0.9, 0.0, 0.2, 0.3, 0.4, 0.5],
-                           [0.9, 0.1, 0.0, 0.2, 0.3, 0.4, 0.5],
-                           [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]])
+    logits = torch.tensor(
+        [
+            [0.1, 0.9, 0.0, 0.2, 0.3, 0.4, 0.5],
+            [0.9, 0.1, 0.0, 0.2, 0.3, 0.4, 0.5],
+            [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+        ]
+    )
     targets = torch.tensor([1, 2, 2])  # top-1 hit; last place; fifth place
     assert T.topk_correct(logits, targets, (1, 5)) == [1, 2]
     # k larger than the class count is capped: top-5 of three classes is top-3
@@ -152,9 +167,15 @@ def test_torchvision_style_teachers():
         model = build_teacher(name, 1000)
         assert sum(p.numel() for p in model.parameters()) == n, name
     keys = build_teacher("resnet34", 1000).state_dict().keys()
-    for k in ("conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight",
-              "layer2.0.downsample.0.weight", "layer2.0.downsample.1.running_var",
-              "layer4.2.bn2.weight", "fc.bias"):
+    for k in (
+        "conv1.weight",
+        "bn1.running_mean",
+        "layer1.0.conv1.weight",
+        "layer2.0.downsample.0.weight",
+        "layer2.0.downsample.1.running_var",
+        "layer4.2.bn2.weight",
+        "fc.bias",
+    ):
         assert k in keys
     with pytest.raises(ValueError, match="unknown teacher"):
         build_teacher("no_such_net", 10)
@@ -166,8 +187,20 @@ def test_torchvision_style_teachers():
 
 
 def test_loss_falls(folder, tmp_path):
-    r = _run(folder, tmp_path, "--stage", "1", "--epochs", "8", "--batch-size", "32",
-             "--augment", "none", "--schedule", "constant")
+    r = _run(
+        folder,
+        tmp_path,
+        "--stage",
+        "1",
+        "--epochs",
+        "8",
+        "--batch-size",
+        "32",
+        "--augment",
+        "none",
+        "--schedule",
+        "constant",
+    )
     losses = [h["train_loss"] for h in r["history"]]
     assert len(losses) == 8 and r["steps_per_epoch"] == 1
     assert np.mean(losses[-2:]) < 0.7 * np.mean(losses[:2]), losses
@@ -182,16 +215,31 @@ def test_stage1_hands_over_to_stage2(folder, tmp_path):
     assert r1["weight_decay"] == 1e-5 and r1["meta"]["stage"] == 1
     s1 = _load(tmp_path / "s1" / "model.pth")
     # lr 0: stage 2 keeps stage 1's parameters exactly, so what is saved is what was loaded
-    r2 = _run(folder, tmp_path / "s2", "--stage", "2", "--init", str(tmp_path / "s1" / "model.pth"),
-              "--epochs", "1", "--batch-size", "16", "--lr", "0")
+    r2 = _run(
+        folder,
+        tmp_path / "s2",
+        "--stage",
+        "2",
+        "--init",
+        str(tmp_path / "s1" / "model.pth"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0",
+    )
     assert r2["weight_decay"] == 0.0 and r2["meta"]["stage"] == 2
     s2 = _load(tmp_path / "s2" / "model.pth")
     stage2 = T.model_from_meta(s2["meta"])
     stage2.load_state_dict(s2["model"])
     binaries = [m for m in stage2.modules() if isinstance(m, BinaryConv2d)]
     assert binaries and all(m.binary_weights for m in binaries)
-    assert not any(m.binary_weights for m in T.model_from_meta(s1["meta"]).modules()
-                   if isinstance(m, BinaryConv2d))
+    assert not any(
+        m.binary_weights
+        for m in T.model_from_meta(s1["meta"]).modules()
+        if isinstance(m, BinaryConv2d)
+    )
     params = dict(stage2.named_parameters())
     for name in params:
         assert torch.equal(s1["model"][name], s2["model"][name]), name
@@ -222,33 +270,94 @@ def test_resume_reproduces_the_state(folder, tmp_path):
 
 
 def test_teacher_then_distillation(folder, tmp_path):
-    rt = T.train(["--stage", "teacher", "--arch", "cifar_resnet8", "--data", folder, "--input-size",
-                  "16", "--workers", "0", "--threads", "1", "--no-progress", "--epochs", "1",
-                  "--batch-size", "16", "--out", str(tmp_path / "teacher")])
+    rt = T.train(
+        [
+            "--stage",
+            "teacher",
+            "--arch",
+            "cifar_resnet8",
+            "--data",
+            folder,
+            "--input-size",
+            "16",
+            "--workers",
+            "0",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--out",
+            str(tmp_path / "teacher"),
+        ]
+    )
     assert rt["meta"]["kind"] == "teacher" and rt["weight_decay"] == 1e-4
     teacher = load_teacher(str(tmp_path / "teacher" / "model.pth"), None, 4)  # arch from the file
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
-    r = _run(folder, tmp_path / "s1", "--stage", "1", "--epochs", "1", "--batch-size", "16",
-             "--teacher", str(tmp_path / "teacher" / "model.pth"), "--eval-teacher")
+    r = _run(
+        folder,
+        tmp_path / "s1",
+        "--stage",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--teacher",
+        str(tmp_path / "teacher" / "model.pth"),
+        "--eval-teacher",
+    )
     log = _read_log(tmp_path / "s1" / "log.jsonl")
     assert any(e["event"] == "teacher_eval" for e in log)
     assert np.isfinite(r["history"][0]["train_loss"])
     with pytest.raises(SystemExit, match="does not fit"):  # a teacher is no student's init
-        _run(folder, tmp_path / "bad", "--stage", "1", "--epochs", "1",
-             "--init", str(tmp_path / "teacher" / "model.pth"))
+        _run(
+            folder,
+            tmp_path / "bad",
+            "--stage",
+            "1",
+            "--epochs",
+            "1",
+            "--init",
+            str(tmp_path / "teacher" / "model.pth"),
+        )
 
 
 def test_cosine_from_scratch(folder, tmp_path):
-    r = _run(folder, tmp_path, "--stage", "2", "--schedule", "cosine", "--warmup", "1",
-             "--epochs", "2", "--batch-size", "16")
+    r = _run(
+        folder,
+        tmp_path,
+        "--stage",
+        "2",
+        "--schedule",
+        "cosine",
+        "--warmup",
+        "1",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+    )
     assert r["final"]["complete"] and len(r["history"]) == 2
     assert r["history"][0]["lr"] == pytest.approx(1e-3)  # end of the warm-up epoch
     assert r["history"][1]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_poly_per_epoch(folder, tmp_path):
-    r = _run(folder, tmp_path, "--stage", "1", "--epochs", "2", "--batch-size", "16",
-             "--lr-update", "epoch")
+    r = _run(
+        folder,
+        tmp_path,
+        "--stage",
+        "1",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--lr-update",
+        "epoch",
+    )
     # lr(1 - e/E) held for the whole epoch: after epoch 1 of 2 the next rate is half the base
     assert [h["lr"] for h in r["history"]] == pytest.approx([5e-4, 0.0])
 
@@ -261,11 +370,33 @@ def _free_port():
 
 def test_torchrun_two_cpu_processes_end_with_the_same_weights(folder, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-           "-m", "weights_tools.train", *TINY, "--data", folder, "--out", str(out),
-           "--stage", "1", "--epochs", "2", "--batch-size", "4", "--max-steps", "3",
-           "--save-rank-weights", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        "-m",
+        "weights_tools.train",
+        *TINY,
+        "--data",
+        folder,
+        "--out",
+        str(out),
+        "--stage",
+        "1",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "3",
+        "--save-rank-weights",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -328,9 +459,11 @@ def test_shipped_model_engine_matches_pytorch():
 
 @pytest.mark.parametrize("block_torch", [False, True])
 def test_shipped_demo_json(block_torch):
-    code = ("import sys\n"
-            + ("sys.modules['torch'] = None\n" if block_torch else "")
-            + "from qbinfer.__main__ import main\nsys.exit(main(['demo', '--json']))\n")
+    code = (
+        "import sys\n"
+        + ("sys.modules['torch'] = None\n" if block_torch else "")
+        + "from qbinfer.__main__ import main\nsys.exit(main(['demo', '--json']))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()

@@ -18,10 +18,21 @@ from weights_tools.zoo import (  # noqa: E402
 
 # Output C x H x W of blocks 1..14 (1 = stem) at 224x224, typed from the paper's Table 1 (Small)
 # and Table 5 (Large). QSB models have the same shapes as their QB twins (SPEC §1 table).
-_SMALL = [(16, 112, 112), (16, 112, 112), (32, 56, 56), (32, 56, 56), (128, 28, 28), (128, 28, 28)] + \
-    [(512, 14, 14)] * 6 + [(2048, 7, 7)] * 2
-_LARGE = [(16, 112, 112), (16, 112, 112), (32, 56, 56), (32, 56, 56), (128, 28, 28), (128, 28, 28),
-          (512, 14, 14), (512, 14, 14)] + [(2048, 7, 7)] * 6
+_SMALL = (
+    [(16, 112, 112), (16, 112, 112), (32, 56, 56), (32, 56, 56), (128, 28, 28), (128, 28, 28)]
+    + [(512, 14, 14)] * 6
+    + [(2048, 7, 7)] * 2
+)
+_LARGE = [
+    (16, 112, 112),
+    (16, 112, 112),
+    (32, 56, 56),
+    (32, 56, 56),
+    (128, 28, 28),
+    (128, 28, 28),
+    (512, 14, 14),
+    (512, 14, 14),
+] + [(2048, 7, 7)] * 6
 PAPER_SHAPES = {
     "qb_net_small": _SMALL,
     "qsb_net_small": _SMALL,
@@ -100,7 +111,9 @@ def test_forward_backward_at_224(name, se):
 @pytest.mark.parametrize("stage", [1, 2])
 def test_forward_backward_at_32_with_10_classes(name, stage):
     torch.manual_seed(2)
-    model = build_model(name, num_classes=10, stage=stage, se="se2" if name == "qsb_net_large" else None)
+    model = build_model(
+        name, num_classes=10, stage=stage, se="se2" if name == "qsb_net_large" else None
+    )
     x = torch.randn(4, 3, 32, 32)
     out = model(x)
     assert out.shape == (4, 10)
@@ -119,7 +132,9 @@ def test_other_input_sizes(size):
 
 
 def test_sign_forward_zero_is_plus_one():
-    x = torch.tensor([-2.0, -1e-30, -0.0, 0.0, 1e-30, 3.0, float("nan"), float("inf"), float("-inf")])
+    x = torch.tensor(
+        [-2.0, -1e-30, -0.0, 0.0, 1e-30, 3.0, float("nan"), float("inf"), float("-inf")]
+    )
     expected = torch.tensor([-1.0, -1.0, 1.0, 1.0, 1.0, 1.0, -1.0, 1.0, -1.0])
     assert torch.equal(binary_sign(x), expected)
     assert torch.equal(SignSTE.apply(x.clone().requires_grad_()), expected)
@@ -140,7 +155,10 @@ def test_weight_ste_in_stage_2_and_float_weights_in_stage_1():
         conv.weight.copy_(torch.tensor([[0.5, -2.0, 0.0], [1.5, -0.25, 1.0]]).view(2, 3, 1, 1))
     z = torch.ones(1, 3, 1, 1)
     out = conv(z)
-    assert out.flatten().tolist() == [1.0 - 1.0 + 1.0, 1.0 - 1.0 + 1.0]  # sign(0) = +1 for weights too
+    assert out.flatten().tolist() == [
+        1.0 - 1.0 + 1.0,
+        1.0 - 1.0 + 1.0,
+    ]  # sign(0) = +1 for weights too
     out.sum().backward()
     grad = conv.weight.grad.view(2, 3)
     assert grad.tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]  # zero where |w| > 1
@@ -150,7 +168,9 @@ def test_weight_ste_in_stage_2_and_float_weights_in_stage_1():
     out = conv(z)
     assert torch.allclose(out.flatten(), torch.tensor([-1.5, 2.25]))
     out.sum().backward()
-    assert torch.equal(conv.weight.grad.view(2, 3), torch.ones(2, 3))  # no clipping on float weights
+    assert torch.equal(
+        conv.weight.grad.view(2, 3), torch.ones(2, 3)
+    )  # no clipping on float weights
 
 
 def test_stage_switch_covers_every_binary_conv():
@@ -210,7 +230,9 @@ def test_ds_half_concat_and_shortcut_order():
         assert torch.allclose(out[:, block], expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("stride,shape", [((2, 1), (4, 7)), ((1, 2), (7, 4)), ((2, 2), (4, 4)), ((1, 1), (7, 7))])
+@pytest.mark.parametrize(
+    "stride,shape", [((2, 1), (4, 7)), ((1, 2), (7, 4)), ((2, 2), (4, 4)), ((1, 1), (7, 7))]
+)
 def test_ds_half_strides(stride, shape):
     half = DSHalf(6, stride, multiplier=2)
     assert half(torch.randn(2, 6, 7, 7)).shape == (2, 12) + shape

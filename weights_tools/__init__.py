@@ -8,10 +8,18 @@ The zoo, the op counter and the converter need the `tools` extra (torch, onnx); 
 import importlib
 
 _LAZY = {
-    "ARCHS": "zoo", "MODEL_NAMES": "zoo", "build_model": "zoo", "set_training_stage": "zoo",
-    "to_qbw": "convert", "onnx_to_qbw": "convert", "ConversionError": "convert",
-    "ConversionReport": "convert", "randomize_bn": "convert",
-    "read_qbw": "qbw", "write_qbw": "qbw", "run_reference": "reference",
+    "ARCHS": "zoo",
+    "MODEL_NAMES": "zoo",
+    "build_model": "zoo",
+    "set_training_stage": "zoo",
+    "to_qbw": "convert",
+    "onnx_to_qbw": "convert",
+    "ConversionError": "convert",
+    "ConversionReport": "convert",
+    "randomize_bn": "convert",
+    "read_qbw": "qbw",
+    "write_qbw": "qbw",
+    "run_reference": "reference",
 }
 __all__ = list(_LAZY)
 

@@ -104,8 +104,10 @@ class ConversionReport:
 
     def __str__(self) -> str:
         ops = ", ".join(f"{k} {v}" for k, v in sorted(self.ops.items()))
-        lines = [f"{self.path}: {self.model_name or 'model'}, {sum(self.ops.values())} ops "
-                 f"({ops}), {self.bytes / 1e6:.2f} MB"]
+        lines = [
+            f"{self.path}: {self.model_name or 'model'}, {sum(self.ops.values())} ops "
+            f"({ops}), {self.bytes / 1e6:.2f} MB"
+        ]
         if self.onnx_path:
             lines.append(f"ONNX: {self.onnx_path}")
         lines += [f"warning: {w}" for w in self.warnings]
@@ -165,16 +167,16 @@ def encode_fc(graph: Graph, encoding: str) -> Graph:
     return graph
 
 
-def calibrate_depthwise(graph: Graph, images: np.ndarray, batch_size: int = 32
-                        ) -> Dict[int, float]:
+def calibrate_depthwise(graph: Graph, images: np.ndarray, batch_size: int = 32) -> Dict[int, float]:
     """Run the FP32 graph (reference interpreter) on `images` (float32 NCHW, preprocessed) and
     return {op index: max|x + pre_bias| / 127} for every depthwise op."""
     from .reference import run_reference
 
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or len(images) == 0:
-        raise ValueError(f"calibration images must be a non-empty float32 NCHW array, got "
-                         f"shape {images.shape}")
+        raise ValueError(
+            f"calibration images must be a non-empty float32 NCHW array, got shape {images.shape}"
+        )
     amax: Dict[int, float] = {}
 
     def observe(i, op, args):
@@ -184,12 +186,15 @@ def calibrate_depthwise(graph: Graph, images: np.ndarray, batch_size: int = 32
             amax[i] = max(amax.get(i, 0.0), float(np.abs(u).max()))
 
     for start in range(0, len(images), batch_size):
-        run_reference(graph, images[start: start + batch_size], observer=observe)
+        run_reference(graph, images[start : start + batch_size], observer=observe)
     return {i: float(np.float32(m) / np.float32(127)) for i, m in amax.items()}
 
 
-def quantize_depthwise(graph: Graph, input_scales: Optional[Dict[int, float]] = None,
-                       warnings: Optional[List[str]] = None) -> Graph:
+def quantize_depthwise(
+    graph: Graph,
+    input_scales: Optional[Dict[int, float]] = None,
+    warnings: Optional[List[str]] = None,
+) -> Graph:
     """Turn every FP32 DWCONV3X3 of `graph` (in place) into INT8: per-output-channel weights,
     input scale from `input_scales` (op index -> s, from `calibrate_depthwise`) or 0 (dynamic
     per image) when None."""
@@ -205,12 +210,15 @@ def quantize_depthwise(graph: Graph, input_scales: Optional[Dict[int, float]] = 
         if input_scales is not None:
             s = input_scales.get(i, 0.0)
             if not s > 0 and warnings is not None:
-                warnings.append(f"{op.name}: its input was 0 on every calibration image; it "
-                                f"uses a dynamic input scale")
+                warnings.append(
+                    f"{op.name}: its input was 0 on every calibration image; it "
+                    f"uses a dynamic input scale"
+                )
         graph.tensors.append(Tensor(op.name + ".weight_scale", DType.F32, weight_scale))
         op.tensors[2] = len(graph.tensors) - 1
-        graph.tensors.append(Tensor(op.name + ".input_scale", DType.F32,
-                                    np.array([s], dtype=np.float32)))
+        graph.tensors.append(
+            Tensor(op.name + ".input_scale", DType.F32, np.array([s], dtype=np.float32))
+        )
         op.tensors[5] = len(graph.tensors) - 1
     return graph
 
@@ -229,15 +237,23 @@ def _preprocessing(preprocessing, height: int, width: int) -> Preprocessing:
         fields = {**base.__dict__, **preprocessing}
         fields["mean"], fields["std"] = tuple(fields["mean"]), tuple(fields["std"])
         return Preprocessing(**fields)
-    raise TypeError(f"preprocessing must be a Preprocessing, a dict or None, got "
-                    f"{type(preprocessing).__name__}")
+    raise TypeError(
+        f"preprocessing must be a Preprocessing, a dict or None, got {type(preprocessing).__name__}"
+    )
 
 
-def onnx_to_qbw(onnx_path: PathLike, qbw_path: PathLike, fc: str = "fp32",
-                depthwise: str = "fp32", calibration: Optional[np.ndarray] = None,
-                class_names: Optional[Sequence[str]] = None, preprocessing=None,
-                model_name: Optional[str] = None, metadata: Optional[dict] = None,
-                verbose: bool = False) -> ConversionReport:
+def onnx_to_qbw(
+    onnx_path: PathLike,
+    qbw_path: PathLike,
+    fc: str = "fp32",
+    depthwise: str = "fp32",
+    calibration: Optional[np.ndarray] = None,
+    class_names: Optional[Sequence[str]] = None,
+    preprocessing=None,
+    model_name: Optional[str] = None,
+    metadata: Optional[dict] = None,
+    verbose: bool = False,
+) -> ConversionReport:
     """Convert an ONNX file to .qbw. See the module doc for `fc`, `depthwise` and
     `calibration`; `preprocessing` is a `Preprocessing`, a dict of its fields, or None for
     ImageNet's eval recipe at the model's input size; `class_names` may be empty (the engine then
@@ -251,12 +267,17 @@ def onnx_to_qbw(onnx_path: PathLike, qbw_path: PathLike, fc: str = "fp32",
     log = print if verbose else (lambda *a, **k: None)
     notes: List[str] = []
     model = onnx.load(os.fspath(onnx_path))
-    name = model_name or model.graph.name or os.path.splitext(os.path.basename(
-        os.fspath(onnx_path)))[0]
+    name = (
+        model_name
+        or model.graph.name
+        or os.path.splitext(os.path.basename(os.fspath(onnx_path)))[0]
+    )
     t0 = time.perf_counter()
     graph = lower_onnx(model, name, notes)
-    log(f"lowered {len(model.graph.node)} ONNX nodes to {len(graph.ops)} ops "
-        f"({time.perf_counter() - t0:.1f} s)")
+    log(
+        f"lowered {len(model.graph.node)} ONNX nodes to {len(graph.ops)} ops "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
 
     calibrated = None
     if depthwise == "int8":
@@ -265,8 +286,10 @@ def onnx_to_qbw(onnx_path: PathLike, qbw_path: PathLike, fc: str = "fp32",
             t0 = time.perf_counter()
             scales = calibrate_depthwise(graph, calibration)
             calibrated = int(len(calibration))
-            log(f"calibrated {len(scales)} depthwise inputs on {calibrated} images "
-                f"({time.perf_counter() - t0:.1f} s)")
+            log(
+                f"calibrated {len(scales)} depthwise inputs on {calibrated} images "
+                f"({time.perf_counter() - t0:.1f} s)"
+            )
         quantize_depthwise(graph, scales, notes)
     encode_fc(graph, fc)
 
@@ -277,20 +300,38 @@ def onnx_to_qbw(onnx_path: PathLike, qbw_path: PathLike, fc: str = "fp32",
     if graph.class_names and len(graph.class_names) != out_channels:
         raise ValueError(f"{len(graph.class_names)} class names for {out_channels} outputs")
     graph.producer = _producer()
-    meta = {"converter": "weights_tools.convert", "source": os.path.basename(os.fspath(onnx_path)),
-            "input_size": [inp.height, inp.width], "fc": fc, "depthwise": depthwise,
-            "depthwise_input_scale": ("calibrated" if calibrated else "dynamic")
-            if depthwise == "int8" else None,
-            "calibration_images": calibrated, "onnx": onnx.__version__}
+    meta = {
+        "converter": "weights_tools.convert",
+        "source": os.path.basename(os.fspath(onnx_path)),
+        "input_size": [inp.height, inp.width],
+        "fc": fc,
+        "depthwise": depthwise,
+        "depthwise_input_scale": ("calibrated" if calibrated else "dynamic")
+        if depthwise == "int8"
+        else None,
+        "calibration_images": calibrated,
+        "onnx": onnx.__version__,
+    }
     meta.update(metadata or {})
     graph.metadata_json = json.dumps(meta, sort_keys=True)
     size = write_qbw(qbw_path, graph)
-    return ConversionReport(path=os.fspath(qbw_path), ops=graph.ops_by_type(), bytes=size,
-                            warnings=notes, model_name=name)
+    return ConversionReport(
+        path=os.fspath(qbw_path),
+        ops=graph.ops_by_type(),
+        bytes=size,
+        warnings=notes,
+        model_name=name,
+    )
 
 
-def export_onnx(model, path: PathLike, input_size: Tuple[int, int] = (224, 224),
-                opset: int = 17, fold_constants: bool = True, in_channels: int = 3) -> None:
+def export_onnx(
+    model,
+    path: PathLike,
+    input_size: Tuple[int, int] = (224, 224),
+    opset: int = 17,
+    fold_constants: bool = True,
+    in_channels: int = 3,
+) -> None:
     """Export `model` (not modified: a deep copy in eval mode on the CPU) to ONNX with a dynamic
     batch axis, input "input" and output "logits". With `fold_constants` the constant
     subgraphs the exporter leaves (the weight binarization Where(W >= 0, 1, -1), the shortcut's
@@ -307,19 +348,35 @@ def export_onnx(model, path: PathLike, input_size: Tuple[int, int] = (224, 224),
         # The TorchScript exporter is deprecated in favour of dynamo; it is the one that gives
         # plain, foldable graphs for these models. Its warnings are not the user's business.
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), os.fspath(path), dynamo=False, do_constant_folding=True,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                          opset_version=opset)
+        torch.onnx.export(
+            model,
+            (x,),
+            os.fspath(path),
+            dynamo=False,
+            do_constant_folding=True,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset,
+        )
     if fold_constants:
         onnx.save(fold_onnx_constants(onnx.load(os.fspath(path))), os.fspath(path))
 
 
-def to_qbw(model, path: PathLike, input_size: Union[int, Tuple[int, int]] = (224, 224),
-           fc: str = "fp32", depthwise: str = "fp32", calibration: Optional[np.ndarray] = None,
-           class_names: Optional[Sequence[str]] = None, preprocessing=None,
-           onnx_path: Optional[PathLike] = None, opset: int = 17, in_channels: int = 3,
-           verbose: bool = False) -> ConversionReport:
+def to_qbw(
+    model,
+    path: PathLike,
+    input_size: Union[int, Tuple[int, int]] = (224, 224),
+    fc: str = "fp32",
+    depthwise: str = "fp32",
+    calibration: Optional[np.ndarray] = None,
+    class_names: Optional[Sequence[str]] = None,
+    preprocessing=None,
+    onnx_path: Optional[PathLike] = None,
+    opset: int = 17,
+    in_channels: int = 3,
+    verbose: bool = False,
+) -> ConversionReport:
     """Convert a PyTorch model to .qbw through ONNX; the user's model is not modified.
 
     `input_size`: (H, W) or one int; `in_channels`: 3 for image models (another count makes a
@@ -340,9 +397,18 @@ def to_qbw(model, path: PathLike, input_size: Union[int, Tuple[int, int]] = (224
         t0 = time.perf_counter()
         export_onnx(model, target, input_size, opset, in_channels=in_channels)
         log(f"exported {name} to ONNX ({time.perf_counter() - t0:.1f} s)")
-        report = onnx_to_qbw(target, path, fc=fc, depthwise=depthwise, calibration=calibration,
-                             class_names=class_names, preprocessing=preprocessing,
-                             model_name=name, metadata=meta, verbose=verbose)
+        report = onnx_to_qbw(
+            target,
+            path,
+            fc=fc,
+            depthwise=depthwise,
+            calibration=calibration,
+            class_names=class_names,
+            preprocessing=preprocessing,
+            model_name=name,
+            metadata=meta,
+            verbose=verbose,
+        )
     report.onnx_path = os.fspath(onnx_path) if onnx_path is not None else None
     return report
 
@@ -351,8 +417,13 @@ def to_qbw(model, path: PathLike, input_size: Union[int, Tuple[int, int]] = (224
 # Random but plausible parameters (tests and demos)
 
 
-def randomize_bn(model, seed: int = 0, input_size: Tuple[int, int] = (32, 32),
-                 batch_size: int = 16, in_channels: Optional[int] = None):
+def randomize_bn(
+    model,
+    seed: int = 0,
+    input_size: Tuple[int, int] = (32, 32),
+    batch_size: int = 16,
+    in_channels: Optional[int] = None,
+):
     """Give `model` (in place) random but plausible inference parameters and return it in eval
     mode. Deterministic for a given seed.
 
@@ -396,12 +467,16 @@ def randomize_bn(model, seed: int = 0, input_size: Tuple[int, int] = (32, 32),
             dims = [d for d in range(x.dim()) if d != 1]
             var = x.var(dim=dims, unbiased=False) + 1e-3
             var = var * (0.8 + 0.45 * torch.rand(var.shape, generator=g))
-            bn.running_mean.copy_(x.mean(dim=dims) + 0.1 * var.sqrt() * torch.randn(
-                var.shape, generator=g))
+            bn.running_mean.copy_(
+                x.mean(dim=dims) + 0.1 * var.sqrt() * torch.randn(var.shape, generator=g)
+            )
             bn.running_var.copy_(var)
 
-        bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-               and m.track_running_stats]
+        bns = [
+            m
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
         if in_channels is None:
             first = next((p for p in model.parameters() if p.dim() == 4), None)
             in_channels = int(first.shape[1]) if first is not None else 3
@@ -437,7 +512,7 @@ def _load_state_dict(path: str):
         raise ValueError(f"{path}: not a state_dict (nor a dict with 'state_dict' or 'model')")
     prefix = "module."  # saved from DistributedDataParallel
     if state and all(k.startswith(prefix) for k in state):
-        state = {k[len(prefix):]: v for k, v in state.items()}
+        state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -446,23 +521,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m weights_tools.convert",
-        description="Convert a zoo checkpoint (or random weights) to a .qbw file.")
-    parser.add_argument("checkpoint", nargs="?", help="state_dict file (or a dict with a "
-                        "'state_dict' or 'model' key) for the --arch model")
-    parser.add_argument("--random", action="store_true",
-                        help="random weights and BN statistics instead of a checkpoint (demos)")
+        description="Convert a zoo checkpoint (or random weights) to a .qbw file.",
+    )
+    parser.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="state_dict file (or a dict with a 'state_dict' or 'model' key) for the --arch model",
+    )
+    parser.add_argument(
+        "--random",
+        action="store_true",
+        help="random weights and BN statistics instead of a checkpoint (demos)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for --random")
     parser.add_argument("--arch", required=True, choices=sorted(ARCHS))
     parser.add_argument("-o", "--output", required=True, help="the .qbw file to write")
     parser.add_argument("--se", choices=("none", "se1", "se2"), default="none")
     parser.add_argument("--padding", choices=("zero", "one"), default="zero")
     parser.add_argument("--num-classes", type=int, default=1000)
-    parser.add_argument("--input-size", type=int, nargs=2, default=(224, 224),
-                        metavar=("H", "W"))
+    parser.add_argument("--input-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
     parser.add_argument("--fc", choices=FC_ENCODINGS, default="fp32")
     parser.add_argument("--depthwise", choices=DEPTHWISE_MODES, default="fp32")
-    parser.add_argument("--calibration", help=".npy of float32 NCHW preprocessed images for "
-                        "the depthwise INT8 input scales (default: dynamic per image)")
+    parser.add_argument(
+        "--calibration",
+        help=".npy of float32 NCHW preprocessed images for "
+        "the depthwise INT8 input scales (default: dynamic per image)",
+    )
     parser.add_argument("--class-names", help="text file, one class name per line")
     parser.add_argument("--onnx", help="also keep the exported ONNX file here")
     parser.add_argument("--opset", type=int, default=17)
@@ -490,10 +574,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(args.class_names, encoding="utf-8") as f:
             class_names = [line.rstrip("\n") for line in f if line.strip()]
     try:
-        report = to_qbw(model, args.output, input_size=tuple(args.input_size), fc=args.fc,
-                        depthwise=args.depthwise, calibration=calibration,
-                        class_names=class_names, onnx_path=args.onnx, opset=args.opset,
-                        verbose=True)
+        report = to_qbw(
+            model,
+            args.output,
+            input_size=tuple(args.input_size),
+            fc=args.fc,
+            depthwise=args.depthwise,
+            calibration=calibration,
+            class_names=class_names,
+            onnx_path=args.onnx,
+            opset=args.opset,
+            verbose=True,
+        )
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

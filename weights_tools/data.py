@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -61,9 +61,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # AlexNet's PCA of ImageNet pixels (as in ReActNet's `Lighting`).
 _IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
-_IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
-                    (-0.5808, -0.0045, -0.8140),
-                    (-0.5836, -0.6948, 0.4203))
+_IMAGENET_EIGVEC = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -91,8 +93,9 @@ def _pil():
 class ImageFolder(Dataset):
     """`root/<class>/<image>`: class indices follow the sorted folder names."""
 
-    def __init__(self, root: "str | os.PathLike[str]",
-                 extensions: Sequence[str] = IMAGE_EXTENSIONS):
+    def __init__(
+        self, root: "str | os.PathLike[str]", extensions: Sequence[str] = IMAGE_EXTENSIONS
+    ):
         self.root = os.fspath(root)
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"image folder not found: {self.root!r}")
@@ -125,8 +128,9 @@ class ArrayDataset(Dataset):
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, classes: Sequence[str]):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
-            raise ValueError(f"images must be N x H x W x 3 uint8, "
-                             f"got {images.shape} {images.dtype}")
+            raise ValueError(
+                f"images must be N x H x W x 3 uint8, got {images.shape} {images.dtype}"
+            )
         if len(images) != len(targets):
             raise ValueError(f"{len(images)} images but {len(targets)} labels")
         self.images = images
@@ -148,8 +152,10 @@ def digits_arrays(split: str) -> Tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:
-        raise ImportError("the digits dataset comes from scikit-learn "
-                          "(pip install scikit-learn, or 'qbinfer[tools]')") from exc
+        raise ImportError(
+            "the digits dataset comes from scikit-learn "
+            "(pip install scikit-learn, or 'qbinfer[tools]')"
+        ) from exc
     d = load_digits()
     rng = np.random.default_rng(20240607)
     holdout = np.zeros(len(d.target), dtype=bool)
@@ -219,8 +225,9 @@ class RandomResizedCrop:
 
     def __call__(self, img, rng: np.random.Generator):
         left, top, w, h = self.box(img.width, img.height, rng)
-        return img.resize((self.size[1], self.size[0]), _pil().BILINEAR,
-                          box=(left, top, left + w, top + h))
+        return img.resize(
+            (self.size[1], self.size[0]), _pil().BILINEAR, box=(left, top, left + w, top + h)
+        )
 
 
 @dataclass
@@ -305,21 +312,28 @@ class Normalize:
 AUGMENTATIONS = ("crop", "flip", "lighting")
 
 
-def build_transform(train: bool, input_size: Tuple[int, int], resize_short: int,
-                    mean: Sequence[float], std: Sequence[float],
-                    augment: Sequence[str] = AUGMENTATIONS,
-                    crop_scale: Tuple[float, float] = (0.08, 1.0),
-                    lighting: float = 0.1) -> Compose:
+def build_transform(
+    train: bool,
+    input_size: Tuple[int, int],
+    resize_short: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    augment: Sequence[str] = AUGMENTATIONS,
+    crop_scale: Tuple[float, float] = (0.08, 1.0),
+    lighting: float = 0.1,
+) -> Compose:
     """The training transform (the `augment` subset of crop, flip, lighting) or the evaluation
     one (resize the shorter side to `resize_short`, center crop `input_size`)."""
     unknown = set(augment) - set(AUGMENTATIONS)
     if unknown:
-        raise ValueError(f"unknown augmentation(s) {sorted(unknown)}; "
-                         f"known: {', '.join(AUGMENTATIONS)}")
+        raise ValueError(
+            f"unknown augmentation(s) {sorted(unknown)}; known: {', '.join(AUGMENTATIONS)}"
+        )
     mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
     if not train:
-        return Compose([ResizeShorter(resize_short), CenterCrop(input_size), ToTensor(),
-                        Normalize(mean, std)])
+        return Compose(
+            [ResizeShorter(resize_short), CenterCrop(input_size), ToTensor(), Normalize(mean, std)]
+        )
     steps: List[Callable] = []
     if "crop" in augment:
         steps.append(RandomResizedCrop(input_size, scale=tuple(crop_scale)))
@@ -364,17 +378,30 @@ class ResumableSampler(DistributedSampler):
     part-way through an epoch: `set_start(k)` skips the first k samples of the shard, which is
     how a run resumed from a mid-epoch checkpoint sees the batches it had not seen."""
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = False):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
-                         seed=seed, drop_last=drop_last)
+    def __init__(
+        self,
+        dataset: Dataset,
+        num_replicas: int,
+        rank: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ):
+        super().__init__(
+            dataset,
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+        )
         self.start = 0
 
     def set_start(self, start: int) -> None:
         self.start = int(start)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(list(super().__iter__())[self.start:])
+        return iter(list(super().__iter__())[self.start :])
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.start)
@@ -414,6 +441,11 @@ class DataSpec:
 
     def preprocessing(self) -> dict:
         """The fields of `weights_tools.qbw.Preprocessing` for this data."""
-        return {"resize_short": int(self.resize_short), "crop_height": int(self.input_size[0]),
-                "crop_width": int(self.input_size[1]), "mean": tuple(self.mean),
-                "std": tuple(self.std), "pixel_scale": 1.0 / 255.0}
+        return {
+            "resize_short": int(self.resize_short),
+            "crop_height": int(self.input_size[0]),
+            "crop_width": int(self.input_size[1]),
+            "mean": tuple(self.mean),
+            "std": tuple(self.std),
+            "pixel_scale": 1.0 / 255.0,
+        }

@@ -36,15 +36,19 @@ __all__ = ["save_compact_weights", "load_compact_model", "torch_logits", "main"]
 
 
 def _binary_weight_names(model: nn.Module) -> List[str]:
-    return [f"{name}.weight" for name, m in model.named_modules()
-            if isinstance(m, BinaryConv2d) and m.binary_weights]
+    return [
+        f"{name}.weight"
+        for name, m in model.named_modules()
+        if isinstance(m, BinaryConv2d) and m.binary_weights
+    ]
 
 
 def save_compact_weights(model: nn.Module, meta: Dict[str, Any], path: str) -> None:
     """The state_dict of a stage-2 model with binary conv weights stored as sign bits."""
     binary = set(_binary_weight_names(model))
     arrays: Dict[str, np.ndarray] = {
-        "meta_json": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+        "meta_json": np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    }
     for name, t in model.state_dict().items():
         a = t.detach().cpu().numpy()
         if name in binary:
@@ -69,7 +73,7 @@ def load_compact_model(path: str) -> nn.Module:
             elif key.startswith("bits:"):
                 name = key[5:]
                 shape = tuple(int(s) for s in z["shape:" + name])
-                bits = np.unpackbits(z[key])[:int(np.prod(shape))].reshape(shape)
+                bits = np.unpackbits(z[key])[: int(np.prod(shape))].reshape(shape)
                 state[name] = torch.from_numpy(np.where(bits == 1, -1.0, 1.0).astype(np.float32))
     model.load_state_dict(state)
     model.meta = meta  # type: ignore[assignment]
@@ -81,8 +85,9 @@ def eval_inputs(images: np.ndarray, spec: Dict[str, Any]) -> np.ndarray:
     DataSpec record): PIL resize of the shorter side, center crop, normalization."""
     from PIL import Image
 
-    t = D.build_transform(False, tuple(spec["input_size"]), int(spec["resize_short"]),
-                          spec["mean"], spec["std"])
+    t = D.build_transform(
+        False, tuple(spec["input_size"]), int(spec["resize_short"]), spec["mean"], spec["std"]
+    )
     rng = np.random.default_rng(0)  # unused: the eval transform is deterministic
     return np.stack([t(Image.fromarray(im), rng).numpy() for im in images]).astype(np.float32)
 
@@ -90,8 +95,12 @@ def eval_inputs(images: np.ndarray, spec: Dict[str, Any]) -> np.ndarray:
 @torch.no_grad()
 def torch_logits(model: nn.Module, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
     model.eval()
-    return np.concatenate([model(torch.from_numpy(x[i:i + batch_size])).numpy()
-                           for i in range(0, len(x), batch_size)])
+    return np.concatenate(
+        [
+            model(torch.from_numpy(x[i : i + batch_size])).numpy()
+            for i in range(0, len(x), batch_size)
+        ]
+    )
 
 
 def _run_metrics(run_dir: Optional[str]) -> Optional[Dict[str, Any]]:
@@ -108,8 +117,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .teacher import read_state_dict
     from .train import model_from_meta
 
-    p = argparse.ArgumentParser(prog="python -m weights_tools.export",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m weights_tools.export", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("checkpoint", help="model.pth of a stage-2 run of weights_tools.train")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--name", required=True, help="file stem, e.g. digits_qbnet")
@@ -117,8 +127,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--teacher-run", help="the teacher's run folder (its numbers go in the record)")
     p.add_argument("--stage1-run", help="stage 1's run folder")
     p.add_argument("--command", action="append", default=[], help="a command to record (repeat)")
-    p.add_argument("--max-gap", type=float, default=0.5,
-                   help="fail if engine and PyTorch top-1 differ by more (points)")
+    p.add_argument(
+        "--max-gap",
+        type=float,
+        default=0.5,
+        help="fail if engine and PyTorch top-1 differ by more (points)",
+    )
     args = p.parse_args(argv)
 
     ck = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
@@ -132,23 +146,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.makedirs(args.out_dir, exist_ok=True)
     qbw = os.path.join(args.out_dir, args.name + ".qbw")
     weights = os.path.join(args.out_dir, args.name + "_weights.npz")
-    preprocessing = {"resize_short": int(spec["resize_short"]),
-                     "crop_height": int(spec["input_size"][0]),
-                     "crop_width": int(spec["input_size"][1]),
-                     "mean": tuple(spec["mean"]), "std": tuple(spec["std"]),
-                     "pixel_scale": 1.0 / 255.0}
-    report = to_qbw(model, qbw, input_size=tuple(spec["input_size"]), class_names=spec["classes"],
-                    preprocessing=preprocessing)
+    preprocessing = {
+        "resize_short": int(spec["resize_short"]),
+        "crop_height": int(spec["input_size"][0]),
+        "crop_width": int(spec["input_size"][1]),
+        "mean": tuple(spec["mean"]),
+        "std": tuple(spec["std"]),
+        "pixel_scale": 1.0 / 255.0,
+    }
+    report = to_qbw(
+        model,
+        qbw,
+        input_size=tuple(spec["input_size"]),
+        class_names=spec["classes"],
+        preprocessing=preprocessing,
+    )
     print(report)
     save_compact_weights(model, meta, weights)
 
     record: Dict[str, Any] = {
-        "model": os.path.basename(qbw), "weights": os.path.basename(weights),
-        "arch": meta.get("name"), "num_classes": meta["num_classes"],
+        "model": os.path.basename(qbw),
+        "weights": os.path.basename(weights),
+        "arch": meta.get("name"),
+        "num_classes": meta["num_classes"],
         "data_source": spec.get("source"),
-        "training": {"teacher": _run_metrics(args.teacher_run),
-                     "stage1": _run_metrics(args.stage1_run),
-                     "stage2": dict(ck.get("metrics", {}))},
+        "training": {
+            "teacher": _run_metrics(args.teacher_run),
+            "stage1": _run_metrics(args.stage1_run),
+            "stage2": dict(ck.get("metrics", {})),
+        },
         "commands": list(args.command),
         "torch": torch.__version__,
     }
@@ -169,14 +195,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         acc_torch = 100.0 * float(np.mean(ref.argmax(1) == labels))
         acc_engine = 100.0 * float(np.mean(engine.argmax(1) == labels))
         agreement = 100.0 * float(np.mean(engine.argmax(1) == ref.argmax(1)))
-        record.update(accuracy_torch=round(acc_torch, 4), accuracy_engine=round(acc_engine, 4),
-                      top1_agreement=round(agreement, 4))
-        print(f"held-out ({len(labels)} images): PyTorch top-1 {acc_torch:.2f}%, engine top-1 "
-              f"{acc_engine:.2f}%, agreement {record['top1_agreement']:.2f}%")
+        record.update(
+            accuracy_torch=round(acc_torch, 4),
+            accuracy_engine=round(acc_engine, 4),
+            top1_agreement=round(agreement, 4),
+        )
+        print(
+            f"held-out ({len(labels)} images): PyTorch top-1 {acc_torch:.2f}%, engine top-1 "
+            f"{acc_engine:.2f}%, agreement {record['top1_agreement']:.2f}%"
+        )
         if abs(acc_torch - acc_engine) > args.max_gap:
             gap = abs(acc_torch - acc_engine)
-            raise SystemExit(f"engine and PyTorch accuracy differ by {gap:.2f} points "
-                             f"(> {args.max_gap})")
+            raise SystemExit(
+                f"engine and PyTorch accuracy differ by {gap:.2f} points (> {args.max_gap})"
+            )
     with open(os.path.join(args.out_dir, args.name + ".json"), "w", encoding="utf-8") as f:
         json.dump(record, f, indent=2)
         f.write("\n")

@@ -88,7 +88,9 @@ class BinaryConv2d(nn.Module):
     other PyTorch code expect); `padding="one"` pads with +1, which is what packed bits can store.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: str = "zero"):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, padding: str = "zero"
+    ):
         super().__init__()
         if kernel_size not in (1, 3):
             raise ValueError(f"binary conv kernel must be 1 or 3, got {kernel_size}")
@@ -172,8 +174,14 @@ class DSHalf(nn.Module):
     covers. At even sizes (224, 64, 32) this is ordinary 2x2 average pooling.
     """
 
-    def __init__(self, in_channels: int, stride: Sequence[int], multiplier: int,
-                 se: bool = False, se_reduction: int = 8):
+    def __init__(
+        self,
+        in_channels: int,
+        stride: Sequence[int],
+        multiplier: int,
+        se: bool = False,
+        se_reduction: int = 8,
+    ):
         super().__init__()
         if multiplier < 1:
             raise ValueError(f"channel multiplier must be >= 1, got {multiplier}")
@@ -183,8 +191,15 @@ class DSHalf(nn.Module):
         self.out_channels = in_channels * multiplier
         self.beta = LearnableBias(in_channels)
         self.dw = nn.ModuleList(
-            nn.Conv2d(in_channels, in_channels, 3, stride=self.stride, padding=1,
-                      groups=in_channels, bias=False)
+            nn.Conv2d(
+                in_channels,
+                in_channels,
+                3,
+                stride=self.stride,
+                padding=1,
+                groups=in_channels,
+                bias=False,
+            )
             for _ in range(multiplier)
         )
         self.bn = nn.BatchNorm2d(self.out_channels)
@@ -193,14 +208,23 @@ class DSHalf(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.beta(x)
-        v = torch.cat([conv(u) for conv in self.dw], dim=1) if self.multiplier > 1 else self.dw[0](u)
+        v = (
+            torch.cat([conv(u) for conv in self.dw], dim=1)
+            if self.multiplier > 1
+            else self.dw[0](u)
+        )
         v = self.bn(v)
         if self.se is not None:
             v = self.se(v)
         shortcut = x
         if self.stride != (1, 1):
-            shortcut = F.avg_pool2d(x, kernel_size=self.stride, stride=self.stride,
-                                    ceil_mode=True, count_include_pad=False)
+            shortcut = F.avg_pool2d(
+                x,
+                kernel_size=self.stride,
+                stride=self.stride,
+                ceil_mode=True,
+                count_include_pad=False,
+            )
         if self.multiplier > 1:
             shortcut = shortcut.repeat(1, self.multiplier, 1, 1)
         return self.act(v + shortcut)
@@ -226,8 +250,16 @@ class BHalf(nn.Module):
 class Stage(nn.Module):
     """One DS half followed by one B half."""
 
-    def __init__(self, in_channels: int, stride: Sequence[int], multiplier: int, kernel_size: int,
-                 padding: str = "zero", se: bool = False, se_reduction: int = 8):
+    def __init__(
+        self,
+        in_channels: int,
+        stride: Sequence[int],
+        multiplier: int,
+        kernel_size: int,
+        padding: str = "zero",
+        se: bool = False,
+        se_reduction: int = 8,
+    ):
         super().__init__()
         self.ds = DSHalf(in_channels, stride, multiplier, se=se, se_reduction=se_reduction)
         self.b = BHalf(self.ds.out_channels, kernel_size, padding)

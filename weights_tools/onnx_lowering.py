@@ -73,11 +73,20 @@ def _fail(node: Optional[onnx.NodeProto], message: str) -> None:
 
 # Inputs that only carry shapes (never activations) for these op types: liveness does not follow
 # them, so a shape computed at run time (Shape -> Gather -> ...) does not need to be supported.
-_DATA_INPUTS = {"Reshape": 1, "Expand": 1, "Tile": 1, "Pad": 1, "ReduceMean": 1, "Squeeze": 1,
-                "Unsqueeze": 1}
+_DATA_INPUTS = {
+    "Reshape": 1,
+    "Expand": 1,
+    "Tile": 1,
+    "Pad": 1,
+    "ReduceMean": 1,
+    "Squeeze": 1,
+    "Unsqueeze": 1,
+}
 
-_SIGN_HINT = ("binarize with where(x >= 0, 1, -1) (weights_tools.layers.binary_sign): "
-              "torch.sign gives 0 at 0, which a bit cannot hold")
+_SIGN_HINT = (
+    "binarize with where(x >= 0, 1, -1) (weights_tools.layers.binary_sign): "
+    "torch.sign gives 0 at 0, which a bit cannot hold"
+)
 
 
 @dataclass
@@ -115,8 +124,9 @@ def _attrs(node: onnx.NodeProto) -> Dict:
 class _Lowering:
     def __init__(self, model: onnx.ModelProto):
         self.model = model
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-                          None)
+        self.opset = next(
+            (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None
+        )
         if self.opset is None:
             raise ConversionError("the ONNX model imports no default-domain opset")
         self.graph = model.graph
@@ -139,12 +149,14 @@ class _Lowering:
             self.consts[init.name] = numpy_helper.to_array(init)
         inputs = [i for i in self.graph.input if i.name not in self.consts]
         if len(inputs) != 1:
-            raise ConversionError(f"the model must have exactly one (image) input, has "
-                                  f"{[i.name for i in inputs]}")
+            raise ConversionError(
+                f"the model must have exactly one (image) input, has {[i.name for i in inputs]}"
+            )
         self._add_input(inputs[0])
         if len(self.graph.output) != 1:
-            raise ConversionError(f"the model must have exactly one output, has "
-                                  f"{[o.name for o in self.graph.output]}")
+            raise ConversionError(
+                f"the model must have exactly one output, has {[o.name for o in self.graph.output]}"
+            )
         self._fold_constants()
         for node in self._live_nodes():
             self._translate(node)
@@ -168,7 +180,8 @@ class _Lowering:
             t = vi.type.tensor_type
             if t.HasField("shape"):
                 self.inferred[vi.name] = tuple(
-                    d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+                    d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim
+                )
 
     def _add_input(self, vi: onnx.ValueInfoProto) -> None:
         t = vi.type.tensor_type
@@ -176,7 +189,8 @@ class _Lowering:
         if t.elem_type != onnx.TensorProto.FLOAT or len(dims) != 4 or None in dims[1:]:
             raise ConversionError(
                 f"input {vi.name!r} must be float32 NCHW with static C, H, W; got elem_type "
-                f"{t.elem_type}, dims {dims}")
+                f"{t.elem_type}, dims {dims}"
+            )
         self.input_name = vi.name
         self.vals[vi.name] = _Val(vi.name, dims[1], dims[2], dims[3])
 
@@ -189,8 +203,16 @@ class _Lowering:
             ins = [i for i in node.input if i]
             if not all(i in self.consts for i in ins):
                 continue
-            if node.op_type in ("RandomNormal", "RandomUniform", "RandomNormalLike",
-                                "RandomUniformLike", "Multinomial", "If", "Loop", "Scan"):
+            if node.op_type in (
+                "RandomNormal",
+                "RandomUniform",
+                "RandomNormalLike",
+                "RandomUniformLike",
+                "Multinomial",
+                "If",
+                "Loop",
+                "Scan",
+            ):
                 continue
             # numpy for the ops the exporter leaves most (the weight binarization), the
             # reference evaluator of onnx for everything else
@@ -206,7 +228,8 @@ class _Lowering:
             else:
                 try:
                     outs = ReferenceEvaluator(node, opsets={"": self.opset}).run(
-                        None, {i: self.consts[i] for i in ins})
+                        None, {i: self.consts[i] for i in ins}
+                    )
                 except Exception as e:
                     _fail(node, f"cannot evaluate this node on its constant inputs: {e}")
             for name, value in zip(node.output, outs):
@@ -245,8 +268,11 @@ class _Lowering:
 
     def _value(self, node: onnx.NodeProto, name: str, allow_pm1: bool = False) -> _Val:
         if name in self.ge:
-            _fail(node, "reads a GreaterOrEqual result; only the sign pattern "
-                        "Where(x >= t, 1, -1) is supported")
+            _fail(
+                node,
+                "reads a GreaterOrEqual result; only the sign pattern "
+                "Where(x >= t, 1, -1) is supported",
+            )
         name = self._resolve(name)
         if name not in self.vals:
             if name in self.consts:
@@ -254,9 +280,12 @@ class _Lowering:
             _fail(node, f"input {name!r} is produced by an unsupported or unknown node")
         v = self.vals[name]
         if v.kind != "f32" and not allow_pm1:
-            _fail(node, f"reads the ±1 output of a sign ({name!r}); the engine keeps sign "
-                        f"outputs as packed bits, which only a binary convolution (a Conv with "
-                        f"±1 weights, stride 1, 1x1 or 3x3) can read")
+            _fail(
+                node,
+                f"reads the ±1 output of a sign ({name!r}); the engine keeps sign "
+                f"outputs as packed bits, which only a binary convolution (a Conv with "
+                f"±1 weights, stride 1, 1x1 or 3x3) can read",
+            )
         return v
 
     def _const(self, node: onnx.NodeProto, index: int, what: str) -> np.ndarray:
@@ -272,8 +301,7 @@ class _Lowering:
             return None
         return self._const(node, index, what)
 
-    def _per_channel(self, node: onnx.NodeProto, c: np.ndarray, v: _Val, what: str
-                     ) -> np.ndarray:
+    def _per_channel(self, node: onnx.NodeProto, c: np.ndarray, v: _Val, what: str) -> np.ndarray:
         """A constant that broadcasts per channel against v -> float32 [C]."""
         c = np.asarray(c)
         if c.dtype.kind != "f":
@@ -283,27 +311,42 @@ class _Lowering:
         shape = (1,) * (v.rank - c.ndim) + c.shape
         ok = shape[0] == 1 and shape[1] in (1, v.c) and all(d == 1 for d in shape[2:])
         if not ok:
-            _fail(node, f"{what} of shape {c.shape} is not per-channel for an activation of "
-                        f"{v.c} channels (only a scalar, (C,1,1) or (1,C,1,1) broadcasts per "
-                        f"channel)")
+            _fail(
+                node,
+                f"{what} of shape {c.shape} is not per-channel for an activation of "
+                f"{v.c} channels (only a scalar, (C,1,1) or (1,C,1,1) broadcasts per "
+                f"channel)",
+            )
         return np.broadcast_to(c.reshape(-1).astype(np.float32), (v.c,)).copy()
 
-    def _new_value(self, node: onnx.NodeProto, c: int, h: int, w: int, rank: int = 4,
-                   kind: str = "f32", index: int = 0) -> _Val:
+    def _new_value(
+        self,
+        node: onnx.NodeProto,
+        c: int,
+        h: int,
+        w: int,
+        rank: int = 4,
+        kind: str = "f32",
+        index: int = 0,
+    ) -> _Val:
         name = node.output[index]
         v = _Val(name, c, h, w, rank, kind)
         inferred = self.inferred.get(name)
         if inferred is not None and len(inferred) == rank and None not in inferred[1:]:
-            mine = (c, h, w)[:rank - 1] if rank == 4 else (c,)
+            mine = (c, h, w)[: rank - 1] if rank == 4 else (c,)
             if tuple(inferred[1:]) != mine:
-                _fail(node, f"output shape {mine} computed for the engine differs from ONNX "
-                            f"shape inference {tuple(inferred[1:])}: this configuration of the "
-                            f"op is not supported")
+                _fail(
+                    node,
+                    f"output shape {mine} computed for the engine differs from ONNX "
+                    f"shape inference {tuple(inferred[1:])}: this configuration of the "
+                    f"op is not supported",
+                )
         self.vals[name] = v
         return v
 
-    def _emit(self, kind: str, node: onnx.NodeProto, inputs: Sequence[str], out: _Val, **p
-              ) -> _Node:
+    def _emit(
+        self, kind: str, node: onnx.NodeProto, inputs: Sequence[str], out: _Val, **p
+    ) -> _Node:
         n = _Node(kind, [self._resolve(i) for i in inputs], out.name, node, dict(p))
         self.nodes.append(n)
         return n
@@ -323,12 +366,15 @@ class _Lowering:
             _fail(node, f"ops of domain {node.domain!r} are not supported")
         handler = getattr(self, f"_op_{node.op_type}", None)
         if handler is None:
-            _fail(node, f"op {node.op_type} is not supported by the engine (supported: Conv, "
-                        f"BatchNormalization, Add, Sub, Mul, Div, GreaterOrEqual+Where (sign), "
-                        f"PRelu, LeakyRelu, Relu, Sigmoid, Concat, Tile, Expand, AveragePool, "
-                        f"GlobalAveragePool, ReduceMean, Flatten, Reshape, Squeeze, Unsqueeze, "
-                        f"Gemm, MatMul, Pad (+1 padding of binary activations), Identity, "
-                        f"Dropout, Cast)")
+            _fail(
+                node,
+                f"op {node.op_type} is not supported by the engine (supported: Conv, "
+                f"BatchNormalization, Add, Sub, Mul, Div, GreaterOrEqual+Where (sign), "
+                f"PRelu, LeakyRelu, Relu, Sigmoid, Concat, Tile, Expand, AveragePool, "
+                f"GlobalAveragePool, ReduceMean, Flatten, Reshape, Squeeze, Unsqueeze, "
+                f"Gemm, MatMul, Pad (+1 padding of binary activations), Identity, "
+                f"Dropout, Cast)",
+            )
         for extra in node.output[1:]:
             if extra and node.op_type not in ("Dropout",):
                 _fail(node, f"output {extra!r} beyond the first is not supported")
@@ -365,55 +411,102 @@ class _Lowering:
             self._binary_conv(node, x, w, bias, group, (sh, sw), (pt, pl, pb, pr))
         elif group == 1:
             if not (0 <= pt < kh and 0 <= pb < kh and 0 <= pl < kw and 0 <= pr < kw):
-                _fail(node, f"pads {[pt, pl, pb, pr]} must each be smaller than the kernel "
-                            f"{kh}x{kw}")
+                _fail(
+                    node, f"pads {[pt, pl, pb, pr]} must each be smaller than the kernel {kh}x{kw}"
+                )
             ho = (x.h + pt + pb - kh) // sh + 1
             wo = (x.w + pl + pr - kw) // sw + 1
             if ci_g != x.c or ho < 1 or wo < 1:
                 _fail(node, f"weight {w.shape} does not fit the input {(x.c, x.h, x.w)}")
             out = self._new_value(node, co, ho, wo)
-            self._emit("conv", node, [x.name], out, w=w.astype(np.float64), b=bias,
-                       stride=(sh, sw), pads=(pt, pl, pb, pr), relu=False)
+            self._emit(
+                "conv",
+                node,
+                [x.name],
+                out,
+                w=w.astype(np.float64),
+                b=bias,
+                stride=(sh, sw),
+                pads=(pt, pl, pb, pr),
+                relu=False,
+            )
         elif group == x.c and ci_g == 1:
             if co != x.c:
-                _fail(node, f"a depthwise conv with channel multiplier {co // x.c} in one Conv "
-                            f"orders its outputs channel-interleaved; the engine's DWCONV3X3 is "
-                            f"block-major: use {co // x.c} separate depthwise convs and a Concat")
+                _fail(
+                    node,
+                    f"a depthwise conv with channel multiplier {co // x.c} in one Conv "
+                    f"orders its outputs channel-interleaved; the engine's DWCONV3X3 is "
+                    f"block-major: use {co // x.c} separate depthwise convs and a Concat",
+                )
             if (kh, kw) != (3, 3) or (pt, pl, pb, pr) != (1, 1, 1, 1) or (sh, sw) not in DW_STRIDES:
-                _fail(node, f"depthwise convs must be 3x3 with padding 1 and stride in "
-                            f"{DW_STRIDES}; got kernel {kh}x{kw}, pads {[pt, pl, pb, pr]}, "
-                            f"stride {(sh, sw)}")
+                _fail(
+                    node,
+                    f"depthwise convs must be 3x3 with padding 1 and stride in "
+                    f"{DW_STRIDES}; got kernel {kh}x{kw}, pads {[pt, pl, pb, pr]}, "
+                    f"stride {(sh, sw)}",
+                )
             out = self._new_value(node, co, -(-x.h // sh), -(-x.w // sw))
-            self._emit("dwconv", node, [x.name], out, w=w.reshape(co, 9).astype(np.float32),
-                       scale=np.ones(co), bias=bias, pre_bias=None, stride=(sh, sw), k=1)
+            self._emit(
+                "dwconv",
+                node,
+                [x.name],
+                out,
+                w=w.reshape(co, 9).astype(np.float32),
+                scale=np.ones(co),
+                bias=bias,
+                pre_bias=None,
+                stride=(sh, sw),
+                k=1,
+            )
         else:
-            _fail(node, f"grouped convolution (group={group}) is not supported; only group=1 "
-                        f"and depthwise (group=C_in=C_out)")
+            _fail(
+                node,
+                f"grouped convolution (group={group}) is not supported; only group=1 "
+                f"and depthwise (group=C_in=C_out)",
+            )
 
     def _binary_conv(self, node, x: _Val, w, bias, group, stride, pads):
         if not np.all((w == 1) | (w == -1)):
-            _fail(node, "its input is a sign (±1), so it must be a binary conv, but its weights "
-                        "are not all exactly ±1: a model with float weights on binary "
-                        "activations (training stage 1) cannot run on the engine; convert the "
-                        "stage-2 model (binary weights, weights_tools.zoo.set_training_stage)")
+            _fail(
+                node,
+                "its input is a sign (±1), so it must be a binary conv, but its weights "
+                "are not all exactly ±1: a model with float weights on binary "
+                "activations (training stage 1) cannot run on the engine; convert the "
+                "stage-2 model (binary weights, weights_tools.zoo.set_training_stage)",
+            )
         co, ci, kh, kw = w.shape
         if group != 1 or stride != (1, 1) or kh != kw or kh not in (1, 3):
-            _fail(node, f"binary convs must be 1x1 or 3x3, stride 1, group 1; got kernel "
-                        f"{kh}x{kw}, stride {stride}, group {group}")
+            _fail(
+                node,
+                f"binary convs must be 1x1 or 3x3, stride 1, group 1; got kernel "
+                f"{kh}x{kw}, stride {stride}, group {group}",
+            )
         if x.kind == "pm1pad":
             if kh != 3 or pads != (0, 0, 0, 0):
                 _fail(node, "a +1-padded binary input needs a 3x3 conv with pads 0")
             source, pad_mode = self.vals[x.source], 1
         else:
             if pads != ((1,) * 4 if kh == 3 else (0,) * 4):
-                _fail(node, f"a {kh}x{kh} binary conv needs pads {1 if kh == 3 else 0} on every "
-                            f"side ('same' output), got {list(pads)}")
+                _fail(
+                    node,
+                    f"a {kh}x{kh} binary conv needs pads {1 if kh == 3 else 0} on every "
+                    f"side ('same' output), got {list(pads)}",
+                )
             source, pad_mode = x, 0
         if ci != source.c:
             _fail(node, f"weight {w.shape} does not fit the input of {source.c} channels")
         out = self._new_value(node, co, source.h, source.w)
-        self._emit("bconv", node, [source.name], out, w=w.astype(np.int8), k=kh,
-                   pad_mode=pad_mode, scale=np.ones(co), bias=bias)
+        self._emit(
+            "bconv",
+            node,
+            [source.name],
+            out,
+            w=w.astype(np.int8),
+            k=kh,
+            pad_mode=pad_mode,
+            scale=np.ones(co),
+            bias=bias,
+        )
 
     def _op_Pad(self, node):
         x = self._value(node, node.input[0], allow_pm1=True)
@@ -430,11 +523,18 @@ class _Lowering:
                 ax = int(ax) % 4
                 full[ax], full[ax + 4] = pads[j], pads[j + len(axes)]
             pads = full
-        if (x.kind != "pm1" or mode not in (b"constant", "constant") or value != 1.0
-                or pads != [0, 0, 1, 1, 0, 0, 1, 1]):
-            _fail(node, "Pad is supported only as the +1 padding (constant 1, one pixel on each "
-                        "side of H and W) of a sign's ±1 output before a 3x3 binary conv "
-                        "(one padding)")
+        if (
+            x.kind != "pm1"
+            or mode not in (b"constant", "constant")
+            or value != 1.0
+            or pads != [0, 0, 1, 1, 0, 0, 1, 1]
+        ):
+            _fail(
+                node,
+                "Pad is supported only as the +1 padding (constant 1, one pixel on each "
+                "side of H and W) of a sign's ±1 output before a 3x3 binary conv "
+                "(one padding)",
+            )
         out = self._new_value(node, x.c, x.h + 2, x.w + 2, kind="pm1pad")
         out.source = x.name
 
@@ -443,15 +543,18 @@ class _Lowering:
         if a.get("training_mode", 0):
             _fail(node, "training_mode=1 is not supported; export the model in eval mode")
         x = self._value(node, node.input[0])
-        gamma, beta, mean, var = (self._const(node, i, n).astype(np.float64) for i, n in
-                                  enumerate(("scale", "bias", "mean", "var"), start=1))
+        gamma, beta, mean, var = (
+            self._const(node, i, n).astype(np.float64)
+            for i, n in enumerate(("scale", "bias", "mean", "var"), start=1)
+        )
         eps = float(a.get("epsilon", 1e-5))
         if any(np.shape(t) != (x.c,) for t in (gamma, beta, mean, var)):
             _fail(node, f"parameters must be per-channel ({x.c},)")
         scale = gamma / np.sqrt(var + eps)
         out = self._new_value(node, x.c, x.h, x.w, x.rank)
-        self._emit("affine", node, [x.name], out, scale=scale, bias=beta - mean * scale,
-                   pure_add=False)
+        self._emit(
+            "affine", node, [x.name], out, scale=scale, bias=beta - mean * scale, pure_add=False
+        )
 
     def _binary_operands(self, node):
         a, b = node.input[0], node.input[1]
@@ -470,8 +573,11 @@ class _Lowering:
             return
         x, y = self._value(node, a), self._value(node, b)
         if (x.c, x.h, x.w) != (y.c, y.h, y.w):
-            _fail(node, f"adds activations of different shapes {(x.c, x.h, x.w)} and "
-                        f"{(y.c, y.h, y.w)}; only same-shape Add is supported")
+            _fail(
+                node,
+                f"adds activations of different shapes {(x.c, x.h, x.w)} and "
+                f"{(y.c, y.h, y.w)}; only same-shape Add is supported",
+            )
         out = self._new_value(node, x.c, x.h, x.w, max(x.rank, y.rank))
         self._emit("add", node, [x.name, y.name], out)
 
@@ -486,8 +592,15 @@ class _Lowering:
             x = self._value(node, b)
             c = self._per_channel(node, self.consts[a], x, "the constant")
             out = self._new_value(node, x.c, x.h, x.w, x.rank)
-            self._emit("affine", node, [x.name], out, scale=-np.ones(x.c),
-                       bias=c.astype(np.float64), pure_add=False)
+            self._emit(
+                "affine",
+                node,
+                [x.name],
+                out,
+                scale=-np.ones(x.c),
+                bias=c.astype(np.float64),
+                pure_add=False,
+            )
         else:
             _fail(node, "subtracting one activation from another is not supported")
 
@@ -498,16 +611,26 @@ class _Lowering:
             x = self._value(node, x_name)
             c = self._per_channel(node, c, x, "the constant factor")
             out = self._new_value(node, x.c, x.h, x.w, x.rank)
-            self._emit("affine", node, [x.name], out, scale=c.astype(np.float64),
-                       bias=np.zeros(x.c), pure_add=False)
+            self._emit(
+                "affine",
+                node,
+                [x.name],
+                out,
+                scale=c.astype(np.float64),
+                bias=np.zeros(x.c),
+                pure_add=False,
+            )
             return
         x, s = self._value(node, a), self._value(node, b)
         if (s.h, s.w) != (1, 1) and (x.h, x.w) == (1, 1):
             x, s = s, x
         if s.c != x.c or (s.h, s.w) != (1, 1):
-            _fail(node, f"multiplies activations of shapes {(x.c, x.h, x.w)} and "
-                        f"{(s.c, s.h, s.w)}; only a per-channel scaling by a (C, 1, 1) "
-                        f"activation (SE) is supported")
+            _fail(
+                node,
+                f"multiplies activations of shapes {(x.c, x.h, x.w)} and "
+                f"{(s.c, s.h, s.w)}; only a per-channel scaling by a (C, 1, 1) "
+                f"activation (SE) is supported",
+            )
         out = self._new_value(node, x.c, x.h, x.w, x.rank)
         self._emit("mul_channel", node, [x.name, s.name], out)
 
@@ -518,14 +641,24 @@ class _Lowering:
         x = self._value(node, a)
         c = self._per_channel(node, self.consts[b], x, "the divisor")
         out = self._new_value(node, x.c, x.h, x.w, x.rank)
-        self._emit("affine", node, [x.name], out, scale=1.0 / c.astype(np.float64),
-                   bias=np.zeros(x.c), pure_add=False)
+        self._emit(
+            "affine",
+            node,
+            [x.name],
+            out,
+            scale=1.0 / c.astype(np.float64),
+            bias=np.zeros(x.c),
+            pure_add=False,
+        )
 
     def _op_GreaterOrEqual(self, node):
         a, b = node.input[0], node.input[1]
         if not self._is_const(b) or self._is_const(a):
-            _fail(node, f"only GreaterOrEqual(activation, constant) is supported, as the sign "
-                        f"pattern; {_SIGN_HINT}")
+            _fail(
+                node,
+                f"only GreaterOrEqual(activation, constant) is supported, as the sign "
+                f"pattern; {_SIGN_HINT}",
+            )
         x = self._value(node, a)
         t = self._per_channel(node, self.consts[b], x, "the threshold")
         self.ge[node.output[0]] = (x.name, t, node)
@@ -533,12 +666,20 @@ class _Lowering:
     def _op_Where(self, node):
         cond = node.input[0]
         hi, lo = node.input[1], node.input[2]
-        ok = (cond in self.ge and self._is_const(hi) and self._is_const(lo)
-              and np.all(self.consts[hi] == 1) and np.all(self.consts[lo] == -1)
-              and np.size(self.consts[hi]) == 1 and np.size(self.consts[lo]) == 1)
+        ok = (
+            cond in self.ge
+            and self._is_const(hi)
+            and self._is_const(lo)
+            and np.all(self.consts[hi] == 1)
+            and np.all(self.consts[lo] == -1)
+            and np.size(self.consts[hi]) == 1
+            and np.size(self.consts[lo]) == 1
+        )
         if not ok:
-            _fail(node, f"Where is supported only as the sign pattern Where(x >= t, 1, -1); "
-                        f"{_SIGN_HINT}")
+            _fail(
+                node,
+                f"Where is supported only as the sign pattern Where(x >= t, 1, -1); {_SIGN_HINT}",
+            )
         x_name, t, _ = self.ge[cond]
         x = self.vals[x_name]
         out = self._new_value(node, x.c, x.h, x.w, x.rank, kind="pm1")
@@ -558,14 +699,16 @@ class _Lowering:
     def _op_PRelu(self, node):
         x = self._value(node, node.input[0])
         slope = self._per_channel(node, self._const(node, 1, "the slope"), x, "the slope")
-        self._emit("prelu", node, [x.name], self._new_value(node, x.c, x.h, x.w, x.rank),
-                   slope=slope)
+        self._emit(
+            "prelu", node, [x.name], self._new_value(node, x.c, x.h, x.w, x.rank), slope=slope
+        )
 
     def _op_LeakyRelu(self, node):
         x = self._value(node, node.input[0])
         slope = np.full(x.c, _attrs(node).get("alpha", 0.01), dtype=np.float32)
-        self._emit("prelu", node, [x.name], self._new_value(node, x.c, x.h, x.w, x.rank),
-                   slope=slope)
+        self._emit(
+            "prelu", node, [x.name], self._new_value(node, x.c, x.h, x.w, x.rank), slope=slope
+        )
 
     def _op_Concat(self, node):
         xs = [self._value(node, i) for i in node.input]
@@ -582,8 +725,10 @@ class _Lowering:
         x = self._value(node, node.input[0])
         reps = [int(r) for r in self._const(node, 1, "repeats").reshape(-1)]
         if len(reps) != x.rank or any(r != 1 for j, r in enumerate(reps) if j != 1) or reps[1] < 1:
-            _fail(node, f"only a repeat along channels is supported (repeats [1, k, 1, 1]), "
-                        f"got {reps}")
+            _fail(
+                node,
+                f"only a repeat along channels is supported (repeats [1, k, 1, 1]), got {reps}",
+            )
         if reps[1] == 1:
             self._alias(node, x)
             return
@@ -598,13 +743,15 @@ class _Lowering:
             shape = [int(s) for s in shape.reshape(-1)]
             aligned = [1] * (len(dims) - len(shape)) + shape
             ok = len(shape) <= len(dims) and all(
-                s == 1 or (j > 0 and s == dims[j]) for j, s in enumerate(aligned))
+                s == 1 or (j > 0 and s == dims[j]) for j, s in enumerate(aligned)
+            )
         else:
             inferred = self.inferred.get(node.output[0])
             ok = inferred is not None and tuple(inferred[1:]) == tuple(dims[1:])
         if not ok:
-            _fail(node, f"only an Expand that leaves the shape unchanged is supported "
-                        f"(shape {shape})")
+            _fail(
+                node, f"only an Expand that leaves the shape unchanged is supported (shape {shape})"
+            )
         self._alias(node, x)
 
     def _op_AveragePool(self, node):
@@ -615,20 +762,34 @@ class _Lowering:
         pads = list(a.get("pads", [0, 0, 0, 0]))
         ceil_mode = a.get("ceil_mode", 0)
         include_pad = a.get("count_include_pad", 0)
-        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or any(pads) or any(
-                d != 1 for d in a.get("dilations", [1, 1])) or kh > x.h or kw > x.w:
+        if (
+            a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
+            or any(pads)
+            or any(d != 1 for d in a.get("dilations", [1, 1]))
+            or kh > x.h
+            or kw > x.w
+        ):
             _fail(node, "AveragePool must have no padding, no dilation and fit the input")
         ho, wo = -(-(x.h - kh) // sh) + 1, -(-(x.w - kw) // sw) + 1
         if (ho - 1) * sh >= x.h or (wo - 1) * sw >= x.w:
-            _fail(node, f"stride {sh}x{sw} larger than the kernel {kh}x{kw} leaves an empty "
-                        f"last window in ceil mode")
+            _fail(
+                node,
+                f"stride {sh}x{sw} larger than the kernel {kh}x{kw} leaves an empty "
+                f"last window in ceil mode",
+            )
         partial = (x.h - kh) % sh != 0 or (x.w - kw) % sw != 0
         if partial and not ceil_mode:
-            _fail(node, "floor-mode pooling that drops the last row/column is not supported "
-                        "(the engine pools in ceil mode): use ceil_mode=True")
+            _fail(
+                node,
+                "floor-mode pooling that drops the last row/column is not supported "
+                "(the engine pools in ceil mode): use ceil_mode=True",
+            )
         if partial and include_pad:
-            _fail(node, "ceil-mode windows that cross the edge must average only the pixels "
-                        "they cover: use count_include_pad=False")
+            _fail(
+                node,
+                "ceil-mode windows that cross the edge must average only the pixels "
+                "they cover: use count_include_pad=False",
+            )
         out = self._new_value(node, x.c, ho, wo)
         self._emit("avgpool", node, [x.name], out, kernel=(kh, kw), stride=(sh, sw))
 
@@ -649,9 +810,12 @@ class _Lowering:
 
     def _vector(self, node, x: _Val) -> None:
         if (x.h, x.w) != (1, 1):
-            _fail(node, f"reshaping a {x.c}x{x.h}x{x.w} activation is not supported (the "
-                        f"engine is NHWC, so the element order would change); pool to 1x1 "
-                        f"first")
+            _fail(
+                node,
+                f"reshaping a {x.c}x{x.h}x{x.w} activation is not supported (the "
+                f"engine is NHWC, so the element order would change); pool to 1x1 "
+                f"first",
+            )
 
     def _op_Flatten(self, node):
         x = self._value(node, node.input[0])
@@ -670,8 +834,7 @@ class _Lowering:
             rest = dims[1:]
             if -1 in rest and rest.count(-1) == 1:
                 known = int(np.prod([d for d in rest if d != -1]))
-                rest = [x.c // known if d == -1 and known and x.c % known == 0 else d
-                        for d in rest]
+                rest = [x.c // known if d == -1 and known and x.c % known == 0 else d for d in rest]
             if rest in ([x.c], [x.c, 1, 1]):
                 self._alias(node, x, rank=len(shape))
                 return
@@ -680,8 +843,11 @@ class _Lowering:
         if inferred is not None and len(inferred) in (2, 4):
             self._alias(node, x, rank=len(inferred))
         else:
-            _fail(node, "a Reshape with a computed shape is supported only when its output "
-                        "rank is known (2 or 4)")
+            _fail(
+                node,
+                "a Reshape with a computed shape is supported only when its output "
+                "rank is known (2 or 4)",
+            )
 
     def _axes(self, node) -> List[int]:
         axes = _attrs(node).get("axes")
@@ -746,8 +912,9 @@ class _Lowering:
             raise ConversionError(f"the output {name!r} is not produced by a supported op")
         v = self.vals[self._resolve(name)]
         if v.kind != "f32":
-            raise ConversionError(f"the output {name!r} is a sign's ±1 output; the engine's "
-                                  f"output must be float")
+            raise ConversionError(
+                f"the output {name!r} is a sign's ±1 output; the engine's output must be float"
+            )
         self.output_name = self._canonical(name)
         # Rank aliases (Flatten, Reshape, Squeeze...) are the same data: resolve everything to
         # the original value names.
@@ -788,8 +955,12 @@ class _Lowering:
                 continue
             t = n.p.pop("threshold").astype(np.float32)
             before = prod.get(n.inputs[0])
-            if before is not None and before.kind == "affine" and before.p["pure_add"] \
-                    and np.all(t == 0):
+            if (
+                before is not None
+                and before.kind == "affine"
+                and before.p["pure_add"]
+                and np.all(t == 0)
+            ):
                 # x + c >= 0  <=>  x >= -c, exactly (bit_contract.h)
                 t = (-before.p["bias"].astype(np.float32)).astype(np.float32)
                 n.inputs = [before.inputs[0]]
@@ -826,10 +997,15 @@ class _Lowering:
             prod = self._producers()
             uses = self._consumers()
 
-            def key(name: str):
+            def key(name: str, prod=prod, uses=uses, concat=concat):
                 d = prod.get(name)
-                if (d is None or d.kind != "dwconv" or len(uses.get(name, [])) != 1
-                        or concat.inputs.count(name) != 1 or name == self.output_name):
+                if (
+                    d is None
+                    or d.kind != "dwconv"
+                    or len(uses.get(name, [])) != 1
+                    or concat.inputs.count(name) != 1
+                    or name == self.output_name
+                ):
                     return None
                 pb = d.p["pre_bias"]
                 return (d.inputs[0], None if pb is None else pb.tobytes(), d.p["stride"])
@@ -896,8 +1072,13 @@ class _Lowering:
         uses = self._consumers()
         for r in [n for n in self.nodes if n.kind == "relu"]:
             p = prod.get(r.inputs[0])
-            if (p is not None and p.kind == "conv" and not p.p["relu"]
-                    and len(uses[r.inputs[0]]) == 1 and r.inputs[0] != self.output_name):
+            if (
+                p is not None
+                and p.kind == "conv"
+                and not p.p["relu"]
+                and len(uses[r.inputs[0]]) == 1
+                and r.inputs[0] != self.output_name
+            ):
                 p.p["relu"] = True
                 p.output = r.output
                 self.nodes.remove(r)
@@ -924,8 +1105,11 @@ class _Lowering:
             return len(tensors) - 1
 
         def f32(name: str, data) -> Optional[int]:
-            return None if data is None else tensor(name, DType.F32,
-                                                    np.asarray(data, dtype=np.float32))
+            return (
+                None
+                if data is None
+                else tensor(name, DType.F32, np.asarray(data, dtype=np.float32))
+            )
 
         value(self.input_name)
         for n in self.nodes:
@@ -937,51 +1121,103 @@ class _Lowering:
             if n.kind == "conv":
                 w = p["w"].transpose(0, 2, 3, 1)  # [Co, kh, kw, Ci]
                 kh, kw = w.shape[1:3]
-                ops.append(Op(OpType.CONV2D, name, ins, [out],
-                              [f32(name + ".weight", w), f32(name + ".bias", p["b"])],
-                              [kh, kw, *p["stride"], *p["pads"], int(p["relu"])]))
+                ops.append(
+                    Op(
+                        OpType.CONV2D,
+                        name,
+                        ins,
+                        [out],
+                        [f32(name + ".weight", w), f32(name + ".bias", p["b"])],
+                        [kh, kw, *p["stride"], *p["pads"], int(p["relu"])],
+                    )
+                )
             elif n.kind == "dwconv":
-                ops.append(Op(OpType.DWCONV3X3, name, ins, [out],
-                              [f32(name + ".pre_bias", p["pre_bias"]),
-                               f32(name + ".weight", p["w"]), None,
-                               f32(name + ".scale", p["scale"]), f32(name + ".bias", p["bias"]),
-                               None],
-                              [*p["stride"], p["k"]]))
+                ops.append(
+                    Op(
+                        OpType.DWCONV3X3,
+                        name,
+                        ins,
+                        [out],
+                        [
+                            f32(name + ".pre_bias", p["pre_bias"]),
+                            f32(name + ".weight", p["w"]),
+                            None,
+                            f32(name + ".scale", p["scale"]),
+                            f32(name + ".bias", p["bias"]),
+                            None,
+                        ],
+                        [*p["stride"], p["k"]],
+                    )
+                )
             elif n.kind == "bitpack":
-                ops.append(Op(OpType.BITPACK, name, ins, [out],
-                              [f32(name + ".threshold", p["threshold"])]))
+                ops.append(
+                    Op(OpType.BITPACK, name, ins, [out], [f32(name + ".threshold", p["threshold"])])
+                )
             elif n.kind == "bconv":
                 packed = pack_signs(p["w"].transpose(0, 2, 3, 1))  # [Co, k, k, words]
-                ops.append(Op(OpType.BCONV2D, name, ins, [out],
-                              [tensor(name + ".weight", DType.BITS, packed),
-                               f32(name + ".scale", p["scale"]), f32(name + ".bias", p["bias"])],
-                              [p["k"], p["pad_mode"]]))
+                ops.append(
+                    Op(
+                        OpType.BCONV2D,
+                        name,
+                        ins,
+                        [out],
+                        [
+                            tensor(name + ".weight", DType.BITS, packed),
+                            f32(name + ".scale", p["scale"]),
+                            f32(name + ".bias", p["bias"]),
+                        ],
+                        [p["k"], p["pad_mode"]],
+                    )
+                )
             elif n.kind == "affine":
-                ops.append(Op(OpType.AFFINE, name, ins, [out],
-                              [f32(name + ".scale", p["scale"]), f32(name + ".bias", p["bias"])]))
+                ops.append(
+                    Op(
+                        OpType.AFFINE,
+                        name,
+                        ins,
+                        [out],
+                        [f32(name + ".scale", p["scale"]), f32(name + ".bias", p["bias"])],
+                    )
+                )
             elif n.kind == "prelu":
                 ops.append(Op(OpType.PRELU, name, ins, [out], [f32(name + ".slope", p["slope"])]))
             elif n.kind in ("relu", "sigmoid", "add", "mul_channel", "gap", "concat"):
-                op_type = {"relu": OpType.RELU, "sigmoid": OpType.SIGMOID, "add": OpType.ADD,
-                           "mul_channel": OpType.MUL_CHANNEL, "gap": OpType.GLOBAL_AVGPOOL,
-                           "concat": OpType.CONCAT}[n.kind]
+                op_type = {
+                    "relu": OpType.RELU,
+                    "sigmoid": OpType.SIGMOID,
+                    "add": OpType.ADD,
+                    "mul_channel": OpType.MUL_CHANNEL,
+                    "gap": OpType.GLOBAL_AVGPOOL,
+                    "concat": OpType.CONCAT,
+                }[n.kind]
                 ops.append(Op(op_type, name, ins, [out]))
             elif n.kind == "avgpool":
-                ops.append(Op(OpType.AVGPOOL, name, ins, [out], [],
-                              [*p["kernel"], *p["stride"]]))
+                ops.append(Op(OpType.AVGPOOL, name, ins, [out], [], [*p["kernel"], *p["stride"]]))
             elif n.kind == "fc":
-                ops.append(Op(OpType.FC, name, ins, [out],
-                              [f32(name + ".weight", p["w"]), None, f32(name + ".bias", p["b"])],
-                              [int(FCEncoding.FP32)]))
+                ops.append(
+                    Op(
+                        OpType.FC,
+                        name,
+                        ins,
+                        [out],
+                        [f32(name + ".weight", p["w"]), None, f32(name + ".bias", p["b"])],
+                        [int(FCEncoding.FP32)],
+                    )
+                )
             else:  # pragma: no cover - every kind is emitted above
                 raise AssertionError(n.kind)
         if not ops:
             raise ConversionError("the model lowers to no op at all")
         inp = self.vals[self.input_name]
-        return Graph(tensors=tensors, values=values, ops=ops, input_value=0,
-                     output_value=index[self.output_name],
-                     preprocessing=Preprocessing.for_input_size(inp.h, inp.w),
-                     model_name=model_name)
+        return Graph(
+            tensors=tensors,
+            values=values,
+            ops=ops,
+            input_value=0,
+            output_value=index[self.output_name],
+            preprocessing=Preprocessing.for_input_size(inp.h, inp.w),
+            model_name=model_name,
+        )
 
 
 def fold_onnx_constants(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -995,18 +1231,23 @@ def fold_onnx_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     low._fold_constants()
     nodes = [n for n in model.graph.node if not all(o in low.consts for o in n.output if o)]
     needed = {i for n in nodes for i in n.input} | {o.name for o in model.graph.output}
-    inits = [numpy_helper.from_array(np.asarray(low.consts[name]), name)
-             for name in sorted(needed) if name in low.consts]
-    graph = onnx.helper.make_graph(nodes, model.graph.name, inputs, list(model.graph.output),
-                                   initializer=inits)
+    inits = [
+        numpy_helper.from_array(np.asarray(low.consts[name]), name)
+        for name in sorted(needed)
+        if name in low.consts
+    ]
+    graph = onnx.helper.make_graph(
+        nodes, model.graph.name, inputs, list(model.graph.output), initializer=inits
+    )
     folded = onnx.ModelProto()
     folded.CopyFrom(model)
     folded.graph.CopyFrom(graph)
     return folded
 
 
-def lower_onnx(model: onnx.ModelProto, model_name: str = "",
-               warnings: Optional[List[str]] = None) -> Graph:
+def lower_onnx(
+    model: onnx.ModelProto, model_name: str = "", warnings: Optional[List[str]] = None
+) -> Graph:
     """Lower an ONNX model to the engine's graph (FP32 FC and depthwise); see the module doc.
     Notes for the user (not errors) are appended to `warnings` when given."""
     lowering = _Lowering(model).run()

@@ -40,7 +40,15 @@ import torch
 from torch import nn
 
 from .layers import BinaryConv2d
-from .zoo import ABLATION_NAMES, MODEL_NAMES, SE_MODES, BinaryNet, PaperFigures, build_model, get_arch
+from .zoo import (
+    ABLATION_NAMES,
+    MODEL_NAMES,
+    SE_MODES,
+    BinaryNet,
+    PaperFigures,
+    build_model,
+    get_arch,
+)
 
 __all__ = ["LayerCount", "ModelCount", "FC_ENCODINGS", "count_ops", "count_zoo", "main"]
 
@@ -102,8 +110,12 @@ def _final_linear(model: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
-def count_ops(model: nn.Module, input_size: Sequence[int] = (224, 224), name: Optional[str] = None,
-              in_channels: int = 3) -> ModelCount:
+def count_ops(
+    model: nn.Module,
+    input_size: Sequence[int] = (224, 224),
+    name: Optional[str] = None,
+    in_channels: int = 3,
+) -> ModelCount:
     """Count one image's FLOPs/BOPs by running the model once with hooks on its weighted layers.
 
     Works for any model built from `BinaryConv2d`, `nn.Conv2d` and `nn.Linear`, not only the zoo.
@@ -116,15 +128,28 @@ def count_ops(model: nn.Module, input_size: Sequence[int] = (224, 224), name: Op
         def hook(mod, inputs, output):
             spatial = output.shape[2] * output.shape[3] if output.dim() == 4 else 1
             if isinstance(mod, BinaryConv2d):
-                macs = mod.out_channels * mod.in_channels * mod.kernel_size ** 2 * spatial
-                layers.append(LayerCount(layer_name, "binary_conv", tuple(output.shape[1:]), bops=macs))
+                macs = mod.out_channels * mod.in_channels * mod.kernel_size**2 * spatial
+                layers.append(
+                    LayerCount(layer_name, "binary_conv", tuple(output.shape[1:]), bops=macs)
+                )
             elif isinstance(mod, nn.Conv2d):
                 kh, kw = mod.kernel_size
                 macs = mod.out_channels * (mod.in_channels // mod.groups) * kh * kw * spatial
-                layers.append(LayerCount(layer_name, _conv_kind(layer_name, mod), tuple(output.shape[1:]), flops=macs))
+                layers.append(
+                    LayerCount(
+                        layer_name, _conv_kind(layer_name, mod), tuple(output.shape[1:]), flops=macs
+                    )
+                )
             elif isinstance(mod, nn.Linear):
-                layers.append(LayerCount(layer_name, "fc", tuple(output.shape[1:]),
-                                         flops=mod.in_features * mod.out_features))
+                layers.append(
+                    LayerCount(
+                        layer_name,
+                        "fc",
+                        tuple(output.shape[1:]),
+                        flops=mod.in_features * mod.out_features,
+                    )
+                )
+
         return hook
 
     for layer_name, module in model.named_modules():
@@ -148,8 +173,14 @@ def count_ops(model: nn.Module, input_size: Sequence[int] = (224, 224), name: Op
     float_params = params - binary_params - fc_params - fc_bias
     float_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
     binary_bytes = (binary_params + 7) // 8
-    storage = {e: binary_bytes + 4 * (float_params + fc_bias) + _fc_weight_bytes(fc, e) for e in FC_ENCODINGS}
-    weights = {e: binary_bytes + 4 * (float_weights + fc_bias) + _fc_weight_bytes(fc, e) for e in FC_ENCODINGS}
+    storage = {
+        e: binary_bytes + 4 * (float_params + fc_bias) + _fc_weight_bytes(fc, e)
+        for e in FC_ENCODINGS
+    }
+    weights = {
+        e: binary_bytes + 4 * (float_weights + fc_bias) + _fc_weight_bytes(fc, e)
+        for e in FC_ENCODINGS
+    }
     return ModelCount(
         model=name or getattr(model, "name", type(model).__name__),
         input_size=(h, w),
@@ -164,12 +195,18 @@ def count_ops(model: nn.Module, input_size: Sequence[int] = (224, 224), name: Op
     )
 
 
-def _variants(names: Iterable[str], se_modes: Sequence[Optional[str]]) -> List[Tuple[str, Optional[str]]]:
+def _variants(
+    names: Iterable[str], se_modes: Sequence[Optional[str]]
+) -> List[Tuple[str, Optional[str]]]:
     return [(n, se) for n in names for se in se_modes]
 
 
-def count_zoo(names: Optional[Sequence[str]] = None, se_modes: Sequence[Optional[str]] = SE_MODES,
-              input_size: Sequence[int] = (224, 224), num_classes: int = 1000) -> List[ModelCount]:
+def count_zoo(
+    names: Optional[Sequence[str]] = None,
+    se_modes: Sequence[Optional[str]] = SE_MODES,
+    input_size: Sequence[int] = (224, 224),
+    num_classes: int = 1000,
+) -> List[ModelCount]:
     """Counts for the zoo: by default the four models and their SE1/SE2 variants, then the ablations."""
     if names is None:
         pairs = _variants(MODEL_NAMES, se_modes) + _variants(ABLATION_NAMES, (None,))
@@ -202,18 +239,32 @@ def to_record(count: ModelCount, with_layers: bool = False) -> dict:
     if not with_layers:
         rec.pop("layers")
     rec["ops"] = count.ops
-    paper = paper_figures(count.model) if count.input_size == (224, 224) and count.num_classes == 1000 else None
+    paper = (
+        paper_figures(count.model)
+        if count.input_size == (224, 224) and count.num_classes == 1000
+        else None
+    )
     comparison = {}
     if paper is not None:
         pairs = {
             "flops": (count.flops / 1e8, paper.flops_e8),
             "bops": (count.bops / 1e8, paper.bops_e8),
             "ops": (count.ops / 1e8, paper.ops_e8),
-            "storage_mb_fp32_fc": (count.weights_storage_bytes["fp32"] / 1e6, paper.storage_mb_fp32_fc),
-            "storage_mb_int8_fc": (count.weights_storage_bytes["int8"] / 1e6, paper.storage_mb_int8_fc),
+            "storage_mb_fp32_fc": (
+                count.weights_storage_bytes["fp32"] / 1e6,
+                paper.storage_mb_fp32_fc,
+            ),
+            "storage_mb_int8_fc": (
+                count.weights_storage_bytes["int8"] / 1e6,
+                paper.storage_mb_int8_fc,
+            ),
         }
         for key, (ours, theirs) in pairs.items():
-            comparison[key] = {"ours": round(ours, 4), "paper": theirs, "diff_pct": _pct(ours, theirs)}
+            comparison[key] = {
+                "ours": round(ours, 4),
+                "paper": theirs,
+                "diff_pct": _pct(ours, theirs),
+            }
         comparison["top1_paper"] = paper.top1
     rec["paper"] = comparison
     return rec
@@ -224,14 +275,16 @@ def _fmt(x: Optional[float], spec: str) -> str:
 
 
 def format_table(counts: Sequence[ModelCount]) -> str:
-    head = (f"{'model':<20} {'FLOPs e8':>15} {'BOPs e8':>15} {'OPs e8':>15} {'params M':>9} "
-            f"{'MB fp32 FC':>10} {'int8 FC':>8} {'bitpl8 FC':>9} {'MB weights fp32/int8 FC':>30}")
+    head = (
+        f"{'model':<20} {'FLOPs e8':>15} {'BOPs e8':>15} {'OPs e8':>15} {'params M':>9} "
+        f"{'MB fp32 FC':>10} {'int8 FC':>8} {'bitpl8 FC':>9} {'MB weights fp32/int8 FC':>30}"
+    )
     lines = [head, "-" * len(head)]
     for c in counts:
         rec = to_record(c)
         p = rec["paper"]
 
-        def cell(key: str, ours: float, spec: str = ".3f") -> str:
+        def cell(key: str, ours: float, spec: str = ".3f", p: dict = p) -> str:
             if key in p and p[key]["paper"] is not None:
                 return f"{ours:{spec}} ({p[key]['paper']:g}, {p[key]['diff_pct']:+.0f}%)"
             return f"{ours:{spec}}"
@@ -245,28 +298,46 @@ def format_table(counts: Sequence[ModelCount]) -> str:
             f"{mb['bitplane8']:>9.2f} {w32 + ' / ' + w8:>30}"
         )
     lines.append("")
-    lines.append("In parentheses: the paper's value (Tables 2 and 3) and our difference. MB = 10^6 bytes.")
-    lines.append("MB fp32/int8/bitpl8 FC: full deployed storage; 'MB weights': conv+FC weights only, the")
+    lines.append(
+        "In parentheses: the paper's value (Tables 2 and 3) and our difference. MB = 10^6 bytes."
+    )
+    lines.append(
+        "MB fp32/int8/bitpl8 FC: full deployed storage; 'MB weights': conv+FC weights only, the"
+    )
     lines.append("convention of the paper's Table 3. Convention and FLOP differences: docs/ops.md.")
     return "\n".join(lines)
 
 
 def format_layers(count: ModelCount) -> str:
-    lines = [f"{count.model} at {count.input_size[0]}x{count.input_size[1]}",
-             f"{'layer':<40} {'kind':<12} {'output':<18} {'FLOPs':>12} {'BOPs':>13}"]
+    lines = [
+        f"{count.model} at {count.input_size[0]}x{count.input_size[1]}",
+        f"{'layer':<40} {'kind':<12} {'output':<18} {'FLOPs':>12} {'BOPs':>13}",
+    ]
     for l in count.layers:
-        lines.append(f"{l.name:<40} {l.kind:<12} {'x'.join(map(str, l.output_shape)):<18} {l.flops:>12,} {l.bops:>13,}")
+        lines.append(
+            f"{l.name:<40} {l.kind:<12} {'x'.join(map(str, l.output_shape)):<18} {l.flops:>12,} {l.bops:>13,}"
+        )
     lines.append(f"{'total':<40} {'':<12} {'':<18} {count.flops:>12,} {count.bops:>13,}")
     return "\n".join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m weights_tools.ops", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m weights_tools.ops", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--models", nargs="+", metavar="NAME",
-                        help="zoo names (default: the four models with SE variants, then the ablations)")
-    parser.add_argument("--se", choices=["none", "se1", "se2", "all"], default="all",
-                        help="SE variants to count for --models (default: all)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        metavar="NAME",
+        help="zoo names (default: the four models with SE variants, then the ablations)",
+    )
+    parser.add_argument(
+        "--se",
+        choices=["none", "se1", "se2", "all"],
+        default="all",
+        help="SE variants to count for --models (default: all)",
+    )
     parser.add_argument("--input-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--layers", action="store_true", help="add a per-layer breakdown")
@@ -281,7 +352,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         json.dump([to_record(c, with_layers=args.layers) for c in counts], sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
-    print(f"Per image, {args.input_size[0]}x{args.input_size[1]} input, {args.num_classes} classes.")
+    print(
+        f"Per image, {args.input_size[0]}x{args.input_size[1]} input, {args.num_classes} classes."
+    )
     print(format_table(counts))
     if args.layers:
         for c in counts:

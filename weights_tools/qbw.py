@@ -63,8 +63,8 @@ ALIGNMENT = 64
 ABSENT = 0xFFFFFFFF  # an absent optional tensor in an op's tensor list
 MAX_COUNT = 1_000_000
 MAX_STRING = 65535
-MAX_VALUE_BYTES = 2 ** 32  # one value of one image
-MAX_SIZE = 2 ** 31  # sizes and strides in attributes are < 2^31
+MAX_VALUE_BYTES = 2**32  # one value of one image
+MAX_SIZE = 2**31  # sizes and strides in attributes are < 2^31
 BITS_PER_WORD = 64
 
 _HEADER = struct.Struct("<8sHHIQQQQQII")
@@ -194,8 +194,11 @@ class Preprocessing:
     @classmethod
     def for_input_size(cls, height: int, width: int) -> "Preprocessing":
         """ImageNet's eval recipe scaled to the input: resize 256/224 of the crop, center crop."""
-        return cls(resize_short=int(round(min(height, width) * 256 / 224)),
-                   crop_height=int(height), crop_width=int(width))
+        return cls(
+            resize_short=int(round(min(height, width) * 256 / 224)),
+            crop_height=int(height),
+            crop_width=int(width),
+        )
 
 
 @dataclass
@@ -333,8 +336,7 @@ def validate_graph(graph: Graph) -> None:
     if inp.dtype != DType.F32:
         _fail(f"input value {inp.name!r} must be f32")
     if out.dtype != DType.F32:
-        _fail(f"output value {out.name!r} must be f32, got "
-              f"{out.dtype.name} {out.shape}")
+        _fail(f"output value {out.name!r} must be f32, got {out.dtype.name} {out.shape}")
 
     produced = [False] * n_values
     produced[graph.input_value] = True
@@ -351,16 +353,21 @@ def validate_graph(graph: Graph) -> None:
                 _fail(f"{label}: reads value {v} ({graph.values[v].name!r}) before it is produced")
         for v in op.outputs:
             if produced[v]:
-                _fail(f"{label}: value {v} ({graph.values[v].name!r}) is produced twice "
-                      f"(or is the input)")
+                _fail(
+                    f"{label}: value {v} ({graph.values[v].name!r}) is produced twice "
+                    f"(or is the input)"
+                )
             produced[v] = True
         _validate_op(graph, index, op)
     if not produced[graph.output_value] or graph.output_value == graph.input_value:
         _fail(f"output value {out.name!r} is never produced")
 
     for i, v in enumerate(graph.values):
-        per_image = v.height * v.width * (v.channels * 4 if v.dtype == DType.F32
-                                          else words_for_channels(v.channels) * 8)
+        per_image = (
+            v.height
+            * v.width
+            * (v.channels * 4 if v.dtype == DType.F32 else words_for_channels(v.channels) * 8)
+        )
         if per_image > MAX_VALUE_BYTES:
             _fail(f"value {i} ({v.name!r}): {per_image} bytes per image exceeds 2^32")
     if graph.class_names and len(graph.class_names) != out.channels:
@@ -370,18 +377,29 @@ def validate_graph(graph: Graph) -> None:
             _fail("a class name is longer than 65535 bytes")
     p = graph.preprocessing
     if (p.crop_height, p.crop_width) != (inp.height, inp.width):
-        _fail(f"preprocessing crop {p.crop_height}x{p.crop_width} must equal the input value's "
-              f"height x width {inp.height}x{inp.width}")
+        _fail(
+            f"preprocessing crop {p.crop_height}x{p.crop_width} must equal the input value's "
+            f"height x width {inp.height}x{inp.width}"
+        )
     if p.resize_short != 0 and p.resize_short < min(p.crop_height, p.crop_width):
-        _fail(f"preprocessing resize_short {p.resize_short} must be 0 or >= the crop's short "
-              f"side {min(p.crop_height, p.crop_width)}")
+        _fail(
+            f"preprocessing resize_short {p.resize_short} must be 0 or >= the crop's short "
+            f"side {min(p.crop_height, p.crop_width)}"
+        )
     if len(p.mean) != 3 or len(p.std) != 3:
         _fail(f"preprocessing needs 3 means and 3 stds, got mean {p.mean} std {p.std}")
     mean, std, scale = (np.asarray(v, dtype=np.float32) for v in (p.mean, p.std, p.pixel_scale))
-    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)
-            and np.isfinite(scale) and scale > 0):
-        _fail(f"preprocessing: mean must be finite, std and pixel_scale finite and > 0; got "
-              f"mean {p.mean}, std {p.std}, pixel_scale {p.pixel_scale}")
+    if not (
+        np.all(np.isfinite(mean))
+        and np.all(np.isfinite(std))
+        and np.all(std > 0)
+        and np.isfinite(scale)
+        and scale > 0
+    ):
+        _fail(
+            f"preprocessing: mean must be finite, std and pixel_scale finite and > 0; got "
+            f"mean {p.mean}, std {p.std}, pixel_scale {p.pixel_scale}"
+        )
 
 
 def _validate_op(graph: Graph, index: int, op: Op) -> None:
@@ -405,8 +423,10 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
 
     def value_is(v: Value, what: str, dtype: DType, shape: Tuple[int, int, int]) -> None:
         if v.dtype != dtype or v.shape != tuple(shape):
-            _fail(f"{label}: {what} {v.name!r} must be {dtype.name} {tuple(shape)}, "
-                  f"got {v.dtype.name} {v.shape}")
+            _fail(
+                f"{label}: {what} {v.name!r} must be {dtype.name} {tuple(shape)}, "
+                f"got {v.dtype.name} {v.shape}"
+            )
 
     def tensor_is(i: int, dtype: DType, dims: Sequence[int], optional: bool = False) -> None:
         t = op.tensors[i]
@@ -416,8 +436,10 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
             return
         tensor = graph.tensors[t]
         if tensor.dtype != dtype or tensor.dims != tuple(dims):
-            _fail(f"{label}: tensor T{i} {tensor.name!r} must be {dtype.name} {tuple(dims)}, "
-                  f"got {tensor.dtype.name} {tensor.dims}")
+            _fail(
+                f"{label}: tensor T{i} {tensor.name!r} must be {dtype.name} {tuple(dims)}, "
+                f"got {tensor.dtype.name} {tensor.dims}"
+            )
 
     def absent(i: int) -> None:
         if op.tensors[i] is not None:
@@ -475,7 +497,7 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
         k, pad_mode = a
         if k not in (1, 3) or pad_mode not in (0, 1):
             _fail(f"{label}: kernel {k} must be 1 or 3 and pad_mode {pad_mode} 0 or 1")
-        if k * k * C > 2 ** 31 - 1:
+        if k * k * C > 2**31 - 1:
             _fail(f"{label}: k*k*Ci = {k * k * C} overflows the int32 dot")
         value_is(x, "input", DType.BITS, x.shape)
         co = out.channels
@@ -640,10 +662,21 @@ def serialize_qbw(graph: Graph) -> bytes:
     body[: len(meta)] = meta
     for t, off in zip(graph.tensors, offsets):
         start = data_offset - HEADER_SIZE + off
-        body[start: start + t.nbytes] = t.data.tobytes()
+        body[start : start + t.nbytes] = t.data.tobytes()
 
-    header = _HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, HEADER_SIZE, file_size,
-                          HEADER_SIZE, len(meta), data_offset, data_size, 0, 0)
+    header = _HEADER.pack(
+        MAGIC,
+        VERSION_MAJOR,
+        VERSION_MINOR,
+        HEADER_SIZE,
+        file_size,
+        HEADER_SIZE,
+        len(meta),
+        data_offset,
+        data_size,
+        0,
+        0,
+    )
     crc = zlib.crc32(bytes(body), zlib.crc32(header[:56])) & 0xFFFFFFFF
     header = header[:56] + struct.pack("<II", crc, 0)
     return header + bytes(body)
@@ -676,9 +709,10 @@ class _Cursor:
 
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or n > self.remaining():
-            _fail(f"meta section truncated reading {what}: need {n} bytes, "
-                  f"{self.remaining()} remain")
-        b = self.buf[self.pos: self.pos + n]
+            _fail(
+                f"meta section truncated reading {what}: need {n} bytes, {self.remaining()} remain"
+            )
+        b = self.buf[self.pos : self.pos + n]
         self.pos += n
         return b
 
@@ -713,8 +747,19 @@ def parse_qbw(blob: bytes) -> Graph:
     """Parse and validate the bytes of a .qbw file."""
     if len(blob) < HEADER_SIZE:
         _fail(f"file of {len(blob)} bytes is shorter than the {HEADER_SIZE}-byte header")
-    (magic, major, minor, header_size, file_size, meta_offset, meta_size, data_offset, data_size,
-     checksum, reserved) = _HEADER.unpack_from(blob, 0)
+    (
+        magic,
+        major,
+        minor,
+        header_size,
+        file_size,
+        meta_offset,
+        meta_size,
+        data_offset,
+        data_size,
+        checksum,
+        reserved,
+    ) = _HEADER.unpack_from(blob, 0)
     if magic != MAGIC:
         _fail(f"not a .qbw file (magic {magic!r})")
     if major != VERSION_MAJOR:
@@ -737,14 +782,16 @@ def parse_qbw(blob: bytes) -> Graph:
         _fail(f"reserved header field is {reserved}, must be 0")
     crc = zlib.crc32(blob[HEADER_SIZE:], zlib.crc32(blob[:56])) & 0xFFFFFFFF
     if crc != checksum:
-        _fail(f"checksum mismatch: header says {checksum:#010x}, content has {crc:#010x} "
-              f"(damaged file)")
+        _fail(
+            f"checksum mismatch: header says {checksum:#010x}, content has {crc:#010x} "
+            f"(damaged file)"
+        )
 
-    cur = _Cursor(blob[meta_offset: meta_offset + meta_size])
+    cur = _Cursor(blob[meta_offset : meta_offset + meta_size])
     producer = cur.string("producer")
     model_name = cur.string("model_name")
 
-    data = memoryview(blob)[data_offset: data_offset + data_size]
+    data = memoryview(blob)[data_offset : data_offset + data_size]
     tensors: List[Tensor] = []
     spans: List[Tuple[int, int, int]] = []
     n_tensors = cur.count("n_tensors", 4 + 4 + 4 + 8 + 8 + 8)
@@ -770,10 +817,10 @@ def parse_qbw(blob: bytes) -> Graph:
         if offset + nbytes > data_size:
             _fail(f"tensor {i} ({name!r}): [{offset}, +{nbytes}) runs past data_size {data_size}")
         spans.append((offset, offset + nbytes, i))
-        arr = np.frombuffer(data[offset: offset + nbytes], dtype=DTYPE_NUMPY[dtype]).reshape(dims)
+        arr = np.frombuffer(data[offset : offset + nbytes], dtype=DTYPE_NUMPY[dtype]).reshape(dims)
         tensors.append(Tensor(name, dtype, arr.copy()))
     spans.sort()
-    for (s0, e0, i0), (s1, e1, i1) in zip(spans, spans[1:]):
+    for (_, e0, i0), (s1, _, i1) in zip(spans, spans[1:]):
         if s1 < e0:
             _fail(f"tensors {i0} and {i1} overlap in the data section")
 
@@ -782,8 +829,11 @@ def parse_qbw(blob: bytes) -> Graph:
     for i in range(n_values):
         name = cur.string(f"value {i} name")
         dtype_code = cur.u32(f"value {i} dtype")
-        h, w, c = cur.u32(f"value {i} height"), cur.u32(f"value {i} width"), cur.u32(
-            f"value {i} channels")
+        h, w, c = (
+            cur.u32(f"value {i} height"),
+            cur.u32(f"value {i} width"),
+            cur.u32(f"value {i} channels"),
+        )
         if dtype_code not in (DType.F32, DType.BITS):
             _fail(f"value {i} ({name!r}): dtype {dtype_code} must be 0 (f32) or 2 (bits)")
         values.append(Value(name, DType(dtype_code), h, w, c))
@@ -820,12 +870,20 @@ def parse_qbw(blob: bytes) -> Graph:
     if cur.remaining() and minor == 0:
         _fail(f"{cur.remaining()} unexpected bytes after the meta section's last field")
 
-    graph = Graph(tensors=tensors, values=values, ops=ops, input_value=input_value,
-                  output_value=output_value,
-                  preprocessing=Preprocessing(resize_short, crop_h, crop_w, tuple(mean),
-                                              tuple(std), pixel_scale),
-                  class_names=class_names, producer=producer, model_name=model_name,
-                  metadata_json=metadata_json)
+    graph = Graph(
+        tensors=tensors,
+        values=values,
+        ops=ops,
+        input_value=input_value,
+        output_value=output_value,
+        preprocessing=Preprocessing(
+            resize_short, crop_h, crop_w, tuple(mean), tuple(std), pixel_scale
+        ),
+        class_names=class_names,
+        producer=producer,
+        model_name=model_name,
+        metadata_json=metadata_json,
+    )
     validate_graph(graph)
     return graph
 

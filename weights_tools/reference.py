@@ -27,8 +27,14 @@ import numpy as np
 
 from .qbw import FCEncoding, Graph, Op, OpType, pack_threshold, unpack_signs
 
-__all__ = ["run_reference", "evaluate", "quantize_dw_input", "NearTies", "near_tie_images",
-           "Observer"]
+__all__ = [
+    "run_reference",
+    "evaluate",
+    "quantize_dw_input",
+    "NearTies",
+    "near_tie_images",
+    "Observer",
+]
 
 f32 = np.float32
 
@@ -36,8 +42,9 @@ f32 = np.float32
 Observer = Callable[[int, Op, List[np.ndarray]], None]
 
 
-def run_reference(graph: Graph, x_nchw: np.ndarray, observer: Optional[Observer] = None
-                  ) -> np.ndarray:
+def run_reference(
+    graph: Graph, x_nchw: np.ndarray, observer: Optional[Observer] = None
+) -> np.ndarray:
     """Run the graph on a float32 NCHW batch; returns the logits [N, O] (float32), or an
     N x C x H x W array when the graph's output is not 1 x 1 (as the engine does)."""
     values = evaluate(graph, x_nchw, observer=observer)
@@ -47,8 +54,9 @@ def run_reference(graph: Graph, x_nchw: np.ndarray, observer: Optional[Observer]
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
-def evaluate(graph: Graph, x_nchw: np.ndarray, observer: Optional[Observer] = None,
-             keep_all: bool = False) -> Dict[int, np.ndarray]:
+def evaluate(
+    graph: Graph, x_nchw: np.ndarray, observer: Optional[Observer] = None, keep_all: bool = False
+) -> Dict[int, np.ndarray]:
     """Run the graph; returns {value index: array} for the output (and every value if
     `keep_all`). f32 values are [N, H, W, C] float32, bits values [N, H, W, words] uint64."""
     x = np.asarray(x_nchw)
@@ -56,8 +64,10 @@ def evaluate(graph: Graph, x_nchw: np.ndarray, observer: Optional[Observer] = No
         raise ValueError(f"input must be float32 NCHW, got {x.dtype} with shape {x.shape}")
     inp = graph.values[graph.input_value]
     if x.shape[1:] != (inp.channels, inp.height, inp.width):
-        raise ValueError(f"input shape {x.shape[1:]} != the graph's (C, H, W) "
-                         f"{(inp.channels, inp.height, inp.width)}")
+        raise ValueError(
+            f"input shape {x.shape[1:]} != the graph's (C, H, W) "
+            f"{(inp.channels, inp.height, inp.width)}"
+        )
     last_use = {}
     for i, op in enumerate(graph.ops):
         for v in op.inputs:
@@ -112,8 +122,9 @@ class NearTies:
             self.images |= (near & (r < 127.5)).any(axis=1)
 
 
-def near_tie_images(graph: Graph, x_nchw: np.ndarray, sign_rel: float = 1e-6,
-                    code_abs: float = 1e-5):
+def near_tie_images(
+    graph: Graph, x_nchw: np.ndarray, sign_rel: float = 1e-6, code_abs: float = 1e-5
+):
     """(logits, bool [N]): the reference's logits and the images with a near-tie decision (see
     `NearTies`)."""
     ties = NearTies(graph, sign_rel, code_abs)
@@ -134,7 +145,11 @@ def _taps(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int):
     xp[n, i*sh + dy, j*sw + dx, c]."""
     for dy in range(kh):
         for dx in range(kw):
-            yield dy, dx, xp[:, dy: dy + sh * (ho - 1) + 1: sh, dx: dx + sw * (wo - 1) + 1: sw, :]
+            yield (
+                dy,
+                dx,
+                xp[:, dy : dy + sh * (ho - 1) + 1 : sh, dx : dx + sw * (wo - 1) + 1 : sw, :],
+            )
 
 
 def _matmul_taps(win: np.ndarray, w_tap: np.ndarray) -> np.ndarray:
@@ -230,7 +245,7 @@ def _bconv2d(graph: Graph, op: Op, args):
     x_value = graph.values[op.inputs[0]]
     # ±1 as float32: every partial sum is an integer of magnitude <= k*k*Ci < 2^24, which
     # float32 holds exactly, so the BLAS matmul gives the exact dot whatever its summation order.
-    assert k * k * x_value.channels < 2 ** 24
+    assert k * k * x_value.channels < 2**24
     a = unpack_signs(bits, x_value.channels, dtype=np.float32)  # [N, H, W, Ci]
     w_bits = _tensor(graph, op, 0)  # [Co, k, k, words]
     w = unpack_signs(w_bits, x_value.channels, dtype=np.float32)  # [Co, k, k, Ci]
@@ -312,7 +327,7 @@ def _fc(graph: Graph, op: Op, args):
         out = _tensor(graph, op, 1).astype(np.float64) * (v @ weight.astype(np.float64).T) + bias
     elif encoding == FCEncoding.BITPLANE8:
         planes = unpack_signs(weight, v.shape[1], dtype=np.float64)  # [8, O, C] of ±1
-        acc = sum((2.0 ** b) * (v @ planes[b].T) for b in range(8))
+        acc = sum((2.0**b) * (v @ planes[b].T) for b in range(8))
         out = _tensor(graph, op, 1).astype(np.float64) * acc + bias
     else:
         raise ValueError(f"unknown FC encoding {encoding}")

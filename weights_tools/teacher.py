@@ -30,8 +30,9 @@ def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, cin: int, planes: int, stride: int = 1,
-                 downsample: Optional[nn.Module] = None):
+    def __init__(
+        self, cin: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None
+    ):
         super().__init__()
         self.conv1 = _conv3x3(cin, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -52,8 +53,9 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, cin: int, planes: int, stride: int = 1,
-                 downsample: Optional[nn.Module] = None):
+    def __init__(
+        self, cin: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -76,8 +78,9 @@ def _make_layer(block: Type[nn.Module], cin: int, planes: int, blocks: int, stri
     downsample = None
     cout = planes * block.expansion  # type: ignore[attr-defined]
     if stride != 1 or cin != cout:
-        downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
-                                   nn.BatchNorm2d(cout))
+        downsample = nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+        )
     layers: List[nn.Module] = [block(cin, planes, stride, downsample)]
     layers += [block(cout, planes) for _ in range(1, blocks)]
     return nn.Sequential(*layers), cout
@@ -174,8 +177,9 @@ def build_teacher(name: str, num_classes: int) -> nn.Module:
     if tvm is not None and name in tvm.list_models():
         return tvm.get_model(name, weights=None, num_classes=num_classes)
     hint = "" if tvm is not None else " (torchvision is not importable, so only these)"
-    raise ValueError(f"unknown teacher architecture {name!r}; "
-                     f"known: {', '.join(TEACHER_ARCHS)}{hint}")
+    raise ValueError(
+        f"unknown teacher architecture {name!r}; known: {', '.join(TEACHER_ARCHS)}{hint}"
+    )
 
 
 def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
@@ -187,11 +191,12 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
                 state = state[key]
                 break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: not a state_dict "
-                         f"(nor a dict with a 'model' or 'state_dict' one)")
+        raise ValueError(
+            f"{path}: not a state_dict (nor a dict with a 'model' or 'state_dict' one)"
+        )
     prefix = "module."
     if state and all(k.startswith(prefix) for k in state):
-        state = {k[len(prefix):]: v for k, v in state.items()}
+        state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -202,8 +207,9 @@ def checkpoint_meta(path: str) -> dict:
     return dict(meta) if isinstance(meta, dict) else {}
 
 
-def load_teacher(path: str, arch: Optional[str], num_classes: int,
-                 device: Union[str, torch.device] = "cpu") -> nn.Module:
+def load_teacher(
+    path: str, arch: Optional[str], num_classes: int, device: Union[str, torch.device] = "cpu"
+) -> nn.Module:
     """Build `arch` (default: the arch recorded in a `weights_tools.train` checkpoint), load the
     weights of `path` strictly, freeze them, and return the model in eval mode on `device`."""
     if arch is None:
@@ -215,8 +221,9 @@ def load_teacher(path: str, arch: Optional[str], num_classes: int,
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(f"teacher checkpoint {path} does not fit {arch} with {num_classes} "
-                         f"classes: {exc}") from None
+        raise ValueError(
+            f"teacher checkpoint {path} does not fit {arch} with {num_classes} classes: {exc}"
+        ) from None
     for p in model.parameters():
         p.requires_grad_(False)
     return model.to(device).eval()

@@ -46,8 +46,16 @@ from . import data as D
 from .teacher import TEACHER_ARCHS, build_teacher, is_teacher_arch, load_teacher, read_state_dict
 from .zoo import ARCHS, BLOCK_TYPES, build_model, set_training_stage, with_overrides
 
-__all__ = ["main", "train", "build_parser", "model_from_meta", "topk_correct", "kd_loss",
-           "lr_factor", "Progress"]
+__all__ = [
+    "main",
+    "train",
+    "build_parser",
+    "model_from_meta",
+    "topk_correct",
+    "kd_loss",
+    "lr_factor",
+    "Progress",
+]
 
 DEFAULT_WEIGHT_DECAY = {"teacher": 1e-4, "1": 1e-5, "2": 0.0}
 CHECKPOINT = "checkpoint.pth"
@@ -58,18 +66,20 @@ FINAL = "model.pth"
 # Small pieces, unit-tested on their own
 
 
-def topk_correct(logits: torch.Tensor, targets: torch.Tensor,
-                 ks: Sequence[int] = (1, 5)) -> List[int]:
+def topk_correct(
+    logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)
+) -> List[int]:
     """How many rows have their target among the k largest logits, for each k (k is capped at
     the number of classes, so top-5 of a 3-class problem is top-3)."""
     kmax = min(max(ks), logits.shape[1])
     top = logits.topk(kmax, dim=1).indices
     hit = top.eq(targets.view(-1, 1))
-    return [int(hit[:, :min(k, kmax)].any(dim=1).sum()) for k in ks]
+    return [int(hit[:, : min(k, kmax)].any(dim=1).sum()) for k in ks]
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-            temperature: float = 1.0) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """KL(softmax(teacher/T) || softmax(student/T)) * T², averaged over the batch.
 
     ReActNet's distributional loss is the cross-entropy against the teacher's softmax: the same
@@ -99,8 +109,15 @@ class Progress:
     """A dependency-free progress bar on stderr: redrawn in place on a terminal, one line per
     `every` steps (and the last) when stderr is a file or a pipe."""
 
-    def __init__(self, total: int, desc: str, enabled: bool = True, every: int = 0,
-                 stream=None, width: int = 24):
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        enabled: bool = True,
+        every: int = 0,
+        stream=None,
+        width: int = 24,
+    ):
         self.total, self.desc, self.enabled, self.width = total, desc, enabled, width
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -118,10 +135,13 @@ class Progress:
         filled = int(round(self.width * min(frac, 1.0)))
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / self.n * (self.total - self.n) if self.n else 0.0
-        text = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in info.items())
-        line = (f"{self.desc} [{'#' * filled}{'.' * (self.width - filled)}] {self.n}/{self.total} "
-                f"{elapsed:.0f}s<{eta:.0f}s {text}")
+        text = " ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items()
+        )
+        line = (
+            f"{self.desc} [{'#' * filled}{'.' * (self.width - filled)}] {self.n}/{self.total} "
+            f"{elapsed:.0f}s<{eta:.0f}s {text}"
+        )
         if self.tty:
             self.stream.write("\r" + line + ("\n" if self.n >= self.total else ""))
         else:
@@ -141,7 +161,12 @@ class Progress:
 class DistInfo:
     def __init__(self, rank: int, world: int, local_rank: int, device: torch.device, backend: str):
         self.rank, self.world, self.local_rank, self.device, self.backend = (
-            rank, world, local_rank, device, backend)
+            rank,
+            world,
+            local_rank,
+            device,
+            backend,
+        )
 
     @property
     def enabled(self) -> bool:
@@ -192,8 +217,9 @@ def _parse_blocks(text: Optional[str]) -> Optional[List[str]]:
     blocks = [b.strip() for b in text.split(",") if b.strip()]
     unknown = [b for b in blocks if b not in BLOCK_TYPES]
     if unknown or not blocks:
-        raise SystemExit(f"--blocks: unknown block type(s) {unknown}; "
-                         f"known: {', '.join(BLOCK_TYPES)}")
+        raise SystemExit(
+            f"--blocks: unknown block type(s) {unknown}; known: {', '.join(BLOCK_TYPES)}"
+        )
     return blocks
 
 
@@ -209,10 +235,16 @@ def model_from_meta(meta: Dict[str, Any]) -> nn.Module:
     if meta.get("stem_channels"):
         changes["stem_channels"] = int(meta["stem_channels"])
     if changes:
-        arch = dataclasses.replace(with_overrides(arch, **changes),
-                                   name=meta.get("name") or f"{arch}_custom")
-    return build_model(arch, num_classes=num_classes, se=meta.get("se"),
-                       padding=meta.get("padding", "zero"), stage=int(meta.get("stage", 2)))
+        arch = dataclasses.replace(
+            with_overrides(arch, **changes), name=meta.get("name") or f"{arch}_custom"
+        )
+    return build_model(
+        arch,
+        num_classes=num_classes,
+        se=meta.get("se"),
+        padding=meta.get("padding", "zero"),
+        stage=int(meta.get("stage", 2)),
+    )
 
 
 def _weight_decay_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
@@ -266,26 +298,37 @@ def build_data(args: argparse.Namespace) -> Tuple[D.DataSpec, Any, Any]:
     if args.dataset == "digits":
         train_set, eval_set = D.digits("train"), D.digits("holdout")
         size = args.input_size or 32
-        spec = D.DataSpec(classes=train_set.classes, input_size=_pair(size),
-                          resize_short=args.resize_short or size,
-                          mean=D.DIGITS_MEAN, std=D.DIGITS_STD,
-                          augment=("crop", "lighting"), crop_scale=(0.5, 1.0),
-                          source="scikit-learn digits (UCI Optical Recognition of Handwritten "
-                                 "Digits, CC BY 4.0), upscaled 8x8 -> 32x32")
+        spec = D.DataSpec(
+            classes=train_set.classes,
+            input_size=_pair(size),
+            resize_short=args.resize_short or size,
+            mean=D.DIGITS_MEAN,
+            std=D.DIGITS_STD,
+            augment=("crop", "lighting"),
+            crop_scale=(0.5, 1.0),
+            source="scikit-learn digits (UCI Optical Recognition of Handwritten "
+            "Digits, CC BY 4.0), upscaled 8x8 -> 32x32",
+        )
     else:
         train_dir = args.train_dir or (os.path.join(args.data, "train") if args.data else None)
         val_dir = args.val_dir or (os.path.join(args.data, "val") if args.data else None)
         if not train_dir or not val_dir:
-            raise SystemExit("imagefolder data: give --data ROOT (ROOT/train, ROOT/val) or "
-                             "--train-dir and --val-dir")
+            raise SystemExit(
+                "imagefolder data: give --data ROOT (ROOT/train, ROOT/val) or "
+                "--train-dir and --val-dir"
+            )
         train_set, eval_set = D.ImageFolder(train_dir), D.ImageFolder(val_dir)
         if train_set.classes != eval_set.classes:
             raise SystemExit(f"{train_dir} and {val_dir} have different class folders")
         size = args.input_size or 224
-        spec = D.DataSpec(classes=train_set.classes, input_size=_pair(size),
-                          resize_short=args.resize_short or int(round(size * 256 / 224)),
-                          mean=D.IMAGENET_MEAN, std=D.IMAGENET_STD,
-                          source=f"ImageFolder {os.path.abspath(train_dir)}")
+        spec = D.DataSpec(
+            classes=train_set.classes,
+            input_size=_pair(size),
+            resize_short=args.resize_short or int(round(size * 256 / 224)),
+            mean=D.IMAGENET_MEAN,
+            std=D.IMAGENET_STD,
+            source=f"ImageFolder {os.path.abspath(train_dir)}",
+        )
     if args.augment is not None:
         spec.augment = tuple(a for a in args.augment.split(",") if a and a != "none")
     if args.crop_scale is not None:
@@ -302,9 +345,13 @@ def _rng_state() -> Dict[str, Any]:
     state: Dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
-                  "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -315,8 +362,15 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(_as_tuple(state["python"]))
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        (
+            n["name"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -347,84 +401,156 @@ def _json_safe(v: Any) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m weights_tools.train", description=__doc__.split("\n\n")[0],
+        prog="python -m weights_tools.train",
+        description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run under torchrun for several processes (DDP). Recipe: docs/training.md.")
+        epilog="Run under torchrun for several processes (DDP). Recipe: docs/training.md.",
+    )
     g = p.add_argument_group("what to train")
-    g.add_argument("--stage", choices=("teacher", "1", "2"), required=True,
-                   help="teacher: a float model (--arch a teacher arch); 1: binary activations, "
-                        "float weights; 2: both binary (start it from stage 1 with --init)")
-    g.add_argument("--arch", required=True,
-                   help=f"zoo model ({', '.join(ARCHS)}) or, for --stage teacher, a teacher "
-                        f"({', '.join(TEACHER_ARCHS)}, or a torchvision name when importable)")
+    g.add_argument(
+        "--stage",
+        choices=("teacher", "1", "2"),
+        required=True,
+        help="teacher: a float model (--arch a teacher arch); 1: binary activations, "
+        "float weights; 2: both binary (start it from stage 1 with --init)",
+    )
+    g.add_argument(
+        "--arch",
+        required=True,
+        help=f"zoo model ({', '.join(ARCHS)}) or, for --stage teacher, a teacher "
+        f"({', '.join(TEACHER_ARCHS)}, or a torchvision name when importable)",
+    )
     g.add_argument("--se", choices=("none", "se1", "se2"), default="none")
     g.add_argument("--padding", choices=("zero", "one"), default="zero")
-    g.add_argument("--blocks", help="replace the arch's block list, e.g. N,D,N,Q,N,Q,N (sizes a "
-                                    "zoo model down for a small data set)")
+    g.add_argument(
+        "--blocks",
+        help="replace the arch's block list, e.g. N,D,N,Q,N,Q,N (sizes a "
+        "zoo model down for a small data set)",
+    )
     g.add_argument("--stem-channels", type=int, help="replace the arch's stem width")
-    g.add_argument("--name", help="the model's name (default: the arch, with _custom when "
-                                  "--blocks or --stem-channels change it)")
+    g.add_argument(
+        "--name",
+        help="the model's name (default: the arch, with _custom when "
+        "--blocks or --stem-channels change it)",
+    )
     g.add_argument("--num-classes", type=int, help="default: the number of class folders")
-    g.add_argument("--init", metavar="CKPT", help="start from these weights (stage 2: stage 1's "
-                                                  "model.pth); optimizer and schedule start afresh")
+    g.add_argument(
+        "--init",
+        metavar="CKPT",
+        help="start from these weights (stage 2: stage 1's "
+        "model.pth); optimizer and schedule start afresh",
+    )
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=("imagefolder", "digits"), default="imagefolder",
-                   help="imagefolder: class-per-folder images; digits: scikit-learn's 8x8 digits "
-                        "upscaled to 32x32 (in-package, nothing downloaded)")
+    g.add_argument(
+        "--dataset",
+        choices=("imagefolder", "digits"),
+        default="imagefolder",
+        help="imagefolder: class-per-folder images; digits: scikit-learn's 8x8 digits "
+        "upscaled to 32x32 (in-package, nothing downloaded)",
+    )
     g.add_argument("--data", help="ImageFolder root holding train/ and val/")
     g.add_argument("--train-dir")
     g.add_argument("--val-dir")
     g.add_argument("--input-size", type=int, help="crop size (default 224; digits 32)")
-    g.add_argument("--resize-short", type=int, help="eval resize of the shorter side "
-                                                    "(default 256/224 of the crop)")
-    g.add_argument("--augment", help="comma list of crop, flip, lighting, or none (default: all "
-                                     "three; digits: crop,lighting - no flips for digits)")
-    g.add_argument("--crop-scale", type=float, help="smallest area fraction of the random "
-                                                    "resized crop (default 0.08; digits 0.5)")
+    g.add_argument(
+        "--resize-short",
+        type=int,
+        help="eval resize of the shorter side (default 256/224 of the crop)",
+    )
+    g.add_argument(
+        "--augment",
+        help="comma list of crop, flip, lighting, or none (default: all "
+        "three; digits: crop,lighting - no flips for digits)",
+    )
+    g.add_argument(
+        "--crop-scale",
+        type=float,
+        help="smallest area fraction of the random resized crop (default 0.08; digits 0.5)",
+    )
     g.add_argument("--lighting", type=float, default=0.1, help="PCA lighting std (ReActNet: 0.1)")
     g.add_argument("--workers", type=int, default=4, help="data loader processes per rank")
     g = p.add_argument_group("distillation")
     g.add_argument("--teacher", metavar="CKPT", help="teacher weights, a local file")
-    g.add_argument("--teacher-arch", help="teacher architecture (default: recorded in CKPT); "
-                                          "torchvision-style names such as resnet34")
+    g.add_argument(
+        "--teacher-arch",
+        help="teacher architecture (default: recorded in CKPT); "
+        "torchvision-style names such as resnet34",
+    )
     g.add_argument("--kd-temperature", type=float, default=1.0)
-    g.add_argument("--ce-weight", type=float, default=0.0,
-                   help="weight of the label cross-entropy added to the KD loss (ReActNet: 0)")
-    g.add_argument("--eval-teacher", action="store_true",
-                   help="report the teacher's accuracy first")
+    g.add_argument(
+        "--ce-weight",
+        type=float,
+        default=0.0,
+        help="weight of the label cross-entropy added to the KD loss (ReActNet: 0)",
+    )
+    g.add_argument(
+        "--eval-teacher", action="store_true", help="report the teacher's accuracy first"
+    )
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int, default=256)
     g.add_argument("--batch-size", type=int, default=256, help="per process")
     g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--weight-decay", type=float,
-                   help="default: stage 1 1e-5, stage 2 0, teacher 1e-4 (conv and FC weights only)")
+    g.add_argument(
+        "--weight-decay",
+        type=float,
+        help="default: stage 1 1e-5, stage 2 0, teacher 1e-4 (conv and FC weights only)",
+    )
     g.add_argument("--schedule", choices=("poly", "cosine", "constant"), default="poly")
     g.add_argument("--warmup", type=float, default=0.0, help="warm-up epochs (cosine)")
-    g.add_argument("--lr-update", choices=("step", "epoch"), default="step",
-                   help="change the learning rate after every step (default) or, as the paper "
-                        "words the poly rule, once per epoch")
-    g.add_argument("--label-smoothing", type=float, default=0.0,
-                   help="of the cross-entropy (runs without a teacher)")
-    g.add_argument("--amp", choices=("auto", "off", "fp16", "bf16"), default="auto",
-                   help="mixed precision (CUDA only); auto: fp16 on CUDA, off on the CPU")
+    g.add_argument(
+        "--lr-update",
+        choices=("step", "epoch"),
+        default="step",
+        help="change the learning rate after every step (default) or, as the paper "
+        "words the poly rule, once per epoch",
+    )
+    g.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.0,
+        help="of the cross-entropy (runs without a teacher)",
+    )
+    g.add_argument(
+        "--amp",
+        choices=("auto", "off", "fp16", "bf16"),
+        default="auto",
+        help="mixed precision (CUDA only); auto: fp16 on CUDA, off on the CPU",
+    )
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs")
     g = p.add_argument_group("run")
-    g.add_argument("--out", required=True, help="output folder: checkpoint.pth, model.pth, "
-                                                "log.jsonl, train.log")
-    g.add_argument("--resume", metavar="CKPT", help="resume from a checkpoint ('auto': OUT/"
-                                                    "checkpoint.pth if it exists)")
+    g.add_argument(
+        "--out",
+        required=True,
+        help="output folder: checkpoint.pth, model.pth, log.jsonl, train.log",
+    )
+    g.add_argument(
+        "--resume",
+        metavar="CKPT",
+        help="resume from a checkpoint ('auto': OUT/checkpoint.pth if it exists)",
+    )
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--max-steps", type=int, default=0,
-                   help="stop (with a checkpoint) after this many optimizer steps in all")
+    g.add_argument(
+        "--max-steps",
+        type=int,
+        default=0,
+        help="stop (with a checkpoint) after this many optimizer steps in all",
+    )
     g.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations")
     g.add_argument("--eval-batch-size", type=int, default=0, help="default: --batch-size")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar, log lines only")
-    g.add_argument("--log-interval", type=int, default=0, help="steps between progress lines "
-                                                               "when not on a terminal (0: 10%%)")
-    g.add_argument("--save-rank-weights", action="store_true",
-                   help="every rank also writes OUT/final_rank<R>.pth (checks DDP agreement)")
+    g.add_argument(
+        "--log-interval",
+        type=int,
+        default=0,
+        help="steps between progress lines when not on a terminal (0: 10%%)",
+    )
+    g.add_argument(
+        "--save-rank-weights",
+        action="store_true",
+        help="every rank also writes OUT/final_rank<R>.pth (checks DDP agreement)",
+    )
     return p
 
 
@@ -464,8 +590,13 @@ def _autocast(device: torch.device, amp: Optional[torch.dtype]):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, info: DistInfo,
-             amp: Optional[torch.dtype] = None, progress: bool = False) -> Dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    info: DistInfo,
+    amp: Optional[torch.dtype] = None,
+    progress: bool = False,
+) -> Dict[str, float]:
     """Top-1, top-5 (percent) and cross-entropy over the whole eval set (all ranks' shards).
 
     Pass the bare model, not its DistributedDataParallel wrapper: the shards may differ in length
@@ -517,11 +648,13 @@ def _train_logged(args: argparse.Namespace, info: DistInfo, log: _Logger) -> Dic
     stage = args.stage
     is_teacher = stage == "teacher"
     if is_teacher and not is_teacher_arch(args.arch):
-        raise SystemExit(f"--stage teacher needs a teacher arch ({', '.join(TEACHER_ARCHS)}), "
-                         f"got {args.arch!r}")
+        raise SystemExit(
+            f"--stage teacher needs a teacher arch ({', '.join(TEACHER_ARCHS)}), got {args.arch!r}"
+        )
     if not is_teacher and args.arch not in ARCHS:
-        raise SystemExit(f"--stage {stage} needs a zoo arch ({', '.join(ARCHS)}), "
-                         f"got {args.arch!r}")
+        raise SystemExit(
+            f"--stage {stage} needs a zoo arch ({', '.join(ARCHS)}), got {args.arch!r}"
+        )
     if is_teacher and args.teacher:
         raise SystemExit("--teacher is for the student stages")
     if args.warmup and args.schedule != "cosine":
@@ -540,10 +673,15 @@ def _train_logged(args: argparse.Namespace, info: DistInfo, log: _Logger) -> Dic
     blocks = _parse_blocks(args.blocks)
     se = None if args.se == "none" else args.se
     meta: Dict[str, Any] = {
-        "kind": "teacher" if is_teacher else "student", "arch": args.arch,
+        "kind": "teacher" if is_teacher else "student",
+        "arch": args.arch,
         "name": args.name or (f"{args.arch}_custom" if blocks or args.stem_channels else args.arch),
-        "blocks": blocks, "stem_channels": args.stem_channels, "se": se, "padding": args.padding,
-        "num_classes": num_classes, "stage": 2 if is_teacher else int(stage),
+        "blocks": blocks,
+        "stem_channels": args.stem_channels,
+        "se": se,
+        "padding": args.padding,
+        "num_classes": num_classes,
+        "stage": 2 if is_teacher else int(stage),
         "data": _json_safe(asdict(spec)),
     }
 
@@ -566,7 +704,8 @@ def _train_logged(args: argparse.Namespace, info: DistInfo, log: _Logger) -> Dic
     ddp_model: nn.Module = model
     if info.enabled:
         ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None
+        )
 
     teacher = None
     if args.teacher:
@@ -574,33 +713,55 @@ def _train_logged(args: argparse.Namespace, info: DistInfo, log: _Logger) -> Dic
 
     # Data
     train_set = D.TransformedDataset(
-        train_base, D.build_transform(True, spec.input_size, spec.resize_short, spec.mean, spec.std,
-                                      spec.augment, spec.crop_scale, args.lighting), args.seed)
+        train_base,
+        D.build_transform(
+            True,
+            spec.input_size,
+            spec.resize_short,
+            spec.mean,
+            spec.std,
+            spec.augment,
+            spec.crop_scale,
+            args.lighting,
+        ),
+        args.seed,
+    )
     eval_set = D.TransformedDataset(
-        eval_base,
-        D.build_transform(False, spec.input_size, spec.resize_short, spec.mean, spec.std))
+        eval_base, D.build_transform(False, spec.input_size, spec.resize_short, spec.mean, spec.std)
+    )
     sampler = D.ResumableSampler(train_set, info.world, info.rank, shuffle=True, seed=args.seed)
     drop_last = sampler.num_samples >= args.batch_size
     loader_kw = dict(num_workers=args.workers, pin_memory=info.device.type == "cuda")
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler,
-                              drop_last=drop_last, **loader_kw)
-    eval_loader = DataLoader(eval_set, batch_size=args.eval_batch_size or args.batch_size,
-                             sampler=D.EvalShardSampler(len(eval_set), info.world, info.rank),
-                             **loader_kw)
-    steps_per_epoch = (sampler.num_samples // args.batch_size if drop_last
-                       else math.ceil(sampler.num_samples / args.batch_size))
+    train_loader = DataLoader(
+        train_set, batch_size=args.batch_size, sampler=sampler, drop_last=drop_last, **loader_kw
+    )
+    eval_loader = DataLoader(
+        eval_set,
+        batch_size=args.eval_batch_size or args.batch_size,
+        sampler=D.EvalShardSampler(len(eval_set), info.world, info.rank),
+        **loader_kw,
+    )
+    steps_per_epoch = (
+        sampler.num_samples // args.batch_size
+        if drop_last
+        else math.ceil(sampler.num_samples / args.batch_size)
+    )
     total_steps = steps_per_epoch * args.epochs
     warmup_steps = int(round(args.warmup * steps_per_epoch))
 
     wd = DEFAULT_WEIGHT_DECAY[stage] if args.weight_decay is None else args.weight_decay
     optimizer = torch.optim.Adam(_weight_decay_groups(model, wd), lr=args.lr, betas=(0.9, 0.999))
     if args.lr_update == "epoch":  # the schedule over epochs: t and T counted in whole epochs
+
         def schedule(s: int) -> float:
-            return lr_factor(s // steps_per_epoch, args.epochs, args.schedule,
-                             int(round(args.warmup)))
+            return lr_factor(
+                s // steps_per_epoch, args.epochs, args.schedule, int(round(args.warmup))
+            )
     else:
+
         def schedule(s: int) -> float:
             return lr_factor(s, total_steps, args.schedule, warmup_steps)
+
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
 
@@ -614,8 +775,10 @@ def _train_logged(args: argparse.Namespace, info: DistInfo, log: _Logger) -> Dic
         ck = torch.load(resume, map_location="cpu", weights_only=True)
         for key in ("arch", "num_classes", "stage", "blocks", "stem_channels", "se", "padding"):
             if ck["meta"].get(key) != meta.get(key):
-                raise SystemExit(f"--resume {resume}: checkpoint has "
-                                 f"{key}={ck['meta'].get(key)!r}, this run {meta.get(key)!r}")
+                raise SystemExit(
+                    f"--resume {resume}: checkpoint has "
+                    f"{key}={ck['meta'].get(key)!r}, this run {meta.get(key)!r}"
+                )
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
@@ -626,21 +789,37 @@ def _train_logged(args: argparse.Namespace, info: DistInfo, log: _Logger) -> Dic
         history = list(ck.get("history", []))
         if start_step >= steps_per_epoch:
             start_epoch, start_step = start_epoch + 1, 0
-        log.line(f"resumed from {resume}: epoch {start_epoch}, step {start_step} of "
-                 f"{steps_per_epoch}, global step {global_step}")
+        log.line(
+            f"resumed from {resume}: epoch {start_epoch}, step {start_step} of "
+            f"{steps_per_epoch}, global step {global_step}"
+        )
 
     n_params = sum(p.numel() for p in model.parameters())
-    log.line(f"{meta['name']} stage {stage}: {n_params / 1e6:.2f} M parameters, {num_classes} "
-             f"classes, {len(train_base)} training / {len(eval_base)} eval images "
-             f"({spec.source}); {info.world} process(es), {info.device}, backend {info.backend}, "
-             f"amp {amp if amp is not None else 'off'}")
-    log.line(f"Adam lr {args.lr} wd {wd}, {args.schedule} schedule over {total_steps} steps "
-             f"({args.epochs} epochs x {steps_per_epoch}), batch {args.batch_size} x {info.world}, "
-             f"{'KD from ' + args.teacher if teacher is not None else 'cross-entropy'}, "
-             f"augment {','.join(spec.augment) or 'none'}")
-    log.record("start", args=vars(args), meta=meta, world_size=info.world, device=str(info.device),
-               parameters=n_params, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-               weight_decay=wd, resumed_from=resume, global_step=global_step)
+    log.line(
+        f"{meta['name']} stage {stage}: {n_params / 1e6:.2f} M parameters, {num_classes} "
+        f"classes, {len(train_base)} training / {len(eval_base)} eval images "
+        f"({spec.source}); {info.world} process(es), {info.device}, backend {info.backend}, "
+        f"amp {amp if amp is not None else 'off'}"
+    )
+    log.line(
+        f"Adam lr {args.lr} wd {wd}, {args.schedule} schedule over {total_steps} steps "
+        f"({args.epochs} epochs x {steps_per_epoch}), batch {args.batch_size} x {info.world}, "
+        f"{'KD from ' + args.teacher if teacher is not None else 'cross-entropy'}, "
+        f"augment {','.join(spec.augment) or 'none'}"
+    )
+    log.record(
+        "start",
+        args=vars(args),
+        meta=meta,
+        world_size=info.world,
+        device=str(info.device),
+        parameters=n_params,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        weight_decay=wd,
+        resumed_from=resume,
+        global_step=global_step,
+    )
     if teacher is not None and args.eval_teacher:
         tm = evaluate(teacher, eval_loader, info, amp)
         log.line(f"teacher: top-1 {tm['top1']:.2f}%  top-5 {tm['top5']:.2f}%")
@@ -648,11 +827,18 @@ def _train_logged(args: argparse.Namespace, info: DistInfo, log: _Logger) -> Dic
 
     def save_checkpoint(epoch: int, step_in_epoch: int) -> None:
         if info.main:
-            ck = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                  "scheduler": scheduler.state_dict(), "epoch": epoch,
-                  "step_in_epoch": step_in_epoch,
-                  "global_step": global_step, "rng": _rng_state(), "meta": meta,
-                  "args": _json_safe(vars(args)), "history": history}
+            ck = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "step_in_epoch": step_in_epoch,
+                "global_step": global_step,
+                "rng": _rng_state(),
+                "meta": meta,
+                "args": _json_safe(vars(args)),
+                "history": history,
+            }
             if scaler.is_enabled():
                 ck["scaler"] = scaler.state_dict()
             _save_atomic(ck, os.path.join(args.out, CHECKPOINT))
@@ -668,8 +854,12 @@ def _train_logged(args: argparse.Namespace, info: DistInfo, log: _Logger) -> Dic
         sampler.set_start(skip * args.batch_size)
         train_set.set_epoch(epoch)
         ddp_model.train()
-        bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{args.epochs}",
-                       enabled=info.main and not args.no_progress, every=args.log_interval)
+        bar = Progress(
+            steps_per_epoch,
+            f"epoch {epoch + 1}/{args.epochs}",
+            enabled=info.main and not args.no_progress,
+            every=args.log_interval,
+        )
         bar.n = skip
         loss_sum, seen, c1 = 0.0, 0, 0
         t0 = time.perf_counter()
@@ -706,11 +896,14 @@ def _train_logged(args: argparse.Namespace, info: DistInfo, log: _Logger) -> Dic
                 break
         bar.close()
         loss_sum, seen, c1 = info.sum([loss_sum, seen, c1])
-        record: Dict[str, Any] = {"epoch": epoch + 1, "global_step": global_step,
-                                  "train_loss": loss_sum / max(seen, 1),
-                                  "train_top1": 100.0 * c1 / max(seen, 1),
-                                  "lr": optimizer.param_groups[0]["lr"],
-                                  "time_s": round(time.perf_counter() - t0, 2)}
+        record: Dict[str, Any] = {
+            "epoch": epoch + 1,
+            "global_step": global_step,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_top1": 100.0 * c1 / max(seen, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "time_s": round(time.perf_counter() - t0, 2),
+        }
         if stopped and step_in_epoch < steps_per_epoch:
             record["partial"] = True
             _average_buffers(ddp_model, info)
@@ -721,40 +914,66 @@ def _train_logged(args: argparse.Namespace, info: DistInfo, log: _Logger) -> Dic
         _average_buffers(ddp_model, info)
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
             last_metrics = evaluate(model, eval_loader, info, amp)
-            record.update(val_top1=last_metrics["top1"], val_top5=last_metrics["top5"],
-                          val_loss=last_metrics["loss"])
+            record.update(
+                val_top1=last_metrics["top1"],
+                val_top5=last_metrics["top5"],
+                val_loss=last_metrics["loss"],
+            )
         history.append(record)
         log.record("epoch", **record)
-        log.line(f"epoch {epoch + 1}/{args.epochs}: loss {record['train_loss']:.4f}, train top-1 "
-                 f"{record['train_top1']:.2f}%"
-                 + (f", val top-1 {record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}%"
-                    if "val_top1" in record else "")
-                 + f" ({record['time_s']:.0f} s)")
+        log.line(
+            f"epoch {epoch + 1}/{args.epochs}: loss {record['train_loss']:.4f}, train top-1 "
+            f"{record['train_top1']:.2f}%"
+            + (
+                f", val top-1 {record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}%"
+                if "val_top1" in record
+                else ""
+            )
+            + f" ({record['time_s']:.0f} s)"
+        )
         save_checkpoint(epoch + 1, 0)
         if stopped:
             break
 
     if last_metrics is None or stopped:
         last_metrics = evaluate(model, eval_loader, info, amp)
-    final = {"top1": last_metrics["top1"], "top5": last_metrics["top5"],
-             "loss": last_metrics["loss"],
-             "n": last_metrics["n"], "global_step": global_step, "complete": not stopped,
-             "train_time_s": round(time.perf_counter() - t_run, 1)}
+    final = {
+        "top1": last_metrics["top1"],
+        "top5": last_metrics["top5"],
+        "loss": last_metrics["loss"],
+        "n": last_metrics["n"],
+        "global_step": global_step,
+        "complete": not stopped,
+        "train_time_s": round(time.perf_counter() - t_run, 1),
+    }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     checksum = state_checksum(state)
     if info.main:
-        _save_atomic({"model": state, "meta": meta, "metrics": final},
-                     os.path.join(args.out, FINAL))
+        _save_atomic(
+            {"model": state, "meta": meta, "metrics": final}, os.path.join(args.out, FINAL)
+        )
     if args.save_rank_weights:
-        _save_atomic({"model": state, "checksum": checksum},
-                     os.path.join(args.out, f"final_rank{info.rank}.pth"))
+        _save_atomic(
+            {"model": state, "checksum": checksum},
+            os.path.join(args.out, f"final_rank{info.rank}.pth"),
+        )
     log.record("end", checksum=checksum, **final)
-    log.line(f"done: top-1 {final['top1']:.2f}%  top-5 {final['top5']:.2f}% on {final['n']} eval "
-             f"images; weights {os.path.join(args.out, FINAL)} (sha256 {checksum[:12]})")
+    log.line(
+        f"done: top-1 {final['top1']:.2f}%  top-5 {final['top5']:.2f}% on {final['n']} eval "
+        f"images; weights {os.path.join(args.out, FINAL)} (sha256 {checksum[:12]})"
+    )
     info.barrier()
-    return {"out": args.out, "final": final, "history": history, "checksum": checksum,
-            "weight_decay": wd, "meta": meta, "steps_per_epoch": steps_per_epoch,
-            "rank": info.rank, "world_size": info.world}
+    return {
+        "out": args.out,
+        "final": final,
+        "history": history,
+        "checksum": checksum,
+        "weight_decay": wd,
+        "meta": meta,
+        "steps_per_epoch": steps_per_epoch,
+        "rank": info.rank,
+        "world_size": info.world,
+    }
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -102,8 +102,9 @@ class ArchSpec:
         for entry in self.blocks:
             if isinstance(entry, str):
                 if entry not in BLOCK_TYPES:
-                    raise ValueError(f"{self.name}: unknown block type {entry!r}; "
-                                     f"known: {sorted(BLOCK_TYPES)}")
+                    raise ValueError(
+                        f"{self.name}: unknown block type {entry!r}; known: {sorted(BLOCK_TYPES)}"
+                    )
                 out.append((entry, BLOCK_TYPES[entry]))
             else:
                 out.append(("custom", tuple(entry)))
@@ -133,65 +134,108 @@ def _register(spec: ArchSpec) -> ArchSpec:
     return spec
 
 
-_register(ArchSpec(
-    "qb_net_small", _QB_SMALL, description="QB-Net-Small (Table 1)",
-    paper={None: PaperFigures(66.9, 0.28, 9.3, 0.43, 9.8, 3.5)},
-))
-_register(ArchSpec(
-    "qb_net_large", _QB_LARGE, description="QB-Net-Large (Table 5)",
-    paper={None: PaperFigures(69.8, 0.20, 15.5, 0.53, 12.0, 5.8)},
-))
-_register(ArchSpec(
-    "qsb_net_small", _smooth(_QB_SMALL), description="QSB-Net-Small (Table 1)",
-    paper={None: PaperFigures(68.8, 0.36, 10.8, 0.53, 10.0, 3.9)},
-))
-_register(ArchSpec(
-    "qsb_net_large", _smooth(_QB_LARGE), description="QSB-Net-Large (Table 5)",
-    paper={
-        None: PaperFigures(70.6, 0.36, 16.9, 0.62, 12.3, 6.2),
-        "se1": PaperFigures(71.1, 0.37, 16.9, 0.64, 12.4, 6.3),
-        "se2": PaperFigures(71.2, 0.42, 16.9, 0.69),
-    },
-))
+_register(
+    ArchSpec(
+        "qb_net_small",
+        _QB_SMALL,
+        description="QB-Net-Small (Table 1)",
+        paper={None: PaperFigures(66.9, 0.28, 9.3, 0.43, 9.8, 3.5)},
+    )
+)
+_register(
+    ArchSpec(
+        "qb_net_large",
+        _QB_LARGE,
+        description="QB-Net-Large (Table 5)",
+        paper={None: PaperFigures(69.8, 0.20, 15.5, 0.53, 12.0, 5.8)},
+    )
+)
+_register(
+    ArchSpec(
+        "qsb_net_small",
+        _smooth(_QB_SMALL),
+        description="QSB-Net-Small (Table 1)",
+        paper={None: PaperFigures(68.8, 0.36, 10.8, 0.53, 10.0, 3.9)},
+    )
+)
+_register(
+    ArchSpec(
+        "qsb_net_large",
+        _smooth(_QB_LARGE),
+        description="QSB-Net-Large (Table 5)",
+        paper={
+            None: PaperFigures(70.6, 0.36, 16.9, 0.62, 12.3, 6.2),
+            "se1": PaperFigures(71.1, 0.37, 16.9, 0.64, 12.4, 6.3),
+            "se2": PaperFigures(71.2, 0.42, 16.9, 0.69),
+        },
+    )
+)
 
 MODEL_NAMES = ("qb_net_small", "qb_net_large", "qsb_net_small", "qsb_net_large")
 
 # Ablations of Tables 6 and 7 (paper appendix A.5).
-_register(ArchSpec(
-    "ablation1", _ABLATION1, stem_channels=32,
-    description="Ablation 1: MobileNetV1/ReActNet channel expansion, no quadrupling",
-    paper={None: PaperFigures(top1=64.2)},
-))
-_register(ArchSpec(
-    "ablation2", _QB_SMALL, kernel_rule=KernelRule(max_channels=0),
-    description="Ablation 2: QB-Net-Small with 1x1 binary convs at 16 and 32 channels",
-    paper={None: PaperFigures(top1=66.7)},
-))
-_register(ArchSpec(
-    "ablation3", (_DOUBLE_IN_PLACE,) + _QB_SMALL[1:], stem_channels=8,
-    description="Ablation 3: QB-Net-Small with an 8-channel stem doubled to 16",
-    paper={None: PaperFigures(top1=66.3)},
-))
-_register(ArchSpec(
-    "ablation4", _QB_SMALL, kernel_rule=KernelRule(max_channels=128, on="b"),
-    description="Ablation 4: QB-Net-Small with 3x3 binary convs at 16, 32 and 128 channels",
-    paper={None: PaperFigures(top1=67.9)},
-))
-_register(ArchSpec(
-    "ablation5", _QB_LARGE, kernel_rule=KernelRule(max_channels=128, on="b"),
-    description="Ablation 5: QB-Net-Large with 3x3 binary convs at 16, 32 and 128 channels",
-    paper={None: PaperFigures(top1=70.0)},
-))
-_register(ArchSpec(
-    "ablation6", _QB_SMALL[:-2] + ((((2, 2), 8),), "N"),
-    description="Ablation 6: QB-Net-Small with 4096 channels in the last two blocks",
-    paper={None: PaperFigures(top1=69.5)},
-))
-_register(ArchSpec(
-    "ablation7", _smooth(_ABLATION1), stem_channels=32,
-    description="Ablation 7: Ablation 1 with smooth downsampling",
-    paper={None: PaperFigures(top1=70.5)},
-))
+_register(
+    ArchSpec(
+        "ablation1",
+        _ABLATION1,
+        stem_channels=32,
+        description="Ablation 1: MobileNetV1/ReActNet channel expansion, no quadrupling",
+        paper={None: PaperFigures(top1=64.2)},
+    )
+)
+_register(
+    ArchSpec(
+        "ablation2",
+        _QB_SMALL,
+        kernel_rule=KernelRule(max_channels=0),
+        description="Ablation 2: QB-Net-Small with 1x1 binary convs at 16 and 32 channels",
+        paper={None: PaperFigures(top1=66.7)},
+    )
+)
+_register(
+    ArchSpec(
+        "ablation3",
+        (_DOUBLE_IN_PLACE,) + _QB_SMALL[1:],
+        stem_channels=8,
+        description="Ablation 3: QB-Net-Small with an 8-channel stem doubled to 16",
+        paper={None: PaperFigures(top1=66.3)},
+    )
+)
+_register(
+    ArchSpec(
+        "ablation4",
+        _QB_SMALL,
+        kernel_rule=KernelRule(max_channels=128, on="b"),
+        description="Ablation 4: QB-Net-Small with 3x3 binary convs at 16, 32 and 128 channels",
+        paper={None: PaperFigures(top1=67.9)},
+    )
+)
+_register(
+    ArchSpec(
+        "ablation5",
+        _QB_LARGE,
+        kernel_rule=KernelRule(max_channels=128, on="b"),
+        description="Ablation 5: QB-Net-Large with 3x3 binary convs at 16, 32 and 128 channels",
+        paper={None: PaperFigures(top1=70.0)},
+    )
+)
+_register(
+    ArchSpec(
+        "ablation6",
+        _QB_SMALL[:-2] + ((((2, 2), 8),), "N"),
+        description="Ablation 6: QB-Net-Small with 4096 channels in the last two blocks",
+        paper={None: PaperFigures(top1=69.5)},
+    )
+)
+_register(
+    ArchSpec(
+        "ablation7",
+        _smooth(_ABLATION1),
+        stem_channels=32,
+        description="Ablation 7: Ablation 1 with smooth downsampling",
+        paper={None: PaperFigures(top1=70.5)},
+    )
+)
 
 ABLATION_NAMES = tuple(n for n in ARCHS if n.startswith("ablation"))
 
@@ -212,8 +256,13 @@ def _is_downsampling(stages: Sequence[StageSpec]) -> bool:
 class BinaryNet(nn.Module):
     """Stem -> blocks -> global average pool -> FC. `blocks[i]` is block i+2 of the paper's tables."""
 
-    def __init__(self, arch: ArchSpec, num_classes: int = 1000, se: Optional[str] = None,
-                 padding: str = "zero"):
+    def __init__(
+        self,
+        arch: ArchSpec,
+        num_classes: int = 1000,
+        se: Optional[str] = None,
+        padding: str = "zero",
+    ):
         super().__init__()
         if se not in SE_MODES:
             raise ValueError(f"se must be one of {SE_MODES}, got {se!r}")
@@ -237,8 +286,15 @@ class BinaryNet(nn.Module):
             built = []
             for stride, multiplier in stages:
                 k = arch.kernel_rule.kernel_size(c, c * multiplier)
-                stage = Stage(c, stride, multiplier, k, padding=padding, se=se_here,
-                              se_reduction=arch.se_reduction)
+                stage = Stage(
+                    c,
+                    stride,
+                    multiplier,
+                    k,
+                    padding=padding,
+                    se=se_here,
+                    se_reduction=arch.se_reduction,
+                )
                 built.append(stage)
                 c = stage.out_channels
             blocks.append(Block(kind, built))
@@ -271,8 +327,13 @@ def set_training_stage(model: nn.Module, stage: int) -> nn.Module:
     return model
 
 
-def build_model(name: Union[str, ArchSpec], num_classes: int = 1000, se: Optional[str] = None,
-                padding: str = "zero", stage: int = 2) -> BinaryNet:
+def build_model(
+    name: Union[str, ArchSpec],
+    num_classes: int = 1000,
+    se: Optional[str] = None,
+    padding: str = "zero",
+    stage: int = 2,
+) -> BinaryNet:
     """Build a zoo model by name (see `ARCHS`) or from an `ArchSpec`.
 
     `se`: None, "se1" (SE after the DS halves of downsampling blocks) or "se2" (after every DS

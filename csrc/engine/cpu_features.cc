@@ -34,10 +34,10 @@ namespace qbinfer {
 namespace {
 
 struct CpuFeatures {
-  bool avx2 = false;               // AVX2 + FMA + POPCNT + BMI2, YMM state enabled
-  bool avx512 = false;             // AVX-512 F/BW/DQ/VL, opmask + ZMM state enabled
-  bool avx512_vpopcntdq = false;   // and VPOPCNTDQ
-  bool neon_dotprod = false;       // AArch64 SDOT/UDOT (HWCAP_ASIMDDP)
+  bool avx2 = false;              // AVX2 + FMA + POPCNT + BMI2, YMM state enabled
+  bool avx512 = false;            // AVX-512 F/BW/DQ/VL, opmask + ZMM state enabled
+  bool avx512_vpopcntdq = false;  // and VPOPCNTDQ
+  bool neon_dotprod = false;      // AArch64 SDOT/UDOT (HWCAP_ASIMDDP)
 };
 
 #if defined(QBINFER_X86_64)
@@ -154,9 +154,10 @@ Isa resolve_active() {
     if (want == isa_name(isa)) return isa;
   }
   const bool known = want == "scalar" || want == "avx2" || want == "avx512" || want == "neon";
-  throw std::runtime_error("QBINFER_ISA=" + want + (known ? " is not supported by this CPU or "
-                                                            "build"
-                                                          : " is not an ISA name") +
+  throw std::runtime_error("QBINFER_ISA=" + want +
+                           (known ? " is not supported by this CPU or "
+                                    "build"
+                                  : " is not an ISA name") +
                            "; supported: " + supported_list());
 }
 

@@ -204,55 +204,51 @@ void elementwise(const Step& step, const ExecContext& ctx, Body&& body) {
   float* out = ctx.value<float>(op.output);
   const std::size_t c = op.channels;
   const ElementwiseKernels& k = *ctx.kernels->elementwise;
-  pixelwise(step, ctx, [&](std::size_t b, std::size_t e) {
-    body(k, in + b * c, out + b * c, b, e - b);
-  });
+  pixelwise(step, ctx,
+            [&](std::size_t b, std::size_t e) { body(k, in + b * c, out + b * c, b, e - b); });
 }
 
 void run_affine(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
   const float* scale = op.tensors[0]->as<float>();
   const float* bias = op.tensors[1]->as<float>();
-  elementwise(step, ctx, [&](const ElementwiseKernels& k, const float* in, float* out,
-                             std::size_t, std::size_t n) {
-    k.affine(in, n, op.channels, scale, bias, out);
-  });
+  elementwise(step, ctx,
+              [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
+                  std::size_t n) { k.affine(in, n, op.channels, scale, bias, out); });
 }
 
 void run_prelu(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
   const float* slope = op.tensors[0]->as<float>();
-  elementwise(step, ctx, [&](const ElementwiseKernels& k, const float* in, float* out,
-                             std::size_t, std::size_t n) {
-    k.prelu(in, n, op.channels, slope, out);
-  });
+  elementwise(step, ctx,
+              [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
+                  std::size_t n) { k.prelu(in, n, op.channels, slope, out); });
 }
 
 // ReLU and sigmoid: the same flat loop over pixels * channels floats, one kernel or the other.
 template <void (*ElementwiseKernels::*Kernel)(const float*, std::size_t, float*)>
 void run_flat(const Step& step, const ExecContext& ctx) {
   const std::size_t c = step.op->channels;
-  elementwise(step, ctx, [&](const ElementwiseKernels& k, const float* in, float* out,
-                             std::size_t, std::size_t n) { (k.*Kernel)(in, n * c, out); });
+  elementwise(step, ctx,
+              [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
+                  std::size_t n) { (k.*Kernel)(in, n * c, out); });
 }
 
 void run_add(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
   const float* addend = ctx.value<const float>(op.inputs[1]);
   const std::size_t c = op.channels;
-  elementwise(step, ctx, [&](const ElementwiseKernels& k, const float* in, float* out,
-                             std::size_t first, std::size_t n) {
-    k.add(in, addend + first * c, n * c, out);
-  });
+  elementwise(step, ctx,
+              [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t first,
+                  std::size_t n) { k.add(in, addend + first * c, n * c, out); });
 }
 
 void run_mul_channel(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
   const float* s = ctx.value<const float>(op.inputs[1]);
-  elementwise(step, ctx, [&](const ElementwiseKernels& k, const float* in, float* out,
-                             std::size_t, std::size_t n) {
-    k.mul_channel(in, n, op.channels, s, out);
-  });
+  elementwise(step, ctx,
+              [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
+                  std::size_t n) { k.mul_channel(in, n, op.channels, s, out); });
 }
 
 void run_avgpool(const Step& step, const ExecContext& ctx) {
@@ -265,7 +261,8 @@ void run_avgpool(const Step& step, const ExecContext& ctx) {
     k.avgpool(s, in, out);
     return;
   }
-  ctx.parallel_for(s.out_height, [&](std::size_t b, std::size_t e) { k.avgpool_rows(s, in, b, e, out); });
+  ctx.parallel_for(s.out_height,
+                   [&](std::size_t b, std::size_t e) { k.avgpool_rows(s, in, b, e, out); });
 }
 
 void run_global_avgpool(const Step& step, const ExecContext& ctx) {
@@ -317,20 +314,34 @@ void run_fc(const Step& step, const ExecContext& ctx) {
 
 StepRunFn run_fn(OpType type) {
   switch (type) {
-    case OpType::kConv2D: return &run_conv2d;
-    case OpType::kDWConv3x3: return &run_dwconv3x3;
-    case OpType::kBitpack: return &run_bitpack;
-    case OpType::kBConv2D: return &run_bconv2d;
-    case OpType::kAffine: return &run_affine;
-    case OpType::kPReLU: return &run_prelu;
-    case OpType::kReLU: return &run_flat<&ElementwiseKernels::relu>;
-    case OpType::kSigmoid: return &run_flat<&ElementwiseKernels::sigmoid>;
-    case OpType::kAdd: return &run_add;
-    case OpType::kMulChannel: return &run_mul_channel;
-    case OpType::kAvgPool: return &run_avgpool;
-    case OpType::kGlobalAvgPool: return &run_global_avgpool;
-    case OpType::kConcat: return &run_concat;
-    case OpType::kFC: return &run_fc;
+    case OpType::kConv2D:
+      return &run_conv2d;
+    case OpType::kDWConv3x3:
+      return &run_dwconv3x3;
+    case OpType::kBitpack:
+      return &run_bitpack;
+    case OpType::kBConv2D:
+      return &run_bconv2d;
+    case OpType::kAffine:
+      return &run_affine;
+    case OpType::kPReLU:
+      return &run_prelu;
+    case OpType::kReLU:
+      return &run_flat<&ElementwiseKernels::relu>;
+    case OpType::kSigmoid:
+      return &run_flat<&ElementwiseKernels::sigmoid>;
+    case OpType::kAdd:
+      return &run_add;
+    case OpType::kMulChannel:
+      return &run_mul_channel;
+    case OpType::kAvgPool:
+      return &run_avgpool;
+    case OpType::kGlobalAvgPool:
+      return &run_global_avgpool;
+    case OpType::kConcat:
+      return &run_concat;
+    case OpType::kFC:
+      return &run_fc;
   }
   return nullptr;
 }
@@ -363,13 +374,13 @@ struct Graph {
 
 struct Chain {
   StepKind kind = StepKind::kOp;
-  std::vector<std::uint32_t> members;  // head first
-  std::uint32_t head_input = kNoValue; // the conv's input, or the in-place base
+  std::vector<std::uint32_t> members;   // head first
+  std::uint32_t head_input = kNoValue;  // the conv's input, or the in-place base
   std::uint32_t out = kNoValue;
-  std::uint32_t position = 0;          // file index of the op that produces `out`
+  std::uint32_t position = 0;  // file index of the op that produces `out`
   std::uint32_t absorbed_concat = kNoValue;
   EpilogueSpec epi;
-  int stage = 0;                       // last epilogue step taken: 1 scale .. 4 affine
+  int stage = 0;  // last epilogue step taken: 1 scale .. 4 affine
 };
 
 // Takes the ops that follow `chain.out` while each is the sole reader of the value before

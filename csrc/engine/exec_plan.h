@@ -51,7 +51,7 @@ struct ExecContext {
   const float* const* concat_inputs = nullptr;   // per workspace: the inputs of every CONCAT
   float* partials = nullptr;                     // one float per participant (reductions)
   const KernelTable* kernels = nullptr;
-  ThreadPool* pool = nullptr;                    // nullptr: the calling thread alone
+  ThreadPool* pool = nullptr;  // nullptr: the calling thread alone
 
   template <class T>
   T* value(std::uint32_t v) const {
@@ -118,8 +118,8 @@ struct EpilogueSpec {
   const float* prelu_slope = nullptr;
   const float* post_scale = nullptr;
   const float* post_bias = nullptr;
-  const float* threshold = nullptr;        // BITPACK
-  std::uint32_t bits = kNoValue;           // BITPACK's output
+  const float* threshold = nullptr;  // BITPACK
+  std::uint32_t bits = kNoValue;     // BITPACK's output
   bool write_float = true;
 };
 
@@ -143,9 +143,9 @@ struct Step {
   bool by_pixel = false;               // 1x1 binary conv: the unit is a pixel, not a row
   std::size_t concat_slot = 0;         // CONCAT: its first entry in ExecContext::concat_inputs
   EpilogueSpec epi;
-  AlignedBuffer packed;                // weights in the active kernels' layout
+  AlignedBuffer packed;  // weights in the active kernels' layout
   StepRunFn run = nullptr;
-  std::string label;                   // "BCONV2D+ADD+PRELU+AFFINE+BITPACK"
+  std::string label;  // "BCONV2D+ADD+PRELU+AFFINE+BITPACK"
 };
 
 // Builds the steps in execution order. fuse = false: one step per op (the reference path the

@@ -21,8 +21,8 @@ struct Model::Workspace {
   ExecContext ctx{};
 
   explicit Workspace(const Model& m) {
-    arena = static_cast<unsigned char*>(::operator new(
-        static_cast<std::size_t>(m.workspace_bytes_), std::align_val_t{kArenaAlignment}));
+    arena = static_cast<unsigned char*>(::operator new(static_cast<std::size_t>(m.workspace_bytes_),
+                                                       std::align_val_t{kArenaAlignment}));
     concat_inputs.reserve(m.concat_inputs_);
     for (const Step& s : m.steps_) {
       if (s.kind != StepKind::kOp || s.op->type != OpType::kConcat) continue;
@@ -91,8 +91,8 @@ Model::Model(const std::string& path, const ModelOptions& options)
       kernels_(options.kernels != nullptr ? options.kernels : &selected_kernel_table()),
       threads_(options.threads) {
   if (threads_ < 1 || threads_ > kMaxThreads) {
-    throw std::invalid_argument("threads must be in 1.." + std::to_string(kMaxThreads) +
-                                ", got " + std::to_string(threads_));
+    throw std::invalid_argument("threads must be in 1.." + std::to_string(kMaxThreads) + ", got " +
+                                std::to_string(threads_));
   }
   const std::size_t n_ops = file_.ops().size();
   ops_.reserve(n_ops);
@@ -158,8 +158,7 @@ Model::Model(const std::string& path, const ModelOptions& options)
   workspace_bytes_ = plan_.arena_bytes + align_up(scratch);
   if (workspace_bytes_ > kMaxWorkspaceBytes) {
     file_.fail("the activations of one image need " + std::to_string(workspace_bytes_) +
-               " bytes, more than the " + std::to_string(kMaxWorkspaceBytes >> 30) +
-               " GiB limit");
+               " bytes, more than the " + std::to_string(kMaxWorkspaceBytes >> 30) + " GiB limit");
   }
   // A 32-bit build (ARMv7) allocates the arena with a 32-bit size_t: a plan above that would
   // be truncated there, and the steps would write past the allocation.
@@ -190,8 +189,8 @@ void Model::ensure_workspaces(std::size_t n) {
   while (workspaces_.size() < n) workspaces_.push_back(std::make_unique<Workspace>(*this));
 }
 
-void Model::run_image(Workspace& ws, const float* x, Layout layout, float* out,
-                      double* step_ns, bool thread_cpu) const {
+void Model::run_image(Workspace& ws, const float* x, Layout layout, float* out, double* step_ns,
+                      bool thread_cpu) const {
   const ValueInfo& in = input();
   float* slot = ws.ctx.value<float>(file_.input_value());
   const std::size_t pixels = std::size_t{in.height} * in.width;
@@ -220,7 +219,8 @@ void Model::run_image(Workspace& ws, const float* x, Layout layout, float* out,
     std::memcpy(out, result, out_pixels * o.channels * sizeof(float));
   } else {
     for (std::size_t c = 0; c < o.channels; ++c) {
-      for (std::size_t p = 0; p < out_pixels; ++p) out[c * out_pixels + p] = result[p * o.channels + c];
+      for (std::size_t p = 0; p < out_pixels; ++p)
+        out[c * out_pixels + p] = result[p * o.channels + c];
     }
   }
 }

@@ -71,7 +71,7 @@ class Model {
   }
   std::uint64_t arena_bytes() const { return workspace_bytes_; }  // per concurrent image
   std::uint64_t weights_bytes() const { return weights_bytes_; }
-  std::uint64_t packed_bytes() const { return packed_bytes_; }    // repacked weights
+  std::uint64_t packed_bytes() const { return packed_bytes_; }  // repacked weights
   int threads() const { return threads_; }
   bool fused() const { return fused_; }
   const KernelTable& kernels() const { return *kernels_; }
@@ -90,11 +90,11 @@ class Model {
   bool fused_ = true;
   std::vector<Step> steps_;
   MemoryPlan plan_;
-  std::uint64_t scratch_offset_ = 0;    // int8 scratch, after the values
-  std::uint64_t workspace_bytes_ = 0;   // values + scratch
+  std::uint64_t scratch_offset_ = 0;   // int8 scratch, after the values
+  std::uint64_t workspace_bytes_ = 0;  // values + scratch
   std::uint64_t weights_bytes_ = 0;
   std::uint64_t packed_bytes_ = 0;
-  std::size_t concat_inputs_ = 0;       // total CONCAT inputs over all steps
+  std::size_t concat_inputs_ = 0;  // total CONCAT inputs over all steps
   int threads_;
 
   std::mutex run_mutex_;

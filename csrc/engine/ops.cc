@@ -97,8 +97,8 @@ class Builder {
   void expect_shape(const char* what, const ValueInfo& v, std::uint64_t h, std::uint64_t w,
                     std::uint64_t c) const {
     if (v.height != h || v.width != w || v.channels != c) {
-      fail(std::string(what) + " " + quoted(v.name) + " has shape " + shape_str(v) +
-           ", expected " + shape_str(h, w, c));
+      fail(std::string(what) + " " + quoted(v.name) + " has shape " + shape_str(v) + ", expected " +
+           shape_str(h, w, c));
     }
   }
 
@@ -160,8 +160,7 @@ class Builder {
     for (std::size_t r = 0; r < rows; ++r) {
       if ((w[r * words + words - 1] & mask) != 0) {
         fail(std::string(role) + " tensor " + quoted(t.name) + " has bits set past channel " +
-             std::to_string(channels) + " in row " + std::to_string(r) +
-             " (tail bits must be 0)");
+             std::to_string(channels) + " in row " + std::to_string(r) + " (tail bits must be 0)");
       }
     }
   }
@@ -169,8 +168,8 @@ class Builder {
   std::int64_t attr(std::size_t i, const char* name, std::int64_t lo, std::int64_t hi) const {
     const std::int64_t v = rec_.attrs[i];
     if (v < lo || v > hi) {
-      fail("attr " + std::to_string(i) + " " + name + " = " + std::to_string(v) +
-           " is not in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+      fail("attr " + std::to_string(i) + " " + name + " = " + std::to_string(v) + " is not in [" +
+           std::to_string(lo) + ", " + std::to_string(hi) + "]");
     }
     return v;
   }
@@ -218,8 +217,8 @@ void build_conv2d(Builder& b) {
   b.expect_shape("output", out, ho, wo, co);
   b.tensor(0, "weight", DType::kF32, {co, kh, kw, in.channels});
   b.tensor(1, "bias", DType::kF32, {co});
-  op.conv2d = Conv2DShape{in.height, in.width, in.channels, co, kh, kw, sh, sw,
-                          pt,        pl,       pb,          pr, ho, wo};
+  op.conv2d =
+      Conv2DShape{in.height, in.width, in.channels, co, kh, kw, sh, sw, pt, pl, pb, pr, ho, wo};
   op.stats.params = sat_mul({co, kh, kw, in.channels}) + co;
   op.stats.flops = sat_mul({co, in.channels, kh, kw, ho, wo});
 }
@@ -291,15 +290,15 @@ void build_bconv2d(Builder& b) {
   b.expect_shape("output", out, in.height, in.width, co);
   // The dot of every variant is an int32: |dot| <= k*k*Ci.
   if (k * k * ci > static_cast<std::uint64_t>(std::numeric_limits<std::int32_t>::max())) {
-    b.fail(std::to_string(ci) + " input channels overflow the int32 dot of a " +
-           std::to_string(k) + "x" + std::to_string(k) + " binary conv");
+    b.fail(std::to_string(ci) + " input channels overflow the int32 dot of a " + std::to_string(k) +
+           "x" + std::to_string(k) + " binary conv");
   }
   const TensorInfo* w = b.tensor(0, "weight", DType::kBits, {co, k, k, words_for_channels(ci)});
   b.check_tail_bits(*w, "weight", ci);
   b.tensor(1, "scale", DType::kF32, {co});
   b.tensor(2, "bias", DType::kF32, {co});
-  op.bconv = BConvShape{in.height, in.width, ci, co, k,
-                        pad == 0 ? BinaryPadding::kZero : BinaryPadding::kOne};
+  op.bconv = BConvShape{in.height, in.width, ci,
+                        co,        k,        pad == 0 ? BinaryPadding::kZero : BinaryPadding::kOne};
   op.stats.params = sat_mul({co, k, k, ci}) + 2 * co;
   op.stats.bops = sat_mul({co, ci, k, k, in.height, in.width});
 }
@@ -362,8 +361,8 @@ void build_avgpool(Builder& b) {
   // window; it can only arise when stride > kernel).
   if ((ho - 1) * sh >= in.height || (wo - 1) * sw >= in.width) {
     b.fail("ceil mode makes a window start past the input " + shape_str(in) + " (kernel " +
-           std::to_string(kh) + "x" + std::to_string(kw) + ", stride " + std::to_string(sh) +
-           "x" + std::to_string(sw) + ")");
+           std::to_string(kh) + "x" + std::to_string(kw) + ", stride " + std::to_string(sh) + "x" +
+           std::to_string(sw) + ")");
   }
   b.expect_shape("output", out, ho, wo, in.channels);
   op.avgpool = AvgPoolShape{in.height, in.width, in.channels, kh, kw, sh, sw, ho, wo};
@@ -421,8 +420,8 @@ void build_fc(Builder& b) {
       b.tensor(1, "weight_scale", DType::kF32, {o});
       break;
     default: {
-      const TensorInfo* planes = b.tensor(0, "weight planes", DType::kBits,
-                                          {8, o, words_for_channels(c)});
+      const TensorInfo* planes =
+          b.tensor(0, "weight planes", DType::kBits, {8, o, words_for_channels(c)});
       b.check_tail_bits(*planes, "weight planes", c);
       b.tensor(1, "weight_scale", DType::kF32, {o});
       break;

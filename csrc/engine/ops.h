@@ -50,9 +50,9 @@ struct Op {
   std::uint32_t index = 0;
   OpType type{};
   std::string name;
-  std::vector<std::uint32_t> inputs;          // value indices
-  std::uint32_t output = 0;                   // value index
-  std::vector<const TensorInfo*> tensors;     // per slot; nullptr = absent
+  std::vector<std::uint32_t> inputs;       // value indices
+  std::uint32_t output = 0;                // value index
+  std::vector<const TensorInfo*> tensors;  // per slot; nullptr = absent
   std::vector<std::int64_t> attrs;
   OpStats stats;
 
@@ -61,14 +61,14 @@ struct Op {
   DWConvShape dwconv{};
   BConvShape bconv{};
   AvgPoolShape avgpool{};
-  std::size_t pixels = 0;    // element-wise, bitpack, global pool, concat
-  std::size_t channels = 0;  // element-wise, bitpack, global pool; FC in_features
-  std::size_t out_features = 0;     // FC
-  int fc_encoding = 0;              // FC: 0 fp32, 1 int8, 2 bitplane8
-  bool relu = false;                // CONV2D activation
-  bool dw_int8 = false;             // DWCONV3X3 weight dtype
-  float dw_input_scale = 0.0f;      // DWCONV3X3 int8: > 0 static, 0 dynamic per image
-  std::size_t scratch_bytes = 0;    // DWCONV3X3 int8
+  std::size_t pixels = 0;         // element-wise, bitpack, global pool, concat
+  std::size_t channels = 0;       // element-wise, bitpack, global pool; FC in_features
+  std::size_t out_features = 0;   // FC
+  int fc_encoding = 0;            // FC: 0 fp32, 1 int8, 2 bitplane8
+  bool relu = false;              // CONV2D activation
+  bool dw_int8 = false;           // DWCONV3X3 weight dtype
+  float dw_input_scale = 0.0f;    // DWCONV3X3 int8: > 0 static, 0 dynamic per image
+  std::size_t scratch_bytes = 0;  // DWCONV3X3 int8
   std::vector<std::size_t> concat_channels;
 };
 

@@ -55,8 +55,8 @@ bool spin_while(int spin_us, Pred&& pred) {
 static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t),
               "futex needs a plain 32-bit word");
 void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected) {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected,
-          nullptr, nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, nullptr,
+          nullptr, 0);
 }
 void futex_wake_all(std::atomic<std::uint32_t>* word) {
   syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, 0x7fffffff,
@@ -97,7 +97,9 @@ void ThreadPool::wake_parked() {
 #if defined(QBINFER_HAVE_FUTEX)
   futex_wake_all(&generation_);
 #else
-  { std::lock_guard<std::mutex> lock(park_mutex_); }
+  {
+    std::lock_guard<std::mutex> lock(park_mutex_);
+  }
   park_cv_.notify_all();
 #endif
 }
@@ -192,7 +194,9 @@ void ThreadPool::worker_loop(std::size_t id) {
 #if defined(QBINFER_HAVE_FUTEX)
       futex_wake_all(&pending_);
 #else
-      { std::lock_guard<std::mutex> lock(park_mutex_); }
+      {
+        std::lock_guard<std::mutex> lock(park_mutex_);
+      }
       park_cv_.notify_all();
 #endif
     }

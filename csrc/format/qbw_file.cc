@@ -28,18 +28,24 @@ namespace qbinfer {
 
 const char* dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "f32";
-    case DType::kI8: return "i8";
-    case DType::kBits: return "bits";
+    case DType::kF32:
+      return "f32";
+    case DType::kI8:
+      return "i8";
+    case DType::kBits:
+      return "bits";
   }
   return "?";
 }
 
 std::size_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return 4;
-    case DType::kI8: return 1;
-    case DType::kBits: return 8;
+    case DType::kF32:
+      return 4;
+    case DType::kI8:
+      return 1;
+    case DType::kBits:
+      return 8;
   }
   return 0;
 }
@@ -77,9 +83,9 @@ class FileBytes {
 namespace {
 
 [[noreturn]] void throw_os_error(int err, const std::string& path, const char* doing) {
-  throw FileError(err, path,
-                  std::string("cannot ") + doing + " model file '" + path + "': " +
-                      std::strerror(err));
+  throw FileError(
+      err, path,
+      std::string("cannot ") + doing + " model file '" + path + "': " + std::strerror(err));
 }
 
 [[noreturn]] void throw_format(const std::string& path, const std::string& message) {
@@ -95,8 +101,7 @@ bool mmap_disabled() {
 unsigned char* alloc_aligned(std::size_t size) {
   // Rounded up so the allocation is a whole number of 64-byte lines; never zero bytes.
   const std::size_t rounded = (size / kPayloadAlignment + 1) * kPayloadAlignment;
-  return static_cast<unsigned char*>(
-      ::operator new(rounded, std::align_val_t{kPayloadAlignment}));
+  return static_cast<unsigned char*>(::operator new(rounded, std::align_val_t{kPayloadAlignment}));
 }
 
 }  // namespace
@@ -121,7 +126,8 @@ std::unique_ptr<FileBytes> FileBytes::load(const std::string& path) {
   const auto size = static_cast<std::size_t>(st.st_size);
   if (size < kHeaderSize) {
     throw_format(path, "file is " + std::to_string(size) + " bytes, smaller than the " +
-                           std::to_string(kHeaderSize) + "-byte header (truncated or not a .qbw file)");
+                           std::to_string(kHeaderSize) +
+                           "-byte header (truncated or not a .qbw file)");
   }
 
   std::unique_ptr<FileBytes> bytes(new FileBytes());
@@ -167,7 +173,8 @@ std::unique_ptr<FileBytes> FileBytes::load(const std::string& path) {
   const auto size = static_cast<std::size_t>(end);
   if (size < kHeaderSize) {
     throw_format(path, "file is " + std::to_string(size) + " bytes, smaller than the " +
-                           std::to_string(kHeaderSize) + "-byte header (truncated or not a .qbw file)");
+                           std::to_string(kHeaderSize) +
+                           "-byte header (truncated or not a .qbw file)");
   }
   std::unique_ptr<FileBytes> bytes(new FileBytes());
   unsigned char* buf = alloc_aligned(size);
@@ -252,7 +259,8 @@ class Cursor {
     const std::uint32_t n = u32(field);
     if (n > kMaxStringBytes) {
       file_.fail(where(field) + ": string length " + std::to_string(n) + " exceeds the limit " +
-                 std::to_string(kMaxStringBytes) + " (meta offset " + std::to_string(pos_ - 4) + ")");
+                 std::to_string(kMaxStringBytes) + " (meta offset " + std::to_string(pos_ - 4) +
+                 ")");
     }
     const unsigned char* p = take(n, field);
     return std::string(reinterpret_cast<const char*>(p), n);
@@ -351,15 +359,15 @@ void QbwFile::parse_header() {
   static const unsigned char kMagic[8] = {0x89, 'Q', 'B', 'W', '\r', '\n', 0x1A, '\n'};
   if (std::memcmp(h, kMagic, 8) != 0) {
     if (std::memcmp(h + 1, "QBW", 3) == 0 || std::memcmp(h, "QBW", 3) == 0) {
-      fail("bad magic: a .qbw header damaged by a text-mode or 7-bit transfer (expected the "
-           "bytes 89 51 42 57 0D 0A 1A 0A)");
+      fail(
+          "bad magic: a .qbw header damaged by a text-mode or 7-bit transfer (expected the "
+          "bytes 89 51 42 57 0D 0A 1A 0A)");
     }
     fail("bad magic: not a .qbw file (expected the bytes 89 51 42 57 0D 0A 1A 0A)");
   }
   version_major_ = load_le<std::uint16_t>(h + 8);
   version_minor_ = load_le<std::uint16_t>(h + 10);
-  const std::string version =
-      std::to_string(version_major_) + "." + std::to_string(version_minor_);
+  const std::string version = std::to_string(version_major_) + "." + std::to_string(version_minor_);
   const std::string supported = std::to_string(kFormatMajor) + ".x";
   if (version_major_ > kFormatMajor) {
     fail("file format " + version + " is newer than this qbinfer reads (" + supported +
@@ -416,8 +424,9 @@ void QbwFile::verify_checksum() const {
   crc = crc32_update(crc, p + kHeaderSize, static_cast<std::size_t>(file_size_ - kHeaderSize));
   if (crc != checksum_) {
     char buf[96];
-    std::snprintf(buf, sizeof buf, "checksum mismatch: header says CRC-32 0x%08X, contents give 0x%08X",
-                  checksum_, crc);
+    std::snprintf(buf, sizeof buf,
+                  "checksum mismatch: header says CRC-32 0x%08X, contents give 0x%08X", checksum_,
+                  crc);
     fail(std::string(buf) + " (the file is damaged)");
   }
 }
@@ -477,18 +486,17 @@ void QbwFile::parse_meta() {
     v.width = c.u32("width");
     v.channels = c.u32("channels");
     if (v.height < 1 || v.width < 1 || v.channels < 1) {
-      fail(where + ": shape (" + std::to_string(v.height) + ", " + std::to_string(v.width) +
-           ", " + std::to_string(v.channels) + ") has a zero dimension");
+      fail(where + ": shape (" + std::to_string(v.height) + ", " + std::to_string(v.width) + ", " +
+           std::to_string(v.channels) + ") has a zero dimension");
     }
     // Each factor < 2^32 and pixels < 2^64 needs care: check in steps.
     std::uint64_t pixels = std::uint64_t{v.height} * v.width;  // < 2^64
-    const std::uint64_t per_pixel = v.dtype == DType::kF32
-                                        ? std::uint64_t{v.channels} * 4
-                                        : words_for_channels(v.channels) * 8;
+    const std::uint64_t per_pixel =
+        v.dtype == DType::kF32 ? std::uint64_t{v.channels} * 4 : words_for_channels(v.channels) * 8;
     std::uint64_t bytes = 0;
     if (mul_overflows(pixels, per_pixel, &bytes) || bytes > kMaxValueBytes) {
-      fail(where + ": shape (" + std::to_string(v.height) + ", " + std::to_string(v.width) +
-           ", " + std::to_string(v.channels) + ") is larger than the " +
+      fail(where + ": shape (" + std::to_string(v.height) + ", " + std::to_string(v.width) + ", " +
+           std::to_string(v.channels) + ") is larger than the " +
            std::to_string(kMaxValueBytes >> 30) + " GiB a value may take");
     }
     v.bytes = bytes;
@@ -609,9 +617,9 @@ void QbwFile::check_graph() const {
   if (in.dtype != DType::kF32) fail("input " + value_name(input_value_) + " must be f32, not bits");
   const ValueInfo& out = values_[output_value_];
   if (out.dtype != DType::kF32) {
-    fail("output " + value_name(output_value_) + " must be f32, got " +
-         dtype_name(out.dtype) + " (" + std::to_string(out.height) + ", " +
-         std::to_string(out.width) + ", " + std::to_string(out.channels) + ")");
+    fail("output " + value_name(output_value_) + " must be f32, got " + dtype_name(out.dtype) +
+         " (" + std::to_string(out.height) + ", " + std::to_string(out.width) + ", " +
+         std::to_string(out.channels) + ")");
   }
   if (!class_names_.empty() && class_names_.size() != out.channels) {
     fail(std::to_string(class_names_.size()) + " class names for an output of " +

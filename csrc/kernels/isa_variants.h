@@ -48,8 +48,7 @@ const Kernels* best_variant(const IsaVariant<Kernels> (&table)[N], Isa isa) {
 
 // The list is computed once per family (one instantiation per Kernels type) and kept.
 template <class Kernels, std::size_t N>
-const Kernels* const* runnable_variants(const IsaVariant<Kernels> (&table)[N],
-                                        std::size_t* count) {
+const Kernels* const* runnable_variants(const IsaVariant<Kernels> (&table)[N], std::size_t* count) {
   static const std::vector<const Kernels*> runnable = [&table] {
     std::vector<const Kernels*> v;
     for (const auto& entry : table) {

@@ -98,8 +98,9 @@ class KernelBench {
   }
 
   void setup_bconv(const KernelTable& k, const py::dict& p) {
-    const BConvShape s{need(p, "h"), need(p, "w"), need(p, "ci"), need(p, "co"), need(p, "k"),
-                       arg(p, "pad", 0) ? BinaryPadding::kOne : BinaryPadding::kZero};
+    const BConvShape s{
+        need(p, "h"),  need(p, "w"), need(p, "ci"),
+        need(p, "co"), need(p, "k"), arg(p, "pad", 0) ? BinaryPadding::kOne : BinaryPadding::kZero};
     bits_ = random_bits(s.height * s.width, s.in_channels);
     const std::vector<BitWord> w = random_bits(s.out_channels * s.kernel * s.kernel, s.in_channels);
     packed_ = AlignedBuffer(k.bconv->packed_weight_bytes(s));
@@ -239,7 +240,9 @@ class KernelBench {
     const BitpackKernels* bk = k.bitpack;
     entry_ = bk->isa;
     elements_ = static_cast<double>(pixels * c);
-    body_ = [this, pixels, c, bk] { bk->f32_nhwc(in_.data(), pixels, c, f1_.data(), bits_.data()); };
+    body_ = [this, pixels, c, bk] {
+      bk->f32_nhwc(in_.data(), pixels, c, f1_.data(), bits_.data());
+    };
   }
 
   std::string family_;
@@ -263,8 +266,8 @@ void register_kernel_bench(py::module_& core) {
                           "for one kernel family ('bconv', 'dwconv_f32', 'dwconv_qs8', 'conv2d', "
                           "'fc_f32', 'fc_qs8', 'fc_bitplane8', 'epilogue', 'bitpack'), shape "
                           "params (dict) and ISA; run(n) calls the kernel n times.")
-      .def(py::init<const std::string&, const std::string&, const py::dict&>(),
-           py::arg("family"), py::arg("isa"), py::arg("params"))
+      .def(py::init<const std::string&, const std::string&, const py::dict&>(), py::arg("family"),
+           py::arg("isa"), py::arg("params"))
       .def("run", &KernelBench::run, py::arg("n") = 1)
       .def_property_readonly("family", &KernelBench::family)
       .def_property_readonly("entry", &KernelBench::entry, "The kernel entry's ISA name.")

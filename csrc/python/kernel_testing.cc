@@ -49,12 +49,17 @@ using Ready = py::array_t<T, kKernelReady>;
 template <typename T>
 const char* dtype_name();
 template <>
-const char* dtype_name<float>() { return "float32"; }
+const char* dtype_name<float>() {
+  return "float32";
+}
 template <>
-const char* dtype_name<std::uint64_t>() { return "uint64"; }
+const char* dtype_name<std::uint64_t>() {
+  return "uint64";
+}
 template <>
-const char* dtype_name<std::int8_t>() { return "int8"; }
-
+const char* dtype_name<std::int8_t>() {
+  return "int8";
+}
 
 // "fn: name", the prefix of every message.
 std::string where(const char* fn, const char* name) { return std::string(fn) + ": " + name; }
@@ -62,9 +67,8 @@ std::string where(const char* fn, const char* name) { return std::string(fn) + "
 template <typename T>
 Ready<T> as_array(const py::handle& obj, const char* fn, const char* name) {
   if (!py::isinstance<py::array>(obj)) {
-    throw py::type_error(where(fn, name) + " must be a numpy.ndarray of dtype " +
-                         dtype_name<T>() + ", got " +
-                         std::string(py::str(py::type::of(obj).attr("__name__"))));
+    throw py::type_error(where(fn, name) + " must be a numpy.ndarray of dtype " + dtype_name<T>() +
+                         ", got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
   }
   // PyArray_EquivTypes underneath: a byte-swapped array is rejected too.
   if (!py::isinstance<py::array_t<T>>(obj)) {
@@ -107,7 +111,8 @@ std::size_t channels_last(const py::array& a, const char* fn, const char* name) 
   if (a.ndim() < 1 || a.shape(a.ndim() - 1) < 1) {
     throw py::value_error(where(fn, name) +
                           " must have rank >= 1 and at least one channel on the last axis, got "
-                          "shape " + shape_str(a));
+                          "shape " +
+                          shape_str(a));
   }
   return static_cast<std::size_t>(a.shape(a.ndim() - 1));
 }
@@ -131,7 +136,6 @@ Ready<float> optional_channels(const py::object& obj, const char* fn, const char
   }
   return a;
 }
-
 
 std::size_t dim(const py::array& a, py::ssize_t i) { return static_cast<std::size_t>(a.shape(i)); }
 
@@ -279,9 +283,8 @@ py::array_t<float> bconv2d(const py::object& x_obj, const py::object& w_obj,
     if (!row_ranges_obj.is_none()) {
       throw py::value_error("bconv2d: row_ranges needs an isa (the packed-weight path)");
     }
-    without_gil([&] {
-      bconv2d_nhwc__reference(shape, x.data(), w.data(), scale.data(), bias.data(), o);
-    });
+    without_gil(
+        [&] { bconv2d_nhwc__reference(shape, x.data(), w.data(), scale.data(), bias.data(), o); });
     return out;
   }
 
@@ -292,11 +295,10 @@ py::array_t<float> bconv2d(const py::object& x_obj, const py::object& w_obj,
   } else {
     for (const py::handle item : row_ranges_obj) {
       const auto r = py::cast<std::pair<std::int64_t, std::int64_t>>(item);
-      if (r.first < 0 || r.first > r.second ||
-          r.second > static_cast<std::int64_t>(shape.height)) {
-        throw py::value_error("bconv2d: row range (" + std::to_string(r.first) + ", " +
-                              std::to_string(r.second) + ") is not within 0 <= begin <= end <= " +
-                              "H = " + std::to_string(shape.height));
+      if (r.first < 0 || r.first > r.second || r.second > static_cast<std::int64_t>(shape.height)) {
+        throw py::value_error(
+            "bconv2d: row range (" + std::to_string(r.first) + ", " + std::to_string(r.second) +
+            ") is not within 0 <= begin <= end <= " + "H = " + std::to_string(shape.height));
       }
       ranges.emplace_back(static_cast<std::size_t>(r.first), static_cast<std::size_t>(r.second));
     }
@@ -346,8 +348,8 @@ py::array_t<std::uint64_t> bitpack_isa(const py::object& x_obj, const py::object
 // The kernels of one family for isa (None: "scalar"); ValueError when not supported.
 template <class K>
 const K& family_kernels(const char* fn, const py::object& isa_obj, const K* (*for_isa)(Isa)) {
-  const std::string name = isa_obj.is_none() ? std::string("scalar")
-                                             : py::cast<std::string>(isa_obj);
+  const std::string name =
+      isa_obj.is_none() ? std::string("scalar") : py::cast<std::string>(isa_obj);
   const K* k = for_isa(isa_by_name(fn, name));
   if (k == nullptr) {
     throw py::value_error(std::string(fn) + ": this build has no kernels for isa '" + name + "'");
@@ -368,8 +370,8 @@ RowRanges row_ranges(const char* fn, const py::object& obj, std::size_t rows) {
     const auto r = py::cast<std::pair<std::int64_t, std::int64_t>>(item);
     if (r.first < 0 || r.first > r.second || r.second > static_cast<std::int64_t>(rows)) {
       throw py::value_error(std::string(fn) + ": range (" + std::to_string(r.first) + ", " +
-                            std::to_string(r.second) + ") is not within 0 <= begin <= end <= " +
-                            std::to_string(rows));
+                            std::to_string(r.second) +
+                            ") is not within 0 <= begin <= end <= " + std::to_string(rows));
     }
     ranges.emplace_back(static_cast<std::size_t>(r.first), static_cast<std::size_t>(r.second));
   }
@@ -413,16 +415,16 @@ DWArgs dw_common(const char* fn, const py::object& x_obj, const py::object& pre_
   const std::size_t c = dim(a.x, 2);
   a.pre_bias = optional_channels(pre_bias_obj, fn, "pre_bias", c, &a.pre_bias_ptr);
   if (!((stride_h == 1 || stride_h == 2) && (stride_w == 1 || stride_w == 2))) {
-    throw py::value_error(std::string(fn) + ": stride must be (1, 1), (2, 2), (2, 1) or (1, 2), "
-                          "got (" + std::to_string(stride_h) + ", " + std::to_string(stride_w) +
-                          ")");
+    throw py::value_error(std::string(fn) +
+                          ": stride must be (1, 1), (2, 2), (2, 1) or (1, 2), "
+                          "got (" +
+                          std::to_string(stride_h) + ", " + std::to_string(stride_w) + ")");
   }
   const std::size_t k = positive(multiplier, fn, "multiplier");
   if (weight_rows < 0 || static_cast<std::size_t>(weight_rows) % c != 0 ||
       static_cast<std::size_t>(weight_rows) / c != k) {
-    throw py::value_error(std::string(fn) + ": w must have multiplier * C = " +
-                          std::to_string(k) + " * " + std::to_string(c) +
-                          " rows, got " + std::to_string(weight_rows));
+    throw py::value_error(std::string(fn) + ": w must have multiplier * C = " + std::to_string(k) +
+                          " * " + std::to_string(c) + " rows, got " + std::to_string(weight_rows));
   }
   const std::size_t kc = k * c;
   a.scale = as_array<float>(scale_obj, fn, "scale");
@@ -432,8 +434,14 @@ DWArgs dw_common(const char* fn, const py::object& x_obj, const py::object& pre_
 
   const std::size_t sh = static_cast<std::size_t>(stride_h);
   const std::size_t sw = static_cast<std::size_t>(stride_w);
-  a.shape = DWConvShape{dim(a.x, 0), dim(a.x, 1), c, k, sh, sw,
-                        (dim(a.x, 0) + sh - 1) / sh, (dim(a.x, 1) + sw - 1) / sw};
+  a.shape = DWConvShape{dim(a.x, 0),
+                        dim(a.x, 1),
+                        c,
+                        k,
+                        sh,
+                        sw,
+                        (dim(a.x, 0) + sh - 1) / sh,
+                        (dim(a.x, 1) + sw - 1) / sw};
   return a;
 }
 
@@ -458,8 +466,8 @@ py::array_t<float> dwconv3x3_f32(const py::object& x_obj, const py::object& pre_
   float* o = out.mutable_data();
   if (isa_obj.is_none() && row_ranges_obj.is_none()) {
     without_gil([&] {
-      dwconv3x3_f32_nhwc__reference(a.shape, a.x.data(), a.pre_bias_ptr, w.data(),
-                                    a.scale.data(), a.bias.data(), o);
+      dwconv3x3_f32_nhwc__reference(a.shape, a.x.data(), a.pre_bias_ptr, w.data(), a.scale.data(),
+                                    a.bias.data(), o);
     });
     return out;
   }
@@ -496,8 +504,10 @@ py::array_t<float> dwconv3x3_qs8(const py::object& x_obj, const py::object& pre_
   expect_shape(w_scale, fn, "w_scale", {exactly(a.shape.multiplier * a.shape.channels)});
   for (py::ssize_t i = 0; i < w.size(); ++i) {
     if (w.data()[i] == -128) {
-      throw py::value_error("dwconv3x3_qs8: w must lie in [-127, 127] (symmetric INT8), found "
-                            "-128 at flat index " + std::to_string(i));
+      throw py::value_error(
+          "dwconv3x3_qs8: w must lie in [-127, 127] (symmetric INT8), found "
+          "-128 at flat index " +
+          std::to_string(i));
     }
   }
 
@@ -520,9 +530,10 @@ py::array_t<float> dwconv3x3_qs8(const py::object& x_obj, const py::object& pre_
                       ? static_cast<float>(requested)
                       : 0.0f;
     if (!(input_scale > 0.0f)) {
-      throw py::value_error("dwconv3x3_qs8: input_scale must be finite and > 0 as a float32 "
-                            "(None for the dynamic scale), got " +
-                            std::string(py::str(input_scale_obj)));
+      throw py::value_error(
+          "dwconv3x3_qs8: input_scale must be finite and > 0 as a float32 "
+          "(None for the dynamic scale), got " +
+          std::string(py::str(input_scale_obj)));
     }
   }
 
@@ -532,8 +543,8 @@ py::array_t<float> dwconv3x3_qs8(const py::object& x_obj, const py::object& pre_
   if (reference_path) {
     without_gil([&] {
       dwconv3x3_qs8_nhwc__reference(a.shape, a.x.data(), a.pre_bias_ptr, input_scale, w.data(),
-                                    w_scale.data(), a.scale.data(), a.bias.data(),
-                                    scratch.data(), o);
+                                    w_scale.data(), a.scale.data(), a.bias.data(), scratch.data(),
+                                    o);
     });
     return out;
   }
@@ -569,8 +580,8 @@ float dwconv_input_absmax(const py::object& x_obj, const py::object& pre_bias_ob
 }
 
 py::array_t<std::int8_t> dwconv_quantize_input(const py::object& x_obj,
-                                               const py::object& pre_bias_obj,
-                                               double input_scale, const py::object& isa_obj) {
+                                               const py::object& pre_bias_obj, double input_scale,
+                                               const py::object& isa_obj) {
   constexpr const char* fn = "dwconv_quantize_input";
   const auto x = as_array<float>(x_obj, fn, "x");
   const std::size_t c = channels_last(x, fn, "x");
@@ -580,8 +591,9 @@ py::array_t<std::int8_t> dwconv_quantize_input(const py::object& x_obj,
                       ? static_cast<float>(input_scale)
                       : 0.0f;
   if (!(s > 0.0f)) {
-    throw py::value_error("dwconv_quantize_input: input_scale must be finite and > 0 as a "
-                          "float32");
+    throw py::value_error(
+        "dwconv_quantize_input: input_scale must be finite and > 0 as a "
+        "float32");
   }
   const DWConvKernels& k = family_kernels(fn, isa_obj, &dwconv_kernels_for);
   py::array_t<std::int8_t> q(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
@@ -624,9 +636,8 @@ py::array_t<float> fc_qs8(const py::object& x_obj, const py::object& w_obj,
   auto out = new_f32({w.shape(0)});
   float* o = out.mutable_data();
   const FCKernels& k = family_kernels(fn, isa_obj, &fc_kernels_for);
-  without_gil([&] {
-    k.qs8(dim(x, 0), dim(w, 0), x.data(), w.data(), w_scale.data(), bias.data(), o);
-  });
+  without_gil(
+      [&] { k.qs8(dim(x, 0), dim(w, 0), x.data(), w.data(), w_scale.data(), bias.data(), o); });
   return out;
 }
 
@@ -648,9 +659,8 @@ py::array_t<float> fc_bitplane8(const py::object& x_obj, const py::object& plane
   auto out = new_f32({static_cast<py::ssize_t>(n_out)});
   float* o = out.mutable_data();
   const FCKernels& k = family_kernels(fn, isa_obj, &fc_kernels_for);
-  without_gil([&] {
-    k.bitplane8(c, n_out, x.data(), planes.data(), w_scale.data(), bias.data(), o);
-  });
+  without_gil(
+      [&] { k.bitplane8(c, n_out, x.data(), planes.data(), w_scale.data(), bias.data(), o); });
   return out;
 }
 
@@ -701,8 +711,20 @@ py::array_t<float> conv2d_f32(const py::object& x_obj, const py::object& w_obj,
                           std::to_string(wd + pl + pr) + " is smaller than the kernel " +
                           std::to_string(kh) + "x" + std::to_string(kw));
   }
-  const Conv2DShape shape{h,  wd, dim(x, 2), co, kh, kw, sh, sw, pt, pl, pb, pr,
-                          (h + pt + pb - kh) / sh + 1, (wd + pl + pr - kw) / sw + 1};
+  const Conv2DShape shape{h,
+                          wd,
+                          dim(x, 2),
+                          co,
+                          kh,
+                          kw,
+                          sh,
+                          sw,
+                          pt,
+                          pl,
+                          pb,
+                          pr,
+                          (h + pt + pb - kh) / sh + 1,
+                          (wd + pl + pr - kw) / sw + 1};
   auto out = new_f32({static_cast<py::ssize_t>(shape.out_height),
                       static_cast<py::ssize_t>(shape.out_width), static_cast<py::ssize_t>(co)});
   float* o = out.mutable_data();
@@ -769,11 +791,10 @@ py::array_t<float> affine(const py::object& x_obj, const py::object& scale_obj,
   const ChannelInput x = channel_input(fn, x_obj);
   const auto scale = per_channel(scale_obj, fn, "scale", x.channels);
   const auto bias = per_channel(bias_obj, fn, "bias", x.channels);
-  return run_channel_op(fn, x, inplace, isa_obj,
-                        [&](const ElementwiseKernels& k, const float* in, std::size_t pixels,
-                            std::size_t c, float* o) {
-                          k.affine(in, pixels, c, scale.data(), bias.data(), o);
-                        });
+  return run_channel_op(
+      fn, x, inplace, isa_obj,
+      [&](const ElementwiseKernels& k, const float* in, std::size_t pixels, std::size_t c,
+          float* o) { k.affine(in, pixels, c, scale.data(), bias.data(), o); });
 }
 
 py::array_t<float> prelu(const py::object& x_obj, const py::object& slope_obj, bool inplace,
@@ -791,14 +812,15 @@ py::array_t<float> mul_channel(const py::object& x_obj, const py::object& s_obj,
   constexpr const char* fn = "mul_channel";
   const ChannelInput x = channel_input(fn, x_obj);
   const auto s = per_channel(s_obj, fn, "s", x.channels);
-  return run_channel_op(fn, x, inplace, isa_obj,
-                        [&](const ElementwiseKernels& k, const float* in, std::size_t pixels,
-                            std::size_t c, float* o) { k.mul_channel(in, pixels, c, s.data(), o); });
+  return run_channel_op(
+      fn, x, inplace, isa_obj,
+      [&](const ElementwiseKernels& k, const float* in, std::size_t pixels, std::size_t c,
+          float* o) { k.mul_channel(in, pixels, c, s.data(), o); });
 }
 
 using UnaryKernel = void (*)(const float*, std::size_t, float*);
 
-py::array_t<float> unary(const char* fn, UnaryKernel ElementwiseKernels::*which,
+py::array_t<float> unary(const char* fn, UnaryKernel ElementwiseKernels::* which,
                          const py::object& x_obj, bool inplace, const py::object& isa_obj) {
   const UnaryKernel Kernel = family_kernels(fn, isa_obj, &elementwise_kernels_for).*which;
   const auto x = as_array<float>(x_obj, fn, "x");
@@ -851,8 +873,9 @@ py::array_t<float> avgpool(const py::object& x_obj, std::int64_t kernel_h, std::
   // Ceil mode with stride > kernel can put a last window wholly past the image, which
   // PyTorch drops and this op's formula does not: refused rather than disagreeing.
   if ((ho - 1) * sh >= h || (wo - 1) * sw >= w) {
-    throw py::value_error("avgpool: with this stride the last ceil-mode window starts past the "
-                          "image; use stride <= kernel");
+    throw py::value_error(
+        "avgpool: with this stride the last ceil-mode window starts past the "
+        "image; use stride <= kernel");
   }
   const AvgPoolShape shape{h, w, dim(x, 2), kh, kw, sh, sw, ho, wo};
   auto out = new_f32({static_cast<py::ssize_t>(ho), static_cast<py::ssize_t>(wo), x.shape(2)});
@@ -903,8 +926,10 @@ py::array_t<float> concat(const py::object& inputs_obj) {
     const Ready<float>& first = arrays.front();
     if (a.ndim() != first.ndim() ||
         !std::equal(a.shape(), a.shape() + a.ndim() - 1, first.shape())) {
-      throw py::value_error("concat: every input must have the leading shape of inputs[0], "
-                            "got " + shape_str(first) + " and " + name + " " + shape_str(a));
+      throw py::value_error(
+          "concat: every input must have the leading shape of inputs[0], "
+          "got " +
+          shape_str(first) + " and " + name + " " + shape_str(a));
     }
     total += channels.back();
   }
@@ -946,9 +971,10 @@ py::tuple epilogue(const py::object& x_obj, const py::object& channel_scale_obj,
     residual = as_array<float>(residual_obj, fn, "residual");
     const std::size_t rc = channels_last(residual, fn, "residual");
     if (c % rc != 0 || static_cast<std::size_t>(residual.size()) / rc != pixels) {
-      throw py::value_error("epilogue: residual must have the pixels of x and a channel count "
-                            "dividing " + std::to_string(c) + ", got shape " +
-                            shape_str(residual));
+      throw py::value_error(
+          "epilogue: residual must have the pixels of x and a channel count "
+          "dividing " +
+          std::to_string(c) + ", got shape " + shape_str(residual));
     }
     ep.residual = residual.data();
     ep.residual_channels = rc;
@@ -985,8 +1011,8 @@ void register_kernel_testing(py::module_& core) {
   py::module_ m = core.def_submodule("_kernels", "portable microkernels, for tests only");
 
   m.def("bconv2d", &bconv2d, py::arg("x_bits"), py::arg("w_bits"), py::arg("in_channels"),
-        py::arg("scale"), py::arg("bias"), py::arg("padding") = "zero",
-        py::arg("isa") = py::none(), py::arg("row_ranges") = py::none(),
+        py::arg("scale"), py::arg("bias"), py::arg("padding") = "zero", py::arg("isa") = py::none(),
+        py::arg("row_ranges") = py::none(),
         "Binary conv, stride 1, 'same': x_bits uint64 [H, W, words], w_bits uint64\n"
         "[Co, k, k, words] (k 1 or 3), scale/bias float32 [Co], padding 'zero' | 'one'.\n"
         "Returns float32 [H, W, Co] = float(dot) * scale + bias.\n"
@@ -1015,10 +1041,10 @@ void register_kernel_testing(py::module_& core) {
         "isa None: the whole-image reference. isa a name from supported_isas(): that ISA's\n"
         "pack_f32, then run_rows_f32 over each (begin, end) of row_ranges in order (default:\n"
         "all rows; output rows no range covers are NaN).");
-  m.def("dwconv3x3_qs8", &dwconv3x3_qs8, py::arg("x"), py::arg("pre_bias"),
-        py::arg("input_scale"), py::arg("w"), py::arg("w_scale"), py::arg("scale"),
-        py::arg("bias"), py::arg("stride_h") = 1, py::arg("stride_w") = 1,
-        py::arg("multiplier") = 1, py::arg("isa") = py::none(), py::arg("row_ranges") = py::none(),
+  m.def("dwconv3x3_qs8", &dwconv3x3_qs8, py::arg("x"), py::arg("pre_bias"), py::arg("input_scale"),
+        py::arg("w"), py::arg("w_scale"), py::arg("scale"), py::arg("bias"),
+        py::arg("stride_h") = 1, py::arg("stride_w") = 1, py::arg("multiplier") = 1,
+        py::arg("isa") = py::none(), py::arg("row_ranges") = py::none(),
         "INT8 depthwise 3x3: as dwconv3x3_f32 (isa, row_ranges too: that ISA's input_absmax,\n"
         "quantize_input, pack_qs8 and run_rows_qs8) with w int8 in [-127, 127] and w_scale\n"
         "float32 [multiplier * C]; input_scale a float > 0 (rounded to float32), or None for\n"
@@ -1050,8 +1076,7 @@ void register_kernel_testing(py::module_& core) {
         py::arg("inplace") = false, py::arg("isa") = py::none(),
         "x * scale[c] + bias[c] over a channels-last array.");
   m.def("prelu", &prelu, py::arg("x"), py::arg("slope"), py::arg("inplace") = false,
-        py::arg("isa") = py::none(),
-        "x >= 0 ? x : slope[c] * x over a channels-last array.");
+        py::arg("isa") = py::none(), "x >= 0 ? x : slope[c] * x over a channels-last array.");
   m.def(
       "relu",
       [](const py::object& x, bool inplace, const py::object& isa) {
@@ -1064,14 +1089,11 @@ void register_kernel_testing(py::module_& core) {
       [](const py::object& x, bool inplace, const py::object& isa) {
         return unary("sigmoid", &ElementwiseKernels::sigmoid, x, inplace, isa);
       },
-      py::arg("x"), py::arg("inplace") = false, py::arg("isa") = py::none(),
-      "1 / (1 + exp(-x)).");
+      py::arg("x"), py::arg("inplace") = false, py::arg("isa") = py::none(), "1 / (1 + exp(-x)).");
   m.def("add", &add, py::arg("a"), py::arg("b"), py::arg("inplace") = false,
-        py::arg("isa") = py::none(),
-        "a + b, same shapes.");
+        py::arg("isa") = py::none(), "a + b, same shapes.");
   m.def("mul_channel", &mul_channel, py::arg("x"), py::arg("s"), py::arg("inplace") = false,
-        py::arg("isa") = py::none(),
-        "x * s[c] over a channels-last array (SE scaling).");
+        py::arg("isa") = py::none(), "x * s[c] over a channels-last array (SE scaling).");
   m.def("avgpool", &avgpool, py::arg("x"), py::arg("kernel_h"), py::arg("kernel_w"),
         py::arg("stride_h"), py::arg("stride_w"), py::arg("isa") = py::none(),
         py::arg("row_ranges") = py::none(),

@@ -32,12 +32,10 @@ namespace {
 // even where x86 would tolerate it). Constructing one from an ndarray copies only
 // when the input lacks either. No forcecast: dtype is checked explicitly first so the
 // user gets a dtype error instead of a silent conversion.
-constexpr int kKernelReady =
-    py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+constexpr int kKernelReady = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
 using F32Array = py::array_t<float, kKernelReady>;
 using U64Array = py::array_t<std::uint64_t, py::array::c_style>;
 using qbinfer::shape_str;
-
 
 // Checks that `obj` is a native-endian float32 ndarray and returns it kernel-ready.
 F32Array as_f32(const py::handle& obj, const char* name) {
@@ -50,8 +48,7 @@ F32Array as_f32(const py::handle& obj, const char* name) {
   // float32 ('>f4' here) is rejected too: the kernels read native floats.
   if (!py::isinstance<py::array_t<float>>(obj)) {
     const auto arr = py::reinterpret_borrow<py::array>(obj);
-    throw py::type_error(std::string("bitpack: ") + name +
-                         " must have dtype float32, got " +
+    throw py::type_error(std::string("bitpack: ") + name + " must have dtype float32, got " +
                          std::string(py::str(arr.dtype())));
   }
   return F32Array(py::reinterpret_borrow<py::object>(obj));
@@ -60,13 +57,13 @@ F32Array as_f32(const py::handle& obj, const char* name) {
 U64Array bitpack(const py::object& x_obj, const py::object& thresholds_obj) {
   const F32Array x = as_f32(x_obj, "x");
   if (x.ndim() < 1) {
-    throw py::value_error("bitpack: x must have rank >= 1 with channels on the last axis, "
-                          "got a 0-d array");
+    throw py::value_error(
+        "bitpack: x must have rank >= 1 with channels on the last axis, "
+        "got a 0-d array");
   }
   const std::size_t channels = static_cast<std::size_t>(x.shape(x.ndim() - 1));
   if (channels == 0) {
-    throw py::value_error("bitpack: x has zero channels (last axis), shape " +
-                          shape_str(x));
+    throw py::value_error("bitpack: x has zero channels (last axis), shape " + shape_str(x));
   }
 
   F32Array thresholds;
@@ -74,9 +71,9 @@ U64Array bitpack(const py::object& x_obj, const py::object& thresholds_obj) {
   if (!thresholds_obj.is_none()) {
     thresholds = as_f32(thresholds_obj, "thresholds");
     if (thresholds.ndim() != 1 || static_cast<std::size_t>(thresholds.shape(0)) != channels) {
-      throw py::value_error("bitpack: thresholds must have shape (" +
-                            std::to_string(channels) + ",) to match x of shape " +
-                            shape_str(x) + ", got shape " + shape_str(thresholds));
+      throw py::value_error("bitpack: thresholds must have shape (" + std::to_string(channels) +
+                            ",) to match x of shape " + shape_str(x) + ", got shape " +
+                            shape_str(thresholds));
     }
     t_ptr = thresholds.data();
   }
@@ -146,8 +143,8 @@ PyObject* make_exception(py::module_& m, const char* name, py::tuple bases, cons
 // Messages quote names and paths from the file and the file system, which need not be
 // UTF-8: never let the message itself fail to decode.
 void set_error(PyObject* type, const char* what) {
-  PyObject* msg = PyUnicode_DecodeUTF8(what, static_cast<Py_ssize_t>(std::strlen(what)),
-                                       "backslashreplace");
+  PyObject* msg =
+      PyUnicode_DecodeUTF8(what, static_cast<Py_ssize_t>(std::strlen(what)), "backslashreplace");
   if (msg == nullptr) return;
   PyErr_SetObject(type, msg);
   Py_DECREF(msg);
@@ -158,9 +155,9 @@ void register_exceptions(py::module_& m) {
   g_error = make_exception(m, "Error", py::make_tuple(builtins.attr("Exception")),
                            "Base of every error qbinfer raises about a file or an input.");
   const auto base = py::reinterpret_borrow<py::object>(g_error);
-  g_format_error = make_exception(
-      m, "FormatError", py::make_tuple(base),
-      "A .qbw file is damaged, hostile, or from an unsupported version.");
+  g_format_error =
+      make_exception(m, "FormatError", py::make_tuple(base),
+                     "A .qbw file is damaged, hostile, or from an unsupported version.");
   g_shape_error = make_exception(m, "ShapeError", py::make_tuple(base, builtins.attr("ValueError")),
                                  "An input has the wrong rank or shape.");
   g_dtype_error = make_exception(m, "DtypeError", py::make_tuple(base, builtins.attr("TypeError")),
@@ -179,12 +176,12 @@ void register_exceptions(py::module_& m) {
       // OSError(errno, strerror, filename) returns the matching subclass
       // (FileNotFoundError, IsADirectoryError, PermissionError, ...).
       const std::string& path = e.path();
-      PyObject* filename = PyUnicode_DecodeFSDefaultAndSize(path.data(),
-                                                            static_cast<Py_ssize_t>(path.size()));
+      PyObject* filename =
+          PyUnicode_DecodeFSDefaultAndSize(path.data(), static_cast<Py_ssize_t>(path.size()));
       if (filename == nullptr) return;  // the decode error stands
-      py::object exc = py::module_::import("builtins").attr("OSError")(
-          e.error_number(), std::strerror(e.error_number()),
-          py::reinterpret_steal<py::object>(filename));
+      py::object exc = py::module_::import("builtins")
+                           .attr("OSError")(e.error_number(), std::strerror(e.error_number()),
+                                            py::reinterpret_steal<py::object>(filename));
       PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
     } catch (const qbinfer::Error& e) {
       set_error(g_error, e.what());
@@ -332,7 +329,8 @@ py::array_t<float> run_model(qbinfer::Model& model, const py::object& x_obj,
                               std::string(py::str(arr.dtype())));
   }
   std::vector<std::size_t> got;
-  for (py::ssize_t i = 0; i < arr.ndim(); ++i) got.push_back(static_cast<std::size_t>(arr.shape(i)));
+  for (py::ssize_t i = 0; i < arr.ndim(); ++i)
+    got.push_back(static_cast<std::size_t>(arr.shape(i)));
   const qbinfer::ValueInfo& in = model.input();
   const std::vector<std::size_t> image =
       nchw ? std::vector<std::size_t>{in.channels, in.height, in.width}
@@ -342,8 +340,8 @@ py::array_t<float> run_model(qbinfer::Model& model, const py::object& x_obj,
            : std::vector<std::size_t>{in.channels, in.height, in.width};
   if (arr.ndim() != 4) {
     throw qbinfer::ShapeError("Model.run: x must be a rank-4 batch, layout " +
-                              std::string(layout_name) + ", of images " +
-                              shape_tuple_str(image) + "; got shape " + shape_tuple_str(got));
+                              std::string(layout_name) + ", of images " + shape_tuple_str(image) +
+                              "; got shape " + shape_tuple_str(got));
   }
   const std::vector<std::size_t> per_image(got.begin() + 1, got.end());
   if (per_image != image) {
@@ -353,13 +351,13 @@ py::array_t<float> run_model(qbinfer::Model& model, const py::object& x_obj,
              "': pass layout='" + (nchw ? "nhwc" : "nchw") + "'";
     }
     throw qbinfer::ShapeError("Model.run: with layout " + std::string(layout_name) +
-                              " each image must have shape " + shape_tuple_str(image) +
-                              ", got " + shape_tuple_str(per_image) + " (x has shape " +
-                              shape_tuple_str(got) + ")" + hint);
+                              " each image must have shape " + shape_tuple_str(image) + ", got " +
+                              shape_tuple_str(per_image) + " (x has shape " + shape_tuple_str(got) +
+                              ")" + hint);
   }
   if (got[0] < 1) {
-    throw qbinfer::ShapeError("Model.run: the batch is empty (x has shape " +
-                              shape_tuple_str(got) + "); N must be >= 1");
+    throw qbinfer::ShapeError("Model.run: the batch is empty (x has shape " + shape_tuple_str(got) +
+                              "); N must be >= 1");
   }
   // Copies only when x is not C-contiguous and aligned.
   const F32Array x(py::reinterpret_borrow<py::object>(x_obj));
@@ -369,13 +367,13 @@ py::array_t<float> run_model(qbinfer::Model& model, const py::object& x_obj,
   if (o.height == 1 && o.width == 1) {
     out_shape.push_back(static_cast<py::ssize_t>(o.channels));
   } else if (layout == qbinfer::Layout::kNHWC) {
-    out_shape.insert(out_shape.end(), {static_cast<py::ssize_t>(o.height),
-                                       static_cast<py::ssize_t>(o.width),
-                                       static_cast<py::ssize_t>(o.channels)});
+    out_shape.insert(out_shape.end(),
+                     {static_cast<py::ssize_t>(o.height), static_cast<py::ssize_t>(o.width),
+                      static_cast<py::ssize_t>(o.channels)});
   } else {
-    out_shape.insert(out_shape.end(), {static_cast<py::ssize_t>(o.channels),
-                                       static_cast<py::ssize_t>(o.height),
-                                       static_cast<py::ssize_t>(o.width)});
+    out_shape.insert(out_shape.end(),
+                     {static_cast<py::ssize_t>(o.channels), static_cast<py::ssize_t>(o.height),
+                      static_cast<py::ssize_t>(o.width)});
   }
   py::array_t<float> out(out_shape);
   const float* x_ptr = x.data();
@@ -429,7 +427,8 @@ py::list ops_list(const qbinfer::Model& model) {
 
 void register_model(py::module_& m) {
   using qbinfer::Model;
-  py::class_<Model>(m, "Model", R"doc(A loaded .qbw model: the validated graph, its weights (mapped, not copied)
+  py::class_<Model>(m, "Model",
+                    R"doc(A loaded .qbw model: the validated graph, its weights (mapped, not copied)
 and a planned activation arena.
 
 Model(path, threads=1): path is str, bytes or os.PathLike. Every header field, table,
@@ -450,14 +449,15 @@ an empty batch. Non-contiguous input is copied. Releases the GIL.)doc")
       .def("ops", &ops_list,
            "One dict per op, in execution order: index, type, name, inputs (shape tuples), "
            "output, output_dtype, params, bytes, flops, bops, attrs (dict), tensors.")
-      .def_property_readonly("input_shape",
-                             [](const Model& md) { return value_shape(md.input()); },
-                             "(H, W, C) of one input image.")
+      .def_property_readonly(
+          "input_shape", [](const Model& md) { return value_shape(md.input()); },
+          "(H, W, C) of one input image.")
       .def_property_readonly("num_classes", &Model::num_classes)
       .def_property_readonly("class_names",
                              [](const Model& md) {
                                py::list names;
-                               for (const auto& n : md.file().class_names()) names.append(file_str(n));
+                               for (const auto& n : md.file().class_names())
+                                 names.append(file_str(n));
                                return names;
                              })
       .def_property_readonly("preprocessing",
@@ -487,11 +487,13 @@ an empty batch. Non-contiguous input is copied. Releases the GIL.)doc")
       .def_property_readonly("weights_bytes", &Model::weights_bytes,
                              "Bytes of the tensors the graph uses.")
       .def_property_readonly("threads", &Model::threads)
-      .def_property_readonly("isa", [](const Model& md) { return qbinfer::isa_name(md.kernels().isa); },
-                             "The ISA whose kernels this model runs.")
-      .def_property_readonly("kernels", [](const Model& md) { return kernel_names(md.kernels()); },
-                             "Per kernel family, the entry it runs (a family without kernels "
-                             "for the ISA uses its scalar entry).")
+      .def_property_readonly(
+          "isa", [](const Model& md) { return qbinfer::isa_name(md.kernels().isa); },
+          "The ISA whose kernels this model runs.")
+      .def_property_readonly(
+          "kernels", [](const Model& md) { return kernel_names(md.kernels()); },
+          "Per kernel family, the entry it runs (a family without kernels "
+          "for the ISA uses its scalar entry).")
       .def_property_readonly("fused", &Model::fused,
                              "Whether load-time fusion is on (QBINFER_FUSION=0 turns it off).")
       .def_property_readonly("packed_bytes", &Model::packed_bytes,
@@ -505,8 +507,9 @@ an empty batch. Non-contiguous input is copied. Releases the GIL.)doc")
            "The steps as they run, one dict each: label ('BCONV2D+ADD+PRELU+AFFINE'), kind "
            "('op', 'conv_chain', 'epilogue_chain'), ops (file op indices, head first), output "
            "(shape), packed_bytes, inplace.")
-      .def_property_readonly("mapped", [](const Model& md) { return md.file().mapped(); },
-                             "True when the file is memory-mapped (False: read into memory).");
+      .def_property_readonly(
+          "mapped", [](const Model& md) { return md.file().mapped(); },
+          "True when the file is memory-mapped (False: read into memory).");
 }
 
 }  // namespace

@@ -15,8 +15,9 @@ volatile float g_fsink;
 
 // Harley-Seal with AVX2: carry-save adders of and/or/xor (5 per adder), 16 vectors per round.
 __m256i popcnt_bytes_sum(__m256i v, __m256i lut, __m256i low) {
-  const __m256i c = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(v, low)),
-                                    _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
+  const __m256i c =
+      _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(v, low)),
+                      _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
   return _mm256_sad_epu8(c, _mm256_setzero_si256());
 }
 
@@ -63,7 +64,8 @@ double popcount_avx2(std::size_t iterations) {
       _mm256_add_epi64(popcnt_bytes_sum(ones, lut, low), popcnt_bytes_sum(twos, lut, low)),
       _mm256_add_epi64(popcnt_bytes_sum(fours, lut, low), popcnt_bytes_sum(eights, lut, low)));
   total = _mm256_add_epi64(total, rest);
-  g_sink = static_cast<std::uint64_t>(_mm256_extract_epi64(total, 0) + _mm256_extract_epi64(total, 3));
+  g_sink =
+      static_cast<std::uint64_t>(_mm256_extract_epi64(total, 0) + _mm256_extract_epi64(total, 3));
   return static_cast<double>(iterations) * 512.0 * 64.0;
 }
 

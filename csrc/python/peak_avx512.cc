@@ -17,8 +17,9 @@ volatile float g_fsink;
 // Harley-Seal: 16 XORed vectors go through carry-save adders (VPTERNLOGD: 2 per adder) into
 // 1s/2s/4s/8s planes; only the 16s plane is counted (nibble table + VPSADBW), once per 16.
 __m512i popcnt_bytes_sum(__m512i v, __m512i lut, __m512i low) {
-  const __m512i c = _mm512_add_epi8(_mm512_shuffle_epi8(lut, _mm512_and_si512(v, low)),
-                                    _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), low)));
+  const __m512i c =
+      _mm512_add_epi8(_mm512_shuffle_epi8(lut, _mm512_and_si512(v, low)),
+                      _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), low)));
   return _mm512_sad_epu8(c, _mm512_setzero_si512());
 }
 
@@ -31,8 +32,8 @@ inline void csa(__m512i& h, __m512i& l, __m512i a, __m512i b, __m512i c) {
 
 double popcount_avx512(std::size_t iterations) {
   for (std::size_t i = 0; i < 512; ++i) g_buf[i] = 0x9E3779B97F4A7C15ull * (i + 5);
-  const __m512i lut = _mm512_broadcast_i32x4(
-      _mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4));
+  const __m512i lut =
+      _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4));
   const __m512i low = _mm512_set1_epi8(0x0f);
   const __m512i w = _mm512_set1_epi64(0x5555AAAA3333CCCCll);
   __m512i total = _mm512_setzero_si512();
@@ -63,7 +64,8 @@ double popcount_avx512(std::size_t iterations) {
   g_sink = static_cast<std::uint64_t>(_mm512_reduce_add_epi64(total)) +
            static_cast<std::uint64_t>(_mm512_reduce_add_epi64(_mm512_add_epi64(
                _mm512_add_epi64(popcnt_bytes_sum(ones, lut, low), popcnt_bytes_sum(twos, lut, low)),
-               _mm512_add_epi64(popcnt_bytes_sum(fours, lut, low), popcnt_bytes_sum(eights, lut, low)))));
+               _mm512_add_epi64(popcnt_bytes_sum(fours, lut, low),
+                                popcnt_bytes_sum(eights, lut, low)))));
   return static_cast<double>(iterations) * 512.0 * 64.0;
 }
 

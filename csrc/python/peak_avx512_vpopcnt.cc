@@ -21,9 +21,12 @@ double popcount_avx512_vpopcnt(std::size_t iterations) {
     const __m512i* p = reinterpret_cast<const __m512i*>(g_buf);
     for (int j = 0; j < 64; j += 4) {
       a0 = _mm512_add_epi64(a0, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_load_si512(p + j), w)));
-      a1 = _mm512_add_epi64(a1, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_load_si512(p + j + 1), w)));
-      a2 = _mm512_add_epi64(a2, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_load_si512(p + j + 2), w)));
-      a3 = _mm512_add_epi64(a3, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_load_si512(p + j + 3), w)));
+      a1 = _mm512_add_epi64(a1,
+                            _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_load_si512(p + j + 1), w)));
+      a2 = _mm512_add_epi64(a2,
+                            _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_load_si512(p + j + 2), w)));
+      a3 = _mm512_add_epi64(a3,
+                            _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_load_si512(p + j + 3), w)));
     }
   }
   g_sink = static_cast<std::uint64_t>(_mm512_reduce_add_epi64(

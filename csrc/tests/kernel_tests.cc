@@ -261,8 +261,8 @@ bool same_floats(Tally& t, const char* what, const float* got, const float* want
     const bool gn = std::isnan(got[i]), wn = std::isnan(want[i]);
     if (gn != wn || (!gn && bits_of(got[i]) != bits_of(want[i]))) {
       return t.fail(fmt("%s: value %zu of %zu: got %.9g (0x%08x), want %.9g (0x%08x)", what, i, n,
-                        static_cast<double>(got[i]), bits_of(got[i]),
-                        static_cast<double>(want[i]), bits_of(want[i])));
+                        static_cast<double>(got[i]), bits_of(got[i]), static_cast<double>(want[i]),
+                        bits_of(want[i])));
     }
   }
   return true;
@@ -284,7 +284,7 @@ bool same_bytes(Tally& t, const char* what, const T* got, const T* want, std::si
 // ---- bitpack ------------------------------------------------------------------------------
 
 void test_bitpack(const BitpackKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
-  const std::size_t kChannels[] = {1,  2,  3,  7,  8,   15,  16,  17,  31,  32,  33,
+  const std::size_t kChannels[] = {1,  2,  3,  7,   8,   15,  16,  17,  31,  32,  33,
                                    63, 64, 65, 100, 127, 128, 129, 191, 192, 200, 257};
   for (std::size_t i = 0; i < n_cases; ++i) {
     const std::size_t c = coin(rng) ? pick(rng, kChannels) : uniform(rng, 1, 300);
@@ -352,7 +352,7 @@ void bconv_case(const BConvKernels& k, Rng& rng, Tally& t, const BConvShape& s, 
 }
 
 void test_bconv(const BConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
-  const std::size_t kCi[] = {1,   2,   5,   15,  16,  17,  31,  32,  33,  63,   64,   65,  100,
+  const std::size_t kCi[] = {1,   2,   5,   15,  16,  17,  31,  32,  33,  63,   64,   65,   100,
                              127, 128, 129, 192, 255, 256, 320, 500, 512, 1000, 1024, 2047, 2048};
   const std::size_t kCo[] = {1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32, 33, 40};
   const std::size_t kHW[][2] = {{1, 1}, {2, 3}, {3, 2}, {1, 5}, {5, 1}, {3, 3},
@@ -363,9 +363,9 @@ void test_bconv(const BConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases) 
   // tree's interior, the largest in-channel count of the zoo at 3x3 and 1x1, and streams longer
   // than 4095 vectors (the NEON counter's 16 -> 32-bit widening).
   const BConvShape fixed[] = {
-      {2, 2, 2304, 9, 3, BinaryPadding::kZero}, {2, 2, 7400, 5, 3, BinaryPadding::kOne},
-      {2, 2, 7400, 9, 3, BinaryPadding::kZero}, {2, 260, 5, 5, 3, BinaryPadding::kZero},
-      {2, 261, 16, 3, 3, BinaryPadding::kOne},  {5, 6, 24, 9, 3, BinaryPadding::kZero},
+      {2, 2, 2304, 9, 3, BinaryPadding::kZero},  {2, 2, 7400, 5, 3, BinaryPadding::kOne},
+      {2, 2, 7400, 9, 3, BinaryPadding::kZero},  {2, 260, 5, 5, 3, BinaryPadding::kZero},
+      {2, 261, 16, 3, 3, BinaryPadding::kOne},   {5, 6, 24, 9, 3, BinaryPadding::kZero},
       {3, 3, 2048, 17, 3, BinaryPadding::kZero}, {2, 3, 2048, 9, 1, BinaryPadding::kOne},
       {1, 1, 70000, 3, 1, BinaryPadding::kZero}, {1, 2, 140000, 3, 1, BinaryPadding::kOne},
       {2, 2, 15000, 5, 3, BinaryPadding::kZero}};
@@ -385,7 +385,8 @@ void test_bconv(const BConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases) 
     s.padding = coin(rng) ? BinaryPadding::kZero : BinaryPadding::kOne;
     // Keep the scalar oracle's work bounded (qemu runs it 10-30x slower).
     while (s.height * s.width * s.out_channels * s.kernel * s.kernel *
-                   words_for_channels(s.in_channels) > 60000 &&
+                   words_for_channels(s.in_channels) >
+               60000 &&
            s.out_channels > 1) {
       s.out_channels = (s.out_channels + 1) / 2;
     }
@@ -398,7 +399,7 @@ void test_bconv(const BConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases) 
 
 void test_dwconv(const DWConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
   const std::size_t kC[] = {1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 32, 33, 48, 64, 100, 130};
-  const std::size_t kHW[][2] = {{1, 1}, {1, 6}, {5, 1}, {2, 3}, {3, 2},  {7, 5},
+  const std::size_t kHW[][2] = {{1, 1}, {1, 6}, {5, 1}, {2, 3},  {3, 2}, {7, 5},
                                 {5, 9}, {9, 4}, {4, 7}, {11, 3}, {6, 6}, {3, 13}};
   const std::size_t kStride[][2] = {{1, 1}, {2, 2}, {2, 1}, {1, 2}};
   const std::size_t kMult[] = {1, 2, 3, 4};
@@ -417,8 +418,7 @@ void test_dwconv(const DWConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases
     s.out_width = (s.in_width + s.stride_w - 1) / s.stride_w;
     const bool pre = coin(rng);
     t.context = fmt("case %zu H=%zu W=%zu C=%zu mult=%zu stride=(%zu,%zu) pre_bias=%d", i,
-                    s.in_height, s.in_width, s.channels, s.multiplier, s.stride_h, s.stride_w,
-                    pre);
+                    s.in_height, s.in_width, s.channels, s.multiplier, s.stride_h, s.stride_w, pre);
     const std::size_t pixels = s.in_height * s.in_width, oc = s.multiplier * s.channels;
     const std::size_t n_out = s.out_height * s.out_width * oc;
     std::vector<float> in = randn(rng, pixels * s.channels, 3.0f);
@@ -470,7 +470,8 @@ void test_dwconv(const DWConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases
     }
     for (const std::vector<float>* src : {&finite, &qin}) {
       Buf<float> g = guarded(*src, ge);
-      const float want_max = dwconv_input_absmax__reference(src->data(), pb_ref, pixels, s.channels);
+      const float want_max =
+          dwconv_input_absmax__reference(src->data(), pb_ref, pixels, s.channels);
       const float got_max = k.input_absmax(g.data(), pb, pixels, s.channels);
       same_floats(t, "absmax", &got_max, &want_max, 1);
     }
@@ -485,8 +486,7 @@ void test_dwconv(const DWConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases
       same_bytes(t, fmt("quantize scale=%g", static_cast<double>(qs)).c_str(), q_got.data(),
                  q_want.data(), q_want.size());
     }
-    dwconv_quantize_input__reference(finite.data(), pb_ref, pixels, s.channels, dyn,
-                                     q_want.data());
+    dwconv_quantize_input__reference(finite.data(), pb_ref, pixels, s.channels, dyn, q_want.data());
     // Extreme codes now and then: every product at +-127 * +-127.
     if (coin(rng, 0.2)) {
       for (auto& q : q_want) q = coin(rng) ? 127 : -127;
@@ -554,10 +554,10 @@ void test_conv2d(const Conv2DKernels& k, Rng& rng, Tally& t, std::size_t n_cases
     s.out_height = (s.in_height + s.pad_top + s.pad_bottom - s.kernel_h) / s.stride_h + 1;
     s.out_width = (s.in_width + s.pad_left + s.pad_right - s.kernel_w) / s.stride_w + 1;
     const bool relu = coin(rng);
-    t.context = fmt("case %zu in=%zux%zux%zu Co=%zu k=%zux%zu stride=(%zu,%zu) pad=(%zu,%zu,%zu,%zu) relu=%d",
-                    i, s.in_height, s.in_width, s.in_channels, s.out_channels, s.kernel_h,
-                    s.kernel_w, s.stride_h, s.stride_w, s.pad_top, s.pad_left, s.pad_bottom,
-                    s.pad_right, relu);
+    t.context = fmt(
+        "case %zu in=%zux%zux%zu Co=%zu k=%zux%zu stride=(%zu,%zu) pad=(%zu,%zu,%zu,%zu) relu=%d",
+        i, s.in_height, s.in_width, s.in_channels, s.out_channels, s.kernel_h, s.kernel_w,
+        s.stride_h, s.stride_w, s.pad_top, s.pad_left, s.pad_bottom, s.pad_right, relu);
     std::vector<float> in = randn(rng, s.in_height * s.in_width * s.in_channels);
     if (coin(rng, 0.3)) sprinkle(rng, in, 0.05);
     const std::vector<float> w =
@@ -585,7 +585,8 @@ void test_conv2d(const Conv2DKernels& k, Rng& rng, Tally& t, std::size_t n_cases
 // ---- pools --------------------------------------------------------------------------------
 
 void test_pool(const PoolKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
-  const std::size_t kKS[][4] = {{2, 2, 2, 2}, {2, 1, 2, 1}, {1, 2, 1, 2}, {3, 3, 2, 2}, {3, 2, 1, 1}};
+  const std::size_t kKS[][4] = {
+      {2, 2, 2, 2}, {2, 1, 2, 1}, {1, 2, 1, 2}, {3, 3, 2, 2}, {3, 2, 1, 1}};
   const std::size_t kC[] = {1, 3, 4, 5, 8, 17, 64, 100};
   for (std::size_t i = 0; i < n_cases; ++i) {
     const bool ge = i % 2 == 0;
@@ -764,7 +765,8 @@ bool within(Tally& t, const char* what, const float* got, const std::vector<doub
 }
 
 void test_fc(const FCKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
-  const std::size_t kIn[] = {1, 3, 4, 7, 8, 15, 16, 17, 31, 63, 64, 65, 100, 128, 129, 257, 512, 1000, 1280};
+  const std::size_t kIn[] = {1,  3,  4,   7,   8,   15,  16,  17,   31,  63,
+                             64, 65, 100, 128, 129, 257, 512, 1000, 1280};
   const std::size_t kOut[] = {1, 2, 3, 4, 5, 7, 9, 10, 17};
   for (std::size_t i = 0; i < n_cases; ++i) {
     const bool ge = i % 2 == 0;
@@ -916,7 +918,8 @@ int run(int argc, char** argv) {
   };
   const auto t0 = std::chrono::steady_clock::now();
   Summary sum;
-  run_family<BitpackKernels>("bitpack", &bitpack_kernel_variants, test_bitpack, cases(1000), seed, sum);
+  run_family<BitpackKernels>("bitpack", &bitpack_kernel_variants, test_bitpack, cases(1000), seed,
+                             sum);
   run_family<BConvKernels>("bconv", &bconv_kernel_variants, test_bconv, cases(2000), seed, sum);
   run_family<DWConvKernels>("dwconv", &dwconv_kernel_variants, test_dwconv, cases(800), seed, sum);
   run_family<Conv2DKernels>("conv2d", &conv2d_kernel_variants, test_conv2d, cases(500), seed, sum);
@@ -927,9 +930,9 @@ int run(int argc, char** argv) {
                               seed, sum);
   run_family<FCKernels>("fc", &fc_kernel_variants, test_fc, cases(400), seed, sum);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("summary: %zu families, %zu variants, %zu cases, %zu failures (%.1f s) --seed %" PRIu64
-              "\n",
-              sum.families, sum.variants, sum.cases, sum.failures, secs, seed);
+  std::printf(
+      "summary: %zu families, %zu variants, %zu cases, %zu failures (%.1f s) --seed %" PRIu64 "\n",
+      sum.families, sum.variants, sum.cases, sum.failures, secs, seed);
   if (sum.failures != 0) std::printf("FAILED\n");
   return sum.failures == 0 ? 0 : 1;
 }

@@ -271,8 +271,8 @@ qbinfer::Isa isa_by_name(const std::string& name) {
     if (name == qbinfer::isa_name(isa)) return isa;
     supported += (supported.empty() ? "" : ", ") + std::string(qbinfer::isa_name(isa));
   }
-  throw qbinfer::Error("--isa " + name + " is not supported by this build and CPU; supported: " +
-                       supported);
+  throw qbinfer::Error("--isa " + name +
+                       " is not supported by this build and CPU; supported: " + supported);
 }
 
 // Indices of the k largest values, largest first; ties keep the lower index first, so the
@@ -316,10 +316,11 @@ const char* step_kind_name(qbinfer::StepKind kind) {
 
 void print_kernels(const qbinfer::KernelTable& t) {
   std::printf("isa        %s\n", qbinfer::isa_name(t.isa));
-  std::printf("kernels    bitpack %s, bconv %s, conv2d %s, dwconv %s, elementwise %s, "
-              "epilogue %s, fc %s, pool %s\n",
-              t.bitpack->isa, t.bconv->isa, t.conv2d->isa, t.dwconv->isa, t.elementwise->isa,
-              t.epilogue->isa, t.fc->isa, t.pool->isa);
+  std::printf(
+      "kernels    bitpack %s, bconv %s, conv2d %s, dwconv %s, elementwise %s, "
+      "epilogue %s, fc %s, pool %s\n",
+      t.bitpack->isa, t.bconv->isa, t.conv2d->isa, t.dwconv->isa, t.elementwise->isa,
+      t.epilogue->isa, t.fc->isa, t.pool->isa);
 }
 
 void print_profile(qbinfer::Model& model, const std::vector<float>& x, int runs) {
@@ -327,14 +328,13 @@ void print_profile(qbinfer::Model& model, const std::vector<float>& x, int runs)
   const double total = std::accumulate(ns.begin(), ns.end(), 0.0);
   const auto& values = model.file().values();
   std::printf("\nprofile    median per step over %d runs (sum %.3f ms)\n", runs, total / 1e6);
-  std::printf("%4s  %-14s  %-44s  %-13s  %10s  %6s\n", "step", "kind", "ops", "output HxWxC",
-              "us", "%");
+  std::printf("%4s  %-14s  %-44s  %-13s  %10s  %6s\n", "step", "kind", "ops", "output HxWxC", "us",
+              "%");
   for (std::size_t i = 0; i < ns.size(); ++i) {
     const qbinfer::Step& s = model.steps()[i];
     const std::string out = s.out != qbinfer::kNoValue ? shape_str(values[s.out]) : "-";
     std::printf("%4zu  %-14s  %-44s  %-13s  %10.1f  %6.2f\n", i, step_kind_name(s.kind),
-                s.label.c_str(), out.c_str(), ns[i] / 1e3,
-                total > 0 ? 100.0 * ns[i] / total : 0.0);
+                s.label.c_str(), out.c_str(), ns[i] / 1e3, total > 0 ? 100.0 * ns[i] / total : 0.0);
   }
 }
 
@@ -381,9 +381,10 @@ bool compare(const qbinfer::Model& model, const std::vector<float>& out,
     if (e != 0) max_rel = std::max(max_rel, d / std::fabs(e));
     if (!(d <= atol + o.rtol * std::fabs(e))) ++bad;
   }
-  std::printf("compare    %zu floats vs %s: %zu bit-identical, max |diff| %.3g (element %zu), "
-              "max rel diff %.3g; tolerance atol %.3g + rtol %.3g x |expected|\n",
-              out.size(), o.compare.c_str(), identical, max_abs, worst, max_rel, atol, o.rtol);
+  std::printf(
+      "compare    %zu floats vs %s: %zu bit-identical, max |diff| %.3g (element %zu), "
+      "max rel diff %.3g; tolerance atol %.3g + rtol %.3g x |expected|\n",
+      out.size(), o.compare.c_str(), identical, max_abs, worst, max_rel, atol, o.rtol);
   bool ok = bad == 0;
   if (!ok) std::printf("compare    MISMATCH: %zu floats outside the tolerance\n", bad);
   if (o.top > 0 && model.output_floats() == model.num_classes()) {
@@ -431,10 +432,11 @@ int run(const Options& o) {
               static_cast<unsigned>(file.version_major()),
               static_cast<unsigned>(file.version_minor()),
               static_cast<unsigned long long>(file.file_size()));
-  std::printf("graph      %zu ops in %zu steps (fusion %s), arena %llu bytes per image, "
-              "load %.2f ms\n",
-              model.ops().size(), model.steps().size(), model.fused() ? "on" : "off",
-              static_cast<unsigned long long>(model.arena_bytes()), load_ms);
+  std::printf(
+      "graph      %zu ops in %zu steps (fusion %s), arena %llu bytes per image, "
+      "load %.2f ms\n",
+      model.ops().size(), model.steps().size(), model.fused() ? "on" : "off",
+      static_cast<unsigned long long>(model.arena_bytes()), load_ms);
   print_kernels(model.kernels());
   std::printf("threads    %d\n", model.threads());
 

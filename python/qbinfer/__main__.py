@@ -20,12 +20,13 @@ def _cmd_version(args: argparse.Namespace) -> int:
         for key in sorted(info):
             value = info[key]
             if isinstance(value, (tuple, list)):
-                value = ", ".join(value)
+                value = ", ".join(str(v) for v in value)
             elif isinstance(value, dict):
                 value = ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
             print(f"  {key}: {value}")
     else:
-        print(f"  compiled ISAs: {', '.join(info['compiled_isas'])} ({info['target_arch']})")
+        isas = ", ".join(str(v) for v in info["compiled_isas"])  # type: ignore[attr-defined]
+        print(f"  compiled ISAs: {isas} ({info['target_arch']})")
         print(f"  active ISA: {info['active_isa']}")
     return 0
 
@@ -44,7 +45,9 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _add_summary(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("summary", help="list the ops, shapes, parameters and storage of a .qbw file")
+    p = sub.add_parser(
+        "summary", help="list the ops, shapes, parameters and storage of a .qbw file"
+    )
     p.add_argument("model", help="a .qbw file")
     p.set_defaults(func=_cmd_summary)
 
@@ -62,7 +65,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify image files with a .qbw model")
     p.add_argument("model", help="a .qbw file")
-    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ... need Pillow; .npy works without)")
+    p.add_argument(
+        "images", nargs="+", help="image files (JPEG, PNG, ... need Pillow; .npy works without)"
+    )
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_cmd_predict)
@@ -75,7 +80,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_demo, _add_predict, _add_summary, _add_version]
+    _add_demo,
+    _add_predict,
+    _add_summary,
+    _add_version,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

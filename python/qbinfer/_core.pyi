@@ -27,7 +27,9 @@ def active_isa() -> str:
 def supported_isas() -> list[str]:
     """ISAs this build has kernels for and this CPU runs, "scalar" first, best last."""
 
-def _pool_latency(threads: int = 2, iterations: int = 10000, cold_iterations: int = 50) -> dict[str, float]:
+def _pool_latency(
+    threads: int = 2, iterations: int = 10000, cold_iterations: int = 50
+) -> dict[str, float]:
     """Median round trip of an empty job on a fresh thread pool (ns): hot_ns, cold_ns."""
 
 class Error(Exception):
@@ -82,8 +84,13 @@ class Model:
     def packed_bytes(self) -> int: ...
     def steps(self) -> list[dict[str, object]]:
         """The steps as they run: label, kind, ops (file op indices), output, packed_bytes, inplace."""
-    def _profile(self, x: npt.NDArray[np.float32], runs: int = 20, layout: str = "nchw",
-                 thread_cpu: bool = False) -> list[tuple[str, float]]:
+    def _profile(
+        self,
+        x: npt.NDArray[np.float32],
+        runs: int = 20,
+        layout: str = "nchw",
+        thread_cpu: bool = False,
+    ) -> list[tuple[str, float]]:
         """Per step, (label, median microseconds) over `runs` runs of x[0]. For profiling."""
     @property
     def mapped(self) -> bool:

@@ -12,6 +12,7 @@
 
 `--json` prints one JSON line on stdout; progress goes to stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -72,45 +73,67 @@ def run_build_demo(args: argparse.Namespace) -> Dict[str, Any]:
         else:
             try:
                 import torch
+
                 from weights_tools.convert import randomize_bn, to_qbw
                 from weights_tools.zoo import build_model
             except ImportError as exc:
                 raise SystemExit(
                     f"qbinfer demo: building and converting a model needs the tools extra "
-                    f"(pip install 'qbinfer[tools]'): {exc}. Or pass --model FILE.qbw.")
+                    f"(pip install 'qbinfer[tools]'): {exc}. Or pass --model FILE.qbw."
+                ) from exc
             torch.manual_seed(args.seed)
-            _log(quiet, f"[1/4] building {args.arch} ({args.input_size}x{args.input_size}, "
-                        f"{args.num_classes} classes, random weights, randomised BN statistics)")
+            _log(
+                quiet,
+                f"[1/4] building {args.arch} ({args.input_size}x{args.input_size}, "
+                f"{args.num_classes} classes, random weights, randomised BN statistics)",
+            )
             torch_model = build_model(args.arch, num_classes=args.num_classes, se=args.se)
             randomize_bn(torch_model, seed=args.seed)
             torch_model.eval()
             qbw_path = os.path.join(tmp, f"{args.arch}.qbw")
             onnx_path = os.path.join(tmp, f"{args.arch}.onnx")
-            _log(quiet, f"[2/4] converting PyTorch -> ONNX -> .qbw (fc={args.fc}, depthwise={args.depthwise})")
+            _log(
+                quiet,
+                f"[2/4] converting PyTorch -> ONNX -> .qbw "
+                f"(fc={args.fc}, depthwise={args.depthwise})",
+            )
             t0 = time.perf_counter()
-            to_qbw(torch_model, qbw_path, input_size=(args.input_size, args.input_size), fc=args.fc,
-                   depthwise=args.depthwise, onnx_path=onnx_path)
+            to_qbw(
+                torch_model,
+                qbw_path,
+                input_size=(args.input_size, args.input_size),
+                fc=args.fc,
+                depthwise=args.depthwise,
+                onnx_path=onnx_path,
+            )
             result["convert_s"] = round(time.perf_counter() - t0, 2)
         result["qbw_bytes"] = os.path.getsize(qbw_path)
 
         _log(quiet, f"[3/4] running {qbw_path} with qbinfer")
         model = load(qbw_path, threads=args.threads)
         from .preprocess import preprocess
+
         x_nhwc = preprocess(image, model.preprocessing)
         x_nchw = np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))
         logits = model.run(x_nchw)
-        result.update(model=model.name, top5=model.predict(image, top_k=5),
-                      latency_ms=round(_median_ms(lambda: model.run(x_nchw), args.runs), 3),
-                      threads=model.threads)
+        result.update(
+            model=model.name,
+            top5=model.predict(image, top_k=5),
+            latency_ms=round(_median_ms(lambda: model.run(x_nchw), args.runs), 3),
+            threads=model.threads,
+        )
 
         _log(quiet, "[4/4] comparing with PyTorch and ONNX Runtime")
         if torch_model is not None:
             import torch
+
             with torch.no_grad():
                 xt = torch.from_numpy(x_nchw)
                 ref = torch_model(xt).numpy()
                 torch.set_num_threads(args.threads)
-                result["torch_latency_ms"] = round(_median_ms(lambda: torch_model(xt), args.runs), 3)
+                result["torch_latency_ms"] = round(
+                    _median_ms(lambda: torch_model(xt), args.runs), 3
+                )
             result["torch_rel_l2"] = _rel_l2(logits, ref)
             result["torch_top1_equal"] = bool(np.argmax(logits) == np.argmax(ref))
         if onnx_path is not None:
@@ -126,7 +149,9 @@ def run_build_demo(args: argparse.Namespace) -> Dict[str, Any]:
                 ort_logits = sess.run(None, feed)[0]
                 result["ort_rel_l2"] = _rel_l2(logits, ort_logits)
                 result["ort_top1_equal"] = bool(np.argmax(logits) == np.argmax(ort_logits))
-                result["ort_latency_ms"] = round(_median_ms(lambda: sess.run(None, feed), args.runs), 3)
+                result["ort_latency_ms"] = round(
+                    _median_ms(lambda: sess.run(None, feed), args.runs), 3
+                )
     return result
 
 
@@ -138,18 +163,21 @@ def shipped_record(name: str = SHIPPED_MODEL) -> Tuple[str, Dict[str, Any]]:
     folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
     path = os.path.join(folder, name + ".json")
     if not os.path.exists(path):
-        raise SystemExit(f"qbinfer demo: the shipped model record {path} is missing "
-                         f"(a broken installation?)")
+        raise SystemExit(
+            f"qbinfer demo: the shipped model record {path} is missing (a broken installation?)"
+        )
     with open(path, encoding="utf-8") as f:
         return folder, json.load(f)
 
 
-def _torch_logits(weights: str, x_nchw: np.ndarray,
-                  threads: int) -> Optional[Tuple[np.ndarray, float]]:
+def _torch_logits(
+    weights: str, x_nchw: np.ndarray, threads: int
+) -> Optional[Tuple[np.ndarray, float]]:
     """PyTorch logits of the shipped weights and the median batch-1 latency (on `threads`
     threads, as qbinfer), or None when torch or weights_tools is not importable."""
     try:
         import torch
+
         from weights_tools.export import load_compact_model, torch_logits
     except ImportError:
         return None
@@ -172,6 +200,7 @@ def run_shipped_demo(args: argparse.Namespace) -> Dict[str, Any]:
     with np.load(os.path.join(folder, record["holdout"]), allow_pickle=False) as z:
         images, labels = z["images"], z["labels"].astype(np.int64)
     from .preprocess import preprocess
+
     x_nhwc = np.concatenate([preprocess(im, model.preprocessing) for im in images])
     x_nchw = np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))
 
@@ -181,17 +210,21 @@ def run_shipped_demo(args: argparse.Namespace) -> Dict[str, Any]:
     times = np.empty(len(labels))
     for i in range(len(labels)):
         t0 = time.perf_counter()
-        logits = model.run(x_nchw[i:i + 1])
+        logits = model.run(x_nchw[i : i + 1])
         times[i] = time.perf_counter() - t0
         preds[i] = int(np.argmax(logits[0]))
     t0 = time.perf_counter()
     batch_preds = model.run(x_nchw).argmax(axis=1)
     batch_s = time.perf_counter() - t0
     result: Dict[str, Any] = {
-        "model": model.name, "qbw": qbw_path, "qbw_bytes": os.path.getsize(qbw_path),
-        "dataset": record.get("data_source", ""), "images": int(len(labels)),
+        "model": model.name,
+        "qbw": qbw_path,
+        "qbw_bytes": os.path.getsize(qbw_path),
+        "dataset": record.get("data_source", ""),
+        "images": int(len(labels)),
         "accuracy_engine": round(100.0 * float(np.mean(preds == labels)), 4),
-        "accuracy_torch": None, "accuracy_torch_source": "recorded",
+        "accuracy_torch": None,
+        "accuracy_torch_source": "recorded",
         "accuracy_torch_recorded": record.get("accuracy_torch"),
         "latency_ms": round(float(np.median(times)) * 1e3, 4),
         "batch_ms_per_image": round(batch_s * 1e3 / len(labels), 4),
@@ -208,10 +241,12 @@ def run_shipped_demo(args: argparse.Namespace) -> Dict[str, Any]:
     else:
         ref, torch_ms = measured
         ref_preds = ref.argmax(axis=1)
-        result.update(accuracy_torch=round(100.0 * float(np.mean(ref_preds == labels)), 4),
-                      accuracy_torch_source="measured",
-                      top1_agreement=round(100.0 * float(np.mean(ref_preds == preds)), 4),
-                      torch_latency_ms=round(torch_ms, 4))
+        result.update(
+            accuracy_torch=round(100.0 * float(np.mean(ref_preds == labels)), 4),
+            accuracy_torch_source="measured",
+            top1_agreement=round(100.0 * float(np.mean(ref_preds == preds)), 4),
+            torch_latency_ms=round(torch_ms, 4),
+        )
     return result
 
 
@@ -224,14 +259,21 @@ def run_demo(args: argparse.Namespace) -> Dict[str, Any]:
 def _print_shipped_report(r: Dict[str, Any]) -> None:
     print(f"model      {r['model']}  ({r['qbw_bytes'] / 1e6:.2f} MB .qbw, shipped in the package)")
     print(f"data       {r['images']} held-out images: {r['dataset']}")
-    torch_note = ("measured now" if r["accuracy_torch_source"] == "measured"
-                  else "recorded at training time; torch not used")
-    print(f"top-1      qbinfer {r['accuracy_engine']:.2f}%   PyTorch {r['accuracy_torch']:.2f}% "
-          f"({torch_note})")
+    torch_note = (
+        "measured now"
+        if r["accuracy_torch_source"] == "measured"
+        else "recorded at training time; torch not used"
+    )
+    print(
+        f"top-1      qbinfer {r['accuracy_engine']:.2f}%   PyTorch {r['accuracy_torch']:.2f}% "
+        f"({torch_note})"
+    )
     if "top1_agreement" in r:
         print(f"agreement  {r['top1_agreement']:.2f}% of the images get the same class")
-    print(f"qbinfer    {r['latency_ms']:.3f} ms median per image, batch 1, "
-          f"{r['threads']} thread(s); {r['batch_ms_per_image']:.3f} ms per image in one batch")
+    print(
+        f"qbinfer    {r['latency_ms']:.3f} ms median per image, batch 1, "
+        f"{r['threads']} thread(s); {r['batch_ms_per_image']:.3f} ms per image in one batch"
+    )
     if "torch_latency_ms" in r:
         print(f"PyTorch    {r['torch_latency_ms']:.3f} ms median per image, batch 1")
 
@@ -245,48 +287,66 @@ def _print_report(r: Dict[str, Any]) -> None:
     print("top-5      " + ", ".join(f"{name} {p:.3f}" for name, p in r["top5"]))
     print(f"qbinfer    {r['latency_ms']:.2f} ms median, batch 1, {r['threads']} thread(s)")
     if "torch_rel_l2" in r:
-        print(f"PyTorch    {r['torch_latency_ms']:.2f} ms; logits rel. L2 diff {r['torch_rel_l2']:.2e}, "
-              f"same top-1: {r['torch_top1_equal']}")
+        print(
+            f"PyTorch    {r['torch_latency_ms']:.2f} ms; logits rel. L2 diff {r['torch_rel_l2']:.2e}, "
+            f"same top-1: {r['torch_top1_equal']}"
+        )
     if "ort_rel_l2" in r:
-        print(f"ONNX Rt    {r['ort_latency_ms']:.2f} ms; logits rel. L2 diff {r['ort_rel_l2']:.2e}, "
-              f"same top-1: {r['ort_top1_equal']}")
+        print(
+            f"ONNX Rt    {r['ort_latency_ms']:.2f} ms; logits rel. L2 diff {r['ort_rel_l2']:.2e}, "
+            f"same top-1: {r['ort_top1_equal']}"
+        )
 
 
 _BUILD_DEFAULTS = {"input_size": 224, "num_classes": 1000, "fc": "fp32", "depthwise": "fp32"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the shipped model on its held-out set, or build, convert "
-                                    "and compare a zoo model end to end",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", help="build this zoo model (random weights) and compare qbinfer, "
-                                  "PyTorch and ONNX Runtime on one image (needs the tools extra)")
+    p = sub.add_parser(
+        "demo",
+        help="run the shipped model on its held-out set, or build, convert "
+        "and compare a zoo model end to end",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--arch",
+        help="build this zoo model (random weights) and compare qbinfer, "
+        "PyTorch and ONNX Runtime on one image (needs the tools extra)",
+    )
     p.add_argument("--model", help="run this .qbw file on one image (no torch needed)")
     p.add_argument("--se", choices=["se1", "se2"], default=None, help="with --arch")
     p.add_argument("--input-size", type=int, help="with --arch (default 224)")
     p.add_argument("--num-classes", type=int, help="with --arch (default 1000)")
     p.add_argument("--fc", choices=["fp32", "int8", "bitplane8"], help="with --arch (default fp32)")
     p.add_argument("--depthwise", choices=["fp32", "int8"], help="with --arch (default fp32)")
-    p.add_argument("--image", help="with --arch or --model: an image file (default: a synthetic "
-                                   "picture)")
+    p.add_argument(
+        "--image", help="with --arch or --model: an image file (default: a synthetic picture)"
+    )
     p.add_argument("--runs", type=int, default=10, help="timed runs per engine (median reported)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-torch", action="store_true",
-                   help="shipped model: report the recorded PyTorch accuracy, do not import torch")
+    p.add_argument(
+        "--no-torch",
+        action="store_true",
+        help="shipped model: report the recorded PyTorch accuracy, do not import torch",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a report")
 
     def main(args: argparse.Namespace) -> int:
-        build_only = [f"--{k.replace('_', '-')}" for k in ("se", "input_size", "num_classes", "fc",
-                                                           "depthwise")
-                      if getattr(args, k) is not None]
+        build_only = [
+            f"--{k.replace('_', '-')}"
+            for k in ("se", "input_size", "num_classes", "fc", "depthwise")
+            if getattr(args, k) is not None
+        ]
         if build_only and not args.arch:
             p.error(f"{', '.join(build_only)} go(es) with --arch (building a zoo model)")
         if args.arch and args.model:
             p.error("give --arch (build a model) or --model (run a file), not both")
         if args.image and not (args.arch or args.model):
-            p.error("--image goes with --arch or --model; "
-                    "the shipped model runs on its held-out set")
+            p.error(
+                "--image goes with --arch or --model; the shipped model runs on its held-out set"
+            )
         for key, value in _BUILD_DEFAULTS.items():
             if getattr(args, key) is None:
                 setattr(args, key, value)

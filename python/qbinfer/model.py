@@ -91,19 +91,25 @@ class Model:
         if layout not in ("nchw", "nhwc"):
             raise ValueError(f"layout must be 'nchw' or 'nhwc', got {layout!r}")
         if isinstance(x, np.ndarray) and x.ndim == 3:
-            raise _core.ShapeError(f"run() takes a batch (rank 4, {layout.upper()}): got one image "
-                                   f"of shape {x.shape}; pass x[None] for a batch of one")
+            raise _core.ShapeError(
+                f"run() takes a batch (rank 4, {layout.upper()}): got one image "
+                f"of shape {x.shape}; pass x[None] for a batch of one"
+            )
         return self._core.run(x, layout)
 
     __call__ = run
 
-    def predict(self, img: Union[ImageLike, Sequence[ImageLike]], top_k: int = 5
-                ) -> Union[List[Tuple[str, float]], List[List[Tuple[str, float]]]]:
+    def predict(
+        self, img: Union[ImageLike, Sequence[ImageLike]], top_k: int = 5
+    ) -> Union[List[Tuple[str, float]], List[List[Tuple[str, float]]]]:
         """Top-k (class name, probability) of an image: a path, a PIL image or an H x W x 3
         uint8 array, preprocessed as stored in the file. A list of images gives a list of
         results."""
         if isinstance(img, (list, tuple)):
-            return [self.predict(one, top_k) for one in img]  # type: ignore[misc]
+            return [self._predict_one(one, top_k) for one in img]
+        return self._predict_one(img, top_k)
+
+    def _predict_one(self, img: ImageLike, top_k: int) -> List[Tuple[str, float]]:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         x = preprocess(img, self.preprocessing)
@@ -121,26 +127,34 @@ class Model:
     def summary(self) -> str:
         """A table of the ops with shapes, parameters, storage and operation counts."""
         ops = self.ops()
-        lines = [f"{self.name}  ({self.path})",
-                 f"input {'x'.join(map(str, self.input_shape))} (HxWxC), {self.num_classes} classes, "
-                 f"threads {self.threads}",
-                 f"{'#':>3} {'op':<15} {'name':<34} {'output':<14} {'params':>10} {'bytes':>10} "
-                 f"{'FLOPs':>12} {'BOPs':>13}"]
+        lines = [
+            f"{self.name}  ({self.path})",
+            f"input {'x'.join(map(str, self.input_shape))} (HxWxC), {self.num_classes} classes, "
+            f"threads {self.threads}",
+            f"{'#':>3} {'op':<15} {'name':<34} {'output':<14} {'params':>10} {'bytes':>10} "
+            f"{'FLOPs':>12} {'BOPs':>13}",
+        ]
         for op in ops:
             out = "x".join(map(str, op["output"]))
-            lines.append(f"{op['index']:>3} {op['type']:<15} {op['name'][-34:]:<34} {out:<14} "
-                         f"{op['params']:>10,} {op['bytes']:>10,} {op['flops']:>12,} {op['bops']:>13,}")
+            lines.append(
+                f"{op['index']:>3} {op['type']:<15} {op['name'][-34:]:<34} {out:<14} "
+                f"{op['params']:>10,} {op['bytes']:>10,} {op['flops']:>12,} {op['bops']:>13,}"
+            )
         flops = sum(op["flops"] for op in ops)
         bops = sum(op["bops"] for op in ops)
         params = sum(op["params"] for op in ops)
         size = sum(op["bytes"] for op in ops)
-        lines.append(f"total: {len(ops)} ops, {params:,} parameters, {size / 1e6:.2f} MB of weights, "
-                     f"FLOPs {flops / 1e6:.1f} M, BOPs {bops / 1e6:.1f} M, "
-                     f"OPs {(flops + bops / 64) / 1e6:.1f} M; activation arena "
-                     f"{self._core.arena_bytes / 1e6:.2f} MB")
+        lines.append(
+            f"total: {len(ops)} ops, {params:,} parameters, {size / 1e6:.2f} MB of weights, "
+            f"FLOPs {flops / 1e6:.1f} M, BOPs {bops / 1e6:.1f} M, "
+            f"OPs {(flops + bops / 64) / 1e6:.1f} M; activation arena "
+            f"{self._core.arena_bytes / 1e6:.2f} MB"
+        )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         h, w, c = self.input_shape
-        return (f"<qbinfer.Model {self.name!r} input {h}x{w}x{c} classes {self.num_classes} "
-                f"threads {self.threads} isa {self.isa}>")
+        return (
+            f"<qbinfer.Model {self.name!r} input {h}x{w}x{c} classes {self.num_classes} "
+            f"threads {self.threads} isa {self.isa}>"
+        )

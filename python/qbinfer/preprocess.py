@@ -14,7 +14,7 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from ._core import ShapeError, DtypeError, Error
+from ._core import DtypeError, Error, ShapeError
 
 __all__ = ["load_image", "to_rgb_array", "resize_shorter", "center_crop", "preprocess"]
 
@@ -27,8 +27,9 @@ def load_image(path: "str | os.PathLike[str]") -> np.ndarray:
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - exercised only without Pillow
-        raise Error(f"reading {path!r} needs Pillow (pip install pillow); "
-                    "or pass an H x W x 3 uint8 array") from None
+        raise Error(
+            f"reading {path!r} needs Pillow (pip install pillow); or pass an H x W x 3 uint8 array"
+        ) from None
     if not os.path.exists(path):
         raise FileNotFoundError(f"image file not found: {path!r}")
     with Image.open(path) as img:
@@ -41,16 +42,22 @@ def to_rgb_array(img: Any) -> np.ndarray:
         if hasattr(img, "convert") and hasattr(img, "size"):  # a PIL image, without importing PIL
             img = np.asarray(img.convert("RGB"))
         else:
-            raise DtypeError(f"an image must be a path, a PIL image or a numpy uint8 array, "
-                             f"got {type(img).__name__}")
+            raise DtypeError(
+                f"an image must be a path, a PIL image or a numpy uint8 array, "
+                f"got {type(img).__name__}"
+            )
     if img.dtype != np.uint8:
-        raise DtypeError(f"an image array must have dtype uint8 (0..255), got {img.dtype}; "
-                         f"for float input already preprocessed use Model.run")
+        raise DtypeError(
+            f"an image array must have dtype uint8 (0..255), got {img.dtype}; "
+            f"for float input already preprocessed use Model.run"
+        )
     if img.ndim == 2:
         img = img[:, :, None]
     if img.ndim != 3 or img.shape[2] not in (1, 3, 4) or img.shape[0] < 1 or img.shape[1] < 1:
-        raise ShapeError(f"an image array must be H x W x 3 (or H x W, H x W x 1, H x W x 4), "
-                         f"got shape {img.shape}")
+        raise ShapeError(
+            f"an image array must be H x W x 3 (or H x W, H x W x 1, H x W x 4), "
+            f"got shape {img.shape}"
+        )
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     elif img.shape[2] == 4:
@@ -91,7 +98,7 @@ def center_crop(img: np.ndarray, crop: Tuple[int, int]) -> np.ndarray:
         raise ShapeError(f"image of {h}x{w} after resizing is smaller than the {ch}x{cw} crop")
     top = int(round((h - ch) / 2.0))
     left = int(round((w - cw) / 2.0))
-    return img[top:top + ch, left:left + cw]
+    return img[top : top + ch, left : left + cw]
 
 
 def preprocess(img: Any, spec: Dict[str, Any]) -> np.ndarray:
@@ -100,7 +107,8 @@ def preprocess(img: Any, spec: Dict[str, Any]) -> np.ndarray:
         arr = load_image(img)
     else:
         arr = to_rgb_array(img)
-    crop = tuple(int(c) for c in spec["crop"])
+    crop_h, crop_w = (int(c) for c in spec["crop"])
+    crop = (crop_h, crop_w)
     resize = int(spec["resize_short"])
     x = resize_shorter(arr, resize) if resize > 0 else arr.astype(np.float32)
     x = center_crop(x, crop)

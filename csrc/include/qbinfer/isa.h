@@ -12,10 +12,10 @@
 namespace qbinfer {
 
 enum class Isa : int {
-  kScalar = 0,   // the portable reference kernels
-  kAvx2 = 1,     // AVX2 + FMA + POPCNT (Haswell and newer)
-  kAvx512 = 2,   // AVX-512 F/BW/DQ/VL (Skylake-SP and newer); VPOPCNTDQ used when present
-  kNeon = 3,     // AArch64 Advanced SIMD
+  kScalar = 0,  // the portable reference kernels
+  kAvx2 = 1,    // AVX2 + FMA + POPCNT (Haswell and newer)
+  kAvx512 = 2,  // AVX-512 F/BW/DQ/VL (Skylake-SP and newer); VPOPCNTDQ used when present
+  kNeon = 3,    // AArch64 Advanced SIMD
 };
 
 const char* isa_name(Isa isa);

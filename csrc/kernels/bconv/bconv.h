@@ -35,9 +35,9 @@ void bconv2d_nhwc__reference(const BConvShape& shape, const BitWord* in, const B
                              const float* scale, const float* bias, float* out);
 
 // The same oracle over output rows [y_begin, y_end) only (taps still read rows y-1 and y+1).
-void bconv2d_nhwc_rows__reference(const BConvShape& shape, const BitWord* in,
-                                  const BitWord* weight, const float* scale, const float* bias,
-                                  std::size_t y_begin, std::size_t y_end, float* out);
+void bconv2d_nhwc_rows__reference(const BConvShape& shape, const BitWord* in, const BitWord* weight,
+                                  const float* scale, const float* bias, std::size_t y_begin,
+                                  std::size_t y_end, float* out);
 
 // One ISA's binary conv, as the engine uses it: weights are repacked once at load into the
 // layout that ISA's kernels want, then any split of the output rows runs, from any threads.

@@ -28,7 +28,9 @@ struct Avx2 {
   using Counter = HsCounter<Avx2, N, LB>;
 
   static QBINFER_INLINE V zero() { return _mm256_setzero_si256(); }
-  static QBINFER_INLINE V load(const void* p) { return _mm256_load_si256(static_cast<const V*>(p)); }
+  static QBINFER_INLINE V load(const void* p) {
+    return _mm256_load_si256(static_cast<const V*>(p));
+  }
   static QBINFER_INLINE V set32(std::int32_t v) { return _mm256_set1_epi32(v); }
   static QBINFER_INLINE V xor_bcast(V w, const std::uint32_t* a) {
     return _mm256_xor_si256(w, _mm256_set1_epi32(static_cast<int>(*a)));
@@ -67,11 +69,13 @@ struct Avx2 {
   static QBINFER_INLINE V count9(const V* x) { return count9_tree<Avx2>(x); }
   static QBINFER_INLINE V count5(const V* x) { return count5_tree<Avx2>(x); }
 
-  static QBINFER_INLINE void replicate16(const BitWord* src, std::size_t words, std::uint32_t* dst) {
+  static QBINFER_INLINE void replicate16(const BitWord* src, std::size_t words,
+                                         std::uint32_t* dst) {
     std::size_t w = 0;
     for (; w + 2 <= words; w += 2) {
       const V d = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + w)));
-      _mm256_storeu_si256(reinterpret_cast<V*>(dst + 4 * w), _mm256_or_si256(d, _mm256_slli_epi32(d, 16)));
+      _mm256_storeu_si256(reinterpret_cast<V*>(dst + 4 * w),
+                          _mm256_or_si256(d, _mm256_slli_epi32(d, 16)));
     }
     for (; w < words; ++w) {
       const __m128i d = _mm_cvtepu16_epi32(_mm_cvtsi64_si128(static_cast<long long>(src[w])));
@@ -80,7 +84,8 @@ struct Avx2 {
     }
   }
 
-  static QBINFER_INLINE void epilogue(V dot, const float* scale, const float* bias, float* out, std::size_t n) {
+  static QBINFER_INLINE void epilogue(V dot, const float* scale, const float* bias, float* out,
+                                      std::size_t n) {
     const __m256 f = _mm256_cvtepi32_ps(dot);
     if (n == kLanes) {
       // Two statements: the contract is a rounded multiply, then a rounded add.

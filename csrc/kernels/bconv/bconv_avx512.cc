@@ -67,10 +67,12 @@ struct Avx512 : Avx512Common {
   static QBINFER_INLINE V count5(const V* x) { return count5_tree<Avx512>(x); }
 
   // 16-bit chunk q of word w -> both halves of dst[4w + q], for `words` words.
-  static QBINFER_INLINE void replicate16(const BitWord* src, std::size_t words, std::uint32_t* dst) {
+  static QBINFER_INLINE void replicate16(const BitWord* src, std::size_t words,
+                                         std::uint32_t* dst) {
     std::size_t w = 0;
     for (; w + 4 <= words; w += 4) {
-      const V d = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + w)));
+      const V d =
+          _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + w)));
       _mm512_storeu_si512(dst + 4 * w, _mm512_or_si512(d, _mm512_slli_epi32(d, 16)));
     }
     for (; w < words; ++w) {
@@ -79,7 +81,6 @@ struct Avx512 : Avx512Common {
                        _mm_or_si128(d, _mm_slli_epi32(d, 16)));
     }
   }
-
 };
 
 using Kernel = BConv<Avx512>;

@@ -78,12 +78,15 @@ int main(int argc, char** argv) {
   for (const Case& c : cases) {
     const auto& s = c.shape;
     const std::size_t words = qbinfer::words_for_channels(s.in_channels);
-    std::vector<qbinfer::BitWord> in(s.height * s.width * words), w(s.out_channels * s.kernel *
-                                                                     s.kernel * words);
-    const qbinfer::BitWord tail =
-        s.in_channels % 64 ? (qbinfer::BitWord{1} << (s.in_channels % 64)) - 1 : ~qbinfer::BitWord{0};
-    for (std::size_t i = 0; i < in.size(); ++i) in[i] = rng() & (i % words + 1 == words ? tail : ~0ull);
-    for (std::size_t i = 0; i < w.size(); ++i) w[i] = rng() & (i % words + 1 == words ? tail : ~0ull);
+    std::vector<qbinfer::BitWord> in(s.height * s.width * words),
+        w(s.out_channels * s.kernel * s.kernel * words);
+    const qbinfer::BitWord tail = s.in_channels % 64
+                                      ? (qbinfer::BitWord{1} << (s.in_channels % 64)) - 1
+                                      : ~qbinfer::BitWord{0};
+    for (std::size_t i = 0; i < in.size(); ++i)
+      in[i] = rng() & (i % words + 1 == words ? tail : ~0ull);
+    for (std::size_t i = 0; i < w.size(); ++i)
+      w[i] = rng() & (i % words + 1 == words ? tail : ~0ull);
     std::vector<float> scale(s.out_channels, 0.01f), bias(s.out_channels, 0.5f);
     std::vector<float> out(s.height * s.width * s.out_channels);
     const double macs = macs_of(s);

@@ -51,7 +51,8 @@ struct Neon {
         for (std::size_t i = 0; i < m; ++i) {
           V x[N];
           fetch(x);
-          for (int n = 0; n < N; ++n) acc16[n] = vpadalq_u8(acc16[n], vcntq_u8(vreinterpretq_u8_u32(x[n])));
+          for (int n = 0; n < N; ++n)
+            acc16[n] = vpadalq_u8(acc16[n], vcntq_u8(vreinterpretq_u8_u32(x[n])));
         }
         count -= m;
         if constexpr (LB == 32) {
@@ -74,10 +75,16 @@ struct Neon {
   };
 
   static QBINFER_INLINE V zero() { return vdupq_n_u32(0); }
-  static QBINFER_INLINE V load(const void* p) { return vld1q_u32(static_cast<const std::uint32_t*>(p)); }
-  static QBINFER_INLINE V set32(std::int32_t v) { return vdupq_n_u32(static_cast<std::uint32_t>(v)); }
+  static QBINFER_INLINE V load(const void* p) {
+    return vld1q_u32(static_cast<const std::uint32_t*>(p));
+  }
+  static QBINFER_INLINE V set32(std::int32_t v) {
+    return vdupq_n_u32(static_cast<std::uint32_t>(v));
+  }
   // LD1R: the 32-bit chunk broadcast straight from memory.
-  static QBINFER_INLINE V xor_bcast(V w, const std::uint32_t* a) { return veorq_u32(w, vld1q_dup_u32(a)); }
+  static QBINFER_INLINE V xor_bcast(V w, const std::uint32_t* a) {
+    return veorq_u32(w, vld1q_dup_u32(a));
+  }
   static QBINFER_INLINE V add32(V a, V b) { return vaddq_u32(a, b); }
   static QBINFER_INLINE V sub32(V a, V b) { return vsubq_u32(a, b); }
   static QBINFER_INLINE V low16(V a) { return vandq_u32(a, vdupq_n_u32(0xffff)); }
@@ -96,7 +103,8 @@ struct Neon {
   }
 
   // 16-bit chunk q of word w -> both halves of dst[4w + q] (ZIP of the chunks with themselves).
-  static QBINFER_INLINE void replicate16(const BitWord* src, std::size_t words, std::uint32_t* dst) {
+  static QBINFER_INLINE void replicate16(const BitWord* src, std::size_t words,
+                                         std::uint32_t* dst) {
     std::size_t w = 0;
     for (; w + 2 <= words; w += 2) {
       uint16x8_t d;
@@ -107,11 +115,13 @@ struct Neon {
     for (; w < words; ++w) {
       uint16x4_t d;
       std::memcpy(&d, src + w, sizeof(d));
-      vst1q_u16(reinterpret_cast<std::uint16_t*>(dst + 4 * w), vcombine_u16(vzip1_u16(d, d), vzip2_u16(d, d)));
+      vst1q_u16(reinterpret_cast<std::uint16_t*>(dst + 4 * w),
+                vcombine_u16(vzip1_u16(d, d), vzip2_u16(d, d)));
     }
   }
 
-  static QBINFER_INLINE void epilogue(V dot, const float* scale, const float* bias, float* out, std::size_t n) {
+  static QBINFER_INLINE void epilogue(V dot, const float* scale, const float* bias, float* out,
+                                      std::size_t n) {
     const float32x4_t f = vcvtq_f32_s32(vreinterpretq_s32_u32(dot));
     if (n == kLanes) {
       // Two operations: the contract is a rounded multiply, then a rounded add (never FMLA).

@@ -47,9 +47,9 @@ void bconv2d_nhwc__reference(const BConvShape& shape, const BitWord* in, const B
   bconv2d_nhwc_rows__reference(shape, in, weight, scale, bias, 0, shape.height, out);
 }
 
-void bconv2d_nhwc_rows__reference(const BConvShape& shape, const BitWord* in,
-                                  const BitWord* weight, const float* scale, const float* bias,
-                                  std::size_t y_begin, std::size_t y_end, float* out) {
+void bconv2d_nhwc_rows__reference(const BConvShape& shape, const BitWord* in, const BitWord* weight,
+                                  const float* scale, const float* bias, std::size_t y_begin,
+                                  std::size_t y_end, float* out) {
   assert(y_begin <= y_end && y_end <= shape.height);
   assert(shape.kernel == 1 || shape.kernel == 3);
   assert(shape.in_channels > 0 && shape.out_channels > 0);

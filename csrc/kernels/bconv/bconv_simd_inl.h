@@ -101,17 +101,17 @@ inline int popcount_words(const BitWord* w, std::size_t words) {
 constexpr std::size_t kMaxPiece = 1152;
 
 struct BConvPlan {
-  bool pair3x3;            // kernel 3, Ci <= 16: two taps per 32-bit lane, five inputs
-  bool small3x3;           // kernel 3, 16 < Ci <= 32: the nine-input tree
-  int lane_bits;           // 16 or 32
-  std::size_t lanes;       // S::kLanes (32-bit lanes per vector)
-  std::size_t per_vec;     // output channels per vector
+  bool pair3x3;         // kernel 3, Ci <= 16: two taps per 32-bit lane, five inputs
+  bool small3x3;        // kernel 3, 16 < Ci <= 32: the nine-input tree
+  int lane_bits;        // 16 or 32
+  std::size_t lanes;    // S::kLanes (32-bit lanes per vector)
+  std::size_t per_vec;  // output channels per vector
   std::size_t groups;
   std::size_t taps;
-  std::size_t chunks;      // stream units per tap
-  std::size_t stream;      // taps * chunks
-  std::size_t wsum_offset; // bytes from the blob start
-  std::size_t bytes;       // whole blob, a multiple of 64
+  std::size_t chunks;       // stream units per tap
+  std::size_t stream;       // taps * chunks
+  std::size_t wsum_offset;  // bytes from the blob start
+  std::size_t bytes;        // whole blob, a multiple of 64
 };
 
 // The plan is a function of the shape and the ISA's constants only, so pack_weight and
@@ -202,7 +202,8 @@ QBINFER_INLINE void harley_seal(typename S::V (&planes)[N][P], typename S::V (&c
     V c1[N], c2[N];
     harley_seal<S, Lg - 1, N, P>(planes, c1, fetch);
     harley_seal<S, Lg - 1, N, P>(planes, c2, fetch);
-    for (int n = 0; n < N; ++n) S::csa(planes[n][Lg - 1], c1[n], c2[n], planes[n][Lg - 1], carry[n]);
+    for (int n = 0; n < N; ++n)
+      S::csa(planes[n][Lg - 1], c1[n], c2[n], planes[n][Lg - 1], carry[n]);
   }
 }
 
@@ -422,10 +423,9 @@ struct BConv {
   // direct 1x1 path the pixels must be consecutive. LB: lane bits of the plan.
   template <int LB, int N, bool Long>
   static void run_pixels(const BConvShape& s, const BConvPlan& p, const BitWord* in,
-                         const std::uint32_t* weights, const std::int32_t* wsum,
-                         const float* scale, const float* bias, const std::size_t* px,
-                         const std::size_t* y, const std::size_t* x,
-                         std::uint32_t (*buf)[kMaxPiece], float* out) {
+                         const std::uint32_t* weights, const std::int32_t* wsum, const float* scale,
+                         const float* bias, const std::size_t* px, const std::size_t* y,
+                         const std::size_t* x, std::uint32_t (*buf)[kMaxPiece], float* out) {
     const bool direct = LB == 32 && s.kernel == 1;  // the pixel's own words are the stream
     const bool one_piece = direct || p.stream <= kMaxPiece;
     const std::size_t pd = 2 * words_for_channels(s.in_channels);
@@ -453,7 +453,7 @@ struct BConv {
           for (int n = 0; n < N; ++n) gather<LB>(s, p, in, y[n], x[n], i0, i1, buf[n]);
         }
         const std::uint32_t* a = a0;
-        auto fetch = [&](V (&xv)[N]) QBINFER_LAMBDA_INLINE {
+        auto fetch = [&](V(&xv)[N]) QBINFER_LAMBDA_INLINE {
           const V wv = S::load(w);
           for (int n = 0; n < N; ++n) xv[n] = S::xor_bcast(wv, a + n * step);
           w += kLanes;
@@ -515,8 +515,8 @@ struct BConv {
         run_pixels<LB, kPixels, Long>(s, p, in, weights, wsum, scale, bias, px, y, x, buf, out);
       } else {
         for (int i = 0; i < n; ++i) {
-          run_pixels<LB, 1, Long>(s, p, in, weights, wsum, scale, bias, px + i, y + i, x + i,
-                                  buf, out);
+          run_pixels<LB, 1, Long>(s, p, in, weights, wsum, scale, bias, px + i, y + i, x + i, buf,
+                                  out);
         }
       }
       p0 += static_cast<std::size_t>(n);
@@ -541,21 +541,21 @@ struct BConv {
     const bool zero_pad = s.padding == BinaryPadding::kZero;
     float* out_row = out + y * W * s.out_channels;
     auto one_pixel = [&](std::size_t x, const std::uint32_t* const* a, unsigned missing)
-        QBINFER_LAMBDA_INLINE {
-      V x9[9];
-      for (std::size_t t = 0; t < 9; ++t) x9[t] = S::xor_bcast(w[t], a[t]);
-      V corr;
-      if (missing != 0) corr = correction(wsum_g, p.per_vec, missing);
-      finish(k_total, S::count9(x9), missing != 0 ? &corr : nullptr, o0, n_out, scale, bias,
-             out_row + x * s.out_channels);
-    };
+                         QBINFER_LAMBDA_INLINE {
+                           V x9[9];
+                           for (std::size_t t = 0; t < 9; ++t) x9[t] = S::xor_bcast(w[t], a[t]);
+                           V corr;
+                           if (missing != 0) corr = correction(wsum_g, p.per_vec, missing);
+                           finish(k_total, S::count9(x9), missing != 0 ? &corr : nullptr, o0, n_out,
+                                  scale, bias, out_row + x * s.out_channels);
+                         };
     // Border pixels: a tap outside the image reads a zero chunk (a +1 pad).
     auto border_pixel = [&](std::size_t x) {
       const unsigned missing = missing_taps(s, y, x);
       const std::uint32_t* a[9];
       for (std::size_t t = 0; t < 9; ++t) {
-        a[t] = (missing >> t) & 1 ? &kZeroChunk
-                                  : act + ((y + t / 3 - 1) * W + (x + t % 3 - 1)) * pd;
+        a[t] =
+            (missing >> t) & 1 ? &kZeroChunk : act + ((y + t / 3 - 1) * W + (x + t % 3 - 1)) * pd;
       }
       one_pixel(x, a, zero_pad ? missing : 0);
     };
@@ -568,8 +568,8 @@ struct BConv {
     const std::size_t r = W * pd;
     for (std::size_t x = 1; x + 1 < W; ++x) {
       const std::uint32_t* c = act + (y * W + x) * pd;
-      const std::uint32_t* a[9] = {c - r - pd, c - r, c - r + pd, c - pd, c,
-                                   c + pd,     c + r - pd, c + r, c + r + pd};
+      const std::uint32_t* a[9] = {c - r - pd, c - r,      c - r + pd, c - pd,    c,
+                                   c + pd,     c + r - pd, c + r,      c + r + pd};
       one_pixel(x, a, 0);
     }
     border_pixel(W - 1);
@@ -604,7 +604,8 @@ struct BConv {
           }
           const BitWord* src = in + (y + k - 1) * W + x0;  // column x0
           r[0] = x0 > 0 ? static_cast<std::uint32_t>(src[-1] & 0xffff) : 0;
-          for (std::size_t i = 0; i < n; ++i) r[i + 1] = static_cast<std::uint32_t>(src[i] & 0xffff);
+          for (std::size_t i = 0; i < n; ++i)
+            r[i + 1] = static_cast<std::uint32_t>(src[i] & 0xffff);
           r[n + 1] = x0 + n < W ? static_cast<std::uint32_t>(src[n] & 0xffff) : 0;
         }
         for (std::size_t k = 0; k < 3; ++k) {
@@ -624,8 +625,8 @@ struct BConv {
             const unsigned missing = zero_pad ? missing_taps(s, y, x0 + i) : 0;
             V corr;
             if (missing != 0) corr = correction(wsum_g, p.per_vec, missing);
-            finish(k_total, S::count5(x5), missing != 0 ? &corr : nullptr, o0, n_out, scale,
-                   bias, out + (y * W + x0 + i) * co);
+            finish(k_total, S::count5(x5), missing != 0 ? &corr : nullptr, o0, n_out, scale, bias,
+                   out + (y * W + x0 + i) * co);
           }
         }
       }
@@ -655,8 +656,8 @@ struct BConv {
     assert(reinterpret_cast<std::uintptr_t>(packed) % 64 == 0);
     const BConvPlan p = plan(s);
     const auto* weights = static_cast<const std::uint32_t*>(packed);
-    const auto* wsum = reinterpret_cast<const std::int32_t*>(static_cast<const char*>(packed) +
-                                                             p.wsum_offset);
+    const auto* wsum =
+        reinterpret_cast<const std::int32_t*>(static_cast<const char*>(packed) + p.wsum_offset);
     if (p.pair3x3) {
       run_rows_pair3x3(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
     } else if (p.small3x3) {

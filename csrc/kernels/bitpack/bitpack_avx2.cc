@@ -1,5 +1,5 @@
-// Bitpacking for AVX2, 8 channels per block (bitpack_blocks_inl.h). One VCMPPS (GE, ordered, quiet) per 8
-// channels and VMOVMSKPS give the "x >= t" bits; the packed bit is their complement. Ordered
+// Bitpacking for AVX2, 8 channels per block (bitpack_blocks_inl.h). One VCMPPS (GE, ordered, quiet)
+// per 8 channels and VMOVMSKPS give the "x >= t" bits; the packed bit is their complement. Ordered
 // compares are false for NaN on either side and IEEE compares -0.0 >= 0.0 true, which is
 // exactly pack_bit (bit_contract.h). A channel tail uses VMASKMOVPS loads (masked-off lanes
 // are not read, so nothing past the row is touched) and the complement is masked to the

@@ -1,5 +1,5 @@
-// Bitpacking for AVX-512 F, 16 channels per block (bitpack_blocks_inl.h). One VCMPPS (GE, ordered, quiet)
-// per 16 channels gives the "x >= t" mask directly; the bit is its complement. Ordered
+// Bitpacking for AVX-512 F, 16 channels per block (bitpack_blocks_inl.h). One VCMPPS (GE, ordered,
+// quiet) per 16 channels gives the "x >= t" mask directly; the bit is its complement. Ordered
 // compares are false for NaN on either side and IEEE compares -0.0 >= 0.0 true, which is
 // exactly pack_bit (bit_contract.h). A channel tail uses masked loads (nothing past the row is
 // read) and the complement is masked to the valid channels, so tail bits stay 0.

@@ -24,7 +24,8 @@ inline std::uint32_t ge16(const float* x, const float* t) {
     const float32x4_t xv = vld1q_f32(x + 4 * q);
     const float32x4_t tv = t != nullptr ? vld1q_f32(t + 4 * q) : vdupq_n_f32(0.0f);
     // Lane bits of quarter q are w0 << 4q: disjoint, so the sum below is an OR.
-    acc = vorrq_u32(acc, vandq_u32(vcgeq_f32(xv, tv), vshlq_u32(w0, vdupq_n_s32(4 * static_cast<int>(q)))));
+    acc = vorrq_u32(
+        acc, vandq_u32(vcgeq_f32(xv, tv), vshlq_u32(w0, vdupq_n_s32(4 * static_cast<int>(q)))));
   }
   return vaddvq_u32(acc);
 }

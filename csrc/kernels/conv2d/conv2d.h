@@ -9,8 +9,8 @@
 // output value, acc = 0.0f, then for ky, kx, c in that order, over the taps inside the image only
 // (a tap in the padding is skipped, not added as 0 * w): acc = fma(in, w, acc), one fused
 // multiply-add with a single rounding (std::fma; every target has the instruction, and the
-// scalar path calls std::fma, so all variants agree); then y = acc + bias[o]; out = relu && y < 0 ? 0 : y
-// (NaN propagates). SIMD variants vectorize over output channels, one lane per channel, which
+// scalar path calls std::fma, so all variants agree); then y = acc + bias[o]; out = relu && y < 0 ?
+// 0 : y (NaN propagates). SIMD variants vectorize over output channels, one lane per channel, which
 // keeps that order whatever the vector width. (The stem feeds every sign in the network: an ISA
 // dependent rounding here could flip one.)
 #pragma once
@@ -33,9 +33,9 @@ void conv2d_f32_nhwc__reference(const Conv2DShape& shape, const float* in, const
                                 const float* bias, bool relu, float* out);
 
 // The same oracle over output rows [y_begin, y_end) only.
-void conv2d_f32_nhwc_rows__reference(const Conv2DShape& shape, const float* in,
-                                     const float* weight, const float* bias, bool relu,
-                                     std::size_t y_begin, std::size_t y_end, float* out);
+void conv2d_f32_nhwc_rows__reference(const Conv2DShape& shape, const float* in, const float* weight,
+                                     const float* bias, bool relu, std::size_t y_begin,
+                                     std::size_t y_end, float* out);
 
 // One ISA's dense conv: weights repacked once at load, then any split of output rows.
 //   packed_bytes(shape)          size of the packed blob (a multiple of 64, > 0); depends on
@@ -52,9 +52,8 @@ struct Conv2DKernels {
   const char* isa;  // "scalar", "avx2", "avx512"
   std::size_t (*packed_bytes)(const Conv2DShape& shape);
   void (*pack)(const Conv2DShape& shape, const float* weight, void* packed);
-  void (*run_rows)(const Conv2DShape& shape, const float* in, const void* packed,
-                   const float* bias, bool relu, std::size_t y_begin, std::size_t y_end,
-                   float* out);
+  void (*run_rows)(const Conv2DShape& shape, const float* in, const void* packed, const float* bias,
+                   bool relu, std::size_t y_begin, std::size_t y_end, float* out);
 };
 
 // The dense conv of `isa` if this build has it and this CPU runs it, else nullptr. kScalar is

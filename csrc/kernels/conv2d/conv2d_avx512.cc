@@ -9,7 +9,7 @@ namespace qbinfer {
 using Conv2DF32Co16x8__avx512 = Conv2DSimd<VecAvx512>;
 
 const Conv2DKernels kConv2DKernels__avx512{"avx512", &Conv2DF32Co16x8__avx512::packed_bytes,
-                                         &Conv2DF32Co16x8__avx512::pack,
-                                         &Conv2DF32Co16x8__avx512::run_rows};
+                                           &Conv2DF32Co16x8__avx512::pack,
+                                           &Conv2DF32Co16x8__avx512::run_rows};
 
 }  // namespace qbinfer

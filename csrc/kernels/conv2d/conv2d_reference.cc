@@ -8,9 +8,9 @@
 
 namespace qbinfer {
 
-void conv2d_f32_nhwc_rows__reference(const Conv2DShape& shape, const float* in,
-                                     const float* weight, const float* bias, bool relu,
-                                     std::size_t y_begin, std::size_t y_end, float* out) {
+void conv2d_f32_nhwc_rows__reference(const Conv2DShape& shape, const float* in, const float* weight,
+                                     const float* bias, bool relu, std::size_t y_begin,
+                                     std::size_t y_end, float* out) {
   assert(shape.in_channels > 0 && shape.out_channels > 0);
   assert(shape.kernel_h > 0 && shape.kernel_w > 0 && shape.stride_h > 0 && shape.stride_w > 0);
   [[maybe_unused]] const std::size_t padded_h = shape.in_height + shape.pad_top + shape.pad_bottom;

@@ -77,8 +77,7 @@ struct Conv2DSimd {
   // kRowTaps / kStep of 0 mean run-time values; the stem (3x3, 3 channels, stride 2) gets
   // compile-time ones, so every broadcast is one base register plus a constant offset.
   template <bool Tail, std::size_t kRowTaps, std::size_t kStep>
-  static void pixels_block(const Row& r, std::size_t ix0, float* out, std::size_t out_stride,
-                           M m) {
+  static void pixels_block(const Row& r, std::size_t ix0, float* out, std::size_t out_stride, M m) {
     const Conv2DShape& s = *r.s;
     const std::size_t ci = s.in_channels;
     const std::size_t row_taps = kRowTaps != 0 ? kRowTaps : s.kernel_w * ci;
@@ -86,8 +85,10 @@ struct Conv2DSimd {
     F acc[kPixels];
     for (std::size_t p = 0; p < kPixels; ++p) acc[p] = V::zero();
     for (std::size_t ky = r.ky_begin; ky < r.ky_end; ++ky) {
-      const float* a = r.in + static_cast<std::size_t>(r.iy0 + static_cast<std::ptrdiff_t>(ky)) *
-                                  s.in_width * ci + ix0 * ci;
+      const float* a =
+          r.in +
+          static_cast<std::size_t>(r.iy0 + static_cast<std::ptrdiff_t>(ky)) * s.in_width * ci +
+          ix0 * ci;
       const float* w = r.w + ky * row_taps * r.cop;
       for (std::size_t t = 0; t < row_taps; ++t) {
         const F wv = V::load(w + t * r.cop);
@@ -107,8 +108,9 @@ struct Conv2DSimd {
     const std::ptrdiff_t width = static_cast<std::ptrdiff_t>(s.in_width);
     F acc = V::zero();
     for (std::size_t ky = r.ky_begin; ky < r.ky_end; ++ky) {
-      const float* in_row = r.in + static_cast<std::size_t>(r.iy0 + static_cast<std::ptrdiff_t>(ky)) *
-                                       s.in_width * ci;
+      const float* in_row =
+          r.in +
+          static_cast<std::size_t>(r.iy0 + static_cast<std::ptrdiff_t>(ky)) * s.in_width * ci;
       for (std::size_t kx = 0; kx < s.kernel_w; ++kx) {
         const std::ptrdiff_t ix = ix0 + static_cast<std::ptrdiff_t>(kx);
         if (ix < 0 || ix >= width) continue;
@@ -130,8 +132,8 @@ struct Conv2DSimd {
     const std::ptrdiff_t sw = static_cast<std::ptrdiff_t>(s.stride_w);
     // Interior pixels: ox * sw - pl >= 0 and ox * sw - pl + kw <= W.
     const std::size_t ox_lo = std::min(s.out_width, (s.pad_left + s.stride_w - 1) / s.stride_w);
-    const std::ptrdiff_t last = static_cast<std::ptrdiff_t>(s.in_width) + pl -
-                                static_cast<std::ptrdiff_t>(s.kernel_w);
+    const std::ptrdiff_t last =
+        static_cast<std::ptrdiff_t>(s.in_width) + pl - static_cast<std::ptrdiff_t>(s.kernel_w);
     const std::size_t ox_hi =
         last < 0 ? ox_lo
                  : std::max(ox_lo, std::min(s.out_width, static_cast<std::size_t>(last / sw) + 1));
@@ -153,17 +155,16 @@ struct Conv2DSimd {
     }
   }
 
-  static void run_rows(const Conv2DShape& s, const float* in, const void* packed,
-                       const float* bias, bool relu, std::size_t y_begin, std::size_t y_end,
-                       float* out) {
+  static void run_rows(const Conv2DShape& s, const float* in, const void* packed, const float* bias,
+                       bool relu, std::size_t y_begin, std::size_t y_end, float* out) {
     assert(y_begin <= y_end && y_end <= s.out_height);
     const std::size_t cop = padded_out(s.out_channels);
     const std::size_t full = s.out_channels / N * N;
     const M tail_m = V::mask(s.out_channels - full);
     const std::ptrdiff_t height = static_cast<std::ptrdiff_t>(s.in_height);
     for (std::size_t oy = y_begin; oy < y_end; ++oy) {
-      const std::ptrdiff_t iy0 = static_cast<std::ptrdiff_t>(oy * s.stride_h) -
-                                 static_cast<std::ptrdiff_t>(s.pad_top);
+      const std::ptrdiff_t iy0 =
+          static_cast<std::ptrdiff_t>(oy * s.stride_h) - static_cast<std::ptrdiff_t>(s.pad_top);
       Row r{&s, in, nullptr, cop, 0, 0, iy0, V::zero(), relu};
       r.ky_begin = static_cast<std::size_t>(std::max<std::ptrdiff_t>(0, -iy0));
       r.ky_end = static_cast<std::size_t>(std::max<std::ptrdiff_t>(

@@ -42,10 +42,9 @@ void reference_run_rows_f32(const DWConvShape& s, const float* in, const float* 
 
 void reference_run_rows_qs8(const DWConvShape& s, const std::int8_t* q_in, const void* packed,
                             const float* weight_scale, float input_scale, const float* scale,
-                            const float* bias, std::size_t y_begin, std::size_t y_end,
-                            float* out) {
-  dwconv3x3_qs8_nhwc_rows__reference(s, q_in, static_cast<const std::int8_t*>(packed),
-                                     weight_scale, input_scale, scale, bias, y_begin, y_end, out);
+                            const float* bias, std::size_t y_begin, std::size_t y_end, float* out) {
+  dwconv3x3_qs8_nhwc_rows__reference(s, q_in, static_cast<const std::int8_t*>(packed), weight_scale,
+                                     input_scale, scale, bias, y_begin, y_end, out);
 }
 
 const DWConvKernels kReference{"scalar",

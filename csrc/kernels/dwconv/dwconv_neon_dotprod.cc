@@ -53,7 +53,8 @@ struct DWConv3x3QS8C16Sdot {
         std::int8_t* block = p + (j * blocks(s) + c / kBlock) * kBlockBytes;
         for (std::size_t kx = 0; kx < 3; ++kx) {
           for (std::size_t ky = 0; ky < 3; ++ky) {
-            block[(kx * kBlock + c % kBlock) * 4 + ky] = weight[(j * s.channels + c) * 9 + ky * 3 + kx];
+            block[(kx * kBlock + c % kBlock) * 4 + ky] =
+                weight[(j * s.channels + c) * 9 + ky * 3 + kx];
           }
         }
       }
@@ -101,8 +102,8 @@ struct DWConv3x3QS8C16Sdot {
   // One output row of one 16-channel block and multiplier j, stride_w SW.
   template <std::size_t SW>
   static void row_block(const DWConvShape& s, const std::int8_t* const* rows, const std::int8_t* w,
-                        std::size_t n, const float* requant, const float* scale,
-                        const float* bias, float* out, std::size_t out_stride) {
+                        std::size_t n, const float* requant, const float* scale, const float* bias,
+                        float* out, std::size_t out_stride) {
     int8x16_t wv[3][4];
     for (std::size_t kx = 0; kx < 3; ++kx) {
       for (std::size_t g = 0; g < 4; ++g) wv[kx][g] = vld1q_s8(w + (kx * kBlock + 4 * g) * 4);
@@ -114,7 +115,9 @@ struct DWConv3x3QS8C16Sdot {
       bi[g] = vld1q_f32(bias + 4 * g);
     }
     const std::size_t width = s.in_width;
-    auto col_at = [&](std::size_t x) { return x < width ? column(rows, x, s.channels, n) : zero_column(); };
+    auto col_at = [&](std::size_t x) {
+      return x < width ? column(rows, x, s.channels, n) : zero_column();
+    };
     // Window around centre column cx = ox * SW: left (cx - 1), mid, right (cx + 1).
     Column left = zero_column(), mid = col_at(0), right = col_at(1);
     for (std::size_t ox = 0; ox < s.out_width; ++ox) {
@@ -150,8 +153,7 @@ struct DWConv3x3QS8C16Sdot {
 
   static void run_rows_qs8(const DWConvShape& s, const std::int8_t* q_in, const void* packed,
                            const float* weight_scale, float input_scale, const float* scale,
-                           const float* bias, std::size_t y_begin, std::size_t y_end,
-                           float* out) {
+                           const float* bias, std::size_t y_begin, std::size_t y_end, float* out) {
     assert(y_begin <= y_end && y_end <= s.out_height);
     assert(input_scale > 0.0f);
     const auto* w = static_cast<const std::int8_t*>(packed);

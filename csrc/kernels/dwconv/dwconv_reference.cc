@@ -74,8 +74,8 @@ void dwconv3x3_f32_nhwc_rows__reference(const DWConvShape& shape, const float* i
 void dwconv3x3_f32_nhwc__reference(const DWConvShape& shape, const float* in, const float* pre_bias,
                                    const float* weight, const float* scale, const float* bias,
                                    float* out) {
-  dwconv3x3_f32_nhwc_rows__reference(shape, in, pre_bias, weight, scale, bias, 0,
-                                     shape.out_height, out);
+  dwconv3x3_f32_nhwc_rows__reference(shape, in, pre_bias, weight, scale, bias, 0, shape.out_height,
+                                     out);
 }
 
 float dwconv_input_absmax__reference(const float* in, const float* pre_bias, std::size_t pixels,
@@ -142,10 +142,10 @@ void dwconv3x3_qs8_nhwc__reference(const DWConvShape& shape, const float* in, co
                                    float input_scale, const std::int8_t* weight,
                                    const float* weight_scale, const float* scale, const float* bias,
                                    std::int8_t* scratch, float* out) {
-  dwconv_quantize_input__reference(in, pre_bias, shape.in_height * shape.in_width,
-                                   shape.channels, input_scale, scratch);
-  dwconv3x3_qs8_nhwc_rows__reference(shape, scratch, weight, weight_scale, input_scale, scale,
-                                     bias, 0, shape.out_height, out);
+  dwconv_quantize_input__reference(in, pre_bias, shape.in_height * shape.in_width, shape.channels,
+                                   input_scale, scratch);
+  dwconv3x3_qs8_nhwc_rows__reference(shape, scratch, weight, weight_scale, input_scale, scale, bias,
+                                     0, shape.out_height, out);
 }
 
 }  // namespace qbinfer

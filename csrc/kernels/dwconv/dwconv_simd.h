@@ -76,8 +76,8 @@ struct DWConvSimd {
     for (std::size_t j = 0; j < s.multiplier; ++j) {
       for (std::size_t c = 0; c < s.channels; ++c) {
         for (std::size_t t = 0; t < 9; ++t) {
-          const auto w16 = static_cast<std::uint16_t>(static_cast<std::int16_t>(
-              weight[(j * s.channels + c) * 9 + t]));
+          const auto w16 = static_cast<std::uint16_t>(
+              static_cast<std::int16_t>(weight[(j * s.channels + c) * 9 + t]));
           p[packed_index(s, j, c, t)] = static_cast<std::int32_t>(w16);
         }
       }
@@ -117,8 +117,8 @@ struct DWConvSimd {
     for (; out_width - ox > kStep; ox += kStep) {
       p.template run<kStep, SW>(ox * SW, ox > 0, true, out + ox * out_stride, out_stride);
     }
-    last_block<SW>(p, out_width - ox, ox * SW, ox > 0, right_in, out + ox * out_stride,
-                   out_stride, std::make_index_sequence<kStep + 1>{});
+    last_block<SW>(p, out_width - ox, ox * SW, ox > 0, right_in, out + ox * out_stride, out_stride,
+                   std::make_index_sequence<kStep + 1>{});
   }
 
   // sweep_row with the shape's horizontal stride.
@@ -151,7 +151,7 @@ struct DWConvSimd {
     std::size_t multiplier;
     M m;
     F pre;
-    const float* w;  // the block's taps of multiplier 0: [9][kLanes]
+    const float* w;        // the block's taps of multiplier 0: [9][kLanes]
     std::size_t w_stride;  // from multiplier j to j + 1
     const float* scale;    // + block start
     const float* bias;
@@ -253,8 +253,8 @@ struct DWConvSimd {
   // Output row `out_row` for channel blocks [c_begin, c_end) (whole blocks, or the one tail).
   template <bool Tail, bool Pre, std::size_t K>
   static void f32_blocks(const DWConvShape& s, const float* const* rows, const float* pre_bias,
-                         const float* w, const float* scale, const float* bias,
-                         std::size_t c_begin, std::size_t c_end, float* out_row) {
+                         const float* w, const float* scale, const float* bias, std::size_t c_begin,
+                         std::size_t c_end, float* out_row) {
     const M m = V::mask(c_end - c_begin < N ? c_end - c_begin : N);
     const std::size_t stride = s.multiplier * s.channels;
     for (std::size_t c0 = c_begin; c0 < c_end; c0 += N) {
@@ -277,10 +277,14 @@ struct DWConvSimd {
   template <bool Tail, bool Pre>
   static auto f32_blocks_for(std::size_t k) {
     switch (k) {
-      case 1: return &f32_blocks<Tail, Pre, 1>;
-      case 2: return &f32_blocks<Tail, Pre, 2>;
-      case 4: return &f32_blocks<Tail, Pre, 4>;
-      default: return &f32_blocks<Tail, Pre, 0>;
+      case 1:
+        return &f32_blocks<Tail, Pre, 1>;
+      case 2:
+        return &f32_blocks<Tail, Pre, 2>;
+      case 4:
+        return &f32_blocks<Tail, Pre, 4>;
+      default:
+        return &f32_blocks<Tail, Pre, 0>;
     }
   }
 
@@ -303,8 +307,8 @@ struct DWConvSimd {
     const bool pre = pre_bias != nullptr;
     const auto full = pre ? f32_blocks_for<false, true>(s.multiplier)
                           : f32_blocks_for<false, false>(s.multiplier);
-    const auto tail = pre ? f32_blocks_for<true, true>(s.multiplier)
-                          : f32_blocks_for<true, false>(s.multiplier);
+    const auto tail =
+        pre ? f32_blocks_for<true, true>(s.multiplier) : f32_blocks_for<true, false>(s.multiplier);
     const std::size_t full_end = s.channels / N * N;
     const std::size_t out_row_elems = s.out_width * s.multiplier * s.channels;
     for (std::size_t oy = y_begin; oy < y_end; ++oy) {
@@ -409,17 +413,20 @@ struct DWConvSimd {
   template <bool Tail>
   static auto qs8_blocks_for(std::size_t k) {
     switch (k) {
-      case 1: return &qs8_blocks<Tail, 1>;
-      case 2: return &qs8_blocks<Tail, 2>;
-      case 4: return &qs8_blocks<Tail, 4>;
-      default: return &qs8_blocks<Tail, 0>;
+      case 1:
+        return &qs8_blocks<Tail, 1>;
+      case 2:
+        return &qs8_blocks<Tail, 2>;
+      case 4:
+        return &qs8_blocks<Tail, 4>;
+      default:
+        return &qs8_blocks<Tail, 0>;
     }
   }
 
   static void run_rows_qs8(const DWConvShape& s, const std::int8_t* q_in, const void* packed,
                            const float* weight_scale, float input_scale, const float* scale,
-                           const float* bias, std::size_t y_begin, std::size_t y_end,
-                           float* out) {
+                           const float* bias, std::size_t y_begin, std::size_t y_end, float* out) {
     assert(y_begin <= y_end && y_end <= s.out_height);
     assert(input_scale > 0.0f);
     const std::int32_t* w = static_cast<const std::int32_t*>(packed);

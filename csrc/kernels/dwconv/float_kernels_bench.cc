@@ -60,20 +60,24 @@ struct Aligned {
   ~Aligned() { ::operator delete(p, std::align_val_t{64}); }
 };
 
-struct DW { size_t h, w, c, k, sh, sw; int count; };
+struct DW {
+  size_t h, w, c, k, sh, sw;
+  int count;
+};
 
 int main(int argc, char** argv) {
   const bool qsb = argc > 1 && std::string(argv[1]) == "qsb";
   std::vector<DW> dws;
   if (!qsb) {
-    dws = {{112,112,16,1,1,1,1},{112,112,16,2,2,2,1},{56,56,32,1,1,1,1},{56,56,32,4,2,2,1},
-           {28,28,128,1,1,1,1},{28,28,128,4,2,2,1},{14,14,512,1,1,1,5},{14,14,512,4,2,2,1},
-           {7,7,2048,1,1,1,1}};
+    dws = {{112, 112, 16, 1, 1, 1, 1}, {112, 112, 16, 2, 2, 2, 1}, {56, 56, 32, 1, 1, 1, 1},
+           {56, 56, 32, 4, 2, 2, 1},   {28, 28, 128, 1, 1, 1, 1},  {28, 28, 128, 4, 2, 2, 1},
+           {14, 14, 512, 1, 1, 1, 5},  {14, 14, 512, 4, 2, 2, 1},  {7, 7, 2048, 1, 1, 1, 1}};
   } else {
-    dws = {{112,112,16,1,1,1,1},{112,112,16,2,2,1,1},{56,112,32,1,1,2,1},{56,56,32,1,1,1,1},
-           {56,56,32,2,2,1,1},{28,56,64,2,1,2,1},{28,28,128,1,1,1,1},{28,28,128,2,2,1,1},
-           {14,28,256,2,1,2,1},{14,14,512,1,1,1,5},{14,14,512,2,2,1,1},{7,14,1024,2,1,2,1},
-           {7,7,2048,1,1,1,1}};
+    dws = {{112, 112, 16, 1, 1, 1, 1}, {112, 112, 16, 2, 2, 1, 1}, {56, 112, 32, 1, 1, 2, 1},
+           {56, 56, 32, 1, 1, 1, 1},   {56, 56, 32, 2, 2, 1, 1},   {28, 56, 64, 2, 1, 2, 1},
+           {28, 28, 128, 1, 1, 1, 1},  {28, 28, 128, 2, 2, 1, 1},  {14, 28, 256, 2, 1, 2, 1},
+           {14, 14, 512, 1, 1, 1, 5},  {14, 14, 512, 2, 2, 1, 1},  {7, 14, 1024, 2, 1, 2, 1},
+           {7, 7, 2048, 1, 1, 1, 1}};
   }
   for (Isa isa : supported_isas()) {
     const DWConvKernels* dk = dwconv_kernels_for(isa);
@@ -84,33 +88,50 @@ int main(int argc, char** argv) {
     std::printf("== %s (%s)\n", isa_name(isa), qsb ? "QSB-Net-Small" : "QB-Net-Small");
     double total_f32 = 0, total_q = 0, total_epi = 0, total_macs = 0;
     for (const DW& d : dws) {
-      DWConvShape s{d.h, d.w, d.c, d.k, d.sh, d.sw, (d.h + d.sh - 1) / d.sh, (d.w + d.sw - 1) / d.sw};
+      DWConvShape s{
+          d.h, d.w, d.c, d.k, d.sh, d.sw, (d.h + d.sh - 1) / d.sh, (d.w + d.sw - 1) / d.sw};
       const size_t kc = d.k * d.c, in_n = d.h * d.w * d.c, out_px = s.out_height * s.out_width;
       auto x = rnd(in_n, 1), pb = rnd(d.c, 2), w = rnd(kc * 9, 3), sc = rnd(kc, 4), bi = rnd(kc, 5);
       std::vector<float> out(out_px * kc);
       Aligned pk32(dk->packed_f32_bytes(s));
       dk->pack_f32(s, w.data(), pk32.p);
-      const double t = time_us([&] { dk->run_rows_f32(s, x.data(), pb.data(), pk32.p, sc.data(), bi.data(), 0, s.out_height, out.data()); });
+      const double t = time_us([&] {
+        dk->run_rows_f32(s, x.data(), pb.data(), pk32.p, sc.data(), bi.data(), 0, s.out_height,
+                         out.data());
+      });
       std::vector<int8_t> wq(kc * 9, 3), q(in_n);
       Aligned pq(dk->packed_qs8_bytes(s));
       dk->pack_qs8(s, wq.data(), pq.p);
       const double tq = time_us([&] {
-        const float is = dwconv_dynamic_input_scale(dk->input_absmax(x.data(), pb.data(), d.h * d.w, d.c));
+        const float is =
+            dwconv_dynamic_input_scale(dk->input_absmax(x.data(), pb.data(), d.h * d.w, d.c));
         dk->quantize_input(x.data(), pb.data(), d.h * d.w, d.c, is, q.data());
-        dk->run_rows_qs8(s, q.data(), pq.p, sc.data(), is, sc.data(), bi.data(), 0, s.out_height, out.data());
+        dk->run_rows_qs8(s, q.data(), pq.p, sc.data(), is, sc.data(), bi.data(), 0, s.out_height,
+                         out.data());
       });
       // DS-half epilogue: residual (repeated k times), PReLU, BN, float + bits.
       auto res = rnd(out_px * d.c, 6), th = rnd(kc, 7);
       std::vector<BitWord> bits(out_px * words_for_channels(kc));
       Epilogue ep;
-      ep.residual = res.data(); ep.residual_channels = d.c; ep.prelu_slope = sc.data();
-      ep.post_scale = sc.data(); ep.post_bias = bi.data(); ep.threshold = th.data(); ep.bits = bits.data();
+      ep.residual = res.data();
+      ep.residual_channels = d.c;
+      ep.prelu_slope = sc.data();
+      ep.post_scale = sc.data();
+      ep.post_bias = bi.data();
+      ep.threshold = th.data();
+      ep.bits = bits.data();
       const double te = time_us([&] { ek->rows(ep, kc, 0, out_px, out.data()); });
       const double macs = static_cast<double>(out_px * kc * 9);
-      std::printf("  dw %4zux%-4zu C%-5zu k%zu s(%zu,%zu)  f32 %7.1f us %6.1f GFLOP/s | int8 (absmax+quant+conv) %7.1f us | epilogue %6.1f us (%5.2f GB/s)  x%d\n",
-                  d.h, d.w, d.c, d.k, d.sh, d.sw, t, 2 * macs / t * 1e-3, tq, te,
-                  static_cast<double>(out_px * kc * 8 + out_px * d.c * 4 + bits.size() * 8) / te * 1e-3, d.count);
-      total_f32 += t * d.count; total_q += tq * d.count; total_epi += te * d.count; total_macs += macs * d.count;
+      std::printf(
+          "  dw %4zux%-4zu C%-5zu k%zu s(%zu,%zu)  f32 %7.1f us %6.1f GFLOP/s | int8 "
+          "(absmax+quant+conv) %7.1f us | epilogue %6.1f us (%5.2f GB/s)  x%d\n",
+          d.h, d.w, d.c, d.k, d.sh, d.sw, t, 2 * macs / t * 1e-3, tq, te,
+          static_cast<double>(out_px * kc * 8 + out_px * d.c * 4 + bits.size() * 8) / te * 1e-3,
+          d.count);
+      total_f32 += t * d.count;
+      total_q += tq * d.count;
+      total_epi += te * d.count;
+      total_macs += macs * d.count;
     }
     // stem
     Conv2DShape cs{224, 224, 3, 16, 3, 3, 2, 2, 1, 1, 1, 1, 112, 112};
@@ -118,19 +139,27 @@ int main(int argc, char** argv) {
     std::vector<float> so(112 * 112 * 16);
     Aligned sp(ck->packed_bytes(cs));
     ck->pack(cs, sw.data(), sp.p);
-    const double ts = time_us([&] { ck->run_rows(cs, sx.data(), sp.p, sb.data(), true, 0, 112, so.data()); });
+    const double ts =
+        time_us([&] { ck->run_rows(cs, sx.data(), sp.p, sb.data(), true, 0, 112, so.data()); });
     const double stem_macs = 112.0 * 112 * 16 * 27;
-    std::printf("  stem 224x224x3->16 s2       %7.1f us %6.1f GFLOP/s\n", ts, 2 * stem_macs / ts * 1e-3);
+    std::printf("  stem 224x224x3->16 s2       %7.1f us %6.1f GFLOP/s\n", ts,
+                2 * stem_macs / ts * 1e-3);
     // FC
     auto fx = rnd(2048, 11), fw = rnd(2048 * 1000, 12), fb = rnd(1000, 13);
     std::vector<int8_t> fq(2048 * 1000, 5);
     std::vector<BitWord> planes(8 * 1000 * 32, 0x5555aaaa12345678ull);
     std::vector<float> fo(1000);
-    const double tf = time_us([&] { fk->f32(2048, 1000, fx.data(), fw.data(), fb.data(), fo.data()); });
-    const double tfq = time_us([&] { fk->qs8(2048, 1000, fx.data(), fq.data(), fb.data(), fb.data(), fo.data()); });
-    const double tfb = time_us([&] { fk->bitplane8(2048, 1000, fx.data(), planes.data(), fb.data(), fb.data(), fo.data()); });
-    std::printf("  fc 2048->1000: f32 %7.1f us (%5.1f GFLOP/s, %5.1f GB/s) | qs8 %7.1f us | bitplane8 %7.1f us\n", tf,
-                2 * 2048e3 / tf * 1e-3, 2048e3 * 4 / tf * 1e-3, tfq, tfb);
+    const double tf =
+        time_us([&] { fk->f32(2048, 1000, fx.data(), fw.data(), fb.data(), fo.data()); });
+    const double tfq = time_us(
+        [&] { fk->qs8(2048, 1000, fx.data(), fq.data(), fb.data(), fb.data(), fo.data()); });
+    const double tfb = time_us([&] {
+      fk->bitplane8(2048, 1000, fx.data(), planes.data(), fb.data(), fb.data(), fo.data());
+    });
+    std::printf(
+        "  fc 2048->1000: f32 %7.1f us (%5.1f GFLOP/s, %5.1f GB/s) | qs8 %7.1f us | bitplane8 "
+        "%7.1f us\n",
+        tf, 2 * 2048e3 / tf * 1e-3, 2048e3 * 4 / tf * 1e-3, tfq, tfb);
     // pools
     AvgPoolShape ap{56, 56, 32, 2, 2, 2, 2, 28, 28};
     auto px = rnd(56 * 56 * 32, 14);
@@ -140,7 +169,10 @@ int main(int argc, char** argv) {
     std::vector<float> go(2048);
     const double tg = time_us([&] { pk->global_avgpool(gx.data(), 49, 2048, go.data()); });
     std::printf("  avgpool 2x2 56x56x32 %6.1f us | global avgpool 7x7x2048 %6.1f us\n", tp, tg);
-    std::printf("  TOTAL dw f32 %.1f us (%.2f M MAC, %.1f GFLOP/s) + stem %.1f us + fc f32 %.1f us = %.1f us; dw epilogues %.1f us; dw int8 %.1f us\n",
-                total_f32, total_macs * 1e-6, 2 * total_macs / total_f32 * 1e-3, ts, tf, total_f32 + ts + tf, total_epi, total_q);
+    std::printf(
+        "  TOTAL dw f32 %.1f us (%.2f M MAC, %.1f GFLOP/s) + stem %.1f us + fc f32 %.1f us = %.1f "
+        "us; dw epilogues %.1f us; dw int8 %.1f us\n",
+        total_f32, total_macs * 1e-6, 2 * total_macs / total_f32 * 1e-3, ts, tf,
+        total_f32 + ts + tf, total_epi, total_q);
   }
 }

@@ -1,5 +1,6 @@
-// Selector of the element-wise variants (elementwise.h) and its scalar entry. Built for the baseline
-// CPU: it only compares ISAs and returns pointers; a variant's code runs only when the CPU has it.
+// Selector of the element-wise variants (elementwise.h) and its scalar entry. Built for the
+// baseline CPU: it only compares ISAs and returns pointers; a variant's code runs only when the CPU
+// has it.
 
 #include "kernels/elementwise/elementwise.h"
 #include "kernels/elementwise/elementwise_variants.h"

@@ -40,20 +40,20 @@ struct ElementwiseSimd {
 
   static F ld(const float* p, M m, bool tail) { return tail ? V::load(p, m) : V::load(p); }
 
-  static void affine(const float* in, std::size_t pixels, std::size_t channels,
-                     const float* scale, const float* bias, float* out) {
+  static void affine(const float* in, std::size_t pixels, std::size_t channels, const float* scale,
+                     const float* bias, float* out) {
     per_channel(in, pixels, channels, out, [&](F x, std::size_t c0, M m, bool tail) {
       return V::add(V::mul(x, ld(scale + c0, m, tail)), ld(bias + c0, m, tail));
     });
   }
-  static void prelu(const float* in, std::size_t pixels, std::size_t channels,
-                    const float* slope, float* out) {
+  static void prelu(const float* in, std::size_t pixels, std::size_t channels, const float* slope,
+                    float* out) {
     per_channel(in, pixels, channels, out, [&](F x, std::size_t c0, M m, bool tail) {
       return V::prelu(x, ld(slope + c0, m, tail));
     });
   }
-  static void mul_channel(const float* in, std::size_t pixels, std::size_t channels,
-                          const float* s, float* out) {
+  static void mul_channel(const float* in, std::size_t pixels, std::size_t channels, const float* s,
+                          float* out) {
     per_channel(in, pixels, channels, out, [&](F x, std::size_t c0, M m, bool tail) {
       return V::mul(x, ld(s + c0, m, tail));
     });

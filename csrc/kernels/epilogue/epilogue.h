@@ -6,7 +6,8 @@
 //   1. v = v * channel_scale[c]                                  (SE scaling)
 //   2. v = v + residual[p * residual_channels + c % residual_channels]
 //                                     (the shortcut; residual_channels < channels repeats it,
-//                                      block j of the output reading channel c - j*residual_channels)
+//                                      block j of the output reading channel c -
+//                                      j*residual_channels)
 //   3. v = v >= 0 ? v : prelu_slope[c] * v                       (PReLU)
 //   4. v = v * post_scale[c] + post_bias[c]                      (BN after PReLU; both or none)
 //   5. out[p * channels + c] = v                                 (unless write_float is false)

@@ -32,7 +32,8 @@ void epilogue_rows__reference(const Epilogue& ep, std::size_t channels, std::siz
         v = scaled + ep.post_bias[c];
       }
       if (ep.write_float) row[c] = v;
-      if (bits != nullptr) bits[c / kBitsPerWord] |= pack_bit(v, ep.threshold[c]) << (c % kBitsPerWord);
+      if (bits != nullptr)
+        bits[c / kBitsPerWord] |= pack_bit(v, ep.threshold[c]) << (c % kBitsPerWord);
     }
   }
 }

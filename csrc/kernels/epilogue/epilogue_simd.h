@@ -138,12 +138,10 @@ struct EpilogueSimd {
     assert((ep.post_scale == nullptr) == (ep.post_bias == nullptr));
     assert((ep.threshold == nullptr) == (ep.bits == nullptr));
     static constexpr auto kTable = table(std::make_integer_sequence<unsigned, kAllSteps>{});
-    const unsigned steps = (ep.channel_scale != nullptr ? kScale : 0u) |
-                           (ep.residual != nullptr ? kResidual : 0u) |
-                           (ep.prelu_slope != nullptr ? kPrelu : 0u) |
-                           (ep.post_scale != nullptr ? kPost : 0u) |
-                           (ep.write_float ? kWrite : 0u) |
-                           (ep.threshold != nullptr ? kBits : 0u);
+    const unsigned steps =
+        (ep.channel_scale != nullptr ? kScale : 0u) | (ep.residual != nullptr ? kResidual : 0u) |
+        (ep.prelu_slope != nullptr ? kPrelu : 0u) | (ep.post_scale != nullptr ? kPost : 0u) |
+        (ep.write_float ? kWrite : 0u) | (ep.threshold != nullptr ? kBits : 0u);
     const Args a{ep.channel_scale, ep.residual,  ep.residual_channels, ep.prelu_slope,
                  ep.post_scale,    ep.post_bias, ep.threshold,         ep.bits};
     kTable[steps](a, channels, pixel_begin, pixel_end, out);

@@ -1,6 +1,6 @@
 // The ISA variants of the epilogue kernels, one entry per file (epilogue_<isa>.cc), for the
-// selector in epilogue_kernels.cc only. QBINFER_X86_64_KERNELS / QBINFER_AARCH64_KERNELS are defined by
-// CMakeLists.txt exactly when it compiles the x86-64 / AArch64 files.
+// selector in epilogue_kernels.cc only. QBINFER_X86_64_KERNELS / QBINFER_AARCH64_KERNELS are
+// defined by CMakeLists.txt exactly when it compiles the x86-64 / AArch64 files.
 #pragma once
 
 #include "kernels/epilogue/epilogue.h"

@@ -24,8 +24,8 @@ struct BitplaneDecoderAvx2 {
   }
   // 8 code bytes -> 8 weights 255 - 2 * code.
   static __m256 weights8(__m128i code8) {
-    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(code8)),
-                            _mm256_set1_ps(2.0f), _mm256_set1_ps(255.0f));
+    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(code8)), _mm256_set1_ps(2.0f),
+                            _mm256_set1_ps(255.0f));
   }
   // The 64 weights of one word position, 32 channels (one 32-bit half of the words) at a time.
   static void decode(const BitWord* word, std::size_t plane_stride, __m256 w[8]) {
@@ -33,8 +33,8 @@ struct BitplaneDecoderAvx2 {
       __m256i code = _mm256_setzero_si256();
       for (unsigned b = 0; b < 8; ++b) {
         const auto* bits = reinterpret_cast<const std::uint32_t*>(word + b * plane_stride) + half;
-        code = _mm256_or_si256(code, _mm256_and_si256(expand(bits), _mm256_set1_epi8(
-                                                                        static_cast<char>(1u << b))));
+        code = _mm256_or_si256(
+            code, _mm256_and_si256(expand(bits), _mm256_set1_epi8(static_cast<char>(1u << b))));
       }
       const __m128i lo = _mm256_castsi256_si128(code), hi = _mm256_extracti128_si256(code, 1);
       w[half * 4 + 0] = weights8(lo);

@@ -13,13 +13,12 @@ struct BitplaneDecoderAvx512 {
   // plane word expanded to 64 bytes of 0 / 0xFF by VPMOVM2B, merged with VPTERNLOGD), then
   // w = 255 - 2 * code in float (exact), 16 lanes at a time.
   static void decode(const BitWord* word, std::size_t plane_stride, __m512 w[4]) {
-    __m512i code = _mm512_and_si512(_mm512_movm_epi8(_cvtu64_mask64(word[0])),
-                                    _mm512_set1_epi8(1));
+    __m512i code = _mm512_and_si512(_mm512_movm_epi8(_cvtu64_mask64(word[0])), _mm512_set1_epi8(1));
     for (unsigned b = 1; b < 8; ++b) {
       const __m512i set = _mm512_movm_epi8(_cvtu64_mask64(word[b * plane_stride]));
       // code | (set & 2^b)
-      code = _mm512_ternarylogic_epi32(code, set, _mm512_set1_epi8(static_cast<char>(1u << b)),
-                                       0xF8);
+      code =
+          _mm512_ternarylogic_epi32(code, set, _mm512_set1_epi8(static_cast<char>(1u << b)), 0xF8);
     }
     const __m512 two = _mm512_set1_ps(2.0f), w255 = _mm512_set1_ps(255.0f);
     w[0] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_castsi512_si128(code))),

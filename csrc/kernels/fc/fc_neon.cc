@@ -28,10 +28,10 @@ struct BitplaneDecoderNeon {
         code = vorrq_u8(code, vandq_u8(set, vdupq_n_u8(static_cast<std::uint8_t>(1u << b))));
       }
       const int16x8_t c255 = vdupq_n_s16(255);
-      const int16x8_t lo = vsubq_s16(
-          c255, vshlq_n_s16(vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(code))), 1));
-      const int16x8_t hi = vsubq_s16(
-          c255, vshlq_n_s16(vreinterpretq_s16_u16(vmovl_u8(vget_high_u8(code))), 1));
+      const int16x8_t lo =
+          vsubq_s16(c255, vshlq_n_s16(vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(code))), 1));
+      const int16x8_t hi =
+          vsubq_s16(c255, vshlq_n_s16(vreinterpretq_s16_u16(vmovl_u8(vget_high_u8(code))), 1));
       w[4 * k + 0] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo)));
       w[4 * k + 1] = vcvtq_f32_s32(vmovl_s16(vget_high_s16(lo)));
       w[4 * k + 2] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi)));

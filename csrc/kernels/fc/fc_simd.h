@@ -50,7 +50,8 @@ struct FCSimd {
     if (c0 < in_features) {
       const M m = V::mask(in_features - c0);
       const F x0 = V::load(x + c0, m);  // masked-off lanes 0: their (finite) weights add 0
-      for (std::size_t r = 0; r < R; ++r) acc[r][1] = V::fmadd(weight(r, c0, m, true), x0, acc[r][1]);
+      for (std::size_t r = 0; r < R; ++r)
+        acc[r][1] = V::fmadd(weight(r, c0, m, true), x0, acc[r][1]);
     }
     for (std::size_t r = 0; r < R; ++r) sums[r] = V::hsum(V::add(acc[r][0], acc[r][1]));
   }
@@ -62,19 +63,21 @@ struct FCSimd {
     float sums[kRows];
     std::size_t o = 0;
     for (; o + kRows <= out_features; o += kRows) {
-      dot_rows<kRows>(in_features, x,
-                      [&](std::size_t r, std::size_t c0, M m, bool tail) {
-                        return weight_of_row(o + r, c0, m, tail);
-                      },
-                      sums);
+      dot_rows<kRows>(
+          in_features, x,
+          [&](std::size_t r, std::size_t c0, M m, bool tail) {
+            return weight_of_row(o + r, c0, m, tail);
+          },
+          sums);
       for (std::size_t r = 0; r < kRows; ++r) finish(o + r, sums[r]);
     }
     for (; o < out_features; ++o) {
-      dot_rows<1>(in_features, x,
-                  [&](std::size_t, std::size_t c0, M m, bool tail) {
-                    return weight_of_row(o, c0, m, tail);
-                  },
-                  sums);
+      dot_rows<1>(
+          in_features, x,
+          [&](std::size_t, std::size_t c0, M m, bool tail) {
+            return weight_of_row(o, c0, m, tail);
+          },
+          sums);
       finish(o, sums[0]);
     }
   }
@@ -123,8 +126,8 @@ struct FCSimd {
         for (std::size_t v = 0; v < kVecs; ++v) {
           const std::size_t c0 = wi * kBitsPerWord + v * N;
           if (c0 >= in_features) break;
-          const F xv = c0 + N <= in_features ? V::load(x + c0)
-                                              : V::load(x + c0, V::mask(in_features - c0));
+          const F xv =
+              c0 + N <= in_features ? V::load(x + c0) : V::load(x + c0, V::mask(in_features - c0));
           acc[v & 1] = V::fmadd(w[v], xv, acc[v & 1]);
         }
       }

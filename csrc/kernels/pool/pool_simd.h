@@ -24,8 +24,7 @@ struct PoolSimd {
 
   template <bool Tail>
   static void window(const AvgPoolShape& s, const float* in, std::size_t y0, std::size_t y1,
-                     std::size_t x0, std::size_t x1, F count, std::size_t c0, M m,
-                     float* out) {
+                     std::size_t x0, std::size_t x1, F count, std::size_t c0, M m, float* out) {
     F sum = V::zero();
     for (std::size_t y = y0; y < y1; ++y) {
       for (std::size_t x = x0; x < x1; ++x) {

@@ -26,9 +26,7 @@ struct VecAvx512 {
   using M = __mmask16;
 
   // Lanes [0, n), n <= 16.
-  static M mask(std::size_t n) {
-    return static_cast<M>(n >= 16 ? 0xFFFFu : (1u << n) - 1u);
-  }
+  static M mask(std::size_t n) { return static_cast<M>(n >= 16 ? 0xFFFFu : (1u << n) - 1u); }
   static M all() { return static_cast<M>(0xFFFF); }
 
   static F zero() { return _mm512_setzero_ps(); }
