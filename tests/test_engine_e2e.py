@@ -42,23 +42,25 @@ def top1_agreement(a, b):
 
 
 def assert_matches(engine, ref, path, x, label, tol=1e-3):
+    """The engine matches PyTorch: every image that differs (rel L2 > tol or another top-1) must
+    hold a near-tie sign decision (SPEC section 6: float rounding may flip such a sign), and the
+    median image must match to 1e-4, so a batch cannot pass by being all ties. The median, not
+    "enough images without any tie": at 224x224 a deep net has some near tie in almost every
+    image, and which ones depends on the CPU's BLAS (seen: all 4 images on an AVX2 EPYC)."""
     assert engine.shape == ref.shape
-    err, agree = rel_l2(engine, ref), top1_agreement(engine, ref)
-    if err <= tol and agree >= 0.97:
-        return
-    _, ties = near_tie_images(read_qbw(path), x)
     per_image = np.linalg.norm(engine - ref, axis=1) / np.linalg.norm(ref, axis=1)
     differs = (per_image > tol) | (engine.argmax(1) != ref.argmax(1))
-    unexplained = np.flatnonzero(differs & ~ties)
-    assert unexplained.size == 0, (
-        f"{label}: rel L2 {err:.2e}, top-1 {agree:.2%}; images "
-        f"{unexplained.tolist()} differ without a near tie"
+    if differs.any():
+        _, ties = near_tie_images(read_qbw(path), x)
+        unexplained = np.flatnonzero(differs & ~ties)
+        assert unexplained.size == 0, (
+            f"{label}: rel L2 {rel_l2(engine, ref):.2e}, top-1 {top1_agreement(engine, ref):.2%};"
+            f" images {unexplained.tolist()} differ without a near tie"
+        )
+    assert float(np.median(per_image)) <= 1e-4, (
+        f"{label}: median per-image rel L2 {np.median(per_image):.2e} > 1e-4 "
+        f"(per image: {np.array2string(per_image, precision=2)})"
     )
-    keep = ~ties
-    assert keep.sum() >= len(keep) // 4, f"{label}: too few images without a near tie to judge"
-    assert (
-        rel_l2(engine[keep], ref[keep]) <= tol and top1_agreement(engine[keep], ref[keep]) >= 0.97
-    ), label
 
 
 def inputs(shape, seed):
