@@ -211,3 +211,43 @@ def test_demo_json(extra):
     if not extra:  # quantized runs are compared with the float model only for information
         assert rec["torch_rel_l2"] < 1e-3 and rec["ort_rel_l2"] < 1e-3
     assert len(rec["top5"]) == 5
+
+
+def test_conversion_demo_runs_from_the_tools_side():
+    # The same demo without the runtime's command line: the tools own it, qbinfer dispatches.
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "weights_tools.demo_convert",
+            "--json",
+            "--arch",
+            "qb_net_small",
+            "--input-size",
+            "32",
+            "--num-classes",
+            "10",
+            "--runs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(out.stdout)
+    assert rec["torch_rel_l2"] < 1e-3 and rec["ort_rel_l2"] < 1e-3 and rec["convert_s"] >= 0
+    assert rec["torch_top1_equal"] and rec["ort_top1_equal"]
+
+
+def test_demo_model_file_needs_no_torch(small):
+    _, path = small
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any torch import now fails
+        "from qbinfer.__main__ import main\n"
+        f"sys.exit(main(['demo', '--json', '--runs', '1', '--model', {path!r}]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(out.stdout)
+    assert rec["model"] == "qb_net_small" and rec["image"] == "synthetic"
+    assert len(rec["top5"]) == 5 and all(name in CLASSES for name, _ in rec["top5"])
