@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import ast
 import os
-import subprocess
-import sys
 from typing import List, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, run_qbinfer_main
+
 RUNTIME = os.path.join(ROOT, "python", "qbinfer")
 FORBIDDEN = ("torch", "weights_tools")
 # (file, enclosing function, module): the single place allowed to reach the tools.
@@ -90,19 +89,8 @@ def test_the_checker_catches_each_form_of_import():
     assert forbidden_imports("from .model import load\nimport numpy\n", "x.py") == []
 
 
-def _run_without_torch(*args: str) -> subprocess.CompletedProcess:
-    code = (
-        "import sys; sys.modules['torch'] = None\n"  # any torch import now fails
-        "from qbinfer.__main__ import main\n"
-        f"sys.exit(main({list(args)!r}))\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
-
-
 def test_demo_arch_without_the_tools_names_the_extra():
-    out = _run_without_torch("demo", "--arch", "qb_net_small")
+    out = run_qbinfer_main("demo", "--arch", "qb_net_small", block_torch=True)
     assert out.returncode != 0
     assert "pip install 'qbinfer[tools]'" in out.stderr and "--arch" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr, out.stderr

@@ -17,12 +17,13 @@ import pytest
 torch = pytest.importorskip("torch")
 PIL = pytest.importorskip("PIL.Image")
 
+from conftest import ROOT, run_qbinfer_main  # noqa: E402
+
 from weights_tools import data as D  # noqa: E402
 from weights_tools import train as T  # noqa: E402
 from weights_tools.layers import BinaryConv2d  # noqa: E402
 from weights_tools.teacher import TEACHER_ARCHS, build_teacher, load_teacher  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A QB-Net-Small cut down to its first four blocks at 16x16: seconds per run on two cores.
 TINY = [
     "--arch",
@@ -497,12 +498,7 @@ def test_shipped_model_engine_matches_pytorch():
 
 @pytest.mark.parametrize("block_torch", [False, True])
 def test_shipped_demo_json(block_torch):
-    code = (
-        "import sys\n"
-        + ("sys.modules['torch'] = None\n" if block_torch else "")
-        + "from qbinfer.__main__ import main\nsys.exit(main(['demo', '--json']))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    out = run_qbinfer_main("demo", "--json", block_torch=block_torch)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 1
