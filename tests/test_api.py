@@ -1,8 +1,6 @@
 """The Python API: load, run, predict, summary, errors, and the command line."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,8 +9,7 @@ import qbinfer
 
 torch = pytest.importorskip("torch", reason="building test models needs the tools extra")
 
-from weights_tools.convert import randomize_bn, to_qbw  # noqa: E402
-from weights_tools.zoo import build_model  # noqa: E402
+from conftest import convert_model, run_module, run_python, run_qbinfer_main, zoo_model  # noqa: E402
 
 CLASSES = [f"class-{i}" for i in range(10)]
 
@@ -20,12 +17,10 @@ CLASSES = [f"class-{i}" for i in range(10)]
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """qb_net_small at 32x32 with 10 named classes, its PyTorch twin, and the file path."""
-    torch.manual_seed(0)
-    model = build_model("qb_net_small", num_classes=10)
-    randomize_bn(model, seed=0)
-    model.eval()
-    path = str(tmp_path_factory.mktemp("api") / "small.qbw")
-    to_qbw(model, path, input_size=(32, 32), class_names=CLASSES)
+    model = zoo_model("qb_net_small", seed=0)
+    path, _ = convert_model(
+        model, tmp_path_factory.mktemp("api"), "small", (32, 32), class_names=CLASSES
+    )
     return model, path
 
 
@@ -152,13 +147,12 @@ def test_summary_and_ops(small):
 def test_runtime_never_imports_torch(small):
     _, path = small
     code = (
-        "import sys; sys.modules['torch'] = None\n"  # any torch import now fails
         "import numpy as np, qbinfer\n"
         f"m = qbinfer.load({path!r})\n"
         "print(m.predict(np.zeros((40, 40, 3), np.uint8))[0][0])\n"
         "assert 'torch' not in [k for k, v in sys.modules.items() if v is not None]\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = run_python(code, block_torch=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() in CLASSES
 
@@ -167,7 +161,7 @@ def test_cli_summary_predict_and_errors(small, tmp_path):
     _, path = small
 
     def run(*a):
-        return subprocess.run([sys.executable, "-m", "qbinfer", *a], capture_output=True, text=True)
+        return run_module("qbinfer", *a)
 
     out = run("summary", path)
     assert out.returncode == 0 and "BCONV2D" in out.stdout
@@ -183,25 +177,19 @@ def test_cli_summary_predict_and_errors(small, tmp_path):
 
 @pytest.mark.parametrize("extra", [[], ["--fc", "bitplane8", "--depthwise", "int8"]])
 def test_demo_json(extra):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "qbinfer",
-            "demo",
-            "--json",
-            "--arch",
-            "qb_net_small",
-            "--input-size",
-            "32",
-            "--num-classes",
-            "10",
-            "--runs",
-            "2",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
+    out = run_module(
+        "qbinfer",
+        "demo",
+        "--json",
+        "--arch",
+        "qb_net_small",
+        "--input-size",
+        "32",
+        "--num-classes",
+        "10",
+        "--runs",
+        "2",
+        *extra,
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
@@ -211,3 +199,32 @@ def test_demo_json(extra):
     if not extra:  # quantized runs are compared with the float model only for information
         assert rec["torch_rel_l2"] < 1e-3 and rec["ort_rel_l2"] < 1e-3
     assert len(rec["top5"]) == 5
+
+
+def test_conversion_demo_runs_from_the_tools_side():
+    # The same demo without the runtime's command line: the tools own it, qbinfer dispatches.
+    out = run_module(
+        "weights_tools.demo_convert",
+        "--json",
+        "--arch",
+        "qb_net_small",
+        "--input-size",
+        "32",
+        "--num-classes",
+        "10",
+        "--runs",
+        "1",
+    )
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(out.stdout)
+    assert rec["torch_rel_l2"] < 1e-3 and rec["ort_rel_l2"] < 1e-3 and rec["convert_s"] >= 0
+    assert rec["torch_top1_equal"] and rec["ort_top1_equal"]
+
+
+def test_demo_model_file_needs_no_torch(small):
+    _, path = small
+    out = run_qbinfer_main("demo", "--json", "--runs", "1", "--model", path, block_torch=True)
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(out.stdout)
+    assert rec["model"] == "qb_net_small" and rec["image"] == "synthetic"
+    assert len(rec["top5"]) == 5 and all(name in CLASSES for name, _ in rec["top5"])

@@ -21,9 +21,17 @@ import qbinfer
 torch = pytest.importorskip("torch", reason="building test models needs the tools extra")
 ort = pytest.importorskip("onnxruntime")
 
+from conftest import (  # noqa: E402
+    convert_model,
+    ort_logits,
+    random_inputs,
+    rel_l2,
+    torch_logits,
+    zoo_model,
+)
 from torch import nn  # noqa: E402
 
-from weights_tools.convert import randomize_bn, to_qbw  # noqa: E402
+from weights_tools.convert import randomize_bn  # noqa: E402
 from weights_tools.layers import BHalf, BinaryConv2d, DSHalf, Stage, binary_sign  # noqa: E402
 from weights_tools.qbw import read_qbw  # noqa: E402
 from weights_tools.reference import near_tie_images, run_reference  # noqa: E402
@@ -31,10 +39,6 @@ from weights_tools.zoo import MODEL_NAMES, build_model  # noqa: E402
 
 SEED = 20261127
 N_INPUTS = 32
-
-
-def rel_l2(a, b):
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def top1_agreement(a, b):
@@ -63,37 +67,13 @@ def assert_matches(engine, ref, path, x, label, tol=1e-3):
     )
 
 
-def inputs(shape, seed):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def convert(model, tmp_path, name, size, **kw):
-    path = str(tmp_path / f"{name}.qbw")
-    onnx_path = str(tmp_path / f"{name}.onnx")
-    to_qbw(model, path, input_size=size, onnx_path=onnx_path, **kw)
-    return path, onnx_path
-
-
-def torch_logits(model, x):
-    with torch.no_grad():
-        return model(torch.from_numpy(x)).numpy()
-
-
-def ort_logits(onnx_path, x):
-    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
-
-
 @pytest.mark.parametrize("se", [None, "se1", "se2"])
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_zoo_model_matches_pytorch_and_onnxruntime(tmp_path, name, se):
     seed = SEED + MODEL_NAMES.index(name) * 10 + (0 if se is None else int(se[-1]))
-    torch.manual_seed(seed)
-    model = build_model(name, num_classes=10, se=se)
-    randomize_bn(model, seed=seed)
-    model.eval()
-    path, onnx_path = convert(model, tmp_path, name, (32, 32))
-    x = inputs((N_INPUTS, 3, 32, 32), seed)
+    model = zoo_model(name, seed, se=se)
+    path, onnx_path = convert_model(model, tmp_path, name, (32, 32))
+    x = random_inputs((N_INPUTS, 3, 32, 32), seed)
     engine = qbinfer.load(path).run(x)
     for label, ref in (
         ("pytorch", torch_logits(model, x)),
@@ -108,8 +88,8 @@ def test_zoo_model_at_224(tmp_path, name):
     model = build_model(name, num_classes=1000)
     randomize_bn(model, seed=SEED)
     model.eval()
-    path, _ = convert(model, tmp_path, name, (224, 224))
-    x = inputs((4, 3, 224, 224), SEED)
+    path, _ = convert_model(model, tmp_path, name, (224, 224))
+    x = random_inputs((4, 3, 224, 224), SEED)
     engine = qbinfer.load(path).run(x)
     assert_matches(engine, torch_logits(model, x), path, x, f"{name} at 224")
 
@@ -143,8 +123,8 @@ def test_non_zoo_bnn_converts_and_matches(tmp_path):
     model = OddNet()
     randomize_bn(model, seed=SEED)
     model.eval()
-    path, onnx_path = convert(model, tmp_path, "oddnet", (20, 28))
-    x = inputs((N_INPUTS, 3, 20, 28), SEED + 1)
+    path, onnx_path = convert_model(model, tmp_path, "oddnet", (20, 28))
+    x = random_inputs((N_INPUTS, 3, 20, 28), SEED + 1)
     engine = qbinfer.load(path).run(x)
     for label, ref in (
         ("pytorch", torch_logits(model, x)),
@@ -179,8 +159,8 @@ class SingleBinaryConv(nn.Module):
 def test_single_binary_conv_dot_is_exact(tmp_path, channels, out_channels, kernel, padding):
     torch.manual_seed(SEED + channels)
     model = SingleBinaryConv(channels, out_channels, kernel, padding).eval()
-    path, _ = convert(model, tmp_path, "single", (5, 6), in_channels=channels)
-    x = inputs((4, channels, 5, 6), SEED)
+    path, _ = convert_model(model, tmp_path, "single", (5, 6), in_channels=channels)
+    x = random_inputs((4, channels, 5, 6), SEED)
     engine = qbinfer.load(path).run(x)
     ref = torch_logits(model, x)
     assert engine.shape == ref.shape == (4, out_channels, 5, 6)
@@ -200,8 +180,8 @@ def test_single_stage_within_1e_5(tmp_path, stride, multiplier, se, kernel, padd
     stage = Stage(24, stride, multiplier, kernel, padding=padding, se=se)
     randomize_bn(stage, seed=seed)
     stage.eval()
-    path, _ = convert(stage, tmp_path, "stage", (9, 8), in_channels=24)
-    x = inputs((4, 24, 9, 8), seed)
+    path, _ = convert_model(stage, tmp_path, "stage", (9, 8), in_channels=24)
+    x = random_inputs((4, 24, 9, 8), seed)
     engine = qbinfer.load(path).run(x)
     ref = torch_logits(stage, x)
     with torch.no_grad():
@@ -226,11 +206,11 @@ def test_quantized_paths_match_the_reference_interpreter(tmp_path, fc, depthwise
     model = build_model("qsb_net_small", num_classes=10, se="se1")
     randomize_bn(model, seed=SEED)
     model.eval()
-    calibration = inputs((8, 3, 32, 32), SEED + 7) if calibrate else None
-    path, _ = convert(
+    calibration = random_inputs((8, 3, 32, 32), SEED + 7) if calibrate else None
+    path, _ = convert_model(
         model, tmp_path, "quant", (32, 32), fc=fc, depthwise=depthwise, calibration=calibration
     )
-    x = inputs((N_INPUTS, 3, 32, 32), SEED + 3)
+    x = random_inputs((N_INPUTS, 3, 32, 32), SEED + 3)
     engine = qbinfer.load(path).run(x)
     assert_matches(
         engine, run_reference(read_qbw(path), x), path, x, f"fc={fc} dw={depthwise}", tol=1e-4
@@ -242,8 +222,8 @@ def test_threads_give_identical_results(tmp_path):
     model = build_model("qb_net_large", num_classes=10)
     randomize_bn(model, seed=SEED)
     model.eval()
-    path, _ = convert(model, tmp_path, "threads", (32, 32))
-    x = inputs((6, 3, 32, 32), SEED)
+    path, _ = convert_model(model, tmp_path, "threads", (32, 32))
+    x = random_inputs((6, 3, 32, 32), SEED)
     one = qbinfer.load(path, threads=1).run(x)
     for n in (2, 3):
         np.testing.assert_array_equal(qbinfer.load(path, threads=n).run(x), one)

@@ -70,18 +70,14 @@ def labels(model):
 # --------------------------------------------------------------------------------------------
 torch = pytest.importorskip("torch", reason="building test models needs the tools extra")
 
-from weights_tools.convert import randomize_bn, to_qbw  # noqa: E402
+from conftest import (  # noqa: E402
+    convert_model,
+    random_inputs,
+    zoo_model,
+)
+
+from weights_tools.convert import randomize_bn  # noqa: E402
 from weights_tools.zoo import MODEL_NAMES, build_model  # noqa: E402
-
-
-def convert(model, tmp_path, name, size, **kw):
-    path = str(tmp_path / f"{name}.qbw")
-    to_qbw(model, path, input_size=size, **kw)
-    return path
-
-
-def inputs(shape, seed):
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 @pytest.mark.parametrize(
@@ -90,12 +86,11 @@ def inputs(shape, seed):
 )
 def test_zoo_fused_equals_unfused(tmp_path, monkeypatch, name, se):
     seed = SEED + MODEL_NAMES.index(name)
-    torch.manual_seed(seed)
-    model = build_model(name, num_classes=10, se=se)
-    randomize_bn(model, seed=seed)
-    model.eval()
-    path = convert(model, tmp_path, name, (32, 32))
-    fused, unfused = assert_fused_equals_unfused(path, inputs((6, 3, 32, 32), seed), monkeypatch)
+    model = zoo_model(name, seed, se=se)
+    path = convert_model(model, tmp_path, name, (32, 32))[0]
+    fused, unfused = assert_fused_equals_unfused(
+        path, random_inputs((6, 3, 32, 32), seed), monkeypatch
+    )
 
     got = labels(fused)
     assert len(labels(unfused)) == len(unfused.ops()) > len(got)
@@ -122,14 +117,14 @@ def test_non_zoo_nets_fused_equals_unfused(tmp_path, monkeypatch):
     odd = OddNet()
     randomize_bn(odd, seed=SEED)
     odd.eval()
-    path = convert(odd, tmp_path, "oddnet", (20, 28))
-    fused, _ = assert_fused_equals_unfused(path, inputs((5, 3, 20, 28), SEED), monkeypatch)
+    path = convert_model(odd, tmp_path, "oddnet", (20, 28))[0]
+    fused, _ = assert_fused_equals_unfused(path, random_inputs((5, 3, 20, 28), SEED), monkeypatch)
     assert any(lab.startswith("BCONV2D+") for lab in labels(fused))
 
     torch.manual_seed(SEED + 1)
     single = SingleBinaryConv(130, 33, 3, "zero").eval()
-    path = convert(single, tmp_path, "single", (5, 6), in_channels=130)
-    assert_fused_equals_unfused(path, inputs((3, 130, 5, 6), SEED), monkeypatch)
+    path = convert_model(single, tmp_path, "single", (5, 6), in_channels=130)[0]
+    assert_fused_equals_unfused(path, random_inputs((3, 130, 5, 6), SEED), monkeypatch)
 
 
 @pytest.mark.parametrize(
@@ -144,11 +139,11 @@ def test_quantized_paths_fused_equals_unfused(tmp_path, monkeypatch, fc, depthwi
     model = build_model("qsb_net_small", num_classes=10, se="se1")
     randomize_bn(model, seed=SEED)
     model.eval()
-    calibration = inputs((4, 3, 32, 32), SEED + 7) if calibrate else None
-    path = convert(
+    calibration = random_inputs((4, 3, 32, 32), SEED + 7) if calibrate else None
+    path = convert_model(
         model, tmp_path, "quant", (32, 32), fc=fc, depthwise=depthwise, calibration=calibration
-    )
-    assert_fused_equals_unfused(path, inputs((4, 3, 32, 32), SEED + 3), monkeypatch)
+    )[0]
+    assert_fused_equals_unfused(path, random_inputs((4, 3, 32, 32), SEED + 3), monkeypatch)
 
 
 # --------------------------------------------------------------------------------------------

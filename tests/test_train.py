@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
 import socket
@@ -15,12 +17,13 @@ import pytest
 torch = pytest.importorskip("torch")
 PIL = pytest.importorskip("PIL.Image")
 
+from conftest import ROOT, run_qbinfer_main  # noqa: E402
+
 from weights_tools import data as D  # noqa: E402
 from weights_tools import train as T  # noqa: E402
 from weights_tools.layers import BinaryConv2d  # noqa: E402
 from weights_tools.teacher import TEACHER_ARCHS, build_teacher, load_teacher  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A QB-Net-Small cut down to its first four blocks at 16x16: seconds per run on two cores.
 TINY = [
     "--arch",
@@ -108,14 +111,50 @@ def test_kd_loss_is_kl_between_softmaxes():
 
 
 def test_progress_bar_lines(capsys):
-    import io
-
     stream = io.StringIO()
     bar = T.Progress(20, "epoch 1/1", stream=stream, every=5)
     for _ in range(20):
         bar.update(loss=0.5)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 4 and lines[-1].startswith("epoch 1/1 [") and "20/20" in lines[-1]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_on_a_terminal_is_tqdm_and_quiet_writes_nothing():
+    from tqdm import tqdm
+
+    stream = _Terminal()
+    bar = T.Progress(20, "epoch 1/1", stream=stream, initial=5)
+    assert isinstance(bar.bar, tqdm)
+    for _ in range(15):
+        bar.update(loss=0.5)
+    bar.close()
+    text = stream.getvalue()
+    assert "\r" in text and "20/20" in text and "loss=0.5" in text
+    for quiet_stream in (_Terminal(), io.StringIO()):
+        bar = T.Progress(20, "epoch 1/1", enabled=False, stream=quiet_stream)
+        for _ in range(20):
+            bar.update(loss=0.5)
+        bar.close()
+        assert quiet_stream.getvalue() == ""
+
+
+def test_command_line_builds_the_config_with_its_defaults():
+    required = ["--stage", "1", "--arch", "qb_net_small", "--out", "runs/x"]
+    cfg = T.parse_config(required)
+    assert cfg == T.TrainConfig(stage="1", arch="qb_net_small", out="runs/x")
+    assert cfg.weight_decay_value == 1e-5 and not cfg.quiet
+    for flag in ("--quiet", "--no-progress"):
+        assert T.parse_config([*required, flag]).quiet
+    cfg = T.parse_config([*required, "--epochs", "3", "--weight-decay", "0.5", "--se", "se1"])
+    assert (cfg.epochs, cfg.weight_decay_value, cfg.se) == (3, 0.5, "se1")
+    # every option of the command line is a field of the config, and the other way round
+    dests = {a.dest for a in T.build_parser()._actions if a.dest != "help"}
+    assert dests == {f.name for f in dataclasses.fields(T.TrainConfig)}
 
 
 def test_imagefolder_and_eval_transform_match_the_engine_preprocessing(folder):
@@ -459,12 +498,7 @@ def test_shipped_model_engine_matches_pytorch():
 
 @pytest.mark.parametrize("block_torch", [False, True])
 def test_shipped_demo_json(block_torch):
-    code = (
-        "import sys\n"
-        + ("sys.modules['torch'] = None\n" if block_torch else "")
-        + "from qbinfer.__main__ import main\nsys.exit(main(['demo', '--json']))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    out = run_qbinfer_main("demo", "--json", block_torch=block_torch)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 1

@@ -499,23 +499,6 @@ def randomize_bn(
 # Command line
 
 
-def _load_state_dict(path: str):
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict):
-        for key in ("state_dict", "model"):
-            if key in state and isinstance(state[key], dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a state_dict (nor a dict with 'state_dict' or 'model')")
-    prefix = "module."  # saved from DistributedDataParallel
-    if state and all(k.startswith(prefix) for k in state):
-        state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from .zoo import ARCHS, build_model
 
@@ -564,7 +547,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         randomize_bn(model, args.seed, tuple(args.input_size))
     else:
         print(f"{model.name}: loading {args.checkpoint}")
-        model.load_state_dict(_load_state_dict(args.checkpoint))
+        from .checkpoint import read_state_dict
+
+        model.load_state_dict(read_state_dict(args.checkpoint))
     model.eval()
     calibration = None
     if args.calibration:

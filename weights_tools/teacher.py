@@ -7,9 +7,9 @@ torchvision's ResNets with torchvision's parameter names, so a state_dict saved 
 channels) are teachers for small inputs such as the 32x32 digits; train one with
 `python -m weights_tools.train --stage teacher --arch cifar_resnet20 ...`.
 
-`load_teacher(path, arch, num_classes)` reads a local file (never a download): a plain state_dict,
-or a dict holding one under "model" or "state_dict" (this tool's checkpoints, most training
-scripts'); a "module." prefix left by DistributedDataParallel is removed. Names that are not
+`load_teacher(path, arch, num_classes)` reads a local file (never a download) with
+`weights_tools.checkpoint.read_state_dict`: a plain state_dict, or a dict holding one under "model"
+or "state_dict"; a "module." prefix left by DistributedDataParallel is removed. Names that are not
 defined here are looked up in torchvision when it is importable (`torchvision.models.get_model`).
 """
 
@@ -19,6 +19,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Type, Union
 
 import torch
 from torch import nn
+
+from .checkpoint import checkpoint_meta, read_state_dict
 
 __all__ = ["TEACHER_ARCHS", "build_teacher", "load_teacher", "read_state_dict", "is_teacher_arch"]
 
@@ -180,31 +182,6 @@ def build_teacher(name: str, num_classes: int) -> nn.Module:
     raise ValueError(
         f"unknown teacher architecture {name!r}; known: {', '.join(TEACHER_ARCHS)}{hint}"
     )
-
-
-def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """A state_dict from a local file: plain, or under "model"/"state_dict"; "module." removed."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict):
-        for key in ("model", "state_dict"):
-            if key in state and isinstance(state[key], dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
-            f"{path}: not a state_dict (nor a dict with a 'model' or 'state_dict' one)"
-        )
-    prefix = "module."
-    if state and all(k.startswith(prefix) for k in state):
-        state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state
-
-
-def checkpoint_meta(path: str) -> dict:
-    """The "meta" record of a checkpoint written by `weights_tools.train` ({} for other files)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    meta = state.get("meta") if isinstance(state, dict) else None
-    return dict(meta) if isinstance(meta, dict) else {}
 
 
 def load_teacher(

@@ -32,7 +32,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -41,14 +41,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from . import data as D
-from .teacher import TEACHER_ARCHS, build_teacher, is_teacher_arch, load_teacher, read_state_dict
+from .checkpoint import read_checkpoint, read_state_dict
+from .teacher import TEACHER_ARCHS, build_teacher, is_teacher_arch, load_teacher
 from .zoo import ARCHS, BLOCK_TYPES, build_model, set_training_stage, with_overrides
 
 __all__ = [
     "main",
     "train",
+    "run",
+    "TrainConfig",
+    "parse_config",
     "build_parser",
     "model_from_meta",
     "topk_correct",
@@ -106,8 +111,9 @@ def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int = 0)
 
 
 class Progress:
-    """A dependency-free progress bar on stderr: redrawn in place on a terminal, one line per
-    `every` steps (and the last) when stderr is a file or a pipe."""
+    """Progress of a loop on stderr: a tqdm bar on a terminal. When stderr is a file or a pipe
+    (a log, a batch job) there is no bar, only one plain line every `every` steps (default: every
+    10%) and at the last step, so that a log shows the run moving without redrawn lines."""
 
     def __init__(
         self,
@@ -117,41 +123,131 @@ class Progress:
         every: int = 0,
         stream=None,
         width: int = 24,
+        initial: int = 0,
     ):
         self.total, self.desc, self.enabled, self.width = total, desc, enabled, width
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.every = every if every > 0 else max(1, total // 10)
-        self.n = 0
+        self.n = self.initial = initial
         self.t0 = time.perf_counter()
+        self.bar: Optional[tqdm] = None
+        if enabled and self.tty:
+            self.bar = tqdm(
+                total=total, desc=desc, initial=initial, file=self.stream, dynamic_ncols=True
+            )
 
     def update(self, n: int = 1, **info: Any) -> None:
         self.n += n
         if not self.enabled:
             return
-        if not self.tty and self.n % self.every and self.n != self.total:
+        if self.bar is not None:
+            self.bar.set_postfix(
+                {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in info.items()},
+                refresh=False,
+            )
+            self.bar.update(n)
+            return
+        if self.n % self.every and self.n != self.total:
             return
         frac = self.n / self.total if self.total else 1.0
         filled = int(round(self.width * min(frac, 1.0)))
         elapsed = time.perf_counter() - self.t0
-        eta = elapsed / self.n * (self.total - self.n) if self.n else 0.0
+        done = self.n - self.initial
+        eta = elapsed / done * (self.total - self.n) if done > 0 else 0.0
         text = " ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items()
         )
-        line = (
+        self.stream.write(
             f"{self.desc} [{'#' * filled}{'.' * (self.width - filled)}] {self.n}/{self.total} "
-            f"{elapsed:.0f}s<{eta:.0f}s {text}"
+            f"{elapsed:.0f}s<{eta:.0f}s {text}\n"
         )
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if self.n >= self.total else ""))
-        else:
-            self.stream.write(line + "\n")
         self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled and self.tty and self.n < self.total:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run's configuration
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run is told; the command line (`build_parser`) fills it, and its
+    defaults are the command line's. `dataclasses.asdict(config)` is what the logs record."""
+
+    # what to train
+    stage: str  # "teacher", "1" or "2"
+    arch: str
+    out: str  # folder: checkpoint.pth, model.pth, log.jsonl, train.log
+    se: str = "none"
+    padding: str = "zero"
+    blocks: Optional[str] = None  # comma list replacing the arch's block types
+    stem_channels: Optional[int] = None
+    name: Optional[str] = None
+    num_classes: Optional[int] = None  # None: the number of classes in the data
+    init: Optional[str] = None  # start from these weights (stage 2: stage 1's model.pth)
+    # data
+    dataset: str = "imagefolder"  # or "digits"
+    data: Optional[str] = None
+    train_dir: Optional[str] = None
+    val_dir: Optional[str] = None
+    input_size: Optional[int] = None
+    resize_short: Optional[int] = None
+    augment: Optional[str] = None
+    crop_scale: Optional[float] = None
+    lighting: float = 0.1
+    workers: int = 4
+    # distillation
+    teacher: Optional[str] = None
+    teacher_arch: Optional[str] = None
+    kd_temperature: float = 1.0
+    ce_weight: float = 0.0
+    eval_teacher: bool = False
+    # optimization
+    epochs: int = 256
+    batch_size: int = 256  # per process
+    lr: float = 1e-3
+    weight_decay: Optional[float] = None  # None: DEFAULT_WEIGHT_DECAY[stage]
+    schedule: str = "poly"
+    warmup: float = 0.0  # epochs
+    lr_update: str = "step"  # or "epoch"
+    label_smoothing: float = 0.0
+    amp: str = "auto"
+    sync_bn: bool = False
+    # run
+    resume: Optional[str] = None  # a checkpoint, or "auto"
+    seed: int = 0
+    max_steps: int = 0
+    eval_every: int = 1
+    eval_batch_size: int = 0  # 0: batch_size
+    device: str = "auto"
+    threads: int = 0
+    quiet: bool = False  # no progress bar or progress lines
+    log_interval: int = 0
+    save_rank_weights: bool = False
+
+    @classmethod
+    def defaults(cls) -> Dict[str, Any]:
+        return {
+            f.name: f.default
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING
+        }
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "TrainConfig":
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+    @property
+    def weight_decay_value(self) -> float:
+        return DEFAULT_WEIGHT_DECAY[self.stage] if self.weight_decay is None else self.weight_decay
+
+
+def parse_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
+    return TrainConfig.from_args(build_parser().parse_args(argv))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,15 +389,15 @@ def _pair(v: int) -> Tuple[int, int]:
     return (int(v), int(v))
 
 
-def build_data(args: argparse.Namespace) -> Tuple[D.DataSpec, Any, Any]:
+def build_data(cfg: "TrainConfig") -> Tuple[D.DataSpec, Any, Any]:
     """(spec, train set, eval set): untransformed datasets of (PIL image, label)."""
-    if args.dataset == "digits":
+    if cfg.dataset == "digits":
         train_set, eval_set = D.digits("train"), D.digits("holdout")
-        size = args.input_size or 32
+        size = cfg.input_size or 32
         spec = D.DataSpec(
             classes=train_set.classes,
             input_size=_pair(size),
-            resize_short=args.resize_short or size,
+            resize_short=cfg.resize_short or size,
             mean=D.DIGITS_MEAN,
             std=D.DIGITS_STD,
             augment=("crop", "lighting"),
@@ -310,8 +406,8 @@ def build_data(args: argparse.Namespace) -> Tuple[D.DataSpec, Any, Any]:
             "Digits, CC BY 4.0), upscaled 8x8 -> 32x32",
         )
     else:
-        train_dir = args.train_dir or (os.path.join(args.data, "train") if args.data else None)
-        val_dir = args.val_dir or (os.path.join(args.data, "val") if args.data else None)
+        train_dir = cfg.train_dir or (os.path.join(cfg.data, "train") if cfg.data else None)
+        val_dir = cfg.val_dir or (os.path.join(cfg.data, "val") if cfg.data else None)
         if not train_dir or not val_dir:
             raise SystemExit(
                 "imagefolder data: give --data ROOT (ROOT/train, ROOT/val) or "
@@ -320,19 +416,19 @@ def build_data(args: argparse.Namespace) -> Tuple[D.DataSpec, Any, Any]:
         train_set, eval_set = D.ImageFolder(train_dir), D.ImageFolder(val_dir)
         if train_set.classes != eval_set.classes:
             raise SystemExit(f"{train_dir} and {val_dir} have different class folders")
-        size = args.input_size or 224
+        size = cfg.input_size or 224
         spec = D.DataSpec(
             classes=train_set.classes,
             input_size=_pair(size),
-            resize_short=args.resize_short or int(round(size * 256 / 224)),
+            resize_short=cfg.resize_short or int(round(size * 256 / 224)),
             mean=D.IMAGENET_MEAN,
             std=D.IMAGENET_STD,
             source=f"ImageFolder {os.path.abspath(train_dir)}",
         )
-    if args.augment is not None:
-        spec.augment = tuple(a for a in args.augment.split(",") if a and a != "none")
-    if args.crop_scale is not None:
-        spec.crop_scale = (float(args.crop_scale), 1.0)
+    if cfg.augment is not None:
+        spec.augment = tuple(a for a in cfg.augment.split(",") if a and a != "none")
+    if cfg.crop_scale is not None:
+        spec.crop_scale = (float(cfg.crop_scale), 1.0)
     return spec, train_set, eval_set
 
 
@@ -420,8 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"zoo model ({', '.join(ARCHS)}) or, for --stage teacher, a teacher "
         f"({', '.join(TEACHER_ARCHS)}, or a torchvision name when importable)",
     )
-    g.add_argument("--se", choices=("none", "se1", "se2"), default="none")
-    g.add_argument("--padding", choices=("zero", "one"), default="zero")
+    g.add_argument("--se", choices=("none", "se1", "se2"))
+    g.add_argument("--padding", choices=("zero", "one"))
     g.add_argument(
         "--blocks",
         help="replace the arch's block list, e.g. N,D,N,Q,N,Q,N (sizes a "
@@ -444,7 +540,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--dataset",
         choices=("imagefolder", "digits"),
-        default="imagefolder",
         help="imagefolder: class-per-folder images; digits: scikit-learn's 8x8 digits "
         "upscaled to 32x32 (in-package, nothing downloaded)",
     )
@@ -467,8 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="smallest area fraction of the random resized crop (default 0.08; digits 0.5)",
     )
-    g.add_argument("--lighting", type=float, default=0.1, help="PCA lighting std (ReActNet: 0.1)")
-    g.add_argument("--workers", type=int, default=4, help="data loader processes per rank")
+    g.add_argument("--lighting", type=float, help="PCA lighting std (ReActNet: 0.1)")
+    g.add_argument("--workers", type=int, help="data loader processes per rank")
     g = p.add_argument_group("distillation")
     g.add_argument("--teacher", metavar="CKPT", help="teacher weights, a local file")
     g.add_argument(
@@ -476,44 +571,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="teacher architecture (default: recorded in CKPT); "
         "torchvision-style names such as resnet34",
     )
-    g.add_argument("--kd-temperature", type=float, default=1.0)
+    g.add_argument("--kd-temperature", type=float)
     g.add_argument(
         "--ce-weight",
         type=float,
-        default=0.0,
         help="weight of the label cross-entropy added to the KD loss (ReActNet: 0)",
     )
     g.add_argument(
         "--eval-teacher", action="store_true", help="report the teacher's accuracy first"
     )
     g = p.add_argument_group("optimization")
-    g.add_argument("--epochs", type=int, default=256)
-    g.add_argument("--batch-size", type=int, default=256, help="per process")
-    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int, help="per process")
+    g.add_argument("--lr", type=float)
     g.add_argument(
         "--weight-decay",
         type=float,
         help="default: stage 1 1e-5, stage 2 0, teacher 1e-4 (conv and FC weights only)",
     )
-    g.add_argument("--schedule", choices=("poly", "cosine", "constant"), default="poly")
-    g.add_argument("--warmup", type=float, default=0.0, help="warm-up epochs (cosine)")
+    g.add_argument("--schedule", choices=("poly", "cosine", "constant"))
+    g.add_argument("--warmup", type=float, help="warm-up epochs (cosine)")
     g.add_argument(
         "--lr-update",
         choices=("step", "epoch"),
-        default="step",
         help="change the learning rate after every step (default) or, as the paper "
         "words the poly rule, once per epoch",
     )
     g.add_argument(
         "--label-smoothing",
         type=float,
-        default=0.0,
         help="of the cross-entropy (runs without a teacher)",
     )
     g.add_argument(
         "--amp",
         choices=("auto", "off", "fp16", "bf16"),
-        default="auto",
         help="mixed precision (CUDA only); auto: fp16 on CUDA, off on the CPU",
     )
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs")
@@ -528,29 +619,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CKPT",
         help="resume from a checkpoint ('auto': OUT/checkpoint.pth if it exists)",
     )
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int)
     g.add_argument(
         "--max-steps",
         type=int,
-        default=0,
         help="stop (with a checkpoint) after this many optimizer steps in all",
     )
-    g.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations")
-    g.add_argument("--eval-batch-size", type=int, default=0, help="default: --batch-size")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar, log lines only")
+    g.add_argument("--eval-every", type=int, help="epochs between evaluations")
+    g.add_argument("--eval-batch-size", type=int, help="default: --batch-size")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    g.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
+    g.add_argument(
+        "--quiet",
+        "--no-progress",
+        dest="quiet",
+        action="store_true",
+        help="no progress bar or progress lines (the per-epoch log lines stay)",
+    )
     g.add_argument(
         "--log-interval",
         type=int,
-        default=0,
-        help="steps between progress lines when not on a terminal (0: 10%%)",
+        help="steps between progress lines when stderr is not a terminal (there is no bar "
+        "then; 0: every 10%%)",
     )
     g.add_argument(
         "--save-rank-weights",
         action="store_true",
         help="every rank also writes OUT/final_rank<R>.pth (checks DDP agreement)",
     )
+    # One source of defaults: TrainConfig's (the parser and the dataclass cannot drift apart).
+    p.set_defaults(**TrainConfig.defaults())
     return p
 
 
@@ -620,98 +718,99 @@ def evaluate(
     return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss_sum / n, "n": int(n)}
 
 
-def train(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Run the command line in this process and return a summary (the final metrics, the paths,
-    the history of per-epoch records)."""
-    args = build_parser().parse_args(argv)
-    info = setup_distributed(args.device)
-    try:
-        return _train(args, info)
-    finally:
-        if info.enabled and dist.is_initialized():
-            dist.destroy_process_group()
+# ---------------------------------------------------------------------------------------------
+# The run, in steps
 
 
-def _train(args: argparse.Namespace, info: DistInfo) -> Dict[str, Any]:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    os.makedirs(args.out, exist_ok=True)
-    info.barrier()
-    log = _Logger(args.out, info.main)
-    try:
-        return _train_logged(args, info, log)
-    finally:
-        log.close()
-
-
-def _train_logged(args: argparse.Namespace, info: DistInfo, log: _Logger) -> Dict[str, Any]:
-    stage = args.stage
-    is_teacher = stage == "teacher"
-    if is_teacher and not is_teacher_arch(args.arch):
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse combinations that cannot work, before anything is built."""
+    is_teacher = cfg.stage == "teacher"
+    if is_teacher and not is_teacher_arch(cfg.arch):
         raise SystemExit(
-            f"--stage teacher needs a teacher arch ({', '.join(TEACHER_ARCHS)}), got {args.arch!r}"
+            f"--stage teacher needs a teacher arch ({', '.join(TEACHER_ARCHS)}), got {cfg.arch!r}"
         )
-    if not is_teacher and args.arch not in ARCHS:
+    if not is_teacher and cfg.arch not in ARCHS:
         raise SystemExit(
-            f"--stage {stage} needs a zoo arch ({', '.join(ARCHS)}), got {args.arch!r}"
+            f"--stage {cfg.stage} needs a zoo arch ({', '.join(ARCHS)}), got {cfg.arch!r}"
         )
-    if is_teacher and args.teacher:
+    if is_teacher and cfg.teacher:
         raise SystemExit("--teacher is for the student stages")
-    if args.warmup and args.schedule != "cosine":
+    if cfg.warmup and cfg.schedule != "cosine":
         raise SystemExit("--warmup goes with --schedule cosine")
-    amp: Optional[torch.dtype] = None
-    if args.amp in ("fp16", "bf16") and info.device.type != "cuda":
-        raise SystemExit(f"--amp {args.amp} needs CUDA (mixed precision is for GPUs)")
-    if info.device.type == "cuda" and args.amp != "off":
-        amp = torch.bfloat16 if args.amp == "bf16" else torch.float16
-        torch.backends.cudnn.benchmark = True
 
-    spec, train_base, eval_base = build_data(args)
-    num_classes = args.num_classes or spec.num_classes
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> Optional[torch.dtype]:
+    """The mixed-precision dtype (None: full precision); mixed precision is for CUDA only."""
+    if cfg.amp in ("fp16", "bf16") and device.type != "cuda":
+        raise SystemExit(f"--amp {cfg.amp} needs CUDA (mixed precision is for GPUs)")
+    if device.type == "cuda" and cfg.amp != "off":
+        torch.backends.cudnn.benchmark = True
+        return torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+    return None
+
+
+def build_meta(cfg: TrainConfig, spec: D.DataSpec) -> Dict[str, Any]:
+    """The checkpoint's "meta" record: what `model_from_meta` rebuilds the model from."""
+    num_classes = cfg.num_classes or spec.num_classes
     if num_classes < spec.num_classes:
         raise SystemExit(f"--num-classes {num_classes} < {spec.num_classes} classes in the data")
-    blocks = _parse_blocks(args.blocks)
-    se = None if args.se == "none" else args.se
-    meta: Dict[str, Any] = {
+    blocks = _parse_blocks(cfg.blocks)
+    is_teacher = cfg.stage == "teacher"
+    return {
         "kind": "teacher" if is_teacher else "student",
-        "arch": args.arch,
-        "name": args.name or (f"{args.arch}_custom" if blocks or args.stem_channels else args.arch),
+        "arch": cfg.arch,
+        "name": cfg.name or (f"{cfg.arch}_custom" if blocks or cfg.stem_channels else cfg.arch),
         "blocks": blocks,
-        "stem_channels": args.stem_channels,
-        "se": se,
-        "padding": args.padding,
+        "stem_channels": cfg.stem_channels,
+        "se": None if cfg.se == "none" else cfg.se,
+        "padding": cfg.padding,
         "num_classes": num_classes,
-        "stage": 2 if is_teacher else int(stage),
+        "stage": 2 if is_teacher else int(cfg.stage),
         "data": _json_safe(asdict(spec)),
     }
 
+
+def build_student(
+    cfg: TrainConfig, meta: Dict[str, Any], info: DistInfo, log: "_Logger"
+) -> Tuple[nn.Module, nn.Module]:
+    """(the model, the module to train: its DistributedDataParallel wrapper under torchrun)."""
     # The same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
     model = model_from_meta(meta)
-    if args.init:
+    if cfg.init:
         try:
-            model.load_state_dict(read_state_dict(args.init))
+            model.load_state_dict(read_state_dict(cfg.init))
         except RuntimeError as exc:
-            raise SystemExit(f"--init {args.init} does not fit {meta['name']}: {exc}") from None
-        log.line(f"initialised from {args.init}")
-    if not is_teacher:
-        set_training_stage(model, int(stage))
+            raise SystemExit(f"--init {cfg.init} does not fit {meta['name']}: {exc}") from None
+        log.line(f"initialised from {cfg.init}")
+    if cfg.stage != "teacher":
+        set_training_stage(model, int(cfg.stage))
     model.to(info.device)
-    if args.sync_bn and info.enabled and info.device.type == "cuda":
+    if cfg.sync_bn and info.enabled and info.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ddp_model: nn.Module = model
     if info.enabled:
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None
         )
+    return model, ddp_model
 
-    teacher = None
-    if args.teacher:
-        teacher = load_teacher(args.teacher, args.teacher_arch, num_classes, info.device)
 
-    # Data
+@dataclass
+class Loaders:
+    train_set: D.TransformedDataset
+    sampler: D.ResumableSampler
+    train: DataLoader
+    eval: DataLoader
+    steps_per_epoch: int
+
+
+def build_loaders(
+    cfg: TrainConfig, spec: D.DataSpec, train_base: Any, eval_base: Any, info: DistInfo
+) -> Loaders:
+    """This rank's shards: augmented training batches (resumable mid-epoch), eval batches."""
     train_set = D.TransformedDataset(
         train_base,
         D.build_transform(
@@ -722,255 +821,382 @@ def _train_logged(args: argparse.Namespace, info: DistInfo, log: _Logger) -> Dic
             spec.std,
             spec.augment,
             spec.crop_scale,
-            args.lighting,
+            cfg.lighting,
         ),
-        args.seed,
+        cfg.seed,
     )
     eval_set = D.TransformedDataset(
         eval_base, D.build_transform(False, spec.input_size, spec.resize_short, spec.mean, spec.std)
     )
-    sampler = D.ResumableSampler(train_set, info.world, info.rank, shuffle=True, seed=args.seed)
-    drop_last = sampler.num_samples >= args.batch_size
-    loader_kw = dict(num_workers=args.workers, pin_memory=info.device.type == "cuda")
+    sampler = D.ResumableSampler(train_set, info.world, info.rank, shuffle=True, seed=cfg.seed)
+    drop_last = sampler.num_samples >= cfg.batch_size
+    loader_kw: Dict[str, Any] = dict(num_workers=cfg.workers, pin_memory=info.device.type == "cuda")
     train_loader = DataLoader(
-        train_set, batch_size=args.batch_size, sampler=sampler, drop_last=drop_last, **loader_kw
+        train_set, batch_size=cfg.batch_size, sampler=sampler, drop_last=drop_last, **loader_kw
     )
     eval_loader = DataLoader(
         eval_set,
-        batch_size=args.eval_batch_size or args.batch_size,
+        batch_size=cfg.eval_batch_size or cfg.batch_size,
         sampler=D.EvalShardSampler(len(eval_set), info.world, info.rank),
         **loader_kw,
     )
     steps_per_epoch = (
-        sampler.num_samples // args.batch_size
+        sampler.num_samples // cfg.batch_size
         if drop_last
-        else math.ceil(sampler.num_samples / args.batch_size)
+        else math.ceil(sampler.num_samples / cfg.batch_size)
     )
-    total_steps = steps_per_epoch * args.epochs
-    warmup_steps = int(round(args.warmup * steps_per_epoch))
+    return Loaders(train_set, sampler, train_loader, eval_loader, steps_per_epoch)
 
-    wd = DEFAULT_WEIGHT_DECAY[stage] if args.weight_decay is None else args.weight_decay
-    optimizer = torch.optim.Adam(_weight_decay_groups(model, wd), lr=args.lr, betas=(0.9, 0.999))
-    if args.lr_update == "epoch":  # the schedule over epochs: t and T counted in whole epochs
+
+def build_optimizer(
+    cfg: TrainConfig, model: nn.Module, steps_per_epoch: int
+) -> Tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """Adam(0.9, 0.999) with weight decay on conv and FC weights, and the learning-rate schedule
+    stepped after every optimizer step."""
+    optimizer = torch.optim.Adam(
+        _weight_decay_groups(model, cfg.weight_decay_value), lr=cfg.lr, betas=(0.9, 0.999)
+    )
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = int(round(cfg.warmup * steps_per_epoch))
+    if cfg.lr_update == "epoch":  # the schedule over epochs: t and T counted in whole epochs
 
         def schedule(s: int) -> float:
-            return lr_factor(
-                s // steps_per_epoch, args.epochs, args.schedule, int(round(args.warmup))
-            )
+            return lr_factor(s // steps_per_epoch, cfg.epochs, cfg.schedule, int(round(cfg.warmup)))
     else:
 
         def schedule(s: int) -> float:
-            return lr_factor(s, total_steps, args.schedule, warmup_steps)
+            return lr_factor(s, total_steps, cfg.schedule, warmup_steps)
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
-    start_epoch, start_step, global_step = 0, 0, 0
-    history: List[Dict[str, Any]] = []
-    resume = args.resume
-    if resume == "auto":
-        resume = os.path.join(args.out, CHECKPOINT)
-        resume = resume if os.path.exists(resume) else None
-    if resume:
-        ck = torch.load(resume, map_location="cpu", weights_only=True)
-        for key in ("arch", "num_classes", "stage", "blocks", "stem_channels", "se", "padding"):
-            if ck["meta"].get(key) != meta.get(key):
-                raise SystemExit(
-                    f"--resume {resume}: checkpoint has "
-                    f"{key}={ck['meta'].get(key)!r}, this run {meta.get(key)!r}"
-                )
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        if "scaler" in ck and scaler.is_enabled():
-            scaler.load_state_dict(ck["scaler"])
-        _set_rng_state(ck["rng"])
-        start_epoch, start_step, global_step = ck["epoch"], ck["step_in_epoch"], ck["global_step"]
-        history = list(ck.get("history", []))
-        if start_step >= steps_per_epoch:
-            start_epoch, start_step = start_epoch + 1, 0
-        log.line(
-            f"resumed from {resume}: epoch {start_epoch}, step {start_step} of "
-            f"{steps_per_epoch}, global step {global_step}"
-        )
 
-    n_params = sum(p.numel() for p in model.parameters())
+@dataclass
+class Position:
+    """Where the run stands: what a checkpoint records so that a resumed run continues bit for bit."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    history: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+@dataclass
+class Session:
+    """What the steps of one run share: the configuration, the models, the optimizer and its
+    schedule, the data, where the run stands, and the log."""
+
+    cfg: TrainConfig
+    info: DistInfo
+    meta: Dict[str, Any]
+    model: nn.Module
+    ddp_model: nn.Module
+    teacher: Optional[nn.Module]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    amp: Optional[torch.dtype]
+    loaders: Loaders
+    log: "_Logger"
+    pos: Position = dataclasses.field(default_factory=Position)
+
+
+_RESUME_MUST_MATCH = ("arch", "num_classes", "stage", "blocks", "stem_channels", "se", "padding")
+
+
+def resolve_resume(cfg: TrainConfig) -> Optional[str]:
+    """The checkpoint to resume from: --resume, or with 'auto' OUT/checkpoint.pth if it exists."""
+    if cfg.resume != "auto":
+        return cfg.resume
+    path = os.path.join(cfg.out, CHECKPOINT)
+    return path if os.path.exists(path) else None
+
+
+def load_checkpoint(s: Session, path: str) -> None:
+    """Restore the model, optimizer, schedule, scaler, random states and position of `path`."""
+    ck = read_checkpoint(path)
+    for key in _RESUME_MUST_MATCH:
+        if ck["meta"].get(key) != s.meta.get(key):
+            raise SystemExit(
+                f"--resume {path}: checkpoint has "
+                f"{key}={ck['meta'].get(key)!r}, this run {s.meta.get(key)!r}"
+            )
+    s.model.load_state_dict(ck["model"])
+    s.optimizer.load_state_dict(ck["optimizer"])
+    s.scheduler.load_state_dict(ck["scheduler"])
+    if "scaler" in ck and s.scaler.is_enabled():
+        s.scaler.load_state_dict(ck["scaler"])
+    _set_rng_state(ck["rng"])
+    s.pos = Position(
+        ck["epoch"], ck["step_in_epoch"], ck["global_step"], list(ck.get("history", []))
+    )
+    if s.pos.step_in_epoch >= s.loaders.steps_per_epoch:
+        s.pos.epoch, s.pos.step_in_epoch = s.pos.epoch + 1, 0
+    s.log.line(
+        f"resumed from {path}: epoch {s.pos.epoch}, step {s.pos.step_in_epoch} of "
+        f"{s.loaders.steps_per_epoch}, global step {s.pos.global_step}"
+    )
+
+
+def save_checkpoint(s: Session, epoch: int, step_in_epoch: int) -> None:
+    """OUT/checkpoint.pth (rank 0, written atomically): everything `load_checkpoint` restores."""
+    if s.info.main:
+        ck = {
+            "model": s.model.state_dict(),
+            "optimizer": s.optimizer.state_dict(),
+            "scheduler": s.scheduler.state_dict(),
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "global_step": s.pos.global_step,
+            "rng": _rng_state(),
+            "meta": s.meta,
+            "args": _json_safe(asdict(s.cfg)),
+            "history": s.pos.history,
+        }
+        if s.scaler.is_enabled():
+            ck["scaler"] = s.scaler.state_dict()
+        _save_atomic(ck, os.path.join(s.cfg.out, CHECKPOINT))
+    s.info.barrier()
+
+
+def _loss(s: Session, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KD from the teacher (plus --ce-weight x cross-entropy), or cross-entropy without one."""
+    cfg = s.cfg
+    if s.teacher is None:
+        return F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+    with torch.no_grad():
+        t_logits = s.teacher(x)
+    loss = kd_loss(logits, t_logits, cfg.kd_temperature)
+    if cfg.ce_weight:
+        loss = loss + cfg.ce_weight * F.cross_entropy(logits.float(), y)
+    return loss
+
+
+def train_epoch(s: Session, epoch: int, skip: int) -> Tuple[Dict[str, Any], bool, int]:
+    """One epoch from step `skip` on (a resumed epoch starts mid-way): (the epoch's record,
+    whether --max-steps stopped it, the step in the epoch it ended at)."""
+    cfg, info, loaders = s.cfg, s.info, s.loaders
+    loaders.sampler.set_epoch(epoch)
+    loaders.sampler.set_start(skip * cfg.batch_size)
+    loaders.train_set.set_epoch(epoch)
+    s.ddp_model.train()
+    bar = Progress(
+        loaders.steps_per_epoch,
+        f"epoch {epoch + 1}/{cfg.epochs}",
+        enabled=info.main and not cfg.quiet,
+        every=cfg.log_interval,
+        initial=skip,
+    )
+    loss_sum, seen, c1 = 0.0, 0, 0
+    t0 = time.perf_counter()
+    step_in_epoch = skip
+    stopped = False
+    for x, y in loaders.train:
+        x = x.to(info.device, non_blocking=True)
+        y = y.to(info.device, non_blocking=True)
+        with _autocast(info.device, s.amp):
+            logits = s.ddp_model(x)
+            loss = _loss(s, x, y, logits)
+        s.optimizer.zero_grad(set_to_none=True)
+        s.scaler.scale(loss).backward()
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+        s.scheduler.step()
+        s.pos.global_step += 1
+        step_in_epoch += 1
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise SystemExit(f"loss is {value} at step {s.pos.global_step}: stopping")
+        loss_sum += value * int(y.numel())
+        seen += int(y.numel())
+        c1 += topk_correct(logits.detach().float(), y, (1,))[0]
+        bar.update(loss=value, lr=s.optimizer.param_groups[0]["lr"])
+        if cfg.max_steps and s.pos.global_step >= cfg.max_steps:
+            stopped = True
+            break
+    bar.close()
+    loss_sum, seen, c1 = info.sum([loss_sum, seen, c1])
+    record: Dict[str, Any] = {
+        "epoch": epoch + 1,
+        "global_step": s.pos.global_step,
+        "train_loss": loss_sum / max(seen, 1),
+        "train_top1": 100.0 * c1 / max(seen, 1),
+        "lr": s.optimizer.param_groups[0]["lr"],
+        "time_s": round(time.perf_counter() - t0, 2),
+    }
+    return record, stopped, step_in_epoch
+
+
+def _log_start(
+    s: Session, spec: D.DataSpec, train_images: int, eval_images: int, resumed_from: Optional[str]
+) -> None:
+    cfg, info, log, meta = s.cfg, s.info, s.log, s.meta
+    steps_per_epoch = s.loaders.steps_per_epoch
+    total_steps = steps_per_epoch * cfg.epochs
+    n_params = sum(p.numel() for p in s.model.parameters())
     log.line(
-        f"{meta['name']} stage {stage}: {n_params / 1e6:.2f} M parameters, {num_classes} "
-        f"classes, {len(train_base)} training / {len(eval_base)} eval images "
+        f"{meta['name']} stage {cfg.stage}: {n_params / 1e6:.2f} M parameters, "
+        f"{meta['num_classes']} classes, {train_images} training / {eval_images} eval images "
         f"({spec.source}); {info.world} process(es), {info.device}, backend {info.backend}, "
-        f"amp {amp if amp is not None else 'off'}"
+        f"amp {s.amp if s.amp is not None else 'off'}"
     )
     log.line(
-        f"Adam lr {args.lr} wd {wd}, {args.schedule} schedule over {total_steps} steps "
-        f"({args.epochs} epochs x {steps_per_epoch}), batch {args.batch_size} x {info.world}, "
-        f"{'KD from ' + args.teacher if teacher is not None else 'cross-entropy'}, "
+        f"Adam lr {cfg.lr} wd {cfg.weight_decay_value}, {cfg.schedule} schedule over "
+        f"{total_steps} steps ({cfg.epochs} epochs x {steps_per_epoch}), batch "
+        f"{cfg.batch_size} x {info.world}, "
+        f"{'KD from ' + cfg.teacher if s.teacher is not None else 'cross-entropy'}, "
         f"augment {','.join(spec.augment) or 'none'}"
     )
     log.record(
         "start",
-        args=vars(args),
+        args=asdict(cfg),
         meta=meta,
         world_size=info.world,
         device=str(info.device),
         parameters=n_params,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
-        weight_decay=wd,
-        resumed_from=resume,
-        global_step=global_step,
+        weight_decay=cfg.weight_decay_value,
+        resumed_from=resumed_from,
+        global_step=s.pos.global_step,
     )
-    if teacher is not None and args.eval_teacher:
-        tm = evaluate(teacher, eval_loader, info, amp)
+
+
+def _log_epoch(s: Session, record: Dict[str, Any]) -> None:
+    s.log.record("epoch", **record)
+    s.log.line(
+        f"epoch {record['epoch']}/{s.cfg.epochs}: loss {record['train_loss']:.4f}, train top-1 "
+        f"{record['train_top1']:.2f}%"
+        + (
+            f", val top-1 {record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}%"
+            if "val_top1" in record
+            else ""
+        )
+        + f" ({record['time_s']:.0f} s)"
+    )
+
+
+def save_final(
+    s: Session, metrics: Dict[str, float], stopped: bool, train_time_s: float
+) -> Dict[str, Any]:
+    """OUT/model.pth (weights, meta, metrics); with --save-rank-weights each rank's copy too.
+    Returns the final record."""
+    cfg, info = s.cfg, s.info
+    final = {
+        "top1": metrics["top1"],
+        "top5": metrics["top5"],
+        "loss": metrics["loss"],
+        "n": metrics["n"],
+        "global_step": s.pos.global_step,
+        "complete": not stopped,
+        "train_time_s": round(train_time_s, 1),
+    }
+    state = {k: v.detach().cpu() for k, v in s.model.state_dict().items()}
+    checksum = state_checksum(state)
+    if info.main:
+        _save_atomic(
+            {"model": state, "meta": s.meta, "metrics": final}, os.path.join(cfg.out, FINAL)
+        )
+    if cfg.save_rank_weights:
+        _save_atomic(
+            {"model": state, "checksum": checksum},
+            os.path.join(cfg.out, f"final_rank{info.rank}.pth"),
+        )
+    s.log.record("end", checksum=checksum, **final)
+    s.log.line(
+        f"done: top-1 {final['top1']:.2f}%  top-5 {final['top5']:.2f}% on {final['n']} eval "
+        f"images; weights {os.path.join(cfg.out, FINAL)} (sha256 {checksum[:12]})"
+    )
+    return {"final": final, "checksum": checksum}
+
+
+def train(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Run the command line in this process and return a summary (the final metrics, the paths,
+    the history of per-epoch records)."""
+    return run(parse_config(argv))
+
+
+def run(cfg: TrainConfig) -> Dict[str, Any]:
+    """Train as `cfg` says, in this process (one rank of a torchrun job, or alone)."""
+    info = setup_distributed(cfg.device)
+    try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        os.makedirs(cfg.out, exist_ok=True)
+        info.barrier()
+        log = _Logger(cfg.out, info.main)
+        try:
+            return _run_logged(cfg, info, log)
+        finally:
+            log.close()
+    finally:
+        if info.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run_logged(cfg: TrainConfig, info: DistInfo, log: _Logger) -> Dict[str, Any]:
+    check_config(cfg)
+    amp = amp_dtype(cfg, info.device)
+    spec, train_base, eval_base = build_data(cfg)
+    meta = build_meta(cfg, spec)
+    model, ddp_model = build_student(cfg, meta, info, log)
+    teacher = None
+    if cfg.teacher:
+        teacher = load_teacher(cfg.teacher, cfg.teacher_arch, meta["num_classes"], info.device)
+    loaders = build_loaders(cfg, spec, train_base, eval_base, info)
+    optimizer, scheduler = build_optimizer(cfg, model, loaders.steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    s = Session(
+        cfg, info, meta, model, ddp_model, teacher, optimizer, scheduler, scaler, amp, loaders, log
+    )
+    resume = resolve_resume(cfg)
+    if resume:
+        load_checkpoint(s, resume)
+    _log_start(s, spec, len(train_base), len(eval_base), resume)
+    if teacher is not None and cfg.eval_teacher:
+        tm = evaluate(teacher, loaders.eval, info, amp)
         log.line(f"teacher: top-1 {tm['top1']:.2f}%  top-5 {tm['top5']:.2f}%")
         log.record("teacher_eval", **tm)
 
-    def save_checkpoint(epoch: int, step_in_epoch: int) -> None:
-        if info.main:
-            ck = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "step_in_epoch": step_in_epoch,
-                "global_step": global_step,
-                "rng": _rng_state(),
-                "meta": meta,
-                "args": _json_safe(vars(args)),
-                "history": history,
-            }
-            if scaler.is_enabled():
-                ck["scaler"] = scaler.state_dict()
-            _save_atomic(ck, os.path.join(args.out, CHECKPOINT))
-        info.barrier()
-
     stopped = False
     last_metrics: Optional[Dict[str, float]] = None
-    epoch = start_epoch
     t_run = time.perf_counter()
-    for epoch in range(start_epoch, args.epochs):
+    start_epoch, start_step = s.pos.epoch, s.pos.step_in_epoch
+    for epoch in range(start_epoch, cfg.epochs):
         skip = start_step if epoch == start_epoch else 0
-        sampler.set_epoch(epoch)
-        sampler.set_start(skip * args.batch_size)
-        train_set.set_epoch(epoch)
-        ddp_model.train()
-        bar = Progress(
-            steps_per_epoch,
-            f"epoch {epoch + 1}/{args.epochs}",
-            enabled=info.main and not args.no_progress,
-            every=args.log_interval,
-        )
-        bar.n = skip
-        loss_sum, seen, c1 = 0.0, 0, 0
-        t0 = time.perf_counter()
-        step_in_epoch = skip
-        for x, y in train_loader:
-            x = x.to(info.device, non_blocking=True)
-            y = y.to(info.device, non_blocking=True)
-            with _autocast(info.device, amp):
-                logits = ddp_model(x)
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_logits = teacher(x)
-                    loss = kd_loss(logits, t_logits, args.kd_temperature)
-                    if args.ce_weight:
-                        loss = loss + args.ce_weight * F.cross_entropy(logits.float(), y)
-                else:
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            global_step += 1
-            step_in_epoch += 1
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise SystemExit(f"loss is {value} at step {global_step}: stopping")
-            loss_sum += value * int(y.numel())
-            seen += int(y.numel())
-            c1 += topk_correct(logits.detach().float(), y, (1,))[0]
-            bar.update(loss=value, lr=optimizer.param_groups[0]["lr"])
-            if args.max_steps and global_step >= args.max_steps:
-                stopped = True
-                break
-        bar.close()
-        loss_sum, seen, c1 = info.sum([loss_sum, seen, c1])
-        record: Dict[str, Any] = {
-            "epoch": epoch + 1,
-            "global_step": global_step,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_top1": 100.0 * c1 / max(seen, 1),
-            "lr": optimizer.param_groups[0]["lr"],
-            "time_s": round(time.perf_counter() - t0, 2),
-        }
-        if stopped and step_in_epoch < steps_per_epoch:
-            record["partial"] = True
-            _average_buffers(ddp_model, info)
-            save_checkpoint(epoch, step_in_epoch)
-            log.record("stopped", **record)
-            log.line(f"stopped after {global_step} steps (--max-steps); checkpoint saved")
-            break
+        record, stopped, step_in_epoch = train_epoch(s, epoch, skip)
+        # Every rank evaluates and saves the same BN statistics.
         _average_buffers(ddp_model, info)
-        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
-            last_metrics = evaluate(model, eval_loader, info, amp)
+        if stopped and step_in_epoch < loaders.steps_per_epoch:
+            record["partial"] = True
+            save_checkpoint(s, epoch, step_in_epoch)
+            log.record("stopped", **record)
+            log.line(f"stopped after {s.pos.global_step} steps (--max-steps); checkpoint saved")
+            break
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            last_metrics = evaluate(model, loaders.eval, info, amp)
             record.update(
                 val_top1=last_metrics["top1"],
                 val_top5=last_metrics["top5"],
                 val_loss=last_metrics["loss"],
             )
-        history.append(record)
-        log.record("epoch", **record)
-        log.line(
-            f"epoch {epoch + 1}/{args.epochs}: loss {record['train_loss']:.4f}, train top-1 "
-            f"{record['train_top1']:.2f}%"
-            + (
-                f", val top-1 {record['val_top1']:.2f}% top-5 {record['val_top5']:.2f}%"
-                if "val_top1" in record
-                else ""
-            )
-            + f" ({record['time_s']:.0f} s)"
-        )
-        save_checkpoint(epoch + 1, 0)
+        s.pos.history.append(record)
+        _log_epoch(s, record)
+        save_checkpoint(s, epoch + 1, 0)
         if stopped:
             break
 
     if last_metrics is None or stopped:
-        last_metrics = evaluate(model, eval_loader, info, amp)
-    final = {
-        "top1": last_metrics["top1"],
-        "top5": last_metrics["top5"],
-        "loss": last_metrics["loss"],
-        "n": last_metrics["n"],
-        "global_step": global_step,
-        "complete": not stopped,
-        "train_time_s": round(time.perf_counter() - t_run, 1),
-    }
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    checksum = state_checksum(state)
-    if info.main:
-        _save_atomic(
-            {"model": state, "meta": meta, "metrics": final}, os.path.join(args.out, FINAL)
-        )
-    if args.save_rank_weights:
-        _save_atomic(
-            {"model": state, "checksum": checksum},
-            os.path.join(args.out, f"final_rank{info.rank}.pth"),
-        )
-    log.record("end", checksum=checksum, **final)
-    log.line(
-        f"done: top-1 {final['top1']:.2f}%  top-5 {final['top5']:.2f}% on {final['n']} eval "
-        f"images; weights {os.path.join(args.out, FINAL)} (sha256 {checksum[:12]})"
-    )
+        last_metrics = evaluate(model, loaders.eval, info, amp)
+    saved = save_final(s, last_metrics, stopped, time.perf_counter() - t_run)
     info.barrier()
     return {
-        "out": args.out,
-        "final": final,
-        "history": history,
-        "checksum": checksum,
-        "weight_decay": wd,
+        "out": cfg.out,
+        "final": saved["final"],
+        "history": s.pos.history,
+        "checksum": saved["checksum"],
+        "weight_decay": cfg.weight_decay_value,
         "meta": meta,
-        "steps_per_epoch": steps_per_epoch,
+        "steps_per_epoch": loaders.steps_per_epoch,
         "rank": info.rank,
         "world_size": info.world,
     }

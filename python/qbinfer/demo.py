@@ -2,12 +2,13 @@
 
 * `qbinfer demo`: run the trained model that ships inside the package (a QB-Net-Small variant for
   the 8x8 scikit-learn digits upscaled to 32x32, `qbinfer/models/`) on its held-out set of 450
-  images; print the engine's top-1 accuracy, PyTorch's (measured now when torch and
-  `weights_tools` are importable, else the value recorded at training time) and the median
+  images; print the engine's top-1 accuracy, PyTorch's (measured now when the tools extra is
+  installed, else the value recorded at training time) and the median
   latency per image at batch 1. Needs numpy and the extension only.
 * `qbinfer demo --arch NAME`: with the tools extra (torch): build a zoo model (random weights,
   randomised BN statistics), convert it PyTorch -> ONNX -> .qbw, run one image through qbinfer,
-  PyTorch and ONNX Runtime, compare the logits and time the three.
+  PyTorch and ONNX Runtime, compare the logits and time the three. That part lives with the
+  tools (`python -m weights_tools.demo_convert`); this command hands over to it.
 * `qbinfer demo --model FILE.qbw`: run that file on one image (no torch needed).
 
 `--json` prints one JSON line on stdout; progress goes to stderr.
@@ -16,21 +17,31 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
-import tempfile
 import time
+from types import ModuleType
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
 from .model import load
 
-__all__ = ["add_parser", "run_demo", "run_shipped_demo", "shipped_record", "SHIPPED_MODEL"]
+__all__ = [
+    "add_parser",
+    "run_demo",
+    "run_file_demo",
+    "run_on_image",
+    "run_shipped_demo",
+    "shipped_record",
+    "tools_demo",
+    "SHIPPED_MODEL",
+]
 
 
-def _median_ms(fn: Callable[[], Any], runs: int) -> float:
+def median_ms(fn: Callable[[], Any], runs: int) -> float:
     fn()  # warm-up: first-touch of the arena and of the weights' pages
     times = []
     for _ in range(runs):
@@ -51,108 +62,61 @@ def synthetic_image(size: int = 256, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _rel_l2(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
-
-
-def _log(quiet: bool, msg: str) -> None:
+def log_step(quiet: bool, msg: str) -> None:
     if not quiet:
         print(msg, file=sys.stderr, flush=True)
 
 
-def run_build_demo(args: argparse.Namespace) -> Dict[str, Any]:
-    """`--arch NAME` (build, convert, compare) or `--model FILE` (run a file on one image)."""
-    quiet = args.json
-    image = synthetic_image() if args.image is None else args.image
+def run_on_image(
+    qbw_path: str, image: Any, threads: int, runs: int
+) -> Tuple[Dict[str, Any], np.ndarray, np.ndarray]:
+    """Run a .qbw file on one image: (report fields, the preprocessed NCHW input, the logits).
+    The conversion demo (`weights_tools.demo_convert`) compares these logits with PyTorch's."""
+    model = load(qbw_path, threads=threads)
+    from .preprocess import preprocess
+
+    x_nhwc = preprocess(image, model.preprocessing)
+    x_nchw = np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))
+    logits = model.run(x_nchw)
+    result: Dict[str, Any] = {
+        "qbw_bytes": os.path.getsize(qbw_path),
+        "model": model.name,
+        "top5": model.predict(image, top_k=5),
+        "latency_ms": round(median_ms(lambda: model.run(x_nchw), runs), 3),
+        "threads": model.threads,
+    }
+    return result, x_nchw, logits
+
+
+def run_file_demo(args: argparse.Namespace) -> Dict[str, Any]:
+    """`--model FILE`: run that .qbw file on one image (numpy and the extension only)."""
     result: Dict[str, Any] = {"image": "synthetic" if args.image is None else str(args.image)}
-    with tempfile.TemporaryDirectory(prefix="qbinfer-demo-") as tmp:
-        torch_model = None
-        onnx_path: Optional[str] = None
-        if args.model:
-            qbw_path = args.model
-        else:
-            try:
-                import torch
-
-                from weights_tools.convert import randomize_bn, to_qbw
-                from weights_tools.zoo import build_model
-            except ImportError as exc:
-                raise SystemExit(
-                    f"qbinfer demo: building and converting a model needs the tools extra "
-                    f"(pip install 'qbinfer[tools]'): {exc}. Or pass --model FILE.qbw."
-                ) from exc
-            torch.manual_seed(args.seed)
-            _log(
-                quiet,
-                f"[1/4] building {args.arch} ({args.input_size}x{args.input_size}, "
-                f"{args.num_classes} classes, random weights, randomised BN statistics)",
-            )
-            torch_model = build_model(args.arch, num_classes=args.num_classes, se=args.se)
-            randomize_bn(torch_model, seed=args.seed)
-            torch_model.eval()
-            qbw_path = os.path.join(tmp, f"{args.arch}.qbw")
-            onnx_path = os.path.join(tmp, f"{args.arch}.onnx")
-            _log(
-                quiet,
-                f"[2/4] converting PyTorch -> ONNX -> .qbw "
-                f"(fc={args.fc}, depthwise={args.depthwise})",
-            )
-            t0 = time.perf_counter()
-            to_qbw(
-                torch_model,
-                qbw_path,
-                input_size=(args.input_size, args.input_size),
-                fc=args.fc,
-                depthwise=args.depthwise,
-                onnx_path=onnx_path,
-            )
-            result["convert_s"] = round(time.perf_counter() - t0, 2)
-        result["qbw_bytes"] = os.path.getsize(qbw_path)
-
-        _log(quiet, f"[3/4] running {qbw_path} with qbinfer")
-        model = load(qbw_path, threads=args.threads)
-        from .preprocess import preprocess
-
-        x_nhwc = preprocess(image, model.preprocessing)
-        x_nchw = np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))
-        logits = model.run(x_nchw)
-        result.update(
-            model=model.name,
-            top5=model.predict(image, top_k=5),
-            latency_ms=round(_median_ms(lambda: model.run(x_nchw), args.runs), 3),
-            threads=model.threads,
-        )
-
-        _log(quiet, "[4/4] comparing with PyTorch and ONNX Runtime")
-        if torch_model is not None:
-            import torch
-
-            with torch.no_grad():
-                xt = torch.from_numpy(x_nchw)
-                ref = torch_model(xt).numpy()
-                torch.set_num_threads(args.threads)
-                result["torch_latency_ms"] = round(
-                    _median_ms(lambda: torch_model(xt), args.runs), 3
-                )
-            result["torch_rel_l2"] = _rel_l2(logits, ref)
-            result["torch_top1_equal"] = bool(np.argmax(logits) == np.argmax(ref))
-        if onnx_path is not None:
-            try:
-                import onnxruntime as ort
-            except ImportError:
-                result["onnxruntime"] = "not installed"
-            else:
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = args.threads
-                sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
-                feed = {sess.get_inputs()[0].name: x_nchw}
-                ort_logits = sess.run(None, feed)[0]
-                result["ort_rel_l2"] = _rel_l2(logits, ort_logits)
-                result["ort_top1_equal"] = bool(np.argmax(logits) == np.argmax(ort_logits))
-                result["ort_latency_ms"] = round(
-                    _median_ms(lambda: sess.run(None, feed), args.runs), 3
-                )
+    image = synthetic_image() if args.image is None else args.image
+    log_step(args.json, f"running {args.model} with qbinfer")
+    fields, _, _ = run_on_image(args.model, image, args.threads, args.runs)
+    result.update(fields)
     return result
+
+
+TOOLS_INSTALL = "pip install 'qbinfer[tools]'"
+
+
+def tools_demo(purpose: str, required: bool) -> Optional[ModuleType]:
+    """`weights_tools.demo_convert`, the tools' side of the demo, when it is importable.
+
+    The single place where the runtime reaches into the tool set (tests/test_runtime_imports.py
+    enforces that): the runtime needs numpy and the extension only, the tools need torch. When
+    they are missing, `required` makes this a clear exit naming the extra to install; otherwise
+    it returns None and the caller goes on without them."""
+    try:
+        return importlib.import_module("weights_tools.demo_convert")
+    except ImportError as exc:
+        if required:
+            raise SystemExit(
+                f"qbinfer demo: {purpose} needs the tools extra (torch, onnx): "
+                f"{TOOLS_INSTALL} ({exc})"
+            ) from exc
+        return None
 
 
 SHIPPED_MODEL = "digits_qbnet"
@@ -170,32 +134,12 @@ def shipped_record(name: str = SHIPPED_MODEL) -> Tuple[str, Dict[str, Any]]:
         return folder, json.load(f)
 
 
-def _torch_logits(
-    weights: str, x_nchw: np.ndarray, threads: int
-) -> Optional[Tuple[np.ndarray, float]]:
-    """PyTorch logits of the shipped weights and the median batch-1 latency (on `threads`
-    threads, as qbinfer), or None when torch or weights_tools is not importable."""
-    try:
-        import torch
-
-        from weights_tools.export import load_compact_model, torch_logits
-    except ImportError:
-        return None
-    torch.set_num_threads(threads)
-    model = load_compact_model(weights)
-    logits = torch_logits(model, x_nchw)
-    with torch.no_grad():
-        one = torch.from_numpy(x_nchw[:1])
-        latency = _median_ms(lambda: model(one), 20)
-    return logits, latency
-
-
 def run_shipped_demo(args: argparse.Namespace) -> Dict[str, Any]:
     """The shipped model on its held-out set: accuracy of the engine and of PyTorch, latency."""
     quiet = args.json
     folder, record = shipped_record()
     qbw_path = os.path.join(folder, record["model"])
-    _log(quiet, f"[1/3] loading {qbw_path}")
+    log_step(quiet, f"[1/3] loading {qbw_path}")
     model = load(qbw_path, threads=args.threads)
     with np.load(os.path.join(folder, record["holdout"]), allow_pickle=False) as z:
         images, labels = z["images"], z["labels"].astype(np.int64)
@@ -204,7 +148,7 @@ def run_shipped_demo(args: argparse.Namespace) -> Dict[str, Any]:
     x_nhwc = np.concatenate([preprocess(im, model.preprocessing) for im in images])
     x_nchw = np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))
 
-    _log(quiet, f"[2/3] qbinfer on {len(labels)} held-out images, one at a time")
+    log_step(quiet, f"[2/3] qbinfer on {len(labels)} held-out images, one at a time")
     model.run(x_nchw[:1])  # warm-up: first touch of the arena and of the weights' pages
     preds = np.empty(len(labels), np.int64)
     times = np.empty(len(labels))
@@ -232,10 +176,17 @@ def run_shipped_demo(args: argparse.Namespace) -> Dict[str, Any]:
         "batch_matches_single": bool(np.array_equal(batch_preds, preds)),
         "threads": model.threads,
     }
-    _log(quiet, "[3/3] PyTorch on the same inputs")
+    log_step(quiet, "[3/3] PyTorch on the same inputs")
     measured = None
     if not args.no_torch:
-        measured = _torch_logits(os.path.join(folder, record["weights"]), x_nchw, args.threads)
+        tools = tools_demo("measuring PyTorch's accuracy", required=False)
+        if tools is None:
+            log_step(
+                quiet, f"      torch or the tool set is not importable: {TOOLS_INSTALL} to measure"
+            )
+        else:
+            weights = os.path.join(folder, record["weights"])
+            measured = tools.shipped_torch_logits(weights, x_nchw, args.threads)
     if measured is None:
         result["accuracy_torch"] = record.get("accuracy_torch")
     else:
@@ -251,8 +202,12 @@ def run_shipped_demo(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def run_demo(args: argparse.Namespace) -> Dict[str, Any]:
-    if args.arch or args.model:
-        return run_build_demo(args)
+    if args.arch:
+        tools = tools_demo("--arch (building and converting a zoo model)", required=True)
+        assert tools is not None
+        return tools.run_arch_demo(args)
+    if args.model:
+        return run_file_demo(args)
     return run_shipped_demo(args)
 
 
@@ -278,7 +233,7 @@ def _print_shipped_report(r: Dict[str, Any]) -> None:
         print(f"PyTorch    {r['torch_latency_ms']:.3f} ms median per image, batch 1")
 
 
-def _print_report(r: Dict[str, Any]) -> None:
+def print_report(r: Dict[str, Any]) -> None:
     if "accuracy_engine" in r:
         _print_shipped_report(r)
         return
@@ -301,6 +256,30 @@ def _print_report(r: Dict[str, Any]) -> None:
 _BUILD_DEFAULTS = {"input_size": 224, "num_classes": 1000, "fc": "fp32", "depthwise": "fp32"}
 
 
+def add_build_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of building a zoo model, shared with `python -m weights_tools.demo_convert`
+    (defined here so that `qbinfer demo --help` lists them without the tools installed)."""
+    p.add_argument("--se", choices=["se1", "se2"], default=None, help="with --arch")
+    p.add_argument("--input-size", type=int, help="with --arch (default 224)")
+    p.add_argument("--num-classes", type=int, help="with --arch (default 1000)")
+    p.add_argument("--fc", choices=["fp32", "int8", "bitplane8"], help="with --arch (default fp32)")
+    p.add_argument("--depthwise", choices=["fp32", "int8"], help="with --arch (default fp32)")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of every form of the demo."""
+    p.add_argument("--runs", type=int, default=10, help="timed runs per engine (median reported)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON line instead of a report")
+
+
+def fill_build_defaults(args: argparse.Namespace) -> None:
+    for key, value in _BUILD_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
@@ -315,23 +294,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "PyTorch and ONNX Runtime on one image (needs the tools extra)",
     )
     p.add_argument("--model", help="run this .qbw file on one image (no torch needed)")
-    p.add_argument("--se", choices=["se1", "se2"], default=None, help="with --arch")
-    p.add_argument("--input-size", type=int, help="with --arch (default 224)")
-    p.add_argument("--num-classes", type=int, help="with --arch (default 1000)")
-    p.add_argument("--fc", choices=["fp32", "int8", "bitplane8"], help="with --arch (default fp32)")
-    p.add_argument("--depthwise", choices=["fp32", "int8"], help="with --arch (default fp32)")
+    add_build_arguments(p)
     p.add_argument(
         "--image", help="with --arch or --model: an image file (default: a synthetic picture)"
     )
-    p.add_argument("--runs", type=int, default=10, help="timed runs per engine (median reported)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    add_run_arguments(p)
     p.add_argument(
         "--no-torch",
         action="store_true",
         help="shipped model: report the recorded PyTorch accuracy, do not import torch",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON line instead of a report")
 
     def main(args: argparse.Namespace) -> int:
         build_only = [
@@ -347,14 +319,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             p.error(
                 "--image goes with --arch or --model; the shipped model runs on its held-out set"
             )
-        for key, value in _BUILD_DEFAULTS.items():
-            if getattr(args, key) is None:
-                setattr(args, key, value)
+        fill_build_defaults(args)
         result = run_demo(args)
         if args.json:
             print(json.dumps(result))
         else:
-            _print_report(result)
+            print_report(result)
         return 0
 
     p.set_defaults(func=main)

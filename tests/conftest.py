@@ -1,0 +1,138 @@
+"""Helpers shared by the test files.
+
+Plain functions, imported with `from conftest import rel_l2, ...` (pytest puts this folder on
+sys.path, as it does for the test modules). torch, onnxruntime and weights_tools are imported
+inside the helpers that need them, so that numpy-only test files can use the others on an
+installation without the tools extra.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# ---------------------------------------------------------------------------------------------
+# Numbers
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    """‖a − b‖ / ‖b‖, the measure of SPEC §6 for logits that differ by float rounding."""
+    return float(np.linalg.norm(a - b) / max(float(np.linalg.norm(b)), 1e-30))
+
+
+def random_inputs(shape: Sequence[int], seed: int) -> np.ndarray:
+    """Standard-normal float32 model inputs, a function of `seed` only."""
+    return np.random.default_rng(seed).standard_normal(tuple(shape)).astype(np.float32)
+
+
+def random_f32(rng: np.random.Generator, shape: Sequence[int], scale: float = 1.0) -> np.ndarray:
+    return (rng.standard_normal(tuple(shape)) * scale).astype(np.float32)
+
+
+def pack_bits(minus_one: np.ndarray) -> np.ndarray:
+    """The bit contract in numpy, written independently of the engine: bool [..., C] (True = -1)
+    -> uint64 words [..., ceil(C/64)], channel c at bit c % 64 of word c // 64 (little-endian),
+    tail bits 0."""
+    channels = minus_one.shape[-1]
+    words = (channels + 63) // 64
+    padded = np.zeros(minus_one.shape[:-1] + (words * 64,), dtype=bool)
+    padded[..., :channels] = minus_one
+    return np.ascontiguousarray(np.packbits(padded, axis=-1, bitorder="little")).view("<u8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Models (need the tools extra)
+
+
+def zoo_model(name: str, seed: int, num_classes: int = 10, se: Optional[str] = None, **kw: Any):
+    """A zoo model in eval mode with seeded random weights and randomised BN statistics (so that
+    BN folding is exercised, which all-default statistics would not)."""
+    import torch
+
+    from weights_tools.convert import randomize_bn
+    from weights_tools.zoo import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(name, num_classes=num_classes, se=se, **kw)
+    randomize_bn(model, seed=seed)
+    return model.eval()
+
+
+def convert_model(model, tmp_path, name: str, size: Tuple[int, int], **kw: Any) -> Tuple[str, str]:
+    """Convert a PyTorch model to TMP/NAME.qbw, keeping the exported TMP/NAME.onnx:
+    (qbw path, onnx path). `kw` goes to `to_qbw` (fc=, depthwise=, class_names=, ...)."""
+    from weights_tools.convert import to_qbw
+
+    path = str(tmp_path / f"{name}.qbw")
+    onnx_path = str(tmp_path / f"{name}.onnx")
+    to_qbw(model, path, input_size=size, onnx_path=onnx_path, **kw)
+    return path, onnx_path
+
+
+def torch_logits(model, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def ort_logits(onnx_path: str, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fresh interpreters
+
+# Prepended to code run with block_torch: every later `import torch` fails, as on an installation
+# without the tools extra.
+BLOCK_TORCH = "import sys; sys.modules['torch'] = None\n"
+
+
+def run_python(
+    code: str,
+    *,
+    block_torch: bool = False,
+    env: Optional[Dict[str, str]] = None,
+    timeout: float = 300,
+    cwd: str = ROOT,
+) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter (this one may already have imported torch, or read an
+    environment variable at import): text output captured, never raising on failure."""
+    return subprocess.run(
+        [sys.executable, "-c", (BLOCK_TORCH if block_torch else "") + code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def run_module(
+    module: str, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS...` in a fresh interpreter, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def run_qbinfer_main(*args: str, block_torch: bool = False) -> subprocess.CompletedProcess:
+    """The `qbinfer` command line (qbinfer.__main__.main) in a fresh interpreter; with
+    block_torch, as without the tools extra."""
+    code = f"import sys\nfrom qbinfer.__main__ import main\nsys.exit(main({list(args)!r}))\n"
+    return run_python(code, block_torch=block_torch)
