@@ -519,6 +519,7 @@ class BnnZooEntry:
     builder: Callable[..., nn.Module]
     description: str
     input_shape: Tuple[int, int, int] = (3, 224, 224)  # C, H, W
+    num_classes: int = 1000  # of the data set the network is published for
     paper_ops_e8: Optional[float] = None  # QSB-Net paper, Table 2 (ImageNet, 224x224)
     paper_flops_e8: Optional[float] = None
     paper_bops_e8: Optional[float] = None
@@ -563,7 +564,7 @@ BNN_ZOO: Dict[str, BnnZooEntry] = {
             paper_bops_e8=17.0,
             paper_storage_mb=4.2,
         ),
-        BnnZooEntry("binarynet_mlp", binarynet_mlp, "BinaryNet MLP (MNIST)", (1, 28, 28)),
+        BnnZooEntry("binarynet_mlp", binarynet_mlp, "BinaryNet MLP (MNIST)", (1, 28, 28), 10),
     )
 }
 BNN_ZOO_NAMES = tuple(BNN_ZOO)

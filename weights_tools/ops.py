@@ -244,7 +244,8 @@ def count_zoo(
 ) -> List[ModelCount]:
     """Counts for the zoo: by default the four models and their SE1/SE2 variants, the ablations,
     then the published BNNs of `bnn_zoo` (ReActNet-A, Bi-Real Net, XNOR-Net, BinaryNet). A model
-    with its own fixed input (BinaryNet's 28x28x1 MLP) is counted at that size."""
+    with its own fixed input (BinaryNet's 28x28x1 MLP) is counted at that size and with its own
+    number of classes (10)."""
     if names is None:
         pairs = (
             _variants(MODEL_NAMES, se_modes)
@@ -256,9 +257,13 @@ def count_zoo(
     out = []
     for name, se in pairs:
         if name in BNN_ZOO:
-            model = build_model(name, num_classes=num_classes)
-            c, h, w = BNN_ZOO[name].input_shape
-            size = tuple(input_size) if (h, w) == (224, 224) else (h, w)
+            entry = BNN_ZOO[name]
+            c, h, w = entry.input_shape
+            if (h, w) == (224, 224):
+                size, classes = tuple(input_size), num_classes
+            else:
+                size, classes = (h, w), entry.num_classes
+            model = build_model(name, num_classes=classes)
             out.append(count_ops(model, size, in_channels=c))
             continue
         model = build_model(name, num_classes=num_classes, se=se)
@@ -355,6 +360,12 @@ def format_table(counts: Sequence[ModelCount]) -> str:
             f"{mb['bitplane8']:>9.2f} {w32 + ' / ' + w8:>30}"
         )
     lines.append("")
+    for c in counts:
+        if c.input_size != counts[0].input_size or c.num_classes != counts[0].num_classes:
+            h, w = c.input_size
+            lines.append(
+                f"{c.model}: counted at its own {h}x{w} input and {c.num_classes} classes."
+            )
     lines.append(
         "In parentheses: the paper's value (Tables 2 and 3) and our difference. MB = 10^6 bytes."
     )
