@@ -7,7 +7,8 @@
 Counting convention (per single image; docs/ops.md explains it and the paper differences):
 
 - BOPs: multiply-accumulates of the binary convolutions (`BinaryConv2d`):
-  C_out * C_in * k * k * H_out * W_out.
+  C_out * C_in * k * k * H_out * W_out; of the published BNNs' binary convs and FCs (layers
+  marked `binary_macs`, see `is_binary_layer`): weight count * H_out * W_out.
 - FLOPs: multiply-accumulates of every float layer with weights: the stem conv, the depthwise
   convs (C_out * 9 * H_out * W_out), the two 1x1 layers of each SE, and the FC (in * out).
   Element-wise work (BN, PReLU, biases, shortcut adds, pooling, sign, SE's pooling and scaling) is
@@ -51,7 +52,15 @@ from .zoo import (
     get_arch,
 )
 
-__all__ = ["LayerCount", "ModelCount", "FC_ENCODINGS", "count_ops", "count_zoo", "main"]
+__all__ = [
+    "LayerCount",
+    "ModelCount",
+    "FC_ENCODINGS",
+    "count_ops",
+    "count_zoo",
+    "is_binary_layer",
+    "main",
+]
 
 FC_ENCODINGS = ("fp32", "int8", "bitplane8")
 
@@ -136,7 +145,8 @@ def count_ops(
 ) -> ModelCount:
     """Count one image's FLOPs/BOPs by running the model once with hooks on its weighted layers.
 
-    Works for any model built from `BinaryConv2d`, `nn.Conv2d` and `nn.Linear`, not only the zoo.
+    Works for any model built from `BinaryConv2d`, `nn.Conv2d` and `nn.Linear`, not only the zoo,
+    and for other binary layers marked with a true `binary_macs` attribute (`is_binary_layer`).
     """
     h, w = int(input_size[0]), int(input_size[1])
     layers: List[LayerCount] = []
