@@ -1,7 +1,9 @@
 """The published BNNs of weights_tools.bnn_zoo (authors' layouts, state dicts, OPs against the
 paper's Table 2) and the ONNX export of the suite's own style models (tests/bnn_styles.py)."""
 
+import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -266,3 +268,26 @@ def test_style_models_are_not_degenerate(style):
     with torch.no_grad():
         top1 = model(x).argmax(1)
     assert top1.unique().numel() >= 4, style
+
+
+def test_command_line_reports_published_nets_beside_table_2():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "weights_tools.ops",
+            "--json",
+            "--models",
+            "xnor_net_resnet18",
+            "binarynet_mlp",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    xnor, mlp = json.loads(out)  # one record each: no SE variants for published networks
+    assert xnor["model"] == "xnor_net_resnet18"
+    assert xnor["paper"]["ops"]["paper"] == TABLE2_OPS["xnor_net_resnet18"]
+    assert abs(xnor["paper"]["ops"]["diff_pct"]) <= 100 * OPS_TOLERANCE["xnor_net_resnet18"]
+    assert mlp["model"] == "binarynet_mlp" and mlp["paper"] == {}
+    assert (tuple(mlp["input_size"]), mlp["num_classes"]) == ((28, 28), 10)

@@ -355,6 +355,8 @@ def build_model(
                     "se, padding and stage options do not apply"
                 )
             return bnn_zoo.build_bnn(name, num_classes=num_classes)  # type: ignore[return-value]
+        known = ", ".join(list(ARCHS) + list(bnn_zoo.BNN_ZOO))
+        raise ValueError(f"unknown model {name!r}; known: {known}")
     model = BinaryNet(get_arch(name), num_classes=num_classes, se=se, padding=padding)
     return set_training_stage(model, stage)
 
