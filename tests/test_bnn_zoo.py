@@ -88,6 +88,96 @@ ABSENT_KEYS = {
     "binarynet_mlp": ["bn4.weight"],  # no BN after the last FC
 }
 
+
+def _bn(prefix, c):
+    shapes = {"weight": (c,), "bias": (c,), "running_mean": (c,), "running_var": (c,)}
+    out = {f"{prefix}.{k}": v for k, v in shapes.items()}
+    out[f"{prefix}.num_batches_tracked"] = ()
+    return out
+
+
+def _reactnet_layout():
+    """Every state-dict entry of the authors' ReActNet-A, from its description: a stem, then 13
+    blocks (binary 3x3 on C channels, then a binary 1x1 C->C or two C->C halves when the width
+    doubles), the `move` biases, two PReLUs and BNs per block, and the FC."""
+    widths = [32, 64, 128, 128, 256, 256] + [512] * 6 + [1024, 1024]
+    keys = {"feature.0.conv1.weight": (32, 3, 3, 3), **_bn("feature.0.bn1", 32)}
+    for i in range(1, 14):
+        c, out, p = widths[i - 1], widths[i], f"feature.{i}"
+        keys[f"{p}.binary_3x3.weights"] = (c * c * 9, 1)
+        keys.update(_bn(f"{p}.bn1", c))
+        for move in ("move11", "move12", "move13", "move21"):
+            keys[f"{p}.{move}.bias"] = (1, c, 1, 1)
+        for move in ("move22", "move23"):
+            keys[f"{p}.{move}.bias"] = (1, out, 1, 1)
+        keys[f"{p}.prelu1.weight"] = (c,)
+        keys[f"{p}.prelu2.weight"] = (out,)
+        if out == c:
+            keys[f"{p}.binary_pw.weights"] = (c * c, 1)
+            keys.update(_bn(f"{p}.bn2", c))
+        else:
+            for half in ("1", "2"):
+                keys[f"{p}.binary_pw_down{half}.weights"] = (c * c, 1)
+                keys.update(_bn(f"{p}.bn2_{half}", c))
+    keys.update({"fc.weight": (1000, 1024), "fc.bias": (1000,)})
+    return keys
+
+
+def _resnet_layout(blocks, binary_block, downsample):
+    keys = {"conv1.weight": (64, 3, 7, 7), **_bn("bn1", 64)}
+    cin = 64
+    for stage, (width, n) in enumerate(zip((64, 128, 256, 512), blocks), start=1):
+        for j in range(n):
+            p = f"layer{stage}.{j}"
+            keys.update(binary_block(p, cin, width))
+            if j == 0 and cin != width:
+                keys.update(downsample(p, cin, width))
+            cin = width
+    keys.update({"fc.weight": (1000, 512), "fc.bias": (1000,)})
+    return keys
+
+
+def _bireal_block(p, cin, cout):
+    return {f"{p}.binary_conv.weights": (cout * cin * 9, 1), **_bn(f"{p}.bn1", cout)}
+
+
+def _bireal_downsample(p, cin, cout):
+    # AvgPool2d (no state), then the 1x1 conv, then BN.
+    return {f"{p}.downsample.1.weight": (cout, cin, 1, 1), **_bn(f"{p}.downsample.2", cout)}
+
+
+def _xnor_block(p, cin, cout):
+    keys = {}
+    for conv, c_in in (("conv1", cin), ("conv2", cout)):
+        keys.update(_bn(f"{p}.{conv}.bn", c_in))
+        keys[f"{p}.{conv}.conv.weight"] = (cout, c_in, 3, 3)
+        keys[f"{p}.{conv}.conv.bias"] = (cout,)
+    return keys
+
+
+def _xnor_downsample(p, cin, cout):
+    # torchvision: the strided 1x1 conv, then BN.
+    return {f"{p}.downsample.0.weight": (cout, cin, 1, 1), **_bn(f"{p}.downsample.1", cout)}
+
+
+def _binarynet_mlp_layout():
+    keys = {}
+    for i, (n_in, n_out) in enumerate(((784, 6144), (6144, 6144), (6144, 6144), (6144, 10)), 1):
+        keys[f"fc{i}.weight"] = (n_out, n_in)
+        keys[f"fc{i}.bias"] = (n_out,)
+        if i < 4:
+            keys.update(_bn(f"bn{i}", n_out))
+    return keys
+
+
+FULL_LAYOUTS = {
+    "reactnet_a": _reactnet_layout,
+    "bireal_net18": lambda: _resnet_layout((4, 4, 4, 4), _bireal_block, _bireal_downsample),
+    "bireal_net34": lambda: _resnet_layout((6, 8, 12, 6), _bireal_block, _bireal_downsample),
+    "xnor_net_resnet18": lambda: _resnet_layout((2, 2, 2, 2), _xnor_block, _xnor_downsample),
+    "binarynet_mlp": _binarynet_mlp_layout,
+}
+
 # The QSB-Net paper's Table 2 (x 1e8): OPs, and BOPs where it gives them.
 TABLE2_OPS = {"reactnet_a": 0.87, "bireal_net18": 1.63, "xnor_net_resnet18": 1.67}
 TABLE2_BOPS = {"reactnet_a": 48.2, "bireal_net18": 16.8, "xnor_net_resnet18": 17.0}
@@ -123,6 +213,24 @@ def test_authors_parameter_names_and_shapes(zoo_models, name):
         assert tuple(state[key].shape) == shape, (name, key, tuple(state[key].shape))
     for key in ABSENT_KEYS[name]:
         assert key not in state, f"{name}: unexpected {key}"
+
+
+@pytest.mark.parametrize("name", BNN_ZOO_NAMES)
+def test_a_checkpoint_of_the_authors_layout_loads_strictly(zoo_models, name):
+    # A state dict with exactly the authors' entries (names and shapes, built from the layout
+    # description above, not from the zoo's modules) loads with strict=True and is used as is.
+    g = torch.Generator().manual_seed(5)
+    layout = FULL_LAYOUTS[name]()
+    checkpoint = {
+        key: torch.tensor(7)
+        if key.endswith("num_batches_tracked")
+        else torch.randn(shape, generator=g)
+        for key, shape in layout.items()
+    }
+    model = build_model(name, num_classes=BNN_ZOO[name].num_classes)
+    model.load_state_dict(checkpoint, strict=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, checkpoint[key]), key
 
 
 @pytest.mark.parametrize("name", BNN_ZOO_NAMES)
