@@ -300,7 +300,8 @@ def input_shape(model: nn.Module) -> Tuple[int, int, int]:
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights, biases, shifts and PReLU slopes, then random BN affines and BN statistics
+    """Random weights (any parameter of 2+ dimensions: also the zoo's flat (N, 1) binary
+    weights), biases, shifts and PReLU slopes, then random BN affines and BN statistics
     measured on random inputs (weights_tools.convert.randomize_bn, BatchNorm1d included), and a
     last-FC bias that balances the classes. Returns the model in eval mode."""
     g = torch.Generator().manual_seed(seed)
@@ -308,13 +309,14 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
         for module in model.modules():
             if isinstance(module, nn.PReLU):
                 module.weight.copy_(0.5 * torch.rand(module.weight.shape, generator=g))
-            elif isinstance(module, Shift):
-                module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=g))
             elif isinstance(module, nn.modules.batchnorm._BatchNorm):
                 continue  # randomize_bn below
             else:
-                for name, p in module.named_parameters(recurse=False):
-                    if name == "weight" and p.dim() >= 2:
+                for p in module.parameters(recurse=False):
+                    if p.dim() == 4 and p.shape[0] == 1:
+                        # A learnable per-channel shift, (1, C, 1, 1): ours or ReActNet's `move`.
+                        p.copy_(0.2 * torch.randn(p.shape, generator=g))
+                    elif p.dim() >= 2:
                         fan_in = p[0].numel()
                         p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5)
                     else:

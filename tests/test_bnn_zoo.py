@@ -399,3 +399,15 @@ def test_command_line_reports_published_nets_beside_table_2():
     assert abs(xnor["paper"]["ops"]["diff_pct"]) <= 100 * OPS_TOLERANCE["xnor_net_resnet18"]
     assert mlp["model"] == "binarynet_mlp" and mlp["paper"] == {}
     assert (tuple(mlp["input_size"]), mlp["num_classes"]) == ((28, 28), 10)
+
+
+def test_randomize_serves_the_published_nets_too():
+    # The conversion tests of the zoo networks need the same random-but-plausible parameters.
+    model = build_model("bireal_net18", num_classes=10)
+    bnn_styles.randomize(model, seed=2)
+    assert model.layer1[0].binary_conv.weights.std() > 0.1  # not the authors' 0.001 init
+    x = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert model(x).argmax(1).unique().numel() >= 4
+    reactnet = bnn_styles.randomize(build_model("reactnet_a", num_classes=10), seed=2)
+    assert reactnet.feature[1].move11.bias.abs().sum() > 0

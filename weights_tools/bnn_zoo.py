@@ -433,7 +433,9 @@ class BinarizeLinear(nn.Linear):
     """nn.Linear with sign(W) and, unless it reads the raw image, sign(x); real bias added after.
 
     The reference code decides "raw image" by the input width (784); here it is the constructor
-    flag `binarize_input`. A layer with a real input has float x binary MACs: not BOPs."""
+    flag `binarize_input`. A layer with a real input has float x binary MACs: not BOPs.
+    torch's sign(0) = 0 is kept: PyTorch's default init of the 80 M weights gives a handful of
+    exact zeros (1 in fc1, a few in fc2/fc3 for seed 0), which a 1-bit weight cannot say."""
 
     binary_weights = True  # stored at 1 bit whatever its input (weights_tools.ops)
 
