@@ -7,7 +7,8 @@
 Counting convention (per single image; docs/ops.md explains it and the paper differences):
 
 - BOPs: multiply-accumulates of the binary convolutions (`BinaryConv2d`):
-  C_out * C_in * k * k * H_out * W_out.
+  C_out * C_in * k * k * H_out * W_out; of the published BNNs' binary convs and FCs (layers
+  marked `binary_macs`, see `is_binary_layer`): weight count * H_out * W_out.
 - FLOPs: multiply-accumulates of every float layer with weights: the stem conv, the depthwise
   convs (C_out * 9 * H_out * W_out), the two 1x1 layers of each SE, and the FC (in * out).
   Element-wise work (BN, PReLU, biases, shortcut adds, pooling, sign, SE's pooling and scaling) is
@@ -39,6 +40,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .bnn_zoo import BNN_ZOO, BNN_ZOO_NAMES
 from .layers import BinaryConv2d
 from .zoo import (
     ABLATION_NAMES,
@@ -50,7 +52,15 @@ from .zoo import (
     get_arch,
 )
 
-__all__ = ["LayerCount", "ModelCount", "FC_ENCODINGS", "count_ops", "count_zoo", "main"]
+__all__ = [
+    "LayerCount",
+    "ModelCount",
+    "FC_ENCODINGS",
+    "count_ops",
+    "count_zoo",
+    "is_binary_layer",
+    "main",
+]
 
 FC_ENCODINGS = ("fp32", "int8", "bitplane8")
 
@@ -80,6 +90,23 @@ class ModelCount:
     @property
     def ops(self) -> float:
         return self.flops + self.bops / 64
+
+
+def is_binary_layer(module: nn.Module) -> bool:
+    """True for a layer whose multiply-accumulates are binary (+-1 x +-1): the zoo's
+    `BinaryConv2d`, or any module (the published BNNs of `bnn_zoo`: HardBinaryConv, XNOR-Net's
+    conv, BinaryNet's FC) with a true `binary_macs` attribute."""
+    return isinstance(module, BinaryConv2d) or bool(getattr(module, "binary_macs", False))
+
+
+def _binary_weight(module: nn.Module) -> torch.Tensor:
+    # Bi-Real Net and ReActNet keep their weights flat in `weights`; everything else in `weight`.
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        weight = getattr(module, "weights", None)
+    if not isinstance(weight, torch.Tensor):
+        raise ValueError(f"binary layer {type(module).__name__} has no weight or weights tensor")
+    return weight
 
 
 def _conv_kind(name: str, module: nn.Conv2d) -> str:
@@ -118,7 +145,8 @@ def count_ops(
 ) -> ModelCount:
     """Count one image's FLOPs/BOPs by running the model once with hooks on its weighted layers.
 
-    Works for any model built from `BinaryConv2d`, `nn.Conv2d` and `nn.Linear`, not only the zoo.
+    Works for any model built from `BinaryConv2d`, `nn.Conv2d` and `nn.Linear`, not only the zoo,
+    and for other binary layers marked with a true `binary_macs` attribute (`is_binary_layer`).
     """
     h, w = int(input_size[0]), int(input_size[1])
     layers: List[LayerCount] = []
@@ -127,7 +155,12 @@ def count_ops(
     def hook_for(layer_name: str, module: nn.Module):
         def hook(mod, inputs, output):
             spatial = output.shape[2] * output.shape[3] if output.dim() == 4 else 1
-            if isinstance(mod, BinaryConv2d):
+            if is_binary_layer(mod) and not isinstance(mod, BinaryConv2d):
+                # Dense binary conv or FC: every weight is used once per output position.
+                macs = _binary_weight(mod).numel() * spatial
+                kind = "binary_conv" if output.dim() == 4 else "binary_fc"
+                layers.append(LayerCount(layer_name, kind, tuple(output.shape[1:]), bops=macs))
+            elif isinstance(mod, BinaryConv2d):
                 macs = mod.out_channels * mod.in_channels * mod.kernel_size**2 * spatial
                 layers.append(
                     LayerCount(layer_name, "binary_conv", tuple(output.shape[1:]), bops=macs)
@@ -153,7 +186,7 @@ def count_ops(
         return hook
 
     for layer_name, module in model.named_modules():
-        if isinstance(module, (BinaryConv2d, nn.Conv2d, nn.Linear)):
+        if is_binary_layer(module) or isinstance(module, (nn.Conv2d, nn.Linear)):
             hooks.append(module.register_forward_hook(hook_for(layer_name, module)))
     was_training = model.training
     try:
@@ -166,12 +199,23 @@ def count_ops(
         model.train(was_training)
 
     fc = _final_linear(model)
-    binary_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, BinaryConv2d))
+    # Binary weights: layers with binary MACs, and layers that binarize only their weights
+    # (BinaryNet's first FC: +-1 weights on a real image), stored at 1 bit either way.
+    binary_layers = [
+        m
+        for m in model.modules()
+        if is_binary_layer(m) or getattr(m, "binary_weights", False) is True
+    ]
+    binary_params = sum(_binary_weight(m).numel() for m in binary_layers)
     params = sum(p.numel() for p in model.parameters())
     fc_params = fc.weight.numel()
     fc_bias = fc.bias.numel() if fc.bias is not None else 0
     float_params = params - binary_params - fc_params - fc_bias
-    float_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
+    float_weights = sum(
+        m.weight.numel()
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d) and not is_binary_layer(m)
+    )
     binary_bytes = (binary_params + 7) // 8
     storage = {
         e: binary_bytes + 4 * (float_params + fc_bias) + _fc_weight_bytes(fc, e)
@@ -198,7 +242,8 @@ def count_ops(
 def _variants(
     names: Iterable[str], se_modes: Sequence[Optional[str]]
 ) -> List[Tuple[str, Optional[str]]]:
-    return [(n, se) for n in names for se in se_modes]
+    # The published BNNs have no SE variants: one entry each, whatever se_modes says.
+    return [(n, se) for n in names for se in ((None,) if n in BNN_ZOO else se_modes)]
 
 
 def count_zoo(
@@ -207,13 +252,30 @@ def count_zoo(
     input_size: Sequence[int] = (224, 224),
     num_classes: int = 1000,
 ) -> List[ModelCount]:
-    """Counts for the zoo: by default the four models and their SE1/SE2 variants, then the ablations."""
+    """Counts for the zoo: by default the four models and their SE1/SE2 variants, the ablations,
+    then the published BNNs of `bnn_zoo` (ReActNet-A, Bi-Real Net, XNOR-Net, BinaryNet). A model
+    with its own fixed input (BinaryNet's 28x28x1 MLP) is counted at that size and with its own
+    number of classes (10)."""
     if names is None:
-        pairs = _variants(MODEL_NAMES, se_modes) + _variants(ABLATION_NAMES, (None,))
+        pairs = (
+            _variants(MODEL_NAMES, se_modes)
+            + _variants(ABLATION_NAMES, (None,))
+            + _variants(BNN_ZOO_NAMES, (None,))
+        )
     else:
         pairs = _variants(names, se_modes)
     out = []
     for name, se in pairs:
+        if name in BNN_ZOO:
+            entry = BNN_ZOO[name]
+            c, h, w = entry.input_shape
+            if (h, w) == (224, 224):
+                size, classes = tuple(input_size), num_classes
+            else:
+                size, classes = (h, w), entry.num_classes
+            model = build_model(name, num_classes=classes)
+            out.append(count_ops(model, size, in_channels=c))
+            continue
         model = build_model(name, num_classes=num_classes, se=se)
         out.append(count_ops(model, input_size))
     return out
@@ -221,6 +283,16 @@ def count_zoo(
 
 def paper_figures(model_name: str) -> Optional[PaperFigures]:
     """The paper's Table 2/3 figures for a zoo model name such as 'qsb_net_large_se1'."""
+    if model_name in BNN_ZOO:
+        entry = BNN_ZOO[model_name]
+        if entry.paper_ops_e8 is None:
+            return None
+        return PaperFigures(
+            flops_e8=entry.paper_flops_e8,
+            bops_e8=entry.paper_bops_e8,
+            ops_e8=entry.paper_ops_e8,
+            storage_mb_fp32_fc=entry.paper_storage_mb,
+        )
     for se in ("se1", "se2"):
         if model_name.endswith("_" + se):
             return get_arch(model_name[: -len(se) - 1]).paper.get(se)
@@ -298,6 +370,12 @@ def format_table(counts: Sequence[ModelCount]) -> str:
             f"{mb['bitplane8']:>9.2f} {w32 + ' / ' + w8:>30}"
         )
     lines.append("")
+    for c in counts:
+        if c.input_size != counts[0].input_size or c.num_classes != counts[0].num_classes:
+            h, w = c.input_size
+            lines.append(
+                f"{c.model}: counted at its own {h}x{w} input and {c.num_classes} classes."
+            )
     lines.append(
         "In parentheses: the paper's value (Tables 2 and 3) and our difference. MB = 10^6 bytes."
     )

@@ -340,8 +340,23 @@ def build_model(
     half). `padding`: "zero" (PyTorch's convention for the 3x3 binary convs) or "one". `stage`:
     1 = float weights with binary activations (training stage 1), 2 = binary weights (stage 2 and
     inference). The input size is free: any H, W >= 1 works (224 for ImageNet, 32 for CIFAR-like
-    data).
+    data). The published BNNs of `bnn_zoo.BNN_ZOO_NAMES` (reactnet_a, bireal_net18/34,
+    xnor_net_resnet18, binarynet_mlp) are built by name too, with their authors' layout.
     """
+    if isinstance(name, str) and name not in ARCHS:
+        # The published BNNs (ReActNet, Bi-Real Net, XNOR-Net, BinaryNet) live in bnn_zoo,
+        # imported here so that importing the zoo does not import them.
+        from . import bnn_zoo
+
+        if name in bnn_zoo.BNN_ZOO:
+            if (se, padding, stage) != (None, "zero", 2):
+                raise ValueError(
+                    f"{name} is a published network as its authors wrote it: "
+                    "se, padding and stage options do not apply"
+                )
+            return bnn_zoo.build_bnn(name, num_classes=num_classes)  # type: ignore[return-value]
+        known = ", ".join(list(ARCHS) + list(bnn_zoo.BNN_ZOO))
+        raise ValueError(f"unknown model {name!r}; known: {known}")
     model = BinaryNet(get_arch(name), num_classes=num_classes, se=se, padding=padding)
     return set_training_stage(model, stage)
 
