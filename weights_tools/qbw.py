@@ -11,7 +11,9 @@ values (per-image NHWC activation shapes), ops (type, name, value and tensor ind
 attributes), the preprocessing, the class names and free-form metadata. `validate_graph` checks
 every rule of docs/format.md (the same checks the engine makes at load); `write_qbw` calls it
 before writing and `read_qbw` after parsing, so neither side produces or accepts a graph the
-engine would refuse.
+engine would refuse. The op rules that are facts (codes, counts, dtypes, attribute ranges, tensor
+slots, the INT8 range) come from the op schema, weights_tools/op_schema.py, as the engine's do;
+tests/test_op_schema.py checks that both accept and refuse the same graphs.
 
 The bit contract (csrc/include/qbinfer/bit_contract.h) is encoded here once for Python:
 `pack_signs` / `unpack_signs` and `pack_threshold`.
@@ -84,12 +86,14 @@ DTYPE_NUMPY = {DType.F32: np.dtype("<f4"), DType.I8: np.dtype("i1"), DType.BITS:
 
 
 # The op codes and FC encodings of docs/format.md, from the op schema (weights_tools/op_schema.py).
-OpType = IntEnum("OpType", [(op.name, op.code) for op in op_schema.OPS])  # type: ignore[misc]
+OpType = IntEnum(  # type: ignore[misc]
+    "OpType", [(op.name, op.code) for op in op_schema.OPS], module=__name__
+)
 OpType.__doc__ = 'Op codes of docs/format.md, table "Ops" (from weights_tools/op_schema.py).'
 _FC = op_schema.BY_NAME["FC"]
 assert isinstance(_FC.mode, op_schema.ModeByAttr)
 FCEncoding = IntEnum(  # type: ignore[misc]
-    "FCEncoding", [(name.upper(), value) for value, name in _FC.mode.modes]
+    "FCEncoding", [(name.upper(), value) for value, name in _FC.mode.modes], module=__name__
 )
 _SCHEMA_DTYPE = {op_schema.F32: DType.F32, op_schema.I8: DType.I8, op_schema.BITS: DType.BITS}
 
