@@ -124,7 +124,6 @@ def render_inc() -> str:
     w("// clang-format off")
     w(f"constexpr std::int64_t kInt8Min = {S.INT8_MIN};")
     w(f"constexpr std::int64_t kInt8Max = {S.INT8_MAX};")
-    w(f"constexpr std::int64_t kMaxAttr = {S.MAX_ATTR};")
     for op in S.OPS:
         p = f"k{op.name}"
         w("")

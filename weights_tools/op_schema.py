@@ -19,7 +19,9 @@ ceil-mode window rule of AVGPOOL, DWCONV3X3's input_scale) are stated here as `r
 the docs, and implemented once in each of ops.cc and qbw.py; tests/test_op_schema.py checks that
 both sides accept and refuse the same graphs.
 
-Adding an op: CONTRIBUTING.md, "Add an op".
+Adding an op (CONTRIBUTING.md, "Add an op", has the whole list): an OpSchema entry here with the
+next code; `python scripts/gen_op_schema.py`; its build function in csrc/engine/ops.cc (kBuilders)
+and its shape rules in qbw.py's _validate_op; a base case in tests/test_op_schema.py.
 """
 
 from __future__ import annotations
@@ -348,8 +350,11 @@ def _check_schema() -> None:
             for f in s.forms:
                 assert f.dtype in DTYPE_CODES and f.mode in modes + (None,), (op.name, s.role)
                 assert (f.tail_bits_of is not None) == (f.dtype == BITS), (op.name, s.role)
-        if isinstance(op.mode, ModeByAttr):
-            assert op.mode.attr in names, op.name
+        if isinstance(op.mode, ModeByAttr):  # every value of the attribute names a mode
+            attr = op.attrs[names.index(op.mode.attr)]
+            keys = [k for k, _ in op.mode.modes]
+            assert isinstance(attr.lo, int) and isinstance(attr.hi, int), op.name
+            assert keys == list(range(attr.lo, attr.hi + 1)) and not attr.allowed, op.name
         assert not (op.variadic and len(op.inputs) != 1), op.name
 
 
