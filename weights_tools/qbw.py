@@ -11,7 +11,9 @@ values (per-image NHWC activation shapes), ops (type, name, value and tensor ind
 attributes), the preprocessing, the class names and free-form metadata. `validate_graph` checks
 every rule of docs/format.md (the same checks the engine makes at load); `write_qbw` calls it
 before writing and `read_qbw` after parsing, so neither side produces or accepts a graph the
-engine would refuse.
+engine would refuse. The op rules that are facts (codes, counts, dtypes, attribute ranges, tensor
+slots, the INT8 range) come from the op schema, weights_tools/op_schema.py, as the engine's do;
+tests/test_op_schema.py checks that both accept and refuse the same graphs.
 
 The bit contract (csrc/include/qbinfer/bit_contract.h) is encoded here once for Python:
 `pack_signs` / `unpack_signs` and `pack_threshold`.
@@ -27,6 +29,8 @@ from enum import IntEnum
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from . import op_schema
 
 __all__ = [
     "MAGIC",
@@ -64,7 +68,7 @@ ABSENT = 0xFFFFFFFF  # an absent optional tensor in an op's tensor list
 MAX_COUNT = 1_000_000
 MAX_STRING = 65535
 MAX_VALUE_BYTES = 2**32  # one value of one image
-MAX_SIZE = 2**31  # sizes and strides in attributes are < 2^31
+MAX_SIZE = op_schema.MAX_ATTR + 1  # sizes and strides in attributes are < 2^31
 BITS_PER_WORD = 64
 
 _HEADER = struct.Struct("<8sHHIQQQQQII")
@@ -81,29 +85,17 @@ DTYPE_SIZE = {DType.F32: 4, DType.I8: 1, DType.BITS: 8}
 DTYPE_NUMPY = {DType.F32: np.dtype("<f4"), DType.I8: np.dtype("i1"), DType.BITS: np.dtype("<u8")}
 
 
-class OpType(IntEnum):
-    """Op codes of docs/format.md, table "Ops"."""
-
-    CONV2D = 1
-    DWCONV3X3 = 2
-    BITPACK = 3
-    BCONV2D = 4
-    AFFINE = 5
-    PRELU = 6
-    RELU = 7
-    SIGMOID = 8
-    ADD = 9
-    MUL_CHANNEL = 10
-    AVGPOOL = 11
-    GLOBAL_AVGPOOL = 12
-    CONCAT = 13
-    FC = 14
-
-
-class FCEncoding(IntEnum):
-    FP32 = 0
-    INT8 = 1
-    BITPLANE8 = 2
+# The op codes and FC encodings of docs/format.md, from the op schema (weights_tools/op_schema.py).
+OpType = IntEnum(  # type: ignore[misc]
+    "OpType", [(op.name, op.code) for op in op_schema.OPS], module=__name__
+)
+OpType.__doc__ = 'Op codes of docs/format.md, table "Ops" (from weights_tools/op_schema.py).'
+_FC = op_schema.BY_NAME["FC"]
+assert isinstance(_FC.mode, op_schema.ModeByAttr)
+FCEncoding = IntEnum(  # type: ignore[misc]
+    "FCEncoding", [(name.upper(), value) for value, name in _FC.mode.modes], module=__name__
+)
+_SCHEMA_DTYPE = {op_schema.F32: DType.F32, op_schema.I8: DType.I8, op_schema.BITS: DType.BITS}
 
 
 class QbwFormatError(ValueError):
@@ -282,25 +274,24 @@ def _op_label(index: int, op: Op) -> str:
     return f"op {index} ({op.type.name} {op.name!r})"
 
 
-# (n_inputs or None for >= 1, n_tensors, n_attrs)
+# (n_inputs or None for >= 1, n_tensors, n_attrs), from the schema.
 _ARITY: Dict[OpType, Tuple[Optional[int], int, int]] = {
-    OpType.CONV2D: (1, 2, 9),
-    OpType.DWCONV3X3: (1, 6, 3),
-    OpType.BITPACK: (1, 1, 0),
-    OpType.BCONV2D: (1, 3, 2),
-    OpType.AFFINE: (1, 2, 0),
-    OpType.PRELU: (1, 1, 0),
-    OpType.RELU: (1, 0, 0),
-    OpType.SIGMOID: (1, 0, 0),
-    OpType.ADD: (2, 0, 0),
-    OpType.MUL_CHANNEL: (2, 0, 0),
-    OpType.AVGPOOL: (1, 0, 4),
-    OpType.GLOBAL_AVGPOOL: (1, 0, 0),
-    OpType.CONCAT: (None, 0, 0),
-    OpType.FC: (1, 3, 1),
+    OpType(op.code): (op.n_inputs, len(op.slots), len(op.attrs)) for op in op_schema.OPS
 }
 
-DW_STRIDES = ((1, 1), (2, 2), (2, 1), (1, 2))
+
+def _attr_range(op_name: str, attr: str) -> range:
+    a = op_schema.BY_NAME[op_name].attrs[op_schema.BY_NAME[op_name].attr_index(attr)]
+    assert isinstance(a.lo, int) and isinstance(a.hi, int)
+    return range(a.lo, a.hi + 1)
+
+
+# The (stride_h, stride_w) pairs DWCONV3X3 takes.
+DW_STRIDES = tuple(
+    (sh, sw)
+    for sh in _attr_range("DWCONV3X3", "stride_h")
+    for sw in _attr_range("DWCONV3X3", "stride_w")
+)
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -402,8 +393,54 @@ def validate_graph(graph: Graph) -> None:
         )
 
 
+def _eval_dim(expr: str, env: Dict[str, int]) -> int:
+    """A dim of the schema ("multiplier*C", "words(C)", "9") with the op's symbols bound."""
+    product = 1
+    for factor in expr.split("*"):
+        if factor.isdigit():
+            product *= int(factor)
+        elif factor.startswith("words("):
+            product *= words_for_channels(env[factor[len("words(") : -1]])
+        else:
+            product *= env[factor]
+    return product
+
+
+def _eval_bound(bound: op_schema.Bound, env: Dict[str, int]) -> int:
+    if isinstance(bound, int):
+        return bound
+    symbol, _, minus = bound.partition(" - ")
+    return env[symbol] - (int(minus) if minus else 0)
+
+
+def _mode_phrase(spec: op_schema.OpSchema, mode: Optional[str]) -> str:
+    """Why a slot must be absent: "with fp32 encoding", "with f32 weights"."""
+    if isinstance(spec.mode, op_schema.ModeByAttr):
+        return f"with {mode} {spec.mode.attr}"
+    if isinstance(spec.mode, op_schema.ModeBySlotDtype):
+        return f"with {mode} {spec.slots[spec.mode.slot].role}s"
+    return ""
+
+
+def _select_mode(graph: Graph, spec: op_schema.OpSchema, op: Op) -> Optional[str]:
+    """The op's mode (None for an op without modes). A slot dtype that names no mode selects the
+    first mode, whose form then reports the mismatch (as the engine does)."""
+    if isinstance(spec.mode, op_schema.ModeByAttr):
+        value = op.attrs[spec.attr_index(spec.mode.attr)]
+        return dict(spec.mode.modes)[value]  # the attribute is range-checked first
+    if isinstance(spec.mode, op_schema.ModeBySlotDtype):
+        t = op.tensors[spec.mode.slot]
+        by_dtype = {_SCHEMA_DTYPE[d]: m for d, m in spec.mode.modes}
+        first = spec.mode.modes[0][1]
+        return first if t is None else by_dtype.get(graph.tensors[t].dtype, first)
+    return None
+
+
 def _validate_op(graph: Graph, index: int, op: Op) -> None:
+    """The schema's rules (counts, dtypes, attribute ranges, tensor slots), then the shape
+    formulas of docs/format.md, in the engine's order (csrc/engine/ops.cc)."""
     label = _op_label(index, op)
+    spec = op_schema.BY_CODE[int(op.type)]
     n_in, n_t, n_a = _ARITY[op.type]
     if n_in is None:
         if len(op.inputs) < 1:
@@ -420,148 +457,125 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
     vals = graph.values
     ins = [vals[i] for i in op.inputs]
     out = vals[op.outputs[0]]
+    for k, v in enumerate(ins):
+        want = _SCHEMA_DTYPE[spec.input_dtype(k)]
+        if v.dtype != want:
+            _fail(f"{label}: input {k} {v.name!r} is {v.dtype.name}, expected {want.name}")
+    want = _SCHEMA_DTYPE[spec.output.dtype]
+    if out.dtype != want:
+        _fail(f"{label}: output {out.name!r} is {out.dtype.name}, expected {want.name}")
 
-    def value_is(v: Value, what: str, dtype: DType, shape: Tuple[int, int, int]) -> None:
-        if v.dtype != dtype or v.shape != tuple(shape):
-            _fail(
-                f"{label}: {what} {v.name!r} must be {dtype.name} {tuple(shape)}, "
-                f"got {v.dtype.name} {v.shape}"
-            )
-
-    def tensor_is(i: int, dtype: DType, dims: Sequence[int], optional: bool = False) -> None:
-        t = op.tensors[i]
-        if t is None:
-            if not optional:
-                _fail(f"{label}: tensor T{i} is required")
-            return
-        tensor = graph.tensors[t]
-        if tensor.dtype != dtype or tensor.dims != tuple(dims):
-            _fail(
-                f"{label}: tensor T{i} {tensor.name!r} must be {dtype.name} {tuple(dims)}, "
-                f"got {tensor.dtype.name} {tensor.dims}"
-            )
-
-    def absent(i: int) -> None:
-        if op.tensors[i] is not None:
-            _fail(f"{label}: tensor T{i} must be absent here")
-
-    a = op.attrs
-    if any(not -MAX_SIZE < v < MAX_SIZE for v in a):
-        _fail(f"{label}: attribute out of range in {a}")
     x = ins[0]
     H, W, C = x.shape
+    env: Dict[str, int] = {"H": H, "W": W, "C": C, "Co": out.channels}
+    for attr, v in zip(spec.attrs, op.attrs):
+        lo, hi = _eval_bound(attr.lo, env), _eval_bound(attr.hi, env)
+        why = f" ({attr.why})" if attr.why else ""
+        if not lo <= v <= hi:
+            _fail(f"{label}: attribute {attr.name} {v} is not in [{lo}, {hi}]{why}")
+        if attr.allowed is not None and v not in attr.allowed:
+            _fail(f"{label}: attribute {attr.name} {v} is not one of {attr.allowed}{why}")
+        env[attr.name] = v
+    mode = _select_mode(graph, spec, op)
+
+    def value_is(v: Value, what: str, shape: Tuple[int, int, int]) -> None:
+        if v.shape != tuple(shape):
+            _fail(f"{label}: {what} {v.name!r} must be {tuple(shape)}, got {v.shape}")
+
+    a = op.attrs
     t = op.type
     if t == OpType.CONV2D:
-        kh, kw, sh, sw, pt, pl, pb, pr, act = a
-        if min(kh, kw, sh, sw) < 1 or act not in (0, 1):
-            _fail(f"{label}: bad attributes {a}")
-        if not (0 <= pt < kh and 0 <= pb < kh and 0 <= pl < kw and 0 <= pr < kw):
-            _fail(f"{label}: pads {a[4:8]} must be in [0, kernel - 1] per axis")
+        kh, kw, sh, sw, pt, pl, pb, pr, _ = a
         if H + pt + pb < kh or W + pl + pr < kw:
             _fail(f"{label}: kernel {kh}x{kw} larger than the padded input {x.shape}")
         ho, wo = (H + pt + pb - kh) // sh + 1, (W + pl + pr - kw) // sw + 1
-        value_is(x, "input", DType.F32, x.shape)
-        co = out.channels
-        value_is(out, "output", DType.F32, (ho, wo, co))
-        tensor_is(0, DType.F32, (co, kh, kw, C))
-        tensor_is(1, DType.F32, (co,))
+        value_is(out, "output", (ho, wo, out.channels))
     elif t == OpType.DWCONV3X3:
         sh, sw, k = a
-        if (sh, sw) not in DW_STRIDES or k < 1:
-            _fail(f"{label}: stride ({sh},{sw}) must be one of {DW_STRIDES} and multiplier >= 1")
-        value_is(x, "input", DType.F32, x.shape)
-        kc = k * C
-        value_is(out, "output", DType.F32, (_ceil_div(H, sh), _ceil_div(W, sw), kc))
-        tensor_is(0, DType.F32, (C,), optional=True)
-        w = op.tensors[1]
-        if w is None:
-            _fail(f"{label}: tensor T1 (weight) is required")
-        if graph.tensors[w].dtype == DType.I8:
-            tensor_is(1, DType.I8, (kc, 9))
-            tensor_is(2, DType.F32, (kc,))
-            tensor_is(5, DType.F32, (1,))
-            s_in = graph.tensors[op.tensors[5]].data[0]
-            if not (np.isfinite(s_in) and s_in >= 0):
-                _fail(f"{label}: input_scale {s_in} must be finite and >= 0")
-        else:
-            tensor_is(1, DType.F32, (kc, 9))
-            absent(2)
-            absent(5)
-        tensor_is(3, DType.F32, (kc,))
-        tensor_is(4, DType.F32, (kc,))
+        value_is(out, "output", (_ceil_div(H, sh), _ceil_div(W, sw), k * C))
     elif t == OpType.BITPACK:
-        value_is(x, "input", DType.F32, x.shape)
-        value_is(out, "output", DType.BITS, x.shape)
-        tensor_is(0, DType.F32, (C,))
+        value_is(out, "output", x.shape)
     elif t == OpType.BCONV2D:
-        k, pad_mode = a
-        if k not in (1, 3) or pad_mode not in (0, 1):
-            _fail(f"{label}: kernel {k} must be 1 or 3 and pad_mode {pad_mode} 0 or 1")
+        k, _ = a
+        value_is(out, "output", (H, W, out.channels))
         if k * k * C > 2**31 - 1:
             _fail(f"{label}: k*k*Ci = {k * k * C} overflows the int32 dot")
-        value_is(x, "input", DType.BITS, x.shape)
-        co = out.channels
-        value_is(out, "output", DType.F32, (H, W, co))
-        tensor_is(0, DType.BITS, (co, k, k, words_for_channels(C)))
-        tensor_is(1, DType.F32, (co,))
-        tensor_is(2, DType.F32, (co,))
-        tail = C % BITS_PER_WORD
-        if tail:
-            last = graph.tensors[op.tensors[0]].data[..., -1]
-            if np.any(last >> np.uint64(tail)):
-                _fail(f"{label}: weight tail bits past channel {C} must be 0")
     elif t in (OpType.AFFINE, OpType.PRELU, OpType.RELU, OpType.SIGMOID):
-        value_is(x, "input", DType.F32, x.shape)
-        value_is(out, "output", DType.F32, x.shape)
-        if t == OpType.AFFINE:
-            tensor_is(0, DType.F32, (C,))
-            tensor_is(1, DType.F32, (C,))
-        elif t == OpType.PRELU:
-            tensor_is(0, DType.F32, (C,))
+        value_is(out, "output", x.shape)
     elif t == OpType.ADD:
-        value_is(x, "input a", DType.F32, x.shape)
-        value_is(ins[1], "input b", DType.F32, x.shape)
-        value_is(out, "output", DType.F32, x.shape)
+        value_is(ins[1], "input b", x.shape)
+        value_is(out, "output", x.shape)
     elif t == OpType.MUL_CHANNEL:
-        value_is(x, "input", DType.F32, x.shape)
-        value_is(ins[1], "scale input", DType.F32, (1, 1, C))
-        value_is(out, "output", DType.F32, x.shape)
+        value_is(ins[1], "scale input", (1, 1, C))
+        value_is(out, "output", x.shape)
     elif t == OpType.AVGPOOL:
         kh, kw, sh, sw = a
-        if min(kh, kw, sh, sw) < 1 or kh > H or kw > W:
-            _fail(f"{label}: bad attributes {a} for input {x.shape}")
         ho, wo = _ceil_div(H - kh, sh) + 1, _ceil_div(W - kw, sw) + 1
         if (ho - 1) * sh >= H or (wo - 1) * sw >= W:
             _fail(f"{label}: stride {sh}x{sw} > kernel {kh}x{kw} leaves an empty last window")
-        value_is(x, "input", DType.F32, x.shape)
-        value_is(out, "output", DType.F32, (ho, wo, C))
+        value_is(out, "output", (ho, wo, C))
     elif t == OpType.GLOBAL_AVGPOOL:
-        value_is(x, "input", DType.F32, x.shape)
-        value_is(out, "output", DType.F32, (1, 1, C))
+        value_is(out, "output", (1, 1, C))
     elif t == OpType.CONCAT:
         for j, v in enumerate(ins):
-            value_is(v, f"input {j}", DType.F32, (H, W, v.channels))
-        value_is(out, "output", DType.F32, (H, W, sum(v.channels for v in ins)))
+            value_is(v, f"input {j}", (H, W, v.channels))
+        value_is(out, "output", (H, W, sum(v.channels for v in ins)))
     elif t == OpType.FC:
-        (enc,) = a
-        value_is(x, "input", DType.F32, (1, 1, C))
-        o = out.channels
-        value_is(out, "output", DType.F32, (1, 1, o))
-        if enc == FCEncoding.FP32:
-            tensor_is(0, DType.F32, (o, C))
-            absent(1)
-        elif enc == FCEncoding.INT8:
-            tensor_is(0, DType.I8, (o, C))
-            tensor_is(1, DType.F32, (o,))
-        elif enc == FCEncoding.BITPLANE8:
-            tensor_is(0, DType.BITS, (8, o, words_for_channels(C)))
-            tensor_is(1, DType.F32, (o,))
-            tail = C % BITS_PER_WORD
-            if tail and np.any(graph.tensors[op.tensors[0]].data[..., -1] >> np.uint64(tail)):
-                _fail(f"{label}: bitplane tail bits past channel {C} must be 0")
-        else:
-            _fail(f"{label}: unknown FC encoding {enc}")
-        tensor_is(2, DType.F32, (o,))
+        value_is(x, "input", (1, 1, C))
+        value_is(out, "output", (1, 1, out.channels))
+    _validate_slots(graph, label, spec, op, mode, env)
+    if t == OpType.DWCONV3X3 and mode == "i8":
+        s_in = graph.tensors[op.tensors[5]].data[0]
+        if not (np.isfinite(s_in) and s_in >= 0):
+            _fail(f"{label}: input_scale {s_in} must be finite and >= 0")
+
+
+def _validate_slots(
+    graph: Graph,
+    label: str,
+    spec: op_schema.OpSchema,
+    op: Op,
+    mode: Optional[str],
+    env: Dict[str, int],
+) -> None:
+    """Each tensor slot against its form in the op's mode (docs/format.md, the op table)."""
+    for i, slot in enumerate(spec.slots):
+        form = slot.form(mode)
+        t = op.tensors[i]
+        if form is None:
+            if t is not None:
+                _fail(
+                    f"{label}: tensor T{i} ({slot.role}) must be absent {_mode_phrase(spec, mode)}"
+                )
+            continue
+        if t is None:
+            if slot.presence != op_schema.OPTIONAL:
+                _fail(f"{label}: tensor T{i} ({slot.role}) is required")
+            continue
+        tensor = graph.tensors[t]
+        dtype = _SCHEMA_DTYPE[form.dtype]
+        dims = tuple(_eval_dim(d, env) for d in form.dims)
+        if tensor.dtype != dtype or tensor.dims != dims:
+            _fail(
+                f"{label}: tensor T{i} ({slot.role}) {tensor.name!r} must be {dtype.name} {dims}, "
+                f"got {tensor.dtype.name} {tensor.dims}"
+            )
+        if dtype == DType.I8:
+            lo, hi = op_schema.INT8_MIN, op_schema.INT8_MAX
+            bad = np.flatnonzero((tensor.data < lo) | (tensor.data > hi))
+            if bad.size:
+                _fail(
+                    f"{label}: tensor T{i} ({slot.role}) {tensor.name!r} holds "
+                    f"{int(tensor.data.flat[bad[0]])} at element {int(bad[0])} (symmetric INT8 "
+                    f"codes are in [{lo}, {hi}])"
+                )
+        if form.tail_bits_of is not None:
+            channels = _eval_dim(form.tail_bits_of, env)
+            tail = channels % BITS_PER_WORD
+            if tail and np.any(tensor.data[..., -1] >> np.uint64(tail)):
+                _fail(
+                    f"{label}: tensor T{i} ({slot.role}) tail bits past channel {channels} must be 0"
+                )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -603,9 +617,11 @@ def _align(n: int) -> int:
     return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
 
 
-def serialize_qbw(graph: Graph) -> bytes:
-    """The file's bytes for `graph` (validated first)."""
-    validate_graph(graph)
+def serialize_qbw(graph: Graph, validate: bool = True) -> bytes:
+    """The file's bytes for `graph`, validated first unless `validate` is False (tests write
+    graphs that break the rules with it, to see that the engine refuses them)."""
+    if validate:
+        validate_graph(graph)
     offsets = []
     data_size = 0
     for t in graph.tensors:
@@ -682,9 +698,10 @@ def serialize_qbw(graph: Graph) -> bytes:
     return header + bytes(body)
 
 
-def write_qbw(path: Union[str, os.PathLike], graph: Graph) -> int:
-    """Write `graph` to `path` (atomically: a temporary file then a rename); returns the size."""
-    blob = serialize_qbw(graph)
+def write_qbw(path: Union[str, os.PathLike], graph: Graph, validate: bool = True) -> int:
+    """Write `graph` to `path` (atomically: a temporary file then a rename); returns the size.
+    `validate=False` skips validate_graph (see serialize_qbw)."""
+    blob = serialize_qbw(graph, validate=validate)
     path = os.fspath(path)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:

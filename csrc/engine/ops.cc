@@ -39,12 +39,94 @@ std::string quoted(const std::string& s) {
   return out + (s.size() > 80 ? "...'" : "'");
 }
 
+// ------------------------------------------------------------------------ the op schema
+// The types of the tables in op_schema.inc, generated from weights_tools/op_schema.py: every
+// fact about an op that is not a formula (codes, names, counts, dtypes, attribute ranges,
+// tensor slots and their dims) comes from there, so the Python validator and this one agree.
+
+// An attribute bound: a constant, an earlier attribute, or the input's height or width, plus
+// `offset` (e.g. kernel_h - 1).
+enum class BoundKind { kConst, kAttr, kInputHeight, kInputWidth };
+struct Bound {
+  BoundKind kind;
+  std::int64_t value;  // kConst: the bound; kAttr: the attribute index
+  std::int64_t offset;
+};
+
+struct AttrSpec {
+  const char* name;
+  Bound lo;
+  Bound hi;
+  const std::int64_t* allowed;  // nullptr: every value in [lo, hi]
+  std::size_t n_allowed;
+  const char* why;  // why the range is what it is; "" if it says itself
+};
+
+// What dims formulas see: input 0's height, width and channels, the output's channels and the
+// attributes (already range-checked).
+struct DimEnv {
+  std::uint64_t H, W, C, Co;
+  const std::int64_t* attrs;
+};
+
+struct FormSpec {
+  int mode;  // index into the op's modes, -1 = every mode
+  DType dtype;
+  std::vector<std::uint64_t> (*dims)(const DimEnv&);
+  std::uint64_t (*tail_bits_of)(const DimEnv&);  // bits: channels of a packed row; else nullptr
+};
+
+struct SlotSpec {
+  const char* role;
+  bool optional;  // may be absent in the modes it has a form for
+  const FormSpec* forms;
+  std::size_t n_forms;
+};
+
+// An op's mode picks the form of its slots: the value of an attribute (FC's encoding) or the
+// dtype of a slot (DWCONV3X3's weight).
+enum class ModeKind { kNone, kAttr, kSlotDtype };
+struct ModeOption {
+  std::int64_t key;  // the attribute value, or the DType code
+  const char* name;
+};
+struct ModeSpec {
+  ModeKind kind;
+  std::size_t index;  // the attribute or slot
+  const ModeOption* options;
+  std::size_t n_options;
+};
+
+struct OpSpec {
+  std::uint32_t code;
+  const char* name;
+  int n_inputs;  // -1: one or more, all of input_dtypes[0]
+  const DType* input_dtypes;
+  std::size_t n_input_dtypes;
+  DType output_dtype;
+  const AttrSpec* attrs;
+  std::size_t n_attrs;
+  const SlotSpec* slots;
+  std::size_t n_slots;
+  ModeSpec mode;
+};
+
+#define QBINFER_OP_SCHEMA_TABLES
+#include "engine/op_schema.inc"  // NOLINT(build/include): generated tables, in this namespace
+#undef QBINFER_OP_SCHEMA_TABLES
+
+const OpSpec* op_spec(std::uint32_t code) {
+  return code >= 1 && code <= QBINFER_OP_CODE_MAX ? &kOpSpecs[code] : nullptr;
+}
+
 // Reads one op record and checks it; every message is prefixed with the op's identity.
+// check_record() applies the schema's rules (counts, dtypes, attributes, mode); each build_*
+// function then checks the op's shape formulas and calls check_slots() for its tensors.
 class Builder {
  public:
-  Builder(const QbwFile& file, std::uint32_t index, const char* type_name)
-      : file_(file), rec_(file.ops()[index]) {
-    where_ = "op " + std::to_string(index) + " " + type_name + " " + quoted(rec_.name);
+  Builder(const QbwFile& file, std::uint32_t index, const OpSpec& spec)
+      : spec_(spec), file_(file), rec_(file.ops()[index]) {
+    where_ = "op " + std::to_string(index) + " " + spec.name + " " + quoted(rec_.name);
     op.index = index;
     op.type = static_cast<OpType>(rec_.type);
     op.name = rec_.name;
@@ -54,45 +136,21 @@ class Builder {
 
   [[noreturn]] void fail(const std::string& message) const { file_.fail(where_ + ": " + message); }
 
-  // n_inputs < 0: at least one input, any number.
-  void expect_counts(int n_inputs, std::size_t n_tensors, std::size_t n_attrs) {
-    if (n_inputs >= 0 && rec_.inputs.size() != static_cast<std::size_t>(n_inputs)) {
-      fail("has " + std::to_string(rec_.inputs.size()) + " inputs, expected " +
-           std::to_string(n_inputs));
+  void check_record() {
+    expect_counts();
+    for (std::size_t k = 0; k < rec_.inputs.size(); ++k) {
+      input(k, spec_.input_dtypes[spec_.n_inputs < 0 ? 0 : k]);
     }
-    if (n_inputs < 0 && rec_.inputs.empty()) fail("has no input");
-    if (rec_.outputs.size() != 1) {
-      fail("has " + std::to_string(rec_.outputs.size()) + " outputs, expected 1");
-    }
-    if (rec_.tensors.size() != n_tensors) {
-      fail("has " + std::to_string(rec_.tensors.size()) + " tensor slots, expected " +
-           std::to_string(n_tensors));
-    }
-    if (rec_.attrs.size() != n_attrs) {
-      fail("has " + std::to_string(rec_.attrs.size()) + " attrs, expected " +
-           std::to_string(n_attrs));
-    }
-    op.output = rec_.outputs[0];
-    op.tensors.assign(n_tensors, nullptr);
+    output(spec_.output_dtype);
+    for (std::size_t i = 0; i < spec_.n_attrs; ++i) check_attr(i);
+    select_mode();
   }
 
-  const ValueInfo& input(std::size_t k, DType dtype) const {
-    const ValueInfo& v = file_.values()[rec_.inputs[k]];
-    if (v.dtype != dtype) {
-      fail("input " + std::to_string(k) + " " + quoted(v.name) + " is " + dtype_name(v.dtype) +
-           ", expected " + dtype_name(dtype));
-    }
-    return v;
-  }
-
-  const ValueInfo& output(DType dtype) const {
-    const ValueInfo& v = file_.values()[op.output];
-    if (v.dtype != dtype) {
-      fail("output " + quoted(v.name) + " is " + dtype_name(v.dtype) + ", expected " +
-           dtype_name(dtype));
-    }
-    return v;
-  }
+  const ValueInfo& in(std::size_t k) const { return file_.values()[rec_.inputs[k]]; }
+  const ValueInfo& out() const { return file_.values()[op.output]; }
+  std::int64_t attr(std::size_t i) const { return rec_.attrs[i]; }
+  std::uint64_t uattr(std::size_t i) const { return static_cast<std::uint64_t>(rec_.attrs[i]); }
+  int mode() const { return mode_; }
 
   void expect_shape(const char* what, const ValueInfo& v, std::uint64_t h, std::uint64_t w,
                     std::uint64_t c) const {
@@ -102,48 +160,160 @@ class Builder {
     }
   }
 
-  // A required (or, with `optional`, possibly absent) tensor of the given dtype and dims.
-  const TensorInfo* tensor(std::size_t slot, const char* role, DType dtype,
-                           const std::vector<std::uint64_t>& dims, bool optional = false) {
-    const std::uint32_t t = rec_.tensors[slot];
-    if (t == kAbsentTensor) {
-      if (optional) return nullptr;
-      fail("tensor slot " + std::to_string(slot) + " (" + role + ") is absent but required");
+  // Every tensor slot against the schema's form for the op's mode: absent where the mode uses
+  // no form, else present (unless optional) with the form's dtype and dims, INT8 codes in the
+  // symmetric range and packed rows with zero tail bits.
+  void check_slots() {
+    const ValueInfo& x = in(0);
+    const DimEnv env{x.height, x.width, x.channels, out().channels, rec_.attrs.data()};
+    for (std::size_t slot = 0; slot < spec_.n_slots; ++slot) {
+      const SlotSpec& s = spec_.slots[slot];
+      const FormSpec* form = nullptr;
+      for (std::size_t f = 0; f < s.n_forms && form == nullptr; ++f) {
+        if (s.forms[f].mode < 0 || s.forms[f].mode == mode_) form = &s.forms[f];
+      }
+      const std::uint32_t t = rec_.tensors[slot];
+      if (form == nullptr) {
+        if (t != kAbsentTensor) {
+          fail("tensor slot " + std::to_string(slot) + " (" + s.role + ") must be absent " +
+               mode_phrase() + ", got tensor " + std::to_string(t));
+        }
+        continue;
+      }
+      if (t == kAbsentTensor) {
+        if (s.optional) continue;
+        fail("tensor slot " + std::to_string(slot) + " (" + s.role + ") is absent but required");
+      }
+      const TensorInfo& info = file_.tensors()[t];
+      const std::string id = "tensor slot " + std::to_string(slot) + " (" + s.role + ") = tensor " +
+                             std::to_string(t) + " " + quoted(info.name);
+      if (info.dtype != form->dtype) {
+        fail(id + " is " + dtype_name(info.dtype) + ", expected " + dtype_name(form->dtype));
+      }
+      const std::vector<std::uint64_t> dims = form->dims(env);
+      if (info.dims != dims) {
+        fail(id + " has dims " + dims_str(info.dims) + ", expected " + dims_str(dims));
+      }
+      if (info.dtype == DType::kI8) check_int8_symmetric(info, s.role);
+      if (form->tail_bits_of != nullptr)
+        check_tail_bits(info, s.role, static_cast<std::size_t>(form->tail_bits_of(env)));
+      op.tensors[slot] = &info;
+      op.stats.bytes += info.nbytes;
     }
-    const TensorInfo& info = file_.tensors()[t];
-    const std::string id = "tensor slot " + std::to_string(slot) + " (" + role + ") = tensor " +
-                           std::to_string(t) + " " + quoted(info.name);
-    if (info.dtype != dtype) {
-      fail(id + " is " + dtype_name(info.dtype) + ", expected " + dtype_name(dtype));
-    }
-    if (info.dims != dims) {
-      fail(id + " has dims " + dims_str(info.dims) + ", expected " + dims_str(dims));
-    }
-    op.tensors[slot] = &info;
-    op.stats.bytes += info.nbytes;
-    return &info;
   }
 
-  const TensorInfo* peek_tensor(std::size_t slot) const {
-    const std::uint32_t t = rec_.tensors[slot];
-    return t == kAbsentTensor ? nullptr : &file_.tensors()[t];
+  Op op;
+
+ private:
+  void expect_counts() {
+    const std::size_t n_inputs = rec_.inputs.size();
+    if (spec_.n_inputs >= 0 && n_inputs != static_cast<std::size_t>(spec_.n_inputs)) {
+      fail("has " + std::to_string(n_inputs) + " inputs, expected " +
+           std::to_string(spec_.n_inputs));
+    }
+    if (spec_.n_inputs < 0 && n_inputs == 0) fail("has no input");
+    if (rec_.outputs.size() != 1) {
+      fail("has " + std::to_string(rec_.outputs.size()) + " outputs, expected 1");
+    }
+    if (rec_.tensors.size() != spec_.n_slots) {
+      fail("has " + std::to_string(rec_.tensors.size()) + " tensor slots, expected " +
+           std::to_string(spec_.n_slots));
+    }
+    if (rec_.attrs.size() != spec_.n_attrs) {
+      fail("has " + std::to_string(rec_.attrs.size()) + " attrs, expected " +
+           std::to_string(spec_.n_attrs));
+    }
+    op.output = rec_.outputs[0];
+    op.tensors.assign(spec_.n_slots, nullptr);
   }
 
-  void absent(std::size_t slot, const char* role, const char* why) const {
-    if (rec_.tensors[slot] != kAbsentTensor) {
-      fail("tensor slot " + std::to_string(slot) + " (" + role + ") must be absent " + why +
-           ", got tensor " + std::to_string(rec_.tensors[slot]));
+  void input(std::size_t k, DType dtype) const {
+    const ValueInfo& v = in(k);
+    if (v.dtype != dtype) {
+      fail("input " + std::to_string(k) + " " + quoted(v.name) + " is " + dtype_name(v.dtype) +
+           ", expected " + dtype_name(dtype));
     }
   }
 
-  // Symmetric INT8 codes are in [-127, 127] (docs/format.md): SIMD kernels may negate or
-  // widen them assuming that, so -128 is refused here rather than trusted.
+  void output(DType dtype) const {
+    const ValueInfo& v = out();
+    if (v.dtype != dtype) {
+      fail("output " + quoted(v.name) + " is " + dtype_name(v.dtype) + ", expected " +
+           dtype_name(dtype));
+    }
+  }
+
+  std::int64_t bound(const Bound& b) const {
+    switch (b.kind) {
+      case BoundKind::kConst:
+        return b.value + b.offset;
+      case BoundKind::kAttr:  // an earlier attribute, already in range: no overflow
+        return rec_.attrs[static_cast<std::size_t>(b.value)] + b.offset;
+      case BoundKind::kInputHeight:
+        return static_cast<std::int64_t>(in(0).height) + b.offset;
+      case BoundKind::kInputWidth:
+        return static_cast<std::int64_t>(in(0).width) + b.offset;
+    }
+    return 0;
+  }
+
+  void check_attr(std::size_t i) const {
+    const AttrSpec& a = spec_.attrs[i];
+    const std::int64_t v = rec_.attrs[i];
+    const std::int64_t lo = bound(a.lo);
+    const std::int64_t hi = bound(a.hi);
+    const std::string why = a.why[0] != '\0' ? std::string(" (") + a.why + ")" : std::string();
+    const std::string id = "attr " + std::to_string(i) + " " + a.name + " = " + std::to_string(v);
+    if (v < lo || v > hi) {
+      fail(id + " is not in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]" + why);
+    }
+    if (a.allowed == nullptr) return;
+    for (std::size_t k = 0; k < a.n_allowed; ++k) {
+      if (a.allowed[k] == v) return;
+    }
+    std::string set;
+    for (std::size_t k = 0; k < a.n_allowed; ++k) {
+      set += (k == 0 ? "" : k + 1 == a.n_allowed ? " or " : ", ") + std::to_string(a.allowed[k]);
+    }
+    fail(id + " is not " + set + why);
+  }
+
+  // The mode's index into spec_.mode.options. A slot dtype that names no mode selects mode 0,
+  // whose form then reports the dtype mismatch.
+  void select_mode() {
+    const ModeSpec& m = spec_.mode;
+    mode_ = 0;
+    if (m.kind == ModeKind::kNone) return;
+    std::int64_t key = 0;
+    if (m.kind == ModeKind::kAttr) {
+      key = rec_.attrs[m.index];
+    } else {
+      const std::uint32_t t = rec_.tensors[m.index];
+      if (t == kAbsentTensor) return;
+      key = static_cast<std::int64_t>(file_.tensors()[t].dtype);
+    }
+    for (std::size_t k = 0; k < m.n_options; ++k) {
+      if (m.options[k].key == key) mode_ = static_cast<int>(k);
+    }
+  }
+
+  // "with fp32 encoding", "with f32 weights": why a slot must be absent.
+  std::string mode_phrase() const {
+    const ModeSpec& m = spec_.mode;
+    const std::string name = m.options[mode_].name;
+    if (m.kind == ModeKind::kAttr) return "with " + name + " " + spec_.attrs[m.index].name;
+    return "with " + name + " " + spec_.slots[m.index].role + "s";
+  }
+
+  // Symmetric INT8 codes are in [kInt8Min, kInt8Max] = [-127, 127] (docs/format.md): SIMD
+  // kernels may negate or widen them assuming that, so -128 is refused here rather than trusted.
   void check_int8_symmetric(const TensorInfo& t, const char* role) const {
     const auto* q = t.as<std::int8_t>();
     for (std::uint64_t i = 0; i < t.elements; ++i) {
-      if (q[i] == -128) {
-        fail(std::string(role) + " tensor " + quoted(t.name) + " holds -128 at element " +
-             std::to_string(i) + " (symmetric INT8 codes are in [-127, 127])");
+      if (q[i] < kInt8Min || q[i] > kInt8Max) {
+        fail(std::string(role) + " tensor " + quoted(t.name) + " holds " + std::to_string(q[i]) +
+             " at element " + std::to_string(i) + " (symmetric INT8 codes are in [" +
+             std::to_string(kInt8Min) + ", " + std::to_string(kInt8Max) + "])");
       }
     }
   }
@@ -165,46 +335,23 @@ class Builder {
     }
   }
 
-  std::int64_t attr(std::size_t i, const char* name, std::int64_t lo, std::int64_t hi) const {
-    const std::int64_t v = rec_.attrs[i];
-    if (v < lo || v > hi) {
-      fail("attr " + std::to_string(i) + " " + name + " = " + std::to_string(v) + " is not in [" +
-           std::to_string(lo) + ", " + std::to_string(hi) + "]");
-    }
-    return v;
-  }
-
-  Op op;
-
- private:
+  const OpSpec& spec_;
   const QbwFile& file_;
   const OpRecord& rec_;
   std::string where_;
+  int mode_ = 0;
 };
 
-// Attribute limits: far beyond any real model, small enough that no size arithmetic on
-// them can overflow 64 bits.
-constexpr std::int64_t kMaxAttr = (std::int64_t{1} << 31) - 1;
-
 // --------------------------------------------------------------------------- validation
+// What the schema cannot state: output shapes and the rules that are formulas over several
+// values (docs/format.md, each op's "Rules"), then the kernel arguments and the op's counts.
 void build_conv2d(Builder& b) {
-  b.expect_counts(1, 2, 9);
   Op& op = b.op;
-  const ValueInfo& in = b.input(0, DType::kF32);
-  const ValueInfo& out = b.output(DType::kF32);
-  const auto kh = static_cast<std::uint64_t>(b.attr(0, "kernel_h", 1, kMaxAttr));
-  const auto kw = static_cast<std::uint64_t>(b.attr(1, "kernel_w", 1, kMaxAttr));
-  const auto sh = static_cast<std::uint64_t>(b.attr(2, "stride_h", 1, kMaxAttr));
-  const auto sw = static_cast<std::uint64_t>(b.attr(3, "stride_w", 1, kMaxAttr));
-  // A pad of a whole kernel or more would make windows that see only padding.
-  const auto pad = [&b](std::size_t i, const char* name, std::uint64_t kernel) {
-    return static_cast<std::uint64_t>(b.attr(i, name, 0, static_cast<std::int64_t>(kernel) - 1));
-  };
-  const std::uint64_t pt = pad(4, "pad_top", kh);
-  const std::uint64_t pl = pad(5, "pad_left", kw);
-  const std::uint64_t pb = pad(6, "pad_bottom", kh);
-  const std::uint64_t pr = pad(7, "pad_right", kw);
-  op.relu = b.attr(8, "activation", 0, 1) == 1;
+  const ValueInfo& in = b.in(0);
+  const ValueInfo& out = b.out();
+  const std::uint64_t kh = b.uattr(0), kw = b.uattr(1), sh = b.uattr(2), sw = b.uattr(3);
+  const std::uint64_t pt = b.uattr(4), pl = b.uattr(5), pb = b.uattr(6), pr = b.uattr(7);
+  op.relu = b.attr(8) == 1;
   const std::uint64_t ph = in.height + pt + pb;
   const std::uint64_t pw = in.width + pl + pr;
   if (ph < kh || pw < kw) {
@@ -215,8 +362,7 @@ void build_conv2d(Builder& b) {
   const std::uint64_t wo = (pw - kw) / sw + 1;
   const std::uint64_t co = out.channels;
   b.expect_shape("output", out, ho, wo, co);
-  b.tensor(0, "weight", DType::kF32, {co, kh, kw, in.channels});
-  b.tensor(1, "bias", DType::kF32, {co});
+  b.check_slots();
   op.conv2d =
       Conv2DShape{in.height, in.width, in.channels, co, kh, kw, sh, sw, pt, pl, pb, pr, ho, wo};
   op.stats.params = sat_mul({co, kh, kw, in.channels}) + co;
@@ -224,41 +370,23 @@ void build_conv2d(Builder& b) {
 }
 
 void build_dwconv3x3(Builder& b) {
-  b.expect_counts(1, 6, 3);
   Op& op = b.op;
-  const ValueInfo& in = b.input(0, DType::kF32);
-  const ValueInfo& out = b.output(DType::kF32);
-  const auto sh = static_cast<std::uint64_t>(b.attr(0, "stride_h", 1, 2));
-  const auto sw = static_cast<std::uint64_t>(b.attr(1, "stride_w", 1, 2));
-  const auto k = static_cast<std::uint64_t>(b.attr(2, "multiplier", 1, kMaxAttr));
+  const ValueInfo& in = b.in(0);
+  const std::uint64_t sh = b.uattr(0), sw = b.uattr(1), k = b.uattr(2);
   const std::uint64_t c = in.channels;
   const std::uint64_t kc = k * c;  // < 2^31 * 2^32
   const std::uint64_t ho = (in.height + sh - 1) / sh;
   const std::uint64_t wo = (in.width + sw - 1) / sw;
-  b.expect_shape("output", out, ho, wo, kc);
-
-  b.tensor(0, "pre_bias", DType::kF32, {c}, /*optional=*/true);
-  const TensorInfo* w = b.peek_tensor(1);
-  op.dw_int8 = w != nullptr && w->dtype == DType::kI8;
-  const TensorInfo* weight = b.tensor(1, "weight", op.dw_int8 ? DType::kI8 : DType::kF32, {kc, 9});
+  b.expect_shape("output", b.out(), ho, wo, kc);
+  b.check_slots();
+  op.dw_int8 = op.tensors[1]->dtype == DType::kI8;
   if (op.dw_int8) {
-    b.check_int8_symmetric(*weight, "weight");
-    b.tensor(2, "weight_scale", DType::kF32, {kc});
-  } else {
-    b.absent(2, "weight_scale", "with f32 weights");
-  }
-  b.tensor(3, "scale", DType::kF32, {kc});
-  b.tensor(4, "bias", DType::kF32, {kc});
-  if (op.dw_int8) {
-    const TensorInfo* s = b.tensor(5, "input_scale", DType::kF32, {1});
-    const float v = s->as<float>()[0];
+    const float v = op.tensors[5]->as<float>()[0];
     if (!(std::isfinite(v) && v >= 0.0f)) {
       b.fail("input_scale " + std::to_string(v) + " is not a finite number >= 0 (0 = dynamic)");
     }
     op.dw_input_scale = v;
     op.scratch_bytes = in.height * in.width * c;  // < 2^32: the input value is <= 4 GiB
-  } else {
-    b.absent(5, "input_scale", "with f32 weights");
   }
   op.dwconv = DWConvShape{in.height, in.width, c, k, sh, sw, ho, wo};
   op.stats.params = kc * 9 + 3 * kc + (op.tensors[0] ? c : 0) + (op.dw_int8 ? kc + 1 : 0);
@@ -266,25 +394,21 @@ void build_dwconv3x3(Builder& b) {
 }
 
 void build_bitpack(Builder& b) {
-  b.expect_counts(1, 1, 0);
   Op& op = b.op;
-  const ValueInfo& in = b.input(0, DType::kF32);
-  const ValueInfo& out = b.output(DType::kBits);
-  b.expect_shape("output", out, in.height, in.width, in.channels);
-  b.tensor(0, "threshold", DType::kF32, {in.channels});
+  const ValueInfo& in = b.in(0);
+  b.expect_shape("output", b.out(), in.height, in.width, in.channels);
+  b.check_slots();
   op.pixels = std::size_t{in.height} * in.width;
   op.channels = in.channels;
   op.stats.params = in.channels;
 }
 
 void build_bconv2d(Builder& b) {
-  b.expect_counts(1, 3, 2);
   Op& op = b.op;
-  const ValueInfo& in = b.input(0, DType::kBits);
-  const ValueInfo& out = b.output(DType::kF32);
-  const auto k = static_cast<std::uint64_t>(b.attr(0, "kernel", 1, 3));
-  if (k != 1 && k != 3) b.fail("attr 0 kernel = " + std::to_string(k) + " is not 1 or 3");
-  const auto pad = b.attr(1, "pad_mode", 0, 1);
+  const ValueInfo& in = b.in(0);
+  const ValueInfo& out = b.out();
+  const std::uint64_t k = b.uattr(0);
+  const std::int64_t pad = b.attr(1);
   const std::uint64_t ci = in.channels;
   const std::uint64_t co = out.channels;
   b.expect_shape("output", out, in.height, in.width, co);
@@ -293,68 +417,46 @@ void build_bconv2d(Builder& b) {
     b.fail(std::to_string(ci) + " input channels overflow the int32 dot of a " + std::to_string(k) +
            "x" + std::to_string(k) + " binary conv");
   }
-  const TensorInfo* w = b.tensor(0, "weight", DType::kBits, {co, k, k, words_for_channels(ci)});
-  b.check_tail_bits(*w, "weight", ci);
-  b.tensor(1, "scale", DType::kF32, {co});
-  b.tensor(2, "bias", DType::kF32, {co});
+  b.check_slots();
   op.bconv = BConvShape{in.height, in.width, ci,
                         co,        k,        pad == 0 ? BinaryPadding::kZero : BinaryPadding::kOne};
   op.stats.params = sat_mul({co, k, k, ci}) + 2 * co;
   op.stats.bops = sat_mul({co, ci, k, k, in.height, in.width});
 }
 
-// AFFINE, PRELU, RELU, SIGMOID: f32 -> f32 of the same shape, `n_vectors` per-channel tensors.
-void build_unary(Builder& b, std::initializer_list<const char*> vectors) {
-  b.expect_counts(1, vectors.size(), 0);
+// AFFINE, PRELU, RELU, SIGMOID: f32 -> f32 of the same shape, per-channel f32 tensors.
+void build_unary(Builder& b) {
   Op& op = b.op;
-  const ValueInfo& in = b.input(0, DType::kF32);
-  const ValueInfo& out = b.output(DType::kF32);
-  b.expect_shape("output", out, in.height, in.width, in.channels);
-  std::size_t slot = 0;
-  for (const char* role : vectors) b.tensor(slot++, role, DType::kF32, {in.channels});
+  const ValueInfo& in = b.in(0);
+  b.expect_shape("output", b.out(), in.height, in.width, in.channels);
+  b.check_slots();
   op.pixels = std::size_t{in.height} * in.width;
   op.channels = in.channels;
-  op.stats.params = std::uint64_t{in.channels} * vectors.size();
+  op.stats.params = std::uint64_t{in.channels} * op.tensors.size();
 }
 
-void build_affine(Builder& b) { build_unary(b, {"scale", "bias"}); }
-void build_prelu(Builder& b) { build_unary(b, {"slope"}); }
-void build_relu(Builder& b) { build_unary(b, {}); }
-void build_sigmoid(Builder& b) { build_unary(b, {}); }
-
 void build_add(Builder& b) {
-  b.expect_counts(2, 0, 0);
   Op& op = b.op;
-  const ValueInfo& x = b.input(0, DType::kF32);
-  const ValueInfo& y = b.input(1, DType::kF32);
-  const ValueInfo& out = b.output(DType::kF32);
-  b.expect_shape("input 1", y, x.height, x.width, x.channels);
-  b.expect_shape("output", out, x.height, x.width, x.channels);
+  const ValueInfo& x = b.in(0);
+  b.expect_shape("input 1", b.in(1), x.height, x.width, x.channels);
+  b.expect_shape("output", b.out(), x.height, x.width, x.channels);
   op.pixels = std::size_t{x.height} * x.width;
   op.channels = x.channels;
 }
 
 void build_mul_channel(Builder& b) {
-  b.expect_counts(2, 0, 0);
   Op& op = b.op;
-  const ValueInfo& x = b.input(0, DType::kF32);
-  const ValueInfo& s = b.input(1, DType::kF32);
-  const ValueInfo& out = b.output(DType::kF32);
-  b.expect_shape("input 1 (the per-channel factors)", s, 1, 1, x.channels);
-  b.expect_shape("output", out, x.height, x.width, x.channels);
+  const ValueInfo& x = b.in(0);
+  b.expect_shape("input 1 (the per-channel factors)", b.in(1), 1, 1, x.channels);
+  b.expect_shape("output", b.out(), x.height, x.width, x.channels);
   op.pixels = std::size_t{x.height} * x.width;
   op.channels = x.channels;
 }
 
 void build_avgpool(Builder& b) {
-  b.expect_counts(1, 0, 4);
   Op& op = b.op;
-  const ValueInfo& in = b.input(0, DType::kF32);
-  const ValueInfo& out = b.output(DType::kF32);
-  const auto kh = static_cast<std::uint64_t>(b.attr(0, "kernel_h", 1, in.height));
-  const auto kw = static_cast<std::uint64_t>(b.attr(1, "kernel_w", 1, in.width));
-  const auto sh = static_cast<std::uint64_t>(b.attr(2, "stride_h", 1, kMaxAttr));
-  const auto sw = static_cast<std::uint64_t>(b.attr(3, "stride_w", 1, kMaxAttr));
+  const ValueInfo& in = b.in(0);
+  const std::uint64_t kh = b.uattr(0), kw = b.uattr(1), sh = b.uattr(2), sw = b.uattr(3);
   const std::uint64_t ho = (in.height - kh + sh - 1) / sh + 1;
   const std::uint64_t wo = (in.width - kw + sw - 1) / sw + 1;
   // Ceil mode must not add a window that starts past the image (PyTorch drops such a
@@ -364,28 +466,24 @@ void build_avgpool(Builder& b) {
            std::to_string(kh) + "x" + std::to_string(kw) + ", stride " + std::to_string(sh) + "x" +
            std::to_string(sw) + ")");
   }
-  b.expect_shape("output", out, ho, wo, in.channels);
+  b.expect_shape("output", b.out(), ho, wo, in.channels);
   op.avgpool = AvgPoolShape{in.height, in.width, in.channels, kh, kw, sh, sw, ho, wo};
 }
 
 void build_global_avgpool(Builder& b) {
-  b.expect_counts(1, 0, 0);
   Op& op = b.op;
-  const ValueInfo& in = b.input(0, DType::kF32);
-  const ValueInfo& out = b.output(DType::kF32);
-  b.expect_shape("output", out, 1, 1, in.channels);
+  const ValueInfo& in = b.in(0);
+  b.expect_shape("output", b.out(), 1, 1, in.channels);
   op.pixels = std::size_t{in.height} * in.width;
   op.channels = in.channels;
 }
 
 void build_concat(Builder& b) {
-  b.expect_counts(-1, 0, 0);
   Op& op = b.op;
-  const ValueInfo& first = b.input(0, DType::kF32);
-  const ValueInfo& out = b.output(DType::kF32);
+  const ValueInfo& first = b.in(0);
   std::uint64_t total = 0;  // <= 2^20 inputs of < 2^32 channels: no overflow
   for (std::size_t k = 0; k < op.inputs.size(); ++k) {
-    const ValueInfo& v = b.input(k, DType::kF32);
+    const ValueInfo& v = b.in(k);
     if (v.height != first.height || v.width != first.width) {
       b.fail("input " + std::to_string(k) + " " + quoted(v.name) + " has shape " + shape_str(v) +
              ", but input 0 is " + shape_str(first) + " (height and width must agree)");
@@ -393,103 +491,79 @@ void build_concat(Builder& b) {
     total += v.channels;
     op.concat_channels.push_back(v.channels);
   }
-  b.expect_shape("output", out, first.height, first.width, total);
+  b.expect_shape("output", b.out(), first.height, first.width, total);
   op.pixels = std::size_t{first.height} * first.width;
 }
 
 void build_fc(Builder& b) {
-  b.expect_counts(1, 3, 1);
   Op& op = b.op;
-  const ValueInfo& in = b.input(0, DType::kF32);
-  const ValueInfo& out = b.output(DType::kF32);
+  const ValueInfo& in = b.in(0);
+  const ValueInfo& out = b.out();
   if (in.height != 1 || in.width != 1) {
     b.fail("input " + quoted(in.name) + " has shape " + shape_str(in) +
            ", expected (1, 1, C) (pool first)");
   }
   b.expect_shape("output", out, 1, 1, out.channels);
-  op.fc_encoding = static_cast<int>(b.attr(0, "encoding", 0, 2));
+  op.fc_encoding = static_cast<int>(b.attr(0));
+  b.check_slots();
   const std::uint64_t c = in.channels;
   const std::uint64_t o = out.channels;
-  switch (op.fc_encoding) {
-    case 0:
-      b.tensor(0, "weight", DType::kF32, {o, c});
-      b.absent(1, "weight_scale", "with fp32 encoding");
-      break;
-    case 1:
-      b.check_int8_symmetric(*b.tensor(0, "weight", DType::kI8, {o, c}), "weight");
-      b.tensor(1, "weight_scale", DType::kF32, {o});
-      break;
-    default: {
-      const TensorInfo* planes =
-          b.tensor(0, "weight planes", DType::kBits, {8, o, words_for_channels(c)});
-      b.check_tail_bits(*planes, "weight planes", c);
-      b.tensor(1, "weight_scale", DType::kF32, {o});
-      break;
-    }
-  }
-  b.tensor(2, "bias", DType::kF32, {o});
   op.channels = c;
   op.out_features = o;
   op.stats.params = o * c + o + (op.fc_encoding != 0 ? o : 0);
   op.stats.flops = o * c;
 }
 
-struct OpDef {
-  const char* name;
-  void (*build)(Builder&);
-  std::vector<const char*> attr_names;
+// The shape rules of each op, by code; the schema's list and this one must have the same
+// length (a new op without its build function does not compile).
+using BuildFn = void (*)(Builder&);
+constexpr BuildFn kBuilders[] = {
+    nullptr,
+    &build_conv2d,
+    &build_dwconv3x3,
+    &build_bitpack,
+    &build_bconv2d,
+    &build_unary,
+    &build_unary,
+    &build_unary,
+    &build_unary,
+    &build_add,
+    &build_mul_channel,
+    &build_avgpool,
+    &build_global_avgpool,
+    &build_concat,
+    &build_fc,
 };
-
-const OpDef* op_def(std::uint32_t code) {
-  static const OpDef defs[] = {
-      {nullptr, nullptr, {}},
-      {"CONV2D",
-       &build_conv2d,
-       {"kernel_h", "kernel_w", "stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
-        "pad_right", "activation"}},
-      {"DWCONV3X3", &build_dwconv3x3, {"stride_h", "stride_w", "multiplier"}},
-      {"BITPACK", &build_bitpack, {}},
-      {"BCONV2D", &build_bconv2d, {"kernel", "pad_mode"}},
-      {"AFFINE", &build_affine, {}},
-      {"PRELU", &build_prelu, {}},
-      {"RELU", &build_relu, {}},
-      {"SIGMOID", &build_sigmoid, {}},
-      {"ADD", &build_add, {}},
-      {"MUL_CHANNEL", &build_mul_channel, {}},
-      {"AVGPOOL", &build_avgpool, {"kernel_h", "kernel_w", "stride_h", "stride_w"}},
-      {"GLOBAL_AVGPOOL", &build_global_avgpool, {}},
-      {"CONCAT", &build_concat, {}},
-      {"FC", &build_fc, {"encoding"}},
-  };
-  constexpr std::uint32_t n = sizeof(defs) / sizeof(defs[0]);
-  return code >= 1 && code < n ? &defs[code] : nullptr;
-}
+static_assert(sizeof(kBuilders) / sizeof(kBuilders[0]) == QBINFER_OP_CODE_MAX + 1,
+              "every op of weights_tools/op_schema.py needs its build function here");
 
 }  // namespace
 
 const char* op_type_name(std::uint32_t code) {
-  const OpDef* def = op_def(code);
-  return def != nullptr ? def->name : nullptr;
+  const OpSpec* spec = op_spec(code);
+  return spec != nullptr ? spec->name : nullptr;
 }
 
 Op build_op(const QbwFile& file, std::uint32_t index) {
   const OpRecord& rec = file.ops()[index];
-  const OpDef* def = op_def(rec.type);
-  if (def == nullptr) {
+  const OpSpec* spec = op_spec(rec.type);
+  if (spec == nullptr) {
     file.fail("op " + std::to_string(index) + " " + quoted(rec.name) + ": unknown op code " +
               std::to_string(rec.type) + " (this qbinfer reads format " +
-              std::to_string(kFormatMajor) + ".x, op codes 1..14)");
+              std::to_string(kFormatMajor) + ".x, op codes 1.." +
+              std::to_string(QBINFER_OP_CODE_MAX) + ")");
   }
-  Builder b(file, index, def->name);
-  def->build(b);
+  Builder b(file, index, *spec);
+  b.check_record();
+  kBuilders[rec.type](b);
   return std::move(b.op);
 }
 
 std::vector<std::pair<const char*, std::int64_t>> named_attrs(const Op& op) {
-  const OpDef* def = op_def(static_cast<std::uint32_t>(op.type));
+  const OpSpec* spec = op_spec(static_cast<std::uint32_t>(op.type));
   std::vector<std::pair<const char*, std::int64_t>> out;
-  for (std::size_t i = 0; i < op.attrs.size() && i < def->attr_names.size(); ++i) {
-    out.emplace_back(def->attr_names[i], op.attrs[i]);
+  for (std::size_t i = 0; i < op.attrs.size() && i < spec->n_attrs; ++i) {
+    out.emplace_back(spec->attrs[i].name, op.attrs[i]);
   }
   return out;
 }

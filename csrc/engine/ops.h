@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/op_schema.inc"
 #include "format/qbw_file.h"
 #include "kernels/bconv/bconv.h"
 #include "kernels/conv2d/conv2d.h"
@@ -18,21 +19,11 @@
 
 namespace qbinfer {
 
+// The op codes of docs/format.md; the list is generated from weights_tools/op_schema.py.
 enum class OpType : std::uint32_t {
-  kConv2D = 1,
-  kDWConv3x3 = 2,
-  kBitpack = 3,
-  kBConv2D = 4,
-  kAffine = 5,
-  kPReLU = 6,
-  kReLU = 7,
-  kSigmoid = 8,
-  kAdd = 9,
-  kMulChannel = 10,
-  kAvgPool = 11,
-  kGlobalAvgPool = 12,
-  kConcat = 13,
-  kFC = 14,
+#define QBINFER_OP_ENUMERATOR(code, NAME, enumerator) enumerator = code,
+  QBINFER_OP_LIST(QBINFER_OP_ENUMERATOR)
+#undef QBINFER_OP_ENUMERATOR
 };
 
 // "CONV2D", ..., or nullptr for a code this reader does not know.
@@ -72,8 +63,9 @@ struct Op {
   std::vector<std::size_t> concat_channels;
 };
 
-// Validates op `index` of the file against the rules of its type and resolves it.
-// Throws FormatError "<path>: op <index> <TYPE> '<name>': <what>".
+// Validates op `index` of the file against the rules of its type (the generated schema tables
+// for counts, dtypes, attribute ranges and tensor slots; ops.cc for shape formulas) and resolves
+// it. Throws FormatError "<path>: op <index> <TYPE> '<name>': <what>".
 Op build_op(const QbwFile& file, std::uint32_t index);
 
 // The op's attributes with their docs/format.md names, in file order.
