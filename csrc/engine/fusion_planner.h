@@ -38,6 +38,8 @@ struct Graph {
   std::size_t channels(std::uint32_t v) const { return file.values()[v].channels; }
 };
 
+// A chain being built: its head (a conv, or the first op of an epilogue chain) and the ops it
+// absorbs, with the epilogue they add up to.
 struct Chain {
   StepKind kind = StepKind::kOp;
   std::vector<std::uint32_t> members;   // head first
