@@ -22,6 +22,12 @@
 //
 // Weights of BCONV2D, DWCONV3X3 and CONV2D are repacked at load into 64-byte aligned buffers
 // owned by the step, in the layout of the active kernels.
+//
+// This header holds the types the engine's planning files share; the work is split by job:
+//   exec_plan.cc       build_steps: plan assembly (steps in order, work split per step)
+//   fusion_planner.*   which ops chain into one step, in-place decisions
+//   weight_repack.*    weights packed for the active kernels at load
+//   step_run.*         the run functions: what each step computes, calling the kernels
 #pragma once
 
 #include <cstddef>
@@ -32,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "base/aligned_buffer.h"
 #include "engine/kernel_table.h"
 #include "engine/ops.h"
 #include "engine/thread_pool.h"
@@ -90,23 +97,6 @@ struct ExecContext {
         },
         &closure);
   }
-};
-
-// A 64-byte aligned, zero-initialised byte buffer.
-class AlignedBuffer {
- public:
-  AlignedBuffer() = default;
-  explicit AlignedBuffer(std::size_t bytes);
-  const void* data() const { return data_.get(); }
-  void* data() { return data_.get(); }
-  std::size_t size() const { return size_; }
-
- private:
-  struct Free {
-    void operator()(unsigned char* p) const;
-  };
-  std::unique_ptr<unsigned char, Free> data_;
-  std::size_t size_ = 0;
 };
 
 // The element-wise tail of a chain, resolved at load: value indices become pointers into the

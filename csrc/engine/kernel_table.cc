@@ -23,7 +23,8 @@ KernelTable build_table(Isa isa) {
                      pick(&elementwise_kernels_for, isa),
                      pick(&epilogue_kernels_for, isa),
                      pick(&fc_kernels_for, isa),
-                     pick(&pool_kernels_for, isa)};
+                     pick(&pool_kernels_for, isa),
+                     pick(&concat_kernels_for, isa)};
 }
 
 constexpr int kIsaCount = 4;

@@ -7,6 +7,7 @@
 
 #include "kernels/bconv/bconv.h"
 #include "kernels/bitpack/bitpack.h"
+#include "kernels/concat/concat.h"
 #include "kernels/conv2d/conv2d.h"
 #include "kernels/dwconv/dwconv.h"
 #include "kernels/elementwise/elementwise.h"
@@ -27,6 +28,7 @@ struct KernelTable {
   const EpilogueKernels* epilogue;
   const FCKernels* fc;
   const PoolKernels* pool;
+  const ConcatKernels* concat;
 };
 
 // The table of `isa`, which must be one of supported_isas() (std::invalid_argument otherwise).

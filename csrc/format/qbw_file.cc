@@ -11,6 +11,7 @@
 #include <numeric>
 #include <utility>
 
+#include "base/text.h"
 #include "format/crc32.h"
 #include "qbinfer/bit_contract.h"
 
@@ -208,22 +209,6 @@ bool mul_overflows(std::uint64_t a, std::uint64_t b, std::uint64_t* product) {
   if (a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a) return true;
   *product = a * b;
   return false;
-}
-
-std::string quoted(const std::string& s) {
-  // Names come from the file: keep messages one line and bounded.
-  std::string out = "'";
-  const std::size_t limit = 80;
-  for (std::size_t i = 0; i < s.size() && i < limit; ++i) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7F) {
-      out += '?';
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (s.size() > limit) out += "...";
-  return out + "'";
 }
 
 // Reads the meta section. Every read checks the bytes that remain; every count is checked

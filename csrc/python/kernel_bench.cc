@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/exec_plan.h"
+#include "base/aligned_buffer.h"
 #include "engine/kernel_table.h"
 #include "python/peak.h"
 #include "qbinfer/isa.h"

@@ -26,6 +26,7 @@
 
 #include "kernels/bconv/bconv.h"
 #include "kernels/bitpack/bitpack.h"
+#include "kernels/concat/concat.h"
 #include "kernels/conv2d/conv2d.h"
 #include "kernels/dwconv/dwconv.h"
 #include "kernels/elementwise/elementwise.h"

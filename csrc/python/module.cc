@@ -269,6 +269,7 @@ py::dict kernel_names(const qbinfer::KernelTable& t) {
   d["epilogue"] = t.epilogue->isa;
   d["fc"] = t.fc->isa;
   d["pool"] = t.pool->isa;
+  d["concat"] = t.concat->isa;
   return d;
 }
 

@@ -5,7 +5,7 @@
 // What is compared, matching tests/test_kernels_simd_*.py:
 //   bit-exact (memcmp; for floats the same bits, NaN positions equal but payloads free)
 //     bitpack, bconv, depthwise f32 and INT8 (absmax, quantization, conv), the dense conv, the
-//     pools and concat, the element-wise kernels, the fused epilogue (floats and bits);
+//     pools, concat, the element-wise kernels, the fused epilogue (floats and bits);
 //   within fc.h's tolerance  |got - exact| <= 1e-5 * (|ws| * sum |w * x| + |bias|)  in double
 //     the three FC encodings.
 // Row-range entry points run over a shuffled split of the rows and over one partial range into
@@ -42,6 +42,7 @@
 
 #include "kernels/bconv/bconv.h"
 #include "kernels/bitpack/bitpack.h"
+#include "kernels/concat/concat.h"
 #include "kernels/conv2d/conv2d.h"
 #include "kernels/dwconv/dwconv.h"
 #include "kernels/elementwise/elementwise.h"
@@ -625,18 +626,33 @@ void test_pool(const PoolKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
     k.global_avgpool(ig.data(), pixels, s.channels, gout.data());
     same_floats(t, "global avgpool", gout.data(), gwant.data(), s.channels);
 
-    // concat of two inputs, the second repeated (aliasing inputs are allowed).
+    ++t.cases;
+  }
+}
+
+// ---- concat ------------------------------------------------------------------------------
+
+void test_concat(const ConcatKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
+  const std::size_t kC[] = {1, 3, 4, 5, 8, 17, 64, 100};
+  for (std::size_t i = 0; i < n_cases; ++i) {
+    const bool ge = i % 2 == 0;
+    const std::size_t pixels = uniform(rng, 1, 81);
+    const std::size_t c1 = pick(rng, kC);
     const std::size_t c2 = uniform(rng, 1, 9);
+    t.context = fmt("case %zu pixels=%zu channels=%zu+%zu+%zu", i, pixels, c1, c2, c2);
+    // Two inputs, the second repeated (aliasing inputs are allowed).
+    const std::vector<float> a = randn(rng, pixels * c1);
     const std::vector<float> b = randn(rng, pixels * c2);
+    Buf<float> agd = guarded(a, ge);
     Buf<float> bgd = guarded(b, !ge);
-    const float* inputs[] = {ig.data(), bgd.data(), bgd.data()};
-    const float* inputs_ref[] = {in.data(), b.data(), b.data()};
-    const std::size_t chans[] = {s.channels, c2, c2};
-    const std::size_t n_cat = pixels * (s.channels + 2 * c2);
+    const float* inputs[] = {agd.data(), bgd.data(), bgd.data()};
+    const float* inputs_ref[] = {a.data(), b.data(), b.data()};
+    const std::size_t chans[] = {c1, c2, c2};
+    const std::size_t n_cat = pixels * (c1 + 2 * c2);
     std::vector<float> cwant(n_cat);
     concat_channels_f32__reference(inputs_ref, chans, 3, pixels, cwant.data());
     Buf<float> cout(n_cat, ge);
-    k.concat(inputs, chans, 3, pixels, cout.data());
+    k.channels_f32(inputs, chans, 3, pixels, cout.data());
     same_floats(t, "concat", cout.data(), cwant.data(), n_cat);
     ++t.cases;
   }
@@ -924,6 +940,7 @@ int run(int argc, char** argv) {
   run_family<DWConvKernels>("dwconv", &dwconv_kernel_variants, test_dwconv, cases(800), seed, sum);
   run_family<Conv2DKernels>("conv2d", &conv2d_kernel_variants, test_conv2d, cases(500), seed, sum);
   run_family<PoolKernels>("pool", &pool_kernel_variants, test_pool, cases(400), seed, sum);
+  run_family<ConcatKernels>("concat", &concat_kernel_variants, test_concat, cases(400), seed, sum);
   run_family<ElementwiseKernels>("elementwise", &elementwise_kernel_variants, test_elementwise,
                                  cases(400), seed, sum);
   run_family<EpilogueKernels>("epilogue", &epilogue_kernel_variants, test_epilogue, cases(1024),

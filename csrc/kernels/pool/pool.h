@@ -1,4 +1,4 @@
-// Pooling and channel concatenation, NHWC floats.
+// Pooling, NHWC floats. (Channel concatenation is its own family: kernels/concat.)
 #pragma once
 
 #include <cstddef>
@@ -24,21 +24,14 @@ void avgpool_f32_nhwc_rows__reference(const AvgPoolShape& shape, const float* in
 void global_avgpool_f32_nhwc__reference(const float* in, std::size_t pixels, std::size_t channels,
                                         float* out);
 
-// Writes `pixels` rows of sum(channels[i]) floats: row p is the concatenation of row p of
-// every input, in order. The inputs may alias each other (a channel repeat), never `out`.
-void concat_channels_f32__reference(const float* const* inputs, const std::size_t* channels,
-                                    std::size_t n_inputs, std::size_t pixels, float* out);
-
 // Numerics: every window sums its pixels rows then columns, in order, in f32, from 0.0f, then
 // divides by the pixel count (one rounded division); the global pool sums pixels in order and
 // divides by `pixels`. SIMD variants vectorize over channels and keep that order per channel,
-// so all pools are bit-identical to the reference. concat is a copy.
+// so all pools are bit-identical to the reference.
 struct PoolKernels {
   const char* isa;  // "scalar", "avx2", "avx512"
   void (*avgpool)(const AvgPoolShape& shape, const float* in, float* out);
   void (*global_avgpool)(const float* in, std::size_t pixels, std::size_t channels, float* out);
-  void (*concat)(const float* const* inputs, const std::size_t* channels, std::size_t n_inputs,
-                 std::size_t pixels, float* out);
   void (*avgpool_rows)(const AvgPoolShape& shape, const float* in, std::size_t y_begin,
                        std::size_t y_end, float* out);
 };

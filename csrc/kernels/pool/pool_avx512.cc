@@ -1,5 +1,5 @@
 // The avx512 pooling kernels: pool_simd.h instantiated with VecAvx512 (16 channels per vector).
-// Bit-identical to the references; concat is the reference (memcpy).
+// Bit-identical to the references.
 #include "kernels/simd/vec_avx512.h"
 #include "kernels/pool/pool_simd.h"
 #include "kernels/pool/pool_variants.h"
@@ -12,7 +12,6 @@ const PoolKernels kPoolKernels__avx512{
     "avx512",
     &AvgPoolC16__avx512::avgpool,
     &AvgPoolC16__avx512::global_avgpool,
-    &concat_channels_f32__reference,
     &AvgPoolC16__avx512::avgpool_rows,
 };
 

@@ -1,5 +1,5 @@
 // The neon pooling kernels: pool_simd.h instantiated with VecNeon (4 channels per vector).
-// Bit-identical to the references; concat is the reference (memcpy).
+// Bit-identical to the references.
 #include "kernels/simd/vec_neon.h"
 #include "kernels/pool/pool_simd.h"
 #include "kernels/pool/pool_variants.h"
@@ -12,7 +12,6 @@ const PoolKernels kPoolKernels__neon{
     "neon",
     &AvgPoolC4__neon::avgpool,
     &AvgPoolC4__neon::global_avgpool,
-    &concat_channels_f32__reference,
     &AvgPoolC4__neon::avgpool_rows,
 };
 

@@ -1,9 +1,7 @@
-// Portable oracles for pooling and concat: one output pixel at a time, an f32 sum over the
-// window (clipped to the image, rows then columns) divided by the number of pixels it
-// covers; concat copies row by row.
+// Portable oracles for pooling: one output pixel at a time, an f32 sum over the window
+// (clipped to the image, rows then columns) divided by the number of pixels it covers.
 #include <algorithm>
 #include <cassert>
-#include <cstring>
 
 #include "kernels/pool/pool.h"
 
@@ -56,19 +54,6 @@ void global_avgpool_f32_nhwc__reference(const float* in, std::size_t pixels, std
     float sum = 0.0f;
     for (std::size_t p = 0; p < pixels; ++p) sum += in[p * channels + c];
     out[c] = sum / static_cast<float>(pixels);
-  }
-}
-
-void concat_channels_f32__reference(const float* const* inputs, const std::size_t* channels,
-                                    std::size_t n_inputs, std::size_t pixels, float* out) {
-  assert(n_inputs > 0);
-  for (std::size_t p = 0; p < pixels; ++p) {
-    for (std::size_t i = 0; i < n_inputs; ++i) {
-      const std::size_t ci = channels[i];
-      // memcpy's no-overlap rule holds: inputs may alias each other but never out.
-      std::memcpy(out, inputs[i] + p * ci, ci * sizeof(float));
-      out += ci;
-    }
   }
 }
 

@@ -1,0 +1,194 @@
+// The fusion planner: which ops chain into one step (fusion_planner.h).
+#include "engine/fusion_planner.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+namespace qbinfer {
+namespace {
+
+// Takes the ops that follow `chain.out` while each is the sole reader of the value before
+// it and comes later in the epilogue's order.
+void extend(const Graph& g, std::vector<char>& taken, Chain& chain) {
+  for (;;) {
+    const std::uint32_t cur = chain.out;
+    const std::uint32_t r = g.sole_reader(cur);
+    if (r == kNoValue || taken[r]) break;
+    const Op& op = g.ops[r];
+    if (op.type == OpType::kMulChannel && chain.stage < 1 && op.inputs[0] == cur) {
+      chain.epi.channel_scale = op.inputs[1];
+      chain.stage = 1;
+    } else if (op.type == OpType::kAdd && chain.stage < 2) {
+      const std::uint32_t other = op.inputs[0] == cur ? op.inputs[1] : op.inputs[0];
+      chain.epi.residual = other;
+      chain.epi.residual_channels = g.channels(cur);
+      // A CONCAT of k copies of one value, read only here: read that value k times instead.
+      const std::uint32_t q = g.producer[other];
+      if (q != kNoValue && !taken[q] && g.ops[q].type == OpType::kConcat &&
+          g.sole_reader(other) == r) {
+        const Op& concat = g.ops[q];
+        const std::uint32_t src = concat.inputs[0];
+        const bool copies = std::all_of(concat.inputs.begin(), concat.inputs.end(),
+                                        [src](std::uint32_t v) { return v == src; });
+        if (copies && g.channels(cur) % g.channels(src) == 0) {
+          chain.epi.residual = src;
+          chain.epi.residual_channels = g.channels(src);
+          chain.absorbed_concat = q;
+        }
+      }
+      chain.stage = 2;
+    } else if (op.type == OpType::kPReLU && chain.stage < 3) {
+      chain.epi.prelu_slope = op.tensors[0]->as<float>();
+      chain.stage = 3;
+    } else if (op.type == OpType::kAffine && chain.stage < 4) {
+      chain.epi.post_scale = op.tensors[0]->as<float>();
+      chain.epi.post_bias = op.tensors[1]->as<float>();
+      chain.stage = 4;
+    } else {
+      break;
+    }
+    chain.members.push_back(r);
+    chain.out = op.output;
+    chain.position = r;
+  }
+  // Packing the result for a binary conv, in the same pass.
+  for (const std::uint32_t r : g.readers[chain.out]) {
+    const Op& op = g.ops[r];
+    if (op.type != OpType::kBitpack || taken[r]) continue;
+    chain.epi.threshold = op.tensors[0]->as<float>();
+    chain.epi.bits = op.output;
+    // The floats are still wanted when anything else reads them.
+    chain.epi.write_float = g.is_output(chain.out) || g.readers[chain.out].size() > 1;
+    chain.members.push_back(r);
+    break;
+  }
+}
+
+void take(std::vector<char>& taken, const Chain& c) {
+  for (const std::uint32_t m : c.members) taken[m] = 1;
+  if (c.absorbed_concat != kNoValue) taken[c.absorbed_concat] = 1;
+}
+
+std::vector<Chain> find_chains(const Graph& g) {
+  std::vector<Chain> chains;
+  std::vector<char> taken(g.ops.size(), 0);
+  // Conv chains first: they save a whole pass over the conv's output.
+  for (const Op& op : g.ops) {
+    if (op.type != OpType::kBConv2D && op.type != OpType::kDWConv3x3) continue;
+    Chain c;
+    c.kind = StepKind::kConvChain;
+    c.members = {op.index};
+    c.head_input = op.inputs[0];
+    c.out = op.output;
+    c.position = op.index;
+    extend(g, taken, c);
+    if (c.members.size() < 2) continue;
+    take(taken, c);
+    chains.push_back(std::move(c));
+  }
+  // Element-wise chains with no conv in front, in place over their first input.
+  for (const Op& op : g.ops) {
+    if (taken[op.index]) continue;
+    Chain c;
+    c.kind = StepKind::kEpilogueChain;
+    c.members = {op.index};
+    c.out = op.output;
+    c.position = op.index;
+    switch (op.type) {
+      case OpType::kMulChannel:
+        c.head_input = op.inputs[0];
+        c.epi.channel_scale = op.inputs[1];
+        c.stage = 1;
+        break;
+      case OpType::kAdd:
+        // The base is the operand nothing reads later (checked in validate_inplace); try the
+        // first, the second if the first is the graph output.
+        if (op.inputs[0] == op.inputs[1]) continue;
+        c.head_input = g.is_output(op.inputs[0]) ? op.inputs[1] : op.inputs[0];
+        c.epi.residual = c.head_input == op.inputs[0] ? op.inputs[1] : op.inputs[0];
+        c.epi.residual_channels = op.channels;
+        c.stage = 2;
+        break;
+      case OpType::kPReLU:
+        c.head_input = op.inputs[0];
+        c.epi.prelu_slope = op.tensors[0]->as<float>();
+        c.stage = 3;
+        break;
+      case OpType::kAffine:
+        c.head_input = op.inputs[0];
+        c.epi.post_scale = op.tensors[0]->as<float>();
+        c.epi.post_bias = op.tensors[1]->as<float>();
+        c.stage = 4;
+        break;
+      default:
+        continue;
+    }
+    if (g.is_output(c.head_input)) continue;
+    extend(g, taken, c);
+    if (c.members.size() < 2) continue;
+    take(taken, c);
+    chains.push_back(std::move(c));
+  }
+  return chains;
+}
+
+// An in-place chain overwrites its base: nothing may read the base after it (in the order the
+// steps will run), and the chain itself may read it only as the base.
+bool inplace_ok(const Graph& g, const Chain& c, const std::vector<std::uint32_t>& position_of) {
+  const std::uint32_t base = c.head_input;
+  if (g.is_output(base) || base == c.epi.channel_scale || base == c.epi.residual) return false;
+  for (const std::uint32_t r : g.readers[base]) {
+    if (r == c.members[0]) continue;
+    if (position_of[r] >= c.position) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// The values a chain reads.
+std::vector<std::uint32_t> chain_reads(const Chain& c) {
+  std::vector<std::uint32_t> r{c.head_input};
+  if (c.epi.channel_scale != kNoValue) r.push_back(c.epi.channel_scale);
+  if (c.epi.residual != kNoValue) r.push_back(c.epi.residual);
+  return r;
+}
+
+FusionPlan plan_fusion(const Graph& g, bool fuse) {
+  const std::vector<Op>& ops = g.ops;
+  std::vector<Chain> chains = fuse ? find_chains(g) : std::vector<Chain>{};
+
+  // Where each op will run: a chain runs where its result is produced.
+  std::vector<std::uint32_t> position_of(ops.size());
+  std::vector<std::int64_t> chain_of(ops.size(), -1);
+  auto place = [&] {
+    for (std::uint32_t i = 0; i < ops.size(); ++i) {
+      position_of[i] = i;
+      chain_of[i] = -1;
+    }
+    for (std::size_t c = 0; c < chains.size(); ++c) {
+      for (const std::uint32_t m : chains[c].members) {
+        position_of[m] = chains[c].position;
+        chain_of[m] = static_cast<std::int64_t>(c);
+      }
+      if (chains[c].absorbed_concat != kNoValue) {
+        position_of[chains[c].absorbed_concat] = chains[c].position;
+        chain_of[chains[c].absorbed_concat] = static_cast<std::int64_t>(c);
+      }
+    }
+  };
+  place();
+  // Dropping an in-place chain moves nothing else, so one pass settles it.
+  std::vector<Chain> kept;
+  for (Chain& c : chains) {
+    if (c.kind == StepKind::kEpilogueChain && !inplace_ok(g, c, position_of)) continue;
+    kept.push_back(std::move(c));
+  }
+  chains = std::move(kept);
+  place();
+  return FusionPlan{std::move(chains), std::move(chain_of)};
+}
+
+}  // namespace qbinfer

@@ -1,0 +1,67 @@
+// The fusion planner: which ops of a file chain into one step (the chains exec_plan.h
+// describes), and whether an epilogue chain may run in place over its first input. It only
+// decides; build_steps (exec_plan.cc) turns its chains into steps.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "engine/exec_plan.h"
+#include "engine/ops.h"
+#include "format/qbw_file.h"
+
+namespace qbinfer {
+
+// Who reads what, in file order.
+struct Graph {
+  const QbwFile& file;
+  const std::vector<Op>& ops;
+  std::vector<std::vector<std::uint32_t>> readers;  // per value: reading op per occurrence
+  std::vector<std::uint32_t> producer;              // per value: op index, or kNoValue
+
+  Graph(const QbwFile& f, const std::vector<Op>& o) : file(f), ops(o) {
+    readers.resize(f.values().size());
+    producer.assign(f.values().size(), kNoValue);
+    for (const Op& op : ops) {
+      for (const std::uint32_t v : op.inputs) readers[v].push_back(op.index);
+      producer[op.output] = op.index;
+    }
+  }
+
+  bool is_output(std::uint32_t v) const { return v == file.output_value(); }
+  // The only op that reads v, once, when v is not the graph output; else kNoValue.
+  std::uint32_t sole_reader(std::uint32_t v) const {
+    if (is_output(v) || readers[v].size() != 1) return kNoValue;
+    return readers[v][0];
+  }
+  std::size_t channels(std::uint32_t v) const { return file.values()[v].channels; }
+};
+
+// A chain being built: its head (a conv, or the first op of an epilogue chain) and the ops it
+// absorbs, with the epilogue they add up to.
+struct Chain {
+  StepKind kind = StepKind::kOp;
+  std::vector<std::uint32_t> members;   // head first
+  std::uint32_t head_input = kNoValue;  // the conv's input, or the in-place base
+  std::uint32_t out = kNoValue;
+  std::uint32_t position = 0;  // file index of the op that produces `out`
+  std::uint32_t absorbed_concat = kNoValue;
+  EpilogueSpec epi;
+  int stage = 0;  // last epilogue step taken: 1 scale .. 4 affine
+};
+
+// The chains kept, and the chain each op runs in.
+struct FusionPlan {
+  std::vector<Chain> chains;
+  std::vector<std::int64_t> chain_of;  // per op: its index into chains, or -1 (a step alone)
+};
+
+// Finds the chains (none when fuse is false) and drops the in-place chains whose base is read
+// after them. A chain runs at its `position`, where its result is produced.
+FusionPlan plan_fusion(const Graph& g, bool fuse);
+
+// The values a chain reads.
+std::vector<std::uint32_t> chain_reads(const Chain& c);
+
+}  // namespace qbinfer

@@ -1,0 +1,327 @@
+// The run functions: what each step computes on one image, calling the kernels of
+// ExecContext::kernels (see exec_plan.h for the steps, step_run.h for the entry points).
+#include "engine/step_run.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+namespace qbinfer {
+namespace {
+
+// Element-wise ops below this many floats run on the calling thread: a hand-off would cost
+// more than it saves.
+constexpr std::size_t kParallelMinFloats = 32 * 1024;
+
+// --------------------------------------------------------------------------- epilogue
+Epilogue make_epilogue(const EpilogueSpec& s, const ExecContext& ctx) {
+  Epilogue ep;
+  if (s.channel_scale != kNoValue) ep.channel_scale = ctx.value<const float>(s.channel_scale);
+  if (s.residual != kNoValue) {
+    ep.residual = ctx.value<const float>(s.residual);
+    ep.residual_channels = s.residual_channels;
+  }
+  ep.prelu_slope = s.prelu_slope;
+  ep.post_scale = s.post_scale;
+  ep.post_bias = s.post_bias;
+  ep.write_float = s.write_float;
+  if (s.bits != kNoValue) {
+    ep.threshold = s.threshold;
+    ep.bits = ctx.value<BitWord>(s.bits);
+  }
+  return ep;
+}
+
+// --------------------------------------------------------------------------- run functions
+// Binary conv, alone or as the head of a chain: blocks of rows (3x3) or of pixels (1x1, where
+// pixels are independent and a block runs as a 1 x n image), then the epilogue on the block.
+void run_bconv2d(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const BConvShape& shape = op.bconv;
+  const BitWord* in = ctx.value<const BitWord>(op.inputs[0]);
+  float* out = ctx.value<float>(step.out);
+  const float* scale = op.tensors[1]->as<float>();
+  const float* bias = op.tensors[2]->as<float>();
+  const BConvKernels& k = *ctx.kernels->bconv;
+  const EpilogueKernels& e = *ctx.kernels->epilogue;
+  const bool chain = step.kind == StepKind::kConvChain;
+  const Epilogue ep = chain ? make_epilogue(step.epi, ctx) : Epilogue{};
+  const std::size_t words = words_for_channels(shape.in_channels);
+  const std::size_t co = shape.out_channels;
+  ctx.parallel_for(step.units, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t u = begin; u < end; u += step.block) {
+      const std::size_t u1 = std::min(end, u + step.block);
+      std::size_t p0 = u, p1 = u1;
+      if (step.by_pixel) {
+        const BConvShape strip{1, u1 - u, shape.in_channels, co, 1, shape.padding};
+        k.run_rows(strip, in + u * words, step.packed.data(), scale, bias, 0, 1, out + u * co);
+      } else {
+        k.run_rows(shape, in, step.packed.data(), scale, bias, u, u1, out);
+        p0 = u * shape.width;
+        p1 = u1 * shape.width;
+      }
+      if (chain) e.rows(ep, co, p0, p1, out);
+    }
+  });
+}
+
+// Depthwise conv, alone or as the head of a chain. INT8 first quantizes the whole biased
+// input (its scale, when dynamic, is a max over the image: exact in any order).
+void run_dwconv3x3(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const DWConvShape& shape = op.dwconv;
+  const float* in = ctx.value<const float>(op.inputs[0]);
+  const float* pre_bias = op.tensors[0] != nullptr ? op.tensors[0]->as<float>() : nullptr;
+  float* out = ctx.value<float>(step.out);
+  const float* scale = op.tensors[3]->as<float>();
+  const float* bias = op.tensors[4]->as<float>();
+  const DWConvKernels& k = *ctx.kernels->dwconv;
+  const EpilogueKernels& e = *ctx.kernels->epilogue;
+  const bool chain = step.kind == StepKind::kConvChain;
+  const Epilogue ep = chain ? make_epilogue(step.epi, ctx) : Epilogue{};
+  const std::size_t oc = shape.multiplier * shape.channels;
+  const std::size_t row_pixels = shape.out_width;
+
+  float input_scale = op.dw_input_scale;
+  if (op.dw_int8) {
+    const std::size_t pixels = shape.in_height * shape.in_width;
+    const std::size_t c = shape.channels;
+    if (!(input_scale > 0.0f)) {
+      float* partial = ctx.partials;
+      const std::size_t parts = ctx.participants();
+      for (std::size_t i = 0; i < parts; ++i) partial[i] = 0.0f;
+      ctx.parallel_parts(pixels, [&](std::size_t b, std::size_t en, std::size_t part) {
+        if (b < en) partial[part] = k.input_absmax(in + b * c, pre_bias, en - b, c);
+      });
+      float absmax = 0.0f;
+      for (std::size_t i = 0; i < parts; ++i) absmax = std::max(absmax, partial[i]);
+      input_scale = dwconv_dynamic_input_scale(absmax);
+    }
+    const float s = input_scale;
+    std::int8_t* q = ctx.scratch;
+    ctx.parallel_for(pixels, [&](std::size_t b, std::size_t en) {
+      k.quantize_input(in + b * c, pre_bias, en - b, c, s, q + b * c);
+    });
+  }
+  const float s = input_scale;
+  const float* weight_scale = op.dw_int8 ? op.tensors[2]->as<float>() : nullptr;
+  ctx.parallel_for(step.units, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t y = begin; y < end; y += step.block) {
+      const std::size_t y1 = std::min(end, y + step.block);
+      if (op.dw_int8) {
+        k.run_rows_qs8(shape, ctx.scratch, step.packed.data(), weight_scale, s, scale, bias, y, y1,
+                       out);
+      } else {
+        k.run_rows_f32(shape, in, pre_bias, step.packed.data(), scale, bias, y, y1, out);
+      }
+      if (chain) e.rows(ep, oc, y * row_pixels, y1 * row_pixels, out);
+    }
+  });
+}
+
+}  // namespace
+
+// The element-wise tail alone, in place over its first input (which shares `out`'s bytes).
+void run_epilogue_chain(const Step& step, const ExecContext& ctx) {
+  float* out = ctx.value<float>(step.out);
+  const Epilogue ep = make_epilogue(step.epi, ctx);
+  const EpilogueKernels& e = *ctx.kernels->epilogue;
+  ctx.parallel_for(step.units, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t p = begin; p < end; p += step.block) {
+      e.rows(ep, step.channels, p, std::min(end, p + step.block), out);
+    }
+  });
+}
+
+namespace {
+
+void run_conv2d(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const float* in = ctx.value<const float>(op.inputs[0]);
+  float* out = ctx.value<float>(op.output);
+  const float* bias = op.tensors[1]->as<float>();
+  const Conv2DKernels& k = *ctx.kernels->conv2d;
+  ctx.parallel_for(step.units, [&](std::size_t b, std::size_t e) {
+    k.run_rows(op.conv2d, in, step.packed.data(), bias, op.relu, b, e, out);
+  });
+}
+
+// Per-pixel ops split by pixels once they are large enough to pay for the hand-off.
+template <class Body>
+void pixelwise(const Step& step, const ExecContext& ctx, Body&& body) {
+  const Op& op = *step.op;
+  if (op.pixels * op.channels < kParallelMinFloats || ctx.pool == nullptr) {
+    body(std::size_t{0}, op.pixels);
+    return;
+  }
+  ctx.parallel_for(op.pixels, body);
+}
+
+void run_bitpack(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const float* in = ctx.value<const float>(op.inputs[0]);
+  BitWord* out = ctx.value<BitWord>(op.output);
+  const float* threshold = op.tensors[0]->as<float>();
+  const std::size_t c = op.channels;
+  const std::size_t words = words_for_channels(c);
+  const BitpackKernels& k = *ctx.kernels->bitpack;
+  pixelwise(step, ctx, [&](std::size_t b, std::size_t e) {
+    k.f32_nhwc(in + b * c, e - b, c, threshold, out + b * words);
+  });
+}
+
+// An element-wise op over input 0 and the output, float rows of op.channels split by pixels:
+// body(kernels, in, out, first pixel, pixel count) with in and out at the first pixel.
+template <class Body>
+void elementwise(const Step& step, const ExecContext& ctx, Body&& body) {
+  const Op& op = *step.op;
+  const float* in = ctx.value<const float>(op.inputs[0]);
+  float* out = ctx.value<float>(op.output);
+  const std::size_t c = op.channels;
+  const ElementwiseKernels& k = *ctx.kernels->elementwise;
+  pixelwise(step, ctx,
+            [&](std::size_t b, std::size_t e) { body(k, in + b * c, out + b * c, b, e - b); });
+}
+
+void run_affine(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const float* scale = op.tensors[0]->as<float>();
+  const float* bias = op.tensors[1]->as<float>();
+  elementwise(step, ctx,
+              [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
+                  std::size_t n) { k.affine(in, n, op.channels, scale, bias, out); });
+}
+
+void run_prelu(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const float* slope = op.tensors[0]->as<float>();
+  elementwise(step, ctx,
+              [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
+                  std::size_t n) { k.prelu(in, n, op.channels, slope, out); });
+}
+
+// ReLU and sigmoid: the same flat loop over pixels * channels floats, one kernel or the other.
+template <void (*ElementwiseKernels::*Kernel)(const float*, std::size_t, float*)>
+void run_flat(const Step& step, const ExecContext& ctx) {
+  const std::size_t c = step.op->channels;
+  elementwise(step, ctx,
+              [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
+                  std::size_t n) { (k.*Kernel)(in, n * c, out); });
+}
+
+void run_add(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const float* addend = ctx.value<const float>(op.inputs[1]);
+  const std::size_t c = op.channels;
+  elementwise(step, ctx,
+              [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t first,
+                  std::size_t n) { k.add(in, addend + first * c, n * c, out); });
+}
+
+void run_mul_channel(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const float* s = ctx.value<const float>(op.inputs[1]);
+  elementwise(step, ctx,
+              [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
+                  std::size_t n) { k.mul_channel(in, n, op.channels, s, out); });
+}
+
+void run_avgpool(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const float* in = ctx.value<const float>(op.inputs[0]);
+  float* out = ctx.value<float>(op.output);
+  const PoolKernels& k = *ctx.kernels->pool;
+  const AvgPoolShape& s = op.avgpool;
+  if (s.out_height * s.out_width * s.channels < kParallelMinFloats || ctx.pool == nullptr) {
+    k.avgpool(s, in, out);
+    return;
+  }
+  ctx.parallel_for(s.out_height,
+                   [&](std::size_t b, std::size_t e) { k.avgpool_rows(s, in, b, e, out); });
+}
+
+void run_global_avgpool(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  ctx.kernels->pool->global_avgpool(ctx.value<const float>(op.inputs[0]), op.pixels, op.channels,
+                                    ctx.value<float>(op.output));
+}
+
+void run_concat(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  ctx.kernels->concat->channels_f32(ctx.concat_inputs + step.concat_slot, op.concat_channels.data(),
+                                    op.concat_channels.size(), op.pixels,
+                                    ctx.value<float>(op.output));
+}
+
+// FC: fp32 and int8 split by output features (weight rows are independent); bitplane8's
+// planes interleave the outputs, so it runs whole.
+void run_fc(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const float* x = ctx.value<const float>(op.inputs[0]);
+  float* out = ctx.value<float>(op.output);
+  const FCKernels& k = *ctx.kernels->fc;
+  const float* bias = op.tensors[2]->as<float>();
+  const std::size_t c = op.channels;
+  const bool split = ctx.pool != nullptr && op.out_features * c >= kParallelMinFloats * 4;
+  switch (op.fc_encoding) {
+    case 0: {
+      const float* w = op.tensors[0]->as<float>();
+      auto body = [&](std::size_t b, std::size_t e) {
+        k.f32(c, e - b, x, w + b * c, bias + b, out + b);
+      };
+      split ? ctx.parallel_for(op.out_features, body) : body(0, op.out_features);
+      break;
+    }
+    case 1: {
+      const std::int8_t* w = op.tensors[0]->as<std::int8_t>();
+      const float* ws = op.tensors[1]->as<float>();
+      auto body = [&](std::size_t b, std::size_t e) {
+        k.qs8(c, e - b, x, w + b * c, ws + b, bias + b, out + b);
+      };
+      split ? ctx.parallel_for(op.out_features, body) : body(0, op.out_features);
+      break;
+    }
+    default:
+      k.bitplane8(c, op.out_features, x, op.tensors[0]->as<BitWord>(), op.tensors[1]->as<float>(),
+                  bias, out);
+      break;
+  }
+}
+
+}  // namespace
+
+StepRunFn run_fn(OpType type) {
+  switch (type) {
+    case OpType::kConv2D:
+      return &run_conv2d;
+    case OpType::kDWConv3x3:
+      return &run_dwconv3x3;
+    case OpType::kBitpack:
+      return &run_bitpack;
+    case OpType::kBConv2D:
+      return &run_bconv2d;
+    case OpType::kAffine:
+      return &run_affine;
+    case OpType::kPReLU:
+      return &run_prelu;
+    case OpType::kReLU:
+      return &run_flat<&ElementwiseKernels::relu>;
+    case OpType::kSigmoid:
+      return &run_flat<&ElementwiseKernels::sigmoid>;
+    case OpType::kAdd:
+      return &run_add;
+    case OpType::kMulChannel:
+      return &run_mul_channel;
+    case OpType::kAvgPool:
+      return &run_avgpool;
+    case OpType::kGlobalAvgPool:
+      return &run_global_avgpool;
+    case OpType::kConcat:
+      return &run_concat;
+    case OpType::kFC:
+      return &run_fc;
+  }
+  return nullptr;
+}
+
+}  // namespace qbinfer
