@@ -1,5 +1,7 @@
 #include "engine/ops.h"
 
+#include "base/text.h"
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -20,24 +22,9 @@ std::uint64_t sat_mul(std::initializer_list<std::uint64_t> xs) {
   return p;
 }
 
-std::string shape_str(std::uint64_t h, std::uint64_t w, std::uint64_t c) {
-  return "(" + std::to_string(h) + ", " + std::to_string(w) + ", " + std::to_string(c) + ")";
-}
+// The shared message helpers (base/text.h) and one overload for a value's shape.
+using qbinfer::shape_str;
 std::string shape_str(const ValueInfo& v) { return shape_str(v.height, v.width, v.channels); }
-std::string dims_str(const std::vector<std::uint64_t>& dims) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
-  return s + "]";
-}
-
-std::string quoted(const std::string& s) {
-  std::string out = "'";
-  for (std::size_t i = 0; i < s.size() && i < 80; ++i) {
-    const unsigned char ch = static_cast<unsigned char>(s[i]);
-    out += (ch < 0x20 || ch == 0x7F) ? '?' : static_cast<char>(ch);
-  }
-  return out + (s.size() > 80 ? "...'" : "'");
-}
 
 // ------------------------------------------------------------------------ the op schema
 // The types of the tables in op_schema.inc, generated from weights_tools/op_schema.py: every
