@@ -55,5 +55,7 @@ const FCKernels* fc_kernels_for(Isa isa);
 // Every variant this build has and this CPU runs, scalar first: what tests and benchmarks
 // iterate over, so that no compiled variant goes untested.
 const FCKernels* const* fc_kernel_variants(std::size_t* count);
+// Every variant this build has, runnable here or not (for tests that name what they skip).
+const FCKernels* const* fc_compiled_kernel_variants(std::size_t* count);
 
 }  // namespace qbinfer
