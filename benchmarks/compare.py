@@ -229,7 +229,7 @@ def main(argv=None) -> int:
 
     from bench_util import zoo_file
 
-    from qbinfer import _core
+    from qbinfer import _core, _testing
 
     isas = args.isas or _core.supported_isas()
     env_base = {k: v for k, v in os.environ.items() if k not in ("QBINFER_ISA", "QBINFER_FUSION")}
@@ -323,7 +323,7 @@ def main(argv=None) -> int:
         "results": results,
         "rss": rss,
         "vmhwm": vmhwm,
-        "pool_latency_ns": _core._pool_latency(2, 20000, 20),
+        "pool_latency_ns": _testing.pool_latency(2, 20000, 20),
         "command": " ".join([Path(sys.executable).name] + sys.argv),
     }
     print_table(report, args)

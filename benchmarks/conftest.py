@@ -5,7 +5,7 @@ scalar)."""
 
 import pytest
 
-from qbinfer import _core
+from qbinfer import _core, _testing
 
 
 @pytest.fixture(scope="session")
@@ -13,7 +13,7 @@ def peaks():
     """Per ISA: this core's XOR+popcount and FMA ceilings (binary / float MACs per second)."""
     out = {}
     for isa in _core.supported_isas():
-        out[isa] = _core._bench.peak(isa, 0.3)
+        out[isa] = _testing.bench.peak(isa, 0.3)
     if _core.build_info()["avx512_vpopcntdq"]:
-        out["avx512"] = _core._bench.peak("avx512_vpopcnt", 0.3)
+        out["avx512"] = _testing.bench.peak("avx512_vpopcnt", 0.3)
     return out

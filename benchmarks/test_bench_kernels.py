@@ -11,7 +11,7 @@ import pytest
 from bench_util import bench_isas
 from zoo_shapes import shape_id, unique_shapes
 
-from qbinfer import _core
+from qbinfer import _testing
 
 MODELS = ("qb_net_small", "qb_net_large", "qsb_net_small", "qsb_net_large")
 SHAPES = unique_shapes(MODELS)
@@ -24,7 +24,7 @@ SHAPES += [("dwconv_qs8", p, m) for f, p, m in unique_shapes(MODELS) if f == "dw
 @pytest.mark.parametrize("isa", bench_isas())
 @pytest.mark.parametrize("family,params,models", SHAPES, ids=[shape_id(f, p) for f, p, _ in SHAPES])
 def test_kernel(benchmark, peaks, isa, family, params, models):
-    bench = _core._bench.KernelBench(family, isa, params)
+    bench = _testing.bench.KernelBench(family, isa, params)
     benchmark.group = shape_id(family, params)
     benchmark.extra_info.update(
         family=family,

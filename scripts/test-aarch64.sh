@@ -102,8 +102,9 @@ echo "cmake $(cmake --version | head -n1 | awk '{print $3}'), $(g++ --version | 
 echo "$(aarch64-linux-gnu-g++ --version | head -n1), $("$QEMU_AARCH64" --version | head -n1)"
 phase_done
 
-# The kernel test executable is another engineer's work in progress: build and run it when the
-# project has it, and say so when it does not.
+# The kernel test executable (csrc/tests/kernel_tests.cc over the kernel test plan in
+# csrc/tests/kernel_test_harness.cc, the same plan tests/test_kernels_simd.py runs): build and run
+# it when the project has it, and say so when it does not.
 KERNEL_TESTS=OFF
 if grep -q 'qbinfer_kernel_tests' CMakeLists.txt && [[ -f csrc/tests/kernel_tests.cc ]]; then
   KERNEL_TESTS=ON

@@ -145,3 +145,33 @@ def test_explicit_isa_argument(tmp_path):
         np.testing.assert_allclose(out, outs["scalar"], rtol=1e-5, atol=1e-5, err_msg=isa)
     with pytest.raises(ValueError, match="supported: scalar"):
         _core.Model(path, 1, "bogus")
+
+
+def test_supported_isas_shape():
+    assert ISAS[0] == "scalar"
+    assert len(set(ISAS)) == len(ISAS)
+    assert set(ISAS) <= {"scalar", "avx2", "avx512", "neon"}
+    assert _core.active_isa() in ISAS
+    if "QBINFER_ISA" not in os.environ:
+        assert _core.active_isa() == ISAS[-1], "without an override the best ISA is used"
+
+
+def test_every_supported_isa_has_a_variant_in_every_family():
+    """The plain ISA names reach each family's selector; VPOPCNTDQ adds exactly one variant."""
+    from qbinfer import _testing
+
+    for family in _testing.kernel_test_families():
+        variants = _testing.kernel_variants(family)
+        assert variants[0] == "scalar", family
+        for isa in ISAS:
+            assert isa in variants, f"{isa} is supported but {family} has no {isa} variant"
+    vpopcnt = _core.build_info()["avx512_vpopcntdq"]
+    assert ("avx512_vpopcnt" in _testing.kernel_variants("bconv")) == vpopcnt
+    if vpopcnt:
+        assert "avx512" in ISAS
+
+
+def test_qbinfer_isa_override_selects_scalar():
+    r = run_python("from qbinfer import _core; print(_core.active_isa())", "scalar", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "scalar"

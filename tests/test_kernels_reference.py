@@ -1,4 +1,4 @@
-"""The portable microkernels (qbinfer._core._kernels) against independent references.
+"""The portable microkernels (qbinfer._testing.kernels) against independent references.
 
 References: PyTorch for convolutions, pools, concat and element-wise ops; numpy float64 for
 the FC encodings. The binary conv and the integer part of the INT8 depthwise conv must match
@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import qbinfer
-from qbinfer._core import _kernels as K
+from qbinfer._testing import kernels as K
 
 torch = pytest.importorskip("torch", reason="the kernel references use PyTorch")
 F = torch.nn.functional
@@ -945,6 +945,30 @@ ERRORS = {
         TypeError,
         r"inputs\[1\] must have dtype float32",
     ),
+    # An ISA argument names a supported ISA (qbinfer::isa_from_name); the message lists them.
+    "isa-bconv": (lambda: bconv(isa="avx9000"), ValueError, r"isa 'avx9000' .*supported: scalar"),
+    "isa-bitpack": (
+        lambda: K.bitpack(z((2, 3)), isa="avx9000"),
+        ValueError,
+        r"isa 'avx9000' is not an ISA name",
+    ),
+    "isa-dwconv": (lambda: dw_f32(isa="sse9"), ValueError, r"isa 'sse9'"),
+    "isa-epilogue": (lambda: K.epilogue(z((2, 2, 3)), isa=""), ValueError, r"isa ''"),
+    "bconv-row-range-past-end": (
+        lambda: bconv(isa="scalar", row_ranges=[(0, 4)]),
+        ValueError,
+        "row range",
+    ),
+    "bconv-row-range-reversed": (
+        lambda: bconv(isa="scalar", row_ranges=[(2, 1)]),
+        ValueError,
+        "row range",
+    ),
+    "bconv-row-range-negative": (
+        lambda: bconv(isa="scalar", row_ranges=[(-1, 2)]),
+        ValueError,
+        "row range",
+    ),
 }
 
 
@@ -960,3 +984,93 @@ def test_wrong_integer_argument_type_is_type_error():
         K.avgpool(z((4, 4, 2)), 2.5, 2, 2, 2)
     with pytest.raises(TypeError):
         bconv(in_channels="70")
+
+
+# --- fused epilogue ------------------------------------------------------------------------
+
+EPI_SEED = BASE_SEED + 7000
+EPI_SPECIALS = np.array(
+    [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3e38, -3e38, 0.5, -0.5, 2.5, 1e10], F32
+)
+
+
+def epilogue_numpy(x, cs, res, slope, ps, pb, threshold):
+    """The steps of epilogue.h in numpy float32 (one IEEE operation each), independently of
+    qbinfer: the oracle of the scalar kernel (every SIMD variant is held to the scalar one bit
+    for bit by the kernel test plan, tests/test_kernels_simd.py)."""
+    c = x.shape[-1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = x.reshape(-1, c).copy()
+        if cs is not None:
+            v = v * cs
+        if res is not None:
+            r = res.reshape(v.shape[0], -1)
+            v = v + np.tile(r, (1, c // r.shape[1]))
+        if slope is not None:
+            v = np.where(v >= 0, v, slope * v)
+        if ps is not None:
+            v = v * ps
+            v = v + pb
+        packed = None
+        if threshold is not None:
+            words = (c + 63) // 64
+            padded = np.zeros((v.shape[0], words * 64), bool)
+            padded[:, :c] = ~(v >= threshold)
+            packed = (
+                np.ascontiguousarray(np.packbits(padded, axis=-1, bitorder="little"))
+                .view("<u8")
+                .reshape(x.shape[:-1] + (words,))
+            )
+    return v.reshape(x.shape), packed
+
+
+def assert_same_float_bits(got, want, msg):
+    """Equal bit for bit, NaN positions equal (payloads free)."""
+    assert got.shape == want.shape, f"{msg}: shape {got.shape} != {want.shape}"
+    gn, wn = np.isnan(got), np.isnan(want)
+    same = np.where(gn | wn, gn == wn, got.view(np.uint32) == want.view(np.uint32))
+    if not same.all():
+        i = tuple(np.argwhere(~same)[0])
+        raise AssertionError(f"{msg}: first difference at {i}: got {got[i]!r}, want {want[i]!r}")
+
+
+@pytest.mark.parametrize("channels", [1, 3, 7, 16, 17, 33, 64, 66, 100, 130, 192])
+def test_epilogue_matches_numpy_every_step_subset(channels):
+    seed = EPI_SEED + channels
+    rng = np.random.default_rng(seed)
+    hw = (3, 5)
+    x = (rng.standard_normal(hw + (channels,)) * 2).astype(F32)
+    flat = x.reshape(-1)
+    flat[rng.integers(0, flat.size, EPI_SPECIALS.size)] = EPI_SPECIALS
+    threshold = rng.standard_normal(channels).astype(F32)
+    threshold[::5] = 0.0
+    threshold[1::7] = -0.0
+    if channels > 2:
+        threshold[2] = np.nan
+    x.reshape(-1, channels)[::3] = threshold  # ties: values equal to their threshold
+    cs, slope, ps, pb = (rng.standard_normal(channels).astype(F32) for _ in range(4))
+    slope[::4] = -0.0
+    pb[::3] = -0.0
+    # residual_channels: the whole width and the proper divisors the models repeat.
+    for rc in [channels] + [channels // k for k in (2, 3, 4) if channels % k == 0]:
+        residual = rng.standard_normal(hw + (rc,)).astype(F32)
+        residual.reshape(-1)[:4] = [np.nan, -0.0, np.inf, 0.0]
+        for subset in range(32):
+            on = [bool(subset >> i & 1) for i in range(5)]
+            args = dict(
+                channel_scale=cs if on[0] else None,
+                residual=residual if on[1] else None,
+                prelu_slope=slope if on[2] else None,
+                post_scale=ps if on[3] else None,
+                post_bias=pb if on[3] else None,
+                threshold=threshold if on[4] else None,
+            )
+            msg = f"seed={seed} C={channels} rc={rc} subset={subset:05b}"
+            want_f, want_b = epilogue_numpy(x, *args.values())
+            for write_float in (True, False):
+                got_f, got_b = K.epilogue(x, **args, write_float=write_float, isa="scalar")
+                assert_same_float_bits(got_f, want_f if write_float else x, msg)
+                if on[4]:
+                    assert np.array_equal(got_b, want_b), f"{msg}: bits"
+                else:
+                    assert got_b is None, msg

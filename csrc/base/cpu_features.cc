@@ -146,6 +146,15 @@ std::string supported_list() {
   return s;
 }
 
+// Why `name` is not a usable ISA here: " is not an ISA name (...)" or " is not supported ...",
+// then the supported list. Shared by isa_from_name and the QBINFER_ISA check.
+std::string unusable_isa_reason(const std::string& name) {
+  const bool known = name == "scalar" || name == "avx2" || name == "avx512" || name == "neon";
+  return (known ? std::string(" is not supported by this CPU or build")
+                : std::string(" is not an ISA name (ISA names: scalar, avx2, avx512, neon)")) +
+         "; supported: " + supported_list();
+}
+
 Isa resolve_active() {
   const char* env = std::getenv("QBINFER_ISA");
   if (env == nullptr || *env == '\0') return supported_isas().back();
@@ -153,12 +162,7 @@ Isa resolve_active() {
   for (Isa isa : supported_isas()) {
     if (want == isa_name(isa)) return isa;
   }
-  const bool known = want == "scalar" || want == "avx2" || want == "avx512" || want == "neon";
-  throw std::runtime_error("QBINFER_ISA=" + want +
-                           (known ? " is not supported by this CPU or "
-                                    "build"
-                                  : " is not an ISA name") +
-                           "; supported: " + supported_list());
+  throw std::runtime_error("QBINFER_ISA=" + want + unusable_isa_reason(want));
 }
 
 }  // namespace
@@ -175,6 +179,13 @@ const char* isa_name(Isa isa) {
       return "neon";
   }
   return "unknown";
+}
+
+Isa isa_from_name(const std::string& name) {
+  for (Isa isa : supported_isas()) {
+    if (name == isa_name(isa)) return isa;
+  }
+  throw std::invalid_argument("isa '" + name + "'" + unusable_isa_reason(name));
 }
 
 const std::vector<Isa>& supported_isas() {

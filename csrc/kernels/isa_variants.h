@@ -7,7 +7,8 @@
 //                                 plain variant before its faster sub-variants), or nullptr
 //                                 when the CPU or build lacks `isa`;
 //   runnable_variants(table, n)   every runnable entry in table order: what tests and
-//                                 benchmarks iterate over, so no compiled variant goes untested.
+//                                 benchmarks iterate over, so no compiled variant goes untested;
+//   compiled_variants(table, n)   every entry, runnable or not: for naming what a test skips.
 // Built for the baseline CPU: only ISAs are compared and pointers returned; a variant's code
 // runs only after its entry has been found runnable.
 #pragma once
@@ -58,6 +59,18 @@ const Kernels* const* runnable_variants(const IsaVariant<Kernels> (&table)[N], s
   }();
   *count = runnable.size();
   return runnable.data();
+}
+
+// Only the entries' names may be read for a variant that is not runnable here.
+template <class Kernels, std::size_t N>
+const Kernels* const* compiled_variants(const IsaVariant<Kernels> (&table)[N], std::size_t* count) {
+  static const std::vector<const Kernels*> compiled = [&table] {
+    std::vector<const Kernels*> v;
+    for (const auto& entry : table) v.push_back(entry.kernels);
+    return v;
+  }();
+  *count = compiled.size();
+  return compiled.data();
 }
 
 }  // namespace qbinfer

@@ -1,4 +1,4 @@
-// qbinfer._core._bench: microbenchmark drivers for benchmarks/test_bench_kernels.py. A
+// qbinfer._testing.bench: microbenchmark drivers for benchmarks/test_bench_kernels.py. A
 // KernelBench owns random inputs and weights packed once (as the engine packs them at load) for
 // one kernel family, one shape and one ISA; run(n) calls the kernel n times with the GIL
 // released, so a Python timer sees the kernel, not packing or allocation. Not for tests.
@@ -37,15 +37,7 @@ class KernelBench {
  public:
   KernelBench(const std::string& family, const std::string& isa_name, const py::dict& p)
       : family_(family) {
-    Isa isa = Isa::kScalar;
-    bool found = false;
-    for (Isa s : supported_isas()) {
-      if (isa_name == qbinfer::isa_name(s)) {
-        isa = s;
-        found = true;
-      }
-    }
-    if (!found) throw py::value_error("KernelBench: ISA '" + isa_name + "' is not supported");
+    const Isa isa = isa_from_name(isa_name);  // std::invalid_argument: a ValueError
     const KernelTable& k = kernel_table_for(isa);
     if (family == "bconv") {
       setup_bconv(k, p);
@@ -259,8 +251,8 @@ class KernelBench {
 
 }  // namespace
 
-void register_kernel_bench(py::module_& core) {
-  py::module_ m = core.def_submodule("_bench", "microbenchmark drivers, for benchmarks/ only");
+void register_kernel_bench(py::module_& testing) {
+  py::module_ m = testing.def_submodule("bench", "microbenchmark drivers, for benchmarks/ only");
   py::class_<KernelBench>(m, "KernelBench",
                           "KernelBench(family, isa, params): random inputs and packed weights "
                           "for one kernel family ('bconv', 'dwconv_f32', 'dwconv_qs8', 'conv2d', "

@@ -1,4 +1,4 @@
-// qbinfer._core._bench: kernel microbenchmark drivers and the machine's ceilings, for
+// qbinfer._testing.bench: kernel microbenchmark drivers and the machine's ceilings, for
 // benchmarks/ (never the tests).
 #pragma once
 
@@ -6,6 +6,6 @@
 
 namespace qbinfer {
 
-void register_kernel_bench(pybind11::module_& core);
+void register_kernel_bench(pybind11::module_& testing);
 
 }  // namespace qbinfer

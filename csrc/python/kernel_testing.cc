@@ -1,4 +1,4 @@
-// qbinfer._core._kernels: one binding per portable microkernel, in the natural numpy shapes
+// qbinfer._testing.kernels: one binding per portable microkernel, in the natural numpy shapes
 // (NHWC without the batch). The bindings own validation, as every caller of a microkernel
 // must: dtype (TypeError), shape, attribute ranges and the tail-bit rule (ValueError), so a
 // wrong call raises instead of reaching a kernel assert or reading out of bounds. They
@@ -178,49 +178,15 @@ void without_gil(F&& f) {
 
 // --- ISA selection ------------------------------------------------------------------------
 
-std::vector<std::string> supported_isa_names() {
-  std::vector<std::string> names;
-  for (Isa isa : supported_isas()) names.emplace_back(isa_name(isa));
-  return names;
-}
-
-std::string active_isa_name() {
-  try {
-    return isa_name(active_isa());
-  } catch (const std::runtime_error& e) {
-    throw py::value_error(e.what());
-  }
-}
-
-// An ISA by name among the supported ones; ValueError naming them otherwise.
-Isa isa_by_name(const char* fn, const std::string& name) {
-  for (Isa isa : supported_isas()) {
-    if (name == isa_name(isa)) return isa;
-  }
-  const std::vector<std::string> names = supported_isa_names();
-  std::string list;
-  for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
-  throw py::value_error(std::string(fn) + ": isa '" + name +
-                        "' is not supported by this build and CPU; supported: " + list);
-}
-
-std::vector<std::string> bconv_variant_names() {
-  std::size_t n = 0;
-  const BConvKernels* const* v = bconv_kernel_variants(&n);
-  std::vector<std::string> names;
-  for (std::size_t i = 0; i < n; ++i) names.emplace_back(v[i]->isa);
-  return names;
-}
-
-// A variant by its name (bconv_variant_names(): "scalar", "avx2", "avx512",
-// "avx512_vpopcnt", ...); a plain ISA name gives bconv_kernels_for(that ISA).
+// A runnable variant by its name ("scalar", "avx2", "avx512", "avx512_vpopcnt", ...); a plain
+// ISA name gives bconv_kernels_for(that ISA).
 const BConvKernels& bconv_variant(const std::string& name) {
   std::size_t n = 0;
   const BConvKernels* const* v = bconv_kernel_variants(&n);
   for (std::size_t i = 0; i < n; ++i) {
     if (name == v[i]->isa) return *v[i];
   }
-  const BConvKernels* k = bconv_kernels_for(isa_by_name("bconv2d", name));
+  const BConvKernels* k = bconv_kernels_for(isa_from_name(name));
   if (k == nullptr) {
     throw py::value_error("bconv2d: this build has no binary conv for isa '" + name + "'");
   }
@@ -327,7 +293,7 @@ py::array_t<float> bconv2d(const py::object& x_obj, const py::object& w_obj,
 py::array_t<std::uint64_t> bitpack_isa(const py::object& x_obj, const py::object& t_obj,
                                        const std::string& isa) {
   constexpr const char* fn = "bitpack";
-  const BitpackKernels* kernels = bitpack_kernels_for(isa_by_name(fn, isa));
+  const BitpackKernels* kernels = bitpack_kernels_for(isa_from_name(isa));
   if (kernels == nullptr) {
     throw py::value_error("bitpack: this build has no bitpacking for isa '" + isa + "'");
   }
@@ -351,7 +317,7 @@ template <class K>
 const K& family_kernels(const char* fn, const py::object& isa_obj, const K* (*for_isa)(Isa)) {
   const std::string name =
       isa_obj.is_none() ? std::string("scalar") : py::cast<std::string>(isa_obj);
-  const K* k = for_isa(isa_by_name(fn, name));
+  const K* k = for_isa(isa_from_name(name));
   if (k == nullptr) {
     throw py::value_error(std::string(fn) + ": this build has no kernels for isa '" + name + "'");
   }
@@ -1008,8 +974,8 @@ py::tuple epilogue(const py::object& x_obj, const py::object& channel_scale_obj,
 
 }  // namespace
 
-void register_kernel_testing(py::module_& core) {
-  py::module_ m = core.def_submodule("_kernels", "portable microkernels, for tests only");
+void register_kernel_testing(py::module_& testing) {
+  py::module_ m = testing.def_submodule("kernels", "portable microkernels, for tests only");
 
   m.def("bconv2d", &bconv2d, py::arg("x_bits"), py::arg("w_bits"), py::arg("in_channels"),
         py::arg("scale"), py::arg("bias"), py::arg("padding") = "zero", py::arg("isa") = py::none(),
@@ -1024,15 +990,6 @@ void register_kernel_testing(py::module_& core) {
         py::arg("isa") = "scalar",
         "Bitpacking with one ISA's kernel: x float32 [..., C], thresholds [C] or None ->\n"
         "uint64 [..., words(C)].");
-  m.def("supported_isas", &supported_isa_names,
-        "ISAs this build has kernels for and this CPU runs, best last ('scalar' first).");
-  m.def("active_isa", &active_isa_name,
-        "The ISA the engine uses: the best supported, or QBINFER_ISA (ValueError if that is\n"
-        "not supported).");
-  m.def("has_vpopcntdq", &cpu_has_avx512_vpopcntdq,
-        "Whether the CPU has AVX-512 VPOPCNTDQ (and the OS the AVX-512 state).");
-  m.def("bconv_variants", &bconv_variant_names,
-        "Names of every binary conv variant this build has and this CPU runs, scalar first.");
   m.def("dwconv3x3_f32", &dwconv3x3_f32, py::arg("x"), py::arg("pre_bias"), py::arg("w"),
         py::arg("scale"), py::arg("bias"), py::arg("stride_h") = 1, py::arg("stride_w") = 1,
         py::arg("multiplier") = 1, py::arg("isa") = py::none(), py::arg("row_ranges") = py::none(),

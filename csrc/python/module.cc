@@ -10,16 +10,11 @@
 #include <cstring>
 #include <memory>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "engine/model.h"
-#include "engine/thread_pool.h"
-#include "format/crc32.h"
 #include "format/errors.h"
 #include "kernels/bitpack/bitpack.h"
-#include "python/kernel_bench.h"
-#include "python/kernel_testing.h"
 #include "python/shape_str.h"
 #include "qbinfer/bit_contract.h"
 #include "qbinfer/isa.h"
@@ -214,14 +209,6 @@ qbinfer::Layout parse_layout(const std::string& layout) {
   throw py::value_error("Model.run: layout must be 'nchw' or 'nhwc', got '" + layout + "'");
 }
 
-std::string supported_isa_list() {
-  std::string s;
-  for (qbinfer::Isa isa : qbinfer::supported_isas()) {
-    s += (s.empty() ? "" : ", ") + std::string(qbinfer::isa_name(isa));
-  }
-  return s;
-}
-
 // The ISA of the engine: QBINFER_ISA or the best supported. A bad QBINFER_ISA is a
 // ValueError naming the variable and the supported ISAs.
 qbinfer::Isa active_isa_or_raise() {
@@ -232,22 +219,15 @@ qbinfer::Isa active_isa_or_raise() {
   }
 }
 
-qbinfer::Isa isa_by_name(const std::string& name) {
-  for (qbinfer::Isa isa : qbinfer::supported_isas()) {
-    if (name == qbinfer::isa_name(isa)) return isa;
-  }
-  throw py::value_error("isa '" + name + "' is not supported by this build and CPU; supported: " +
-                        supported_isa_list());
-}
-
 std::unique_ptr<qbinfer::Model> open_model(const py::object& path_obj, int threads,
                                            const py::object& isa_obj) {
   if (threads < 1 || threads > qbinfer::Model::kMaxThreads) {
     throw py::value_error("threads must be in 1.." + std::to_string(qbinfer::Model::kMaxThreads) +
                           ", got " + std::to_string(threads));
   }
-  const qbinfer::Isa isa =
-      isa_obj.is_none() ? active_isa_or_raise() : isa_by_name(py::cast<std::string>(isa_obj));
+  const qbinfer::Isa isa = isa_obj.is_none()
+                               ? active_isa_or_raise()
+                               : qbinfer::isa_from_name(py::cast<std::string>(isa_obj));
   qbinfer::ModelOptions options;
   options.threads = threads;
   options.kernels = &qbinfer::kernel_table_for(isa);
@@ -578,35 +558,6 @@ threshold and -0.0 pack as +1 and NaN packs as -1. Tail bits past C are 0.)doc")
         return names;
       },
       "ISAs this build has kernels for and this CPU runs, scalar first, best last.");
-  m.def(
-      "_pool_latency",
-      [](std::size_t threads, std::size_t iterations, std::size_t cold_iterations) {
-        qbinfer::PoolLatency l{};
-        {
-          py::gil_scoped_release release;
-          l = qbinfer::measure_pool_latency(threads, iterations, cold_iterations);
-        }
-        py::dict d;
-        d["hot_ns"] = l.hot_ns;
-        d["cold_ns"] = l.cold_ns;
-        return d;
-      },
-      py::arg("threads") = 2, py::arg("iterations") = 10000, py::arg("cold_iterations") = 50,
-      "Median round trip of an empty job on a fresh thread pool, in ns: hot (workers "
-      "spinning) and cold (workers parked). For the benchmarks.");
-
   register_exceptions(m);
   register_model(m);
-
-  m.def(
-      "_crc32",
-      [](const py::bytes& data, std::uint32_t value) {
-        const std::string_view v = data;
-        return qbinfer::crc32_update(value, v.data(), v.size());
-      },
-      py::arg("data"), py::arg("value") = 0,
-      "CRC-32 of the .qbw checksum (same as zlib.crc32); for tests.");
-
-  qbinfer::register_kernel_testing(m);
-  qbinfer::register_kernel_bench(m);
 }

@@ -19,6 +19,7 @@
 #include <limits>
 #include <memory>
 #include <numeric>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -265,14 +266,13 @@ void write_f32_file(const std::string& path, const std::vector<float>& data) {
   if (!f) throw qbinfer::Error("cannot write '" + path + "'");
 }
 
-qbinfer::Isa isa_by_name(const std::string& name) {
-  std::string supported;
-  for (qbinfer::Isa isa : qbinfer::supported_isas()) {
-    if (name == qbinfer::isa_name(isa)) return isa;
-    supported += (supported.empty() ? "" : ", ") + std::string(qbinfer::isa_name(isa));
+// --isa NAME: the engine's one name lookup; its std::invalid_argument becomes this tool's error.
+qbinfer::Isa isa_for_option(const std::string& name) {
+  try {
+    return qbinfer::isa_from_name(name);
+  } catch (const std::invalid_argument& e) {
+    throw qbinfer::Error(std::string("--isa: ") + e.what());
   }
-  throw qbinfer::Error("--isa " + name +
-                       " is not supported by this build and CPU; supported: " + supported);
 }
 
 // Indices of the k largest values, largest first; ties keep the lower index first, so the
@@ -418,7 +418,7 @@ int run(const Options& o) {
   mo.fuse = o.fusion ? 1 : 0;
   // Both paths may throw (an ISA this CPU lacks, or a bad QBINFER_ISA): reported as errors.
   mo.kernels = o.isa.empty() ? &qbinfer::selected_kernel_table()
-                             : &qbinfer::kernel_table_for(isa_by_name(o.isa));
+                             : &qbinfer::kernel_table_for(isa_for_option(o.isa));
 
   const Clock::time_point t_load = Clock::now();
   qbinfer::Model model(o.model, mo);

@@ -27,11 +27,6 @@ def active_isa() -> str:
 def supported_isas() -> list[str]:
     """ISAs this build has kernels for and this CPU runs, "scalar" first, best last."""
 
-def _pool_latency(
-    threads: int = 2, iterations: int = 10000, cold_iterations: int = 50
-) -> dict[str, float]:
-    """Median round trip of an empty job on a fresh thread pool (ns): hot_ns, cold_ns."""
-
 class Error(Exception):
     """Base of every error qbinfer raises about a file or an input."""
 
@@ -95,26 +90,3 @@ class Model:
     @property
     def mapped(self) -> bool:
         """True when the payload is memory-mapped (False: read into an aligned buffer)."""
-
-def _crc32(data: bytes, value: int = 0) -> int:
-    """CRC-32 (IEEE) as the .qbw checksum computes it; equals zlib.crc32. For tests."""
-
-class _bench:
-    """Microbenchmark drivers (benchmarks/ only)."""
-
-    class KernelBench:
-        def __init__(self, family: str, isa: str, params: dict[str, int]) -> None: ...
-        def run(self, n: int = 1) -> None: ...
-        @property
-        def family(self) -> str: ...
-        @property
-        def entry(self) -> str: ...
-        @property
-        def binary_macs(self) -> float: ...
-        @property
-        def float_macs(self) -> float: ...
-        @property
-        def elements(self) -> float: ...
-
-    @staticmethod
-    def peak(isa: str, seconds: float = 0.3) -> dict[str, float]: ...

@@ -7,6 +7,7 @@
 // it for tests and bug reports (an ISA the CPU lacks is an error, never a crash).
 #pragma once
 
+#include <string>
 #include <vector>
 
 namespace qbinfer {
@@ -19,6 +20,11 @@ enum class Isa : int {
 };
 
 const char* isa_name(Isa isa);
+
+// The supported ISA called `name` (an isa_name() spelling). Throws std::invalid_argument (a
+// ValueError through pybind11) saying whether `name` is no ISA name at all or one this build or
+// CPU cannot run, and listing the ISA names and the supported ones.
+Isa isa_from_name(const std::string& name);
 
 // ISAs this build has kernels for AND this CPU/OS can run, best last (kScalar first).
 const std::vector<Isa>& supported_isas();

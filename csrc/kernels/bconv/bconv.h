@@ -74,5 +74,7 @@ const BConvKernels* bconv_kernels_for(Isa isa);
 // Every variant this build has and this CPU runs, scalar first: what tests and benchmarks
 // iterate over, so that no compiled variant goes untested.
 const BConvKernels* const* bconv_kernel_variants(std::size_t* count);
+// Every variant this build has, runnable here or not (for tests that name what they skip).
+const BConvKernels* const* bconv_compiled_kernel_variants(std::size_t* count);
 
 }  // namespace qbinfer

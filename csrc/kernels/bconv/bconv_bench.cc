@@ -1,8 +1,10 @@
-// Microbenchmark of every binary conv variant over the layer shapes of the zoo (224x224):
-// prints G binary MAC/s (H*W*Co*Ci*k*k per run_rows over the whole image, one thread).
+// Microbenchmark of every binary conv variant over the binary conv shapes of one zoo model at
+// 224x224 (csrc/tests/zoo_shapes.inc; default QB-Net-Small): prints G binary MAC/s
+// (H*W*Co*Ci*k*k per run_rows over the whole image, one thread).
 // Time is this thread's CPU time (CLOCK_THREAD_CPUTIME_ID), the best of many short trials, so
 // that other processes on a shared machine perturb it as little as possible.
-// Not a test: build with -DQBINFER_BUILD_BENCHMARKS=ON and run qbinfer_bconv_bench [isa].
+// Not a test: build with -DQBINFER_BUILD_BENCHMARKS=ON and run
+//   qbinfer_bconv_bench [isa|all] [model]       e.g. qbinfer_bconv_bench all qsb_net_small
 #include <time.h>
 
 #include <algorithm>
@@ -11,6 +13,7 @@
 #include <cstring>
 #include <new>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/bconv/bconv.h"
@@ -23,9 +26,39 @@ double macs_of(const qbinfer::BConvShape& s) {
 }
 
 struct Case {
-  const char* name;
+  std::string name;
   qbinfer::BConvShape shape;
 };
+
+// The distinct binary convs of `model`, in network order.
+std::vector<Case> zoo_cases(const std::string& model) {
+  struct Row {
+    const char* model;
+    std::size_t h, w, ci, co, k;
+  };
+  const Row rows[] = {
+#define QBINFER_ZOO_BCONV(model, h, w, ci, co, k) {model, h, w, ci, co, k},
+#include "tests/zoo_shapes.inc"
+  };
+  std::vector<Case> cases;
+  for (const Row& r : rows) {
+    if (model != r.model) continue;
+    const qbinfer::BConvShape s{r.h, r.w, r.ci, r.co, r.k, qbinfer::BinaryPadding::kZero};
+    bool seen = false;
+    for (const Case& c : cases) {
+      seen = seen || (c.shape.height == s.height && c.shape.width == s.width &&
+                      c.shape.in_channels == s.in_channels &&
+                      c.shape.out_channels == s.out_channels && c.shape.kernel == s.kernel);
+    }
+    if (!seen) {
+      cases.push_back({std::to_string(r.h) + "x" + std::to_string(r.w) + " " +
+                           std::to_string(r.ci) + "->" + std::to_string(r.co) + " k" +
+                           std::to_string(r.k),
+                       s});
+    }
+  }
+  return cases;
+}
 
 double seconds_per_run(const qbinfer::BConvKernels& k, const qbinfer::BConvShape& s,
                        const std::vector<qbinfer::BitWord>& in, const void* packed,
@@ -55,16 +88,13 @@ double seconds_per_run(const qbinfer::BConvKernels& k, const qbinfer::BConvShape
 }  // namespace
 
 int main(int argc, char** argv) {
-  using qbinfer::BinaryPadding;
-  const Case cases[] = {
-      {"112x112 16->16 k3", {112, 112, 16, 16, 3, BinaryPadding::kZero}},
-      {"56x56 32->32 k3", {56, 56, 32, 32, 3, BinaryPadding::kZero}},
-      {"28x28 128->128 k3", {28, 28, 128, 128, 3, BinaryPadding::kZero}},
-      {"28x28 128->128 k1", {28, 28, 128, 128, 1, BinaryPadding::kZero}},
-      {"14x14 512->512 k1", {14, 14, 512, 512, 1, BinaryPadding::kZero}},
-      {"7x7 2048->2048 k1", {7, 7, 2048, 2048, 1, BinaryPadding::kZero}},
-  };
-  const char* only = argc > 1 ? argv[1] : nullptr;
+  const char* only = argc > 1 && std::strcmp(argv[1], "all") != 0 ? argv[1] : nullptr;
+  const std::string model = argc > 2 ? argv[2] : "qb_net_small";
+  const std::vector<Case> cases = zoo_cases(model);
+  if (cases.empty()) {
+    std::fprintf(stderr, "no binary convs for model '%s' in tests/zoo_shapes.inc\n", model.c_str());
+    return 2;
+  }
   std::mt19937_64 rng(42);
   std::size_t nvar = 0;
   const qbinfer::BConvKernels* const* variants = qbinfer::bconv_kernel_variants(&nvar);
@@ -90,7 +120,7 @@ int main(int argc, char** argv) {
     std::vector<float> scale(s.out_channels, 0.01f), bias(s.out_channels, 0.5f);
     std::vector<float> out(s.height * s.width * s.out_channels);
     const double macs = macs_of(s);
-    std::printf("%-20s", c.name);
+    std::printf("%-20s", c.name.c_str());
     for (std::size_t v = 0; v < nvar; ++v) {
       const auto& k = *variants[v];
       if (only != nullptr && std::strcmp(only, k.isa) != 0) continue;

@@ -56,4 +56,8 @@ const BConvKernels* const* bconv_kernel_variants(std::size_t* count) {
   return runnable_variants(kVariants, count);
 }
 
+const BConvKernels* const* bconv_compiled_kernel_variants(std::size_t* count) {
+  return compiled_variants(kVariants, count);
+}
+
 }  // namespace qbinfer

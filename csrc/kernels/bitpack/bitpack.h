@@ -35,5 +35,7 @@ const BitpackKernels* bitpack_kernels_for(Isa isa);
 // Every variant this build has and this CPU runs, scalar first: what tests and benchmarks
 // iterate over, so that no compiled variant goes untested.
 const BitpackKernels* const* bitpack_kernel_variants(std::size_t* count);
+// Every variant this build has, runnable here or not (for tests that name what they skip).
+const BitpackKernels* const* bitpack_compiled_kernel_variants(std::size_t* count);
 
 }  // namespace qbinfer

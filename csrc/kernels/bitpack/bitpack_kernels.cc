@@ -28,4 +28,8 @@ const BitpackKernels* const* bitpack_kernel_variants(std::size_t* count) {
   return runnable_variants(kVariants, count);
 }
 
+const BitpackKernels* const* bitpack_compiled_kernel_variants(std::size_t* count) {
+  return compiled_variants(kVariants, count);
+}
+
 }  // namespace qbinfer

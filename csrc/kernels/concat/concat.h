@@ -30,4 +30,7 @@ const ConcatKernels* concat_kernels_for(Isa isa);
 // iterate over, so that no compiled variant goes untested.
 const ConcatKernels* const* concat_kernel_variants(std::size_t* count);
 
+// Every variant this build has, runnable here or not (only their names may be read).
+const ConcatKernels* const* concat_compiled_kernel_variants(std::size_t* count);
+
 }  // namespace qbinfer

@@ -21,4 +21,8 @@ const ConcatKernels* const* concat_kernel_variants(std::size_t* count) {
   return runnable_variants(kVariants, count);
 }
 
+const ConcatKernels* const* concat_compiled_kernel_variants(std::size_t* count) {
+  return compiled_variants(kVariants, count);
+}
+
 }  // namespace qbinfer

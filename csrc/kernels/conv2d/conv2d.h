@@ -63,5 +63,7 @@ const Conv2DKernels* conv2d_kernels_for(Isa isa);
 // Every variant this build has and this CPU runs, scalar first: what tests and benchmarks
 // iterate over, so that no compiled variant goes untested.
 const Conv2DKernels* const* conv2d_kernel_variants(std::size_t* count);
+// Every variant this build has, runnable here or not (for tests that name what they skip).
+const Conv2DKernels* const* conv2d_compiled_kernel_variants(std::size_t* count);
 
 }  // namespace qbinfer

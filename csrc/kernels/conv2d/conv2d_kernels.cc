@@ -54,4 +54,8 @@ const Conv2DKernels* const* conv2d_kernel_variants(std::size_t* count) {
   return runnable_variants(kVariants, count);
 }
 
+const Conv2DKernels* const* conv2d_compiled_kernel_variants(std::size_t* count) {
+  return compiled_variants(kVariants, count);
+}
+
 }  // namespace qbinfer

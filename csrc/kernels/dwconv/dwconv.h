@@ -140,5 +140,7 @@ const DWConvKernels* dwconv_kernels_for(Isa isa);
 // iterate over, so that no compiled variant goes untested (with DotProd, both neon and
 // neon_dotprod, of which dwconv_kernels_for(kNeon) picks the latter).
 const DWConvKernels* const* dwconv_kernel_variants(std::size_t* count);
+// Every variant this build has, runnable here or not (for tests that name what they skip).
+const DWConvKernels* const* dwconv_compiled_kernel_variants(std::size_t* count);
 
 }  // namespace qbinfer

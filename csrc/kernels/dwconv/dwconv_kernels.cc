@@ -78,4 +78,8 @@ const DWConvKernels* const* dwconv_kernel_variants(std::size_t* count) {
   return runnable_variants(kVariants, count);
 }
 
+const DWConvKernels* const* dwconv_compiled_kernel_variants(std::size_t* count) {
+  return compiled_variants(kVariants, count);
+}
+
 }  // namespace qbinfer

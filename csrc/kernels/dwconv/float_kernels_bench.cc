@@ -1,10 +1,11 @@
 // Microbenchmark of the float / INT8 kernel families (depthwise, fused epilogue, stem conv, FC,
-// pools) on every ISA this build and CPU run, over the layer shapes of QB-Net-Small (default) or
-// QSB-Net-Small ("qsb") at 224x224, one thread. Time is this thread's CPU time
+// pools) on every ISA this build and CPU run, over the depthwise layer shapes of one zoo model at
+// 224x224 (csrc/tests/zoo_shapes.inc): QB-Net-Small (default), QSB-Net-Small ("qsb") or any model
+// named as in weights_tools.zoo, one thread. Time is this thread's CPU time
 // (CLOCK_THREAD_CPUTIME_ID), the best of many short trials, so that other processes on a shared
 // machine perturb it as little as possible. Each run touches a whole layer's tensors (no fusion
 // across ops), so large layers also measure the cache hierarchy.
-// Not a test: build with -DQBINFER_BUILD_BENCHMARKS=ON and run qbinfer_float_bench [qsb].
+// Not a test: build with -DQBINFER_BUILD_BENCHMARKS=ON and run qbinfer_float_bench [qsb|model].
 #include <time.h>
 
 #include <algorithm>
@@ -66,18 +67,35 @@ struct DW {
 };
 
 int main(int argc, char** argv) {
-  const bool qsb = argc > 1 && std::string(argv[1]) == "qsb";
+  std::string model = argc > 1 ? argv[1] : "qb_net_small";
+  if (model == "qsb") model = "qsb_net_small";
+  // The model's depthwise layers in order; a repeated layer counts once, with its repeats.
   std::vector<DW> dws;
-  if (!qsb) {
-    dws = {{112, 112, 16, 1, 1, 1, 1}, {112, 112, 16, 2, 2, 2, 1}, {56, 56, 32, 1, 1, 1, 1},
-           {56, 56, 32, 4, 2, 2, 1},   {28, 28, 128, 1, 1, 1, 1},  {28, 28, 128, 4, 2, 2, 1},
-           {14, 14, 512, 1, 1, 1, 5},  {14, 14, 512, 4, 2, 2, 1},  {7, 7, 2048, 1, 1, 1, 1}};
-  } else {
-    dws = {{112, 112, 16, 1, 1, 1, 1}, {112, 112, 16, 2, 2, 1, 1}, {56, 112, 32, 1, 1, 2, 1},
-           {56, 56, 32, 1, 1, 1, 1},   {56, 56, 32, 2, 2, 1, 1},   {28, 56, 64, 2, 1, 2, 1},
-           {28, 28, 128, 1, 1, 1, 1},  {28, 28, 128, 2, 2, 1, 1},  {14, 28, 256, 2, 1, 2, 1},
-           {14, 14, 512, 1, 1, 1, 5},  {14, 14, 512, 2, 2, 1, 1},  {7, 14, 1024, 2, 1, 2, 1},
-           {7, 7, 2048, 1, 1, 1, 1}};
+  {
+    struct Row {
+      const char* model;
+      size_t h, w, c, sh, sw, k;
+    };
+    const Row rows[] = {
+#define QBINFER_ZOO_DWCONV(model, h, w, c, sh, sw, multiplier) {model, h, w, c, sh, sw, multiplier},
+#include "tests/zoo_shapes.inc"
+    };
+    for (const Row& r : rows) {
+      if (model != r.model) continue;
+      bool seen = false;
+      for (DW& d : dws) {
+        if (d.h == r.h && d.w == r.w && d.c == r.c && d.k == r.k && d.sh == r.sh && d.sw == r.sw) {
+          ++d.count;
+          seen = true;
+        }
+      }
+      if (!seen) dws.push_back({r.h, r.w, r.c, r.k, r.sh, r.sw, 1});
+    }
+  }
+  if (dws.empty()) {
+    std::fprintf(stderr, "no depthwise layers for model '%s' in tests/zoo_shapes.inc\n",
+                 model.c_str());
+    return 2;
   }
   for (Isa isa : supported_isas()) {
     const DWConvKernels* dk = dwconv_kernels_for(isa);
@@ -85,7 +103,7 @@ int main(int argc, char** argv) {
     const Conv2DKernels* ck = conv2d_kernels_for(isa);
     const FCKernels* fk = fc_kernels_for(isa);
     const PoolKernels* pk = pool_kernels_for(isa);
-    std::printf("== %s (%s)\n", isa_name(isa), qsb ? "QSB-Net-Small" : "QB-Net-Small");
+    std::printf("== %s (%s)\n", isa_name(isa), model.c_str());
     double total_f32 = 0, total_q = 0, total_epi = 0, total_macs = 0;
     for (const DW& d : dws) {
       DWConvShape s{

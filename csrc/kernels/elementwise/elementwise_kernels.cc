@@ -37,4 +37,8 @@ const ElementwiseKernels* const* elementwise_kernel_variants(std::size_t* count)
   return runnable_variants(kVariants, count);
 }
 
+const ElementwiseKernels* const* elementwise_compiled_kernel_variants(std::size_t* count) {
+  return compiled_variants(kVariants, count);
+}
+
 }  // namespace qbinfer

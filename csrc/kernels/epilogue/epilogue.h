@@ -60,5 +60,7 @@ const EpilogueKernels* epilogue_kernels_for(Isa isa);
 // Every variant this build has and this CPU runs, scalar first: what tests and benchmarks
 // iterate over, so that no compiled variant goes untested.
 const EpilogueKernels* const* epilogue_kernel_variants(std::size_t* count);
+// Every variant this build has, runnable here or not (for tests that name what they skip).
+const EpilogueKernels* const* epilogue_compiled_kernel_variants(std::size_t* count);
 
 }  // namespace qbinfer

@@ -30,4 +30,8 @@ const EpilogueKernels* const* epilogue_kernel_variants(std::size_t* count) {
   return runnable_variants(kVariants, count);
 }
 
+const EpilogueKernels* const* epilogue_compiled_kernel_variants(std::size_t* count) {
+  return compiled_variants(kVariants, count);
+}
+
 }  // namespace qbinfer

@@ -9,8 +9,8 @@
 // Float sums run over c in increasing order in f32 (reference). SIMD variants split the sum
 // across vector lanes (and may use FMA), so they round differently; every variant is within
 //   |got - exact| <= 1e-5 * (|weight_scale[o]| * sum_c |w[o][c] * x[c]| + |bias[o]|)
-// of the exact result (w the integer code for qs8 / bitplane8), which
-// tests/test_kernels_simd_float.py checks. Each product w * x is exact-input (bitplane8
+// of the exact result (w the integer code for qs8 / bitplane8), which the kernel test plan
+// (csrc/tests/kernel_test_harness.cc) checks. Each product w * x is exact-input (bitplane8
 // rebuilds the integer weight 2B - 255 before multiplying, as the reference does).
 #pragma once
 
@@ -55,5 +55,7 @@ const FCKernels* fc_kernels_for(Isa isa);
 // Every variant this build has and this CPU runs, scalar first: what tests and benchmarks
 // iterate over, so that no compiled variant goes untested.
 const FCKernels* const* fc_kernel_variants(std::size_t* count);
+// Every variant this build has, runnable here or not (for tests that name what they skip).
+const FCKernels* const* fc_compiled_kernel_variants(std::size_t* count);
 
 }  // namespace qbinfer

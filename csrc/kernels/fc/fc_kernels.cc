@@ -31,4 +31,8 @@ const FCKernels* const* fc_kernel_variants(std::size_t* count) {
   return runnable_variants(kVariants, count);
 }
 
+const FCKernels* const* fc_compiled_kernel_variants(std::size_t* count) {
+  return compiled_variants(kVariants, count);
+}
+
 }  // namespace qbinfer

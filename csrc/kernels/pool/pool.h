@@ -43,5 +43,7 @@ const PoolKernels* pool_kernels_for(Isa isa);
 // Every variant this build has and this CPU runs, scalar first: what tests and benchmarks
 // iterate over, so that no compiled variant goes untested.
 const PoolKernels* const* pool_kernel_variants(std::size_t* count);
+// Every variant this build has, runnable here or not (for tests that name what they skip).
+const PoolKernels* const* pool_compiled_kernel_variants(std::size_t* count);
 
 }  // namespace qbinfer

@@ -32,4 +32,8 @@ const PoolKernels* const* pool_kernel_variants(std::size_t* count) {
   return runnable_variants(kVariants, count);
 }
 
+const PoolKernels* const* pool_compiled_kernel_variants(std::size_t* count) {
+  return compiled_variants(kVariants, count);
+}
+
 }  // namespace qbinfer
