@@ -281,28 +281,28 @@ def translate(model: onnx.ModelProto) -> IRGraph:
 
 
 @translates("Identity")
-def _identity(t: Translator, node: onnx.NodeProto) -> None:
-    t.alias(node, t.value(node, node.input[0], allow_pm1=True))
+def _identity(tr: Translator, node: onnx.NodeProto) -> None:
+    tr.alias(node, tr.value(node, node.input[0], allow_pm1=True))
 
 
 @translates("Dropout")
-def _dropout(t: Translator, node: onnx.NodeProto) -> None:
-    t.alias(node, t.value(node, node.input[0]))
+def _dropout(tr: Translator, node: onnx.NodeProto) -> None:
+    tr.alias(node, tr.value(node, node.input[0]))
 
 
 @translates("Cast")
-def _cast(t: Translator, node: onnx.NodeProto) -> None:
+def _cast(tr: Translator, node: onnx.NodeProto) -> None:
     if attrs(node).get("to") != onnx.TensorProto.FLOAT:
         fail(node, "only a Cast to float32 of a float32 activation is supported")
-    t.alias(node, t.value(node, node.input[0]))
+    tr.alias(node, tr.value(node, node.input[0]))
 
 
 @translates("Conv")
-def _conv(t: Translator, node: onnx.NodeProto) -> None:
+def _conv(tr: Translator, node: onnx.NodeProto) -> None:
     a = attrs(node)
-    x = t.value(node, node.input[0], allow_pm1=True)
-    w = t.const(node, 1, "the weight")
-    b = t.opt_const(node, 2, "the bias")
+    x = tr.value(node, node.input[0], allow_pm1=True)
+    w = tr.const(node, 1, "the weight")
+    b = tr.opt_const(node, 2, "the bias")
     if x.rank != 4 or w.ndim != 4:
         fail(node, "only 2-D convolutions (NCHW) are supported")
     if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
@@ -315,7 +315,7 @@ def _conv(t: Translator, node: onnx.NodeProto) -> None:
     pt, pl, pb, pr = a.get("pads", [0, 0, 0, 0])
     bias = np.zeros(co) if b is None else b.astype(np.float64)
     if x.kind != "f32":
-        _binary_conv(t, node, x, w, bias, group, (sh, sw), (pt, pl, pb, pr))
+        _binary_conv(tr, node, x, w, bias, group, (sh, sw), (pt, pl, pb, pr))
     elif group == 1:
         if not (0 <= pt < kh and 0 <= pb < kh and 0 <= pl < kw and 0 <= pr < kw):
             fail(node, f"pads {[pt, pl, pb, pr]} must each be smaller than the kernel {kh}x{kw}")
@@ -323,8 +323,8 @@ def _conv(t: Translator, node: onnx.NodeProto) -> None:
         wo = (x.w + pl + pr - kw) // sw + 1
         if ci_g != x.c or ho < 1 or wo < 1:
             fail(node, f"weight {w.shape} does not fit the input {(x.c, x.h, x.w)}")
-        out = t.new_value(node, co, ho, wo)
-        t.emit(
+        out = tr.new_value(node, co, ho, wo)
+        tr.emit(
             "conv",
             node,
             [x.name],
@@ -350,8 +350,8 @@ def _conv(t: Translator, node: onnx.NodeProto) -> None:
                 f"{DW_STRIDES}; got kernel {kh}x{kw}, pads {[pt, pl, pb, pr]}, "
                 f"stride {(sh, sw)}",
             )
-        out = t.new_value(node, co, -(-x.h // sh), -(-x.w // sw))
-        t.emit(
+        out = tr.new_value(node, co, -(-x.h // sh), -(-x.w // sw))
+        tr.emit(
             "dwconv",
             node,
             [x.name],
@@ -371,7 +371,7 @@ def _conv(t: Translator, node: onnx.NodeProto) -> None:
         )
 
 
-def _binary_conv(t: Translator, node, x: ValueInfo, w, bias, group, stride, pads):
+def _binary_conv(tr: Translator, node, x: ValueInfo, w, bias, group, stride, pads):
     if not np.all((w == 1) | (w == -1)):
         fail(
             node,
@@ -390,7 +390,7 @@ def _binary_conv(t: Translator, node, x: ValueInfo, w, bias, group, stride, pads
     if x.kind == "pm1pad":
         if kh != 3 or pads != (0, 0, 0, 0):
             fail(node, "a +1-padded binary input needs a 3x3 conv with pads 0")
-        source, pad_mode = t.values[x.source], 1
+        source, pad_mode = tr.values[x.source], 1
     else:
         if pads != ((1,) * 4 if kh == 3 else (0,) * 4):
             fail(
@@ -401,8 +401,8 @@ def _binary_conv(t: Translator, node, x: ValueInfo, w, bias, group, stride, pads
         source, pad_mode = x, 0
     if ci != source.c:
         fail(node, f"weight {w.shape} does not fit the input of {source.c} channels")
-    out = t.new_value(node, co, source.h, source.w)
-    t.emit(
+    out = tr.new_value(node, co, source.h, source.w)
+    tr.emit(
         "bconv",
         node,
         [source.name],
@@ -416,14 +416,14 @@ def _binary_conv(t: Translator, node, x: ValueInfo, w, bias, group, stride, pads
 
 
 @translates("Pad")
-def _pad(t: Translator, node: onnx.NodeProto) -> None:
-    x = t.value(node, node.input[0], allow_pm1=True)
+def _pad(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0], allow_pm1=True)
     a = attrs(node)
     mode = a.get("mode", b"constant")
-    pads = a.get("pads") if t.opset < 11 else t.const(node, 1, "pads")
-    value = a.get("value", 0.0) if t.opset < 11 else t.opt_const(node, 2, "value")
+    pads = a.get("pads") if tr.opset < 11 else tr.const(node, 1, "pads")
+    value = a.get("value", 0.0) if tr.opset < 11 else tr.opt_const(node, 2, "value")
     value = 0.0 if value is None else float(np.asarray(value).reshape(-1)[0])
-    axes = t.opt_const(node, 3, "axes")
+    axes = tr.opt_const(node, 3, "axes")
     pads = [int(p) for p in np.asarray(pads).reshape(-1)]
     if axes is not None:
         full = [0] * 8
@@ -443,69 +443,69 @@ def _pad(t: Translator, node: onnx.NodeProto) -> None:
             "side of H and W) of a sign's ±1 output before a 3x3 binary conv "
             "(one padding)",
         )
-    out = t.new_value(node, x.c, x.h + 2, x.w + 2, kind="pm1pad")
+    out = tr.new_value(node, x.c, x.h + 2, x.w + 2, kind="pm1pad")
     out.source = x.name
 
 
 @translates("BatchNormalization")
-def _batchnormalization(t: Translator, node: onnx.NodeProto) -> None:
+def _batchnormalization(tr: Translator, node: onnx.NodeProto) -> None:
     a = attrs(node)
     if a.get("training_mode", 0):
         fail(node, "training_mode=1 is not supported; export the model in eval mode")
-    x = t.value(node, node.input[0])
+    x = tr.value(node, node.input[0])
     gamma, beta, mean, var = (
-        t.const(node, i, n).astype(np.float64)
+        tr.const(node, i, n).astype(np.float64)
         for i, n in enumerate(("scale", "bias", "mean", "var"), start=1)
     )
     eps = float(a.get("epsilon", 1e-5))
     if any(np.shape(t) != (x.c,) for t in (gamma, beta, mean, var)):
         fail(node, f"parameters must be per-channel ({x.c},)")
     scale = gamma / np.sqrt(var + eps)
-    out = t.new_value(node, x.c, x.h, x.w, x.rank)
-    t.emit("affine", node, [x.name], out, scale=scale, bias=beta - mean * scale, pure_add=False)
+    out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+    tr.emit("affine", node, [x.name], out, scale=scale, bias=beta - mean * scale, pure_add=False)
 
 
-def _binary_operands(t: Translator, node):
+def _binary_operands(tr: Translator, node):
     a, b = node.input[0], node.input[1]
-    if t.is_const(a) and t.is_const(b):
+    if tr.is_const(a) and tr.is_const(b):
         fail(node, "both operands constant (should have been folded)")
     return a, b
 
 
 @translates("Add")
-def _add(t: Translator, node: onnx.NodeProto) -> None:
-    a, b = _binary_operands(t, node)
-    if t.is_const(a) or t.is_const(b):
-        x_name, c = (b, t.consts[a]) if t.is_const(a) else (a, t.consts[b])
-        x = t.value(node, x_name)
-        c = t.per_channel(node, c, x, "the added constant")
-        out = t.new_value(node, x.c, x.h, x.w, x.rank)
-        t.emit("affine", node, [x.name], out, scale=np.ones(x.c), bias=c, pure_add=True)
+def _add(tr: Translator, node: onnx.NodeProto) -> None:
+    a, b = _binary_operands(tr, node)
+    if tr.is_const(a) or tr.is_const(b):
+        x_name, c = (b, tr.consts[a]) if tr.is_const(a) else (a, tr.consts[b])
+        x = tr.value(node, x_name)
+        c = tr.per_channel(node, c, x, "the added constant")
+        out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+        tr.emit("affine", node, [x.name], out, scale=np.ones(x.c), bias=c, pure_add=True)
         return
-    x, y = t.value(node, a), t.value(node, b)
+    x, y = tr.value(node, a), tr.value(node, b)
     if (x.c, x.h, x.w) != (y.c, y.h, y.w):
         fail(
             node,
             f"adds activations of different shapes {(x.c, x.h, x.w)} and "
             f"{(y.c, y.h, y.w)}; only same-shape Add is supported",
         )
-    out = t.new_value(node, x.c, x.h, x.w, max(x.rank, y.rank))
-    t.emit("add", node, [x.name, y.name], out)
+    out = tr.new_value(node, x.c, x.h, x.w, max(x.rank, y.rank))
+    tr.emit("add", node, [x.name, y.name], out)
 
 
 @translates("Sub")
-def _sub(t: Translator, node: onnx.NodeProto) -> None:
-    a, b = _binary_operands(t, node)
-    if t.is_const(b):
-        x = t.value(node, a)
-        c = t.per_channel(node, t.consts[b], x, "the subtracted constant")
-        out = t.new_value(node, x.c, x.h, x.w, x.rank)
-        t.emit("affine", node, [x.name], out, scale=np.ones(x.c), bias=-c, pure_add=True)
-    elif t.is_const(a):
-        x = t.value(node, b)
-        c = t.per_channel(node, t.consts[a], x, "the constant")
-        out = t.new_value(node, x.c, x.h, x.w, x.rank)
-        t.emit(
+def _sub(tr: Translator, node: onnx.NodeProto) -> None:
+    a, b = _binary_operands(tr, node)
+    if tr.is_const(b):
+        x = tr.value(node, a)
+        c = tr.per_channel(node, tr.consts[b], x, "the subtracted constant")
+        out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+        tr.emit("affine", node, [x.name], out, scale=np.ones(x.c), bias=-c, pure_add=True)
+    elif tr.is_const(a):
+        x = tr.value(node, b)
+        c = tr.per_channel(node, tr.consts[a], x, "the constant")
+        out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+        tr.emit(
             "affine",
             node,
             [x.name],
@@ -519,14 +519,14 @@ def _sub(t: Translator, node: onnx.NodeProto) -> None:
 
 
 @translates("Mul")
-def _mul(t: Translator, node: onnx.NodeProto) -> None:
-    a, b = _binary_operands(t, node)
-    if t.is_const(a) or t.is_const(b):
-        x_name, c = (b, t.consts[a]) if t.is_const(a) else (a, t.consts[b])
-        x = t.value(node, x_name)
-        c = t.per_channel(node, c, x, "the constant factor")
-        out = t.new_value(node, x.c, x.h, x.w, x.rank)
-        t.emit(
+def _mul(tr: Translator, node: onnx.NodeProto) -> None:
+    a, b = _binary_operands(tr, node)
+    if tr.is_const(a) or tr.is_const(b):
+        x_name, c = (b, tr.consts[a]) if tr.is_const(a) else (a, tr.consts[b])
+        x = tr.value(node, x_name)
+        c = tr.per_channel(node, c, x, "the constant factor")
+        out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+        tr.emit(
             "affine",
             node,
             [x.name],
@@ -536,7 +536,7 @@ def _mul(t: Translator, node: onnx.NodeProto) -> None:
             pure_add=False,
         )
         return
-    x, s = t.value(node, a), t.value(node, b)
+    x, s = tr.value(node, a), tr.value(node, b)
     if (s.h, s.w) != (1, 1) and (x.h, x.w) == (1, 1):
         x, s = s, x
     if s.c != x.c or (s.h, s.w) != (1, 1):
@@ -546,19 +546,19 @@ def _mul(t: Translator, node: onnx.NodeProto) -> None:
             f"{(s.c, s.h, s.w)}; only a per-channel scaling by a (C, 1, 1) "
             f"activation (SE) is supported",
         )
-    out = t.new_value(node, x.c, x.h, x.w, x.rank)
-    t.emit("mul_channel", node, [x.name, s.name], out)
+    out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+    tr.emit("mul_channel", node, [x.name, s.name], out)
 
 
 @translates("Div")
-def _div(t: Translator, node: onnx.NodeProto) -> None:
-    a, b = _binary_operands(t, node)
-    if not t.is_const(b):
+def _div(tr: Translator, node: onnx.NodeProto) -> None:
+    a, b = _binary_operands(tr, node)
+    if not tr.is_const(b):
         fail(node, "only division by a per-channel constant is supported")
-    x = t.value(node, a)
-    c = t.per_channel(node, t.consts[b], x, "the divisor")
-    out = t.new_value(node, x.c, x.h, x.w, x.rank)
-    t.emit(
+    x = tr.value(node, a)
+    c = tr.per_channel(node, tr.consts[b], x, "the divisor")
+    out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+    tr.emit(
         "affine",
         node,
         [x.name],
@@ -570,107 +570,107 @@ def _div(t: Translator, node: onnx.NodeProto) -> None:
 
 
 @translates("GreaterOrEqual")
-def _greaterorequal(t: Translator, node: onnx.NodeProto) -> None:
+def _greaterorequal(tr: Translator, node: onnx.NodeProto) -> None:
     a, b = node.input[0], node.input[1]
-    if not t.is_const(b) or t.is_const(a):
+    if not tr.is_const(b) or tr.is_const(a):
         fail(
             node,
             f"only GreaterOrEqual(activation, constant) is supported, as the sign "
             f"pattern; {_SIGN_HINT}",
         )
-    x = t.value(node, a)
-    t = t.per_channel(node, t.consts[b], x, "the threshold")
-    t.ge[node.output[0]] = (x.name, t, node)
+    x = tr.value(node, a)
+    threshold = tr.per_channel(node, tr.consts[b], x, "the threshold")
+    tr.ge[node.output[0]] = (x.name, threshold, node)
 
 
 @translates("Where")
-def _where(t: Translator, node: onnx.NodeProto) -> None:
+def _where(tr: Translator, node: onnx.NodeProto) -> None:
     cond = node.input[0]
     hi, lo = node.input[1], node.input[2]
     ok = (
-        cond in t.ge
-        and t.is_const(hi)
-        and t.is_const(lo)
-        and np.all(t.consts[hi] == 1)
-        and np.all(t.consts[lo] == -1)
-        and np.size(t.consts[hi]) == 1
-        and np.size(t.consts[lo]) == 1
+        cond in tr.ge
+        and tr.is_const(hi)
+        and tr.is_const(lo)
+        and np.all(tr.consts[hi] == 1)
+        and np.all(tr.consts[lo] == -1)
+        and np.size(tr.consts[hi]) == 1
+        and np.size(tr.consts[lo]) == 1
     )
     if not ok:
         fail(
             node,
             f"Where is supported only as the sign pattern Where(x >= t, 1, -1); {_SIGN_HINT}",
         )
-    x_name, t, _ = t.ge[cond]
-    x = t.values[x_name]
-    out = t.new_value(node, x.c, x.h, x.w, x.rank, kind="pm1")
-    t.emit("sign", node, [x_name], out, threshold=t)
+    x_name, threshold, _ = tr.ge[cond]
+    x = tr.values[x_name]
+    out = tr.new_value(node, x.c, x.h, x.w, x.rank, kind="pm1")
+    tr.emit("sign", node, [x_name], out, threshold=threshold)
 
 
 @translates("Sign")
-def _sign(t: Translator, node: onnx.NodeProto) -> None:
+def _sign(tr: Translator, node: onnx.NodeProto) -> None:
     fail(node, f"Sign is not supported: {_SIGN_HINT}")
 
 
 @translates("Relu")
-def _relu(t: Translator, node: onnx.NodeProto) -> None:
-    x = t.value(node, node.input[0])
-    t.emit("relu", node, [x.name], t.new_value(node, x.c, x.h, x.w, x.rank))
+def _relu(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    tr.emit("relu", node, [x.name], tr.new_value(node, x.c, x.h, x.w, x.rank))
 
 
 @translates("Sigmoid")
-def _sigmoid(t: Translator, node: onnx.NodeProto) -> None:
-    x = t.value(node, node.input[0])
-    t.emit("sigmoid", node, [x.name], t.new_value(node, x.c, x.h, x.w, x.rank))
+def _sigmoid(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    tr.emit("sigmoid", node, [x.name], tr.new_value(node, x.c, x.h, x.w, x.rank))
 
 
 @translates("PRelu")
-def _prelu(t: Translator, node: onnx.NodeProto) -> None:
-    x = t.value(node, node.input[0])
-    slope = t.per_channel(node, t.const(node, 1, "the slope"), x, "the slope")
-    t.emit("prelu", node, [x.name], t.new_value(node, x.c, x.h, x.w, x.rank), slope=slope)
+def _prelu(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    slope = tr.per_channel(node, tr.const(node, 1, "the slope"), x, "the slope")
+    tr.emit("prelu", node, [x.name], tr.new_value(node, x.c, x.h, x.w, x.rank), slope=slope)
 
 
 @translates("LeakyRelu")
-def _leakyrelu(t: Translator, node: onnx.NodeProto) -> None:
-    x = t.value(node, node.input[0])
+def _leakyrelu(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
     slope = np.full(x.c, attrs(node).get("alpha", 0.01), dtype=np.float32)
-    t.emit("prelu", node, [x.name], t.new_value(node, x.c, x.h, x.w, x.rank), slope=slope)
+    tr.emit("prelu", node, [x.name], tr.new_value(node, x.c, x.h, x.w, x.rank), slope=slope)
 
 
 @translates("Concat")
-def _concat(t: Translator, node: onnx.NodeProto) -> None:
-    xs = [t.value(node, i) for i in node.input]
+def _concat(tr: Translator, node: onnx.NodeProto) -> None:
+    xs = [tr.value(node, i) for i in node.input]
     rank = xs[0].rank
     axis = attrs(node).get("axis")
     if axis is None or axis % rank != 1 or any(x.rank != rank for x in xs):
         fail(node, f"only a Concat along channels (axis 1) is supported, got axis {axis}")
     if any((x.h, x.w) != (xs[0].h, xs[0].w) for x in xs):
         fail(node, "concatenated activations differ in height or width")
-    out = t.new_value(node, sum(x.c for x in xs), xs[0].h, xs[0].w, rank)
-    t.emit("concat", node, [x.name for x in xs], out)
+    out = tr.new_value(node, sum(x.c for x in xs), xs[0].h, xs[0].w, rank)
+    tr.emit("concat", node, [x.name for x in xs], out)
 
 
 @translates("Tile")
-def _tile(t: Translator, node: onnx.NodeProto) -> None:
-    x = t.value(node, node.input[0])
-    reps = [int(r) for r in t.const(node, 1, "repeats").reshape(-1)]
+def _tile(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    reps = [int(r) for r in tr.const(node, 1, "repeats").reshape(-1)]
     if len(reps) != x.rank or any(r != 1 for j, r in enumerate(reps) if j != 1) or reps[1] < 1:
         fail(
             node,
             f"only a repeat along channels is supported (repeats [1, k, 1, 1]), got {reps}",
         )
     if reps[1] == 1:
-        t.alias(node, x)
+        tr.alias(node, x)
         return
-    out = t.new_value(node, x.c * reps[1], x.h, x.w, x.rank)
-    t.emit("concat", node, [x.name] * reps[1], out)
+    out = tr.new_value(node, x.c * reps[1], x.h, x.w, x.rank)
+    tr.emit("concat", node, [x.name] * reps[1], out)
 
 
 @translates("Expand")
-def _expand(t: Translator, node: onnx.NodeProto) -> None:
-    x = t.value(node, node.input[0])
-    shape = t.opt_const(node, 1, "the shape") if node.input[1] in t.consts else None
+def _expand(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    shape = tr.opt_const(node, 1, "the shape") if node.input[1] in tr.consts else None
     dims = (None, x.c, x.h, x.w) if x.rank == 4 else (None, x.c)
     if shape is not None:
         shape = [int(s) for s in shape.reshape(-1)]
@@ -679,16 +679,16 @@ def _expand(t: Translator, node: onnx.NodeProto) -> None:
             s == 1 or (j > 0 and s == dims[j]) for j, s in enumerate(aligned)
         )
     else:
-        inferred = t.inferred.get(node.output[0])
+        inferred = tr.inferred.get(node.output[0])
         ok = inferred is not None and tuple(inferred[1:]) == tuple(dims[1:])
     if not ok:
         fail(node, f"only an Expand that leaves the shape unchanged is supported (shape {shape})")
-    t.alias(node, x)
+    tr.alias(node, x)
 
 
 @translates("AveragePool")
-def _averagepool(t: Translator, node: onnx.NodeProto) -> None:
-    x = t.value(node, node.input[0])
+def _averagepool(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
     a = attrs(node)
     kh, kw = a["kernel_shape"]
     sh, sw = a.get("strides", [1, 1])
@@ -723,30 +723,30 @@ def _averagepool(t: Translator, node: onnx.NodeProto) -> None:
             "ceil-mode windows that cross the edge must average only the pixels "
             "they cover: use count_include_pad=False",
         )
-    out = t.new_value(node, x.c, ho, wo)
-    t.emit("avgpool", node, [x.name], out, kernel=(kh, kw), stride=(sh, sw))
+    out = tr.new_value(node, x.c, ho, wo)
+    tr.emit("avgpool", node, [x.name], out, kernel=(kh, kw), stride=(sh, sw))
 
 
 @translates("GlobalAveragePool")
-def _globalaveragepool(t: Translator, node: onnx.NodeProto) -> None:
-    x = t.value(node, node.input[0])
-    t.emit("gap", node, [x.name], t.new_value(node, x.c, 1, 1))
+def _globalaveragepool(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    tr.emit("gap", node, [x.name], tr.new_value(node, x.c, 1, 1))
 
 
 @translates("ReduceMean")
-def _reducemean(t: Translator, node: onnx.NodeProto) -> None:
-    x = t.value(node, node.input[0])
+def _reducemean(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
     a = attrs(node)
     axes = a.get("axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
-        axes = t.const(node, 1, "axes").reshape(-1).tolist()
+        axes = tr.const(node, 1, "axes").reshape(-1).tolist()
     if x.rank != 4 or axes is None or sorted(int(ax) % 4 for ax in axes) != [2, 3]:
         fail(node, f"only a mean over H and W (axes (2, 3)) is supported, got {axes}")
     rank = 4 if a.get("keepdims", 1) else 2
-    t.emit("gap", node, [x.name], t.new_value(node, x.c, 1, 1, rank))
+    tr.emit("gap", node, [x.name], tr.new_value(node, x.c, 1, 1, rank))
 
 
-def _vector(t: Translator, node, x: ValueInfo) -> None:
+def _vector(tr: Translator, node, x: ValueInfo) -> None:
     if (x.h, x.w) != (1, 1):
         fail(
             node,
@@ -757,20 +757,20 @@ def _vector(t: Translator, node, x: ValueInfo) -> None:
 
 
 @translates("Flatten")
-def _flatten(t: Translator, node: onnx.NodeProto) -> None:
-    x = t.value(node, node.input[0])
+def _flatten(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
     if attrs(node).get("axis", 1) != 1:
         fail(node, "only Flatten(axis=1) is supported")
-    _vector(t, node, x)
-    t.alias(node, x, rank=2)
+    _vector(tr, node, x)
+    tr.alias(node, x, rank=2)
 
 
 @translates("Reshape")
-def _reshape(t: Translator, node: onnx.NodeProto) -> None:
-    x = t.value(node, node.input[0])
-    _vector(t, node, x)
-    if node.input[1] in t.consts:
-        shape = [int(s) for s in t.consts[node.input[1]].reshape(-1)]
+def _reshape(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    _vector(tr, node, x)
+    if node.input[1] in tr.consts:
+        shape = [int(s) for s in tr.consts[node.input[1]].reshape(-1)]
         in_dims = [None, x.c] + ([1, 1] if x.rank == 4 else [])
         dims = [in_dims[j] if s == 0 and j < len(in_dims) else s for j, s in enumerate(shape)]
         rest = dims[1:]
@@ -778,12 +778,12 @@ def _reshape(t: Translator, node: onnx.NodeProto) -> None:
             known = int(np.prod([d for d in rest if d != -1]))
             rest = [x.c // known if d == -1 and known and x.c % known == 0 else d for d in rest]
         if rest in ([x.c], [x.c, 1, 1]):
-            t.alias(node, x, rank=len(shape))
+            tr.alias(node, x, rank=len(shape))
             return
         fail(node, f"only a Reshape to (N, C) or (N, C, 1, 1) is supported, got {shape}")
-    inferred = t.inferred.get(node.output[0])
+    inferred = tr.inferred.get(node.output[0])
     if inferred is not None and len(inferred) in (2, 4):
-        t.alias(node, x, rank=len(inferred))
+        tr.alias(node, x, rank=len(inferred))
     else:
         fail(
             node,
@@ -792,46 +792,46 @@ def _reshape(t: Translator, node: onnx.NodeProto) -> None:
         )
 
 
-def _axes(t: Translator, node) -> List[int]:
+def _axes(tr: Translator, node) -> List[int]:
     axes = attrs(node).get("axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
-        axes = t.const(node, 1, "axes").reshape(-1).tolist()
+        axes = tr.const(node, 1, "axes").reshape(-1).tolist()
     return [int(a) for a in (axes or [])]
 
 
 @translates("Squeeze")
-def _squeeze(t: Translator, node: onnx.NodeProto) -> None:
-    x = t.value(node, node.input[0])
-    _vector(t, node, x)
-    if x.rank != 4 or sorted(a % 4 for a in _axes(t, node)) != [2, 3]:
+def _squeeze(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    _vector(tr, node, x)
+    if x.rank != 4 or sorted(a % 4 for a in _axes(tr, node)) != [2, 3]:
         fail(node, "only Squeeze of axes (2, 3) of a (N, C, 1, 1) activation is supported")
-    t.alias(node, x, rank=2)
+    tr.alias(node, x, rank=2)
 
 
 @translates("Unsqueeze")
-def _unsqueeze(t: Translator, node: onnx.NodeProto) -> None:
-    x = t.value(node, node.input[0])
-    if x.rank != 2 or sorted(a % 4 for a in _axes(t, node)) != [2, 3]:
+def _unsqueeze(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    if x.rank != 2 or sorted(a % 4 for a in _axes(tr, node)) != [2, 3]:
         fail(node, "only Unsqueeze of axes (2, 3) of a (N, C) activation is supported")
-    t.alias(node, x, rank=4)
+    tr.alias(node, x, rank=4)
 
 
-def _fc_input(t: Translator, node) -> ValueInfo:
-    x = t.value(node, node.input[0])
+def _fc_input(tr: Translator, node) -> ValueInfo:
+    x = tr.value(node, node.input[0])
     if x.rank != 2:
         fail(node, "the input of a fully connected layer must be (N, C) (Flatten first)")
     return x
 
 
 @translates("Gemm")
-def _gemm(t: Translator, node: onnx.NodeProto) -> None:
-    x = _fc_input(t, node)
+def _gemm(tr: Translator, node: onnx.NodeProto) -> None:
+    x = _fc_input(tr, node)
     a = attrs(node)
     if a.get("transA", 0):
         fail(node, "transA=1 is not supported")
-    w = t.const(node, 1, "the weight").astype(np.float64)
+    w = tr.const(node, 1, "the weight").astype(np.float64)
     w = w if a.get("transB", 0) else w.T
-    c = t.opt_const(node, 2, "the bias")
+    c = tr.opt_const(node, 2, "the bias")
     o = w.shape[0]
     if w.ndim != 2 or w.shape[1] != x.c:
         fail(node, f"weight {w.shape} does not fit an input of {x.c} features")
@@ -841,15 +841,15 @@ def _gemm(t: Translator, node: onnx.NodeProto) -> None:
         bias = np.broadcast_to(c.astype(np.float64).reshape(-1), (o,)) * a.get("beta", 1.0)
     else:
         fail(node, f"bias of shape {c.shape} is not one value per output ({o})")
-    out = t.new_value(node, o, 1, 1, rank=2)
-    t.emit("fc", node, [x.name], out, w=w * a.get("alpha", 1.0), b=bias)
+    out = tr.new_value(node, o, 1, 1, rank=2)
+    tr.emit("fc", node, [x.name], out, w=w * a.get("alpha", 1.0), b=bias)
 
 
 @translates("MatMul")
-def _matmul(t: Translator, node: onnx.NodeProto) -> None:
-    x = _fc_input(t, node)
-    w = t.const(node, 1, "the weight").astype(np.float64)
+def _matmul(tr: Translator, node: onnx.NodeProto) -> None:
+    x = _fc_input(tr, node)
+    w = tr.const(node, 1, "the weight").astype(np.float64)
     if w.ndim != 2 or w.shape[0] != x.c:
         fail(node, f"weight {w.shape} does not fit an input of {x.c} features")
-    out = t.new_value(node, w.shape[1], 1, 1, rank=2)
-    t.emit("fc", node, [x.name], out, w=w.T.copy(), b=np.zeros(w.shape[1]))
+    out = tr.new_value(node, w.shape[1], 1, 1, rank=2)
+    tr.emit("fc", node, [x.name], out, w=w.T.copy(), b=np.zeros(w.shape[1]))

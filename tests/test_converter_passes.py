@@ -1,0 +1,436 @@
+"""Unit tests of the converter's translation table and rewrite passes (weights_tools/converter),
+each on a small hand-built ONNX graph: the pattern is rewritten, a near miss is left alone, and
+the lowered graph (all passes, run by the numpy reference) matches ONNX Runtime on the model."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from weights_tools.converter import PASSES, ConversionError, lower_onnx  # noqa: E402
+from weights_tools.converter.ir import IRGraph  # noqa: E402
+from weights_tools.converter.passes import (  # noqa: E402
+    depthwise_pre_bias,
+    fold_affines,
+    fuse_relu,
+    group_depthwise,
+    remove_dead,
+    sign_to_bitpack,
+)
+from weights_tools.converter.translate import TRANSLATORS, translate  # noqa: E402
+from weights_tools.reference import run_reference  # noqa: E402
+
+C, H, W = 4, 5, 6
+
+
+def _model(
+    nodes: Sequence[onnx.NodeProto],
+    consts: Dict[str, np.ndarray],
+    out: str = "y",
+    in_shape=("N", C, H, W),
+) -> onnx.ModelProto:
+    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()]
+    graph = helper.make_graph(
+        list(nodes),
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _node(op: str, ins: List[str], out: str, **kw) -> onnx.NodeProto:
+    return helper.make_node(op, ins, [out], name=out, **kw)
+
+
+def _sign(x: str, out: str, t: str = "zero") -> List[onnx.NodeProto]:
+    """Where(x >= t, 1, -1), the sign the zoo's binary_sign exports."""
+    return [
+        _node("GreaterOrEqual", [x, t], out + "_ge"),
+        _node("Where", [out + "_ge", "one", "mone"], out),
+    ]
+
+
+def _sign_consts() -> Dict[str, np.ndarray]:
+    return {
+        "zero": np.array(0.0, np.float32),
+        "one": np.array(1.0, np.float32),
+        "mone": np.array(-1.0, np.float32),
+    }
+
+
+def _rng(seed: int = 0):
+    return np.random.default_rng(seed)
+
+
+def _pm1(rng, *shape):
+    return np.where(rng.random(shape) < 0.5, -1.0, 1.0).astype(np.float32)
+
+
+def _f32(rng, *shape):
+    return rng.uniform(-1, 1, shape).astype(np.float32)
+
+
+def _kinds(graph: IRGraph) -> List[str]:
+    return [n.kind for n in graph.nodes]
+
+
+def _by_kind(graph: IRGraph, kind: str):
+    found = [n for n in graph.nodes if n.kind == kind]
+    assert len(found) == 1, _kinds(graph)
+    return found[0]
+
+
+def _matches_onnxruntime(model: onnx.ModelProto, tol: float = 1e-5, x=None) -> None:
+    """All passes, emitted, run by the numpy reference == ONNX Runtime on the model."""
+    x = _f32(_rng(7), 3, C, H, W) if x is None else x
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x})[0]
+    got = run_reference(lower_onnx(model), x)
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=tol, atol=tol)
+
+
+def _binary_conv(x: str, out: str, rng, co: int = 3, k: int = 1) -> tuple:
+    w = _pm1(rng, co, C, k, k)
+    pads = [k // 2] * 4
+    return _node("Conv", [x, out + "_w"], out, pads=pads), {out + "_w": w}
+
+
+# -- translation ---------------------------------------------------------------------------------
+
+
+def test_translation_table_has_one_function_per_supported_op():
+    for op in ("Conv", "BatchNormalization", "Add", "Where", "GreaterOrEqual", "Gemm", "Pad"):
+        assert callable(TRANSLATORS[op])
+
+
+def test_untranslatable_op_names_the_onnx_node():
+    model = _model([_node("Softsign", ["x"], "y")], {})
+    with pytest.raises(ConversionError, match=r"'y' \(Softsign\).*not supported"):
+        translate(model)
+
+
+def test_translate_sign_pattern_and_aliases():
+    rng = _rng()
+    conv, w = _binary_conv("s", "y", rng)
+    model = _model(
+        [_node("Identity", ["x"], "xi"), *_sign("xi", "s"), conv], {**_sign_consts(), **w}
+    )
+    graph = translate(model)
+    assert _kinds(graph) == ["sign", "bconv"]
+    sign = graph.nodes[0]
+    assert sign.inputs == ["x"]  # through the Identity alias
+    assert graph.values["s"].kind == "pm1"
+    np.testing.assert_array_equal(sign.p["threshold"], np.zeros(C, np.float32))
+
+
+# -- sign_to_bitpack -------------------------------------------------------------------------------
+
+
+def _added_sign_model(threshold: float, op: str = "Add", seed: int = 0):
+    rng = _rng(seed)
+    conv, w = _binary_conv("s", "y", rng)
+    c = _f32(rng, 1, C, 1, 1)
+    consts = {**_sign_consts(), **w, "c": c, "t": np.array(threshold, np.float32)}
+    return _model([_node(op, ["x", "c"], "u"), *_sign("u", "s", "t"), conv], consts), c
+
+
+def test_sign_to_bitpack_reads_through_a_constant_add():
+    model, c = _added_sign_model(0.0)
+    graph = translate(model)
+    sign_to_bitpack(graph)
+    bitpack = _by_kind(graph, "bitpack")
+    assert bitpack.inputs == ["x"]
+    np.testing.assert_array_equal(bitpack.p["threshold"], -c.reshape(-1))
+    _matches_onnxruntime(model)
+
+
+def test_sign_to_bitpack_reads_through_a_constant_sub():
+    model, c = _added_sign_model(0.0, op="Sub")
+    graph = translate(model)
+    sign_to_bitpack(graph)
+    bitpack = _by_kind(graph, "bitpack")
+    assert bitpack.inputs == ["x"]
+    np.testing.assert_array_equal(bitpack.p["threshold"], c.reshape(-1))
+    _matches_onnxruntime(model)
+
+
+@pytest.mark.parametrize("case", ["threshold", "mul"])
+def test_sign_to_bitpack_near_miss_keeps_the_affine(case):
+    # a nonzero threshold after the add, or a Mul (not a pure add): the bitpack reads the affine
+    model, _ = (
+        _added_sign_model(0.25, "Add") if case == "threshold" else _added_sign_model(0.0, "Mul")
+    )
+    graph = translate(model)
+    sign_to_bitpack(graph)
+    bitpack = _by_kind(graph, "bitpack")
+    assert bitpack.inputs == ["u"]
+    want = 0.25 if case == "threshold" else 0.0
+    np.testing.assert_array_equal(bitpack.p["threshold"], np.full(C, want, np.float32))
+    _matches_onnxruntime(model)
+
+
+def test_sign_to_bitpack_merges_identical_signs_only():
+    rng = _rng(1)
+    conv_a, wa = _binary_conv("sa", "a", rng)
+    conv_b, wb = _binary_conv("sb", "b", rng)
+    conv_c, wc = _binary_conv("sc", "c", rng)
+    consts = {**_sign_consts(), **wa, **wb, **wc, "t": np.array(0.5, np.float32)}
+    nodes = [
+        *_sign("x", "sa"),
+        *_sign("x", "sb"),
+        *_sign("x", "sc", "t"),  # another threshold: not merged
+        conv_a,
+        conv_b,
+        conv_c,
+        _node("Add", ["a", "b"], "ab"),
+        _node("Add", ["ab", "c"], "y"),
+    ]
+    model = _model(nodes, consts)
+    graph = translate(model)
+    sign_to_bitpack(graph)
+    assert _kinds(graph).count("bitpack") == 2
+    readers = {n.output: n.inputs[0] for n in graph.nodes if n.kind == "bconv"}
+    assert readers["a"] == readers["b"] == "sa" and readers["c"] == "sc"
+    _matches_onnxruntime(model)
+
+
+# -- depthwise_pre_bias ------------------------------------------------------------------------------
+
+
+def _dw_model(before: str, seed: int = 0):
+    rng = _rng(seed)
+    c = _f32(rng, 1, C, 1, 1)
+    w = _f32(rng, C, 1, 3, 3)
+    nodes = [
+        _node(before, ["x", "c"], "u"),
+        _node("Conv", ["u", "w"], "y", group=C, pads=[1, 1, 1, 1]),
+    ]
+    return _model(nodes, {"c": c, "w": w}), c
+
+
+def test_depthwise_pre_bias_takes_the_add():
+    model, c = _dw_model("Add")
+    graph = translate(model)
+    depthwise_pre_bias(graph)
+    dw = _by_kind(graph, "dwconv")
+    assert dw.inputs == ["x"]
+    np.testing.assert_array_equal(dw.p["pre_bias"], c.reshape(-1))
+    _matches_onnxruntime(model)
+
+
+def test_depthwise_pre_bias_near_miss_mul():
+    model, _ = _dw_model("Mul")
+    graph = translate(model)
+    depthwise_pre_bias(graph)
+    dw = _by_kind(graph, "dwconv")
+    assert dw.inputs == ["u"] and dw.p["pre_bias"] is None
+    _matches_onnxruntime(model)
+
+
+# -- remove_dead --------------------------------------------------------------------------------------
+
+
+def test_remove_dead_drops_the_unread_add():
+    model, _ = _added_sign_model(0.0)
+    graph = translate(model)
+    sign_to_bitpack(graph)
+    assert "affine" in _kinds(graph)
+    remove_dead(graph)
+    assert _kinds(graph) == ["bitpack", "bconv"]
+
+
+def test_remove_dead_keeps_an_add_read_elsewhere():
+    rng = _rng(2)
+    conv, w = _binary_conv("s", "b", rng, co=C)
+    consts = {**_sign_consts(), **w, "c": _f32(rng, 1, C, 1, 1)}
+    nodes = [_node("Add", ["x", "c"], "u"), *_sign("u", "s"), conv, _node("Add", ["b", "u"], "y")]
+    model = _model(nodes, consts)
+    graph = translate(model)
+    sign_to_bitpack(graph)
+    remove_dead(graph)
+    assert sorted(_kinds(graph)) == ["add", "affine", "bconv", "bitpack"]
+    _matches_onnxruntime(model)
+
+
+# -- group_depthwise ------------------------------------------------------------------------------------
+
+
+def _dw_concat_model(second_input: str, extra_reader: bool = False, seed: int = 0):
+    rng = _rng(seed)
+    consts = {f"w{j}": _f32(rng, C, 1, 3, 3) for j in range(3)}
+    nodes = [
+        _node("Relu", ["x"], "r"),
+        _node("Conv", ["x", "w0"], "d0", group=C, pads=[1, 1, 1, 1]),
+        _node("Conv", [second_input, "w1"], "d1", group=C, pads=[1, 1, 1, 1]),
+        _node("Conv", ["x", "w2"], "d2", group=C, pads=[1, 1, 1, 1]),
+        _node("Concat", ["d0", "d1", "d2"], "cat", axis=1),
+    ]
+    if extra_reader:
+        nodes += [
+            _node("Concat", ["d1", "d1", "d1"], "d1x3", axis=1),
+            _node("Add", ["cat", "d1x3"], "y"),
+        ]
+    else:
+        nodes[-1] = _node("Concat", ["d0", "d1", "d2"], "y", axis=1)
+    return _model(nodes, consts), consts
+
+
+def test_group_depthwise_merges_adjacent_convs_of_one_input():
+    model, consts = _dw_concat_model("x")
+    graph = translate(model)
+    remove_dead(graph)  # the unread Relu
+    group_depthwise(graph)
+    assert _kinds(graph) == ["dwconv"]
+    dw = graph.nodes[0]
+    assert dw.p["k"] == 3 and graph.output_name == dw.output and graph.values[dw.output].c == 3 * C
+    want = np.concatenate([consts[f"w{j}"].reshape(C, 9) for j in range(3)])
+    np.testing.assert_array_equal(dw.p["w"], want)
+    _matches_onnxruntime(model)
+
+
+@pytest.mark.parametrize("case", ["other_input", "read_elsewhere"])
+def test_group_depthwise_near_miss(case):
+    model, _ = _dw_concat_model(
+        "r" if case == "other_input" else "x", extra_reader=case == "read_elsewhere"
+    )
+    graph = translate(model)
+    remove_dead(graph)
+    group_depthwise(graph)
+    # the middle conv reads another input (or has another reader): no two adjacent convs merge
+    assert _kinds(graph).count("dwconv") == 3
+    assert all(n.p["k"] == 1 for n in graph.nodes if n.kind == "dwconv")
+    _matches_onnxruntime(model)
+
+
+# -- fold_affines ------------------------------------------------------------------------------------------
+
+
+def _conv_bn_model(extra_reader: bool, seed: int = 0):
+    rng = _rng(seed)
+    consts = {
+        "w": _f32(rng, C, C, 3, 3),
+        "b": _f32(rng, C),
+        "gamma": rng.uniform(0.5, 1.5, C).astype(np.float32),
+        "beta": _f32(rng, C),
+        "mean": _f32(rng, C),
+        "var": rng.uniform(0.5, 1.5, C).astype(np.float32),
+    }
+    nodes = [
+        _node("Conv", ["x", "w", "b"], "c", pads=[1, 1, 1, 1]),
+        _node(
+            "BatchNormalization",
+            ["c", "gamma", "beta", "mean", "var"],
+            "bn" if extra_reader else "y",
+        ),
+    ]
+    if extra_reader:
+        nodes.append(_node("Add", ["bn", "c"], "y"))
+    return _model(nodes, consts), consts
+
+
+def test_fold_affines_folds_batchnorm_into_the_conv():
+    model, k = _conv_bn_model(extra_reader=False)
+    graph = translate(model)
+    fold_affines(graph)
+    conv = _by_kind(graph, "conv")
+    assert _kinds(graph) == ["conv"] and conv.output == "y"
+    s = k["gamma"].astype(np.float64) / np.sqrt(k["var"].astype(np.float64) + 1e-5)
+    np.testing.assert_allclose(conv.p["w"], k["w"] * s[:, None, None, None], rtol=1e-12)
+    np.testing.assert_allclose(conv.p["b"], (k["b"] - k["mean"]) * s + k["beta"], rtol=1e-6)
+    _matches_onnxruntime(model, tol=1e-4)
+
+
+def test_fold_affines_composes_affines_and_binary_conv_scales():
+    rng = _rng(3)
+    conv, w = _binary_conv("s", "b", rng, k=3)
+    consts = {**_sign_consts(), **w, "m": _f32(rng, 1, 3, 1, 1), "a": _f32(rng, 1, 3, 1, 1)}
+    nodes = [*_sign("x", "s"), conv, _node("Mul", ["b", "m"], "bm"), _node("Add", ["bm", "a"], "y")]
+    model = _model(nodes, consts)
+    graph = translate(model)
+    fold_affines(graph)
+    bconv = _by_kind(graph, "bconv")
+    assert "affine" not in _kinds(graph) and bconv.output == "y"
+    np.testing.assert_allclose(bconv.p["scale"], consts["m"].reshape(-1), rtol=1e-7)
+    np.testing.assert_allclose(bconv.p["bias"], consts["a"].reshape(-1), rtol=1e-7)
+    _matches_onnxruntime(model, tol=1e-4)
+
+
+def test_fold_affines_near_miss_conv_read_twice():
+    model, _ = _conv_bn_model(extra_reader=True)
+    graph = translate(model)
+    fold_affines(graph)
+    assert sorted(_kinds(graph)) == ["add", "affine", "conv"]
+    _matches_onnxruntime(model, tol=1e-4)
+
+
+# -- fuse_relu ---------------------------------------------------------------------------------------------
+
+
+def test_fuse_relu_into_float_conv():
+    rng = _rng(4)
+    model = _model(
+        [_node("Conv", ["x", "w"], "c", pads=[1, 1, 1, 1]), _node("Relu", ["c"], "y")],
+        {"w": _f32(rng, C, C, 3, 3)},
+    )
+    graph = translate(model)
+    fuse_relu(graph)
+    assert _kinds(graph) == ["conv"] and graph.nodes[0].p["relu"] and graph.nodes[0].output == "y"
+    _matches_onnxruntime(model)
+
+
+@pytest.mark.parametrize("case", ["depthwise", "read_twice"])
+def test_fuse_relu_near_miss(case):
+    rng = _rng(5)
+    if case == "depthwise":
+        nodes = [
+            _node("Conv", ["x", "w"], "c", group=C, pads=[1, 1, 1, 1]),
+            _node("Relu", ["c"], "y"),
+        ]
+        consts = {"w": _f32(rng, C, 1, 3, 3)}
+    else:
+        nodes = [
+            _node("Conv", ["x", "w"], "c", pads=[1, 1, 1, 1]),
+            _node("Relu", ["c"], "r"),
+            _node("Add", ["r", "c"], "y"),
+        ]
+        consts = {"w": _f32(rng, C, C, 3, 3)}
+    model = _model(nodes, consts)
+    graph = translate(model)
+    fuse_relu(graph)
+    assert "relu" in _kinds(graph)
+    assert not any(n.p.get("relu") for n in graph.nodes)
+    _matches_onnxruntime(model)
+
+
+# -- the pipeline --------------------------------------------------------------------------------------------
+
+
+def test_pipeline_order_and_every_pass_is_documented():
+    names = [p.__name__ for p in PASSES]
+    assert names.index("sign_to_bitpack") < names.index("fold_affines")
+    assert names.index("depthwise_pre_bias") < names.index("fold_affines")
+    assert names.index("fold_affines") < names.index("fuse_relu")
+    assert names[-1] == "remove_dead"
+    for p in PASSES:
+        doc = __import__(p.__module__, fromlist=["_"]).__doc__ or ""
+        assert "Pattern" in doc and "Exact" in doc, p.__module__
+
+
+def test_onnx_lowering_reexports_the_public_api():
+    from weights_tools import onnx_lowering
+    from weights_tools.converter import fold_onnx_constants
+
+    assert onnx_lowering.lower_onnx is lower_onnx
+    assert onnx_lowering.ConversionError is ConversionError
+    assert onnx_lowering.fold_onnx_constants is fold_onnx_constants
