@@ -434,3 +434,246 @@ def test_onnx_lowering_reexports_the_public_api():
     assert onnx_lowering.lower_onnx is lower_onnx
     assert onnx_lowering.ConversionError is ConversionError
     assert onnx_lowering.fold_onnx_constants is fold_onnx_constants
+
+
+# -- BNN styles as public PyTorch code writes them (issue 12, item 1) ----------------------------------
+
+
+def _scalar(v, dtype=np.float32):
+    return np.array(v, dtype)
+
+
+def _sign_conv_model(sign_nodes, consts, seed=0, k=3):
+    """sign pattern writing 's', then a binary conv to 'y'."""
+    conv, w = _binary_conv("s", "y", _rng(seed), k=k)
+    return _model([*sign_nodes, conv], {**consts, **w})
+
+
+def _no_zeros(seed=7):
+    x = _f32(_rng(seed), 3, C, H, W)
+    x[x == 0] = 0.5
+    return x
+
+
+def test_onnx_sign_is_a_bitpack_and_warns_only_after_a_relu():
+    model = _sign_conv_model([_node("Sign", ["x"], "s")], {})
+    notes: List[str] = []
+    lower_onnx(model, warnings=notes)
+    assert notes == []
+    graph = translate(model)
+    assert _kinds(graph) == ["sign", "bconv"]
+    _matches_onnxruntime(model, x=_no_zeros())
+
+    relu_model = _sign_conv_model([_node("Relu", ["x"], "r"), _node("Sign", ["r"], "s")], {})
+    notes = []
+    lower_onnx(relu_model, warnings=notes)
+    assert len(notes) == 1 and "'s' (Sign)" in notes[0] and "exactly 0" in notes[0]
+
+
+def test_onnx_sign_at_exactly_zero_is_plus_one():
+    # PyTorch's sign(0) = 0; the engine's sign is x >= 0: at an exact 0 it matches Where(x >= 0,
+    # 1, -1), not Sign (docs/converter.md)
+    x = _no_zeros()
+    x[:, :, 1:3, 2:4] = 0.0
+    sign_model = _sign_conv_model([_node("Sign", ["x"], "s")], {})
+    where_model = _sign_conv_model(_sign("x", "s"), _sign_consts())
+    got = run_reference(lower_onnx(sign_model), x)
+    for model, equal in ((where_model, True), (sign_model, False)):
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        want = sess.run(None, {"x": x})[0]
+        assert np.allclose(got.reshape(want.shape), want, atol=1e-5) == equal
+
+
+def test_cast_times_two_minus_one_is_a_sign():
+    nodes = [
+        _node("GreaterOrEqual", ["x", "zero"], "ge"),
+        _node("Cast", ["ge"], "f", to=TensorProto.FLOAT),
+        _node("Mul", ["f", "two"], "f2"),
+        _node("Sub", ["f2", "one"], "s"),
+    ]
+    consts = {"zero": _scalar(0.0), "two": _scalar(2.0), "one": _scalar(1.0)}
+    model = _sign_conv_model(nodes, consts)
+    assert _kinds(translate(model)) == ["sign", "bconv"]
+    _matches_onnxruntime(model)
+
+
+def test_cast_near_miss_is_refused():
+    nodes = [
+        _node("GreaterOrEqual", ["x", "zero"], "ge"),
+        _node("Cast", ["ge"], "f", to=TensorProto.FLOAT),
+        _node("Mul", ["f", "three"], "f2"),
+        _node("Sub", ["f2", "one"], "s"),
+    ]
+    consts = {"zero": _scalar(0.0), "three": _scalar(3.0), "one": _scalar(1.0)}
+    with pytest.raises(ConversionError, match=r"'conv|GreaterOrEqual|'y' \(Conv\)"):
+        lower_onnx(_sign_conv_model(nodes, consts))
+
+
+def test_where_with_int_scalars_then_cast_is_a_sign():
+    nodes = [
+        _node("GreaterOrEqual", ["x", "zero"], "ge"),
+        _node("Where", ["ge", "one", "mone"], "wi"),
+        _node("Cast", ["wi"], "s", to=TensorProto.FLOAT),
+    ]
+    consts = {"zero": _scalar(0.0), "one": _scalar(1, np.int64), "mone": _scalar(-1, np.int64)}
+    model = _sign_conv_model(nodes, consts)
+    assert _kinds(translate(model)) == ["sign", "bconv"]
+    _matches_onnxruntime(model)
+
+
+def test_where_ones_like_is_a_sign():
+    nodes = [
+        _node("GreaterOrEqual", ["x", "zero"], "ge"),
+        _node("Shape", ["x"], "shape"),
+        helper.make_node(
+            "ConstantOfShape",
+            ["shape"],
+            ["ones"],
+            name="ones",
+            value=numpy_helper.from_array(np.ones(1, np.float32)),
+        ),
+        _node("Neg", ["ones"], "mones"),
+        _node("Where", ["ge", "ones", "mones"], "s"),
+    ]
+    model = _sign_conv_model(nodes, {"zero": _scalar(0.0)})
+    assert _kinds(translate(model)) == ["sign", "bconv"]
+    _matches_onnxruntime(model)
+
+
+def _ste_nodes(b_input: str = "poly"):
+    """ReActNet's approx-sign STE shape: sign(x).detach() - poly(x).detach() + poly(x), where
+    poly uses ops the engine lacks (Less, Cast, x*x)."""
+    return [
+        _node("Sign", ["x"], "fwd"),
+        _node("Less", ["x", "zero"], "lt"),
+        _node("Cast", ["lt"], "ltf", to=TensorProto.FLOAT),
+        _node("Mul", ["x", "x"], "xx"),
+        _node("Mul", ["xx", "ltf"], "poly"),
+        _node("Sub", ["fwd", "poly"], "d"),
+        _node("Add", ["d", b_input], "s"),
+    ]
+
+
+def test_ste_detach_arithmetic_is_its_forward_value():
+    model = _sign_conv_model(_ste_nodes(), {"zero": _scalar(0.0)})
+    graph = translate(model)
+    assert _kinds(graph) == ["sign", "bconv"]
+    # the rewrite is exact up to PyTorch's own rounding of (a - b) + b
+    _matches_onnxruntime(model, tol=1e-4, x=_no_zeros())
+
+
+def test_ste_near_miss_is_left_alone():
+    from weights_tools.converter.passes import ste_identity
+
+    model = _sign_conv_model(_ste_nodes(b_input="x"), {"zero": _scalar(0.0)})
+    before = model.SerializeToString()
+    ste_identity(model.graph)
+    assert model.SerializeToString() == before
+    with pytest.raises(ConversionError, match=r"\(Less\)"):
+        lower_onnx(model)
+
+
+def test_expand_as_bias_is_a_constant_add():
+    bias = _f32(_rng(3), 1, C, 1, 1)
+    nodes = [
+        _node("Shape", ["x"], "shape"),
+        _node("Expand", ["bias", "shape"], "bx"),
+        _node("Add", ["x", "bx"], "u"),
+        *_sign("u", "s"),
+    ]
+    model = _sign_conv_model(nodes, {**_sign_consts(), "bias": bias})
+    graph = translate(model)
+    assert _kinds(graph) == ["affine", "sign", "bconv"]
+    np.testing.assert_array_equal(graph.nodes[0].p["bias"], bias.reshape(-1))
+    _matches_onnxruntime(model)
+
+
+def test_expand_as_another_shape_is_refused():
+    nodes = [
+        _node("GlobalAveragePool", ["x"], "g"),
+        _node("Shape", ["x"], "shape"),
+        _node("Expand", ["bias", "shape"], "bx"),
+        _node("Add", ["g", "bx"], "y"),  # (C,1,1) + (C,H,W): a broadcast the engine lacks
+    ]
+    model = _model(nodes, {"bias": _f32(_rng(3), 1, C, 1, 1)})
+    with pytest.raises(ConversionError, match=r"'y' \(Add\).*shape of 'x'"):
+        lower_onnx(model)
+
+
+def _clip_sign_model(lo: float, hi: float):
+    nodes = [_node("Clip", ["x", "lo", "hi"], "c"), _node("Sign", ["c"], "s")]
+    return _sign_conv_model(nodes, {"lo": _scalar(lo), "hi": _scalar(hi)})
+
+
+def test_hardtanh_before_a_sign_is_dropped():
+    model = _clip_sign_model(-1.0, 1.0)
+    graph = translate(model)
+    assert _kinds(graph) == ["clip", "sign", "bconv"]
+    from weights_tools.converter.passes import drop_clip_before_sign
+
+    drop_clip_before_sign(graph)
+    assert _by_kind(graph, "sign").inputs == ["x"]
+    remove_dead(graph)
+    assert "clip" not in _kinds(graph)
+    _matches_onnxruntime(model, x=_no_zeros())
+
+
+def test_clip_at_zero_before_a_sign_is_refused():
+    # clip(x, 0, 6) >= 0 always: not the sign of x; the clip is kept and has no engine op
+    model = _clip_sign_model(0.0, 6.0)
+    graph = translate(model)
+    from weights_tools.converter.passes import drop_clip_before_sign
+
+    drop_clip_before_sign(graph)
+    assert _by_kind(graph, "sign").inputs == ["c"]
+    with pytest.raises(ConversionError, match=r"'c' \(Clip\)"):
+        lower_onnx(model)
+
+
+def test_scaled_binary_weights_fold_alpha_into_the_scale():
+    rng = _rng(5)
+    signs = _pm1(rng, 3, C, 3, 3)
+    alpha = rng.uniform(0.1, 2.0, (3, 1, 1, 1)).astype(np.float32)
+    nodes = [_node("Sign", ["x"], "s"), _node("Conv", ["s", "w"], "y", pads=[1, 1, 1, 1])]
+    model = _model(nodes, {"w": alpha * signs})
+    bconv = _by_kind(translate(model), "bconv")
+    np.testing.assert_array_equal(bconv.p["w"], signs.astype(np.int8))
+    np.testing.assert_array_equal(bconv.p["scale"], alpha.reshape(-1))
+    _matches_onnxruntime(model, tol=1e-4, x=_no_zeros())
+
+    uneven = alpha * signs
+    uneven[0, 0, 0, 0] *= 1.5
+    with pytest.raises(ConversionError, match=r"'y' \(Conv\).*alpha"):
+        lower_onnx(_model(nodes, {"w": uneven}))
+
+
+def test_weights_binarized_in_forward_with_an_ste():
+    rng = _rng(6)
+    w = _f32(rng, 3, C, 3, 3)
+    nodes = [
+        _node("Sign", ["x"], "s"),
+        _node("Sign", ["w"], "wb"),
+        _node("Clip", ["w", "mone", "one"], "wc"),
+        _node("Sub", ["wb", "wc"], "wd"),
+        _node("Add", ["wd", "wc"], "wste"),
+        _node("Conv", ["s", "wste"], "y", pads=[1, 1, 1, 1]),
+    ]
+    model = _model(nodes, {"w": w, "one": _scalar(1.0), "mone": _scalar(-1.0)})
+    bconv = _by_kind(translate(model), "bconv")
+    np.testing.assert_array_equal(bconv.p["w"], np.where(w > 0, 1, -1))
+
+
+def test_strided_binary_conv_names_the_node():
+    nodes = [
+        _node("Sign", ["x"], "s"),
+        _node("Conv", ["s", "w"], "y", pads=[1] * 4, strides=[2, 2]),
+    ]
+    model = _model(nodes, {"w": _pm1(_rng(), 3, C, 3, 3)})
+    with pytest.raises(ConversionError, match=r"'y' \(Conv\).*stride"):
+        lower_onnx(model)
+
+
+def test_max_pool_names_the_node():
+    nodes = [_node("MaxPool", ["x"], "y", kernel_shape=[2, 2])]
+    with pytest.raises(ConversionError, match=r"'y' \(MaxPool\).*not an engine op"):
+        lower_onnx(_model(nodes, {}))

@@ -29,6 +29,7 @@ __all__ = [
 # Inputs that only carry shapes (never activations) for these op types: liveness does not follow
 # them, so a shape computed at run time (Shape -> Gather -> ...) does not need to be supported.
 DATA_INPUTS = {
+    "ConstantOfShape": 0,
     "Reshape": 1,
     "Expand": 1,
     "Tile": 1,
@@ -129,8 +130,15 @@ def live_nodes(graph: onnx.GraphProto, consts: Dict[str, np.ndarray]) -> List[on
 def fold_onnx_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     """The same model with every constant subgraph evaluated into an initializer. Exact; ONNX
     Runtime then no longer binarizes the weights (GreaterOrEqual/Where on initializers) at every
-    session start or run."""
+    session start or run. The ONNX-level passes (`passes.ONNX_PASSES`: a straight-through
+    estimator's `a - b + b` is `a`) run first, as in the conversion, so that a weight binarized
+    with an STE folds to exactly ±1."""
+    from .passes import ONNX_PASSES
+
     opset = default_opset(model)
+    model = _copy(model)
+    for rewrite in ONNX_PASSES:
+        rewrite(model.graph)
     consts = initializers(model.graph)
     inputs = [i for i in model.graph.input if i.name not in consts]
     fold_constants(model.graph, consts, opset)
@@ -148,3 +156,9 @@ def fold_onnx_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     folded.CopyFrom(model)
     folded.graph.CopyFrom(graph)
     return folded
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copied = onnx.ModelProto()
+    copied.CopyFrom(model)
+    return copied

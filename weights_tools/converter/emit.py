@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..qbw import DType, FCEncoding, Graph, Op, OpType, Preprocessing, Tensor, Value, pack_signs
-from .errors import ConversionError
+from .errors import ConversionError, node_label
 from .ir import IRGraph
 
 __all__ = ["emit"]
@@ -134,6 +134,12 @@ def emit(graph: IRGraph, model_name: str = "") -> Graph:
                     [f32(name + ".weight", p["w"]), None, f32(name + ".bias", p["b"])],
                     [int(FCEncoding.FP32)],
                 )
+            )
+        elif n.kind == "clip":
+            raise ConversionError(
+                f"{node_label(n.src)}: Clip (Hardtanh, clamp) is supported only right before "
+                f"a sign whose threshold lies in its range (lo < t <= hi), where it changes "
+                f"nothing; a clip elsewhere (ReLU6) is not an engine op yet"
             )
         else:  # pragma: no cover - every kind is emitted above
             raise AssertionError(n.kind)

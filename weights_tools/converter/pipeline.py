@@ -1,7 +1,9 @@
 """The converter's one ordered pass list and `lower_onnx`, which runs translate, the passes and
 emit.
 
-Order matters: sign_to_bitpack and depthwise_pre_bias read through pure constant adds before
+Order matters (`passes.ONNX_PASSES` run earlier, inside `translate`, on the ONNX graph):
+drop_clip_before_sign makes signs read past a clip before sign_to_bitpack looks for an add
+before them; sign_to_bitpack and depthwise_pre_bias read through pure constant adds before
 fold_affines would merge those adds into the op before them; the first remove_dead drops the adds
 they made unread, so group_depthwise sees single-use depthwise convs; fold_affines runs before
 fuse_relu (a ReLU fuses into a conv only once the BN between them is folded into the conv); the
@@ -19,6 +21,7 @@ from .emit import emit
 from .ir import IRGraph
 from .passes import (
     depthwise_pre_bias,
+    drop_clip_before_sign,
     fold_affines,
     fuse_relu,
     group_depthwise,
@@ -32,6 +35,7 @@ __all__ = ["PASSES", "lower_onnx", "run_passes"]
 Pass = Callable[[IRGraph], None]
 
 PASSES: List[Pass] = [
+    drop_clip_before_sign,
     sign_to_bitpack,
     depthwise_pre_bias,
     remove_dead,

@@ -12,6 +12,7 @@ GreaterOrEqual of a sign).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -19,8 +20,9 @@ import onnx
 
 from ..qbw import DW_STRIDES
 from .constants import attrs, default_opset, fold_constants, initializers, live_nodes
-from .errors import ConversionError, fail
+from .errors import ConversionError, fail, node_label
 from .ir import IRGraph, Node, ValueInfo
+from .passes import ONNX_PASSES
 
 __all__ = ["TRANSLATORS", "Translator", "translate", "translates"]
 
@@ -45,6 +47,21 @@ def translates(op_type: str) -> Callable[[TranslateFn], TranslateFn]:
     return register
 
 
+@dataclass
+class Indicator:
+    """A pending sign pattern: the value ``scale * [x >= threshold] + offset`` (a bool when
+    `is_bool`), computed by GreaterOrEqual and scalar Cast/Mul/Add/Sub on it. It becomes a sign
+    once it is ``Where(., 1, -1)`` or reaches scale 2, offset -1 (``(x >= t).float() * 2 - 1``);
+    anything else reading it is refused."""
+
+    x: str
+    threshold: np.ndarray
+    node: onnx.NodeProto
+    scale: float = 1.0
+    offset: float = 0.0
+    is_bool: bool = True
+
+
 # Outputs beyond the first that a translation may leave unused.
 _EXTRA_OUTPUTS_OK = ("Dropout",)
 
@@ -55,13 +72,23 @@ class Translator:
     def __init__(self, model: onnx.ModelProto):
         self.model = model
         self.opset = default_opset(model)
-        self.graph = model.graph
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(model)
+        for rewrite in ONNX_PASSES:  # on a copy: the caller's model is not changed
+            rewrite(self.model.graph)
+        self.graph = self.model.graph
+        self.onnx_producer: Dict[str, onnx.NodeProto] = {
+            o: n for n in self.graph.node for o in n.output if o
+        }
+        # constants that stand for a tensor of an activation's shape (ones_like, expand_as):
+        # name -> that activation
+        self.broadcast_to: Dict[str, str] = {}
         self.consts: Dict[str, np.ndarray] = {}
         self.values: Dict[str, ValueInfo] = {}
         self.aliases: Dict[str, str] = {}
         self.rank_aliases: Dict[str, str] = {}  # a rank-changing alias (Flatten, Squeeze, ...)
-        # GreaterOrEqual(x, t) outputs waiting for their Where: name -> (x, t [C], node)
-        self.ge: Dict[str, Tuple[str, np.ndarray, onnx.NodeProto]] = {}
+        # pending sign patterns (GreaterOrEqual and arithmetic on it): name -> Indicator
+        self.ge: Dict[str, Indicator] = {}
         self.nodes: List[Node] = []
         self.inferred: Dict[str, Tuple] = {}
         self.input_name = ""
@@ -114,6 +141,8 @@ class Translator:
     def translate_node(self, node: onnx.NodeProto) -> None:
         if node.domain not in ("", "ai.onnx"):
             fail(node, f"ops of domain {node.domain!r} are not supported")
+        if self._late_constant(node):
+            return
         handler = TRANSLATORS.get(node.op_type)
         if handler is None:
             fail(
@@ -129,6 +158,62 @@ class Translator:
             if extra and node.op_type not in _EXTRA_OUTPUTS_OK:
                 fail(node, f"output {extra!r} beyond the first is not supported")
         handler(self, node)
+
+    def _shape_source(self, name: str) -> Optional[str]:
+        """The activation whose shape `name` is, when `name` is the output of Shape(activation)."""
+        shape = self.onnx_producer.get(name)
+        if shape is None or shape.op_type != "Shape" or attrs(shape):
+            return None
+        source = self.resolve(shape.input[0])
+        return source if source in self.values else None
+
+    def _late_constant(self, node: onnx.NodeProto) -> bool:
+        """Constants that depend on an activation's shape only: `ConstantOfShape(Shape(v))`
+        (ones_like(v)) and `Expand(c, Shape(v))` (c.expand_as(v)) become the constant fill
+        value or c, remembered as broadcast to v's shape (the reader checks that it broadcasts
+        to that shape anyway); a node whose inputs are all such constants is evaluated (the Neg
+        of -ones_like(v)). Returns whether `node` was handled so."""
+        if node.op_type == "ConstantOfShape":
+            source = self._shape_source(node.input[0])
+            if source is None:
+                return False
+            value = attrs(node).get("value")
+            fill = np.zeros(1, np.float32) if value is None else onnx.numpy_helper.to_array(value)
+            self.consts[node.output[0]] = fill.reshape(1)
+            self.broadcast_to[node.output[0]] = source
+            return True
+        if node.op_type == "Expand" and node.input[0] in self.consts:
+            source = self._shape_source(node.input[1])
+            if source is None:
+                return False
+            self.consts[node.output[0]] = self.consts[node.input[0]]
+            self.broadcast_to[node.output[0]] = source
+            return True
+        ins = [i for i in node.input if i]
+        if ins and all(i in self.broadcast_to for i in ins) and node.op_type in ("Neg", "Cast"):
+            from onnx.reference import ReferenceEvaluator
+
+            out = ReferenceEvaluator(node, opsets={"": self.opset}).run(
+                None, {i: self.consts[i] for i in ins}
+            )[0]
+            self.consts[node.output[0]] = np.asarray(out)
+            self.broadcast_to[node.output[0]] = self.broadcast_to[ins[0]]
+            return True
+        return False
+
+    def check_broadcast(self, node: onnx.NodeProto, const_name: str, x: ValueInfo) -> None:
+        """A constant standing for a tensor of activation v's shape, combined with x: the
+        elementwise result has x's shape only when v's shape is x's."""
+        source = self.broadcast_to.get(const_name)
+        if source is None:
+            return
+        v = self.values[source]
+        if (v.c, v.h, v.w, v.rank) != (x.c, x.h, x.w, x.rank):
+            fail(
+                node,
+                f"{const_name!r} has the shape of {source!r} {(v.c, v.h, v.w)}, which is not "
+                f"the shape of the activation it is combined with {(x.c, x.h, x.w)}",
+            )
 
     def _finish(self) -> IRGraph:
         name = self.graph.output[0].name
@@ -192,7 +277,8 @@ class Translator:
                 node,
                 f"reads the ±1 output of a sign ({name!r}); the engine keeps sign "
                 f"outputs as packed bits, which only a binary convolution (a Conv with "
-                f"±1 weights, stride 1, 1x1 or 3x3) can read",
+                f"±1 weights, stride 1, 1x1 or 3x3) can read (a binary FC is not an engine "
+                f"op yet)",
             )
         return v
 
@@ -293,8 +379,15 @@ def _dropout(tr: Translator, node: onnx.NodeProto) -> None:
 @translates("Cast")
 def _cast(tr: Translator, node: onnx.NodeProto) -> None:
     if attrs(node).get("to") != onnx.TensorProto.FLOAT:
-        fail(node, "only a Cast to float32 of a float32 activation is supported")
-    tr.alias(node, tr.value(node, node.input[0]))
+        fail(node, "only a Cast to float32 is supported")
+    pending = tr.ge.get(node.input[0])
+    if pending is not None:  # (x >= t).float(): the indicator as 0.0 / 1.0
+        tr.ge[node.output[0]] = Indicator(
+            pending.x, pending.threshold, pending.node, pending.scale, pending.offset, False
+        )
+        return
+    # a float activation, or the ±1 of a sign (torch.where(x >= 0, 1, -1) is int64 ±1)
+    tr.alias(node, tr.value(node, node.input[0], allow_pm1=True))
 
 
 @translates("Conv")
@@ -371,21 +464,34 @@ def _conv(tr: Translator, node: onnx.NodeProto) -> None:
         )
 
 
-def _binary_conv(tr: Translator, node, x: ValueInfo, w, bias, group, stride, pads):
-    if not np.all((w == 1) | (w == -1)):
+def _binary_weights(tr: Translator, node, w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Weights ±alpha_o per output channel o (alpha_o > 0; 1 for plain ±1 weights, the mean |W|
+    of XNOR-Net or ReActNet's scaled sign(W) once folded) -> the ±1 weights and alpha [Co]."""
+    co = w.shape[0]
+    magnitude = np.abs(w.reshape(co, -1)).astype(np.float64)
+    alpha = magnitude[:, 0].copy()
+    if not (
+        np.all(magnitude == alpha[:, None]) and np.all(alpha > 0) and np.all(np.isfinite(alpha))
+    ):
         fail(
             node,
-            "its input is a sign (±1), so it must be a binary conv, but its weights "
-            "are not all exactly ±1: a model with float weights on binary "
-            "activations (training stage 1) cannot run on the engine; convert the "
-            "stage-2 model (binary weights, weights_tools.zoo.set_training_stage)",
+            "its input is a sign (±1), so it must be a binary conv, but its weights are not "
+            "±alpha with one alpha > 0 per output channel (binary weights, or scaled binary "
+            "weights such as mean|W| * sign(W)); float weights on binary activations (e.g. "
+            "the zoo's training stage 1) cannot run on the engine",
         )
+    return np.where(w > 0, 1, -1).astype(np.int8), alpha
+
+
+def _binary_conv(tr: Translator, node, x: ValueInfo, w, bias, group, stride, pads):
+    w, alpha = _binary_weights(tr, node, w)
     co, ci, kh, kw = w.shape
     if group != 1 or stride != (1, 1) or kh != kw or kh not in (1, 3):
         fail(
             node,
-            f"binary convs must be 1x1 or 3x3, stride 1, group 1; got kernel "
-            f"{kh}x{kw}, stride {stride}, group {group}",
+            f"the engine's binary convs are 1x1 or 3x3, stride 1, group 1 (strided and "
+            f"k x k binary convs are not engine ops yet); got kernel {kh}x{kw}, stride "
+            f"{stride}, group {group}",
         )
     if x.kind == "pm1pad":
         if kh != 3 or pads != (0, 0, 0, 0):
@@ -407,10 +513,10 @@ def _binary_conv(tr: Translator, node, x: ValueInfo, w, bias, group, stride, pad
         node,
         [source.name],
         out,
-        w=w.astype(np.int8),
+        w=w,
         k=kh,
         pad_mode=pad_mode,
-        scale=np.ones(co),
+        scale=alpha,  # conv(a, alpha*s) = alpha*conv(a, s): the integer dot, then the scale
         bias=bias,
     )
 
@@ -465,6 +571,40 @@ def _batchnormalization(tr: Translator, node: onnx.NodeProto) -> None:
     tr.emit("affine", node, [x.name], out, scale=scale, bias=beta - mean * scale, pure_add=False)
 
 
+def _indicator_arithmetic(tr: Translator, node: onnx.NodeProto) -> bool:
+    """Mul/Add/Sub of a float indicator (see `Indicator`) by a scalar constant: a new indicator,
+    or the sign it has become. Returns whether `node` was such."""
+    a, b = node.input[0], node.input[1]
+    ind_name, const_name = (a, b) if a in tr.ge else (b, a) if b in tr.ge else (None, None)
+    if ind_name is None:
+        return False
+    ind = tr.ge[ind_name]
+    if ind.is_bool or not tr.is_const(const_name) or np.size(tr.consts[const_name]) != 1:
+        fail(
+            node,
+            f"reads a GreaterOrEqual result; supported are the sign patterns "
+            f"Where(x >= t, 1, -1) and (x >= t).float() * 2 - 1; {_SIGN_HINT}",
+        )
+    c = float(np.asarray(tr.consts[const_name]).reshape(-1)[0])
+    scale, offset = ind.scale, ind.offset
+    if node.op_type == "Mul":
+        scale, offset = scale * c, offset * c
+    elif node.op_type == "Add":
+        offset = offset + c
+    elif const_name == node.input[1]:  # indicator - c
+        offset = offset - c
+    else:  # c - indicator
+        scale, offset = -scale, c - offset
+    if (scale, offset) == (2.0, -1.0):
+        # 2 * [x >= t] - 1 is exactly +1 or -1: the sign of x at threshold t
+        x = tr.values[ind.x]
+        out = tr.new_value(node, x.c, x.h, x.w, x.rank, kind="pm1")
+        tr.emit("sign", node, [ind.x], out, threshold=ind.threshold)
+    else:
+        tr.ge[node.output[0]] = Indicator(ind.x, ind.threshold, ind.node, scale, offset, False)
+    return True
+
+
 def _binary_operands(tr: Translator, node):
     a, b = node.input[0], node.input[1]
     if tr.is_const(a) and tr.is_const(b):
@@ -474,10 +614,13 @@ def _binary_operands(tr: Translator, node):
 
 @translates("Add")
 def _add(tr: Translator, node: onnx.NodeProto) -> None:
+    if _indicator_arithmetic(tr, node):
+        return
     a, b = _binary_operands(tr, node)
     if tr.is_const(a) or tr.is_const(b):
         x_name, c = (b, tr.consts[a]) if tr.is_const(a) else (a, tr.consts[b])
         x = tr.value(node, x_name)
+        tr.check_broadcast(node, a if x_name == b else b, x)
         c = tr.per_channel(node, c, x, "the added constant")
         out = tr.new_value(node, x.c, x.h, x.w, x.rank)
         tr.emit("affine", node, [x.name], out, scale=np.ones(x.c), bias=c, pure_add=True)
@@ -495,14 +638,18 @@ def _add(tr: Translator, node: onnx.NodeProto) -> None:
 
 @translates("Sub")
 def _sub(tr: Translator, node: onnx.NodeProto) -> None:
+    if _indicator_arithmetic(tr, node):
+        return
     a, b = _binary_operands(tr, node)
     if tr.is_const(b):
         x = tr.value(node, a)
+        tr.check_broadcast(node, b, x)
         c = tr.per_channel(node, tr.consts[b], x, "the subtracted constant")
         out = tr.new_value(node, x.c, x.h, x.w, x.rank)
         tr.emit("affine", node, [x.name], out, scale=np.ones(x.c), bias=-c, pure_add=True)
     elif tr.is_const(a):
         x = tr.value(node, b)
+        tr.check_broadcast(node, a, x)
         c = tr.per_channel(node, tr.consts[a], x, "the constant")
         out = tr.new_value(node, x.c, x.h, x.w, x.rank)
         tr.emit(
@@ -520,10 +667,13 @@ def _sub(tr: Translator, node: onnx.NodeProto) -> None:
 
 @translates("Mul")
 def _mul(tr: Translator, node: onnx.NodeProto) -> None:
+    if _indicator_arithmetic(tr, node):
+        return
     a, b = _binary_operands(tr, node)
     if tr.is_const(a) or tr.is_const(b):
         x_name, c = (b, tr.consts[a]) if tr.is_const(a) else (a, tr.consts[b])
         x = tr.value(node, x_name)
+        tr.check_broadcast(node, a if x_name == b else b, x)
         c = tr.per_channel(node, c, x, "the constant factor")
         out = tr.new_value(node, x.c, x.h, x.w, x.rank)
         tr.emit(
@@ -580,7 +730,7 @@ def _greaterorequal(tr: Translator, node: onnx.NodeProto) -> None:
         )
     x = tr.value(node, a)
     threshold = tr.per_channel(node, tr.consts[b], x, "the threshold")
-    tr.ge[node.output[0]] = (x.name, threshold, node)
+    tr.ge[node.output[0]] = Indicator(x.name, threshold, node)
 
 
 @translates("Where")
@@ -589,6 +739,7 @@ def _where(tr: Translator, node: onnx.NodeProto) -> None:
     hi, lo = node.input[1], node.input[2]
     ok = (
         cond in tr.ge
+        and tr.ge[cond].is_bool
         and tr.is_const(hi)
         and tr.is_const(lo)
         and np.all(tr.consts[hi] == 1)
@@ -601,15 +752,57 @@ def _where(tr: Translator, node: onnx.NodeProto) -> None:
             node,
             f"Where is supported only as the sign pattern Where(x >= t, 1, -1); {_SIGN_HINT}",
         )
-    x_name, threshold, _ = tr.ge[cond]
+    x_name, threshold = tr.ge[cond].x, tr.ge[cond].threshold
     x = tr.values[x_name]
+    tr.check_broadcast(node, hi, x)  # torch.where(x >= 0, ones_like(x), -ones_like(x))
+    tr.check_broadcast(node, lo, x)
     out = tr.new_value(node, x.c, x.h, x.w, x.rank, kind="pm1")
     tr.emit("sign", node, [x_name], out, threshold=threshold)
 
 
+# IR node kinds, and ONNX op types, whose output can be exactly 0 for ordinary inputs
+_EXACT_ZEROS = ("relu", "Relu", "MaxPool", "Abs")
+
+
 @translates("Sign")
 def _sign(tr: Translator, node: onnx.NodeProto) -> None:
-    fail(node, f"Sign is not supported: {_SIGN_HINT}")
+    """torch.sign: +1, 0, -1. The engine's sign is x >= 0 (a bit holds no 0), so it gives +1
+    at exactly 0 where PyTorch gives 0; exact for every other input (docs/converter.md)."""
+    x = tr.value(node, node.input[0])
+    producer = next((n for n in reversed(tr.nodes) if n.output == x.name), None)
+    onnx_producer = tr.onnx_producer.get(x.name)
+    kinds = {producer.kind if producer else None, onnx_producer.op_type if onnx_producer else None}
+    clip_at_zero = producer is not None and producer.kind == "clip" and producer.p["lo"] >= 0
+    if clip_at_zero or kinds & set(_EXACT_ZEROS):
+        what = producer.name if producer is not None else x.name
+        tr.warnings.append(
+            f"{node_label(node)} takes the sign of {what!r}, which can be exactly 0 (a "
+            f"ReLU, a clip at 0 or a max pool of one): PyTorch's sign gives 0 there, the engine "
+            f"+1 (sign(x) = x >= 0), so outputs differ wherever that input is exactly 0"
+        )
+    out = tr.new_value(node, x.c, x.h, x.w, x.rank, kind="pm1")
+    tr.emit("sign", node, [x.name], out, threshold=np.zeros(x.c, np.float32))
+
+
+@translates("Clip")
+def _clip(tr: Translator, node: onnx.NodeProto) -> None:
+    """Hardtanh / clamp: kept as a `clip` node, which `drop_clip_before_sign` removes before a
+    sign; a clip anywhere else is refused at emission."""
+    x = tr.value(node, node.input[0])
+    a = attrs(node)
+    if tr.opset < 11:
+        lo, hi = a.get("min", -np.inf), a.get("max", np.inf)
+    else:
+        lo_c, hi_c = tr.opt_const(node, 1, "min"), tr.opt_const(node, 2, "max")
+        lo = -np.inf if lo_c is None else float(np.asarray(lo_c).reshape(-1)[0])
+        hi = np.inf if hi_c is None else float(np.asarray(hi_c).reshape(-1)[0])
+    out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+    tr.emit("clip", node, [x.name], out, lo=float(lo), hi=float(hi))
+
+
+@translates("MaxPool")
+def _maxpool(tr: Translator, node: onnx.NodeProto) -> None:
+    fail(node, "max pooling is not an engine op yet")
 
 
 @translates("Relu")
