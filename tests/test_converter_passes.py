@@ -677,3 +677,151 @@ def test_max_pool_names_the_node():
     nodes = [_node("MaxPool", ["x"], "y", kernel_shape=[2, 2])]
     with pytest.raises(ConversionError, match=r"'y' \(MaxPool\).*not an engine op"):
         lower_onnx(_model(nodes, {}))
+
+
+# -- small PyTorch BNNs written in the public code's styles, end to end ------------------------------
+
+
+def _torch_bnn_cases():
+    torch = pytest.importorskip("torch")
+    from torch import nn
+    from torch.nn import functional as F
+
+    class LearnableBias(nn.Module):  # ReActNet's move: x + bias.expand_as(x)
+        def __init__(self, c):
+            super().__init__()
+            self.bias = nn.Parameter(torch.randn(1, c, 1, 1) * 0.3)
+
+        def forward(self, x):
+            return x + self.bias.expand_as(x)
+
+    class ApproxSign(nn.Module):  # the piecewise-polynomial STE of Bi-Real Net / ReActNet
+        def forward(self, x):
+            out_forward = torch.sign(x)
+            m1, m2, m3 = (x < -1).float(), (x < 0).float(), (x < 1).float()
+            out1 = -1 * m1 + (x * x + 2 * x) * (1 - m1)
+            out2 = out1 * m2 + (-x * x + 2 * x) * (1 - m2)
+            out3 = out2 * m3 + 1 * (1 - m3)
+            return out_forward.detach() - out3.detach() + out3
+
+    class SignFunction(torch.autograd.Function):  # a custom autograd Function
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.sign(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad * (x.abs() <= 1).float()
+
+    class ScaledBinaryConv(nn.Module):  # mean|W| * sign(W) with a clamp STE
+        def __init__(self, cin, cout, k):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(cout, cin, k, k) * 0.1)
+            self.padding = k // 2
+
+        def forward(self, x):
+            w = self.weight
+            alpha = w.abs().mean(dim=(1, 2, 3), keepdim=True).detach()
+            binary = alpha * torch.sign(w)
+            clipped = torch.clamp(w, -1.0, 1.0)
+            return F.conv2d(x, binary.detach() - clipped.detach() + clipped, padding=self.padding)
+
+    class XnorConv(nn.Module):  # sign(W) convolution, output times a per-channel alpha
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3))
+
+        def forward(self, x):
+            alpha = self.weight.abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1)
+            return F.conv2d(x, torch.sign(self.weight), padding=1) * alpha
+
+    def bn(c):
+        b = nn.BatchNorm2d(c)
+        b.weight.data.uniform_(0.5, 1.5)
+        b.bias.data.normal_(0, 0.3)
+        b.running_mean.normal_(0, 0.5)
+        b.running_var.uniform_(2.0, 8.0)
+        return b
+
+    class ReActStyle(nn.Module):
+        def __init__(self, c=16, classes=10):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), bn(c))
+            self.move11, self.act1 = LearnableBias(c), ApproxSign()
+            self.conv3x3, self.bn1 = ScaledBinaryConv(c, c, 3), bn(c)
+            self.move12, self.prelu1, self.move13 = LearnableBias(c), nn.PReLU(c), LearnableBias(c)
+            self.move21, self.act2 = LearnableBias(c), ApproxSign()
+            self.pointwise, self.bn2 = ScaledBinaryConv(c, c, 1), bn(c)
+            self.fc = nn.Linear(c, classes)
+
+        def forward(self, x):
+            x = self.stem(x)
+            out = self.bn1(self.conv3x3(self.act1(self.move11(x)))) + x
+            out = self.move13(self.prelu1(self.move12(out)))
+            out = self.bn2(self.pointwise(self.act2(self.move21(out)))) + out
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+
+    class BiRealStyle(nn.Module):
+        def __init__(self, c=16, classes=10):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), bn(c))
+            self.hardtanh = nn.Hardtanh()
+            self.conv1, self.bn1 = XnorConv(c, c), bn(c)
+            self.conv2, self.bn2 = ScaledBinaryConv(c, c, 3), bn(c)
+            self.fc = nn.Linear(c, classes)
+
+        def forward(self, x):
+            x = self.stem(x)
+            x = self.bn1(self.conv1(SignFunction.apply(self.hardtanh(x)))) + x
+            b = torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+            x = self.bn2(self.conv2(b)) + x
+            x = self.bn1(self.conv1((x >= 0).float() * 2 - 1)) + x
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    return torch, {"reactnet_style": ReActStyle, "bireal_xnor_style": BiRealStyle}
+
+
+@pytest.mark.parametrize("name", ["reactnet_style", "bireal_xnor_style"])
+def test_pytorch_bnn_styles_convert_and_match(name, tmp_path):
+    torch, cases = _torch_bnn_cases()
+    from weights_tools.convert import export_onnx
+
+    torch.manual_seed(0)
+    model = cases[name]().eval()
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, input_size=(8, 8))
+    notes: List[str] = []
+    graph = lower_onnx(onnx.load(str(path)), warnings=notes)
+    assert notes == []
+    x = torch.randn(32, 3, 8, 8)
+    with torch.no_grad():
+        want = model(x).numpy()
+    got = run_reference(graph, x.numpy())
+    rel = np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)
+    assert np.median(rel) <= 1e-4, rel
+    assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.97
+    kinds = [op.type.name for op in graph.ops]
+    assert "BCONV2D" in kinds and "BITPACK" in kinds
+
+
+def test_pytorch_strided_binary_conv_names_the_node(tmp_path):
+    torch, cases = _torch_bnn_cases()
+    from torch import nn
+
+    from weights_tools.convert import export_onnx
+
+    class Strided(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(8, 3, 3, 3))
+
+        def forward(self, x):
+            w = torch.sign(self.weight)
+            return torch.nn.functional.conv2d(torch.sign(x), w, stride=2, padding=1).mean((2, 3))
+
+    path = tmp_path / "m.onnx"
+    export_onnx(Strided().eval(), path, input_size=(8, 8))
+    with pytest.raises(ConversionError, match=r"\(Conv\).*stride \(2, 2\)"):
+        lower_onnx(onnx.load(str(path)))

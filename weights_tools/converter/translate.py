@@ -484,7 +484,6 @@ def _binary_weights(tr: Translator, node, w: np.ndarray) -> Tuple[np.ndarray, np
 
 
 def _binary_conv(tr: Translator, node, x: ValueInfo, w, bias, group, stride, pads):
-    w, alpha = _binary_weights(tr, node, w)
     co, ci, kh, kw = w.shape
     if group != 1 or stride != (1, 1) or kh != kw or kh not in (1, 3):
         fail(
@@ -493,6 +492,7 @@ def _binary_conv(tr: Translator, node, x: ValueInfo, w, bias, group, stride, pad
             f"k x k binary convs are not engine ops yet); got kernel {kh}x{kw}, stride "
             f"{stride}, group {group}",
         )
+    w, alpha = _binary_weights(tr, node, w)
     if x.kind == "pm1pad":
         if kh != 3 or pads != (0, 0, 0, 0):
             fail(node, "a +1-padded binary input needs a 3x3 conv with pads 0")
