@@ -148,7 +148,8 @@ class Translator:
             fail(
                 node,
                 f"op {node.op_type} is not supported by the engine (supported: Conv, "
-                f"BatchNormalization, Add, Sub, Mul, Div, GreaterOrEqual+Where (sign), "
+                f"BatchNormalization, Add, Sub, Mul, Div, GreaterOrEqual+Where (sign), Sign, "
+                f"Clip (before a sign), "
                 f"PRelu, LeakyRelu, Relu, Sigmoid, Concat, Tile, Expand, AveragePool, "
                 f"GlobalAveragePool, ReduceMean, Flatten, Reshape, Squeeze, Unsqueeze, "
                 f"Gemm, MatMul, Pad (+1 padding of binary activations), Identity, "
