@@ -608,6 +608,7 @@ def _clip_sign_model(lo: float, hi: float):
 def test_hardtanh_before_a_sign_is_dropped():
     model = _clip_sign_model(-1.0, 1.0)
     graph = translate(model)
+    assert graph.warnings == []
     assert _kinds(graph) == ["clip", "sign", "bconv"]
     from weights_tools.converter.passes import drop_clip_before_sign
 
@@ -622,6 +623,7 @@ def test_clip_at_zero_before_a_sign_is_refused():
     # clip(x, 0, 6) >= 0 always: not the sign of x; the clip is kept and has no engine op
     model = _clip_sign_model(0.0, 6.0)
     graph = translate(model)
+    assert len(graph.warnings) == 1 and "exactly 0" in graph.warnings[0]
     from weights_tools.converter.passes import drop_clip_before_sign
 
     drop_clip_before_sign(graph)

@@ -762,7 +762,9 @@ def _where(tr: Translator, node: onnx.NodeProto) -> None:
 
 
 # IR node kinds, and ONNX op types, whose output can be exactly 0 for ordinary inputs
-_EXACT_ZEROS = ("relu", "Relu", "MaxPool", "Abs")
+# ONNX ops whose output is exactly 0 for a whole range of inputs (a max pool is when its window
+# holds only zeros, e.g. after a ReLU); a clip with a lower bound >= 0 is checked apart.
+_EXACT_ZEROS = ("Relu", "MaxPool", "Abs")
 
 
 @translates("Sign")
@@ -770,16 +772,16 @@ def _sign(tr: Translator, node: onnx.NodeProto) -> None:
     """torch.sign: +1, 0, -1. The engine's sign is x >= 0 (a bit holds no 0), so it gives +1
     at exactly 0 where PyTorch gives 0; exact for every other input (docs/converter.md)."""
     x = tr.value(node, node.input[0])
-    producer = next((n for n in reversed(tr.nodes) if n.output == x.name), None)
-    onnx_producer = tr.onnx_producer.get(x.name)
-    kinds = {producer.kind if producer else None, onnx_producer.op_type if onnx_producer else None}
-    clip_at_zero = producer is not None and producer.kind == "clip" and producer.p["lo"] >= 0
-    if clip_at_zero or kinds & set(_EXACT_ZEROS):
-        what = producer.name if producer is not None else x.name
+    producer = tr.onnx_producer.get(x.name)
+    clip = next((n for n in reversed(tr.nodes) if n.output == x.name and n.kind == "clip"), None)
+    if (producer is not None and producer.op_type in _EXACT_ZEROS) or (
+        clip is not None and clip.p["lo"] >= 0
+    ):
         tr.warnings.append(
-            f"{node_label(node)} takes the sign of {what!r}, which can be exactly 0 (a "
-            f"ReLU, a clip at 0 or a max pool of one): PyTorch's sign gives 0 there, the engine "
-            f"+1 (sign(x) = x >= 0), so outputs differ wherever that input is exactly 0"
+            f"{node_label(node)} takes the sign of {x.name!r}, which can be exactly 0 (the "
+            f"output of a ReLU, a clip at 0, an Abs or a max pool): PyTorch's sign gives 0 "
+            f"there, the engine +1 (sign(x) = x >= 0), so outputs differ wherever that input "
+            f"is exactly 0"
         )
     out = tr.new_value(node, x.c, x.h, x.w, x.rank, kind="pm1")
     tr.emit("sign", node, [x.name], out, threshold=np.zeros(x.c, np.float32))
