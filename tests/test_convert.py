@@ -1120,7 +1120,7 @@ if torch is not None:
         return m.mods[-1](torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
     def _unsupported_models():
-        from weights_tools.layers import BinaryConv2d, binary_sign
+        from weights_tools.layers import binary_sign
 
         conv = nn.Conv2d(3, 8, 3, padding=1)
         return {
@@ -1131,15 +1131,6 @@ if torch is not None:
             "maxpool": (
                 _Seq(lambda m, x: _head(m, F.max_pool2d(m.mods[0](x), 2)), conv, nn.Linear(8, 4)),
                 r"'[^']*MaxPool[^']*' \(MaxPool\)",
-            ),
-            "torch_sign": (
-                _Seq(
-                    lambda m, x: _head(m, m.mods[1](torch.sign(m.mods[0](x)))),
-                    conv,
-                    BinaryConv2d(8, 8, 1),
-                    nn.Linear(8, 4),
-                ),
-                r"'[^']*Sign[^']*' \(Sign\).*torch\.sign",
             ),
             "sign_read_by_add": (
                 _Seq(

@@ -1,0 +1,157 @@
+"""Emission: the intermediate graph -> a `weights_tools.qbw.Graph`, in NHWC.
+
+Conv weights become [Co, kh, kw, Ci], binary weights are packed by the bit contract
+(`pack_signs`, [Co, k, k, words]), depthwise weights [k*C, 9] (tap dy*3 + dx). Values are
+numbered in order of first appearance (the input first), tensors in op order; FC and depthwise
+convs are FP32 here (`weights_tools.convert` encodes them afterwards).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..qbw import DType, FCEncoding, Graph, Op, OpType, Preprocessing, Tensor, Value, pack_signs
+from .errors import ConversionError, node_label
+from .ir import IRGraph
+
+__all__ = ["emit"]
+
+
+def emit(graph: IRGraph, model_name: str = "") -> Graph:
+    """The engine graph (NHWC) of the intermediate graph after the passes."""
+    tensors: List[Tensor] = []
+    values: List[Value] = []
+    index: Dict[str, int] = {}
+    ops: List[Op] = []
+
+    def value(name: str, dtype: DType = DType.F32) -> int:
+        if name not in index:
+            v = graph.values[name]
+            index[name] = len(values)
+            values.append(Value(name, dtype, v.h, v.w, v.c))
+        return index[name]
+
+    def tensor(name: str, dtype: DType, data: Optional[np.ndarray]) -> Optional[int]:
+        if data is None:
+            return None
+        tensors.append(Tensor(name, dtype, data))
+        return len(tensors) - 1
+
+    def f32(name: str, data) -> Optional[int]:
+        return None if data is None else tensor(name, DType.F32, np.asarray(data, dtype=np.float32))
+
+    value(graph.input_name)
+    for n in graph.nodes:
+        name = n.name
+        ins = [index[i] for i in n.inputs]
+        p = n.p
+        out_dtype = DType.BITS if n.kind == "bitpack" else DType.F32
+        out = value(n.output, out_dtype)
+        if n.kind == "conv":
+            w = p["w"].transpose(0, 2, 3, 1)  # [Co, kh, kw, Ci]
+            kh, kw = w.shape[1:3]
+            ops.append(
+                Op(
+                    OpType.CONV2D,
+                    name,
+                    ins,
+                    [out],
+                    [f32(name + ".weight", w), f32(name + ".bias", p["b"])],
+                    [kh, kw, *p["stride"], *p["pads"], int(p["relu"])],
+                )
+            )
+        elif n.kind == "dwconv":
+            ops.append(
+                Op(
+                    OpType.DWCONV3X3,
+                    name,
+                    ins,
+                    [out],
+                    [
+                        f32(name + ".pre_bias", p["pre_bias"]),
+                        f32(name + ".weight", p["w"]),
+                        None,
+                        f32(name + ".scale", p["scale"]),
+                        f32(name + ".bias", p["bias"]),
+                        None,
+                    ],
+                    [*p["stride"], p["k"]],
+                )
+            )
+        elif n.kind == "bitpack":
+            ops.append(
+                Op(OpType.BITPACK, name, ins, [out], [f32(name + ".threshold", p["threshold"])])
+            )
+        elif n.kind == "bconv":
+            packed = pack_signs(p["w"].transpose(0, 2, 3, 1))  # [Co, k, k, words]
+            ops.append(
+                Op(
+                    OpType.BCONV2D,
+                    name,
+                    ins,
+                    [out],
+                    [
+                        tensor(name + ".weight", DType.BITS, packed),
+                        f32(name + ".scale", p["scale"]),
+                        f32(name + ".bias", p["bias"]),
+                    ],
+                    [p["k"], p["pad_mode"]],
+                )
+            )
+        elif n.kind == "affine":
+            ops.append(
+                Op(
+                    OpType.AFFINE,
+                    name,
+                    ins,
+                    [out],
+                    [f32(name + ".scale", p["scale"]), f32(name + ".bias", p["bias"])],
+                )
+            )
+        elif n.kind == "prelu":
+            ops.append(Op(OpType.PRELU, name, ins, [out], [f32(name + ".slope", p["slope"])]))
+        elif n.kind in ("relu", "sigmoid", "add", "mul_channel", "gap", "concat"):
+            op_type = {
+                "relu": OpType.RELU,
+                "sigmoid": OpType.SIGMOID,
+                "add": OpType.ADD,
+                "mul_channel": OpType.MUL_CHANNEL,
+                "gap": OpType.GLOBAL_AVGPOOL,
+                "concat": OpType.CONCAT,
+            }[n.kind]
+            ops.append(Op(op_type, name, ins, [out]))
+        elif n.kind == "avgpool":
+            ops.append(Op(OpType.AVGPOOL, name, ins, [out], [], [*p["kernel"], *p["stride"]]))
+        elif n.kind == "fc":
+            ops.append(
+                Op(
+                    OpType.FC,
+                    name,
+                    ins,
+                    [out],
+                    [f32(name + ".weight", p["w"]), None, f32(name + ".bias", p["b"])],
+                    [int(FCEncoding.FP32)],
+                )
+            )
+        elif n.kind == "clip":
+            raise ConversionError(
+                f"{node_label(n.src)}: Clip (Hardtanh, clamp) is supported only right before "
+                f"a sign whose threshold lies in its range (lo < t <= hi), where it changes "
+                f"nothing; a clip elsewhere (ReLU6) is not an engine op yet"
+            )
+        else:  # pragma: no cover - every kind is emitted above
+            raise AssertionError(n.kind)
+    if not ops:
+        raise ConversionError("the model lowers to no op at all")
+    inp = graph.values[graph.input_name]
+    return Graph(
+        tensors=tensors,
+        values=values,
+        ops=ops,
+        input_value=0,
+        output_value=index[graph.output_name],
+        preprocessing=Preprocessing.for_input_size(inp.h, inp.w),
+        model_name=model_name,
+    )

@@ -1,0 +1,99 @@
+"""The converter's intermediate graph: NCHW, one node per engine-level op, parameters as numpy.
+
+Translation (`translate.py`) builds it from ONNX, the rewrite passes (`passes/`) edit it in
+place, emission (`emit.py`) writes it as a `weights_tools.qbw.Graph` in NHWC.
+
+Node kinds and their params (all per output channel unless said otherwise):
+
+- ``conv``: float conv; ``w`` [Co, Ci, kh, kw] float64, ``b`` [Co], ``stride``, ``pads``
+  (top, left, bottom, right), ``relu`` (bool, a fused ReLU).
+- ``dwconv``: 3x3 depthwise conv; ``w`` [k*C, 9] float32, ``scale``, ``bias`` (the output
+  affine), ``pre_bias`` ([C] or None, added to the input), ``stride``, ``k`` (multiplier).
+- ``sign``: ``threshold`` [C]; the ±1 of ``x >= threshold``. Becomes ``bitpack``.
+- ``bitpack``: ``threshold`` [C] float32; packed bits of ``x >= threshold``.
+- ``bconv``: binary conv on bits; ``w`` [Co, Ci, k, k] int8 ±1, ``k``, ``pad_mode`` (0: zero,
+  1: one padding), ``scale``, ``bias``.
+- ``affine``: ``scale``, ``bias``, ``pure_add`` (True when it is one Add/Sub of a constant, so
+  the scale is exactly 1 and ``x*1 + c`` is ``x + c``).
+- ``prelu``: ``slope``. ``avgpool``: ``kernel``, ``stride``. ``fc``: ``w`` [O, I], ``b`` [O].
+- no params: ``relu``, ``sigmoid``, ``add``, ``mul_channel``, ``gap``, ``concat``.
+
+Every node has one output (every engine op has one); values are named by their ONNX names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import onnx
+
+__all__ = ["Node", "ValueInfo", "IRGraph"]
+
+
+@dataclass
+class ValueInfo:
+    """A dynamic ONNX tensor, per image: channels, height, width, its ONNX rank (4, or 2 for a
+    (N, C) vector), and what it holds: 'f32', 'pm1' (the ±1 output of a sign) or 'pm1pad'
+    (that output padded with +1 by a Pad)."""
+
+    name: str
+    c: int
+    h: int
+    w: int
+    rank: int = 4
+    kind: str = "f32"
+    source: Optional[str] = None  # for 'pm1pad': the padded sign value
+
+
+@dataclass(eq=False)
+class Node:
+    """One op of the intermediate graph; `src` is the ONNX node it came from (for names and
+    error messages), `p` its parameters (see the module doc)."""
+
+    kind: str
+    inputs: List[str]
+    output: str
+    src: onnx.NodeProto
+    p: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.src.name or f"{self.src.op_type}:{self.src.output[0]}"
+
+
+@dataclass
+class IRGraph:
+    """Nodes in a topological order, the values they read and write, the graph's input and
+    output value names, and notes for the user."""
+
+    nodes: List[Node]
+    values: Dict[str, ValueInfo]
+    input_name: str
+    output_name: str
+    warnings: List[str] = field(default_factory=list)
+
+    def producers(self) -> Dict[str, Node]:
+        return {n.output: n for n in self.nodes}
+
+    def consumers(self) -> Dict[str, List[Node]]:
+        uses: Dict[str, List[Node]] = {}
+        for n in self.nodes:
+            for i in n.inputs:
+                uses.setdefault(i, []).append(n)
+        return uses
+
+    def replace_uses(self, old: str, new: str) -> None:
+        """Every read of value `old` (and the graph output) reads `new` instead."""
+        for n in self.nodes:
+            n.inputs = [new if i == old else i for i in n.inputs]
+        if self.output_name == old:
+            self.output_name = new
+
+    def remove(self, node: Node) -> None:
+        self.nodes.remove(node)
+
+    def single_use(self, name: str, uses: Dict[str, List[Node]]) -> bool:
+        """`name` has exactly one reader and is not the graph output: its producer may be
+        changed to suit that reader."""
+        return len(uses.get(name, [])) == 1 and name != self.output_name

@@ -1,0 +1,1051 @@
+"""Translation: ONNX nodes -> the intermediate graph (`ir.py`), one function per ONNX op type.
+
+`translate(model)` infers shapes (a cross-check of the shapes computed here), folds constants
+and drops dead nodes (`constants.py`), then translates the live nodes in graph order. Every ONNX
+node is either translated, folded into a pattern, or rejected with a `ConversionError` naming
+it. A translation function is registered for its op type with `@translates("OpType")` in
+`TRANSLATORS`; it reads its inputs through the `Translator` (which resolves aliases and checks
+activation vs constant), and either emits nodes, records an alias (ops that do not change the
+data: Identity, Dropout, Flatten, ...), or records a pattern part for a later node (the
+GreaterOrEqual of a sign).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import onnx
+
+from ..qbw import DW_STRIDES
+from .constants import attrs, default_opset, fold_constants, initializers, live_nodes
+from .errors import ConversionError, fail, node_label
+from .ir import IRGraph, Node, ValueInfo
+from .passes import ONNX_PASSES
+
+__all__ = ["TRANSLATORS", "Translator", "translate", "translates"]
+
+_SIGN_HINT = (
+    "binarize with where(x >= 0, 1, -1) (weights_tools.layers.binary_sign): "
+    "torch.sign gives 0 at 0, which a bit cannot hold"
+)
+
+TranslateFn = Callable[["Translator", onnx.NodeProto], None]
+
+# ONNX op type -> its translation function
+TRANSLATORS: Dict[str, TranslateFn] = {}
+
+
+def translates(op_type: str) -> Callable[[TranslateFn], TranslateFn]:
+    def register(fn: TranslateFn) -> TranslateFn:
+        if op_type in TRANSLATORS:
+            raise AssertionError(f"two translations for {op_type}")
+        TRANSLATORS[op_type] = fn
+        return fn
+
+    return register
+
+
+@dataclass
+class Indicator:
+    """A pending sign pattern: the value ``scale * [x >= threshold] + offset`` (a bool when
+    `is_bool`), computed by GreaterOrEqual and scalar Cast/Mul/Add/Sub on it. It becomes a sign
+    once it is ``Where(., 1, -1)`` or reaches scale 2, offset -1 (``(x >= t).float() * 2 - 1``);
+    anything else reading it is refused."""
+
+    x: str
+    threshold: np.ndarray
+    node: onnx.NodeProto
+    scale: float = 1.0
+    offset: float = 0.0
+    is_bool: bool = True
+
+
+# Outputs beyond the first that a translation may leave unused.
+_EXTRA_OUTPUTS_OK = ("Dropout",)
+
+
+class Translator:
+    """The state of one translation: constants, values, aliases, pending patterns, nodes."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.opset = default_opset(model)
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(model)
+        for rewrite in ONNX_PASSES:  # on a copy: the caller's model is not changed
+            rewrite(self.model.graph)
+        self.graph = self.model.graph
+        self.onnx_producer: Dict[str, onnx.NodeProto] = {
+            o: n for n in self.graph.node for o in n.output if o
+        }
+        # constants that stand for a tensor of an activation's shape (ones_like, expand_as):
+        # name -> that activation
+        self.broadcast_to: Dict[str, str] = {}
+        self.consts: Dict[str, np.ndarray] = {}
+        self.values: Dict[str, ValueInfo] = {}
+        self.aliases: Dict[str, str] = {}
+        self.rank_aliases: Dict[str, str] = {}  # a rank-changing alias (Flatten, Squeeze, ...)
+        # pending sign patterns (GreaterOrEqual and arithmetic on it): name -> Indicator
+        self.ge: Dict[str, Indicator] = {}
+        self.nodes: List[Node] = []
+        self.inferred: Dict[str, Tuple] = {}
+        self.input_name = ""
+        self.warnings: List[str] = []
+
+    # -- the whole translation -------------------------------------------------------------------
+
+    def run(self) -> IRGraph:
+        self._infer_shapes()
+        self.consts.update(initializers(self.graph))
+        inputs = [i for i in self.graph.input if i.name not in self.consts]
+        if len(inputs) != 1:
+            raise ConversionError(
+                f"the model must have exactly one (image) input, has {[i.name for i in inputs]}"
+            )
+        self._add_input(inputs[0])
+        if len(self.graph.output) != 1:
+            raise ConversionError(
+                f"the model must have exactly one output, has {[o.name for o in self.graph.output]}"
+            )
+        fold_constants(self.graph, self.consts, self.opset)
+        for node in live_nodes(self.graph, self.consts):
+            self.translate_node(node)
+        return self._finish()
+
+    def _infer_shapes(self) -> None:
+        try:
+            inferred = onnx.shape_inference.infer_shapes(self.model)
+        except Exception as e:  # a broken model still gets our own shape checks
+            self.warnings.append(f"ONNX shape inference failed ({e}); continuing without it")
+            return
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+            t = vi.type.tensor_type
+            if t.HasField("shape"):
+                self.inferred[vi.name] = tuple(
+                    d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim
+                )
+
+    def _add_input(self, vi: onnx.ValueInfoProto) -> None:
+        t = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        if t.elem_type != onnx.TensorProto.FLOAT or len(dims) != 4 or None in dims[1:]:
+            raise ConversionError(
+                f"input {vi.name!r} must be float32 NCHW with static C, H, W; got elem_type "
+                f"{t.elem_type}, dims {dims}"
+            )
+        self.input_name = vi.name
+        self.values[vi.name] = ValueInfo(vi.name, dims[1], dims[2], dims[3])
+
+    def translate_node(self, node: onnx.NodeProto) -> None:
+        if node.domain not in ("", "ai.onnx"):
+            fail(node, f"ops of domain {node.domain!r} are not supported")
+        if self._late_constant(node):
+            return
+        handler = TRANSLATORS.get(node.op_type)
+        if handler is None:
+            fail(
+                node,
+                f"op {node.op_type} is not supported by the engine (supported: Conv, "
+                f"BatchNormalization, Add, Sub, Mul, Div, GreaterOrEqual+Where (sign), Sign, "
+                f"Clip (before a sign), "
+                f"PRelu, LeakyRelu, Relu, Sigmoid, Concat, Tile, Expand, AveragePool, "
+                f"GlobalAveragePool, ReduceMean, Flatten, Reshape, Squeeze, Unsqueeze, "
+                f"Gemm, MatMul, Pad (+1 padding of binary activations), Identity, "
+                f"Dropout, Cast)",
+            )
+        for extra in node.output[1:]:
+            if extra and node.op_type not in _EXTRA_OUTPUTS_OK:
+                fail(node, f"output {extra!r} beyond the first is not supported")
+        handler(self, node)
+
+    def _shape_source(self, name: str) -> Optional[str]:
+        """The activation whose shape `name` is, when `name` is the output of Shape(activation)."""
+        shape = self.onnx_producer.get(name)
+        if shape is None or shape.op_type != "Shape" or attrs(shape):
+            return None
+        source = self.resolve(shape.input[0])
+        return source if source in self.values else None
+
+    def _late_constant(self, node: onnx.NodeProto) -> bool:
+        """Constants that depend on an activation's shape only: `ConstantOfShape(Shape(v))`
+        (ones_like(v)) and `Expand(c, Shape(v))` (c.expand_as(v)) become the constant fill
+        value or c, remembered as broadcast to v's shape (the reader checks that it broadcasts
+        to that shape anyway); a node whose inputs are all such constants is evaluated (the Neg
+        of -ones_like(v)). Returns whether `node` was handled so."""
+        if node.op_type == "ConstantOfShape":
+            source = self._shape_source(node.input[0])
+            if source is None:
+                return False
+            value = attrs(node).get("value")
+            fill = np.zeros(1, np.float32) if value is None else onnx.numpy_helper.to_array(value)
+            self.consts[node.output[0]] = fill.reshape(1)
+            self.broadcast_to[node.output[0]] = source
+            return True
+        if node.op_type == "Expand" and node.input[0] in self.consts:
+            source = self._shape_source(node.input[1])
+            if source is None:
+                return False
+            self.consts[node.output[0]] = self.consts[node.input[0]]
+            self.broadcast_to[node.output[0]] = source
+            return True
+        ins = [i for i in node.input if i]
+        if ins and all(i in self.broadcast_to for i in ins) and node.op_type in ("Neg", "Cast"):
+            from onnx.reference import ReferenceEvaluator
+
+            out = ReferenceEvaluator(node, opsets={"": self.opset}).run(
+                None, {i: self.consts[i] for i in ins}
+            )[0]
+            self.consts[node.output[0]] = np.asarray(out)
+            self.broadcast_to[node.output[0]] = self.broadcast_to[ins[0]]
+            return True
+        return False
+
+    def check_broadcast(self, node: onnx.NodeProto, const_name: str, x: ValueInfo) -> None:
+        """A constant standing for a tensor of activation v's shape, combined with x: the
+        elementwise result has x's shape only when v's shape is x's."""
+        source = self.broadcast_to.get(const_name)
+        if source is None:
+            return
+        v = self.values[source]
+        if (v.c, v.h, v.w, v.rank) != (x.c, x.h, x.w, x.rank):
+            fail(
+                node,
+                f"{const_name!r} has the shape of {source!r} {(v.c, v.h, v.w)}, which is not "
+                f"the shape of the activation it is combined with {(x.c, x.h, x.w)}",
+            )
+
+    def _finish(self) -> IRGraph:
+        name = self.graph.output[0].name
+        if name in self.consts:
+            raise ConversionError(f"the output {name!r} is a constant")
+        if name in self.ge or self.resolve(name) not in self.values:
+            raise ConversionError(f"the output {name!r} is not produced by a supported op")
+        v = self.values[self.resolve(name)]
+        if v.kind != "f32":
+            raise ConversionError(
+                f"the output {name!r} is a sign's ±1 output; the engine's output must be float"
+            )
+        # Rank aliases (Flatten, Reshape, Squeeze...) are the same data: resolve everything to
+        # the original value names.
+        for n in self.nodes:
+            n.inputs = [self.canonical(i) for i in n.inputs]
+        return IRGraph(
+            nodes=self.nodes,
+            values=self.values,
+            input_name=self.input_name,
+            output_name=self.canonical(name),
+            warnings=self.warnings,
+        )
+
+    # -- helpers for translation functions -------------------------------------------------------
+
+    def resolve(self, name: str) -> str:
+        while name in self.aliases:
+            name = self.aliases[name]
+        return name
+
+    def canonical(self, name: str) -> str:
+        """The value `name` stands for, through aliases and rank aliases."""
+        while True:
+            name = self.resolve(name)
+            if name in self.rank_aliases:
+                name = self.rank_aliases[name]
+            else:
+                return name
+
+    def is_const(self, name: str) -> bool:
+        return name in self.consts
+
+    def value(self, node: onnx.NodeProto, name: str, allow_pm1: bool = False) -> ValueInfo:
+        """The activation `name` read by `node`; fails on a constant, an unknown value, or
+        (unless `allow_pm1`) a sign's ±1 output."""
+        if name in self.ge:
+            fail(
+                node,
+                "reads a GreaterOrEqual result; only the sign pattern "
+                "Where(x >= t, 1, -1) is supported",
+            )
+        name = self.resolve(name)
+        if name not in self.values:
+            if name in self.consts:
+                fail(node, f"input {name!r} is a constant where an activation is expected")
+            fail(node, f"input {name!r} is produced by an unsupported or unknown node")
+        v = self.values[name]
+        if v.kind != "f32" and not allow_pm1:
+            fail(
+                node,
+                f"reads the ±1 output of a sign ({name!r}); the engine keeps sign "
+                f"outputs as packed bits, which only a binary convolution (a Conv with "
+                f"±1 weights, stride 1, 1x1 or 3x3) can read (a binary FC is not an engine "
+                f"op yet)",
+            )
+        return v
+
+    def const(self, node: onnx.NodeProto, index: int, what: str) -> np.ndarray:
+        if index >= len(node.input) or not node.input[index]:
+            fail(node, f"missing {what}")
+        name = node.input[index]
+        if name not in self.consts:
+            fail(node, f"{what} ({name!r}) must be a constant (an initializer or foldable)")
+        return self.consts[name]
+
+    def opt_const(self, node: onnx.NodeProto, index: int, what: str) -> Optional[np.ndarray]:
+        if index >= len(node.input) or not node.input[index]:
+            return None
+        return self.const(node, index, what)
+
+    def per_channel(
+        self, node: onnx.NodeProto, c: np.ndarray, v: ValueInfo, what: str
+    ) -> np.ndarray:
+        """A constant that broadcasts per channel against v -> float32 [C]."""
+        c = np.asarray(c)
+        if c.dtype.kind != "f":
+            fail(node, f"{what} must be a float constant, got {c.dtype}")
+        if c.ndim > v.rank:
+            fail(node, f"{what} of shape {c.shape} has more dims than the activation")
+        shape = (1,) * (v.rank - c.ndim) + c.shape
+        ok = shape[0] == 1 and shape[1] in (1, v.c) and all(d == 1 for d in shape[2:])
+        if not ok:
+            fail(
+                node,
+                f"{what} of shape {c.shape} is not per-channel for an activation of "
+                f"{v.c} channels (only a scalar, (C,1,1) or (1,C,1,1) broadcasts per "
+                f"channel)",
+            )
+        return np.broadcast_to(c.reshape(-1).astype(np.float32), (v.c,)).copy()
+
+    def new_value(
+        self,
+        node: onnx.NodeProto,
+        c: int,
+        h: int,
+        w: int,
+        rank: int = 4,
+        kind: str = "f32",
+        index: int = 0,
+    ) -> ValueInfo:
+        """Declare output `index` of `node`, checked against ONNX shape inference."""
+        name = node.output[index]
+        v = ValueInfo(name, c, h, w, rank, kind)
+        inferred = self.inferred.get(name)
+        if inferred is not None and len(inferred) == rank and None not in inferred[1:]:
+            mine = (c, h, w)[: rank - 1] if rank == 4 else (c,)
+            if tuple(inferred[1:]) != mine:
+                fail(
+                    node,
+                    f"output shape {mine} computed for the engine differs from ONNX "
+                    f"shape inference {tuple(inferred[1:])}: this configuration of the "
+                    f"op is not supported",
+                )
+        self.values[name] = v
+        return v
+
+    def emit(
+        self, kind: str, node: onnx.NodeProto, inputs: Sequence[str], out: ValueInfo, **p
+    ) -> Node:
+        n = Node(kind, [self.resolve(i) for i in inputs], out.name, node, dict(p))
+        self.nodes.append(n)
+        return n
+
+    def alias(self, node: onnx.NodeProto, src: ValueInfo, rank: Optional[int] = None) -> None:
+        """The output of `node` is the same data as `src` (with another ONNX rank if given)."""
+        out = node.output[0]
+        if rank is None or rank == src.rank:
+            self.aliases[out] = src.name
+        else:  # same data, another ONNX rank ((N, C) <-> (N, C, 1, 1)): a new name for it
+            self.values[out] = ValueInfo(out, src.c, src.h, src.w, rank, src.kind, src.source)
+            self.rank_aliases[out] = src.name
+
+
+def translate(model: onnx.ModelProto) -> IRGraph:
+    """The intermediate graph of an ONNX model (before any rewrite pass)."""
+    return Translator(model).run()
+
+
+# -- translation functions, by ONNX op type ----------------------------------------------------
+
+
+@translates("Identity")
+def _identity(tr: Translator, node: onnx.NodeProto) -> None:
+    tr.alias(node, tr.value(node, node.input[0], allow_pm1=True))
+
+
+@translates("Dropout")
+def _dropout(tr: Translator, node: onnx.NodeProto) -> None:
+    tr.alias(node, tr.value(node, node.input[0]))
+
+
+@translates("Cast")
+def _cast(tr: Translator, node: onnx.NodeProto) -> None:
+    if attrs(node).get("to") != onnx.TensorProto.FLOAT:
+        fail(node, "only a Cast to float32 is supported")
+    pending = tr.ge.get(node.input[0])
+    if pending is not None:  # (x >= t).float(): the indicator as 0.0 / 1.0
+        tr.ge[node.output[0]] = Indicator(
+            pending.x, pending.threshold, pending.node, pending.scale, pending.offset, False
+        )
+        return
+    # a float activation, or the ±1 of a sign (torch.where(x >= 0, 1, -1) is int64 ±1)
+    tr.alias(node, tr.value(node, node.input[0], allow_pm1=True))
+
+
+@translates("Conv")
+def _conv(tr: Translator, node: onnx.NodeProto) -> None:
+    a = attrs(node)
+    x = tr.value(node, node.input[0], allow_pm1=True)
+    w = tr.const(node, 1, "the weight")
+    b = tr.opt_const(node, 2, "the bias")
+    if x.rank != 4 or w.ndim != 4:
+        fail(node, "only 2-D convolutions (NCHW) are supported")
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        fail(node, "auto_pad is not supported; export with explicit pads")
+    if any(d != 1 for d in a.get("dilations", [1, 1])):
+        fail(node, f"dilations {a['dilations']} are not supported")
+    group = a.get("group", 1)
+    co, ci_g, kh, kw = w.shape
+    sh, sw = a.get("strides", [1, 1])
+    pt, pl, pb, pr = a.get("pads", [0, 0, 0, 0])
+    bias = np.zeros(co) if b is None else b.astype(np.float64)
+    if x.kind != "f32":
+        _binary_conv(tr, node, x, w, bias, group, (sh, sw), (pt, pl, pb, pr))
+    elif group == 1:
+        if not (0 <= pt < kh and 0 <= pb < kh and 0 <= pl < kw and 0 <= pr < kw):
+            fail(node, f"pads {[pt, pl, pb, pr]} must each be smaller than the kernel {kh}x{kw}")
+        ho = (x.h + pt + pb - kh) // sh + 1
+        wo = (x.w + pl + pr - kw) // sw + 1
+        if ci_g != x.c or ho < 1 or wo < 1:
+            fail(node, f"weight {w.shape} does not fit the input {(x.c, x.h, x.w)}")
+        out = tr.new_value(node, co, ho, wo)
+        tr.emit(
+            "conv",
+            node,
+            [x.name],
+            out,
+            w=w.astype(np.float64),
+            b=bias,
+            stride=(sh, sw),
+            pads=(pt, pl, pb, pr),
+            relu=False,
+        )
+    elif group == x.c and ci_g == 1:
+        if co != x.c:
+            fail(
+                node,
+                f"a depthwise conv with channel multiplier {co // x.c} in one Conv "
+                f"orders its outputs channel-interleaved; the engine's DWCONV3X3 is "
+                f"block-major: use {co // x.c} separate depthwise convs and a Concat",
+            )
+        if (kh, kw) != (3, 3) or (pt, pl, pb, pr) != (1, 1, 1, 1) or (sh, sw) not in DW_STRIDES:
+            fail(
+                node,
+                f"depthwise convs must be 3x3 with padding 1 and stride in "
+                f"{DW_STRIDES}; got kernel {kh}x{kw}, pads {[pt, pl, pb, pr]}, "
+                f"stride {(sh, sw)}",
+            )
+        out = tr.new_value(node, co, -(-x.h // sh), -(-x.w // sw))
+        tr.emit(
+            "dwconv",
+            node,
+            [x.name],
+            out,
+            w=w.reshape(co, 9).astype(np.float32),
+            scale=np.ones(co),
+            bias=bias,
+            pre_bias=None,
+            stride=(sh, sw),
+            k=1,
+        )
+    else:
+        fail(
+            node,
+            f"grouped convolution (group={group}) is not supported; only group=1 "
+            f"and depthwise (group=C_in=C_out)",
+        )
+
+
+def _binary_weights(tr: Translator, node, w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Weights ±alpha_o per output channel o (alpha_o > 0; 1 for plain ±1 weights, the mean |W|
+    of XNOR-Net or ReActNet's scaled sign(W) once folded) -> the ±1 weights and alpha [Co]."""
+    co = w.shape[0]
+    magnitude = np.abs(w.reshape(co, -1)).astype(np.float64)
+    alpha = magnitude[:, 0].copy()
+    if not (
+        np.all(magnitude == alpha[:, None]) and np.all(alpha > 0) and np.all(np.isfinite(alpha))
+    ):
+        fail(
+            node,
+            "its input is a sign (±1), so it must be a binary conv, but its weights are not "
+            "±alpha with one alpha > 0 per output channel (binary weights, or scaled binary "
+            "weights such as mean|W| * sign(W)); float weights on binary activations (e.g. "
+            "the zoo's training stage 1) cannot run on the engine",
+        )
+    return np.where(w > 0, 1, -1).astype(np.int8), alpha
+
+
+def _binary_conv(tr: Translator, node, x: ValueInfo, w, bias, group, stride, pads):
+    co, ci, kh, kw = w.shape
+    if group != 1 or stride != (1, 1) or kh != kw or kh not in (1, 3):
+        fail(
+            node,
+            f"the engine's binary convs are 1x1 or 3x3, stride 1, group 1 (strided and "
+            f"k x k binary convs are not engine ops yet); got kernel {kh}x{kw}, stride "
+            f"{stride}, group {group}",
+        )
+    w, alpha = _binary_weights(tr, node, w)
+    if x.kind == "pm1pad":
+        if kh != 3 or pads != (0, 0, 0, 0):
+            fail(node, "a +1-padded binary input needs a 3x3 conv with pads 0")
+        source, pad_mode = tr.values[x.source], 1
+    else:
+        if pads != ((1,) * 4 if kh == 3 else (0,) * 4):
+            fail(
+                node,
+                f"a {kh}x{kh} binary conv needs pads {1 if kh == 3 else 0} on every "
+                f"side ('same' output), got {list(pads)}",
+            )
+        source, pad_mode = x, 0
+    if ci != source.c:
+        fail(node, f"weight {w.shape} does not fit the input of {source.c} channels")
+    out = tr.new_value(node, co, source.h, source.w)
+    tr.emit(
+        "bconv",
+        node,
+        [source.name],
+        out,
+        w=w,
+        k=kh,
+        pad_mode=pad_mode,
+        scale=alpha,  # conv(a, alpha*s) = alpha*conv(a, s): the integer dot, then the scale
+        bias=bias,
+    )
+
+
+@translates("Pad")
+def _pad(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0], allow_pm1=True)
+    a = attrs(node)
+    mode = a.get("mode", b"constant")
+    pads = a.get("pads") if tr.opset < 11 else tr.const(node, 1, "pads")
+    value = a.get("value", 0.0) if tr.opset < 11 else tr.opt_const(node, 2, "value")
+    value = 0.0 if value is None else float(np.asarray(value).reshape(-1)[0])
+    axes = tr.opt_const(node, 3, "axes")
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    if axes is not None:
+        full = [0] * 8
+        for j, ax in enumerate(np.asarray(axes).reshape(-1)):
+            ax = int(ax) % 4
+            full[ax], full[ax + 4] = pads[j], pads[j + len(axes)]
+        pads = full
+    if (
+        x.kind != "pm1"
+        or mode not in (b"constant", "constant")
+        or value != 1.0
+        or pads != [0, 0, 1, 1, 0, 0, 1, 1]
+    ):
+        fail(
+            node,
+            "Pad is supported only as the +1 padding (constant 1, one pixel on each "
+            "side of H and W) of a sign's ±1 output before a 3x3 binary conv "
+            "(one padding)",
+        )
+    out = tr.new_value(node, x.c, x.h + 2, x.w + 2, kind="pm1pad")
+    out.source = x.name
+
+
+@translates("BatchNormalization")
+def _batchnormalization(tr: Translator, node: onnx.NodeProto) -> None:
+    a = attrs(node)
+    if a.get("training_mode", 0):
+        fail(node, "training_mode=1 is not supported; export the model in eval mode")
+    x = tr.value(node, node.input[0])
+    gamma, beta, mean, var = (
+        tr.const(node, i, n).astype(np.float64)
+        for i, n in enumerate(("scale", "bias", "mean", "var"), start=1)
+    )
+    eps = float(a.get("epsilon", 1e-5))
+    if any(np.shape(t) != (x.c,) for t in (gamma, beta, mean, var)):
+        fail(node, f"parameters must be per-channel ({x.c},)")
+    scale = gamma / np.sqrt(var + eps)
+    out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+    tr.emit("affine", node, [x.name], out, scale=scale, bias=beta - mean * scale, pure_add=False)
+
+
+def _indicator_arithmetic(tr: Translator, node: onnx.NodeProto) -> bool:
+    """Mul/Add/Sub of a float indicator (see `Indicator`) by a scalar constant: a new indicator,
+    or the sign it has become. Returns whether `node` was such."""
+    a, b = node.input[0], node.input[1]
+    ind_name, const_name = (a, b) if a in tr.ge else (b, a) if b in tr.ge else (None, None)
+    if ind_name is None:
+        return False
+    ind = tr.ge[ind_name]
+    if ind.is_bool or not tr.is_const(const_name) or np.size(tr.consts[const_name]) != 1:
+        fail(
+            node,
+            f"reads a GreaterOrEqual result; supported are the sign patterns "
+            f"Where(x >= t, 1, -1) and (x >= t).float() * 2 - 1; {_SIGN_HINT}",
+        )
+    c = float(np.asarray(tr.consts[const_name]).reshape(-1)[0])
+    scale, offset = ind.scale, ind.offset
+    if node.op_type == "Mul":
+        scale, offset = scale * c, offset * c
+    elif node.op_type == "Add":
+        offset = offset + c
+    elif const_name == node.input[1]:  # indicator - c
+        offset = offset - c
+    else:  # c - indicator
+        scale, offset = -scale, c - offset
+    if (scale, offset) == (2.0, -1.0):
+        # 2 * [x >= t] - 1 is exactly +1 or -1: the sign of x at threshold t
+        x = tr.values[ind.x]
+        out = tr.new_value(node, x.c, x.h, x.w, x.rank, kind="pm1")
+        tr.emit("sign", node, [ind.x], out, threshold=ind.threshold)
+    else:
+        tr.ge[node.output[0]] = Indicator(ind.x, ind.threshold, ind.node, scale, offset, False)
+    return True
+
+
+def _binary_operands(tr: Translator, node):
+    a, b = node.input[0], node.input[1]
+    if tr.is_const(a) and tr.is_const(b):
+        fail(node, "both operands constant (should have been folded)")
+    return a, b
+
+
+@translates("Add")
+def _add(tr: Translator, node: onnx.NodeProto) -> None:
+    if _indicator_arithmetic(tr, node):
+        return
+    a, b = _binary_operands(tr, node)
+    if tr.is_const(a) or tr.is_const(b):
+        x_name, c = (b, tr.consts[a]) if tr.is_const(a) else (a, tr.consts[b])
+        x = tr.value(node, x_name)
+        tr.check_broadcast(node, a if x_name == b else b, x)
+        c = tr.per_channel(node, c, x, "the added constant")
+        out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+        tr.emit("affine", node, [x.name], out, scale=np.ones(x.c), bias=c, pure_add=True)
+        return
+    x, y = tr.value(node, a), tr.value(node, b)
+    if (x.c, x.h, x.w) != (y.c, y.h, y.w):
+        fail(
+            node,
+            f"adds activations of different shapes {(x.c, x.h, x.w)} and "
+            f"{(y.c, y.h, y.w)}; only same-shape Add is supported",
+        )
+    out = tr.new_value(node, x.c, x.h, x.w, max(x.rank, y.rank))
+    tr.emit("add", node, [x.name, y.name], out)
+
+
+@translates("Sub")
+def _sub(tr: Translator, node: onnx.NodeProto) -> None:
+    if _indicator_arithmetic(tr, node):
+        return
+    a, b = _binary_operands(tr, node)
+    if tr.is_const(b):
+        x = tr.value(node, a)
+        tr.check_broadcast(node, b, x)
+        c = tr.per_channel(node, tr.consts[b], x, "the subtracted constant")
+        out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+        tr.emit("affine", node, [x.name], out, scale=np.ones(x.c), bias=-c, pure_add=True)
+    elif tr.is_const(a):
+        x = tr.value(node, b)
+        tr.check_broadcast(node, a, x)
+        c = tr.per_channel(node, tr.consts[a], x, "the constant")
+        out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+        tr.emit(
+            "affine",
+            node,
+            [x.name],
+            out,
+            scale=-np.ones(x.c),
+            bias=c.astype(np.float64),
+            pure_add=False,
+        )
+    else:
+        fail(node, "subtracting one activation from another is not supported")
+
+
+@translates("Mul")
+def _mul(tr: Translator, node: onnx.NodeProto) -> None:
+    if _indicator_arithmetic(tr, node):
+        return
+    a, b = _binary_operands(tr, node)
+    if tr.is_const(a) or tr.is_const(b):
+        x_name, c = (b, tr.consts[a]) if tr.is_const(a) else (a, tr.consts[b])
+        x = tr.value(node, x_name)
+        tr.check_broadcast(node, a if x_name == b else b, x)
+        c = tr.per_channel(node, c, x, "the constant factor")
+        out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+        tr.emit(
+            "affine",
+            node,
+            [x.name],
+            out,
+            scale=c.astype(np.float64),
+            bias=np.zeros(x.c),
+            pure_add=False,
+        )
+        return
+    x, s = tr.value(node, a), tr.value(node, b)
+    if (s.h, s.w) != (1, 1) and (x.h, x.w) == (1, 1):
+        x, s = s, x
+    if s.c != x.c or (s.h, s.w) != (1, 1):
+        fail(
+            node,
+            f"multiplies activations of shapes {(x.c, x.h, x.w)} and "
+            f"{(s.c, s.h, s.w)}; only a per-channel scaling by a (C, 1, 1) "
+            f"activation (SE) is supported",
+        )
+    out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+    tr.emit("mul_channel", node, [x.name, s.name], out)
+
+
+@translates("Div")
+def _div(tr: Translator, node: onnx.NodeProto) -> None:
+    a, b = _binary_operands(tr, node)
+    if not tr.is_const(b):
+        fail(node, "only division by a per-channel constant is supported")
+    x = tr.value(node, a)
+    c = tr.per_channel(node, tr.consts[b], x, "the divisor")
+    out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+    tr.emit(
+        "affine",
+        node,
+        [x.name],
+        out,
+        scale=1.0 / c.astype(np.float64),
+        bias=np.zeros(x.c),
+        pure_add=False,
+    )
+
+
+@translates("GreaterOrEqual")
+def _greaterorequal(tr: Translator, node: onnx.NodeProto) -> None:
+    a, b = node.input[0], node.input[1]
+    if not tr.is_const(b) or tr.is_const(a):
+        fail(
+            node,
+            f"only GreaterOrEqual(activation, constant) is supported, as the sign "
+            f"pattern; {_SIGN_HINT}",
+        )
+    x = tr.value(node, a)
+    threshold = tr.per_channel(node, tr.consts[b], x, "the threshold")
+    tr.ge[node.output[0]] = Indicator(x.name, threshold, node)
+
+
+@translates("Where")
+def _where(tr: Translator, node: onnx.NodeProto) -> None:
+    cond = node.input[0]
+    hi, lo = node.input[1], node.input[2]
+    ok = (
+        cond in tr.ge
+        and tr.ge[cond].is_bool
+        and tr.is_const(hi)
+        and tr.is_const(lo)
+        and np.all(tr.consts[hi] == 1)
+        and np.all(tr.consts[lo] == -1)
+        and np.size(tr.consts[hi]) == 1
+        and np.size(tr.consts[lo]) == 1
+    )
+    if not ok:
+        fail(
+            node,
+            f"Where is supported only as the sign pattern Where(x >= t, 1, -1); {_SIGN_HINT}",
+        )
+    x_name, threshold = tr.ge[cond].x, tr.ge[cond].threshold
+    x = tr.values[x_name]
+    tr.check_broadcast(node, hi, x)  # torch.where(x >= 0, ones_like(x), -ones_like(x))
+    tr.check_broadcast(node, lo, x)
+    out = tr.new_value(node, x.c, x.h, x.w, x.rank, kind="pm1")
+    tr.emit("sign", node, [x_name], out, threshold=threshold)
+
+
+# IR node kinds, and ONNX op types, whose output can be exactly 0 for ordinary inputs
+# ONNX ops whose output is exactly 0 for a whole range of inputs (a max pool is when its window
+# holds only zeros, e.g. after a ReLU); a clip with a lower bound >= 0 is checked apart.
+_EXACT_ZEROS = ("Relu", "MaxPool", "Abs")
+
+
+@translates("Sign")
+def _sign(tr: Translator, node: onnx.NodeProto) -> None:
+    """torch.sign: +1, 0, -1. The engine's sign is x >= 0 (a bit holds no 0), so it gives +1
+    at exactly 0 where PyTorch gives 0; exact for every other input (docs/converter.md)."""
+    x = tr.value(node, node.input[0])
+    producer = tr.onnx_producer.get(x.name)
+    clip = next((n for n in reversed(tr.nodes) if n.output == x.name and n.kind == "clip"), None)
+    if (producer is not None and producer.op_type in _EXACT_ZEROS) or (
+        clip is not None and clip.p["lo"] >= 0
+    ):
+        tr.warnings.append(
+            f"{node_label(node)} takes the sign of {x.name!r}, which can be exactly 0 (the "
+            f"output of a ReLU, a clip at 0, an Abs or a max pool): PyTorch's sign gives 0 "
+            f"there, the engine +1 (sign(x) = x >= 0), so outputs differ wherever that input "
+            f"is exactly 0"
+        )
+    out = tr.new_value(node, x.c, x.h, x.w, x.rank, kind="pm1")
+    tr.emit("sign", node, [x.name], out, threshold=np.zeros(x.c, np.float32))
+
+
+@translates("Clip")
+def _clip(tr: Translator, node: onnx.NodeProto) -> None:
+    """Hardtanh / clamp: kept as a `clip` node, which `drop_clip_before_sign` removes before a
+    sign; a clip anywhere else is refused at emission."""
+    x = tr.value(node, node.input[0])
+    a = attrs(node)
+    if tr.opset < 11:
+        lo, hi = a.get("min", -np.inf), a.get("max", np.inf)
+    else:
+        lo_c, hi_c = tr.opt_const(node, 1, "min"), tr.opt_const(node, 2, "max")
+        lo = -np.inf if lo_c is None else float(np.asarray(lo_c).reshape(-1)[0])
+        hi = np.inf if hi_c is None else float(np.asarray(hi_c).reshape(-1)[0])
+    out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+    tr.emit("clip", node, [x.name], out, lo=float(lo), hi=float(hi))
+
+
+@translates("MaxPool")
+def _maxpool(tr: Translator, node: onnx.NodeProto) -> None:
+    fail(node, "max pooling is not an engine op yet")
+
+
+@translates("Relu")
+def _relu(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    tr.emit("relu", node, [x.name], tr.new_value(node, x.c, x.h, x.w, x.rank))
+
+
+@translates("Sigmoid")
+def _sigmoid(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    tr.emit("sigmoid", node, [x.name], tr.new_value(node, x.c, x.h, x.w, x.rank))
+
+
+@translates("PRelu")
+def _prelu(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    slope = tr.per_channel(node, tr.const(node, 1, "the slope"), x, "the slope")
+    tr.emit("prelu", node, [x.name], tr.new_value(node, x.c, x.h, x.w, x.rank), slope=slope)
+
+
+@translates("LeakyRelu")
+def _leakyrelu(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    slope = np.full(x.c, attrs(node).get("alpha", 0.01), dtype=np.float32)
+    tr.emit("prelu", node, [x.name], tr.new_value(node, x.c, x.h, x.w, x.rank), slope=slope)
+
+
+@translates("Concat")
+def _concat(tr: Translator, node: onnx.NodeProto) -> None:
+    xs = [tr.value(node, i) for i in node.input]
+    rank = xs[0].rank
+    axis = attrs(node).get("axis")
+    if axis is None or axis % rank != 1 or any(x.rank != rank for x in xs):
+        fail(node, f"only a Concat along channels (axis 1) is supported, got axis {axis}")
+    if any((x.h, x.w) != (xs[0].h, xs[0].w) for x in xs):
+        fail(node, "concatenated activations differ in height or width")
+    out = tr.new_value(node, sum(x.c for x in xs), xs[0].h, xs[0].w, rank)
+    tr.emit("concat", node, [x.name for x in xs], out)
+
+
+@translates("Tile")
+def _tile(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    reps = [int(r) for r in tr.const(node, 1, "repeats").reshape(-1)]
+    if len(reps) != x.rank or any(r != 1 for j, r in enumerate(reps) if j != 1) or reps[1] < 1:
+        fail(
+            node,
+            f"only a repeat along channels is supported (repeats [1, k, 1, 1]), got {reps}",
+        )
+    if reps[1] == 1:
+        tr.alias(node, x)
+        return
+    out = tr.new_value(node, x.c * reps[1], x.h, x.w, x.rank)
+    tr.emit("concat", node, [x.name] * reps[1], out)
+
+
+@translates("Expand")
+def _expand(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    shape = tr.opt_const(node, 1, "the shape") if node.input[1] in tr.consts else None
+    dims = (None, x.c, x.h, x.w) if x.rank == 4 else (None, x.c)
+    if shape is not None:
+        shape = [int(s) for s in shape.reshape(-1)]
+        aligned = [1] * (len(dims) - len(shape)) + shape
+        ok = len(shape) <= len(dims) and all(
+            s == 1 or (j > 0 and s == dims[j]) for j, s in enumerate(aligned)
+        )
+    else:
+        inferred = tr.inferred.get(node.output[0])
+        ok = inferred is not None and tuple(inferred[1:]) == tuple(dims[1:])
+    if not ok:
+        fail(node, f"only an Expand that leaves the shape unchanged is supported (shape {shape})")
+    tr.alias(node, x)
+
+
+@translates("AveragePool")
+def _averagepool(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    a = attrs(node)
+    kh, kw = a["kernel_shape"]
+    sh, sw = a.get("strides", [1, 1])
+    pads = list(a.get("pads", [0, 0, 0, 0]))
+    ceil_mode = a.get("ceil_mode", 0)
+    include_pad = a.get("count_include_pad", 0)
+    if (
+        a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
+        or any(pads)
+        or any(d != 1 for d in a.get("dilations", [1, 1]))
+        or kh > x.h
+        or kw > x.w
+    ):
+        fail(node, "AveragePool must have no padding, no dilation and fit the input")
+    ho, wo = -(-(x.h - kh) // sh) + 1, -(-(x.w - kw) // sw) + 1
+    if (ho - 1) * sh >= x.h or (wo - 1) * sw >= x.w:
+        fail(
+            node,
+            f"stride {sh}x{sw} larger than the kernel {kh}x{kw} leaves an empty "
+            f"last window in ceil mode",
+        )
+    partial = (x.h - kh) % sh != 0 or (x.w - kw) % sw != 0
+    if partial and not ceil_mode:
+        fail(
+            node,
+            "floor-mode pooling that drops the last row/column is not supported "
+            "(the engine pools in ceil mode): use ceil_mode=True",
+        )
+    if partial and include_pad:
+        fail(
+            node,
+            "ceil-mode windows that cross the edge must average only the pixels "
+            "they cover: use count_include_pad=False",
+        )
+    out = tr.new_value(node, x.c, ho, wo)
+    tr.emit("avgpool", node, [x.name], out, kernel=(kh, kw), stride=(sh, sw))
+
+
+@translates("GlobalAveragePool")
+def _globalaveragepool(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    tr.emit("gap", node, [x.name], tr.new_value(node, x.c, 1, 1))
+
+
+@translates("ReduceMean")
+def _reducemean(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    a = attrs(node)
+    axes = a.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = tr.const(node, 1, "axes").reshape(-1).tolist()
+    if x.rank != 4 or axes is None or sorted(int(ax) % 4 for ax in axes) != [2, 3]:
+        fail(node, f"only a mean over H and W (axes (2, 3)) is supported, got {axes}")
+    rank = 4 if a.get("keepdims", 1) else 2
+    tr.emit("gap", node, [x.name], tr.new_value(node, x.c, 1, 1, rank))
+
+
+def _vector(tr: Translator, node, x: ValueInfo) -> None:
+    if (x.h, x.w) != (1, 1):
+        fail(
+            node,
+            f"reshaping a {x.c}x{x.h}x{x.w} activation is not supported (the "
+            f"engine is NHWC, so the element order would change); pool to 1x1 "
+            f"first",
+        )
+
+
+@translates("Flatten")
+def _flatten(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    if attrs(node).get("axis", 1) != 1:
+        fail(node, "only Flatten(axis=1) is supported")
+    _vector(tr, node, x)
+    tr.alias(node, x, rank=2)
+
+
+@translates("Reshape")
+def _reshape(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    _vector(tr, node, x)
+    if node.input[1] in tr.consts:
+        shape = [int(s) for s in tr.consts[node.input[1]].reshape(-1)]
+        in_dims = [None, x.c] + ([1, 1] if x.rank == 4 else [])
+        dims = [in_dims[j] if s == 0 and j < len(in_dims) else s for j, s in enumerate(shape)]
+        rest = dims[1:]
+        if -1 in rest and rest.count(-1) == 1:
+            known = int(np.prod([d for d in rest if d != -1]))
+            rest = [x.c // known if d == -1 and known and x.c % known == 0 else d for d in rest]
+        if rest in ([x.c], [x.c, 1, 1]):
+            tr.alias(node, x, rank=len(shape))
+            return
+        fail(node, f"only a Reshape to (N, C) or (N, C, 1, 1) is supported, got {shape}")
+    inferred = tr.inferred.get(node.output[0])
+    if inferred is not None and len(inferred) in (2, 4):
+        tr.alias(node, x, rank=len(inferred))
+    else:
+        fail(
+            node,
+            "a Reshape with a computed shape is supported only when its output "
+            "rank is known (2 or 4)",
+        )
+
+
+def _axes(tr: Translator, node) -> List[int]:
+    axes = attrs(node).get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = tr.const(node, 1, "axes").reshape(-1).tolist()
+    return [int(a) for a in (axes or [])]
+
+
+@translates("Squeeze")
+def _squeeze(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    _vector(tr, node, x)
+    if x.rank != 4 or sorted(a % 4 for a in _axes(tr, node)) != [2, 3]:
+        fail(node, "only Squeeze of axes (2, 3) of a (N, C, 1, 1) activation is supported")
+    tr.alias(node, x, rank=2)
+
+
+@translates("Unsqueeze")
+def _unsqueeze(tr: Translator, node: onnx.NodeProto) -> None:
+    x = tr.value(node, node.input[0])
+    if x.rank != 2 or sorted(a % 4 for a in _axes(tr, node)) != [2, 3]:
+        fail(node, "only Unsqueeze of axes (2, 3) of a (N, C) activation is supported")
+    tr.alias(node, x, rank=4)
+
+
+def _fc_input(tr: Translator, node) -> ValueInfo:
+    x = tr.value(node, node.input[0])
+    if x.rank != 2:
+        fail(node, "the input of a fully connected layer must be (N, C) (Flatten first)")
+    return x
+
+
+@translates("Gemm")
+def _gemm(tr: Translator, node: onnx.NodeProto) -> None:
+    x = _fc_input(tr, node)
+    a = attrs(node)
+    if a.get("transA", 0):
+        fail(node, "transA=1 is not supported")
+    w = tr.const(node, 1, "the weight").astype(np.float64)
+    w = w if a.get("transB", 0) else w.T
+    c = tr.opt_const(node, 2, "the bias")
+    o = w.shape[0]
+    if w.ndim != 2 or w.shape[1] != x.c:
+        fail(node, f"weight {w.shape} does not fit an input of {x.c} features")
+    if c is None:
+        bias = np.zeros(o)
+    elif c.size in (1, o):
+        bias = np.broadcast_to(c.astype(np.float64).reshape(-1), (o,)) * a.get("beta", 1.0)
+    else:
+        fail(node, f"bias of shape {c.shape} is not one value per output ({o})")
+    out = tr.new_value(node, o, 1, 1, rank=2)
+    tr.emit("fc", node, [x.name], out, w=w * a.get("alpha", 1.0), b=bias)
+
+
+@translates("MatMul")
+def _matmul(tr: Translator, node: onnx.NodeProto) -> None:
+    x = _fc_input(tr, node)
+    w = tr.const(node, 1, "the weight").astype(np.float64)
+    if w.ndim != 2 or w.shape[0] != x.c:
+        fail(node, f"weight {w.shape} does not fit an input of {x.c} features")
+    out = tr.new_value(node, w.shape[1], 1, 1, rank=2)
+    tr.emit("fc", node, [x.name], out, w=w.T.copy(), b=np.zeros(w.shape[1]))
