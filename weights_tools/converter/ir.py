@@ -15,6 +15,8 @@ Node kinds and their params (all per output channel unless said otherwise):
   1: one padding), ``scale``, ``bias``.
 - ``affine``: ``scale``, ``bias``, ``pure_add`` (True when it is one Add/Sub of a constant, so
   the scale is exactly 1 and ``x*1 + c`` is ``x + c``).
+- ``clip``: ``lo``, ``hi`` (floats); only before a sign (`passes.drop_clip_before_sign`), emission
+  refuses any other.
 - ``prelu``: ``slope``. ``avgpool``: ``kernel``, ``stride``. ``fc``: ``w`` [O, I], ``b`` [O].
 - no params: ``relu``, ``sigmoid``, ``add``, ``mul_channel``, ``gap``, ``concat``.
 
