@@ -157,12 +157,18 @@ def test_supported_isas_shape():
 
 
 def test_every_supported_isa_has_a_variant_in_every_family():
-    """The plain ISA names reach each family's selector; VPOPCNTDQ adds exactly one variant."""
+    """The plain ISA names reach each family's selector; VPOPCNTDQ adds exactly one variant.
+    Concat is a memcpy per row that the C library vectorizes already: it has only its portable
+    entry, on purpose (csrc/kernels/concat/concat.h), and the kernel table falls back to it."""
     from qbinfer import _testing
 
+    portable_only = {"concat"}
     for family in _testing.kernel_test_families():
         variants = _testing.kernel_variants(family)
         assert variants[0] == "scalar", family
+        if family in portable_only:
+            assert variants == ["scalar"], f"{family} gained variants: drop it from portable_only"
+            continue
         for isa in ISAS:
             assert isa in variants, f"{isa} is supported but {family} has no {isa} variant"
     vpopcnt = _core.build_info()["avx512_vpopcntdq"]
