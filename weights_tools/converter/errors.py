@@ -8,13 +8,25 @@ from typing import NoReturn, Optional
 
 import onnx
 
-__all__ = ["Blocker", "ConversionError", "fail", "fix_for", "node_label", "ISSUE_12_FIX"]
+__all__ = [
+    "Blocker",
+    "ConversionError",
+    "ISSUE_12_FIX",
+    "NO_FIX",
+    "NO_OP_FIX",
+    "fail",
+    "fix_for",
+    "node_label",
+]
 
 # The fix column of ops the engine is getting under issue 12 (max pooling, strided and k x k
 # binary convs, binary FC, ReLU6/clip): nothing to rewrite in the model, the engine lacks them.
 ISSUE_12_FIX = "none: not supported by the engine yet (issue 12)"
-# The fix column of ops no rewrite can express with engine ops (GELU's Erf, Floor, Softplus...).
-NO_FIX = "none: the engine has no equivalent op"
+# The fix column of an op type the engine has no op for (GELU's Erf, Floor, Softplus...) and no
+# rewrite into engine ops is known.
+NO_OP_FIX = "none: the engine has no such op"
+# The fix column of any other refusal for which no rewrite is known to apply.
+NO_FIX = "none known"
 
 
 class ConversionError(ValueError):

@@ -20,7 +20,7 @@ import onnx
 
 from ..qbw import DW_STRIDES
 from .constants import attrs, default_opset, fold_constants, initializers, live_nodes
-from .errors import Blocker, ConversionError, fail, fix_for, node_label
+from .errors import NO_OP_FIX, Blocker, ConversionError, fail, fix_for, node_label
 from .ir import IRGraph, Node, ValueInfo
 from .passes import ONNX_PASSES
 
@@ -74,6 +74,22 @@ class Indicator:
     is_bool: bool = True
 
 
+# Ops whose output is a float activation of a kind and shape that do not depend on what their
+# input was, once they accept it: in a check, values after them no longer follow from an earlier
+# failure (see `Translator.tainted`).
+_TAINT_BARRIERS = (
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "BatchNormalization",
+    "AveragePool",
+    "GlobalAveragePool",
+    "MaxPool",
+    "ReduceMean",
+    "Sign",
+    "Where",
+)
+
 # Outputs beyond the first that a translation may leave unused.
 _EXTRA_OUTPUTS_OK = ("Dropout",)
 
@@ -88,7 +104,10 @@ class Translator:
         self.collect = collect
         self.blockers: List[Blocker] = []
         # values computed from a failed node's output (check mode): a refusal of a node reading
-        # one is a consequence of that failure, not a blocker of its own
+        # one is a consequence of that failure, not a blocker of its own. The placeholder of a
+        # failed node has the right shape but maybe not the right kind (a float where a sign's
+        # ±1 would be), so what follows it is suspect up to an op whose output kind does not
+        # depend on its input's (`_TAINT_BARRIERS`): the blockers after that are the model's own.
         self.tainted: Set[str] = set()
         self.opset = default_opset(model)
         self.model = onnx.ModelProto()
@@ -183,7 +202,7 @@ class Translator:
             del self.nodes[emitted:]
             self._placeholder(node)
             return
-        if reads_failure:
+        if reads_failure and node.op_type not in _TAINT_BARRIERS:
             self.tainted.update(o for o in node.output if o)
 
     def _placeholder(self, node: onnx.NodeProto) -> None:
@@ -206,7 +225,7 @@ class Translator:
 
     def _translate_node(self, node: onnx.NodeProto) -> None:
         if node.domain not in ("", "ai.onnx"):
-            fail(node, f"ops of domain {node.domain!r} are not supported")
+            fail(node, f"ops of domain {node.domain!r} are not supported", NO_OP_FIX)
         if self._late_constant(node):
             return
         handler = TRANSLATORS.get(node.op_type)
@@ -222,7 +241,7 @@ class Translator:
                 f"Dropout, Cast)",
                 node,
                 problem,
-                self._rewrite_for(node),
+                self._rewrite_for(node) or NO_OP_FIX,
             )
         for extra in node.output[1:]:
             if extra and node.op_type not in _EXTRA_OUTPUTS_OK:
