@@ -238,3 +238,32 @@ def test_randomize_bn_randomizes_the_zoo_learnable_bias():
     randomize_bn(model, seed=0, input_size=(32, 32))
     shifts = [m.bias.detach() for m in model.modules() if isinstance(m, bnn_zoo.LearnableBias)]
     assert shifts and all(float(s.abs().max()) > 0 for s in shifts)
+
+
+def test_refusals_at_emission_are_all_collected(monkeypatch):
+    """Emission stops at the first node it refuses; the check records it, takes the node out and
+    emits again. A stand-in emission refusing every PReLU (an engine op, so nothing the engine
+    gains changes this test) must give one entry per PReLU, found by emit, with no fix."""
+    from weights_tools.converter import pipeline
+    from weights_tools.converter.errors import node_label
+
+    real_emit = pipeline.emit
+
+    def refusing_prelu(graph, model_name=""):
+        for n in graph.nodes:
+            if n.src.op_type == "PRelu":
+                raise ConversionError(f"{node_label(n.src)}: refused by the test")
+        return real_emit(graph, model_name)
+
+    model = small_react()
+    monkeypatch.setattr(pipeline, "emit", refusing_prelu)
+    report = check_model(model, input_size=(16, 16))
+    prelus = [m for m, mod in model.named_modules() if isinstance(mod, nn.PReLU)]
+    assert sorted(b.module for b in report.blockers) == sorted(prelus), str(report)
+    for b in report.blockers:
+        assert (b.op_type, b.stage, b.problem, b.fix) == (
+            "PRelu",
+            "emit",
+            "refused by the test",
+            NO_FIX,
+        )

@@ -8,6 +8,9 @@ fold_affines would merge those adds into the op before them; the first remove_de
 they made unread, so group_depthwise sees single-use depthwise convs; fold_affines runs before
 fuse_relu (a ReLU fuses into a conv only once the BN between them is folded into the conv); the
 last remove_dead drops what the later passes left unread.
+
+`check_lowering` runs the same stages in check mode: every blocker at once instead of the first
+`ConversionError` (`weights_tools.convert.check_model`, docs/converter.md).
 """
 
 from __future__ import annotations
@@ -118,4 +121,8 @@ def check_lowering(model: onnx.ModelProto) -> List[Blocker]:
             if not had_blockers:
                 raise
             break
+    # In graph order (the problems of the whole model, with no node, first), whatever stage
+    # found them.
+    order = {n.name: i for i, n in enumerate(model.graph.node)}
+    blockers.sort(key=lambda b: order.get(b.node, -1 if not b.node else len(order)))
     return blockers
