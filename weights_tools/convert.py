@@ -7,6 +7,10 @@
     python -m weights_tools.convert ckpt.pth --arch qsb_net_large --se se1 -o model.qbw
     python -m weights_tools.convert --random --arch qb_net_small --input-size 32 32 \\
         --num-classes 10 -o demo.qbw
+    python -m weights_tools.convert --check --random --arch reactnet_a   # every blocker at once
+
+    >>> from weights_tools.convert import check_model
+    >>> print(check_model(model, input_size=(224, 224)))   # empty report: the model converts
 
 The PyTorch model is exported to ONNX (the same file runs on ONNX Runtime as the FP32
 reference), then `weights_tools.onnx_lowering` folds and pattern-matches it into the engine's op
@@ -49,6 +53,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import onnx
 
+from .converter.errors import Blocker
+from .converter.pipeline import check_lowering
 from .onnx_lowering import ConversionError, fold_onnx_constants, lower_onnx
 from .qbw import (
     DType,
@@ -62,8 +68,13 @@ from .qbw import (
 )
 
 __all__ = [
+    "Blocker",
+    "CheckReport",
     "ConversionError",
     "ConversionReport",
+    "check_model",
+    "check_onnx",
+    "module_path",
     "FC_ENCODINGS",
     "DEPTHWISE_MODES",
     "to_qbw",
@@ -414,6 +425,119 @@ def to_qbw(
 
 
 # ---------------------------------------------------------------------------------------------
+# Checking a model: every blocker at once
+
+
+@dataclass
+class CheckReport:
+    """The blockers of a model (`Blocker`: ONNX node, op type, PyTorch module and its class,
+    what is unsupported, the fix), in graph order. Empty: the model converts. `str()` is the
+    table that `python -m weights_tools.convert --check` prints."""
+
+    model_name: str
+    blockers: List[Blocker] = field(default_factory=list)
+
+    @property
+    def converts(self) -> bool:
+        return not self.blockers
+
+    def __bool__(self) -> bool:  # truthy when there is something to report
+        return bool(self.blockers)
+
+    def __len__(self) -> int:
+        return len(self.blockers)
+
+    def __str__(self) -> str:
+        name = self.model_name or "model"
+        if not self.blockers:
+            return f"{name}: converts (no blockers)"
+        rows = [("#", "ONNX node", "op", "PyTorch module (class)")]
+        for i, b in enumerate(self.blockers, 1):
+            module = b.module or ("<top level>" if b.node.startswith("/") else "?")
+            if b.module_class:
+                module += f" ({b.module_class})"
+            rows.append((str(i), b.node or "<model>", b.op_type or "-", module))
+        widths = [max(len(r[k]) for r in rows) for k in range(3)]
+        count = len(self.blockers)
+        lines = [f"{name}: {count} blocker{'s' if count > 1 else ''}"]
+        for i, row in enumerate(rows):
+            lines.append("  ".join(c.ljust(wd) for c, wd in zip(row, widths)) + "  " + row[3])
+            if i:
+                b = self.blockers[i - 1]
+                indent = " " * (widths[0] + 2)
+                where = "" if b.stage == "translate" else f" (found by {b.stage})"
+                lines.append(f"{indent}unsupported{where}: {b.problem}")
+                lines.append(f"{indent}fix: {b.fix}")
+        return "\n".join(lines)
+
+
+def module_path(node_name: str, module_names: Optional[Sequence[str]] = None) -> str:
+    """The PyTorch module an ONNX node came from, from the name torch's exporter gives it.
+
+    The exporter names a node by its module scopes and its op, '/units/units.1/pw.0/Conv'; a
+    scope repeats its parent's name before an index ('units' then 'units.1'), so the module is
+    'units.1.pw.0'. '' for a node of the top-level module or a name without scopes. With
+    `module_names` (those of `model.named_modules()`), a path that is not a module is matched
+    to the one module whose name ends with it (a module called from another module's forward
+    is scoped under the caller)."""
+    if not node_name.startswith("/"):
+        return ""
+    scopes = [s for s in node_name.split("/") if s][:-1]  # the last part is the op's own name
+    parts: List[str] = []
+    previous = ""
+    for scope in scopes:
+        if previous and scope.startswith(previous + "."):
+            parts.append(scope[len(previous) + 1 :])
+        else:
+            parts.append(scope)
+        previous = scope
+    path = ".".join(parts)
+    if module_names is None or not path or path in module_names:
+        return path
+    matches = [m for m in module_names if m.endswith("." + path)]
+    return matches[0] if len(matches) == 1 else path
+
+
+def check_onnx(
+    onnx_model: Union[onnx.ModelProto, PathLike], model=None, model_name: str = ""
+) -> CheckReport:
+    """Every blocker of an ONNX model (a ModelProto or a file), instead of the first
+    ConversionError that `onnx_to_qbw` would raise. `model`: the PyTorch module it was exported
+    from, to name each node's module and its class."""
+    if not isinstance(onnx_model, onnx.ModelProto):
+        path = os.fspath(onnx_model)
+        model_name = model_name or os.path.splitext(os.path.basename(path))[0]
+        onnx_model = onnx.load(path)
+    modules = dict(model.named_modules()) if model is not None else None
+    blockers = check_lowering(onnx_model)
+    for b in blockers:
+        b.module = module_path(b.node, None if modules is None else list(modules))
+        if modules is not None and b.module in modules:
+            b.module_class = type(modules[b.module]).__name__
+    return CheckReport(model_name or onnx_model.graph.name, blockers)
+
+
+def check_model(
+    model,
+    input_size: Union[int, Tuple[int, int]] = (224, 224),
+    opset: int = 17,
+    in_channels: int = 3,
+    onnx_path: Optional[PathLike] = None,
+) -> CheckReport:
+    """Every blocker of a PyTorch model at once: exported to ONNX as `to_qbw` does, then
+    translated, rewritten and emitted in check mode (`converter.pipeline.check_lowering`). An
+    empty report (`report.converts`) means `to_qbw` converts the model."""
+    if isinstance(input_size, int):
+        input_size = (input_size, input_size)
+    name = getattr(model, "name", None)
+    name = name if isinstance(name, str) else type(model).__name__
+    with tempfile.TemporaryDirectory() as tmp:
+        target = os.fspath(onnx_path) if onnx_path is not None else os.path.join(tmp, "model.onnx")
+        export_onnx(model, target, input_size, opset, in_channels=in_channels)
+        return check_onnx(onnx.load(target), model, name)
+
+
+# ---------------------------------------------------------------------------------------------
 # Random but plausible parameters (tests and demos)
 
 
@@ -428,8 +552,9 @@ def randomize_bn(
     mode. Deterministic for a given seed.
 
     BN weights (|w| in [0.5, 1.5], 10% negative) and biases, PReLU slopes, learnable biases
-    (`LearnableBias`: the thresholds of signs and the pre-biases of depthwise convs) and the
-    alpha of binary convs are drawn at random. BN running statistics are then measured, in eval
+    (`LearnableBias` of `layers` and `bnn_zoo`: the thresholds of signs, the pre-biases of
+    depthwise convs, ReActNet's `move` shifts) and the alpha of binary convs are drawn at
+    random. BN running statistics are then measured, in eval
     mode and in forward order, on random images (each BN sees the output of the already
     calibrated layers before it, as in a trained model) and perturbed a little, so activations
     keep a sensible scale through the whole network and the sign inputs spread around 0.
@@ -442,6 +567,7 @@ def randomize_bn(
     import torch
     from torch import nn
 
+    from . import bnn_zoo
     from .layers import BinaryConv2d, LearnableBias
 
     g = torch.Generator().manual_seed(seed)
@@ -457,7 +583,7 @@ def randomize_bn(
                 m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
             elif isinstance(m, nn.PReLU):
                 uniform(m.weight, 0.0, 0.5)
-            elif isinstance(m, LearnableBias):
+            elif isinstance(m, (LearnableBias, bnn_zoo.LearnableBias)):
                 m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
             elif isinstance(m, BinaryConv2d):
                 uniform(m.alpha, 0.01, 0.1)
@@ -500,16 +626,19 @@ def randomize_bn(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .bnn_zoo import BNN_ZOO, BNN_ZOO_NAMES
     from .zoo import ARCHS, build_model
 
     parser = argparse.ArgumentParser(
         prog="python -m weights_tools.convert",
-        description="Convert a zoo checkpoint (or random weights) to a .qbw file.",
+        description="Convert a zoo checkpoint, random weights or an ONNX file to a .qbw file, "
+        "or (--check) list every reason the model does not convert.",
     )
     parser.add_argument(
         "checkpoint",
         nargs="?",
-        help="state_dict file (or a dict with a 'state_dict' or 'model' key) for the --arch model",
+        help="state_dict file (or a dict with a 'state_dict' or 'model' key) for the --arch "
+        "model, or an .onnx file (then no --arch)",
     )
     parser.add_argument(
         "--random",
@@ -517,12 +646,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="random weights and BN statistics instead of a checkpoint (demos)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for --random")
-    parser.add_argument("--arch", required=True, choices=sorted(ARCHS))
-    parser.add_argument("-o", "--output", required=True, help="the .qbw file to write")
+    parser.add_argument(
+        "--arch",
+        choices=sorted(ARCHS) + sorted(BNN_ZOO_NAMES),
+        help="the zoo model (weights_tools.zoo) or published BNN (weights_tools.bnn_zoo)",
+    )
+    parser.add_argument("-o", "--output", help="the .qbw file to write (not with --check)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing: list every blocker (ONNX node, PyTorch module, what is "
+        "unsupported, the fix); exit code 0 when the model converts, 1 otherwise",
+    )
     parser.add_argument("--se", choices=("none", "se1", "se2"), default="none")
     parser.add_argument("--padding", choices=("zero", "one"), default="zero")
-    parser.add_argument("--num-classes", type=int, default=1000)
-    parser.add_argument("--input-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    parser.add_argument(
+        "--num-classes", type=int, help="default: 1000, or the bnn_zoo network's own"
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="default: 224 224, or the bnn_zoo network's own",
+    )
     parser.add_argument("--fc", choices=FC_ENCODINGS, default="fp32")
     parser.add_argument("--depthwise", choices=DEPTHWISE_MODES, default="fp32")
     parser.add_argument(
@@ -534,41 +681,83 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--onnx", help="also keep the exported ONNX file here")
     parser.add_argument("--opset", type=int, default=17)
     args = parser.parse_args(argv)
-    if bool(args.checkpoint) == bool(args.random):
-        parser.error("give either a CHECKPOINT or --random")
+    from_onnx = bool(args.checkpoint) and args.checkpoint.lower().endswith(".onnx")
+    if from_onnx:
+        if args.random or args.arch:
+            parser.error("an .onnx file is the whole model: no --arch or --random")
+    elif bool(args.checkpoint) == bool(args.random):
+        parser.error("give either a CHECKPOINT (or an .onnx file) or --random")
+    elif not args.arch:
+        parser.error("--arch is required with a checkpoint or --random")
+    if not args.check and not args.output:
+        parser.error("-o/--output is required (or --check)")
+
+    class_names = None
+    if args.class_names:
+        with open(args.class_names, encoding="utf-8") as f:
+            class_names = [line.rstrip("\n") for line in f if line.strip()]
+    calibration = None
+    if args.calibration:
+        calibration = np.load(args.calibration).astype(np.float32)
+
+    if from_onnx:
+        if args.check:
+            report = check_onnx(args.checkpoint)
+            print(report)
+            return 0 if report.converts else 1
+        try:
+            print(
+                onnx_to_qbw(
+                    args.checkpoint,
+                    args.output,
+                    fc=args.fc,
+                    depthwise=args.depthwise,
+                    calibration=calibration,
+                    class_names=class_names,
+                    verbose=True,
+                )
+            )
+        except ConversionError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        return 0
 
     import torch
 
+    entry = BNN_ZOO.get(args.arch)
+    channels, height, width = entry.input_shape if entry else (3, 224, 224)
+    num_classes = args.num_classes or (entry.num_classes if entry else 1000)
+    input_size = tuple(args.input_size) if args.input_size else (height, width)
     se = None if args.se == "none" else args.se
     torch.manual_seed(args.seed)
-    model = build_model(args.arch, num_classes=args.num_classes, se=se, padding=args.padding)
+    model = build_model(args.arch, num_classes=num_classes, se=se, padding=args.padding)
     if args.random:
         print(f"{model.name}: random weights (seed {args.seed})")
-        randomize_bn(model, args.seed, tuple(args.input_size))
+        randomize_bn(model, args.seed, input_size, in_channels=channels)
     else:
         print(f"{model.name}: loading {args.checkpoint}")
         from .checkpoint import read_state_dict
 
         model.load_state_dict(read_state_dict(args.checkpoint))
     model.eval()
-    calibration = None
-    if args.calibration:
-        calibration = np.load(args.calibration).astype(np.float32)
-    class_names = None
-    if args.class_names:
-        with open(args.class_names, encoding="utf-8") as f:
-            class_names = [line.rstrip("\n") for line in f if line.strip()]
+    if args.check:
+        report = check_model(
+            model, input_size, opset=args.opset, in_channels=channels, onnx_path=args.onnx
+        )
+        print(report)
+        return 0 if report.converts else 1
     try:
         report = to_qbw(
             model,
             args.output,
-            input_size=tuple(args.input_size),
+            input_size=input_size,
             fc=args.fc,
             depthwise=args.depthwise,
             calibration=calibration,
             class_names=class_names,
             onnx_path=args.onnx,
             opset=args.opset,
+            in_channels=channels,
             verbose=True,
         )
     except ConversionError as e:

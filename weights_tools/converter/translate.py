@@ -13,18 +13,30 @@ GreaterOrEqual of a sign).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import onnx
 
 from ..qbw import DW_STRIDES
 from .constants import attrs, default_opset, fold_constants, initializers, live_nodes
-from .errors import ConversionError, fail, node_label
+from .errors import NO_OP_FIX, Blocker, ConversionError, fail, fix_for, node_label
 from .ir import IRGraph, Node, ValueInfo
 from .passes import ONNX_PASSES
 
-__all__ = ["TRANSLATORS", "Translator", "translate", "translates"]
+__all__ = [
+    "PLACEHOLDER",
+    "TRANSLATORS",
+    "Translator",
+    "translate",
+    "translate_collecting",
+    "translates",
+]
+
+# The IR node kind that stands, in a check (`Translator(collect=True)`), for an ONNX node whose
+# translation failed: it gives the node's outputs their ONNX-inferred shapes so that the nodes
+# after it are still checked. Never emitted (`pipeline.check_lowering` replaces it).
+PLACEHOLDER = "unsupported"
 
 _SIGN_HINT = (
     "binarize with where(x >= 0, 1, -1) (weights_tools.layers.binary_sign): "
@@ -62,6 +74,22 @@ class Indicator:
     is_bool: bool = True
 
 
+# Ops whose output is a float activation of a kind and shape that do not depend on what their
+# input was, once they accept it: in a check, values after them no longer follow from an earlier
+# failure (see `Translator.tainted`).
+_TAINT_BARRIERS = (
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "BatchNormalization",
+    "AveragePool",
+    "GlobalAveragePool",
+    "MaxPool",
+    "ReduceMean",
+    "Sign",
+    "Where",
+)
+
 # Outputs beyond the first that a translation may leave unused.
 _EXTRA_OUTPUTS_OK = ("Dropout",)
 
@@ -69,8 +97,18 @@ _EXTRA_OUTPUTS_OK = ("Dropout",)
 class Translator:
     """The state of one translation: constants, values, aliases, pending patterns, nodes."""
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, collect: bool = False):
+        """`collect`: check mode. A node whose translation fails is recorded in `blockers` and
+        replaced by a `PLACEHOLDER` node, and translation goes on (see `translate_node`)."""
         self.model = model
+        self.collect = collect
+        self.blockers: List[Blocker] = []
+        # values computed from a failed node's output (check mode): a refusal of a node reading
+        # one is a consequence of that failure, not a blocker of its own. The placeholder of a
+        # failed node has the right shape but maybe not the right kind (a float where a sign's
+        # ±1 would be), so what follows it is suspect up to an op whose output kind does not
+        # depend on its input's (`_TAINT_BARRIERS`): the blockers after that are the model's own.
+        self.tainted: Set[str] = set()
         self.opset = default_opset(model)
         self.model = onnx.ModelProto()
         self.model.CopyFrom(model)
@@ -139,26 +177,86 @@ class Translator:
         self.values[vi.name] = ValueInfo(vi.name, dims[1], dims[2], dims[3])
 
     def translate_node(self, node: onnx.NodeProto) -> None:
+        """Translate one ONNX node. In check mode (`collect`) a failure is recorded as a blocker
+        unless it is a consequence of an earlier one (the node reads a value computed from a
+        failed node, and its op type is one the engine has: an op type it lacks is a blocker
+        wherever it is), the node's partial output is dropped, a placeholder stands for it,
+        and translation goes on."""
+        if not self.collect:
+            self._translate_node(node)
+            return
+        reads_failure = any(
+            i in self.tainted or self.resolve(i) in self.tainted for i in node.input if i
+        )
+        emitted = len(self.nodes)
+        try:
+            self._translate_node(node)
+        except Exception as e:
+            if not isinstance(e, ConversionError) and not reads_failure:
+                raise  # a converter bug, not a property of the model: do not hide it
+            lacks_op = node.op_type not in TRANSLATORS or node.domain not in ("", "ai.onnx")
+            if isinstance(e, ConversionError) and (lacks_op or not reads_failure):
+                self.blockers.append(
+                    Blocker(node.name, node.op_type, "", e.problem, fix_for(e), stage="translate")
+                )
+            del self.nodes[emitted:]
+            self._placeholder(node)
+            return
+        if reads_failure and node.op_type not in _TAINT_BARRIERS:
+            self.tainted.update(o for o in node.output if o)
+
+    def _placeholder(self, node: onnx.NodeProto) -> None:
+        """Check mode: the outputs of failed `node` become values of their ONNX-inferred shapes
+        (when ONNX knows a (N, C, H, W) or (N, C) shape), written by a `PLACEHOLDER` node that
+        reads the node's activation inputs; all are marked as computed from a failure."""
+        inputs = [self.resolve(i) for i in node.input if i and self.resolve(i) in self.values]
+        for name in node.output:
+            if not name:
+                continue
+            self.tainted.add(name)
+            for table in (self.values, self.aliases, self.rank_aliases, self.ge, self.consts):
+                table.pop(name, None)  # what the failed translation left half done
+            shape = self.inferred.get(name)
+            if shape is None or len(shape) not in (2, 4) or None in shape[1:]:
+                continue  # no usable shape: readers fail, as consequences
+            c, h, w = (shape[1], 1, 1) if len(shape) == 2 else shape[1:]
+            self.values[name] = ValueInfo(name, c, h, w, len(shape))
+            self.nodes.append(Node(PLACEHOLDER, inputs or [self.input_name], name, node))
+
+    def _translate_node(self, node: onnx.NodeProto) -> None:
         if node.domain not in ("", "ai.onnx"):
-            fail(node, f"ops of domain {node.domain!r} are not supported")
+            fail(node, f"ops of domain {node.domain!r} are not supported", NO_OP_FIX)
         if self._late_constant(node):
             return
         handler = TRANSLATORS.get(node.op_type)
         if handler is None:
-            fail(
-                node,
-                f"op {node.op_type} is not supported by the engine (supported: Conv, "
+            problem = f"op {node.op_type} is not supported by the engine"
+            raise ConversionError(
+                f"{node_label(node)}: {problem} (supported: Conv, "
                 f"BatchNormalization, Add, Sub, Mul, Div, GreaterOrEqual+Where (sign), Sign, "
                 f"Clip (before a sign), "
                 f"PRelu, LeakyRelu, Relu, Sigmoid, Concat, Tile, Expand, AveragePool, "
                 f"GlobalAveragePool, ReduceMean, Flatten, Reshape, Squeeze, Unsqueeze, "
                 f"Gemm, MatMul, Pad (+1 padding of binary activations), Identity, "
                 f"Dropout, Cast)",
+                node,
+                problem,
+                self._rewrite_for(node) or NO_OP_FIX,
             )
         for extra in node.output[1:]:
             if extra and node.op_type not in _EXTRA_OUTPUTS_OK:
                 fail(node, f"output {extra!r} beyond the first is not supported")
         handler(self, node)
+
+    def _rewrite_for(self, node: onnx.NodeProto) -> Optional[str]:
+        """A rewrite of the model that removes unsupported op `node`, only where it applies."""
+        last = node.output[0] == self.graph.output[0].name if self.graph.output else False
+        if node.op_type in ("Softmax", "LogSoftmax") and last:
+            return (
+                f"drop the final {node.op_type} from the model: the engine outputs the "
+                f"logits, which rank the classes in the same order"
+            )
+        return None
 
     def _shape_source(self, name: str) -> Optional[str]:
         """The activation whose shape `name` is, when `name` is the output of Shape(activation)."""
@@ -218,12 +316,13 @@ class Translator:
 
     def _finish(self) -> IRGraph:
         name = self.graph.output[0].name
-        if name in self.consts:
+        if self.collect and (name in self.tainted or self.resolve(name) in self.tainted):
+            pass  # a check: the output's own problems are those of the failures before it
+        elif name in self.consts:
             raise ConversionError(f"the output {name!r} is a constant")
-        if name in self.ge or self.resolve(name) not in self.values:
+        elif name in self.ge or self.resolve(name) not in self.values:
             raise ConversionError(f"the output {name!r} is not produced by a supported op")
-        v = self.values[self.resolve(name)]
-        if v.kind != "f32":
+        elif self.values[self.resolve(name)].kind != "f32":
             raise ConversionError(
                 f"the output {name!r} is a sign's ±1 output; the engine's output must be float"
             )
@@ -362,6 +461,27 @@ class Translator:
 def translate(model: onnx.ModelProto) -> IRGraph:
     """The intermediate graph of an ONNX model (before any rewrite pass)."""
     return Translator(model).run()
+
+
+def translate_collecting(model: onnx.ModelProto) -> Tuple[Optional[IRGraph], List[Blocker]]:
+    """Check mode: the intermediate graph with a `PLACEHOLDER` node for each node that failed
+    (None when the whole model is refused: its input or output), and the blockers found."""
+    tr = Translator(model, collect=True)
+    try:
+        graph: Optional[IRGraph] = tr.run()
+    except ConversionError as e:  # a problem of the whole model: nothing more to check
+        node = e.node
+        tr.blockers.append(
+            Blocker(
+                node.name if node is not None else "",
+                node.op_type if node is not None else "",
+                "",
+                e.problem,
+                fix_for(e),
+            )
+        )
+        graph = None
+    return graph, tr.blockers
 
 
 # -- translation functions, by ONNX op type ----------------------------------------------------
