@@ -16,6 +16,8 @@ Node kinds and their params (all per output channel unless said otherwise):
 - ``affine``: ``scale``, ``bias``, ``pure_add`` (True when it is one Add/Sub of a constant, so
   the scale is exactly 1 and ``x*1 + c`` is ``x + c``).
 - ``prelu``: ``slope``. ``avgpool``: ``kernel``, ``stride``. ``fc``: ``w`` [O, I], ``b`` [O].
+- ``maxpool``: ``kernel``, ``stride``, ``pads`` (top, left, bottom, right; floor mode, the
+  end pads already widened for ceil mode). ``clip``: ``lo``, ``hi`` (floats, lo <= hi).
 - no params: ``relu``, ``sigmoid``, ``add``, ``mul_channel``, ``gap``, ``concat``.
 
 Every node has one output (every engine op has one); values are named by their ONNX names.
