@@ -961,7 +961,8 @@ bool same_float_bits(Tally& t, const char* what, const float* got, const float* 
 void sprinkle_nans(Rng& rng, std::vector<float>& v, std::size_t count) {
   if (v.empty()) return;
   for (std::size_t i = 0; i < count; ++i) {
-    const std::uint32_t bits = (coin(rng) ? 0xffc00000u : 0x7fc00000u) | (uniform(rng, 1, 4095));
+    const std::uint32_t bits =
+        (coin(rng) ? 0xffc00000u : 0x7fc00000u) | static_cast<std::uint32_t>(uniform(rng, 1, 4095));
     float f;
     std::memcpy(&f, &bits, 4);
     v[uniform(rng, 0, v.size() - 1)] = f;
