@@ -453,6 +453,36 @@ def test_reference_avgpool_matches_torch_ceil_mode(kernel):
     np.testing.assert_allclose(got, want.numpy().transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-7)
 
 
+@needs_tools
+@pytest.mark.parametrize(
+    "kernel, stride, padding, ceil_mode, hw",
+    [
+        (3, 2, 1, False, (16, 15)),  # the ResNet stem
+        (3, 2, 1, True, (14, 13)),
+        (2, 2, 0, False, (7, 5)),  # floor mode drops the last row and column
+        (2, 2, 0, True, (7, 5)),  # ceil mode keeps them (a larger bottom/right pad)
+        ((3, 2), (1, 3), (1, 1), True, (6, 6)),
+        (2, 3, 0, True, (7, 7)),  # stride > kernel
+    ],
+)
+def test_reference_maxpool_matches_torch(tmp_path, kernel, stride, padding, ceil_mode, hw):
+    """The reference's MAXPOOL against PyTorch's max_pool2d, NaN included, with the pads the
+    converter writes for ceil mode (the engine is held to the reference bit for bit)."""
+    rng = np.random.default_rng(SEED)
+    x = _f32(rng, 2, 3, *hw)
+    x[0, 1, 2, 3] = np.nan
+    xt = torch.from_numpy(x)
+    want = F.max_pool2d(xt, kernel, stride, padding, ceil_mode=ceil_mode).numpy()
+    model = nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
+    from weights_tools.converter import lower_onnx
+
+    export_onnx(model, tmp_path / "m.onnx", hw, in_channels=3)
+    g = lower_onnx(onnx.load(tmp_path / "m.onnx"))
+    assert [op.type for op in g.ops] == [OpType.MAXPOOL]
+    got = run_reference(g, x)
+    np.testing.assert_array_equal(got, want)  # NaN where PyTorch has NaN, else equal
+
+
 def test_reference_int8_input_quantization_rounds_half_to_even():
     u = np.array([[[[0.5, 1.5, 2.5, -0.5, 127.0, -200.0]]]], dtype=np.float32)
     s, qu = quantize_dw_input(u, 1.0)
@@ -1024,6 +1054,56 @@ def test_non_zoo_bnn(tmp_path):
 
 if torch is not None:
 
+    class PoolClipNet(nn.Module):
+        """Float paths through MAXPOOL and CLIP: a ResNet stem (conv, BN, ReLU6, max pool 3/2/1),
+        Hardtanh not read by a sign, nn.MaxPool2d(2) on an odd map (floor mode drops a row and
+        a column), a ceil-mode pool, then an FC head."""
+
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, 2, 1, bias=False)
+            self.bn = nn.BatchNorm2d(8)
+            self.relu6 = nn.ReLU6()
+            self.pool = nn.MaxPool2d(3, 2, 1)
+            self.conv = nn.Conv2d(8, 12, 3, padding=1)
+            self.hardtanh = nn.Hardtanh()
+            self.pool2 = nn.MaxPool2d(2)
+            self.pool3 = nn.MaxPool2d(2, ceil_mode=True)
+            self.fc = nn.Linear(12, 5)
+
+        def forward(self, x):
+            x = self.pool(self.relu6(self.bn(self.stem(x))))  # 26 -> 13 -> 7
+            x = self.pool3(self.pool2(self.hardtanh(self.conv(x))))  # 7 -> 3 -> 2
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+@needs_tools
+def test_maxpool_and_clip_convert_and_match_pytorch(tmp_path):
+    import qbinfer
+
+    torch.manual_seed(SEED)
+    model = randomize_bn(PoolClipNet(), SEED, (26, 26))
+    to_qbw(model, tmp_path / "pc.qbw", input_size=(26, 26))
+    g = read_qbw(tmp_path / "pc.qbw")
+    types = [op.type for op in g.ops]
+    assert types.count(OpType.MAXPOOL) == 3 and types.count(OpType.CLIP) == 2
+    pools = [tuple(op.attrs) for op in g.ops if op.type == OpType.MAXPOOL]
+    # ceil mode on 3x3 is written as a bottom/right pad of 1
+    assert pools == [(3, 3, 2, 2, 1, 1, 1, 1), (2, 2, 2, 2, 0, 0, 0, 0), (2, 2, 2, 2, 0, 0, 1, 1)]
+    clips = [g.tensors[op.tensors[0]].data.tolist() for op in g.ops if op.type == OpType.CLIP]
+    assert clips == [[0.0, 6.0], [-1.0, 1.0]]
+    x = np.random.default_rng(SEED).standard_normal((N_IMAGES, 3, 26, 26)).astype(np.float32)
+    with torch.no_grad():
+        want = model.eval()(torch.from_numpy(x)).numpy()
+    assert rel_l2(run_reference(g, x), want) <= 1e-5
+    for isa in qbinfer._core.supported_isas():
+        for threads in (1, 2):
+            got = qbinfer.load(str(tmp_path / "pc.qbw"), threads=threads, isa=isa).run(x)
+            assert rel_l2(got, want) <= 1e-5, f"isa={isa} threads={threads}"
+
+
+if torch is not None:
+
     class VariousNet(nn.Module):
         """Other spellings of the supported patterns: a conv with bias, LeakyReLU, Sub/Div by
         constants, a scalar pre-bias, depthwise convs concatenated in reverse order beside
@@ -1128,9 +1208,13 @@ if torch is not None:
                 _Seq(lambda m, x: torch.softmax(_head(m, m.mods[0](x)), 1), conv, nn.Linear(8, 4)),
                 r"'[^']*Softmax[^']*' \(Softmax\)",
             ),
-            "maxpool": (
-                _Seq(lambda m, x: _head(m, F.max_pool2d(m.mods[0](x), 2)), conv, nn.Linear(8, 4)),
-                r"'[^']*MaxPool[^']*' \(MaxPool\)",
+            "maxpool_dilated": (
+                _Seq(
+                    lambda m, x: _head(m, F.max_pool2d(m.mods[0](x), 2, dilation=2)),
+                    conv,
+                    nn.Linear(8, 4),
+                ),
+                r"'[^']*MaxPool[^']*' \(MaxPool\).*dilations",
             ),
             "sign_read_by_add": (
                 _Seq(

@@ -25,6 +25,7 @@ from weights_tools.converter.passes import (  # noqa: E402
     sign_to_bitpack,
 )
 from weights_tools.converter.translate import TRANSLATORS, translate  # noqa: E402
+from weights_tools.qbw import OpType  # noqa: E402
 from weights_tools.reference import run_reference  # noqa: E402
 
 C, H, W = 4, 5, 6
@@ -619,8 +620,9 @@ def test_hardtanh_before_a_sign_is_dropped():
     _matches_onnxruntime(model, x=_no_zeros())
 
 
-def test_clip_at_zero_before_a_sign_is_refused():
-    # clip(x, 0, 6) >= 0 always: not the sign of x; the clip is kept and has no engine op
+def test_clip_at_zero_before_a_sign_is_kept():
+    # clip(x, 0, 6) >= 0 always: not the sign of x; the clip is kept (a CLIP op) and the sign
+    # of its exact zeros is warned about (PyTorch's sign(0) = 0, the engine's +1)
     model = _clip_sign_model(0.0, 6.0)
     graph = translate(model)
     assert len(graph.warnings) == 1 and "exactly 0" in graph.warnings[0]
@@ -628,8 +630,9 @@ def test_clip_at_zero_before_a_sign_is_refused():
 
     drop_clip_before_sign(graph)
     assert _by_kind(graph, "sign").inputs == ["c"]
-    with pytest.raises(ConversionError, match=r"'c' \(Clip\)"):
-        lower_onnx(model)
+    qbw = lower_onnx(model)
+    clip = next(op for op in qbw.ops if op.type == OpType.CLIP)
+    np.testing.assert_array_equal(qbw.tensors[clip.tensors[0]].data, np.float32([0.0, 6.0]))
 
 
 def test_scaled_binary_weights_fold_alpha_into_the_scale():
@@ -685,10 +688,53 @@ def test_strided_binary_conv_names_the_node():
         lower_onnx(model)
 
 
-def test_max_pool_names_the_node():
-    nodes = [_node("MaxPool", ["x"], "y", kernel_shape=[2, 2])]
-    with pytest.raises(ConversionError, match=r"'y' \(MaxPool\).*not an engine op"):
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+        dict(kernel_shape=[3, 2], strides=[1, 2], pads=[2, 1, 0, 1], ceil_mode=1),
+        dict(kernel_shape=[2, 3], strides=[3, 3]),
+    ],
+)
+def test_max_pool_matches_onnxruntime(kw):
+    model = _model([_node("MaxPool", ["x"], "y", **kw)], {})
+    assert _kinds(translate(model)) == ["maxpool"]
+    _matches_onnxruntime(model, tol=0.0)
+
+
+@pytest.mark.parametrize(
+    "kw, why",
+    [
+        (dict(kernel_shape=[2, 2], dilations=[2, 2]), "dilations"),
+        (dict(kernel_shape=[2, 2], auto_pad="SAME_UPPER"), "auto_pad"),
+        (dict(kernel_shape=[2, 2], pads=[2, 0, 0, 0]), "smaller than the kernel"),
+        (
+            dict(kernel_shape=[2, 2], strides=[3, 3], pads=[0, 0, 1, 1], ceil_mode=1),
+            "starts in the padding",
+        ),
+    ],
+)
+def test_max_pool_refusals_name_the_node(kw, why):
+    nodes = [_node("MaxPool", ["x"], "y", **kw)]
+    with pytest.raises(ConversionError, match=rf"'y' \(MaxPool\).*{why}"):
         lower_onnx(_model(nodes, {}))
+
+
+def test_clip_elsewhere_is_a_clip_op():
+    # ReLU6 then Hardtanh, read by no sign: both become CLIP ops, equal to ONNX Runtime
+    nodes = [
+        _node("Clip", ["x", "zero", "six"], "r6"),
+        _node("Clip", ["r6", "mone", "one"], "y"),
+    ]
+    consts = {"zero": _scalar(0.0), "six": _scalar(6.0), "mone": _scalar(-1.0), "one": _scalar(1.0)}
+    model = _model(nodes, consts)
+    qbw = lower_onnx(model)
+    assert [op.type for op in qbw.ops] == [OpType.CLIP, OpType.CLIP]
+    x = _f32(_rng(8), 3, C, H, W) * 8.0
+    _matches_onnxruntime(model, tol=0.0, x=x)
+    with pytest.raises(ConversionError, match=r"'y' \(Clip\).*min <= max"):
+        lower_onnx(_model([_node("Clip", ["x", "one", "mone"], "y")], consts))
 
 
 # -- small PyTorch BNNs written in the public code's styles, end to end ------------------------------

@@ -44,7 +44,9 @@ ABSENT = 0xFFFFFFFF
     GLOBAL_AVGPOOL,
     CONCAT,
     FC,
-) = range(1, 15)
+    MAXPOOL,
+    CLIP,
+) = range(1, 17)
 OP_NAMES = {
     1: "CONV2D",
     2: "DWCONV3X3",
@@ -60,6 +62,8 @@ OP_NAMES = {
     12: "GLOBAL_AVGPOOL",
     13: "CONCAT",
     14: "FC",
+    15: "MAXPOOL",
+    16: "CLIP",
 }
 NP_DTYPE = {F32: np.dtype("<f4"), I8: np.dtype("i1"), BITS: np.dtype("<u8")}
 
@@ -837,7 +841,8 @@ def test_elementwise_pool_concat_block(tmp_path):
     for img, got in zip(xs, out):
         assert_close(got, ref(img), 1e-4)
     types = [o["type"] for o in m.ops()]
-    assert set(types) == set(OP_NAMES.values()) - {"BITPACK", "BCONV2D", "FC"}
+    # MAXPOOL and CLIP have their own single-op tests (test_maxpool_*, test_clip_*).
+    assert set(types) == set(OP_NAMES.values()) - {"BITPACK", "BCONV2D", "FC", "MAXPOOL", "CLIP"}
 
 
 def test_arena_reuses_memory(tmp_path):
@@ -1251,6 +1256,23 @@ def _pool(attrs, out_shape):
     return g.serialize()
 
 
+def _maxpool(attrs, out_shape):
+    g = Graph()
+    x = g.value("x", 5, 5, 2)
+    g.op(MAXPOOL, "pool", [x], g.value("p", *out_shape, 2), attrs=attrs)
+    g.output_value = 1
+    return g.serialize()
+
+
+def _clip(bounds, n_bounds=2):
+    g = Graph()
+    x = g.value("x", 3, 3, 2)
+    t = g.tensor("bounds", np.float32(bounds[:n_bounds]))
+    g.op(CLIP, "relu6", [x], g.value("y", 3, 3, 2), [t])
+    g.output_value = 1
+    return g.serialize()
+
+
 def _concat(out_c):
     g = Graph()
     x = g.value("x", 2, 2, 3)
@@ -1539,6 +1561,18 @@ STRUCTURED = {
         lambda b: _pool([6, 1, 1, 1], (1, 5)),
         "kernel_h = 6 is not in [1, 5]",
     ),
+    "maxpool output": (lambda b: _maxpool([3, 3, 2, 2, 1, 1, 1, 1], (2, 2)), "expected (3, 3, 2)"),
+    "maxpool pad = kernel": (
+        lambda b: _maxpool([2, 2, 2, 2, 2, 0, 0, 0], (4, 2)),
+        "pad_top = 2 is not in [0, 1]",
+    ),
+    "maxpool window > padded input": (
+        lambda b: _maxpool([9, 1, 1, 1, 1, 0, 1, 0], (1, 5)),
+        "larger than the padded input 7x5",
+    ),
+    "clip lo > hi": (lambda b: _clip([1.0, -1.0]), "lo <= hi"),
+    "clip nan bound": (lambda b: _clip([math.nan, 6.0]), "lo <= hi"),
+    "clip one bound": (lambda b: _clip([0.0, 6.0], 1), "expected [2]"),
     "concat channels": (lambda b: _concat(5), "expected (2, 2, 6)"),
     "fc bitplane dims": (
         lambda b: _fc_with(2, np.zeros((8, 3, 1), np.uint64)),
@@ -1586,3 +1620,104 @@ def test_structured_violation_return_code(tmp_path, good, name):
     _, blob, _ = good
     make, expected = STRUCTURED[name]
     assert_load_fails(save(tmp_path, make(blob)), match=expected)
+
+
+# --------------------------------------------------------------------------------------------
+# MAXPOOL and CLIP: single-op graphs, bit-exact against numpy (they only select inputs)
+# --------------------------------------------------------------------------------------------
+def ref_maxpool(x, kernel, stride, pads):
+    """One NHWC image, padding -inf, floor mode. argmax picks a window's first NaN if it has
+    one, else its first maximum: the engine's documented rule, so bits (NaN payloads, the sign
+    of a zero) can be compared exactly."""
+    (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, stride, pads
+    xp = np.pad(x, ((pt, pb), (pl, pr), (0, 0)), constant_values=-np.inf)
+    ho, wo = (xp.shape[0] - kh) // sh + 1, (xp.shape[1] - kw) // sw + 1
+    c = x.shape[2]
+    out = np.empty((ho, wo, c), np.float32)
+    for i in range(ho):
+        for j in range(wo):
+            win = xp[i * sh : i * sh + kh, j * sw : j * sw + kw].reshape(-1, c)
+            out[i, j] = win[win.argmax(axis=0), np.arange(c)]
+    return out
+
+
+def with_specials(rng, x):
+    """x with a few NaNs of distinct payloads and signs, infinities and signed zeros."""
+    x = x.copy()
+    flat = x.reshape(-1).view(np.uint32)
+    idx = rng.integers(0, flat.size, size=max(1, flat.size // 40))
+    specials = np.array(
+        [0x7FC00001, 0xFFC00002, 0x7FC00ABC, 0x7F800000, 0xFF800000, 0x80000000, 0], np.uint32
+    )
+    flat[idx] = specials[rng.integers(0, specials.size, size=idx.size)]
+    return x
+
+
+def same_bits(got, want, msg=""):
+    got, want = np.ascontiguousarray(got, np.float32), np.ascontiguousarray(want, np.float32)
+    assert got.shape == want.shape, msg
+    diff = np.nonzero(got.view(np.uint32) != want.view(np.uint32))
+    assert diff[0].size == 0, f"{msg}: {diff[0].size} values differ, first at {diff}"
+
+
+# (H, W, C, kernel, stride, pads (top, left, bottom, right)): the ResNet stem, 2x2/2 in floor
+# and ceil mode (ceil = a larger bottom/right pad), stride > kernel, asymmetric kernels and pads,
+# one-pixel inputs, channels off the vector widths, and one image large enough to be split
+# across threads by output rows.
+MAXPOOL_CASES = [
+    (16, 16, 8, (3, 3), (2, 2), (1, 1, 1, 1)),
+    (15, 13, 17, (3, 3), (2, 2), (1, 1, 1, 1)),
+    (9, 7, 3, (2, 2), (2, 2), (0, 0, 0, 0)),
+    (9, 7, 3, (2, 2), (2, 2), (0, 0, 1, 1)),
+    (14, 14, 5, (3, 3), (2, 2), (1, 1, 2, 2)),
+    (8, 11, 1, (1, 1), (3, 2), (0, 0, 0, 0)),
+    (5, 6, 9, (2, 3), (3, 1), (1, 2, 0, 1)),
+    (1, 1, 70, (3, 3), (1, 1), (1, 1, 1, 1)),
+    (1, 5, 4, (3, 1), (1, 2), (2, 0, 2, 0)),
+    (7, 7, 33, (4, 4), (1, 1), (3, 0, 0, 3)),
+    (112, 112, 16, (3, 3), (2, 2), (1, 1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("case", MAXPOOL_CASES, ids=lambda c: "x".join(map(str, c[:3])))
+def test_maxpool_matches_numpy_bit_exact(tmp_path, case):
+    h, w, c, kernel, stride, pads = case
+    rng = rng_for(40, h, w, c)
+    ref0 = ref_maxpool(np.zeros((h, w, c), np.float32), kernel, stride, pads)
+    g = Graph()
+    x = g.value("x", h, w, c)
+    g.op(MAXPOOL, "pool", [x], g.value("y", *ref0.shape), attrs=[*kernel, *stride, *pads])
+    g.output_value = 1
+    path = save(tmp_path, g)
+    xs = randn(rng, 3, h, w, c)
+    xs[1] = with_specials(rng, xs[1])
+    xs[2] = np.where(rng.random((h, w, c)) < 0.5, np.float32(0.0), np.float32(-0.0))
+    want = np.stack([ref_maxpool(img, kernel, stride, pads) for img in xs])
+    for threads in (1, 2):
+        m = _core.Model(path, threads)
+        got = m.run(xs, "nhwc")  # N, Ho, Wo, C (N, C when the output is 1 x 1)
+        same_bits(got, want.reshape(got.shape), f"threads={threads} {case}")
+    assert m.ops()[0]["type"] == "MAXPOOL"
+
+
+@pytest.mark.parametrize(
+    "bounds", [(0.0, 6.0), (-1.0, 1.0), (0.0, np.inf), (-np.inf, 0.25), (0.5, 0.5), (-0.0, 0.0)]
+)
+def test_clip_matches_numpy_bit_exact(tmp_path, bounds):
+    rng = rng_for(41)
+    lo, hi = np.float32(bounds[0]), np.float32(bounds[1])
+    for h, w, c in [(3, 5, 7), (1, 1, 1), (64, 64, 17)]:  # the last one splits across threads
+        g = Graph()
+        x = g.value("x", h, w, c)
+        g.op(CLIP, "clip", [x], g.value("y", h, w, c), [g.tensor("bounds", np.float32([lo, hi]))])
+        g.output_value = 1
+        path = save(tmp_path, g)
+        xs = randn(rng, 2, h, w, c, scale=4.0)
+        xs[1] = with_specials(rng, xs[1])
+        # Both tests on the input; NaN compares false and passes through unchanged.
+        want = np.where(xs < lo, lo, np.where(xs > hi, hi, xs))
+        for threads in (1, 2):
+            got = _core.Model(path, threads).run(xs, "nhwc")
+            same_bits(
+                got, want.reshape(got.shape), f"bounds={bounds} shape={(h, w, c)} threads={threads}"
+            )

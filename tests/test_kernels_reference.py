@@ -1074,3 +1074,70 @@ def test_epilogue_matches_numpy_every_step_subset(channels):
                     assert np.array_equal(got_b, want_b), f"{msg}: bits"
                 else:
                     assert got_b is None, msg
+
+
+# --- max pool and clip: every runnable variant against PyTorch ---------------------------------
+
+MAXPOOL_SEED = BASE_SEED + 7000
+MAXPOOL_CASES = [
+    # (kernel, stride, padding, ceil_mode, (H, W))
+    (3, 2, 1, False, (16, 16)),  # the ResNet stem
+    (3, 2, 1, True, (15, 14)),
+    (2, 2, 0, False, (7, 5)),
+    (2, 2, 0, True, (7, 5)),
+    ((3, 2), (1, 2), (1, 1), True, (6, 6)),
+    ((5, 3), (3, 1), (2, 0), False, (9, 4)),
+    (2, 3, 0, False, (7, 8)),  # stride > kernel
+    (3, 1, 1, False, (1, 1)),
+]
+
+
+def torch_padding_for_engine(size, kernel, stride, padding, ceil_mode):
+    """PyTorch's output size, and the (start, end) pads for which the engine's floor mode gives
+    the same windows (docs/format.md, MAXPOOL)."""
+    span = size + 2 * padding - kernel
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return padding, max(0, (out - 1) * stride + kernel - size - padding)
+
+
+@pytest.mark.parametrize(
+    "index,case",
+    list(enumerate(MAXPOOL_CASES)),
+    ids=case_ids(MAXPOOL_CASES, MAXPOOL_SEED, lambda k, s, p, c, z: f"k{k}-s{s}-p{p}-c{int(c)}"),
+)
+def test_maxpool_matches_torch(index, case):
+    kernel, stride, padding, ceil_mode, size = case
+    seed = MAXPOOL_SEED + index
+    rng = np.random.default_rng(seed)
+    x = random_f32(rng, size + (13,))
+    x.reshape(-1)[rng.integers(0, x.size, 3)] = np.nan  # PyTorch propagates NaN
+    pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+    (kh, kw), (sh, sw), (ph, pw) = pair(kernel), pair(stride), pair(padding)
+    pt, pb = torch_padding_for_engine(size[0], kh, sh, ph, ceil_mode)
+    pl, pr = torch_padding_for_engine(size[1], kw, sw, pw, ceil_mode)
+    want = from_nchw(F.max_pool2d(to_nchw(x), kernel, stride, padding, ceil_mode=ceil_mode))
+    for isa in qbinfer._core.supported_isas():
+        msg = f"seed={seed} {case} isa={isa}"
+        got = K.maxpool(x, kh, kw, sh, sw, pt, pl, pb, pr, isa=isa)
+        np.testing.assert_array_equal(got, want, err_msg=msg)  # NaN at the same places
+        ho = want.shape[0]
+        split = [(ho // 2, ho), (0, ho // 2)]  # the row entry point, upper half first
+        rows = K.maxpool(x, kh, kw, sh, sw, pt, pl, pb, pr, isa=isa, row_ranges=split)
+        np.testing.assert_array_equal(rows, want, err_msg=msg + " rows")
+
+
+@pytest.mark.parametrize("bounds", [(0.0, 6.0), (-1.0, 1.0), (-0.5, np.inf)])
+def test_clip_matches_torch(bounds):
+    rng = np.random.default_rng(MAXPOOL_SEED + 100)
+    x = random_f32(rng, (5, 7, 19), scale=4.0)
+    x.reshape(-1)[:5] = [np.nan, np.inf, -np.inf, 0.0, -0.0]
+    lo, hi = bounds
+    want = torch.clamp(torch.from_numpy(x), lo, hi).numpy()
+    if bounds == (0.0, 6.0):
+        np.testing.assert_array_equal(F.relu6(torch.from_numpy(x)).numpy(), want)
+    for isa in qbinfer._core.supported_isas():
+        np.testing.assert_array_equal(K.clip(x, lo, hi, isa=isa), want, err_msg=isa)
+        y = x.copy()
+        np.testing.assert_array_equal(K.clip(y, lo, hi, inplace=True, isa=isa), want)

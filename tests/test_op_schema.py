@@ -103,6 +103,9 @@ class Case:
             return (H, W, sum(s[2] for s in self.in_shapes))
         if name == "FC":
             return (1, 1, self.co)
+        if name == "MAXPOOL":
+            kh, kw, sh, sw, pt, pl, pb, pr = a
+            return ((H + pt + pb - kh) // sh + 1, (W + pl + pr - kw) // sw + 1, C)
         return (H, W, C)
 
     def env(self) -> Dict[str, int]:
@@ -206,10 +209,20 @@ def _add_tensor(g, name, dtype, dims, rng, tail_of: Optional[int] = None) -> int
     return len(g.tensors) - 1
 
 
+def _clip_bounds(lo: float, hi: float) -> Callable[[Graph, Op], None]:
+    """Sets CLIP's bounds tensor (random tensor data would have lo > hi half the time)."""
+
+    def edit(g: Graph, op: Op) -> None:
+        g.tensors[op.tensors[0]].data[:] = (lo, hi)
+
+    return edit
+
+
 # The valid starting points: every op, every mode, odd channel counts (tail bits), both
 # paddings and kernels of BCONV2D.
 def base_cases() -> List[Tuple[str, Case]]:
     B = S.BY_NAME
+    relu6 = Case(B["CLIP"], [(3, 4, 6)], [], 0, edits=[_clip_bounds(0.0, 6.0)])
     cases = [
         ("conv 3x3 s2", Case(B["CONV2D"], [(7, 9, 3)], [3, 3, 2, 2, 1, 1, 1, 1, 1], 4)),
         ("conv 1x1", Case(B["CONV2D"], [(4, 5, 3)], [1, 1, 1, 1, 0, 0, 0, 0, 0], 2)),
@@ -233,6 +246,10 @@ def base_cases() -> List[Tuple[str, Case]]:
         ("fc fp32", Case(B["FC"], [(1, 1, 70)], [0], 5)),
         ("fc int8", Case(B["FC"], [(1, 1, 70)], [1], 5)),
         ("fc bitplane8", Case(B["FC"], [(1, 1, 70)], [2], 5)),
+        ("maxpool 3/2 pad 1", Case(B["MAXPOOL"], [(7, 8, 5)], [3, 3, 2, 2, 1, 1, 1, 1], 0)),
+        ("maxpool 2/2 ceil", Case(B["MAXPOOL"], [(5, 6, 3)], [2, 2, 2, 2, 0, 0, 1, 1], 0)),
+        ("maxpool 3x2/1x3", Case(B["MAXPOOL"], [(4, 9, 3)], [3, 2, 1, 3, 2, 0, 0, 1], 0)),
+        ("clip relu6", relu6),
     ]
     covered = {c.spec.name for _, c in cases}
     assert covered == set(B), f"add base cases for {set(B) - covered}"
@@ -410,6 +427,7 @@ def special_cases() -> List[Tuple[str, Case]]:
 
     dw = Case(B["DWCONV3X3"], [(5, 6, 4)], [1, 1, 1], 0, mode="i8")
     concat = dict(base_cases())["concat 2"]
+    clip = Case(B["CLIP"], [(3, 4, 6)], [], 0)
     return [
         ("dw i8 input_scale -1", _with(dw, edits=_edit(input_scale(-1.0)))),
         ("dw i8 input_scale nan", _with(dw, edits=_edit(input_scale(np.nan)))),
@@ -423,6 +441,21 @@ def special_cases() -> List[Tuple[str, Case]]:
         ("avgpool stride past end", Case(B["AVGPOOL"], [(4, 4, 3)], [1, 1, 3, 3], 0)),
         ("avgpool stride fits", Case(B["AVGPOOL"], [(4, 4, 3)], [1, 1, 3, 3][:2] + [2, 2], 0)),
         ("fc on pixels", Case(B["FC"], [(2, 1, 70)], [0], 5)),
+        (
+            "maxpool window > padded input",
+            Case(B["MAXPOOL"], [(2, 2, 3)], [5, 5, 1, 1, 1, 1, 1, 1], 0),
+        ),
+        (
+            "maxpool window = padded input",
+            Case(B["MAXPOOL"], [(2, 2, 3)], [4, 4, 1, 1, 1, 1, 1, 1], 0),
+        ),
+        ("maxpool stride > kernel", Case(B["MAXPOOL"], [(7, 7, 3)], [2, 2, 3, 3, 1, 1, 1, 1], 0)),
+        ("clip lo > hi", _with(clip, edits=_edit(_clip_bounds(1.0, -1.0)))),
+        ("clip lo = hi", _with(clip, edits=_edit(_clip_bounds(2.0, 2.0)))),
+        ("clip lo nan", _with(clip, edits=_edit(_clip_bounds(np.nan, 1.0)))),
+        ("clip hi nan", _with(clip, edits=_edit(_clip_bounds(0.0, np.nan)))),
+        ("clip one-sided", _with(clip, edits=_edit(_clip_bounds(-np.inf, 0.5)))),
+        ("clip everything", _with(clip, edits=_edit(_clip_bounds(-np.inf, np.inf)))),
     ]
 
 

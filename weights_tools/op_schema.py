@@ -327,6 +327,41 @@ OPS: Tuple[OpSchema, ...] = (
         ),
         mode=ModeByAttr("encoding", ((0, "fp32"), (1, "int8"), (2, "bitplane8"))),
     ),
+    OpSchema(
+        15,
+        "MAXPOOL",
+        "kMaxPool",
+        (_F32_IN,),
+        Input(F32, "(Ho, Wo, C)"),
+        "max over each window, padding never wins (it acts as −inf); floor mode: Ho = (H + "
+        "pad_top + pad_bottom − kernel_h) / stride_h + 1 (ceil mode is written as a larger "
+        "pad_bottom / pad_right); a NaN in a window gives NaN (see MAXPOOL below)",
+        attrs=(
+            Attr("kernel_h", 1, MAX_ATTR, "window height"),
+            Attr("kernel_w", 1, MAX_ATTR, "window width"),
+            Attr("stride_h", 1, MAX_ATTR, "vertical stride"),
+            Attr("stride_w", 1, MAX_ATTR, "horizontal stride"),
+            Attr("pad_top", 0, "kernel_h - 1", "padding rows above", why=_PAD_WHY),
+            Attr("pad_left", 0, "kernel_w - 1", "padding columns left", why=_PAD_WHY),
+            Attr("pad_bottom", 0, "kernel_h - 1", "padding rows below", why=_PAD_WHY),
+            Attr("pad_right", 0, "kernel_w - 1", "padding columns right", why=_PAD_WHY),
+        ),
+        rules=(
+            "the window fits the padded input: H + pad_top + pad_bottom >= kernel_h (and W); "
+            "with pads < kernel this puts an input pixel in every window",
+        ),
+    ),
+    OpSchema(
+        16,
+        "CLIP",
+        "kClip",
+        (_F32_IN,),
+        Input(F32, "(H, W, C)"),
+        "x < lo ? lo : (x > hi ? hi : x) with bounds = [lo, hi]; NaN stays NaN (ReLU6 is "
+        "CLIP(0, 6), Hardtanh CLIP(−1, 1))",
+        slots=(Slot("bounds", (Form(F32, ("2",)),)),),
+        rules=("bounds: lo <= hi, neither NaN (±inf allowed: a one-sided clip)",),
+    ),
 )
 
 BY_CODE: Dict[int, OpSchema] = {op.code: op for op in OPS}

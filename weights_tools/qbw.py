@@ -523,7 +523,19 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
     elif t == OpType.FC:
         value_is(x, "input", (1, 1, C))
         value_is(out, "output", (1, 1, out.channels))
+    elif t == OpType.MAXPOOL:
+        kh, kw, sh, sw, pt, pl, pb, pr = a
+        if H + pt + pb < kh or W + pl + pr < kw:
+            _fail(f"{label}: window {kh}x{kw} larger than the padded input {x.shape}")
+        ho, wo = (H + pt + pb - kh) // sh + 1, (W + pl + pr - kw) // sw + 1
+        value_is(out, "output", (ho, wo, C))
+    elif t == OpType.CLIP:
+        value_is(out, "output", x.shape)
     _validate_slots(graph, label, spec, op, mode, env)
+    if t == OpType.CLIP:
+        lo, hi = (float(v) for v in graph.tensors[op.tensors[0]].data)
+        if np.isnan(lo) or np.isnan(hi) or lo > hi:
+            _fail(f"{label}: bounds [{lo}, {hi}] must be two numbers with lo <= hi")
     if t == OpType.DWCONV3X3 and mode == "i8":
         s_in = graph.tensors[op.tensors[5]].data[0]
         if not (np.isfinite(s_in) and s_in >= 0):

@@ -8,7 +8,8 @@ Arithmetic, per op:
 
 - Exact by construction (the engine must match bit for bit): BITPACK (`!(x >= t)` on f32),
   the integer dot of BCONV2D, and the int32 accumulator of INT8 DWCONV3X3 with its f32
-  quantization of the input (`nearbyint` half to even = `np.rint`, true f32 division).
+  quantization of the input (`nearbyint` half to even = `np.rint`, true f32 division), and
+  the selections MAXPOOL and CLIP (NaN payloads and signed zeros included).
 - f32, one IEEE operation at a time as documented (the engine may contract a multiply and an
   add into an FMA, so compare with a tolerance of a few ulp): the epilogue `dot*scale + bias` of
   BCONV2D and of INT8 DWCONV3X3, AFFINE, PRELU, RELU, ADD, MUL_CHANNEL, the pre_bias add.
@@ -334,6 +335,33 @@ def _fc(graph: Graph, op: Op, args):
     return out.astype(f32).reshape(n, 1, 1, -1)
 
 
+def _maxpool(graph: Graph, op: Op, args):
+    """Floor mode over the padded input; padding is -inf so it never wins. NaN: a window with a
+    NaN gives its first NaN in window order (rows, then columns), as the engine's kernels do."""
+    (x,) = args
+    kh, kw, sh, sw, pt, pl, pb, pr = op.attrs
+    n, h, w, c = x.shape
+    ho, wo = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    out = np.empty((n, ho, wo, c), dtype=f32)
+    for i in range(ho):
+        r0, r1 = max(i * sh - pt, 0), min(i * sh - pt + kh, h)
+        for j in range(wo):
+            c0, c1 = max(j * sw - pl, 0), min(j * sw - pl + kw, w)
+            win = x[:, r0:r1, c0:c1, :].reshape(n, -1, c)  # pixels in row-major window order
+            # argmax returns the first NaN if there is one, else the first maximum: exactly the
+            # engine's rule, so the chosen pixel (payload, sign of zero) is the same bit for bit.
+            pick = win.argmax(axis=1)[:, None, :]
+            out[:, i, j, :] = np.take_along_axis(win, pick, axis=1)[:, 0]
+    return out
+
+
+def _clip(graph: Graph, op: Op, args):
+    """x < lo ? lo : (x > hi ? hi : x): NaN compares false both times and passes through."""
+    (x,) = args
+    lo, hi = _tensor(graph, op, 0).astype(f32)
+    return np.where(x < lo, lo, np.where(x > hi, hi, x)).astype(f32)
+
+
 _OPS = {
     OpType.CONV2D: _conv2d,
     OpType.DWCONV3X3: _dwconv3x3,
@@ -349,5 +377,7 @@ _OPS = {
     OpType.GLOBAL_AVGPOOL: _global_avgpool,
     OpType.CONCAT: _concat,
     OpType.FC: _fc,
+    OpType.MAXPOOL: _maxpool,
+    OpType.CLIP: _clip,
 }
 assert set(_OPS) == set(OpType)

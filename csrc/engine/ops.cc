@@ -501,6 +501,40 @@ void build_fc(Builder& b) {
   op.stats.flops = o * c;
 }
 
+void build_maxpool(Builder& b) {
+  Op& op = b.op;
+  const ValueInfo& in = b.in(0);
+  const std::uint64_t kh = b.uattr(0), kw = b.uattr(1), sh = b.uattr(2), sw = b.uattr(3);
+  const std::uint64_t pt = b.uattr(4), pl = b.uattr(5), pb = b.uattr(6), pr = b.uattr(7);
+  const std::uint64_t ph = in.height + pt + pb;  // < 2^32 + 2^32: no overflow
+  const std::uint64_t pw = in.width + pl + pr;
+  if (ph < kh || pw < kw) {
+    b.fail("window " + std::to_string(kh) + "x" + std::to_string(kw) +
+           " is larger than the padded input " + std::to_string(ph) + "x" + std::to_string(pw));
+  }
+  // Floor mode. With pads < kernel (the schema's ranges) every window, the last included,
+  // starts before the input ends, so it holds an input pixel and padding never wins.
+  const std::uint64_t ho = (ph - kh) / sh + 1;
+  const std::uint64_t wo = (pw - kw) / sw + 1;
+  b.expect_shape("output", b.out(), ho, wo, in.channels);
+  op.maxpool = MaxPoolShape{in.height, in.width, in.channels, kh, kw, sh, sw, pt, pl, ho, wo};
+  op.stats.flops = sat_mul({in.channels, kh, kw, ho, wo});  // one compare per window pixel
+}
+
+// CLIP: an element-wise op whose bounds are a 2-float tensor, checked here once.
+void build_clip(Builder& b) {
+  build_unary(b);
+  Op& op = b.op;
+  const float* bounds = op.tensors[0]->as<float>();
+  op.clip_lo = bounds[0];
+  op.clip_hi = bounds[1];
+  if (std::isnan(op.clip_lo) || std::isnan(op.clip_hi) || op.clip_lo > op.clip_hi) {
+    b.fail("bounds [" + std::to_string(op.clip_lo) + ", " + std::to_string(op.clip_hi) +
+           "] must be two numbers with lo <= hi");
+  }
+  op.stats.params = 2;
+}
+
 // The shape rules of each op, by code; the schema's list and this one must have the same
 // length (a new op without its build function does not compile).
 using BuildFn = void (*)(Builder&);
@@ -520,6 +554,8 @@ constexpr BuildFn kBuilders[] = {
     &build_global_avgpool,
     &build_concat,
     &build_fc,
+    &build_maxpool,
+    &build_clip,
 };
 static_assert(sizeof(kBuilders) / sizeof(kBuilders[0]) == QBINFER_OP_CODE_MAX + 1,
               "every op of weights_tools/op_schema.py needs its build function here");

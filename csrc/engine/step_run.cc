@@ -288,6 +288,29 @@ void run_fc(const Step& step, const ExecContext& ctx) {
   }
 }
 
+// Max pool: split by output rows across threads, as the average pool.
+void run_maxpool(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const float* in = ctx.value<const float>(op.inputs[0]);
+  float* out = ctx.value<float>(op.output);
+  const PoolKernels& k = *ctx.kernels->pool;
+  const MaxPoolShape& s = op.maxpool;
+  if (s.out_height * s.out_width * s.channels < kParallelMinFloats || ctx.pool == nullptr) {
+    k.maxpool(s, in, out);
+    return;
+  }
+  ctx.parallel_for(s.out_height,
+                   [&](std::size_t b, std::size_t e) { k.maxpool_rows(s, in, b, e, out); });
+}
+
+void run_clip(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const std::size_t c = op.channels;
+  elementwise(step, ctx,
+              [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
+                  std::size_t n) { k.clip(in, n * c, op.clip_lo, op.clip_hi, out); });
+}
+
 }  // namespace
 
 StepRunFn run_fn(OpType type) {
@@ -320,6 +343,10 @@ StepRunFn run_fn(OpType type) {
       return &run_concat;
     case OpType::kFC:
       return &run_fc;
+    case OpType::kMaxPool:
+      return &run_maxpool;
+    case OpType::kClip:
+      return &run_clip;
   }
   return nullptr;
 }

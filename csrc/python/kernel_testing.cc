@@ -860,6 +860,71 @@ py::array_t<float> avgpool(const py::object& x_obj, std::int64_t kernel_h, std::
   return out;
 }
 
+py::array_t<float> maxpool(const py::object& x_obj, std::int64_t kernel_h, std::int64_t kernel_w,
+                           std::int64_t stride_h, std::int64_t stride_w, std::int64_t pad_top,
+                           std::int64_t pad_left, std::int64_t pad_bottom, std::int64_t pad_right,
+                           const py::object& isa_obj, const py::object& row_ranges_obj) {
+  constexpr const char* fn = "maxpool";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  expect_shape(x, fn, "x", {any("H"), any("W"), any("C")});
+  const std::size_t kh = positive(kernel_h, fn, "kernel_h");
+  const std::size_t kw = positive(kernel_w, fn, "kernel_w");
+  const std::size_t sh = positive(stride_h, fn, "stride_h");
+  const std::size_t sw = positive(stride_w, fn, "stride_w");
+  const std::int64_t pads[] = {pad_top, pad_left, pad_bottom, pad_right};
+  const std::int64_t limits[] = {kernel_h, kernel_w, kernel_h, kernel_w};
+  for (int i = 0; i < 4; ++i) {
+    // The kernel's contract (pool.h): pads < kernel, so that every window holds a pixel.
+    if (pads[i] < 0 || pads[i] >= limits[i]) {
+      throw py::value_error("maxpool: pads must be in [0, kernel - 1]");
+    }
+  }
+  const std::size_t h = dim(x, 0), w = dim(x, 1);
+  const std::size_t ph = h + static_cast<std::size_t>(pad_top + pad_bottom);
+  const std::size_t pw = w + static_cast<std::size_t>(pad_left + pad_right);
+  if (ph < kh || pw < kw) {
+    throw py::value_error("maxpool: the kernel is larger than the padded input");
+  }
+  const std::size_t ho = (ph - kh) / sh + 1, wo = (pw - kw) / sw + 1;
+  const MaxPoolShape shape{h,
+                           w,
+                           dim(x, 2),
+                           kh,
+                           kw,
+                           sh,
+                           sw,
+                           static_cast<std::size_t>(pad_top),
+                           static_cast<std::size_t>(pad_left),
+                           ho,
+                           wo};
+  auto out = new_f32({static_cast<py::ssize_t>(ho), static_cast<py::ssize_t>(wo), x.shape(2)});
+  float* o = out.mutable_data();
+  const PoolKernels& k = family_kernels(fn, isa_obj, &pool_kernels_for);
+  if (row_ranges_obj.is_none()) {
+    without_gil([&] { k.maxpool(shape, x.data(), o); });
+    return out;
+  }
+  const RowRanges ranges = row_ranges(fn, row_ranges_obj, ho);
+  fill_nan_if_ranged(row_ranges_obj, out);
+  without_gil([&] {
+    for (const auto& r : ranges) k.maxpool_rows(shape, x.data(), r.first, r.second, o);
+  });
+  return out;
+}
+
+py::array_t<float> clip(const py::object& x_obj, float lo, float hi, bool inplace,
+                        const py::object& isa_obj) {
+  constexpr const char* fn = "clip";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  auto out = output_like(x, inplace);
+  float* o = out.mutable_data();
+  const float* in = inplace ? o : x.data();
+  const std::size_t n = static_cast<std::size_t>(x.size());
+  const ElementwiseKernels& k = family_kernels(fn, isa_obj, &elementwise_kernels_for);
+  without_gil([&] { k.clip(in, n, lo, hi, o); });
+  return out;
+}
+
 py::array_t<float> global_avgpool(const py::object& x_obj, const py::object& isa_obj) {
   constexpr const char* fn = "global_avgpool";
   const auto x = as_array<float>(x_obj, fn, "x");
@@ -1074,6 +1139,15 @@ void register_kernel_testing(py::module_& testing) {
         "all). Returns (out, bits): out the floats (x unchanged when write_float is False),\n"
         "bits uint64 [..., words(C)] when threshold is given (words no range covers are all\n"
         "ones), else None.");
+  m.def("maxpool", &maxpool, py::arg("x"), py::arg("kernel_h"), py::arg("kernel_w"),
+        py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_top") = 0, py::arg("pad_left") = 0,
+        py::arg("pad_bottom") = 0, py::arg("pad_right") = 0, py::arg("isa") = py::none(),
+        py::arg("row_ranges") = py::none(),
+        "Max pool, floor mode, padding never wins (pads in [0, kernel - 1]): x float32\n"
+        "[H, W, C] -> [(H + pt + pb - kh) / sh + 1, (W + pl + pr - kw) / sw + 1, C]. A window's\n"
+        "first NaN wins. row_ranges: maxpool_rows over each (begin, end) (others NaN).");
+  m.def("clip", &clip, py::arg("x"), py::arg("lo"), py::arg("hi"), py::arg("inplace") = false,
+        py::arg("isa") = py::none(), "x < lo ? lo : (x > hi ? hi : x); NaN passes through.");
 }
 
 }  // namespace qbinfer

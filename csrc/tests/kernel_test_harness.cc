@@ -895,6 +895,8 @@ void test_conv2d(const Conv2DKernels& k, Rng& rng, Tally& t, std::size_t n_cases
 
 // ---- pools --------------------------------------------------------------------------------
 
+void test_maxpool(const PoolKernels& k, Rng& rng, Tally& t, std::size_t n_cases);
+
 void test_pool(const PoolKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
   const std::size_t kKS[][4] = {
       {2, 2, 2, 2}, {2, 1, 2, 1}, {1, 2, 1, 2}, {3, 3, 2, 2}, {3, 2, 1, 1}};
@@ -936,6 +938,104 @@ void test_pool(const PoolKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
     k.global_avgpool(ig.data(), pixels, s.channels, gout.data());
     same_floats(t, "global avgpool", gout.data(), gwant.data(), s.channels);
 
+    ++t.cases;
+  }
+  test_maxpool(k, rng, t, n_cases);
+}
+
+// Bit-identical, NaN payloads and signs included (max pool and clip only select their inputs).
+bool same_float_bits(Tally& t, const char* what, const float* got, const float* want,
+                     std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (bits_of(got[i]) != bits_of(want[i])) {
+      return t.fail(fmt("%s: value %zu of %zu: got %.9g (0x%08x), want %.9g (0x%08x)", what, i, n,
+                        static_cast<double>(got[i]), bits_of(got[i]), static_cast<double>(want[i]),
+                        bits_of(want[i])));
+    }
+  }
+  return true;
+}
+
+// A few NaNs with distinct payloads and signs, so that "the first NaN of the window wins" is
+// checked bit for bit, not just "some NaN".
+void sprinkle_nans(Rng& rng, std::vector<float>& v, std::size_t count) {
+  if (v.empty()) return;
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::uint32_t bits =
+        (coin(rng) ? 0xffc00000u : 0x7fc00000u) | static_cast<std::uint32_t>(uniform(rng, 1, 4095));
+    float f;
+    std::memcpy(&f, &bits, 4);
+    v[uniform(rng, 0, v.size() - 1)] = f;
+  }
+}
+
+void maxpool_case(const PoolKernels& k, Rng& rng, Tally& t, const MaxPoolShape& s, bool ge) {
+  t.context =
+      fmt("maxpool in=%zux%zux%zu kernel=%zux%zu stride=(%zu,%zu) pad=(%zu,%zu) out=%zux%zu",
+          s.in_height, s.in_width, s.channels, s.kernel_h, s.kernel_w, s.stride_h, s.stride_w,
+          s.pad_top, s.pad_left, s.out_height, s.out_width);
+  std::vector<float> in = randn(rng, s.in_height * s.in_width * s.channels);
+  if (coin(rng, 0.4)) sprinkle(rng, in, 0.05);
+  if (coin(rng, 0.3)) sprinkle_nans(rng, in, uniform(rng, 1, 4));
+  if (coin(rng, 0.1)) {  // signed zeros only: ties between +0 and -0 everywhere
+    for (float& v : in) v = coin(rng) ? 0.0f : -0.0f;
+  }
+  const std::size_t n_out = s.out_height * s.out_width * s.channels;
+  std::vector<float> want(n_out);
+  maxpool_f32_nhwc__reference(s, in.data(), want.data());
+  Buf<float> ig = guarded(in, ge);
+  Buf<float> out(n_out, !ge);
+  k.maxpool(s, ig.data(), out.data());
+  same_float_bits(t, "maxpool", out.data(), want.data(), n_out);
+  for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
+  for (const auto& r : row_splits(rng, s.out_height)) {
+    k.maxpool_rows(s, ig.data(), r.first, r.second, out.data());
+  }
+  same_float_bits(t, "maxpool rows", out.data(), want.data(), n_out);
+}
+
+// Max pool: the ResNet stem (3x3 s2 p1), 2x2 s2, floor and ceil mode (ceil written as a larger
+// bottom/right pad), then random kernels 1..5, strides 1..4 (stride > kernel included) and every
+// pad in [0, kernel - 1] on each side, with channels around the vector widths.
+void test_maxpool(const PoolKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
+  const std::size_t kC[] = {1, 3, 4, 5, 7, 8, 9, 16, 17, 31, 64, 100};
+  // {kh, kw, sh, sw, pt, pl, pb, pr, H, W}
+  const std::size_t kFixed[][10] = {
+      {3, 3, 2, 2, 1, 1, 1, 1, 16, 16}, {3, 3, 2, 2, 1, 1, 1, 1, 15, 15},
+      {2, 2, 2, 2, 0, 0, 0, 0, 9, 8},   {2, 2, 2, 2, 0, 0, 1, 1, 9, 7},
+      {3, 3, 2, 2, 1, 1, 2, 2, 14, 14}, {1, 1, 3, 3, 0, 0, 0, 0, 7, 8},
+      {3, 1, 1, 2, 2, 0, 2, 0, 1, 5},   {5, 5, 1, 1, 4, 4, 4, 4, 1, 1},
+  };
+  for (std::size_t i = 0; i < std::size(kFixed) + n_cases; ++i) {
+    const bool ge = i % 2 == 0;
+    MaxPoolShape s{};
+    std::size_t pad_bottom, pad_right;
+    if (i < std::size(kFixed)) {
+      const auto& f = kFixed[i];
+      s = MaxPoolShape{f[8], f[9], pick(rng, kC), f[0], f[1], f[2], f[3], f[4], f[5], 0, 0};
+      pad_bottom = f[6];
+      pad_right = f[7];
+    } else {
+      s.kernel_h = uniform(rng, 1, 5);
+      s.kernel_w = uniform(rng, 1, 5);
+      s.stride_h = uniform(rng, 1, 4);
+      s.stride_w = uniform(rng, 1, 4);
+      s.pad_top = uniform(rng, 0, s.kernel_h - 1);
+      s.pad_left = uniform(rng, 0, s.kernel_w - 1);
+      pad_bottom = uniform(rng, 0, s.kernel_h - 1);
+      pad_right = uniform(rng, 0, s.kernel_w - 1);
+      s.in_height = uniform(rng, 1, 12);
+      s.in_width = uniform(rng, 1, 12);
+      s.channels = pick(rng, kC);
+      // The window must fit the padded input (ops.cc refuses the rest).
+      const std::size_t ph = s.in_height + s.pad_top + pad_bottom;
+      const std::size_t pw = s.in_width + s.pad_left + pad_right;
+      if (ph < s.kernel_h) s.in_height += s.kernel_h - ph;
+      if (pw < s.kernel_w) s.in_width += s.kernel_w - pw;
+    }
+    s.out_height = (s.in_height + s.pad_top + pad_bottom - s.kernel_h) / s.stride_h + 1;
+    s.out_width = (s.in_width + s.pad_left + pad_right - s.kernel_w) / s.stride_w + 1;
+    maxpool_case(k, rng, t, s, ge);
     ++t.cases;
   }
 }
@@ -1004,6 +1104,30 @@ void test_elementwise(const ElementwiseKernels& k, Rng& rng, Tally& t, std::size
       add_f32__reference(x.data(), y.data(), n, want.data());
       k.add(src(), yg.data(), n, out.data());
       same_floats(t, inplace ? "add in place" : "add", out.data(), want.data(), n);
+      // clip: ReLU6, Hardtanh, a one-sided bound, an empty range and random bounds; the input
+      // holds NaNs with payloads, which must come back bit for bit.
+      const float kInf = std::numeric_limits<float>::infinity();
+      const float kBounds[][2] = {{0.0f, 6.0f},  {-1.0f, 1.0f}, {0.0f, kInf},
+                                  {-kInf, 0.5f}, {2.0f, 2.0f},  {-0.0f, 0.0f}};
+      float lo, hi;
+      if (i % 7 < std::size(kBounds)) {
+        lo = kBounds[i % 7][0];
+        hi = kBounds[i % 7][1];
+      } else {
+        lo = static_cast<float>(uniform(rng, 0, 200)) / 64.0f - 2.0f;
+        hi = lo + static_cast<float>(uniform(rng, 0, 200)) / 64.0f;
+      }
+      std::vector<float> xc = x;
+      sprinkle_nans(rng, xc, n / 8);
+      Buf<float> xcg = guarded(xc, ge);
+      clip_f32__reference(xc.data(), n, lo, hi, want.data());
+      const float* clip_src = xcg.data();
+      if (inplace == 1) {
+        out.assign(xc);
+        clip_src = out.data();
+      }
+      k.clip(clip_src, n, lo, hi, out.data());
+      same_float_bits(t, inplace ? "clip in place" : "clip", out.data(), want.data(), n);
     }
     ++t.cases;
   }

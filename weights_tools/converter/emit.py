@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..qbw import DType, FCEncoding, Graph, Op, OpType, Preprocessing, Tensor, Value, pack_signs
-from .errors import ConversionError, node_label
+from .errors import ConversionError
 from .ir import IRGraph
 
 __all__ = ["emit"]
@@ -136,11 +136,13 @@ def emit(graph: IRGraph, model_name: str = "") -> Graph:
                 )
             )
         elif n.kind == "clip":
-            raise ConversionError(
-                f"{node_label(n.src)}: Clip (Hardtanh, clamp) is supported only right before "
-                f"a sign whose threshold lies in its range (lo < t <= hi), where it changes "
-                f"nothing; a clip elsewhere (ReLU6) is not an engine op yet"
-            )
+            # The bounds as f32: ONNX Clip compares in the input's type, f32 here, so a
+            # float64 bound rounds the same way either side.
+            bounds = np.array([p["lo"], p["hi"]], dtype=np.float32)
+            ops.append(Op(OpType.CLIP, name, ins, [out], [f32(name + ".bounds", bounds)]))
+        elif n.kind == "maxpool":
+            attrs = [*p["kernel"], *p["stride"], *p["pads"]]
+            ops.append(Op(OpType.MAXPOOL, name, ins, [out], [], attrs))
         else:  # pragma: no cover - every kind is emitted above
             raise AssertionError(n.kind)
     if not ops:

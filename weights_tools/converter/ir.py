@@ -18,6 +18,8 @@ Node kinds and their params (all per output channel unless said otherwise):
 - ``clip``: ``lo``, ``hi`` (floats); only before a sign (`passes.drop_clip_before_sign`), emission
   refuses any other.
 - ``prelu``: ``slope``. ``avgpool``: ``kernel``, ``stride``. ``fc``: ``w`` [O, I], ``b`` [O].
+- ``maxpool``: ``kernel``, ``stride``, ``pads`` (top, left, bottom, right; floor mode, the
+  end pads already widened for ceil mode). ``clip``: ``lo``, ``hi`` (floats, lo <= hi).
 - no params: ``relu``, ``sigmoid``, ``add``, ``mul_channel``, ``gap``, ``concat``.
 
 Every node has one output (every engine op has one); values are named by their ONNX names.

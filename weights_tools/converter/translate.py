@@ -234,8 +234,8 @@ class Translator:
             raise ConversionError(
                 f"{node_label(node)}: {problem} (supported: Conv, "
                 f"BatchNormalization, Add, Sub, Mul, Div, GreaterOrEqual+Where (sign), Sign, "
-                f"Clip (before a sign), "
-                f"PRelu, LeakyRelu, Relu, Sigmoid, Concat, Tile, Expand, AveragePool, "
+                f"Clip, "
+                f"PRelu, LeakyRelu, Relu, Sigmoid, Concat, Tile, Expand, AveragePool, MaxPool, "
                 f"GlobalAveragePool, ReduceMean, Flatten, Reshape, Squeeze, Unsqueeze, "
                 f"Gemm, MatMul, Pad (+1 padding of binary activations), Identity, "
                 f"Dropout, Cast)",
@@ -909,8 +909,8 @@ def _sign(tr: Translator, node: onnx.NodeProto) -> None:
 
 @translates("Clip")
 def _clip(tr: Translator, node: onnx.NodeProto) -> None:
-    """Hardtanh / clamp: kept as a `clip` node, which `drop_clip_before_sign` removes before a
-    sign; a clip anywhere else is refused at emission."""
+    """Hardtanh / clamp / ReLU6: a `clip` node, which `drop_clip_before_sign` removes before a
+    sign where it changes nothing; anywhere else it becomes CLIP."""
     x = tr.value(node, node.input[0])
     a = attrs(node)
     if tr.opset < 11:
@@ -919,13 +919,54 @@ def _clip(tr: Translator, node: onnx.NodeProto) -> None:
         lo_c, hi_c = tr.opt_const(node, 1, "min"), tr.opt_const(node, 2, "max")
         lo = -np.inf if lo_c is None else float(np.asarray(lo_c).reshape(-1)[0])
         hi = np.inf if hi_c is None else float(np.asarray(hi_c).reshape(-1)[0])
+    if np.isnan(lo) or np.isnan(hi) or lo > hi:
+        fail(node, f"Clip bounds [{lo}, {hi}] must be two numbers with min <= max")
     out = tr.new_value(node, x.c, x.h, x.w, x.rank)
     tr.emit("clip", node, [x.name], out, lo=float(lo), hi=float(hi))
 
 
 @translates("MaxPool")
 def _maxpool(tr: Translator, node: onnx.NodeProto) -> None:
-    fail(node, "max pooling is not an engine op yet")
+    """MaxPool -> MAXPOOL. The engine pools in floor mode over -inf padding; ceil mode is
+    written as the bottom/right pad that makes floor mode give the same windows. A ceil-mode
+    last window that would start in the padding is refused: ONNX keeps it (a window of padding
+    only), PyTorch drops it, so the two disagree on the output shape."""
+    x = tr.value(node, node.input[0])
+    a = attrs(node)
+    kh, kw = a["kernel_shape"]
+    sh, sw = a.get("strides", [1, 1])
+    pt, pl, pb, pr = a.get("pads", [0, 0, 0, 0])
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        fail(node, "MaxPool with auto_pad is not supported: export with explicit pads")
+    if any(d != 1 for d in a.get("dilations", [1, 1])):
+        fail(node, f"MaxPool with dilations {list(a['dilations'])} is not supported (only 1)")
+    if len(node.output) > 1 and node.output[1]:
+        fail(node, "MaxPool's Indices output (return_indices=True) is not supported")
+    if pt >= kh or pb >= kh or pl >= kw or pr >= kw:
+        fail(node, f"MaxPool pads {[pt, pl, pb, pr]} must be smaller than the kernel {kh}x{kw}")
+    if x.h + pt + pb < kh or x.w + pl + pr < kw:
+        fail(node, f"MaxPool kernel {kh}x{kw} is larger than the padded input")
+
+    def out_size(n: int, k: int, s: int, p0: int, p1: int) -> int:
+        span = n + p0 + p1 - k
+        if not a.get("ceil_mode", 0):
+            return span // s + 1
+        out = -(-span // s) + 1
+        if (out - 1) * s >= n + p0:
+            fail(
+                node,
+                f"MaxPool in ceil mode adds a last window (kernel {k}, stride {s}) that starts "
+                f"in the padding: ONNX keeps it, PyTorch drops it; use ceil_mode=False or "
+                f"pads that end the input on a window",
+            )
+        return out
+
+    ho, wo = out_size(x.h, kh, sh, pt, pb), out_size(x.w, kw, sw, pl, pr)
+    # The end pads for which floor mode gives exactly ho x wo windows; always in [0, k - 1]
+    # since the last window starts before the input ends.
+    pads = (pt, pl, max(0, (ho - 1) * sh + kh - x.h - pt), max(0, (wo - 1) * sw + kw - x.w - pl))
+    out = tr.new_value(node, x.c, ho, wo)
+    tr.emit("maxpool", node, [x.name], out, kernel=(kh, kw), stride=(sh, sw), pads=pads)
 
 
 @translates("Relu")

@@ -23,11 +23,15 @@ void add_f32__reference(const float* a, const float* b, std::size_t n, float* ou
 // out = in * s[c] (SE scaling)
 void mul_channel_f32__reference(const float* in, std::size_t pixels, std::size_t channels,
                                 const float* s, float* out);
+// out = in < lo ? lo : (in > hi ? hi : in) over n floats (lo <= hi). NaN compares false both
+// times, so it passes through unchanged (payload kept), as torch.clamp / hardtanh propagate it.
+void clip_f32__reference(const float* in, std::size_t n, float lo, float hi, float* out);
 
 // One ISA's element-wise kernels, each with the contract of its reference above. affine,
 // prelu, relu, add and mul_channel are single rounded operations per element (affine: a
 // multiply then an add, no FMA), so every variant is bit-identical to the reference (NaN
-// payloads aside); sigmoid calls the C library's exp in every variant.
+// payloads aside); sigmoid calls the C library's exp in every variant. clip only selects
+// among in, lo and hi, so it is bit-identical NaN payloads included.
 struct ElementwiseKernels {
   const char* isa;  // "scalar", "avx2", "avx512"
   void (*affine)(const float* in, std::size_t pixels, std::size_t channels, const float* scale,
@@ -39,6 +43,7 @@ struct ElementwiseKernels {
   void (*add)(const float* a, const float* b, std::size_t n, float* out);
   void (*mul_channel)(const float* in, std::size_t pixels, std::size_t channels, const float* s,
                       float* out);
+  void (*clip)(const float* in, std::size_t n, float lo, float hi, float* out);
 };
 
 // The element-wise kernels of `isa` if this build has them and this CPU runs them, else

@@ -15,7 +15,8 @@ const ElementwiseKernels kReference{"scalar",
                                     &relu_f32__reference,
                                     &sigmoid_f32__reference,
                                     &add_f32__reference,
-                                    &mul_channel_f32__reference};
+                                    &mul_channel_f32__reference,
+                                    &clip_f32__reference};
 
 // Scalar first; an ISA's faster sub-variant after its plain one (isa_variants.h).
 const IsaVariant<ElementwiseKernels> kVariants[] = {

@@ -61,4 +61,12 @@ void mul_channel_f32__reference(const float* in, std::size_t pixels, std::size_t
   }
 }
 
+void clip_f32__reference(const float* in, std::size_t n, float lo, float hi, float* out) {
+  for (std::size_t i = 0; i < n; ++i) {
+    // Not std::clamp: NaN must pass through, and the two tests are on the input itself.
+    const float v = in[i];
+    out[i] = v < lo ? lo : (v > hi ? hi : v);
+  }
+}
+
 }  // namespace qbinfer

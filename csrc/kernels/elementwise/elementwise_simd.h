@@ -66,6 +66,17 @@ struct ElementwiseSimd {
       V::store(out + i, V::relu(V::load(in + i, m)), m);
     }
   }
+  // out[i] = fn(in[i]) over n floats, a vector at a time, masked tail (the ISA file supplies
+  // fn where it needs a compare-and-select the traits do not have, e.g. clip).
+  template <class Fn>
+  static void map(const float* in, std::size_t n, float* out, Fn fn) {
+    std::size_t i = 0;
+    for (; i + N <= n; i += N) V::store(out + i, fn(V::load(in + i)));
+    if (i < n) {
+      const M m = V::mask(n - i);
+      V::store(out + i, fn(V::load(in + i, m)), m);
+    }
+  }
   static void add(const float* a, const float* b, std::size_t n, float* out) {
     std::size_t i = 0;
     for (; i + N <= n; i += N) V::store(out + i, V::add(V::load(a + i), V::load(b + i)));

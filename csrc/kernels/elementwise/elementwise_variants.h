@@ -10,6 +10,8 @@ namespace qbinfer {
 #if defined(QBINFER_X86_64_KERNELS)
 extern const ElementwiseKernels kElementwiseKernels__avx2;
 extern const ElementwiseKernels kElementwiseKernels__avx512;
+// The AVX2 clip, which the AVX-512 table reuses (elementwise_avx2.cc).
+void clip_f32__avx2(const float* in, std::size_t n, float lo, float hi, float* out);
 #endif
 
 #if defined(QBINFER_AARCH64_KERNELS)

@@ -1,5 +1,5 @@
 // The avx512 pooling kernels: pool_simd.h instantiated with VecAvx512 (16 channels per vector).
-// Bit-identical to the references.
+// Bit-identical to the references. The max pool entries are the AVX2 kernels.
 #include "kernels/simd/vec_avx512.h"
 #include "kernels/pool/pool_simd.h"
 #include "kernels/pool/pool_variants.h"
@@ -13,6 +13,9 @@ const PoolKernels kPoolKernels__avx512{
     &AvgPoolC16__avx512::avgpool,
     &AvgPoolC16__avx512::global_avgpool,
     &AvgPoolC16__avx512::avgpool_rows,
+    // No AVX-512 max pool yet: an AVX-512 CPU runs the AVX2 one (bit-identical anyway).
+    &maxpool_f32_nhwc__avx2,
+    &maxpool_f32_nhwc_rows__avx2,
 };
 
 }  // namespace qbinfer

@@ -8,9 +8,12 @@
 namespace qbinfer {
 namespace {
 
-const PoolKernels kReference{"scalar", &avgpool_f32_nhwc__reference,
+const PoolKernels kReference{"scalar",
+                             &avgpool_f32_nhwc__reference,
                              &global_avgpool_f32_nhwc__reference,
-                             &avgpool_f32_nhwc_rows__reference};
+                             &avgpool_f32_nhwc_rows__reference,
+                             &maxpool_f32_nhwc__reference,
+                             &maxpool_f32_nhwc_rows__reference};
 
 // Scalar first; an ISA's faster sub-variant after its plain one (isa_variants.h).
 const IsaVariant<PoolKernels> kVariants[] = {

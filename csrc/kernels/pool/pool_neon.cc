@@ -8,11 +8,35 @@ namespace qbinfer {
 
 using AvgPoolC4__neon = PoolSimd<VecNeon>;
 
+namespace {
+
+// v replaces acc where v > acc, or where v is NaN (v != v) and acc is not: the reference's
+// rule, lane by lane.
+float32x4_t max_nan_first_step(float32x4_t acc, float32x4_t v) {
+  const uint32x4_t v_nan = vmvnq_u32(vceqq_f32(v, v));
+  const uint32x4_t take = vorrq_u32(vcgtq_f32(v, acc), vandq_u32(v_nan, vceqq_f32(acc, acc)));
+  return vbslq_f32(take, v, acc);
+}
+
+void maxpool_rows__neon(const MaxPoolShape& s, const float* in, std::size_t y_begin,
+                        std::size_t y_end, float* out) {
+  AvgPoolC4__neon::maxpool_rows(s, in, y_begin, y_end, out,
+                                [](auto acc, auto v) { return max_nan_first_step(acc, v); });
+}
+
+void maxpool__neon(const MaxPoolShape& s, const float* in, float* out) {
+  maxpool_rows__neon(s, in, 0, s.out_height, out);
+}
+
+}  // namespace
+
 const PoolKernels kPoolKernels__neon{
     "neon",
     &AvgPoolC4__neon::avgpool,
     &AvgPoolC4__neon::global_avgpool,
     &AvgPoolC4__neon::avgpool_rows,
+    &maxpool__neon,
+    &maxpool_rows__neon,
 };
 
 }  // namespace qbinfer

@@ -1,7 +1,10 @@
 // Portable oracles for pooling: one output pixel at a time, an f32 sum over the window
-// (clipped to the image, rows then columns) divided by the number of pixels it covers.
+// (clipped to the image, rows then columns) divided by the number of pixels it covers; the max
+// pool scans the window (clipped to the image: padding never wins) in the same order.
 #include <algorithm>
 #include <cassert>
+#include <cmath>
+#include <limits>
 
 #include "kernels/pool/pool.h"
 
@@ -55,6 +58,48 @@ void global_avgpool_f32_nhwc__reference(const float* in, std::size_t pixels, std
     for (std::size_t p = 0; p < pixels; ++p) sum += in[p * channels + c];
     out[c] = sum / static_cast<float>(pixels);
   }
+}
+
+void maxpool_f32_nhwc_rows__reference(const MaxPoolShape& shape, const float* in,
+                                      std::size_t y_begin, std::size_t y_end, float* out) {
+  assert(shape.channels > 0 && shape.kernel_h > 0 && shape.kernel_w > 0);
+  assert(shape.stride_h > 0 && shape.stride_w > 0);
+  assert(shape.pad_top < shape.kernel_h && shape.pad_left < shape.kernel_w);
+  // Every window holds an input pixel (the last one starts before the image ends).
+  assert(shape.out_height > 0 &&
+         (shape.out_height - 1) * shape.stride_h < shape.in_height + shape.pad_top);
+  assert(shape.out_width > 0 &&
+         (shape.out_width - 1) * shape.stride_w < shape.in_width + shape.pad_left);
+  assert(y_begin <= y_end && y_end <= shape.out_height);
+
+  const std::size_t channels = shape.channels;
+  for (std::size_t oy = y_begin; oy < y_end; ++oy) {
+    // Window rows [oy·stride − pad_top, + kernel) clipped to [0, in_height), unsigned-safe.
+    const std::size_t ys = oy * shape.stride_h;
+    const std::size_t y0 = ys > shape.pad_top ? ys - shape.pad_top : 0;
+    const std::size_t y1 = std::min(ys + shape.kernel_h - shape.pad_top, shape.in_height);
+    for (std::size_t ox = 0; ox < shape.out_width; ++ox) {
+      const std::size_t xs = ox * shape.stride_w;
+      const std::size_t x0 = xs > shape.pad_left ? xs - shape.pad_left : 0;
+      const std::size_t x1 = std::min(xs + shape.kernel_w - shape.pad_left, shape.in_width);
+      float* out_px = out + (oy * shape.out_width + ox) * channels;
+      for (std::size_t c = 0; c < channels; ++c) {
+        float acc = -std::numeric_limits<float>::infinity();
+        for (std::size_t y = y0; y < y1; ++y) {
+          for (std::size_t x = x0; x < x1; ++x) {
+            const float v = in[(y * shape.in_width + x) * channels + c];
+            // Greater wins; the first NaN wins and then stays (pool.h, "Max pool numerics").
+            if (v > acc || (std::isnan(v) && !std::isnan(acc))) acc = v;
+          }
+        }
+        out_px[c] = acc;
+      }
+    }
+  }
+}
+
+void maxpool_f32_nhwc__reference(const MaxPoolShape& shape, const float* in, float* out) {
+  maxpool_f32_nhwc_rows__reference(shape, in, 0, shape.out_height, out);
 }
 
 }  // namespace qbinfer

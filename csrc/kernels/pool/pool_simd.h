@@ -1,5 +1,7 @@
 // The pooling kernels written once over a vector-traits type V (kernels/simd/vec_*.h),
-// instantiated by pool_avx2.cc and pool_avx512.cc (internal linkage throughout).
+// instantiated by pool_avx2.cc, pool_avx512.cc and pool_neon.cc (internal linkage throughout).
+// The max pool takes its per-ISA compare-and-select step from the ISA file (only the AVX2 and
+// NEON files instantiate it; the AVX-512 table points at the AVX2 max pool).
 //
 // Vectorized over channels, V::kLanes at a time, masked tails. Each lane sums exactly the
 // reference's terms in the reference's order (window rows, then columns, from 0.0f; the global
@@ -10,6 +12,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cstddef>
+#include <limits>
 
 #include "kernels/pool/pool.h"
 
@@ -58,6 +61,51 @@ struct PoolSimd {
           window<false>(s, in, y0, y1, x0, x1, count, c0, tail_m, out_px);
         }
         if (c0 < s.channels) window<true>(s, in, y0, y1, x0, x1, count, c0, tail_m, out_px);
+      }
+    }
+  }
+
+  // Max pool: `step(acc, v)` is the ISA's "v replaces acc when greater, or NaN over a non-NaN"
+  // (pool.h, "Max pool numerics"); windows are scanned in the reference's order, lanes are
+  // channels. Masked tail loads read 0 in unused lanes, which are never stored.
+  template <bool Tail, class Step>
+  static void max_window(const MaxPoolShape& s, const float* in, std::size_t y0, std::size_t y1,
+                         std::size_t x0, std::size_t x1, std::size_t c0, M m, float* out,
+                         Step step) {
+    F acc = V::set1(-std::numeric_limits<float>::infinity());
+    for (std::size_t y = y0; y < y1; ++y) {
+      for (std::size_t x = x0; x < x1; ++x) {
+        const float* p = in + (y * s.in_width + x) * s.channels + c0;
+        acc = step(acc, Tail ? V::load(p, m) : V::load(p));
+      }
+    }
+    if constexpr (Tail) {
+      V::store(out + c0, acc, m);
+    } else {
+      V::store(out + c0, acc);
+    }
+  }
+
+  template <class Step>
+  static void maxpool_rows(const MaxPoolShape& s, const float* in, std::size_t y_begin,
+                           std::size_t y_end, float* out, Step step) {
+    assert(s.channels > 0 && y_begin <= y_end && y_end <= s.out_height);
+    const std::size_t full = s.channels / N * N;
+    const M tail_m = V::mask(s.channels - full);
+    for (std::size_t oy = y_begin; oy < y_end; ++oy) {
+      const std::size_t ys = oy * s.stride_h;
+      const std::size_t y0 = ys > s.pad_top ? ys - s.pad_top : 0;
+      const std::size_t y1 = std::min(ys + s.kernel_h - s.pad_top, s.in_height);
+      for (std::size_t ox = 0; ox < s.out_width; ++ox) {
+        const std::size_t xs = ox * s.stride_w;
+        const std::size_t x0 = xs > s.pad_left ? xs - s.pad_left : 0;
+        const std::size_t x1 = std::min(xs + s.kernel_w - s.pad_left, s.in_width);
+        float* out_px = out + (oy * s.out_width + ox) * s.channels;
+        std::size_t c0 = 0;
+        for (; c0 < full; c0 += N) {
+          max_window<false>(s, in, y0, y1, x0, x1, c0, tail_m, out_px, step);
+        }
+        if (c0 < s.channels) max_window<true>(s, in, y0, y1, x0, x1, c0, tail_m, out_px, step);
       }
     }
   }

@@ -10,6 +10,10 @@ namespace qbinfer {
 #if defined(QBINFER_X86_64_KERNELS)
 extern const PoolKernels kPoolKernels__avx2;
 extern const PoolKernels kPoolKernels__avx512;
+// The AVX2 max pool, which the AVX-512 table reuses (pool_avx2.cc).
+void maxpool_f32_nhwc__avx2(const MaxPoolShape& s, const float* in, float* out);
+void maxpool_f32_nhwc_rows__avx2(const MaxPoolShape& s, const float* in, std::size_t y_begin,
+                                 std::size_t y_end, float* out);
 #endif
 
 #if defined(QBINFER_AARCH64_KERNELS)
