@@ -101,7 +101,7 @@ class Case:
             return (1, 1, C)
         if name == "CONCAT":
             return (H, W, sum(s[2] for s in self.in_shapes))
-        if name == "FC":
+        if name in ("FC", "BFC"):
             return (1, 1, self.co)
         return (H, W, C)
 
@@ -233,6 +233,8 @@ def base_cases() -> List[Tuple[str, Case]]:
         ("fc fp32", Case(B["FC"], [(1, 1, 70)], [0], 5)),
         ("fc int8", Case(B["FC"], [(1, 1, 70)], [1], 5)),
         ("fc bitplane8", Case(B["FC"], [(1, 1, 70)], [2], 5)),
+        ("bfc 70", Case(B["BFC"], [(1, 1, 70)], [], 5)),
+        ("bfc 64", Case(B["BFC"], [(1, 1, 64)], [], 3)),
     ]
     covered = {c.spec.name for _, c in cases}
     assert covered == set(B), f"add base cases for {set(B) - covered}"
@@ -423,6 +425,7 @@ def special_cases() -> List[Tuple[str, Case]]:
         ("avgpool stride past end", Case(B["AVGPOOL"], [(4, 4, 3)], [1, 1, 3, 3], 0)),
         ("avgpool stride fits", Case(B["AVGPOOL"], [(4, 4, 3)], [1, 1, 3, 3][:2] + [2, 2], 0)),
         ("fc on pixels", Case(B["FC"], [(2, 1, 70)], [0], 5)),
+        ("bfc on pixels", Case(B["BFC"], [(1, 2, 70)], [], 5)),
     ]
 
 

@@ -523,6 +523,11 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
     elif t == OpType.FC:
         value_is(x, "input", (1, 1, C))
         value_is(out, "output", (1, 1, out.channels))
+    elif t == OpType.BFC:
+        value_is(x, "input", (1, 1, C))
+        value_is(out, "output", (1, 1, out.channels))
+        if C > 2**31 - 1:
+            _fail(f"{label}: C = {C} overflows the int32 dot")
     _validate_slots(graph, label, spec, op, mode, env)
     if t == OpType.DWCONV3X3 and mode == "i8":
         s_in = graph.tensors[op.tensors[5]].data[0]
