@@ -182,9 +182,14 @@ def render_inc() -> str:
                 w(f"    {{{key_s}, {_c_string(name)}}},")
             w("};")
     w("")
-    w(f"constexpr OpSpec kOpSpecs[{len(S.OPS) + 1}] = {{")
+    code_max = max(op.code for op in S.OPS)
+    w(f"constexpr OpSpec kOpSpecs[{code_max + 1}] = {{")
     w("    {},  // code 0 is no op")
+    next_code = 1
     for op in S.OPS:
+        for gap in range(next_code, op.code):  # a code not assigned yet: an empty entry
+            w(f"    {{}},  // code {gap} is not assigned")
+        next_code = op.code + 1
         p = f"k{op.name}"
         n_in = -1 if op.variadic else len(op.inputs)
         attrs = f"{p}_attrs, {len(op.attrs)}" if op.attrs else "nullptr, 0"

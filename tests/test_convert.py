@@ -1344,3 +1344,63 @@ def test_command_line_random(tmp_path, capsys):
     g = read_qbw(out)
     assert json.loads(g.metadata_json)["depthwise_input_scale"] == "dynamic"
     assert g.preprocessing.resize_short == round(32 * 256 / 224)
+
+
+# ---------------------------------------------------------------------------------------------
+# Binary FC
+
+
+if torch is not None:
+
+    class _SignFCNet(nn.Module):
+        """Flatten -> Linear -> sign -> Linear(`weight`, used as given) -> Linear: the middle FC
+        reads a sign, so the converter must make it a BFC or refuse it."""
+
+        def __init__(self, weight):
+            super().__init__()
+            self.fc1 = nn.Linear(12, 70)
+            self.w = nn.Parameter(weight)
+            self.head = nn.Linear(weight.shape[0], 3)
+
+        def forward(self, x):
+            s = torch.where(self.fc1(x.flatten(1)) >= 0, 1.0, -1.0)
+            return self.head(F.linear(s, self.w))
+
+
+@needs_tools
+def test_binary_fc_weights_scaled_per_row(tmp_path):
+    # alpha_o * sign(W): alpha goes to the BFC's scale, the signs to its bits.
+    torch.manual_seed(SEED)
+    signs = torch.where(torch.rand(9, 70) < 0.5, 1.0, -1.0)
+    alpha = torch.rand(9, 1) + 0.1
+    model = _SignFCNet(alpha * signs).eval()
+    to_qbw(model, tmp_path / "m.qbw", input_size=(1, 1), in_channels=12)
+    g = read_qbw(tmp_path / "m.qbw")
+    (bfc,) = [op for op in g.ops if op.type == OpType.BFC]
+    assert g.values[bfc.inputs[0]].dtype == DType.BITS
+    np.testing.assert_array_equal(unpack_signs(g.tensors[bfc.tensors[0]].data, 70), signs.numpy())
+    np.testing.assert_allclose(g.tensors[bfc.tensors[1]].data, alpha.numpy().reshape(-1), 1e-6)
+    x = np.random.default_rng(SEED).standard_normal((N_IMAGES, 12, 1, 1)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    got = run_reference(g, x)
+    assert rel_l2(got, want) <= 1e-5
+
+
+@needs_tools
+def test_binary_fc_refuses_zero_and_unscaled_float_weights(tmp_path):
+    torch.manual_seed(SEED)
+    w = torch.where(torch.rand(9, 70) < 0.5, 1.0, -1.0)
+    w[2, 5] = w[7, 0] = w[8, 69] = 0.0  # torch.sign(W) of zero weights
+    with pytest.raises(
+        ConversionError, match=r"\((MatMul|Gemm)\).*3 of its 630 weights are exactly 0"
+    ):
+        to_qbw(_SignFCNet(w).eval(), tmp_path / "z.qbw", input_size=(1, 1), in_channels=12)
+    with pytest.raises(ConversionError, match=r"\((MatMul|Gemm)\).*not ±alpha"):
+        to_qbw(
+            _SignFCNet(torch.randn(9, 70)).eval(),
+            tmp_path / "f.qbw",
+            input_size=(1, 1),
+            in_channels=12,
+        )
+    assert not (tmp_path / "z.qbw").exists() and not (tmp_path / "f.qbw").exists()

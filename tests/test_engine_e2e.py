@@ -227,3 +227,85 @@ def test_threads_give_identical_results(tmp_path):
     one = qbinfer.load(path, threads=1).run(x)
     for n in (2, 3):
         np.testing.assert_array_equal(qbinfer.load(path, threads=n).run(x), one)
+
+
+# ---------------------------------------------------------------------------------------------
+# Binary FC (BFC): a BinaryNet-style MLP whose hidden Linear layers read a sign
+
+
+class _SignSTE(torch.autograd.Function):
+    """BinaryNet's binarizer: sign with +1 at 0 (x >= 0) forward, clipped identity backward."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return torch.where(x >= 0, 1.0, -1.0)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return g * (x.abs() <= 1).to(g.dtype)
+
+
+class _BinaryLinear(nn.Linear):
+    """A Linear on binarized inputs with weights binarized in forward: sign(W), or
+    alpha_o * sign(W) with alpha_o = mean |W| of output row o (XNOR-Net's scaling)."""
+
+    def __init__(self, cin, cout, scaled=False, bias=True):
+        super().__init__(cin, cout, bias=bias)
+        self.scaled = scaled
+
+    def forward(self, x):
+        w = _SignSTE.apply(self.weight)
+        if self.scaled:
+            w = w * self.weight.abs().mean(1, keepdim=True)
+        return nn.functional.linear(_SignSTE.apply(x), w, self.bias)
+
+
+class _BinaryMLP(nn.Module):
+    """Flatten -> Linear(fp32) -> BN1d -> Hardtanh -> binary Linear -> BN1d -> Hardtanh ->
+    binary Linear (scaled, no bias) -> BN1d -> Linear: every hidden FC is a BFC, with widths
+    that are not multiples of 64. (A Hardtanh right before the float head would be a CLIP, an
+    op of its own; the Hardtanhs before signs are dropped.)"""
+
+    input_shape = (432, 1, 1)  # for bnn_styles.randomize
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(432, 200),
+            nn.BatchNorm1d(200),
+            nn.Hardtanh(),
+            _BinaryLinear(200, 130),
+            nn.BatchNorm1d(130),
+            nn.Hardtanh(),
+            _BinaryLinear(130, 65, scaled=True, bias=False),
+            nn.BatchNorm1d(65),
+            nn.Linear(65, classes),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_binarynet_mlp_converts_to_bfc_and_matches(tmp_path):
+    """On (C, 1, 1) inputs: the Flatten of a spatial map (C, H, W) is another conversion (the
+    FC's weights permuted for NHWC), tested on its own."""
+    import bnn_styles  # the suite's randomizer (random weights and BN statistics)
+
+    for name, model, c in (("mlp", bnn_styles.randomize(_BinaryMLP(), seed=SEED), 432),):
+        path, onnx_path = convert_model(model, tmp_path, name, (1, 1), in_channels=c)
+        types = [op.type.name for op in read_qbw(path).ops]
+        assert "BFC" in types and types.count("FC") == 2, types  # first and last FC stay float
+        x = random_inputs((N_INPUTS, c, 1, 1), SEED + 5)
+        ref = torch_logits(model, x)
+        for threads in (1, 2):
+            engine = qbinfer.load(path, threads=threads).run(x)
+            assert_matches(engine, ref, path, x, f"{name} vs pytorch, {threads} thread(s)")
+            assert top1_agreement(engine, ref) >= 0.97
+        assert_matches(qbinfer.load(path).run(x), ort_logits(onnx_path, x), path, x, name)
+        # The reference interpreter agrees with the engine (exact dots, same epilogue).
+        np.testing.assert_allclose(
+            qbinfer.load(path).run(x), run_reference(read_qbw(path), x), rtol=1e-5, atol=1e-5
+        )

@@ -47,6 +47,7 @@ ABSENT = 0xFFFFFFFF
     MAXPOOL,
     CLIP,
 ) = range(1, 17)
+BFC = 18  # code 17: BCONV2D_GENERAL
 OP_NAMES = {
     1: "CONV2D",
     2: "DWCONV3X3",
@@ -64,6 +65,7 @@ OP_NAMES = {
     14: "FC",
     15: "MAXPOOL",
     16: "CLIP",
+    18: "BFC",
 }
 NP_DTYPE = {F32: np.dtype("<f4"), I8: np.dtype("i1"), BITS: np.dtype("<u8")}
 
@@ -724,6 +726,46 @@ def test_dwconv_int8_static_scale_and_zero_input(tmp_path):
     assert_close(m.run(zero, "nhwc")[0], ref(zero[0]), 1e-6)
 
 
+@pytest.mark.parametrize(
+    "c,o", [(1, 3), (63, 5), (64, 4), (65, 9), (200, 17), (4097, 6), (2048, 2048)]
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bitpack_bfc(tmp_path, c, o, threads):
+    """BITPACK (1, 1, C) -> BFC: the exact ±1 dot, then f32(dot) * scale + bias in f32 (two
+    rounded operations, as numpy's float32 does them), bit for bit on every ISA."""
+    rng = rng_for(18, c, o)
+    g = Graph()
+    thr = randn(rng, c, scale=0.5)
+    w_pm1 = np.where(rng.random((o, c)) < 0.5, -1, 1)
+    w_pm1[0] = 1  # an all-agreeing and an all-disagreeing row: dot = +-C at the bounds
+    scale, bias = randn(rng, o), randn(rng, o)
+    x = g.value("x", 1, 1, c)
+    b = g.op(BITPACK, "sign", [x], g.value("bits", 1, 1, c, BITS), [g.tensor("thr", thr)])
+    g.op(
+        BFC,
+        "bfc",
+        [b],
+        g.value("out", 1, 1, o),
+        [g.tensor("w", pack_minus_one(w_pm1 < 0)), g.tensor("s", scale), g.tensor("b", bias)],
+    )
+    g.output_value = len(g.values) - 1
+    path = save(tmp_path, g)
+    xs = randn(rng, 4, 1, 1, c)
+    xs[1] = np.where(thr >= 0, -1.0, 1.0) * (np.abs(thr) + 1)  # packs to -1 where w_pm1[0] = 1
+    xs[1, 0, 0] = np.where(np.arange(c) % 2 == 0, 1e9, -1e9)
+    xs[0, 0, 0, 0] = thr[0]  # a tie packs to +1
+    for isa in _core.supported_isas():
+        m = _core.Model(path, threads, isa)
+        out = m.run(xs, "nhwc")
+        for img, got in zip(xs, out):
+            a = np.where(img.reshape(c) >= thr, 1, -1)
+            dot = (w_pm1 @ a).astype(np.float32)
+            want = dot * scale + bias
+            np.testing.assert_array_equal(got.reshape(o), want, err_msg=f"isa {isa}")
+    op = [r for r in m.ops() if r["type"] == "BFC"][0]
+    assert op["bops"] == o * c and op["params"] == o * c + 2 * o
+
+
 @pytest.mark.parametrize("encoding", [0, 1, 2], ids=["fp32", "int8", "bitplane8"])
 @pytest.mark.parametrize("c", [5, 64, 100])
 def test_fc_encodings(tmp_path, encoding, c):
@@ -841,8 +883,16 @@ def test_elementwise_pool_concat_block(tmp_path):
     for img, got in zip(xs, out):
         assert_close(got, ref(img), 1e-4)
     types = [o["type"] for o in m.ops()]
-    # MAXPOOL and CLIP have their own single-op tests (test_maxpool_*, test_clip_*).
-    assert set(types) == set(OP_NAMES.values()) - {"BITPACK", "BCONV2D", "FC", "MAXPOOL", "CLIP"}
+    # BITPACK, BCONV2D, FC and BFC have their own tests above; MAXPOOL and CLIP their
+    # single-op tests (test_maxpool_*, test_clip_*).
+    assert set(types) == set(OP_NAMES.values()) - {
+        "BITPACK",
+        "BCONV2D",
+        "FC",
+        "BFC",
+        "MAXPOOL",
+        "CLIP",
+    }
 
 
 def test_arena_reuses_memory(tmp_path):

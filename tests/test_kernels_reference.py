@@ -1141,3 +1141,38 @@ def test_clip_matches_torch(bounds):
         np.testing.assert_array_equal(K.clip(x, lo, hi, isa=isa), want, err_msg=isa)
         y = x.copy()
         np.testing.assert_array_equal(K.clip(y, lo, hi, inplace=True, isa=isa), want)
+
+
+# --- binary FC ---------------------------------------------------------------------------
+
+BFC_SEED = BASE_SEED + 8000
+# (C, O): channel counts around a word and the SIMD vectors, outputs around the 4-row tile.
+BFC_CASES = [(1, 1), (63, 5), (64, 4), (65, 9), (200, 3), (256, 8), (4097, 6)]
+
+
+@pytest.mark.parametrize("index,c,o", [(i, *co) for i, co in enumerate(BFC_CASES)])
+def test_bfc(index, c, o):
+    """The portable binary FC against the ±1 dot in numpy integers: f32(dot) * scale + bias,
+    one f32 multiply then one f32 add (numpy's float32 arithmetic rounds each), bit for bit;
+    and every runnable ISA the same."""
+    seed = BFC_SEED + index
+    rng = np.random.default_rng(seed)
+    a = rng.random(c) < 0.5  # True = -1
+    w = rng.random((o, c)) < 0.5
+    w[0] = ~a  # an all-disagreeing row: dot = -C
+    scale = rng.standard_normal(o).astype(F32)
+    bias = rng.standard_normal(o).astype(F32)
+    pm = lambda m: np.where(m, -1, 1).astype(np.int64)  # noqa: E731
+    dot = pm(w) @ pm(a)
+    want = dot.astype(F32) * scale + bias
+    for isa in [None, *qbinfer._core.supported_isas()]:
+        got = K.bfc(pack_bits(a), pack_bits(w), c, scale, bias, isa=isa)
+        np.testing.assert_array_equal(got, want, err_msg=f"seed={seed} C={c} O={o} isa={isa}")
+
+
+def test_bfc_rejects_bad_arguments():
+    z = np.zeros(2, F32)
+    with pytest.raises(ValueError, match="w_bits"):
+        K.bfc(np.zeros(1, np.uint64), np.zeros((2, 2), np.uint64), 64, z, z)
+    with pytest.raises(ValueError, match="past channel"):
+        K.bfc(np.full(1, 1 << 63, np.uint64), np.zeros((2, 1), np.uint64), 5, z, z)

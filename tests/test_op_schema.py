@@ -101,7 +101,7 @@ class Case:
             return (1, 1, C)
         if name == "CONCAT":
             return (H, W, sum(s[2] for s in self.in_shapes))
-        if name == "FC":
+        if name in ("FC", "BFC"):
             return (1, 1, self.co)
         if name == "MAXPOOL":
             kh, kw, sh, sw, pt, pl, pb, pr = a
@@ -250,6 +250,8 @@ def base_cases() -> List[Tuple[str, Case]]:
         ("maxpool 2/2 ceil", Case(B["MAXPOOL"], [(5, 6, 3)], [2, 2, 2, 2, 0, 0, 1, 1], 0)),
         ("maxpool 3x2/1x3", Case(B["MAXPOOL"], [(4, 9, 3)], [3, 2, 1, 3, 2, 0, 0, 1], 0)),
         ("clip relu6", relu6),
+        ("bfc 70", Case(B["BFC"], [(1, 1, 70)], [], 5)),
+        ("bfc 64", Case(B["BFC"], [(1, 1, 64)], [], 3)),
     ]
     covered = {c.spec.name for _, c in cases}
     assert covered == set(B), f"add base cases for {set(B) - covered}"
@@ -456,6 +458,7 @@ def special_cases() -> List[Tuple[str, Case]]:
         ("clip hi nan", _with(clip, edits=_edit(_clip_bounds(0.0, np.nan)))),
         ("clip one-sided", _with(clip, edits=_edit(_clip_bounds(-np.inf, 0.5)))),
         ("clip everything", _with(clip, edits=_edit(_clip_bounds(-np.inf, np.inf)))),
+        ("bfc on pixels", Case(B["BFC"], [(1, 2, 70)], [], 5)),
     ]
 
 

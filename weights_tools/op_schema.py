@@ -362,6 +362,21 @@ OPS: Tuple[OpSchema, ...] = (
         slots=(Slot("bounds", (Form(F32, ("2",)),)),),
         rules=("bounds: lo <= hi, neither NaN (±inf allowed: a one-sided clip)",),
     ),
+    OpSchema(
+        18,
+        "BFC",
+        "kBFC",
+        (Input(BITS, "(1, 1, C)"),),
+        Input(F32, "(1, 1, Co)"),
+        "binary fully connected (BinaryNet's hidden layers): dot = Σ over channels of a·w (±1) "
+        "= C − 2·popcount(a XOR w); out = dot·scale + bias",
+        slots=(
+            Slot("weight", (Form(BITS, ("Co", "words(C)"), tail_bits_of="C"),)),
+            Slot("scale", (Form(F32, ("Co",)),)),
+            Slot("bias", (Form(F32, ("Co",)),)),
+        ),
+        rules=("C <= 2^31 − 1 (the dot is an int32)",),
+    ),
 )
 
 BY_CODE: Dict[int, OpSchema] = {op.code: op for op in OPS}
@@ -371,7 +386,11 @@ BY_NAME: Dict[str, OpSchema] = {op.name: op for op in OPS}
 def _check_schema() -> None:
     """Internal consistency, so that a typo in this file fails at import, not in a reader."""
     codes = [op.code for op in OPS]
-    assert codes == list(range(1, len(OPS) + 1)), f"op codes must be 1..n in order: {codes}"
+    # Increasing from 1, gaps allowed: codes are assigned up front to ops developed in parallel,
+    # so a higher one may land first. An unassigned code is refused by both readers as unknown.
+    assert codes[0] == 1 and all(a < b for a, b in zip(codes, codes[1:])), (
+        f"op codes must increase from 1: {codes}"
+    )
     for op in OPS:
         names = [a.name for a in op.attrs]
         assert len(set(names)) == len(names), op.name

@@ -531,6 +531,11 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
         value_is(out, "output", (ho, wo, C))
     elif t == OpType.CLIP:
         value_is(out, "output", x.shape)
+    elif t == OpType.BFC:
+        value_is(x, "input", (1, 1, C))
+        value_is(out, "output", (1, 1, out.channels))
+        if C > 2**31 - 1:
+            _fail(f"{label}: C = {C} overflows the int32 dot")
     _validate_slots(graph, label, spec, op, mode, env)
     if t == OpType.CLIP:
         lo, hi = (float(v) for v in graph.tensors[op.tensors[0]].data)

@@ -7,12 +7,12 @@ exactly what the engine holds).
 Arithmetic, per op:
 
 - Exact by construction (the engine must match bit for bit): BITPACK (`!(x >= t)` on f32),
-  the integer dot of BCONV2D, and the int32 accumulator of INT8 DWCONV3X3 with its f32
+  the integer dot of BCONV2D and BFC, and the int32 accumulator of INT8 DWCONV3X3 with its f32
   quantization of the input (`nearbyint` half to even = `np.rint`, true f32 division), and
   the selections MAXPOOL and CLIP (NaN payloads and signed zeros included).
 - f32, one IEEE operation at a time as documented (the engine may contract a multiply and an
   add into an FMA, so compare with a tolerance of a few ulp): the epilogue `dot*scale + bias` of
-  BCONV2D and of INT8 DWCONV3X3, AFFINE, PRELU, RELU, ADD, MUL_CHANNEL, the pre_bias add.
+  BCONV2D, BFC and of INT8 DWCONV3X3, AFFINE, PRELU, RELU, ADD, MUL_CHANNEL, the pre_bias add.
 - Float64 inside the op, rounded to f32 once at its output (the engine sums in f32 in its own
   order, so compare with a relative tolerance): CONV2D, FP32 DWCONV3X3, AVGPOOL,
   GLOBAL_AVGPOOL, SIGMOID, FC (every encoding).
@@ -362,6 +362,19 @@ def _clip(graph: Graph, op: Op, args):
     return np.where(x < lo, lo, np.where(x > hi, hi, x)).astype(f32)
 
 
+def _bfc(graph: Graph, op: Op, args):
+    """Binary FC: dot over ±1 activations and weights (exact integers); out = f32(dot) * scale
+    + bias in f32, the BCONV2D epilogue."""
+    (bits,) = args
+    c = graph.values[op.inputs[0]].channels
+    a = unpack_signs(bits, c, dtype=np.float64).reshape(bits.shape[0], c)  # [N, C] of ±1
+    w = unpack_signs(_tensor(graph, op, 0), c, dtype=np.float64)  # [O, C] of ±1
+    # float64 holds every partial sum (|sum| <= C < 2^31) exactly, so the dot is exact.
+    dot = (a @ w.T).astype(f32)
+    scale, bias = _tensor(graph, op, 1), _tensor(graph, op, 2)
+    return (dot * scale + bias).astype(f32).reshape(bits.shape[0], 1, 1, -1)
+
+
 _OPS = {
     OpType.CONV2D: _conv2d,
     OpType.DWCONV3X3: _dwconv3x3,
@@ -379,5 +392,6 @@ _OPS = {
     OpType.FC: _fc,
     OpType.MAXPOOL: _maxpool,
     OpType.CLIP: _clip,
+    OpType.BFC: _bfc,
 }
 assert set(_OPS) == set(OpType)

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "kernels/bconv/bconv.h"
+#include "kernels/bfc/bfc.h"
 #include "kernels/bitpack/bitpack.h"
 #include "kernels/concat/concat.h"
 #include "kernels/conv2d/conv2d.h"
@@ -29,6 +30,7 @@ struct KernelTable {
   const FCKernels* fc;
   const PoolKernels* pool;
   const ConcatKernels* concat;
+  const BFCKernels* bfc;
 };
 
 // The table of `isa`, which must be one of supported_isas() (std::invalid_argument otherwise).

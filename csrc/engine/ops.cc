@@ -102,8 +102,10 @@ struct OpSpec {
 #include "engine/op_schema.inc"  // NOLINT(build/include): generated tables, in this namespace
 #undef QBINFER_OP_SCHEMA_TABLES
 
+// nullptr for a code out of range or not assigned (an empty entry: the schema allows gaps).
 const OpSpec* op_spec(std::uint32_t code) {
-  return code >= 1 && code <= QBINFER_OP_CODE_MAX ? &kOpSpecs[code] : nullptr;
+  if (code < 1 || code > QBINFER_OP_CODE_MAX) return nullptr;
+  return kOpSpecs[code].name != nullptr ? &kOpSpecs[code] : nullptr;
 }
 
 // Reads one op record and checks it; every message is prefixed with the op's identity.
@@ -535,6 +537,29 @@ void build_clip(Builder& b) {
   op.stats.params = 2;
 }
 
+// BFC: bits (1, 1, C) x bits (Co, words(C)) -> f32 (1, 1, Co), the FC's shape rules.
+void build_bfc(Builder& b) {
+  Op& op = b.op;
+  const ValueInfo& in = b.in(0);
+  const ValueInfo& out = b.out();
+  if (in.height != 1 || in.width != 1) {
+    b.fail("input " + quoted(in.name) + " has shape " + shape_str(in) +
+           ", expected (1, 1, C) (pool first)");
+  }
+  b.expect_shape("output", out, 1, 1, out.channels);
+  const std::uint64_t c = in.channels;
+  const std::uint64_t o = out.channels;
+  // Every variant's dot is an int32: |dot| <= C.
+  if (c > static_cast<std::uint64_t>(std::numeric_limits<std::int32_t>::max())) {
+    b.fail(std::to_string(c) + " input channels overflow the int32 dot of a binary FC");
+  }
+  b.check_slots();
+  op.channels = c;
+  op.out_features = o;
+  op.stats.params = sat_mul(o, c) + 2 * o;
+  op.stats.bops = sat_mul(o, c);
+}
+
 // The shape rules of each op, by code; the schema's list and this one must have the same
 // length (a new op without its build function does not compile).
 using BuildFn = void (*)(Builder&);
@@ -556,6 +581,8 @@ constexpr BuildFn kBuilders[] = {
     &build_fc,
     &build_maxpool,
     &build_clip,
+    nullptr,  // 17: BCONV2D_GENERAL (merged next)
+    &build_bfc,
 };
 static_assert(sizeof(kBuilders) / sizeof(kBuilders[0]) == QBINFER_OP_CODE_MAX + 1,
               "every op of weights_tools/op_schema.py needs its build function here");

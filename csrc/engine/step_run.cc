@@ -311,6 +311,25 @@ void run_clip(const Step& step, const ExecContext& ctx) {
                   std::size_t n) { k.clip(in, n * c, op.clip_lo, op.clip_hi, out); });
 }
 
+// Binary FC: split by output features like the FC (weight rows are independent), once the
+// weights are large enough (words, 64 channels each) to pay for the hand-off.
+void run_bfc(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const BitWord* x = ctx.value<const BitWord>(op.inputs[0]);
+  float* out = ctx.value<float>(op.output);
+  const BFCKernels& k = *ctx.kernels->bfc;
+  const BitWord* w = op.tensors[0]->as<BitWord>();
+  const float* scale = op.tensors[1]->as<float>();
+  const float* bias = op.tensors[2]->as<float>();
+  const std::size_t c = op.channels;
+  const std::size_t words = words_for_channels(c);
+  const bool split = ctx.pool != nullptr && op.out_features * words >= kParallelMinFloats;
+  auto body = [&](std::size_t b, std::size_t e) {
+    k.run(c, e - b, x, w + b * words, scale + b, bias + b, out + b);
+  };
+  split ? ctx.parallel_for(op.out_features, body) : body(0, op.out_features);
+}
+
 }  // namespace
 
 StepRunFn run_fn(OpType type) {
@@ -347,6 +366,8 @@ StepRunFn run_fn(OpType type) {
       return &run_maxpool;
     case OpType::kClip:
       return &run_clip;
+    case OpType::kBFC:
+      return &run_bfc;
   }
   return nullptr;
 }

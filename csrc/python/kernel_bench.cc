@@ -51,6 +51,8 @@ class KernelBench {
       setup_epilogue(k, p);
     } else if (family == "bitpack") {
       setup_bitpack(k, p);
+    } else if (family == "bfc") {
+      setup_bfc(k, p);
     } else {
       throw py::value_error("KernelBench: unknown family '" + family + "'");
     }
@@ -107,6 +109,22 @@ class KernelBench {
     body_ = [this, s, bk] {
       bk->run_rows(s, bits_.data(), packed_.data(), f1_.data(), f2_.data(), 0, s.height,
                    out_.data());
+    };
+  }
+
+  // The binary FC over one packed pixel: ci channels in, co outputs (weights in file layout).
+  void setup_bfc(const KernelTable& k, const py::dict& p) {
+    const std::size_t ci = need(p, "ci"), co = need(p, "co");
+    bits_ = random_bits(1, ci);
+    weight_bits_ = random_bits(co, ci);
+    f1_ = random<float>(co, 0.01f, 0.1f);
+    f2_ = random<float>(co);
+    out_.assign(co, 0.0f);
+    const BFCKernels* bk = k.bfc;
+    entry_ = bk->isa;
+    binary_macs_ = static_cast<double>(ci * co);
+    body_ = [this, ci, co, bk] {
+      bk->run(ci, co, bits_.data(), weight_bits_.data(), f1_.data(), f2_.data(), out_.data());
     };
   }
 
@@ -242,6 +260,7 @@ class KernelBench {
   std::mt19937 rng_{12345};
   std::vector<float> in_, out_, f1_, f2_, f3_, f4_;
   std::vector<BitWord> bits_;
+  std::vector<BitWord> weight_bits_;  // bfc: [co][words], the file layout
   std::vector<std::int8_t> codes_;
   AlignedBuffer packed_;
   Epilogue ep_{};

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "kernels/bconv/bconv.h"
+#include "kernels/bfc/bfc.h"
 #include "kernels/bitpack/bitpack.h"
 #include "kernels/concat/concat.h"
 #include "kernels/conv2d/conv2d.h"
@@ -631,6 +632,35 @@ py::array_t<float> fc_bitplane8(const py::object& x_obj, const py::object& plane
   return out;
 }
 
+// --- binary FC --------------------------------------------------------------------------
+
+py::array_t<float> bfc(const py::object& x_obj, const py::object& w_obj, std::int64_t in_channels,
+                       const py::object& scale_obj, const py::object& bias_obj,
+                       const py::object& isa_obj) {
+  constexpr const char* fn = "bfc";
+  const auto x = as_array<std::uint64_t>(x_obj, fn, "x_bits");
+  const auto w = as_array<std::uint64_t>(w_obj, fn, "w_bits");
+  const auto scale = as_array<float>(scale_obj, fn, "scale");
+  const auto bias = as_array<float>(bias_obj, fn, "bias");
+  const std::size_t ci = positive(in_channels, fn, "in_channels");
+  if (ci > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {
+    throw py::value_error("bfc: in_channels " + std::to_string(ci) + " overflows the int32 dot");
+  }
+  const std::size_t words = words_for_channels(ci);
+  expect_shape(x, fn, "x_bits", {exactly(words)});
+  expect_shape(w, fn, "w_bits", {any("O"), exactly(words)});
+  expect_zero_tail(x, ci, fn, "x_bits");
+  expect_zero_tail(w, ci, fn, "w_bits");
+  const std::size_t n_out = dim(w, 0);
+  expect_shape(scale, fn, "scale", {exactly(n_out)});
+  expect_shape(bias, fn, "bias", {exactly(n_out)});
+  auto out = new_f32({static_cast<py::ssize_t>(n_out)});
+  float* o = out.mutable_data();
+  const BFCKernels& k = family_kernels(fn, isa_obj, &bfc_kernels_for);
+  without_gil([&] { k.run(ci, n_out, x.data(), w.data(), scale.data(), bias.data(), o); });
+  return out;
+}
+
 // --- dense conv -------------------------------------------------------------------------
 
 py::array_t<float> conv2d_f32(const py::object& x_obj, const py::object& w_obj,
@@ -1088,6 +1118,10 @@ void register_kernel_testing(py::module_& testing) {
         py::arg("bias"), py::arg("isa") = py::none(),
         "x float32 [C], planes uint64 [8, O, words(C)] (stored bit = 1 - bit_b(B)),\n"
         "w_scale/bias float32 [O] -> [O], w = w_scale * (2B - 255).");
+  m.def("bfc", &bfc, py::arg("x_bits"), py::arg("w_bits"), py::arg("in_channels"), py::arg("scale"),
+        py::arg("bias"), py::arg("isa") = py::none(),
+        "Binary FC: x_bits uint64 [words(C)], w_bits uint64 [O, words(C)] (tail bits 0),\n"
+        "scale/bias float32 [O] -> float32 [O] = f32(C - 2*popcount(x ^ w[o])) * scale + bias.");
   m.def("conv2d_f32", &conv2d_f32, py::arg("x"), py::arg("w"), py::arg("bias") = py::none(),
         py::arg("stride_h") = 1, py::arg("stride_w") = 1, py::arg("pad_top") = 0,
         py::arg("pad_left") = 0, py::arg("pad_bottom") = 0, py::arg("pad_right") = 0,

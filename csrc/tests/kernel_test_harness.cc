@@ -44,6 +44,7 @@
 #endif
 
 #include "kernels/bconv/bconv.h"
+#include "kernels/bfc/bfc.h"
 #include "kernels/bitpack/bitpack.h"
 #include "kernels/concat/concat.h"
 #include "kernels/conv2d/conv2d.h"
@@ -1321,6 +1322,76 @@ void test_fc(const FCKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
   }
 }
 
+// ---- binary FC ----------------------------------------------------------------------------
+
+// One shape, run over a shuffled split of the outputs (each part offsetting weight, scale,
+// bias and out, as the engine splits it across threads), then one partial range into a
+// sentinel-filled output. in_ones / w_ones as in bconv_case (0 and 1: dot = -C or +C).
+void bfc_case(const BFCKernels& k, Rng& rng, Tally& t, std::size_t ci, std::size_t co, bool ge,
+              double in_ones = 0.5, double w_ones = 0.5) {
+  t.context = fmt("C=%zu O=%zu ones=(%g,%g)", ci, co, in_ones, w_ones);
+  const std::size_t words = words_for_channels(ci);
+  const std::vector<BitWord> in = random_bits(rng, 1, ci, in_ones);
+  const std::vector<BitWord> weight = random_bits(rng, co, ci, w_ones);
+  std::vector<float> scale = randn(rng, co), bias = randn(rng, co);
+  sprinkle(rng, scale, 0.05);
+  std::vector<float> want(co);
+  bfc__reference(ci, co, in.data(), weight.data(), scale.data(), bias.data(), want.data());
+  Buf<BitWord> ig = guarded(in, ge), wg = guarded(weight, !ge);
+  Buf<float> sg = guarded(scale, !ge), bg = guarded(bias, ge);
+  Buf<float> out(co, ge);
+  for (std::size_t j = 0; j < co; ++j) out[j] = kSentinel;
+  for (const auto& r : row_splits(rng, co)) {
+    k.run(ci, r.second - r.first, ig.data(), wg.data() + r.first * words, sg.data() + r.first,
+          bg.data() + r.first, out.data() + r.first);
+  }
+  if (!same_floats(t, "all outputs", out.data(), want.data(), co)) return;
+  const std::size_t o0 = uniform(rng, 0, co), o1 = uniform(rng, o0, co);
+  std::vector<float> want_part(co, kSentinel);
+  std::copy(want.begin() + static_cast<std::ptrdiff_t>(o0),
+            want.begin() + static_cast<std::ptrdiff_t>(o1),
+            want_part.begin() + static_cast<std::ptrdiff_t>(o0));
+  for (std::size_t j = 0; j < co; ++j) out[j] = kSentinel;
+  k.run(ci, o1 - o0, ig.data(), wg.data() + o0 * words, sg.data() + o0, bg.data() + o0,
+        out.data() + o0);
+  same_floats(t, fmt("outputs [%zu, %zu)", o0, o1).c_str(), out.data(), want_part.data(), co);
+}
+
+void test_bfc(const BFCKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
+  // Channels around every word, vector (4 words on AVX2, 2 on NEON) and flush (31 vectors of
+  // 4 words = 7936 channels on AVX2) boundary; outputs around the 4-row tile.
+  const std::size_t kC[] = {1,    2,    63,   64,   65,   127,  128,  129,  200,
+                            255,  256,  257,  320,  511,  512,  513,  1000, 2047,
+                            2048, 4095, 4096, 4097, 7935, 7936, 7937, 8192, 8193};
+  const std::size_t kO[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 17, 31, 33};
+  std::size_t i = 0;
+  // Fixed: every channel count with a few output counts, then the extreme densities (all
+  // channels agree or all disagree: every byte and lane at its limit).
+  for (std::size_t ci : kC) {
+    for (std::size_t co : {std::size_t{1}, std::size_t{4}, std::size_t{7}, std::size_t{9}}) {
+      bfc_case(k, rng, t, ci, co, i++ % 2 == 0);
+      ++t.cases;
+    }
+    for (double in_ones : {0.0, 1.0}) {
+      for (double w_ones : {0.0, 1.0}) {
+        bfc_case(k, rng, t, ci, 5, i++ % 2 == 0, in_ones, w_ones);
+        ++t.cases;
+      }
+    }
+  }
+  // The zoo-sized layers of a BinaryNet MLP.
+  for (std::size_t ci : {std::size_t{2048}, std::size_t{4096}}) {
+    bfc_case(k, rng, t, ci, 64, i++ % 2 == 0);
+    ++t.cases;
+  }
+  for (std::size_t n = 0; n < n_cases; ++n) {
+    const std::size_t ci = coin(rng) ? pick(rng, kC) : uniform(rng, 1, 3000);
+    const std::size_t co = coin(rng) ? pick(rng, kO) : uniform(rng, 1, 40);
+    bfc_case(k, rng, t, ci, co, i++ % 2 == 0, coin(rng, 0.9) ? 0.5 : 0.9, 0.5);
+    ++t.cases;
+  }
+}
+
 // ---- driver -------------------------------------------------------------------------------
 
 std::uint64_t mix(std::uint64_t seed, const std::string& a, const std::string& b) {
@@ -1390,6 +1461,7 @@ const std::vector<Family>& family_table() {
       QBINFER_KERNEL_FAMILY(elementwise, 400, ElementwiseKernels, test_elementwise),
       QBINFER_KERNEL_FAMILY(epilogue, 1024, EpilogueKernels, test_epilogue),
       QBINFER_KERNEL_FAMILY(fc, 400, FCKernels, test_fc),
+      QBINFER_KERNEL_FAMILY(bfc, 300, BFCKernels, test_bfc),
   };
   return table;
 }

@@ -1,7 +1,7 @@
 """Emission: the intermediate graph -> a `weights_tools.qbw.Graph`, in NHWC.
 
 Conv weights become [Co, kh, kw, Ci], binary weights are packed by the bit contract
-(`pack_signs`, [Co, k, k, words]), depthwise weights [k*C, 9] (tap dy*3 + dx). Values are
+(`pack_signs`, [Co, k, k, words]; a binary FC's [O, words]), depthwise weights [k*C, 9] (tap dy*3 + dx). Values are
 numbered in order of first appearance (the input first), tensors in op order; FC and depthwise
 convs are FP32 here (`weights_tools.convert` encodes them afterwards).
 """
@@ -98,6 +98,20 @@ def emit(graph: IRGraph, model_name: str = "") -> Graph:
                         f32(name + ".bias", p["bias"]),
                     ],
                     [p["k"], p["pad_mode"]],
+                )
+            )
+        elif n.kind == "bfc":
+            ops.append(
+                Op(
+                    OpType.BFC,
+                    name,
+                    ins,
+                    [out],
+                    [
+                        tensor(name + ".weight", DType.BITS, pack_signs(p["w"])),  # [O, words]
+                        f32(name + ".scale", p["scale"]),
+                        f32(name + ".bias", p["bias"]),
+                    ],
                 )
             )
         elif n.kind == "affine":

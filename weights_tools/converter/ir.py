@@ -13,6 +13,8 @@ Node kinds and their params (all per output channel unless said otherwise):
 - ``bitpack``: ``threshold`` [C] float32; packed bits of ``x >= threshold``.
 - ``bconv``: binary conv on bits; ``w`` [Co, Ci, k, k] int8 ±1, ``k``, ``pad_mode`` (0: zero,
   1: one padding), ``scale``, ``bias``.
+- ``bfc``: binary fully connected on bits; ``w`` [O, I] int8 ±1, ``scale``, ``bias`` (the
+  output affine: scale holds alpha_o of scaled weights alpha_o * sign(W)).
 - ``affine``: ``scale``, ``bias``, ``pure_add`` (True when it is one Add/Sub of a constant, so
   the scale is exactly 1 and ``x*1 + c`` is ``x + c``).
 - ``clip``: ``lo``, ``hi`` (floats); only before a sign (`passes.drop_clip_before_sign`), emission

@@ -377,8 +377,8 @@ class Translator:
                 node,
                 f"reads the ±1 output of a sign ({name!r}); the engine keeps sign "
                 f"outputs as packed bits, which only a binary convolution (a Conv with "
-                f"±1 weights, stride 1, 1x1 or 3x3) can read (a binary FC is not an engine "
-                f"op yet)",
+                f"±1 weights, stride 1, 1x1 or 3x3) or a binary fully connected layer (a "
+                f"Gemm or MatMul with ±1 weights) can read",
             )
         return v
 
@@ -1174,10 +1174,35 @@ def _unsqueeze(tr: Translator, node: onnx.NodeProto) -> None:
 
 
 def _fc_input(tr: Translator, node) -> ValueInfo:
-    x = tr.value(node, node.input[0])
+    """The (N, C) input of a Gemm or MatMul: a float activation, or a sign's ±1 (a binary FC)."""
+    x = tr.value(node, node.input[0], allow_pm1=True)
     if x.rank != 2:
         fail(node, "the input of a fully connected layer must be (N, C) (Flatten first)")
+    if x.kind == "pm1pad":
+        fail(node, "reads a +1-padded sign output; only a binary conv can read that")
     return x
+
+
+def _emit_fc(tr: Translator, node, x: ValueInfo, w: np.ndarray, bias: np.ndarray) -> None:
+    """w [O, C] float64 (alpha and any Gemm scale applied), bias [O]: a float FC, or a binary FC
+    (`bfc`) when x is a sign's ±1, whose weights must then be ±alpha_o per output row."""
+    out = tr.new_value(node, w.shape[0], 1, 1, rank=2)
+    if x.kind == "f32":
+        tr.emit("fc", node, [x.name], out, w=w, b=bias)
+        return
+    zeros = int(np.count_nonzero(w == 0))
+    if zeros:
+        fail(
+            node,
+            f"reads a sign's ±1, so it must be a binary FC, but {zeros} of its {w.size} "
+            f"weights are exactly 0 (e.g. torch.sign(W) of a zero weight), which one bit "
+            f"cannot hold; make them ±1 (sign(W) with sign(0) = +1, or W + tiny) and convert "
+            f"again",
+        )
+    # A Linear weight [O, C] is a 1x1 conv's [Co, Ci, 1, 1]: the same ±alpha_o check.
+    w_pm1, alpha = _binary_weights(tr, node, w.reshape(*w.shape, 1, 1))
+    # fc(a, alpha*s) = alpha*fc(a, s): the integer dot, then the scale (as for bconv).
+    tr.emit("bfc", node, [x.name], out, w=w_pm1.reshape(w.shape), scale=alpha, bias=bias)
 
 
 @translates("Gemm")
@@ -1198,8 +1223,7 @@ def _gemm(tr: Translator, node: onnx.NodeProto) -> None:
         bias = np.broadcast_to(c.astype(np.float64).reshape(-1), (o,)) * a.get("beta", 1.0)
     else:
         fail(node, f"bias of shape {c.shape} is not one value per output ({o})")
-    out = tr.new_value(node, o, 1, 1, rank=2)
-    tr.emit("fc", node, [x.name], out, w=w * a.get("alpha", 1.0), b=bias)
+    _emit_fc(tr, node, x, w * a.get("alpha", 1.0), bias)
 
 
 @translates("MatMul")
@@ -1208,5 +1232,4 @@ def _matmul(tr: Translator, node: onnx.NodeProto) -> None:
     w = tr.const(node, 1, "the weight").astype(np.float64)
     if w.ndim != 2 or w.shape[0] != x.c:
         fail(node, f"weight {w.shape} does not fit an input of {x.c} features")
-    out = tr.new_value(node, w.shape[1], 1, 1, rank=2)
-    tr.emit("fc", node, [x.name], out, w=w.T.copy(), b=np.zeros(w.shape[1]))
+    _emit_fc(tr, node, x, w.T.copy(), np.zeros(w.shape[1]))
