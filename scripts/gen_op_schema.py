@@ -182,9 +182,15 @@ def render_inc() -> str:
                 w(f"    {{{key_s}, {_c_string(name)}}},")
             w("};")
     w("")
-    w(f"constexpr OpSpec kOpSpecs[{len(S.OPS) + 1}] = {{")
+    max_code = max(op.code for op in S.OPS)
+    w(f"constexpr OpSpec kOpSpecs[{max_code + 1}] = {{")
     w("    {},  // code 0 is no op")
-    for op in S.OPS:
+    by_code = {op.code: op for op in S.OPS}
+    for code in range(1, max_code + 1):
+        if code not in by_code:  # reserved for an op of another branch: unknown to this reader
+            w(f"    {{}},  // code {code} is not assigned in this build")
+            continue
+        op = by_code[code]
         p = f"k{op.name}"
         n_in = -1 if op.variadic else len(op.inputs)
         attrs = f"{p}_attrs, {len(op.attrs)}" if op.attrs else "nullptr, 0"

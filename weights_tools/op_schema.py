@@ -327,6 +327,40 @@ OPS: Tuple[OpSchema, ...] = (
         ),
         mode=ModeByAttr("encoding", ((0, "fp32"), (1, "int8"), (2, "bitplane8"))),
     ),
+    OpSchema(
+        17,
+        "BCONV2D_GENERAL",
+        "kBConv2DGeneral",
+        (Input(BITS, "(H, W, C)"),),
+        Input(F32, "(Ho, Wo, Co)"),
+        "binary conv of any kernel, stride and padding: dot = Σ over taps and channels of a·w "
+        "(±1); a tap in the padding contributes 0 (zero padding, PyTorch's conv of a 0-padded "
+        "±1 input) or w (one padding: the pad is +1); out = dot·scale + bias. "
+        "Ho = (H + pad_top + pad_bottom − kernel_h) / stride_h + 1",
+        attrs=(
+            Attr("kernel_h", 1, MAX_ATTR, "kernel height"),
+            Attr("kernel_w", 1, MAX_ATTR, "kernel width"),
+            Attr("stride_h", 1, MAX_ATTR, "vertical stride"),
+            Attr("stride_w", 1, MAX_ATTR, "horizontal stride"),
+            Attr("pad_top", 0, "kernel_h - 1", "padding rows above", why=_PAD_WHY),
+            Attr("pad_left", 0, "kernel_w - 1", "padding columns left", why=_PAD_WHY),
+            Attr("pad_bottom", 0, "kernel_h - 1", "padding rows below", why=_PAD_WHY),
+            Attr("pad_right", 0, "kernel_w - 1", "padding columns right", why=_PAD_WHY),
+            _enum_attr("pad_mode", "value of the padding", ((0, "zero"), (1, "one"))),
+        ),
+        slots=(
+            Slot(
+                "weight",
+                (Form(BITS, ("Co", "kernel_h", "kernel_w", "words(C)"), tail_bits_of="C"),),
+            ),
+            Slot("scale", (Form(F32, ("Co",)),)),
+            Slot("bias", (Form(F32, ("Co",)),)),
+        ),
+        rules=(
+            "the kernel fits the padded input: H + pad_top + pad_bottom >= kernel_h (and W)",
+            "kernel_h·kernel_w·C <= 2^31 − 1 (the dot is an int32)",
+        ),
+    ),
 )
 
 BY_CODE: Dict[int, OpSchema] = {op.code: op for op in OPS}
@@ -336,7 +370,9 @@ BY_NAME: Dict[str, OpSchema] = {op.name: op for op in OPS}
 def _check_schema() -> None:
     """Internal consistency, so that a typo in this file fails at import, not in a reader."""
     codes = [op.code for op in OPS]
-    assert codes == list(range(1, len(OPS) + 1)), f"op codes must be 1..n in order: {codes}"
+    # Increasing from 1; a gap is a code reserved for an op being added on another branch
+    # (readers treat it as unknown), filled when that branch merges.
+    assert codes[0] == 1 and codes == sorted(set(codes)), f"op codes must increase: {codes}"
     for op in OPS:
         names = [a.name for a in op.attrs]
         assert len(set(names)) == len(names), op.name

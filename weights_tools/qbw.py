@@ -523,6 +523,14 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
     elif t == OpType.FC:
         value_is(x, "input", (1, 1, C))
         value_is(out, "output", (1, 1, out.channels))
+    elif t == OpType.BCONV2D_GENERAL:
+        kh, kw, sh, sw, pt, pl, pb, pr, _ = a
+        if H + pt + pb < kh or W + pl + pr < kw:
+            _fail(f"{label}: kernel {kh}x{kw} larger than the padded input {x.shape}")
+        ho, wo = (H + pt + pb - kh) // sh + 1, (W + pl + pr - kw) // sw + 1
+        value_is(out, "output", (ho, wo, out.channels))
+        if kh * kw * C > 2**31 - 1:
+            _fail(f"{label}: kh*kw*Ci = {kh * kw * C} overflows the int32 dot")
     _validate_slots(graph, label, spec, op, mode, env)
     if t == OpType.DWCONV3X3 and mode == "i8":
         s_in = graph.tensors[op.tensors[5]].data[0]

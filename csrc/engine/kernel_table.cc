@@ -24,7 +24,8 @@ KernelTable build_table(Isa isa) {
                      pick(&epilogue_kernels_for, isa),
                      pick(&fc_kernels_for, isa),
                      pick(&pool_kernels_for, isa),
-                     pick(&concat_kernels_for, isa)};
+                     pick(&concat_kernels_for, isa),
+                     pick(&bconv_general_kernels_for, isa)};
 }
 
 constexpr int kIsaCount = 4;

@@ -29,6 +29,7 @@ struct KernelTable {
   const FCKernels* fc;
   const PoolKernels* pool;
   const ConcatKernels* concat;
+  const BConvGeneralKernels* bconv_general;
 };
 
 // The table of `isa`, which must be one of supported_isas() (std::invalid_argument otherwise).

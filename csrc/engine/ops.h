@@ -61,6 +61,7 @@ struct Op {
   float dw_input_scale = 0.0f;    // DWCONV3X3 int8: > 0 static, 0 dynamic per image
   std::size_t scratch_bytes = 0;  // DWCONV3X3 int8
   std::vector<std::size_t> concat_channels;
+  BConvGeneralShape bconv_general{};
 };
 
 // Validates op `index` of the file against the rules of its type (the generated schema tables
