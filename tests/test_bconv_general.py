@@ -37,6 +37,8 @@ print(f"BCONV2D_GENERAL tests: seed {SEED} (QBINFER_BCONV_GENERAL_SEED)")
 SHAPES = [
     (9, 11, 70, 5, 3, 3, 2, 2, 1, 1, 1, 1),  # ReActNet's downsampling 3x3, odd sides
     (8, 8, 64, 8, 3, 3, 2, 2, 1, 1, 1, 1),  # even sides: no bottom/right padding tap used
+    (10, 13, 200, 20, 3, 3, 2, 2, 1, 1, 1, 1),  # wide: several output-channel groups
+    (9, 8, 24, 17, 3, 3, 2, 1, 1, 1, 0, 0),  # 3x3 pads 1 top/left only, strides 2 and 1
     (7, 9, 130, 3, 5, 5, 1, 1, 2, 2, 2, 2),  # 5x5 'same'
     (10, 9, 33, 4, 5, 5, 2, 2, 2, 2, 2, 2),  # 5x5 stride 2
     (12, 10, 65, 4, 7, 7, 2, 2, 3, 3, 3, 3),  # 7x7 stride 2
@@ -94,12 +96,17 @@ def test_engine_matches_reference(tmp_path, shape, pad_mode):
     h, w, ci = shape[:3]
     x = rng.standard_normal((3, ci, h, w)).astype(np.float32)
     want = run_reference(g, x)
-    model = qbinfer.load(str(path))
-    got = model.run(x)
-    assert got.shape == want.shape
-    # The dot is exact in both; the epilogue dot*scale + bias is two f32 roundings (an FMA may
-    # fuse them: a few ulp).
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5, err_msg=f"seed {SEED}")
+    # Every ISA's kernel table: the scalar one runs the portable kernel, the others their fast
+    # path where the shape has one.
+    for isa in qbinfer._core.supported_isas():
+        model = qbinfer.load(str(path), isa=isa)
+        got = model.run(x)
+        assert got.shape == want.shape
+        # The dot is exact in both; the epilogue dot*scale + bias is two f32 roundings (an FMA
+        # may fuse them: a few ulp).
+        np.testing.assert_allclose(
+            got, want, rtol=1e-6, atol=1e-5, err_msg=f"isa {isa}, seed {SEED}"
+        )
     bconv = [o for o in model.ops() if o["type"] == "BCONV2D_GENERAL"][0]
     co, kh, kw = shape[3:6]
     ho, wo = g.values[2].height, g.values[2].width

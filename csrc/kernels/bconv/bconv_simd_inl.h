@@ -115,12 +115,14 @@ struct BConvPlan {
 };
 
 // The plan is a function of the shape and the ISA's constants only, so pack_weight and
-// run_rows always agree.
-inline BConvPlan bconv_plan(const BConvShape& s, std::size_t lanes, bool has_16bit_lanes) {
+// run_rows always agree. streamed_only: the gathered streams whatever Ci (the strided 3x3, whose
+// output pixels are not a row of the input, has no pair or nine-tap tree path).
+inline BConvPlan bconv_plan(const BConvShape& s, std::size_t lanes, bool has_16bit_lanes,
+                            bool streamed_only = false) {
   BConvPlan p{};
   const std::size_t words = words_for_channels(s.in_channels);
-  p.pair3x3 = s.kernel == 3 && s.in_channels <= 16;
-  p.small3x3 = s.kernel == 3 && s.in_channels > 16 && s.in_channels <= 32;
+  p.pair3x3 = !streamed_only && s.kernel == 3 && s.in_channels <= 16;
+  p.small3x3 = !streamed_only && s.kernel == 3 && s.in_channels > 16 && s.in_channels <= 32;
   p.taps = s.kernel * s.kernel;
   p.lane_bits = has_16bit_lanes && !p.pair3x3 && !p.small3x3 && s.out_channels > lanes &&
                         p.taps * s.in_channels <= 65535
@@ -645,6 +647,85 @@ struct BConv {
       }
     } else {
       run_rows_streamed<32, Long>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
+    }
+  }
+
+  // ---- strided 3x3 with padding 1 (BCONV2D_GENERAL's fast path) ----
+  // Output pixel (y, x) of a 3x3 conv with stride (sy, sx) and pads top/left 1 is pixel
+  // (sy * y, sx * x) of the stride-1 'same' conv of the same input: the same stream, gathered
+  // at that centre by gather(), the same border correction (missing_taps at the centre), only
+  // written at y * out_width + x. Valid while every centre lies in the image (bottom and right
+  // pads at most 1); the caller checks. The weights are packed with the streamed plan.
+  static BConvPlan plan_streamed(const BConvShape& s) {
+    return bconv_plan(s, kLanes, S::kHas16BitLanes, true);
+  }
+
+  template <int LB, bool Long>
+  static void run_rows_strided_streamed(const BConvShape& s, const BConvPlan& p, const BitWord* in,
+                                        const std::uint32_t* weights, const std::int32_t* wsum,
+                                        const float* scale, const float* bias, std::size_t sy,
+                                        std::size_t sx, std::size_t out_width, std::size_t y_begin,
+                                        std::size_t y_end, float* out) {
+    alignas(64) std::uint32_t buf[kPixels][kMaxPiece];
+    const std::size_t end = y_end * out_width;
+    std::size_t px[kPixels], y[kPixels], x[kPixels];
+    std::size_t oy = y_begin, ox = 0;
+    for (std::size_t p0 = y_begin * out_width; p0 < end;) {
+      const int n = static_cast<int>(std::min<std::size_t>(kPixels, end - p0));
+      for (int i = 0; i < n; ++i) {
+        px[i] = p0 + i;
+        y[i] = oy * sy;
+        x[i] = ox * sx;
+        if (++ox == out_width) {
+          ox = 0;
+          ++oy;
+        }
+      }
+      if (n == kPixels) {
+        run_pixels<LB, kPixels, Long>(s, p, in, weights, wsum, scale, bias, px, y, x, buf, out);
+      } else {
+        for (int i = 0; i < n; ++i) {
+          run_pixels<LB, 1, Long>(s, p, in, weights, wsum, scale, bias, px + i, y + i, x + i, buf,
+                                  out);
+        }
+      }
+      p0 += static_cast<std::size_t>(n);
+    }
+  }
+
+  // s: the input image as a stride-1 3x3 shape; output rows [y_begin, y_end) of the
+  // out_width-wide output.
+  static void run_rows_strided3x3(const BConvShape& s, const void* packed, const BitWord* in,
+                                  const float* scale, const float* bias, std::size_t sy,
+                                  std::size_t sx, std::size_t out_width, std::size_t y_begin,
+                                  std::size_t y_end, float* out) {
+    assert(s.kernel == 3);
+    assert(reinterpret_cast<std::uintptr_t>(packed) % 64 == 0);
+    const BConvPlan p = plan_streamed(s);
+    const auto* weights = static_cast<const std::uint32_t*>(packed);
+    const auto* wsum =
+        reinterpret_cast<const std::int32_t*>(static_cast<const char*>(packed) + p.wsum_offset);
+    const bool long_stream = S::kLongStreamLg > 0 && p.stream >= kLongStream;
+    if (long_stream) {
+      if constexpr (S::kLongStreamLg > 0) {
+        if (p.lane_bits == 16) {
+          if constexpr (S::kHas16BitLanes) {
+            run_rows_strided_streamed<16, true>(s, p, in, weights, wsum, scale, bias, sy, sx,
+                                                out_width, y_begin, y_end, out);
+          }
+        } else {
+          run_rows_strided_streamed<32, true>(s, p, in, weights, wsum, scale, bias, sy, sx,
+                                              out_width, y_begin, y_end, out);
+        }
+      }
+    } else if (p.lane_bits == 16) {
+      if constexpr (S::kHas16BitLanes) {
+        run_rows_strided_streamed<16, false>(s, p, in, weights, wsum, scale, bias, sy, sx,
+                                             out_width, y_begin, y_end, out);
+      }
+    } else {
+      run_rows_strided_streamed<32, false>(s, p, in, weights, wsum, scale, bias, sy, sx, out_width,
+                                           y_begin, y_end, out);
     }
   }
 
