@@ -74,12 +74,14 @@ void general_run_rows(const BConvGeneralShape& s, const BitWord* in, const void*
 const BConvGeneralKernels kGeneralReference{"scalar", &general_packed_weight_bytes,
                                             &general_pack_weight, &general_run_rows};
 
-// NEON has no entry yet: its kernel table falls back to the scalar one.
 const IsaVariant<BConvGeneralKernels> kGeneralVariants[] = {
     {Isa::kScalar, &kGeneralReference},
 #if defined(QBINFER_X86_64_KERNELS)
     {Isa::kAvx2, &kBConvGeneralKernels__avx2},
     {Isa::kAvx512, &kBConvGeneralKernels__avx512},
+#endif
+#if defined(QBINFER_AARCH64_KERNELS)
+    {Isa::kNeon, &kBConvGeneralKernels__neon},
 #endif
 };
 

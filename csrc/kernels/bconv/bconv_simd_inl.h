@@ -729,6 +729,51 @@ struct BConv {
     }
   }
 
+  // ---- BCONV2D_GENERAL: 3x3 with pads top/left 1 (any stride) on the tiles above, the rest on
+  // the reference (file layout, copied). The fast path needs every output pixel's centre tap in
+  // the image, i.e. bottom and right pads of at most 1 (BConv::run_rows_strided3x3).
+  static bool general_fast(const BConvGeneralShape& g) {
+    return g.kernel_h == 3 && g.kernel_w == 3 && g.pad_top == 1 && g.pad_left == 1 &&
+           g.stride_h * (g.out_height - 1) < g.height && g.stride_w * (g.out_width - 1) < g.width;
+  }
+
+  static BConvShape general_as_same3x3(const BConvGeneralShape& g) {
+    return BConvShape{g.height, g.width, g.in_channels, g.out_channels, 3, g.padding};
+  }
+
+  static std::size_t general_file_bytes(const BConvGeneralShape& g) {
+    return g.out_channels * g.kernel_h * g.kernel_w * words_for_channels(g.in_channels) *
+           sizeof(BitWord);
+  }
+
+  static std::size_t general_packed_weight_bytes(const BConvGeneralShape& g) {
+    if (general_fast(g)) return plan_streamed(general_as_same3x3(g)).bytes;
+    return std::max<std::size_t>(64, (general_file_bytes(g) + 63) / 64 * 64);
+  }
+
+  static void general_pack_weight(const BConvGeneralShape& g, const BitWord* weight, void* packed) {
+    if (general_fast(g)) {
+      const BConvShape s = general_as_same3x3(g);
+      bconv_pack(s, plan_streamed(s), weight, packed);
+      return;
+    }
+    const std::size_t bytes = general_file_bytes(g);
+    std::memcpy(packed, weight, bytes);
+    std::memset(static_cast<char*>(packed) + bytes, 0, general_packed_weight_bytes(g) - bytes);
+  }
+
+  static void general_run_rows(const BConvGeneralShape& g, const BitWord* in, const void* packed,
+                               const float* scale, const float* bias, std::size_t y_begin,
+                               std::size_t y_end, float* out) {
+    if (general_fast(g)) {
+      run_rows_strided3x3(general_as_same3x3(g), packed, in, scale, bias, g.stride_h, g.stride_w,
+                          g.out_width, y_begin, y_end, out);
+      return;
+    }
+    bconv2d_general_rows__reference(g, in, static_cast<const BitWord*>(packed), scale, bias,
+                                    y_begin, y_end, out);
+  }
+
   static void run_rows(const BConvShape& s, const BitWord* in, const void* packed,
                        const float* scale, const float* bias, std::size_t y_begin,
                        std::size_t y_end, float* out) {

@@ -18,6 +18,7 @@ extern const BConvGeneralKernels kBConvGeneralKernels__avx512;
 
 #if defined(QBINFER_AARCH64_KERNELS)
 extern const BConvKernels kBConvKernels__neon;
+extern const BConvGeneralKernels kBConvGeneralKernels__neon;
 #endif
 
 }  // namespace qbinfer
