@@ -1224,15 +1224,19 @@ if torch is not None:
                 ),
                 r"'[^']*Add[^']*' \(Add\).*binary convolution",
             ),
-            "strided_binary_conv": (
+            # (a strided binary conv converts: BCONV2D_GENERAL, tests/test_bconv_general.py)
+            "grouped_binary_conv": (
                 _Seq(
                     lambda m, x: _head(
-                        m, F.conv2d(binary_sign(m.mods[0](x)), torch.ones(8, 8, 1, 1), stride=2)
+                        m,
+                        F.conv2d(
+                            binary_sign(m.mods[0](x)), torch.ones(8, 1, 3, 3), padding=1, groups=8
+                        ),
                     ),
                     conv,
                     nn.Linear(8, 4),
                 ),
-                r"\(Conv\).*stride 1",
+                r"\(Conv\).*group",
             ),
             "depthwise_multiplier": (
                 _Seq(

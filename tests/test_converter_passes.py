@@ -678,13 +678,29 @@ def test_weights_binarized_in_forward_with_an_ste():
     _matches_onnxruntime(model, tol=1e-4, x=_no_zeros())
 
 
-def test_strided_binary_conv_names_the_node():
+def test_strided_binary_conv_is_the_general_binary_conv():
     nodes = [
         _node("Sign", ["x"], "s"),
         _node("Conv", ["s", "w"], "y", pads=[1] * 4, strides=[2, 2]),
     ]
     model = _model(nodes, {"w": _pm1(_rng(), 3, C, 3, 3)})
-    with pytest.raises(ConversionError, match=r"'y' \(Conv\).*stride"):
+    bconv = _by_kind(translate(model), "bconv")
+    assert bconv.p["general"] and bconv.p["stride"] == (2, 2) and bconv.p["pads"] == (1,) * 4
+
+
+def test_same_3x3_binary_conv_stays_bconv2d():
+    nodes = [_node("Sign", ["x"], "s"), _node("Conv", ["s", "w"], "y", pads=[1] * 4)]
+    model = _model(nodes, {"w": _pm1(_rng(), 3, C, 3, 3)})
+    assert not _by_kind(translate(model), "bconv").p["general"]
+
+
+def test_grouped_binary_conv_names_the_node():
+    nodes = [
+        _node("Sign", ["x"], "s"),
+        _node("Conv", ["s", "w"], "y", pads=[1] * 4, group=C),
+    ]
+    model = _model(nodes, {"w": _pm1(_rng(), C, 1, 3, 3)})
+    with pytest.raises(ConversionError, match=r"'y' \(Conv\).*group"):
         lower_onnx(model)
 
 
@@ -864,7 +880,7 @@ def test_pytorch_bnn_styles_convert_and_match(name, tmp_path):
     assert "BCONV2D" in kinds and "BITPACK" in kinds
 
 
-def test_pytorch_strided_binary_conv_names_the_node(tmp_path):
+def test_pytorch_strided_binary_conv_converts(tmp_path):
     torch, cases = _torch_bnn_cases()
     from torch import nn
 
@@ -880,6 +896,11 @@ def test_pytorch_strided_binary_conv_names_the_node(tmp_path):
             return torch.nn.functional.conv2d(torch.sign(x), w, stride=2, padding=1).mean((2, 3))
 
     path = tmp_path / "m.onnx"
-    export_onnx(Strided().eval(), path, input_size=(8, 8))
-    with pytest.raises(ConversionError, match=r"\(Conv\).*stride \(2, 2\)"):
-        lower_onnx(onnx.load(str(path)))
+    model = Strided().eval()
+    export_onnx(model, path, input_size=(8, 8))
+    graph = lower_onnx(onnx.load(str(path)))
+    assert "BCONV2D_GENERAL" in [op.type.name for op in graph.ops]
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(run_reference(graph, x.numpy()), want, rtol=1e-5, atol=1e-5)

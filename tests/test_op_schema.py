@@ -94,6 +94,9 @@ class Case:
             return (-(-H // a[0]), -(-W // a[1]), a[2] * C)
         if name == "BCONV2D":
             return (H, W, self.co)
+        if name == "BCONV2D_GENERAL":
+            kh, kw, sh, sw, pt, pl, pb, pr, _ = a
+            return ((H + pt + pb - kh) // sh + 1, (W + pl + pr - kw) // sw + 1, self.co)
         if name == "AVGPOOL":
             kh, kw, sh, sw = a
             return (-(-(H - kh) // sh) + 1, -(-(W - kw) // sw) + 1, C)
@@ -252,6 +255,14 @@ def base_cases() -> List[Tuple[str, Case]]:
         ("clip relu6", relu6),
         ("bfc 70", Case(B["BFC"], [(1, 1, 70)], [], 5)),
         ("bfc 64", Case(B["BFC"], [(1, 1, 64)], [], 3)),
+        (
+            "bconv general 3x3 s2 one",
+            Case(B["BCONV2D_GENERAL"], [(7, 6, 70)], [3, 3, 2, 2, 1, 1, 1, 1, 1], 5),
+        ),
+        (
+            "bconv general 5x3 asym zero",
+            Case(B["BCONV2D_GENERAL"], [(6, 5, 64)], [5, 3, 3, 1, 2, 0, 1, 2, 0], 3),
+        ),
     ]
     covered = {c.spec.name for _, c in cases}
     assert covered == set(B), f"add base cases for {set(B) - covered}"
@@ -439,6 +450,14 @@ def special_cases() -> List[Tuple[str, Case]]:
         (
             "conv kernel > padded input",
             Case(B["CONV2D"], [(2, 2, 3)], [5, 5, 1, 1, 1, 1, 1, 1, 0], 2),
+        ),
+        (
+            "bconv general kernel > padded input",
+            Case(B["BCONV2D_GENERAL"], [(2, 2, 70)], [5, 5, 1, 1, 1, 1, 1, 1, 0], 2),
+        ),
+        (
+            "bconv general kernel = padded input",
+            Case(B["BCONV2D_GENERAL"], [(2, 3, 70)], [4, 5, 1, 1, 1, 1, 1, 1, 1], 2),
         ),
         ("avgpool stride past end", Case(B["AVGPOOL"], [(4, 4, 3)], [1, 1, 3, 3], 0)),
         ("avgpool stride fits", Case(B["AVGPOOL"], [(4, 4, 3)], [1, 1, 3, 3][:2] + [2, 2], 0)),

@@ -363,6 +363,40 @@ OPS: Tuple[OpSchema, ...] = (
         rules=("bounds: lo <= hi, neither NaN (±inf allowed: a one-sided clip)",),
     ),
     OpSchema(
+        17,
+        "BCONV2D_GENERAL",
+        "kBConv2DGeneral",
+        (Input(BITS, "(H, W, C)"),),
+        Input(F32, "(Ho, Wo, Co)"),
+        "binary conv of any kernel, stride and padding: dot = Σ over taps and channels of a·w "
+        "(±1); a tap in the padding contributes 0 (zero padding, PyTorch's conv of a 0-padded "
+        "±1 input) or w (one padding: the pad is +1); out = dot·scale + bias. "
+        "Ho = (H + pad_top + pad_bottom − kernel_h) / stride_h + 1",
+        attrs=(
+            Attr("kernel_h", 1, MAX_ATTR, "kernel height"),
+            Attr("kernel_w", 1, MAX_ATTR, "kernel width"),
+            Attr("stride_h", 1, MAX_ATTR, "vertical stride"),
+            Attr("stride_w", 1, MAX_ATTR, "horizontal stride"),
+            Attr("pad_top", 0, "kernel_h - 1", "padding rows above", why=_PAD_WHY),
+            Attr("pad_left", 0, "kernel_w - 1", "padding columns left", why=_PAD_WHY),
+            Attr("pad_bottom", 0, "kernel_h - 1", "padding rows below", why=_PAD_WHY),
+            Attr("pad_right", 0, "kernel_w - 1", "padding columns right", why=_PAD_WHY),
+            _enum_attr("pad_mode", "value of the padding", ((0, "zero"), (1, "one"))),
+        ),
+        slots=(
+            Slot(
+                "weight",
+                (Form(BITS, ("Co", "kernel_h", "kernel_w", "words(C)"), tail_bits_of="C"),),
+            ),
+            Slot("scale", (Form(F32, ("Co",)),)),
+            Slot("bias", (Form(F32, ("Co",)),)),
+        ),
+        rules=(
+            "the kernel fits the padded input: H + pad_top + pad_bottom >= kernel_h (and W)",
+            "kernel_h·kernel_w·C <= 2^31 − 1 (the dot is an int32)",
+        ),
+    ),
+    OpSchema(
         18,
         "BFC",
         "kBFC",

@@ -536,6 +536,14 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
         value_is(out, "output", (1, 1, out.channels))
         if C > 2**31 - 1:
             _fail(f"{label}: C = {C} overflows the int32 dot")
+    elif t == OpType.BCONV2D_GENERAL:
+        kh, kw, sh, sw, pt, pl, pb, pr, _ = a
+        if H + pt + pb < kh or W + pl + pr < kw:
+            _fail(f"{label}: kernel {kh}x{kw} larger than the padded input {x.shape}")
+        ho, wo = (H + pt + pb - kh) // sh + 1, (W + pl + pr - kw) // sw + 1
+        value_is(out, "output", (ho, wo, out.channels))
+        if kh * kw * C > 2**31 - 1:
+            _fail(f"{label}: kh*kw*Ci = {kh * kw * C} overflows the int32 dot")
     _validate_slots(graph, label, spec, op, mode, env)
     if t == OpType.CLIP:
         lo, hi = (float(v) for v in graph.tensors[op.tensors[0]].data)

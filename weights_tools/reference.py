@@ -260,6 +260,26 @@ def _bconv2d(graph: Graph, op: Op, args):
     return (dot * scale + bias).astype(f32)
 
 
+def _bconv2d_general(graph: Graph, op: Op, args):
+    """BCONV2D with any kernel, stride and pads: a tap in the padding is 0 (zero padding) or +1
+    (one padding); PyTorch's conv output size; out = f32(dot) * scale + bias in f32."""
+    (bits,) = args
+    kh, kw, sh, sw, pt, pl, pb, pr, pad_mode = op.attrs
+    channels = graph.values[op.inputs[0]].channels
+    # Exact in float32 (as in _bconv2d): every partial sum is an integer below 2^24.
+    assert kh * kw * channels < 2**24
+    a = unpack_signs(bits, channels, dtype=np.float32)  # [N, H, W, Ci]
+    w = unpack_signs(_tensor(graph, op, 0), channels, dtype=np.float32)  # [Co, kh, kw, Ci]
+    scale, bias = _tensor(graph, op, 1), _tensor(graph, op, 2)
+    n, h, wd, _ = a.shape
+    ho, wo = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+    ap = _pad(a, pt, pl, pb, pr, value=1 if pad_mode == 1 else 0)
+    dot = np.zeros((n, ho, wo, w.shape[0]), dtype=f32)
+    for dy, dx, win in _taps(ap, kh, kw, sh, sw, ho, wo):
+        dot += _matmul_taps(win, w[:, dy, dx, :])
+    return (dot * scale + bias).astype(f32)
+
+
 def _affine(graph: Graph, op: Op, args):
     (x,) = args
     return (x * _tensor(graph, op, 0) + _tensor(graph, op, 1)).astype(f32)
@@ -393,5 +413,6 @@ _OPS = {
     OpType.MAXPOOL: _maxpool,
     OpType.CLIP: _clip,
     OpType.BFC: _bfc,
+    OpType.BCONV2D_GENERAL: _bconv2d_general,
 }
 assert set(_OPS) == set(OpType)

@@ -65,6 +65,12 @@ void prepare(Step& s, const Graph& g, const KernelTable& kt) {
       s.units = sh.out_height;
       break;
     }
+    case OpType::kBConv2DGeneral: {
+      const BConvGeneralShape& sh = op.bconv_general;
+      s.units = sh.out_height;
+      s.block = block_units(sh.out_width * sh.out_channels);
+      break;
+    }
     default:
       break;
   }

@@ -31,6 +31,7 @@ struct KernelTable {
   const PoolKernels* pool;
   const ConcatKernels* concat;
   const BFCKernels* bfc;
+  const BConvGeneralKernels* bconv_general;
 };
 
 // The table of `isa`, which must be one of supported_isas() (std::invalid_argument otherwise).

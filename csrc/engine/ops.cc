@@ -104,8 +104,10 @@ struct OpSpec {
 
 // nullptr for a code out of range or not assigned (an empty entry: the schema allows gaps).
 const OpSpec* op_spec(std::uint32_t code) {
-  if (code < 1 || code > QBINFER_OP_CODE_MAX) return nullptr;
-  return kOpSpecs[code].name != nullptr ? &kOpSpecs[code] : nullptr;
+  // A code reserved for another branch's op has an empty spec: unknown here.
+  return code >= 1 && code <= QBINFER_OP_CODE_MAX && kOpSpecs[code].name != nullptr
+             ? &kOpSpecs[code]
+             : nullptr;
 }
 
 // Reads one op record and checks it; every message is prefixed with the op's identity.
@@ -560,6 +562,52 @@ void build_bfc(Builder& b) {
   op.stats.bops = sat_mul(o, c);
 }
 
+// Output size of PyTorch's conv; fails when the kernel does not fit the padded input.
+std::uint64_t conv_out_size(Builder& b, const char* what, std::uint64_t in, std::uint64_t pad_a,
+                            std::uint64_t pad_b, std::uint64_t k, std::uint64_t stride) {
+  if (in + pad_a + pad_b < k) {
+    b.fail("kernel " + std::string(what) + " " + std::to_string(k) + " exceeds the padded input " +
+           std::string(what) + " " + std::to_string(in + pad_a + pad_b));
+  }
+  return (in + pad_a + pad_b - k) / stride + 1;
+}
+
+void build_bconv2d_general(Builder& b) {
+  Op& op = b.op;
+  const ValueInfo& in = b.in(0);
+  const ValueInfo& out = b.out();
+  const std::uint64_t kh = b.uattr(0), kw = b.uattr(1), sh = b.uattr(2), sw = b.uattr(3);
+  const std::uint64_t pt = b.uattr(4), pl = b.uattr(5), pb = b.uattr(6), pr = b.uattr(7);
+  const std::uint64_t ci = in.channels;
+  const std::uint64_t co = out.channels;
+  const std::uint64_t ho = conv_out_size(b, "height", in.height, pt, pb, kh, sh);
+  const std::uint64_t wo = conv_out_size(b, "width", in.width, pl, pr, kw, sw);
+  b.expect_shape("output", out, ho, wo, co);
+  // The dot of every variant is an int32: |dot| <= kh*kw*Ci (the product saturates, so a
+  // hostile kernel size cannot wrap it small).
+  if (sat_mul({kh, kw, ci}) >
+      static_cast<std::uint64_t>(std::numeric_limits<std::int32_t>::max())) {
+    b.fail(std::to_string(ci) + " input channels overflow the int32 dot of a " +
+           std::to_string(kh) + "x" + std::to_string(kw) + " binary conv");
+  }
+  b.check_slots();
+  op.bconv_general = BConvGeneralShape{in.height,
+                                       in.width,
+                                       ci,
+                                       co,
+                                       kh,
+                                       kw,
+                                       sh,
+                                       sw,
+                                       pt,
+                                       pl,
+                                       ho,
+                                       wo,
+                                       b.attr(8) == 0 ? BinaryPadding::kZero : BinaryPadding::kOne};
+  op.stats.params = sat_mul({co, kh, kw, ci}) + 2 * co;
+  op.stats.bops = sat_mul({co, ci, kh, kw, ho, wo});
+}
+
 // The shape rules of each op, by code; the schema's list and this one must have the same
 // length (a new op without its build function does not compile).
 using BuildFn = void (*)(Builder&);
@@ -581,7 +629,7 @@ constexpr BuildFn kBuilders[] = {
     &build_fc,
     &build_maxpool,
     &build_clip,
-    nullptr,  // 17: BCONV2D_GENERAL (merged next)
+    &build_bconv2d_general,
     &build_bfc,
 };
 static_assert(sizeof(kBuilders) / sizeof(kBuilders[0]) == QBINFER_OP_CODE_MAX + 1,

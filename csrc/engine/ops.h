@@ -63,6 +63,7 @@ struct Op {
   std::vector<std::size_t> concat_channels;
   MaxPoolShape maxpool{};
   float clip_lo = 0.0f, clip_hi = 0.0f;  // CLIP bounds, lo <= hi, not NaN
+  BConvGeneralShape bconv_general{};
 };
 
 // Validates op `index` of the file against the rules of its type (the generated schema tables

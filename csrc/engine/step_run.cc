@@ -330,6 +330,23 @@ void run_bfc(const Step& step, const ExecContext& ctx) {
   split ? ctx.parallel_for(op.out_features, body) : body(0, op.out_features);
 }
 
+// The general binary conv alone (never a chain head: the fusion planner only takes BCONV2D and
+// DWCONV3X3), split by output rows.
+void run_bconv2d_general(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const BConvGeneralShape& shape = op.bconv_general;
+  const BitWord* in = ctx.value<const BitWord>(op.inputs[0]);
+  float* out = ctx.value<float>(op.output);
+  const float* scale = op.tensors[1]->as<float>();
+  const float* bias = op.tensors[2]->as<float>();
+  const BConvGeneralKernels& k = *ctx.kernels->bconv_general;
+  ctx.parallel_for(step.units, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t y = begin; y < end; y += step.block) {
+      k.run_rows(shape, in, step.packed.data(), scale, bias, y, std::min(end, y + step.block), out);
+    }
+  });
+}
+
 }  // namespace
 
 StepRunFn run_fn(OpType type) {
@@ -368,6 +385,8 @@ StepRunFn run_fn(OpType type) {
       return &run_clip;
     case OpType::kBFC:
       return &run_bfc;
+    case OpType::kBConv2DGeneral:
+      return &run_bconv2d_general;
   }
   return nullptr;
 }

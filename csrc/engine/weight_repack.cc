@@ -30,6 +30,12 @@ AlignedBuffer repack_weights(const Op& op, const KernelTable& kt) {
       kt.conv2d->pack(sh, op.tensors[0]->as<float>(), packed.data());
       break;
     }
+    case OpType::kBConv2DGeneral: {
+      const BConvGeneralShape& sh = op.bconv_general;
+      packed = AlignedBuffer(kt.bconv_general->packed_weight_bytes(sh));
+      kt.bconv_general->pack_weight(sh, op.tensors[0]->as<BitWord>(), packed.data());
+      break;
+    }
     default:
       break;
   }

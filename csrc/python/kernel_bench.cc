@@ -53,6 +53,8 @@ class KernelBench {
       setup_bitpack(k, p);
     } else if (family == "bfc") {
       setup_bfc(k, p);
+    } else if (family == "bconv_general") {
+      setup_bconv_general(k, p);
     } else {
       throw py::value_error("KernelBench: unknown family '" + family + "'");
     }
@@ -125,6 +127,43 @@ class KernelBench {
     binary_macs_ = static_cast<double>(ci * co);
     body_ = [this, ci, co, bk] {
       bk->run(ci, co, bits_.data(), weight_bits_.data(), f1_.data(), f2_.data(), out_.data());
+    };
+  }
+
+  // kh, kw (default k), sh, sw (default stride, 1), pads pt, pl, pb, pr (default k / 2).
+  void setup_bconv_general(const KernelTable& k, const py::dict& p) {
+    const std::size_t h = need(p, "h"), w = need(p, "w"), ci = need(p, "ci"), co = need(p, "co");
+    const std::size_t kh = arg(p, "kh", arg(p, "k", 3)), kw = arg(p, "kw", arg(p, "k", 3));
+    const std::size_t sh = arg(p, "sh", arg(p, "stride", 1)),
+                      sw = arg(p, "sw", arg(p, "stride", 1));
+    const std::size_t pt = arg(p, "pt", kh / 2), pl = arg(p, "pl", kw / 2);
+    const std::size_t pb = arg(p, "pb", kh / 2), pr = arg(p, "pr", kw / 2);
+    const BConvGeneralShape s{h,
+                              w,
+                              ci,
+                              co,
+                              kh,
+                              kw,
+                              sh,
+                              sw,
+                              pt,
+                              pl,
+                              (h + pt + pb - kh) / sh + 1,
+                              (w + pl + pr - kw) / sw + 1,
+                              arg(p, "pad", 0) ? BinaryPadding::kOne : BinaryPadding::kZero};
+    bits_ = random_bits(h * w, ci);
+    const std::vector<BitWord> wt = random_bits(co * kh * kw, ci);
+    packed_ = AlignedBuffer(k.bconv_general->packed_weight_bytes(s));
+    k.bconv_general->pack_weight(s, wt.data(), packed_.data());
+    f1_ = random<float>(co, 0.01f, 0.1f);
+    f2_ = random<float>(co);
+    out_.assign(s.out_height * s.out_width * co, 0.0f);
+    const BConvGeneralKernels* bk = k.bconv_general;
+    entry_ = bk->isa;
+    binary_macs_ = static_cast<double>(s.out_height * s.out_width * co * ci * kh * kw);
+    body_ = [this, s, bk] {
+      bk->run_rows(s, bits_.data(), packed_.data(), f1_.data(), f2_.data(), 0, s.out_height,
+                   out_.data());
     };
   }
 
@@ -275,7 +314,8 @@ void register_kernel_bench(py::module_& testing) {
   py::class_<KernelBench>(m, "KernelBench",
                           "KernelBench(family, isa, params): random inputs and packed weights "
                           "for one kernel family ('bconv', 'dwconv_f32', 'dwconv_qs8', 'conv2d', "
-                          "'fc_f32', 'fc_qs8', 'fc_bitplane8', 'epilogue', 'bitpack'), shape "
+                          "'fc_f32', 'fc_qs8', 'fc_bitplane8', 'epilogue', 'bitpack', "
+                          "'bconv_general'), shape "
                           "params (dict) and ISA; run(n) calls the kernel n times.")
       .def(py::init<const std::string&, const std::string&, const py::dict&>(), py::arg("family"),
            py::arg("isa"), py::arg("params"))

@@ -582,6 +582,175 @@ void test_bconv(const BConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases) 
   }
 }
 
+// ---- general binary conv (any kernel, stride, padding) -----------------------------------
+
+// PyTorch's conv output size (the caller keeps the kernel within the padded input).
+std::size_t conv_out(std::size_t in, std::size_t pad_a, std::size_t pad_b, std::size_t k,
+                     std::size_t stride) {
+  return (in + pad_a + pad_b - k) / stride + 1;
+}
+
+struct GeneralGeometry {
+  std::size_t h, w, ci, co, kh, kw, sh, sw, pt, pl, pb, pr;
+  BinaryPadding pad;
+};
+
+BConvGeneralShape general_shape(const GeneralGeometry& g) {
+  return BConvGeneralShape{g.h,
+                           g.w,
+                           g.ci,
+                           g.co,
+                           g.kh,
+                           g.kw,
+                           g.sh,
+                           g.sw,
+                           g.pt,
+                           g.pl,
+                           conv_out(g.h, g.pt, g.pb, g.kh, g.sh),
+                           conv_out(g.w, g.pl, g.pr, g.kw, g.sw),
+                           g.pad};
+}
+
+void bconv_general_case(const BConvGeneralKernels& k, Rng& rng, Tally& t, const GeneralGeometry& g,
+                        bool ge, double in_ones = 0.5, double w_ones = 0.5) {
+  const BConvGeneralShape s = general_shape(g);
+  t.context = fmt(
+      "H=%zu W=%zu Ci=%zu Co=%zu k=%zux%zu stride=%zux%zu pads(t,l,b,r)=(%zu,%zu,%zu,%zu) "
+      "pad=%s out=%zux%zu ones=(%g,%g)",
+      g.h, g.w, g.ci, g.co, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.pb, g.pr,
+      g.pad == BinaryPadding::kZero ? "zero" : "one", s.out_height, s.out_width, in_ones, w_ones);
+  const std::size_t taps = g.kh * g.kw;
+  const std::vector<BitWord> in = random_bits(rng, g.h * g.w, g.ci, in_ones);
+  const std::vector<BitWord> weight = random_bits(rng, g.co * taps, g.ci, w_ones);
+  const std::vector<float> scale = randn(rng, g.co);
+  const std::vector<float> bias = randn(rng, g.co);
+  const std::size_t n_out = s.out_height * s.out_width * g.co;
+  std::vector<float> want(n_out);
+  bconv2d_general_rows__reference(s, in.data(), weight.data(), scale.data(), bias.data(), 0,
+                                  s.out_height, want.data());
+  // The general oracle against the independent stride-1 one where their shapes meet ('same'
+  // 1x1 and 3x3), so that the scalar entry, which is this oracle, is tested too.
+  if (g.sh == 1 && g.sw == 1 && g.kh == g.kw && (g.kh == 1 || g.kh == 3) && g.pt == g.kh / 2 &&
+      g.pl == g.pt && g.pb == g.pt && g.pr == g.pt) {
+    std::vector<float> same(n_out);
+    bconv2d_nhwc__reference(BConvShape{g.h, g.w, g.ci, g.co, g.kh, g.pad}, in.data(), weight.data(),
+                            scale.data(), bias.data(), same.data());
+    if (!same_floats(t, "general oracle vs stride-1 oracle", want.data(), same.data(), n_out)) {
+      return;
+    }
+  }
+
+  Aligned packed(k.packed_weight_bytes(s));
+  {
+    Buf<BitWord> wg = guarded(weight, ge);
+    k.pack_weight(s, wg.data(), packed.data());
+  }
+  Buf<BitWord> ig = guarded(in, ge);
+  Buf<float> sg = guarded(scale, !ge), bg = guarded(bias, ge);
+  Buf<float> out(n_out, ge);
+  for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
+  for (const auto& r : row_splits(rng, s.out_height)) {
+    k.run_rows(s, ig.data(), packed.data(), sg.data(), bg.data(), r.first, r.second, out.data());
+  }
+  if (!same_floats(t, "whole image", out.data(), want.data(), n_out)) return;
+  const std::size_t y0 = uniform(rng, 0, s.out_height), y1 = uniform(rng, y0, s.out_height);
+  std::vector<float> want_part(n_out, kSentinel);
+  const std::size_t row = s.out_width * g.co;
+  std::copy(want.begin() + static_cast<std::ptrdiff_t>(y0 * row),
+            want.begin() + static_cast<std::ptrdiff_t>(y1 * row),
+            want_part.begin() + static_cast<std::ptrdiff_t>(y0 * row));
+  for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
+  k.run_rows(s, ig.data(), packed.data(), sg.data(), bg.data(), y0, y1, out.data());
+  same_floats(t, fmt("rows [%zu, %zu)", y0, y1).c_str(), out.data(), want_part.data(), n_out);
+}
+
+void test_bconv_general(const BConvGeneralKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
+  constexpr BinaryPadding kZero = BinaryPadding::kZero, kOne = BinaryPadding::kOne;
+  std::size_t fixed_cases = 0;
+  auto fixed = [&](const GeneralGeometry& g, double in_ones = 0.5, double w_ones = 0.5) {
+    bconv_general_case(k, rng, t, g, fixed_cases++ % 2 == 0, in_ones, w_ones);
+    ++t.cases;
+  };
+  // 3x3 stride 2 pad 1 (ReActNet's downsampling), both paddings, over channel counts on both
+  // sides of the 64-bit word and the SIMD tiles, even and odd sides, 1-pixel outputs.
+  {
+    const std::size_t ci_list[] = {1, 16, 31, 32, 33, 63, 64, 65, 100, 128, 129, 256, 300, 512};
+    const std::size_t co_list[] = {1, 3, 5, 8, 16, 17, 32, 33, 40};
+    const std::size_t sides[][2] = {{1, 1}, {2, 2}, {3, 3}, {4, 5}, {7, 6}, {8, 8}, {9, 11}};
+    std::size_t n = 0;
+    for (const std::size_t ci : ci_list) {
+      for (const BinaryPadding pad : {kZero, kOne}) {
+        const auto& hw = sides[n % std::size(sides)];
+        const std::size_t co = co_list[(n * 5) % std::size(co_list)];
+        fixed({hw[0], hw[1], ci, co, 3, 3, 2, 2, 1, 1, 1, 1, pad});
+        ++n;
+      }
+    }
+    // Every small image, so that each output pixel meets each border combination.
+    for (std::size_t h = 1; h <= 5; ++h) {
+      for (std::size_t w = 1; w <= 5; ++w) {
+        for (const BinaryPadding pad : {kZero, kOne})
+          fixed({h, w, 70, 9, 3, 3, 2, 2, 1, 1, 1, 1, pad});
+      }
+    }
+  }
+  // Larger kernels, strides 1..3, asymmetric and zero pads, non-square kernels, a kernel as
+  // large as the padded input (1-pixel output), and 'same' 1x1 / 3x3 (checked against the
+  // stride-1 oracle above).
+  for (const GeneralGeometry& g : {GeneralGeometry{9, 9, 70, 5, 5, 5, 1, 1, 2, 2, 2, 2, kZero},
+                                   {9, 10, 70, 5, 5, 5, 2, 2, 2, 2, 2, 2, kOne},
+                                   {11, 12, 33, 7, 7, 7, 2, 2, 3, 3, 3, 3, kZero},
+                                   {11, 12, 33, 7, 7, 7, 2, 2, 3, 3, 3, 3, kOne},
+                                   {10, 9, 130, 4, 7, 7, 3, 3, 3, 3, 3, 3, kOne},
+                                   {8, 9, 65, 6, 3, 3, 3, 3, 1, 0, 2, 1, kZero},
+                                   {8, 9, 65, 6, 3, 3, 3, 2, 0, 2, 1, 0, kOne},
+                                   {7, 6, 5, 3, 5, 3, 1, 2, 4, 0, 1, 2, kOne},
+                                   {3, 4, 100, 5, 5, 6, 1, 1, 1, 1, 1, 1, kZero},
+                                   {3, 4, 100, 5, 5, 6, 1, 1, 1, 1, 1, 1, kOne},
+                                   {1, 1, 129, 4, 3, 3, 2, 2, 1, 1, 1, 1, kOne},
+                                   {2, 2, 64, 4, 2, 2, 2, 2, 0, 0, 0, 0, kZero},
+                                   {6, 7, 200, 9, 1, 1, 2, 2, 0, 0, 0, 0, kZero},
+                                   {5, 6, 100, 17, 3, 3, 1, 1, 1, 1, 1, 1, kZero},
+                                   {5, 6, 100, 17, 3, 3, 1, 1, 1, 1, 1, 1, kOne},
+                                   {4, 3, 65, 9, 1, 1, 1, 1, 0, 0, 0, 0, kOne}}) {
+    fixed(g);
+  }
+  // Dots at their extremes: every XOR bit 0 or 1, so a wrong padding term shows as a whole tap.
+  for (const BinaryPadding pad : {kZero, kOne}) {
+    fixed({6, 7, 512, 5, 3, 3, 2, 2, 1, 1, 1, 1, pad}, 1.0, 1.0);
+    fixed({6, 7, 512, 5, 3, 3, 2, 2, 1, 1, 1, 1, pad}, 1.0, 0.0);
+    fixed({6, 7, 512, 5, 3, 3, 2, 2, 1, 1, 1, 1, pad}, 0.0, 1.0);
+  }
+  for (std::size_t i = 0; i < n_cases; ++i) {
+    GeneralGeometry g{};
+    g.kh = uniform(rng, 1, 7);
+    g.kw = coin(rng, 0.7) ? g.kh : uniform(rng, 1, 7);
+    g.sh = uniform(rng, 1, 3);
+    g.sw = coin(rng, 0.7) ? g.sh : uniform(rng, 1, 3);
+    g.pt = uniform(rng, 0, g.kh - 1);
+    g.pb = coin(rng, 0.6) ? g.pt : uniform(rng, 0, g.kh - 1);
+    g.pl = uniform(rng, 0, g.kw - 1);
+    g.pr = coin(rng, 0.6) ? g.pl : uniform(rng, 0, g.kw - 1);
+    // The image at least fits the kernel once padded.
+    g.h = std::max(uniform(rng, 1, 12), g.kh - std::min(g.kh, g.pt + g.pb));
+    g.w = std::max(uniform(rng, 1, 12), g.kw - std::min(g.kw, g.pl + g.pr));
+    g.h = std::max<std::size_t>(g.h, 1);
+    g.w = std::max<std::size_t>(g.w, 1);
+    g.ci = coin(rng, 0.5) ? uniform(rng, 1, 300) : 64 * uniform(rng, 1, 4);
+    g.co = uniform(rng, 1, 40);
+    g.pad = coin(rng) ? kZero : kOne;
+    // Keep the scalar oracle's work bounded (qemu runs it 10-30x slower).
+    const GeneralGeometry& cg = g;
+    auto work = [&cg] {
+      const BConvGeneralShape s = general_shape(cg);
+      return s.out_height * s.out_width * cg.co * cg.kh * cg.kw * words_for_channels(cg.ci);
+    };
+    while (work() > 60000 && g.co > 1) g.co = (g.co + 1) / 2;
+    bconv_general_case(k, rng, t, g, i % 2 == 0);
+    ++t.cases;
+  }
+}
+
 // ---- depthwise ----------------------------------------------------------------------------
 
 void test_dwconv(const DWConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
@@ -1462,6 +1631,7 @@ const std::vector<Family>& family_table() {
       QBINFER_KERNEL_FAMILY(epilogue, 1024, EpilogueKernels, test_epilogue),
       QBINFER_KERNEL_FAMILY(fc, 400, FCKernels, test_fc),
       QBINFER_KERNEL_FAMILY(bfc, 300, BFCKernels, test_bfc),
+      QBINFER_KERNEL_FAMILY(bconv_general, 600, BConvGeneralKernels, test_bconv_general),
   };
   return table;
 }

@@ -85,21 +85,18 @@ def emit(graph: IRGraph, model_name: str = "") -> Graph:
                 Op(OpType.BITPACK, name, ins, [out], [f32(name + ".threshold", p["threshold"])])
             )
         elif n.kind == "bconv":
-            packed = pack_signs(p["w"].transpose(0, 2, 3, 1))  # [Co, k, k, words]
-            ops.append(
-                Op(
-                    OpType.BCONV2D,
-                    name,
-                    ins,
-                    [out],
-                    [
-                        tensor(name + ".weight", DType.BITS, packed),
-                        f32(name + ".scale", p["scale"]),
-                        f32(name + ".bias", p["bias"]),
-                    ],
-                    [p["k"], p["pad_mode"]],
-                )
-            )
+            packed = pack_signs(p["w"].transpose(0, 2, 3, 1))  # [Co, kh, kw, words]
+            slots = [
+                tensor(name + ".weight", DType.BITS, packed),
+                f32(name + ".scale", p["scale"]),
+                f32(name + ".bias", p["bias"]),
+            ]
+            if p.get("general", False):  # any kernel, stride or padding
+                kh, kw = packed.shape[1:3]
+                attrs = [kh, kw, *p["stride"], *p["pads"], p["pad_mode"]]
+                ops.append(Op(OpType.BCONV2D_GENERAL, name, ins, [out], slots, attrs))
+            else:
+                ops.append(Op(OpType.BCONV2D, name, ins, [out], slots, [p["k"], p["pad_mode"]]))
         elif n.kind == "bfc":
             ops.append(
                 Op(

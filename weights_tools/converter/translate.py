@@ -605,30 +605,30 @@ def _binary_weights(tr: Translator, node, w: np.ndarray) -> Tuple[np.ndarray, np
 
 
 def _binary_conv(tr: Translator, node, x: ValueInfo, w, bias, group, stride, pads):
+    """A conv of a sign's ±1: BCONV2D for the 'same' stride-1 1x1 and 3x3 (its fast kernels),
+    BCONV2D_GENERAL (emitted from the same IR node, with `general` set) for any other kernel,
+    stride or padding."""
     co, ci, kh, kw = w.shape
-    if group != 1 or stride != (1, 1) or kh != kw or kh not in (1, 3):
-        fail(
-            node,
-            f"the engine's binary convs are 1x1 or 3x3, stride 1, group 1 (strided and "
-            f"k x k binary convs are not engine ops yet); got kernel {kh}x{kw}, stride "
-            f"{stride}, group {group}",
-        )
+    if group != 1:
+        fail(node, f"grouped binary convs are not supported (group {group}); only group 1")
     w, alpha = _binary_weights(tr, node, w)
     if x.kind == "pm1pad":
-        if kh != 3 or pads != (0, 0, 0, 0):
-            fail(node, "a +1-padded binary input needs a 3x3 conv with pads 0")
-        source, pad_mode = tr.values[x.source], 1
+        # Pad(value=1, one pixel per side) then the conv: the engine's one padding. The conv's
+        # own pads would be zeros around the ones, which no engine op computes.
+        if pads != (0, 0, 0, 0):
+            fail(node, f"a +1-padded binary input needs a conv with pads 0, got {list(pads)}")
+        source, pad_mode, pads = tr.values[x.source], 1, (1, 1, 1, 1)
     else:
-        if pads != ((1,) * 4 if kh == 3 else (0,) * 4):
-            fail(
-                node,
-                f"a {kh}x{kh} binary conv needs pads {1 if kh == 3 else 0} on every "
-                f"side ('same' output), got {list(pads)}",
-            )
         source, pad_mode = x, 0
-    if ci != source.c:
-        fail(node, f"weight {w.shape} does not fit the input of {source.c} channels")
-    out = tr.new_value(node, co, source.h, source.w)
+    pt, pl, pb, pr = pads
+    if not (pt < kh and pb < kh and pl < kw and pr < kw):
+        fail(node, f"pads {list(pads)} must each be smaller than the kernel {kh}x{kw}")
+    ho = (source.h + pt + pb - kh) // stride[0] + 1
+    wo = (source.w + pl + pr - kw) // stride[1] + 1
+    if ci != source.c or ho < 1 or wo < 1:
+        fail(node, f"weight {w.shape} does not fit the input {(source.c, source.h, source.w)}")
+    same = stride == (1, 1) and kh == kw and kh in (1, 3) and pads == (kh // 2,) * 4
+    out = tr.new_value(node, co, ho, wo)
     tr.emit(
         "bconv",
         node,
@@ -639,6 +639,9 @@ def _binary_conv(tr: Translator, node, x: ValueInfo, w, bias, group, stride, pad
         pad_mode=pad_mode,
         scale=alpha,  # conv(a, alpha*s) = alpha*conv(a, s): the integer dot, then the scale
         bias=bias,
+        general=not same,
+        stride=tuple(stride),
+        pads=tuple(pads),
     )
 
 

@@ -77,4 +77,54 @@ const BConvKernels* const* bconv_kernel_variants(std::size_t* count);
 // Every variant this build has, runnable here or not (for tests that name what they skip).
 const BConvKernels* const* bconv_compiled_kernel_variants(std::size_t* count);
 
+// ------------------------------------------------------------------ general binary conv
+// Any kernel, stride and padding (BCONV2D_GENERAL): PyTorch's conv output size,
+//   out_height = (height + pad_top + pad_bottom - kernel_h) / stride_h + 1 (and width),
+// given here directly (pad_bottom / pad_right only decide it). A tap at an input position
+// outside the image is in the padding: it contributes 0 (kZero) or +1 * w (kOne). The dot is
+// an int32 (kernel_h * kernel_w * in_channels <= 2^31 - 1); out as for BConvShape.
+//   weight  out_channels * kernel_h * kernel_w * words_for_channels(in_channels) words,
+//           [o][ky][kx][word], the file layout.
+struct BConvGeneralShape {
+  std::size_t height;
+  std::size_t width;
+  std::size_t in_channels;
+  std::size_t out_channels;
+  std::size_t kernel_h;
+  std::size_t kernel_w;
+  std::size_t stride_h;
+  std::size_t stride_w;
+  std::size_t pad_top;
+  std::size_t pad_left;
+  std::size_t out_height;
+  std::size_t out_width;
+  BinaryPadding padding;
+};
+
+// The oracle over output rows [y_begin, y_end) of the out_height x out_width output.
+void bconv2d_general_rows__reference(const BConvGeneralShape& shape, const BitWord* in,
+                                     const BitWord* weight, const float* scale, const float* bias,
+                                     std::size_t y_begin, std::size_t y_end, float* out);
+
+// One ISA's general binary conv, used like BConvKernels: weights packed once at load
+// (packed_weight_bytes(shape), a multiple of 64 and > 0; unlike BConvKernels the blob may
+// depend on the whole shape, heights included, since which path runs does), then run_rows writes
+// output rows [y_begin, y_end) of out (the whole output's base, out_height * out_width *
+// out_channels floats), reading only the input rows those outputs' taps cover. Pure, so disjoint
+// row ranges may run concurrently. Bit-identical to the reference. A variant may have a fast path
+// for some shapes only (e.g. 3x3 stride 2) and run the reference for the rest.
+struct BConvGeneralKernels {
+  const char* isa;
+  std::size_t (*packed_weight_bytes)(const BConvGeneralShape& shape);
+  void (*pack_weight)(const BConvGeneralShape& shape, const BitWord* weight, void* packed);
+  void (*run_rows)(const BConvGeneralShape& shape, const BitWord* in, const void* packed,
+                   const float* scale, const float* bias, std::size_t y_begin, std::size_t y_end,
+                   float* out);
+};
+
+// As bconv_kernels_for / bconv_kernel_variants / bconv_compiled_kernel_variants.
+const BConvGeneralKernels* bconv_general_kernels_for(Isa isa);
+const BConvGeneralKernels* const* bconv_general_kernel_variants(std::size_t* count);
+const BConvGeneralKernels* const* bconv_general_compiled_kernel_variants(std::size_t* count);
+
 }  // namespace qbinfer

@@ -107,4 +107,13 @@ using Kernel = BConv<Avx2>;
 const BConvKernels kBConvKernels__avx2{"avx2", &Kernel::packed_weight_bytes, &Kernel::pack_weight,
                                        &Kernel::run_rows};
 
+const BConvGeneralKernels kBConvGeneralKernels__avx2{"avx2", &Kernel::general_packed_weight_bytes,
+                                                     &Kernel::general_pack_weight,
+                                                     &Kernel::general_run_rows};
+// AVX-512 CPUs run these AVX2 kernels (no AVX-512 general kernel yet; they cannot be tested on
+// the machine this was written on): the same functions under the ISA's name.
+const BConvGeneralKernels kBConvGeneralKernels__avx512{
+    "avx512", &Kernel::general_packed_weight_bytes, &Kernel::general_pack_weight,
+    &Kernel::general_run_rows};
+
 }  // namespace qbinfer

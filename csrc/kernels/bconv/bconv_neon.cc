@@ -146,4 +146,9 @@ using Kernel = BConv<Neon>;
 const BConvKernels kBConvKernels__neon{"neon", &Kernel::packed_weight_bytes, &Kernel::pack_weight,
                                        &Kernel::run_rows};
 
+// BCONV2D_GENERAL: the strided 3x3 on the tiles above, the rest on the reference.
+const BConvGeneralKernels kBConvGeneralKernels__neon{"neon", &Kernel::general_packed_weight_bytes,
+                                                     &Kernel::general_pack_weight,
+                                                     &Kernel::general_run_rows};
+
 }  // namespace qbinfer

@@ -98,4 +98,55 @@ void bconv2d_nhwc_rows__reference(const BConvShape& shape, const BitWord* in, co
   }
 }
 
+void bconv2d_general_rows__reference(const BConvGeneralShape& shape, const BitWord* in,
+                                     const BitWord* weight, const float* scale, const float* bias,
+                                     std::size_t y_begin, std::size_t y_end, float* out) {
+  assert(y_begin <= y_end && y_end <= shape.out_height);
+  assert(shape.kernel_h > 0 && shape.kernel_w > 0 && shape.stride_h > 0 && shape.stride_w > 0);
+  assert(shape.in_channels > 0 && shape.out_channels > 0);
+  assert(shape.padding == BinaryPadding::kZero || shape.padding == BinaryPadding::kOne);
+  assert(shape.kernel_h * shape.kernel_w * shape.in_channels <=
+         static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()));
+
+  const std::size_t words = words_for_channels(shape.in_channels);
+  const int channels = static_cast<int>(shape.in_channels);
+  const std::ptrdiff_t height = static_cast<std::ptrdiff_t>(shape.height);
+  const std::ptrdiff_t width = static_cast<std::ptrdiff_t>(shape.width);
+  const std::ptrdiff_t kh = static_cast<std::ptrdiff_t>(shape.kernel_h);
+  const std::ptrdiff_t kw = static_cast<std::ptrdiff_t>(shape.kernel_w);
+  const std::ptrdiff_t sh = static_cast<std::ptrdiff_t>(shape.stride_h);
+  const std::ptrdiff_t sw = static_cast<std::ptrdiff_t>(shape.stride_w);
+  const std::ptrdiff_t pt = static_cast<std::ptrdiff_t>(shape.pad_top);
+  const std::ptrdiff_t pl = static_cast<std::ptrdiff_t>(shape.pad_left);
+  const std::size_t out_width = shape.out_width;
+  const bool one_padding = shape.padding == BinaryPadding::kOne;
+
+  for (std::size_t y = y_begin; y < y_end; ++y) {
+    for (std::size_t x = 0; x < out_width; ++x) {
+      float* out_px = out + (y * out_width + x) * shape.out_channels;
+      const std::ptrdiff_t iy0 = static_cast<std::ptrdiff_t>(y) * sh - pt;
+      const std::ptrdiff_t ix0 = static_cast<std::ptrdiff_t>(x) * sw - pl;
+      for (std::size_t o = 0; o < shape.out_channels; ++o) {
+        const BitWord* w_o = weight + o * static_cast<std::size_t>(kh * kw) * words;
+        std::int32_t dot = 0;
+        for (std::ptrdiff_t ky = 0; ky < kh; ++ky) {
+          for (std::ptrdiff_t kx = 0; kx < kw; ++kx) {
+            const BitWord* w_tap = w_o + static_cast<std::size_t>(ky * kw + kx) * words;
+            const std::ptrdiff_t iy = iy0 + ky;
+            const std::ptrdiff_t ix = ix0 + kx;
+            if (iy < 0 || iy >= height || ix < 0 || ix >= width) {
+              if (one_padding) dot += channels - 2 * popcount_row(w_tap, words);
+              continue;
+            }
+            const BitWord* a = in + static_cast<std::size_t>(iy * width + ix) * words;
+            dot += channels - 2 * popcount_xor(a, w_tap, words);
+          }
+        }
+        const float scaled = static_cast<float>(dot) * scale[o];  // no FMA: see above
+        out_px[o] = scaled + bias[o];
+      }
+    }
+  }
+}
+
 }  // namespace qbinfer

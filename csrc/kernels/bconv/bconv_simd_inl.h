@@ -115,12 +115,14 @@ struct BConvPlan {
 };
 
 // The plan is a function of the shape and the ISA's constants only, so pack_weight and
-// run_rows always agree.
-inline BConvPlan bconv_plan(const BConvShape& s, std::size_t lanes, bool has_16bit_lanes) {
+// run_rows always agree. streamed_only: the gathered streams whatever Ci (the strided 3x3, whose
+// output pixels are not a row of the input, has no pair or nine-tap tree path).
+inline BConvPlan bconv_plan(const BConvShape& s, std::size_t lanes, bool has_16bit_lanes,
+                            bool streamed_only = false) {
   BConvPlan p{};
   const std::size_t words = words_for_channels(s.in_channels);
-  p.pair3x3 = s.kernel == 3 && s.in_channels <= 16;
-  p.small3x3 = s.kernel == 3 && s.in_channels > 16 && s.in_channels <= 32;
+  p.pair3x3 = !streamed_only && s.kernel == 3 && s.in_channels <= 16;
+  p.small3x3 = !streamed_only && s.kernel == 3 && s.in_channels > 16 && s.in_channels <= 32;
   p.taps = s.kernel * s.kernel;
   p.lane_bits = has_16bit_lanes && !p.pair3x3 && !p.small3x3 && s.out_channels > lanes &&
                         p.taps * s.in_channels <= 65535
@@ -646,6 +648,130 @@ struct BConv {
     } else {
       run_rows_streamed<32, Long>(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
     }
+  }
+
+  // ---- strided 3x3 with padding 1 (BCONV2D_GENERAL's fast path) ----
+  // Output pixel (y, x) of a 3x3 conv with stride (sy, sx) and pads top/left 1 is pixel
+  // (sy * y, sx * x) of the stride-1 'same' conv of the same input: the same stream, gathered
+  // at that centre by gather(), the same border correction (missing_taps at the centre), only
+  // written at y * out_width + x. Valid while every centre lies in the image (bottom and right
+  // pads at most 1); the caller checks. The weights are packed with the streamed plan.
+  static BConvPlan plan_streamed(const BConvShape& s) {
+    return bconv_plan(s, kLanes, S::kHas16BitLanes, true);
+  }
+
+  template <int LB, bool Long>
+  static void run_rows_strided_streamed(const BConvShape& s, const BConvPlan& p, const BitWord* in,
+                                        const std::uint32_t* weights, const std::int32_t* wsum,
+                                        const float* scale, const float* bias, std::size_t sy,
+                                        std::size_t sx, std::size_t out_width, std::size_t y_begin,
+                                        std::size_t y_end, float* out) {
+    alignas(64) std::uint32_t buf[kPixels][kMaxPiece];
+    const std::size_t end = y_end * out_width;
+    std::size_t px[kPixels], y[kPixels], x[kPixels];
+    std::size_t oy = y_begin, ox = 0;
+    for (std::size_t p0 = y_begin * out_width; p0 < end;) {
+      const int n = static_cast<int>(std::min<std::size_t>(kPixels, end - p0));
+      for (int i = 0; i < n; ++i) {
+        px[i] = p0 + i;
+        y[i] = oy * sy;
+        x[i] = ox * sx;
+        if (++ox == out_width) {
+          ox = 0;
+          ++oy;
+        }
+      }
+      if (n == kPixels) {
+        run_pixels<LB, kPixels, Long>(s, p, in, weights, wsum, scale, bias, px, y, x, buf, out);
+      } else {
+        for (int i = 0; i < n; ++i) {
+          run_pixels<LB, 1, Long>(s, p, in, weights, wsum, scale, bias, px + i, y + i, x + i, buf,
+                                  out);
+        }
+      }
+      p0 += static_cast<std::size_t>(n);
+    }
+  }
+
+  // s: the input image as a stride-1 3x3 shape; output rows [y_begin, y_end) of the
+  // out_width-wide output.
+  static void run_rows_strided3x3(const BConvShape& s, const void* packed, const BitWord* in,
+                                  const float* scale, const float* bias, std::size_t sy,
+                                  std::size_t sx, std::size_t out_width, std::size_t y_begin,
+                                  std::size_t y_end, float* out) {
+    assert(s.kernel == 3);
+    assert(reinterpret_cast<std::uintptr_t>(packed) % 64 == 0);
+    const BConvPlan p = plan_streamed(s);
+    const auto* weights = static_cast<const std::uint32_t*>(packed);
+    const auto* wsum =
+        reinterpret_cast<const std::int32_t*>(static_cast<const char*>(packed) + p.wsum_offset);
+    const bool long_stream = S::kLongStreamLg > 0 && p.stream >= kLongStream;
+    if (long_stream) {
+      if constexpr (S::kLongStreamLg > 0) {
+        if (p.lane_bits == 16) {
+          if constexpr (S::kHas16BitLanes) {
+            run_rows_strided_streamed<16, true>(s, p, in, weights, wsum, scale, bias, sy, sx,
+                                                out_width, y_begin, y_end, out);
+          }
+        } else {
+          run_rows_strided_streamed<32, true>(s, p, in, weights, wsum, scale, bias, sy, sx,
+                                              out_width, y_begin, y_end, out);
+        }
+      }
+    } else if (p.lane_bits == 16) {
+      if constexpr (S::kHas16BitLanes) {
+        run_rows_strided_streamed<16, false>(s, p, in, weights, wsum, scale, bias, sy, sx,
+                                             out_width, y_begin, y_end, out);
+      }
+    } else {
+      run_rows_strided_streamed<32, false>(s, p, in, weights, wsum, scale, bias, sy, sx, out_width,
+                                           y_begin, y_end, out);
+    }
+  }
+
+  // ---- BCONV2D_GENERAL: 3x3 with pads top/left 1 (any stride) on the tiles above, the rest on
+  // the reference (file layout, copied). The fast path needs every output pixel's centre tap in
+  // the image, i.e. bottom and right pads of at most 1 (BConv::run_rows_strided3x3).
+  static bool general_fast(const BConvGeneralShape& g) {
+    return g.kernel_h == 3 && g.kernel_w == 3 && g.pad_top == 1 && g.pad_left == 1 &&
+           g.stride_h * (g.out_height - 1) < g.height && g.stride_w * (g.out_width - 1) < g.width;
+  }
+
+  static BConvShape general_as_same3x3(const BConvGeneralShape& g) {
+    return BConvShape{g.height, g.width, g.in_channels, g.out_channels, 3, g.padding};
+  }
+
+  static std::size_t general_file_bytes(const BConvGeneralShape& g) {
+    return g.out_channels * g.kernel_h * g.kernel_w * words_for_channels(g.in_channels) *
+           sizeof(BitWord);
+  }
+
+  static std::size_t general_packed_weight_bytes(const BConvGeneralShape& g) {
+    if (general_fast(g)) return plan_streamed(general_as_same3x3(g)).bytes;
+    return std::max<std::size_t>(64, (general_file_bytes(g) + 63) / 64 * 64);
+  }
+
+  static void general_pack_weight(const BConvGeneralShape& g, const BitWord* weight, void* packed) {
+    if (general_fast(g)) {
+      const BConvShape s = general_as_same3x3(g);
+      bconv_pack(s, plan_streamed(s), weight, packed);
+      return;
+    }
+    const std::size_t bytes = general_file_bytes(g);
+    std::memcpy(packed, weight, bytes);
+    std::memset(static_cast<char*>(packed) + bytes, 0, general_packed_weight_bytes(g) - bytes);
+  }
+
+  static void general_run_rows(const BConvGeneralShape& g, const BitWord* in, const void* packed,
+                               const float* scale, const float* bias, std::size_t y_begin,
+                               std::size_t y_end, float* out) {
+    if (general_fast(g)) {
+      run_rows_strided3x3(general_as_same3x3(g), packed, in, scale, bias, g.stride_h, g.stride_w,
+                          g.out_width, y_begin, y_end, out);
+      return;
+    }
+    bconv2d_general_rows__reference(g, in, static_cast<const BitWord*>(packed), scale, bias,
+                                    y_begin, y_end, out);
   }
 
   static void run_rows(const BConvShape& s, const BitWord* in, const void* packed,

@@ -11,10 +11,14 @@ namespace qbinfer {
 extern const BConvKernels kBConvKernels__avx2;
 extern const BConvKernels kBConvKernels__avx512;
 extern const BConvKernels kBConvKernels__avx512_vpopcnt;
+// In bconv_avx2.cc: the AVX-512 entry is the AVX2 code under the avx512 name.
+extern const BConvGeneralKernels kBConvGeneralKernels__avx2;
+extern const BConvGeneralKernels kBConvGeneralKernels__avx512;
 #endif
 
 #if defined(QBINFER_AARCH64_KERNELS)
 extern const BConvKernels kBConvKernels__neon;
+extern const BConvGeneralKernels kBConvGeneralKernels__neon;
 #endif
 
 }  // namespace qbinfer
