@@ -153,6 +153,22 @@ _F32_IN = Input(F32, "(H, W, C)")
 _PAD_WHY = "pads are in [0, kernel - 1]: a pad of a whole kernel makes windows of padding only"
 
 
+def _window_attrs(kernel: str, pad: str) -> Tuple[Attr, ...]:
+    """kernel_h, kernel_w, stride_h, stride_w and the four pads of a sliding window (CONV2D,
+    MAXPOOL, BCONV2D_GENERAL): `kernel` names the window ("kernel", "window"), `pad` what a
+    padded row or column holds ("zero", "padding")."""
+    return (
+        Attr("kernel_h", 1, MAX_ATTR, f"{kernel} height"),
+        Attr("kernel_w", 1, MAX_ATTR, f"{kernel} width"),
+        Attr("stride_h", 1, MAX_ATTR, "vertical stride"),
+        Attr("stride_w", 1, MAX_ATTR, "horizontal stride"),
+        Attr("pad_top", 0, "kernel_h - 1", f"{pad} rows above", why=_PAD_WHY),
+        Attr("pad_left", 0, "kernel_w - 1", f"{pad} columns left", why=_PAD_WHY),
+        Attr("pad_bottom", 0, "kernel_h - 1", f"{pad} rows below", why=_PAD_WHY),
+        Attr("pad_right", 0, "kernel_w - 1", f"{pad} columns right", why=_PAD_WHY),
+    )
+
+
 def _per_channel(*roles: str) -> Tuple[Slot, ...]:
     return tuple(Slot(role, (Form(F32, ("C",)),)) for role in roles)
 
@@ -167,14 +183,7 @@ OPS: Tuple[OpSchema, ...] = (
         "ordinary float conv, zero padding; Ho = (H + pad_top + pad_bottom − kernel_h) / "
         "stride_h + 1",
         attrs=(
-            Attr("kernel_h", 1, MAX_ATTR, "kernel height"),
-            Attr("kernel_w", 1, MAX_ATTR, "kernel width"),
-            Attr("stride_h", 1, MAX_ATTR, "vertical stride"),
-            Attr("stride_w", 1, MAX_ATTR, "horizontal stride"),
-            Attr("pad_top", 0, "kernel_h - 1", "zero rows above", why=_PAD_WHY),
-            Attr("pad_left", 0, "kernel_w - 1", "zero columns left", why=_PAD_WHY),
-            Attr("pad_bottom", 0, "kernel_h - 1", "zero rows below", why=_PAD_WHY),
-            Attr("pad_right", 0, "kernel_w - 1", "zero columns right", why=_PAD_WHY),
+            *_window_attrs("kernel", "zero"),
             _enum_attr("activation", "fused activation", ((0, "none"), (1, "relu"))),
         ),
         slots=(
@@ -336,16 +345,7 @@ OPS: Tuple[OpSchema, ...] = (
         "max over each window, padding never wins (it acts as −inf); floor mode: Ho = (H + "
         "pad_top + pad_bottom − kernel_h) / stride_h + 1 (ceil mode is written as a larger "
         "pad_bottom / pad_right); a NaN in a window gives NaN (see MAXPOOL below)",
-        attrs=(
-            Attr("kernel_h", 1, MAX_ATTR, "window height"),
-            Attr("kernel_w", 1, MAX_ATTR, "window width"),
-            Attr("stride_h", 1, MAX_ATTR, "vertical stride"),
-            Attr("stride_w", 1, MAX_ATTR, "horizontal stride"),
-            Attr("pad_top", 0, "kernel_h - 1", "padding rows above", why=_PAD_WHY),
-            Attr("pad_left", 0, "kernel_w - 1", "padding columns left", why=_PAD_WHY),
-            Attr("pad_bottom", 0, "kernel_h - 1", "padding rows below", why=_PAD_WHY),
-            Attr("pad_right", 0, "kernel_w - 1", "padding columns right", why=_PAD_WHY),
-        ),
+        attrs=(*_window_attrs("window", "padding"),),
         rules=(
             "the window fits the padded input: H + pad_top + pad_bottom >= kernel_h (and W); "
             "with pads < kernel this puts an input pixel in every window",
@@ -373,14 +373,7 @@ OPS: Tuple[OpSchema, ...] = (
         "±1 input) or w (one padding: the pad is +1); out = dot·scale + bias. "
         "Ho = (H + pad_top + pad_bottom − kernel_h) / stride_h + 1",
         attrs=(
-            Attr("kernel_h", 1, MAX_ATTR, "kernel height"),
-            Attr("kernel_w", 1, MAX_ATTR, "kernel width"),
-            Attr("stride_h", 1, MAX_ATTR, "vertical stride"),
-            Attr("stride_w", 1, MAX_ATTR, "horizontal stride"),
-            Attr("pad_top", 0, "kernel_h - 1", "padding rows above", why=_PAD_WHY),
-            Attr("pad_left", 0, "kernel_w - 1", "padding columns left", why=_PAD_WHY),
-            Attr("pad_bottom", 0, "kernel_h - 1", "padding rows below", why=_PAD_WHY),
-            Attr("pad_right", 0, "kernel_w - 1", "padding columns right", why=_PAD_WHY),
+            *_window_attrs("kernel", "padding"),
             _enum_attr("pad_mode", "value of the padding", ((0, "zero"), (1, "one"))),
         ),
         slots=(
