@@ -418,6 +418,38 @@ void test_bitpack(const BitpackKernels& k, Rng& rng, Tally& t, std::size_t n_cas
 
 // ---- bconv --------------------------------------------------------------------------------
 
+// The binary convs' shared check: pack the weights, run every row in a shuffled split (all must
+// equal `want`), then one partial row range into a sentinel-filled output (rows outside it must
+// keep the sentinel). `rows` output rows of `row_floats` floats each.
+template <class Kernels, class Shape>
+void check_packed_rows(const Kernels& k, const Shape& s, std::size_t rows, std::size_t row_floats,
+                       const std::vector<BitWord>& in, const std::vector<BitWord>& weight,
+                       const std::vector<float>& scale, const std::vector<float>& bias,
+                       const std::vector<float>& want, bool ge, Rng& rng, Tally& t) {
+  const std::size_t n_out = want.size();
+  Aligned packed(k.packed_weight_bytes(s));
+  {
+    Buf<BitWord> wg = guarded(weight, ge);
+    k.pack_weight(s, wg.data(), packed.data());
+  }
+  Buf<BitWord> ig = guarded(in, ge);
+  Buf<float> sg = guarded(scale, !ge), bg = guarded(bias, ge);
+  Buf<float> out(n_out, ge);
+  for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
+  for (const auto& r : row_splits(rng, rows)) {
+    k.run_rows(s, ig.data(), packed.data(), sg.data(), bg.data(), r.first, r.second, out.data());
+  }
+  if (!same_floats(t, "whole image", out.data(), want.data(), n_out)) return;
+  const std::size_t y0 = uniform(rng, 0, rows), y1 = uniform(rng, y0, rows);
+  std::vector<float> want_part(n_out, kSentinel);
+  std::copy(want.begin() + static_cast<std::ptrdiff_t>(y0 * row_floats),
+            want.begin() + static_cast<std::ptrdiff_t>(y1 * row_floats),
+            want_part.begin() + static_cast<std::ptrdiff_t>(y0 * row_floats));
+  for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
+  k.run_rows(s, ig.data(), packed.data(), sg.data(), bg.data(), y0, y1, out.data());
+  same_floats(t, fmt("rows [%zu, %zu)", y0, y1).c_str(), out.data(), want_part.data(), n_out);
+}
+
 // One shape; in_ones / w_ones: the density of 1 bits in the input and the weights (0 and 1 give
 // the extreme dots that fill every popcount lane and byte accumulator).
 void bconv_case(const BConvKernels& k, Rng& rng, Tally& t, const BConvShape& s, bool ge,
@@ -435,29 +467,8 @@ void bconv_case(const BConvKernels& k, Rng& rng, Tally& t, const BConvShape& s, 
   std::vector<float> want(n_out);
   bconv2d_nhwc__reference(s, in.data(), weight.data(), scale.data(), bias.data(), want.data());
 
-  Aligned packed(k.packed_weight_bytes(s));
-  {
-    Buf<BitWord> wg = guarded(weight, ge);
-    k.pack_weight(s, wg.data(), packed.data());
-  }
-  Buf<BitWord> ig = guarded(in, ge);
-  Buf<float> sg = guarded(scale, !ge), bg = guarded(bias, ge);
-  Buf<float> out(n_out, ge);
-  for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
-  for (const auto& r : row_splits(rng, s.height)) {
-    k.run_rows(s, ig.data(), packed.data(), sg.data(), bg.data(), r.first, r.second, out.data());
-  }
-  if (!same_floats(t, "whole image", out.data(), want.data(), n_out)) return;
-  // One partial range: rows outside it keep the sentinel.
-  const std::size_t y0 = uniform(rng, 0, s.height), y1 = uniform(rng, y0, s.height);
-  std::vector<float> want_part(n_out, kSentinel);
-  const std::size_t row = s.width * s.out_channels;
-  std::copy(want.begin() + static_cast<std::ptrdiff_t>(y0 * row),
-            want.begin() + static_cast<std::ptrdiff_t>(y1 * row),
-            want_part.begin() + static_cast<std::ptrdiff_t>(y0 * row));
-  for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
-  k.run_rows(s, ig.data(), packed.data(), sg.data(), bg.data(), y0, y1, out.data());
-  same_floats(t, fmt("rows [%zu, %zu)", y0, y1).c_str(), out.data(), want_part.data(), n_out);
+  check_packed_rows(k, s, s.height, s.width * s.out_channels, in, weight, scale, bias, want, ge,
+                    rng, t);
 }
 
 void test_bconv(const BConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
@@ -640,28 +651,8 @@ void bconv_general_case(const BConvGeneralKernels& k, Rng& rng, Tally& t, const 
     }
   }
 
-  Aligned packed(k.packed_weight_bytes(s));
-  {
-    Buf<BitWord> wg = guarded(weight, ge);
-    k.pack_weight(s, wg.data(), packed.data());
-  }
-  Buf<BitWord> ig = guarded(in, ge);
-  Buf<float> sg = guarded(scale, !ge), bg = guarded(bias, ge);
-  Buf<float> out(n_out, ge);
-  for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
-  for (const auto& r : row_splits(rng, s.out_height)) {
-    k.run_rows(s, ig.data(), packed.data(), sg.data(), bg.data(), r.first, r.second, out.data());
-  }
-  if (!same_floats(t, "whole image", out.data(), want.data(), n_out)) return;
-  const std::size_t y0 = uniform(rng, 0, s.out_height), y1 = uniform(rng, y0, s.out_height);
-  std::vector<float> want_part(n_out, kSentinel);
-  const std::size_t row = s.out_width * g.co;
-  std::copy(want.begin() + static_cast<std::ptrdiff_t>(y0 * row),
-            want.begin() + static_cast<std::ptrdiff_t>(y1 * row),
-            want_part.begin() + static_cast<std::ptrdiff_t>(y0 * row));
-  for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
-  k.run_rows(s, ig.data(), packed.data(), sg.data(), bg.data(), y0, y1, out.data());
-  same_floats(t, fmt("rows [%zu, %zu)", y0, y1).c_str(), out.data(), want_part.data(), n_out);
+  check_packed_rows(k, s, s.out_height, s.out_width * g.co, in, weight, scale, bias, want, ge, rng,
+                    t);
 }
 
 void test_bconv_general(const BConvGeneralKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
