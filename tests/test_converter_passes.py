@@ -574,6 +574,55 @@ def test_ste_near_miss_is_left_alone():
         lower_onnx(model)
 
 
+@pytest.mark.parametrize(
+    "form",
+    ["(a-b)+b", "b+(a-b)", "(a+b)-b", "(b+a)-b", "a+(b-b)", "(b-b)+a"],
+)
+def test_every_ste_form_is_its_forward_value(form):
+    # a = sign(x) (the forward value), b = a Clip the engine could run but must not: after the
+    # rewrite nothing reads b, so the graph is exactly sign -> bconv.
+    a_plus = {
+        "(a-b)+b": [_node("Sub", ["fwd", "b"], "d"), _node("Add", ["d", "b"], "s")],
+        "b+(a-b)": [_node("Sub", ["fwd", "b"], "d"), _node("Add", ["b", "d"], "s")],
+        "(a+b)-b": [_node("Add", ["fwd", "b"], "d"), _node("Sub", ["d", "b"], "s")],
+        "(b+a)-b": [_node("Add", ["b", "fwd"], "d"), _node("Sub", ["d", "b"], "s")],
+        "a+(b-b)": [_node("Sub", ["b", "b"], "d"), _node("Add", ["fwd", "d"], "s")],
+        "(b-b)+a": [_node("Sub", ["b", "b"], "d"), _node("Add", ["d", "fwd"], "s")],
+    }[form]
+    nodes = [_node("Sign", ["x"], "fwd"), _node("Clip", ["x", "lo", "hi"], "b"), *a_plus]
+    model = _sign_conv_model(nodes, {"lo": _scalar(-1.0), "hi": _scalar(1.0)})
+    assert _kinds(translate(model)) == ["sign", "bconv"]
+    _matches_onnxruntime(model, tol=1e-4, x=_no_zeros())
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        # b - c + b: not the same b twice
+        [_node("Sub", ["fwd", "b"], "d"), _node("Add", ["d", "x"], "s")],
+        # (a + b) - c
+        [_node("Add", ["fwd", "b"], "d"), _node("Sub", ["d", "x"], "s")],
+        # a + (b - c)
+        [_node("Sub", ["b", "x"], "d"), _node("Add", ["fwd", "d"], "s")],
+        # (a + b) - b, but a + b is read twice (it is a value of the model, not an STE term)
+        [
+            _node("Add", ["fwd", "b"], "d"),
+            _node("Sub", ["d", "b"], "s0"),
+            _node("Add", ["s0", "d"], "s"),
+        ],
+    ],
+    ids=["a-b+c", "a+b-c", "a+(b-c)", "shared-sum"],
+)
+def test_ste_look_alikes_are_left_alone(form):
+    from weights_tools.converter.passes import ste_identity
+
+    nodes = [_node("Sign", ["x"], "fwd"), _node("Clip", ["x", "lo", "hi"], "b"), *form]
+    model = _sign_conv_model(nodes, {"lo": _scalar(-1.0), "hi": _scalar(1.0)})
+    before = model.SerializeToString()
+    ste_identity(model.graph)
+    assert model.SerializeToString() == before
+
+
 def test_expand_as_bias_is_a_constant_add():
     bias = _f32(_rng(3), 1, C, 1, 1)
     nodes = [

@@ -22,10 +22,11 @@ torch = pytest.importorskip("torch", reason="building test models needs the tool
 ort = pytest.importorskip("onnxruntime")
 
 from conftest import (  # noqa: E402
+    assert_matches,
     convert_model,
     ort_logits,
     random_inputs,
-    rel_l2,
+    top1_agreement,
     torch_logits,
     zoo_model,
 )
@@ -34,37 +35,11 @@ from torch import nn  # noqa: E402
 from weights_tools.convert import randomize_bn  # noqa: E402
 from weights_tools.layers import BHalf, BinaryConv2d, DSHalf, Stage, binary_sign  # noqa: E402
 from weights_tools.qbw import read_qbw  # noqa: E402
-from weights_tools.reference import near_tie_images, run_reference  # noqa: E402
+from weights_tools.reference import run_reference  # noqa: E402
 from weights_tools.zoo import MODEL_NAMES, build_model  # noqa: E402
 
 SEED = 20261127
 N_INPUTS = 32
-
-
-def top1_agreement(a, b):
-    return float(np.mean(a.argmax(1) == b.argmax(1)))
-
-
-def assert_matches(engine, ref, path, x, label, tol=1e-3):
-    """The engine matches PyTorch: every image that differs (rel L2 > tol or another top-1) must
-    hold a near-tie sign decision (SPEC section 6: float rounding may flip such a sign), and the
-    median image must match to 1e-4, so a batch cannot pass by being all ties. The median, not
-    "enough images without any tie": at 224x224 a deep net has some near tie in almost every
-    image, and which ones depends on the CPU's BLAS (seen: all 4 images on an AVX2 EPYC)."""
-    assert engine.shape == ref.shape
-    per_image = np.linalg.norm(engine - ref, axis=1) / np.linalg.norm(ref, axis=1)
-    differs = (per_image > tol) | (engine.argmax(1) != ref.argmax(1))
-    if differs.any():
-        _, ties = near_tie_images(read_qbw(path), x)
-        unexplained = np.flatnonzero(differs & ~ties)
-        assert unexplained.size == 0, (
-            f"{label}: rel L2 {rel_l2(engine, ref):.2e}, top-1 {top1_agreement(engine, ref):.2%};"
-            f" images {unexplained.tolist()} differ without a near tie"
-        )
-    assert float(np.median(per_image)) <= 1e-4, (
-        f"{label}: median per-image rel L2 {np.median(per_image):.2e} > 1e-4 "
-        f"(per image: {np.array2string(per_image, precision=2)})"
-    )
 
 
 @pytest.mark.parametrize("se", [None, "se1", "se2"])
