@@ -114,7 +114,14 @@ def run_arch_demo(args: argparse.Namespace) -> Dict[str, Any]:
         result["torch_top1_equal"] = bool(np.argmax(logits) == np.argmax(ref))
         if result["torch_rel_l2"] > TOLERANCE:
             log_step(quiet, "      the logits differ: looking for a near-tie decision")
-            result.update(explain_difference(qbw_path, x_nchw, result["torch_rel_l2"]))
+            quantized = ", ".join(
+                f"{part} {mode}"
+                for part, mode in (("fc", args.fc), ("depthwise", args.depthwise))
+                if mode != "fp32"
+            )
+            result.update(
+                explain_difference(qbw_path, x_nchw, logits, result["torch_rel_l2"], quantized)
+            )
         result.update(_compare_onnxruntime(onnx_path, x_nchw, logits, args.threads, args.runs))
     return result
 
@@ -125,30 +132,47 @@ TOLERANCE = 1e-3
 SIGN_REL = 1e-6  # a sign input within this fraction of the op's largest |x - t| is a near tie
 
 
-def explain_difference(qbw_path: str, x_nchw: np.ndarray, torch_rel_l2: float) -> Dict[str, Any]:
-    """Why the engine's logits differ from PyTorch's by more than TOLERANCE: the reference
+def explain_difference(
+    qbw_path: str,
+    x_nchw: np.ndarray,
+    logits: np.ndarray,
+    torch_rel_l2: float,
+    quantized: str = "",
+) -> Dict[str, Any]:
+    """Why the engine's logits differ from PyTorch's by more than TOLERANCE. The reference
     interpreter (`reference.near_tie_images`) runs the converted graph on the same input and
     records whether a decision lies within rounding distance of its threshold (a sign input
-    within SIGN_REL of 0, an INT8 code on a rounding boundary). Such a decision may go either way
-    between two correct implementations, and the flip spreads through the network: not a bug.
-    Returns {"near_tie": bool, "torch_diff_note": the explanation}."""
+    within SIGN_REL of 0, an INT8 code on a rounding boundary): such a decision may go either way
+    between two correct implementations, and the flip spreads through the network; not a bug.
+    `quantized` names the INT8/bit-plane encodings of the file ('' for none): PyTorch runs the
+    float weights, so the difference is then the quantization's.
+
+    Returns {"near_tie": bool, "reference_rel_l2": the engine against the reference
+    interpreter, "torch_diff_note": the explanation}."""
     from .qbw import read_qbw
     from .reference import near_tie_images
 
-    _, ties = near_tie_images(read_qbw(qbw_path), x_nchw[:1], sign_rel=SIGN_REL)
+    ref_logits, ties = near_tie_images(read_qbw(qbw_path), x_nchw[:1], sign_rel=SIGN_REL)
     near_tie = bool(ties[0])
-    if near_tie:
+    ref_rel = rel_l2(logits[:1], ref_logits[:1])
+    lead = f"torch_rel_l2 {torch_rel_l2:.3g}"
+    if quantized:
         note = (
-            f"torch_rel_l2 {torch_rel_l2:.3g}: a near-tie sign flip (the reference interpreter "
-            f"finds a sign decision within {SIGN_REL:g} of 0 on this image); not a bug"
+            f"{lead}: the .qbw stores {quantized} weights and PyTorch runs the float ones; "
+            f"against the reference interpreter of the same file the engine's rel. L2 is "
+            f"{ref_rel:.2g}"
+        )
+    elif near_tie:
+        note = (
+            f"{lead}: a near-tie sign flip (the reference interpreter finds a sign decision "
+            f"within {SIGN_REL:g} of 0 on this image); not a bug"
         )
     else:
         note = (
-            f"torch_rel_l2 {torch_rel_l2:.3g} is above {TOLERANCE:g} and the reference "
-            "interpreter finds no near-tie decision on this image: unexpected, please report it "
-            "with this output"
+            f"{lead} is above {TOLERANCE:g} and the reference interpreter finds no near-tie "
+            "decision on this image: unexpected, please report it with this output"
         )
-    return {"near_tie": near_tie, "torch_diff_note": note}
+    return {"near_tie": near_tie, "reference_rel_l2": ref_rel, "torch_diff_note": note}
 
 
 def _compare_onnxruntime(
