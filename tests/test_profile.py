@@ -45,6 +45,32 @@ def test_converter_records_onnx_nodes_and_modules(converted):
     assert type(modules[sources[bconv]["modules"][0]]).__name__ == "BinaryConv2d"
 
 
+def test_op_sources_fit_the_metadata_budget(converted, tmp_path):
+    # The file's metadata string holds at most 65535 bytes: a long record is shortened, first
+    # without the ONNX names, then to each op's main module, else left out.
+    import onnx
+
+    from weights_tools.converter.emit import op_sources
+    from weights_tools.onnx_lowering import lower_onnx
+
+    path, onnx_path, _ = converted
+    model = onnx.load(onnx_path)
+    graph = lower_onnx(model)
+    full = op_sources(model, graph)
+    assert full == qbinfer.load(path).metadata["op_sources"]
+    modules_only = op_sources(model, graph, max_bytes=len(json.dumps(full)) - 1)
+    assert modules_only == [{"modules": src["modules"]} for src in full]
+    main_only = op_sources(model, graph, max_bytes=len(json.dumps(modules_only)) - 1)
+    assert main_only == [{"modules": src["modules"][:1]} for src in full]
+    assert op_sources(model, graph, max_bytes=10) is None
+    # a file with the shortest record still names its steps by their modules
+    short = str(tmp_path / "short.qbw")
+    _rewrite_metadata(path, short, json.dumps({"op_sources": main_only}))
+    prof = qbinfer.load(short).profile(runs=1)
+    assert prof.named and prof.steps[0].name == full[0]["modules"][0]
+    assert prof.steps[0].onnx_nodes == [qbinfer.load(short).ops()[0]["name"]]
+
+
 def test_profile_steps(converted):
     path, _, torch_model = converted
     m = qbinfer.load(path)

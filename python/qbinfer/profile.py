@@ -287,7 +287,7 @@ def _op_sources(metadata: Dict[str, Any], num_ops: int) -> Optional[List[Dict[st
         if not isinstance(entry, dict):
             return None
         clean = {}
-        for key in ("onnx", "modules"):
+        for key in ("onnx", "modules"):  # either may be left out of a long record
             items = entry.get(key, [])
             if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
                 return None
@@ -319,12 +319,13 @@ def build_profile(
         member_ops = [ops[m] for m in members]
         onnx_nodes: List[str] = []
         modules: List[str] = []
-        if sources is not None:
-            for m in members:
-                onnx_nodes += [n for n in sources[m]["onnx"] if n not in onnx_nodes]
+        for m, op in zip(members, member_ops):
+            # the file's op name is the ONNX node it was emitted from
+            names = sources[m]["onnx"] if sources is not None else []
+            names = names or ([str(op["name"])] if op["name"] else [])
+            onnx_nodes += [n for n in names if n not in onnx_nodes]
+            if sources is not None:
                 modules += [n for n in sources[m]["modules"] if n not in modules]
-        else:
-            onnx_nodes = [str(op["name"]) for op in member_ops if op["name"]]
         # Bytes: all inputs of the first op; of each later op all inputs but the one the chain
         # hands it; the step's output; the weights of every op.
         moved = 0

@@ -11,6 +11,7 @@ converter writes it into the file's metadata as "op_sources", for `qbinfer.Model
 
 from __future__ import annotations
 
+import json
 from typing import Dict, List, Optional, Set
 
 import numpy as np
@@ -179,7 +180,14 @@ def emit(graph: IRGraph, model_name: str = "") -> Graph:
 _MAX_SOURCES = 64
 
 
-def op_sources(model: onnx.ModelProto, graph: Graph) -> List[Dict[str, List[str]]]:
+# The record's budget in the file's metadata string (at most 65535 bytes, docs/format.md), leaving
+# room for the converter's other fields and the caller's metadata.
+MAX_SOURCES_BYTES = 40_000
+
+
+def op_sources(
+    model: onnx.ModelProto, graph: Graph, max_bytes: int = MAX_SOURCES_BYTES
+) -> Optional[List[Dict[str, List[str]]]]:
     """Per op of `graph` (emitted from `model`), in op order: {"onnx": the ONNX node names it
     came from, in graph order; "modules": their PyTorch module paths, distinct, the module of the
     node the op was emitted from first}.
@@ -188,7 +196,12 @@ def op_sources(model: onnx.ModelProto, graph: Graph) -> List[Dict[str, List[str]
     into its Conv, a ReLU into the conv, a Clip and an Add into a sign) and keep the ONNX names
     of the values at the op's boundary, so the nodes of an op are those between its input values
     and its output value: found by walking back from the output's producer and stopping at the
-    inputs. Constant nodes are left out (they compute nothing at run time)."""
+    inputs. Constant nodes are left out (they compute nothing at run time).
+
+    A record longer than `max_bytes` as JSON is shortened until it fits: first without the ONNX
+    names (an op's own name is in the file anyway), then with the main module of each op only;
+    None when even that does not fit (a model of thousands of ops: the profiler then names
+    steps by their op types)."""
     from ..convert import module_path  # a function of names only; convert imports this package
 
     nodes = list(model.graph.node)
@@ -233,4 +246,12 @@ def op_sources(model: onnx.ModelProto, graph: Graph) -> List[Dict[str, List[str]
             if module and module not in modules:
                 modules.append(module)
         sources.append({"onnx": names, "modules": modules})
-    return sources
+    shorter = [
+        sources,
+        [{"modules": src["modules"]} for src in sources],
+        [{"modules": src["modules"][:1]} for src in sources],
+    ]
+    for record in shorter:
+        if len(json.dumps(record)) <= max_bytes:
+            return record
+    return None
