@@ -48,11 +48,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnx
 
+from .converter.emit import op_sources
 from .converter.errors import Blocker
 from .converter.pipeline import check_lowering
 from .onnx_lowering import ConversionError, fold_onnx_constants, lower_onnx
@@ -322,6 +323,8 @@ def onnx_to_qbw(
         else None,
         "calibration_images": calibrated,
         "onnx": onnx.__version__,
+        # per op: its ONNX nodes and PyTorch modules, for qbinfer's profiler and summaries
+        "op_sources": op_sources(model, graph),
     }
     meta.update(metadata or {})
     graph.metadata_json = json.dumps(meta, sort_keys=True)
@@ -625,6 +628,74 @@ def randomize_bn(
 # Command line
 
 
+def _describe_keys(kind: str, keys: Sequence[str], shown: int = 5) -> str:
+    more = f", ... ({len(keys) - shown} more)" if len(keys) > shown else ""
+    return f"  {len(keys)} {kind}: {', '.join(keys[:shown])}{more}"
+
+
+def _arch_match(state: Dict[str, Any], candidate: Dict[str, Any]) -> float:
+    """How well a checkpoint's state dict fits a model's (1 = every key, with its shape):
+    keys present in both count 1 with the same shape and 1/2 otherwise, over the larger set."""
+    score = 0.0
+    for key, tensor in state.items():
+        if key in candidate:
+            score += 1.0 if tuple(candidate[key].shape) == tuple(tensor.shape) else 0.5
+    return score / max(len(state), len(candidate), 1)
+
+
+def suggest_arch(state: Dict[str, Any], top: int = 3) -> List[Tuple[str, float]]:
+    """The zoo models (and SE variants) whose state-dict keys and shapes fit `state` best:
+    [(the --arch/--se options, match in 0..1)], best first, those above 1/2 only."""
+    from .bnn_zoo import BNN_ZOO_NAMES
+    from .zoo import ARCHS, build_model
+
+    scores: List[Tuple[str, float]] = []
+    for arch in list(ARCHS) + list(BNN_ZOO_NAMES):
+        for se in (None, "se1", "se2") if arch in ARCHS else (None,):
+            try:
+                candidate = build_model(arch, num_classes=1000, se=se).state_dict()
+            except Exception:  # a model that cannot be built this way is no candidate
+                continue
+            options = f"--arch {arch}" + (f" --se {se}" if se else "")
+            scores.append((options, _arch_match(state, candidate)))
+    scores.sort(key=lambda t: -t[1])
+    return [(o, m) for o, m in scores[:top] if m > 0.5]
+
+
+def state_dict_mismatch(model, state: Dict[str, Any], arch: str, se: Optional[str]) -> str:
+    """'' when `state` loads into `model` (same keys and shapes); else a short report: the counts
+    and first names of the missing, unexpected and mis-shaped keys, and the zoo models the
+    checkpoint fits best (to pass as --arch)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if not (missing or unexpected or shapes):
+        return ""
+    name = f"--arch {arch}" + (f" --se {se}" if se else "")
+    lines = [f"error: the checkpoint does not fit {name} ({len(expected)} tensors):"]
+    if missing:
+        lines.append(_describe_keys("missing keys", missing))
+    if unexpected:
+        lines.append(_describe_keys("unexpected keys", unexpected))
+    if shapes:
+        lines.append(_describe_keys("keys of another shape (checkpoint vs model)", shapes))
+    if not (missing or unexpected):  # the right model, another head or width
+        lines.append("  every name fits: check --num-classes (the classifier's size)")
+        return "\n".join(lines)
+    suggestions = [(o, m) for o, m in suggest_arch(state) if o != name]
+    if suggestions:
+        best = ", ".join(f"{o} ({100 * m:.0f}% of its tensors fit)" for o, m in suggestions)
+        lines.append(f"  it fits best: {best}")
+    else:
+        lines.append("  no zoo model fits it: is it a checkpoint of this tool set's models?")
+    return "\n".join(lines)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from .bnn_zoo import BNN_ZOO, BNN_ZOO_NAMES
     from .zoo import ARCHS, build_model
@@ -738,7 +809,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{model.name}: loading {args.checkpoint}")
         from .checkpoint import read_state_dict
 
-        model.load_state_dict(read_state_dict(args.checkpoint))
+        try:
+            state = read_state_dict(args.checkpoint)
+        except Exception as e:  # a missing file, not a state dict, not a torch file
+            print(f"error: {args.checkpoint}: {' '.join(str(e).split())}", file=sys.stderr)
+            return 1
+        problem = state_dict_mismatch(model, state, args.arch, se)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 1
+        model.load_state_dict(state)
     model.eval()
     if args.check:
         report = check_model(

@@ -1,17 +1,20 @@
-"""`qbinfer demo`: the shipped model on its held-out set, or the whole path with a zoo model.
+"""qbinfer demo: the shipped model on its held-out set, or the whole path with a zoo model.
 
-* `qbinfer demo`: run the trained model that ships inside the package (a QB-Net-Small variant for
-  the 8x8 scikit-learn digits upscaled to 32x32, `qbinfer/models/`) on its held-out set of 450
+* qbinfer demo: run the trained model that ships inside the package (a QB-Net-Small variant for
+  the 8x8 scikit-learn digits upscaled to 32x32, in qbinfer/models/) on its held-out set of 450
   images; print the engine's top-1 accuracy, PyTorch's (measured now when the tools extra is
-  installed, else the value recorded at training time) and the median
-  latency per image at batch 1. Needs numpy and the extension only.
-* `qbinfer demo --arch NAME`: with the tools extra (torch): build a zoo model (random weights,
+  installed, else the value recorded at training time) and the median latency per image at
+  batch 1. Needs numpy and the extension only.
+* qbinfer demo --arch NAME: with the tools extra (torch): build a zoo model (random weights,
   randomised BN statistics), convert it PyTorch -> ONNX -> .qbw, run one image through qbinfer,
-  PyTorch and ONNX Runtime, compare the logits and time the three. That part lives with the
-  tools (`python -m weights_tools.demo_convert`); this command hands over to it.
-* `qbinfer demo --model FILE.qbw`: run that file on one image (no torch needed).
+  PyTorch and ONNX Runtime, compare the logits and time the three. When the logits differ from
+  PyTorch's, the reference interpreter tells whether the image holds a near-tie decision (a
+  sign within rounding distance of 0, which two correct implementations may take either way).
+  That part lives with the tools (python -m weights_tools.demo_convert); this command hands
+  over to it.
+* qbinfer demo --model FILE.qbw: run that file on one image (no torch needed).
 
-`--json` prints one JSON line on stdout; progress goes to stderr.
+--json prints one JSON line on stdout; progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 
 from .model import load
+from .text import printable
 
 __all__ = [
     "add_parser",
@@ -212,7 +216,10 @@ def run_demo(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def _print_shipped_report(r: Dict[str, Any]) -> None:
-    print(f"model      {r['model']}  ({r['qbw_bytes'] / 1e6:.2f} MB .qbw, shipped in the package)")
+    print(
+        f"model      {printable(r['model'])}  ({r['qbw_bytes'] / 1e6:.2f} MB .qbw, "
+        "shipped in the package)"
+    )
     print(f"data       {r['images']} held-out images: {r['dataset']}")
     torch_note = (
         "measured now"
@@ -237,15 +244,17 @@ def print_report(r: Dict[str, Any]) -> None:
     if "accuracy_engine" in r:
         _print_shipped_report(r)
         return
-    print(f"model      {r['model']}  ({r['qbw_bytes'] / 1e6:.2f} MB .qbw)")
-    print(f"image      {r['image']}")
-    print("top-5      " + ", ".join(f"{name} {p:.3f}" for name, p in r["top5"]))
+    print(f"model      {printable(r['model'])}  ({r['qbw_bytes'] / 1e6:.2f} MB .qbw)")
+    print(f"image      {printable(r['image'])}")
+    print("top-5      " + ", ".join(f"{printable(name)} {p:.3f}" for name, p in r["top5"]))
     print(f"qbinfer    {r['latency_ms']:.2f} ms median, batch 1, {r['threads']} thread(s)")
     if "torch_rel_l2" in r:
         print(
             f"PyTorch    {r['torch_latency_ms']:.2f} ms; logits rel. L2 diff {r['torch_rel_l2']:.2e}, "
             f"same top-1: {r['torch_top1_equal']}"
         )
+    if "torch_diff_note" in r:
+        print(f"           {printable(r['torch_diff_note'])}")
     if "ort_rel_l2" in r:
         print(
             f"ONNX Rt    {r['ort_latency_ms']:.2f} ms; logits rel. L2 diff {r['ort_rel_l2']:.2e}, "
@@ -259,18 +268,38 @@ _BUILD_DEFAULTS = {"input_size": 224, "num_classes": 1000, "fc": "fp32", "depthw
 def add_build_arguments(p: argparse.ArgumentParser) -> None:
     """The options of building a zoo model, shared with `python -m weights_tools.demo_convert`
     (defined here so that `qbinfer demo --help` lists them without the tools installed)."""
-    p.add_argument("--se", choices=["se1", "se2"], default=None, help="with --arch")
-    p.add_argument("--input-size", type=int, help="with --arch (default 224)")
-    p.add_argument("--num-classes", type=int, help="with --arch (default 1000)")
-    p.add_argument("--fc", choices=["fp32", "int8", "bitplane8"], help="with --arch (default fp32)")
-    p.add_argument("--depthwise", choices=["fp32", "int8"], help="with --arch (default fp32)")
+    p.add_argument(
+        "--se",
+        choices=["se1", "se2"],
+        default=None,
+        help="with --arch: squeeze-and-excitation blocks (se1: after the downsampling blocks' "
+        "depthwise halves, se2: after every depthwise half; default none)",
+    )
+    p.add_argument(
+        "--input-size", type=int, metavar="N", help="with --arch: N x N input (default 224)"
+    )
+    p.add_argument(
+        "--num-classes", type=int, metavar="K", help="with --arch: output classes (default 1000)"
+    )
+    p.add_argument(
+        "--fc",
+        choices=["fp32", "int8", "bitplane8"],
+        help="with --arch: how the converter stores the FC weights (default fp32)",
+    )
+    p.add_argument(
+        "--depthwise",
+        choices=["fp32", "int8"],
+        help="with --arch: how the converter stores the depthwise weights (default fp32)",
+    )
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Options of every form of the demo."""
     p.add_argument("--runs", type=int, default=10, help="timed runs per engine (median reported)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="engine threads (default 1)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="with --arch: seed of the random weights (default 0)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a report")
 
 
@@ -280,9 +309,10 @@ def fill_build_defaults(args: argparse.Namespace) -> None:
             setattr(args, key, value)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: Any, common: Optional[argparse.ArgumentParser] = None) -> None:
     p = sub.add_parser(
         "demo",
+        parents=[] if common is None else [common],
         help="run the shipped model on its held-out set, or build, convert "
         "and compare a zoo model end to end",
         description=__doc__,

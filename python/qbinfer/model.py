@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
 from .preprocess import preprocess
+
+if TYPE_CHECKING:
+    from .profile import Profile
 
 __all__ = ["Model", "load"]
 
@@ -118,6 +121,41 @@ class Model:
         order = np.argsort(-probs, kind="stable")[:k]
         names = self.class_names
         return [(names[i], float(probs[i])) for i in order]
+
+    # -- profiling ----------------------------------------------------------------------
+    def profile(self, x: Any = None, runs: int = 20, layout: str = "nchw") -> "Profile":
+        """Time every step of a run of one image: a `qbinfer.profile.Profile` whose steps give
+        their median time over `runs` runs, share of the run, the ONNX nodes and PyTorch
+        modules they came from (recorded by the converter; op types for older files), bytes
+        moved and float/binary MACs with the rate achieved. `str()` of it is a table;
+        `save_chrome_trace(path)` and `plot(path)` (matplotlib) write a trace and a chart.
+
+        `x`: a preprocessed float32 batch as `run` takes (its first image is timed), an image
+        as `predict` takes (a path, a PIL image, an H x W x C uint8 array), or None for a
+        fixed random input (the timing of these models hardly depends on the values)."""
+        from .profile import build_profile
+
+        if isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) or runs < 1:
+            raise ValueError(f"runs must be an int >= 1, got {runs!r}")
+        if layout not in ("nchw", "nhwc"):
+            raise ValueError(f"layout must be 'nchw' or 'nhwc', got {layout!r}")
+        if x is None:
+            h, w, c = self.input_shape
+            rng = np.random.default_rng(0)
+            x, layout = rng.standard_normal((1, h, w, c)).astype(np.float32), "nhwc"
+        elif not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 4):
+            x, layout = preprocess(x, self.preprocessing), "nhwc"
+        timings = self._core._profile(np.ascontiguousarray(x[:1]), int(runs), layout)
+        return build_profile(
+            self.name,
+            timings,
+            self._core.steps(),
+            self.ops(),
+            self.metadata,
+            runs=int(runs),
+            threads=self.threads,
+            isa=self.isa,
+        )
 
     # -- introspection ------------------------------------------------------------------
     def ops(self) -> List[Dict[str, Any]]:

@@ -4,19 +4,24 @@ Conv weights become [Co, kh, kw, Ci], binary weights are packed by the bit contr
 (`pack_signs`, [Co, k, k, words]; a binary FC's [O, words]), depthwise weights [k*C, 9] (tap dy*3 + dx). Values are
 numbered in order of first appearance (the input first), tensors in op order; FC and depthwise
 convs are FP32 here (`weights_tools.convert` encodes them afterwards).
+
+`op_sources` records, per emitted op, the ONNX nodes it came from and their PyTorch modules (the
+converter writes it into the file's metadata as "op_sources", for `qbinfer.Model.profile`).
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+import json
+from typing import Dict, List, Optional, Set
 
 import numpy as np
+import onnx
 
 from ..qbw import DType, FCEncoding, Graph, Op, OpType, Preprocessing, Tensor, Value, pack_signs
 from .errors import ConversionError
 from .ir import IRGraph
 
-__all__ = ["emit"]
+__all__ = ["emit", "op_sources"]
 
 
 def emit(graph: IRGraph, model_name: str = "") -> Graph:
@@ -168,3 +173,85 @@ def emit(graph: IRGraph, model_name: str = "") -> Graph:
         preprocessing=Preprocessing.for_input_size(inp.h, inp.w),
         model_name=model_name,
     )
+
+
+# A walk back from an op's output that visits more ONNX nodes than this has escaped its own op
+# (a value the translator renamed): the op then names only the node it was emitted from.
+_MAX_SOURCES = 64
+
+
+# The record's budget in the file's metadata string (at most 65535 bytes, docs/format.md), leaving
+# room for the converter's other fields and the caller's metadata.
+MAX_SOURCES_BYTES = 40_000
+
+
+def op_sources(
+    model: onnx.ModelProto, graph: Graph, max_bytes: int = MAX_SOURCES_BYTES
+) -> Optional[List[Dict[str, List[str]]]]:
+    """Per op of `graph` (emitted from `model`), in op order: {"onnx": the ONNX node names it
+    came from, in graph order; "modules": their PyTorch module paths, distinct, the module of the
+    node the op was emitted from first}.
+
+    The rewrite passes merge nodes into the one an op is emitted from (a BatchNormalization
+    into its Conv, a ReLU into the conv, a Clip and an Add into a sign) and keep the ONNX names
+    of the values at the op's boundary, so the nodes of an op are those between its input values
+    and its output value: found by walking back from the output's producer and stopping at the
+    inputs. Constant nodes are left out (they compute nothing at run time).
+
+    A record longer than `max_bytes` as JSON is shortened until it fits: first without the ONNX
+    names (an op's own name is in the file anyway), then with the main module of each op only;
+    None when even that does not fit (a model of thousands of ops: the profiler then names
+    steps by their op types)."""
+    from ..convert import module_path  # a function of names only; convert imports this package
+
+    nodes = list(model.graph.node)
+    producer: Dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for out in node.output:
+            if out:
+                producer[out] = i
+    by_name = {node.name: i for i, node in enumerate(nodes) if node.name}
+    initializers = {t.name for t in model.graph.initializer}
+    graph_inputs = {v.name for v in model.graph.input} - initializers
+    sources: List[Dict[str, List[str]]] = []
+    for op in graph.ops:
+        stop = {graph.values[v].name for v in op.inputs}
+        found: Set[int] = set()
+        stack = [graph.values[v].name for v in op.outputs]
+        seen: Set[str] = set()
+        escaped = False
+        while stack and not escaped:
+            name = stack.pop()
+            if name in stop or name in seen:
+                continue
+            seen.add(name)
+            if name in graph_inputs:  # past the op's inputs: the walk left the op
+                escaped = True
+            elif name in producer:
+                found.add(producer[name])
+                stack.extend(nodes[producer[name]].input)
+                escaped = len(found) > _MAX_SOURCES
+        if escaped:
+            found = set()
+        if op.name in by_name:
+            found.add(by_name[op.name])
+        names = [nodes[i].name for i in sorted(found) if nodes[i].op_type != "Constant"]
+        if not names:
+            names = [op.name]
+        # The module of the node the op was emitted from first: the op's main layer (the conv,
+        # not the BatchNormalization folded into it).
+        modules: List[str] = []
+        for name in [op.name, *names]:
+            module = module_path(name)
+            if module and module not in modules:
+                modules.append(module)
+        sources.append({"onnx": names, "modules": modules})
+    shorter = [
+        sources,
+        [{"modules": src["modules"]} for src in sources],
+        [{"modules": src["modules"][:1]} for src in sources],
+    ]
+    for record in shorter:
+        if len(json.dumps(record)) <= max_bytes:
+            return record
+    return None
