@@ -1204,9 +1204,10 @@ if torch is not None:
 
         conv = nn.Conv2d(3, 8, 3, padding=1)
         return {
-            "softmax": (
-                _Seq(lambda m, x: torch.softmax(_head(m, m.mods[0](x)), 1), conv, nn.Linear(8, 4)),
-                r"'[^']*Softmax[^']*' \(Softmax\)",
+            # (a softmax over the channels converts: SOFTMAX, tests/test_softmax.py)
+            "softmax_over_width": (
+                _Seq(lambda m, x: _head(m, torch.softmax(m.mods[0](x), 3)), conv, nn.Linear(8, 4)),
+                r"'[^']*Softmax[^']*' \(Softmax\).*axis 3",
             ),
             "maxpool_dilated": (
                 _Seq(

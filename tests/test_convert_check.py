@@ -155,18 +155,23 @@ def test_no_fix_is_suggested_where_none_applies(capsys, tmp_path):
     assert ISSUE_12_FIX not in text and NO_FIX not in fix_lines
 
 
-def test_a_fix_is_suggested_only_where_it_applies():
-    # A final softmax: dropping it leaves the class order, so the check says so...
+def test_softmax_is_no_blocker_and_a_refused_one_gets_no_made_up_fix():
+    # A final softmax (once a blocker with the fix "drop it") and one inside the network are
+    # the engine's SOFTMAX now: nothing to report...
     last = check_model(small_react(softmax=True), input_size=(16, 16))
-    (b,) = last.blockers
-    assert b.op_type == "Softmax" and b.fix.startswith("drop the final Softmax"), str(last)
-    # ...but not for a softmax inside the network, where dropping it changes the function.
+    assert not last.blockers, str(last)
     model = small_react()
     model.units[0].rprelu_b = nn.Sequential(model.units[0].rprelu_b, nn.Softmax(dim=1))
     inner = check_model(model, input_size=(16, 16))
-    (b,) = inner.blockers
-    assert b.op_type == "Softmax" and b.module == "units.0.rprelu_b.1", str(inner)
-    assert b.fix == NO_OP_FIX and "drop" not in str(inner)
+    assert not inner.blockers, str(inner)
+    # ...and a softmax over an axis the engine does not normalize (the width) is reported with
+    # its module, and no fix, since none is known to apply.
+    model = small_react()
+    model.units[0].rprelu_b = nn.Sequential(model.units[0].rprelu_b, nn.Softmax(dim=3))
+    width = check_model(model, input_size=(16, 16))
+    (b,) = width.blockers
+    assert b.op_type == "Softmax" and b.module == "units.0.rprelu_b.1", str(width)
+    assert b.fix == NO_FIX and "drop" not in str(width)
 
 
 def test_full_react_style_with_one_added_op_reports_exactly_that_op():

@@ -66,6 +66,7 @@ OP_NAMES = {
     15: "MAXPOOL",
     16: "CLIP",
     18: "BFC",
+    19: "SOFTMAX",
 }
 NP_DTYPE = {F32: np.dtype("<f4"), I8: np.dtype("i1"), BITS: np.dtype("<u8")}
 
@@ -884,7 +885,7 @@ def test_elementwise_pool_concat_block(tmp_path):
         assert_close(got, ref(img), 1e-4)
     types = [o["type"] for o in m.ops()]
     # BITPACK, BCONV2D, FC and BFC have their own tests above; MAXPOOL and CLIP their
-    # single-op tests (test_maxpool_*, test_clip_*).
+    # single-op tests (test_maxpool_*, test_clip_*); SOFTMAX tests/test_softmax.py.
     assert set(types) == set(OP_NAMES.values()) - {
         "BITPACK",
         "BCONV2D",
@@ -892,6 +893,7 @@ def test_elementwise_pool_concat_block(tmp_path):
         "BFC",
         "MAXPOOL",
         "CLIP",
+        "SOFTMAX",
     }
 
 

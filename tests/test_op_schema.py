@@ -263,6 +263,8 @@ def base_cases() -> List[Tuple[str, Case]]:
             "bconv general 5x3 asym zero",
             Case(B["BCONV2D_GENERAL"], [(6, 5, 64)], [5, 3, 3, 1, 2, 0, 1, 2, 0], 3),
         ),
+        ("softmax vector", Case(B["SOFTMAX"], [(1, 1, 10)], [0], 0)),
+        ("log-softmax per pixel", Case(B["SOFTMAX"], [(3, 4, 6)], [1], 0)),
     ]
     covered = {c.spec.name for _, c in cases}
     assert covered == set(B), f"add base cases for {set(B) - covered}"

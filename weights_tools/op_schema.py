@@ -404,6 +404,21 @@ OPS: Tuple[OpSchema, ...] = (
         ),
         rules=("C <= 2^31 − 1 (the dot is an int32)",),
     ),
+    OpSchema(
+        19,
+        "SOFTMAX",
+        "kSoftmax",
+        (_F32_IN,),
+        Input(F32, "(H, W, C)"),
+        "softmax or log-softmax over the channels of each pixel (a classifier's (1, 1, C) "
+        "vector, or every pixel of a dense map): m = max_c x_c, e_c = exp(x_c − m), "
+        "s = Σ e_c; out = e_c / s, or (x_c − m) − log(s) (see SOFTMAX below)",
+        attrs=(
+            _enum_attr(
+                "log", "what is written", ((0, "probabilities (softmax)"), (1, "log-softmax"))
+            ),
+        ),
+    ),
 )
 
 BY_CODE: Dict[int, OpSchema] = {op.code: op for op in OPS}

@@ -544,6 +544,8 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
         value_is(out, "output", (ho, wo, out.channels))
         if kh * kw * C > 2**31 - 1:
             _fail(f"{label}: kh*kw*Ci = {kh * kw * C} overflows the int32 dot")
+    elif t == OpType.SOFTMAX:
+        value_is(out, "output", x.shape)
     _validate_slots(graph, label, spec, op, mode, env)
     if t == OpType.CLIP:
         lo, hi = (float(v) for v in graph.tensors[op.tensors[0]].data)

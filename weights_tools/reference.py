@@ -15,7 +15,8 @@ Arithmetic, per op:
   BCONV2D, BFC and of INT8 DWCONV3X3, AFFINE, PRELU, RELU, ADD, MUL_CHANNEL, the pre_bias add.
 - Float64 inside the op, rounded to f32 once at its output (the engine sums in f32 in its own
   order, so compare with a relative tolerance): CONV2D, FP32 DWCONV3X3, AVGPOOL,
-  GLOBAL_AVGPOOL, SIGMOID, FC (every encoding).
+  GLOBAL_AVGPOOL, SIGMOID, FC (every encoding), SOFTMAX (the engine's formula and order, with
+  its exps and their sum in its own precision: see `_softmax`).
 
     >>> logits = run_reference(read_qbw("model.qbw"), x_nchw)   # float32 [N, 3, H, W] -> [N, O]
 """
@@ -395,6 +396,22 @@ def _bfc(graph: Graph, op: Op, args):
     return (dot * scale + bias).astype(f32).reshape(bits.shape[0], 1, 1, -1)
 
 
+def _softmax(graph: Graph, op: Op, args):
+    """SOFTMAX over the channels of each pixel, docs/format.md's formula in float64:
+    m = max (NaN if any is NaN), z = x − m, s = Σ exp(z); exp(z) / s, or z − log(s) when
+    `log` is 1. Rounded to f32 once, so it is the exact result to within one rounding: the
+    engine (f32 exps, double sum) is within the tolerance docs/format.md states for SOFTMAX.
+    NaN, +inf and rows of −inf only give NaN rows, as in the engine and PyTorch."""
+    (x,) = args
+    (log,) = op.attrs
+    with np.errstate(invalid="ignore", over="ignore"):  # inf − inf, and f32 overflow to −inf
+        z = x.astype(np.float64) - x.max(axis=-1, keepdims=True).astype(np.float64)
+        e = np.exp(z)
+        s = e.sum(axis=-1, keepdims=True)
+        out = z - np.log(s) if log else e / s
+        return out.astype(f32)
+
+
 _OPS = {
     OpType.CONV2D: _conv2d,
     OpType.DWCONV3X3: _dwconv3x3,
@@ -414,5 +431,6 @@ _OPS = {
     OpType.CLIP: _clip,
     OpType.BFC: _bfc,
     OpType.BCONV2D_GENERAL: _bconv2d_general,
+    OpType.SOFTMAX: _softmax,
 }
 assert set(_OPS) == set(OpType)

@@ -608,6 +608,13 @@ void build_bconv2d_general(Builder& b) {
   op.stats.bops = sat_mul({co, ci, kh, kw, ho, wo});
 }
 
+// SOFTMAX: over the channels of each pixel, same shape out; no params and, as for every
+// element-wise op, no FLOPs (docs/ops.md counts multiply-accumulates of weighted layers only).
+void build_softmax(Builder& b) {
+  build_unary(b);
+  b.op.softmax_log = b.attr(0) == 1;
+}
+
 // The shape rules of each op, by code; the schema's list and this one must have the same
 // length (a new op without its build function does not compile).
 using BuildFn = void (*)(Builder&);
@@ -631,6 +638,7 @@ constexpr BuildFn kBuilders[] = {
     &build_clip,
     &build_bconv2d_general,
     &build_bfc,
+    &build_softmax,
 };
 static_assert(sizeof(kBuilders) / sizeof(kBuilders[0]) == QBINFER_OP_CODE_MAX + 1,
               "every op of weights_tools/op_schema.py needs its build function here");

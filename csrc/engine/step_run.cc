@@ -347,6 +347,15 @@ void run_bconv2d_general(const Step& step, const ExecContext& ctx) {
   });
 }
 
+// Softmax over the channels of each pixel: pixels are independent, so the rows split by pixels
+// like the other element-wise ops (a classifier's one (1, 1, C) pixel runs on this thread).
+void run_softmax(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  elementwise(step, ctx,
+              [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
+                  std::size_t n) { k.softmax(in, n, op.channels, op.softmax_log, out); });
+}
+
 }  // namespace
 
 StepRunFn run_fn(OpType type) {
@@ -387,6 +396,8 @@ StepRunFn run_fn(OpType type) {
       return &run_bfc;
     case OpType::kBConv2DGeneral:
       return &run_bconv2d_general;
+    case OpType::kSoftmax:
+      return &run_softmax;
   }
   return nullptr;
 }

@@ -955,6 +955,16 @@ py::array_t<float> clip(const py::object& x_obj, float lo, float hi, bool inplac
   return out;
 }
 
+// Softmax over the last axis of x (C = its length), each leading index a pixel.
+py::array_t<float> softmax(const py::object& x_obj, bool log_softmax, bool inplace,
+                           const py::object& isa_obj) {
+  constexpr const char* fn = "softmax";
+  const ChannelInput x = channel_input(fn, x_obj);
+  return run_channel_op(fn, x, inplace, isa_obj,
+                        [&](const ElementwiseKernels& k, const float* in, std::size_t pixels,
+                            std::size_t c, float* o) { k.softmax(in, pixels, c, log_softmax, o); });
+}
+
 py::array_t<float> global_avgpool(const py::object& x_obj, const py::object& isa_obj) {
   constexpr const char* fn = "global_avgpool";
   const auto x = as_array<float>(x_obj, fn, "x");
@@ -1182,6 +1192,10 @@ void register_kernel_testing(py::module_& testing) {
         "first NaN wins. row_ranges: maxpool_rows over each (begin, end) (others NaN).");
   m.def("clip", &clip, py::arg("x"), py::arg("lo"), py::arg("hi"), py::arg("inplace") = false,
         py::arg("isa") = py::none(), "x < lo ? lo : (x > hi ? hi : x); NaN passes through.");
+  m.def("softmax", &softmax, py::arg("x"), py::arg("log") = false, py::arg("inplace") = false,
+        py::arg("isa") = py::none(),
+        "Softmax (log=False) or log-softmax (log=True) over the last axis of a float32 array\n"
+        "(the SOFTMAX op: max, exp, a double sum in channel order, then e / s or z - log(s)).");
 }
 
 }  // namespace qbinfer

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -458,6 +459,17 @@ an empty batch. Non-contiguous input is copied. Releases the GIL.)doc")
                              [](const Model& md) { return file_str(md.file().producer()); })
       .def_property_readonly("metadata_json",
                              [](const Model& md) { return file_str(md.file().metadata_json()); })
+      .def_property_readonly(
+          "output_op",
+          [](const Model& md) {
+            // Every value has one producer (the loader checks it) and the output is not the
+            // input, so exactly one op writes it.
+            for (const qbinfer::Op& op : md.ops()) {
+              if (op.output == md.file().output_value()) return op.index;
+            }
+            throw std::logic_error("no op writes the output value");
+          },
+          "Index (into ops()) of the op that writes the output: Model.output_kind reads it.")
       .def_property_readonly("format_version",
                              [](const Model& md) {
                                return py::make_tuple(md.file().version_major(),

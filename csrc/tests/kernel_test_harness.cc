@@ -8,7 +8,9 @@
 //     bitpack, bconv, depthwise f32 and INT8 (absmax, quantization, conv), the dense conv, the
 //     pools, concat, the element-wise kernels, the fused epilogue (floats and bits);
 //   within fc.h's tolerance  |got - exact| <= 1e-5 * (|ws| * sum |w * x| + |bias|)  in double
-//     the three FC encodings.
+//     the three FC encodings;
+//   the softmax reference (which every variant must equal bit for bit) also within the SOFTMAX
+//     tolerance of docs/format.md of exact math in double.
 // Row-range entry points run over a shuffled split of the rows (empty ranges included) and over
 // one partial range into a sentinel-filled output, which must stay untouched outside it. Inputs
 // and outputs sit against an inaccessible page (at their end, or at their start: alternating per
@@ -1229,6 +1231,73 @@ void test_concat(const ConcatKernels& k, Rng& rng, Tally& t, std::size_t n_cases
 
 // ---- element-wise -------------------------------------------------------------------------
 
+// One softmax case (elementwise.h): the variant against the reference, bits equal (every table
+// holds the one portable function, so anything else is a wrong table entry), in place too; and
+// the reference against exact math in double within docs/format.md's SOFTMAX tolerance, which
+// is what a qemu run checks on another architecture's libm: log-softmax
+// |got - exact| <= 1e-6 * (|exact| + 1), softmax |got - exact| <= 1e-6 * |exact| + 1e-9; NaN
+// exactly where the exact result is NaN, infinities equal.
+void test_softmax_case(const ElementwiseKernels& k, Rng& rng, Tally& t, std::size_t i) {
+  const std::size_t kC[] = {1, 2, 3, 10, 17, 64, 100, 1000, 10000};
+  const float kScale[] = {1e-3f, 1.0f, 10.0f, 1e3f, 1e6f};
+  const bool ge = i % 2 == 0;
+  const bool log_softmax = i % 4 >= 2;
+  const std::size_t c = i < std::size(kC) ? kC[i] : pick(rng, kC);
+  const std::size_t pixels = uniform(rng, 1, c >= 1000 ? 2 : 6), n = pixels * c;
+  const float scale = pick(rng, kScale);
+  t.context = fmt("softmax case %zu pixels=%zu C=%zu scale=%g log=%d", i, pixels, c,
+                  static_cast<double>(scale), log_softmax ? 1 : 0);
+  std::vector<float> x = randn(rng, n, scale);
+  if (i % 3 == 2) sprinkle(rng, x, 0.02);  // infinities, NaNs, denormals, float max
+  std::vector<float> want(n);
+  softmax_f32__reference(x.data(), pixels, c, log_softmax, want.data());
+  const Buf<float> xg = guarded(x, ge);
+  Buf<float> out(n, !ge);
+  k.softmax(xg.data(), pixels, c, log_softmax, out.data());
+  same_floats(t, "softmax", out.data(), want.data(), n);
+  out.assign(x);
+  k.softmax(out.data(), pixels, c, log_softmax, out.data());
+  same_floats(t, "softmax in place", out.data(), want.data(), n);
+
+  for (std::size_t p = 0; p < pixels; ++p) {
+    const float* row = x.data() + p * c;
+    double m = row[0];
+    bool nan = false;
+    for (std::size_t j = 0; j < c; ++j) {
+      nan = nan || std::isnan(row[j]);
+      m = std::max(m, static_cast<double>(row[j]));
+    }
+    double sum = 0.0;
+    for (std::size_t j = 0; j < c; ++j) sum += std::exp(static_cast<double>(row[j]) - m);
+    for (std::size_t j = 0; j < c; ++j) {
+      const double z = static_cast<double>(row[j]) - m;  // NaN for inf - inf
+      const double exact_math = log_softmax ? z - std::log(sum) : std::exp(z) / sum;
+      // In float range: a log-probability below -FLT_MAX is -inf in any float result (and a
+      // double-to-float conversion out of range is undefined, hence the test first).
+      double exact = exact_math;
+      if (std::fabs(exact_math) > static_cast<double>(std::numeric_limits<float>::max())) {
+        exact = std::copysign(HUGE_VAL, exact_math);
+      }
+      const double got = want[p * c + j];
+      bool ok;
+      if (nan || std::isnan(exact)) {
+        ok = std::isnan(got);
+      } else if (std::isinf(exact) || std::isinf(got)) {
+        ok = got == exact;
+      } else {
+        const double bound =
+            log_softmax ? 1e-6 * (std::fabs(exact) + 1.0) : 1e-6 * std::fabs(exact) + 1e-9;
+        ok = std::fabs(got - exact) <= bound;
+      }
+      if (!ok) {
+        t.fail(
+            fmt("softmax reference: row %zu value %zu: got %.9g, exact %.12g", p, j, got, exact));
+        return;
+      }
+    }
+  }
+}
+
 void test_elementwise(const ElementwiseKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
   const std::size_t kC[] = {1, 3, 4, 5, 7, 8, 15, 16, 17, 31, 33, 64, 100, 130};
   for (std::size_t i = 0; i < n_cases; ++i) {
@@ -1290,6 +1359,7 @@ void test_elementwise(const ElementwiseKernels& k, Rng& rng, Tally& t, std::size
       k.clip(clip_src, n, lo, hi, out.data());
       same_float_bits(t, inplace ? "clip in place" : "clip", out.data(), want.data(), n);
     }
+    test_softmax_case(k, rng, t, i);
     ++t.cases;
   }
 }

@@ -340,19 +340,28 @@ void print_profile(qbinfer::Model& model, const std::vector<float>& x, int runs)
 
 void print_top(const qbinfer::Model& model, const std::vector<float>& logits, int top) {
   if (top == 0 || model.output_floats() != model.num_classes()) return;
-  // Softmax in double, shifted by the maximum so exp cannot overflow.
+  // Softmax in double, shifted by the maximum so exp cannot overflow. A model that ends in a
+  // SOFTMAX with log = 0 outputs the probabilities already (a softmax of them would flatten
+  // them); log-probabilities are logits shifted by a constant, whose softmax is right.
+  bool probabilities = false;
+  for (const qbinfer::Op& op : model.ops()) {
+    probabilities = probabilities || (op.output == model.file().output_value() &&
+                                      op.type == qbinfer::OpType::kSoftmax && !op.softmax_log);
+  }
   double mx = -std::numeric_limits<double>::infinity();
   for (float v : logits) mx = std::max(mx, static_cast<double>(v));
   double sum = 0;
   for (float v : logits) sum += std::exp(static_cast<double>(v) - mx);
+  const auto probability = [&](float v) {
+    return probabilities ? static_cast<double>(v) : std::exp(static_cast<double>(v) - mx) / sum;
+  };
   const auto& names = model.file().class_names();
   const std::vector<std::size_t> best = top_k(logits, static_cast<std::size_t>(top));
   std::printf("top-%zu      %6s  %14s  %8s  %s\n", best.size(), "class", "logit", "softmax",
               names.empty() ? "" : "name");
   for (std::size_t c : best) {
     std::printf("           %6zu  %14.7g  %8.5f  %s\n", c, static_cast<double>(logits[c]),
-                std::exp(static_cast<double>(logits[c]) - mx) / sum,
-                names.empty() ? "" : names[c].c_str());
+                probability(logits[c]), names.empty() ? "" : names[c].c_str());
   }
 }
 

@@ -60,6 +60,9 @@ class Model:
     @property
     def metadata_json(self) -> str: ...
     @property
+    def output_op(self) -> int:
+        """Index (into ops()) of the op that writes the output."""
+    @property
     def format_version(self) -> tuple[int, int]: ...
     @property
     def arena_bytes(self) -> int: ...

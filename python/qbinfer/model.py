@@ -33,6 +33,16 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _probabilities(outputs: np.ndarray, kind: str) -> np.ndarray:
+    """Class probabilities of a model's outputs of `kind` (`Model.output_kind`). Log-probabilities
+    are logits shifted by a constant per image, so their softmax is the probabilities (and
+    renormalizes their rounding); probabilities are already that: a softmax of them would
+    flatten them towards uniform."""
+    if kind == "probabilities":
+        return outputs.astype(np.float64)
+    return _softmax(outputs)
+
+
 class Model:
     """A loaded network. `run` takes preprocessed float32 batches; `predict` takes images."""
 
@@ -77,6 +87,19 @@ class Model:
             return {"raw": text}
 
     @property
+    def output_kind(self) -> str:
+        """What `run` returns, from the op that writes the output: "probabilities" after a
+        SOFTMAX, "log_probabilities" after a log-softmax (SOFTMAX with log = 1), else
+        "logits". `predict` turns each into probabilities."""
+        index = self._core.output_op
+        op = next(op for op in self.ops() if op["index"] == index)
+        if op["type"] != "SOFTMAX":
+            return "logits"
+        attrs = op["attrs"]
+        assert isinstance(attrs, dict)
+        return "log_probabilities" if attrs["log"] else "probabilities"
+
+    @property
     def threads(self) -> int:
         return int(self._core.threads)
 
@@ -87,7 +110,8 @@ class Model:
 
     # -- inference ----------------------------------------------------------------------
     def run(self, x: np.ndarray, layout: str = "nchw") -> np.ndarray:
-        """Logits (N x classes, float32) of a float32 batch, NCHW (default) or NHWC.
+        """Outputs (N x classes, float32) of a float32 batch, NCHW (default) or NHWC: logits,
+        or the probabilities or log-probabilities of a model that ends in one (`output_kind`).
 
         The batch must already be preprocessed (see `preprocessing`); `predict` does that.
         """
@@ -116,7 +140,7 @@ class Model:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         x = preprocess(img, self.preprocessing)
-        probs = _softmax(self.run(x, layout="nhwc"))[0]
+        probs = _probabilities(self.run(x, layout="nhwc"), self.output_kind)[0]
         k = min(int(top_k), probs.shape[0])
         order = np.argsort(-probs, kind="stable")[:k]
         names = self.class_names

@@ -159,6 +159,8 @@ def emit(graph: IRGraph, model_name: str = "") -> Graph:
         elif n.kind == "maxpool":
             attrs = [*p["kernel"], *p["stride"], *p["pads"]]
             ops.append(Op(OpType.MAXPOOL, name, ins, [out], [], attrs))
+        elif n.kind == "softmax":
+            ops.append(Op(OpType.SOFTMAX, name, ins, [out], [], [int(p["log"])]))
         else:  # pragma: no cover - every kind is emitted above
             raise AssertionError(n.kind)
     if not ops:

@@ -22,6 +22,7 @@ Node kinds and their params (all per output channel unless said otherwise):
 - ``prelu``: ``slope``. ``avgpool``: ``kernel``, ``stride``. ``fc``: ``w`` [O, I], ``b`` [O].
 - ``maxpool``: ``kernel``, ``stride``, ``pads`` (top, left, bottom, right; floor mode, the
   end pads already widened for ceil mode). ``clip``: ``lo``, ``hi`` (floats, lo <= hi).
+- ``softmax``: ``log`` (bool: LogSoftmax); over the channels of each pixel.
 - no params: ``relu``, ``sigmoid``, ``add``, ``mul_channel``, ``gap``, ``concat``.
 
 Every node has one output (every engine op has one); values are named by their ONNX names.

@@ -238,7 +238,7 @@ class Translator:
                 f"PRelu, LeakyRelu, Relu, Sigmoid, Concat, Tile, Expand, AveragePool, MaxPool, "
                 f"GlobalAveragePool, ReduceMean, Flatten, Reshape, Squeeze, Unsqueeze, "
                 f"Gemm, MatMul, Pad (+1 padding of binary activations), Identity, "
-                f"Dropout, Cast)",
+                f"Dropout, Cast, Softmax, LogSoftmax)",
                 node,
                 problem,
                 self._rewrite_for(node) or NO_OP_FIX,
@@ -249,13 +249,10 @@ class Translator:
         handler(self, node)
 
     def _rewrite_for(self, node: onnx.NodeProto) -> Optional[str]:
-        """A rewrite of the model that removes unsupported op `node`, only where it applies."""
-        last = node.output[0] == self.graph.output[0].name if self.graph.output else False
-        if node.op_type in ("Softmax", "LogSoftmax") and last:
-            return (
-                f"drop the final {node.op_type} from the model: the engine outputs the "
-                f"logits, which rank the classes in the same order"
-            )
+        """A rewrite of the model that removes unsupported op `node`, only where it applies.
+        None known today (Softmax and LogSoftmax, which a final one used to be dropped for,
+        are engine ops now); a fix of another op type goes here, tested where it applies and
+        where it does not."""
         return None
 
     def _shape_source(self, name: str) -> Optional[str]:
@@ -1236,3 +1233,30 @@ def _matmul(tr: Translator, node: onnx.NodeProto) -> None:
     if w.ndim != 2 or w.shape[0] != x.c:
         fail(node, f"weight {w.shape} does not fit an input of {x.c} features")
     _emit_fc(tr, node, x, w.T.copy(), np.zeros(w.shape[1]))
+
+
+@translates("Softmax")
+@translates("LogSoftmax")
+def _softmax(tr: Translator, node: onnx.NodeProto) -> None:
+    """Softmax / LogSoftmax over the channels -> SOFTMAX (log = 1 for LogSoftmax), anywhere in
+    the graph: the (N, C) vector of a classifier (axis 1 or -1), or every pixel of an (N, C, H,
+    W) map (axis 1 or -3). Opset 13 normalizes along that one axis; before 13 the input is
+    flattened to 2-D from the axis on, which is the channels only for an (N, C) value or a
+    (N, C, 1, 1) one, so an older opset's softmax of a map is refused."""
+    x = tr.value(node, node.input[0])
+    axis = int(attrs(node).get("axis", -1 if tr.opset >= 13 else 1))
+    if not -x.rank <= axis < x.rank or axis % x.rank != 1:
+        fail(
+            node,
+            f"{node.op_type} over axis {axis} of a rank-{x.rank} value is not supported: the "
+            f"engine normalizes over the channels (axis 1)",
+        )
+    if tr.opset < 13 and (x.h, x.w) != (1, 1):
+        fail(
+            node,
+            f"{node.op_type} of opset {tr.opset} on a {x.c}x{x.h}x{x.w} map normalizes over "
+            f"C, H and W together, which the engine does not do (it normalizes each pixel over "
+            f"its channels, as opset 13's axis=1 does); export with opset >= 13",
+        )
+    out = tr.new_value(node, x.c, x.h, x.w, x.rank)
+    tr.emit("softmax", node, [x.name], out, log=node.op_type == "LogSoftmax")

@@ -1,5 +1,5 @@
 // The avx2 element-wise kernels: elementwise_simd.h instantiated with VecAvx2 (8 lanes).
-// Bit-identical to the references; sigmoid is the reference.
+// Bit-identical to the references; sigmoid and softmax are the references.
 #include "kernels/simd/vec_avx2.h"
 #include "kernels/elementwise/elementwise_simd.h"
 #include "kernels/elementwise/elementwise_variants.h"
@@ -27,6 +27,7 @@ const ElementwiseKernels kElementwiseKernels__avx2{
     &ElementwiseF32x8__avx2::add,
     &ElementwiseF32x8__avx2::mul_channel,
     &clip_f32__avx2,
+    &softmax_f32__reference,  // the one portable softmax (elementwise.h)
 };
 
 }  // namespace qbinfer

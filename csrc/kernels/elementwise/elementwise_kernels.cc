@@ -16,7 +16,8 @@ const ElementwiseKernels kReference{"scalar",
                                     &sigmoid_f32__reference,
                                     &add_f32__reference,
                                     &mul_channel_f32__reference,
-                                    &clip_f32__reference};
+                                    &clip_f32__reference,
+                                    &softmax_f32__reference};
 
 // Scalar first; an ISA's faster sub-variant after its plain one (isa_variants.h).
 const IsaVariant<ElementwiseKernels> kVariants[] = {

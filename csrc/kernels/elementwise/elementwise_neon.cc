@@ -1,5 +1,5 @@
 // The neon element-wise kernels: elementwise_simd.h instantiated with VecNeon (4 lanes).
-// Bit-identical to the references; sigmoid is the reference.
+// Bit-identical to the references; sigmoid and softmax are the references.
 #include "kernels/simd/vec_neon.h"
 #include "kernels/elementwise/elementwise_simd.h"
 #include "kernels/elementwise/elementwise_variants.h"
@@ -31,6 +31,7 @@ const ElementwiseKernels kElementwiseKernels__neon{
     &ElementwiseF32x4__neon::add,
     &ElementwiseF32x4__neon::mul_channel,
     &clip__neon,
+    &softmax_f32__reference,  // the one portable softmax (elementwise.h)
 };
 
 }  // namespace qbinfer

@@ -69,4 +69,35 @@ void clip_f32__reference(const float* in, std::size_t n, float lo, float hi, flo
   }
 }
 
+// Two passes over the row after the maximum; it reads x_c before writing out_c at every step,
+// so out == in is safe. No multiply anywhere: nothing a compiler could contract into an FMA.
+void softmax_f32__reference(const float* in, std::size_t pixels, std::size_t channels,
+                            bool log_softmax, float* out) {
+  assert(channels > 0);
+  for (std::size_t p = 0; p < pixels; ++p) {
+    const float* x = in + p * channels;
+    float* y = out + p * channels;
+    // Not std::max: a NaN must win and then stay (NaN > m and m > NaN are both false).
+    float m = x[0];
+    for (std::size_t c = 1; c < channels; ++c) {
+      if (x[c] > m || std::isnan(x[c])) m = x[c];
+    }
+    // Subtracting the maximum keeps every exp in (0, 1]: no overflow, and s >= 1 unless the
+    // row is NaN. The double sum is exact to well below float precision for any row length.
+    double sum = 0.0;
+    for (std::size_t c = 0; c < channels; ++c) {
+      const float e = std::exp(x[c] - m);
+      sum += static_cast<double>(e);
+      if (!log_softmax) y[c] = e;
+    }
+    const float s = static_cast<float>(sum);
+    if (log_softmax) {
+      const float log_s = std::log(s);
+      for (std::size_t c = 0; c < channels; ++c) y[c] = (x[c] - m) - log_s;
+    } else {
+      for (std::size_t c = 0; c < channels; ++c) y[c] = y[c] / s;
+    }
+  }
+}
+
 }  // namespace qbinfer
