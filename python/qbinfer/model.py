@@ -147,7 +147,7 @@ class Model:
         out = self.run(x, layout="nhwc")
         if out.ndim == 2:
             return [self._top_classes(scores, top_k) for scores in _softmax(out)]
-        class_maps = out.argmax(axis=1).astype(np.int32)  # N x H_out x W_out
+        class_maps = out.argmax(axis=3).astype(np.int32)  # N x H_out x W_out (out is NHWC)
         return [geo.to_frame(cmap) for (_, geo), cmap in zip(prepared, class_maps)]
 
     def _top_classes(self, probs: np.ndarray, top_k: int) -> List[Tuple[str, float]]:

@@ -305,62 +305,86 @@ def _input_range(n_in: int, n_out: int, first: int, count: int) -> Tuple[int, in
     return int(lo[0]), min(int(lo[-1]) + w.shape[1], n_in)
 
 
-# Floats of the input read by one matrix product of the banded resize: bounds the temporary
-# memory whatever the image (1024 input rows of a 16384-wide RGB image would be 200 MB).
-_BLOCK_FLOATS = 1 << 22
+# Each matrix product of the banded resize stays below m * n * k = 2^18, where OpenBLAS (numpy's
+# usual BLAS) runs a product on the calling thread: bigger ones go to its thread pool, which for
+# products this small costs more than it saves (10x slower on a loaded machine).
+_PRODUCT_LIMIT = 1 << 18
 
 
-def _resample_axis0(
-    x: np.ndarray, n_in: int, offset: int, n_out: int, first: int, count: int
-) -> np.ndarray:
-    """Filter axis 0 of `x` (input pixels offset .. offset + len(x) - 1 of an axis of n_in, any
-    trailing shape, any real dtype) to output pixels first .. first+count-1 of n_in -> n_out:
-    count x (the trailing elements) float32.
+def _band_matrix(lo: np.ndarray, w: np.ndarray, b0: int, b1: int, r0: int, r1: int) -> np.ndarray:
+    """Rows b0..b1-1 of the resize as a dense (b1 - b0) x (r1 - r0) matrix over input r0..r1-1."""
+    taps = w.shape[1]
+    width = int(lo[b1 - 1]) - r0 + taps
+    m = np.zeros((b1 - b0, width), np.float32)
+    m[np.arange(b1 - b0)[:, None], (lo[b0:b1] - r0)[:, None] + np.arange(taps)] = w[b0:b1]
+    return m[:, : r1 - r0]  # the columns cut hold zero weights (past the image's end)
 
-    Banded: output pixels go in blocks, each a small dense product (block x the input rows
-    under its filters) @ (those rows x a slice of the columns), so the work is about
-    (block + taps) per input element read, linear in pixels, and BLAS does the sums."""
-    rest = int(np.prod(x.shape[1:], dtype=np.int64))
-    if n_in == n_out:  # an axis that is not resized: the recipe's filter is the identity there
-        return x[first - offset : first - offset + count].reshape(count, rest).astype(np.float32)
+
+def _blocks(n_in: int, n_out: int, first: int, count: int, offset: int, avail: int) -> Any:
+    """(b0, b1, r0, r1, matrix) per block of output pixels: about 32 input pixels of fresh work
+    per block (more output pixels per block when each reads few input pixels); input indices
+    relative to `offset`, the first of the `avail` input pixels at hand."""
     lo, w = _filter_band(n_in, n_out, first, count)
     lo = lo - offset
     taps = w.shape[1]
-    scale = n_in / n_out
-    # About 32 input rows per block: more output pixels per block when each reads few rows.
-    block = int(min(count, max(1, 32 // max(scale, 1.0))))
-    col_step = max(1, _BLOCK_FLOATS // (int(block * scale) + taps))
-    out = np.empty((count, rest), np.float32)
+    block = int(min(count, max(1, 32 // max(n_in / n_out, 1.0))))
     for b0 in range(0, count, block):
         b1 = min(b0 + block, count)
-        r0 = int(lo[b0])
-        r1 = min(int(lo[b1 - 1]) + taps, x.shape[0])
-        m = np.zeros((b1 - b0, int(lo[b1 - 1]) - r0 + taps), np.float32)
-        m[np.arange(b1 - b0)[:, None], (lo[b0:b1] - r0)[:, None] + np.arange(taps)] = w[b0:b1]
-        m = m[:, : r1 - r0]  # the columns cut hold zero weights (past the image's end)
-        rows = x[r0:r1].reshape(r1 - r0, rest)
-        for c0 in range(0, rest, col_step):
-            c1 = min(c0 + col_step, rest)
+        r0, r1 = int(lo[b0]), min(int(lo[b1 - 1]) + taps, avail)
+        yield b0, b1, r0, r1, _band_matrix(lo, w, b0, b1, r0, r1)
+
+
+def _resize_rows(
+    x: np.ndarray, n_in: int, offset: int, n_out: int, first: int, count: int
+) -> np.ndarray:
+    """Filter axis 0 of `x` (input rows offset .. offset + len(x) - 1 of n_in; H x W x C, any
+    real dtype) to output rows first .. first+count-1 of n_in -> n_out: count x W x C float32.
+    Each block of output rows is a product (block x its input rows) @ (those rows x a slice of
+    W * C), so the work is linear in the input and BLAS does the sums."""
+    h, w, c = x.shape
+    if n_in == n_out:  # an axis that is not resized: the recipe's filter is the identity there
+        return x[first - offset : first - offset + count].astype(np.float32)
+    out = np.empty((count, w * c), np.float32)
+    for b0, b1, r0, r1, m in _blocks(n_in, n_out, first, count, offset, h):
+        rows = x[r0:r1].reshape(r1 - r0, w * c)  # a copy only for a window of a wider image
+        step = max(1, _PRODUCT_LIMIT // m.size)
+        for c0 in range(0, w * c, step):
+            c1 = min(c0 + step, w * c)
             np.matmul(m, rows[:, c0:c1].astype(np.float32), out=out[b0:b1, c0:c1])
+    return out.reshape(count, w, c)
+
+
+def _resize_cols(
+    x: np.ndarray, n_in: int, offset: int, n_out: int, first: int, count: int
+) -> np.ndarray:
+    """Filter the last axis of planar `x` (C x H x W float32, input columns offset ..) to output
+    columns first .. first+count-1 of n_in -> n_out: C x H x count float32, each block of output
+    columns a product (those input columns) @ (block matrix)^T per channel."""
+    c, h, w = x.shape
+    if n_in == n_out:
+        return x[:, :, first - offset : first - offset + count]
+    out = np.empty((c, h, count), np.float32)
+    for b0, b1, r0, r1, m in _blocks(n_in, n_out, first, count, offset, w):
+        step = max(1, _PRODUCT_LIMIT // m.size)
+        for y0 in range(0, h, step):
+            y1 = min(y0 + step, h)
+            np.matmul(x[:, y0:y1, r0:r1], m.T, out=out[:, y0:y1, b0:b1])
     return out
 
 
 def _resize_crop_numpy(px: np.ndarray, geo: CropGeometry) -> np.ndarray:
     """The recipe's resize and crop of an H x W x C uint8 array, in float32: crop_h x crop_w x C.
-    Reads only the window of the image under the crop's filters."""
+    Reads only the window of the image under the crop's filters: rows first, on the 8-bit
+    pixels, then columns on channel planes (so every product reads memory in order)."""
     h, w, c = px.shape
     nh, nw = geo.resized_height, geo.resized_width
     ch, cw = geo.crop_height, geo.crop_width
     r0, r1 = _input_range(h, nh, geo.top, ch)
     c0, c1 = _input_range(w, nw, geo.left, cw)
-    win = px[r0:r1, c0:c1]
-    if h / nh >= w / nw:  # rows first: the axis that shrinks more, so pass 2 reads less
-        rows = _resample_axis0(win, h, r0, nh, geo.top, ch).reshape(ch, c1 - c0, c)
-        out = _resample_axis0(rows.transpose(1, 0, 2), w, c0, nw, geo.left, cw)
-        return np.ascontiguousarray(out.reshape(cw, ch, c).transpose(1, 0, 2))
-    cols = _resample_axis0(win.transpose(1, 0, 2), w, c0, nw, geo.left, cw)
-    cols = cols.reshape(cw, r1 - r0, c).transpose(1, 0, 2)
-    return _resample_axis0(cols, h, r0, nh, geo.top, ch).reshape(ch, cw, c)
+    rows = _resize_rows(px[r0:r1, c0:c1], h, r0, nh, geo.top, ch)  # ch x (c1 - c0) x C
+    planes = np.ascontiguousarray(rows.transpose(2, 0, 1))  # C x ch x (c1 - c0)
+    out = _resize_cols(planes, w, c0, nw, geo.left, cw)  # C x ch x cw
+    return np.ascontiguousarray(out.transpose(1, 2, 0))
 
 
 # -- the resize: Pillow -----------------------------------------------------------------------
@@ -368,19 +392,18 @@ def _resize_crop_numpy(px: np.ndarray, geo: CropGeometry) -> np.ndarray:
 
 def _resize_crop_pillow(Image: Any, img: Any, geo: CropGeometry) -> np.ndarray:
     """Pillow's BILINEAR resize of the crop's region only: crop_h x crop_w x C uint8."""
-    w, h = img.size
     ch, cw = geo.crop_height, geo.crop_width
-    if (geo.resized_height, geo.resized_width) == (h, w):
+    if (geo.resized_height, geo.resized_width) == (geo.height, geo.width):
         out = img.crop((geo.left, geo.top, geo.left + cw, geo.top + ch))
     else:
-        sx, sy = w / geo.resized_width, h / geo.resized_height
+        sx, sy = geo.width / geo.resized_width, geo.height / geo.resized_height
         # The crop's region in input coordinates: Pillow then places its filters at the same
         # centres as a full resize would (clamped: the far edge may round past the image).
         box = (
             geo.left * sx,
             geo.top * sy,
-            min((geo.left + cw) * sx, float(w)),
-            min((geo.top + ch) * sy, float(h)),
+            min((geo.left + cw) * sx, float(geo.width)),
+            min((geo.top + ch) * sy, float(geo.height)),
         )
         bilinear = getattr(Image, "Resampling", Image).BILINEAR
         out = img.resize((cw, ch), bilinear, box=box)
@@ -422,33 +445,24 @@ def resize_crop(
         px = src if isinstance(src, np.ndarray) else np.asarray(src)
         px = px[:, :, None] if px.ndim == 2 else px
         return _resize_crop_numpy(px, geo), geo
-    if isinstance(src, np.ndarray):
-        src = Image.fromarray(src[:, :, 0] if src.shape[2] == 1 else np.ascontiguousarray(src))
-    return _resize_crop_pillow(Image, src, geo), geo
+    if not isinstance(src, np.ndarray):
+        return _resize_crop_pillow(Image, src, geo), geo
+    # The whole array, not the window under the crop: Pillow's rounding ties would then break
+    # differently from those of the same picture given as a PIL image or a file.
+    pil = Image.fromarray(src[:, :, 0] if src.shape[2] == 1 else np.ascontiguousarray(src))
+    return _resize_crop_pillow(Image, pil, geo), geo
 
 
 # -- step 4 ------------------------------------------------------------------------------------
 
 
 def normalize(pixels: np.ndarray, spec: Dict[str, Any], channels: int = 3) -> np.ndarray:
-    """(pixel * pixel_scale - mean) / std per channel, float32: H x W x C0 (C0 = 1 or channels)
-    to H x W x channels. uint8 pixels go through a 256-entry table per channel (the same float32
-    arithmetic, computed once per level)."""
+    """(pixel * pixel_scale - mean) / std per channel, in float32: H x W x C0 (C0 = 1 or
+    `channels`; one channel is repeated by broadcasting) to H x W x `channels`."""
     mean = np.asarray(spec["mean"], dtype=np.float32)[:channels]
     std = np.asarray(spec["std"], dtype=np.float32)[:channels]
-    scale = np.float32(spec["pixel_scale"])
-    if pixels.dtype == np.uint8:
-        levels = np.arange(256, dtype=np.float32)
-        table = (levels[None, :] * scale - mean[:, None]) / std[:, None]  # channels x 256
-        if pixels.shape[2] == 1 and channels > 1:
-            index = pixels.astype(np.intp) + (256 * np.arange(channels))  # broadcast to C
-        else:
-            index = pixels.astype(np.intp) + (256 * np.arange(pixels.shape[2]))
-        return table.reshape(-1)[index]
-    x = pixels.astype(np.float32, copy=False)
-    if x.shape[2] == 1 and channels > 1:
-        x = np.repeat(x, channels, axis=2)
-    return (x * scale - mean) / std
+    x = pixels.astype(np.float32, copy=False) * np.float32(spec["pixel_scale"])
+    return (x - mean) / std
 
 
 # -- the whole recipe ------------------------------------------------------------------------
