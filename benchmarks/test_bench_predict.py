@@ -2,7 +2,11 @@
 most run + 3 ms on a 640x480 JPEG, run + 15 ms on a 1920x1080 frame).
 
     python -m pytest benchmarks/test_bench_predict.py --benchmark-only \\
-        --benchmark-columns=median,iqr,rounds --benchmark-sort=name
+        --benchmark-columns=median,iqr,rounds --benchmark-sort=name \\
+        --benchmark-timer=time.process_time
+
+(process time: on a shared machine it leaves out the time other processes hold the core; with
+one engine thread and single-threaded BLAS products it equals the wall time on an idle one.)
 
 Models: QSB-Net-Large at 224 (random weights, converted once and cached, see
 bench_util.zoo_file) and the shipped digits model (32x32), one thread. Images: scikit-learn's

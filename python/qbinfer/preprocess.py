@@ -461,8 +461,16 @@ def normalize(pixels: np.ndarray, spec: Dict[str, Any], channels: int = 3) -> np
     `channels`; one channel is repeated by broadcasting) to H x W x `channels`."""
     mean = np.asarray(spec["mean"], dtype=np.float32)[:channels]
     std = np.asarray(spec["std"], dtype=np.float32)[:channels]
-    x = pixels.astype(np.float32, copy=False) * np.float32(spec["pixel_scale"])
-    return (x - mean) / std
+    x = pixels.astype(np.float32)  # a new array: the steps below run in place
+    if x.shape[2] != mean.shape[0]:  # one channel repeated into `channels`
+        x = np.repeat(x, mean.shape[0], axis=2)
+    x *= np.float32(spec["pixel_scale"])
+    # One channel at a time: broadcasting a 3-vector makes numpy loop 3 elements at a time.
+    for c in range(mean.shape[0]):
+        plane = x[:, :, c]
+        plane -= mean[c]
+        plane /= std[c]
+    return x
 
 
 # -- the whole recipe ------------------------------------------------------------------------
