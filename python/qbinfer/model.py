@@ -37,6 +37,12 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _top_classes(probs: np.ndarray, names: List[str], top_k: int) -> List[Tuple[str, float]]:
+    """The top_k (name, probability) pairs of one image, best first (ties: lower index)."""
+    order = np.argsort(-probs, kind="stable")[: min(top_k, probs.shape[0])]
+    return [(names[i], float(probs[i])) for i in order]
+
+
 class Model:
     """A loaded network. `run` takes preprocessed float32 batches; `predict` takes images."""
 
@@ -146,15 +152,10 @@ class Model:
         x = prepared[0][0] if len(prepared) == 1 else np.concatenate([p[0] for p in prepared])
         out = self.run(x, layout="nhwc")
         if out.ndim == 2:
-            return [self._top_classes(scores, top_k) for scores in _softmax(out)]
+            names = self.class_names
+            return [_top_classes(scores, names, top_k) for scores in _softmax(out)]
         class_maps = out.argmax(axis=3).astype(np.int32)  # N x H_out x W_out (out is NHWC)
         return [geo.to_frame(cmap) for (_, geo), cmap in zip(prepared, class_maps)]
-
-    def _top_classes(self, probs: np.ndarray, top_k: int) -> List[Tuple[str, float]]:
-        k = min(top_k, probs.shape[0])
-        order = np.argsort(-probs, kind="stable")[:k]
-        names = self.class_names
-        return [(names[i], float(probs[i])) for i in order]
 
     # -- introspection ------------------------------------------------------------------
     def ops(self) -> List[Dict[str, Any]]:
