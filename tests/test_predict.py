@@ -198,3 +198,26 @@ def test_top_k_must_be_a_positive_int(gray_model):
             model.predict(img, top_k=bad)
     assert len(model.predict(img, top_k=1)) == 1
     assert model.predict([]) == []
+
+
+def test_a_file_whose_resize_short_is_huge_predicts_in_bounded_memory(tmp_path):
+    """resize_short = 32767 (issue 14): a 640 x 480 image would be resized to 43689 x 32767;
+    predict computes only the 32 x 40 crop, and the class map says where that crop lies."""
+    import tracemalloc
+
+    torch.manual_seed(3)
+    path = tmp_path / "bomb.qbw"
+    to_qbw(DenseNet().eval(), path, input_size=(32, 40), preprocessing={"resize_short": 32767})
+    model = qbinfer.load(path)
+    assert model.preprocessing["resize_short"] == 32767
+    img = photo_like(480, 640, seed=11)
+    tracemalloc.start()
+    try:
+        got = model.predict(img)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20
+    assert got.shape == (480, 640)
+    # The crop is 32/32767 of the resized height: the centre pixel at most, the rest outside.
+    assert np.count_nonzero(got >= 0) <= 4 and got[0, 0] == -1

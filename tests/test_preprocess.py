@@ -330,3 +330,12 @@ def test_to_frame_places_the_grid_where_the_crop_was(size, spec_args, grid):
     # Every cell shows up somewhere when the image has at least as many pixels as the grid.
     if geo.crop_height * h >= grid[0] * geo.resized_height:
         assert set(np.unique(frame)) - {-1} == set(range(cells.size))
+
+
+def test_without_pillow_arrays_take_the_numpy_path(photos, monkeypatch):
+    spec = imagenet_spec()
+    want = pp.preprocess(photos[0], spec, backend="numpy")
+    monkeypatch.setattr(pp, "_pillow", lambda: None)  # as when `import PIL` fails
+    np.testing.assert_array_equal(pp.preprocess(photos[0], spec), want)
+    with pytest.raises(qbinfer.Error, match="needs Pillow"):
+        pp.preprocess(photos[0], spec, backend="pillow")

@@ -429,7 +429,7 @@ def resize_crop(
             f"preprocess the input yourself and call Model.run"
         )
     Image = _pillow() if backend != "numpy" else None
-    if backend == "pillow" and Image is None:  # pragma: no cover - exercised only without Pillow
+    if backend == "pillow" and Image is None:
         raise Error("backend='pillow' needs Pillow (pip install pillow)")
     is_pil = not isinstance(img, np.ndarray) and hasattr(img, "convert") and hasattr(img, "size")
     if is_pil:
