@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 import numpy as np
 
 from . import _core
-from .preprocess import preprocess
+from .preprocess import prepare
 
 if TYPE_CHECKING:
     from .profile import Profile
@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 __all__ = ["Model", "load"]
 
 ImageLike = Any  # a path, a PIL image, or an H x W x 3 uint8 array
+# What predict gives for one image: top-k (class name, probability) pairs for a classifier, an
+# H x W int32 class map for a dense output.
+Prediction = Union[List[Tuple[str, float]], np.ndarray]
+
+# Images per engine call when predict is given a list: one batch keeps the engine's threads busy
+# while the memory of the preprocessed inputs stays bounded.
+PREDICT_BATCH = 32
 
 
 def load(path: "str | os.PathLike[str]", threads: int = 1, isa: Optional[str] = None) -> "Model":
@@ -41,6 +48,10 @@ def _probabilities(outputs: np.ndarray, kind: str) -> np.ndarray:
     if kind == "probabilities":
         return outputs.astype(np.float64)
     return _softmax(outputs)
+def _top_classes(probs: np.ndarray, names: List[str], top_k: int) -> List[Tuple[str, float]]:
+    """The top_k (name, probability) pairs of one image, best first (ties: lower index)."""
+    order = np.argsort(-probs, kind="stable")[: min(top_k, probs.shape[0])]
+    return [(names[i], float(probs[i])) for i in order]
 
 
 class Model:
@@ -128,23 +139,49 @@ class Model:
 
     def predict(
         self, img: Union[ImageLike, Sequence[ImageLike]], top_k: int = 5
-    ) -> Union[List[Tuple[str, float]], List[List[Tuple[str, float]]]]:
-        """Top-k (class name, probability) of an image: a path, a PIL image or an H x W x 3
-        uint8 array, preprocessed as stored in the file. A list of images gives a list of
-        results."""
-        if isinstance(img, (list, tuple)):
-            return [self._predict_one(one, top_k) for one in img]
-        return self._predict_one(img, top_k)
+    ) -> Union[Prediction, List[Prediction]]:
+        """Run the model on an image, preprocessed as stored in the file (`preprocessing`).
 
-    def _predict_one(self, img: ImageLike, top_k: int) -> List[Tuple[str, float]]:
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        x = preprocess(img, self.preprocessing)
-        probs = _probabilities(self.run(x, layout="nhwc"), self.output_kind)[0]
-        k = min(int(top_k), probs.shape[0])
-        order = np.argsort(-probs, kind="stable")[:k]
-        names = self.class_names
-        return [(names[i], float(probs[i])) for i in order]
+        `img`: a path (an image file, or a .npy array), a PIL image, or a uint8 (or uint16)
+        H x W, H x W x 1, H x W x 3 or H x W x 4 array. A 3-channel model takes RGB (grayscale
+        repeated, alpha dropped); a 1-channel model takes grayscale (RGB becomes ITU-R BT.601
+        luma, as Pillow's ``convert("L")``). The recipe, and the Pillow and numpy paths that
+        compute it: `qbinfer.preprocess`.
+
+        What comes back depends on the model's output:
+
+        * a classifier (output N x classes): the `top_k` (class name, probability) pairs, best
+          first;
+        * a dense output (N x C x H x W, e.g. segmentation): an int32 class map of the image's
+          own height x width, the argmax over C. The output grid covers the centre crop the
+          model saw; each image pixel takes the cell its centre falls in once mapped through
+          the resize (nearest cell: class maps are not interpolated). Pixels outside the crop
+          (the sides the centre crop cut off) are -1. `top_k` is not used.
+
+        A list or tuple of images gives a list of results: each image is preprocessed once and
+        they run as batches (`PREDICT_BATCH` images per `run` call).
+        """
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
+        if isinstance(img, (list, tuple)):
+            results: List[Prediction] = []
+            for start in range(0, len(img), PREDICT_BATCH):
+                results.extend(self._predict_batch(img[start : start + PREDICT_BATCH], int(top_k)))
+            return results
+        return self._predict_batch([img], int(top_k))[0]
+
+    def _predict_batch(self, images: Sequence[ImageLike], top_k: int) -> List[Prediction]:
+        spec = self.preprocessing
+        channels = self.input_shape[2]
+        prepared = [prepare(one, spec, channels=channels) for one in images]
+        x = prepared[0][0] if len(prepared) == 1 else np.concatenate([p[0] for p in prepared])
+        out = self.run(x, layout="nhwc")
+        if out.ndim == 2:
+            names = self.class_names
+            probs = _probabilities(out, self.output_kind)
+            return [_top_classes(scores, names, top_k) for scores in probs]
+        class_maps = out.argmax(axis=3).astype(np.int32)  # N x H_out x W_out (out is NHWC)
+        return [geo.to_frame(cmap) for (_, geo), cmap in zip(prepared, class_maps)]
 
     # -- profiling ----------------------------------------------------------------------
     def profile(self, x: Any = None, runs: int = 20, layout: str = "nchw") -> "Profile":
