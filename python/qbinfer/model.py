@@ -48,6 +48,8 @@ def _probabilities(outputs: np.ndarray, kind: str) -> np.ndarray:
     if kind == "probabilities":
         return outputs.astype(np.float64)
     return _softmax(outputs)
+
+
 def _top_classes(probs: np.ndarray, names: List[str], top_k: int) -> List[Tuple[str, float]]:
     """The top_k (name, probability) pairs of one image, best first (ties: lower index)."""
     order = np.argsort(-probs, kind="stable")[: min(top_k, probs.shape[0])]
@@ -205,7 +207,7 @@ class Model:
             rng = np.random.default_rng(0)
             x, layout = rng.standard_normal((1, h, w, c)).astype(np.float32), "nhwc"
         elif not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 4):
-            x, layout = preprocess(x, self.preprocessing), "nhwc"
+            x, layout = prepare(x, self.preprocessing, channels=self.input_shape[2])[0], "nhwc"
         timings = self._core._profile(np.ascontiguousarray(x[:1]), int(runs), layout)
         return build_profile(
             self.name,
