@@ -52,9 +52,9 @@ def image_for(model, seed=0):
     return np.random.default_rng(seed).standard_normal((1, c, h, w)).astype(np.float32)
 
 
-def alternating_medians(models: dict, x, rounds: int, inner: int) -> dict:
-    """Median ms per run of each model, the models taking turns: every round runs each model
-    `inner` times (timing each run), in an order that rotates from round to round."""
+def alternating_times(models: dict, x, rounds: int, inner: int) -> dict:
+    """Milliseconds of every run of each model, the models taking turns: every round runs each
+    model `inner` times (timing each run), in an order that rotates from round to round."""
     times = {k: [] for k in models}
     keys = list(models)
     for m in models.values():  # warm: arenas, caches, the pool's workers
@@ -68,7 +68,15 @@ def alternating_medians(models: dict, x, rounds: int, inner: int) -> dict:
                 t0 = time.perf_counter()
                 m.run(x)
                 times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def half_spread(runs: list) -> float:
+    """How far the medians of the first and second half of one configuration's runs differ,
+    relative: the noise of the machine at the time, against which a ratio is judged."""
+    half = len(runs) // 2
+    a, b = statistics.median(runs[:half]), statistics.median(runs[half:])
+    return abs(a / b - 1.0)
 
 
 def bench_threads(names, rounds: int) -> list:
@@ -85,7 +93,8 @@ def bench_threads(names, rounds: int) -> list:
             if not np.array_equal(m.run(x), ref):
                 raise SystemExit(f"{name}: threads={k} gave different logits")
         inner = 20 if name == "digits" else 3
-        med = alternating_medians(configs, x, rounds, inner)
+        times = alternating_times(configs, x, rounds, inner)
+        med = {k: statistics.median(v) for k, v in times.items()}
         steps = configs["auto"]._core.steps()
         row = {
             "model": name,
@@ -95,13 +104,15 @@ def bench_threads(names, rounds: int) -> list:
             "auto_threads": configs["auto"].threads,
             "split_steps": sum(1 for s in steps if s["parts"] > 1),
             "steps": len(steps),
+            "noise_1": half_spread(times["1"]),
         }
         rows.append(row)
         print(
             f"{name:<14} 1t {row['ms_1']:8.3f} ms   auto({row['auto_threads']}) "
             f"{row['ms_auto']:8.3f} ms   2t {row['ms_2']:8.3f} ms   "
             f"auto/1 {row['ms_auto'] / row['ms_1']:.2f}   1/2t {row['ms_1'] / row['ms_2']:.2f}x   "
-            f"split steps {row['split_steps']}/{row['steps']}",
+            f"split steps {row['split_steps']}/{row['steps']}   "
+            f"1t halves differ {100 * row['noise_1']:.1f}%",
             flush=True,
         )
     return rows
@@ -204,7 +215,11 @@ def main() -> int:
         rows = bench_threads(names, args.rounds)
         report["threads"] = rows
         slower = [r["model"] for r in rows if r["ms_auto"] > r["ms_1"]]
+        beyond = [
+            r["model"] for r in rows if r["ms_auto"] / r["ms_1"] - 1.0 > max(r["noise_1"], 0.01)
+        ]
         print("auto never slower than 1 thread:", "yes" if not slower else f"NO ({slower})")
+        print("  beyond the 1-thread noise (or 1%):", "none" if not beyond else beyond)
         large = [r for r in rows if r["model"] == "qb_net_large"]
         if large:
             print(f"QB-Net-Large 2 threads vs 1: {large[0]['ms_1'] / large[0]['ms_2']:.2f}x")
