@@ -86,6 +86,8 @@ def _open_core(source: ModelSource, threads: int, isa: Optional[str]) -> Tuple[_
             raise TypeError(
                 "load: the file object is in text mode; open the model with open(path, 'rb')"
             )
+        if data is None:  # a non-blocking stream with nothing to read yet
+            raise TypeError("load: the file object's read() returned None (a non-blocking stream)")
         name = getattr(source, "name", None)
         label = name if isinstance(name, str) else "<file>"
         return _core.Model.from_buffer(_byte_view(data), label, threads, isa), label
