@@ -1,6 +1,7 @@
 """The Python API: load, run, predict, summary, errors, and the command line."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -32,7 +33,9 @@ def test_load_and_properties(small):
     assert m.num_classes == 10 and m.class_names == CLASSES
     pre = m.preprocessing
     assert tuple(pre["crop"]) == (32, 32) and len(pre["mean"]) == 3 and pre["resize_short"] > 0
-    assert m.threads == 1 and "qb_net_small" in repr(m)
+    # threads="auto" by default: every CPU this process may use.
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert m.threads == usable and "qb_net_small" in repr(m)
 
 
 def test_run_matches_pytorch_in_both_layouts(small):

@@ -551,7 +551,7 @@ def test_threads_give_identical_results(tmp_path):
     x = randn(rng, 7, 3, 9, 11)
     base = _core.Model(path, 1).run(x)
     for threads in (2, 3, 8):
-        m = _core.Model(path, threads=threads)
+        m = _core.Model(path, threads=threads, split="always")  # split however small
         assert m.threads == threads
         for _ in range(2):  # the second call reuses the workers and arenas
             np.testing.assert_array_equal(m.run(x), base, err_msg=f"threads={threads}")
@@ -756,7 +756,7 @@ def test_bitpack_bfc(tmp_path, c, o, threads):
     xs[1, 0, 0] = np.where(np.arange(c) % 2 == 0, 1e9, -1e9)
     xs[0, 0, 0, 0] = thr[0]  # a tie packs to +1
     for isa in _core.supported_isas():
-        m = _core.Model(path, threads, isa)
+        m = _core.Model(path, threads, isa, split="always")
         out = m.run(xs, "nhwc")
         for img, got in zip(xs, out):
             a = np.where(img.reshape(c) >= thr, 1, -1)
@@ -1746,7 +1746,7 @@ def test_maxpool_matches_numpy_bit_exact(tmp_path, case):
     xs[2] = np.where(rng.random((h, w, c)) < 0.5, np.float32(0.0), np.float32(-0.0))
     want = np.stack([ref_maxpool(img, kernel, stride, pads) for img in xs])
     for threads in (1, 2):
-        m = _core.Model(path, threads)
+        m = _core.Model(path, threads, split="always")
         got = m.run(xs, "nhwc")  # N, Ho, Wo, C (N, C when the output is 1 x 1)
         same_bits(got, want.reshape(got.shape), f"threads={threads} {case}")
     assert m.ops()[0]["type"] == "MAXPOOL"
@@ -1769,7 +1769,7 @@ def test_clip_matches_numpy_bit_exact(tmp_path, bounds):
         # Both tests on the input; NaN compares false and passes through unchanged.
         want = np.where(xs < lo, lo, np.where(xs > hi, hi, xs))
         for threads in (1, 2):
-            got = _core.Model(path, threads).run(xs, "nhwc")
+            got = _core.Model(path, threads, split="always").run(xs, "nhwc")
             same_bits(
                 got, want.reshape(got.shape), f"bounds={bounds} shape={(h, w, c)} threads={threads}"
             )

@@ -41,7 +41,8 @@ def load(path, threads=1, fuse=True, monkeypatch=None):
         monkeypatch.delenv("QBINFER_FUSION", raising=False)
     else:
         monkeypatch.setenv("QBINFER_FUSION", "0")
-    m = _core.Model(path, threads)
+    # split="always": every step split over every thread, small as these graphs are.
+    m = _core.Model(path, threads, split="always")
     assert m.fused == fuse
     return m
 

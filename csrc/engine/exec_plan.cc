@@ -4,6 +4,7 @@
 #include "engine/exec_plan.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -85,6 +86,62 @@ void prepare(Step& s, const Graph& g, const KernelTable& kt) {
 }
 
 }  // namespace
+
+// Single-thread cost rates of the estimate: a least-squares fit of the thread-CPU time of the
+// 184 steps of the four zoo models at 224 and the digits model (AVX2, AMD EPYC), rounded
+// down, so the estimate errs toward running a step whole (median estimate/measured 0.76).
+constexpr double kNsPerBinaryMac = 0.002;
+constexpr double kNsPerFloatMac = 0.01;
+constexpr double kNsPerActivationByte = 0.015;
+constexpr double kNsPerWeightByte = 0.03;  // read once per image: from memory, not cache
+
+double min_part_ns() {
+  static const double ns = [] {
+    const char* env = std::getenv("QBINFER_MIN_PART_US");  // for tuning experiments only
+    const double v = env != nullptr ? std::strtod(env, nullptr) : 0.0;
+    return v > 0.0 ? v * 1000.0 : kMinPartNs;
+  }();
+  return ns;
+}
+
+double estimate_step_ns(const Step& step, const QbwFile& file, const std::vector<Op>& ops) {
+  const std::vector<ValueInfo>& values = file.values();
+  double ns = 0.0;
+  for (const std::uint32_t m : step.members) {
+    const Op& op = ops[m];
+    double activation_bytes = static_cast<double>(values[op.output].bytes);
+    for (const std::uint32_t v : op.inputs)
+      activation_bytes += static_cast<double>(values[v].bytes);
+    ns += static_cast<double>(op.stats.bops) * kNsPerBinaryMac +
+          static_cast<double>(op.stats.flops) * kNsPerFloatMac +
+          activation_bytes * kNsPerActivationByte +
+          static_cast<double>(op.stats.bytes) * kNsPerWeightByte;
+  }
+  return ns;
+}
+
+void plan_threads(std::vector<Step>& steps, const QbwFile& file, const std::vector<Op>& ops,
+                  std::size_t threads, SplitPolicy policy) {
+  const double per_part = min_part_ns();
+  for (Step& s : steps) {
+    s.work_ns = estimate_step_ns(s, file, ops);
+    std::size_t parts = threads;
+    if (policy == SplitPolicy::kByWork) {
+      // Threads that each get at least per_part of the work.
+      const double affordable = std::floor(s.work_ns / per_part);
+      parts = affordable >= static_cast<double>(threads)
+                  ? threads
+                  : std::max<std::size_t>(1, static_cast<std::size_t>(affordable));
+    }
+    // Never more pieces than units of work (rows or pixels; 0: the run function splits
+    // something else, pixels or output features, and skips empty pieces).
+    std::size_t pieces = parts > 1 ? parts * kPiecesPerThread : 1;
+    if (s.units > 0) pieces = std::min(pieces, s.units);
+    if (pieces <= 1) parts = 1;
+    s.parts = parts;
+    s.pieces = parts > 1 ? pieces : 1;
+  }
+}
 
 bool fusion_enabled_by_env() {
   const char* env = std::getenv("QBINFER_FUSION");

@@ -49,8 +49,8 @@ namespace qbinfer {
 inline constexpr std::uint32_t kNoValue = std::numeric_limits<std::uint32_t>::max();
 
 // Where a step finds its buffers while it runs on one image, and the threads it may use.
-// Everything here is fixed when a workspace is created (except `pool`, chosen per run);
-// nothing is allocated while running.
+// Everything here is fixed when a workspace is created (except `pool` and `parts`, set per
+// step as it runs); nothing is allocated while running.
 struct ExecContext {
   unsigned char* arena = nullptr;
   const std::uint64_t* value_offsets = nullptr;  // per value, into arena
@@ -59,41 +59,48 @@ struct ExecContext {
   float* partials = nullptr;                     // one float per participant (reductions)
   const KernelTable* kernels = nullptr;
   ThreadPool* pool = nullptr;  // nullptr: the calling thread alone
+  std::size_t parts = 1;       // pieces the current step is cut into (Step::pieces)
 
   template <class T>
   T* value(std::uint32_t v) const {
     return reinterpret_cast<T*>(arena + value_offsets[v]);
   }
 
-  std::size_t participants() const { return pool != nullptr ? pool->size() : 1; }
+  std::size_t participants() const { return pool != nullptr ? parts : 1; }
 
   // body(begin, end) over contiguous pieces of [0, n), one per participant: each index is
   // handled by exactly one participant, with the same code whatever the thread count.
   template <class Body>
   void parallel_for(std::size_t n, Body&& body) const {
-    if (pool == nullptr) {
+    if (pool == nullptr || parts <= 1 || n <= 1) {
       if (n > 0) body(std::size_t{0}, n);
       return;
     }
-    pool->parallel_for(n, body);
+    parallel_parts(n, [&body](std::size_t begin, std::size_t end, std::size_t) {
+      if (begin < end) body(begin, end);
+    });
   }
 
-  // As parallel_for, with the participant's index: body(begin, end, part).
+  // As parallel_for, with the piece's index: body(begin, end, part), called for every part
+  // in [0, participants()), an empty range included. The pieces go to whichever pool
+  // participants claim them first (ThreadPool::run_chunks).
   template <class Body>
   void parallel_parts(std::size_t n, Body&& body) const {
-    if (pool == nullptr) {
+    if (pool == nullptr || parts <= 1) {
       body(std::size_t{0}, n, std::size_t{0});
       return;
     }
     struct Closure {
       std::remove_reference_t<Body>* body;
       std::size_t n;
-    } closure{&body, n};
-    pool->run(
-        [](void* c, std::size_t i, std::size_t parts) {
+      std::size_t parts;
+    } closure{&body, n, parts};
+    pool->run_chunks(
+        parts,
+        [](void* c, std::size_t i) {
           auto& cl = *static_cast<Closure*>(c);
-          (*cl.body)(ThreadPool::range_begin(cl.n, i, parts),
-                     ThreadPool::range_begin(cl.n, i + 1, parts), i);
+          (*cl.body)(ThreadPool::range_begin(cl.n, i, cl.parts),
+                     ThreadPool::range_begin(cl.n, i + 1, cl.parts), i);
         },
         &closure);
   }
@@ -133,7 +140,10 @@ struct Step {
   bool by_pixel = false;               // 1x1 binary conv: the unit is a pixel, not a row
   std::size_t concat_slot = 0;         // CONCAT: its first entry in ExecContext::concat_inputs
   EpilogueSpec epi;
-  AlignedBuffer packed;  // weights in the active kernels' layout
+  AlignedBuffer packed;    // weights in the active kernels' layout
+  double work_ns = 0;      // estimated single-thread time (plan_threads)
+  std::size_t parts = 1;   // threads it is split over when the pool is free (plan_threads)
+  std::size_t pieces = 1;  // chunks those threads claim: kPiecesPerThread each, at most units
   StepRunFn run = nullptr;
   std::string label;  // "BCONV2D+ADD+PRELU+AFFINE+BITPACK"
 };
@@ -142,6 +152,36 @@ struct Step {
 // fused one is tested against). The ops must outlive the steps.
 std::vector<Step> build_steps(const QbwFile& file, const std::vector<Op>& ops,
                               const KernelTable& kernels, bool fuse);
+
+// How a model with a pool of N threads splits its steps.
+//   kByWork: each step is cut into as many pieces as its estimated work pays for (at least
+//            kMinPartNs of it per piece), at most N; a step too small for two runs on the
+//            calling thread whatever N is. The default.
+//   kAlways: every step is cut into N pieces (the engine before work-based splitting; tests
+//            use it to cover the split code paths on small graphs).
+enum class SplitPolicy { kByWork, kAlways };
+
+// The least estimated single-thread work one piece of a split step must carry. A split into
+// k pieces saves about work * (1 - 1/k) and costs one round trip of the pool; the round trip
+// was measured (qbinfer._testing.pool_latency, 2 threads, AMD EPYC shared with other jobs) at
+// 11 us with the workers spinning and 17 us with them parked, so a piece of at least twice
+// the parked round trip keeps the hand-off under half of what the split saves, estimate
+// errors included (docs/architecture.md, "Threads"). QBINFER_MIN_PART_US overrides it for
+// tuning experiments.
+inline constexpr double kMinPartNs = 32000;
+// A split step is cut into this many pieces per thread, claimed dynamically, so that a thread
+// that starts late (or is preempted) leaves its share to the others instead of holding the
+// step up. A piece still carries kMinPartNs / 4 = 8 us of work: the claim is one atomic.
+inline constexpr std::size_t kPiecesPerThread = 4;
+double min_part_ns();
+
+// Estimated single-thread nanoseconds of a step from its work: binary MACs, float MACs and
+// the bytes of weights and activations it touches (docs/architecture.md gives the fit).
+double estimate_step_ns(const Step& step, const QbwFile& file, const std::vector<Op>& ops);
+
+// Sets every step's work_ns and parts for a pool of `threads` participants.
+void plan_threads(std::vector<Step>& steps, const QbwFile& file, const std::vector<Op>& ops,
+                  std::size_t threads, SplitPolicy policy);
 
 // Whether load-time fusion is on for this process: QBINFER_FUSION=0 turns it off (tests).
 bool fusion_enabled_by_env();

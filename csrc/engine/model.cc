@@ -8,6 +8,7 @@
 #include <limits>
 #include <new>
 #include <stdexcept>
+#include <utility>
 
 namespace qbinfer {
 
@@ -30,7 +31,7 @@ struct Model::Workspace {
         concat_inputs.push_back(reinterpret_cast<const float*>(arena + m.plan_.offsets[v]));
       }
     }
-    partials.assign(static_cast<std::size_t>(m.threads_), 0.0f);
+    partials.assign(static_cast<std::size_t>(m.threads_) * kPiecesPerThread, 0.0f);
     ctx.arena = arena;
     ctx.value_offsets = m.plan_.offsets.data();
     ctx.scratch = reinterpret_cast<std::int8_t*>(arena + m.scratch_offset_);
@@ -55,6 +56,7 @@ std::uint64_t align_up(std::uint64_t n) {
 
 struct BatchJob {
   const Model* model;
+  Model::Workspace* const* workspaces;  // one per pool participant
   const float* x;
   std::size_t batch;
   std::size_t image_floats;
@@ -87,12 +89,17 @@ constexpr Lifetime kNoLifetime{-2, -2};
 }  // namespace
 
 Model::Model(const std::string& path, const ModelOptions& options)
-    : file_(QbwFile::open(path)),
+    : Model(QbwFile::open(path), options) {}
+
+Model::Model(QbwFile file, const ModelOptions& options)
+    : file_(std::move(file)),
       kernels_(options.kernels != nullptr ? options.kernels : &selected_kernel_table()),
-      threads_(options.threads) {
+      threads_(options.threads != 0
+                   ? options.threads
+                   : static_cast<int>(std::min<std::size_t>(usable_cpus(), kMaxThreads))) {
   if (threads_ < 1 || threads_ > kMaxThreads) {
-    throw std::invalid_argument("threads must be in 1.." + std::to_string(kMaxThreads) + ", got " +
-                                std::to_string(threads_));
+    throw std::invalid_argument("threads must be in 1.." + std::to_string(kMaxThreads) +
+                                " (or 0 for every usable CPU), got " + std::to_string(threads_));
   }
   const std::size_t n_ops = file_.ops().size();
   ops_.reserve(n_ops);
@@ -150,7 +157,7 @@ Model::Model(const std::string& path, const ModelOptions& options)
   }
   plan_ = plan_memory(sizes, storage);
   if (n_values <= 2048 && !plan_is_valid(plan_, sizes, storage)) {
-    throw std::logic_error("qbinfer internal error: invalid memory plan for " + path);
+    throw std::logic_error("qbinfer internal error: invalid memory plan for " + file_.path());
   }
   for (std::uint32_t v = 0; v < n_values; ++v) plan_.offsets[v] = plan_.offsets[find(v)];
 
@@ -179,18 +186,72 @@ Model::Model(const std::string& path, const ModelOptions& options)
     }
   }
 
-  if (threads_ > 1) pool_ = std::make_unique<ThreadPool>(static_cast<std::size_t>(threads_));
-  ensure_workspaces(1);  // one arena now, so a load that cannot get memory fails here
+  const auto threads = static_cast<std::size_t>(threads_);
+  plan_threads(steps_, file_, ops_, threads, options.split);
+  // One image per thread pays when one image's work is worth a piece of a split step.
+  double image_ns = 0.0;
+  bool any_split = false;
+  for (const Step& s : steps_) {
+    image_ns += s.work_ns;
+    any_split = any_split || s.parts > 1;
+  }
+  image_parallel_ =
+      threads > 1 && (options.split == SplitPolicy::kAlways || image_ns >= min_part_ns());
+  if (threads > 1 && (any_split || image_parallel_)) {
+    pool_ = std::make_unique<ThreadPool>(threads);
+  }
+  // One arena now, so a load that cannot get memory fails here.
+  release_workspace(acquire_workspace());
 }
 
 Model::~Model() = default;
 
-void Model::ensure_workspaces(std::size_t n) {
-  while (workspaces_.size() < n) workspaces_.push_back(std::make_unique<Workspace>(*this));
+std::size_t Model::workspaces() const {
+  std::lock_guard<std::mutex> lock(workspace_mutex_);
+  return workspace_count_;
 }
 
-void Model::run_image(Workspace& ws, const float* x, Layout layout, float* out, double* step_ns,
-                      bool thread_cpu) const {
+// A free workspace, or a new one when every one is in use (allocated outside the lock).
+std::unique_ptr<Model::Workspace> Model::acquire_workspace() {
+  {
+    std::lock_guard<std::mutex> lock(workspace_mutex_);
+    if (!free_workspaces_.empty()) {
+      std::unique_ptr<Workspace> ws = std::move(free_workspaces_.back());
+      free_workspaces_.pop_back();
+      return ws;
+    }
+  }
+  auto ws = std::make_unique<Workspace>(*this);
+  std::lock_guard<std::mutex> lock(workspace_mutex_);
+  ++workspace_count_;
+  // The free list never holds more than every workspace: its push in release never allocates
+  // once a workspace has been counted.
+  free_workspaces_.reserve(workspace_count_);
+  return ws;
+}
+
+void Model::release_workspace(std::unique_ptr<Workspace> ws) {
+  std::lock_guard<std::mutex> lock(workspace_mutex_);
+  free_workspaces_.push_back(std::move(ws));
+}
+
+// A workspace held for the duration of a call, returned to the free list on every exit.
+class Model::Lease {
+ public:
+  explicit Lease(Model& m) : model_(m), ws_(m.acquire_workspace()) {}
+  ~Lease() { model_.release_workspace(std::move(ws_)); }
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+  Workspace& operator*() const { return *ws_; }
+  Workspace* get() const { return ws_.get(); }
+
+ private:
+  Model& model_;
+  std::unique_ptr<Workspace> ws_;
+};
+
+void Model::run_image(Workspace& ws, ThreadPool* pool, const float* x, Layout layout, float* out,
+                      double* step_ns, bool thread_cpu) const {
   const ValueInfo& in = input();
   float* slot = ws.ctx.value<float>(file_.input_value());
   const std::size_t pixels = std::size_t{in.height} * in.width;
@@ -203,12 +264,19 @@ void Model::run_image(Workspace& ws, const float* x, Layout layout, float* out, 
       for (std::size_t p = 0; p < pixels; ++p) slot[p * channels + c] = plane[p];
     }
   }
+  // Each step on the pool or on this thread alone, as plan_threads chose.
+  ExecContext& ctx = ws.ctx;
+  auto run_step = [&ctx, pool](const Step& s) {
+    ctx.pool = s.parts > 1 ? pool : nullptr;
+    ctx.parts = ctx.pool != nullptr ? s.pieces : 1;
+    s.run(s, ctx);
+  };
   if (step_ns == nullptr) {
-    for (const Step& s : steps_) s.run(s, ws.ctx);
+    for (const Step& s : steps_) run_step(s);
   } else {
     for (std::size_t i = 0; i < steps_.size(); ++i) {
       const double t0 = now_ns(thread_cpu);
-      steps_[i].run(steps_[i], ws.ctx);
+      run_step(steps_[i]);
       step_ns[i] = now_ns(thread_cpu) - t0;
     }
   }
@@ -225,36 +293,49 @@ void Model::run_image(Workspace& ws, const float* x, Layout layout, float* out, 
   }
 }
 
-void Model::image_worker(void* job_ptr, std::size_t worker, std::size_t /*workers*/) {
+// Chunk c of a batch: images taken one by one from the shared counter, in workspace c. The
+// first chunk claimed drains the batch unless others join; a chunk claimed late finds it empty.
+void Model::image_worker(void* job_ptr, std::size_t chunk) {
   auto& job = *static_cast<BatchJob*>(job_ptr);
-  Workspace& ws = *job.model->workspaces_[worker];
+  Workspace& ws = *job.workspaces[chunk];
   for (;;) {
     const std::size_t i = job.next.fetch_add(1, std::memory_order_relaxed);
     if (i >= job.batch) return;
-    job.model->run_image(ws, job.x + i * job.image_floats, job.layout,
+    job.model->run_image(ws, nullptr, job.x + i * job.image_floats, job.layout,
                          job.out + i * job.out_floats);
   }
 }
 
 void Model::run(const float* x, std::size_t batch, Layout layout, float* out) {
-  std::lock_guard<std::mutex> lock(run_mutex_);
   if (batch == 0) return;
   const ValueInfo& in = input();
   const std::size_t image_floats = std::size_t{in.height} * in.width * in.channels;
   const auto threads = static_cast<std::size_t>(threads_);
-  if (threads > 1 && batch >= threads) {
-    // One image per thread at a time. Grows only when a batch first needs it: steady state
-    // allocates nothing.
-    ensure_workspaces(threads);
-    for (auto& ws : workspaces_) ws->ctx.pool = nullptr;
-    BatchJob job{this, x, batch, image_floats, output_floats(), layout, out};
-    pool_->run(&Model::image_worker, &job);
+  // The pool if no other call holds it; else this call runs on its own thread.
+  std::unique_lock<std::mutex> pool_lock;
+  ThreadPool* pool = nullptr;
+  if (pool_ != nullptr) {
+    pool_lock = std::unique_lock<std::mutex>(pool_mutex_, std::try_to_lock);
+    if (pool_lock.owns_lock()) pool = pool_.get();
+  }
+  if (pool != nullptr && image_parallel_ && batch >= threads) {
+    // One image per thread at a time, each in a workspace of its own. Workspaces are made
+    // only when a batch first needs them: steady state allocates nothing.
+    std::vector<std::unique_ptr<Lease>> leases;
+    std::vector<Workspace*> spaces;
+    leases.reserve(threads);
+    spaces.reserve(threads);
+    for (std::size_t i = 0; i < threads; ++i) {
+      leases.push_back(std::make_unique<Lease>(*this));
+      spaces.push_back(leases.back()->get());
+    }
+    BatchJob job{this, spaces.data(), x, batch, image_floats, output_floats(), layout, out};
+    pool->run_chunks(threads, &Model::image_worker, &job);
     return;
   }
-  Workspace& ws = *workspaces_[0];
-  ws.ctx.pool = pool_.get();  // nullptr with one thread
+  Lease ws(*this);
   for (std::size_t i = 0; i < batch; ++i) {
-    run_image(ws, x + i * image_floats, layout, out + i * output_floats());
+    run_image(*ws, pool, x + i * image_floats, layout, out + i * output_floats());
   }
 }
 
@@ -263,15 +344,16 @@ void Model::run(const float* x, std::size_t batch, Layout layout, float* out) {
 namespace qbinfer {
 
 std::vector<double> Model::profile(const float* x, Layout layout, int runs, bool thread_cpu) {
-  std::lock_guard<std::mutex> lock(run_mutex_);
+  // Waits for the pool (unlike run): a profile times the steps as a batch of one runs them.
+  std::unique_lock<std::mutex> pool_lock;
+  if (pool_ != nullptr) pool_lock = std::unique_lock<std::mutex>(pool_mutex_);
   const std::size_t n = steps_.size();
   const auto r = static_cast<std::size_t>(std::max(runs, 1));
   std::vector<double> samples(n * r);
   std::vector<float> out(output_floats());
-  Workspace& ws = *workspaces_[0];
-  ws.ctx.pool = pool_.get();
+  Lease ws(*this);
   for (std::size_t k = 0; k < r; ++k) {
-    run_image(ws, x, layout, out.data(), samples.data() + k * n, thread_cpu);
+    run_image(*ws, pool_.get(), x, layout, out.data(), samples.data() + k * n, thread_cpu);
   }
   std::vector<double> median(n);
   std::vector<double> one(r);

@@ -3,11 +3,19 @@
 // by image in a workspace (one arena holding every value of that image plus int8 scratch), so
 // nothing is allocated per inference once the workspaces exist.
 //
-// Threads: with threads = N, a batch of fewer than N images runs its images one after the
-// other, each heavy step split across the N threads (rows, pixels or output features); a
-// batch of N or more runs N images at a time, one per thread, each in its own workspace. Every
-// output element is computed by exactly one thread with the same code either way, so results
-// do not depend on N.
+// Threads: with threads = N (0: every CPU the process may use), a batch of fewer than N images
+// runs its images one after the other, each step split over as many of the N threads as its
+// estimated work pays for (SplitPolicy, exec_plan.h): a step too small to split runs on the
+// calling thread whatever N is. A batch of N or more runs N images at a time, one per thread,
+// each in its own workspace, when one image's work pays for the hand-off. Every output element
+// is computed by exactly one thread with the same code either way, so results do not depend
+// on N. A model none of whose steps would split starts no threads at all.
+//
+// Concurrency: run() and profile() may be called from several threads at once. Each call
+// takes a workspace (an arena) from the model's free list, making a new one when all are in
+// use (so a model holds as many arenas as it has seen concurrent calls); the steps, weights and
+// plan are shared read-only. The pool of N threads serves one call at a time: a call that
+// finds it busy runs on its own thread, which gives the same results.
 #pragma once
 
 #include <cstddef>
@@ -29,7 +37,8 @@ namespace qbinfer {
 enum class Layout { kNCHW, kNHWC };
 
 struct ModelOptions {
-  int threads = 1;
+  int threads = 1;  // 0: usable_cpus() (thread_pool.h)
+  SplitPolicy split = SplitPolicy::kByWork;
   const KernelTable* kernels = nullptr;  // nullptr: selected_kernel_table() (the active ISA)
   int fuse = -1;                         // -1: fusion_enabled_by_env(); 0 off; 1 on
 };
@@ -41,6 +50,8 @@ class Model {
   // Opens and validates `path` (FileError / FormatError), builds and checks every op, plans
   // the steps and the arena.
   Model(const std::string& path, const ModelOptions& options);
+  // The same from a file already read and validated (QbwFile::from_memory).
+  Model(QbwFile file, const ModelOptions& options);
   Model(const std::string& path, int threads) : Model(path, ModelOptions{threads}) {}
   ~Model();
   Model(const Model&) = delete;
@@ -48,8 +59,8 @@ class Model {
 
   // x: batch images of input_shape(), NCHW or NHWC float32, contiguous; out: batch *
   // output_floats() floats, in the same layout. Validates nothing (the binding checks the
-  // array); safe to call from several threads (calls are serialized). The result does not
-  // depend on threads.
+  // array). Safe to call from several threads at once: each call runs in its own workspace
+  // (see the top of this file). The result depends neither on threads nor on concurrency.
   void run(const float* x, std::size_t batch, Layout layout, float* out);
 
   // Runs image x (one image, as run) `runs` times as a batch of one would, and returns the
@@ -72,17 +83,24 @@ class Model {
   std::uint64_t arena_bytes() const { return workspace_bytes_; }  // per concurrent image
   std::uint64_t weights_bytes() const { return weights_bytes_; }
   std::uint64_t packed_bytes() const { return packed_bytes_; }  // repacked weights
-  int threads() const { return threads_; }
+  int threads() const { return threads_; }  // participants of the pool (resolved, >= 1)
+  // Whether some step splits or a batch may run image-parallel: a pool exists.
+  bool uses_pool() const { return pool_ != nullptr; }
+  std::size_t workspaces() const;  // arenas made so far (one per concurrent call seen)
   bool fused() const { return fused_; }
   const KernelTable& kernels() const { return *kernels_; }
 
+  struct Workspace;  // one arena with its resolved pointers (model.cc)
+
  private:
-  struct Workspace;
+  class Lease;
+  // Runs one image in `ws`, splitting steps over `pool` (nullptr: the calling thread alone).
   // step_ns: when not null, each step's duration is written there.
-  void run_image(Workspace& ws, const float* x, Layout layout, float* out,
+  void run_image(Workspace& ws, ThreadPool* pool, const float* x, Layout layout, float* out,
                  double* step_ns = nullptr, bool thread_cpu = false) const;
-  void ensure_workspaces(std::size_t n);
-  static void image_worker(void* job, std::size_t worker, std::size_t workers);
+  std::unique_ptr<Workspace> acquire_workspace();
+  void release_workspace(std::unique_ptr<Workspace> ws);
+  static void image_worker(void* job, std::size_t chunk);
 
   QbwFile file_;
   std::vector<Op> ops_;
@@ -96,9 +114,12 @@ class Model {
   std::uint64_t packed_bytes_ = 0;
   std::size_t concat_inputs_ = 0;  // total CONCAT inputs over all steps
   int threads_;
+  bool image_parallel_ = false;  // a batch of >= threads_ images may run one image per thread
 
-  std::mutex run_mutex_;
-  std::vector<std::unique_ptr<Workspace>> workspaces_;
+  mutable std::mutex workspace_mutex_;  // guards free_workspaces_ and workspace_count_
+  std::vector<std::unique_ptr<Workspace>> free_workspaces_;
+  std::size_t workspace_count_ = 0;
+  std::mutex pool_mutex_;  // held by the one call using pool_
   std::unique_ptr<ThreadPool> pool_;
 };
 

@@ -1,15 +1,24 @@
-// A persistent pool for intra-op parallelism: the caller and `threads - 1` workers run one
-// job at a time, each on its own index. Hand-off costs microseconds, not a system call:
+// A persistent pool for intra-op parallelism: the caller and `threads - 1` workers. Hand-off
+// costs microseconds, not a system call:
 //
-//   - the caller publishes a job by bumping an atomic generation counter; a worker that is
-//     spinning on it (it spins for `spin_us` after its last job) starts at once;
+//   - the caller publishes a job in one 64-bit word (claim_: kind, generation, chunk count,
+//     next chunk) and bumps a 32-bit generation counter; a worker that is spinning on it (it
+//     spins for `spin_us` after its last job) starts at once;
 //   - a worker that has spun that long parks on a futex (Linux; a condition variable
 //     elsewhere) and the caller wakes it only when some worker is parked;
 //   - completion is an atomic countdown the caller spins on (then parks on too).
 //
-// Every worker takes part in every job, so a job's split depends only on the pool size and
-// each output element is computed by exactly one participant with the same code. Nothing is
-// allocated per job: the job is a function pointer and a context pointer.
+// Two kinds of job:
+//   run(fn, ctx)               every participant runs fn once, on its own index; the caller
+//                              waits for all of them (the latency benchmark uses it).
+//   run_chunks(n, fn, ctx)     fn(ctx, c) for each chunk c in [0, n), each claimed exactly once
+//                              (compare-and-swap on claim_) by whichever participant comes
+//                              first, the caller included. The caller waits only for chunks
+//                              already claimed, never for a worker that has not started: on a
+//                              machine whose other cores are busy a late worker finds the
+//                              chunks gone, and the job costs what the caller alone would.
+// Either way each output element is computed by exactly one participant with the same code.
+// Nothing is allocated per job: the job is a function pointer and a context pointer.
 #pragma once
 
 #include <atomic>
@@ -26,6 +35,7 @@ namespace qbinfer {
 class ThreadPool {
  public:
   using Fn = void (*)(void* ctx, std::size_t participant, std::size_t participants);
+  using ChunkFn = void (*)(void* ctx, std::size_t chunk);
 
   // threads >= 1 participants (threads - 1 workers are started now). spin_us < 0: the
   // default (QBINFER_SPIN_US, else kDefaultSpinUs).
@@ -37,8 +47,14 @@ class ThreadPool {
   std::size_t size() const { return workers_.size() + 1; }
 
   // Runs fn(ctx, i, size()) for every i in [0, size()): 0 on the calling thread. Returns when
-  // all have returned. Not reentrant: one job at a time (the Model serializes runs).
+  // all have returned. Not reentrant: one job at a time (the Model hands the pool to one call
+  // at a time).
   void run(Fn fn, void* ctx);
+
+  // Runs fn(ctx, c) once for every chunk c in [0, chunks), on whichever participants claim
+  // them (see the top of this file); returns when all have returned. chunks <= kMaxChunks.
+  void run_chunks(std::size_t chunks, ChunkFn fn, void* ctx);
+  static constexpr std::size_t kMaxChunks = 0xFFFF;
 
   // Splits [0, n) into size() contiguous ranges, the same way every time, and runs
   // body(begin, end) on each non-empty one. With size() == 1 or n <= 1 it is a plain call.
@@ -75,16 +91,23 @@ class ThreadPool {
   void wait_generation(std::uint32_t seen);
   void wait_done();
   void wake_parked();
+  void publish(bool every_participant, std::size_t chunks);
+  void claim_chunks(std::uint64_t word);
+  void finish_one();
 
   std::vector<std::thread> workers_;
   int spin_us_;
   long owner_pid_ = 0;  // a forked child has no workers: it runs every part itself
 
-  // The job, published by the release increment of generation_.
+  // The job, published by the store of claim_; rewritten only after the last job completed
+  // (a worker reads them only after claim_ showed it a job that cannot complete without it).
   Fn fn_ = nullptr;
+  ChunkFn chunk_fn_ = nullptr;
   void* ctx_ = nullptr;
 
-  alignas(64) std::atomic<std::uint32_t> generation_{0};
+  // [63] every-participant job, [62:32] generation, [31:16] chunks, [15:0] next chunk.
+  alignas(64) std::atomic<std::uint64_t> claim_{0};
+  std::atomic<std::uint32_t> generation_{0};  // the futex word: claim_'s generation
   std::atomic<std::uint32_t> parked_workers_{0};
   std::atomic<bool> stop_{false};
   alignas(64) std::atomic<std::uint32_t> pending_{0};
@@ -104,5 +127,9 @@ struct PoolLatency {
 };
 PoolLatency measure_pool_latency(std::size_t threads, std::size_t iterations,
                                  std::size_t cold_iterations);
+
+// The CPUs this process may run on: its affinity mask where the OS has one (Linux
+// sched_getaffinity: a container or `taskset` limit counts), else the hardware threads; >= 1.
+std::size_t usable_cpus();
 
 }  // namespace qbinfer

@@ -9,6 +9,7 @@
 #include <limits>
 #include <new>
 #include <numeric>
+#include <stdexcept>
 #include <utility>
 
 #include "base/text.h"
@@ -69,6 +70,8 @@ class FileBytes {
   }
 
   static std::unique_ptr<FileBytes> load(const std::string& path);
+  static std::unique_ptr<FileBytes> copy_of(const void* data, std::size_t size,
+                                            const std::string& name);
 
   const unsigned char* data() const { return data_; }
   std::uint64_t size() const { return size_; }
@@ -99,6 +102,15 @@ bool mmap_disabled() {
   return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
 }
 
+// The first size check of every source: a file too short to hold the header.
+void check_header_fits(const std::string& path, std::uint64_t size) {
+  if (size < kHeaderSize) {
+    throw_format(path, "file is " + std::to_string(size) + " bytes, smaller than the " +
+                           std::to_string(kHeaderSize) +
+                           "-byte header (truncated or not a .qbw file)");
+  }
+}
+
 unsigned char* alloc_aligned(std::size_t size) {
   // Rounded up so the allocation is a whole number of 64-byte lines; never zero bytes.
   const std::size_t rounded = (size / kPayloadAlignment + 1) * kPayloadAlignment;
@@ -109,7 +121,9 @@ unsigned char* alloc_aligned(std::size_t size) {
 
 #if QBINFER_HAVE_POSIX_IO
 std::unique_ptr<FileBytes> FileBytes::load(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever; a regular file
+  // ignores the flag, and anything else is refused below before a byte is read.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw_os_error(errno, path, "open");
   struct FdCloser {
     int fd;
@@ -119,17 +133,21 @@ std::unique_ptr<FileBytes> FileBytes::load(const std::string& path) {
   struct stat st;
   if (::fstat(fd, &st) != 0) throw_os_error(errno, path, "stat");
   if (S_ISDIR(st.st_mode)) throw_os_error(EISDIR, path, "read");
-  if (!S_ISREG(st.st_mode)) throw_format(path, "not a regular file");
+  if (!S_ISREG(st.st_mode)) {
+    const char* kind = S_ISFIFO(st.st_mode)   ? "a FIFO (named pipe)"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                       : S_ISCHR(st.st_mode)  ? "a character device"
+                       : S_ISBLK(st.st_mode)  ? "a block device"
+                                              : "of an unknown kind";
+    throw_format(path, std::string("not a regular file: it is ") + kind +
+                           "; a model must be a regular file");
+  }
   if (st.st_size < 0 ||
       static_cast<std::uint64_t>(st.st_size) > std::numeric_limits<std::size_t>::max()) {
     throw_format(path, "file size " + std::to_string(st.st_size) + " is not addressable");
   }
   const auto size = static_cast<std::size_t>(st.st_size);
-  if (size < kHeaderSize) {
-    throw_format(path, "file is " + std::to_string(size) + " bytes, smaller than the " +
-                           std::to_string(kHeaderSize) +
-                           "-byte header (truncated or not a .qbw file)");
-  }
+  check_header_fits(path, size);
 
   std::unique_ptr<FileBytes> bytes(new FileBytes());
   bytes->size_ = size;
@@ -172,11 +190,7 @@ std::unique_ptr<FileBytes> FileBytes::load(const std::string& path) {
   if (end < 0) throw_os_error(errno, path, "read");
   std::rewind(f);
   const auto size = static_cast<std::size_t>(end);
-  if (size < kHeaderSize) {
-    throw_format(path, "file is " + std::to_string(size) + " bytes, smaller than the " +
-                           std::to_string(kHeaderSize) +
-                           "-byte header (truncated or not a .qbw file)");
-  }
+  check_header_fits(path, size);
   std::unique_ptr<FileBytes> bytes(new FileBytes());
   unsigned char* buf = alloc_aligned(size);
   bytes->data_ = buf;
@@ -187,6 +201,17 @@ std::unique_ptr<FileBytes> FileBytes::load(const std::string& path) {
   return bytes;
 }
 #endif
+
+std::unique_ptr<FileBytes> FileBytes::copy_of(const void* data, std::size_t size,
+                                              const std::string& name) {
+  check_header_fits(name, size);
+  std::unique_ptr<FileBytes> bytes(new FileBytes());
+  unsigned char* buf = alloc_aligned(size);
+  bytes->data_ = buf;
+  bytes->size_ = size;
+  std::memcpy(buf, data, size);
+  return bytes;
+}
 
 // ---------------------------------------------------------------------------------------
 // Bounds-checked reading.
@@ -328,9 +353,21 @@ bool QbwFile::mapped() const { return bytes_ && bytes_->mapped(); }
 void QbwFile::fail(const std::string& message) const { throw_format(path_, message); }
 
 QbwFile QbwFile::open(const std::string& path) {
+  if (path.find('\0') != std::string::npos) {
+    // The OS would read the path up to the NUL: refused, as Python's open() does.
+    throw std::invalid_argument("embedded null byte in the model path");
+  }
+  return validated(path, FileBytes::load(path));
+}
+
+QbwFile QbwFile::from_memory(const void* data, std::size_t size, const std::string& name) {
+  return validated(name, FileBytes::copy_of(data, size, name));
+}
+
+QbwFile QbwFile::validated(const std::string& path, std::unique_ptr<FileBytes> bytes) {
   QbwFile f;
   f.path_ = path;
-  f.bytes_ = FileBytes::load(path);
+  f.bytes_ = std::move(bytes);
   f.parse_header();
   f.verify_checksum();
   f.parse_meta();

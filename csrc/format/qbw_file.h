@@ -82,8 +82,14 @@ class FileBytes;  // the mapping or the buffer that holds the whole file
 class QbwFile {
  public:
   // Throws FileError (the OS refused: missing file, a directory, no permission) or
-  // FormatError (anything wrong with the contents).
+  // FormatError (anything wrong with the contents, or not a regular file: a FIFO, socket or
+  // device is refused without being read, so it cannot block), std::invalid_argument for a
+  // path with an embedded NUL byte (which the OS would silently cut short).
   static QbwFile open(const std::string& path);
+
+  // The same checks on a file's bytes already in memory (copied: the caller's buffer may go
+  // away). `name` stands for the path in messages ("<name>: bad magic ...").
+  static QbwFile from_memory(const void* data, std::size_t size, const std::string& name);
 
   QbwFile(QbwFile&&) noexcept;
   QbwFile& operator=(QbwFile&&) noexcept;
@@ -112,6 +118,8 @@ class QbwFile {
 
  private:
   QbwFile() = default;
+  // Every check of open() on bytes already loaded; `path` names them in messages.
+  static QbwFile validated(const std::string& path, std::unique_ptr<FileBytes> bytes);
   void parse_header();
   void verify_checksum() const;
   void parse_meta();

@@ -220,8 +220,14 @@ qbinfer::Isa active_isa_or_raise() {
   }
 }
 
-std::unique_ptr<qbinfer::Model> open_model(const py::object& path_obj, int threads,
-                                           const py::object& isa_obj) {
+qbinfer::SplitPolicy parse_split(const std::string& split) {
+  if (split == "work") return qbinfer::SplitPolicy::kByWork;
+  if (split == "always") return qbinfer::SplitPolicy::kAlways;
+  throw py::value_error("split must be 'work' or 'always', got '" + split + "'");
+}
+
+qbinfer::ModelOptions model_options(int threads, const py::object& isa_obj,
+                                    const std::string& split) {
   if (threads < 1 || threads > qbinfer::Model::kMaxThreads) {
     throw py::value_error("threads must be in 1.." + std::to_string(qbinfer::Model::kMaxThreads) +
                           ", got " + std::to_string(threads));
@@ -232,10 +238,38 @@ std::unique_ptr<qbinfer::Model> open_model(const py::object& path_obj, int threa
   qbinfer::ModelOptions options;
   options.threads = threads;
   options.kernels = &qbinfer::kernel_table_for(isa);
+  options.split = parse_split(split);
+  return options;
+}
+
+std::unique_ptr<qbinfer::Model> open_model(const py::object& path_obj, int threads,
+                                           const py::object& isa_obj, const std::string& split) {
+  const qbinfer::ModelOptions options = model_options(threads, isa_obj, split);
   // str, bytes or os.PathLike, as open() takes, as the file system's bytes.
   const std::string path = py::bytes(py::module_::import("os").attr("fsencode")(path_obj));
   py::gil_scoped_release release;  // the CRC over a large file takes a while
   return std::make_unique<qbinfer::Model>(path, options);
+}
+
+// A model from the bytes of a .qbw file in any buffer-protocol object (bytes, bytearray,
+// memoryview, a uint8 numpy array...), validated as a file is; `name` stands for the path in
+// messages.
+std::unique_ptr<qbinfer::Model> model_from_buffer(const py::buffer& data, const std::string& name,
+                                                  int threads, const py::object& isa_obj,
+                                                  const std::string& split) {
+  const qbinfer::ModelOptions options = model_options(threads, isa_obj, split);
+  // A C-contiguous byte view: strided or multi-byte layouts are refused, not reinterpreted.
+  Py_buffer view;
+  if (PyObject_GetBuffer(data.ptr(), &view, PyBUF_C_CONTIGUOUS) != 0) throw py::error_already_set();
+  struct Release {
+    Py_buffer* view;
+    ~Release() { PyBuffer_Release(view); }
+  } release_view{&view};
+  // Copied with the GIL held, so no Python thread changes the bytes half-way through.
+  qbinfer::QbwFile file =
+      qbinfer::QbwFile::from_memory(view.buf, static_cast<std::size_t>(view.len), name);
+  py::gil_scoped_release release;  // the CRC and the weight repacking take a while
+  return std::make_unique<qbinfer::Model>(std::move(file), options);
 }
 
 // The kernel entry each family uses in `t` (a family without kernels for the ISA falls back
@@ -291,6 +325,8 @@ py::list steps_list(const qbinfer::Model& model) {
     d["output"] = value_shape(values[s.out]);
     d["packed_bytes"] = s.packed.size();
     d["inplace"] = s.inplace != qbinfer::kNoValue;
+    d["work_us"] = s.work_ns / 1000.0;
+    d["parts"] = s.parts;
     steps.append(d);
   }
   return steps;
@@ -413,16 +449,26 @@ void register_model(py::module_& m) {
                     R"doc(A loaded .qbw model: the validated graph, its weights (mapped, not copied)
 and a planned activation arena.
 
-Model(path, threads=1): path is str, bytes or os.PathLike. Every header field, table,
-shape and op attribute is checked before use: a damaged or hostile file raises
-FormatError naming what is wrong and where; a missing file raises FileNotFoundError.
-threads (1..1024): a batch smaller than threads runs image by image with every heavy
-step split across the threads; a larger batch runs that many images at once, each in
-its own arena. Results do not depend on it. isa: None for the active ISA (QBINFER_ISA
-or the best this CPU runs), or one of supported_isas(). QBINFER_FUSION=0 in the
-environment turns load-time fusion off (for tests).)doc")
+Model(path, threads=1, isa=None, split='work'): path is str, bytes or os.PathLike (a
+path; Model.from_buffer takes a file's contents). Every header field, table, shape and
+op attribute is checked before use: a damaged or hostile file raises FormatError naming
+what is wrong and where; a missing file raises FileNotFoundError, a FIFO, socket or
+device FormatError (without blocking), a path with a NUL byte ValueError.
+threads (1..1024, taken as given: qbinfer.load caps it to the usable CPUs): a batch
+smaller than threads runs image by image with each step split over as many threads as
+its estimated work pays for (split='work'), or over all of them (split='always', for
+tests); a larger batch runs that many images at once, each in its own arena. Results do
+not depend on it. isa: None for the active ISA (QBINFER_ISA or the best this CPU runs),
+or one of supported_isas(). QBINFER_FUSION=0 in the environment turns load-time fusion
+off (for tests). run() may be called from several threads at once: each call gets its
+own arena, and the GIL is released while it runs.)doc")
       .def(py::init(&open_model), py::arg("path"), py::arg("threads") = 1,
-           py::arg("isa") = py::none())
+           py::arg("isa") = py::none(), py::arg("split") = "work")
+      .def_static("from_buffer", &model_from_buffer, py::arg("data"), py::arg("name"),
+                  py::arg("threads") = 1, py::arg("isa") = py::none(), py::arg("split") = "work",
+                  "A model from the bytes of a .qbw file in a C-contiguous buffer (bytes, "
+                  "bytearray, memoryview, ...), copied and validated exactly as a file is; "
+                  "`name` stands for the path in error messages.")
       .def("run", &run_model, py::arg("x"), py::arg("layout") = "nchw",
            R"doc(Logits of a float32 batch: x is [N, C, H, W] (layout='nchw') or [N, H, W, C]
 (layout='nhwc'), already preprocessed; returns float32 [N, num_classes]. Raises
@@ -479,7 +525,13 @@ an empty batch. Non-contiguous input is copied. Releases the GIL.)doc")
                              "Activation arena bytes of one image (one per concurrent image).")
       .def_property_readonly("weights_bytes", &Model::weights_bytes,
                              "Bytes of the tensors the graph uses.")
-      .def_property_readonly("threads", &Model::threads)
+      .def_property_readonly("threads", &Model::threads,
+                             "Threads of the pool (the calling thread included).")
+      .def_property_readonly("uses_pool", &Model::uses_pool,
+                             "Whether some step splits or a batch may run one image per "
+                             "thread: False when no step is worth splitting (no threads run).")
+      .def_property_readonly("workspaces", &Model::workspaces,
+                             "Arenas made so far: one per call that ran at the same time.")
       .def_property_readonly(
           "isa", [](const Model& md) { return qbinfer::isa_name(md.kernels().isa); },
           "The ISA whose kernels this model runs.")
@@ -499,7 +551,8 @@ an empty batch. Non-contiguous input is copied. Releases the GIL.)doc")
       .def("steps", &steps_list,
            "The steps as they run, one dict each: label ('BCONV2D+ADD+PRELU+AFFINE'), kind "
            "('op', 'conv_chain', 'epilogue_chain'), ops (file op indices, head first), output "
-           "(shape), packed_bytes, inplace.")
+           "(shape), packed_bytes, inplace, work_us (estimated single-thread time), parts "
+           "(threads it splits over when the pool is free).")
       .def_property_readonly(
           "mapped", [](const Model& md) { return md.file().mapped(); },
           "True when the file is memory-mapped (False: read into memory).");
@@ -562,6 +615,9 @@ threshold and -0.0 pack as +1 and NaN packs as -1. Tail bits past C are 0.)doc")
       "active_isa", [] { return qbinfer::isa_name(active_isa_or_raise()); },
       "The ISA whose kernels models use: QBINFER_ISA if set (ValueError if this CPU or build "
       "cannot run it), else the best supported one. Fixed for the process.");
+  m.def(
+      "usable_cpus", [] { return qbinfer::usable_cpus(); },
+      "CPUs this process may run on (its affinity mask: taskset and container limits count).");
   m.def(
       "supported_isas",
       [] {

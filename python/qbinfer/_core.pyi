@@ -1,4 +1,11 @@
+import os
+import sys
 from typing import Final, Optional
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:
+    from typing_extensions import Buffer
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +31,9 @@ def build_info() -> dict[str, object]:
 def active_isa() -> str:
     """The ISA models use: QBINFER_ISA if set (ValueError if unsupported), else the best one."""
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: taskset and container limits count)."""
+
 def supported_isas() -> list[str]:
     """ISAs this build has kernels for and this CPU runs, "scalar" first, best last."""
 
@@ -40,7 +50,25 @@ class DtypeError(Error, TypeError):
     """An input has the wrong dtype."""
 
 class Model:
-    def __init__(self, path: str, threads: int = 1, isa: Optional[str] = None) -> None: ...
+    def __init__(
+        self,
+        path: str | bytes | os.PathLike[str],
+        threads: int = 1,
+        isa: Optional[str] = None,
+        split: str = "work",
+    ) -> None:
+        """Open and validate a .qbw file. threads (1..1024) is taken as given; split='work'
+        splits each step over as many threads as its work pays for, 'always' over all."""
+    @staticmethod
+    def from_buffer(
+        data: Buffer,
+        name: str,
+        threads: int = 1,
+        isa: Optional[str] = None,
+        split: str = "work",
+    ) -> Model:
+        """The same from a file's bytes in a C-contiguous buffer (copied); `name` stands for
+        the path in error messages."""
     def run(self, x: npt.NDArray[np.float32], layout: str = "nchw") -> npt.NDArray[np.float32]: ...
     def ops(self) -> list[dict[str, object]]:
         """Per op: index, type, name, inputs (shapes), output (shape), output_dtype, params,
@@ -69,7 +97,14 @@ class Model:
     @property
     def weights_bytes(self) -> int: ...
     @property
-    def threads(self) -> int: ...
+    def threads(self) -> int:
+        """Threads of the pool (the calling thread included)."""
+    @property
+    def uses_pool(self) -> bool:
+        """Whether some step splits or a batch may run one image per thread."""
+    @property
+    def workspaces(self) -> int:
+        """Arenas made so far: one per call that ran at the same time."""
     @property
     def isa(self) -> str: ...
     @property
@@ -81,7 +116,8 @@ class Model:
     @property
     def packed_bytes(self) -> int: ...
     def steps(self) -> list[dict[str, object]]:
-        """The steps as they run: label, kind, ops (file op indices), output, packed_bytes, inplace."""
+        """The steps as they run: label, kind, ops (file op indices), output, packed_bytes,
+        inplace, work_us (estimated single-thread time), parts (threads it splits over)."""
     def _profile(
         self,
         x: npt.NDArray[np.float32],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+import warnings
+from typing import TYPE_CHECKING, Any, BinaryIO, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -26,11 +27,107 @@ Prediction = Union[List[Tuple[str, float]], np.ndarray]
 PREDICT_BATCH = 32
 
 
-def load(path: "str | os.PathLike[str]", threads: int = 1, isa: Optional[str] = None) -> "Model":
-    """Load a .qbw file. Everything in it is validated before use; a damaged or hostile file
-    raises `qbinfer.FormatError` saying what is wrong and where. `isa` picks the kernels (one of
-    `qbinfer._core.supported_isas()`); None means `QBINFER_ISA`, else the best this CPU runs."""
-    return Model(path, threads=threads, isa=isa)
+# What `load` reads: a path, a file's bytes in any buffer, or a binary file object.
+ModelSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]
+Threads = Union[int, str]
+
+
+def load(source: ModelSource, threads: Threads = "auto", isa: Optional[str] = None) -> "Model":
+    """Load a .qbw model.
+
+    `source` is a path (str or os.PathLike; a regular file, checked without blocking, so a FIFO
+    or a device raises FormatError instead of hanging; a NUL byte raises ValueError as open()
+    does), the file's contents (bytes, bytearray, memoryview or any buffer-protocol object) or
+    a binary file object (read from its current position to the end). Every source is
+    validated the same way, before anything is used: a damaged or hostile file raises
+    `qbinfer.FormatError` saying what is wrong and where, prefixed with the path, the file
+    object's name, or ``<bytes>`` for contents in memory.
+
+    `threads`: "auto" (the default) uses every CPU this process may use, and each step of the
+    network is split over as many of them as its work pays for; a step too small to split runs
+    on one thread, so no thread count is slower than one thread. An int N asks for N threads
+    with the same per-step choice; N above the usable CPUs (os.sched_getaffinity) is capped to
+    them with a RuntimeWarning. Results never depend on it.
+
+    `isa` picks the kernels (one of `qbinfer._core.supported_isas()`); None means
+    `QBINFER_ISA`, else the best this CPU runs.
+
+    The model may be shared by several Python threads: `run` and `predict` release the GIL
+    and each concurrent call runs in an activation arena of its own (see `Model`)."""
+    return Model(source, threads=threads, isa=isa, _stacklevel=3)
+
+
+def _resolve_threads(threads: Threads, stacklevel: int) -> int:
+    """The pool size for `threads`: "auto" is the usable CPUs; an int above them is capped."""
+    usable = min(int(_core.usable_cpus()), _MAX_THREADS)
+    if isinstance(threads, str):
+        if threads != "auto":
+            raise ValueError(f"threads must be 'auto' or an int >= 1, got {threads!r}")
+        return usable
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+        raise TypeError(f"threads must be an int or 'auto', got {type(threads).__name__}")
+    n = int(threads)
+    if n < 1:
+        raise ValueError(f"threads must be 'auto' or an int >= 1, got {n}")
+    if n > usable:
+        warnings.warn(
+            f"threads={n} is more than the {usable} CPU(s) this process may use "
+            f"(os.sched_getaffinity); using {usable}: threads beyond the CPUs only wait for "
+            "each other",
+            RuntimeWarning,
+            stacklevel=stacklevel + 1,
+        )
+        n = usable
+    return n
+
+
+_MAX_THREADS = 1024
+_HEADER_BYTES = 64  # a .qbw header; shorter contents cannot be a model
+
+
+def _open_core(source: ModelSource, threads: int, isa: Optional[str]) -> Tuple[_core.Model, str]:
+    """(_core.Model, the name its messages use) for any source `load` takes."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        return _core.Model(path, threads, isa), os.fsdecode(path)
+    if hasattr(source, "read"):
+        data = source.read()
+        if isinstance(data, str):
+            raise TypeError(
+                "load: the file object is in text mode; open the model with open(path, 'rb')"
+            )
+        if data is None:  # a non-blocking stream with nothing to read yet
+            raise TypeError("load: the file object's read() returned None (a non-blocking stream)")
+        name = getattr(source, "name", None)
+        label = name if isinstance(name, str) else "<file>"
+        return _core.Model.from_buffer(_byte_view(data), label, threads, isa), label
+    try:
+        view = _byte_view(source)
+    except TypeError:
+        raise TypeError(
+            "load takes a path (str or os.PathLike), the file's contents (bytes or a buffer) or a "
+            f"binary file object, got {type(source).__name__}"
+        ) from None
+    if (
+        isinstance(source, bytes)
+        and len(source) < _HEADER_BYTES
+        and b"\0" not in source
+        and os.path.exists(source)
+    ):
+        # Earlier versions took a bytes path here; now bytes are the contents. Say so.
+        raise TypeError(
+            f"load(bytes) reads the bytes as the model itself, and {source!r} is a file name: "
+            "pass the path as a str or pathlib.Path"
+        )
+    return _core.Model.from_buffer(view, "<bytes>", threads, isa), "<bytes>"
+
+
+def _byte_view(data: Any) -> memoryview:
+    """A C-contiguous byte view of a buffer-protocol object (copied only when strided)."""
+    view = memoryview(data)
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -57,13 +154,31 @@ def _top_classes(probs: np.ndarray, names: List[str], top_k: int) -> List[Tuple[
 
 
 class Model:
-    """A loaded network. `run` takes preprocessed float32 batches; `predict` takes images."""
+    """A loaded network. `run` takes preprocessed float32 batches; `predict` takes images.
 
-    def __init__(self, path: "str | os.PathLike[str]", threads: int = 1, isa: Optional[str] = None):
-        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
-            raise TypeError(f"threads must be an int, got {type(threads).__name__}")
-        self.path = os.fspath(path)
-        self._core = _core.Model(self.path, int(threads), isa)
+    `Model(source, threads="auto", isa=None)` is `load` (see there for every argument).
+
+    Threads and concurrency. `threads` sizes one pool of engine threads that splits the steps
+    of a call (or runs the images of a batch side by side). Separately, one Model may serve
+    calls from several Python threads at the same time: `run` and `predict` release the GIL,
+    and each call that runs while others do takes an activation arena of its own from the
+    model's free list (one more arena, `arena_bytes`, per call running at the same time; kept
+    for reuse), while the weights and the plan are shared read-only. The engine pool serves one
+    call at a time; a call that finds it busy runs on its own thread. Results are the same
+    bits as serial calls. A server with several worker threads gets the most throughput from
+    `threads=1` (each call on its own core), a single caller from `threads="auto"`.
+    """
+
+    def __init__(
+        self,
+        source: ModelSource,
+        threads: Threads = "auto",
+        isa: Optional[str] = None,
+        *,
+        _stacklevel: int = 2,
+    ):
+        n = _resolve_threads(threads, _stacklevel)
+        self._core, self.path = _open_core(source, n, isa)
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -114,6 +229,7 @@ class Model:
 
     @property
     def threads(self) -> int:
+        """Threads of the engine pool, as resolved ("auto": the usable CPUs; capped to them)."""
         return int(self._core.threads)
 
     @property
@@ -127,6 +243,8 @@ class Model:
         or the probabilities or log-probabilities of a model that ends in one (`output_kind`).
 
         The batch must already be preprocessed (see `preprocessing`); `predict` does that.
+        Thread-safe: releases the GIL, and concurrent calls run in parallel, each in an arena
+        of its own, giving the same results as one after the other.
         """
         if layout not in ("nchw", "nhwc"):
             raise ValueError(f"layout must be 'nchw' or 'nhwc', got {layout!r}")
