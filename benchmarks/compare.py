@@ -314,11 +314,17 @@ def roofline(counts: dict, ceil: dict, seconds: float) -> dict:
     }
 
 
+def timed_isa(ceil: dict) -> str:
+    """The ISA whose one-thread run the roofline uses (older JSON files name only the ISA of the
+    peak loop, which is "avx512_vpopcnt" where qbinfer's avx512 runs VPOPCNTDQ)."""
+    return ceil.get("timed_isa") or ceil["isa"].replace("_vpopcnt", "")
+
+
 def add_rooflines(report: dict) -> None:
     """Fills report["roofline"][model] (which holds model_counts) with roofline() against the
     one-thread CPU-time median of qbinfer's best ISA."""
     by = {(r["model"], r["engine"], r["threads"]): r for r in report["results"]}
-    isa = report["ceilings"]["timed_isa"]
+    isa = timed_isa(report["ceilings"])
     for name, entry in report["roofline"].items():
         best = by.get((name, f"qbinfer-{isa}", 1))
         if best:
@@ -603,7 +609,7 @@ def print_table(report, args) -> None:
 
     ceil = report["ceilings"]
     print(
-        f"\nroofline, qbinfer {ceil['timed_isa']} 1 thread; ceilings of this core: "
+        f"\nroofline, qbinfer {timed_isa(ceil)} 1 thread; ceilings of this core: "
         f"{ceil['binary_macs_per_s'] / 1e9:.0f} G binary MAC/s, "
         f"{ceil['float_macs_per_s'] / 1e9:.1f} G float MAC/s, "
         f"{ceil['copy_bytes_per_s'] / 1e9:.1f} GB/s copy\n"
@@ -633,7 +639,7 @@ def print_table(report, args) -> None:
             f"{r['activation_bytes'] / 1e6:.1f}",
         ]
         if "compute_bound_fraction" in r:
-            q = by[(name, f"qbinfer-{ceil['timed_isa']}", 1)]
+            q = by[(name, f"qbinfer-{timed_isa(ceil)}", 1)]
             row += [
                 f"{r['binary_at_ceiling_ms']:.2f}",
                 f"{r['float_at_ceiling_ms']:.2f}",
