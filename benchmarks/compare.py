@@ -33,14 +33,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-MODELS = ("qb_net_small", "qb_net_large", "qsb_net_small", "qsb_net_large")
+PAPER_MODELS = ("qb_net_small", "qb_net_large", "qsb_net_small", "qsb_net_large")
+BNN_MODELS = ("reactnet_a", "bireal_net18", "bireal_net34", "xnor_net_resnet18", "binarynet_mlp")
+MODELS = PAPER_MODELS + BNN_MODELS
 
 
 # ------------------------------------------------------------------------------- workers
-def _input():
+def _input(shape=(3, 224, 224)):
     import numpy as np
 
-    return np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    return np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
 
 
 def _time(fn, x, warmup, runs):
@@ -60,7 +62,7 @@ def _time(fn, x, warmup, runs):
 
 def worker(args) -> dict:
     """One configuration in this process: prints {"samples": [...seconds], ...} as JSON."""
-    x = _input()
+    x = _input(tuple(args.shape))
     out = {}
     if args.worker == "qbinfer":
         from qbinfer import _core
@@ -89,8 +91,14 @@ def worker(args) -> dict:
 
         torch.set_num_threads(1)
         torch.manual_seed(args.seed)
-        model = build_model(args.name, num_classes=1000)
-        randomize_bn(model, seed=args.seed)
+        if args.state:  # a published BNN: the weights its .qbw was converted from
+            from weights_tools.bnn_zoo import BNN_ZOO
+
+            model = build_model(args.name, num_classes=BNN_ZOO[args.name].num_classes)
+            model.load_state_dict(torch.load(args.state))
+        else:
+            model = build_model(args.name, num_classes=1000)
+            randomize_bn(model, seed=args.seed)
         model.eval()
         xt = torch.from_numpy(x)
 
@@ -198,10 +206,162 @@ def median(xs):
     return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
 
 
+def quantile(xs, q):
+    """The q-quantile of xs (nearest rank): the spread of a configuration's samples."""
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+# ------------------------------------------------------------------------------- roofline
+# Op types whose `flops` (ops.cc: one per multiply-accumulate) are float MACs; the rest count
+# compares (max pool) or nothing.
+FLOAT_MAC_OPS = ("CONV2D", "DWCONV", "FC")
+
+
+# Ops that read their input as packed bits (one bit per channel, rows of 64-bit words); every
+# other op reads floats.
+BITS_INPUT_OPS = ("BCONV2D", "BCONV2D_GENERAL", "BFC")
+
+
+def _value_bytes(shape, dtype) -> int:
+    """Bytes of an activation of logical shape (H, W, C) (or (C,)) in `dtype`: 4 per float,
+    rows of 64-bit words for packed bits."""
+    *outer, c = [int(d) for d in shape]
+    n = 1
+    for d in outer:
+        n *= d
+    return n * ((c + 63) // 64 * 8 if dtype == "bits" else 4 * c)
+
+
+def model_counts(qbw: str) -> dict:
+    """What one image costs, from the .qbw as the engine loads it (Model.ops(), the counts of
+    csrc/engine/ops.cc): binary MACs, float MACs, bytes of weights (the stored tensors of the
+    ops) and bytes of activations of the unfused graph (each op's output written once, each
+    input read once: an upper bound, since fused steps keep intermediates in registers)."""
+    from qbinfer import _core
+
+    model = _core.Model(qbw, 1)
+    ops = model.ops()
+    activations = 0
+    for op in ops:
+        activations += _value_bytes(op["output"], op["output_dtype"])
+        in_dtype = "bits" if op["type"] in BITS_INPUT_OPS else "f32"
+        activations += sum(_value_bytes(shape, in_dtype) for shape in op["inputs"])
+    return {
+        "ops": len(ops),
+        "steps": len(model.steps()),
+        "binary_macs": sum(op["bops"] for op in ops),
+        "float_macs": sum(op["flops"] for op in ops if op["type"].startswith(FLOAT_MAC_OPS)),
+        "weight_bytes": sum(op["bytes"] for op in ops),
+        "activation_bytes": activations,
+        "arena_bytes": model.arena_bytes,
+        "packed_bytes": model.packed_bytes,
+    }
+
+
+def copy_bandwidth(mib: int = 64, repeats: int = 5) -> float:
+    """Bytes per second (read + write) of one core copying a buffer far larger than the caches:
+    the rate at which weights stream from memory."""
+    import numpy as np
+
+    a = np.ones(mib * 2**20 // 4, np.float32)
+    b = np.empty_like(a)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * a.nbytes / best
+
+
+def ceilings(isa: str, repeats: int = 3) -> dict:
+    """This core's measured ceilings: binary and float MACs/s of qbinfer._testing's peak loops
+    (Harley-Seal XOR+popcount, independent FMA chains; best of `repeats`) and the copy
+    bandwidth."""
+    from qbinfer import _core, _testing
+
+    peak_isa = (
+        "avx512_vpopcnt" if isa == "avx512" and _core.build_info()["avx512_vpopcntdq"] else isa
+    )
+    runs = [_testing.bench.peak(peak_isa, 0.3) for _ in range(repeats)]
+    return {
+        "isa": peak_isa,
+        "binary_macs_per_s": max(r["binary_macs_per_s"] for r in runs),
+        "float_macs_per_s": max(r["float_macs_per_s"] for r in runs),
+        "copy_bytes_per_s": copy_bandwidth(),
+    }
+
+
+def roofline(counts: dict, ceil: dict, seconds: float) -> dict:
+    """The time each kind of work needs at its ceiling, and what the model achieved in
+    `seconds` (qbinfer's median process CPU time per run, one thread, best ISA: on a shared
+    machine the wall time also counts the waits for a core)."""
+    t_bin = counts["binary_macs"] / ceil["binary_macs_per_s"]
+    t_float = counts["float_macs"] / ceil["float_macs_per_s"]
+    moved = counts["weight_bytes"] + counts["activation_bytes"]
+    return {
+        "binary_at_ceiling_ms": 1e3 * t_bin,
+        "float_at_ceiling_ms": 1e3 * t_float,
+        # Weights once from memory; the activations mostly stay in the caches, so they are
+        # reported as a rate, not as a bound.
+        "weights_at_copy_rate_ms": 1e3 * counts["weight_bytes"] / ceil["copy_bytes_per_s"],
+        "G_binary_MAC_per_s": counts["binary_macs"] / seconds / 1e9,
+        "GFLOP_per_s": 2 * counts["float_macs"] / seconds / 1e9,
+        "GB_per_s": moved / seconds / 1e9,
+        # The binary and float work at their ceilings, one after the other, over the measured
+        # time: 1.0 would be a model whose every MAC ran at the ceiling.
+        "compute_bound_fraction": (t_bin + t_float) / seconds,
+    }
+
+
+def timed_isa(ceil: dict) -> str:
+    """The ISA whose one-thread run the roofline uses (older JSON files name only the ISA of the
+    peak loop, which is "avx512_vpopcnt" where qbinfer's avx512 runs VPOPCNTDQ)."""
+    return ceil.get("timed_isa") or ceil["isa"].replace("_vpopcnt", "")
+
+
+def add_rooflines(report: dict) -> None:
+    """Fills report["roofline"][model] (which holds model_counts) with roofline() against the
+    one-thread CPU-time median of qbinfer's best ISA."""
+    by = {(r["model"], r["engine"], r["threads"]): r for r in report["results"]}
+    isa = timed_isa(report["ceilings"])
+    for name, entry in report["roofline"].items():
+        best = by.get((name, f"qbinfer-{isa}", 1))
+        if best:
+            entry.update(roofline(entry, report["ceilings"], best["cpu_median_ms"] / 1e3))
+
+
+# ------------------------------------------------------------------------------- driver
+def convert(models, seed) -> tuple:
+    """Per model, its files (bench_util.zoo_file / bnn_zoo_file, cached), or why it does not
+    convert."""
+    from bench_util import bnn_zoo_file, input_shape, is_bnn_zoo, zoo_file
+
+    files, failures = {}, {}
+    for name in models:
+        try:
+            if is_bnn_zoo(name):
+                qbw, onnx, state = bnn_zoo_file(name, seed=seed)
+            else:
+                (qbw, onnx), state = zoo_file(name, seed=seed), None
+        except Exception as e:  # noqa: BLE001 - reported as a row of the table
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            failures[name] = f"{type(e).__name__}: {reason}"
+            print(f"{name}: not convertible yet: {failures[name]}", file=sys.stderr)
+            continue
+        files[name] = {"qbw": qbw, "onnx": onnx, "state": state, "shape": input_shape(name)}
+    return files, failures
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    p.add_argument("--isas", nargs="+", default=None, help="default: every supported ISA")
+    p.add_argument(
+        "--isas",
+        nargs="+",
+        default=None,
+        help="default: every supported ISA; 'best': only the best this CPU runs",
+    )
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--runs", type=int, default=300, help="timed qbinfer runs per configuration")
     p.add_argument(
@@ -213,11 +373,17 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="the timed runs are split over rounds")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS processes")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--from-json", type=Path, default=None, help="print the tables of a saved --json run"
+    )
     # worker mode (internal)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--model", default=None, help=argparse.SUPPRESS)
     p.add_argument("--name", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--state", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--shape", nargs=3, type=int, default=[3, 224, 224], help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -227,17 +393,30 @@ def main(argv=None) -> int:
         print(json.dumps(result))
         return 0
 
+    if args.from_json:
+        report = json.loads(args.from_json.read_text())
+        args.models = [m for m in MODELS if m in {r["model"] for r in report["results"]}]
+        args.models += [m for m in report["not_convertible"] if m not in args.models]
+        add_rooflines(report)
+        print_table(report, args)
+        return 0
+
     from bench_util import zoo_file
 
     from qbinfer import _core, _testing
 
-    isas = args.isas or _core.supported_isas()
+    supported = _core.supported_isas()
+    if args.isas == ["best"]:
+        isas = supported[-1:]
+    else:
+        isas = args.isas or supported
     env_base = {k: v for k, v in os.environ.items() if k not in ("QBINFER_ISA", "QBINFER_FUSION")}
-    files = {name: zoo_file(name, seed=args.seed) for name in args.models}
+    load_start = os.getloadavg()
+    files, failures = convert(args.models, args.seed)
 
     configs = []  # (key, argv, env, runs)
-    for name in args.models:
-        qbw, onnx = files[name]
+    for name, f in files.items():
+        shape = ["--shape"] + [str(d) for d in f["shape"]]
         for isa in isas:
             for t in args.threads:
                 runs = args.baseline_runs if isa == "scalar" else args.runs
@@ -246,7 +425,7 @@ def main(argv=None) -> int:
                 configs.append(
                     (
                         (name, f"qbinfer-{isa}", t),
-                        ["--worker", "qbinfer", "--model", qbw, "--threads", str(t)],
+                        ["--worker", "qbinfer", "--model", f["qbw"], "--threads", str(t)] + shape,
                         dict(env_base, QBINFER_ISA=isa),
                         runs,
                     )
@@ -254,24 +433,28 @@ def main(argv=None) -> int:
         configs.append(
             (
                 (name, "onnxruntime", 1),
-                ["--worker", "onnxruntime", "--model", onnx],
+                ["--worker", "onnxruntime", "--model", f["onnx"]] + shape,
                 env_base,
                 args.baseline_runs,
             )
         )
         if not args.no_torch:
+            state = ["--state", f["state"]] if f["state"] else []
             configs.append(
                 (
                     (name, "pytorch", 1),
-                    ["--worker", "torch", "--name", name, "--seed", str(args.seed)],
+                    ["--worker", "torch", "--name", name, "--seed", str(args.seed)] + state + shape,
                     env_base,
                     args.baseline_runs,
                 )
             )
 
+    best_isa = [i for i in supported if i in isas][-1] if isas else supported[-1]
+    ceil = ceilings(best_isa)
     samples = {key: [] for key, *_ in configs}
     cpu_samples = {key: [] for key, *_ in configs}
     extra = {}
+    loads = [os.getloadavg()]
     for r in range(args.rounds):
         for key, argv_, env, runs in configs:
             n = max(1, runs // args.rounds)
@@ -284,6 +467,7 @@ def main(argv=None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        loads.append(os.getloadavg())
 
     results = []
     for key, xs in samples.items():
@@ -296,6 +480,8 @@ def main(argv=None) -> int:
                 "runs": len(xs),
                 "median_ms": 1e3 * median(xs),
                 "min_ms": 1e3 * min(xs),
+                "p10_ms": 1e3 * quantile(xs, 0.1),
+                "p90_ms": 1e3 * quantile(xs, 0.9),
                 "cpu_median_ms": 1e3 * median(cpu_samples[key]),
                 "isa": extra[key].get("isa"),
                 "kernels": extra[key].get("kernels"),
@@ -303,33 +489,54 @@ def main(argv=None) -> int:
             }
         )
 
-    # Peak RSS of fresh processes running QB-Net-Small.
-    small_qbw, small_onnx = zoo_file("qb_net_small", seed=args.seed)
-    rss_runs = {
-        "python+numpy": run_worker(["--worker", "rss-numpy", "--runs", "1"], env_base, True),
-        "qbinfer": run_worker(
-            ["--worker", "rss-qbinfer", "--model", small_qbw, "--runs", "10"], env_base, True
-        ),
-        "onnxruntime": run_worker(
-            ["--worker", "rss-onnxruntime", "--model", small_onnx, "--runs", "10"], env_base, True
-        ),
-    }
-    rss = {k: v["maxrss_bytes"] for k, v in rss_runs.items()}
-    vmhwm = {k: v.get("vmhwm_bytes") for k, v in rss_runs.items()}
+    # The roofline of each model at qbinfer's best ISA, one thread (add_rooflines below).
+    ceil["timed_isa"] = best_isa
+    rooflines = {name: model_counts(f["qbw"]) for name, f in files.items()}
+
+    rss = vmhwm = {}
+    if not args.no_rss:
+        # Peak RSS of fresh processes running QB-Net-Small.
+        small_qbw, small_onnx = zoo_file("qb_net_small", seed=args.seed)
+        rss_runs = {
+            "python+numpy": run_worker(["--worker", "rss-numpy", "--runs", "1"], env_base, True),
+            "qbinfer": run_worker(
+                ["--worker", "rss-qbinfer", "--model", small_qbw, "--runs", "10"], env_base, True
+            ),
+            "onnxruntime": run_worker(
+                ["--worker", "rss-onnxruntime", "--model", small_onnx, "--runs", "10"],
+                env_base,
+                True,
+            ),
+        }
+        rss = {k: v["maxrss_bytes"] for k, v in rss_runs.items()}
+        vmhwm = {k: v.get("vmhwm_bytes") for k, v in rss_runs.items()}
 
     report = {
         "machine": machine(),
+        "load_average_start": load_start,
+        "load_average_per_round": loads,
         "build": _core.build_info(),
         "results": results,
+        "not_convertible": failures,
+        "ceilings": ceil,
+        "roofline": rooflines,
         "rss": rss,
         "vmhwm": vmhwm,
         "pool_latency_ns": _testing.pool_latency(2, 20000, 20),
         "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+    add_rooflines(report)
     print_table(report, args)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     return 0
+
+
+def _print_rows(head, rows) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    for row in [head] + rows:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
 
 
 def print_table(report, args) -> None:
@@ -340,18 +547,26 @@ def print_table(report, args) -> None:
         key=lambda e: (not e[0].startswith("qbinfer"), e[0], e[1]),
     )
     m = report["machine"]
+    loads = report["load_average_per_round"]
     print(
         f"\nmachine: {m.get('Model name', '?')}, {m.get('CPU(s)', '?')} CPUs, "
-        f"load average {m.get('load_average')}"
+        f"flags {m.get('Flags', '?')}; {report['date_utc']}"
     )
-    print("median ms, 224x224, batch 1 (min in parentheses)\n")
+    print(
+        "load average (1 min) at the start and after each round: "
+        + ", ".join(f"{la[0]:.2f}" for la in loads)
+    )
+    print("median ms, batch 1, each model at its input shape (p10-p90 in parentheses)\n")
     head = ["model"] + [f"{e} {t}t" for e, t in engines] + ["ORT/qb", "torch/qb", "2t speedup"]
     rows = []
     for name in args.models:
+        if name in report["not_convertible"]:
+            rows.append([name, f"not convertible yet: {report['not_convertible'][name]}"])
+            continue
         row = [name]
         for e, t in engines:
             r = by.get((name, e, t))
-            row.append(f"{r['median_ms']:.3f} ({r['min_ms']:.2f})" if r else "-")
+            row.append(f"{r['median_ms']:.3f} ({r['p10_ms']:.2f}-{r['p90_ms']:.2f})" if r else "-")
         qb = [
             by[(name, e, 1)]
             for e, t in engines
@@ -364,9 +579,12 @@ def print_table(report, args) -> None:
         two = by.get((name, best["engine"], 2)) if best else None
         row.append(f"{best['median_ms'] / two['median_ms']:.2f}x" if two else "-")
         rows.append(row)
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *[r for r in rows if len(r) > 2])]
     for row in [head] + rows:
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+        if len(row) == 2:
+            print(f"{row[0].ljust(widths[0])}  {row[1]}")
+        else:
+            print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
     print(
         "\nprocess CPU ms per run, median (one-thread configurations; close to the idle-core "
         "wall time when the machine is loaded)\n"
@@ -375,6 +593,8 @@ def print_table(report, args) -> None:
     head = ["model"] + [f"{e}" for e, _ in one] + ["ORT/qb", "torch/qb"]
     rows = []
     for name in args.models:
+        if name in report["not_convertible"]:
+            continue
         row = [name]
         for e, t in one:
             r = by.get((name, e, t))
@@ -385,18 +605,69 @@ def print_table(report, args) -> None:
             r = by.get((name, other, 1))
             row.append(f"{r['cpu_median_ms'] / best['cpu_median_ms']:.1f}x" if best and r else "-")
         rows.append(row)
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    for row in [head] + rows:
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+    _print_rows(head, rows)
+
+    ceil = report["ceilings"]
+    print(
+        f"\nroofline, qbinfer {timed_isa(ceil)} 1 thread; ceilings of this core: "
+        f"{ceil['binary_macs_per_s'] / 1e9:.0f} G binary MAC/s, "
+        f"{ceil['float_macs_per_s'] / 1e9:.1f} G float MAC/s, "
+        f"{ceil['copy_bytes_per_s'] / 1e9:.1f} GB/s copy\n"
+    )
+    head = [
+        "model",
+        "G bMAC",
+        "G fMAC",
+        "weights MB",
+        "activ. MB",
+        "bMAC@ceil ms",
+        "fMAC@ceil ms",
+        "weights@copy ms",
+        "qbinfer CPU ms",
+        "G bMAC/s",
+        "GFLOP/s",
+        "GB/s",
+        "compute bound/CPU",
+    ]
+    rows = []
+    for name, r in report["roofline"].items():
+        row = [
+            name,
+            f"{r['binary_macs'] / 1e9:.3f}",
+            f"{r['float_macs'] / 1e9:.3f}",
+            f"{r['weight_bytes'] / 1e6:.2f}",
+            f"{r['activation_bytes'] / 1e6:.1f}",
+        ]
+        if "compute_bound_fraction" in r:
+            q = by[(name, f"qbinfer-{timed_isa(ceil)}", 1)]
+            row += [
+                f"{r['binary_at_ceiling_ms']:.2f}",
+                f"{r['float_at_ceiling_ms']:.2f}",
+                f"{r['weights_at_copy_rate_ms']:.2f}",
+                f"{q['cpu_median_ms']:.2f}",
+                f"{r['G_binary_MAC_per_s']:.0f}",
+                f"{r['GFLOP_per_s']:.1f}",
+                f"{r['GB_per_s']:.1f}",
+                f"{100 * r['compute_bound_fraction']:.0f}%",
+            ]
+        rows.append(row)
+    _print_rows(head, rows)
+    print(
+        "(activations: the unfused graph's bytes, an upper bound; rates per one-thread CPU "
+        "time; compute bound: binary and float MACs at their ceilings, one after the other)"
+    )
+
     rss = report["rss"]
-    print("\npeak RSS of a fresh process running QB-Net-Small (ru_maxrss, raw):")
-    for k, v in rss.items():
-        hwm = report["vmhwm"].get(k)
-        print(
-            f"  {k:<14} {v / 2**20:8.1f} MiB" + (f"   (VmHWM {hwm / 2**20:.1f} MiB)" if hwm else "")
-        )
-    if rss.get("onnxruntime"):
-        print(f"  qbinfer / onnxruntime = {rss['qbinfer'] / rss['onnxruntime']:.2f}")
+    if rss:
+        print("\npeak RSS of a fresh process running QB-Net-Small (ru_maxrss, raw):")
+        for k, v in rss.items():
+            hwm = report["vmhwm"].get(k)
+            print(
+                f"  {k:<14} {v / 2**20:8.1f} MiB"
+                + (f"   (VmHWM {hwm / 2**20:.1f} MiB)" if hwm else "")
+            )
+        if rss.get("onnxruntime"):
+            print(f"  qbinfer / onnxruntime = {rss['qbinfer'] / rss['onnxruntime']:.2f}")
     lat = report["pool_latency_ns"]
     print(
         f"\nthread pool round trip (2 threads): hot {lat['hot_ns'] / 1e3:.2f} us, "

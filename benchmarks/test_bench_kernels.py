@@ -46,3 +46,36 @@ def test_kernel(benchmark, peaks, isa, family, params, models):
         benchmark.extra_info["peak_fraction"] = round(rate / peaks[isa]["float_macs_per_s"], 3)
     else:
         benchmark.extra_info["G_elements_per_s"] = round(bench.elements / t / 1e9, 3)
+
+
+# The strided binary conv and the binary FC next to the stride-1 binary conv on the same channel
+# counts (issue 12: at least 70% of its G binary-MAC/s), one pytest-benchmark group per pair;
+# benchmarks/binary_vs_stride1.py prints the ratios.
+PAIRS = []
+for _h, _c in ((112, 64), (56, 128), (28, 256), (14, 512)):
+    _group = f"bconv3x3 {_h}x{_h}x{_c} stride 2 vs stride 1"
+    PAIRS.append(
+        (_group, "bconv_general", dict(h=_h, w=_h, ci=_c, co=_c, k=3, stride=2, pt=1, pl=1))
+    )
+    PAIRS.append((_group, "bconv", dict(h=_h // 2, w=_h // 2, ci=_c, co=_c, k=3)))
+for _c in (2048, 6144):
+    _group = f"bfc {_c} vs bconv1x1 on 1x1"
+    PAIRS.append((_group, "bfc", dict(ci=_c, co=_c)))
+    PAIRS.append((_group, "bconv", dict(h=1, w=1, ci=_c, co=_c, k=1)))
+
+
+@pytest.mark.parametrize("isa", bench_isas())
+@pytest.mark.parametrize(
+    "group,family,params",
+    PAIRS,
+    ids=[f + "-" + "-".join(f"{k}{v}" for k, v in p.items()) for _, f, p in PAIRS],
+)
+def test_against_stride1(benchmark, peaks, isa, group, family, params):
+    bench = _testing.bench.KernelBench(family, isa, params)
+    benchmark.group = group
+    benchmark.extra_info.update(family=family, isa=isa, entry=bench.entry, **params)
+    bench.run(2)
+    benchmark(bench.run, 1)
+    rate = bench.binary_macs / benchmark.stats.stats.median
+    benchmark.extra_info["G_binary_MAC_per_s"] = round(rate / 1e9, 2)
+    benchmark.extra_info["peak_fraction"] = round(rate / peaks[isa]["binary_macs_per_s"], 3)

@@ -1006,6 +1006,16 @@ void test_conv2d(const Conv2DKernels& k, Rng& rng, Tally& t, std::size_t n_cases
       {{6, 40, 3, 8, 3, 3, 1, 2, 1, 0, 1, 2, 0, 0}, false},
       {{1, 1, 130, 100, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, false},
       {{5, 4, 64, 31, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, true},
+      // The published BNNs' float convs: the 7x7 stride-2 stem on 3 channels (Bi-Real Net,
+      // XNOR-Net; 64 channels = 8 blocks of 8 at its edges, two-block tiles inside), the 1x1
+      // downsampling convs with stride 2 (XNOR-Net) and 1 (Bi-Real Net, after its average
+      // pool) on images narrower than a tile, and odd sizes and channel counts around them.
+      {{45, 38, 3, 64, 7, 7, 2, 2, 3, 3, 3, 3, 0, 0}, true},
+      {{23, 29, 3, 72, 7, 7, 2, 2, 3, 3, 3, 3, 0, 0}, false},
+      {{14, 14, 64, 128, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0}, false},
+      {{7, 7, 256, 512, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, false},
+      {{9, 13, 40, 84, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0}, true},
+      {{6, 11, 7, 100, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0}, true},
   };
   for (const Fixed& f : fixed) {
     for (const bool signs : {false, true}) {
