@@ -64,6 +64,7 @@ struct Op {
   MaxPoolShape maxpool{};
   float clip_lo = 0.0f, clip_hi = 0.0f;  // CLIP bounds, lo <= hi, not NaN
   BConvGeneralShape bconv_general{};
+  AvgPool2DShape avgpool2d{};
 };
 
 // Validates op `index` of the file against the rules of its type (the generated schema tables

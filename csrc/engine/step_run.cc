@@ -347,6 +347,21 @@ void run_bconv2d_general(const Step& step, const ExecContext& ctx) {
   });
 }
 
+// AVGPOOL2D: split by output rows across threads, as the other pools.
+void run_avgpool2d(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const float* in = ctx.value<const float>(op.inputs[0]);
+  float* out = ctx.value<float>(op.output);
+  const PoolKernels& k = *ctx.kernels->pool;
+  const AvgPool2DShape& s = op.avgpool2d;
+  if (s.out_height * s.out_width * s.channels < kParallelMinFloats || ctx.pool == nullptr) {
+    k.avgpool2d(s, in, out);
+    return;
+  }
+  ctx.parallel_for(s.out_height,
+                   [&](std::size_t b, std::size_t e) { k.avgpool2d_rows(s, in, b, e, out); });
+}
+
 }  // namespace
 
 StepRunFn run_fn(OpType type) {
@@ -387,6 +402,8 @@ StepRunFn run_fn(OpType type) {
       return &run_bfc;
     case OpType::kBConv2DGeneral:
       return &run_bconv2d_general;
+    case OpType::kAvgPool2D:
+      return &run_avgpool2d;
   }
   return nullptr;
 }
