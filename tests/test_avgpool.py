@@ -359,3 +359,30 @@ def _refused(kw, why, shape=(C, 5, 6)):
 )
 def test_refusals_name_the_node(kw, why):
     _refused(kw, why)
+
+
+def test_dropped_ceil_window_then_more_layers(tmp_path):
+    """nn.AvgPool2d(2, 2, padding=1, ceil_mode=True) on an odd map: ceil mode would add a last
+    window starting in the padding, which PyTorch and ONNX Runtime drop and ONNX shape
+    inference (and the exporter's declared output shape) keep. The layers after it convert
+    with PyTorch's shapes and the model matches PyTorch."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.AvgPool2d(2, 2, padding=1, ceil_mode=True),  # 9 -> 5, not 6
+        nn.Conv2d(6, 4, 1),
+        nn.ReLU(),
+        nn.AvgPool2d(2, 2, padding=1, ceil_mode=True, count_include_pad=False),  # 5 -> 3
+    ).eval()
+    x = np.random.default_rng(SEED).standard_normal((2, 3, 9, 9)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert want.shape == (2, 4, 3, 3)
+    export_onnx(model, tmp_path / "m.onnx", (9, 9), in_channels=3)
+    g = lower_onnx(onnx.load(tmp_path / "m.onnx"))
+    assert [op.type for op in g.ops if op.type == OpType.AVGPOOL2D] == [OpType.AVGPOOL2D] * 2
+    ref = run_reference(g, x)
+    np.testing.assert_allclose(ref, want, rtol=1e-5, atol=1e-5)
+    write_qbw(tmp_path / "m.qbw", g)
+    for isa in ISAS:
+        got = run_engine(tmp_path / "m.qbw", x, isa, 2).transpose(0, 3, 1, 2)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=isa)

@@ -63,7 +63,6 @@ def test_qbw_constants_come_from_the_schema():
 # Graph construction from the schema
 
 
-@dataclass
 def _pool_out(size: int, pad_a: int, pad_b: int, k: int, stride: int, ceil: int) -> int:
     """PyTorch's avg_pool2d output size (AVGPOOL2D): floor or ceil, and in ceil mode no window
     starting past the input. 0 when the window does not fit (an invalid case)."""
@@ -74,6 +73,7 @@ def _pool_out(size: int, pad_a: int, pad_b: int, k: int, stride: int, ceil: int)
     return out - 1 if ceil and (out - 1) * stride >= size + pad_a else out
 
 
+@dataclass
 class Case:
     """One op under test: its inputs' shapes (and dtypes), attributes, output channels and mode.
     `graph()` builds a graph that is valid whenever the case is."""
@@ -515,6 +515,14 @@ def special_cases() -> List[Tuple[str, Case]]:
         (
             "avgpool2d ceil window past the padding",
             Case(B["AVGPOOL2D"], [(8, 8, 3)], [3, 3, 2, 2, 1, 1, 1, 1, 1, 1], 0),
+        ),
+        (  # 4097·4096 > 2^24 pixels: the divisor would not be exact in f32
+            "avgpool2d window over 2^24 pixels",
+            Case(B["AVGPOOL2D"], [(1, 1, 1)], [4097, 4096, 1, 1, 4096, 4095, 0, 0, 0, 1], 0),
+        ),
+        (
+            "avgpool2d window of 2^24 pixels",
+            Case(B["AVGPOOL2D"], [(1, 1, 1)], [4096, 4096, 1, 1, 4095, 4095, 0, 0, 0, 1], 0),
         ),
     ]
 

@@ -429,6 +429,7 @@ OPS: Tuple[OpSchema, ...] = (
         rules=(
             "the window fits the padded input: H + pad_top + pad_bottom >= kernel_h (and W); "
             "with pads < kernel and the ceil-mode rule this puts an input pixel in every window",
+            "kernel_h·kernel_w <= 2^24 (every divisor is exact in f32)",
         ),
     ),
 )

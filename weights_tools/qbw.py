@@ -567,6 +567,8 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
         if ho is None or wo is None:
             _fail(f"{label}: window {kh}x{kw} larger than the padded input {x.shape}")
         value_is(out, "output", (ho, wo, C))
+        if kh * kw > 2**24:
+            _fail(f"{label}: window {kh}x{kw} has more than 2^24 pixels (divisor not exact)")
     _validate_slots(graph, label, spec, op, mode, env)
     if t == OpType.CLIP:
         lo, hi = (float(v) for v in graph.tensors[op.tensors[0]].data)

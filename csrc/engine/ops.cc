@@ -636,6 +636,11 @@ void build_avgpool2d(Builder& b) {
   // With pads < kernel (the schema's ranges) and no window starting past the input, every
   // window covers an input pixel, so no divisor is 0 (pool.h, AvgPool2DShape).
   b.expect_shape("output", b.out(), ho, wo, in.channels);
+  // Every divisor (at most kh·kw) is then exact in f32, and no size product wraps on 32 bits.
+  if (sat_mul(kh, kw) > (std::uint64_t{1} << 24)) {
+    b.fail("window " + std::to_string(kh) + "x" + std::to_string(kw) +
+           " has more than 2^24 pixels (its divisor would not be exact in f32)");
+  }
   op.avgpool2d = AvgPool2DShape{in.height, in.width, in.channels, kh, kw, sh, sw,
                                 pt,        pl,       pb,          pr, ho, wo, count_include_pad};
   op.stats.flops = sat_mul({in.channels, kh, kw, ho, wo});  // one add per window pixel

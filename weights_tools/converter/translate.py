@@ -129,6 +129,9 @@ class Translator:
         self.ge: Dict[str, Indicator] = {}
         self.nodes: List[Node] = []
         self.inferred: Dict[str, Tuple] = {}
+        # the model shapes are re-inferred on after a ceil-mode AveragePool whose last window
+        # ONNX shape inference keeps and PyTorch drops (`_reinfer_dropping_last_window`)
+        self.stand_in_shape_model: Optional[onnx.ModelProto] = None
         self.input_name = ""
         self.warnings: List[str] = []
 
@@ -1061,11 +1064,15 @@ def _reinfer_dropping_last_window(
     stand-in kernel for which ONNX's formula gives the size that is computed (a window span of
     exactly (out - 1) * stride), without the exporter's declared shapes, so that the shape
     cross-check of the nodes after this one compares with what the graph computes."""
-    model = onnx.ModelProto()
-    model.CopyFrom(tr.model)
-    del model.graph.value_info[:]
-    for vi in model.graph.output:
-        vi.type.tensor_type.ClearField("shape")
+    # One copy per translation, kept so that the stand-ins of several such pools add up.
+    model = tr.stand_in_shape_model
+    if model is None:
+        model = onnx.ModelProto()
+        model.CopyFrom(tr.model)
+        del model.graph.value_info[:]
+        for vi in model.graph.output:
+            vi.type.tensor_type.ClearField("shape")
+        tr.stand_in_shape_model = model
     for n in model.graph.node:
         if list(n.output) == list(node.output):
             for a in n.attribute:
