@@ -48,6 +48,7 @@ ABSENT = 0xFFFFFFFF
     CLIP,
 ) = range(1, 17)
 BFC = 18  # code 17: BCONV2D_GENERAL
+AVGPOOL2D = 20  # code 19: SOFTMAX
 OP_NAMES = {
     1: "CONV2D",
     2: "DWCONV3X3",
@@ -67,6 +68,7 @@ OP_NAMES = {
     16: "CLIP",
     18: "BFC",
     19: "SOFTMAX",
+    20: "AVGPOOL2D",
 }
 NP_DTYPE = {F32: np.dtype("<f4"), I8: np.dtype("i1"), BITS: np.dtype("<u8")}
 
@@ -885,7 +887,8 @@ def test_elementwise_pool_concat_block(tmp_path):
         assert_close(got, ref(img), 1e-4)
     types = [o["type"] for o in m.ops()]
     # BITPACK, BCONV2D, FC and BFC have their own tests above; MAXPOOL and CLIP their
-    # single-op tests (test_maxpool_*, test_clip_*); SOFTMAX tests/test_softmax.py.
+    # single-op tests (test_maxpool_*, test_clip_*); SOFTMAX tests/test_softmax.py, AVGPOOL2D
+    # tests/test_avgpool.py.
     assert set(types) == set(OP_NAMES.values()) - {
         "BITPACK",
         "BCONV2D",
@@ -894,6 +897,7 @@ def test_elementwise_pool_concat_block(tmp_path):
         "MAXPOOL",
         "CLIP",
         "SOFTMAX",
+        "AVGPOOL2D",
     }
 
 
@@ -1316,6 +1320,14 @@ def _maxpool(attrs, out_shape):
     return g.serialize()
 
 
+def _avgpool2d(attrs, out_shape):
+    g = Graph()
+    x = g.value("x", 5, 5, 2)
+    g.op(AVGPOOL2D, "pool", [x], g.value("p", *out_shape, 2), attrs=attrs)
+    g.output_value = 1
+    return g.serialize()
+
+
 def _clip(bounds, n_bounds=2):
     g = Graph()
     x = g.value("x", 3, 3, 2)
@@ -1621,6 +1633,26 @@ STRUCTURED = {
     "maxpool window > padded input": (
         lambda b: _maxpool([9, 1, 1, 1, 1, 0, 1, 0], (1, 5)),
         "larger than the padded input 7x5",
+    ),
+    "avgpool2d output": (
+        lambda b: _avgpool2d([3, 3, 2, 2, 1, 1, 1, 1, 0, 1], (2, 2)),
+        "expected (3, 3, 2)",
+    ),
+    "avgpool2d ceil output": (  # ceil mode: 3 windows of 2 on 5 rows, none dropped
+        lambda b: _avgpool2d([2, 2, 2, 2, 0, 0, 0, 0, 1, 0], (2, 2)),
+        "expected (3, 3, 2)",
+    ),
+    "avgpool2d pad = kernel": (
+        lambda b: _avgpool2d([2, 2, 2, 2, 0, 0, 2, 0, 0, 0], (4, 2)),
+        "pad_bottom = 2 is not in [0, 1]",
+    ),
+    "avgpool2d ceil_mode": (
+        lambda b: _avgpool2d([2, 2, 2, 2, 0, 0, 0, 0, 2, 0], (2, 2)),
+        "ceil_mode = 2",
+    ),
+    "avgpool2d window > padded input": (
+        lambda b: _avgpool2d([9, 1, 1, 1, 1, 0, 1, 0, 0, 0], (1, 5)),
+        "exceeds the padded input height 7",
     ),
     "clip lo > hi": (lambda b: _clip([1.0, -1.0]), "lo <= hi"),
     "clip nan bound": (lambda b: _clip([math.nan, 6.0]), "lo <= hi"),

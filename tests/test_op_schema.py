@@ -63,6 +63,16 @@ def test_qbw_constants_come_from_the_schema():
 # Graph construction from the schema
 
 
+def _pool_out(size: int, pad_a: int, pad_b: int, k: int, stride: int, ceil: int) -> int:
+    """PyTorch's avg_pool2d output size (AVGPOOL2D): floor or ceil, and in ceil mode no window
+    starting past the input. 0 when the window does not fit (an invalid case)."""
+    span = size + pad_a + pad_b - k
+    if span < 0:
+        return 0
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    return out - 1 if ceil and (out - 1) * stride >= size + pad_a else out
+
+
 @dataclass
 class Case:
     """One op under test: its inputs' shapes (and dtypes), attributes, output channels and mode.
@@ -109,6 +119,9 @@ class Case:
         if name == "MAXPOOL":
             kh, kw, sh, sw, pt, pl, pb, pr = a
             return ((H + pt + pb - kh) // sh + 1, (W + pl + pr - kw) // sw + 1, C)
+        if name == "AVGPOOL2D":
+            kh, kw, sh, sw, pt, pl, pb, pr, ceil, _ = a
+            return (_pool_out(H, pt, pb, kh, sh, ceil), _pool_out(W, pl, pr, kw, sw, ceil), C)
         return (H, W, C)
 
     def env(self) -> Dict[str, int]:
@@ -265,6 +278,14 @@ def base_cases() -> List[Tuple[str, Case]]:
         ),
         ("softmax vector", Case(B["SOFTMAX"], [(1, 1, 10)], [0], 0)),
         ("log-softmax per pixel", Case(B["SOFTMAX"], [(3, 4, 6)], [1], 0)),
+        (
+            "avgpool2d 3/2 pad 1",
+            Case(B["AVGPOOL2D"], [(7, 8, 5)], [3, 3, 2, 2, 1, 1, 1, 1, 0, 1], 0),
+        ),
+        (
+            "avgpool2d 2/2 ceil asym",
+            Case(B["AVGPOOL2D"], [(5, 6, 3)], [2, 3, 2, 1, 1, 0, 0, 2, 1, 0], 0),
+        ),
     ]
     covered = {c.spec.name for _, c in cases}
     assert covered == set(B), f"add base cases for {set(B) - covered}"
@@ -480,6 +501,31 @@ def special_cases() -> List[Tuple[str, Case]]:
         ("clip one-sided", _with(clip, edits=_edit(_clip_bounds(-np.inf, 0.5)))),
         ("clip everything", _with(clip, edits=_edit(_clip_bounds(-np.inf, np.inf)))),
         ("bfc on pixels", Case(B["BFC"], [(1, 2, 70)], [], 5)),
+        (
+            "avgpool2d window > padded input",
+            Case(B["AVGPOOL2D"], [(2, 2, 3)], [5, 5, 1, 1, 1, 1, 1, 1, 0, 1], 0),
+        ),
+        (
+            "avgpool2d window = padded input",
+            Case(B["AVGPOOL2D"], [(2, 2, 3)], [4, 4, 1, 1, 1, 1, 1, 1, 1, 0], 0),
+        ),
+        (
+            # ceil mode would add a window starting past the input: PyTorch drops it
+            "avgpool2d ceil drops a window",
+            Case(B["AVGPOOL2D"], [(7, 7, 3)], [2, 2, 3, 3, 0, 0, 0, 0, 1, 1], 0),
+        ),
+        (
+            "avgpool2d ceil window past the padding",
+            Case(B["AVGPOOL2D"], [(8, 8, 3)], [3, 3, 2, 2, 1, 1, 1, 1, 1, 1], 0),
+        ),
+        (  # 4097·4096 > 2^24 pixels: the divisor would not be exact in f32
+            "avgpool2d window over 2^24 pixels",
+            Case(B["AVGPOOL2D"], [(1, 1, 1)], [4097, 4096, 1, 1, 4096, 4095, 0, 0, 0, 1], 0),
+        ),
+        (
+            "avgpool2d window of 2^24 pixels",
+            Case(B["AVGPOOL2D"], [(1, 1, 1)], [4096, 4096, 1, 1, 4095, 4095, 0, 0, 0, 1], 0),
+        ),
     ]
 
 

@@ -419,6 +419,34 @@ OPS: Tuple[OpSchema, ...] = (
             ),
         ),
     ),
+    OpSchema(
+        20,
+        "AVGPOOL2D",
+        "kAvgPool2D",
+        (_F32_IN,),
+        Input(F32, "(Ho, Wo, C)"),
+        "PyTorch's avg_pool2d with padding, floor or ceil mode and either divisor: the sum of "
+        "the input pixels a window covers (padding adds 0) over the divisor; floor mode: Ho = "
+        "(H + pad_top + pad_bottom − kernel_h) / stride_h + 1; ceil mode rounds that division "
+        "up, then drops a last window that starts at or past H + pad_top (see AVGPOOL2D below)",
+        attrs=(
+            *_window_attrs("window", "padding"),
+            _enum_attr("ceil_mode", "output size rounding", ((0, "floor"), (1, "ceil"))),
+            _enum_attr(
+                "count_include_pad",
+                "divisor",
+                (
+                    (0, "the input pixels the window covers"),
+                    (1, "the window clipped to the padded input"),
+                ),
+            ),
+        ),
+        rules=(
+            "the window fits the padded input: H + pad_top + pad_bottom >= kernel_h (and W); "
+            "with pads < kernel and the ceil-mode rule this puts an input pixel in every window",
+            "kernel_h·kernel_w <= 2^24 (every divisor is exact in f32)",
+        ),
+    ),
 )
 
 BY_CODE: Dict[int, OpSchema] = {op.code: op for op in OPS}

@@ -57,6 +57,7 @@ __all__ = [
     "pack_signs",
     "unpack_signs",
     "pack_threshold",
+    "avgpool2d_out_size",
 ]
 
 MAGIC = b"\x89QBW\r\n\x1a\n"
@@ -296,6 +297,21 @@ DW_STRIDES = tuple(
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def avgpool2d_out_size(
+    size: int, pad_a: int, pad_b: int, kernel: int, stride: int, ceil: bool
+) -> Optional[int]:
+    """AVGPOOL2D's output size along one axis (docs/format.md), PyTorch's rule: the window count
+    rounded down (floor mode) or up (ceil mode), and in ceil mode no last window that starts at
+    or past the input's end (it would cover padding only). None if the window does not fit."""
+    span = size + pad_a + pad_b - kernel
+    if span < 0:
+        return None
+    out = (_ceil_div(span, stride) if ceil else span // stride) + 1
+    if ceil and (out - 1) * stride >= size + pad_a:
+        out -= 1
+    return out
 
 
 def validate_graph(graph: Graph) -> None:
@@ -546,6 +562,15 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
             _fail(f"{label}: kh*kw*Ci = {kh * kw * C} overflows the int32 dot")
     elif t == OpType.SOFTMAX:
         value_is(out, "output", x.shape)
+    elif t == OpType.AVGPOOL2D:
+        kh, kw, sh, sw, pt, pl, pb, pr, ceil, _ = a
+        ho = avgpool2d_out_size(H, pt, pb, kh, sh, ceil == 1)
+        wo = avgpool2d_out_size(W, pl, pr, kw, sw, ceil == 1)
+        if ho is None or wo is None:
+            _fail(f"{label}: window {kh}x{kw} larger than the padded input {x.shape}")
+        value_is(out, "output", (ho, wo, C))
+        if kh * kw > 2**24:
+            _fail(f"{label}: window {kh}x{kw} has more than 2^24 pixels (divisor not exact)")
     _validate_slots(graph, label, spec, op, mode, env)
     if t == OpType.CLIP:
         lo, hi = (float(v) for v in graph.tensors[op.tensors[0]].data)

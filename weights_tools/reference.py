@@ -9,7 +9,8 @@ Arithmetic, per op:
 - Exact by construction (the engine must match bit for bit): BITPACK (`!(x >= t)` on f32),
   the integer dot of BCONV2D and BFC, and the int32 accumulator of INT8 DWCONV3X3 with its f32
   quantization of the input (`nearbyint` half to even = `np.rint`, true f32 division), and
-  the selections MAXPOOL and CLIP (NaN payloads and signed zeros included).
+  the selections MAXPOOL and CLIP (NaN payloads and signed zeros included), and AVGPOOL2D,
+  whose f32 sum order is part of the format (the same adds and the one division).
 - f32, one IEEE operation at a time as documented (the engine may contract a multiply and an
   add into an FMA, so compare with a tolerance of a few ulp): the epilogue `dot*scale + bias` of
   BCONV2D, BFC and of INT8 DWCONV3X3, AFFINE, PRELU, RELU, ADD, MUL_CHANNEL, the pre_bias add.
@@ -27,7 +28,15 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from .qbw import FCEncoding, Graph, Op, OpType, pack_threshold, unpack_signs
+from .qbw import (
+    FCEncoding,
+    Graph,
+    Op,
+    OpType,
+    avgpool2d_out_size,
+    pack_threshold,
+    unpack_signs,
+)
 
 __all__ = [
     "run_reference",
@@ -410,6 +419,38 @@ def _softmax(graph: Graph, op: Op, args):
         s = e.sum(axis=-1, keepdims=True)
         out = z - np.log(s) if log else e / s
         return out.astype(f32)
+def _avgpool2d_divisors(size, pad_a, pad_b, kernel, stride, count_include_pad, out_size):
+    """Per output index along one axis: AVGPOOL2D's divisor factor (docs/format.md)."""
+    start = np.arange(out_size) * stride  # in padded coordinates
+    if count_include_pad:
+        return np.minimum(start + kernel, pad_a + size + pad_b) - start
+    return np.minimum(start + kernel - pad_a, size) - np.maximum(start - pad_a, 0)
+
+
+def _avgpool2d(graph: Graph, op: Op, args):
+    """PyTorch's avg_pool2d (docs/format.md, AVGPOOL2D), bit for bit: the window sums are f32
+    adds in the format's order (rows, then columns, from +0.0), then one f32 division. Summing
+    a zero-padded input over the whole window in that order gives the same bits: padding adds
+    +0.0, which leaves a sum that started at +0.0 unchanged."""
+    (x,) = args
+    kh, kw, sh, sw, pt, pl, pb, pr, ceil, include_pad = op.attrs
+    n, h, w, c = x.shape
+    ho = avgpool2d_out_size(h, pt, pb, kh, sh, ceil == 1)
+    wo = avgpool2d_out_size(w, pl, pr, kw, sw, ceil == 1)
+    assert ho is not None and wo is not None
+    # zeros wide enough for every window, the ceil-mode ones past pad_bottom / pad_right too
+    below = max(0, (ho - 1) * sh + kh - h - pt)
+    right = max(0, (wo - 1) * sw + kw - w - pl)
+    xp = np.zeros((n, pt + h + below, pl + w + right, c), dtype=f32)
+    xp[:, pt : pt + h, pl : pl + w, :] = x
+    acc = np.zeros((n, ho, wo, c), dtype=f32)
+    for dy in range(kh):
+        for dx in range(kw):
+            acc += xp[:, dy : dy + (ho - 1) * sh + 1 : sh, dx : dx + (wo - 1) * sw + 1 : sw, :]
+    rows = _avgpool2d_divisors(h, pt, pb, kh, sh, include_pad, ho)
+    cols = _avgpool2d_divisors(w, pl, pr, kw, sw, include_pad, wo)
+    divisor = (rows[:, None] * cols[None, :]).astype(f32)  # exact below 2^24
+    return (acc / divisor[None, :, :, None]).astype(f32)
 
 
 _OPS = {
@@ -432,5 +473,6 @@ _OPS = {
     OpType.BFC: _bfc,
     OpType.BCONV2D_GENERAL: _bconv2d_general,
     OpType.SOFTMAX: _softmax,
+    OpType.AVGPOOL2D: _avgpool2d,
 }
 assert set(_OPS) == set(OpType)

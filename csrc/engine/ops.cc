@@ -613,6 +613,42 @@ void build_bconv2d_general(Builder& b) {
 void build_softmax(Builder& b) {
   build_unary(b);
   b.op.softmax_log = b.attr(0) == 1;
+// Output size of PyTorch's avg_pool2d along one axis (docs/format.md, AVGPOOL2D): floor or
+// ceil of the window count, then in ceil mode no window that starts at or past the input's
+// end (in + pad_a in padded coordinates), which would cover padding only.
+std::uint64_t avgpool2d_out_size(Builder& b, const char* what, std::uint64_t in,
+                                 std::uint64_t pad_a, std::uint64_t pad_b, std::uint64_t k,
+                                 std::uint64_t stride, bool ceil_mode) {
+  if (in + pad_a + pad_b < k) {
+    b.fail("window " + std::string(what) + " " + std::to_string(k) + " exceeds the padded input " +
+           std::string(what) + " " + std::to_string(in + pad_a + pad_b));
+  }
+  const std::uint64_t span = in + pad_a + pad_b - k;  // < 2^33: no overflow below
+  std::uint64_t out = (ceil_mode ? span + stride - 1 : span) / stride + 1;
+  if (ceil_mode && (out - 1) * stride >= in + pad_a) --out;
+  return out;
+}
+
+void build_avgpool2d(Builder& b) {
+  Op& op = b.op;
+  const ValueInfo& in = b.in(0);
+  const std::uint64_t kh = b.uattr(0), kw = b.uattr(1), sh = b.uattr(2), sw = b.uattr(3);
+  const std::uint64_t pt = b.uattr(4), pl = b.uattr(5), pb = b.uattr(6), pr = b.uattr(7);
+  const bool ceil_mode = b.attr(8) == 1;
+  const bool count_include_pad = b.attr(9) == 1;
+  const std::uint64_t ho = avgpool2d_out_size(b, "height", in.height, pt, pb, kh, sh, ceil_mode);
+  const std::uint64_t wo = avgpool2d_out_size(b, "width", in.width, pl, pr, kw, sw, ceil_mode);
+  // With pads < kernel (the schema's ranges) and no window starting past the input, every
+  // window covers an input pixel, so no divisor is 0 (pool.h, AvgPool2DShape).
+  b.expect_shape("output", b.out(), ho, wo, in.channels);
+  // Every divisor (at most kh·kw) is then exact in f32, and no size product wraps on 32 bits.
+  if (sat_mul(kh, kw) > (std::uint64_t{1} << 24)) {
+    b.fail("window " + std::to_string(kh) + "x" + std::to_string(kw) +
+           " has more than 2^24 pixels (its divisor would not be exact in f32)");
+  }
+  op.avgpool2d = AvgPool2DShape{in.height, in.width, in.channels, kh, kw, sh, sw,
+                                pt,        pl,       pb,          pr, ho, wo, count_include_pad};
+  op.stats.flops = sat_mul({in.channels, kh, kw, ho, wo});  // one add per window pixel
 }
 
 // The shape rules of each op, by code; the schema's list and this one must have the same
@@ -639,6 +675,7 @@ constexpr BuildFn kBuilders[] = {
     &build_bconv2d_general,
     &build_bfc,
     &build_softmax,
+    &build_avgpool2d,
 };
 static_assert(sizeof(kBuilders) / sizeof(kBuilders[0]) == QBINFER_OP_CODE_MAX + 1,
               "every op of weights_tools/op_schema.py needs its build function here");

@@ -65,6 +65,7 @@ struct Op {
   float clip_lo = 0.0f, clip_hi = 0.0f;  // CLIP bounds, lo <= hi, not NaN
   BConvGeneralShape bconv_general{};
   bool softmax_log = false;  // SOFTMAX: log-softmax (attr log = 1) instead of probabilities
+  AvgPool2DShape avgpool2d{};
 };
 
 // Validates op `index` of the file against the rules of its type (the generated schema tables

@@ -354,6 +354,19 @@ void run_softmax(const Step& step, const ExecContext& ctx) {
   elementwise(step, ctx,
               [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
                   std::size_t n) { k.softmax(in, n, op.channels, op.softmax_log, out); });
+// AVGPOOL2D: split by output rows across threads, as the other pools.
+void run_avgpool2d(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const float* in = ctx.value<const float>(op.inputs[0]);
+  float* out = ctx.value<float>(op.output);
+  const PoolKernels& k = *ctx.kernels->pool;
+  const AvgPool2DShape& s = op.avgpool2d;
+  if (s.out_height * s.out_width * s.channels < kParallelMinFloats || ctx.pool == nullptr) {
+    k.avgpool2d(s, in, out);
+    return;
+  }
+  ctx.parallel_for(s.out_height,
+                   [&](std::size_t b, std::size_t e) { k.avgpool2d_rows(s, in, b, e, out); });
 }
 
 }  // namespace
@@ -398,6 +411,8 @@ StepRunFn run_fn(OpType type) {
       return &run_bconv2d_general;
     case OpType::kSoftmax:
       return &run_softmax;
+    case OpType::kAvgPool2D:
+      return &run_avgpool2d;
   }
   return nullptr;
 }

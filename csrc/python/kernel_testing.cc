@@ -942,6 +942,60 @@ py::array_t<float> maxpool(const py::object& x_obj, std::int64_t kernel_h, std::
   return out;
 }
 
+py::array_t<float> avgpool2d(const py::object& x_obj, std::int64_t kernel_h, std::int64_t kernel_w,
+                             std::int64_t stride_h, std::int64_t stride_w, std::int64_t pad_top,
+                             std::int64_t pad_left, std::int64_t pad_bottom, std::int64_t pad_right,
+                             bool ceil_mode, bool count_include_pad, const py::object& isa_obj,
+                             const py::object& row_ranges_obj) {
+  constexpr const char* fn = "avgpool2d";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  expect_shape(x, fn, "x", {any("H"), any("W"), any("C")});
+  const std::size_t kh = positive(kernel_h, fn, "kernel_h");
+  const std::size_t kw = positive(kernel_w, fn, "kernel_w");
+  const std::size_t sh = positive(stride_h, fn, "stride_h");
+  const std::size_t sw = positive(stride_w, fn, "stride_w");
+  const std::int64_t pads[] = {pad_top, pad_left, pad_bottom, pad_right};
+  const std::int64_t limits[] = {kernel_h, kernel_w, kernel_h, kernel_w};
+  for (int i = 0; i < 4; ++i) {
+    // The kernel's contract (pool.h): pads < kernel, so that every window holds a pixel.
+    if (pads[i] < 0 || pads[i] >= limits[i]) {
+      throw py::value_error("avgpool2d: pads must be in [0, kernel - 1]");
+    }
+  }
+  const std::size_t pt = static_cast<std::size_t>(pad_top);
+  const std::size_t pl = static_cast<std::size_t>(pad_left);
+  const std::size_t pb = static_cast<std::size_t>(pad_bottom);
+  const std::size_t pr = static_cast<std::size_t>(pad_right);
+  const std::size_t h = dim(x, 0), w = dim(x, 1);
+  if (h + pt + pb < kh || w + pl + pr < kw) {
+    throw py::value_error("avgpool2d: the kernel is larger than the padded input");
+  }
+  // PyTorch's output size (docs/format.md, AVGPOOL2D).
+  const auto out_size = [&](std::size_t n, std::size_t a, std::size_t b, std::size_t k,
+                            std::size_t s) {
+    const std::size_t span = n + a + b - k;
+    std::size_t o = (ceil_mode ? span + s - 1 : span) / s + 1;
+    if (ceil_mode && (o - 1) * s >= n + a) --o;
+    return o;
+  };
+  const std::size_t ho = out_size(h, pt, pb, kh, sh), wo = out_size(w, pl, pr, kw, sw);
+  const AvgPool2DShape shape{h,  w,  dim(x, 2), kh, kw, sh, sw,
+                             pt, pl, pb,        pr, ho, wo, count_include_pad};
+  auto out = new_f32({static_cast<py::ssize_t>(ho), static_cast<py::ssize_t>(wo), x.shape(2)});
+  float* o = out.mutable_data();
+  const PoolKernels& k = family_kernels(fn, isa_obj, &pool_kernels_for);
+  if (row_ranges_obj.is_none()) {
+    without_gil([&] { k.avgpool2d(shape, x.data(), o); });
+    return out;
+  }
+  const RowRanges ranges = row_ranges(fn, row_ranges_obj, ho);
+  fill_nan_if_ranged(row_ranges_obj, out);
+  without_gil([&] {
+    for (const auto& r : ranges) k.avgpool2d_rows(shape, x.data(), r.first, r.second, o);
+  });
+  return out;
+}
+
 py::array_t<float> clip(const py::object& x_obj, float lo, float hi, bool inplace,
                         const py::object& isa_obj) {
   constexpr const char* fn = "clip";
@@ -1196,6 +1250,14 @@ void register_kernel_testing(py::module_& testing) {
         py::arg("isa") = py::none(),
         "Softmax (log=False) or log-softmax (log=True) over the last axis of a float32 array\n"
         "(the SOFTMAX op: max, exp, a double sum in channel order, then e / s or z - log(s)).");
+  m.def("avgpool2d", &avgpool2d, py::arg("x"), py::arg("kernel_h"), py::arg("kernel_w"),
+        py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_top") = 0, py::arg("pad_left") = 0,
+        py::arg("pad_bottom") = 0, py::arg("pad_right") = 0, py::arg("ceil_mode") = false,
+        py::arg("count_include_pad") = true, py::arg("isa") = py::none(),
+        py::arg("row_ranges") = py::none(),
+        "PyTorch's avg_pool2d (AVGPOOL2D, docs/format.md), pads in [0, kernel - 1]: x float32\n"
+        "[H, W, C] -> [Ho, Wo, C]. row_ranges: avgpool2d_rows over each (begin, end) (others\n"
+        "NaN).");
 }
 
 }  // namespace qbinfer

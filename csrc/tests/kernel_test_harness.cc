@@ -1064,11 +1064,47 @@ void test_conv2d(const Conv2DKernels& k, Rng& rng, Tally& t, std::size_t n_cases
     conv2d_case(k, rng, t, s, coin(rng), i % 4 == 3, ge);
     ++t.cases;
   }
+  // The BNNs' float convs (issue 12), after the cases above so that their random draws stay
+  // as they were: Bi-Real Net / ReActNet's 1x1 downsampling shortcuts (stride 2, and a 1x1 on
+  // 56x56x64 -> 128), XNOR-Net / ResNet's 7x7 stride-2 pad-3 stem (3 -> 64), 5x5 convs, and
+  // output channel counts off every vector width (1, 7, 9, 33) for each of these kernels.
+  const Fixed bnn[] = {
+      {{56, 56, 64, 128, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, false},
+      {{14, 15, 64, 128, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0}, false},
+      {{9, 7, 33, 64, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0}, true},
+      {{57, 57, 3, 64, 7, 7, 2, 2, 3, 3, 3, 3, 0, 0}, true},
+      {{37, 29, 3, 64, 7, 7, 2, 2, 3, 3, 3, 3, 0, 0}, false},
+      {{3, 2, 3, 64, 7, 7, 2, 2, 3, 3, 3, 3, 0, 0}, true},
+      {{13, 11, 5, 16, 5, 5, 1, 1, 2, 2, 2, 2, 0, 0}, false},
+      {{12, 12, 3, 32, 5, 5, 2, 2, 2, 2, 2, 2, 0, 0}, true},
+      {{16, 17, 7, 8, 5, 5, 3, 3, 0, 0, 0, 0, 0, 0}, false},
+      {{6, 9, 4, 12, 5, 3, 2, 1, 2, 1, 1, 0, 0, 0}, true},
+  };
+  for (const Fixed& f : bnn) {
+    conv2d_case(k, rng, t, f.s, f.relu, false, n++ % 2 == 0);
+    ++t.cases;
+  }
+  for (const std::size_t co : {std::size_t{1}, std::size_t{7}, std::size_t{9}, std::size_t{33}}) {
+    const Conv2DShape shapes[] = {
+        {10, 11, 64, co, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0},
+        {8, 7, 17, co, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0},
+        {23, 19, 3, co, 7, 7, 2, 2, 3, 3, 3, 3, 0, 0},
+        {9, 10, 6, co, 5, 5, 1, 1, 2, 2, 2, 2, 0, 0},
+        {11, 9, 5, co, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0},
+    };
+    for (const Conv2DShape& s : shapes) {
+      for (const bool signs : {false, true}) {
+        conv2d_case(k, rng, t, s, signs, signs, n++ % 2 == 0);
+        ++t.cases;
+      }
+    }
+  }
 }
 
 // ---- pools --------------------------------------------------------------------------------
 
 void test_maxpool(const PoolKernels& k, Rng& rng, Tally& t, std::size_t n_cases);
+void test_avgpool2d(const PoolKernels& k, Rng& rng, Tally& t, std::size_t n_cases);
 
 void test_pool(const PoolKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
   const std::size_t kKS[][4] = {
@@ -1114,6 +1150,7 @@ void test_pool(const PoolKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
     ++t.cases;
   }
   test_maxpool(k, rng, t, n_cases);
+  test_avgpool2d(k, rng, t, n_cases);
 }
 
 // Bit-identical, NaN payloads and signs included (max pool and clip only select their inputs).
@@ -1209,6 +1246,108 @@ void test_maxpool(const PoolKernels& k, Rng& rng, Tally& t, std::size_t n_cases)
     s.out_height = (s.in_height + s.pad_top + pad_bottom - s.kernel_h) / s.stride_h + 1;
     s.out_width = (s.in_width + s.pad_left + pad_right - s.kernel_w) / s.stride_w + 1;
     maxpool_case(k, rng, t, s, ge);
+    ++t.cases;
+  }
+}
+
+// AVGPOOL2D's output size along one axis (docs/format.md): PyTorch's floor or ceil rule, the
+// ceil-mode window that would start past the input dropped. 0 when the window does not fit.
+std::size_t avgpool2d_out(std::size_t in, std::size_t pad_a, std::size_t pad_b, std::size_t k,
+                          std::size_t stride, bool ceil_mode) {
+  if (in + pad_a + pad_b < k) return 0;
+  const std::size_t span = in + pad_a + pad_b - k;
+  std::size_t out = (ceil_mode ? span + stride - 1 : span) / stride + 1;
+  if (ceil_mode && (out - 1) * stride >= in + pad_a) --out;
+  return out;
+}
+
+void avgpool2d_case(const PoolKernels& k, Rng& rng, Tally& t, const AvgPool2DShape& s, bool ge) {
+  t.context =
+      fmt("avgpool2d in=%zux%zux%zu kernel=%zux%zu stride=(%zu,%zu) pad=(%zu,%zu,%zu,%zu) "
+          "out=%zux%zu count_include_pad=%d",
+          s.in_height, s.in_width, s.channels, s.kernel_h, s.kernel_w, s.stride_h, s.stride_w,
+          s.pad_top, s.pad_left, s.pad_bottom, s.pad_right, s.out_height, s.out_width,
+          static_cast<int>(s.count_include_pad));
+  std::vector<float> in = randn(rng, s.in_height * s.in_width * s.channels);
+  if (coin(rng, 0.3)) sprinkle(rng, in, 0.05);
+  if (coin(rng, 0.2)) {  // large magnitudes of both signs: the sum order shows in the rounding
+    for (float& v : in) v *= coin(rng) ? 1.0e7f : 1.0e-3f;
+  }
+  const std::size_t n_out = s.out_height * s.out_width * s.channels;
+  std::vector<float> want(n_out);
+  avgpool2d_f32_nhwc__reference(s, in.data(), want.data());
+  Buf<float> ig = guarded(in, ge);
+  Buf<float> out(n_out, !ge);
+  k.avgpool2d(s, ig.data(), out.data());
+  if (!same_floats(t, "avgpool2d", out.data(), want.data(), n_out)) return;
+  for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
+  for (const auto& r : row_splits(rng, s.out_height)) {
+    k.avgpool2d_rows(s, ig.data(), r.first, r.second, out.data());
+  }
+  if (!same_floats(t, "avgpool2d rows", out.data(), want.data(), n_out)) return;
+  // One partial range: the rows outside it keep the sentinel.
+  const std::size_t y0 = uniform(rng, 0, s.out_height), y1 = uniform(rng, y0, s.out_height);
+  const std::size_t row = s.out_width * s.channels;
+  std::vector<float> want_part(n_out, kSentinel);
+  std::copy(want.begin() + static_cast<std::ptrdiff_t>(y0 * row),
+            want.begin() + static_cast<std::ptrdiff_t>(y1 * row),
+            want_part.begin() + static_cast<std::ptrdiff_t>(y0 * row));
+  for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
+  k.avgpool2d_rows(s, ig.data(), y0, y1, out.data());
+  same_floats(t, fmt("avgpool2d rows [%zu, %zu)", y0, y1).c_str(), out.data(), want_part.data(),
+              n_out);
+}
+
+// AVGPOOL2D: the BNN layers (nn.AvgPool2d(3, 2, 1) both divisors, 2x2 s2 floor mode on odd
+// maps, ceil-mode windows crossing the edge with the padding counted, a ceil-mode window that
+// PyTorch drops, 1x1 maps under 3x3 and 5x5 windows, asymmetric ONNX pads), then random
+// kernels 1..5, strides 1..4 (stride > kernel included), every pad in [0, kernel - 1] on each
+// side, both modes and both divisors, with channels around the vector widths.
+void test_avgpool2d(const PoolKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
+  const std::size_t kC[] = {1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100};
+  // {kh, kw, sh, sw, pt, pl, pb, pr, H, W, ceil_mode, count_include_pad}
+  const std::size_t kFixed[][12] = {
+      {3, 3, 2, 2, 1, 1, 1, 1, 16, 16, 0, 1}, {3, 3, 2, 2, 1, 1, 1, 1, 15, 15, 0, 0},
+      {2, 2, 2, 2, 0, 0, 0, 0, 7, 9, 0, 1},   {2, 2, 2, 2, 0, 0, 0, 0, 7, 9, 1, 1},
+      {3, 3, 2, 2, 1, 1, 1, 1, 8, 8, 1, 1},   {3, 3, 2, 2, 1, 1, 1, 1, 8, 8, 1, 0},
+      {2, 2, 3, 3, 0, 0, 0, 0, 7, 7, 1, 1},   {3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1},
+      {5, 5, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1},   {5, 5, 3, 3, 2, 2, 2, 2, 2, 3, 1, 0},
+      {3, 2, 1, 2, 2, 0, 1, 1, 4, 5, 1, 1},   {4, 4, 2, 2, 2, 2, 2, 2, 6, 6, 1, 1},
+  };
+  for (std::size_t i = 0; i < std::size(kFixed) + n_cases; ++i) {
+    const bool ge = i % 2 == 0;
+    AvgPool2DShape s{};
+    bool ceil_mode;
+    if (i < std::size(kFixed)) {
+      const auto& f = kFixed[i];
+      s = AvgPool2DShape{f[8], f[9], pick(rng, kC), f[0], f[1], f[2], f[3],
+                         f[4], f[5], f[6],          f[7], 0,    0,    f[11] == 1};
+      ceil_mode = f[10] == 1;
+    } else {
+      s.kernel_h = uniform(rng, 1, 5);
+      s.kernel_w = uniform(rng, 1, 5);
+      s.stride_h = uniform(rng, 1, 4);
+      s.stride_w = uniform(rng, 1, 4);
+      s.pad_top = uniform(rng, 0, s.kernel_h - 1);
+      s.pad_left = uniform(rng, 0, s.kernel_w - 1);
+      s.pad_bottom = uniform(rng, 0, s.kernel_h - 1);
+      s.pad_right = uniform(rng, 0, s.kernel_w - 1);
+      s.in_height = uniform(rng, 1, 12);
+      s.in_width = uniform(rng, 1, 12);
+      s.channels = pick(rng, kC);
+      s.count_include_pad = coin(rng);
+      ceil_mode = coin(rng);
+      // The window must fit the padded input (ops.cc refuses the rest).
+      const std::size_t ph = s.in_height + s.pad_top + s.pad_bottom;
+      const std::size_t pw = s.in_width + s.pad_left + s.pad_right;
+      if (ph < s.kernel_h) s.in_height += s.kernel_h - ph;
+      if (pw < s.kernel_w) s.in_width += s.kernel_w - pw;
+    }
+    s.out_height =
+        avgpool2d_out(s.in_height, s.pad_top, s.pad_bottom, s.kernel_h, s.stride_h, ceil_mode);
+    s.out_width =
+        avgpool2d_out(s.in_width, s.pad_left, s.pad_right, s.kernel_w, s.stride_w, ceil_mode);
+    avgpool2d_case(k, rng, t, s, ge);
     ++t.cases;
   }
 }

@@ -161,6 +161,10 @@ def emit(graph: IRGraph, model_name: str = "") -> Graph:
             ops.append(Op(OpType.MAXPOOL, name, ins, [out], [], attrs))
         elif n.kind == "softmax":
             ops.append(Op(OpType.SOFTMAX, name, ins, [out], [], [int(p["log"])]))
+        elif n.kind == "avgpool2d":
+            flags = [int(bool(p["ceil_mode"])), int(bool(p["count_include_pad"]))]
+            attrs = [*p["kernel"], *p["stride"], *p["pads"], *flags]
+            ops.append(Op(OpType.AVGPOOL2D, name, ins, [out], [], attrs))
         else:  # pragma: no cover - every kind is emitted above
             raise AssertionError(n.kind)
     if not ops:

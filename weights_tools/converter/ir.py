@@ -23,6 +23,9 @@ Node kinds and their params (all per output channel unless said otherwise):
 - ``maxpool``: ``kernel``, ``stride``, ``pads`` (top, left, bottom, right; floor mode, the
   end pads already widened for ceil mode). ``clip``: ``lo``, ``hi`` (floats, lo <= hi).
 - ``softmax``: ``log`` (bool: LogSoftmax); over the channels of each pixel.
+- ``avgpool2d``: ``kernel``, ``stride``, ``pads`` (top, left, bottom, right, as in the model),
+  ``ceil_mode``, ``count_include_pad`` (bools): PyTorch's avg_pool2d (AVGPOOL2D); an average
+  pool that AVGPOOL computes the same is an ``avgpool`` instead.
 - no params: ``relu``, ``sigmoid``, ``add``, ``mul_channel``, ``gap``, ``concat``.
 
 Every node has one output (every engine op has one); values are named by their ONNX names.

@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 import onnx
 
-from ..qbw import DW_STRIDES
+from ..qbw import DW_STRIDES, avgpool2d_out_size
 from .constants import attrs, default_opset, fold_constants, initializers, live_nodes
 from .errors import NO_OP_FIX, Blocker, ConversionError, fail, fix_for, node_label
 from .ir import IRGraph, Node, ValueInfo
@@ -129,6 +129,9 @@ class Translator:
         self.ge: Dict[str, Indicator] = {}
         self.nodes: List[Node] = []
         self.inferred: Dict[str, Tuple] = {}
+        # the model shapes are re-inferred on after a ceil-mode AveragePool whose last window
+        # ONNX shape inference keeps and PyTorch drops (`_reinfer_dropping_last_window`)
+        self.stand_in_shape_model: Optional[onnx.ModelProto] = None
         self.input_name = ""
         self.warnings: List[str] = []
 
@@ -1043,45 +1046,105 @@ def _expand(tr: Translator, node: onnx.NodeProto) -> None:
     tr.alias(node, x)
 
 
+def _onnx_ceil_size(n: int, k: int, s: int, p0: int, p1: int) -> int:
+    """The ceil-mode output size of ONNX's shape inference, which keeps a last window that
+    starts in the end padding (PyTorch and ONNX Runtime drop it)."""
+    return -(-(n + p0 + p1 - k) // s) + 1
+
+
+def _reinfer_dropping_last_window(
+    tr: Translator, node: onnx.NodeProto, stand_in_kernel: Tuple[int, int]
+) -> None:
+    """ONNX shape inference gives a ceil-mode AveragePool one window more than PyTorch and ONNX
+    Runtime compute when the last window would start in the padding, and so does every shape
+    after it (the exporter even declares the output that way). Infer the shapes again with a
+    stand-in kernel for which ONNX's formula gives the size that is computed (a window span of
+    exactly (out - 1) * stride), without the exporter's declared shapes, so that the shape
+    cross-check of the nodes after this one compares with what the graph computes."""
+    # One copy per translation, kept so that the stand-ins of several such pools add up.
+    model = tr.stand_in_shape_model
+    if model is None:
+        model = onnx.ModelProto()
+        model.CopyFrom(tr.model)
+        del model.graph.value_info[:]
+        for vi in model.graph.output:
+            vi.type.tensor_type.ClearField("shape")
+        tr.stand_in_shape_model = model
+    for n in model.graph.node:
+        if list(n.output) == list(node.output):
+            for a in n.attribute:
+                if a.name == "kernel_shape":
+                    a.ints[:] = list(stand_in_kernel)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception as e:  # the shape checks after this node then rely on ours alone
+        tr.warnings.append(f"ONNX shape inference failed ({e}); continuing without it")
+        tr.inferred.clear()
+        return
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            tr.inferred[vi.name] = tuple(
+                d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim
+            )
+
+
 @translates("AveragePool")
 def _averagepool(tr: Translator, node: onnx.NodeProto) -> None:
+    """AveragePool (nn.AvgPool2d, F.avg_pool2d, and nn.AdaptiveAvgPool2d, which PyTorch exports
+    as an AveragePool when the input size is a multiple of the output size) -> AVGPOOL where it
+    computes exactly the same, else AVGPOOL2D, which is PyTorch's avg_pool2d in every
+    combination of padding, ceil_mode and count_include_pad (ONNX Runtime agrees with it on
+    every one of them, the ceil-mode output size and divisor included)."""
     x = tr.value(node, node.input[0])
     a = attrs(node)
     kh, kw = a["kernel_shape"]
     sh, sw = a.get("strides", [1, 1])
-    pads = list(a.get("pads", [0, 0, 0, 0]))
-    ceil_mode = a.get("ceil_mode", 0)
-    include_pad = a.get("count_include_pad", 0)
-    if (
-        a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
-        or any(pads)
-        or any(d != 1 for d in a.get("dilations", [1, 1]))
-        or kh > x.h
-        or kw > x.w
+    pt, pl, pb, pr = a.get("pads", [0, 0, 0, 0])
+    ceil_mode = bool(a.get("ceil_mode", 0))
+    include_pad = bool(a.get("count_include_pad", 0))
+    auto_pad = a.get("auto_pad", b"NOTSET")
+    if auto_pad not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+        fail(node, "AveragePool with auto_pad SAME is not supported: export with explicit pads")
+    if any(d != 1 for d in a.get("dilations", [1, 1])):
+        fail(node, f"AveragePool with dilations {list(a['dilations'])} is not supported (only 1)")
+    if pt >= kh or pb >= kh or pl >= kw or pr >= kw:
+        fail(
+            node,
+            f"AveragePool pads {[pt, pl, pb, pr]} must be smaller than the kernel {kh}x{kw} "
+            f"(PyTorch allows at most half the kernel)",
+        )
+    ho = avgpool2d_out_size(x.h, pt, pb, kh, sh, ceil_mode)
+    wo = avgpool2d_out_size(x.w, pl, pr, kw, sw, ceil_mode)
+    if ho is None or wo is None:
+        fail(node, f"AveragePool kernel {kh}x{kw} is larger than the padded input")
+    if ceil_mode and (ho, wo) != (
+        _onnx_ceil_size(x.h, kh, sh, pt, pb),
+        _onnx_ceil_size(x.w, kw, sw, pl, pr),
     ):
-        fail(node, "AveragePool must have no padding, no dilation and fit the input")
-    ho, wo = -(-(x.h - kh) // sh) + 1, -(-(x.w - kw) // sw) + 1
-    if (ho - 1) * sh >= x.h or (wo - 1) * sw >= x.w:
-        fail(
-            node,
-            f"stride {sh}x{sw} larger than the kernel {kh}x{kw} leaves an empty "
-            f"last window in ceil mode",
-        )
-    partial = (x.h - kh) % sh != 0 or (x.w - kw) % sw != 0
-    if partial and not ceil_mode:
-        fail(
-            node,
-            "floor-mode pooling that drops the last row/column is not supported "
-            "(the engine pools in ceil mode): use ceil_mode=True",
-        )
-    if partial and include_pad:
-        fail(
-            node,
-            "ceil-mode windows that cross the edge must average only the pixels "
-            "they cover: use count_include_pad=False",
+        _reinfer_dropping_last_window(
+            tr, node, (x.h + pt + pb - (ho - 1) * sh, x.w + pl + pr - (wo - 1) * sw)
         )
     out = tr.new_value(node, x.c, ho, wo)
-    tr.emit("avgpool", node, [x.name], out, kernel=(kh, kw), stride=(sh, sw))
+    # AVGPOOL (ceil mode, no padding, the covered pixels as divisor) gives the same windows and
+    # divisors when there is no padding and its ceil-mode size is this size: without padding
+    # both divisors are the covered pixel count. Such pools were AVGPOOL before AVGPOOL2D
+    # existed, so their files stay byte-identical.
+    old_ho, old_wo = -(-(x.h - kh) // sh) + 1, -(-(x.w - kw) // sw) + 1
+    if (pt, pl, pb, pr) == (0, 0, 0, 0) and (old_ho, old_wo) == (ho, wo):
+        tr.emit("avgpool", node, [x.name], out, kernel=(kh, kw), stride=(sh, sw))
+        return
+    tr.emit(
+        "avgpool2d",
+        node,
+        [x.name],
+        out,
+        kernel=(kh, kw),
+        stride=(sh, sw),
+        pads=(pt, pl, pb, pr),
+        ceil_mode=ceil_mode,
+        count_include_pad=include_pad,
+    )
 
 
 @translates("GlobalAveragePool")

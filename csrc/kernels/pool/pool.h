@@ -1,6 +1,7 @@
 // Pooling, NHWC floats. (Channel concatenation is its own family: kernels/concat.)
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 
 #include "qbinfer/isa.h"
@@ -49,6 +50,45 @@ void maxpool_f32_nhwc__reference(const MaxPoolShape& shape, const float* in, flo
 void maxpool_f32_nhwc_rows__reference(const MaxPoolShape& shape, const float* in,
                                       std::size_t y_begin, std::size_t y_end, float* out);
 
+// Average pool with padding, floor or ceil mode and PyTorch's two divisors (AVGPOOL2D,
+// docs/format.md). Window (oy, ox) starts at padded row ys = oy·stride_h (input row ys −
+// pad_top) and covers kernel_h rows, clipped to the input for the sum; the columns likewise.
+// Divisor: count_include_pad false, the input pixels covered; true, the window clipped to the
+// padded input, (min(ys + kernel_h, pad_top + in_height + pad_bottom) − ys) times the same for
+// columns. The caller guarantees every window covers an input pixel (ops.cc: pads < kernel,
+// no window starting past the input), so no divisor is 0.
+// Numerics as the average pool above: per channel an f32 sum from +0.0 of the covered input
+// pixels, rows then columns, then one rounded division by float(divisor); the padding is not
+// added (+0.0 added to a sum that starts at +0.0 changes nothing). Bit-identical across variants.
+struct AvgPool2DShape {
+  std::size_t in_height, in_width, channels;
+  std::size_t kernel_h, kernel_w, stride_h, stride_w;
+  std::size_t pad_top, pad_left, pad_bottom, pad_right;
+  std::size_t out_height, out_width;
+  bool count_include_pad;
+};
+void avgpool2d_f32_nhwc__reference(const AvgPool2DShape& shape, const float* in, float* out);
+// The same over output rows [y_begin, y_end) only (in and out the whole image's bases).
+void avgpool2d_f32_nhwc_rows__reference(const AvgPool2DShape& shape, const float* in,
+                                        std::size_t y_begin, std::size_t y_end, float* out);
+
+// One window's input rows [y0, y1) (or columns) and divisor factor, shared by every variant so
+// that they agree on the windows: `o` the output index, `size` the input size, `pad_a` /
+// `pad_b` the pads before / after, `kernel`, `stride`.
+struct PoolSpan {
+  std::size_t begin, end, divisor;
+};
+inline PoolSpan avgpool2d_span(std::size_t o, std::size_t size, std::size_t pad_a,
+                               std::size_t pad_b, std::size_t kernel, std::size_t stride,
+                               bool count_include_pad) {
+  const std::size_t start = o * stride;  // padded coordinates: unsigned-safe
+  const std::size_t stop = start + kernel;
+  const std::size_t begin = start > pad_a ? start - pad_a : 0;
+  const std::size_t end = std::min(stop > pad_a ? stop - pad_a : 0, size);
+  const std::size_t padded_end = std::min(stop, pad_a + size + pad_b);
+  return PoolSpan{begin, end, count_include_pad ? padded_end - start : end - begin};
+}
+
 struct PoolKernels {
   const char* isa;  // "scalar", "avx2", "avx512"
   void (*avgpool)(const AvgPoolShape& shape, const float* in, float* out);
@@ -58,6 +98,9 @@ struct PoolKernels {
   void (*maxpool)(const MaxPoolShape& shape, const float* in, float* out);
   void (*maxpool_rows)(const MaxPoolShape& shape, const float* in, std::size_t y_begin,
                        std::size_t y_end, float* out);
+  void (*avgpool2d)(const AvgPool2DShape& shape, const float* in, float* out);
+  void (*avgpool2d_rows)(const AvgPool2DShape& shape, const float* in, std::size_t y_begin,
+                         std::size_t y_end, float* out);
 };
 
 // The pool kernels of `isa` if this build has them and this CPU runs them, else nullptr.

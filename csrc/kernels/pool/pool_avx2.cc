@@ -30,6 +30,15 @@ void maxpool_f32_nhwc__avx2(const MaxPoolShape& s, const float* in, float* out) 
   maxpool_f32_nhwc_rows__avx2(s, in, 0, s.out_height, out);
 }
 
+void avgpool2d_f32_nhwc__avx2(const AvgPool2DShape& s, const float* in, float* out) {
+  AvgPoolC8__avx2::avgpool2d(s, in, out);
+}
+
+void avgpool2d_f32_nhwc_rows__avx2(const AvgPool2DShape& s, const float* in, std::size_t y_begin,
+                                   std::size_t y_end, float* out) {
+  AvgPoolC8__avx2::avgpool2d_rows(s, in, y_begin, y_end, out);
+}
+
 const PoolKernels kPoolKernels__avx2{
     "avx2",
     &AvgPoolC8__avx2::avgpool,
@@ -37,6 +46,8 @@ const PoolKernels kPoolKernels__avx2{
     &AvgPoolC8__avx2::avgpool_rows,
     &maxpool_f32_nhwc__avx2,
     &maxpool_f32_nhwc_rows__avx2,
+    &avgpool2d_f32_nhwc__avx2,
+    &avgpool2d_f32_nhwc_rows__avx2,
 };
 
 }  // namespace qbinfer

@@ -13,7 +13,9 @@ const PoolKernels kReference{"scalar",
                              &global_avgpool_f32_nhwc__reference,
                              &avgpool_f32_nhwc_rows__reference,
                              &maxpool_f32_nhwc__reference,
-                             &maxpool_f32_nhwc_rows__reference};
+                             &maxpool_f32_nhwc_rows__reference,
+                             &avgpool2d_f32_nhwc__reference,
+                             &avgpool2d_f32_nhwc_rows__reference};
 
 // Scalar first; an ISA's faster sub-variant after its plain one (isa_variants.h).
 const IsaVariant<PoolKernels> kVariants[] = {

@@ -28,6 +28,15 @@ void maxpool__neon(const MaxPoolShape& s, const float* in, float* out) {
   maxpool_rows__neon(s, in, 0, s.out_height, out);
 }
 
+void avgpool2d__neon(const AvgPool2DShape& s, const float* in, float* out) {
+  AvgPoolC4__neon::avgpool2d(s, in, out);
+}
+
+void avgpool2d_rows__neon(const AvgPool2DShape& s, const float* in, std::size_t y_begin,
+                          std::size_t y_end, float* out) {
+  AvgPoolC4__neon::avgpool2d_rows(s, in, y_begin, y_end, out);
+}
+
 }  // namespace
 
 const PoolKernels kPoolKernels__neon{
@@ -37,6 +46,8 @@ const PoolKernels kPoolKernels__neon{
     &AvgPoolC4__neon::avgpool_rows,
     &maxpool__neon,
     &maxpool_rows__neon,
+    &avgpool2d__neon,
+    &avgpool2d_rows__neon,
 };
 
 }  // namespace qbinfer

@@ -102,4 +102,43 @@ void maxpool_f32_nhwc__reference(const MaxPoolShape& shape, const float* in, flo
   maxpool_f32_nhwc_rows__reference(shape, in, 0, shape.out_height, out);
 }
 
+void avgpool2d_f32_nhwc_rows__reference(const AvgPool2DShape& shape, const float* in,
+                                        std::size_t y_begin, std::size_t y_end, float* out) {
+  assert(shape.channels > 0 && shape.kernel_h > 0 && shape.kernel_w > 0);
+  assert(shape.stride_h > 0 && shape.stride_w > 0);
+  assert(shape.pad_top < shape.kernel_h && shape.pad_bottom < shape.kernel_h);
+  assert(shape.pad_left < shape.kernel_w && shape.pad_right < shape.kernel_w);
+  // Every window covers an input pixel: the last one starts before the input ends.
+  assert(shape.out_height > 0 &&
+         (shape.out_height - 1) * shape.stride_h < shape.in_height + shape.pad_top);
+  assert(shape.out_width > 0 &&
+         (shape.out_width - 1) * shape.stride_w < shape.in_width + shape.pad_left);
+  assert(y_begin <= y_end && y_end <= shape.out_height);
+
+  const std::size_t channels = shape.channels;
+  for (std::size_t oy = y_begin; oy < y_end; ++oy) {
+    const PoolSpan rows = avgpool2d_span(oy, shape.in_height, shape.pad_top, shape.pad_bottom,
+                                         shape.kernel_h, shape.stride_h, shape.count_include_pad);
+    for (std::size_t ox = 0; ox < shape.out_width; ++ox) {
+      const PoolSpan cols = avgpool2d_span(ox, shape.in_width, shape.pad_left, shape.pad_right,
+                                           shape.kernel_w, shape.stride_w, shape.count_include_pad);
+      const float divisor = static_cast<float>(rows.divisor * cols.divisor);
+      float* out_px = out + (oy * shape.out_width + ox) * channels;
+      for (std::size_t c = 0; c < channels; ++c) {
+        float sum = 0.0f;  // docs/format.md, AVGPOOL2D: this order in every variant
+        for (std::size_t y = rows.begin; y < rows.end; ++y) {
+          for (std::size_t x = cols.begin; x < cols.end; ++x) {
+            sum += in[(y * shape.in_width + x) * channels + c];
+          }
+        }
+        out_px[c] = sum / divisor;
+      }
+    }
+  }
+}
+
+void avgpool2d_f32_nhwc__reference(const AvgPool2DShape& shape, const float* in, float* out) {
+  avgpool2d_f32_nhwc_rows__reference(shape, in, 0, shape.out_height, out);
+}
+
 }  // namespace qbinfer

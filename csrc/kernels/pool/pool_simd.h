@@ -110,6 +110,51 @@ struct PoolSimd {
     }
   }
 
+  // AVGPOOL2D: the window's input rows and columns and its divisor come from avgpool2d_span
+  // (pool.h), as in the reference; each lane sums the covered pixels in the reference's order
+  // and divides once. Only the AVX2 and NEON files take these (the AVX-512 table reuses AVX2).
+  template <bool Tail>
+  static void window2d(const AvgPool2DShape& s, const float* in, const PoolSpan& rows,
+                       const PoolSpan& cols, F divisor, std::size_t c0, M m, float* out) {
+    F sum = V::zero();
+    for (std::size_t y = rows.begin; y < rows.end; ++y) {
+      for (std::size_t x = cols.begin; x < cols.end; ++x) {
+        const float* p = in + (y * s.in_width + x) * s.channels + c0;
+        sum = V::add(sum, Tail ? V::load(p, m) : V::load(p));
+      }
+    }
+    const F avg = V::div(sum, divisor);
+    if constexpr (Tail) {
+      V::store(out + c0, avg, m);
+    } else {
+      V::store(out + c0, avg);
+    }
+  }
+
+  static void avgpool2d_rows(const AvgPool2DShape& s, const float* in, std::size_t y_begin,
+                             std::size_t y_end, float* out) {
+    assert(s.channels > 0 && y_begin <= y_end && y_end <= s.out_height);
+    const std::size_t full = s.channels / N * N;
+    const M tail_m = V::mask(s.channels - full);
+    for (std::size_t oy = y_begin; oy < y_end; ++oy) {
+      const PoolSpan rows = avgpool2d_span(oy, s.in_height, s.pad_top, s.pad_bottom, s.kernel_h,
+                                           s.stride_h, s.count_include_pad);
+      for (std::size_t ox = 0; ox < s.out_width; ++ox) {
+        const PoolSpan cols = avgpool2d_span(ox, s.in_width, s.pad_left, s.pad_right, s.kernel_w,
+                                             s.stride_w, s.count_include_pad);
+        const F divisor = V::set1(static_cast<float>(rows.divisor * cols.divisor));
+        float* out_px = out + (oy * s.out_width + ox) * s.channels;
+        std::size_t c0 = 0;
+        for (; c0 < full; c0 += N) window2d<false>(s, in, rows, cols, divisor, c0, tail_m, out_px);
+        if (c0 < s.channels) window2d<true>(s, in, rows, cols, divisor, c0, tail_m, out_px);
+      }
+    }
+  }
+
+  static void avgpool2d(const AvgPool2DShape& s, const float* in, float* out) {
+    avgpool2d_rows(s, in, 0, s.out_height, out);
+  }
+
   static void avgpool(const AvgPoolShape& s, const float* in, float* out) {
     avgpool_rows(s, in, 0, s.out_height, out);
   }

@@ -14,6 +14,10 @@ extern const PoolKernels kPoolKernels__avx512;
 void maxpool_f32_nhwc__avx2(const MaxPoolShape& s, const float* in, float* out);
 void maxpool_f32_nhwc_rows__avx2(const MaxPoolShape& s, const float* in, std::size_t y_begin,
                                  std::size_t y_end, float* out);
+// The AVX2 AVGPOOL2D, which the AVX-512 table reuses too (pool_avx2.cc).
+void avgpool2d_f32_nhwc__avx2(const AvgPool2DShape& s, const float* in, float* out);
+void avgpool2d_f32_nhwc_rows__avx2(const AvgPool2DShape& s, const float* in, std::size_t y_begin,
+                                   std::size_t y_end, float* out);
 #endif
 
 #if defined(QBINFER_AARCH64_KERNELS)
