@@ -419,6 +419,8 @@ def _softmax(graph: Graph, op: Op, args):
         s = e.sum(axis=-1, keepdims=True)
         out = z - np.log(s) if log else e / s
         return out.astype(f32)
+
+
 def _avgpool2d_divisors(size, pad_a, pad_b, kernel, stride, count_include_pad, out_size):
     """Per output index along one axis: AVGPOOL2D's divisor factor (docs/format.md)."""
     start = np.arange(out_size) * stride  # in padded coordinates

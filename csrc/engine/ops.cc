@@ -613,6 +613,8 @@ void build_bconv2d_general(Builder& b) {
 void build_softmax(Builder& b) {
   build_unary(b);
   b.op.softmax_log = b.attr(0) == 1;
+}
+
 // Output size of PyTorch's avg_pool2d along one axis (docs/format.md, AVGPOOL2D): floor or
 // ceil of the window count, then in ceil mode no window that starts at or past the input's
 // end (in + pad_a in padded coordinates), which would cover padding only.

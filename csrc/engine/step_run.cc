@@ -354,6 +354,8 @@ void run_softmax(const Step& step, const ExecContext& ctx) {
   elementwise(step, ctx,
               [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
                   std::size_t n) { k.softmax(in, n, op.channels, op.softmax_log, out); });
+}
+
 // AVGPOOL2D: split by output rows across threads, as the other pools.
 void run_avgpool2d(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
