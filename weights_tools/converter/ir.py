@@ -62,10 +62,13 @@ class Node:
     output: str
     src: onnx.NodeProto
     p: Dict[str, Any] = field(default_factory=dict)
+    # appended to the name when one ONNX node becomes several engine ops (the two halves of a
+    # binary conv with zero weights), so that each op and its tensors have a name of their own
+    suffix: str = ""
 
     @property
     def name(self) -> str:
-        return self.src.name or f"{self.src.op_type}:{self.src.output[0]}"
+        return (self.src.name or f"{self.src.op_type}:{self.src.output[0]}") + self.suffix
 
 
 @dataclass

@@ -585,33 +585,115 @@ def _conv(tr: Translator, node: onnx.NodeProto) -> None:
         )
 
 
-def _binary_weights(tr: Translator, node, w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Weights ±alpha_o per output channel o (alpha_o > 0; 1 for plain ±1 weights, the mean |W|
-    of XNOR-Net or ReActNet's scaled sign(W) once folded) -> the ±1 weights and alpha [Co]."""
+@dataclass
+class BinaryWeights:
+    """The weights of a binary conv or FC as the engine runs them: w = alpha_o * t with t in
+    {-1, 0, +1} (PyTorch's sign(0) = 0 keeps exact zeros). `pm1` is t with +1 at its zeros
+    (exactly t where there are none); where `zeros` is not None (the bool mask of t's zeros),
+    `pm1_low` is t with -1 there, and t = (pm1 + pm1_low) / 2 is the sum of two binary
+    layers."""
+
+    pm1: np.ndarray  # int8 ±1, the shape of w
+    alpha: np.ndarray  # float64 [Co], > 0
+    zeros: Optional[np.ndarray] = None
+    pm1_low: Optional[np.ndarray] = None
+
+
+def _binary_weights(tr: Translator, node, w: np.ndarray) -> BinaryWeights:
+    """Weights in {-alpha_o, 0, +alpha_o} per output channel o (alpha_o > 0; 1 for plain ±1
+    weights, the mean |W| of XNOR-Net or ReActNet's scaled sign(W) once folded; 0 where
+    torch.sign(W) met an exact 0.0 weight) -> `BinaryWeights`. An output channel of zeros
+    only gets alpha 1 (its two halves cancel)."""
     co = w.shape[0]
-    magnitude = np.abs(w.reshape(co, -1)).astype(np.float64)
-    alpha = magnitude[:, 0].copy()
-    if not (
-        np.all(magnitude == alpha[:, None]) and np.all(alpha > 0) and np.all(np.isfinite(alpha))
-    ):
+    flat = np.asarray(w, dtype=np.float64).reshape(co, -1)
+    if not np.all(np.isfinite(flat)):
         fail(
             node,
-            "its input is a sign (±1), so it must be a binary conv, but its weights are not "
-            "±alpha with one alpha > 0 per output channel (binary weights, or scaled binary "
-            "weights such as mean|W| * sign(W)); float weights on binary activations (e.g. "
-            "the zoo's training stage 1) cannot run on the engine",
+            "its input is a sign (±1), so it must be a binary layer, but a weight is NaN or inf",
         )
-    return np.where(w > 0, 1, -1).astype(np.int8), alpha
+    magnitude = np.abs(flat)
+    nonzero = magnitude != 0
+    # alpha_o: the magnitude of the first nonzero weight of row o (1 for a row of zeros)
+    first = np.argmax(nonzero, axis=1)
+    alpha = np.where(nonzero.any(axis=1), magnitude[np.arange(co), first], 1.0)
+    mixed = np.flatnonzero(np.any(nonzero & (magnitude != alpha[:, None]), axis=1))
+    if mixed.size:
+        o = int(mixed[0])
+        values = np.unique(magnitude[o][nonzero[o]])
+        fail(
+            node,
+            f"its input is a sign (±1), so it must be a binary layer, but its weights are not "
+            f"of one magnitude per output channel (±alpha_o, or 0 where torch.sign(W) met an "
+            f"exact 0): output channel {o} holds {values.size} different magnitudes "
+            f"({', '.join(f'{v:.6g}' for v in values[:3])}{', ...' if values.size > 3 else ''}) "
+            f"in {mixed.size} of {co} channels. Binary weights (sign(W), or alpha_o * sign(W) "
+            f"with one alpha_o per channel such as XNOR-Net's mean|W|) convert; float weights "
+            f"on binary activations (e.g. the zoo's training stage 1) cannot run on the engine",
+        )
+    pm1 = np.where(w >= 0, 1, -1).astype(np.int8)  # +1 at the zeros (and at -0.0)
+    zeros = w == 0
+    if not zeros.any():
+        return BinaryWeights(pm1, alpha)
+    return BinaryWeights(pm1, alpha, zeros, np.where(w > 0, 1, -1).astype(np.int8))
+
+
+def _emit_binary(
+    tr: Translator,
+    kind: str,
+    node,
+    source: ValueInfo,
+    out: ValueInfo,
+    bw: BinaryWeights,
+    bias: np.ndarray,
+    what: str,
+    **p,
+) -> None:
+    """A binary layer (`kind` 'bconv' or 'bfc') with weights `bw`, writing `out`.
+
+    Without zero weights, one node: the integer dot, then alpha_o (`scale`) and the bias. With
+    zeros, t = (pm1 + pm1_low) / 2: two binary layers on the same bits and padding (the
+    halves read the same pad taps, so each pad tap adds w1 + w2 = 2 t, as PyTorch's conv of the
+    padded input with ternary weights adds t), each with scale 1 and bias 0 (the float of an
+    integer dot, exact), an ADD (an exact integer: |dot1 + dot2| <= 2 * fan-in < 2^24), then
+    one affine (sum * alpha_o / 2 + bias) that later BNs fold into: exact in the integer dots
+    up to that one float scale and bias, as a binary layer without zeros is."""
+    if bw.zeros is None:
+        tr.emit(kind, node, [source.name], out, w=bw.pm1, scale=bw.alpha, bias=bias, **p)
+        return
+    assert bw.pm1_low is not None
+    count = int(np.count_nonzero(bw.zeros))
+    layers = int(np.count_nonzero(bw.zeros.reshape(bw.zeros.shape[0], -1).any(axis=1)))
+    tr.warnings.append(
+        f"{node_label(node)}: {count} of the {bw.zeros.size} weights of this binary {what} "
+        f"are exactly 0 (torch.sign(W) of a 0.0 weight, in {layers} of its "
+        f"{bw.zeros.shape[0]} output channels), which one bit cannot hold: it runs exactly, "
+        f"as two binary {what}s on the same bits summed, at 2x the cost of this layer"
+    )
+    co = out.c
+    ones, nothing = np.ones(co), np.zeros(co)
+    halves = []
+    for j, weights in enumerate((bw.pm1, bw.pm1_low)):
+        half = ValueInfo(f"{out.name}.ternary_half{j}", out.c, out.h, out.w, out.rank)
+        tr.values[half.name] = half
+        n = tr.emit(kind, node, [source.name], half, w=weights, scale=ones, bias=nothing, **p)
+        n.suffix = f".ternary_half{j}"
+        halves.append(half.name)
+    total = ValueInfo(f"{out.name}.ternary_sum", out.c, out.h, out.w, out.rank)
+    tr.values[total.name] = total
+    tr.emit("add", node, halves, total).suffix = ".ternary_sum"
+    tr.emit(
+        "affine", node, [total.name], out, scale=bw.alpha / 2, bias=bias, pure_add=False
+    ).suffix = ".ternary_scale"
 
 
 def _binary_conv(tr: Translator, node, x: ValueInfo, w, bias, group, stride, pads):
     """A conv of a sign's ±1: BCONV2D for the 'same' stride-1 1x1 and 3x3 (its fast kernels),
     BCONV2D_GENERAL (emitted from the same IR node, with `general` set) for any other kernel,
-    stride or padding."""
+    stride or padding; two of them summed where the weights hold exact zeros (`_emit_binary`)."""
     co, ci, kh, kw = w.shape
     if group != 1:
         fail(node, f"grouped binary convs are not supported (group {group}); only group 1")
-    w, alpha = _binary_weights(tr, node, w)
+    bw = _binary_weights(tr, node, w)
     if x.kind == "pm1pad":
         # Pad(value=1, one pixel per side) then the conv: the engine's one padding. The conv's
         # own pads would be zeros around the ones, which no engine op computes.
@@ -629,16 +711,18 @@ def _binary_conv(tr: Translator, node, x: ValueInfo, w, bias, group, stride, pad
         fail(node, f"weight {w.shape} does not fit the input {(source.c, source.h, source.w)}")
     same = stride == (1, 1) and kh == kw and kh in (1, 3) and pads == (kh // 2,) * 4
     out = tr.new_value(node, co, ho, wo)
-    tr.emit(
+    # conv(a, alpha*s) = alpha*conv(a, s): the integer dot, then the scale
+    _emit_binary(
+        tr,
         "bconv",
         node,
-        [source.name],
+        source,
         out,
-        w=w,
+        bw,
+        bias,
+        "conv",
         k=kh,
         pad_mode=pad_mode,
-        scale=alpha,  # conv(a, alpha*s) = alpha*conv(a, s): the integer dot, then the scale
-        bias=bias,
         general=not same,
         stride=tuple(stride),
         pads=tuple(pads),
@@ -1188,24 +1272,16 @@ def _fc_input(tr: Translator, node) -> ValueInfo:
 
 def _emit_fc(tr: Translator, node, x: ValueInfo, w: np.ndarray, bias: np.ndarray) -> None:
     """w [O, C] float64 (alpha and any Gemm scale applied), bias [O]: a float FC, or a binary FC
-    (`bfc`) when x is a sign's ±1, whose weights must then be ±alpha_o per output row."""
+    (`bfc`) when x is a sign's ±1, whose weights must then be in {-alpha_o, 0, +alpha_o} per
+    output row (two BFCs summed where they hold zeros, `_emit_binary`)."""
     out = tr.new_value(node, w.shape[0], 1, 1, rank=2)
     if x.kind == "f32":
         tr.emit("fc", node, [x.name], out, w=w, b=bias)
         return
-    zeros = int(np.count_nonzero(w == 0))
-    if zeros:
-        fail(
-            node,
-            f"reads a sign's ±1, so it must be a binary FC, but {zeros} of its {w.size} "
-            f"weights are exactly 0 (e.g. torch.sign(W) of a zero weight), which one bit "
-            f"cannot hold; make them ±1 (sign(W) with sign(0) = +1, or W + tiny) and convert "
-            f"again",
-        )
     # A Linear weight [O, C] is a 1x1 conv's [Co, Ci, 1, 1]: the same ±alpha_o check.
-    w_pm1, alpha = _binary_weights(tr, node, w.reshape(*w.shape, 1, 1))
+    bw = _binary_weights(tr, node, w)
     # fc(a, alpha*s) = alpha*fc(a, s): the integer dot, then the scale (as for bconv).
-    tr.emit("bfc", node, [x.name], out, w=w_pm1.reshape(w.shape), scale=alpha, bias=bias)
+    _emit_binary(tr, "bfc", node, x, out, bw, bias, "FC")
 
 
 @translates("Gemm")
