@@ -322,6 +322,12 @@ class Translator:
             raise ConversionError(f"the output {name!r} is a constant")
         elif name in self.ge or self.resolve(name) not in self.values:
             raise ConversionError(f"the output {name!r} is not produced by a supported op")
+        elif self.values[self.resolve(name)].flat_map:
+            v = self.values[self.resolve(name)]
+            raise ConversionError(
+                f"the output {name!r} is a flattened {v.c}x{v.h}x{v.w} map; the engine keeps "
+                f"maps in NHWC order, so it would not be PyTorch's (N, C*H*W) order"
+            )
         elif self.values[self.resolve(name)].kind != "f32":
             raise ConversionError(
                 f"the output {name!r} is a sign's ±1 output; the engine's output must be float"
@@ -402,6 +408,8 @@ class Translator:
         c = np.asarray(c)
         if c.dtype.kind != "f":
             fail(node, f"{what} must be a float constant, got {c.dtype}")
+        if v.flat_map and c.size != 1:
+            fail(node, _flat_map_problem(v, f"{what} of shape {c.shape} (one value per feature)"))
         if c.ndim > v.rank:
             fail(node, f"{what} of shape {c.shape} has more dims than the activation")
         shape = (1,) * (v.rank - c.ndim) + c.shape
@@ -430,7 +438,7 @@ class Translator:
         v = ValueInfo(name, c, h, w, rank, kind)
         inferred = self.inferred.get(name)
         if inferred is not None and len(inferred) == rank and None not in inferred[1:]:
-            mine = (c, h, w)[: rank - 1] if rank == 4 else (c,)
+            mine = (c, h, w) if rank == 4 else (c * h * w,)
             if tuple(inferred[1:]) != mine:
                 fail(
                     node,
@@ -767,6 +775,8 @@ def _batchnormalization(tr: Translator, node: onnx.NodeProto) -> None:
     if a.get("training_mode", 0):
         fail(node, "training_mode=1 is not supported; export the model in eval mode")
     x = tr.value(node, node.input[0])
+    if x.flat_map:
+        fail(node, _flat_map_problem(x, "a BatchNorm1d of its C*H*W features"))
     gamma, beta, mean, var = (
         tr.const(node, i, n).astype(np.float64)
         for i, n in enumerate(("scale", "bias", "mean", "var"), start=1)
@@ -834,6 +844,8 @@ def _add(tr: Translator, node: onnx.NodeProto) -> None:
         tr.emit("affine", node, [x.name], out, scale=np.ones(x.c), bias=c, pure_add=True)
         return
     x, y = tr.value(node, a), tr.value(node, b)
+    if (x.flat_map or y.flat_map) and x.rank != y.rank:
+        fail(node, _flat_map_problem(x if x.flat_map else y, "an Add with a 4-D activation"))
     if (x.c, x.h, x.w) != (y.c, y.h, y.w):
         fail(
             node,
@@ -895,6 +907,8 @@ def _mul(tr: Translator, node: onnx.NodeProto) -> None:
         )
         return
     x, s = tr.value(node, a), tr.value(node, b)
+    if x.flat_map or s.flat_map:
+        fail(node, _flat_map_problem(x if x.flat_map else s, "a product of two activations"))
     if (s.h, s.w) != (1, 1) and (x.h, x.w) == (1, 1):
         x, s = s, x
     if s.c != x.c or (s.h, s.w) != (1, 1):
@@ -1085,6 +1099,9 @@ def _leakyrelu(tr: Translator, node: onnx.NodeProto) -> None:
 @translates("Concat")
 def _concat(tr: Translator, node: onnx.NodeProto) -> None:
     xs = [tr.value(node, i) for i in node.input]
+    for x in xs:
+        if x.flat_map:
+            fail(node, _flat_map_problem(x, "a Concat"))
     rank = xs[0].rank
     axis = attrs(node).get("axis")
     if axis is None or axis % rank != 1 or any(x.rank != rank for x in xs):
@@ -1099,6 +1116,8 @@ def _concat(tr: Translator, node: onnx.NodeProto) -> None:
 def _tile(tr: Translator, node: onnx.NodeProto) -> None:
     x = tr.value(node, node.input[0])
     reps = [int(r) for r in tr.const(node, 1, "repeats").reshape(-1)]
+    if x.flat_map:
+        fail(node, _flat_map_problem(x, "a Tile"))
     if len(reps) != x.rank or any(r != 1 for j, r in enumerate(reps) if j != 1) or reps[1] < 1:
         fail(
             node,
@@ -1115,7 +1134,7 @@ def _tile(tr: Translator, node: onnx.NodeProto) -> None:
 def _expand(tr: Translator, node: onnx.NodeProto) -> None:
     x = tr.value(node, node.input[0])
     shape = tr.opt_const(node, 1, "the shape") if node.input[1] in tr.consts else None
-    dims = (None, x.c, x.h, x.w) if x.rank == 4 else (None, x.c)
+    dims = (None, x.c, x.h, x.w) if x.rank == 4 else (None, x.features)
     if shape is not None:
         shape = [int(s) for s in shape.reshape(-1)]
         aligned = [1] * (len(dims) - len(shape)) + shape
@@ -1190,50 +1209,132 @@ def _reducemean(tr: Translator, node: onnx.NodeProto) -> None:
     tr.emit("gap", node, [x.name], tr.new_value(node, x.c, 1, 1, rank))
 
 
-def _vector(tr: Translator, node, x: ValueInfo) -> None:
-    if (x.h, x.w) != (1, 1):
-        fail(
-            node,
-            f"reshaping a {x.c}x{x.h}x{x.w} activation is not supported (the "
-            f"engine is NHWC, so the element order would change); pool to 1x1 "
-            f"first",
-        )
+def _flat_map_problem(v: ValueInfo, what: str) -> str:
+    return (
+        f"{what} reads {v.name!r}, a {v.c}x{v.h}x{v.w} map flattened to (N, {v.features}); the "
+        f"engine keeps the map's NHWC data (its features in another order than PyTorch's "
+        f"c*H*W + y*W + x), so only element-wise ops (with scalar constants), signs and a "
+        f"fully connected layer may read it"
+    )
+
+
+def _flatten_to(tr: Translator, node, x: ValueInfo, rest: List[int]) -> None:
+    """`node` reshapes x to (N, *rest): record it as the same data, or fail. Supported: the
+    flattening of a map to (N, C*H*W) (a rank-2 alias that keeps the map's c, h, w: an FC reading
+    it gets its weight columns permuted at emission), its inverse back to (N, C, H, W), a
+    (N, C) <-> (N, C, 1, 1) change, and reshapes that change nothing."""
+    if x.kind == "pm1pad":
+        fail(node, "reshapes a +1-padded sign output; only a binary conv can read that")
+    if rest == [x.features] or (x.rank == 4 and (x.h, x.w) == (1, 1) and rest == [x.c, 1, 1]):
+        tr.alias(node, x, rank=len(rest) + 1)
+        return
+    if rest == [x.c, x.h, x.w]:  # a map, or a flattened map back to its own shape
+        tr.alias(node, x, rank=4)
+        return
+    shape = f"(N, {', '.join(str(d) for d in rest)})"
+    have = f"(N, {x.c}, {x.h}, {x.w})" if x.rank == 4 else f"(N, {x.features})"
+    fail(
+        node,
+        f"reshaping {have} to {shape} is not supported: only a flattening of (N, C, H, W) to "
+        f"(N, C*H*W) (before an FC), its inverse, and (N, C) <-> (N, C, 1, 1) are (the engine "
+        f"keeps maps in NHWC order)",
+    )
 
 
 @translates("Flatten")
 def _flatten(tr: Translator, node: onnx.NodeProto) -> None:
-    x = tr.value(node, node.input[0])
+    """torch.flatten(x, 1), nn.Flatten(): (N, C, H, W) -> (N, C*H*W)."""
+    x = tr.value(node, node.input[0], allow_pm1=True)
     if attrs(node).get("axis", 1) != 1:
         fail(node, "only Flatten(axis=1) is supported")
-    _vector(tr, node, x)
-    tr.alias(node, x, rank=2)
+    _flatten_to(tr, node, x, [x.features])
 
 
 @translates("Reshape")
 def _reshape(tr: Translator, node: onnx.NodeProto) -> None:
-    x = tr.value(node, node.input[0])
-    _vector(tr, node, x)
+    """x.view(x.size(0), -1), x.reshape(N, -1), x.view(-1, C*H*W), ...: the target shape from
+    the constant (0 copies the input's dim, one -1 is inferred), or from ONNX shape inference
+    when the shape is computed (x.size(0) exports as Shape -> Gather -> Concat). The batch dim
+    is not checked: the engine runs one image at a time."""
+    x = tr.value(node, node.input[0], allow_pm1=True)
+    if attrs(node).get("allowzero", 0):
+        fail(node, "Reshape with allowzero=1 is not supported")
+    in_dims = [None, x.c, x.h, x.w] if x.rank == 4 else [None, x.features]
     if node.input[1] in tr.consts:
         shape = [int(s) for s in tr.consts[node.input[1]].reshape(-1)]
-        in_dims = [None, x.c] + ([1, 1] if x.rank == 4 else [])
         dims = [in_dims[j] if s == 0 and j < len(in_dims) else s for j, s in enumerate(shape)]
         rest = dims[1:]
-        if -1 in rest and rest.count(-1) == 1:
+        if -1 in rest and rest.count(-1) == 1 and shape[0] != -1:
             known = int(np.prod([d for d in rest if d != -1]))
-            rest = [x.c // known if d == -1 and known and x.c % known == 0 else d for d in rest]
-        if rest in ([x.c], [x.c, 1, 1]):
-            tr.alias(node, x, rank=len(shape))
-            return
-        fail(node, f"only a Reshape to (N, C) or (N, C, 1, 1) is supported, got {shape}")
-    inferred = tr.inferred.get(node.output[0])
-    if inferred is not None and len(inferred) in (2, 4):
-        tr.alias(node, x, rank=len(inferred))
-    else:
-        fail(
-            node,
-            "a Reshape with a computed shape is supported only when its output "
-            "rank is known (2 or 4)",
-        )
+            if known and x.features % known == 0:
+                rest = [x.features // known if d == -1 else d for d in rest]
+        if any(d is None or d < 0 for d in rest):
+            fail(node, f"cannot resolve the target shape {shape} of a Reshape")
+        _flatten_to(tr, node, x, [int(d) for d in rest])
+        return
+    shapes = [_computed_shape(tr, node, node.input[1], batch) for batch in (2, 3)]
+    if shapes[0] is None or shapes[1] is None or shapes[0][1:] != shapes[1][1:]:
+        inferred = tr.inferred.get(node.output[0])
+        if inferred is None or len(inferred) not in (2, 4) or None in inferred[1:]:
+            fail(
+                node,
+                "a Reshape whose computed shape is not the batch size and constants (such as "
+                "x.view(x.size(0), -1)) is not supported, unless ONNX shape inference knows its "
+                "output shape",
+            )
+        _flatten_to(tr, node, x, [int(d) for d in inferred[1:]])
+        return
+    shape = shapes[0]
+    dims = [in_dims[j] if s == 0 and j < len(in_dims) else s for j, s in enumerate(shape)]
+    rest = dims[1:]
+    if -1 in rest and rest.count(-1) == 1:
+        known = int(np.prod([d for d in rest if d != -1]))
+        if known and x.features % known == 0:
+            rest = [x.features // known if d == -1 else d for d in rest]
+    if any(d is None or d < 0 for d in rest):
+        fail(node, f"cannot resolve the target shape {shape} of a Reshape")
+    _flatten_to(tr, node, x, [int(d) for d in rest])
+
+
+def _computed_shape(tr: Translator, node, name: str, batch: int) -> Optional[List[int]]:
+    """The value of shape tensor `name` when it is computed from activations' shapes and
+    constants only (x.size(0) exports as Shape -> Gather -> Unsqueeze -> Concat), evaluated with
+    batch size `batch` (a dim that follows the batch size shows by differing between two
+    batches); None when it depends on anything else."""
+    from onnx.reference import ReferenceEvaluator
+
+    known: Dict[str, np.ndarray] = {}
+    order: List[onnx.NodeProto] = []
+    stack, seen = [name], set()
+    while stack:  # the nodes computing `name`, back to Shape nodes and constants
+        v = stack.pop()
+        if v in tr.consts or v in seen:
+            continue
+        seen.add(v)
+        producer = tr.onnx_producer.get(v)
+        if producer is None or producer.domain not in ("", "ai.onnx") or len(order) > 64:
+            return None
+        if producer.op_type == "Shape":
+            source = tr.resolve(producer.input[0])
+            if source not in tr.values:
+                return None
+            val = tr.values[source]
+            full = [batch, val.c, val.h, val.w] if val.rank == 4 else [batch, val.features]
+            a = attrs(producer)
+            start, end = a.get("start", 0), a.get("end", len(full))
+            known[v] = np.array(full[start:end] if end != 0 else [], dtype=np.int64)
+            continue
+        order.append(producer)
+        stack.extend(i for i in producer.input if i)
+    position = {id(n): j for j, n in enumerate(tr.graph.node)}
+    try:
+        for n in sorted({id(n): n for n in order}.values(), key=lambda n: position[id(n)]):
+            ins = {i: known[i] if i in known else tr.consts[i] for i in n.input if i}
+            outs = ReferenceEvaluator(n, opsets={"": tr.opset}).run(None, ins)
+            known.update({o: np.asarray(r) for o, r in zip(n.output, outs) if o})
+        return [int(d) for d in known[name].reshape(-1)]
+    except Exception:  # not a computation of shapes the reference evaluator can do: refused
+        return None
 
 
 def _axes(tr: Translator, node) -> List[int]:
@@ -1245,23 +1346,30 @@ def _axes(tr: Translator, node) -> List[int]:
 
 @translates("Squeeze")
 def _squeeze(tr: Translator, node: onnx.NodeProto) -> None:
-    x = tr.value(node, node.input[0])
-    _vector(tr, node, x)
-    if x.rank != 4 or sorted(a % 4 for a in _axes(tr, node)) != [2, 3]:
-        fail(node, "only Squeeze of axes (2, 3) of a (N, C, 1, 1) activation is supported")
+    x = tr.value(node, node.input[0], allow_pm1=True)
+    if x.rank != 4 or (x.h, x.w) != (1, 1) or sorted(a % 4 for a in _axes(tr, node)) != [2, 3]:
+        fail(
+            node,
+            f"only Squeeze of axes (2, 3) of a (N, C, 1, 1) activation is supported (got a "
+            f"{x.c}x{x.h}x{x.w} activation of rank {x.rank}; flatten a map with Flatten or "
+            f"Reshape before an FC)",
+        )
     tr.alias(node, x, rank=2)
 
 
 @translates("Unsqueeze")
 def _unsqueeze(tr: Translator, node: onnx.NodeProto) -> None:
-    x = tr.value(node, node.input[0])
+    x = tr.value(node, node.input[0], allow_pm1=True)
+    if x.flat_map:
+        fail(node, _flat_map_problem(x, "an Unsqueeze"))
     if x.rank != 2 or sorted(a % 4 for a in _axes(tr, node)) != [2, 3]:
         fail(node, "only Unsqueeze of axes (2, 3) of a (N, C) activation is supported")
     tr.alias(node, x, rank=4)
 
 
 def _fc_input(tr: Translator, node) -> ValueInfo:
-    """The (N, C) input of a Gemm or MatMul: a float activation, or a sign's ±1 (a binary FC)."""
+    """The (N, C) input of a Gemm or MatMul: a float activation, or a sign's ±1 (a binary FC);
+    a flattened H x W map is (N, C*H*W) (`x.features`)."""
     x = tr.value(node, node.input[0], allow_pm1=True)
     if x.rank != 2:
         fail(node, "the input of a fully connected layer must be (N, C) (Flatten first)")
@@ -1294,8 +1402,8 @@ def _gemm(tr: Translator, node: onnx.NodeProto) -> None:
     w = w if a.get("transB", 0) else w.T
     c = tr.opt_const(node, 2, "the bias")
     o = w.shape[0]
-    if w.ndim != 2 or w.shape[1] != x.c:
-        fail(node, f"weight {w.shape} does not fit an input of {x.c} features")
+    if w.ndim != 2 or w.shape[1] != x.features:
+        fail(node, f"weight {w.shape} does not fit an input of {x.features} features")
     if c is None:
         bias = np.zeros(o)
     elif c.size in (1, o):
@@ -1309,6 +1417,6 @@ def _gemm(tr: Translator, node: onnx.NodeProto) -> None:
 def _matmul(tr: Translator, node: onnx.NodeProto) -> None:
     x = _fc_input(tr, node)
     w = tr.const(node, 1, "the weight").astype(np.float64)
-    if w.ndim != 2 or w.shape[0] != x.c:
-        fail(node, f"weight {w.shape} does not fit an input of {x.c} features")
+    if w.ndim != 2 or w.shape[0] != x.features:
+        fail(node, f"weight {w.shape} does not fit an input of {x.features} features")
     _emit_fc(tr, node, x, w.T.copy(), np.zeros(w.shape[1]))
