@@ -255,6 +255,8 @@ def base_cases() -> List[Tuple[str, Case]]:
         ("clip relu6", relu6),
         ("bfc 70", Case(B["BFC"], [(1, 1, 70)], [], 5)),
         ("bfc 64", Case(B["BFC"], [(1, 1, 64)], [], 3)),
+        ("bfc map 70", Case(B["BFC"], [(2, 3, 70)], [], 4)),
+        ("fc fp32 map", Case(B["FC"], [(2, 3, 5)], [0], 4)),
         (
             "bconv general 3x3 s2 one",
             Case(B["BCONV2D_GENERAL"], [(7, 6, 70)], [3, 3, 2, 2, 1, 1, 1, 1, 1], 5),
@@ -478,6 +480,11 @@ def special_cases() -> List[Tuple[str, Case]]:
         ("clip one-sided", _with(clip, edits=_edit(_clip_bounds(-np.inf, 0.5)))),
         ("clip everything", _with(clip, edits=_edit(_clip_bounds(-np.inf, np.inf)))),
         ("bfc on pixels", Case(B["BFC"], [(1, 2, 70)], [], 5)),
+        # FC and BFC read an (H, W, C) map as one vector; bitplane8 needs (1, 1, C)
+        ("fc int8 on a map", Case(B["FC"], [(3, 2, 5)], [1], 4)),
+        ("fc bitplane8 on a map", Case(B["FC"], [(2, 1, 70)], [2], 5)),
+        ("bfc on a map 64", Case(B["BFC"], [(2, 3, 64)], [], 3)),
+        ("bfc on a map 5", Case(B["BFC"], [(3, 3, 5)], [], 6)),
     ]
 
 

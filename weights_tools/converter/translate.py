@@ -662,18 +662,25 @@ def _emit_binary(
     zeros, t = (pm1 + pm1_low) / 2: two binary layers on the same bits and padding (the
     halves read the same pad taps, so each pad tap adds w1 + w2 = 2 t, as PyTorch's conv of the
     padded input with ternary weights adds t), each with scale 1 and bias 0 (the float of an
-    integer dot, exact), an ADD (an exact integer: |dot1 + dot2| <= 2 * fan-in < 2^24), then
+    integer dot, exact), an ADD (an exact integer: |dot1 + dot2| <= 2 * fan-in <= 2^24), then
     one affine (sum * alpha_o / 2 + bias) that later BNs fold into: exact in the integer dots
     up to that one float scale and bias, as a binary layer without zeros is."""
     if bw.zeros is None:
         tr.emit(kind, node, [source.name], out, w=bw.pm1, scale=bw.alpha, bias=bias, **p)
         return
     assert bw.pm1_low is not None
+    fan_in = bw.pm1[0].size
+    if fan_in > 2**23:
+        fail(
+            node,
+            f"its weights hold exact zeros and its fan-in {fan_in} is above 2^23, where the "
+            f"sum of two binary dots is no longer exact in float32; make the zero weights ±1",
+        )
     count = int(np.count_nonzero(bw.zeros))
-    layers = int(np.count_nonzero(bw.zeros.reshape(bw.zeros.shape[0], -1).any(axis=1)))
+    channels = int(np.count_nonzero(bw.zeros.reshape(bw.zeros.shape[0], -1).any(axis=1)))
     tr.warnings.append(
         f"{node_label(node)}: {count} of the {bw.zeros.size} weights of this binary {what} "
-        f"are exactly 0 (torch.sign(W) of a 0.0 weight, in {layers} of its "
+        f"are exactly 0 (torch.sign(W) of a 0.0 weight, in {channels} of its "
         f"{bw.zeros.shape[0]} output channels), which one bit cannot hold: it runs exactly, "
         f"as two binary {what}s on the same bits summed, at 2x the cost of this layer"
     )
