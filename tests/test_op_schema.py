@@ -207,7 +207,10 @@ def _add_tensor(g, name, dtype, dims, rng, tail_of: Optional[int] = None) -> int
     else:
         data = rng.integers(0, 2**63, dims, dtype=np.uint64)
         if tail_of is not None and tail_of % 64:
-            data[..., -1] &= np.uint64((1 << (tail_of % 64)) - 1)
+            # every row of words(tail_of) words (a BFC weight row holds H*W of them)
+            words = words_for_channels(tail_of)
+            rows = data.reshape(-1, words) if data.size % words == 0 else data.reshape(-1, 1)
+            rows[:, -1] &= np.uint64((1 << (tail_of % 64)) - 1)
     g.tensors.append(Tensor(name, dtype, data))
     return len(g.tensors) - 1
 
