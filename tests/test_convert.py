@@ -1393,19 +1393,23 @@ def test_binary_fc_weights_scaled_per_row(tmp_path):
 
 
 @needs_tools
-def test_binary_fc_refuses_zero_and_unscaled_float_weights(tmp_path):
+def test_binary_fc_zero_weights_run_as_two_bfcs_and_float_weights_are_refused(tmp_path):
     torch.manual_seed(SEED)
     w = torch.where(torch.rand(9, 70) < 0.5, 1.0, -1.0)
-    w[2, 5] = w[7, 0] = w[8, 69] = 0.0  # torch.sign(W) of zero weights
-    with pytest.raises(
-        ConversionError, match=r"\((MatMul|Gemm)\).*3 of its 630 weights are exactly 0"
-    ):
-        to_qbw(_SignFCNet(w).eval(), tmp_path / "z.qbw", input_size=(1, 1), in_channels=12)
-    with pytest.raises(ConversionError, match=r"\((MatMul|Gemm)\).*not ±alpha"):
+    w[2, 5] = w[7, 0] = w[8, 69] = 0.0  # torch.sign(W) of zero weights: a ternary FC
+    model = _SignFCNet(w).eval()
+    to_qbw(model, tmp_path / "z.qbw", input_size=(1, 1), in_channels=12)
+    g = read_qbw(tmp_path / "z.qbw")
+    assert [op.type for op in g.ops if op.type == OpType.BFC] == [OpType.BFC] * 2
+    x = np.random.default_rng(SEED).standard_normal((N_IMAGES, 12, 1, 1)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert rel_l2(run_reference(g, x), want) <= 1e-5
+    with pytest.raises(ConversionError, match=r"\((MatMul|Gemm)\).*not of one magnitude"):
         to_qbw(
             _SignFCNet(torch.randn(9, 70)).eval(),
             tmp_path / "f.qbw",
             input_size=(1, 1),
             in_channels=12,
         )
-    assert not (tmp_path / "z.qbw").exists() and not (tmp_path / "f.qbw").exists()
+    assert not (tmp_path / "f.qbw").exists()

@@ -1561,9 +1561,10 @@ STRUCTURED = {
         lambda b: _stem(lambda g: _set(g.ops[2], "tensors", [2, 3, 3])),
         "must be absent with fp32 encoding",
     ),
-    "fc on pixels": (
+    # An FC reads an (H, W, C) map as H*W*C features: a weight for C features does not fit it.
+    "fc on pixels, weight of one pixel": (
         lambda b: _stem(lambda g: _set(g.ops[2], "inputs", [1])),
-        "expected (1, 1, C)",
+        "has dims",
     ),
     "pool output": (
         lambda b: _stem(lambda g: g.values.__setitem__(2, ("pool", 0, 1, 1, 7))),

@@ -220,7 +220,10 @@ def _add_tensor(g, name, dtype, dims, rng, tail_of: Optional[int] = None) -> int
     else:
         data = rng.integers(0, 2**63, dims, dtype=np.uint64)
         if tail_of is not None and tail_of % 64:
-            data[..., -1] &= np.uint64((1 << (tail_of % 64)) - 1)
+            # every row of words(tail_of) words (a BFC weight row holds H*W of them)
+            words = words_for_channels(tail_of)
+            rows = data.reshape(-1, words) if data.size % words == 0 else data.reshape(-1, 1)
+            rows[:, -1] &= np.uint64((1 << (tail_of % 64)) - 1)
     g.tensors.append(Tensor(name, dtype, data))
     return len(g.tensors) - 1
 
@@ -268,6 +271,8 @@ def base_cases() -> List[Tuple[str, Case]]:
         ("clip relu6", relu6),
         ("bfc 70", Case(B["BFC"], [(1, 1, 70)], [], 5)),
         ("bfc 64", Case(B["BFC"], [(1, 1, 64)], [], 3)),
+        ("bfc map 70", Case(B["BFC"], [(2, 3, 70)], [], 4)),
+        ("fc fp32 map", Case(B["FC"], [(2, 3, 5)], [0], 4)),
         (
             "bconv general 3x3 s2 one",
             Case(B["BCONV2D_GENERAL"], [(7, 6, 70)], [3, 3, 2, 2, 1, 1, 1, 1, 1], 5),
@@ -526,6 +531,11 @@ def special_cases() -> List[Tuple[str, Case]]:
             "avgpool2d window of 2^24 pixels",
             Case(B["AVGPOOL2D"], [(1, 1, 1)], [4096, 4096, 1, 1, 4095, 4095, 0, 0, 0, 1], 0),
         ),
+        # FC and BFC read an (H, W, C) map as one vector; bitplane8 needs (1, 1, C)
+        ("fc int8 on a map", Case(B["FC"], [(3, 2, 5)], [1], 4)),
+        ("fc bitplane8 on a map", Case(B["FC"], [(2, 1, 70)], [2], 5)),
+        ("bfc on a map 64", Case(B["BFC"], [(2, 3, 64)], [], 3)),
+        ("bfc on a map 5", Case(B["BFC"], [(3, 3, 5)], [], 6)),
     ]
 
 

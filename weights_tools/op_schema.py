@@ -313,9 +313,11 @@ OPS: Tuple[OpSchema, ...] = (
         14,
         "FC",
         "kFC",
-        (Input(F32, "(1, 1, C)"),),
+        (_F32_IN,),
         Input(F32, "(1, 1, Co)"),
-        "see FC encodings below",
+        "see FC encodings below; the input is read as one vector of H·W·C features in NHWC "
+        "order (pixel-major: feature (y·W + x)·C + c), so an FC after a flattened H×W map "
+        "needs no reshape op (H = W = 1 is the classic head)",
         attrs=(
             _enum_attr("encoding", "weight encoding", ((0, "fp32"), (1, "int8"), (2, "bitplane8"))),
         ),
@@ -323,8 +325,8 @@ OPS: Tuple[OpSchema, ...] = (
             Slot(
                 "weight",
                 (
-                    Form(F32, ("Co", "C"), "fp32"),
-                    Form(I8, ("Co", "C"), "int8"),
+                    Form(F32, ("Co", "H*W*C"), "fp32"),
+                    Form(I8, ("Co", "H*W*C"), "int8"),
                     Form(BITS, ("8", "Co", "words(C)"), "bitplane8", tail_bits_of="C"),
                 ),
             ),
@@ -335,6 +337,7 @@ OPS: Tuple[OpSchema, ...] = (
             Slot("bias", (Form(F32, ("Co",)),)),
         ),
         mode=ModeByAttr("encoding", ((0, "fp32"), (1, "int8"), (2, "bitplane8"))),
+        rules=("bitplane8: the input is (1, 1, C) (its planes pack C features per row)",),
     ),
     OpSchema(
         15,
@@ -393,16 +396,22 @@ OPS: Tuple[OpSchema, ...] = (
         18,
         "BFC",
         "kBFC",
-        (Input(BITS, "(1, 1, C)"),),
+        (Input(BITS, "(H, W, C)"),),
         Input(F32, "(1, 1, Co)"),
-        "binary fully connected (BinaryNet's hidden layers): dot = Σ over channels of a·w (±1) "
-        "= C − 2·popcount(a XOR w); out = dot·scale + bias",
+        "binary fully connected (BinaryNet's hidden layers): the packed input read as one vector "
+        "of H·W·C signs, each pixel's words(C) words in turn (tail bits 0); dot = Σ over pixels "
+        "and channels of a·w (±1) = H·W·C − 2·popcount(a XOR w); out = dot·scale + bias. "
+        "Weight row o is packed like the input: H·W pixels of words(C) words",
         slots=(
-            Slot("weight", (Form(BITS, ("Co", "words(C)"), tail_bits_of="C"),)),
+            Slot("weight", (Form(BITS, ("Co", "H*W*words(C)"), tail_bits_of="C"),)),
             Slot("scale", (Form(F32, ("Co",)),)),
             Slot("bias", (Form(F32, ("Co",)),)),
         ),
-        rules=("C <= 2^31 − 1 (the dot is an int32)",),
+        rules=(
+            "H·W·C <= 2^31 − 1 (the dot is an int32)",
+            "H·W > 1 with C not a multiple of 64: 64·H·W·words(C) <= 2^24 (the engine's "
+            "padded-tail path counts in float32; far beyond any real model)",
+        ),
     ),
     OpSchema(
         19,

@@ -537,8 +537,15 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
             value_is(v, f"input {j}", (H, W, v.channels))
         value_is(out, "output", (H, W, sum(v.channels for v in ins)))
     elif t == OpType.FC:
-        value_is(x, "input", (1, 1, C))
+        # (H, W, C) read as one vector of H*W*C features; bitplane8 packs C per plane row
         value_is(out, "output", (1, 1, out.channels))
+        if mode == "bitplane8" and (H, W) != (1, 1):
+            _fail(
+                f"{label}: input {x.name!r} has shape {x.shape}, but bitplane8 weights need a "
+                f"(1, 1, C) input"
+            )
+        if H * W * C > 2**31 - 1:
+            _fail(f"{label}: input {x.name!r} of shape {x.shape} has more than 2^31 - 1 features")
     elif t == OpType.MAXPOOL:
         kh, kw, sh, sw, pt, pl, pb, pr = a
         if H + pt + pb < kh or W + pl + pr < kw:
@@ -548,10 +555,15 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
     elif t == OpType.CLIP:
         value_is(out, "output", x.shape)
     elif t == OpType.BFC:
-        value_is(x, "input", (1, 1, C))
+        # (H, W, C) bits read as one vector of H*W pixels of words(C) words
         value_is(out, "output", (1, 1, out.channels))
-        if C > 2**31 - 1:
-            _fail(f"{label}: C = {C} overflows the int32 dot")
+        if H * W * C > 2**31 - 1:
+            _fail(f"{label}: H*W*C = {H * W * C} overflows the int32 dot")
+        if H * W > 1 and C % BITS_PER_WORD and H * W * words_for_channels(C) * 64 > 2**24:
+            _fail(
+                f"{label}: input {x.name!r} of shape {x.shape}: an H x W map whose channels are "
+                f"not a multiple of 64 may hold at most 2^24 bit positions (64*H*W*words(C))"
+            )
     elif t == OpType.BCONV2D_GENERAL:
         kh, kw, sh, sw, pt, pl, pb, pr, _ = a
         if H + pt + pb < kh or W + pl + pr < kw:
@@ -624,7 +636,9 @@ def _validate_slots(
         if form.tail_bits_of is not None:
             channels = _eval_dim(form.tail_bits_of, env)
             tail = channels % BITS_PER_WORD
-            if tail and np.any(tensor.data[..., -1] >> np.uint64(tail)):
+            # rows of words(channels) words (a BFC weight row holds H*W of them)
+            rows = tensor.data.reshape(-1, words_for_channels(channels))
+            if tail and np.any(rows[:, -1] >> np.uint64(tail)):
                 _fail(
                     f"{label}: tensor T{i} ({slot.role}) tail bits past channel {channels} must be 0"
                 )

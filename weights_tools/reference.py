@@ -349,7 +349,7 @@ def _fc(graph: Graph, op: Op, args):
     (x,) = args
     (encoding,) = op.attrs
     n = x.shape[0]
-    v = x.reshape(n, -1).astype(np.float64)  # [N, C]
+    v = x.reshape(n, -1).astype(np.float64)  # [N, H*W*C]: NHWC order, the engine's
     weight = _tensor(graph, op, 0)
     bias = _tensor(graph, op, 2).astype(np.float64)
     if encoding == FCEncoding.FP32:
@@ -393,16 +393,20 @@ def _clip(graph: Graph, op: Op, args):
 
 
 def _bfc(graph: Graph, op: Op, args):
-    """Binary FC: dot over ±1 activations and weights (exact integers); out = f32(dot) * scale
-    + bias in f32, the BCONV2D epilogue."""
-    (bits,) = args
+    """Binary FC: the (H, W, C) bits read as one vector of H*W*C signs (NHWC order); dot over
+    ±1 activations and weights (exact integers); out = f32(dot) * scale + bias in f32, the
+    BCONV2D epilogue."""
+    (bits,) = args  # [N, H, W, words(C)]
+    n = bits.shape[0]
     c = graph.values[op.inputs[0]].channels
-    a = unpack_signs(bits, c, dtype=np.float64).reshape(bits.shape[0], c)  # [N, C] of ±1
-    w = unpack_signs(_tensor(graph, op, 0), c, dtype=np.float64)  # [O, C] of ±1
-    # float64 holds every partial sum (|sum| <= C < 2^31) exactly, so the dot is exact.
+    a = unpack_signs(bits, c, dtype=np.float64).reshape(n, -1)  # [N, H*W*C] of ±1
+    weight = _tensor(graph, op, 0)  # [O, H*W*words(C)]: H*W pixels of words(C) words
+    w = unpack_signs(weight.reshape(weight.shape[0], -1, bits.shape[-1]), c, dtype=np.float64)
+    w = w.reshape(weight.shape[0], -1)  # [O, H*W*C] of ±1
+    # float64 holds every partial sum (|sum| <= H*W*C < 2^31) exactly, so the dot is exact.
     dot = (a @ w.T).astype(f32)
     scale, bias = _tensor(graph, op, 1), _tensor(graph, op, 2)
-    return (dot * scale + bias).astype(f32).reshape(bits.shape[0], 1, 1, -1)
+    return (dot * scale + bias).astype(f32).reshape(n, 1, 1, -1)
 
 
 def _softmax(graph: Graph, op: Op, args):

@@ -486,18 +486,26 @@ void build_concat(Builder& b) {
   op.pixels = std::size_t{first.height} * first.width;
 }
 
+// FC: f32 (H, W, C) read as one vector of H*W*C features (NHWC order: an FC after a flattened
+// map) -> (1, 1, Co). bitplane8 packs C features per plane row, so it needs H = W = 1.
 void build_fc(Builder& b) {
   Op& op = b.op;
   const ValueInfo& in = b.in(0);
   const ValueInfo& out = b.out();
-  if (in.height != 1 || in.width != 1) {
-    b.fail("input " + quoted(in.name) + " has shape " + shape_str(in) +
-           ", expected (1, 1, C) (pool first)");
-  }
   b.expect_shape("output", out, 1, 1, out.channels);
   op.fc_encoding = static_cast<int>(b.attr(0));
+  const std::uint64_t pixels = std::uint64_t{in.height} * in.width;  // < 2^64
+  if (op.fc_encoding == 2 && pixels != 1) {
+    b.fail("input " + quoted(in.name) + " has shape " + shape_str(in) +
+           ", but bitplane8 weights need a (1, 1, C) input");
+  }
+  // The weight dims multiply H*W*C: bound it first so that the product cannot wrap.
+  const std::uint64_t c = sat_mul(pixels, in.channels);
+  if (c > static_cast<std::uint64_t>(std::numeric_limits<std::int32_t>::max())) {
+    b.fail("input " + quoted(in.name) + " of shape " + shape_str(in) +
+           " has more than 2^31 - 1 features");
+  }
   b.check_slots();
-  const std::uint64_t c = in.channels;
   const std::uint64_t o = out.channels;
   op.channels = c;
   op.out_features = o;
@@ -539,27 +547,37 @@ void build_clip(Builder& b) {
   op.stats.params = 2;
 }
 
-// BFC: bits (1, 1, C) x bits (Co, words(C)) -> f32 (1, 1, Co), the FC's shape rules.
+// BFC: bits (H, W, C) x bits (Co, H*W*words(C)) -> f32 (1, 1, Co): the input read as one vector
+// of H*W pixels of words(C) words each (a flattened map; H = W = 1 is the usual hidden layer).
 void build_bfc(Builder& b) {
   Op& op = b.op;
   const ValueInfo& in = b.in(0);
   const ValueInfo& out = b.out();
-  if (in.height != 1 || in.width != 1) {
-    b.fail("input " + quoted(in.name) + " has shape " + shape_str(in) +
-           ", expected (1, 1, C) (pool first)");
-  }
   b.expect_shape("output", out, 1, 1, out.channels);
+  const std::uint64_t pixels = std::uint64_t{in.height} * in.width;  // < 2^64
   const std::uint64_t c = in.channels;
   const std::uint64_t o = out.channels;
-  // Every variant's dot is an int32: |dot| <= C.
-  if (c > static_cast<std::uint64_t>(std::numeric_limits<std::int32_t>::max())) {
-    b.fail(std::to_string(c) + " input channels overflow the int32 dot of a binary FC");
+  // Every variant's dot is an int32: |dot| <= H*W*C (saturating, so the check cannot wrap and
+  // the weight dims H*W*words(C) are small enough to multiply).
+  const std::uint64_t bits = sat_mul(pixels, c);
+  if (bits > static_cast<std::uint64_t>(std::numeric_limits<std::int32_t>::max())) {
+    b.fail(std::to_string(bits) + " input signs (" + shape_str(in) +
+           ") overflow the int32 dot of a binary FC");
+  }
+  // run_bfc counts a map whose pixels end in tail bits over whole words, then removes the tail
+  // bits' share of the dot in float32: exact while the whole-word count fits 2^24.
+  if (pixels > 1 && c % kBitsPerWord != 0 &&
+      sat_mul(pixels, words_for_channels(c)) * kBitsPerWord > (std::uint64_t{1} << 24)) {
+    b.fail("input " + quoted(in.name) + " of shape " + shape_str(in) +
+           ": an H x W map whose channels are not a multiple of 64 may hold at most 2^24 "
+           "bit positions (64 * H * W * words(C))");
   }
   b.check_slots();
   op.channels = c;
+  op.pixels = pixels;
   op.out_features = o;
-  op.stats.params = sat_mul(o, c) + 2 * o;
-  op.stats.bops = sat_mul(o, c);
+  op.stats.params = sat_mul(o, bits) + 2 * o;
+  op.stats.bops = sat_mul(o, bits);
 }
 
 // Output size of PyTorch's conv; fails when the kernel does not fit the padded input.

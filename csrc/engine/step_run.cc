@@ -312,7 +312,13 @@ void run_clip(const Step& step, const ExecContext& ctx) {
 }
 
 // Binary FC: split by output features like the FC (weight rows are independent), once the
-// weights are large enough (words, 64 channels each) to pay for the hand-off.
+// weights are large enough (words, 64 channels each) to pay for the hand-off. The input is H*W
+// pixels of words(C) words. With one pixel, or C a multiple of 64, that is the packed vector of
+// H*W*C signs the kernel expects. Otherwise each pixel ends in tail bits (0 in input and
+// weights, so they never differ): the kernel runs on all 64*H*W*words(C) bit positions with
+// scale 1 and bias -(number of tail bits), which leaves the exact dot as a float (every value
+// involved is an integer below 2^24, checked by build_bfc), and the epilogue follows in the same
+// order as the kernel's (multiply, then add; no FMA).
 void run_bfc(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
   const BitWord* x = ctx.value<const BitWord>(op.inputs[0]);
@@ -321,11 +327,33 @@ void run_bfc(const Step& step, const ExecContext& ctx) {
   const BitWord* w = op.tensors[0]->as<BitWord>();
   const float* scale = op.tensors[1]->as<float>();
   const float* bias = op.tensors[2]->as<float>();
-  const std::size_t c = op.channels;
-  const std::size_t words = words_for_channels(c);
+  const std::size_t words = op.pixels * words_for_channels(op.channels);
   const bool split = ctx.pool != nullptr && op.out_features * words >= kParallelMinFloats;
+  if (op.pixels == 1 || op.channels % kBitsPerWord == 0) {
+    const std::size_t c = op.pixels * op.channels;
+    auto body = [&](std::size_t b, std::size_t e) {
+      k.run(c, e - b, x, w + b * words, scale + b, bias + b, out + b);
+    };
+    split ? ctx.parallel_for(op.out_features, body) : body(0, op.out_features);
+    return;
+  }
+  const std::size_t positions = words * kBitsPerWord;
+  const float tail_bits = static_cast<float>(positions - op.pixels * op.channels);
+  constexpr std::size_t kChunk = 64;  // outputs per kernel call: the unit scale and bias arrays
   auto body = [&](std::size_t b, std::size_t e) {
-    k.run(c, e - b, x, w + b * words, scale + b, bias + b, out + b);
+    float unit[kChunk], minus_tail[kChunk];
+    for (std::size_t i = 0; i < kChunk; ++i) {
+      unit[i] = 1.0f;
+      minus_tail[i] = -tail_bits;
+    }
+    for (std::size_t o = b; o < e; o += kChunk) {
+      const std::size_t n = std::min(kChunk, e - o);
+      k.run(positions, n, x, w + o * words, unit, minus_tail, out + o);
+      for (std::size_t i = o; i < o + n; ++i) {
+        const float scaled = out[i] * scale[i];
+        out[i] = scaled + bias[i];
+      }
+    }
   };
   split ? ctx.parallel_for(op.out_features, body) : body(0, op.out_features);
 }

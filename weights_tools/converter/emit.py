@@ -19,9 +19,16 @@ import onnx
 
 from ..qbw import DType, FCEncoding, Graph, Op, OpType, Preprocessing, Tensor, Value, pack_signs
 from .errors import ConversionError
-from .ir import IRGraph
+from .ir import IRGraph, ValueInfo
 
 __all__ = ["emit", "op_sources"]
+
+
+def _nhwc_columns(w: np.ndarray, x: ValueInfo) -> np.ndarray:
+    """An FC's weights [O, C*H*W], columns in PyTorch's order c*H*W + y*W + x (the flattening
+    of an NCHW map; H = W = 1 for a plain vector), as [O, H, W, C]: the engine's input is the
+    map's NHWC data, feature (y*W + x)*C + c. The caller flattens (float) or packs C (bits)."""
+    return w.reshape(w.shape[0], x.c, x.h, x.w).transpose(0, 2, 3, 1)
 
 
 def emit(graph: IRGraph, model_name: str = "") -> Graph:
@@ -103,6 +110,8 @@ def emit(graph: IRGraph, model_name: str = "") -> Graph:
             else:
                 ops.append(Op(OpType.BCONV2D, name, ins, [out], slots, [p["k"], p["pad_mode"]]))
         elif n.kind == "bfc":
+            # [O, H, W, words(C)] -> [O, H*W*words(C)]: each pixel's words, as the input's
+            packed = pack_signs(_nhwc_columns(p["w"], graph.values[n.inputs[0]]))
             ops.append(
                 Op(
                     OpType.BFC,
@@ -110,7 +119,7 @@ def emit(graph: IRGraph, model_name: str = "") -> Graph:
                     ins,
                     [out],
                     [
-                        tensor(name + ".weight", DType.BITS, pack_signs(p["w"])),  # [O, words]
+                        tensor(name + ".weight", DType.BITS, packed.reshape(len(packed), -1)),
                         f32(name + ".scale", p["scale"]),
                         f32(name + ".bias", p["bias"]),
                     ],
@@ -141,13 +150,18 @@ def emit(graph: IRGraph, model_name: str = "") -> Graph:
         elif n.kind == "avgpool":
             ops.append(Op(OpType.AVGPOOL, name, ins, [out], [], [*p["kernel"], *p["stride"]]))
         elif n.kind == "fc":
+            fc_weight = _nhwc_columns(p["w"], graph.values[n.inputs[0]])  # [O, H, W, C]
             ops.append(
                 Op(
                     OpType.FC,
                     name,
                     ins,
                     [out],
-                    [f32(name + ".weight", p["w"]), None, f32(name + ".bias", p["b"])],
+                    [
+                        f32(name + ".weight", fc_weight.reshape(len(fc_weight), -1)),
+                        None,
+                        f32(name + ".bias", p["b"]),
+                    ],
                     [int(FCEncoding.FP32)],
                 )
             )

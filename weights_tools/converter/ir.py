@@ -14,12 +14,13 @@ Node kinds and their params (all per output channel unless said otherwise):
 - ``bconv``: binary conv on bits; ``w`` [Co, Ci, k, k] int8 ±1, ``k``, ``pad_mode`` (0: zero,
   1: one padding), ``scale``, ``bias``.
 - ``bfc``: binary fully connected on bits; ``w`` [O, I] int8 ±1, ``scale``, ``bias`` (the
-  output affine: scale holds alpha_o of scaled weights alpha_o * sign(W)).
+  output affine: scale holds alpha_o of scaled weights alpha_o * sign(W)). I = C*H*W when the
+  input is a flattened map, columns in PyTorch's order c*H*W + y*W + x (emission permutes them).
 - ``affine``: ``scale``, ``bias``, ``pure_add`` (True when it is one Add/Sub of a constant, so
   the scale is exactly 1 and ``x*1 + c`` is ``x + c``).
 - ``clip``: ``lo``, ``hi`` (floats); only before a sign (`passes.drop_clip_before_sign`), emission
   refuses any other.
-- ``prelu``: ``slope``. ``avgpool``: ``kernel``, ``stride``. ``fc``: ``w`` [O, I], ``b`` [O].
+- ``prelu``: ``slope``. ``avgpool``: ``kernel``, ``stride``. ``fc``: ``w`` [O, I] (as ``bfc``), ``b`` [O].
 - ``maxpool``: ``kernel``, ``stride``, ``pads`` (top, left, bottom, right; floor mode, the
   end pads already widened for ceil mode). ``clip``: ``lo``, ``hi`` (floats, lo <= hi).
 - ``softmax``: ``log`` (bool: LogSoftmax); over the channels of each pixel.
@@ -44,7 +45,7 @@ __all__ = ["Node", "ValueInfo", "IRGraph"]
 @dataclass
 class ValueInfo:
     """A dynamic ONNX tensor, per image: channels, height, width, its ONNX rank (4, or 2 for a
-    (N, C) vector), and what it holds: 'f32', 'pm1' (the ±1 output of a sign) or 'pm1pad'
+    (N, C) vector, or a (N, C*H*W) flattened map that keeps the map's c, h, w), and what it holds: 'f32', 'pm1' (the ±1 output of a sign) or 'pm1pad'
     (that output padded with +1 by a Pad)."""
 
     name: str
@@ -54,6 +55,18 @@ class ValueInfo:
     rank: int = 4
     kind: str = "f32"
     source: Optional[str] = None  # for 'pm1pad': the padded sign value
+
+    @property
+    def features(self) -> int:
+        """The length of the value read as a vector: C*H*W."""
+        return self.c * self.h * self.w
+
+    @property
+    def flat_map(self) -> bool:
+        """A (N, C*H*W) flattening of an H x W map (H*W > 1): the engine keeps the map's NHWC
+        data, so only ops that do not depend on the element order (and an FC, whose weight
+        columns are permuted to match) may read it."""
+        return self.rank == 2 and (self.h, self.w) != (1, 1)
 
 
 @dataclass(eq=False)
@@ -66,10 +79,13 @@ class Node:
     output: str
     src: onnx.NodeProto
     p: Dict[str, Any] = field(default_factory=dict)
+    # appended to the name when one ONNX node becomes several engine ops (the two halves of a
+    # binary conv with zero weights), so that each op and its tensors have a name of their own
+    suffix: str = ""
 
     @property
     def name(self) -> str:
-        return self.src.name or f"{self.src.op_type}:{self.src.output[0]}"
+        return (self.src.name or f"{self.src.op_type}:{self.src.output[0]}") + self.suffix
 
 
 @dataclass

@@ -322,6 +322,12 @@ class Translator:
             raise ConversionError(f"the output {name!r} is a constant")
         elif name in self.ge or self.resolve(name) not in self.values:
             raise ConversionError(f"the output {name!r} is not produced by a supported op")
+        elif self.values[self.resolve(name)].flat_map:
+            v = self.values[self.resolve(name)]
+            raise ConversionError(
+                f"the output {name!r} is a flattened {v.c}x{v.h}x{v.w} map; the engine keeps "
+                f"maps in NHWC order, so it would not be PyTorch's (N, C*H*W) order"
+            )
         elif self.values[self.resolve(name)].kind != "f32":
             raise ConversionError(
                 f"the output {name!r} is a sign's ±1 output; the engine's output must be float"
@@ -402,6 +408,8 @@ class Translator:
         c = np.asarray(c)
         if c.dtype.kind != "f":
             fail(node, f"{what} must be a float constant, got {c.dtype}")
+        if v.flat_map and c.size != 1:
+            fail(node, _flat_map_problem(v, f"{what} of shape {c.shape} (one value per feature)"))
         if c.ndim > v.rank:
             fail(node, f"{what} of shape {c.shape} has more dims than the activation")
         shape = (1,) * (v.rank - c.ndim) + c.shape
@@ -430,7 +438,7 @@ class Translator:
         v = ValueInfo(name, c, h, w, rank, kind)
         inferred = self.inferred.get(name)
         if inferred is not None and len(inferred) == rank and None not in inferred[1:]:
-            mine = (c, h, w)[: rank - 1] if rank == 4 else (c,)
+            mine = (c, h, w) if rank == 4 else (c * h * w,)
             if tuple(inferred[1:]) != mine:
                 fail(
                     node,
@@ -585,33 +593,122 @@ def _conv(tr: Translator, node: onnx.NodeProto) -> None:
         )
 
 
-def _binary_weights(tr: Translator, node, w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Weights ±alpha_o per output channel o (alpha_o > 0; 1 for plain ±1 weights, the mean |W|
-    of XNOR-Net or ReActNet's scaled sign(W) once folded) -> the ±1 weights and alpha [Co]."""
+@dataclass
+class BinaryWeights:
+    """The weights of a binary conv or FC as the engine runs them: w = alpha_o * t with t in
+    {-1, 0, +1} (PyTorch's sign(0) = 0 keeps exact zeros). `pm1` is t with +1 at its zeros
+    (exactly t where there are none); where `zeros` is not None (the bool mask of t's zeros),
+    `pm1_low` is t with -1 there, and t = (pm1 + pm1_low) / 2 is the sum of two binary
+    layers."""
+
+    pm1: np.ndarray  # int8 ±1, the shape of w
+    alpha: np.ndarray  # float64 [Co], > 0
+    zeros: Optional[np.ndarray] = None
+    pm1_low: Optional[np.ndarray] = None
+
+
+def _binary_weights(tr: Translator, node, w: np.ndarray) -> BinaryWeights:
+    """Weights in {-alpha_o, 0, +alpha_o} per output channel o (alpha_o > 0; 1 for plain ±1
+    weights, the mean |W| of XNOR-Net or ReActNet's scaled sign(W) once folded; 0 where
+    torch.sign(W) met an exact 0.0 weight) -> `BinaryWeights`. An output channel of zeros
+    only gets alpha 1 (its two halves cancel)."""
     co = w.shape[0]
-    magnitude = np.abs(w.reshape(co, -1)).astype(np.float64)
-    alpha = magnitude[:, 0].copy()
-    if not (
-        np.all(magnitude == alpha[:, None]) and np.all(alpha > 0) and np.all(np.isfinite(alpha))
-    ):
+    flat = np.asarray(w, dtype=np.float64).reshape(co, -1)
+    if not np.all(np.isfinite(flat)):
         fail(
             node,
-            "its input is a sign (±1), so it must be a binary conv, but its weights are not "
-            "±alpha with one alpha > 0 per output channel (binary weights, or scaled binary "
-            "weights such as mean|W| * sign(W)); float weights on binary activations (e.g. "
-            "the zoo's training stage 1) cannot run on the engine",
+            "its input is a sign (±1), so it must be a binary layer, but a weight is NaN or inf",
         )
-    return np.where(w > 0, 1, -1).astype(np.int8), alpha
+    magnitude = np.abs(flat)
+    nonzero = magnitude != 0
+    # alpha_o: the magnitude of the first nonzero weight of row o (1 for a row of zeros)
+    first = np.argmax(nonzero, axis=1)
+    alpha = np.where(nonzero.any(axis=1), magnitude[np.arange(co), first], 1.0)
+    mixed = np.flatnonzero(np.any(nonzero & (magnitude != alpha[:, None]), axis=1))
+    if mixed.size:
+        o = int(mixed[0])
+        values = np.unique(magnitude[o][nonzero[o]])
+        fail(
+            node,
+            f"its input is a sign (±1), so it must be a binary layer, but its weights are not "
+            f"of one magnitude per output channel (±alpha_o, or 0 where torch.sign(W) met an "
+            f"exact 0): output channel {o} holds {values.size} different magnitudes "
+            f"({', '.join(f'{v:.6g}' for v in values[:3])}{', ...' if values.size > 3 else ''}) "
+            f"in {mixed.size} of {co} channels. Binary weights (sign(W), or alpha_o * sign(W) "
+            f"with one alpha_o per channel such as XNOR-Net's mean|W|) convert; float weights "
+            f"on binary activations (e.g. the zoo's training stage 1) cannot run on the engine",
+        )
+    pm1 = np.where(w >= 0, 1, -1).astype(np.int8)  # +1 at the zeros (and at -0.0)
+    zeros = w == 0
+    if not zeros.any():
+        return BinaryWeights(pm1, alpha)
+    return BinaryWeights(pm1, alpha, zeros, np.where(w > 0, 1, -1).astype(np.int8))
+
+
+def _emit_binary(
+    tr: Translator,
+    kind: str,
+    node,
+    source: ValueInfo,
+    out: ValueInfo,
+    bw: BinaryWeights,
+    bias: np.ndarray,
+    what: str,
+    **p,
+) -> None:
+    """A binary layer (`kind` 'bconv' or 'bfc') with weights `bw`, writing `out`.
+
+    Without zero weights, one node: the integer dot, then alpha_o (`scale`) and the bias. With
+    zeros, t = (pm1 + pm1_low) / 2: two binary layers on the same bits and padding (the
+    halves read the same pad taps, so each pad tap adds w1 + w2 = 2 t, as PyTorch's conv of the
+    padded input with ternary weights adds t), each with scale 1 and bias 0 (the float of an
+    integer dot, exact), an ADD (an exact integer: |dot1 + dot2| <= 2 * fan-in <= 2^24), then
+    one affine (sum * alpha_o / 2 + bias) that later BNs fold into: exact in the integer dots
+    up to that one float scale and bias, as a binary layer without zeros is."""
+    if bw.zeros is None:
+        tr.emit(kind, node, [source.name], out, w=bw.pm1, scale=bw.alpha, bias=bias, **p)
+        return
+    assert bw.pm1_low is not None
+    fan_in = bw.pm1[0].size
+    if fan_in > 2**23:
+        fail(
+            node,
+            f"its weights hold exact zeros and its fan-in {fan_in} is above 2^23, where the "
+            f"sum of two binary dots is no longer exact in float32; make the zero weights ±1",
+        )
+    count = int(np.count_nonzero(bw.zeros))
+    channels = int(np.count_nonzero(bw.zeros.reshape(bw.zeros.shape[0], -1).any(axis=1)))
+    tr.warnings.append(
+        f"{node_label(node)}: {count} of the {bw.zeros.size} weights of this binary {what} "
+        f"are exactly 0 (torch.sign(W) of a 0.0 weight, in {channels} of its "
+        f"{bw.zeros.shape[0]} output channels), which one bit cannot hold: it runs exactly, "
+        f"as two binary {what}s on the same bits summed, at 2x the cost of this layer"
+    )
+    co = out.c
+    ones, nothing = np.ones(co), np.zeros(co)
+    halves = []
+    for j, weights in enumerate((bw.pm1, bw.pm1_low)):
+        half = ValueInfo(f"{out.name}.ternary_half{j}", out.c, out.h, out.w, out.rank)
+        tr.values[half.name] = half
+        n = tr.emit(kind, node, [source.name], half, w=weights, scale=ones, bias=nothing, **p)
+        n.suffix = f".ternary_half{j}"
+        halves.append(half.name)
+    total = ValueInfo(f"{out.name}.ternary_sum", out.c, out.h, out.w, out.rank)
+    tr.values[total.name] = total
+    tr.emit("add", node, halves, total).suffix = ".ternary_sum"
+    tr.emit(
+        "affine", node, [total.name], out, scale=bw.alpha / 2, bias=bias, pure_add=False
+    ).suffix = ".ternary_scale"
 
 
 def _binary_conv(tr: Translator, node, x: ValueInfo, w, bias, group, stride, pads):
     """A conv of a sign's ±1: BCONV2D for the 'same' stride-1 1x1 and 3x3 (its fast kernels),
     BCONV2D_GENERAL (emitted from the same IR node, with `general` set) for any other kernel,
-    stride or padding."""
+    stride or padding; two of them summed where the weights hold exact zeros (`_emit_binary`)."""
     co, ci, kh, kw = w.shape
     if group != 1:
         fail(node, f"grouped binary convs are not supported (group {group}); only group 1")
-    w, alpha = _binary_weights(tr, node, w)
+    bw = _binary_weights(tr, node, w)
     if x.kind == "pm1pad":
         # Pad(value=1, one pixel per side) then the conv: the engine's one padding. The conv's
         # own pads would be zeros around the ones, which no engine op computes.
@@ -629,16 +726,18 @@ def _binary_conv(tr: Translator, node, x: ValueInfo, w, bias, group, stride, pad
         fail(node, f"weight {w.shape} does not fit the input {(source.c, source.h, source.w)}")
     same = stride == (1, 1) and kh == kw and kh in (1, 3) and pads == (kh // 2,) * 4
     out = tr.new_value(node, co, ho, wo)
-    tr.emit(
+    # conv(a, alpha*s) = alpha*conv(a, s): the integer dot, then the scale
+    _emit_binary(
+        tr,
         "bconv",
         node,
-        [source.name],
+        source,
         out,
-        w=w,
+        bw,
+        bias,
+        "conv",
         k=kh,
         pad_mode=pad_mode,
-        scale=alpha,  # conv(a, alpha*s) = alpha*conv(a, s): the integer dot, then the scale
-        bias=bias,
         general=not same,
         stride=tuple(stride),
         pads=tuple(pads),
@@ -683,6 +782,8 @@ def _batchnormalization(tr: Translator, node: onnx.NodeProto) -> None:
     if a.get("training_mode", 0):
         fail(node, "training_mode=1 is not supported; export the model in eval mode")
     x = tr.value(node, node.input[0])
+    if x.flat_map:
+        fail(node, _flat_map_problem(x, "a BatchNorm1d of its C*H*W features"))
     gamma, beta, mean, var = (
         tr.const(node, i, n).astype(np.float64)
         for i, n in enumerate(("scale", "bias", "mean", "var"), start=1)
@@ -750,6 +851,8 @@ def _add(tr: Translator, node: onnx.NodeProto) -> None:
         tr.emit("affine", node, [x.name], out, scale=np.ones(x.c), bias=c, pure_add=True)
         return
     x, y = tr.value(node, a), tr.value(node, b)
+    if (x.flat_map or y.flat_map) and x.rank != y.rank:
+        fail(node, _flat_map_problem(x if x.flat_map else y, "an Add with a 4-D activation"))
     if (x.c, x.h, x.w) != (y.c, y.h, y.w):
         fail(
             node,
@@ -811,6 +914,8 @@ def _mul(tr: Translator, node: onnx.NodeProto) -> None:
         )
         return
     x, s = tr.value(node, a), tr.value(node, b)
+    if x.flat_map or s.flat_map:
+        fail(node, _flat_map_problem(x if x.flat_map else s, "a product of two activations"))
     if (s.h, s.w) != (1, 1) and (x.h, x.w) == (1, 1):
         x, s = s, x
     if s.c != x.c or (s.h, s.w) != (1, 1):
@@ -1001,6 +1106,9 @@ def _leakyrelu(tr: Translator, node: onnx.NodeProto) -> None:
 @translates("Concat")
 def _concat(tr: Translator, node: onnx.NodeProto) -> None:
     xs = [tr.value(node, i) for i in node.input]
+    for x in xs:
+        if x.flat_map:
+            fail(node, _flat_map_problem(x, "a Concat"))
     rank = xs[0].rank
     axis = attrs(node).get("axis")
     if axis is None or axis % rank != 1 or any(x.rank != rank for x in xs):
@@ -1015,6 +1123,8 @@ def _concat(tr: Translator, node: onnx.NodeProto) -> None:
 def _tile(tr: Translator, node: onnx.NodeProto) -> None:
     x = tr.value(node, node.input[0])
     reps = [int(r) for r in tr.const(node, 1, "repeats").reshape(-1)]
+    if x.flat_map:
+        fail(node, _flat_map_problem(x, "a Tile"))
     if len(reps) != x.rank or any(r != 1 for j, r in enumerate(reps) if j != 1) or reps[1] < 1:
         fail(
             node,
@@ -1031,7 +1141,7 @@ def _tile(tr: Translator, node: onnx.NodeProto) -> None:
 def _expand(tr: Translator, node: onnx.NodeProto) -> None:
     x = tr.value(node, node.input[0])
     shape = tr.opt_const(node, 1, "the shape") if node.input[1] in tr.consts else None
-    dims = (None, x.c, x.h, x.w) if x.rank == 4 else (None, x.c)
+    dims = (None, x.c, x.h, x.w) if x.rank == 4 else (None, x.features)
     if shape is not None:
         shape = [int(s) for s in shape.reshape(-1)]
         aligned = [1] * (len(dims) - len(shape)) + shape
@@ -1166,50 +1276,132 @@ def _reducemean(tr: Translator, node: onnx.NodeProto) -> None:
     tr.emit("gap", node, [x.name], tr.new_value(node, x.c, 1, 1, rank))
 
 
-def _vector(tr: Translator, node, x: ValueInfo) -> None:
-    if (x.h, x.w) != (1, 1):
-        fail(
-            node,
-            f"reshaping a {x.c}x{x.h}x{x.w} activation is not supported (the "
-            f"engine is NHWC, so the element order would change); pool to 1x1 "
-            f"first",
-        )
+def _flat_map_problem(v: ValueInfo, what: str) -> str:
+    return (
+        f"{what} reads {v.name!r}, a {v.c}x{v.h}x{v.w} map flattened to (N, {v.features}); the "
+        f"engine keeps the map's NHWC data (its features in another order than PyTorch's "
+        f"c*H*W + y*W + x), so only element-wise ops (with scalar constants), signs and a "
+        f"fully connected layer may read it"
+    )
+
+
+def _flatten_to(tr: Translator, node, x: ValueInfo, rest: List[int]) -> None:
+    """`node` reshapes x to (N, *rest): record it as the same data, or fail. Supported: the
+    flattening of a map to (N, C*H*W) (a rank-2 alias that keeps the map's c, h, w: an FC reading
+    it gets its weight columns permuted at emission), its inverse back to (N, C, H, W), a
+    (N, C) <-> (N, C, 1, 1) change, and reshapes that change nothing."""
+    if x.kind == "pm1pad":
+        fail(node, "reshapes a +1-padded sign output; only a binary conv can read that")
+    if rest == [x.features] or (x.rank == 4 and (x.h, x.w) == (1, 1) and rest == [x.c, 1, 1]):
+        tr.alias(node, x, rank=len(rest) + 1)
+        return
+    if rest == [x.c, x.h, x.w]:  # a map, or a flattened map back to its own shape
+        tr.alias(node, x, rank=4)
+        return
+    shape = f"(N, {', '.join(str(d) for d in rest)})"
+    have = f"(N, {x.c}, {x.h}, {x.w})" if x.rank == 4 else f"(N, {x.features})"
+    fail(
+        node,
+        f"reshaping {have} to {shape} is not supported: only a flattening of (N, C, H, W) to "
+        f"(N, C*H*W) (before an FC), its inverse, and (N, C) <-> (N, C, 1, 1) are (the engine "
+        f"keeps maps in NHWC order)",
+    )
 
 
 @translates("Flatten")
 def _flatten(tr: Translator, node: onnx.NodeProto) -> None:
-    x = tr.value(node, node.input[0])
+    """torch.flatten(x, 1), nn.Flatten(): (N, C, H, W) -> (N, C*H*W)."""
+    x = tr.value(node, node.input[0], allow_pm1=True)
     if attrs(node).get("axis", 1) != 1:
         fail(node, "only Flatten(axis=1) is supported")
-    _vector(tr, node, x)
-    tr.alias(node, x, rank=2)
+    _flatten_to(tr, node, x, [x.features])
 
 
 @translates("Reshape")
 def _reshape(tr: Translator, node: onnx.NodeProto) -> None:
-    x = tr.value(node, node.input[0])
-    _vector(tr, node, x)
+    """x.view(x.size(0), -1), x.reshape(N, -1), x.view(-1, C*H*W), ...: the target shape from
+    the constant (0 copies the input's dim, one -1 is inferred), or from ONNX shape inference
+    when the shape is computed (x.size(0) exports as Shape -> Gather -> Concat). The batch dim
+    is not checked: the engine runs one image at a time."""
+    x = tr.value(node, node.input[0], allow_pm1=True)
+    if attrs(node).get("allowzero", 0):
+        fail(node, "Reshape with allowzero=1 is not supported")
+    in_dims = [None, x.c, x.h, x.w] if x.rank == 4 else [None, x.features]
     if node.input[1] in tr.consts:
         shape = [int(s) for s in tr.consts[node.input[1]].reshape(-1)]
-        in_dims = [None, x.c] + ([1, 1] if x.rank == 4 else [])
         dims = [in_dims[j] if s == 0 and j < len(in_dims) else s for j, s in enumerate(shape)]
         rest = dims[1:]
-        if -1 in rest and rest.count(-1) == 1:
+        if -1 in rest and rest.count(-1) == 1 and shape[0] != -1:
             known = int(np.prod([d for d in rest if d != -1]))
-            rest = [x.c // known if d == -1 and known and x.c % known == 0 else d for d in rest]
-        if rest in ([x.c], [x.c, 1, 1]):
-            tr.alias(node, x, rank=len(shape))
-            return
-        fail(node, f"only a Reshape to (N, C) or (N, C, 1, 1) is supported, got {shape}")
-    inferred = tr.inferred.get(node.output[0])
-    if inferred is not None and len(inferred) in (2, 4):
-        tr.alias(node, x, rank=len(inferred))
-    else:
-        fail(
-            node,
-            "a Reshape with a computed shape is supported only when its output "
-            "rank is known (2 or 4)",
-        )
+            if known and x.features % known == 0:
+                rest = [x.features // known if d == -1 else d for d in rest]
+        if any(d is None or d < 0 for d in rest):
+            fail(node, f"cannot resolve the target shape {shape} of a Reshape")
+        _flatten_to(tr, node, x, [int(d) for d in rest])
+        return
+    shapes = [_computed_shape(tr, node, node.input[1], batch) for batch in (2, 3)]
+    if shapes[0] is None or shapes[1] is None or shapes[0][1:] != shapes[1][1:]:
+        inferred = tr.inferred.get(node.output[0])
+        if inferred is None or len(inferred) not in (2, 4) or None in inferred[1:]:
+            fail(
+                node,
+                "a Reshape whose computed shape is not the batch size and constants (such as "
+                "x.view(x.size(0), -1)) is not supported, unless ONNX shape inference knows its "
+                "output shape",
+            )
+        _flatten_to(tr, node, x, [int(d) for d in inferred[1:]])
+        return
+    shape = shapes[0]
+    dims = [in_dims[j] if s == 0 and j < len(in_dims) else s for j, s in enumerate(shape)]
+    rest = dims[1:]
+    if -1 in rest and rest.count(-1) == 1:
+        known = int(np.prod([d for d in rest if d != -1]))
+        if known and x.features % known == 0:
+            rest = [x.features // known if d == -1 else d for d in rest]
+    if any(d is None or d < 0 for d in rest):
+        fail(node, f"cannot resolve the target shape {shape} of a Reshape")
+    _flatten_to(tr, node, x, [int(d) for d in rest])
+
+
+def _computed_shape(tr: Translator, node, name: str, batch: int) -> Optional[List[int]]:
+    """The value of shape tensor `name` when it is computed from activations' shapes and
+    constants only (x.size(0) exports as Shape -> Gather -> Unsqueeze -> Concat), evaluated with
+    batch size `batch` (a dim that follows the batch size shows by differing between two
+    batches); None when it depends on anything else."""
+    from onnx.reference import ReferenceEvaluator
+
+    known: Dict[str, np.ndarray] = {}
+    order: List[onnx.NodeProto] = []
+    stack, seen = [name], set()
+    while stack:  # the nodes computing `name`, back to Shape nodes and constants
+        v = stack.pop()
+        if v in tr.consts or v in seen:
+            continue
+        seen.add(v)
+        producer = tr.onnx_producer.get(v)
+        if producer is None or producer.domain not in ("", "ai.onnx") or len(order) > 64:
+            return None
+        if producer.op_type == "Shape":
+            source = tr.resolve(producer.input[0])
+            if source not in tr.values:
+                return None
+            val = tr.values[source]
+            full = [batch, val.c, val.h, val.w] if val.rank == 4 else [batch, val.features]
+            a = attrs(producer)
+            start, end = a.get("start", 0), a.get("end", len(full))
+            known[v] = np.array(full[start:end] if end != 0 else [], dtype=np.int64)
+            continue
+        order.append(producer)
+        stack.extend(i for i in producer.input if i)
+    position = {id(n): j for j, n in enumerate(tr.graph.node)}
+    try:
+        for n in sorted({id(n): n for n in order}.values(), key=lambda n: position[id(n)]):
+            ins = {i: known[i] if i in known else tr.consts[i] for i in n.input if i}
+            outs = ReferenceEvaluator(n, opsets={"": tr.opset}).run(None, ins)
+            known.update({o: np.asarray(r) for o, r in zip(n.output, outs) if o})
+        return [int(d) for d in known[name].reshape(-1)]
+    except Exception:  # not a computation of shapes the reference evaluator can do: refused
+        return None
 
 
 def _axes(tr: Translator, node) -> List[int]:
@@ -1221,23 +1413,30 @@ def _axes(tr: Translator, node) -> List[int]:
 
 @translates("Squeeze")
 def _squeeze(tr: Translator, node: onnx.NodeProto) -> None:
-    x = tr.value(node, node.input[0])
-    _vector(tr, node, x)
-    if x.rank != 4 or sorted(a % 4 for a in _axes(tr, node)) != [2, 3]:
-        fail(node, "only Squeeze of axes (2, 3) of a (N, C, 1, 1) activation is supported")
+    x = tr.value(node, node.input[0], allow_pm1=True)
+    if x.rank != 4 or (x.h, x.w) != (1, 1) or sorted(a % 4 for a in _axes(tr, node)) != [2, 3]:
+        fail(
+            node,
+            f"only Squeeze of axes (2, 3) of a (N, C, 1, 1) activation is supported (got a "
+            f"{x.c}x{x.h}x{x.w} activation of rank {x.rank}; flatten a map with Flatten or "
+            f"Reshape before an FC)",
+        )
     tr.alias(node, x, rank=2)
 
 
 @translates("Unsqueeze")
 def _unsqueeze(tr: Translator, node: onnx.NodeProto) -> None:
-    x = tr.value(node, node.input[0])
+    x = tr.value(node, node.input[0], allow_pm1=True)
+    if x.flat_map:
+        fail(node, _flat_map_problem(x, "an Unsqueeze"))
     if x.rank != 2 or sorted(a % 4 for a in _axes(tr, node)) != [2, 3]:
         fail(node, "only Unsqueeze of axes (2, 3) of a (N, C) activation is supported")
     tr.alias(node, x, rank=4)
 
 
 def _fc_input(tr: Translator, node) -> ValueInfo:
-    """The (N, C) input of a Gemm or MatMul: a float activation, or a sign's ±1 (a binary FC)."""
+    """The (N, C) input of a Gemm or MatMul: a float activation, or a sign's ±1 (a binary FC);
+    a flattened H x W map is (N, C*H*W) (`x.features`)."""
     x = tr.value(node, node.input[0], allow_pm1=True)
     if x.rank != 2:
         fail(node, "the input of a fully connected layer must be (N, C) (Flatten first)")
@@ -1248,24 +1447,16 @@ def _fc_input(tr: Translator, node) -> ValueInfo:
 
 def _emit_fc(tr: Translator, node, x: ValueInfo, w: np.ndarray, bias: np.ndarray) -> None:
     """w [O, C] float64 (alpha and any Gemm scale applied), bias [O]: a float FC, or a binary FC
-    (`bfc`) when x is a sign's ±1, whose weights must then be ±alpha_o per output row."""
+    (`bfc`) when x is a sign's ±1, whose weights must then be in {-alpha_o, 0, +alpha_o} per
+    output row (two BFCs summed where they hold zeros, `_emit_binary`)."""
     out = tr.new_value(node, w.shape[0], 1, 1, rank=2)
     if x.kind == "f32":
         tr.emit("fc", node, [x.name], out, w=w, b=bias)
         return
-    zeros = int(np.count_nonzero(w == 0))
-    if zeros:
-        fail(
-            node,
-            f"reads a sign's ±1, so it must be a binary FC, but {zeros} of its {w.size} "
-            f"weights are exactly 0 (e.g. torch.sign(W) of a zero weight), which one bit "
-            f"cannot hold; make them ±1 (sign(W) with sign(0) = +1, or W + tiny) and convert "
-            f"again",
-        )
     # A Linear weight [O, C] is a 1x1 conv's [Co, Ci, 1, 1]: the same ±alpha_o check.
-    w_pm1, alpha = _binary_weights(tr, node, w.reshape(*w.shape, 1, 1))
+    bw = _binary_weights(tr, node, w)
     # fc(a, alpha*s) = alpha*fc(a, s): the integer dot, then the scale (as for bconv).
-    tr.emit("bfc", node, [x.name], out, w=w_pm1.reshape(w.shape), scale=alpha, bias=bias)
+    _emit_binary(tr, "bfc", node, x, out, bw, bias, "FC")
 
 
 @translates("Gemm")
@@ -1278,8 +1469,8 @@ def _gemm(tr: Translator, node: onnx.NodeProto) -> None:
     w = w if a.get("transB", 0) else w.T
     c = tr.opt_const(node, 2, "the bias")
     o = w.shape[0]
-    if w.ndim != 2 or w.shape[1] != x.c:
-        fail(node, f"weight {w.shape} does not fit an input of {x.c} features")
+    if w.ndim != 2 or w.shape[1] != x.features:
+        fail(node, f"weight {w.shape} does not fit an input of {x.features} features")
     if c is None:
         bias = np.zeros(o)
     elif c.size in (1, o):
@@ -1293,8 +1484,8 @@ def _gemm(tr: Translator, node: onnx.NodeProto) -> None:
 def _matmul(tr: Translator, node: onnx.NodeProto) -> None:
     x = _fc_input(tr, node)
     w = tr.const(node, 1, "the weight").astype(np.float64)
-    if w.ndim != 2 or w.shape[0] != x.c:
-        fail(node, f"weight {w.shape} does not fit an input of {x.c} features")
+    if w.ndim != 2 or w.shape[0] != x.features:
+        fail(node, f"weight {w.shape} does not fit an input of {x.features} features")
     _emit_fc(tr, node, x, w.T.copy(), np.zeros(w.shape[1]))
 
 
