@@ -2,9 +2,10 @@
 
 - one small valid graph per op and mode: the base cases of tests/test_op_schema.py (the schema's
   own list, which fails when an op has none), so every op's reader and kernel is reached;
-- a whole converted model (needs the tools extra): the suite's ReActNet-style BNN
-  (tests/bnn_styles.py, random weights, 28 KB). scripts/sanitize.sh adds the shipped digits
-  model (python/qbinfer/models/digits_qbnet.qbw, a QB-Net) as a further seed.
+- whole converted models (needs the tools extra): the suite's ReActNet-, XNOR-Net- and
+  BinaryNet-style BNNs (tests/bnn_styles.py, random weights, about 40 KB each).
+  scripts/sanitize.sh adds the shipped digits model (python/qbinfer/models/digits_qbnet.qbw, a
+  QB-Net) as a further seed.
 
     python fuzz/make_corpus.py            # rewrites fuzz/corpus/
 """
@@ -39,7 +40,7 @@ def main() -> int:
 
     from weights_tools.convert import to_qbw
 
-    for style in ("reactnet",):
+    for style in ("reactnet", "xnor", "binarynet_mlp"):
         m = bnn_styles.randomize(bnn_styles.STYLES[style](), seed=1)
         to_qbw(m, OUT / f"model_{style}_style.qbw", input_size=32)
     for f in sorted(OUT.glob("*.qbw")):
