@@ -62,41 +62,10 @@ def _add_version(sub: Any, common: argparse.ArgumentParser) -> None:
 # -- summary --------------------------------------------------------------------------------
 
 
-def summary_text(model: Any) -> str:
-    """The ops of a model as a table whose last column is the op's whole name (escaped: it
-    comes from the file), then the totals."""
-    ops = model.ops()
-    h, w, c = model.input_shape
-    lines = [
-        f"{printable(model.name)}  ({printable(model.path)})",
-        f"input {h}x{w}x{c} (HxWxC), {model.num_classes} classes, threads {model.threads}, "
-        f"isa {model.isa}",
-        f"{'#':>4} {'op':<15} {'output':<14} {'params':>11} {'bytes':>11} {'FLOPs':>14} "
-        f"{'BOPs':>15}  name",
-    ]
-    for op in ops:
-        out = "x".join(map(str, op["output"]))
-        lines.append(
-            f"{op['index']:>4} {printable(op['type']):<15} {out:<14} {op['params']:>11,} "
-            f"{op['bytes']:>11,} {op['flops']:>14,} {op['bops']:>15,}  {printable(op['name'])}"
-        )
-    flops = sum(op["flops"] for op in ops)
-    bops = sum(op["bops"] for op in ops)
-    params = sum(op["params"] for op in ops)
-    size = sum(op["bytes"] for op in ops)
-    lines.append(
-        f"total: {len(ops)} ops, {params:,} parameters, {size / 1e6:.2f} MB of weights, "
-        f"FLOPs {flops / 1e6:.1f} M, BOPs {bops / 1e6:.1f} M, "
-        f"OPs {(flops + bops / 64) / 1e6:.1f} M; activation arena "
-        f"{model._core.arena_bytes / 1e6:.2f} MB"
-    )
-    return "\n".join(lines)
-
-
 def _cmd_summary(args: argparse.Namespace) -> int:
     from .model import load
 
-    print(summary_text(load(args.model)))
+    print(load(args.model).summary())
     return 0
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _core
 from .preprocess import prepare
+from .text import printable
 
 if TYPE_CHECKING:
     from .profile import Profile
@@ -344,20 +345,23 @@ class Model:
         return list(self._core.ops())
 
     def summary(self) -> str:
-        """A table of the ops with shapes, parameters, storage and operation counts."""
+        """A table of the ops with shapes, parameters, storage and operation counts; the last
+        column is each op's whole name (escaped: names come from the file), then the totals.
+        `qbinfer summary MODEL` prints it."""
         ops = self.ops()
+        h, w, c = self.input_shape
         lines = [
-            f"{self.name}  ({self.path})",
-            f"input {'x'.join(map(str, self.input_shape))} (HxWxC), {self.num_classes} classes, "
-            f"threads {self.threads}",
-            f"{'#':>3} {'op':<15} {'name':<34} {'output':<14} {'params':>10} {'bytes':>10} "
-            f"{'FLOPs':>12} {'BOPs':>13}",
+            f"{printable(self.name)}  ({printable(self.path)})",
+            f"input {h}x{w}x{c} (HxWxC), {self.num_classes} classes, threads {self.threads}, "
+            f"isa {self.isa}",
+            f"{'#':>4} {'op':<15} {'output':<14} {'params':>11} {'bytes':>11} {'FLOPs':>14} "
+            f"{'BOPs':>15}  name",
         ]
         for op in ops:
             out = "x".join(map(str, op["output"]))
             lines.append(
-                f"{op['index']:>3} {op['type']:<15} {op['name'][-34:]:<34} {out:<14} "
-                f"{op['params']:>10,} {op['bytes']:>10,} {op['flops']:>12,} {op['bops']:>13,}"
+                f"{op['index']:>4} {printable(op['type']):<15} {out:<14} {op['params']:>11,} "
+                f"{op['bytes']:>11,} {op['flops']:>14,} {op['bops']:>15,}  {printable(op['name'])}"
             )
         flops = sum(op["flops"] for op in ops)
         bops = sum(op["bops"] for op in ops)
