@@ -204,7 +204,7 @@ def mutate(blob: bytes, rng: random.Random, donor: Optional[bytes] = None) -> Tu
                 out[i] = rng.choice([0, 0x1B, 0x0A, 0xFF, 0xC3, 0x80])
                 steps.append(f"{f.name} byte {i - f.offset} <- {out[i]:#x}")
         elif r < 0.91:
-            cut = rng.randrange(len(out))
+            cut = rng.randrange(len(out)) if out else 0  # an earlier step may have cut it all
             del out[cut:]
             steps.append(f"truncated at {cut}")
         elif r < 0.94:
