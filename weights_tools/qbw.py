@@ -69,6 +69,7 @@ ABSENT = 0xFFFFFFFF  # an absent optional tensor in an op's tensor list
 MAX_COUNT = 1_000_000
 MAX_STRING = 65535
 MAX_VALUE_BYTES = 2**32  # one value of one image
+MAX_METADATA_DEPTH = 64  # nesting of [ and { in metadata_json (a JSON parser recurses per level)
 MAX_SIZE = op_schema.MAX_ATTR + 1  # sizes and strides in attributes are < 2^31
 BITS_PER_WORD = 64
 
@@ -382,6 +383,12 @@ def validate_graph(graph: Graph) -> None:
     for name in graph.class_names:
         if len(name.encode()) > MAX_STRING:
             _fail("a class name is longer than 65535 bytes")
+    too_deep = _nesting_exceeds(graph.metadata_json, MAX_METADATA_DEPTH)
+    if too_deep is not None:
+        _fail(
+            f"metadata_json nests [ and {{ deeper than the limit of {MAX_METADATA_DEPTH} levels "
+            f"(level {MAX_METADATA_DEPTH + 1} opens at character {too_deep} of the metadata)"
+        )
     p = graph.preprocessing
     if (p.crop_height, p.crop_width) != (inp.height, inp.width):
         _fail(
@@ -407,6 +414,31 @@ def validate_graph(graph: Graph) -> None:
             f"preprocessing: mean must be finite, std and pixel_scale finite and > 0; got "
             f"mean {p.mean}, std {p.std}, pixel_scale {p.pixel_scale}"
         )
+
+
+def _nesting_exceeds(text: str, limit: int) -> Optional[int]:
+    """Where the nesting of [ and { in `text` first exceeds `limit` (None if never), brackets
+    inside JSON strings not counted: the engine's rule (csrc/format/qbw_file.cc), on text that
+    need not be valid JSON."""
+    depth = 0
+    in_string = escaped = False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return i
+        elif ch in "]}" and depth > 0:
+            depth -= 1
+    return None
 
 
 def _eval_dim(expr: str, env: Dict[str, int]) -> int:

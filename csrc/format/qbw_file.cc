@@ -19,7 +19,6 @@
 #if defined(__unix__) || defined(__APPLE__)
 #define QBINFER_HAVE_POSIX_IO 1
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #else
@@ -53,21 +52,18 @@ std::size_t dtype_size(DType dtype) {
 }
 
 // ---------------------------------------------------------------------------------------
-// FileBytes: the whole file, read-only, either mapped or copied into an aligned buffer.
+// FileBytes: the whole file, read once into a 64-byte aligned buffer that the model owns.
+//
+// Never a mapping: a mapped file that is truncated after load makes the next run fault
+// (SIGBUS), and one overwritten in place (`cp other.qbw model.qbw`) changes the weights under
+// a running model, bypassing every check made at load. Reading once also means the checks
+// validate exactly the bytes the run uses: nothing is read from the file after validation.
 // ---------------------------------------------------------------------------------------
 class FileBytes {
  public:
   FileBytes(const FileBytes&) = delete;
   FileBytes& operator=(const FileBytes&) = delete;
-  ~FileBytes() {
-#if QBINFER_HAVE_POSIX_IO
-    if (mapped_) {
-      ::munmap(const_cast<unsigned char*>(data_), size_);
-      return;
-    }
-#endif
-    ::operator delete(const_cast<unsigned char*>(data_), std::align_val_t{kPayloadAlignment});
-  }
+  ~FileBytes() { ::operator delete(data_, std::align_val_t{kPayloadAlignment}); }
 
   static std::unique_ptr<FileBytes> load(const std::string& path);
   static std::unique_ptr<FileBytes> copy_of(const void* data, std::size_t size,
@@ -75,13 +71,12 @@ class FileBytes {
 
   const unsigned char* data() const { return data_; }
   std::uint64_t size() const { return size_; }
-  bool mapped() const { return mapped_; }
 
  private:
-  FileBytes() = default;
-  const unsigned char* data_ = nullptr;
+  // An aligned buffer of `size` bytes, contents undefined.
+  explicit FileBytes(std::size_t size);
+  unsigned char* data_ = nullptr;
   std::size_t size_ = 0;
-  bool mapped_ = false;
 };
 
 namespace {
@@ -96,12 +91,6 @@ namespace {
   throw FormatError(path + ": " + message);
 }
 
-bool mmap_disabled() {
-  // For tests of the fallback path (and for file systems where mmap misbehaves).
-  const char* v = std::getenv("QBINFER_NO_MMAP");
-  return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
-}
-
 // The first size check of every source: a file too short to hold the header.
 void check_header_fits(const std::string& path, std::uint64_t size) {
   if (size < kHeaderSize) {
@@ -111,13 +100,14 @@ void check_header_fits(const std::string& path, std::uint64_t size) {
   }
 }
 
-unsigned char* alloc_aligned(std::size_t size) {
-  // Rounded up so the allocation is a whole number of 64-byte lines; never zero bytes.
-  const std::size_t rounded = (size / kPayloadAlignment + 1) * kPayloadAlignment;
-  return static_cast<unsigned char*>(::operator new(rounded, std::align_val_t{kPayloadAlignment}));
-}
-
 }  // namespace
+
+FileBytes::FileBytes(std::size_t size) : size_(size) {
+  // Rounded up so the allocation is a whole number of 64-byte lines; never zero bytes. The
+  // payload offsets are multiples of 64, so every tensor starts 64-byte aligned.
+  const std::size_t rounded = (size / kPayloadAlignment + 1) * kPayloadAlignment;
+  data_ = static_cast<unsigned char*>(::operator new(rounded, std::align_val_t{kPayloadAlignment}));
+}
 
 #if QBINFER_HAVE_POSIX_IO
 std::unique_ptr<FileBytes> FileBytes::load(const std::string& path) {
@@ -149,19 +139,8 @@ std::unique_ptr<FileBytes> FileBytes::load(const std::string& path) {
   const auto size = static_cast<std::size_t>(st.st_size);
   check_header_fits(path, size);
 
-  std::unique_ptr<FileBytes> bytes(new FileBytes());
-  bytes->size_ = size;
-  if (!mmap_disabled()) {
-    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p != MAP_FAILED) {
-      bytes->data_ = static_cast<const unsigned char*>(p);
-      bytes->mapped_ = true;
-      return bytes;
-    }
-  }
-  // Fallback: read the file into a buffer aligned like a page would be for the payload.
-  unsigned char* buf = alloc_aligned(size);
-  bytes->data_ = buf;
+  std::unique_ptr<FileBytes> bytes(new FileBytes(size));
+  unsigned char* buf = bytes->data_;
   std::size_t done = 0;
   while (done < size) {
     const ::ssize_t n = ::pread(fd, buf + done, size - done, static_cast<::off_t>(done));
@@ -175,6 +154,8 @@ std::unique_ptr<FileBytes> FileBytes::load(const std::string& path) {
     }
     done += static_cast<std::size_t>(n);
   }
+  // A file rewritten while it was read gives a mix of old and new bytes: the header's size
+  // and the CRC-32 over the whole buffer refuse it (validated() checks this copy only).
   return bytes;
 }
 #else
@@ -191,11 +172,8 @@ std::unique_ptr<FileBytes> FileBytes::load(const std::string& path) {
   std::rewind(f);
   const auto size = static_cast<std::size_t>(end);
   check_header_fits(path, size);
-  std::unique_ptr<FileBytes> bytes(new FileBytes());
-  unsigned char* buf = alloc_aligned(size);
-  bytes->data_ = buf;
-  bytes->size_ = size;
-  if (std::fread(buf, 1, size, f) != size) {
+  std::unique_ptr<FileBytes> bytes(new FileBytes(size));
+  if (std::fread(bytes->data_, 1, size, f) != size) {
     throw_format(path, "could not read all " + std::to_string(size) + " bytes");
   }
   return bytes;
@@ -205,11 +183,8 @@ std::unique_ptr<FileBytes> FileBytes::load(const std::string& path) {
 std::unique_ptr<FileBytes> FileBytes::copy_of(const void* data, std::size_t size,
                                               const std::string& name) {
   check_header_fits(name, size);
-  std::unique_ptr<FileBytes> bytes(new FileBytes());
-  unsigned char* buf = alloc_aligned(size);
-  bytes->data_ = buf;
-  bytes->size_ = size;
-  std::memcpy(buf, data, size);
+  std::unique_ptr<FileBytes> bytes(new FileBytes(size));
+  if (size > 0) std::memcpy(bytes->data_, data, size);
   return bytes;
 }
 
@@ -333,6 +308,32 @@ class Cursor {
   std::string context_;
 };
 
+// Where the nesting of [ and { in `text` first exceeds `limit`, or npos. Brackets inside
+// JSON strings do not count (a backslash escapes the next character there). The text need not
+// be valid JSON (metadata is free-form): whatever it is, a JSON parser reading it recurses no
+// deeper than this count before it stops.
+std::size_t nesting_exceeds(const std::string& text, std::uint32_t limit) {
+  std::uint32_t depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return i;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return std::string::npos;
+}
+
 // Smallest encodings, for the count checks.
 constexpr std::uint64_t kMinTensorRecord = 4 + 4 + 4 + 8 + 8 + 8;
 constexpr std::uint64_t kMinValueRecord = 4 + 4 + 4 + 4 + 4;
@@ -347,8 +348,6 @@ constexpr std::uint64_t kMinString = 4;
 QbwFile::QbwFile(QbwFile&&) noexcept = default;
 QbwFile& QbwFile::operator=(QbwFile&&) noexcept = default;
 QbwFile::~QbwFile() = default;
-
-bool QbwFile::mapped() const { return bytes_ && bytes_->mapped(); }
 
 void QbwFile::fail(const std::string& message) const { throw_format(path_, message); }
 
@@ -564,6 +563,13 @@ void QbwFile::parse_meta() {
   }
   c.set_context("");
   metadata_json_ = c.str("metadata_json");
+  const std::size_t too_deep = nesting_exceeds(metadata_json_, kMaxMetadataDepth);
+  if (too_deep != std::string::npos) {
+    fail("metadata_json nests [ and { deeper than the limit of " +
+         std::to_string(kMaxMetadataDepth) + " levels (level " +
+         std::to_string(kMaxMetadataDepth + 1) + " opens at byte " + std::to_string(too_deep) +
+         " of the metadata)");
+  }
 
   if (c.remaining() != 0 && version_minor_ == 0) {
     fail("meta section has " + std::to_string(c.remaining()) +

@@ -1,7 +1,8 @@
 // Reader of the .qbw file (docs/format.md, version 1.x).
 //
-// QbwFile::open maps the file read-only (or reads it into a 64-byte aligned buffer where
-// mmap is unavailable) and validates everything the format page states -- header fields
+// QbwFile::open reads the whole file once into a 64-byte aligned buffer it owns (never a
+// mapping: the file may be truncated, overwritten or deleted after open returns, and nothing
+// reads it again) and validates that copy -- everything the format page states: header fields
 // with overflow-checked arithmetic, the CRC-32, every count, string, dtype, dim, offset and
 // overlap of the tensor table, value shapes and the graph rules -- before it forms a single
 // pointer into the payload. A violation is a FormatError "<path>: <what> (<where>)".
@@ -29,6 +30,9 @@ inline constexpr std::uint32_t kMaxTableEntries = 1000000;  // tensors, values, 
 // not make the engine plan a multi-terabyte arena.
 inline constexpr std::uint64_t kMaxValueBytes = std::uint64_t{1} << 32;
 inline constexpr std::uint32_t kAbsentTensor = 0xFFFFFFFFu;
+// metadata_json may nest [ and { at most this deep (docs/format.md): a reader's JSON parser
+// (Python's json included) recurses once per level, and a file must not be able to exhaust it.
+inline constexpr std::uint32_t kMaxMetadataDepth = 64;
 
 enum class DType : std::uint32_t { kF32 = 0, kI8 = 1, kBits = 2 };
 
@@ -42,7 +46,7 @@ struct TensorInfo {
   std::uint64_t offset;    // relative to the data section, a multiple of 64
   std::uint64_t nbytes;    // == product(dims) * dtype_size(dtype)
   std::uint64_t elements;  // product(dims)
-  const void* data;        // into the validated payload; 64-byte aligned
+  const void* data;        // into the validated payload (owned by the QbwFile); 64-byte aligned
 
   template <class T>
   const T* as() const {
@@ -77,7 +81,7 @@ struct Preprocessing {
   float pixel_scale;
 };
 
-class FileBytes;  // the mapping or the buffer that holds the whole file
+class FileBytes;  // the buffer that holds the whole file, owned
 
 class QbwFile {
  public:
@@ -100,7 +104,6 @@ class QbwFile {
   std::uint16_t version_minor() const { return version_minor_; }
   std::uint64_t file_size() const { return file_size_; }
   std::uint64_t data_size() const { return data_size_; }
-  bool mapped() const;  // false when the read-into-buffer fallback was used
 
   const std::string& producer() const { return producer_; }
   const std::string& model_name() const { return model_name_; }

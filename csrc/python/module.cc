@@ -446,8 +446,8 @@ py::list ops_list(const qbinfer::Model& model) {
 void register_model(py::module_& m) {
   using qbinfer::Model;
   py::class_<Model>(m, "Model",
-                    R"doc(A loaded .qbw model: the validated graph, its weights (mapped, not copied)
-and a planned activation arena.
+                    R"doc(A loaded .qbw model: the validated graph, its weights (read into memory)
+and a planned activation arena. The file is read once: it may change or go away after.
 
 Model(path, threads=1, isa=None, split='work'): path is str, bytes or os.PathLike (a
 path; Model.from_buffer takes a file's contents). Every header field, table, shape and
@@ -552,10 +552,7 @@ an empty batch. Non-contiguous input is copied. Releases the GIL.)doc")
            "The steps as they run, one dict each: label ('BCONV2D+ADD+PRELU+AFFINE'), kind "
            "('op', 'conv_chain', 'epilogue_chain'), ops (file op indices, head first), output "
            "(shape), packed_bytes, inplace, work_us (estimated single-thread time), parts "
-           "(threads it splits over when the pool is free).")
-      .def_property_readonly(
-          "mapped", [](const Model& md) { return md.file().mapped(); },
-          "True when the file is memory-mapped (False: read into memory).");
+           "(threads it splits over when the pool is free).");
 }
 
 }  // namespace

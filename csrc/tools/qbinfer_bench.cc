@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "base/text.h"
 #include "engine/kernel_table.h"
 #include "engine/model.h"
 #include "engine/ops.h"
@@ -360,8 +361,11 @@ void print_top(const qbinfer::Model& model, const std::vector<float>& logits, in
   std::printf("top-%zu      %6s  %14s  %8s  %s\n", best.size(), "class", "logit", "softmax",
               names.empty() ? "" : "name");
   for (std::size_t c : best) {
+    // Class names come from the file: quoted() shows control characters (escape sequences,
+    // newlines) as '?', so a name cannot drive the terminal or forge a line of the log.
+    const std::string name = names.empty() ? "" : qbinfer::quoted(names[c]);
     std::printf("           %6zu  %14.7g  %8.5f  %s\n", c, static_cast<double>(logits[c]),
-                probability(logits[c]), names.empty() ? "" : names[c].c_str());
+                probability(logits[c]), name.c_str());
   }
 }
 
@@ -436,8 +440,9 @@ int run(const Options& o) {
   const qbinfer::ValueInfo& in = model.input();
   const std::size_t in_floats = std::size_t{in.channels} * in.height * in.width;
   const qbinfer::QbwFile& file = model.file();
+  // The model name and producer come from the file: quoted (see print_top).
   std::printf("model      %s (%s, %s, format %u.%u, %llu bytes)\n", o.model.c_str(),
-              file.model_name().c_str(), file.producer().c_str(),
+              qbinfer::quoted(file.model_name()).c_str(), qbinfer::quoted(file.producer()).c_str(),
               static_cast<unsigned>(file.version_major()),
               static_cast<unsigned>(file.version_minor()),
               static_cast<unsigned long long>(file.file_size()));

@@ -126,6 +126,3 @@ class Model:
         thread_cpu: bool = False,
     ) -> list[tuple[str, float]]:
         """Per step, (label, median microseconds) over `runs` runs of x[0]. For profiling."""
-    @property
-    def mapped(self) -> bool:
-        """True when the payload is memory-mapped (False: read into an aligned buffer)."""
