@@ -1,6 +1,6 @@
 """Load time of op-dense files (issue 14, item 2: load time linear in the file, a 40 MB file
 loads in under 2 s): 300k PRELU -> AFFINE pairs that all read the input (tests/hostile_files.py,
-about 41 MB), with load-time fusion on and off, and a quarter of it (75k pairs) to see the
+about 42 MB), with load-time fusion on and off, and a quarter of it (75k pairs) to see the
 growth, which is linear when four times the ops take about four times as long.
 
     python -m pytest benchmarks/test_bench_load.py --benchmark-only \\
