@@ -73,6 +73,7 @@ void take(std::vector<char>& taken, const Chain& c) {
 
 std::vector<Chain> find_chains(const Graph& g) {
   std::vector<Chain> chains;
+  chains.reserve(g.ops.size() / 2);  // every chain holds two ops at least
   std::vector<char> taken(g.ops.size(), 0);
   // Conv chains first: they save a whole pass over the conv's output.
   for (const Op& op : g.ops) {
@@ -217,6 +218,7 @@ FusionPlan plan_fusion(const Graph& g, bool fuse) {
   // Dropping an in-place chain moves nothing else, so one pass settles it.
   const LastReads last(g, position_of);
   std::vector<Chain> kept;
+  kept.reserve(chains.size());
   for (Chain& c : chains) {
     if (c.kind == StepKind::kEpilogueChain && !inplace_ok(g, c, last)) continue;
     kept.push_back(std::move(c));
