@@ -1,6 +1,7 @@
 #include "engine/resample.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,44 @@ void filter_columns(const float* line, const ResampleAxis& cols, std::size_t out
   }
 }
 
+#if defined(__GNUC__)
+// RGB to RGB with the three channels of a pixel in one 4-float vector (GCC/Clang vector
+// extensions: SSE on x86-64, NEON on AArch64): a quarter of the loads and a third of the
+// divisions of the loop above, which they bound. Each lane does the scalar loop's operations in
+// its order, so the values are the same bits. The fourth lane reads the next pixel's first value
+// (the line has one float of padding) and is never stored: the last pixel of the row goes
+// through the scalar loop, the others store 4 values of which the next pixel overwrites one.
+typedef float Float4 __attribute__((vector_size(16)));
+
+inline Float4 load4(const float* p) {
+  Float4 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+void filter_columns_rgb(const float* line, const ResampleAxis& cols, float scale, const float* mean,
+                        const float* std, float* out) {
+  const Float4 mean4 = {mean[0], mean[1], mean[2], 0.0f};
+  const Float4 std4 = {std[0], std[1], std[2], 1.0f};
+  const Float4 scale4 = {scale, scale, scale, scale};
+  const std::size_t last = cols.outputs - 1;
+  for (std::size_t j = 0; j < last; ++j) {
+    const float* w = cols.weights + j * cols.taps;
+    const float* p = line + static_cast<std::size_t>(cols.first[j]) * 3;
+    const std::size_t taps = live_taps(cols, j);
+    Float4 acc = w[0] * load4(p);
+    for (std::size_t t = 1; t < taps; ++t) acc += w[t] * load4(p + t * 3);
+    const Float4 v = (acc * scale4 - mean4) / std4;
+    std::memcpy(out + j * 3, &v, sizeof v);
+  }
+  ResampleAxis tail = cols;
+  tail.first += last;
+  tail.weights += last * cols.taps;
+  tail.outputs = 1;
+  filter_columns<3>(line, tail, 3, scale, mean, std, out + last * 3);
+}
+#endif
+
 }  // namespace
 
 void resample_normalize(const std::uint8_t* src, std::ptrdiff_t row_stride,
@@ -90,10 +129,16 @@ void resample_normalize(const std::uint8_t* src, std::ptrdiff_t row_stride,
   check_resample_axis(cols, "columns");
   const std::size_t n = cols.inputs * src_channels;
   const std::size_t out_row = cols.outputs * out_channels;
-  std::vector<float> line(n);
+  std::vector<float> line(n + 1);  // + 1: the padding filter_columns_rgb reads
   for (std::size_t i = 0; i < rows.outputs; ++i) {
     float* o = out + i * out_row;
     filter_rows(src, row_stride, rows, i, n, line.data());
+#if defined(__GNUC__)
+    if (src_channels == 3 && out_channels == 3) {
+      filter_columns_rgb(line.data(), cols, scale, mean, std, o);
+      continue;
+    }
+#endif
     if (src_channels == 3) {
       filter_columns<3>(line.data(), cols, out_channels, scale, mean, std, o);
     } else {
