@@ -290,8 +290,8 @@ class Model:
         `img`: a path (an image file, or a .npy array), a PIL image, or a uint8 (or uint16)
         H x W, H x W x 1, H x W x 3 or H x W x 4 array. A 3-channel model takes RGB (grayscale
         repeated, alpha dropped); a 1-channel model takes grayscale (RGB becomes ITU-R BT.601
-        luma, as Pillow's ``convert("L")``). The recipe, and the Pillow and numpy paths that
-        compute it: `qbinfer.preprocess`.
+        luma, as Pillow's ``convert("L")``). The recipe, and the engine (the default), Pillow and
+        numpy implementations of it: `qbinfer.preprocess`.
 
         What comes back depends on the model's output:
 
