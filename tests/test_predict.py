@@ -4,6 +4,7 @@ models take grayscale and RGB images, and a list of images is preprocessed once 
 in batches."""
 
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,3 +222,27 @@ def test_a_file_whose_resize_short_is_huge_predicts_in_bounded_memory(tmp_path):
     assert got.shape == (480, 640)
     # The crop is 32/32767 of the resized height: the centre pixel at most, the rest outside.
     assert np.count_nonzero(got >= 0) <= 4 and got[0, 0] == -1
+
+
+def test_classifier_predict_is_the_softmax_of_run_on_the_recipe(tmp_path):
+    """predict of an array, a PIL image and a JPEG file: the top classes of the softmax of
+    `run` on the recipe's input (computed here in float64 from run's logits), the same on every
+    call (predict reads the file's preprocessing, names and output kind once)."""
+    model = qbinfer.load(Path(qbinfer.__file__).parent / "models" / "digits_qbnet.qbw")
+    assert model.output_kind == "logits"
+    img = photo_like(60, 90, seed=3)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(img).save(path, quality=95)
+    with Image.open(path) as opened:
+        decoded = np.asarray(opened.convert("RGB"))
+    names = model.class_names
+    for source, pixels in ((img, img), (Image.fromarray(img), img), (path, decoded)):
+        x = preprocess(pixels, model.preprocessing, channels=3)
+        logits = model.run(x, layout="nhwc")[0].astype(np.float64)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        order = np.argsort(-probs, kind="stable")[:4]
+        for _ in range(2):
+            got = model.predict(source, top_k=4)
+            assert [name for name, _ in got] == [names[i] for i in order]
+            np.testing.assert_allclose([p for _, p in got], probs[order], rtol=1e-12)

@@ -82,10 +82,14 @@ def test_both_paths_give_the_recipe_on_photos(photos, resize_short, crop):
         want = recipe_pixels(photo, resize_short, crop)
         numpy_px, _ = pp.resize_crop(photo, spec, backend="numpy")
         pil_px, _ = pp.resize_crop(photo, spec, backend="pillow")
-        assert numpy_px.dtype == np.float32 and pil_px.dtype == np.uint8
-        assert numpy_px.shape == pil_px.shape == want.shape
-        # numpy computes the recipe in float32, never rounded.
+        engine_px, _ = pp.resize_crop(photo, spec, backend="engine")
+        assert numpy_px.dtype == engine_px.dtype == np.float32 and pil_px.dtype == np.uint8
+        assert numpy_px.shape == pil_px.shape == engine_px.shape == want.shape
+        # numpy and the engine compute the recipe in float32, never rounded.
         assert np.abs(numpy_px - want).max() < 1e-3
+        assert np.abs(engine_px - want).max() < 1e-3
+        # The default is the engine.
+        np.testing.assert_array_equal(pp.resize_crop(photo, spec)[0], engine_px)
         # Pillow rounds to 8 bits after each axis: within 1 level, about a quarter on average
         # (what two roundings give; a biased filter would show here first).
         diff = np.abs(pil_px - want)
@@ -131,8 +135,14 @@ def test_both_paths_give_the_recipe_on_random_sizes(h, w, crop_h, crop_w, extra,
         return
     got_numpy, _ = pp.resize_crop(px, spec, channels=channels, backend="numpy")
     got_pil, _ = pp.resize_crop(px, spec, channels=channels, backend="pillow")
+    got_engine, _ = pp.resize_crop(px, spec, channels=channels, backend="engine")
     assert np.abs(got_numpy - want).max() < 1e-3
     assert np.abs(got_pil - want).max() <= 1.0 + 1e-6
+    assert np.abs(got_engine - want).max() < 1e-3
+    # Normalised in the same pass: the recipe's float32 arithmetic on those pixels, exactly.
+    x = pp.preprocess(px, spec, channels=channels, backend="engine")[0]
+    mean, std = (np.float32(spec[k][:channels]) for k in ("mean", "std"))
+    np.testing.assert_array_equal(x, (got_engine * np.float32(1 / 255) - mean) / std)
 
 
 def test_normalize_is_the_recipes_float32_arithmetic(photos):
@@ -143,10 +153,13 @@ def test_normalize_is_the_recipes_float32_arithmetic(photos):
     want = (px.astype(np.float32) * np.float32(1 / 255) - mean) / std
     assert x.dtype == np.float32 and x.shape == (224, 224, 3)
     np.testing.assert_array_equal(x, want)
-    # The numpy path normalises its unrounded floats the same way.
-    xn = pp.preprocess(photos[0], spec, backend="numpy")[0]
-    pn, _ = pp.resize_crop(photos[0], spec, backend="numpy")
-    np.testing.assert_array_equal(xn, (pn * np.float32(1 / 255) - mean) / std)
+    # The numpy path normalises its unrounded floats the same way, and so does the engine in
+    # the pass that resizes (the default: a 3-channel model given a photo and a PIL image).
+    for backend in ("numpy", "engine", "auto"):
+        xn = pp.preprocess(photos[0], spec, backend=backend)[0]
+        pn, _ = pp.resize_crop(photos[0], spec, backend=backend)
+        np.testing.assert_array_equal(xn, (pn * np.float32(1 / 255) - mean) / std)
+    np.testing.assert_array_equal(pp.preprocess(Image.fromarray(photos[0]), spec)[0], xn)
 
 
 # -- image kinds --------------------------------------------------------------------------------
@@ -195,7 +208,7 @@ def test_one_channel_takes_gray_and_rgb_as_pillows_luma(photos):
     want = pp.preprocess(luma, spec, channels=1)
     assert want.shape == (1, 32, 32, 1)
     for same in (rgb, Image.fromarray(rgb), luma[:, :, None], Image.fromarray(luma)):
-        for backend in ("pillow", "numpy"):
+        for backend in ("pillow", "numpy", "engine"):
             got = pp.preprocess(same, spec, channels=1, backend=backend)
             assert got.shape == (1, 32, 32, 1)
             np.testing.assert_allclose(got, want, atol=1.01 / 255 / 0.229)
@@ -239,7 +252,7 @@ def test_image_size_is_capped_before_any_copy(tmp_path, monkeypatch):
         pp.preprocess(path, imagenet_spec(40, (32, 32)))
 
 
-@pytest.mark.parametrize("backend", ["numpy", "pillow"])
+@pytest.mark.parametrize("backend", ["numpy", "pillow", "engine"])
 def test_a_huge_resize_short_costs_only_the_crop(backend):
     """resize_short = 32767 on a 640 x 480 image means a 43689 x 32767 resized image (16 GiB as
     float32): only the crop's pixels are computed, and they are the recipe's."""
@@ -284,6 +297,7 @@ def test_extreme_aspect_ratios_stay_small(shape):
     assert peak < 16 * 2**20
     pil = pp.resize_crop(img, spec, backend="pillow")[0]
     assert np.abs(got - pil).max() <= 1.0 + 1e-3
+    assert np.abs(pp.resize_crop(img, spec, backend="engine")[0] - got).max() < 1e-3
 
 
 def test_resize_shorter_is_the_recipe_on_the_whole_image(photos):
@@ -332,10 +346,50 @@ def test_to_frame_places_the_grid_where_the_crop_was(size, spec_args, grid):
         assert set(np.unique(frame)) - {-1} == set(range(cells.size))
 
 
-def test_without_pillow_arrays_take_the_numpy_path(photos, monkeypatch):
+def test_without_pillow_arrays_take_the_engine_path(photos, monkeypatch):
     spec = imagenet_spec()
-    want = pp.preprocess(photos[0], spec, backend="numpy")
+    want = pp.preprocess(photos[0], spec)
     monkeypatch.setattr(pp, "_pillow", lambda: None)  # as when `import PIL` fails
     np.testing.assert_array_equal(pp.preprocess(photos[0], spec), want)
+    np.testing.assert_allclose(
+        pp.preprocess(photos[0], spec, backend="numpy"), want, rtol=0, atol=1e-5
+    )
     with pytest.raises(qbinfer.Error, match="needs Pillow"):
         pp.preprocess(photos[0], spec, backend="pillow")
+
+
+def test_engine_reads_strided_and_flipped_arrays_as_copies(photos):
+    """The engine reads the window under the crop in place when its pixels are packed, and a
+    copy otherwise: the pixels do not depend on the array's memory layout."""
+    spec = imagenet_spec(100, (96, 80))
+    rgb = photos[1]
+    want = pp.preprocess(np.ascontiguousarray(rgb[::-1, ::-1]), spec)
+    np.testing.assert_array_equal(pp.preprocess(rgb[::-1, ::-1], spec), want)
+    fortran = np.asfortranarray(rgb[::-1, ::-1])
+    np.testing.assert_array_equal(pp.preprocess(fortran, spec), want)
+    wide = np.zeros((rgb.shape[0], rgb.shape[1] * 2, 3), np.uint8)
+    wide[:, ::2] = rgb  # every other column: the pixels 6 bytes apart
+    np.testing.assert_array_equal(pp.preprocess(wide[:, ::2], spec), pp.preprocess(rgb, spec))
+
+
+def test_engine_kernel_refuses_bad_filters():
+    core = qbinfer._core
+    img = np.zeros((10, 12, 3), np.uint8)
+    ones = np.ones((4, 2), np.float32)
+    first = np.arange(4, dtype=np.int64)
+    unit = (3, 1.0, np.zeros(3, np.float32), np.ones(3, np.float32))
+    assert core._resample_normalize(img, first, ones, first, ones, *unit).shape == (4, 4, 3)
+    with pytest.raises(qbinfer.ShapeError, match="rows output 1 starts at input 10"):
+        core._resample_normalize(img, np.array([0, 10, 2, 3]), ones, first, ones, *unit)
+    with pytest.raises(qbinfer.ShapeError, match="columns output 0 starts at input -1"):
+        core._resample_normalize(img, first, ones, np.array([-1, 0, 1, 2]), ones, *unit)
+    with pytest.raises(qbinfer.ShapeError, match="first \\(n,\\) and weights"):
+        core._resample_normalize(img, first, ones[:3], first, ones, *unit)
+    with pytest.raises(qbinfer.DtypeError, match="uint8"):
+        core._resample_normalize(img.astype(np.float32), first, ones, first, ones, *unit)
+    with pytest.raises(qbinfer.ShapeError, match="packed pixels"):
+        core._resample_normalize(img[:, ::2], first, ones, first, ones, *unit)
+    with pytest.raises(qbinfer.ShapeError, match="cannot make 1 output channels of 3"):
+        core._resample_normalize(img, first, ones, first, ones, 1, *unit[1:])
+    with pytest.raises(qbinfer.ShapeError, match="mean and std need 3"):
+        core._resample_normalize(img, first, ones, first, ones, 3, 1.0, unit[2][:2], unit[3])

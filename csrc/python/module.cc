@@ -17,6 +17,7 @@
 #include "engine/model.h"
 #include "format/errors.h"
 #include "kernels/bitpack/bitpack.h"
+#include "python/preprocess_binding.h"
 #include "python/shape_str.h"
 #include "qbinfer/bit_contract.h"
 #include "qbinfer/isa.h"
@@ -590,6 +591,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "qbinfer native core (bit-packed binary CNN kernels)";
   m.attr("__version__") = QBINFER_VERSION;
   m.attr("BITS_PER_WORD") = qbinfer::kBitsPerWord;
+  qbinfer::bind_preprocess(m);
 
   m.def("bitpack", &bitpack, py::arg("x"), py::arg("thresholds") = py::none(),
         R"doc(Pack float32 values into sign bits along the last axis (channels).

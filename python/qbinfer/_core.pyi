@@ -37,6 +37,19 @@ def usable_cpus() -> int:
 def supported_isas() -> list[str]:
     """ISAs this build has kernels for and this CPU runs, "scalar" first, best last."""
 
+def _resample_normalize(
+    src: npt.NDArray[np.uint8],
+    row_first: npt.NDArray[np.int64],
+    row_weights: npt.NDArray[np.float32],
+    col_first: npt.NDArray[np.int64],
+    col_weights: npt.NDArray[np.float32],
+    out_channels: int,
+    scale: float,
+    mean: npt.NDArray[np.float32],
+    std: npt.NDArray[np.float32],
+) -> npt.NDArray[np.float32]:
+    """The resize, crop and normalisation of qbinfer.preprocess in one pass (private)."""
+
 class Error(Exception):
     """Base of every error qbinfer raises about a file or an input."""
 
