@@ -166,6 +166,14 @@ std::vector<float> randn(Rng& rng, std::size_t n, float scale = 1.0f) {
   return v;
 }
 
+// Values of magnitude m..2m with random signs (products of two of them near m^2).
+std::vector<float> signed_magnitudes(Rng& rng, std::size_t n, float m) {
+  std::uniform_real_distribution<float> u(1.0f, 2.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = (coin(rng) ? -m : m) * u(rng);
+  return v;
+}
+
 const float kSpecials[] = {0.0f,
                            -0.0f,
                            std::numeric_limits<float>::infinity(),
@@ -925,14 +933,65 @@ void test_dwconv(const DWConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases
     same_floats(t, "qs8", out.data(), want8.data(), n_out);
     ++t.cases;
   }
+  // Overflow (docs/format.md, "Float semantics"): inputs, pre-biases and weights whose products
+  // pass FLT_MAX (1.5e19: the fused MAC stays finite where a separate multiply would not),
+  // scales and biases near 1e38, every stride and multiplier; f32 whole images.
+  std::size_t n_overflow = 0;
+  for (const float m : {1.5e19f, 1e20f}) {
+    for (const auto& st : kStride) {
+      for (const std::size_t mult : {std::size_t{1}, std::size_t{2}}) {
+        DWConvShape s{};
+        s.in_height = 5;
+        s.in_width = 6;
+        s.channels = n_overflow % 2 == 0 ? 17 : 40;
+        s.stride_h = st[0];
+        s.stride_w = st[1];
+        s.multiplier = mult;
+        s.out_height = (s.in_height + s.stride_h - 1) / s.stride_h;
+        s.out_width = (s.in_width + s.stride_w - 1) / s.stride_w;
+        const bool ge = n_overflow++ % 2 == 0;
+        t.context = fmt("overflow=%g C=%zu mult=%zu stride=(%zu,%zu)", static_cast<double>(m),
+                        s.channels, mult, s.stride_h, s.stride_w);
+        const std::size_t oc = mult * s.channels;
+        const std::size_t n_out = s.out_height * s.out_width * oc;
+        const std::vector<float> in =
+            signed_magnitudes(rng, s.in_height * s.in_width * s.channels, m);
+        const std::vector<float> pre_bias = signed_magnitudes(rng, s.channels, m);
+        const std::vector<float> w = signed_magnitudes(rng, oc * 9, m);
+        const std::vector<float> scale = signed_magnitudes(rng, oc, 1.0f);
+        const std::vector<float> bias = signed_magnitudes(rng, oc, 1e38f);
+        std::vector<float> want(n_out);
+        dwconv3x3_f32_nhwc__reference(s, in.data(), pre_bias.data(), w.data(), scale.data(),
+                                      bias.data(), want.data());
+        Aligned pf(k.packed_f32_bytes(s));
+        {
+          Buf<float> wg = guarded(w, ge);
+          k.pack_f32(s, wg.data(), pf.data());
+        }
+        Buf<float> ing = guarded(in, ge), pbg = guarded(pre_bias, !ge);
+        Buf<float> sg = guarded(scale, ge), bg = guarded(bias, !ge);
+        Buf<float> out(n_out, ge);
+        for (const auto& r : row_splits(rng, s.out_height)) {
+          k.run_rows_f32(s, ing.data(), pbg.data(), pf.data(), sg.data(), bg.data(), r.first,
+                         r.second, out.data());
+        }
+        same_floats(t, "f32", out.data(), want.data(), n_out);
+        ++t.cases;
+      }
+    }
+  }
 }
 
 // ---- dense conv (stem) --------------------------------------------------------------------
 
 // One dense conv; `signs`: -0.0 inputs and an infinite weight on the top-left tap of every
 // other output channel (a padded tap must be skipped, not added as 0 * inf = NaN).
+// overflow > 0: inputs and weights of magnitude overflow..2*overflow with random signs and
+// biases up to 2e38, so products and partial sums pass FLT_MAX and (with overflow = 1.5e19)
+// a fused multiply-add stays finite where a separate multiply would give inf: the variant
+// must fuse exactly where the reference does.
 void conv2d_case(const Conv2DKernels& k, Rng& rng, Tally& t, Conv2DShape s, bool relu, bool signs,
-                 bool ge) {
+                 bool ge, float overflow = 0.0f) {
   s.out_height = (s.in_height + s.pad_top + s.pad_bottom - s.kernel_h) / s.stride_h + 1;
   s.out_width = (s.in_width + s.pad_left + s.pad_right - s.kernel_w) / s.stride_w + 1;
   t.context =
@@ -957,7 +1016,13 @@ void conv2d_case(const Conv2DKernels& k, Rng& rng, Tally& t, Conv2DShape s, bool
       }
     }
   }
-  const std::vector<float> bias = randn(rng, s.out_channels);
+  std::vector<float> bias = randn(rng, s.out_channels);
+  if (overflow > 0.0f) {
+    t.context += fmt(" overflow=%g", static_cast<double>(overflow));
+    in = signed_magnitudes(rng, in.size(), overflow);
+    w = signed_magnitudes(rng, w.size(), overflow);
+    bias = signed_magnitudes(rng, bias.size(), 1e38f);
+  }
   const std::size_t n_out = s.out_height * s.out_width * s.out_channels;
   std::vector<float> want(n_out);
   conv2d_f32_nhwc__reference(s, in.data(), w.data(), bias.data(), relu, want.data());
@@ -1097,6 +1162,21 @@ void test_conv2d(const Conv2DKernels& k, Rng& rng, Tally& t, std::size_t n_cases
         conv2d_case(k, rng, t, s, signs, signs, n++ % 2 == 0);
         ++t.cases;
       }
+    }
+  }
+  // Overflow (docs/format.md, "Float semantics"): products near and past FLT_MAX, where a
+  // multiply-add fused on one ISA and not on another would differ, over the stem shapes.
+  for (const float m : {1.5e19f, 1e20f, 1e10f}) {
+    const Conv2DShape shapes[] = {
+        {9, 10, 3, 24, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0},
+        {7, 6, 5, 17, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0},
+        {6, 5, 16, 33, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0},
+        {11, 9, 3, 9, 7, 7, 2, 2, 3, 3, 3, 3, 0, 0},
+    };
+    for (const Conv2DShape& s : shapes) {
+      conv2d_case(k, rng, t, s, n % 3 == 0, false, n % 2 == 0, m);
+      ++n;
+      ++t.cases;
     }
   }
 }
