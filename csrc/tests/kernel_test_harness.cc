@@ -1906,8 +1906,11 @@ void test_fc_extremes(const FCKernels& k, Rng& rng, Tally& t) {
         fc_bitplane8__reference(ci, co, x.data(), planes.data(), ws.data(), bias.data(),
                                 want.data());
         k.bitplane8(ci, co, xg.data(), pg.data(), wsg.data(), bg.data(), out.data());
-        magnitudes([&](std::size_t o, std::size_t j) { return 2.0f * codes[o * ci + j] - 255.0f; },
-                   x);
+        magnitudes(
+            [&](std::size_t o, std::size_t j) {
+              return 2.0f * static_cast<float>(codes[o * ci + j]) - 255.0f;
+            },
+            x);
         same_nonfinite_within(t, "bitplane8", out.data(), want.data(), mag);
       }
       ++t.cases;
