@@ -16,8 +16,10 @@ Arithmetic, per op:
   BCONV2D, BFC and of INT8 DWCONV3X3, AFFINE, PRELU, RELU, ADD, MUL_CHANNEL, the pre_bias add.
 - Float64 inside the op, rounded to f32 once at its output (the engine sums in f32 in its own
   order, so compare with a relative tolerance): CONV2D, FP32 DWCONV3X3, AVGPOOL,
-  GLOBAL_AVGPOOL, SIGMOID, FC (every encoding), SOFTMAX (the engine's formula and order, with
-  its exps and their sum in its own precision: see `_softmax`).
+  GLOBAL_AVGPOOL, SIGMOID, FC (every encoding: the dot in float64, then its weight_scale and
+  bias in f32, as the engine does, so inf and NaN land where the engine's do), SOFTMAX (the
+  engine's formula and order, with its exps and their sum in its own precision: see
+  `_softmax`).
 
     >>> logits = run_reference(read_qbw("model.qbw"), x_nchw)   # float32 [N, 3, H, W] -> [N, O]
 """
@@ -351,17 +353,24 @@ def _fc(graph: Graph, op: Op, args):
     n = x.shape[0]
     v = x.reshape(n, -1).astype(np.float64)  # [N, H*W*C]: NHWC order, the engine's
     weight = _tensor(graph, op, 0)
-    bias = _tensor(graph, op, 2).astype(np.float64)
-    if encoding == FCEncoding.FP32:
-        out = v @ weight.astype(np.float64).T + bias
-    elif encoding == FCEncoding.INT8:
-        out = _tensor(graph, op, 1).astype(np.float64) * (v @ weight.astype(np.float64).T) + bias
-    elif encoding == FCEncoding.BITPLANE8:
-        planes = unpack_signs(weight, v.shape[1], dtype=np.float64)  # [8, O, C] of ±1
-        acc = sum((2.0**b) * (v @ planes[b].T) for b in range(8))
-        out = _tensor(graph, op, 1).astype(np.float64) * acc + bias
-    else:
-        raise ValueError(f"unknown FC encoding {encoding}")
+    bias = _tensor(graph, op, 2)
+    # The dot in double (its products are exact there, so no partial sum overflows), rounded to
+    # f32 once; then weight_scale and the bias in f32, one rounding each: the engine's order, so
+    # an output is inf or NaN exactly where the engine's is (docs/format.md, "Float semantics").
+    with np.errstate(over="ignore", invalid="ignore"):
+        if encoding == FCEncoding.FP32:
+            return ((v @ weight.astype(np.float64).T).astype(f32) + bias).reshape(n, 1, 1, -1)
+        if encoding == FCEncoding.INT8:
+            dot = v @ weight.astype(np.float64).T
+        elif encoding == FCEncoding.BITPLANE8:
+            planes = unpack_signs(weight, v.shape[1], dtype=np.float64)  # [8, O, C] of ±1
+            # The integer weights 2B - 255 first, as the engine does: summing per-plane dots
+            # would turn one inf input into inf - inf = NaN.
+            w_int = sum((2.0**b) * planes[b] for b in range(8))
+            dot = v @ w_int.T
+        else:
+            raise ValueError(f"unknown FC encoding {encoding}")
+        out = _tensor(graph, op, 1) * dot.astype(f32) + bias
     return out.astype(f32).reshape(n, 1, 1, -1)
 
 

@@ -166,6 +166,14 @@ std::vector<float> randn(Rng& rng, std::size_t n, float scale = 1.0f) {
   return v;
 }
 
+// Values of magnitude m..2m with random signs (products of two of them near m^2).
+std::vector<float> signed_magnitudes(Rng& rng, std::size_t n, float m) {
+  std::uniform_real_distribution<float> u(1.0f, 2.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = (coin(rng) ? -m : m) * u(rng);
+  return v;
+}
+
 const float kSpecials[] = {0.0f,
                            -0.0f,
                            std::numeric_limits<float>::infinity(),
@@ -925,14 +933,65 @@ void test_dwconv(const DWConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases
     same_floats(t, "qs8", out.data(), want8.data(), n_out);
     ++t.cases;
   }
+  // Overflow (docs/format.md, "Float semantics"): inputs, pre-biases and weights whose products
+  // pass FLT_MAX (1.5e19: the fused MAC stays finite where a separate multiply would not),
+  // scales and biases near 1e38, every stride and multiplier; f32 whole images.
+  std::size_t n_overflow = 0;
+  for (const float m : {1.5e19f, 1e20f}) {
+    for (const auto& st : kStride) {
+      for (const std::size_t mult : {std::size_t{1}, std::size_t{2}}) {
+        DWConvShape s{};
+        s.in_height = 5;
+        s.in_width = 6;
+        s.channels = n_overflow % 2 == 0 ? 17 : 40;
+        s.stride_h = st[0];
+        s.stride_w = st[1];
+        s.multiplier = mult;
+        s.out_height = (s.in_height + s.stride_h - 1) / s.stride_h;
+        s.out_width = (s.in_width + s.stride_w - 1) / s.stride_w;
+        const bool ge = n_overflow++ % 2 == 0;
+        t.context = fmt("overflow=%g C=%zu mult=%zu stride=(%zu,%zu)", static_cast<double>(m),
+                        s.channels, mult, s.stride_h, s.stride_w);
+        const std::size_t oc = mult * s.channels;
+        const std::size_t n_out = s.out_height * s.out_width * oc;
+        const std::vector<float> in =
+            signed_magnitudes(rng, s.in_height * s.in_width * s.channels, m);
+        const std::vector<float> pre_bias = signed_magnitudes(rng, s.channels, m);
+        const std::vector<float> w = signed_magnitudes(rng, oc * 9, m);
+        const std::vector<float> scale = signed_magnitudes(rng, oc, 1.0f);
+        const std::vector<float> bias = signed_magnitudes(rng, oc, 1e38f);
+        std::vector<float> want(n_out);
+        dwconv3x3_f32_nhwc__reference(s, in.data(), pre_bias.data(), w.data(), scale.data(),
+                                      bias.data(), want.data());
+        Aligned pf(k.packed_f32_bytes(s));
+        {
+          Buf<float> wg = guarded(w, ge);
+          k.pack_f32(s, wg.data(), pf.data());
+        }
+        Buf<float> ing = guarded(in, ge), pbg = guarded(pre_bias, !ge);
+        Buf<float> sg = guarded(scale, ge), bg = guarded(bias, !ge);
+        Buf<float> out(n_out, ge);
+        for (const auto& r : row_splits(rng, s.out_height)) {
+          k.run_rows_f32(s, ing.data(), pbg.data(), pf.data(), sg.data(), bg.data(), r.first,
+                         r.second, out.data());
+        }
+        same_floats(t, "f32", out.data(), want.data(), n_out);
+        ++t.cases;
+      }
+    }
+  }
 }
 
 // ---- dense conv (stem) --------------------------------------------------------------------
 
 // One dense conv; `signs`: -0.0 inputs and an infinite weight on the top-left tap of every
 // other output channel (a padded tap must be skipped, not added as 0 * inf = NaN).
+// overflow > 0: inputs and weights of magnitude overflow..2*overflow with random signs and
+// biases up to 2e38, so products and partial sums pass FLT_MAX and (with overflow = 1.5e19)
+// a fused multiply-add stays finite where a separate multiply would give inf: the variant
+// must fuse exactly where the reference does.
 void conv2d_case(const Conv2DKernels& k, Rng& rng, Tally& t, Conv2DShape s, bool relu, bool signs,
-                 bool ge) {
+                 bool ge, float overflow = 0.0f) {
   s.out_height = (s.in_height + s.pad_top + s.pad_bottom - s.kernel_h) / s.stride_h + 1;
   s.out_width = (s.in_width + s.pad_left + s.pad_right - s.kernel_w) / s.stride_w + 1;
   t.context =
@@ -957,7 +1016,13 @@ void conv2d_case(const Conv2DKernels& k, Rng& rng, Tally& t, Conv2DShape s, bool
       }
     }
   }
-  const std::vector<float> bias = randn(rng, s.out_channels);
+  std::vector<float> bias = randn(rng, s.out_channels);
+  if (overflow > 0.0f) {
+    t.context += fmt(" overflow=%g", static_cast<double>(overflow));
+    in = signed_magnitudes(rng, in.size(), overflow);
+    w = signed_magnitudes(rng, w.size(), overflow);
+    bias = signed_magnitudes(rng, bias.size(), 1e38f);
+  }
   const std::size_t n_out = s.out_height * s.out_width * s.out_channels;
   std::vector<float> want(n_out);
   conv2d_f32_nhwc__reference(s, in.data(), w.data(), bias.data(), relu, want.data());
@@ -1097,6 +1162,21 @@ void test_conv2d(const Conv2DKernels& k, Rng& rng, Tally& t, std::size_t n_cases
         conv2d_case(k, rng, t, s, signs, signs, n++ % 2 == 0);
         ++t.cases;
       }
+    }
+  }
+  // Overflow (docs/format.md, "Float semantics"): products near and past FLT_MAX, where a
+  // multiply-add fused on one ISA and not on another would differ, over the stem shapes.
+  for (const float m : {1.5e19f, 1e20f, 1e10f}) {
+    const Conv2DShape shapes[] = {
+        {9, 10, 3, 24, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0},
+        {7, 6, 5, 17, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0},
+        {6, 5, 16, 33, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0},
+        {11, 9, 3, 9, 7, 7, 2, 2, 3, 3, 3, 3, 0, 0},
+    };
+    for (const Conv2DShape& s : shapes) {
+      conv2d_case(k, rng, t, s, n % 3 == 0, false, n % 2 == 0, m);
+      ++n;
+      ++t.cases;
     }
   }
 }
@@ -1615,6 +1695,8 @@ bool within(Tally& t, const char* what, const float* got, const std::vector<doub
   return true;
 }
 
+void test_fc_extremes(const FCKernels& k, Rng& rng, Tally& t);
+
 void test_fc(const FCKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
   const std::size_t kIn[] = {1,  3,   4,   7,   8,   15,  16,  17,   31,   63,  64,
                              65, 100, 128, 129, 130, 257, 512, 1000, 1280, 2048};
@@ -1698,6 +1780,141 @@ void test_fc(const FCKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
       within(t, "bitplane8", out.data(), exact, mag);
     }
     ++t.cases;
+  }
+  test_fc_extremes(k, rng, t);
+}
+
+// fc.h's overflow rule: a variant's output is +inf, -inf or NaN exactly where the reference's
+// is (whatever its summation order); finite outputs within the tolerance of the reference's.
+int nonfinite_kind(float v) { return std::isnan(v) ? 1 : std::isinf(v) ? (v > 0 ? 2 : 3) : 0; }
+
+bool same_nonfinite_within(Tally& t, const char* what, const float* got, const float* want,
+                           const std::vector<double>& mag) {
+  for (std::size_t o = 0; o < mag.size(); ++o) {
+    const int kg = nonfinite_kind(got[o]), kw = nonfinite_kind(want[o]);
+    const double err = std::fabs(static_cast<double>(got[o]) - static_cast<double>(want[o]));
+    if (kg != kw || (kg == 0 && !(err <= 2e-5 * mag[o]))) {
+      return t.fail(fmt("%s: output %zu: got %.9g, reference %.9g, magnitude %.9g", what, o,
+                        static_cast<double>(got[o]), static_cast<double>(want[o]), mag[o]));
+    }
+  }
+  return true;
+}
+
+// Extreme values through the three encodings: specials (inf, NaN, FLT_MAX, denormals) in x, w
+// and bias; products near 1e38 with random signs (partial sums that overflow in one order and
+// not in another); products that overflow f32 (1e20 * 1e20); a 1e38 input with 1e38 biases (a
+// hostile BN before the head); sums that land on either side of FLT_MAX.
+void test_fc_extremes(const FCKernels& k, Rng& rng, Tally& t) {
+  const std::size_t kShapes[][2] = {{7, 5}, {64, 9}, {100, 17}, {257, 4}, {1000, 10}};
+  const char* kKinds[] = {"specials", "partial sums near 1e38", "products 1e40", "bias 1e38",
+                          "near FLT_MAX"};
+  const float fmax = std::numeric_limits<float>::max();
+  auto big = [&](std::size_t n, float magnitude) {
+    std::vector<float> v(n);
+    std::uniform_real_distribution<float> u(1.0f, 2.0f);
+    for (float& x : v) x = (coin(rng) ? -1.0f : 1.0f) * magnitude * u(rng);
+    return v;
+  };
+  std::size_t n = 0;
+  for (std::size_t kind = 0; kind < std::size(kKinds); ++kind) {
+    for (const auto& shape : kShapes) {
+      const std::size_t ci = shape[0], co = shape[1];
+      const bool ge = n++ % 2 == 0;
+      t.context = fmt("extremes '%s' in=%zu out=%zu", kKinds[kind], ci, co);
+      std::vector<float> x, w, bias = randn(rng, co);
+      if (kind == 0) {
+        x = randn(rng, ci);
+        w = randn(rng, co * ci);
+        sprinkle(rng, x, 0.05);
+        sprinkle(rng, w, 0.02);
+        sprinkle(rng, bias, 0.3);
+      } else if (kind == 1 || kind == 2) {
+        x = big(ci, kind == 1 ? 1e19f : 1e20f);
+        w = big(co * ci, kind == 1 ? 1e19f : 1e20f);
+        sprinkle(rng, bias, 0.3, /*finite_only=*/true);
+      } else if (kind == 3) {
+        x.assign(ci, 1e38f);
+        w = randn(rng, co * ci, 0.1f);
+        bias.assign(co, 1e38f);
+      } else {
+        x.assign(ci, fmax / static_cast<float>(ci));
+        w = randn(rng, co * ci, 1e-3f);
+        for (float& v : w) v += 1.0f;
+        bias = randn(rng, co, 1e37f);
+      }
+      std::vector<float> ws = randn(rng, co, 0.01f);
+      for (float& v : ws) v = std::fabs(v) + 1e-4f;
+      if (kind == 0) sprinkle(rng, ws, 0.2, /*finite_only=*/true);
+      std::vector<float> xq = x;  // qs8 / bitplane8: scaled up so that their sums overflow too
+      if (kind != 0) {
+        for (float& v : xq) v *= 1e3f;
+        for (float& v : ws) v = 1e-3f;
+      }
+      Buf<float> xg = guarded(x, ge), xqg = guarded(xq, !ge), bg = guarded(bias, !ge);
+      Buf<float> wsg = guarded(ws, ge);
+      Buf<float> out(co, ge);
+      std::vector<float> want(co);
+      std::vector<double> mag(co);
+      auto magnitudes = [&](auto weight_of, const std::vector<float>& xv) {
+        for (std::size_t o = 0; o < co; ++o) {
+          double m = 0;
+          for (std::size_t j = 0; j < ci; ++j) {
+            m += std::fabs(static_cast<double>(weight_of(o, j)) * xv[j]);
+          }
+          mag[o] =
+              static_cast<double>(std::fabs(ws[o])) * m + std::fabs(static_cast<double>(bias[o]));
+        }
+      };
+      {
+        Buf<float> wg = guarded(w, !ge);
+        fc_f32__reference(ci, co, x.data(), w.data(), bias.data(), want.data());
+        k.f32(ci, co, xg.data(), wg.data(), bg.data(), out.data());
+        // f32 has no weight scale.
+        for (std::size_t o = 0; o < co; ++o) {
+          double m = 0;
+          for (std::size_t j = 0; j < ci; ++j) {
+            m += std::fabs(static_cast<double>(w[o * ci + j]) * x[j]);
+          }
+          mag[o] = m + std::fabs(static_cast<double>(bias[o]));
+        }
+        same_nonfinite_within(t, "f32", out.data(), want.data(), mag);
+      }
+      {
+        const std::vector<std::int8_t> q = random_i8(rng, co * ci);
+        Buf<std::int8_t> qg = guarded(q, ge);
+        fc_qs8__reference(ci, co, xq.data(), q.data(), ws.data(), bias.data(), want.data());
+        k.qs8(ci, co, xqg.data(), qg.data(), wsg.data(), bg.data(), out.data());
+        magnitudes([&](std::size_t o, std::size_t j) { return q[o * ci + j]; }, xq);
+        same_nonfinite_within(t, "qs8", out.data(), want.data(), mag);
+      }
+      {
+        std::vector<unsigned> codes(co * ci);
+        for (auto& v : codes) v = static_cast<unsigned>(uniform(rng, 0, 255));
+        const std::size_t words = words_for_channels(ci);
+        std::vector<BitWord> planes(8 * co * words, 0);
+        for (unsigned b = 0; b < 8; ++b) {
+          for (std::size_t o = 0; o < co; ++o) {
+            for (std::size_t j = 0; j < ci; ++j) {
+              if (((codes[o * ci + j] >> b) & 1u) == 0) {
+                planes[(b * co + o) * words + j / kBitsPerWord] |= BitWord{1} << (j % kBitsPerWord);
+              }
+            }
+          }
+        }
+        Buf<BitWord> pg = guarded(planes, ge);
+        fc_bitplane8__reference(ci, co, x.data(), planes.data(), ws.data(), bias.data(),
+                                want.data());
+        k.bitplane8(ci, co, xg.data(), pg.data(), wsg.data(), bg.data(), out.data());
+        magnitudes(
+            [&](std::size_t o, std::size_t j) {
+              return 2.0f * static_cast<float>(codes[o * ci + j]) - 255.0f;
+            },
+            x);
+        same_nonfinite_within(t, "bitplane8", out.data(), want.data(), mag);
+      }
+      ++t.cases;
+    }
   }
 }
 

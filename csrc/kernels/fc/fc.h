@@ -6,12 +6,24 @@
 //   bitplane8  planes: 8 x out_features x words_for_channels(in_features) words; plane b holds
 //              the ±1 digit 2*bit_b(B) - 1 of the 8-bit code B (bit contract: stored bit 1 = -1),
 //              w = weight_scale[o] * sum_b 2^b * plane_b = weight_scale[o] * (2B - 255).
-// Float sums run over c in increasing order in f32 (reference). SIMD variants split the sum
-// across vector lanes (and may use FMA), so they round differently; every variant is within
+// The reference sums the exact products w * x in double over c in increasing order and rounds
+// once to f32 (fc_reference.cc). SIMD variants sum in f32 across vector lanes with FMA, so they
+// round differently; every variant is within
 //   |got - exact| <= 1e-5 * (|weight_scale[o]| * sum_c |w[o][c] * x[c]| + |bias[o]|)
 // of the exact result (w the integer code for qs8 / bitplane8), which the kernel test plan
 // (csrc/tests/kernel_test_harness.cc) checks. Each product w * x is exact-input (bitplane8
 // rebuilds the integer weight 2B - 255 before multiplying, as the reference does).
+//
+// Overflow, inf and NaN (docs/format.md, "Float semantics: overflow, inf and NaN"): an output
+// is +inf, -inf or NaN on a variant exactly when it is on the reference. A SIMD variant gets
+// there without the reference's cost: before finishing output o it bounds the magnitude of
+// every partial sum, B = sum_c |w[o][c]| * sum_c |x[c]| (qs8: 127 * sum |x|; bitplane8:
+// 255 * sum |x|), and when B, |weight_scale[o]| * B or |bias[o]| is not below kFCFiniteBound
+// (NaN included) it computes that output with the reference's per-output function below.
+// Under the bound neither path can overflow (every partial sum, the scaled sum and the output
+// stay below 2^122 on both, far from FLT_MAX = 2^128 - 2^104; the bound's own f32 rounding
+// costs less than a factor 2 while in_features < 2^23), so the fast path only ever produces
+// finite outputs where the reference does too.
 #pragma once
 
 #include <cstddef>
@@ -32,6 +44,19 @@ void fc_qs8__reference(std::size_t in_features, std::size_t out_features, const 
 void fc_bitplane8__reference(std::size_t in_features, std::size_t out_features, const float* x,
                              const BitWord* planes, const float* weight_scale, const float* bias,
                              float* out);
+
+// The magnitude under which a SIMD variant's f32 sums cannot overflow (see above): 2^120.
+constexpr float kFCFiniteBound = 1.329228e36f;
+
+// One output of each reference (the SIMD variants' fallback): weight_row the output's row
+// (bitplane8: its words in plane 0, planes plane_stride words apart).
+float fc_f32_output__reference(std::size_t in_features, const float* x, const float* weight_row,
+                               float bias);
+float fc_qs8_output__reference(std::size_t in_features, const float* x,
+                               const std::int8_t* weight_row, float weight_scale, float bias);
+float fc_bitplane8_output__reference(std::size_t in_features, const float* x,
+                                     const BitWord* planes_row, std::size_t plane_stride,
+                                     float weight_scale, float bias);
 
 // One ISA's FC kernels, each with the contract of its reference above (weights in the file
 // layout, no repacking). Pure. f32 and qs8 may be split by outputs across threads (offsetting

@@ -4,6 +4,8 @@
 //
 // Tile: kRows (4) outputs at once sharing each x vector, two accumulators per output (even and
 // odd vectors of c) for eight independent FMA chains; masked tail; a horizontal sum at the end.
+// An output whose sums could come near FLT_MAX (or meet an inf or NaN) is computed by the
+// reference instead, so that inf and NaN arise exactly where the reference has them (fc.h).
 // qs8 widens 8-bit codes to int32 then float; bitplane8 rebuilds each integer weight 2B - 255
 // from its 8 sign planes with D::decode, 64 at a time (as the reference does, per weight)
 // before the FMA. The rounding
@@ -12,6 +14,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -27,82 +30,125 @@ struct FCSimd {
   static constexpr std::size_t N = V::kLanes;
   static constexpr std::size_t kRows = 4;
 
-  // Sums over c of weight(row, c0, m, tail) * x[c] for `rows` rows (<= kRows) into sums[].
-  template <std::size_t R, class W>
-  static void dot_rows(std::size_t in_features, const float* x, W weight, float* sums) {
+  // sum_c |x[c]| in f32: with the weights' magnitude it bounds every partial sum (fc.h). A NaN
+  // or an infinity in x makes it NaN or inf, which sends every output to the reference.
+  static float abs_sum(std::size_t n, const float* x) {
+    float s = 0.0f;
+    for (std::size_t c = 0; c < n; ++c) s += std::fabs(x[c]);
+    return s;
+  }
+
+  // fc.h's overflow rule: the SIMD sum may finish output o only when its partial sums (bounded
+  // by `bound`), the scaled sum and the bias stay far below FLT_MAX. Written so that NaN fails.
+  static bool fast_path_is_finite(float bound, float weight_scale, float bias) {
+    return bound < kFCFiniteBound && std::fabs(weight_scale) * bound < kFCFiniteBound &&
+           std::fabs(bias) < kFCFiniteBound;
+  }
+
+  // Sums over c of weight(row, c0, m, tail) * x[c] for `rows` rows (<= kRows) into sums[];
+  // with kAbsWeights also sum_c |weight| per row into abs_weights[].
+  template <std::size_t R, bool kAbsWeights, class W>
+  static void dot_rows(std::size_t in_features, const float* x, W weight, float* sums,
+                       float* abs_weights) {
     F acc[R][2];
-    for (std::size_t r = 0; r < R; ++r) acc[r][0] = acc[r][1] = V::zero();
+    F mag[R];
+    for (std::size_t r = 0; r < R; ++r) acc[r][0] = acc[r][1] = mag[r] = V::zero();
     const std::size_t full = in_features / N * N;
     std::size_t c0 = 0;
     for (; c0 + 2 * N <= full; c0 += 2 * N) {
       const F x0 = V::load(x + c0), x1 = V::load(x + c0 + N);
       for (std::size_t r = 0; r < R; ++r) {
-        acc[r][0] = V::fmadd(weight(r, c0, V::all(), false), x0, acc[r][0]);
-        acc[r][1] = V::fmadd(weight(r, c0 + N, V::all(), false), x1, acc[r][1]);
+        const F w0 = weight(r, c0, V::all(), false), w1 = weight(r, c0 + N, V::all(), false);
+        acc[r][0] = V::fmadd(w0, x0, acc[r][0]);
+        acc[r][1] = V::fmadd(w1, x1, acc[r][1]);
+        if (kAbsWeights) mag[r] = V::add(mag[r], V::add(V::abs(w0), V::abs(w1)));
       }
     }
     for (; c0 < full; c0 += N) {
       const F x0 = V::load(x + c0);
       for (std::size_t r = 0; r < R; ++r) {
-        acc[r][0] = V::fmadd(weight(r, c0, V::all(), false), x0, acc[r][0]);
+        const F w0 = weight(r, c0, V::all(), false);
+        acc[r][0] = V::fmadd(w0, x0, acc[r][0]);
+        if (kAbsWeights) mag[r] = V::add(mag[r], V::abs(w0));
       }
     }
     if (c0 < in_features) {
       const M m = V::mask(in_features - c0);
       const F x0 = V::load(x + c0, m);  // masked-off lanes 0: their (finite) weights add 0
-      for (std::size_t r = 0; r < R; ++r)
-        acc[r][1] = V::fmadd(weight(r, c0, m, true), x0, acc[r][1]);
+      for (std::size_t r = 0; r < R; ++r) {
+        const F w0 = weight(r, c0, m, true);
+        acc[r][1] = V::fmadd(w0, x0, acc[r][1]);
+        if (kAbsWeights) mag[r] = V::add(mag[r], V::abs(w0));
+      }
     }
-    for (std::size_t r = 0; r < R; ++r) sums[r] = V::hsum(V::add(acc[r][0], acc[r][1]));
+    for (std::size_t r = 0; r < R; ++r) {
+      sums[r] = V::hsum(V::add(acc[r][0], acc[r][1]));
+      if (kAbsWeights) abs_weights[r] = V::hsum(mag[r]);
+    }
   }
 
-  template <class W, class Finish>
+  // finish(o, sum, abs_weight_sum) for every output (abs_weight_sum 0 without kAbsWeights).
+  template <bool kAbsWeights, class W, class Finish>
   static void all_rows(std::size_t in_features, std::size_t out_features, const float* x,
                        W weight_of_row, Finish finish) {
     assert(in_features > 0);
-    float sums[kRows];
+    float sums[kRows], abs_weights[kRows] = {};
     std::size_t o = 0;
     for (; o + kRows <= out_features; o += kRows) {
-      dot_rows<kRows>(
+      dot_rows<kRows, kAbsWeights>(
           in_features, x,
           [&](std::size_t r, std::size_t c0, M m, bool tail) {
             return weight_of_row(o + r, c0, m, tail);
           },
-          sums);
-      for (std::size_t r = 0; r < kRows; ++r) finish(o + r, sums[r]);
+          sums, abs_weights);
+      for (std::size_t r = 0; r < kRows; ++r) finish(o + r, sums[r], abs_weights[r]);
     }
     for (; o < out_features; ++o) {
-      dot_rows<1>(
+      dot_rows<1, kAbsWeights>(
           in_features, x,
           [&](std::size_t, std::size_t c0, M m, bool tail) {
             return weight_of_row(o, c0, m, tail);
           },
-          sums);
-      finish(o, sums[0]);
+          sums, abs_weights);
+      finish(o, sums[0], abs_weights[0]);
     }
   }
 
   static void f32(std::size_t in_features, std::size_t out_features, const float* x,
                   const float* weight, const float* bias, float* out) {
-    all_rows(
+    const float abs_x = abs_sum(in_features, x);
+    all_rows<true>(
         in_features, out_features, x,
         [&](std::size_t o, std::size_t c0, M m, bool tail) {
           const float* w = weight + o * in_features + c0;
           return tail ? V::load(w, m) : V::load(w);
         },
-        [&](std::size_t o, float sum) { out[o] = sum + bias[o]; });
+        [&](std::size_t o, float sum, float abs_w) {
+          const float* row = weight + o * in_features;
+          if (!fast_path_is_finite(abs_w * abs_x, 1.0f, bias[o])) {
+            out[o] = fc_f32_output__reference(in_features, x, row, bias[o]);
+            return;
+          }
+          out[o] = sum + bias[o];
+        });
   }
 
   static void qs8(std::size_t in_features, std::size_t out_features, const float* x,
                   const std::int8_t* weight, const float* weight_scale, const float* bias,
                   float* out) {
-    all_rows(
+    const float bound = 127.0f * abs_sum(in_features, x);  // |code| <= 127
+    all_rows<false>(
         in_features, out_features, x,
         [&](std::size_t o, std::size_t c0, M, bool tail) {
           const std::int8_t* w = weight + o * in_features + c0;
           return V::to_float(tail ? V::load_i8(w, in_features - c0) : V::load_i8(w));
         },
-        [&](std::size_t o, float sum) {
+        [&](std::size_t o, float sum, float) {
+          if (!fast_path_is_finite(bound, weight_scale[o], bias[o])) {
+            out[o] = fc_qs8_output__reference(in_features, x, weight + o * in_features,
+                                              weight_scale[o], bias[o]);
+            return;
+          }
           const float scaled = weight_scale[o] * sum;
           out[o] = scaled + bias[o];
         });
@@ -118,7 +164,13 @@ struct FCSimd {
     constexpr std::size_t kVecs = kBitsPerWord / N;
     const std::size_t words = words_for_channels(in_features);
     const std::size_t plane_stride = out_features * words;
+    const float bound = 255.0f * abs_sum(in_features, x);  // |2B - 255| <= 255
     for (std::size_t o = 0; o < out_features; ++o) {
+      if (!fast_path_is_finite(bound, weight_scale[o], bias[o])) {
+        out[o] = fc_bitplane8_output__reference(in_features, x, planes + o * words, plane_stride,
+                                                weight_scale[o], bias[o]);
+        continue;
+      }
       F acc[2] = {V::zero(), V::zero()};
       for (std::size_t wi = 0; wi < words; ++wi) {
         F w[kVecs];
