@@ -2,14 +2,16 @@
 file (model name, producer, class names) are printed quoted, their control characters shown
 as '?', so a hostile file can neither drive the terminal nor forge a line (issue 14).
 
-The tool is built with CMake into build/tools (as docs/raspberry-pi.md shows; incremental
-after the first time), or taken from QBINFER_BENCH_BIN when that names a built binary."""
+The tool is the one `pip install .` puts beside the interpreter's scripts (pyproject.toml
+builds it with the extension), or QBINFER_BENCH_BIN when that names a built binary, else it is
+built with CMake into build/tools (as docs/raspberry-pi.md shows)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,10 @@ def bench() -> str:
     given = os.environ.get("QBINFER_BENCH_BIN")
     if given:
         return given
+    # pip install builds it with the extension and puts it beside the interpreter's scripts.
+    installed = os.path.join(sysconfig.get_path("scripts"), "qbinfer-bench")
+    if os.path.isfile(installed) and os.access(installed, os.X_OK):
+        return installed
     cmake = shutil.which("cmake")
     assert cmake is not None, "cmake (a build requirement) is needed to build qbinfer-bench"
     build = os.path.join(ROOT, "build", "tools")
