@@ -8,6 +8,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <cstdio>
+#include <map>
+
+#include "base/text.h"
 #include "engine/fusion_planner.h"
 #include "engine/step_run.h"
 #include "engine/weight_repack.h"
@@ -42,11 +46,10 @@ std::string join_types(const std::vector<Op>& ops, const std::vector<std::uint32
   return s;
 }
 
-// Packs the step's weights for the active kernels and sets its work split.
-void prepare(Step& s, const Graph& g, const KernelTable& kt) {
+// Sets the step's run function and work split (its weights are packed by pack_weights).
+void prepare(Step& s, const Graph& g) {
   const Op& op = *s.op;
   s.run = run_fn(op.type);
-  s.packed = repack_weights(op, kt);
   switch (op.type) {
     case OpType::kBConv2D: {
       const BConvShape& sh = op.bconv;
@@ -149,7 +152,7 @@ bool fusion_enabled_by_env() {
 }
 
 std::vector<Step> build_steps(const QbwFile& file, const std::vector<Op>& ops,
-                              const KernelTable& kernels, bool fuse) {
+                              const KernelTable& /*kernels*/, bool fuse) {
   const Graph g(file, ops);
   const FusionPlan plan = plan_fusion(g, fuse);
   const std::vector<Chain>& chains = plan.chains;
@@ -175,7 +178,7 @@ std::vector<Step> build_steps(const QbwFile& file, const std::vector<Op>& ops,
       if (ch.kind == StepKind::kEpilogueChain) s.inplace = ch.head_input;
       s.epi = ch.epi;
       s.label = join_types(ops, s.members);
-      prepare(s, g, kernels);
+      prepare(s, g);
       steps.push_back(std::move(s));
       continue;
     }
@@ -187,10 +190,119 @@ std::vector<Step> build_steps(const QbwFile& file, const std::vector<Op>& ops,
     s.out = op.output;
     s.writes = {op.output};
     s.label = op_type_name(static_cast<std::uint32_t>(op.type));
-    prepare(s, g, kernels);
+    prepare(s, g);
     steps.push_back(std::move(s));
   }
   return steps;
+}
+
+std::vector<WeightPack> plan_weight_packs(const std::vector<Step>& steps,
+                                          const KernelTable& kernels) {
+  std::vector<WeightPack> packs;
+  std::map<PackKey, std::size_t> index;  // key -> its entry in packs
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    PackKey key = pack_key(*steps[i].op);
+    if (key.empty()) continue;
+    const auto [it, fresh] = index.emplace(std::move(key), packs.size());
+    if (fresh) packs.push_back(WeightPack{packed_weight_bytes(*steps[i].op, kernels), {}});
+    packs[it->second].steps.push_back(i);
+  }
+  return packs;
+}
+
+void pack_weights(std::vector<Step>& steps, const std::vector<WeightPack>& packs,
+                  const KernelTable& kernels) {
+  for (const WeightPack& p : packs) {
+    const PackedWeights shared(
+        std::make_shared<const AlignedBuffer>(repack_weights(*steps[p.steps[0]].op, kernels)));
+    for (const std::size_t i : p.steps) steps[i].packed = shared;
+  }
+}
+
+namespace {
+
+std::string op_identity(const Op& op) {
+  return "op " + std::to_string(op.index) + " " +
+         op_type_name(static_cast<std::uint32_t>(op.type)) + " " + quoted(op.name);
+}
+
+std::string bytes_and_gib(std::uint64_t bytes) {
+  char gib[32];
+  std::snprintf(gib, sizeof gib, "%.2f", static_cast<double>(bytes) / double(1 << 30));
+  return std::to_string(bytes) + " bytes (" + gib + " GiB)";
+}
+
+}  // namespace
+
+void check_load_memory(const QbwFile& file, const std::vector<Op>& ops,
+                       const std::vector<Step>& steps, const std::vector<WeightPack>& packs,
+                       const std::vector<std::uint64_t>& value_offsets, std::uint64_t arena_bytes,
+                       std::uint64_t workspace_bytes, std::uint64_t max_memory) {
+  std::size_t concat_entries = 0;
+  for (const Step& s : steps) {
+    if (s.kind == StepKind::kOp && s.op->type == OpType::kConcat)
+      concat_entries += s.op->inputs.size();
+  }
+  const std::uint64_t workspace = workspace_bytes + concat_table_bytes(concat_entries);
+  std::uint64_t packed = 0;
+  for (const WeightPack& p : packs) packed += p.bytes;
+  // No overflow: the workspace is at most 64 GiB (Model) and each packed buffer is a few times
+  // its tensor, which the file holds.
+  const std::uint64_t total = workspace + packed;
+  if (max_memory == 0 || total <= max_memory) return;
+
+  // The buffer that pushes the total over the limit, counting the packed weights first (in
+  // the order the steps use them), then the arena from its lowest byte up: a packed buffer
+  // whose running total passes the limit, or else the value whose end in the arena is the
+  // first past what the limit leaves for the arena.
+  std::string culprit;
+  std::uint64_t running = 0;
+  for (const WeightPack& p : packs) {
+    running += p.bytes;
+    if (running <= max_memory) continue;
+    culprit = op_identity(*steps[p.steps[0]].op) + " pushes it over with " +
+              std::to_string(p.bytes) + " bytes of repacked weights" +
+              (p.steps.size() > 1 ? " (shared by " + std::to_string(p.steps.size()) + " steps)"
+                                  : std::string());
+    break;
+  }
+  if (culprit.empty()) {
+    const std::vector<ValueInfo>& values = file.values();
+    std::vector<char> stored(values.size(), 0);
+    stored[file.input_value()] = 1;
+    for (const Step& s : steps) {
+      for (const std::uint32_t v : s.writes) stored[v] = 1;
+    }
+    const std::uint64_t others = packed + (workspace - arena_bytes);  // scratch, table
+    const std::uint64_t room = max_memory > others ? max_memory - others : 0;
+    std::uint32_t worst = kNoValue;
+    std::uint64_t worst_end = 0;
+    for (std::uint32_t v = 0; v < values.size(); ++v) {
+      if (!stored[v]) continue;
+      const std::uint64_t end = value_offsets[v] + values[v].bytes;
+      if (end > room && (worst == kNoValue || end < worst_end)) {
+        worst = v;
+        worst_end = end;
+      }
+    }
+    if (worst != kNoValue) {
+      std::string writer = "the graph input";
+      for (const Op& op : ops) {
+        if (op.output == worst) writer = op_identity(op);
+      }
+      culprit = writer + " pushes it over: its output " + quoted(values[worst].name) + " of " +
+                std::to_string(values[worst].bytes) + " bytes lies at arena bytes [" +
+                std::to_string(value_offsets[worst]) + ", " + std::to_string(worst_end) + ")";
+    } else {
+      culprit = "the int8 scratch and the CONCAT input table push it over";
+    }
+  }
+  file.fail("loading needs " + bytes_and_gib(total) +
+            ", more than max_memory = " + bytes_and_gib(max_memory) +
+            ": the activation arena of one call is " + std::to_string(workspace) +
+            " bytes and the repacked weights " + std::to_string(packed) + " bytes; " + culprit +
+            ". If the file is trusted, raise the limit: qbinfer.load(path, max_memory=BYTES) "
+            "(None: no limit), or qbinfer-bench --max-memory BYTES (0: no limit)");
 }
 
 }  // namespace qbinfer

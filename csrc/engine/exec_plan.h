@@ -20,8 +20,9 @@
 // is unchanged. Fused and unfused give bit-identical results: the epilogue performs the same
 // rounded operations in the same order as the separate ops.
 //
-// Weights of BCONV2D, DWCONV3X3 and CONV2D are repacked at load into 64-byte aligned buffers
-// owned by the step, in the layout of the active kernels.
+// Weights of BCONV2D, BCONV2D_GENERAL, DWCONV3X3 and CONV2D are repacked at load into 64-byte
+// aligned buffers in the layout of the active kernels, one per (tensor, packing): steps that
+// pack the same tensor the same way share the buffer (weight_repack.h).
 //
 // This header holds the types the engine's planning files share; the work is split by job:
 //   exec_plan.cc       build_steps: plan assembly (steps in order, work split per step)
@@ -36,6 +37,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/aligned_buffer.h"
@@ -122,6 +124,21 @@ struct EpilogueSpec {
 
 enum class StepKind { kOp, kConvChain, kEpilogueChain };
 
+// A step's weights in the active kernels' layout: a buffer shared, read-only, by every step that
+// packs the same tensor the same way (empty for a step with nothing packed).
+class PackedWeights {
+ public:
+  PackedWeights() = default;
+  explicit PackedWeights(std::shared_ptr<const AlignedBuffer> buffer)
+      : buffer_(std::move(buffer)) {}
+  const void* data() const { return buffer_ != nullptr ? buffer_->data() : nullptr; }
+  std::size_t size() const { return buffer_ != nullptr ? buffer_->size() : 0; }
+  const AlignedBuffer* buffer() const { return buffer_.get(); }
+
+ private:
+  std::shared_ptr<const AlignedBuffer> buffer_;
+};
+
 struct Step;
 using StepRunFn = void (*)(const Step&, const ExecContext&);
 
@@ -140,7 +157,7 @@ struct Step {
   bool by_pixel = false;               // 1x1 binary conv: the unit is a pixel, not a row
   std::size_t concat_slot = 0;         // CONCAT: its first entry in ExecContext::concat_inputs
   EpilogueSpec epi;
-  AlignedBuffer packed;    // weights in the active kernels' layout
+  PackedWeights packed;    // weights in the active kernels' layout (pack_weights)
   double work_ns = 0;      // estimated single-thread time (plan_threads)
   std::size_t parts = 1;   // threads it is split over when the pool is free (plan_threads)
   std::size_t pieces = 1;  // chunks those threads claim: kPiecesPerThread each, at most units
@@ -149,9 +166,45 @@ struct Step {
 };
 
 // Builds the steps in execution order. fuse = false: one step per op (the reference path the
-// fused one is tested against). The ops must outlive the steps.
+// fused one is tested against). The ops must outlive the steps. The weights are not packed
+// yet: plan_weight_packs and pack_weights do that once the load's memory is checked.
 std::vector<Step> build_steps(const QbwFile& file, const std::vector<Op>& ops,
                               const KernelTable& kernels, bool fuse);
+
+// One packed buffer to make: its size and the steps that share it (steps[0] is the first).
+struct WeightPack {
+  std::uint64_t bytes = 0;
+  std::vector<std::size_t> steps;
+};
+
+// The distinct packed buffers the steps need, in the order of their first step: one per
+// (tensor, packing) however many steps use it. Allocates nothing of the buffers' size.
+std::vector<WeightPack> plan_weight_packs(const std::vector<Step>& steps,
+                                          const KernelTable& kernels);
+
+// Packs each buffer of `packs` once and hands it to every step that shares it.
+void pack_weights(std::vector<Step>& steps, const std::vector<WeightPack>& packs,
+                  const KernelTable& kernels);
+
+// The default of ModelOptions::max_memory and of the bindings: 2 GiB per load.
+inline constexpr std::uint64_t kDefaultMaxMemory = std::uint64_t{2} << 30;
+
+// What a load allocates in proportion to the graph rather than to the file: one workspace
+// (the activation arena, with the int8 scratch and the CONCAT pointer table) and the packed
+// weights. Over max_memory (0: no limit), refuses the file with a FormatError (file.fail)
+// that gives the figures, names the op whose buffer pushes the total over the limit, and says
+// how to raise it. Called before the packed weights or any arena are allocated.
+//   value_offsets   per value, its offset in the arena (the memory plan)
+//   arena_bytes     the values' part of the arena; workspace_bytes adds the scratch
+void check_load_memory(const QbwFile& file, const std::vector<Op>& ops,
+                       const std::vector<Step>& steps, const std::vector<WeightPack>& packs,
+                       const std::vector<std::uint64_t>& value_offsets, std::uint64_t arena_bytes,
+                       std::uint64_t workspace_bytes, std::uint64_t max_memory);
+
+// The bytes of a per-workspace CONCAT pointer table of `entries` inputs.
+inline std::uint64_t concat_table_bytes(std::size_t entries) {
+  return std::uint64_t{entries} * sizeof(const float*);
+}
 
 // How a model with a pool of N threads splits its steps.
 //   kByWork: each step is cut into as many pieces as its estimated work pays for (at least

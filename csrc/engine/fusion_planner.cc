@@ -54,13 +54,13 @@ void extend(const Graph& g, std::vector<char>& taken, Chain& chain) {
     chain.position = r;
   }
   // Packing the result for a binary conv, in the same pass.
-  for (const std::uint32_t r : g.readers[chain.out]) {
+  for (const std::uint32_t r : g.readers(chain.out)) {
     const Op& op = g.ops[r];
     if (op.type != OpType::kBitpack || taken[r]) continue;
     chain.epi.threshold = op.tensors[0]->as<float>();
     chain.epi.bits = op.output;
     // The floats are still wanted when anything else reads them.
-    chain.epi.write_float = g.is_output(chain.out) || g.readers[chain.out].size() > 1;
+    chain.epi.write_float = g.is_output(chain.out) || g.readers(chain.out).size() > 1;
     chain.members.push_back(r);
     break;
   }
@@ -73,6 +73,7 @@ void take(std::vector<char>& taken, const Chain& c) {
 
 std::vector<Chain> find_chains(const Graph& g) {
   std::vector<Chain> chains;
+  chains.reserve(g.ops.size() / 2);  // every chain holds two ops at least
   std::vector<char> taken(g.ops.size(), 0);
   // Conv chains first: they save a whole pass over the conv's output.
   for (const Op& op : g.ops) {
@@ -134,16 +135,50 @@ std::vector<Chain> find_chains(const Graph& g) {
   return chains;
 }
 
+// Per value, the latest position (in the order the steps will run) at which any op reads it,
+// and the latest at which an op other than the one that reads it there does: what inplace_ok
+// needs, computed in one pass over the readers so that checking every chain stays linear in
+// the graph (a value read by many ops is not walked once per chain that could overwrite it).
+struct LastReads {
+  static constexpr std::uint32_t kNone = kNoValue;
+  std::vector<std::uint32_t> op;     // the op reading at `first`
+  std::vector<std::uint32_t> first;  // latest reading position, or kNone
+  std::vector<std::uint32_t> other;  // latest position of an op other than `op`, or kNone
+
+  LastReads(const Graph& g, const std::vector<std::uint32_t>& position_of) {
+    const std::size_t n = g.num_values();
+    op.assign(n, kNone);
+    first.assign(n, kNone);
+    other.assign(n, kNone);
+    auto later = [](std::uint32_t a, std::uint32_t b) { return a == kNone || b > a; };
+    for (std::size_t v = 0; v < n; ++v) {
+      for (const std::uint32_t r : g.readers(static_cast<std::uint32_t>(v))) {
+        const std::uint32_t p = position_of[r];
+        if (r == op[v]) continue;  // the same op reading v again
+        if (later(first[v], p)) {
+          if (op[v] != kNone) other[v] = first[v];
+          first[v] = p;
+          op[v] = r;
+        } else if (later(other[v], p)) {
+          other[v] = p;
+        }
+      }
+    }
+  }
+
+  // The latest position at which an op other than `except` reads v (kNone: none does).
+  std::uint32_t latest_except(std::uint32_t v, std::uint32_t except) const {
+    return op[v] == except ? other[v] : first[v];
+  }
+};
+
 // An in-place chain overwrites its base: nothing may read the base after it (in the order the
 // steps will run), and the chain itself may read it only as the base.
-bool inplace_ok(const Graph& g, const Chain& c, const std::vector<std::uint32_t>& position_of) {
+bool inplace_ok(const Graph& g, const Chain& c, const LastReads& last) {
   const std::uint32_t base = c.head_input;
   if (g.is_output(base) || base == c.epi.channel_scale || base == c.epi.residual) return false;
-  for (const std::uint32_t r : g.readers[base]) {
-    if (r == c.members[0]) continue;
-    if (position_of[r] >= c.position) return false;
-  }
-  return true;
+  const std::uint32_t latest = last.latest_except(base, c.members[0]);
+  return latest == LastReads::kNone || latest < c.position;
 }
 
 }  // namespace
@@ -181,9 +216,11 @@ FusionPlan plan_fusion(const Graph& g, bool fuse) {
   };
   place();
   // Dropping an in-place chain moves nothing else, so one pass settles it.
+  const LastReads last(g, position_of);
   std::vector<Chain> kept;
+  kept.reserve(chains.size());
   for (Chain& c : chains) {
-    if (c.kind == StepKind::kEpilogueChain && !inplace_ok(g, c, position_of)) continue;
+    if (c.kind == StepKind::kEpilogueChain && !inplace_ok(g, c, last)) continue;
     kept.push_back(std::move(c));
   }
   chains = std::move(kept);

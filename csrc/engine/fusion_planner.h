@@ -13,27 +13,51 @@
 
 namespace qbinfer {
 
-// Who reads what, in file order.
+// The ops reading one value, one entry per occurrence, in file order.
+struct ReaderList {
+  const std::uint32_t* first = nullptr;
+  const std::uint32_t* last = nullptr;
+  const std::uint32_t* begin() const { return first; }
+  const std::uint32_t* end() const { return last; }
+  std::size_t size() const { return static_cast<std::size_t>(last - first); }
+  std::uint32_t operator[](std::size_t i) const { return first[i]; }
+};
+
+// Who reads what, in file order. The readers of every value live in one array (value v's at
+// reader_start[v] .. reader_start[v + 1]): two allocations whatever the graph's size, where a
+// vector per value cost one allocation per value on files of hundreds of thousands of ops.
 struct Graph {
   const QbwFile& file;
   const std::vector<Op>& ops;
-  std::vector<std::vector<std::uint32_t>> readers;  // per value: reading op per occurrence
-  std::vector<std::uint32_t> producer;              // per value: op index, or kNoValue
+  std::vector<std::size_t> reader_start;  // per value, then the end: into reader_ops
+  std::vector<std::uint32_t> reader_ops;  // reading op per occurrence, grouped by value
+  std::vector<std::uint32_t> producer;    // per value: op index, or kNoValue
 
   Graph(const QbwFile& f, const std::vector<Op>& o) : file(f), ops(o) {
-    readers.resize(f.values().size());
-    producer.assign(f.values().size(), kNoValue);
+    const std::size_t n = f.values().size();
+    reader_start.assign(n + 1, 0);
+    producer.assign(n, kNoValue);
     for (const Op& op : ops) {
-      for (const std::uint32_t v : op.inputs) readers[v].push_back(op.index);
+      for (const std::uint32_t v : op.inputs) ++reader_start[v + 1];
       producer[op.output] = op.index;
+    }
+    for (std::size_t v = 0; v < n; ++v) reader_start[v + 1] += reader_start[v];
+    reader_ops.resize(reader_start[n]);
+    std::vector<std::size_t> fill(reader_start.begin(), reader_start.end() - 1);
+    for (const Op& op : ops) {
+      for (const std::uint32_t v : op.inputs) reader_ops[fill[v]++] = op.index;
     }
   }
 
+  std::size_t num_values() const { return producer.size(); }
+  ReaderList readers(std::uint32_t v) const {
+    return {reader_ops.data() + reader_start[v], reader_ops.data() + reader_start[v + 1]};
+  }
   bool is_output(std::uint32_t v) const { return v == file.output_value(); }
   // The only op that reads v, once, when v is not the graph output; else kNoValue.
   std::uint32_t sole_reader(std::uint32_t v) const {
-    if (is_output(v) || readers[v].size() != 1) return kNoValue;
-    return readers[v][0];
+    if (is_output(v) || reader_start[v + 1] - reader_start[v] != 1) return kNoValue;
+    return reader_ops[reader_start[v]];
   }
   std::size_t channels(std::uint32_t v) const { return file.values()[v].channels; }
 };

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <map>
 #include <numeric>
+#include <set>
+#include <utility>
 
 namespace qbinfer {
 namespace {
@@ -50,8 +52,65 @@ MemoryPlan plan_greedy_by_size(const std::vector<std::uint64_t>& sizes,
   return plan;
 }
 
+// The free intervals of the arena below its end, coalesced, indexed by offset and by size.
+// A request takes the lowest-offset interval that fits among the first kScan intervals by
+// offset (first fit: all of them in ordinary graphs, whose free lists are short), else the
+// smallest interval that fits (best fit, O(log n)). Scanning the whole list instead made the
+// sweep quadratic on a crafted file whose values fragment the arena into many intervals.
+class FreeIntervals {
+ public:
+  static constexpr std::size_t kScan = 64;
+
+  void release(std::uint64_t off, std::uint64_t size) {
+    auto next = by_offset_.lower_bound(off);
+    if (next != by_offset_.end() && off + size == next->first) {
+      size += next->second;
+      by_size_.erase({next->second, next->first});
+      next = by_offset_.erase(next);
+    }
+    if (next != by_offset_.begin()) {
+      auto prev = std::prev(next);
+      if (prev->first + prev->second == off) {
+        by_size_.erase({prev->second, prev->first});
+        off = prev->first;
+        size += prev->second;
+        by_offset_.erase(prev);
+      }
+    }
+    insert(off, size);
+  }
+
+  // The offset of `size` bytes taken from a free interval, or `kNone` when none fits.
+  static constexpr std::uint64_t kNone = ~std::uint64_t{0};
+  std::uint64_t take(std::uint64_t size) {
+    auto it = by_offset_.begin();
+    for (std::size_t k = 0; k < kScan && it != by_offset_.end(); ++k, ++it) {
+      if (it->second >= size) return take_from(it->first, it->second, size);
+    }
+    if (it == by_offset_.end()) return kNone;  // all scanned, none fits
+    const auto best = by_size_.lower_bound({size, 0});
+    if (best == by_size_.end()) return kNone;
+    return take_from(best->second, best->first, size);
+  }
+
+ private:
+  void insert(std::uint64_t off, std::uint64_t size) {
+    by_offset_.emplace(off, size);
+    by_size_.emplace(size, off);
+  }
+  std::uint64_t take_from(std::uint64_t off, std::uint64_t have, std::uint64_t size) {
+    by_offset_.erase(off);
+    by_size_.erase({have, off});
+    if (have > size) insert(off + size, have - size);
+    return off;
+  }
+
+  std::map<std::uint64_t, std::uint64_t> by_offset_;           // offset -> size
+  std::set<std::pair<std::uint64_t, std::uint64_t>> by_size_;  // (size, offset)
+};
+
 // Walks the steps in order: frees the values whose lifetime ended, then places the values
-// born at this step at the first free interval that fits (or the end of the arena).
+// born at this step in a free interval that fits (FreeIntervals), or at the end of the arena.
 MemoryPlan plan_sweep(const std::vector<std::uint64_t>& sizes,
                       const std::vector<Lifetime>& lifetimes) {
   const std::size_t n = sizes.size();
@@ -68,38 +127,19 @@ MemoryPlan plan_sweep(const std::vector<std::uint64_t>& sizes,
 
   MemoryPlan plan;
   plan.offsets.assign(n, 0);
-  std::map<std::uint64_t, std::uint64_t> free_list;  // offset -> size, coalesced
+  FreeIntervals free_list;
   std::uint64_t end = 0;
   std::size_t d = 0;
   for (const std::size_t v : by_birth) {
     const std::int64_t step = lifetimes[v].first;
     for (; d < n && lifetimes[by_death[d]].last < step; ++d) {
       const std::size_t u = by_death[d];
-      std::uint64_t off = plan.offsets[u];
-      std::uint64_t size = align_up(sizes[u]);
-      auto next = free_list.lower_bound(off);
-      if (next != free_list.end() && off + size == next->first) {
-        size += next->second;
-        next = free_list.erase(next);
-      }
-      if (next != free_list.begin()) {
-        auto prev = std::prev(next);
-        if (prev->first + prev->second == off) {
-          prev->second += size;
-          continue;
-        }
-      }
-      free_list.emplace(off, size);
+      free_list.release(plan.offsets[u], align_up(sizes[u]));
     }
     const std::uint64_t size = align_up(sizes[v]);
-    auto it = std::find_if(free_list.begin(), free_list.end(),
-                           [size](const auto& f) { return f.second >= size; });
-    if (it != free_list.end()) {
-      plan.offsets[v] = it->first;
-      const std::uint64_t rest = it->second - size;
-      const std::uint64_t rest_offset = it->first + size;
-      free_list.erase(it);
-      if (rest > 0) free_list.emplace(rest_offset, rest);
+    const std::uint64_t off = free_list.take(size);
+    if (off != FreeIntervals::kNone) {
+      plan.offsets[v] = off;
     } else {
       plan.offsets[v] = end;
       end += size;

@@ -137,7 +137,6 @@ Model::Model(QbwFile file, const ModelOptions& options)
       s.concat_slot = concat_inputs_;  // Workspace fills the table in this same order
       concat_inputs_ += s.op->inputs.size();
     }
-    packed_bytes_ += s.packed.size();
   }
   lifetimes[file_.output_value()].last = static_cast<std::int64_t>(steps_.size());
 
@@ -174,6 +173,14 @@ Model::Model(QbwFile file, const ModelOptions& options)
                " bytes, more than a " + std::to_string(8 * sizeof(std::size_t)) +
                "-bit build can address");
   }
+
+  // The load's memory checked against max_memory before the weights are packed (one buffer
+  // per tensor and packing, shared by the steps) and before the first arena is allocated.
+  const std::vector<WeightPack> packs = plan_weight_packs(steps_, *kernels_);
+  check_load_memory(file_, ops_, steps_, packs, plan_.offsets, plan_.arena_bytes, workspace_bytes_,
+                    options.max_memory);
+  pack_weights(steps_, packs, *kernels_);
+  for (const WeightPack& p : packs) packed_bytes_ += p.bytes;
 
   // Weight bytes: every tensor the graph uses, counted once even if shared.
   std::vector<bool> used(file_.tensors().size(), false);

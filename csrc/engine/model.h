@@ -41,6 +41,10 @@ struct ModelOptions {
   SplitPolicy split = SplitPolicy::kByWork;
   const KernelTable* kernels = nullptr;  // nullptr: selected_kernel_table() (the active ISA)
   int fuse = -1;                         // -1: fusion_enabled_by_env(); 0 off; 1 on
+  // Most bytes the load may commit in proportion to the graph: one activation arena (each
+  // further concurrent call adds one more) plus the repacked weights; 0: no limit. Over it the
+  // file is refused with a FormatError (check_load_memory, exec_plan.h).
+  std::uint64_t max_memory = kDefaultMaxMemory;
 };
 
 class Model {

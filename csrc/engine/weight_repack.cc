@@ -4,6 +4,78 @@
 
 namespace qbinfer {
 
+PackKey pack_key(const Op& op) {
+  PackKey key;
+  const auto type = static_cast<std::size_t>(op.type);
+  switch (op.type) {
+    case OpType::kBConv2D: {
+      const BConvShape& sh = op.bconv;
+      key.tensor = op.tensors[0];
+      // Not the height: one packed blob serves every input height (bconv.h).
+      key.fields = {type,           sh.width,
+                    sh.in_channels, sh.out_channels,
+                    sh.kernel,      static_cast<std::size_t>(sh.padding)};
+      break;
+    }
+    case OpType::kDWConv3x3: {
+      const DWConvShape& sh = op.dwconv;
+      key.tensor = op.tensors[1];
+      key.fields = {type,          op.dw_int8 ? std::size_t{1} : std::size_t{0},
+                    sh.in_height,  sh.in_width,
+                    sh.channels,   sh.multiplier,
+                    sh.stride_h,   sh.stride_w,
+                    sh.out_height, sh.out_width};
+      break;
+    }
+    case OpType::kConv2D: {
+      const Conv2DShape& sh = op.conv2d;
+      key.tensor = op.tensors[0];
+      key.fields = {type,        sh.in_height,  sh.in_width,  sh.in_channels, sh.out_channels,
+                    sh.kernel_h, sh.kernel_w,   sh.stride_h,  sh.stride_w,    sh.pad_top,
+                    sh.pad_left, sh.pad_bottom, sh.pad_right, sh.out_height,  sh.out_width};
+      break;
+    }
+    case OpType::kBConv2DGeneral: {
+      const BConvGeneralShape& sh = op.bconv_general;
+      key.tensor = op.tensors[0];
+      key.fields = {type,
+                    sh.height,
+                    sh.width,
+                    sh.in_channels,
+                    sh.out_channels,
+                    sh.kernel_h,
+                    sh.kernel_w,
+                    sh.stride_h,
+                    sh.stride_w,
+                    sh.pad_top,
+                    sh.pad_left,
+                    sh.out_height,
+                    sh.out_width,
+                    static_cast<std::size_t>(sh.padding)};
+      break;
+    }
+    default:
+      break;
+  }
+  return key;
+}
+
+std::uint64_t packed_weight_bytes(const Op& op, const KernelTable& kt) {
+  switch (op.type) {
+    case OpType::kBConv2D:
+      return kt.bconv->packed_weight_bytes(op.bconv);
+    case OpType::kDWConv3x3:
+      return op.dw_int8 ? kt.dwconv->packed_qs8_bytes(op.dwconv)
+                        : kt.dwconv->packed_f32_bytes(op.dwconv);
+    case OpType::kConv2D:
+      return kt.conv2d->packed_bytes(op.conv2d);
+    case OpType::kBConv2DGeneral:
+      return kt.bconv_general->packed_weight_bytes(op.bconv_general);
+    default:
+      return 0;
+  }
+}
+
 AlignedBuffer repack_weights(const Op& op, const KernelTable& kt) {
   AlignedBuffer packed;
   switch (op.type) {

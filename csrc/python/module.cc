@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -226,8 +227,29 @@ qbinfer::SplitPolicy parse_split(const std::string& split) {
   throw py::value_error("split must be 'work' or 'always', got '" + split + "'");
 }
 
+// max_memory: None for no limit, else a positive number of bytes (ModelOptions::max_memory).
+std::uint64_t parse_max_memory(const py::object& max_memory) {
+  if (max_memory.is_none()) return 0;
+  if (PyBool_Check(max_memory.ptr()) || !PyIndex_Check(max_memory.ptr())) {
+    throw py::type_error("max_memory must be an int (bytes) or None, got " +
+                         std::string(py::str(py::type::of(max_memory).attr("__name__"))));
+  }
+  const py::int_ n = py::reinterpret_steal<py::int_>(PyNumber_Index(max_memory.ptr()));
+  if (n.ptr() == nullptr) throw py::error_already_set();
+  if (py::int_(0) >= n) {
+    throw py::value_error(
+        "max_memory must be a positive number of bytes, or None for no limit; "
+        "got " +
+        std::string(py::str(n)));
+  }
+  // Anything past 2^64 - 1 bytes is no limit in practice: clamped there.
+  const py::int_ most(std::numeric_limits<std::uint64_t>::max());
+  if (n > most) return std::numeric_limits<std::uint64_t>::max();
+  return static_cast<std::uint64_t>(PyLong_AsUnsignedLongLong(n.ptr()));
+}
+
 qbinfer::ModelOptions model_options(int threads, const py::object& isa_obj,
-                                    const std::string& split) {
+                                    const std::string& split, const py::object& max_memory) {
   if (threads < 1 || threads > qbinfer::Model::kMaxThreads) {
     throw py::value_error("threads must be in 1.." + std::to_string(qbinfer::Model::kMaxThreads) +
                           ", got " + std::to_string(threads));
@@ -239,12 +261,14 @@ qbinfer::ModelOptions model_options(int threads, const py::object& isa_obj,
   options.threads = threads;
   options.kernels = &qbinfer::kernel_table_for(isa);
   options.split = parse_split(split);
+  options.max_memory = parse_max_memory(max_memory);
   return options;
 }
 
 std::unique_ptr<qbinfer::Model> open_model(const py::object& path_obj, int threads,
-                                           const py::object& isa_obj, const std::string& split) {
-  const qbinfer::ModelOptions options = model_options(threads, isa_obj, split);
+                                           const py::object& isa_obj, const std::string& split,
+                                           const py::object& max_memory) {
+  const qbinfer::ModelOptions options = model_options(threads, isa_obj, split, max_memory);
   // str, bytes or os.PathLike, as open() takes, as the file system's bytes.
   const std::string path = py::bytes(py::module_::import("os").attr("fsencode")(path_obj));
   py::gil_scoped_release release;  // the CRC over a large file takes a while
@@ -256,8 +280,9 @@ std::unique_ptr<qbinfer::Model> open_model(const py::object& path_obj, int threa
 // messages.
 std::unique_ptr<qbinfer::Model> model_from_buffer(const py::buffer& data, const std::string& name,
                                                   int threads, const py::object& isa_obj,
-                                                  const std::string& split) {
-  const qbinfer::ModelOptions options = model_options(threads, isa_obj, split);
+                                                  const std::string& split,
+                                                  const py::object& max_memory) {
+  const qbinfer::ModelOptions options = model_options(threads, isa_obj, split, max_memory);
   // A C-contiguous byte view: strided or multi-byte layouts are refused, not reinterpreted.
   Py_buffer view;
   if (PyObject_GetBuffer(data.ptr(), &view, PyBUF_C_CONTIGUOUS) != 0) throw py::error_already_set();
@@ -459,13 +484,17 @@ smaller than threads runs image by image with each step split over as many threa
 its estimated work pays for (split='work'), or over all of them (split='always', for
 tests); a larger batch runs that many images at once, each in its own arena. Results do
 not depend on it. isa: None for the active ISA (QBINFER_ISA or the best this CPU runs),
-or one of supported_isas(). QBINFER_FUSION=0 in the environment turns load-time fusion
-off (for tests). run() may be called from several threads at once: each call gets its
+or one of supported_isas(). max_memory (bytes, default 2 GiB; None: no limit) bounds
+what the load commits in proportion to the graph, one activation arena plus the
+repacked weights: a file that needs more raises FormatError naming the op that pushes it
+over. QBINFER_FUSION=0 in the environment turns load-time fusion off (for tests). run() may be called from several threads at once: each call gets its
 own arena, and the GIL is released while it runs.)doc")
       .def(py::init(&open_model), py::arg("path"), py::arg("threads") = 1,
-           py::arg("isa") = py::none(), py::arg("split") = "work")
+           py::arg("isa") = py::none(), py::arg("split") = "work",
+           py::arg("max_memory") = py::int_(qbinfer::kDefaultMaxMemory))
       .def_static("from_buffer", &model_from_buffer, py::arg("data"), py::arg("name"),
                   py::arg("threads") = 1, py::arg("isa") = py::none(), py::arg("split") = "work",
+                  py::arg("max_memory") = py::int_(qbinfer::kDefaultMaxMemory),
                   "A model from the bytes of a .qbw file in a C-contiguous buffer (bytes, "
                   "bytearray, memoryview, ...), copied and validated exactly as a file is; "
                   "`name` stands for the path in error messages.")

@@ -50,6 +50,8 @@ const char kUsage[] =
     "  --threads N         threads of the engine (default 1)\n"
     "  --isa NAME          kernels to use: scalar, avx2, avx512, neon (default: the best this\n"
     "                      CPU runs, or the environment variable QBINFER_ISA)\n"
+    "  --max-memory BYTES  refuse a model whose activation arena plus repacked weights need\n"
+    "                      more (default 2147483648, 2 GiB; 0: no limit)\n"
     "  --no-fusion         run every op on its own (the engine fuses element-wise tails into\n"
     "                      convs by default; the results are identical)\n"
     "  --input FILE        the image: raw little-endian float32, NCHW, exactly the model's\n"
@@ -89,6 +91,7 @@ struct Options {
   int threads = 1;
   std::string isa;  // empty: active_isa()
   bool fusion = true;
+  std::uint64_t max_memory = qbinfer::kDefaultMaxMemory;  // 0: no limit
   std::string input;
   std::uint64_t seed = 0;
   bool seed_given = false;
@@ -172,6 +175,8 @@ Options parse_args(int argc, char** argv) {
       o.threads = static_cast<int>(parse_int(arg, next(), 1, qbinfer::Model::kMaxThreads));
     } else if (arg == "--isa") {
       o.isa = next();
+    } else if (arg == "--max-memory") {
+      o.max_memory = parse_u64(arg, next());
     } else if (arg == "--no-fusion") {
       no_value();
       o.fusion = false;
@@ -429,6 +434,7 @@ int run(const Options& o) {
   qbinfer::ModelOptions mo;
   mo.threads = o.threads;
   mo.fuse = o.fusion ? 1 : 0;
+  mo.max_memory = o.max_memory;
   // Both paths may throw (an ISA this CPU lacks, or a bad QBINFER_ISA): reported as errors.
   mo.kernels = o.isa.empty() ? &qbinfer::selected_kernel_table()
                              : &qbinfer::kernel_table_for(isa_for_option(o.isa));

@@ -56,6 +56,7 @@ class Model:
         threads: int = 1,
         isa: Optional[str] = None,
         split: str = "work",
+        max_memory: Optional[int] = 2 << 30,
     ) -> None:
         """Open and validate a .qbw file. threads (1..1024) is taken as given; split='work'
         splits each step over as many threads as its work pays for, 'always' over all."""
@@ -66,6 +67,7 @@ class Model:
         threads: int = 1,
         isa: Optional[str] = None,
         split: str = "work",
+        max_memory: Optional[int] = 2 << 30,
     ) -> Model:
         """The same from a file's bytes in a C-contiguous buffer (copied); `name` stands for
         the path in error messages."""

@@ -33,7 +33,17 @@ ModelSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Binar
 Threads = Union[int, str]
 
 
-def load(source: ModelSource, threads: Threads = "auto", isa: Optional[str] = None) -> "Model":
+# The default of `load(..., max_memory=)`: what one load may commit for its activation arena and
+# repacked weights (the engine's kDefaultMaxMemory).
+DEFAULT_MAX_MEMORY = 2 << 30
+
+
+def load(
+    source: ModelSource,
+    threads: Threads = "auto",
+    isa: Optional[str] = None,
+    max_memory: Optional[int] = DEFAULT_MAX_MEMORY,
+) -> "Model":
     """Load a .qbw model.
 
     `source` is a path (str or os.PathLike; a regular file, checked without blocking, so a FIFO
@@ -53,9 +63,18 @@ def load(source: ModelSource, threads: Threads = "auto", isa: Optional[str] = No
     `isa` picks the kernels (one of `qbinfer._core.supported_isas()`); None means
     `QBINFER_ISA`, else the best this CPU runs.
 
+    `max_memory` (bytes; default 2 GiB) bounds what the load commits in proportion to the graph
+    rather than to the file: one activation arena (`arena_bytes`) plus the weights repacked for
+    the kernels (`packed_bytes`). A file that needs more (a few hundred KB can plan gigabytes of
+    activations) raises `qbinfer.FormatError` with the figures and the op whose buffer pushes
+    the total over, before anything that large is allocated. Pass a larger number for a trusted
+    model that needs it, or None for no limit; 0 or a negative number raises ValueError. Each
+    call running concurrently with others takes one more arena of `arena_bytes` (see `Model`),
+    which the limit does not cover.
+
     The model may be shared by several Python threads: `run` and `predict` release the GIL
     and each concurrent call runs in an activation arena of its own (see `Model`)."""
-    return Model(source, threads=threads, isa=isa, _stacklevel=3)
+    return Model(source, threads=threads, isa=isa, max_memory=max_memory, _stacklevel=3)
 
 
 def _resolve_threads(threads: Threads, stacklevel: int) -> int:
@@ -86,11 +105,13 @@ _MAX_THREADS = 1024
 _HEADER_BYTES = 64  # a .qbw header; shorter contents cannot be a model
 
 
-def _open_core(source: ModelSource, threads: int, isa: Optional[str]) -> Tuple[_core.Model, str]:
+def _open_core(
+    source: ModelSource, threads: int, isa: Optional[str], max_memory: Optional[int]
+) -> Tuple[_core.Model, str]:
     """(_core.Model, the name its messages use) for any source `load` takes."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        return _core.Model(path, threads, isa), os.fsdecode(path)
+        return _core.Model(path, threads, isa, max_memory=max_memory), os.fsdecode(path)
     if hasattr(source, "read"):
         data = source.read()
         if isinstance(data, str):
@@ -101,7 +122,10 @@ def _open_core(source: ModelSource, threads: int, isa: Optional[str]) -> Tuple[_
             raise TypeError("load: the file object's read() returned None (a non-blocking stream)")
         name = getattr(source, "name", None)
         label = name if isinstance(name, str) else "<file>"
-        return _core.Model.from_buffer(_byte_view(data), label, threads, isa), label
+        return (
+            _core.Model.from_buffer(_byte_view(data), label, threads, isa, max_memory=max_memory),
+            label,
+        )
     try:
         view = _byte_view(source)
     except TypeError:
@@ -120,7 +144,10 @@ def _open_core(source: ModelSource, threads: int, isa: Optional[str]) -> Tuple[_
             f"load(bytes) reads the bytes as the model itself, and {source!r} is a file name: "
             "pass the path as a str or pathlib.Path"
         )
-    return _core.Model.from_buffer(view, "<bytes>", threads, isa), "<bytes>"
+    return (
+        _core.Model.from_buffer(view, "<bytes>", threads, isa, max_memory=max_memory),
+        "<bytes>",
+    )
 
 
 def _byte_view(data: Any) -> memoryview:
@@ -157,14 +184,16 @@ def _top_classes(probs: np.ndarray, names: List[str], top_k: int) -> List[Tuple[
 class Model:
     """A loaded network. `run` takes preprocessed float32 batches; `predict` takes images.
 
-    `Model(source, threads="auto", isa=None)` is `load` (see there for every argument).
+    `Model(source, threads="auto", isa=None, max_memory=2 GiB)` is `load` (see there for every
+    argument).
 
     Threads and concurrency. `threads` sizes one pool of engine threads that splits the steps
     of a call (or runs the images of a batch side by side). Separately, one Model may serve
     calls from several Python threads at the same time: `run` and `predict` release the GIL,
     and each call that runs while others do takes an activation arena of its own from the
     model's free list (one more arena, `arena_bytes`, per call running at the same time; kept
-    for reuse), while the weights and the plan are shared read-only. The engine pool serves one
+    for reuse, and not counted by `max_memory`: a server bounds them by bounding its worker
+    threads), while the weights and the plan are shared read-only. The engine pool serves one
     call at a time; a call that finds it busy runs on its own thread. Results are the same
     bits as serial calls. A server with several worker threads gets the most throughput from
     `threads=1` (each call on its own core), a single caller from `threads="auto"`.
@@ -175,11 +204,12 @@ class Model:
         source: ModelSource,
         threads: Threads = "auto",
         isa: Optional[str] = None,
+        max_memory: Optional[int] = DEFAULT_MAX_MEMORY,
         *,
         _stacklevel: int = 2,
     ):
         n = _resolve_threads(threads, _stacklevel)
-        self._core, self.path = _open_core(source, n, isa)
+        self._core, self.path = _open_core(source, n, isa, max_memory)
 
     # -- properties ---------------------------------------------------------------------
     @property

@@ -1,0 +1,315 @@
+"""Resource bounds for crafted files (issue 14, item 2): valid files that cost far more than their
+size. Each crafted file (tests/hostile_files.py) is loaded, and where its memory is bounded run,
+in a child process that reports its own peak RSS, so that what one file costs is measured alone:
+
+- one 2.4 MB CONV2D weight shared by 200 ops: packed once (it was repacked per op, 450 MiB);
+- a 40 KB file of CONCAT fan-out that plans a 3 GiB arena: refused at load by the default
+  max_memory (2 GiB) with a FormatError naming the op, loaded with a larger limit, and a smaller
+  file of the same shape runs;
+- 300k PRELU -> AFFINE pairs reading one value (a ~42 MB file): the fusion planner's in-place
+  check was quadratic (25.8 s to load); it now reads precomputed last reads.
+
+Peak RSS is judged against 4x the file size plus the model's activation arena plus the input and
+output arrays of the run (the caller's) plus a baseline: the peak RSS of the same child on a tiny
+file of the same family (interpreter, numpy, the extension and its code paths), measured in the
+same run, plus 4 MiB for the allocators' granularity. No test
+asserts a time: load times are recorded (record_property, and printed with -s);
+benchmarks/test_bench_load.py measures them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import hostile_files as hf
+import numpy as np
+import pytest
+
+import qbinfer
+
+# What a child runs: import, optionally load (and run) one file, report its own figures. The
+# input is the seeded image the parent regenerates; the output goes to an .npy file.
+CHILD = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    import numpy as np
+    import qbinfer
+    args = json.loads(sys.argv[1])
+    out = {}
+    if args.get("path"):
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            m = qbinfer.load(args["path"], threads=1, max_memory=args.get("max_memory", 2 << 30))
+        except qbinfer.FormatError as e:
+            out["error"] = str(e)
+        else:
+            out["load_s"] = time.perf_counter() - t0
+            out["load_cpu_s"] = time.process_time() - c0
+            out["arena_bytes"] = int(m._core.arena_bytes)
+            out["packed_bytes"] = int(m._core.packed_bytes)
+            if args.get("run"):
+                h, w, c = m.input_shape
+                rng = np.random.default_rng(args["seed"])
+                x = rng.integers(-8, 8, size=(1, c, h, w)).astype(np.float32) / 4
+                y = m.run(x)
+                out["io_bytes"] = int(x.nbytes + y.nbytes)
+                np.save(args["out"], y)
+    # The peak of this process's own memory: VmHWM. (ru_maxrss also counts the peak of the
+    # parent's memory that this process was forked from before its exec, on Linux.)
+    try:
+        with open("/proc/self/status") as f:
+            hwm = [line.split()[1] for line in f if line.startswith("VmHWM:")]
+        out["maxrss_kib"] = int(hwm[0])
+    except (OSError, IndexError):
+        out["maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(out))
+    """
+)
+
+
+def child(**args):
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def seeded_input(seed, shape_hwc):
+    h, w, c = shape_hwc
+    rng = np.random.default_rng(seed)
+    return rng.integers(-8, 8, size=(1, c, h, w)).astype(np.float32) / 4
+
+
+def baseline(tmp_path, tiny_blob, **args):
+    """Peak RSS of the same child on a tiny file of the same family (the same imports, code
+    paths and I/O: what the interpreter, numpy and the extension cost whatever the file)."""
+    path = tmp_path / "tiny.qbw"
+    path.write_bytes(tiny_blob)
+    if "out" in args:
+        args["out"] = str(tmp_path / "tiny.npy")
+    return child(path=str(path), **args)["maxrss_kib"] * 1024
+
+
+# Slack for the allocators' granularity, which a tiny baseline file does not reach: glibc grows
+# its heap in steps of 128 KiB and more and keeps what is freed, Python's object arenas are 1 MiB.
+# Two runs of the same child differ by up to about 1 MiB; the amplifications these files were
+# made to show are hundreds of MiB (450 MiB of packed weights, a 3 GiB arena).
+ALLOCATOR_SLACK = 4 << 20
+
+
+def assert_rss_bounded(report, file_bytes, baseline, what, record_property):
+    """Peak RSS <= 4 x the file + the declared arena + the input and output arrays of the run
+    (the caller's) + the baseline of a tiny file of the same family + ALLOCATOR_SLACK."""
+    arena = report.get("arena_bytes", 0)
+    io = report.get("io_bytes", 0)
+    peak = report["maxrss_kib"] * 1024
+    bound = 4 * file_bytes + arena + io + baseline + ALLOCATOR_SLACK
+    record_property(f"{what}_peak_rss_mib", round(peak / 2**20, 1))
+    print(
+        f"{what}: peak RSS {peak / 2**20:.1f} MiB, bound {bound / 2**20:.1f} MiB (file "
+        f"{file_bytes / 2**20:.2f} MiB, arena {arena / 2**20:.1f} MiB, input and output "
+        f"{io / 2**20:.1f} MiB, baseline {baseline / 2**20:.1f} MiB)"
+    )
+    assert peak <= bound, (
+        f"{what}: peak RSS {peak} bytes is over 4 x file ({file_bytes}) + arena ({arena}) + "
+        f"input and output ({io}) + baseline ({baseline}) + slack ({ALLOCATOR_SLACK}) = {bound}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# One weight shared by 200 ops
+
+
+def test_shared_weight_is_packed_once(tmp_path):
+    one, _ = hf.shared_conv_weight(n_convs=1)
+    many, index = hf.shared_conv_weight(n_convs=200)
+    (tmp_path / "one.qbw").write_bytes(one)
+    (tmp_path / "many.qbw").write_bytes(many)
+    m1 = qbinfer.load(tmp_path / "one.qbw", threads=1)
+    m200 = qbinfer.load(tmp_path / "many.qbw", threads=1)
+    # The packed weights of 200 ops reading one tensor the same way are those of one op.
+    assert m1._core.packed_bytes > 0
+    assert m200._core.packed_bytes == m1._core.packed_bytes
+    steps = m200._core.steps()
+    assert len(steps) == 200 and all(s["packed_bytes"] == m1._core.packed_bytes for s in steps)
+    # Every step reads the shared buffer correctly: 200 channel permutations, exact.
+    x = seeded_input(1, m200.input_shape)
+    y = m200.run(x)
+    np.testing.assert_array_equal(y.reshape(-1), x.reshape(-1)[index])
+
+
+def test_shared_weight_peak_rss(tmp_path, record_property):
+    blob, index = hf.shared_conv_weight(n_convs=200)
+    path = tmp_path / "shared.qbw"
+    path.write_bytes(blob)
+    args = dict(run=True, seed=2, out=str(tmp_path / "y.npy"))
+    report = child(path=str(path), **args)
+    assert "error" not in report, report["error"]
+    x = seeded_input(2, (1, 1, 256))
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy").reshape(-1), x.reshape(-1)[index])
+    base = baseline(tmp_path, hf.shared_conv_weight(n_convs=1, channels=8)[0], **args)
+    assert_rss_bounded(report, len(blob), base, "shared_weight", record_property)
+
+
+# ---------------------------------------------------------------------------------------------
+# CONCAT fan-out: a 3 GiB arena from a 40 KB file
+
+
+@pytest.fixture(scope="module")
+def concat_3gib(tmp_path_factory):
+    blob, cat_bytes = hf.concat_fanout(128)
+    assert cat_bytes >= 3 << 30
+    path = tmp_path_factory.mktemp("concat") / "concat_3gib.qbw"
+    path.write_bytes(blob)
+    return path, len(blob), cat_bytes
+
+
+def test_concat_arena_refused_at_load_by_default(concat_3gib, tmp_path, record_property):
+    path, size, cat_bytes = concat_3gib
+    with pytest.raises(qbinfer.FormatError) as info:
+        qbinfer.load(path, threads=1)
+    msg = str(info.value)
+    assert msg.startswith(str(path)), msg
+    assert f"more than max_memory = {2 << 30} bytes" in msg, msg
+    # The figures: the total the load needs, at least the CONCAT outputs it must hold at once.
+    needed = int(msg.split("loading needs ")[1].split(" bytes")[0])
+    assert needed >= cat_bytes, msg
+    # The op whose buffer passes the limit: one of the CONCATs, by index, type and name.
+    assert " CONCAT 'cat" in msg and "pushes it over" in msg, msg
+    # How to raise the limit.
+    assert "max_memory=" in msg and "None: no limit" in msg, msg
+    # The same from the file's bytes, and in a child: refused before the arena is allocated.
+    with pytest.raises(qbinfer.FormatError, match="max_memory"):
+        qbinfer.load(path.read_bytes(), threads=1)
+    report = child(path=str(path))
+    assert "max_memory" in report["error"]
+    tiny = hf.concat_fanout(1, copies=2, size=8)[0]
+    base = baseline(tmp_path, tiny, max_memory=64)  # refused too
+    assert_rss_bounded(report, size, base, "concat_3gib_refused", record_property)
+
+
+def test_concat_arena_loads_with_a_larger_limit(concat_3gib, tmp_path, record_property):
+    """Loaded (not run: that would commit 3 GiB) when the caller allows it."""
+    path, size, cat_bytes = concat_3gib
+    report = child(path=str(path), max_memory=4 << 30)
+    assert "error" not in report, report["error"]
+    assert report["arena_bytes"] >= cat_bytes
+    base = baseline(tmp_path, hf.concat_fanout(1, copies=2, size=8)[0])
+    assert_rss_bounded(report, size, base, "concat_3gib_loaded", record_property)
+
+
+def test_smaller_concat_fanout_runs(tmp_path, record_property):
+    n = 6
+    blob, cat_bytes = hf.concat_fanout(n, copies=48, size=64)
+    path = tmp_path / "concat_small.qbw"
+    path.write_bytes(blob)
+    args = dict(run=True, seed=3, out=str(tmp_path / "y.npy"))
+    report = child(path=str(path), **args)
+    assert "error" not in report, report["error"]
+    assert report["arena_bytes"] >= cat_bytes
+    x = seeded_input(3, (64, 64, 8))
+    # Sums of small multiples of 1/4: exact in float32.
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), n * np.tile(x, (1, 48, 1, 1)))
+    base = baseline(tmp_path, hf.concat_fanout(1, copies=2, size=8)[0], **args)
+    assert_rss_bounded(report, len(blob), base, "concat_small_run", record_property)
+
+
+def test_max_memory_argument(tmp_path):
+    blob, cat_bytes = hf.concat_fanout(2, copies=4, size=32)
+    path = tmp_path / "m.qbw"
+    path.write_bytes(blob)
+    m = qbinfer.load(path, threads=1, max_memory=None)  # no limit
+    need = m._core.arena_bytes + m._core.packed_bytes
+    assert need >= cat_bytes
+    assert qbinfer.load(path, threads=1, max_memory=need + 4096)._core.arena_bytes == (
+        m._core.arena_bytes
+    )
+    with pytest.raises(qbinfer.FormatError, match=f"more than max_memory = {cat_bytes // 2}"):
+        qbinfer.Model(path, threads=1, max_memory=cat_bytes // 2)
+    with pytest.raises(qbinfer.FormatError, match="max_memory"):
+        qbinfer.load(blob, threads=1, max_memory=1024)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="max_memory must be a positive number of bytes"):
+            qbinfer.load(path, threads=1, max_memory=bad)
+    for bad in (True, "1", 1.5):
+        with pytest.raises(TypeError, match="max_memory must be an int"):
+            qbinfer.load(path, threads=1, max_memory=bad)
+    # Beyond 2^64 - 1: no limit in practice.
+    assert qbinfer.load(path, threads=1, max_memory=1 << 70)._core.arena_bytes > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Many in-place candidates reading one value
+
+
+def pairs_reference(x, params, channels):
+    slope, scale, bias = (p.reshape(1, channels, 1, 1) for p in params)
+    return np.where(x >= 0, x, slope * x) * scale + bias
+
+
+def test_fanout_inplace_only_for_the_last_pair(tmp_path, monkeypatch):
+    """The precomputed last reads give the plan the reader walk gave: every pair but the last
+    reads the input before a later pair does, so only the last runs in place (fused); the
+    results are bit-identical to the unfused plan."""
+    n = 1000
+    blob, params = hf.prelu_affine_fanout(n)
+    path = tmp_path / "pairs.qbw"
+    path.write_bytes(blob)
+    fused = qbinfer.load(path, threads=1)
+    labels = [s["label"] for s in fused._core.steps()]
+    assert labels == ["PRELU", "AFFINE"] * (n - 1) + ["PRELU+AFFINE"]
+    assert fused._core.steps()[-1]["inplace"]
+    monkeypatch.setenv("QBINFER_FUSION", "0")
+    unfused = qbinfer.load(path, threads=1)
+    assert not unfused._core.fused
+    x = seeded_input(4, fused.input_shape)
+    y = fused.run(x)
+    np.testing.assert_array_equal(y, unfused.run(x))
+    ref = pairs_reference(x.astype(np.float64), params.astype(np.float64), 8)
+    np.testing.assert_allclose(y.reshape(ref.shape), ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def pairs_300k(tmp_path_factory):
+    blob, params = hf.prelu_affine_fanout(300_000)
+    path = tmp_path_factory.mktemp("pairs") / "pairs_300k.qbw"
+    path.write_bytes(blob)
+    return path, len(blob), params
+
+
+def test_300k_pairs_load_and_run(pairs_300k, tmp_path, record_property):
+    """Loads (the time is recorded, not asserted) and runs with the right result."""
+    path, size, params = pairs_300k
+    assert size >= 40e6
+    report = child(path=str(path), run=True, seed=5, out=str(tmp_path / "y.npy"))
+    assert "error" not in report, report["error"]
+    record_property("pairs_300k_load_s", round(report["load_s"], 3))
+    record_property("pairs_300k_load_cpu_s", round(report["load_cpu_s"], 3))
+    print(
+        f"300k PRELU->AFFINE pairs, {size / 1e6:.1f} MB: load {report['load_s']:.2f} s wall, "
+        f"{report['load_cpu_s']:.2f} s CPU"
+    )
+    x = seeded_input(5, (1, 1, 8))
+    ref = pairs_reference(x.astype(np.float64), params.astype(np.float64), 8)
+    y = np.load(tmp_path / "y.npy")
+    np.testing.assert_allclose(y.reshape(ref.shape), ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 14 item 2, not done: an op-dense file costs about 20x its size at load, the "
+    "engine's per-op structures (Op is 840 bytes with every op type's shape side by side, Step "
+    "280 bytes, plus their vectors and the file's op records) against 76 bytes of file per op",
+)
+def test_300k_pairs_peak_rss(pairs_300k, tmp_path, record_property):
+    path, size, _ = pairs_300k
+    report = child(path=str(path))
+    assert "error" not in report, report["error"]
+    base = baseline(tmp_path, hf.prelu_affine_fanout(2)[0])
+    assert_rss_bounded(report, size, base, "pairs_300k", record_property)
