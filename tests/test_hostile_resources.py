@@ -303,9 +303,9 @@ def test_300k_pairs_load_and_run(pairs_300k, tmp_path, record_property):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 item 2, not done: an op-dense file costs about 20x its size at load, the "
-    "engine's per-op structures (Op is 840 bytes with every op type's shape side by side, Step "
-    "280 bytes, plus their vectors and the file's op records) against 76 bytes of file per op",
+    reason="issue 14 item 2, not done: an op-dense file costs about 10x its size at load, the "
+    "engine's per-op structures (Op 328 bytes, Step 272, a value's record 56) against 71 bytes "
+    "of file per op: 451 MiB for the 300k-pair file against a bound of about 196 MiB",
 )
 def test_300k_pairs_peak_rss(pairs_300k, tmp_path, record_property):
     path, size, _ = pairs_300k

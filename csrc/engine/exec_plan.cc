@@ -37,7 +37,7 @@ std::size_t block_units(std::size_t floats_per_unit) {
   return std::max<std::size_t>(1, block_floats() / std::max<std::size_t>(1, floats_per_unit));
 }
 
-std::string join_types(const std::vector<Op>& ops, const std::vector<std::uint32_t>& members) {
+std::string join_types(const std::vector<Op>& ops, const IndexList& members) {
   std::string s;
   for (const std::uint32_t m : members) {
     if (!s.empty()) s += "+";
@@ -186,7 +186,7 @@ std::vector<Step> build_steps(const QbwFile& file, const std::vector<Op>& ops,
     Step s;
     s.op = &op;
     s.members = {i};
-    s.reads = op.inputs;
+    s.reads.assign(op.inputs.begin(), op.inputs.end());
     s.out = op.output;
     s.writes = {op.output};
     s.label = op_type_name(static_cast<std::uint32_t>(op.type));

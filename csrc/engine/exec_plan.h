@@ -31,10 +31,13 @@
 //   step_run.*         the run functions: what each step computes, calling the kernels
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <type_traits>
+#include <initializer_list>
+#include <iterator>
 #include <limits>
+#include <type_traits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -139,23 +142,91 @@ class PackedWeights {
   std::shared_ptr<const AlignedBuffer> buffer_;
 };
 
+// A step's list of op or value indices: up to kInline held in place, more in one heap block.
+// Almost every step lists one or two (its op or a short chain, its inputs, its outputs); a
+// std::vector took a heap block for each list of each step, more than the step itself in a file of
+// 600k ops.
+class IndexList {
+ public:
+  static constexpr std::uint32_t kInline = 2;
+
+  IndexList() = default;
+  IndexList(std::initializer_list<std::uint32_t> xs) { assign(xs.begin(), xs.end()); }
+  IndexList(const IndexList& other) { assign(other.begin(), other.end()); }
+  IndexList& operator=(const IndexList& other) {
+    if (this != &other) assign(other.begin(), other.end());
+    return *this;
+  }
+  IndexList(IndexList&& other) noexcept { *this = std::move(other); }
+  IndexList& operator=(IndexList&& other) noexcept {
+    size_ = other.size_;
+    capacity_ = other.capacity_;
+    std::copy(other.inline_, other.inline_ + kInline, inline_);
+    heap_ = std::move(other.heap_);
+    other.size_ = 0;
+    other.capacity_ = kInline;
+    return *this;
+  }
+  IndexList& operator=(std::initializer_list<std::uint32_t> xs) {
+    assign(xs.begin(), xs.end());
+    return *this;
+  }
+  IndexList& operator=(const std::vector<std::uint32_t>& xs) {
+    assign(xs.begin(), xs.end());
+    return *this;
+  }
+
+  template <class It>
+  void assign(It first, It last) {
+    size_ = 0;
+    reserve(static_cast<std::size_t>(std::distance(first, last)));
+    for (; first != last; ++first) data()[size_++] = *first;
+  }
+  void push_back(std::uint32_t x) {
+    if (size_ == capacity_) reserve(std::size_t{capacity_} * 2);
+    data()[size_++] = x;
+  }
+
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  std::uint32_t operator[](std::size_t i) const { return data()[i]; }
+  const std::uint32_t* begin() const { return data(); }
+  const std::uint32_t* end() const { return data() + size_; }
+
+ private:
+  std::uint32_t* data() { return heap_ != nullptr ? heap_.get() : inline_; }
+  const std::uint32_t* data() const { return heap_ != nullptr ? heap_.get() : inline_; }
+  void reserve(std::size_t n) {
+    if (n <= capacity_) return;
+    auto grown = std::make_unique<std::uint32_t[]>(n);
+    std::copy(begin(), end(), grown.get());
+    heap_ = std::move(grown);
+    capacity_ = static_cast<std::uint32_t>(n);
+  }
+
+  std::uint32_t size_ = 0;
+  std::uint32_t capacity_ = kInline;
+  std::uint32_t inline_[kInline] = {};
+  std::unique_ptr<std::uint32_t[]> heap_;
+};
+
 struct Step;
 using StepRunFn = void (*)(const Step&, const ExecContext&);
 
 struct Step {
   StepKind kind = StepKind::kOp;
-  const Op* op = nullptr;              // the op it runs (a chain's head)
-  std::vector<std::uint32_t> members;  // file op indices, head first
-  std::vector<std::uint32_t> reads;    // values read
-  std::vector<std::uint32_t> writes;   // values written
-  std::uint32_t out = kNoValue;        // the float value the step writes (a chain's result)
-  std::uint32_t inplace = kNoValue;    // epilogue chain: the input updated in place
-  std::size_t channels = 0;            // channels of `out` (chains)
-  std::size_t out_width = 0;           // pixels per row of `out` (chains)
-  std::size_t units = 0;               // rows (or pixels, see by_pixel) to split over threads
-  std::size_t block = 0;               // units per kernel + epilogue block
-  bool by_pixel = false;               // 1x1 binary conv: the unit is a pixel, not a row
-  std::size_t concat_slot = 0;         // CONCAT: its first entry in ExecContext::concat_inputs
+  bool by_pixel = false;             // 1x1 binary conv: the unit is a pixel, not a row
+  const Op* op = nullptr;            // the op it runs (a chain's head)
+  IndexList members;                 // file op indices, head first
+  IndexList reads;                   // values read
+  IndexList writes;                  // values written
+  std::uint32_t out = kNoValue;      // the float value the step writes (a chain's result)
+  std::uint32_t inplace = kNoValue;  // epilogue chain: the input updated in place
+  std::size_t channels = 0;          // channels of `out` (chains)
+  std::size_t out_width = 0;         // pixels per row of `out` (chains)
+  std::size_t units = 0;             // rows (or pixels, see by_pixel) to split over threads
+  std::size_t block = 0;             // units per kernel + epilogue block
+  std::size_t concat_slot = 0;       // CONCAT: its first entry in ExecContext::concat_inputs
   EpilogueSpec epi;
   PackedWeights packed;    // weights in the active kernels' layout (pack_weights)
   double work_ns = 0;      // estimated single-thread time (plan_threads)

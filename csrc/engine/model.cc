@@ -104,6 +104,7 @@ Model::Model(QbwFile file, const ModelOptions& options)
   const std::size_t n_ops = file_.ops().size();
   ops_.reserve(n_ops);
   for (std::uint32_t i = 0; i < n_ops; ++i) ops_.push_back(build_op(file_, i));
+  file_.release_op_records();  // ops_ holds what they held (per op, ~100 bytes less at peak)
   fused_ = options.fuse < 0 ? fusion_enabled_by_env() : options.fuse != 0;
   steps_ = build_steps(file_, ops_, *kernels_, fused_);
 

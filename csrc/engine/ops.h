@@ -37,35 +37,77 @@ struct OpStats {
   std::uint64_t bops = 0;
 };
 
+// An op's tensor slots: the file's tensor of each slot, nullptr where absent. A view of the op
+// record's tensor indices (no per-op array: the QbwFile outlives its ops).
+class TensorSlots {
+ public:
+  TensorSlots() = default;
+  TensorSlots(const TensorInfo* tensors, ConstSpan<std::uint32_t> slots)
+      : tensors_(tensors), slots_(slots) {}
+  std::size_t size() const { return slots_.size(); }
+  const TensorInfo* operator[](std::size_t slot) const {
+    const std::uint32_t t = slots_[slot];
+    return t == kAbsentTensor ? nullptr : tensors_ + t;
+  }
+
+  class Iterator {
+   public:
+    Iterator(const TensorSlots* slots, std::size_t i) : slots_(slots), i_(i) {}
+    const TensorInfo* operator*() const { return (*slots_)[i_]; }
+    Iterator& operator++() {
+      ++i_;
+      return *this;
+    }
+    bool operator!=(const Iterator& other) const { return i_ != other.i_; }
+
+   private:
+    const TensorSlots* slots_;
+    std::size_t i_;
+  };
+  Iterator begin() const { return Iterator(this, 0); }
+  Iterator end() const { return Iterator(this, size()); }
+
+ private:
+  const TensorInfo* tensors_ = nullptr;
+  ConstSpan<std::uint32_t> slots_;
+};
+
 struct Op {
   std::uint32_t index = 0;
   OpType type{};
   std::string name;
-  std::vector<std::uint32_t> inputs;       // value indices
-  std::uint32_t output = 0;                // value index
-  std::vector<const TensorInfo*> tensors;  // per slot; nullptr = absent
-  std::vector<std::int64_t> attrs;
+  ConstSpan<std::uint32_t> inputs;  // value indices (views of the file's op record)
+  std::uint32_t output = 0;         // value index
+  TensorSlots tensors;              // per slot; nullptr = absent
+  ConstSpan<std::int64_t> attrs;
   OpStats stats;
 
-  // Kernel arguments, resolved at load (only those of this op's type are meaningful).
-  Conv2DShape conv2d{};
-  DWConvShape dwconv{};
-  BConvShape bconv{};
-  AvgPoolShape avgpool{};
+  // Kernel arguments, resolved at load. The shapes of the kernels with one are alternatives:
+  // an op holds only its own type's (the builder assigns it; the planner, packer and run
+  // functions read it only under a switch on `type`), so they share their bytes instead of
+  // sitting side by side (600 bytes per op of a file with hundreds of thousands of ops). All
+  // are trivially copyable; the first is value-initialised so that a default Op has no
+  // indeterminate bytes.
+  union {
+    Conv2DShape conv2d{};
+    DWConvShape dwconv;
+    BConvShape bconv;
+    AvgPoolShape avgpool;
+    MaxPoolShape maxpool;
+    BConvGeneralShape bconv_general;
+    AvgPool2DShape avgpool2d;
+  };
   std::size_t pixels = 0;         // element-wise, bitpack, global pool, concat
   std::size_t channels = 0;       // element-wise, bitpack, global pool; FC in_features
   std::size_t out_features = 0;   // FC
-  int fc_encoding = 0;            // FC: 0 fp32, 1 int8, 2 bitplane8
-  bool relu = false;              // CONV2D activation
-  bool dw_int8 = false;           // DWCONV3X3 weight dtype
-  float dw_input_scale = 0.0f;    // DWCONV3X3 int8: > 0 static, 0 dynamic per image
   std::size_t scratch_bytes = 0;  // DWCONV3X3 int8
   std::vector<std::size_t> concat_channels;
-  MaxPoolShape maxpool{};
+  float dw_input_scale = 0.0f;           // DWCONV3X3 int8: > 0 static, 0 dynamic per image
   float clip_lo = 0.0f, clip_hi = 0.0f;  // CLIP bounds, lo <= hi, not NaN
-  BConvGeneralShape bconv_general{};
+  int fc_encoding = 0;                   // FC: 0 fp32, 1 int8, 2 bitplane8
+  bool relu = false;                     // CONV2D activation
+  bool dw_int8 = false;                  // DWCONV3X3 weight dtype
   bool softmax_log = false;  // SOFTMAX: log-softmax (attr log = 1) instead of probabilities
-  AvgPool2DShape avgpool2d{};
 };
 
 // Validates op `index` of the file against the rules of its type (the generated schema tables

@@ -68,6 +68,13 @@ class FileBytes {
   static std::unique_ptr<FileBytes> load(const std::string& path);
   static std::unique_ptr<FileBytes> copy_of(const void* data, std::size_t size,
                                             const std::string& name);
+  // A copy of bytes [offset, offset + size) of `from` (in range), 64-byte aligned.
+  static std::unique_ptr<FileBytes> slice(const FileBytes& from, std::uint64_t offset,
+                                          std::uint64_t size) {
+    std::unique_ptr<FileBytes> bytes(new FileBytes(static_cast<std::size_t>(size)));
+    if (size > 0) std::memcpy(bytes->data_, from.data_ + offset, static_cast<std::size_t>(size));
+    return bytes;
+  }
 
   const unsigned char* data() const { return data_; }
   std::uint64_t size() const { return size_; }
@@ -219,18 +226,33 @@ class Cursor {
   Cursor(const QbwFile& file, const unsigned char* base, std::uint64_t size)
       : file_(file), base_(base), size_(size) {}
 
-  void set_context(std::string context) { context_ = std::move(context); }
-  // A table record that starts with its name ("tensor 3", then "tensor 3 'conv1.weight'"):
-  // reads the name into `name` and returns the record's label for messages, also made the
-  // context of the fields that follow.
-  std::string named_record(const char* kind, std::uint32_t i, std::string& name) {
-    const std::string id = std::string(kind) + " " + std::to_string(i);
-    set_context(id);
-    name = str("name");
-    set_context(id + " " + quoted(name));
-    return context_;
+  void set_context(std::string context) {
+    context_ = std::move(context);
+    record_kind_ = nullptr;
   }
-  const std::string& context() const { return context_; }
+  // A table record that starts with its name ("tensor 3", then "tensor 3 'conv1.weight'"):
+  // reads the name into `name` and makes the record the context of the fields that follow.
+  // The label is formed only when a message needs it (context()): forming it for each of
+  // 600k records took a sixth of the load of such a file.
+  void named_record(const char* kind, std::uint32_t i, std::string& name) {
+    begin_record(kind, i);
+    record_name(name);
+  }
+  // The same in two steps, for a record with fields before its name (an op's type).
+  void begin_record(const char* kind, std::uint32_t i) {
+    record_kind_ = kind;
+    record_index_ = i;
+    record_name_ = nullptr;
+  }
+  void record_name(std::string& name) {
+    name = str("name");
+    record_name_ = &name;
+  }
+  std::string context() const {
+    if (record_kind_ == nullptr) return context_;
+    std::string s = std::string(record_kind_) + " " + std::to_string(record_index_);
+    return record_name_ != nullptr ? s + " " + quoted(*record_name_) : s;
+  }
   std::uint64_t position() const { return pos_; }
   std::uint64_t remaining() const { return size_ - pos_; }
 
@@ -269,25 +291,24 @@ class Cursor {
     return n;
   }
 
-  std::vector<std::uint32_t> u32_array(const char* count_field, const char* field) {
-    const std::uint32_t n = count(count_field, std::numeric_limits<std::uint32_t>::max(), 4);
-    std::vector<std::uint32_t> v(n);
-    const unsigned char* p = take(std::uint64_t{n} * 4, field);
-    if (n > 0) std::memcpy(v.data(), p, std::size_t{n} * 4);
-    return v;
-  }
-
-  std::vector<std::int64_t> i64_array(const char* count_field, const char* field) {
-    const std::uint32_t n = count(count_field, std::numeric_limits<std::uint32_t>::max(), 8);
-    std::vector<std::int64_t> v(n);
-    const unsigned char* p = take(std::uint64_t{n} * 8, field);
-    if (n > 0) std::memcpy(v.data(), p, std::size_t{n} * 8);
-    return v;
+  // Appends a counted array to `flat` and returns the view of it. `flat`'s capacity must hold
+  // every element the rest of the meta section could hold (so the views never move).
+  template <class T>
+  ConstSpan<T> array(const char* count_field, const char* field, std::vector<T>& flat) {
+    const std::uint32_t n =
+        count(count_field, std::numeric_limits<std::uint32_t>::max(), sizeof(T));
+    const unsigned char* p = take(std::uint64_t{n} * sizeof(T), field);
+    const std::size_t at = flat.size();
+    flat.resize(at + n);
+    T* out = flat.data() + at;
+    for (std::uint32_t k = 0; k < n; ++k) out[k] = load_le<T>(p + std::size_t{k} * sizeof(T));
+    return ConstSpan<T>(out, n);
   }
 
  private:
   std::string where(const char* field) const {
-    return context_.empty() ? std::string(field) : context_ + " " + field;
+    const std::string context = this->context();
+    return context.empty() ? std::string(field) : context + " " + field;
   }
 
   const unsigned char* take(std::uint64_t n, const char* field) {
@@ -306,6 +327,9 @@ class Cursor {
   std::uint64_t size_;
   std::uint64_t pos_ = 0;
   std::string context_;
+  const char* record_kind_ = nullptr;  // non-null: the context is this record (named_record)
+  std::uint32_t record_index_ = 0;
+  const std::string* record_name_ = nullptr;  // once read
 };
 
 // Where the nesting of [ and { in `text` first exceeds `limit`, or npos. Brackets inside
@@ -372,7 +396,21 @@ QbwFile QbwFile::validated(const std::string& path, std::unique_ptr<FileBytes> b
   f.parse_meta();
   f.check_tensors();
   f.check_graph();
+  f.keep_data_section();
   return f;
+}
+
+// Once validated, only the tensors' bytes are read again: the header and the meta section
+// were parsed into this object's tables. Where they are the larger part of the file (an
+// op-dense file: 600k element-wise ops take 42 MB of meta section and a few KB of data), the
+// data section is copied alone and the whole buffer freed, so the load does not keep the
+// file's size of dead bytes for the model's lifetime; a weight-heavy file keeps its buffer
+// (a copy would cost time and, for a moment, twice the weights).
+void QbwFile::keep_data_section() {
+  if (data_offset_ <= data_size_) return;
+  std::unique_ptr<FileBytes> data = FileBytes::slice(*bytes_, data_offset_, data_size_);
+  bytes_ = std::move(data);
+  for (TensorInfo& t : tensors_) t.data = bytes_->data() + t.offset;
 }
 
 void QbwFile::parse_header() {
@@ -463,21 +501,22 @@ void QbwFile::parse_meta() {
   tensors_.resize(n_tensors);
   for (std::uint32_t i = 0; i < n_tensors; ++i) {
     TensorInfo& t = tensors_[i];
-    const std::string where = c.named_record("tensor", i, t.name);
+    c.named_record("tensor", i, t.name);
+    const auto where = [&c] { return c.context(); };
     const std::uint32_t dtype = c.u32("dtype");
     if (dtype > 2) {
-      fail(where + ": unknown dtype code " + std::to_string(dtype) + " (0 f32, 1 i8, 2 bits)");
+      fail(where() + ": unknown dtype code " + std::to_string(dtype) + " (0 f32, 1 i8, 2 bits)");
     }
     t.dtype = static_cast<DType>(dtype);
     const std::uint32_t ndim = c.u32("ndim");
-    if (ndim < 1 || ndim > 4) fail(where + ": ndim " + std::to_string(ndim) + " is not in 1..4");
+    if (ndim < 1 || ndim > 4) fail(where() + ": ndim " + std::to_string(ndim) + " is not in 1..4");
     t.dims.resize(ndim);
     std::uint64_t elements = 1;
     for (std::uint32_t d = 0; d < ndim; ++d) {
       t.dims[d] = c.u64("dims");
-      if (t.dims[d] < 1) fail(where + ": dim " + std::to_string(d) + " is 0 (each must be >= 1)");
+      if (t.dims[d] < 1) fail(where() + ": dim " + std::to_string(d) + " is 0 (each must be >= 1)");
       if (mul_overflows(elements, t.dims[d], &elements)) {
-        fail(where + ": the product of the dims overflows 64 bits");
+        fail(where() + ": the product of the dims overflows 64 bits");
       }
     }
     t.elements = elements;
@@ -485,7 +524,7 @@ void QbwFile::parse_meta() {
     t.nbytes = c.u64("nbytes");
     std::uint64_t want = 0;
     if (mul_overflows(elements, dtype_size(t.dtype), &want) || want != t.nbytes) {
-      fail(where + ": nbytes " + std::to_string(t.nbytes) + " does not match its " +
+      fail(where() + ": nbytes " + std::to_string(t.nbytes) + " does not match its " +
            std::to_string(elements) + " " + dtype_name(t.dtype) + " elements");
     }
   }
@@ -496,10 +535,11 @@ void QbwFile::parse_meta() {
   values_.resize(n_values);
   for (std::uint32_t i = 0; i < n_values; ++i) {
     ValueInfo& v = values_[i];
-    const std::string where = c.named_record("value", i, v.name);
+    c.named_record("value", i, v.name);
+    const auto where = [&c] { return c.context(); };
     const std::uint32_t dtype = c.u32("dtype");
     if (dtype != 0 && dtype != 2) {
-      fail(where + ": dtype code " + std::to_string(dtype) +
+      fail(where() + ": dtype code " + std::to_string(dtype) +
            " is not a value dtype (0 f32, 2 bits)");
     }
     v.dtype = static_cast<DType>(dtype);
@@ -507,8 +547,8 @@ void QbwFile::parse_meta() {
     v.width = c.u32("width");
     v.channels = c.u32("channels");
     if (v.height < 1 || v.width < 1 || v.channels < 1) {
-      fail(where + ": shape (" + std::to_string(v.height) + ", " + std::to_string(v.width) + ", " +
-           std::to_string(v.channels) + ") has a zero dimension");
+      fail(where() + ": shape (" + std::to_string(v.height) + ", " + std::to_string(v.width) +
+           ", " + std::to_string(v.channels) + ") has a zero dimension");
     }
     // Each factor < 2^32 and pixels < 2^64 needs care: check in steps.
     std::uint64_t pixels = std::uint64_t{v.height} * v.width;  // < 2^64
@@ -516,8 +556,8 @@ void QbwFile::parse_meta() {
         v.dtype == DType::kF32 ? std::uint64_t{v.channels} * 4 : words_for_channels(v.channels) * 8;
     std::uint64_t bytes = 0;
     if (mul_overflows(pixels, per_pixel, &bytes) || bytes > kMaxValueBytes) {
-      fail(where + ": shape (" + std::to_string(v.height) + ", " + std::to_string(v.width) + ", " +
-           std::to_string(v.channels) + ") is larger than the " +
+      fail(where() + ": shape (" + std::to_string(v.height) + ", " + std::to_string(v.width) +
+           ", " + std::to_string(v.channels) + ") is larger than the " +
            std::to_string(kMaxValueBytes >> 30) + " GiB a value may take");
     }
     v.bytes = bytes;
@@ -531,17 +571,19 @@ void QbwFile::parse_meta() {
   const std::uint32_t n_ops = c.count("n_ops", kMaxTableEntries, kMinOpRecord);
   if (n_ops < 1) fail("n_ops is 0: the graph has no op");
   ops_.resize(n_ops);
+  // Reserved for what the rest of the meta section could hold at most, so the records' views
+  // never move; the pages past what the ops use are never touched, so never resident.
+  op_indices_.reserve(c.remaining() / sizeof(std::uint32_t));
+  op_attrs_.reserve(c.remaining() / sizeof(std::int64_t));
   for (std::uint32_t i = 0; i < n_ops; ++i) {
     OpRecord& op = ops_[i];
-    const std::string id = "op " + std::to_string(i);
-    c.set_context(id);
+    c.begin_record("op", i);
     op.type = c.u32("op_type");
-    op.name = c.str("name");
-    c.set_context(id + " " + quoted(op.name));
-    op.inputs = c.u32_array("n_inputs", "inputs");
-    op.outputs = c.u32_array("n_outputs", "outputs");
-    op.tensors = c.u32_array("n_tensors", "tensors");
-    op.attrs = c.i64_array("n_attrs", "attrs");
+    c.record_name(op.name);
+    op.inputs = c.array("n_inputs", "inputs", op_indices_);
+    op.outputs = c.array("n_outputs", "outputs", op_indices_);
+    op.tensors = c.array("n_tensors", "tensors", op_indices_);
+    op.attrs = c.array("n_attrs", "attrs", op_attrs_);
   }
 
   // Preprocessing.

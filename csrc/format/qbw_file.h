@@ -63,13 +63,34 @@ struct ValueInfo {
   std::uint64_t bytes;  // of one image: H*W*C*4, or H*W*words(C)*8 for bits
 };
 
+// A read-only view of `size` elements that another object owns (the QbwFile's flat op arrays):
+// what a per-op std::vector gave its readers (size, [], iteration) without a heap block per op.
+template <class T>
+class ConstSpan {
+ public:
+  ConstSpan() = default;
+  ConstSpan(const T* data, std::size_t size) : data_(data), size_(size) {}
+  const T* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  const T& operator[](std::size_t i) const { return data_[i]; }
+  const T* begin() const { return data_; }
+  const T* end() const { return data_ + size_; }
+
+ private:
+  const T* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+// The arrays of an op record view the QbwFile's flat arrays (one block for all ops: a file of
+// hundreds of thousands of ops would otherwise take four heap blocks per op).
 struct OpRecord {
   std::uint32_t type;
   std::string name;
-  std::vector<std::uint32_t> inputs;   // value indices
-  std::vector<std::uint32_t> outputs;  // value indices
-  std::vector<std::uint32_t> tensors;  // tensor indices or kAbsentTensor
-  std::vector<std::int64_t> attrs;
+  ConstSpan<std::uint32_t> inputs;   // value indices
+  ConstSpan<std::uint32_t> outputs;  // value indices
+  ConstSpan<std::uint32_t> tensors;  // tensor indices or kAbsentTensor
+  ConstSpan<std::int64_t> attrs;
 };
 
 struct Preprocessing {
@@ -112,6 +133,10 @@ class QbwFile {
   std::uint32_t input_value() const { return input_value_; }
   std::uint32_t output_value() const { return output_value_; }
   const std::vector<OpRecord>& ops() const { return ops_; }
+  // Frees the op records once the engine has built its ops from them (which hold the same
+  // type, name and views of the same arrays): ops() is empty afterwards. The arrays the
+  // records viewed stay, for the engine's ops view them.
+  void release_op_records() { std::vector<OpRecord>().swap(ops_); }
   const Preprocessing& preprocessing() const { return preprocessing_; }
   const std::vector<std::string>& class_names() const { return class_names_; }
   const std::string& metadata_json() const { return metadata_json_; }
@@ -128,6 +153,7 @@ class QbwFile {
   void parse_meta();
   void check_tensors();
   void check_graph() const;
+  void keep_data_section();
 
   std::string path_;
   std::unique_ptr<FileBytes> bytes_;
@@ -147,6 +173,8 @@ class QbwFile {
   std::uint32_t input_value_ = 0;
   std::uint32_t output_value_ = 0;
   std::vector<OpRecord> ops_;
+  std::vector<std::uint32_t> op_indices_;  // every op's inputs, outputs and tensors (OpRecord)
+  std::vector<std::int64_t> op_attrs_;     // every op's attrs
   Preprocessing preprocessing_{};
   std::vector<std::string> class_names_;
   std::string metadata_json_;
