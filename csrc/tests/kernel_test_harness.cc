@@ -593,17 +593,18 @@ void test_bconv(const BConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases) 
     bconv_case(k, rng, t, s, i % 2 == 0);
     ++t.cases;
   }
-  // The narrow 1x1 path (Ci <= 128: one to four 32-bit units per pixel, groups of 8 channels in
-  // register blocks of 4 or 2): every unit count and both sides of each unit edge, channel counts
-  // that leave a partial last group or a partial register block, rows that end mid-block, and
-  // the extreme dots (every XOR bit 0 or 1). ReActNet-A's 112x112 32 -> 32 and 56x56 64 -> 64
+  // The narrow 1x1 path (Ci <= 256: one to eight 32-bit units per pixel, groups of 8 channels
+  // in register blocks of 4, 2 or 1): every unit count and both sides of each unit edge, channel
+  // counts that leave a partial last group or a partial register block, rows that end mid-block,
+  // and the extreme dots (every XOR bit 0 or 1). ReActNet-A's 112x112 32 -> 32 and 56x56 64 -> 64
   // at small sides. Then random narrow shapes (the seed is in the test id).
-  for (const std::size_t ci : {1, 7, 31, 32, 33, 48, 63, 64, 65, 95, 96, 97, 127, 128}) {
+  for (const std::size_t ci : {1,  7,   31,  32,  33,  48,  63,  64,  65,  95, 96,
+                               97, 127, 128, 129, 160, 191, 192, 224, 255, 256}) {
     for (const std::size_t co : {1, 8, 9, 24, 31, 32, 33, 40, 56, 64, 65}) {
       fixed({1 + (ci + co) % 3, 1 + (ci * co) % 7, ci, co, 1, (ci + co) % 2 ? kOne : kZero});
     }
   }
-  for (const std::size_t ci : {32, 64, 100, 128}) {
+  for (const std::size_t ci : {32, 64, 100, 128, 200, 256}) {
     fixed({3, 5, ci, 33, 1, kZero}, 1.0, 1.0);
     fixed({3, 5, ci, 33, 1, kOne}, 1.0, 0.0);
     fixed({2, 7, ci, 17, 1, kZero}, 0.0, 1.0);
@@ -611,9 +612,11 @@ void test_bconv(const BConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases) 
   fixed({5, 37, 32, 32, 1, kZero});
   fixed({4, 13, 64, 64, 1, kOne});
   fixed({3, 11, 128, 128, 1, kZero});
+  fixed({2, 9, 256, 256, 1, kOne});
+  fixed({1, 3, 257, 9, 1, kZero});  // the first width past the narrow path
   for (std::size_t i = 0; i < n_cases / 20; ++i) {
     const BConvShape s{
-        uniform(rng, 1, 6),      uniform(rng, 1, 40), uniform(rng, 1, 128), uniform(rng, 1, 80), 1,
+        uniform(rng, 1, 6),      uniform(rng, 1, 40), uniform(rng, 1, 256), uniform(rng, 1, 80), 1,
         coin(rng) ? kZero : kOne};
     const double in_ones = coin(rng, 0.2) ? 0.9 : 0.5;
     const double w_ones = coin(rng, 0.2) ? 0.1 : 0.5;
