@@ -256,14 +256,16 @@ def test_chains_stop_at_a_second_reader_and_the_graph_output(tmp_path, monkeypat
     p = tail(g, rng, "t", s, (h, w, c), ("prelu",))
     # `add` has a second reader: the chain is DWCONV+ADD only... and PRELU starts its own.
     q = g.op(ADD, "again", [s, p], g.value("again", h, w, c))
-    a = tail(g, rng, "u", q, (h, w, c), ("affine", "prelu"))  # out of epilogue order
+    # AFFINE -> PRELU is the epilogue's mid affine and PReLU; a second PRELU is out of order.
+    a = tail(g, rng, "u", q, (h, w, c), ("affine", "prelu"))
+    a = tail(g, rng, "v", a, (h, w, c), ("prelu",))
     g.output_value = a
     path = save(tmp_path, g)
     fused, _ = assert_fused_equals_unfused(path, randn(rng, 3, h, w, c), monkeypatch, "nhwc")
     got = labels(fused)
     assert got[0] == "DWCONV3X3+ADD", got
-    # The graph output ends the last chain; AFFINE then PRELU is out of the epilogue's order.
-    assert "PRELU" in got and got[-1] == "PRELU", got
+    # The graph output ends the last chain; PRELU after PRELU is out of the epilogue's order.
+    assert got[-2] == "ADD+AFFINE+PRELU" and got[-1] == "PRELU", got
 
 
 def test_inplace_chain_only_when_its_base_is_dead(tmp_path, monkeypatch):
@@ -399,3 +401,38 @@ def test_threaded_model_survives_fork(tmp_path, monkeypatch):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     np.testing.assert_array_equal(m.run(xs, "nhwc"), want)
+
+
+def test_affine_between_shortcut_and_prelu_joins_the_chain(tmp_path, monkeypatch):
+    """ReActNet's RPReLU after a shortcut: ADD -> AFFINE (learnable bias) -> PRELU -> AFFINE runs
+    in the conv's epilogue (the first AFFINE as its mid affine), bit-identical to the ops run
+    one by one; an AFFINE with no PRELU after it stays the post affine."""
+    rng = rng_for(104)
+    h, w, c = 7, 6, 24
+    g = Graph("rprelu")
+    x = g.value("x", h, w, c)
+    dw = g.op(
+        DWCONV3X3,
+        "dw",
+        [x],
+        g.value("dw", h, w, c),
+        [
+            None,
+            g.tensor("dw.w", randn(rng, c, 9)),
+            None,
+            vec(g, rng, "dw.s", c),
+            vec(g, rng, "dw.b", c),
+            None,
+        ],
+        [1, 1, 1],
+    )
+    s = g.op(ADD, "add", [dw, x], g.value("add", h, w, c))
+    t = tail(g, rng, "t", s, (h, w, c), ("affine", "prelu", "affine"))
+    u = g.op(ADD, "add2", [t, x], g.value("add2", h, w, c))
+    v = tail(g, rng, "u", u, (h, w, c), ("affine",))
+    head(g, v, c)
+    path = save(tmp_path, g)
+    fused, _ = assert_fused_equals_unfused(path, randn(rng, 3, h, w, c), monkeypatch, "nhwc")
+    got = labels(fused)
+    assert got[0] == "DWCONV3X3+ADD+AFFINE+PRELU+AFFINE", got
+    assert got[1] == "ADD+AFFINE", got

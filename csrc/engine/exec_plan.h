@@ -117,6 +117,8 @@ struct EpilogueSpec {
   std::uint32_t channel_scale = kNoValue;  // MUL_CHANNEL's (1, 1, C) factors
   std::uint32_t residual = kNoValue;       // ADD's other operand
   std::size_t residual_channels = 0;
+  const float* mid_scale = nullptr;  // an AFFINE between the ADD and the PRELU
+  const float* mid_bias = nullptr;
   const float* prelu_slope = nullptr;
   const float* post_scale = nullptr;
   const float* post_bias = nullptr;

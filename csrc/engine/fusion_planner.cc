@@ -9,8 +9,16 @@
 namespace qbinfer {
 namespace {
 
+// An AFFINE whose result only a PRELU reads: it runs as the epilogue's mid affine (before the
+// PReLU) rather than its post affine, so ADD -> AFFINE -> PRELU -> AFFINE is one chain.
+bool feeds_prelu(const Graph& g, const std::vector<char>& taken, const Op& affine) {
+  const std::uint32_t r = g.sole_reader(affine.output);
+  return r != kNoValue && !taken[r] && g.ops[r].type == OpType::kPReLU;
+}
+
 // Takes the ops that follow `chain.out` while each is the sole reader of the value before
-// it and comes later in the epilogue's order.
+// it and comes later in the epilogue's order (stages: 1 scale, 2 residual, 3 mid affine,
+// 4 PReLU, 5 post affine).
 void extend(const Graph& g, std::vector<char>& taken, Chain& chain) {
   for (;;) {
     const std::uint32_t cur = chain.out;
@@ -39,13 +47,17 @@ void extend(const Graph& g, std::vector<char>& taken, Chain& chain) {
         }
       }
       chain.stage = 2;
-    } else if (op.type == OpType::kPReLU && chain.stage < 3) {
-      chain.epi.prelu_slope = op.tensors[0]->as<float>();
+    } else if (op.type == OpType::kAffine && chain.stage < 3 && feeds_prelu(g, taken, op)) {
+      chain.epi.mid_scale = op.tensors[0]->as<float>();
+      chain.epi.mid_bias = op.tensors[1]->as<float>();
       chain.stage = 3;
-    } else if (op.type == OpType::kAffine && chain.stage < 4) {
+    } else if (op.type == OpType::kPReLU && chain.stage < 4) {
+      chain.epi.prelu_slope = op.tensors[0]->as<float>();
+      chain.stage = 4;
+    } else if (op.type == OpType::kAffine && chain.stage < 5) {
       chain.epi.post_scale = op.tensors[0]->as<float>();
       chain.epi.post_bias = op.tensors[1]->as<float>();
-      chain.stage = 4;
+      chain.stage = 5;
     } else {
       break;
     }
@@ -115,13 +127,19 @@ std::vector<Chain> find_chains(const Graph& g) {
       case OpType::kPReLU:
         c.head_input = op.inputs[0];
         c.epi.prelu_slope = op.tensors[0]->as<float>();
-        c.stage = 3;
+        c.stage = 4;
         break;
       case OpType::kAffine:
         c.head_input = op.inputs[0];
-        c.epi.post_scale = op.tensors[0]->as<float>();
-        c.epi.post_bias = op.tensors[1]->as<float>();
-        c.stage = 4;
+        if (feeds_prelu(g, taken, op)) {
+          c.epi.mid_scale = op.tensors[0]->as<float>();
+          c.epi.mid_bias = op.tensors[1]->as<float>();
+          c.stage = 3;
+        } else {
+          c.epi.post_scale = op.tensors[0]->as<float>();
+          c.epi.post_bias = op.tensors[1]->as<float>();
+          c.stage = 5;
+        }
         break;
       default:
         continue;

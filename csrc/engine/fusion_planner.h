@@ -72,7 +72,7 @@ struct Chain {
   std::uint32_t position = 0;  // file index of the op that produces `out`
   std::uint32_t absorbed_concat = kNoValue;
   EpilogueSpec epi;
-  int stage = 0;  // last epilogue step taken: 1 scale .. 4 affine
+  int stage = 0;  // last epilogue step taken: 1 scale .. 5 post affine
 };
 
 // The chains kept, and the chain each op runs in.

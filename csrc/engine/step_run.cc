@@ -21,6 +21,8 @@ Epilogue make_epilogue(const EpilogueSpec& s, const ExecContext& ctx) {
     ep.residual = ctx.value<const float>(s.residual);
     ep.residual_channels = s.residual_channels;
   }
+  ep.mid_scale = s.mid_scale;
+  ep.mid_bias = s.mid_bias;
   ep.prelu_slope = s.prelu_slope;
   ep.post_scale = s.post_scale;
   ep.post_bias = s.post_bias;

@@ -601,6 +601,36 @@ void test_bconv(const BConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases) 
     bconv_case(k, rng, t, s, i % 2 == 0);
     ++t.cases;
   }
+  // The narrow 1x1 path (Ci <= 256: one to eight 32-bit units per pixel, groups of 8 channels
+  // in register blocks of 4, 2 or 1): every unit count and both sides of each unit edge, channel
+  // counts that leave a partial last group or a partial register block, rows that end mid-block,
+  // and the extreme dots (every XOR bit 0 or 1). ReActNet-A's 112x112 32 -> 32 and 56x56 64 -> 64
+  // at small sides. Then random narrow shapes (the seed is in the test id).
+  for (const std::size_t ci : {1,  7,   31,  32,  33,  48,  63,  64,  65,  95, 96,
+                               97, 127, 128, 129, 160, 191, 192, 224, 255, 256}) {
+    for (const std::size_t co : {1, 8, 9, 24, 31, 32, 33, 40, 56, 64, 65}) {
+      fixed({1 + (ci + co) % 3, 1 + (ci * co) % 7, ci, co, 1, (ci + co) % 2 ? kOne : kZero});
+    }
+  }
+  for (const std::size_t ci : {32, 64, 100, 128, 200, 256}) {
+    fixed({3, 5, ci, 33, 1, kZero}, 1.0, 1.0);
+    fixed({3, 5, ci, 33, 1, kOne}, 1.0, 0.0);
+    fixed({2, 7, ci, 17, 1, kZero}, 0.0, 1.0);
+  }
+  fixed({5, 37, 32, 32, 1, kZero});
+  fixed({4, 13, 64, 64, 1, kOne});
+  fixed({3, 11, 128, 128, 1, kZero});
+  fixed({2, 9, 256, 256, 1, kOne});
+  fixed({1, 3, 257, 9, 1, kZero});  // the first width past the narrow path
+  for (std::size_t i = 0; i < n_cases / 20; ++i) {
+    const BConvShape s{
+        uniform(rng, 1, 6),      uniform(rng, 1, 40), uniform(rng, 1, 256), uniform(rng, 1, 80), 1,
+        coin(rng) ? kZero : kOne};
+    const double in_ones = coin(rng, 0.2) ? 0.9 : 0.5;
+    const double w_ones = coin(rng, 0.2) ? 0.1 : 0.5;
+    bconv_case(k, rng, t, s, i % 2 == 0, in_ones, w_ones);
+    ++t.cases;
+  }
 }
 
 // ---- general binary conv (any kernel, stride, padding) -----------------------------------
@@ -1598,13 +1628,13 @@ void test_elementwise(const ElementwiseKernels& k, Rng& rng, Tally& t, std::size
 void test_epilogue(const EpilogueKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
   const std::size_t kC[] = {1, 3, 4, 7, 15, 16, 17, 31, 33, 48, 64, 66, 100, 130, 192};
   // The zoo's (channels, residual channels, bits) first, then random cases; the step subset
-  // cycles through all 64 either way.
+  // cycles through all 128 either way (64: the mid affine).
   const auto zoo = zoo_epilogue();
   for (std::size_t i = 0; i < zoo.size() + n_cases; ++i) {
     const bool ge = i % 2 == 0;
     const bool from_zoo = i < zoo.size();
     const std::size_t c = from_zoo ? zoo[i][0] : pick(rng, kC), pixels = uniform(rng, 1, 15);
-    unsigned steps = static_cast<unsigned>(i % 64);               // every subset of the six steps
+    unsigned steps = static_cast<unsigned>(i % 128);              // every subset of the 7 steps
     if (from_zoo) steps = 2u | 4u | 8u | (zoo[i][2] ? 32u : 0u);  // the zoo's tails
     std::vector<std::size_t> divisors;
     for (std::size_t d = 1; d <= c; ++d) {
@@ -1627,6 +1657,7 @@ void test_epilogue(const EpilogueKernels& k, Rng& rng, Tally& t, std::size_t n_c
       for (std::size_t j = 0; j < c; ++j) x[p * c + j] = th[j];  // ties
     }
     const std::vector<float> cs = randn(rng, c), ps = randn(rng, c);
+    const std::vector<float> ms = randn(rng, c), mb = randn(rng, c);
     std::vector<float> slope = randn(rng, c), pb = randn(rng, c), res = randn(rng, pixels * rc);
     for (std::size_t j = 0; j < c; j += 4) slope[j] = -0.0f;
     for (std::size_t j = 0; j < c; j += 3) pb[j] = -0.0f;
@@ -1636,7 +1667,8 @@ void test_epilogue(const EpilogueKernels& k, Rng& rng, Tally& t, std::size_t n_c
       for (std::size_t j = 0; j < 4 && j < res.size(); ++j) res[j] = r_specials[j];
     }
     Buf<float> csg = guarded(cs, ge), slg = guarded(slope, !ge), psg = guarded(ps, ge),
-               pbg = guarded(pb, !ge), rg = guarded(res, ge), thg = guarded(th, !ge);
+               pbg = guarded(pb, !ge), rg = guarded(res, ge), thg = guarded(th, !ge),
+               msg = guarded(ms, !ge), mbg = guarded(mb, ge);
     const std::size_t words = words_for_channels(c);
     auto make = [&](bool kernel_side) {
       Epilogue ep;
@@ -1646,6 +1678,10 @@ void test_epilogue(const EpilogueKernels& k, Rng& rng, Tally& t, std::size_t n_c
         ep.residual_channels = rc;
       }
       if (steps & 4) ep.prelu_slope = kernel_side ? slg.data() : slope.data();
+      if (steps & 64) {
+        ep.mid_scale = kernel_side ? msg.data() : ms.data();
+        ep.mid_bias = kernel_side ? mbg.data() : mb.data();
+      }
       if (steps & 8) {
         ep.post_scale = kernel_side ? psg.data() : ps.data();
         ep.post_bias = kernel_side ? pbg.data() : pb.data();

@@ -6,8 +6,9 @@ drop_clip_before_sign makes signs read past a clip before sign_to_bitpack looks 
 before them; sign_to_bitpack and depthwise_pre_bias read through pure constant adds before
 fold_affines would merge those adds into the op before them; the first remove_dead drops the adds
 they made unread, so group_depthwise sees single-use depthwise convs; fold_affines runs before
-fuse_relu (a ReLU fuses into a conv only once the BN between them is folded into the conv); the
-last remove_dead drops what the later passes left unread.
+fuse_relu (a ReLU fuses into a conv only once the BN between them is folded into the conv);
+merge_parallel_bconvs runs after fold_affines too (a conv's BN must be folded for the conv to
+feed the shortcut add directly); the last remove_dead drops what the later passes left unread.
 
 `check_lowering` runs the same stages in check mode: every blocker at once instead of the first
 `ConversionError` (`weights_tools.convert.check_model`, docs/converter.md).
@@ -29,6 +30,7 @@ from .passes import (
     fold_affines,
     fuse_relu,
     group_depthwise,
+    merge_parallel_bconvs,
     remove_dead,
     sign_to_bitpack,
 )
@@ -45,6 +47,7 @@ PASSES: List[Pass] = [
     remove_dead,
     group_depthwise,
     fold_affines,
+    merge_parallel_bconvs,
     fuse_relu,
     remove_dead,
 ]

@@ -3,7 +3,8 @@
 //   bconv2d_16oc_16bit_2px__avx2   16 output channels per ymm (16-bit lanes), the default;
 //   bconv2d_8oc_32bit_2px__avx2    8 per ymm (32-bit lanes) when Co <= 8 or k*k*Ci > 65535;
 //   bconv2d_3x3_8oc_9tap__avx2     3x3 with 16 < Ci <= 32;
-//   bconv2d_3x3_8oc_5pair__avx2    3x3 with Ci <= 16 (two taps per 32-bit lane).
+//   bconv2d_3x3_8oc_5pair__avx2    3x3 with Ci <= 16 (two taps per 32-bit lane);
+//   the narrow 1x1 (Ci <= 256)     8 per ymm, weights in registers, one count per unit.
 // The per-lane popcount is Harley-Seal as in the AVX-512 variant, but without VPTERNLOG a
 // carry-save adder costs 5 instructions (one shared XOR), so blocks stop at 8 vectors (3
 // planes); carries are counted with the nibble table (VPSHUFB). Two pixels' adder state
@@ -24,6 +25,7 @@ struct Avx2 {
   static constexpr int kMaxLg = 3;
   static constexpr int kLongStreamLg = 0;  // one block size for every stream
   static constexpr bool kHas16BitLanes = true;
+  static constexpr bool kNarrow1x1 = true;  // 1x1 over <= 256 channels: run_rows_narrow1x1
   template <int N, int LB>
   using Counter = HsCounter<Avx2, N, LB>;
 

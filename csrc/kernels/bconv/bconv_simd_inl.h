@@ -100,7 +100,13 @@ inline int popcount_words(const BitWord* w, std::size_t words) {
 // 16-bit lanes. The zoo's longest streams are 128 units (1x1 over 2048) and 72 (3x3 over 128).
 constexpr std::size_t kMaxPiece = 1152;
 
+// Kernel 1 over at most this many channels runs the narrow path when the ISA's traits opt in
+// (S::kNarrow1x1): each pixel's stream is 1-8 chunks, too short for Harley-Seal blocks
+// (measured on AVX2: 28x28 256 -> 256 195 us against 264 us streamed).
+constexpr std::size_t kNarrowMaxChannels = 256;
+
 struct BConvPlan {
+  bool narrow1x1;       // kernel 1, Ci <= kNarrowMaxChannels, the ISA opts in: 32-bit lanes
   bool pair3x3;         // kernel 3, Ci <= 16: two taps per 32-bit lane, five inputs
   bool small3x3;        // kernel 3, 16 < Ci <= 32: the nine-input tree
   int lane_bits;        // 16 or 32
@@ -118,14 +124,15 @@ struct BConvPlan {
 // run_rows always agree. streamed_only: the gathered streams whatever Ci (the strided 3x3, whose
 // output pixels are not a row of the input, has no pair or nine-tap tree path).
 inline BConvPlan bconv_plan(const BConvShape& s, std::size_t lanes, bool has_16bit_lanes,
-                            bool streamed_only = false) {
+                            bool streamed_only = false, bool has_narrow1x1 = false) {
   BConvPlan p{};
   const std::size_t words = words_for_channels(s.in_channels);
+  p.narrow1x1 = has_narrow1x1 && s.kernel == 1 && s.in_channels <= kNarrowMaxChannels;
   p.pair3x3 = !streamed_only && s.kernel == 3 && s.in_channels <= 16;
   p.small3x3 = !streamed_only && s.kernel == 3 && s.in_channels > 16 && s.in_channels <= 32;
   p.taps = s.kernel * s.kernel;
-  p.lane_bits = has_16bit_lanes && !p.pair3x3 && !p.small3x3 && s.out_channels > lanes &&
-                        p.taps * s.in_channels <= 65535
+  p.lane_bits = has_16bit_lanes && !p.narrow1x1 && !p.pair3x3 && !p.small3x3 &&
+                        s.out_channels > lanes && p.taps * s.in_channels <= 65535
                     ? 16
                     : 32;
   p.lanes = lanes;
@@ -134,7 +141,8 @@ inline BConvPlan bconv_plan(const BConvShape& s, std::size_t lanes, bool has_16b
   if (p.lane_bits == 16) {
     p.chunks = 4 * words;
   } else {
-    p.chunks = s.in_channels <= 32 ? 1 : 2 * words;
+    // The narrow path reads only the units that hold channels (Ci <= 96: no all-tail unit).
+    p.chunks = p.narrow1x1 ? (s.in_channels + 31) / 32 : s.in_channels <= 32 ? 1 : 2 * words;
   }
   p.stream = p.pair3x3 ? 5 : p.taps * p.chunks;
   const std::size_t weight_bytes = p.groups * p.stream * lanes * 4;
@@ -337,6 +345,13 @@ QBINFER_INLINE typename S::V count5_tree(const typename S::V* x) {
   return S::widen32(bytes, 1);
 }
 
+// Whether the traits opt in to the narrow 1x1 path (static constexpr bool kNarrow1x1 = true);
+// traits without the member keep the streamed path for every 1x1.
+template <class S, class = void>
+struct HasNarrow1x1 : std::false_type {};
+template <class S>
+struct HasNarrow1x1<S, std::void_t<decltype(S::kNarrow1x1)>> : std::bool_constant<S::kNarrow1x1> {};
+
 template <class S>
 struct BConv {
   using V = typename S::V;
@@ -351,7 +366,9 @@ struct BConv {
       std::conditional_t<Long, HsCounter<S, N, LB, (S::kLongStreamLg > 0 ? S::kLongStreamLg : 1)>,
                          typename S::template Counter<N, LB>>;
 
-  static BConvPlan plan(const BConvShape& s) { return bconv_plan(s, kLanes, S::kHas16BitLanes); }
+  static BConvPlan plan(const BConvShape& s) {
+    return bconv_plan(s, kLanes, S::kHas16BitLanes, false, HasNarrow1x1<S>::value);
+  }
 
   static std::size_t packed_weight_bytes(const BConvShape& s) { return plan(s).bytes; }
 
@@ -650,6 +667,106 @@ struct BConv {
     }
   }
 
+  // ---- 1x1 over at most kNarrowMaxChannels channels (p.narrow1x1) ----
+  // A pixel's whole stream is Chunks = ceil(Ci / 32) 32-bit units (Ci <= 32: one; the rest of
+  // its word is the zero tail). NG groups' weight vectors stay in registers while the pixels stream
+  // past: per (pixel, group) Chunks XORs against the broadcast units, the nibble-table count of
+  // each into bytes (<= 8 * Chunks per byte), one widening into the 32-bit lanes, then dot = Ci - 2
+  // * count and the epilogue. No Harley-Seal blocks and no gather: for streams this short their
+  // set-up and flush cost more than the count (the streamed path ran ReActNet-A's 112x112
+  // 32 -> 32 1x1 at 27 G binary MACs/s).
+  template <int NG, int Chunks>
+  static void run_narrow_groups(const BConvShape& s, const std::uint32_t* act, std::size_t pd,
+                                const std::uint32_t* weights, std::size_t g0, const float* scale,
+                                const float* bias, std::size_t p_begin, std::size_t p_end,
+                                float* out) {
+    const std::size_t co = s.out_channels;
+    V w[NG][Chunks];
+    for (int j = 0; j < NG; ++j) {
+      for (int c = 0; c < Chunks; ++c)
+        w[j][c] = S::load(weights + ((g0 + j) * Chunks + c) * kLanes);
+    }
+    const V k_total = S::set32(static_cast<std::int32_t>(s.in_channels));
+    std::size_t n_out[NG];
+    for (int j = 0; j < NG; ++j) n_out[j] = std::min(kLanes, co - (g0 + j) * kLanes);
+    for (std::size_t px = p_begin; px < p_end; ++px) {
+      const std::uint32_t* a = act + px * pd;
+      float* out_px = out + px * co;
+      for (int j = 0; j < NG; ++j) {
+        V bytes = S::byte_count(S::xor_bcast(w[j][0], a), 1);
+        for (int c = 1; c < Chunks; ++c) {
+          bytes = S::add8(bytes, S::byte_count(S::xor_bcast(w[j][c], a + c), 1));
+        }
+        finish(k_total, S::widen32(bytes, 1), nullptr, (g0 + j) * kLanes, n_out[j], scale, bias,
+               out_px);
+      }
+    }
+  }
+
+  template <int Chunks>
+  static void run_rows_narrow1x1(const BConvShape& s, const BConvPlan& p, const BitWord* in,
+                                 const std::uint32_t* weights, const float* scale,
+                                 const float* bias, std::size_t y_begin, std::size_t y_end,
+                                 float* out) {
+    // Registers: NG * Chunks weight vectors beside the count's temporaries and constants.
+    constexpr int kBlock = Chunks <= 2 ? 4 : Chunks <= 4 ? 2 : 1;
+    const auto* act = reinterpret_cast<const std::uint32_t*>(in);
+    const std::size_t pd = 2 * words_for_channels(s.in_channels);
+    const std::size_t p_begin = y_begin * s.width, p_end = y_end * s.width;
+    std::size_t g0 = 0;
+    for (; g0 + kBlock <= p.groups; g0 += kBlock) {
+      run_narrow_groups<kBlock, Chunks>(s, act, pd, weights, g0, scale, bias, p_begin, p_end, out);
+    }
+    switch (p.groups - g0) {
+      case 3:
+        if constexpr (kBlock > 3) {
+          run_narrow_groups<3, Chunks>(s, act, pd, weights, g0, scale, bias, p_begin, p_end, out);
+        }
+        break;
+      case 2:
+        if constexpr (kBlock > 2) {
+          run_narrow_groups<2, Chunks>(s, act, pd, weights, g0, scale, bias, p_begin, p_end, out);
+        }
+        break;
+      case 1:
+        run_narrow_groups<1, Chunks>(s, act, pd, weights, g0, scale, bias, p_begin, p_end, out);
+        break;
+      default:
+        break;
+    }
+  }
+
+  static void run_narrow1x1(const BConvShape& s, const BConvPlan& p, const BitWord* in,
+                            const std::uint32_t* weights, const float* scale, const float* bias,
+                            std::size_t y_begin, std::size_t y_end, float* out) {
+    switch (p.chunks) {
+      case 1:
+        run_rows_narrow1x1<1>(s, p, in, weights, scale, bias, y_begin, y_end, out);
+        break;
+      case 2:
+        run_rows_narrow1x1<2>(s, p, in, weights, scale, bias, y_begin, y_end, out);
+        break;
+      case 3:
+        run_rows_narrow1x1<3>(s, p, in, weights, scale, bias, y_begin, y_end, out);
+        break;
+      case 4:
+        run_rows_narrow1x1<4>(s, p, in, weights, scale, bias, y_begin, y_end, out);
+        break;
+      case 5:
+        run_rows_narrow1x1<5>(s, p, in, weights, scale, bias, y_begin, y_end, out);
+        break;
+      case 6:
+        run_rows_narrow1x1<6>(s, p, in, weights, scale, bias, y_begin, y_end, out);
+        break;
+      case 7:
+        run_rows_narrow1x1<7>(s, p, in, weights, scale, bias, y_begin, y_end, out);
+        break;
+      default:
+        run_rows_narrow1x1<8>(s, p, in, weights, scale, bias, y_begin, y_end, out);
+        break;
+    }
+  }
+
   // ---- strided 3x3 with padding 1 (BCONV2D_GENERAL's fast path) ----
   // Output pixel (y, x) of a 3x3 conv with stride (sy, sx) and pads top/left 1 is pixel
   // (sy * y, sx * x) of the stride-1 'same' conv of the same input: the same stream, gathered
@@ -784,7 +901,11 @@ struct BConv {
     const auto* weights = static_cast<const std::uint32_t*>(packed);
     const auto* wsum =
         reinterpret_cast<const std::int32_t*>(static_cast<const char*>(packed) + p.wsum_offset);
-    if (p.pair3x3) {
+    if (p.narrow1x1) {
+      if constexpr (HasNarrow1x1<S>::value) {
+        run_narrow1x1(s, p, in, weights, scale, bias, y_begin, y_end, out);
+      }
+    } else if (p.pair3x3) {
       run_rows_pair3x3(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
     } else if (p.small3x3) {
       for (std::size_t g = 0; g < p.groups; ++g) {

@@ -8,10 +8,13 @@
 //                                     (the shortcut; residual_channels < channels repeats it,
 //                                      block j of the output reading channel c -
 //                                      j*residual_channels)
-//   3. v = v >= 0 ? v : prelu_slope[c] * v                       (PReLU)
-//   4. v = v * post_scale[c] + post_bias[c]                      (BN after PReLU; both or none)
-//   5. out[p * channels + c] = v                                 (unless write_float is false)
-//   6. bits: bit c of pixel p in bits[p * words_for_channels(channels) + c / 64] is
+//   3. v = v * mid_scale[c] + mid_bias[c]                        (an affine between the
+//                                      shortcut and the PReLU, e.g. ReActNet's learnable
+//                                      bias; both or none)
+//   4. v = v >= 0 ? v : prelu_slope[c] * v                       (PReLU)
+//   5. v = v * post_scale[c] + post_bias[c]                      (BN after PReLU; both or none)
+//   6. out[p * channels + c] = v                                 (unless write_float is false)
+//   7. bits: bit c of pixel p in bits[p * words_for_channels(channels) + c / 64] is
 //      !(v >= threshold[c])                                      (bit contract; tail bits 0)
 // Each step is one IEEE operation in f32 in this order (no FMA: -ffp-contract=off), so every
 // ISA variant gives bit-identical floats and bits. (A NaN stays NaN through every step; which
@@ -29,6 +32,8 @@ struct Epilogue {
   const float* channel_scale = nullptr;
   const float* residual = nullptr;
   std::size_t residual_channels = 0;  // with residual: > 0 and divides `channels`
+  const float* mid_scale = nullptr;
+  const float* mid_bias = nullptr;
   const float* prelu_slope = nullptr;
   const float* post_scale = nullptr;
   const float* post_bias = nullptr;

@@ -12,6 +12,7 @@ void epilogue_rows__reference(const Epilogue& ep, std::size_t channels, std::siz
   assert(channels > 0 && pixel_begin <= pixel_end);
   assert(ep.residual == nullptr ||
          (ep.residual_channels > 0 && channels % ep.residual_channels == 0));
+  assert((ep.mid_scale == nullptr) == (ep.mid_bias == nullptr));
   assert((ep.post_scale == nullptr) == (ep.post_bias == nullptr));
   assert((ep.threshold == nullptr) == (ep.bits == nullptr));
   const std::size_t words = words_for_channels(channels);
@@ -25,6 +26,10 @@ void epilogue_rows__reference(const Epilogue& ep, std::size_t channels, std::siz
       if (ep.residual != nullptr) {
         const std::size_t rc = ep.residual_channels;
         v = v + ep.residual[p * rc + c % rc];
+      }
+      if (ep.mid_scale != nullptr) {
+        const float scaled = v * ep.mid_scale[c];
+        v = scaled + ep.mid_bias[c];
       }
       if (ep.prelu_slope != nullptr) v = v >= 0.0f ? v : ep.prelu_slope[c] * v;
       if (ep.post_scale != nullptr) {

@@ -37,7 +37,8 @@ struct EpilogueSimd {
     kPost = 8,
     kWrite = 16,
     kBits = 32,
-    kAllSteps = 64,
+    kMid = 64,
+    kAllSteps = 128,
   };
 
   // The epilogue's pointers as locals: stores through float* / BitWord* could otherwise alias
@@ -46,6 +47,8 @@ struct EpilogueSimd {
     const float* channel_scale;
     const float* residual;
     std::size_t rc;
+    const float* mid_scale;
+    const float* mid_bias;
     const float* slope;
     const float* post_scale;
     const float* post_bias;
@@ -72,6 +75,7 @@ struct EpilogueSimd {
     F v = ld(row);
     if constexpr ((kSteps & kScale) != 0) v = V::mul(v, ld(a.channel_scale));
     if constexpr ((kSteps & kResidual) != 0) v = V::add(v, residual(res, a.rc, r, n, m));
+    if constexpr ((kSteps & kMid) != 0) v = V::add(V::mul(v, ld(a.mid_scale)), ld(a.mid_bias));
     if constexpr ((kSteps & kPrelu) != 0) v = V::prelu(v, ld(a.slope));
     if constexpr ((kSteps & kPost) != 0) v = V::add(V::mul(v, ld(a.post_scale)), ld(a.post_bias));
     if constexpr ((kSteps & kWrite) != 0) {
@@ -135,15 +139,17 @@ struct EpilogueSimd {
     assert(channels > 0 && pixel_begin <= pixel_end);
     assert(ep.residual == nullptr ||
            (ep.residual_channels > 0 && channels % ep.residual_channels == 0));
+    assert((ep.mid_scale == nullptr) == (ep.mid_bias == nullptr));
     assert((ep.post_scale == nullptr) == (ep.post_bias == nullptr));
     assert((ep.threshold == nullptr) == (ep.bits == nullptr));
     static constexpr auto kTable = table(std::make_integer_sequence<unsigned, kAllSteps>{});
     const unsigned steps =
         (ep.channel_scale != nullptr ? kScale : 0u) | (ep.residual != nullptr ? kResidual : 0u) |
         (ep.prelu_slope != nullptr ? kPrelu : 0u) | (ep.post_scale != nullptr ? kPost : 0u) |
-        (ep.write_float ? kWrite : 0u) | (ep.threshold != nullptr ? kBits : 0u);
-    const Args a{ep.channel_scale, ep.residual,  ep.residual_channels, ep.prelu_slope,
-                 ep.post_scale,    ep.post_bias, ep.threshold,         ep.bits};
+        (ep.write_float ? kWrite : 0u) | (ep.threshold != nullptr ? kBits : 0u) |
+        (ep.mid_scale != nullptr ? kMid : 0u);
+    const Args a{ep.channel_scale, ep.residual,   ep.residual_channels, ep.mid_scale, ep.mid_bias,
+                 ep.prelu_slope,   ep.post_scale, ep.post_bias,         ep.threshold, ep.bits};
     kTable[steps](a, channels, pixel_begin, pixel_end, out);
   }
 };

@@ -7,6 +7,7 @@ from .drop_clip_before_sign import drop_clip_before_sign
 from .fold_affines import fold_affines
 from .fuse_relu import fuse_relu
 from .group_depthwise import group_depthwise
+from .merge_parallel_bconvs import merge_parallel_bconvs
 from .remove_dead import remove_dead
 from .sign_to_bitpack import sign_to_bitpack
 from .ste_identity import ste_identity
@@ -22,6 +23,7 @@ __all__ = [
     "fold_affines",
     "fuse_relu",
     "group_depthwise",
+    "merge_parallel_bconvs",
     "remove_dead",
     "sign_to_bitpack",
 ]
