@@ -232,11 +232,9 @@ def test_binary_chain_packs_bits_for_the_next_binary_conv(tmp_path, monkeypatch)
     ], got
 
 
-def test_chains_stop_at_a_second_reader_and_the_graph_output(tmp_path, monkeypatch):
-    rng = rng_for(102)
-    h, w, c = 6, 5, 12
-    g = Graph("readers")
-    x = g.value("x", h, w, c)
+def dwconv_plus_input(g, rng, x, h, w, c):
+    """x -> DWCONV3X3 "dw" (random weights, scale and bias) -> ADD "add" of x: a residual
+    block's start, whose ADD begins an epilogue chain."""
     dw = g.op(
         DWCONV3X3,
         "dw",
@@ -252,7 +250,15 @@ def test_chains_stop_at_a_second_reader_and_the_graph_output(tmp_path, monkeypat
         ],
         [1, 1, 1],
     )
-    s = g.op(ADD, "add", [dw, x], g.value("add", h, w, c))
+    return g.op(ADD, "add", [dw, x], g.value("add", h, w, c))
+
+
+def test_chains_stop_at_a_second_reader_and_the_graph_output(tmp_path, monkeypatch):
+    rng = rng_for(102)
+    h, w, c = 6, 5, 12
+    g = Graph("readers")
+    x = g.value("x", h, w, c)
+    s = dwconv_plus_input(g, rng, x, h, w, c)
     p = tail(g, rng, "t", s, (h, w, c), ("prelu",))
     # `add` has a second reader: the chain is DWCONV+ADD only... and PRELU starts its own.
     q = g.op(ADD, "again", [s, p], g.value("again", h, w, c))
@@ -411,22 +417,7 @@ def test_affine_between_shortcut_and_prelu_joins_the_chain(tmp_path, monkeypatch
     h, w, c = 7, 6, 24
     g = Graph("rprelu")
     x = g.value("x", h, w, c)
-    dw = g.op(
-        DWCONV3X3,
-        "dw",
-        [x],
-        g.value("dw", h, w, c),
-        [
-            None,
-            g.tensor("dw.w", randn(rng, c, 9)),
-            None,
-            vec(g, rng, "dw.s", c),
-            vec(g, rng, "dw.b", c),
-            None,
-        ],
-        [1, 1, 1],
-    )
-    s = g.op(ADD, "add", [dw, x], g.value("add", h, w, c))
+    s = dwconv_plus_input(g, rng, x, h, w, c)
     t = tail(g, rng, "t", s, (h, w, c), ("affine", "prelu", "affine"))
     u = g.op(ADD, "add2", [t, x], g.value("add2", h, w, c))
     v = tail(g, rng, "u", u, (h, w, c), ("affine",))

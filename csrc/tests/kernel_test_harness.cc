@@ -212,6 +212,24 @@ void sprinkle(Rng& rng, std::vector<float>& v, double fraction, bool finite_only
 
 // rows x channels bits, tail bits 0; each valid bit is 1 with probability `ones` (0.5: uniform
 // words; 0 and 1: the all-equal patterns that drive every accumulator to its limit).
+// The FC's bitplane8 weights of codes B in [0, 255] (w = 2B - 255), co x ci row-major: plane b
+// of output o stores 1 (= -1) where bit b of B is 0 (docs/format.md, FC encoding 2).
+std::vector<BitWord> bitplanes_of_codes(const std::vector<unsigned>& codes, std::size_t co,
+                                        std::size_t ci) {
+  const std::size_t words = words_for_channels(ci);
+  std::vector<BitWord> planes(8 * co * words, 0);
+  for (unsigned b = 0; b < 8; ++b) {
+    for (std::size_t o = 0; o < co; ++o) {
+      for (std::size_t j = 0; j < ci; ++j) {
+        if (((codes[o * ci + j] >> b) & 1u) == 0) {
+          planes[(b * co + o) * words + j / kBitsPerWord] |= BitWord{1} << (j % kBitsPerWord);
+        }
+      }
+    }
+  }
+  return planes;
+}
+
 std::vector<BitWord> random_bits(Rng& rng, std::size_t rows, std::size_t channels,
                                  double ones = 0.5) {
   const std::size_t words = words_for_channels(channels);
@@ -1789,17 +1807,7 @@ void test_fc(const FCKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
     for (auto& v : codes) v = static_cast<unsigned>(uniform(rng, 0, 255));
     codes[0] = 0;
     codes.back() = 255;
-    const std::size_t words = words_for_channels(ci);
-    std::vector<BitWord> planes(8 * co * words, 0);
-    for (unsigned b = 0; b < 8; ++b) {
-      for (std::size_t o = 0; o < co; ++o) {
-        for (std::size_t j = 0; j < ci; ++j) {
-          if (((codes[o * ci + j] >> b) & 1u) == 0) {
-            planes[(b * co + o) * words + j / kBitsPerWord] |= BitWord{1} << (j % kBitsPerWord);
-          }
-        }
-      }
-    }
+    const std::vector<BitWord> planes = bitplanes_of_codes(codes, co, ci);
     for (std::size_t o = 0; o < co; ++o) {
       double e = 0, m = 0;
       for (std::size_t j = 0; j < ci; ++j) {
@@ -1927,17 +1935,7 @@ void test_fc_extremes(const FCKernels& k, Rng& rng, Tally& t) {
       {
         std::vector<unsigned> codes(co * ci);
         for (auto& v : codes) v = static_cast<unsigned>(uniform(rng, 0, 255));
-        const std::size_t words = words_for_channels(ci);
-        std::vector<BitWord> planes(8 * co * words, 0);
-        for (unsigned b = 0; b < 8; ++b) {
-          for (std::size_t o = 0; o < co; ++o) {
-            for (std::size_t j = 0; j < ci; ++j) {
-              if (((codes[o * ci + j] >> b) & 1u) == 0) {
-                planes[(b * co + o) * words + j / kBitsPerWord] |= BitWord{1} << (j % kBitsPerWord);
-              }
-            }
-          }
-        }
+        const std::vector<BitWord> planes = bitplanes_of_codes(codes, co, ci);
         Buf<BitWord> pg = guarded(planes, ge);
         fc_bitplane8__reference(ci, co, x.data(), planes.data(), ws.data(), bias.data(),
                                 want.data());
