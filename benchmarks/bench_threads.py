@@ -1,7 +1,8 @@
 """Threads and concurrency, measured (figures in docs/benchmarks.md, "Threads and concurrent
 calls"):
 
-1. per model (the four zoo models at 224 with random weights, and the shipped digits model),
+1. per model (every zoo model with random weights: the paper's four at 224, the published BNNs
+   of weights_tools.bnn_zoo at their input shapes; and the shipped digits model),
    batch 1: median milliseconds of `run` with threads=1, threads="auto" and threads=2, the
    configurations alternating run by run so that a change in the machine's load hits them
    alike; "auto" must never be slower than one thread, and 2 threads should be >= 1.7x faster
@@ -31,19 +32,32 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_util import zoo_file
+from bench_util import bnn_zoo_file, is_bnn_zoo, zoo_file
 
 import qbinfer
 from qbinfer import _core, _testing
 
 ZOO = ("qb_net_small", "qb_net_large", "qsb_net_small", "qsb_net_large")
+
+
+def bnn_zoo_names() -> tuple:
+    from weights_tools.bnn_zoo import BNN_ZOO
+
+    return tuple(BNN_ZOO)
+
+
 DIGITS = Path(qbinfer.__file__).parent / "models" / "digits_qbnet.qbw"
 
 
 def model_paths(names):
     out = {}
     for name in names:
-        out[name] = DIGITS if name == "digits" else zoo_file(name)[0]
+        if name == "digits":
+            out[name] = DIGITS
+        elif is_bnn_zoo(name):
+            out[name] = bnn_zoo_file(name)[0]
+        else:
+            out[name] = zoo_file(name)[0]
     return out
 
 
@@ -195,7 +209,7 @@ def machine() -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default=",".join(ZOO + ("digits",)))
+    p.add_argument("--models", default=",".join(ZOO + bnn_zoo_names() + ("digits",)))
     p.add_argument("--only", choices=("threads", "concurrency"))
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--seconds", type=float, default=1.0, help="per concurrency measurement")
