@@ -353,6 +353,24 @@ void fill_nan_if_ranged(const py::object& ranges_obj, py::array_t<float>& out) {
   std::fill(o, o + out.size(), std::numeric_limits<float>::quiet_NaN());
 }
 
+// A kernel without packed weights (the pools): `whole()` over the whole output, or with row
+// ranges `rows(begin, end)` over each range in the caller's order, the other rows left NaN.
+template <typename Whole, typename Rows>
+py::array_t<float> run_whole_or_ranges(const char* fn, const py::object& row_ranges_obj,
+                                       std::size_t out_rows, py::array_t<float> out,
+                                       const Whole& whole, const Rows& rows) {
+  if (row_ranges_obj.is_none()) {
+    without_gil(whole);
+    return out;
+  }
+  const RowRanges ranges = row_ranges(fn, row_ranges_obj, out_rows);
+  fill_nan_if_ranged(row_ranges_obj, out);
+  without_gil([&] {
+    for (const auto& r : ranges) rows(r.first, r.second);
+  });
+  return out;
+}
+
 template <typename Size>
 void expect_packed_size(const char* fn, const char* isa, Size bytes) {
   if (bytes == 0 || bytes % 64 != 0) {
@@ -878,16 +896,9 @@ py::array_t<float> avgpool(const py::object& x_obj, std::int64_t kernel_h, std::
   auto out = new_f32({static_cast<py::ssize_t>(ho), static_cast<py::ssize_t>(wo), x.shape(2)});
   float* o = out.mutable_data();
   const PoolKernels& k = family_kernels(fn, isa_obj, &pool_kernels_for);
-  if (row_ranges_obj.is_none()) {
-    without_gil([&] { k.avgpool(shape, x.data(), o); });
-    return out;
-  }
-  const RowRanges ranges = row_ranges(fn, row_ranges_obj, ho);
-  fill_nan_if_ranged(row_ranges_obj, out);
-  without_gil([&] {
-    for (const auto& r : ranges) k.avgpool_rows(shape, x.data(), r.first, r.second, o);
-  });
-  return out;
+  return run_whole_or_ranges(
+      fn, row_ranges_obj, ho, out, [&] { k.avgpool(shape, x.data(), o); },
+      [&](std::size_t begin, std::size_t end) { k.avgpool_rows(shape, x.data(), begin, end, o); });
 }
 
 py::array_t<float> maxpool(const py::object& x_obj, std::int64_t kernel_h, std::int64_t kernel_w,
@@ -930,16 +941,9 @@ py::array_t<float> maxpool(const py::object& x_obj, std::int64_t kernel_h, std::
   auto out = new_f32({static_cast<py::ssize_t>(ho), static_cast<py::ssize_t>(wo), x.shape(2)});
   float* o = out.mutable_data();
   const PoolKernels& k = family_kernels(fn, isa_obj, &pool_kernels_for);
-  if (row_ranges_obj.is_none()) {
-    without_gil([&] { k.maxpool(shape, x.data(), o); });
-    return out;
-  }
-  const RowRanges ranges = row_ranges(fn, row_ranges_obj, ho);
-  fill_nan_if_ranged(row_ranges_obj, out);
-  without_gil([&] {
-    for (const auto& r : ranges) k.maxpool_rows(shape, x.data(), r.first, r.second, o);
-  });
-  return out;
+  return run_whole_or_ranges(
+      fn, row_ranges_obj, ho, out, [&] { k.maxpool(shape, x.data(), o); },
+      [&](std::size_t begin, std::size_t end) { k.maxpool_rows(shape, x.data(), begin, end, o); });
 }
 
 py::array_t<float> avgpool2d(const py::object& x_obj, std::int64_t kernel_h, std::int64_t kernel_w,
@@ -984,16 +988,11 @@ py::array_t<float> avgpool2d(const py::object& x_obj, std::int64_t kernel_h, std
   auto out = new_f32({static_cast<py::ssize_t>(ho), static_cast<py::ssize_t>(wo), x.shape(2)});
   float* o = out.mutable_data();
   const PoolKernels& k = family_kernels(fn, isa_obj, &pool_kernels_for);
-  if (row_ranges_obj.is_none()) {
-    without_gil([&] { k.avgpool2d(shape, x.data(), o); });
-    return out;
-  }
-  const RowRanges ranges = row_ranges(fn, row_ranges_obj, ho);
-  fill_nan_if_ranged(row_ranges_obj, out);
-  without_gil([&] {
-    for (const auto& r : ranges) k.avgpool2d_rows(shape, x.data(), r.first, r.second, o);
-  });
-  return out;
+  return run_whole_or_ranges(
+      fn, row_ranges_obj, ho, out, [&] { k.avgpool2d(shape, x.data(), o); },
+      [&](std::size_t begin, std::size_t end) {
+        k.avgpool2d_rows(shape, x.data(), begin, end, o);
+      });
 }
 
 py::array_t<float> clip(const py::object& x_obj, float lo, float hi, bool inplace,

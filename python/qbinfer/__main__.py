@@ -130,13 +130,7 @@ def _add_profile(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="N",
         help="timed runs; each step's median is reported (default 20)",
     )
-    p.add_argument(
-        "--threads",
-        type=cli_predict._threads_arg,
-        default=None,
-        metavar="N",
-        help="engine threads, a positive integer or 'auto' (default: the library's default)",
-    )
+    cli_predict.add_threads_option(p)
     p.add_argument(
         "--image",
         metavar="PATH",

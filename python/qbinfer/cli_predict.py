@@ -117,6 +117,18 @@ def _threads_arg(text: str) -> Any:
     return value
 
 
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """--threads as every command that runs a model takes it."""
+    parser.add_argument(
+        "--threads",
+        type=_threads_arg,
+        default=None,
+        metavar="N",
+        help="engine threads per run, a positive integer or 'auto' (default: the library's "
+        "default)",
+    )
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -341,14 +353,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         '[{"class", "probability"}]} ({"image", "mask", "classes"} for a dense model; '
         '{"image", "error"} for an image that failed)',
     )
-    p.add_argument(
-        "--threads",
-        type=_threads_arg,
-        default=None,
-        metavar="N",
-        help="engine threads per run, a positive integer or 'auto' (default: the library's "
-        "default)",
-    )
+    add_threads_option(p)
     p.add_argument(
         "--jobs",
         type=positive_int,

@@ -78,15 +78,26 @@ void avgpool2d_f32_nhwc_rows__reference(const AvgPool2DShape& shape, const float
 struct PoolSpan {
   std::size_t begin, end, divisor;
 };
-inline PoolSpan avgpool2d_span(std::size_t o, std::size_t size, std::size_t pad_a,
-                               std::size_t pad_b, std::size_t kernel, std::size_t stride,
-                               bool count_include_pad) {
-  const std::size_t start = o * stride;  // padded coordinates: unsigned-safe
+// Output index o's window [o·stride − pad_a, + kernel) clipped to the input's [0, size), in
+// unsigned-safe arithmetic (the window's start is computed in padded coordinates). The one
+// place both pools (and every ISA's variant) take their window bounds from.
+inline PoolSpan pool_window(std::size_t o, std::size_t size, std::size_t pad_a, std::size_t kernel,
+                            std::size_t stride) {
+  const std::size_t start = o * stride;
   const std::size_t stop = start + kernel;
   const std::size_t begin = start > pad_a ? start - pad_a : 0;
   const std::size_t end = std::min(stop > pad_a ? stop - pad_a : 0, size);
-  const std::size_t padded_end = std::min(stop, pad_a + size + pad_b);
-  return PoolSpan{begin, end, count_include_pad ? padded_end - start : end - begin};
+  return PoolSpan{begin, end, end - begin};
+}
+inline PoolSpan avgpool2d_span(std::size_t o, std::size_t size, std::size_t pad_a,
+                               std::size_t pad_b, std::size_t kernel, std::size_t stride,
+                               bool count_include_pad) {
+  PoolSpan span = pool_window(o, size, pad_a, kernel, stride);
+  if (count_include_pad) {
+    const std::size_t start = o * stride;
+    span.divisor = std::min(start + kernel, pad_a + size + pad_b) - start;
+  }
+  return span;
 }
 
 struct PoolKernels {

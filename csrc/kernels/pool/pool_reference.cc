@@ -74,19 +74,16 @@ void maxpool_f32_nhwc_rows__reference(const MaxPoolShape& shape, const float* in
 
   const std::size_t channels = shape.channels;
   for (std::size_t oy = y_begin; oy < y_end; ++oy) {
-    // Window rows [oy·stride − pad_top, + kernel) clipped to [0, in_height), unsigned-safe.
-    const std::size_t ys = oy * shape.stride_h;
-    const std::size_t y0 = ys > shape.pad_top ? ys - shape.pad_top : 0;
-    const std::size_t y1 = std::min(ys + shape.kernel_h - shape.pad_top, shape.in_height);
+    const PoolSpan rows =
+        pool_window(oy, shape.in_height, shape.pad_top, shape.kernel_h, shape.stride_h);
     for (std::size_t ox = 0; ox < shape.out_width; ++ox) {
-      const std::size_t xs = ox * shape.stride_w;
-      const std::size_t x0 = xs > shape.pad_left ? xs - shape.pad_left : 0;
-      const std::size_t x1 = std::min(xs + shape.kernel_w - shape.pad_left, shape.in_width);
+      const PoolSpan cols =
+          pool_window(ox, shape.in_width, shape.pad_left, shape.kernel_w, shape.stride_w);
       float* out_px = out + (oy * shape.out_width + ox) * channels;
       for (std::size_t c = 0; c < channels; ++c) {
         float acc = -std::numeric_limits<float>::infinity();
-        for (std::size_t y = y0; y < y1; ++y) {
-          for (std::size_t x = x0; x < x1; ++x) {
+        for (std::size_t y = rows.begin; y < rows.end; ++y) {
+          for (std::size_t x = cols.begin; x < cols.end; ++x) {
             const float v = in[(y * shape.in_width + x) * channels + c];
             // Greater wins; the first NaN wins and then stays (pool.h, "Max pool numerics").
             if (v > acc || (std::isnan(v) && !std::isnan(acc))) acc = v;

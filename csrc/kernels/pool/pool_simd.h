@@ -69,12 +69,11 @@ struct PoolSimd {
   // (pool.h, "Max pool numerics"); windows are scanned in the reference's order, lanes are
   // channels. Masked tail loads read 0 in unused lanes, which are never stored.
   template <bool Tail, class Step>
-  static void max_window(const MaxPoolShape& s, const float* in, std::size_t y0, std::size_t y1,
-                         std::size_t x0, std::size_t x1, std::size_t c0, M m, float* out,
-                         Step step) {
+  static void max_window(const MaxPoolShape& s, const float* in, const PoolSpan& rows,
+                         const PoolSpan& cols, std::size_t c0, M m, float* out, Step step) {
     F acc = V::set1(-std::numeric_limits<float>::infinity());
-    for (std::size_t y = y0; y < y1; ++y) {
-      for (std::size_t x = x0; x < x1; ++x) {
+    for (std::size_t y = rows.begin; y < rows.end; ++y) {
+      for (std::size_t x = cols.begin; x < cols.end; ++x) {
         const float* p = in + (y * s.in_width + x) * s.channels + c0;
         acc = step(acc, Tail ? V::load(p, m) : V::load(p));
       }
@@ -93,19 +92,15 @@ struct PoolSimd {
     const std::size_t full = s.channels / N * N;
     const M tail_m = V::mask(s.channels - full);
     for (std::size_t oy = y_begin; oy < y_end; ++oy) {
-      const std::size_t ys = oy * s.stride_h;
-      const std::size_t y0 = ys > s.pad_top ? ys - s.pad_top : 0;
-      const std::size_t y1 = std::min(ys + s.kernel_h - s.pad_top, s.in_height);
+      const PoolSpan rows = pool_window(oy, s.in_height, s.pad_top, s.kernel_h, s.stride_h);
       for (std::size_t ox = 0; ox < s.out_width; ++ox) {
-        const std::size_t xs = ox * s.stride_w;
-        const std::size_t x0 = xs > s.pad_left ? xs - s.pad_left : 0;
-        const std::size_t x1 = std::min(xs + s.kernel_w - s.pad_left, s.in_width);
+        const PoolSpan cols = pool_window(ox, s.in_width, s.pad_left, s.kernel_w, s.stride_w);
         float* out_px = out + (oy * s.out_width + ox) * s.channels;
         std::size_t c0 = 0;
         for (; c0 < full; c0 += N) {
-          max_window<false>(s, in, y0, y1, x0, x1, c0, tail_m, out_px, step);
+          max_window<false>(s, in, rows, cols, c0, tail_m, out_px, step);
         }
-        if (c0 < s.channels) max_window<true>(s, in, y0, y1, x0, x1, c0, tail_m, out_px, step);
+        if (c0 < s.channels) max_window<true>(s, in, rows, cols, c0, tail_m, out_px, step);
       }
     }
   }
