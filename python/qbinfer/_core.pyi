@@ -47,8 +47,14 @@ def _resample_normalize(
     scale: float,
     mean: npt.NDArray[np.float32],
     std: npt.NDArray[np.float32],
+    isa: Optional[str] = None,
 ) -> npt.NDArray[np.float32]:
     """The resize, crop and normalisation of qbinfer.preprocess in one pass (private)."""
+
+def _arrow_pixels(
+    schema: object, array: object, height: int, width: int
+) -> Optional[npt.NDArray[np.uint8]]:
+    """A read-only H x W x C view of an image exported as Arrow capsules, or None (private)."""
 
 class Error(Exception):
     """Base of every error qbinfer raises about a file or an input."""
