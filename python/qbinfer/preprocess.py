@@ -24,11 +24,14 @@ pixels of the image and of the crop whatever `resize_short` a file holds. Three
 implementations, chosen by `backend`:
 
 * the engine (``"auto"``, the default; ``"engine"``): ``_core._resample_normalize``
-  (csrc/engine/resample.cc) runs the recipe in float32, never rounded to 8 bits, with step 4
-  in the same pass, one output row at a time. The filters (which input pixels each output pixel
-  reads, with what weights) are computed here, by `_filter_band`, and cached per image size.
-  It needs neither Pillow nor BLAS: about 4x faster than Pillow's resize, and what keeps
-  ``predict`` within a few ms of ``run`` (docs/benchmarks.md, "predict against run").
+  (csrc/engine/resample.cc, with an AVX2 + FMA version in resample_avx2.cc chosen at run time)
+  runs the recipe in float32, never rounded to 8 bits, with step 4 in the same pass, one output
+  row at a time. The filters (which input pixels each output pixel reads, with what weights)
+  are computed here, by `_filter_band`, and cached per image size. It needs neither Pillow nor
+  BLAS: several times faster than Pillow's resize, and what keeps ``predict`` within a few ms
+  of ``run`` (docs/benchmarks.md, "predict against run"). Its ISAs differ by float rounding
+  only (about 1e-5 of a level); within one process a picture gives the same bits whatever its
+  memory layout (RGB, RGBX, a gray image or the same repeated into RGB).
 * Pillow (``"pillow"``): ``Image.resize(..., BILINEAR, box=...)`` over the crop's region.
   Pillow uses fixed-point weights and rounds to 8 bits after each axis, so its pixels are within
   1 level of the recipe's exact values (tests/test_preprocess.py checks this on photos). It is
@@ -38,8 +41,10 @@ implementations, chosen by `backend`:
   pixels, each a small matrix product over the input pixels under their filters), so the cost
   is linear in pixels and the memory bounded.
 
-Files are decoded by Pillow (needed only to read image files); an array or a decoded image
-goes to the engine with no Pillow call.
+Files are decoded by Pillow (needed only to read image files); an array goes to the engine
+with no Pillow call, and a decoded PIL image is read in place, in Pillow's own memory (through
+the Arrow C data interface, Pillow 11.2 and later; RGB is kept there as 4 bytes a pixel, which
+the engine reads as they are), or where that is not possible, its crop window copied out.
 
 Images are capped at `MAX_IMAGE_PIXELS` pixels (checked before a file is decoded).
 """
