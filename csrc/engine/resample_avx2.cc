@@ -69,19 +69,79 @@ void filter_rows__avx2(const std::uint8_t* src, std::ptrdiff_t row_stride, const
   }
 }
 
+// The sums of one output pixel: its `taps` taps from p (one pixel's 3 or 4 floats each).
+inline __m128 pixel_sums(const float* p, const float* w, std::size_t taps,
+                         std::size_t pixel_floats) {
+  __m128 acc = _mm_mul_ps(_mm_set1_ps(w[0]), _mm_loadu_ps(p));
+  for (std::size_t t = 1; t < taps; ++t) {
+    acc = _mm_fmadd_ps(_mm_set1_ps(w[t]), _mm_loadu_ps(p + t * pixel_floats), acc);
+  }
+  return acc;
+}
+
+// The pixels of a row before `end`, each with all its TAPS taps inside the line, with the tap
+// count and the pixel size known at compile time: the tap loop unrolled, no branch per tap,
+// so the out-of-order core overlaps the FMA chains of neighbouring pixels (the loop above runs
+// at the latency of one chain). The same operations in the same order: the same bits.
+template <std::size_t TAPS, std::size_t PIXEL_FLOATS>
+std::size_t columns_fixed_taps(const float* line, const ResampleAxis& cols, std::size_t end,
+                               float* out) {
+  std::size_t j = 0;
+  for (; j < end; ++j) {
+    if (static_cast<std::size_t>(cols.first[j]) + TAPS > cols.inputs) break;
+    const float* w = cols.weights + j * TAPS;
+    const float* p = line + static_cast<std::size_t>(cols.first[j]) * PIXEL_FLOATS;
+    __m128 acc = _mm_mul_ps(_mm_set1_ps(w[0]), _mm_loadu_ps(p));
+    for (std::size_t t = 1; t < TAPS; ++t) {
+      acc = _mm_fmadd_ps(_mm_set1_ps(w[t]), _mm_loadu_ps(p + t * PIXEL_FLOATS), acc);
+    }
+    _mm_storeu_ps(out + j * 3, acc);  // the fourth value is the next pixel's to overwrite
+  }
+  return j;
+}
+
+template <std::size_t PIXEL_FLOATS>
+std::size_t columns_fixed(const float* line, const ResampleAxis& cols, std::size_t end,
+                          float* out) {
+  switch (cols.taps) {
+    case 1:
+      return columns_fixed_taps<1, PIXEL_FLOATS>(line, cols, end, out);
+    case 2:
+      return columns_fixed_taps<2, PIXEL_FLOATS>(line, cols, end, out);
+    case 3:
+      return columns_fixed_taps<3, PIXEL_FLOATS>(line, cols, end, out);
+    case 4:
+      return columns_fixed_taps<4, PIXEL_FLOATS>(line, cols, end, out);
+    case 5:
+      return columns_fixed_taps<5, PIXEL_FLOATS>(line, cols, end, out);
+    case 6:
+      return columns_fixed_taps<6, PIXEL_FLOATS>(line, cols, end, out);
+    case 7:
+      return columns_fixed_taps<7, PIXEL_FLOATS>(line, cols, end, out);
+    case 8:
+      return columns_fixed_taps<8, PIXEL_FLOATS>(line, cols, end, out);
+    case 9:
+      return columns_fixed_taps<9, PIXEL_FLOATS>(line, cols, end, out);
+    case 10:
+      return columns_fixed_taps<10, PIXEL_FLOATS>(line, cols, end, out);
+    default:
+      return 0;  // wider filters (downscales above 4.5): the general loop
+  }
+}
+
 void filter_columns_rgb__avx2(const float* line, std::size_t pixel_floats, const ResampleAxis& cols,
                               float scale, const float* mean, const float* std, float* out) {
   const std::size_t last = cols.outputs - 1;
-  for (std::size_t j = 0; j <= last; ++j) {
+  // The leading pixels whose taps all lie inside the line (all but a few at the right edge):
+  // the unrolled loop; the rest, and the last pixel (3 values stored, not 4), below.
+  std::size_t j = pixel_floats == 4 ? columns_fixed<4>(line, cols, last, out)
+                                    : columns_fixed<3>(line, cols, last, out);
+  for (; j <= last; ++j) {
     const float* w = cols.weights + j * cols.taps;
     const float* p = line + static_cast<std::size_t>(cols.first[j]) * pixel_floats;
-    const std::size_t end = resample_live_taps(cols, j);
-    __m128 acc = _mm_mul_ps(_mm_set1_ps(w[0]), _mm_loadu_ps(p));
-    for (std::size_t t = 1; t < end; ++t) {
-      acc = _mm_fmadd_ps(_mm_set1_ps(w[t]), _mm_loadu_ps(p + t * pixel_floats), acc);
-    }
+    const __m128 acc = pixel_sums(p, w, resample_live_taps(cols, j), pixel_floats);
     if (j < last) {
-      _mm_storeu_ps(out + j * 3, acc);  // the fourth value is the next pixel's to overwrite
+      _mm_storeu_ps(out + j * 3, acc);
     } else {
       float sums[4];
       _mm_storeu_ps(sums, acc);
