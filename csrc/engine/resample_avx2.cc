@@ -59,11 +59,8 @@ void filter_rows__avx2(const std::uint8_t* src, std::ptrdiff_t row_stride, const
   for (; k < n; ++k) {  // the last n % 8 bytes: reading 8 could run past the image
     float a = weights[0] * static_cast<float>(src[k]);
     for (std::size_t t = 1; t < taps; ++t) {
-      a = std::fma(
-          weights[t],
-          static_cast<float>(
-              src[static_cast<std::ptrdiff_t>(t) * row_stride + static_cast<std::ptrdiff_t>(k)]),
-          a);
+      const std::uint8_t* st = src + static_cast<std::ptrdiff_t>(t) * row_stride;
+      a = std::fma(weights[t], static_cast<float>(st[k]), a);
     }
     line[k] = a;
   }
