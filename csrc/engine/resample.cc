@@ -1,10 +1,10 @@
 #include "engine/resample.h"
 
-#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "engine/resample_passes.h"
 #include "format/errors.h"
 
 namespace qbinfer {
@@ -27,59 +27,63 @@ void check_resample_axis(const ResampleAxis& axis, const char* what) {
 
 namespace {
 
-// The taps of output i that lie inside the input (the rest have zero weights).
-inline std::size_t live_taps(const ResampleAxis& axis, std::size_t i) {
-  return std::min(axis.taps, axis.inputs - static_cast<std::size_t>(axis.first[i]));
-}
-
-// One output row of the first pass: line[k] = sum_t w[t] * src_row(first + t)[k] over the
-// row's `n` bytes. The loops over k are plain element-wise float loops, which the compiler
-// vectorises (the conversion of the bytes included).
-void filter_rows(const std::uint8_t* src, std::ptrdiff_t row_stride, const ResampleAxis& rows,
-                 std::size_t i, std::size_t n, float* line) {
-  const float* w = rows.weights + i * rows.taps;
-  const std::uint8_t* s = src + static_cast<std::ptrdiff_t>(rows.first[i]) * row_stride;
-  const float w0 = w[0];
-  for (std::size_t k = 0; k < n; ++k) line[k] = w0 * static_cast<float>(s[k]);
-  const std::size_t taps = live_taps(rows, i);
+// The portable first pass. The loops over k are plain element-wise float loops, which the
+// compiler vectorises for the baseline CPU (the conversion of the bytes included).
+void filter_rows_portable(const std::uint8_t* src, std::ptrdiff_t row_stride, const float* weights,
+                          std::size_t taps, std::size_t n, float* line) {
+  const float w0 = weights[0];
+  for (std::size_t k = 0; k < n; ++k) line[k] = w0 * static_cast<float>(src[k]);
   for (std::size_t t = 1; t < taps; ++t) {
-    const float wt = w[t];
+    const float wt = weights[t];
     if (wt == 0.0f) continue;  // the band's padding: skipping it changes no value
-    const std::uint8_t* st = s + static_cast<std::ptrdiff_t>(t) * row_stride;
+    const std::uint8_t* st = src + static_cast<std::ptrdiff_t>(t) * row_stride;
     for (std::size_t k = 0; k < n; ++k) line[k] += wt * static_cast<float>(st[k]);
   }
 }
 
-// The second pass over one filtered row, then the normalisation: SRC_C channels in the line,
-// out_channels values written per pixel (one source channel repeated). Normalising each value
-// as it is made measured faster than a vectorised pass over the finished row.
-template <std::size_t SRC_C>
-void filter_columns(const float* line, const ResampleAxis& cols, std::size_t out_channels,
-                    float scale, const float* mean, const float* std, float* out) {
+// The recipe's normalisation of one value, in its order, in float32 (no FMA: the build passes
+// -ffp-contract=off). Every path ends here or in the same three vector operations.
+inline float normalize_value(float v, float scale, float mean, float std) {
+  return (v * scale - mean) / std;
+}
+
+// The second pass of a 1-channel image, then the normalisation, into out_channels values per
+// pixel (the one channel repeated).
+void filter_columns_gray_portable(const float* line, const ResampleAxis& cols,
+                                  std::size_t out_channels, float scale, const float* mean,
+                                  const float* std, float* out) {
   for (std::size_t j = 0; j < cols.outputs; ++j) {
     const float* w = cols.weights + j * cols.taps;
-    const float* p = line + static_cast<std::size_t>(cols.first[j]) * SRC_C;
-    const std::size_t taps = live_taps(cols, j);
-    float acc[SRC_C];
-    for (std::size_t c = 0; c < SRC_C; ++c) acc[c] = w[0] * p[c];
-    for (std::size_t t = 1; t < taps; ++t) {
-      for (std::size_t c = 0; c < SRC_C; ++c) acc[c] += w[t] * p[t * SRC_C + c];
-    }
-    float* o = out + j * out_channels;
+    const float* p = line + static_cast<std::size_t>(cols.first[j]);
+    const std::size_t taps = resample_live_taps(cols, j);
+    float acc = w[0] * p[0];
+    for (std::size_t t = 1; t < taps; ++t) acc += w[t] * p[t];
     for (std::size_t c = 0; c < out_channels; ++c) {
-      // The recipe's order, in float32 (no FMA: the build passes -ffp-contract=off).
-      o[c] = (acc[SRC_C == 1 ? 0 : c] * scale - mean[c]) / std[c];
+      out[j * out_channels + c] = normalize_value(acc, scale, mean[c], std[c]);
     }
   }
 }
 
+// One output pixel of the RGB second pass in scalar code: its three sums, normalised.
+void filter_pixel_rgb(const float* line, std::size_t pixel_floats, const ResampleAxis& cols,
+                      std::size_t j, float scale, const float* mean, const float* std, float* o) {
+  const float* w = cols.weights + j * cols.taps;
+  const float* p = line + static_cast<std::size_t>(cols.first[j]) * pixel_floats;
+  const std::size_t taps = resample_live_taps(cols, j);
+  for (std::size_t c = 0; c < 3; ++c) {
+    float acc = w[0] * p[c];
+    for (std::size_t t = 1; t < taps; ++t) acc += w[t] * p[t * pixel_floats + c];
+    o[c] = normalize_value(acc, scale, mean[c], std[c]);
+  }
+}
+
 #if defined(__GNUC__)
-// RGB to RGB with the three channels of a pixel in one 4-float vector (GCC/Clang vector
-// extensions: SSE on x86-64, NEON on AArch64): a quarter of the loads and a third of the
-// divisions of the loop above, which they bound. Each lane does the scalar loop's operations in
-// its order, so the values are the same bits. The fourth lane reads the next pixel's first value
-// (the line has one float of padding) and is never stored: the last pixel of the row goes
-// through the scalar loop, the others store 4 values of which the next pixel overwrites one.
+// RGB with the three channels of a pixel in one 4-float vector (GCC/Clang vector extensions:
+// SSE on x86-64, NEON on AArch64): a quarter of the loads and a third of the divisions of the
+// scalar loop. Each lane does the scalar loop's operations in its order, so the values are the
+// same bits. The fourth lane reads the next value (the next pixel's first, a pixel's padding
+// byte, or the float after the line) and is never kept: the last pixel of the row goes through
+// the scalar code, the others store 4 values of which the next pixel overwrites one.
 typedef float Float4 __attribute__((vector_size(16)));
 
 inline Float4 load4(const float* p) {
@@ -88,61 +92,94 @@ inline Float4 load4(const float* p) {
   return v;
 }
 
-void filter_columns_rgb(const float* line, const ResampleAxis& cols, float scale, const float* mean,
-                        const float* std, float* out) {
+void filter_columns_rgb_portable(const float* line, std::size_t pixel_floats,
+                                 const ResampleAxis& cols, float scale, const float* mean,
+                                 const float* std, float* out) {
   const Float4 mean4 = {mean[0], mean[1], mean[2], 0.0f};
   const Float4 std4 = {std[0], std[1], std[2], 1.0f};
   const Float4 scale4 = {scale, scale, scale, scale};
   const std::size_t last = cols.outputs - 1;
   for (std::size_t j = 0; j < last; ++j) {
     const float* w = cols.weights + j * cols.taps;
-    const float* p = line + static_cast<std::size_t>(cols.first[j]) * 3;
-    const std::size_t taps = live_taps(cols, j);
+    const float* p = line + static_cast<std::size_t>(cols.first[j]) * pixel_floats;
+    const std::size_t taps = resample_live_taps(cols, j);
     Float4 acc = w[0] * load4(p);
-    for (std::size_t t = 1; t < taps; ++t) acc += w[t] * load4(p + t * 3);
+    for (std::size_t t = 1; t < taps; ++t) acc += w[t] * load4(p + t * pixel_floats);
     const Float4 v = (acc * scale4 - mean4) / std4;
     std::memcpy(out + j * 3, &v, sizeof v);
   }
-  ResampleAxis tail = cols;
-  tail.first += last;
-  tail.weights += last * cols.taps;
-  tail.outputs = 1;
-  filter_columns<3>(line, tail, 3, scale, mean, std, out + last * 3);
+  filter_pixel_rgb(line, pixel_floats, cols, last, scale, mean, std, out + last * 3);
+}
+#else
+void filter_columns_rgb_portable(const float* line, std::size_t pixel_floats,
+                                 const ResampleAxis& cols, float scale, const float* mean,
+                                 const float* std, float* out) {
+  for (std::size_t j = 0; j < cols.outputs; ++j) {
+    filter_pixel_rgb(line, pixel_floats, cols, j, scale, mean, std, out + j * 3);
+  }
 }
 #endif
 
+const ResamplePasses kPortablePasses{&filter_rows_portable, &filter_columns_rgb_portable,
+                                     &filter_columns_gray_portable};
+
+const ResamplePasses& passes_for(Isa isa) {
+#if defined(QBINFER_X86_64_RESAMPLE)
+  if (isa == Isa::kAvx2 || isa == Isa::kAvx512) return kResamplePasses__avx2;
+#endif
+  (void)isa;
+  return kPortablePasses;
+}
+
 }  // namespace
 
-void resample_normalize(const std::uint8_t* src, std::ptrdiff_t row_stride,
-                        std::size_t src_channels, const ResampleAxis& rows,
-                        const ResampleAxis& cols, std::size_t out_channels, float scale,
-                        const float* mean, const float* std, float* out) {
-  if (src_channels != 1 && src_channels != 3) {
+void resample_normalize(const ImageView& image, const ResampleAxis& rows, const ResampleAxis& cols,
+                        std::size_t out_channels, float scale, const float* mean, const float* std,
+                        float* out, Isa isa) {
+  const std::size_t channels = image.channels;
+  if (channels != 1 && channels != 3) {
     throw ShapeError("resample: the image must have 1 or 3 channels, not " +
-                     std::to_string(src_channels));
+                     std::to_string(channels));
   }
-  if ((out_channels != 1 && out_channels != 3) || out_channels < src_channels) {
+  if (image.pixel_stride != channels && !(channels == 3 && image.pixel_stride == 4)) {
+    throw ShapeError("resample: pixels of " + std::to_string(channels) + " channels must be " +
+                     std::to_string(channels) + (channels == 3 ? " or 4" : "") +
+                     " bytes apart, not " + std::to_string(image.pixel_stride));
+  }
+  if ((out_channels != 1 && out_channels != 3) || out_channels < channels) {
     throw ShapeError("resample: cannot make " + std::to_string(out_channels) +
-                     " output channels of " + std::to_string(src_channels));
+                     " output channels of " + std::to_string(channels));
   }
   check_resample_axis(rows, "rows");
   check_resample_axis(cols, "columns");
-  const std::size_t n = cols.inputs * src_channels;
+  const ResamplePasses& passes = passes_for(isa);
+  // The bytes of a row that the first pass filters: every pixel's channels, and the padding
+  // bytes between them (filtered and never used; not the one after the last pixel, which may
+  // lie past the image's memory).
+  const std::size_t n = (cols.inputs - 1) * image.pixel_stride + channels;
+  // One float per byte, and one more that the second pass may read after the last pixel; zero
+  // where the first pass writes nothing.
+  std::vector<float> line(cols.inputs * image.pixel_stride + 1, 0.0f);
   const std::size_t out_row = cols.outputs * out_channels;
-  std::vector<float> line(n + 1);  // + 1: the padding filter_columns_rgb reads
   for (std::size_t i = 0; i < rows.outputs; ++i) {
-    float* o = out + i * out_row;
-    filter_rows(src, row_stride, rows, i, n, line.data());
-#if defined(__GNUC__)
-    if (src_channels == 3 && out_channels == 3) {
-      filter_columns_rgb(line.data(), cols, scale, mean, std, o);
-      continue;
+    const float* w = rows.weights + i * rows.taps;
+    const std::uint8_t* src =
+        image.data + static_cast<std::ptrdiff_t>(rows.first[i]) * image.row_stride;
+    // Rows of zero weight at the band's ends change no value: drop them (a product of zero
+    // added to a sum, or a sum started from one, gives the same bits).
+    std::size_t taps = resample_live_taps(rows, i);
+    while (taps > 1 && w[taps - 1] == 0.0f) --taps;
+    while (taps > 1 && w[0] == 0.0f) {
+      ++w;
+      src += image.row_stride;
+      --taps;
     }
-#endif
-    if (src_channels == 3) {
-      filter_columns<3>(line.data(), cols, out_channels, scale, mean, std, o);
+    passes.filter_rows(src, image.row_stride, w, taps, n, line.data());
+    float* o = out + i * out_row;
+    if (channels == 3) {
+      passes.filter_columns_rgb(line.data(), image.pixel_stride, cols, scale, mean, std, o);
     } else {
-      filter_columns<1>(line.data(), cols, out_channels, scale, mean, std, o);
+      passes.filter_columns_gray(line.data(), cols, out_channels, scale, mean, std, o);
     }
   }
 }

@@ -9,6 +9,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "qbinfer/isa.h"
+
 namespace qbinfer {
 
 // One axis of a separable resampling: output pixel i reads the input pixels
@@ -26,14 +28,28 @@ struct ResampleAxis {
 // [0, inputs) and outputs, taps and inputs are >= 1.
 void check_resample_axis(const ResampleAxis& axis, const char* what);
 
-// src: `rows.inputs` rows of `cols.inputs` pixels of `src_channels` (1 or 3) bytes each, rows
-// `row_stride` bytes apart. out: rows.outputs x cols.outputs x out_channels float32 (out_channels
-// 1 or 3, >= src_channels: one source channel is repeated), each value
-// (v * scale - mean[c]) / std[c] for the resampled value v, in that order in float32 (what
-// numpy computes for the same v; scale 1, mean 0, std 1 give v itself). Both axes checked.
-void resample_normalize(const std::uint8_t* src, std::ptrdiff_t row_stride,
-                        std::size_t src_channels, const ResampleAxis& rows,
-                        const ResampleAxis& cols, std::size_t out_channels, float scale,
-                        const float* mean, const float* std, float* out);
+// An 8-bit image in memory: `rows` x `cols` pixels of `channels` (1 or 3) bytes each, pixels
+// `pixel_stride` bytes apart (`channels`, or 4 for RGB stored as RGBX, as Pillow keeps it) and
+// rows `row_stride` bytes apart. Only the `channels` bytes of each pixel are read.
+struct ImageView {
+  const std::uint8_t* data;
+  std::ptrdiff_t row_stride;
+  std::size_t pixel_stride;
+  std::size_t channels;
+};
+
+// out: rows.outputs x cols.outputs x out_channels float32 (out_channels 1 or 3, >= the image's
+// channels: one source channel is repeated), each value (v * scale - mean[c]) / std[c] for the
+// resampled value v of the image (rows.inputs x cols.inputs pixels), in that order in float32
+// (what numpy computes for the same v; scale 1, mean 0, std 1 give v itself). Both axes and the
+// image's layout are checked (ShapeError).
+//
+// `isa` picks the implementation of the two filter passes: the portable one (kScalar, kNeon)
+// or the AVX2 one (kAvx2, kAvx512; resample_avx2.cc). Their resampled values differ by float
+// rounding only (the AVX2 sums use FMA); the normalisation is the same arithmetic in both. The
+// pixels' layout (pixel_stride) never changes a value.
+void resample_normalize(const ImageView& image, const ResampleAxis& rows, const ResampleAxis& cols,
+                        std::size_t out_channels, float scale, const float* mean, const float* std,
+                        float* out, Isa isa = active_isa());
 
 }  // namespace qbinfer

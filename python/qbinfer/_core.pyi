@@ -1,6 +1,6 @@
 import os
 import sys
-from typing import Final, Optional
+from typing import Final, Optional, Tuple
 
 if sys.version_info >= (3, 12):
     from collections.abc import Buffer
@@ -47,8 +47,19 @@ def _resample_normalize(
     scale: float,
     mean: npt.NDArray[np.float32],
     std: npt.NDArray[np.float32],
+    isa: Optional[str] = None,
 ) -> npt.NDArray[np.float32]:
     """The resize, crop and normalisation of qbinfer.preprocess in one pass (private)."""
+
+def _arrow_pixels(
+    schema: object, array: object, height: int, width: int
+) -> Optional[npt.NDArray[np.uint8]]:
+    """A read-only H x W x C view of an image exported as Arrow capsules, or None (private)."""
+
+def _top_probabilities(
+    outputs: npt.NDArray[np.float32], softmax: bool, k: int
+) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """predict's k best classes per row and their probabilities (private)."""
 
 class Error(Exception):
     """Base of every error qbinfer raises about a file or an input."""

@@ -169,29 +169,6 @@ def _byte_view(data: Any) -> memoryview:
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
-    z -= z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _probabilities(outputs: np.ndarray, kind: str) -> np.ndarray:
-    """Class probabilities of a model's outputs of `kind` (`Model.output_kind`). Log-probabilities
-    are logits shifted by a constant per image, so their softmax is the probabilities (and
-    renormalizes their rounding); probabilities are already that: a softmax of them would
-    flatten them towards uniform."""
-    if kind == "probabilities":
-        return outputs.astype(np.float64)
-    return _softmax(outputs)
-
-
-def _top_classes(probs: np.ndarray, names: List[str], top_k: int) -> List[Tuple[str, float]]:
-    """The top_k (name, probability) pairs of one image, best first (ties: lower index)."""
-    order = np.argsort(-probs, kind="stable")[: min(top_k, probs.shape[0])]
-    return [(names[i], float(probs[i])) for i in order]
-
-
 class _PredictSetup(NamedTuple):
     """A model's preprocessing, input channels, class names and output kind, as predict uses
     them (`Model._predict_setup`)."""
@@ -364,8 +341,17 @@ class Model:
         x = prepared[0][0] if len(prepared) == 1 else np.concatenate([p[0] for p in prepared])
         out = self.run(x, layout="nhwc")
         if out.ndim == 2:
-            probs = _probabilities(out, setup.output_kind)
-            return [_top_classes(scores, setup.class_names, top_k) for scores in probs]
+            # Class probabilities: the softmax of logits and of log-probabilities (logits shifted
+            # by a constant per image, so their softmax renormalises their rounding); a model's
+            # probabilities as they are (a softmax of them would flatten them towards uniform).
+            # One engine call: Python run after the model finds every cache cold.
+            softmax = setup.output_kind != "probabilities"
+            best, probs = _core._top_probabilities(out, softmax, top_k)
+            names = setup.class_names
+            return [
+                [(names[i], p) for i, p in zip(row, row_probs)]
+                for row, row_probs in zip(best.tolist(), probs.tolist())
+            ]
         class_maps = out.argmax(axis=3).astype(np.int32)  # N x H_out x W_out (out is NHWC)
         return [geo.to_frame(cmap) for (_, geo), cmap in zip(prepared, class_maps)]
 
