@@ -240,8 +240,9 @@ class Translator:
                 f"Clip, "
                 f"PRelu, LeakyRelu, Relu, Sigmoid, Concat, Tile, Expand, AveragePool, MaxPool, "
                 f"GlobalAveragePool, ReduceMean, Flatten, Reshape, Squeeze, Unsqueeze, "
-                f"Gemm, MatMul, Pad (+1 padding of binary activations), Identity, "
-                f"Dropout, Cast, Softmax, LogSoftmax)",
+                f"Gemm, MatMul, Pad (+1 padding of binary activations, zero channels), "
+                f"Slice (channels, strided rows and columns), Round (a binarizer), "
+                f"Identity, Dropout, Cast, Softmax, LogSoftmax)",
                 node,
                 problem,
                 self._rewrite_for(node) or NO_OP_FIX,
@@ -761,6 +762,21 @@ def _pad(tr: Translator, node: onnx.NodeProto) -> None:
             full[ax], full[ax + 4] = pads[j], pads[j + len(axes)]
         pads = full
     if (
+        x.kind == "f32"
+        and x.rank == 4
+        and mode in (b"constant", "constant")
+        and value == 0.0
+        and pads[0] == pads[4] == 0
+        and pads[2:4] == pads[6:8] == [0, 0]
+        and min(pads) >= 0
+    ):
+        # Zero channels before and after (ResNet-20's option-A shortcut,
+        # F.pad(x, (0, 0, 0, 0, p, p))): a selection conv (`_selection_conv`).
+        before, after = pads[1], pads[5]
+        source = np.concatenate([np.full(before, -1), np.arange(x.c), np.full(after, -1)])
+        _selection_conv(tr, node, x, source, (1, 1))
+        return
+    if (
         x.kind != "pm1"
         or mode not in (b"constant", "constant")
         or value != 1.0
@@ -770,10 +786,82 @@ def _pad(tr: Translator, node: onnx.NodeProto) -> None:
             node,
             "Pad is supported only as the +1 padding (constant 1, one pixel on each "
             "side of H and W) of a sign's ±1 output before a 3x3 binary conv "
-            "(one padding)",
+            "(one padding), or as zero channels added before and after a float map "
+            "(constant 0 on the channel axis only)",
         )
     out = tr.new_value(node, x.c, x.h + 2, x.w + 2, kind="pm1pad")
     out.source = x.name
+
+
+def _selection_conv(
+    tr: Translator,
+    node: onnx.NodeProto,
+    x: ValueInfo,
+    source: np.ndarray,
+    stride: Tuple[int, int],
+) -> None:
+    """Output channel o is input channel source[o] (0 where source[o] < 0), sampled every
+    stride[0] rows and stride[1] columns from the first: a float 1x1 conv with one-hot (or
+    zero) weights. Exact: each output is x * 1 plus products with 0 (a finite input)."""
+    w = np.zeros((len(source), x.c, 1, 1))
+    rows = np.flatnonzero(source >= 0)
+    w[rows, source[rows], 0, 0] = 1.0
+    sh, sw = stride
+    out = tr.new_value(node, len(source), -(-x.h // sh), -(-x.w // sw))
+    tr.emit(
+        "conv",
+        node,
+        [x.name],
+        out,
+        w=w,
+        b=np.zeros(len(source)),
+        stride=(sh, sw),
+        pads=(0, 0, 0, 0),
+        relu=False,
+    )
+
+
+@translates("Slice")
+def _slice(tr: Translator, node: onnx.NodeProto) -> None:
+    """``x[:, c0:c1:cs, ::sh, ::sw]`` of a float map (ResNet-20's option-A shortcut): channels
+    any range and step, rows and columns from the first to the end with a step; a selection
+    conv (`_selection_conv`)."""
+    x = tr.value(node, node.input[0])
+    if tr.opset < 10:
+        fail(node, "Slice before opset 10 is not supported; export with opset >= 10")
+    starts = [int(v) for v in np.asarray(tr.const(node, 1, "starts")).reshape(-1)]
+    ends = [int(v) for v in np.asarray(tr.const(node, 2, "ends")).reshape(-1)]
+    axes_c = tr.opt_const(node, 3, "axes")
+    steps_c = tr.opt_const(node, 4, "steps")
+    axes = list(range(len(starts))) if axes_c is None else [int(v) for v in axes_c.reshape(-1)]
+    steps = [1] * len(starts) if steps_c is None else [int(v) for v in steps_c.reshape(-1)]
+    if x.rank != 4:
+        fail(node, "Slice is supported on (N, C, H, W) maps only")
+    dims = {1: x.c, 2: x.h, 3: x.w}
+    channels = np.arange(x.c)
+    stride = [1, 1]
+    for ax, start, end, step in zip(axes, starts, ends, steps):
+        ax = ax % 4
+        if ax == 0:
+            fail(node, "slicing the batch axis is not supported")
+        if step < 1:
+            fail(node, f"a negative or zero step ({step}) is not supported")
+        n = dims[ax]
+        start = min(max(start + n if start < 0 else start, 0), n)
+        end = min(max(end + n if end < 0 else end, 0), n)
+        if ax == 1:
+            channels = channels[start:end:step]
+        elif start != 0 or end != n:
+            fail(
+                node,
+                f"slicing axis {ax} from {start} to {end} (of {n}) is not supported: only "
+                f"rows and columns from the first to the last, with a step (x[:, :, ::2, ::2])",
+            )
+        else:
+            stride[ax - 2] = step
+    if channels.size == 0:
+        fail(node, "the slice is empty")
+    _selection_conv(tr, node, x, channels, (stride[0], stride[1]))
 
 
 @translates("BatchNormalization")
