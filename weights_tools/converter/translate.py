@@ -1103,6 +1103,104 @@ def _sign(tr: Translator, node: onnx.NodeProto) -> None:
     tr.emit("sign", node, [x.name], out, threshold=np.zeros(x.c, np.float32))
 
 
+# Elementwise ops with a constant that a Round binarizer may apply before its Clip, each
+# nondecreasing in the activation (a Mul or Div only by a positive constant).
+_MONOTONE_STEPS = ("Add", "Sub", "Mul", "Div")
+
+
+def _float32_keys_to_floats(keys: np.ndarray) -> np.ndarray:
+    """Order-preserving int64 keys -> float32: key k >= 0 is the float of bits k, key -k is
+    the negative of that float."""
+    bits = np.abs(keys).astype(np.uint32).view(np.float32)
+    return np.where(keys < 0, -bits, bits).astype(np.float32)
+
+
+@translates("Round")
+def _round(tr: Translator, node: onnx.NodeProto) -> None:
+    """``x.add(1).div(2).clamp(0, 1).round().mul(2).add(-1)`` (the deterministic rounding
+    binarizer of BinaryNet-style code): Round of a Clip whose range holds one rounding
+    boundary, of a chain of Add/Sub/Mul/Div by constants (nondecreasing) of an activation x.
+    Then round(...) is q0 + [x >= t] per channel for the exact float32 threshold t, found by
+    bisection over the float32 numbers with the chain evaluated in float32 as ONNX and
+    PyTorch evaluate it; the result is an indicator (`Indicator`) that the Mul/Add after it
+    turn into a sign. Exact for every non-NaN input."""
+    clip = tr.onnx_producer.get(node.input[0])
+    if clip is None or clip.op_type != "Clip" or tr.opset < 11:
+        fail(node, "Round is supported only as a binarizer: Round(Clip(...)) of an activation")
+    lo_c, hi_c = tr.opt_const(clip, 1, "min"), tr.opt_const(clip, 2, "max")
+    if lo_c is None or hi_c is None or np.size(lo_c) != 1 or np.size(hi_c) != 1:
+        fail(node, "a Round binarizer needs a Clip with scalar min and max")
+    lo = np.float32(np.asarray(lo_c).reshape(-1)[0])
+    hi = np.float32(np.asarray(hi_c).reshape(-1)[0])
+    q_lo, q_hi = float(np.round(lo)), float(np.round(hi))
+    if not q_hi - q_lo == 1.0:
+        fail(
+            node,
+            f"Round of a Clip to [{lo}, {hi}] takes {q_hi - q_lo + 1:g} values, not two: "
+            f"only a binarizer (two values) is supported",
+        )
+    # the chain, from the Clip's input back to the activation it starts from
+    steps: List[Tuple[str, np.ndarray, bool]] = []  # (op, constant, constant is the 1st input)
+    name = clip.input[0]
+    while True:
+        producer = tr.onnx_producer.get(name)
+        if (
+            producer is None
+            or producer.op_type not in _MONOTONE_STEPS
+            or len(producer.input) != 2
+            or producer.input[0] in tr.ge
+            or producer.input[1] in tr.ge
+        ):
+            break
+        a, b = producer.input[0], producer.input[1]
+        if tr.is_const(a) == tr.is_const(b):
+            break
+        const_first = tr.is_const(a)
+        c = np.asarray(tr.consts[a if const_first else b])
+        positive = np.all(c > 0)
+        if (
+            (producer.op_type == "Sub" and const_first)
+            or (producer.op_type == "Mul" and not positive)
+            or (producer.op_type == "Div" and (const_first or not positive))
+        ):
+            fail(node, f"the Round binarizer's {producer.op_type} is not nondecreasing in x")
+        steps.append((producer.op_type, c, const_first))
+        name = b if const_first else a
+    x = tr.value(node, name)
+    consts = [(op, tr.per_channel(node, c, x, f"the {op} constant"), f) for op, c, f in steps]
+
+    def f(v: np.ndarray) -> np.ndarray:
+        v = v.astype(np.float32)
+        for op, c, first in reversed(consts):
+            if op == "Add":
+                v = (c + v) if first else (v + c)
+            elif op == "Sub":
+                v = v - c
+            elif op == "Mul":
+                v = (c * v) if first else (v * c)
+            else:
+                v = v / c
+            v = v.astype(np.float32)
+        return np.round(np.minimum(np.maximum(v, lo), hi))
+
+    # smallest float32 t (per channel) with f(t) == q_hi, over keys of the ordered floats
+    top = int(np.array(np.finfo(np.float32).max, np.float32).view(np.uint32))
+    low_k = np.full(x.c, -top, np.int64)  # f(low) == q_lo is checked below
+    high_k = np.full(x.c, top, np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not (np.all(f(_float32_keys_to_floats(low_k)) == q_lo)):
+            fail(node, "the Round binarizer is not q_lo at the lowest input")
+        if not (np.all(f(_float32_keys_to_floats(high_k)) == q_hi)):
+            fail(node, "the Round binarizer is not q_hi at the highest input")
+        while np.any(high_k - low_k > 1):
+            mid = (low_k + high_k) // 2
+            up = f(_float32_keys_to_floats(mid)) == q_hi
+            high_k = np.where(up, mid, high_k)
+            low_k = np.where(up, low_k, mid)
+    threshold = _float32_keys_to_floats(high_k)
+    tr.ge[node.output[0]] = Indicator(x.name, threshold, node, q_hi - q_lo, q_lo, False)
+
+
 @translates("Clip")
 def _clip(tr: Translator, node: onnx.NodeProto) -> None:
     """Hardtanh / clamp / ReLU6: a `clip` node, which `drop_clip_before_sign` removes before a
