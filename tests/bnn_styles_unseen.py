@@ -516,9 +516,9 @@ class XnorForwardScale(nn.Module):
             XnorScaledConv(32, 48, kernel_size=3, stride=1, padding=1, bias=True),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=2, stride=2),
+            nn.BatchNorm2d(48, eps=1e-4),
         )
         self.classifier = nn.Sequential(
-            nn.BatchNorm1d(48 * 4 * 4, eps=1e-4),
             XnorScaledLinear(48 * 4 * 4, 64),
             nn.ReLU(inplace=True),
             nn.BatchNorm1d(64, eps=1e-3),
@@ -661,6 +661,67 @@ class BinaryMLPRound(nn.Module):
         return self.logsoftmax(self.fc3(x))
 
 
+# ---------------------------------------------------------------------------------------------
+# Real-to-Bin-like blocks with a gating branch, and more binarizer idioms
+
+
+def sign_greater(x):
+    return torch.where(x > 0, 1.0, -1.0)
+
+
+def sign_less(x):
+    return torch.where(x < 0, -torch.ones_like(x), torch.ones_like(x))
+
+
+def sign_gt_cast(x):
+    return x.gt(0).float().mul(2).sub(1)
+
+
+class GatedBinaryBlock(nn.Module):
+    """BN -> sign -> binary conv -> learnable per-channel scale -> gate (SE-like, computed from
+    the block's real input) -> PReLU, plus the real shortcut."""
+
+    def __init__(self, planes, binarize):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(planes)
+        self.binarize = binarize
+        self.conv = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.alpha = nn.Parameter(torch.ones(1, planes, 1, 1))
+        self.fc1 = nn.Linear(planes, planes // 4)
+        self.fc2 = nn.Linear(planes // 4, planes)
+        self.prelu = nn.PReLU(planes)
+
+    def forward(self, x):
+        b, c = x.size(0), x.size(1)
+        gate = F.adaptive_avg_pool2d(x, 1).view(b, c)
+        gate = torch.sigmoid(self.fc2(F.relu(self.fc1(gate)))).view(b, c, 1, 1)
+        w = self.conv.weight
+        out = F.conv2d(self.binarize(self.bn(x)), w.sign(), padding=1) * self.alpha
+        return self.prelu(out * gate) + x
+
+
+class RealToBinGated(nn.Module):
+    input_shape = (3, 24, 24)
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 32, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(32),
+            nn.MaxPool2d(3, 2, 1),
+        )
+        self.blocks = nn.Sequential(
+            GatedBinaryBlock(32, sign_greater),
+            GatedBinaryBlock(32, sign_less),
+            GatedBinaryBlock(32, sign_gt_cast),
+        )
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.blocks(self.stem(x))
+        return self.head(x.mean([2, 3]))
+
+
 STYLES: Dict[str, Callable[[], nn.Module]] = {
     "reactnet_resnet": ReActResNet,
     "bireal_hardtanh": BiRealHardtanh,
@@ -669,6 +730,7 @@ STYLES: Dict[str, Callable[[], nn.Module]] = {
     "xnor_forward_scale": XnorForwardScale,
     "binarynet_vgg": VGG_Cifar10,
     "binarynet_mlp_round": BinaryMLPRound,
+    "real2bin_gated": RealToBinGated,
 }
 
 

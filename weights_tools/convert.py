@@ -41,6 +41,7 @@ Depthwise convs (`depthwise`):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -48,7 +49,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnx
@@ -339,6 +340,24 @@ def onnx_to_qbw(
     )
 
 
+@contextlib.contextmanager
+def _quiet_native_output() -> Iterator[None]:
+    """Within: what native code writes to file descriptors 1 and 2 is dropped."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
 def export_onnx(
     model,
     path: PathLike,
@@ -381,7 +400,8 @@ def export_onnx(
             )
 
     try:
-        export(dynamic=True)
+        with _quiet_native_output():  # torch prints the whole graph when the export fails
+            export(dynamic=True)
     except torch.onnx.errors.SymbolicValueError as e:
         # With a dynamic batch, `bias.view(1, -1).expand_as(out)` (BinaryNet.pytorch's
         # BinarizeLinear) leaves every dimension of its output unknown to the exporter, whose

@@ -1050,10 +1050,71 @@ def _greaterorequal(tr: Translator, node: onnx.NodeProto) -> None:
     tr.ge[node.output[0]] = Indicator(x.name, threshold, node)
 
 
+def _comparison(tr: Translator, node: onnx.NodeProto, op: str) -> None:
+    """Greater / Less / LessOrEqual of an activation and a constant (either order), as the
+    indicator [x >= t'] of GreaterOrEqual or its negation, with an exact float32 t':
+    x > t is x >= nextafter(t, +inf); x < t is not x >= t; x <= t is not x > t."""
+    a, b = node.input[0], node.input[1]
+    if tr.is_const(a) and not tr.is_const(b):  # t > x is x < t, ...
+        a, b = b, a
+        op = {"Greater": "Less", "Less": "Greater", "LessOrEqual": "GreaterOrEqual"}[op]
+        if op == "GreaterOrEqual":
+            _indicator_of(tr, node, a, b, strict=False, negated=False)
+            return
+    if not tr.is_const(b) or tr.is_const(a):
+        fail(
+            node,
+            f"only {node.op_type}(activation, constant) is supported, as part of a sign "
+            f"pattern; {_SIGN_HINT}",
+        )
+    strict = op in ("Greater", "LessOrEqual")
+    _indicator_of(tr, node, a, b, strict=strict, negated=op in ("Less", "LessOrEqual"))
+
+
+def _indicator_of(
+    tr: Translator, node: onnx.NodeProto, a: str, b: str, strict: bool, negated: bool
+) -> None:
+    x = tr.value(node, a)
+    threshold = tr.per_channel(node, tr.consts[b], x, "the threshold")
+    if strict:
+        threshold = np.nextafter(threshold, np.float32(np.inf)).astype(np.float32)
+    # a negated indicator is 1 - [x >= t]: scale -1, offset 1, still a bool
+    scale, offset = (-1.0, 1.0) if negated else (1.0, 0.0)
+    tr.ge[node.output[0]] = Indicator(x.name, threshold, node, scale, offset, True)
+
+
+@translates("Greater")
+def _greater(tr: Translator, node: onnx.NodeProto) -> None:
+    _comparison(tr, node, "Greater")
+
+
+@translates("Less")
+def _less(tr: Translator, node: onnx.NodeProto) -> None:
+    _comparison(tr, node, "Less")
+
+
+@translates("LessOrEqual")
+def _lessorequal(tr: Translator, node: onnx.NodeProto) -> None:
+    _comparison(tr, node, "LessOrEqual")
+
+
+@translates("Not")
+def _not(tr: Translator, node: onnx.NodeProto) -> None:
+    """~mask of a comparison: the negated indicator."""
+    ind = tr.ge.get(node.input[0])
+    if ind is None or not ind.is_bool:
+        fail(node, "Not is supported only of a comparison with a constant (a sign pattern)")
+    tr.ge[node.output[0]] = Indicator(
+        ind.x, ind.threshold, ind.node, -ind.scale, 1.0 - ind.offset, True
+    )
+
+
 @translates("Where")
 def _where(tr: Translator, node: onnx.NodeProto) -> None:
     cond = node.input[0]
     hi, lo = node.input[1], node.input[2]
+    if cond in tr.ge and tr.ge[cond].is_bool and tr.ge[cond].scale == -1.0:
+        hi, lo = lo, hi  # Where(not [x >= t], a, b) is Where([x >= t], b, a)
     ok = (
         cond in tr.ge
         and tr.ge[cond].is_bool
