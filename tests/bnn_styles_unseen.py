@@ -632,6 +632,94 @@ class VGG_Cifar10(nn.Module):
         return x
 
 
+class BinaryNetBasicBlock(nn.Module):
+    """BinaryNet.pytorch's resnet_binary block: `residual = x.clone()` before conv1 binarizes
+    `x.data` in place, a binary 1x1 stride-2 downsample, BN + Hardtanh after the add."""
+
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, do_bntan=True):
+        super(BinaryNetBasicBlock, self).__init__()
+        self.conv1 = BinarizeConv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.tanh1 = nn.Hardtanh(inplace=True)
+        self.conv2 = BinarizeConv2d(planes, planes, 3, 1, 1, bias=False)
+        self.tanh2 = nn.Hardtanh(inplace=True)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.do_bntan = do_bntan
+        self.stride = stride
+
+    def forward(self, x):
+        residual = x.clone()
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.tanh1(out)
+        out = self.conv2(out)
+        if self.downsample is not None:
+            if residual.data.max() > 1:
+                raise RuntimeError("the residual should be within the Hardtanh range")
+            residual = self.downsample(residual)
+        out += residual
+        if self.do_bntan:
+            out = self.bn2(out)
+            out = self.tanh2(out)
+        return out
+
+
+class ResNetBinaryCifar(nn.Module):
+    input_shape = (3, 32, 32)
+
+    def __init__(self, num_classes=10, inflate=1):
+        super(ResNetBinaryCifar, self).__init__()
+        self.inflate = inflate
+        self.inplanes = 16 * self.inflate
+        self.conv1 = BinarizeConv2d(3, 16 * self.inflate, 3, 1, 1, bias=False)
+        self.maxpool = lambda x: x
+        self.bn1 = nn.BatchNorm2d(16 * self.inflate)
+        self.tanh1 = nn.Hardtanh(inplace=True)
+        self.tanh2 = nn.Hardtanh(inplace=True)
+        self.layer1 = self._make_layer(16 * self.inflate, 1)
+        self.layer2 = self._make_layer(32 * self.inflate, 1, stride=2)
+        self.layer3 = self._make_layer(64 * self.inflate, 1, stride=2, do_bntan=False)
+        self.avgpool = nn.AvgPool2d(8)
+        self.bn2 = nn.BatchNorm1d(64 * self.inflate)
+        self.bn3 = nn.BatchNorm1d(10)
+        self.logsoftmax = nn.LogSoftmax(dim=1)
+        self.fc = BinarizeLinear(64 * self.inflate, num_classes)
+
+    def _make_layer(self, planes, blocks, stride=1, do_bntan=True):
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(
+                BinarizeConv2d(self.inplanes, planes, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes),
+            )
+        layers = [BinaryNetBasicBlock(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes
+        for i in range(1, blocks - 1):
+            layers.append(BinaryNetBasicBlock(self.inplanes, planes))
+        layers.append(BinaryNetBasicBlock(self.inplanes, planes, do_bntan=do_bntan))
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = self.maxpool(x)
+        x = self.bn1(x)
+        x = self.tanh1(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = self.avgpool(x)
+        x = x.view(x.size(0), -1)
+        x = self.bn2(x)
+        x = self.tanh2(x)
+        x = self.fc(x)
+        x = self.bn3(x)
+        x = self.logsoftmax(x)
+        return x
+
+
 def round_sign(x):
     return x.add(1).div(2).clamp(0, 1).round().mul(2).add(-1)
 
@@ -731,6 +819,7 @@ STYLES: Dict[str, Callable[[], nn.Module]] = {
     "binarynet_vgg": VGG_Cifar10,
     "binarynet_mlp_round": BinaryMLPRound,
     "real2bin_gated": RealToBinGated,
+    "binarynet_resnet": ResNetBinaryCifar,
 }
 
 

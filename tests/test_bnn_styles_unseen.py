@@ -207,3 +207,36 @@ def test_slice_with_an_offset_is_refused_clearly(tmp_path):
     model = Shortcut(lambda x: x[:, :, 1::2, 1::2]).eval()
     with pytest.raises(ConversionError, match="only rows and columns from the first"):
         to_qbw(model, tmp_path / "m.qbw", input_size=(7, 7), in_channels=6)
+
+
+# ---------------------------------------------------------------------------------------------
+# What still does not convert: a per-feature BatchNorm1d of a flattened map
+
+
+def test_per_feature_batchnorm_of_a_flattened_map_is_listed_by_check():
+    """XNOR-Net-PyTorch's AlexNet classifier (`BinConv2d(256 * 6 * 6, 4096, Linear=True)`: BN1d
+    over the flattened map's features, BinActive, Linear). The engine has no per-element affine;
+    `--check` names the node and the module."""
+    from weights_tools.convert import check_model
+
+    class AlexNetTail(nn.Module):
+        input_shape = (3, 8, 8)
+
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1), nn.MaxPool2d(2))
+            self.classifier = nn.Sequential(
+                unseen.BinConv2d(4 * 4 * 4, 16, Linear=True), nn.Linear(16, 10)
+            )
+
+        def forward(self, x):
+            x = self.features(x)
+            x = x.view(x.size(0), 4 * 4 * 4)
+            return self.classifier(x)
+
+    report = check_model(unseen.randomize(AlexNetTail(), seed=0), input_size=(8, 8))
+    assert not report.converts
+    [blocker] = report.blockers
+    assert blocker.op_type == "BatchNormalization"
+    assert blocker.module == "classifier.0.bn"
+    assert "C*H*W features" in blocker.problem

@@ -370,8 +370,9 @@ class Translator:
         if name in self.ge:
             fail(
                 node,
-                "reads a GreaterOrEqual result; only the sign pattern "
-                "Where(x >= t, 1, -1) is supported",
+                f"reads the result of a comparison ({self.ge[name].node.op_type} "
+                f"{self.ge[name].node.name!r}); only sign patterns such as "
+                f"Where(x >= t, 1, -1) are supported",
             )
         name = self.resolve(name)
         if name not in self.values:
@@ -895,7 +896,8 @@ def _indicator_arithmetic(tr: Translator, node: onnx.NodeProto) -> bool:
     if ind.is_bool or not tr.is_const(const_name) or np.size(tr.consts[const_name]) != 1:
         fail(
             node,
-            f"reads a GreaterOrEqual result; supported are the sign patterns "
+            f"reads the result of a comparison ({ind.node.op_type} {ind.node.name!r}); "
+            f"supported are the sign patterns "
             f"Where(x >= t, 1, -1) and (x >= t).float() * 2 - 1; {_SIGN_HINT}",
         )
     c = float(np.asarray(tr.consts[const_name]).reshape(-1)[0])
