@@ -697,7 +697,7 @@ class ResNetBinaryCifar(nn.Module):
             )
         layers = [BinaryNetBasicBlock(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes
-        for i in range(1, blocks - 1):
+        for _ in range(1, blocks - 1):
             layers.append(BinaryNetBasicBlock(self.inplanes, planes))
         layers.append(BinaryNetBasicBlock(self.inplanes, planes, do_bntan=do_bntan))
         return nn.Sequential(*layers)
