@@ -240,3 +240,51 @@ def test_per_feature_batchnorm_of_a_flattened_map_is_listed_by_check():
     assert blocker.op_type == "BatchNormalization"
     assert blocker.module == "classifier.0.bn"
     assert "C*H*W features" in blocker.problem
+
+
+# ---------------------------------------------------------------------------------------------
+# Smaller idioms: a scaled binary activation and the ways code pools before its FC
+
+
+class SmallBinaryNet(nn.Module):
+    """Float stem, sign (maybe scaled), binary 3x3 conv, BN, then `head` from the map to
+    the logits."""
+
+    input_shape = (3, 12, 12)
+
+    def __init__(self, head, activation_scale=None):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1), nn.BatchNorm2d(16))
+        self.weight = nn.Parameter(torch.randn(16, 16, 3, 3))
+        self.bn = nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 10)
+        self.head = head
+        self.activation_scale = activation_scale
+
+    def forward(self, x):
+        a = torch.sign(self.stem(x))
+        if self.activation_scale is not None:
+            a = a * self.activation_scale
+        y = self.bn(F.conv2d(a, self.weight.sign(), padding=1))
+        return self.fc(self.head(y))
+
+
+HEADS = {
+    "squeeze": (lambda y: F.adaptive_avg_pool2d(y, 1).squeeze(), None),
+    "avg_pool_of_its_size": (lambda y: F.avg_pool2d(y, y.size()[2:]).view(y.size(0), -1), None),
+    "mean_of_means": (lambda y: y.mean(3).mean(2), None),
+    "scaled_activation": (lambda y: y.mean((2, 3)), 0.37),
+    "negative_activation_scale": (lambda y: y.mean((2, 3)), -1.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_small_idiom_converts_and_matches_pytorch(name, tmp_path):
+    import bnn_styles
+
+    head, scale = HEADS[name]
+    model = bnn_styles.randomize(SmallBinaryNet(head, scale), seed=7)
+    path, _ = convert_model(model, tmp_path, name, (12, 12))
+    assert "BCONV2D" in read_qbw(path).ops_by_type()
+    x = np.random.default_rng(7).standard_normal((N_INPUTS, 3, 12, 12)).astype(np.float32)
+    assert_matches(qbinfer.load(path).run(x), torch_logits(model, x), path, x, name)

@@ -403,13 +403,15 @@ def export_onnx(
         with _quiet_native_output():  # torch prints the whole graph when the export fails
             export(dynamic=True)
     except torch.onnx.errors.SymbolicValueError as e:
-        # With a dynamic batch, `bias.view(1, -1).expand_as(out)` (BinaryNet.pytorch's
-        # BinarizeLinear) leaves every dimension of its output unknown to the exporter, whose
-        # BatchNorm1d then refuses it ("batch_norm for unknown channel size"). With the batch
-        # fixed the shapes are known. The .qbw does not depend on the exported batch size.
-        if "unknown" not in str(e):
-            raise
-        export(dynamic=False)
+        # With a dynamic batch some shapes become values the exporter cannot handle:
+        # `bias.view(1, -1).expand_as(out)` (BinaryNet.pytorch's BinarizeLinear) leaves every
+        # dimension unknown, and its BatchNorm1d refuses it ("batch_norm for unknown channel
+        # size"); `F.avg_pool2d(x, x.size()[2:])` makes the kernel size a tensor. With the
+        # batch fixed the shapes are constants. The .qbw does not depend on the exported batch.
+        try:
+            export(dynamic=False)
+        except Exception:
+            raise e from None
         notes.append(
             "the ONNX file was exported with a fixed batch of 1 (with a dynamic batch the "
             f"exporter refused the model: {str(e).splitlines()[0]}); the .qbw takes any batch"

@@ -127,6 +127,8 @@ class Translator:
         self.rank_aliases: Dict[str, str] = {}  # a rank-changing alias (Flatten, Squeeze, ...)
         # pending sign patterns (GreaterOrEqual and arithmetic on it): name -> Indicator
         self.ge: Dict[str, Indicator] = {}
+        # the output of `x.mean(3)`, read only by the mean over H after it: name -> (x, keepdims)
+        self.row_means: Dict[str, Tuple[str, bool]] = {}
         self.nodes: List[Node] = []
         self.inferred: Dict[str, Tuple] = {}
         # the model shapes are re-inferred on after a ceil-mode AveragePool whose last window
@@ -367,6 +369,12 @@ class Translator:
     def value(self, node: onnx.NodeProto, name: str, allow_pm1: bool = False) -> ValueInfo:
         """The activation `name` read by `node`; fails on a constant, an unknown value, or
         (unless `allow_pm1`) a sign's ±1 output."""
+        if name in self.row_means:
+            fail(
+                node,
+                f"reads {name!r}, the mean over the last axis of a map; only the mean over H "
+                f"after it (x.mean(3).mean(2), the mean over H and W) is supported",
+            )
         if name in self.ge:
             fail(
                 node,
@@ -464,7 +472,9 @@ class Translator:
         if rank is None or rank == src.rank:
             self.aliases[out] = src.name
         else:  # same data, another ONNX rank ((N, C) <-> (N, C, 1, 1)): a new name for it
-            self.values[out] = ValueInfo(out, src.c, src.h, src.w, rank, src.kind, src.source)
+            self.values[out] = ValueInfo(
+                out, src.c, src.h, src.w, rank, src.kind, src.source, src.pm1_scale
+            )
             self.rank_aliases[out] = src.name
 
 
@@ -710,7 +720,7 @@ def _binary_conv(tr: Translator, node, x: ValueInfo, w, bias, group, stride, pad
     co, ci, kh, kw = w.shape
     if group != 1:
         fail(node, f"grouped binary convs are not supported (group {group}); only group 1")
-    bw = _binary_weights(tr, node, w)
+    bw = _binary_weights(tr, node, w * x.pm1_scale if x.kind == "pm1" else w)
     if x.kind == "pm1pad":
         # Pad(value=1, one pixel per side) then the conv: the engine's one padding. The conv's
         # own pads would be zeros around the ones, which no engine op computes.
@@ -777,6 +787,8 @@ def _pad(tr: Translator, node: onnx.NodeProto) -> None:
         source = np.concatenate([np.full(before, -1), np.arange(x.c), np.full(after, -1)])
         _selection_conv(tr, node, x, source, (1, 1))
         return
+    if x.kind == "pm1" and x.pm1_scale != 1.0:
+        fail(node, "pads a scaled sign output (sign(x) * alpha); only an unscaled one")
     if (
         x.kind != "pm1"
         or mode not in (b"constant", "constant")
@@ -989,6 +1001,20 @@ def _mul(tr: Translator, node: onnx.NodeProto) -> None:
     a, b = _binary_operands(tr, node)
     if tr.is_const(a) or tr.is_const(b):
         x_name, c = (b, tr.consts[a]) if tr.is_const(a) else (a, tr.consts[b])
+        signs = tr.values.get(tr.resolve(x_name))
+        if signs is not None and signs.kind == "pm1" and np.size(c) == 1:
+            # sign(x) * alpha, a scaled binary activation: conv(alpha * s, W) is
+            # conv(s, alpha * W), so the reader takes alpha into its (still binary) weights
+            factor = float(np.asarray(c).reshape(-1)[0])
+            if not (np.isfinite(factor) and factor != 0):
+                fail(node, f"scales a sign's ±1 by {factor}; only a finite nonzero factor")
+            out_name = node.output[0]
+            tr.values[out_name] = ValueInfo(
+                out_name, signs.c, signs.h, signs.w, signs.rank, "pm1", None,
+                signs.pm1_scale * factor,
+            )  # fmt: skip
+            tr.rank_aliases[out_name] = signs.name
+            return
         x = tr.value(node, x_name)
         tr.check_broadcast(node, a if x_name == b else b, x)
         c = tr.per_channel(node, c, x, "the constant factor")
@@ -1514,14 +1540,32 @@ def _globalaveragepool(tr: Translator, node: onnx.NodeProto) -> None:
 
 @translates("ReduceMean")
 def _reducemean(tr: Translator, node: onnx.NodeProto) -> None:
-    x = tr.value(node, node.input[0])
     a = attrs(node)
     axes = a.get("axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
         axes = tr.const(node, 1, "axes").reshape(-1).tolist()
+    keep = bool(a.get("keepdims", 1))
+    pending = tr.row_means.get(node.input[0])
+    if pending is not None:
+        # the second mean of `x.mean(3).mean(2)`: over the rows of the row means, which is
+        # the mean over H and W (the same up to rounding: PyTorch sums in two steps)
+        source, source_keep = pending
+        rank_before = 4 if source_keep else 3
+        if axes is None or [int(ax) % rank_before for ax in axes] != [2] or keep != source_keep:
+            fail(node, f"only the mean over H of the row means is supported, got {axes}")
+        tr.emit(
+            "gap", node, [source], tr.new_value(node, tr.values[source].c, 1, 1, 4 if keep else 2)
+        )
+        return
+    x = tr.value(node, node.input[0])
+    if x.rank == 4 and axes is not None and [int(ax) % 4 for ax in axes] == [3]:
+        # `x.mean(3)` (or mean(-1)): the row means, taken by the GAP of the mean over H that
+        # must follow (recorded here, refused if anything else reads it)
+        tr.row_means[node.output[0]] = (x.name, keep)
+        return
     if x.rank != 4 or axes is None or sorted(int(ax) % 4 for ax in axes) != [2, 3]:
         fail(node, f"only a mean over H and W (axes (2, 3)) is supported, got {axes}")
-    rank = 4 if a.get("keepdims", 1) else 2
+    rank = 4 if keep else 2
     tr.emit("gap", node, [x.name], tr.new_value(node, x.c, 1, 1, rank))
 
 
@@ -1663,7 +1707,13 @@ def _axes(tr: Translator, node) -> List[int]:
 @translates("Squeeze")
 def _squeeze(tr: Translator, node: onnx.NodeProto) -> None:
     x = tr.value(node, node.input[0], allow_pm1=True)
-    if x.rank != 4 or (x.h, x.w) != (1, 1) or sorted(a % 4 for a in _axes(tr, node)) != [2, 3]:
+    axes = sorted(a % 4 for a in _axes(tr, node))
+    if not axes and x.rank == 4 and (x.h, x.w) == (1, 1) and x.c > 1:
+        # `x.squeeze()` of a pooled (N, C, 1, 1) map: every axis of size 1, which is H and W
+        # (and N when the batch is 1, where PyTorch's result has no batch axis: the engine
+        # always keeps it, the values are the same)
+        axes = [2, 3]
+    if x.rank != 4 or (x.h, x.w) != (1, 1) or axes != [2, 3]:
         fail(
             node,
             f"only Squeeze of axes (2, 3) of a (N, C, 1, 1) activation is supported (got a "
@@ -1703,7 +1753,7 @@ def _emit_fc(tr: Translator, node, x: ValueInfo, w: np.ndarray, bias: np.ndarray
         tr.emit("fc", node, [x.name], out, w=w, b=bias)
         return
     # A Linear weight [O, C] is a 1x1 conv's [Co, Ci, 1, 1]: the same ±alpha_o check.
-    bw = _binary_weights(tr, node, w)
+    bw = _binary_weights(tr, node, w * x.pm1_scale)
     # fc(a, alpha*s) = alpha*fc(a, s): the integer dot, then the scale (as for bconv).
     _emit_binary(tr, "bfc", node, x, out, bw, bias, "FC")
 
