@@ -23,8 +23,14 @@ networks a new user arrives with that the converter's authors had not looked at.
   binarize `input.data` and `self.weight.data` in forward, bias added as
   `out += bias.view(1, -1, 1, 1).expand_as(out)`, MaxPool between a binary conv and its BN,
   Hardtanh(inplace=True), `x.view(-1, C * 4 * 4)`, a last BatchNorm1d(affine=False), LogSoftmax.
+- `binarynet_resnet`: BinaryNet.pytorch's resnet_binary for CIFAR: `residual = x.clone()` before
+  the block's first conv binarizes `x.data` in place, a binary 1x1 stride-2 downsample, a
+  binarized first conv on the float image, AvgPool2d(8), BatchNorm1d, a binary last FC.
 - `binarynet_mlp_round`: a BinaryNet MLP whose binarizer is the deterministic rounding form
   `x.add(1).div(2).clamp(0, 1).round().mul(2).add(-1)`, with Dropout.
+- `real2bin_gated`: Real-to-Bin-like blocks: BN, sign as `where(x > 0)`, `where(x < 0, -1, 1)`
+  and `x.gt(0).float().mul(2).sub(1)`, a binary conv with sign(W) and a learnable scale, a
+  sigmoid gate computed from the block's real input by two FCs, PReLU, the real shortcut.
 
 `randomize(model, seed)` gives random weights and randomised BN statistics; `STYLES` maps a
 name to its builder. Each model carries `input_shape` (C, H, W).

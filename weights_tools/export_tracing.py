@@ -87,7 +87,9 @@ def faithful_tracing() -> Iterator[None]:
         with torch.no_grad():
             if cls.setup_context is not plain_setup_context:  # forward(*args), no ctx
                 return cls.forward(*args, **kwargs)
-            return cls.forward(_ExportContext(), *args, **kwargs)
+            ctx = _ExportContext()
+            ctx.needs_input_grad = tuple(False for _ in args)
+            return cls.forward(ctx, *args, **kwargs)
 
     function_class.apply = classmethod(apply)  # type: ignore[assignment]
     try:
