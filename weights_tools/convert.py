@@ -41,6 +41,7 @@ Depthwise convs (`depthwise`):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -48,7 +49,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnx
@@ -56,6 +57,7 @@ import onnx
 from .converter.emit import op_sources
 from .converter.errors import Blocker
 from .converter.pipeline import check_lowering
+from .export_tracing import faithful_tracing
 from .onnx_lowering import ConversionError, fold_onnx_constants, lower_onnx
 from .qbw import (
     DType,
@@ -338,6 +340,24 @@ def onnx_to_qbw(
     )
 
 
+@contextlib.contextmanager
+def _quiet_native_output() -> Iterator[None]:
+    """Within: what native code writes to file descriptors 1 and 2 is dropped."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
 def export_onnx(
     model,
     path: PathLike,
@@ -345,7 +365,7 @@ def export_onnx(
     opset: int = 17,
     fold_constants: bool = True,
     in_channels: int = 3,
-) -> None:
+) -> List[str]:
     """Export `model` (not modified: a deep copy in eval mode on the CPU) to ONNX with a dynamic
     batch axis, input "input" and output "logits". With `fold_constants` the constant
     subgraphs the exporter leaves (the weight binarization Where(W >= 0, 1, -1), the shortcut's
@@ -358,23 +378,47 @@ def export_onnx(
     model = copy.deepcopy(model).cpu().eval()
     h, w = input_size
     x = torch.zeros(1, int(in_channels), int(h), int(w))
-    with warnings.catch_warnings(), torch.no_grad():
-        # The TorchScript exporter is deprecated in favour of dynamo; it is the one that gives
-        # plain, foldable graphs for these models. Its warnings are not the user's business.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (x,),
-            os.fspath(path),
-            dynamo=False,
-            do_constant_folding=True,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=opset,
+    notes: List[str] = []
+
+    def export(dynamic: bool) -> None:
+        with warnings.catch_warnings(), torch.no_grad(), faithful_tracing():
+            # The TorchScript exporter is deprecated in favour of dynamo; it is the one that
+            # gives plain, foldable graphs for these models. Its warnings are not the user's
+            # business. faithful_tracing: `.data` assignments and multi-output autograd
+            # Functions traced as eager mode runs them (weights_tools/export_tracing.py).
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (x,),
+                os.fspath(path),
+                dynamo=False,
+                do_constant_folding=True,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes=({"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None),
+                opset_version=opset,
+            )
+
+    try:
+        with _quiet_native_output():  # torch prints the whole graph when the export fails
+            export(dynamic=True)
+    except torch.onnx.errors.SymbolicValueError as e:
+        # With a dynamic batch some shapes become values the exporter cannot handle:
+        # `bias.view(1, -1).expand_as(out)` (BinaryNet.pytorch's BinarizeLinear) leaves every
+        # dimension unknown, and its BatchNorm1d refuses it ("batch_norm for unknown channel
+        # size"); `F.avg_pool2d(x, x.size()[2:])` makes the kernel size a tensor. With the
+        # batch fixed the shapes are constants. The .qbw does not depend on the exported batch.
+        try:
+            export(dynamic=False)
+        except Exception:
+            raise e from None
+        notes.append(
+            "the ONNX file was exported with a fixed batch of 1 (with a dynamic batch the "
+            f"exporter refused the model: {str(e).splitlines()[0]}); the .qbw takes any batch"
         )
     if fold_constants:
         onnx.save(fold_onnx_constants(onnx.load(os.fspath(path))), os.fspath(path))
+    return notes
 
 
 def to_qbw(
@@ -409,7 +453,7 @@ def to_qbw(
     with tempfile.TemporaryDirectory() as tmp:
         target = os.fspath(onnx_path) if onnx_path is not None else os.path.join(tmp, "model.onnx")
         t0 = time.perf_counter()
-        export_onnx(model, target, input_size, opset, in_channels=in_channels)
+        export_notes = export_onnx(model, target, input_size, opset, in_channels=in_channels)
         log(f"exported {name} to ONNX ({time.perf_counter() - t0:.1f} s)")
         report = onnx_to_qbw(
             target,
@@ -424,6 +468,7 @@ def to_qbw(
             verbose=verbose,
         )
     report.onnx_path = os.fspath(onnx_path) if onnx_path is not None else None
+    report.warnings.extend(export_notes)
     return report
 
 

@@ -55,6 +55,9 @@ class ValueInfo:
     rank: int = 4
     kind: str = "f32"
     source: Optional[str] = None  # for 'pm1pad': the padded sign value
+    # for 'pm1': the sign's ±1 times this scalar (`torch.sign(x) * alpha`, a scaled binary
+    # activation), which the binary conv or FC reading it takes into its weights
+    pm1_scale: float = 1.0
 
     @property
     def features(self) -> int:

@@ -127,6 +127,8 @@ class Translator:
         self.rank_aliases: Dict[str, str] = {}  # a rank-changing alias (Flatten, Squeeze, ...)
         # pending sign patterns (GreaterOrEqual and arithmetic on it): name -> Indicator
         self.ge: Dict[str, Indicator] = {}
+        # the output of `x.mean(3)`, read only by the mean over H after it: name -> (x, keepdims)
+        self.row_means: Dict[str, Tuple[str, bool]] = {}
         self.nodes: List[Node] = []
         self.inferred: Dict[str, Tuple] = {}
         # the model shapes are re-inferred on after a ceil-mode AveragePool whose last window
@@ -240,8 +242,9 @@ class Translator:
                 f"Clip, "
                 f"PRelu, LeakyRelu, Relu, Sigmoid, Concat, Tile, Expand, AveragePool, MaxPool, "
                 f"GlobalAveragePool, ReduceMean, Flatten, Reshape, Squeeze, Unsqueeze, "
-                f"Gemm, MatMul, Pad (+1 padding of binary activations), Identity, "
-                f"Dropout, Cast, Softmax, LogSoftmax)",
+                f"Gemm, MatMul, Pad (+1 padding of binary activations, zero channels), "
+                f"Slice (channels, strided rows and columns), Round (a binarizer), "
+                f"Identity, Dropout, Cast, Softmax, LogSoftmax)",
                 node,
                 problem,
                 self._rewrite_for(node) or NO_OP_FIX,
@@ -366,11 +369,18 @@ class Translator:
     def value(self, node: onnx.NodeProto, name: str, allow_pm1: bool = False) -> ValueInfo:
         """The activation `name` read by `node`; fails on a constant, an unknown value, or
         (unless `allow_pm1`) a sign's ±1 output."""
+        if name in self.row_means:
+            fail(
+                node,
+                f"reads {name!r}, the mean over the last axis of a map; only the mean over H "
+                f"after it (x.mean(3).mean(2), the mean over H and W) is supported",
+            )
         if name in self.ge:
             fail(
                 node,
-                "reads a GreaterOrEqual result; only the sign pattern "
-                "Where(x >= t, 1, -1) is supported",
+                f"reads the result of a comparison ({self.ge[name].node.op_type} "
+                f"{self.ge[name].node.name!r}); only sign patterns such as "
+                f"Where(x >= t, 1, -1) are supported",
             )
         name = self.resolve(name)
         if name not in self.values:
@@ -462,7 +472,9 @@ class Translator:
         if rank is None or rank == src.rank:
             self.aliases[out] = src.name
         else:  # same data, another ONNX rank ((N, C) <-> (N, C, 1, 1)): a new name for it
-            self.values[out] = ValueInfo(out, src.c, src.h, src.w, rank, src.kind, src.source)
+            self.values[out] = ValueInfo(
+                out, src.c, src.h, src.w, rank, src.kind, src.source, src.pm1_scale
+            )
             self.rank_aliases[out] = src.name
 
 
@@ -708,7 +720,7 @@ def _binary_conv(tr: Translator, node, x: ValueInfo, w, bias, group, stride, pad
     co, ci, kh, kw = w.shape
     if group != 1:
         fail(node, f"grouped binary convs are not supported (group {group}); only group 1")
-    bw = _binary_weights(tr, node, w)
+    bw = _binary_weights(tr, node, w * x.pm1_scale if x.kind == "pm1" else w)
     if x.kind == "pm1pad":
         # Pad(value=1, one pixel per side) then the conv: the engine's one padding. The conv's
         # own pads would be zeros around the ones, which no engine op computes.
@@ -761,6 +773,23 @@ def _pad(tr: Translator, node: onnx.NodeProto) -> None:
             full[ax], full[ax + 4] = pads[j], pads[j + len(axes)]
         pads = full
     if (
+        x.kind == "f32"
+        and x.rank == 4
+        and mode in (b"constant", "constant")
+        and value == 0.0
+        and pads[0] == pads[4] == 0
+        and pads[2:4] == pads[6:8] == [0, 0]
+        and min(pads) >= 0
+    ):
+        # Zero channels before and after (ResNet-20's option-A shortcut,
+        # F.pad(x, (0, 0, 0, 0, p, p))): a selection conv (`_selection_conv`).
+        before, after = pads[1], pads[5]
+        source = np.concatenate([np.full(before, -1), np.arange(x.c), np.full(after, -1)])
+        _selection_conv(tr, node, x, source, (1, 1))
+        return
+    if x.kind == "pm1" and x.pm1_scale != 1.0:
+        fail(node, "pads a scaled sign output (sign(x) * alpha); only an unscaled one")
+    if (
         x.kind != "pm1"
         or mode not in (b"constant", "constant")
         or value != 1.0
@@ -770,10 +799,82 @@ def _pad(tr: Translator, node: onnx.NodeProto) -> None:
             node,
             "Pad is supported only as the +1 padding (constant 1, one pixel on each "
             "side of H and W) of a sign's ±1 output before a 3x3 binary conv "
-            "(one padding)",
+            "(one padding), or as zero channels added before and after a float map "
+            "(constant 0 on the channel axis only)",
         )
     out = tr.new_value(node, x.c, x.h + 2, x.w + 2, kind="pm1pad")
     out.source = x.name
+
+
+def _selection_conv(
+    tr: Translator,
+    node: onnx.NodeProto,
+    x: ValueInfo,
+    source: np.ndarray,
+    stride: Tuple[int, int],
+) -> None:
+    """Output channel o is input channel source[o] (0 where source[o] < 0), sampled every
+    stride[0] rows and stride[1] columns from the first: a float 1x1 conv with one-hot (or
+    zero) weights. Exact: each output is x * 1 plus products with 0 (a finite input)."""
+    w = np.zeros((len(source), x.c, 1, 1))
+    rows = np.flatnonzero(source >= 0)
+    w[rows, source[rows], 0, 0] = 1.0
+    sh, sw = stride
+    out = tr.new_value(node, len(source), -(-x.h // sh), -(-x.w // sw))
+    tr.emit(
+        "conv",
+        node,
+        [x.name],
+        out,
+        w=w,
+        b=np.zeros(len(source)),
+        stride=(sh, sw),
+        pads=(0, 0, 0, 0),
+        relu=False,
+    )
+
+
+@translates("Slice")
+def _slice(tr: Translator, node: onnx.NodeProto) -> None:
+    """``x[:, c0:c1:cs, ::sh, ::sw]`` of a float map (ResNet-20's option-A shortcut): channels
+    any range and step, rows and columns from the first to the end with a step; a selection
+    conv (`_selection_conv`)."""
+    x = tr.value(node, node.input[0])
+    if tr.opset < 10:
+        fail(node, "Slice before opset 10 is not supported; export with opset >= 10")
+    starts = [int(v) for v in np.asarray(tr.const(node, 1, "starts")).reshape(-1)]
+    ends = [int(v) for v in np.asarray(tr.const(node, 2, "ends")).reshape(-1)]
+    axes_c = tr.opt_const(node, 3, "axes")
+    steps_c = tr.opt_const(node, 4, "steps")
+    axes = list(range(len(starts))) if axes_c is None else [int(v) for v in axes_c.reshape(-1)]
+    steps = [1] * len(starts) if steps_c is None else [int(v) for v in steps_c.reshape(-1)]
+    if x.rank != 4:
+        fail(node, "Slice is supported on (N, C, H, W) maps only")
+    dims = {1: x.c, 2: x.h, 3: x.w}
+    channels = np.arange(x.c)
+    stride = [1, 1]
+    for ax, start, end, step in zip(axes, starts, ends, steps):
+        ax = ax % 4
+        if ax == 0:
+            fail(node, "slicing the batch axis is not supported")
+        if step < 1:
+            fail(node, f"a negative or zero step ({step}) is not supported")
+        n = dims[ax]
+        start = min(max(start + n if start < 0 else start, 0), n)
+        end = min(max(end + n if end < 0 else end, 0), n)
+        if ax == 1:
+            channels = channels[start:end:step]
+        elif start != 0 or end != n:
+            fail(
+                node,
+                f"slicing axis {ax} from {start} to {end} (of {n}) is not supported: only "
+                f"rows and columns from the first to the last, with a step (x[:, :, ::2, ::2])",
+            )
+        else:
+            stride[ax - 2] = step
+    if channels.size == 0:
+        fail(node, "the slice is empty")
+    _selection_conv(tr, node, x, channels, (stride[0], stride[1]))
 
 
 @translates("BatchNormalization")
@@ -807,7 +908,8 @@ def _indicator_arithmetic(tr: Translator, node: onnx.NodeProto) -> bool:
     if ind.is_bool or not tr.is_const(const_name) or np.size(tr.consts[const_name]) != 1:
         fail(
             node,
-            f"reads a GreaterOrEqual result; supported are the sign patterns "
+            f"reads the result of a comparison ({ind.node.op_type} {ind.node.name!r}); "
+            f"supported are the sign patterns "
             f"Where(x >= t, 1, -1) and (x >= t).float() * 2 - 1; {_SIGN_HINT}",
         )
     c = float(np.asarray(tr.consts[const_name]).reshape(-1)[0])
@@ -899,6 +1001,20 @@ def _mul(tr: Translator, node: onnx.NodeProto) -> None:
     a, b = _binary_operands(tr, node)
     if tr.is_const(a) or tr.is_const(b):
         x_name, c = (b, tr.consts[a]) if tr.is_const(a) else (a, tr.consts[b])
+        signs = tr.values.get(tr.resolve(x_name))
+        if signs is not None and signs.kind == "pm1" and np.size(c) == 1:
+            # sign(x) * alpha, a scaled binary activation: conv(alpha * s, W) is
+            # conv(s, alpha * W), so the reader takes alpha into its (still binary) weights
+            factor = float(np.asarray(c).reshape(-1)[0])
+            if not (np.isfinite(factor) and factor != 0):
+                fail(node, f"scales a sign's ±1 by {factor}; only a finite nonzero factor")
+            out_name = node.output[0]
+            tr.values[out_name] = ValueInfo(
+                out_name, signs.c, signs.h, signs.w, signs.rank, "pm1", None,
+                signs.pm1_scale * factor,
+            )  # fmt: skip
+            tr.rank_aliases[out_name] = signs.name
+            return
         x = tr.value(node, x_name)
         tr.check_broadcast(node, a if x_name == b else b, x)
         c = tr.per_channel(node, c, x, "the constant factor")
@@ -962,10 +1078,71 @@ def _greaterorequal(tr: Translator, node: onnx.NodeProto) -> None:
     tr.ge[node.output[0]] = Indicator(x.name, threshold, node)
 
 
+def _comparison(tr: Translator, node: onnx.NodeProto, op: str) -> None:
+    """Greater / Less / LessOrEqual of an activation and a constant (either order), as the
+    indicator [x >= t'] of GreaterOrEqual or its negation, with an exact float32 t':
+    x > t is x >= nextafter(t, +inf); x < t is not x >= t; x <= t is not x > t."""
+    a, b = node.input[0], node.input[1]
+    if tr.is_const(a) and not tr.is_const(b):  # t > x is x < t, ...
+        a, b = b, a
+        op = {"Greater": "Less", "Less": "Greater", "LessOrEqual": "GreaterOrEqual"}[op]
+        if op == "GreaterOrEqual":
+            _indicator_of(tr, node, a, b, strict=False, negated=False)
+            return
+    if not tr.is_const(b) or tr.is_const(a):
+        fail(
+            node,
+            f"only {node.op_type}(activation, constant) is supported, as part of a sign "
+            f"pattern; {_SIGN_HINT}",
+        )
+    strict = op in ("Greater", "LessOrEqual")
+    _indicator_of(tr, node, a, b, strict=strict, negated=op in ("Less", "LessOrEqual"))
+
+
+def _indicator_of(
+    tr: Translator, node: onnx.NodeProto, a: str, b: str, strict: bool, negated: bool
+) -> None:
+    x = tr.value(node, a)
+    threshold = tr.per_channel(node, tr.consts[b], x, "the threshold")
+    if strict:
+        threshold = np.nextafter(threshold, np.float32(np.inf)).astype(np.float32)
+    # a negated indicator is 1 - [x >= t]: scale -1, offset 1, still a bool
+    scale, offset = (-1.0, 1.0) if negated else (1.0, 0.0)
+    tr.ge[node.output[0]] = Indicator(x.name, threshold, node, scale, offset, True)
+
+
+@translates("Greater")
+def _greater(tr: Translator, node: onnx.NodeProto) -> None:
+    _comparison(tr, node, "Greater")
+
+
+@translates("Less")
+def _less(tr: Translator, node: onnx.NodeProto) -> None:
+    _comparison(tr, node, "Less")
+
+
+@translates("LessOrEqual")
+def _lessorequal(tr: Translator, node: onnx.NodeProto) -> None:
+    _comparison(tr, node, "LessOrEqual")
+
+
+@translates("Not")
+def _not(tr: Translator, node: onnx.NodeProto) -> None:
+    """~mask of a comparison: the negated indicator."""
+    ind = tr.ge.get(node.input[0])
+    if ind is None or not ind.is_bool:
+        fail(node, "Not is supported only of a comparison with a constant (a sign pattern)")
+    tr.ge[node.output[0]] = Indicator(
+        ind.x, ind.threshold, ind.node, -ind.scale, 1.0 - ind.offset, True
+    )
+
+
 @translates("Where")
 def _where(tr: Translator, node: onnx.NodeProto) -> None:
     cond = node.input[0]
     hi, lo = node.input[1], node.input[2]
+    if cond in tr.ge and tr.ge[cond].is_bool and tr.ge[cond].scale == -1.0:
+        hi, lo = lo, hi  # Where(not [x >= t], a, b) is Where([x >= t], b, a)
     ok = (
         cond in tr.ge
         and tr.ge[cond].is_bool
@@ -1013,6 +1190,104 @@ def _sign(tr: Translator, node: onnx.NodeProto) -> None:
         )
     out = tr.new_value(node, x.c, x.h, x.w, x.rank, kind="pm1")
     tr.emit("sign", node, [x.name], out, threshold=np.zeros(x.c, np.float32))
+
+
+# Elementwise ops with a constant that a Round binarizer may apply before its Clip, each
+# nondecreasing in the activation (a Mul or Div only by a positive constant).
+_MONOTONE_STEPS = ("Add", "Sub", "Mul", "Div")
+
+
+def _float32_keys_to_floats(keys: np.ndarray) -> np.ndarray:
+    """Order-preserving int64 keys -> float32: key k >= 0 is the float of bits k, key -k is
+    the negative of that float."""
+    bits = np.abs(keys).astype(np.uint32).view(np.float32)
+    return np.where(keys < 0, -bits, bits).astype(np.float32)
+
+
+@translates("Round")
+def _round(tr: Translator, node: onnx.NodeProto) -> None:
+    """``x.add(1).div(2).clamp(0, 1).round().mul(2).add(-1)`` (the deterministic rounding
+    binarizer of BinaryNet-style code): Round of a Clip whose range holds one rounding
+    boundary, of a chain of Add/Sub/Mul/Div by constants (nondecreasing) of an activation x.
+    Then round(...) is q0 + [x >= t] per channel for the exact float32 threshold t, found by
+    bisection over the float32 numbers with the chain evaluated in float32 as ONNX and
+    PyTorch evaluate it; the result is an indicator (`Indicator`) that the Mul/Add after it
+    turn into a sign. Exact for every non-NaN input."""
+    clip = tr.onnx_producer.get(node.input[0])
+    if clip is None or clip.op_type != "Clip" or tr.opset < 11:
+        fail(node, "Round is supported only as a binarizer: Round(Clip(...)) of an activation")
+    lo_c, hi_c = tr.opt_const(clip, 1, "min"), tr.opt_const(clip, 2, "max")
+    if lo_c is None or hi_c is None or np.size(lo_c) != 1 or np.size(hi_c) != 1:
+        fail(node, "a Round binarizer needs a Clip with scalar min and max")
+    lo = np.float32(np.asarray(lo_c).reshape(-1)[0])
+    hi = np.float32(np.asarray(hi_c).reshape(-1)[0])
+    q_lo, q_hi = float(np.round(lo)), float(np.round(hi))
+    if not q_hi - q_lo == 1.0:
+        fail(
+            node,
+            f"Round of a Clip to [{lo}, {hi}] takes {q_hi - q_lo + 1:g} values, not two: "
+            f"only a binarizer (two values) is supported",
+        )
+    # the chain, from the Clip's input back to the activation it starts from
+    steps: List[Tuple[str, np.ndarray, bool]] = []  # (op, constant, constant is the 1st input)
+    name = clip.input[0]
+    while True:
+        producer = tr.onnx_producer.get(name)
+        if (
+            producer is None
+            or producer.op_type not in _MONOTONE_STEPS
+            or len(producer.input) != 2
+            or producer.input[0] in tr.ge
+            or producer.input[1] in tr.ge
+        ):
+            break
+        a, b = producer.input[0], producer.input[1]
+        if tr.is_const(a) == tr.is_const(b):
+            break
+        const_first = tr.is_const(a)
+        c = np.asarray(tr.consts[a if const_first else b])
+        positive = np.all(c > 0)
+        if (
+            (producer.op_type == "Sub" and const_first)
+            or (producer.op_type == "Mul" and not positive)
+            or (producer.op_type == "Div" and (const_first or not positive))
+        ):
+            fail(node, f"the Round binarizer's {producer.op_type} is not nondecreasing in x")
+        steps.append((producer.op_type, c, const_first))
+        name = b if const_first else a
+    x = tr.value(node, name)
+    consts = [(op, tr.per_channel(node, c, x, f"the {op} constant"), f) for op, c, f in steps]
+
+    def f(v: np.ndarray) -> np.ndarray:
+        v = v.astype(np.float32)
+        for op, c, first in reversed(consts):
+            if op == "Add":
+                v = (c + v) if first else (v + c)
+            elif op == "Sub":
+                v = v - c
+            elif op == "Mul":
+                v = (c * v) if first else (v * c)
+            else:
+                v = v / c
+            v = v.astype(np.float32)
+        return np.round(np.minimum(np.maximum(v, lo), hi))
+
+    # smallest float32 t (per channel) with f(t) == q_hi, over keys of the ordered floats
+    top = int(np.array(np.finfo(np.float32).max, np.float32).view(np.uint32))
+    low_k = np.full(x.c, -top, np.int64)  # f(low) == q_lo is checked below
+    high_k = np.full(x.c, top, np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not (np.all(f(_float32_keys_to_floats(low_k)) == q_lo)):
+            fail(node, "the Round binarizer is not q_lo at the lowest input")
+        if not (np.all(f(_float32_keys_to_floats(high_k)) == q_hi)):
+            fail(node, "the Round binarizer is not q_hi at the highest input")
+        while np.any(high_k - low_k > 1):
+            mid = (low_k + high_k) // 2
+            up = f(_float32_keys_to_floats(mid)) == q_hi
+            high_k = np.where(up, mid, high_k)
+            low_k = np.where(up, low_k, mid)
+    threshold = _float32_keys_to_floats(high_k)
+    tr.ge[node.output[0]] = Indicator(x.name, threshold, node, q_hi - q_lo, q_lo, False)
 
 
 @translates("Clip")
@@ -1265,14 +1540,32 @@ def _globalaveragepool(tr: Translator, node: onnx.NodeProto) -> None:
 
 @translates("ReduceMean")
 def _reducemean(tr: Translator, node: onnx.NodeProto) -> None:
-    x = tr.value(node, node.input[0])
     a = attrs(node)
     axes = a.get("axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
         axes = tr.const(node, 1, "axes").reshape(-1).tolist()
+    keep = bool(a.get("keepdims", 1))
+    pending = tr.row_means.get(node.input[0])
+    if pending is not None:
+        # the second mean of `x.mean(3).mean(2)`: over the rows of the row means, which is
+        # the mean over H and W (the same up to rounding: PyTorch sums in two steps)
+        source, source_keep = pending
+        rank_before = 4 if source_keep else 3
+        if axes is None or [int(ax) % rank_before for ax in axes] != [2] or keep != source_keep:
+            fail(node, f"only the mean over H of the row means is supported, got {axes}")
+        tr.emit(
+            "gap", node, [source], tr.new_value(node, tr.values[source].c, 1, 1, 4 if keep else 2)
+        )
+        return
+    x = tr.value(node, node.input[0])
+    if x.rank == 4 and axes is not None and [int(ax) % 4 for ax in axes] == [3]:
+        # `x.mean(3)` (or mean(-1)): the row means, taken by the GAP of the mean over H that
+        # must follow (recorded here, refused if anything else reads it)
+        tr.row_means[node.output[0]] = (x.name, keep)
+        return
     if x.rank != 4 or axes is None or sorted(int(ax) % 4 for ax in axes) != [2, 3]:
         fail(node, f"only a mean over H and W (axes (2, 3)) is supported, got {axes}")
-    rank = 4 if a.get("keepdims", 1) else 2
+    rank = 4 if keep else 2
     tr.emit("gap", node, [x.name], tr.new_value(node, x.c, 1, 1, rank))
 
 
@@ -1414,7 +1707,13 @@ def _axes(tr: Translator, node) -> List[int]:
 @translates("Squeeze")
 def _squeeze(tr: Translator, node: onnx.NodeProto) -> None:
     x = tr.value(node, node.input[0], allow_pm1=True)
-    if x.rank != 4 or (x.h, x.w) != (1, 1) or sorted(a % 4 for a in _axes(tr, node)) != [2, 3]:
+    axes = sorted(a % 4 for a in _axes(tr, node))
+    if not axes and x.rank == 4 and (x.h, x.w) == (1, 1) and x.c > 1:
+        # `x.squeeze()` of a pooled (N, C, 1, 1) map: every axis of size 1, which is H and W
+        # (and N when the batch is 1, where PyTorch's result has no batch axis: the engine
+        # always keeps it, the values are the same)
+        axes = [2, 3]
+    if x.rank != 4 or (x.h, x.w) != (1, 1) or axes != [2, 3]:
         fail(
             node,
             f"only Squeeze of axes (2, 3) of a (N, C, 1, 1) activation is supported (got a "
@@ -1454,7 +1753,7 @@ def _emit_fc(tr: Translator, node, x: ValueInfo, w: np.ndarray, bias: np.ndarray
         tr.emit("fc", node, [x.name], out, w=w, b=bias)
         return
     # A Linear weight [O, C] is a 1x1 conv's [Co, Ci, 1, 1]: the same ±alpha_o check.
-    bw = _binary_weights(tr, node, w)
+    bw = _binary_weights(tr, node, w * x.pm1_scale)
     # fc(a, alpha*s) = alpha*fc(a, s): the integer dot, then the scale (as for bconv).
     _emit_binary(tr, "bfc", node, x, out, bw, bias, "FC")
 
