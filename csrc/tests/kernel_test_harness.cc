@@ -1644,9 +1644,12 @@ void test_elementwise(const ElementwiseKernels& k, Rng& rng, Tally& t, std::size
 // ---- fused epilogue -----------------------------------------------------------------------
 
 void test_epilogue(const EpilogueKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
-  const std::size_t kC[] = {1, 3, 4, 7, 15, 16, 17, 31, 33, 48, 64, 66, 100, 130, 192};
+  const std::size_t kC[] = {1,  3,  4,  7,  15,  16,  17,  31,  32,
+                            33, 48, 64, 66, 100, 128, 130, 192, 256};
   // The zoo's (channels, residual channels, bits) first, then random cases; the step subset
-  // cycles through all 128 either way (64: the mid affine).
+  // cycles through all 128 either way (64: the mid affine). Every third case has mid and post
+  // scales of exactly 1.0f (ReActNet's learnable biases: the kernels may skip the multiply), every
+  // third but one all 1.0f except one channel (they must not).
   const auto zoo = zoo_epilogue();
   for (std::size_t i = 0; i < zoo.size() + n_cases; ++i) {
     const bool ge = i % 2 == 0;
@@ -1663,8 +1666,11 @@ void test_epilogue(const EpilogueKernels& k, Rng& rng, Tally& t, std::size_t n_c
     const bool whole = coin(rng, 0.25);
     const std::size_t p0 = whole ? 0 : uniform(rng, 0, pixels);
     const std::size_t p1 = whole ? pixels : uniform(rng, p0, pixels);
-    t.context = fmt("case %zu C=%zu pixels=%zu steps=0x%02x residual_channels=%zu range=[%zu,%zu)",
-                    i, c, pixels, steps, rc, p0, p1);
+    const std::size_t unit_scales = (i / 2) % 3;  // 0 random, 1 all 1.0f, 2 all but one
+    t.context =
+        fmt("case %zu C=%zu pixels=%zu steps=0x%02x residual_channels=%zu range=[%zu,%zu) "
+            "unit_scales=%zu",
+            i, c, pixels, steps, rc, p0, p1, unit_scales);
     std::vector<float> x = randn(rng, pixels * c, 2.0f);
     sprinkle(rng, x, 0.1);
     std::vector<float> th = randn(rng, c);
@@ -1674,8 +1680,16 @@ void test_epilogue(const EpilogueKernels& k, Rng& rng, Tally& t, std::size_t n_c
     for (std::size_t p = 0; p < pixels; p += 3) {
       for (std::size_t j = 0; j < c; ++j) x[p * c + j] = th[j];  // ties
     }
-    const std::vector<float> cs = randn(rng, c), ps = randn(rng, c);
-    const std::vector<float> ms = randn(rng, c), mb = randn(rng, c);
+    const std::vector<float> cs = randn(rng, c);
+    std::vector<float> ps = randn(rng, c), ms = randn(rng, c), mb = randn(rng, c);
+    if (unit_scales != 0) {
+      std::fill(ps.begin(), ps.end(), 1.0f);
+      std::fill(ms.begin(), ms.end(), 1.0f);
+      if (unit_scales == 2) {
+        const std::size_t j = uniform(rng, 0, c - 1);
+        (coin(rng, 0.5) ? ps : ms)[j] = coin(rng, 0.5) ? -1.0f : 1.0000001f;
+      }
+    }
     std::vector<float> slope = randn(rng, c), pb = randn(rng, c), res = randn(rng, pixels * rc);
     for (std::size_t j = 0; j < c; j += 4) slope[j] = -0.0f;
     for (std::size_t j = 0; j < c; j += 3) pb[j] = -0.0f;
