@@ -210,36 +210,91 @@ def test_slice_with_an_offset_is_refused_clearly(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# What still does not convert: a per-feature BatchNorm1d of a flattened map
+# A per-feature BatchNorm1d of a flattened map (XNOR-Net's AlexNet classifier)
 
 
-def test_per_feature_batchnorm_of_a_flattened_map_is_listed_by_check():
-    """XNOR-Net-PyTorch's AlexNet classifier (`BinConv2d(256 * 6 * 6, 4096, Linear=True)`: BN1d
-    over the flattened map's features, BinActive, Linear). The engine has no per-element affine;
-    `--check` names the node and the module."""
-    from weights_tools.convert import check_model
+class AlexNetClassifier(nn.Module):
+    """XNOR-Net-PyTorch's AlexNet classifier on a small map: the features end in a C x H x W map,
+    `x.view(N, C * H * W)`, then `BinConv2d(C * H * W, 32, Linear=True)` (BatchNorm1d over the
+    flattened features, BinActive, Linear, ReLU), a second one (32 -> 16) and a float Linear."""
 
-    class AlexNetTail(nn.Module):
-        input_shape = (3, 8, 8)
+    def __init__(self, channels, height, width):
+        super().__init__()
+        self.input_shape = (3, 2 * height, 2 * width)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, channels, 3, 1, 1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
+        self.flat = channels * height * width
+        self.classifier = nn.Sequential(
+            unseen.BinConv2d(self.flat, 32, Linear=True),
+            unseen.BinConv2d(32, 16, Linear=True),
+            nn.Linear(16, 10),
+        )
 
+    def forward(self, x):
+        x = self.features(x)
+        x = x.view(x.size(0), self.flat)
+        return self.classifier(x)
+
+
+# (C, H, W) of the flattened map: a 1x1 map (no permutation), and maps whose features the engine
+# holds in another order than PyTorch's (square, and H != W so that H and W cannot be swapped).
+@pytest.mark.parametrize("map_shape", [(8, 1, 1), (8, 3, 3), (4, 2, 3)])
+def test_per_feature_batchnorm_of_a_flattened_map_matches_pytorch(map_shape, tmp_path):
+    seed = SEED + sum(map_shape)
+    torch.manual_seed(seed)
+    model = unseen.randomize(AlexNetClassifier(*map_shape), seed=seed)
+    with torch.no_grad():  # BN statistics per feature, so that the feature order matters
+        for bn in (model.classifier[0].bn, model.classifier[1].bn):
+            n = bn.num_features
+            bn.running_mean.copy_(torch.randn(n) * 0.5)
+            bn.running_var.copy_(torch.rand(n) + 0.5)
+            bn.weight.copy_(torch.randn(n))
+            bn.bias.copy_(torch.randn(n) * 0.5)
+    c, h, w = model.input_shape
+    path, _ = convert_model(model, tmp_path, "alexnet_classifier", (h, w), in_channels=c)
+    ops = read_qbw(path).ops_by_type()
+    assert ops.get("BFC", 0) >= 2, ops  # both binary Linears run on bits
+    x = np.random.default_rng(seed).standard_normal((N_INPUTS, c, h, w)).astype(np.float32)
+    engine = qbinfer.load(path).run(x)
+    assert_matches(engine, torch_logits(model, x), path, x, f"AlexNet classifier {map_shape}")
+
+
+def test_per_feature_constants_of_a_flattened_map_match_pytorch(tmp_path):
+    """Per-feature Mul, Add and a threshold on a flattened 4x2x3 map, before a binary FC: each
+    constant is one value per feature in PyTorch's order."""
+    g = torch.Generator().manual_seed(5)
+    scale, shift, threshold = (torch.randn(24, generator=g) for _ in range(3))
+    weight = torch.randn(10, 24, generator=g).sign()
+
+    class PerFeature(nn.Module):
         def __init__(self):
             super().__init__()
-            self.features = nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1), nn.MaxPool2d(2))
-            self.classifier = nn.Sequential(
-                unseen.BinConv2d(4 * 4 * 4, 16, Linear=True), nn.Linear(16, 10)
-            )
+            self.conv = nn.Conv2d(3, 4, 3, 1, 1)
 
         def forward(self, x):
-            x = self.features(x)
-            x = x.view(x.size(0), 4 * 4 * 4)
-            return self.classifier(x)
+            x = torch.flatten(F.max_pool2d(self.conv(x), 2), 1) * scale + shift
+            signs = torch.where(x >= threshold, 1.0, -1.0)
+            return F.linear(signs, weight)
 
-    report = check_model(unseen.randomize(AlexNetTail(), seed=0), input_size=(8, 8))
-    assert not report.converts
-    [blocker] = report.blockers
-    assert blocker.op_type == "BatchNormalization"
-    assert blocker.module == "classifier.0.bn"
-    assert "C*H*W features" in blocker.problem
+    model = PerFeature().eval()
+    path, _ = convert_model(model, tmp_path, "per_feature", (4, 6), in_channels=3)
+    assert "BFC" in read_qbw(path).ops_by_type()
+    x = np.random.default_rng(5).standard_normal((N_INPUTS, 3, 4, 6)).astype(np.float32)
+    engine = qbinfer.load(path).run(x)
+    assert_matches(engine, torch_logits(model, x), path, x, "per-feature constants")
+
+
+def test_per_feature_batchnorm_of_a_flattened_map_passes_check():
+    """`--check` (which listed this BatchNorm1d as a blocker before) finds nothing."""
+    from weights_tools.convert import check_model
+
+    model = unseen.randomize(AlexNetClassifier(4, 2, 2), seed=0)
+    report = check_model(model, input_size=model.input_shape[1:])
+    assert report.converts, report.blockers
 
 
 # ---------------------------------------------------------------------------------------------

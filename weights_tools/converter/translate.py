@@ -125,6 +125,8 @@ class Translator:
         self.values: Dict[str, ValueInfo] = {}
         self.aliases: Dict[str, str] = {}
         self.rank_aliases: Dict[str, str] = {}  # a rank-changing alias (Flatten, Squeeze, ...)
+        # a flattened map -> its features as a plain vector in PyTorch's order (`feature_vector`)
+        self.feature_vectors: Dict[str, str] = {}
         # pending sign patterns (GreaterOrEqual and arithmetic on it): name -> Indicator
         self.ge: Dict[str, Indicator] = {}
         # the output of `x.mean(3)`, read only by the mean over H after it: name -> (x, keepdims)
@@ -432,6 +434,39 @@ class Translator:
                 f"channel)",
             )
         return np.broadcast_to(c.reshape(-1).astype(np.float32), (v.c,)).copy()
+
+    def feature_vector(self, node: onnx.NodeProto, x: ValueInfo, c: np.ndarray) -> ValueInfo:
+        """The activation a per-feature op of `node` with constant `c` reads in place of x.
+
+        A flattened H x W map (H*W > 1) is the map's NHWC data in the engine, features in
+        another order than PyTorch's c*H*W + y*W + x, and every engine op with parameters is
+        per channel of an (H, W, C) value: a constant with one value per feature (BatchNorm1d,
+        a per-feature Mul/Add/Sub/Div, threshold or slope) fits no op there. The engine has no
+        reshape op either, so the features are laid out as a (1, 1, C*H*W) vector by an FC
+        whose weight is the identity in PyTorch's column order (emission permutes the columns
+        to the map's NHWC order, as for any FC after a flattening): channel j of the vector is
+        PyTorch's feature j, so the op is per channel there with its constants unchanged, and a
+        BatchNorm1d or affine after it folds into that FC (`passes.fold_affines`). One such FC
+        per flattened map, shared by all its per-feature readers. A scalar constant needs none."""
+        if not x.flat_map or np.size(c) == 1:
+            return x
+        key = self.canonical(x.name)
+        if key not in self.feature_vectors:
+            n = x.features
+            name = f"{x.name}:features"
+            out = ValueInfo(name, n, 1, 1, rank=2)
+            self.values[name] = out
+            self.nodes.append(
+                Node("fc", [x.name], name, node, {"w": np.eye(n), "b": np.zeros(n)}, ":features")
+            )
+            self.feature_vectors[key] = name
+            self.warnings.append(
+                f"{node_label(node)} applies one constant per feature to {x.name!r}, a "
+                f"{x.c}x{x.h}x{x.w} map flattened to (N, {n}): the engine keeps the map in NHWC "
+                f"order and has no reshape op, so the converter adds an FC of {n}x{n} weights "
+                f"(the feature permutation, with the per-feature scale folded in) before it"
+            )
+        return self.values[self.feature_vectors[key]]
 
     def new_value(
         self,
@@ -883,12 +918,12 @@ def _batchnormalization(tr: Translator, node: onnx.NodeProto) -> None:
     if a.get("training_mode", 0):
         fail(node, "training_mode=1 is not supported; export the model in eval mode")
     x = tr.value(node, node.input[0])
-    if x.flat_map:
-        fail(node, _flat_map_problem(x, "a BatchNorm1d of its C*H*W features"))
     gamma, beta, mean, var = (
         tr.const(node, i, n).astype(np.float64)
         for i, n in enumerate(("scale", "bias", "mean", "var"), start=1)
     )
+    # BatchNorm1d over a flattened map's C*H*W features: per channel of the feature vector
+    x = tr.feature_vector(node, x, gamma)
     eps = float(a.get("epsilon", 1e-5))
     if any(np.shape(t) != (x.c,) for t in (gamma, beta, mean, var)):
         fail(node, f"parameters must be per-channel ({x.c},)")
@@ -948,6 +983,7 @@ def _add(tr: Translator, node: onnx.NodeProto) -> None:
         x_name, c = (b, tr.consts[a]) if tr.is_const(a) else (a, tr.consts[b])
         x = tr.value(node, x_name)
         tr.check_broadcast(node, a if x_name == b else b, x)
+        x = tr.feature_vector(node, x, c)
         c = tr.per_channel(node, c, x, "the added constant")
         out = tr.new_value(node, x.c, x.h, x.w, x.rank)
         tr.emit("affine", node, [x.name], out, scale=np.ones(x.c), bias=c, pure_add=True)
@@ -973,12 +1009,14 @@ def _sub(tr: Translator, node: onnx.NodeProto) -> None:
     if tr.is_const(b):
         x = tr.value(node, a)
         tr.check_broadcast(node, b, x)
+        x = tr.feature_vector(node, x, tr.consts[b])
         c = tr.per_channel(node, tr.consts[b], x, "the subtracted constant")
         out = tr.new_value(node, x.c, x.h, x.w, x.rank)
         tr.emit("affine", node, [x.name], out, scale=np.ones(x.c), bias=-c, pure_add=True)
     elif tr.is_const(a):
         x = tr.value(node, b)
         tr.check_broadcast(node, a, x)
+        x = tr.feature_vector(node, x, tr.consts[a])
         c = tr.per_channel(node, tr.consts[a], x, "the constant")
         out = tr.new_value(node, x.c, x.h, x.w, x.rank)
         tr.emit(
@@ -1017,6 +1055,7 @@ def _mul(tr: Translator, node: onnx.NodeProto) -> None:
             return
         x = tr.value(node, x_name)
         tr.check_broadcast(node, a if x_name == b else b, x)
+        x = tr.feature_vector(node, x, c)
         c = tr.per_channel(node, c, x, "the constant factor")
         out = tr.new_value(node, x.c, x.h, x.w, x.rank)
         tr.emit(
@@ -1050,7 +1089,7 @@ def _div(tr: Translator, node: onnx.NodeProto) -> None:
     a, b = _binary_operands(tr, node)
     if not tr.is_const(b):
         fail(node, "only division by a per-channel constant is supported")
-    x = tr.value(node, a)
+    x = tr.feature_vector(node, tr.value(node, a), tr.consts[b])
     c = tr.per_channel(node, tr.consts[b], x, "the divisor")
     out = tr.new_value(node, x.c, x.h, x.w, x.rank)
     tr.emit(
@@ -1073,7 +1112,7 @@ def _greaterorequal(tr: Translator, node: onnx.NodeProto) -> None:
             f"only GreaterOrEqual(activation, constant) is supported, as the sign "
             f"pattern; {_SIGN_HINT}",
         )
-    x = tr.value(node, a)
+    x = tr.feature_vector(node, tr.value(node, a), tr.consts[b])
     threshold = tr.per_channel(node, tr.consts[b], x, "the threshold")
     tr.ge[node.output[0]] = Indicator(x.name, threshold, node)
 
@@ -1102,7 +1141,7 @@ def _comparison(tr: Translator, node: onnx.NodeProto, op: str) -> None:
 def _indicator_of(
     tr: Translator, node: onnx.NodeProto, a: str, b: str, strict: bool, negated: bool
 ) -> None:
-    x = tr.value(node, a)
+    x = tr.feature_vector(node, tr.value(node, a), tr.consts[b])
     threshold = tr.per_channel(node, tr.consts[b], x, "the threshold")
     if strict:
         threshold = np.nextafter(threshold, np.float32(np.inf)).astype(np.float32)
@@ -1367,6 +1406,7 @@ def _sigmoid(tr: Translator, node: onnx.NodeProto) -> None:
 @translates("PRelu")
 def _prelu(tr: Translator, node: onnx.NodeProto) -> None:
     x = tr.value(node, node.input[0])
+    x = tr.feature_vector(node, x, tr.const(node, 1, "the slope"))
     slope = tr.per_channel(node, tr.const(node, 1, "the slope"), x, "the slope")
     tr.emit("prelu", node, [x.name], tr.new_value(node, x.c, x.h, x.w, x.rank), slope=slope)
 
