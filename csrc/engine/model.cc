@@ -106,7 +106,7 @@ Model::Model(QbwFile file, const ModelOptions& options)
   for (std::uint32_t i = 0; i < n_ops; ++i) ops_.push_back(build_op(file_, i));
   file_.release_op_records();  // ops_ holds what they held (per op, ~100 bytes less at peak)
   fused_ = options.fuse < 0 ? fusion_enabled_by_env() : options.fuse != 0;
-  steps_ = build_steps(file_, ops_, *kernels_, fused_);
+  steps_ = build_steps(file_, ops_, *kernels_, fused_, step_chains_);
 
   // Lifetimes over the steps: a value lives from the step that writes it (the input: -1) to
   // its last reader; the output lives to the end, when it is copied out. An in-place chain's
@@ -127,15 +127,20 @@ Model::Model(QbwFile file, const ModelOptions& options)
   for (std::size_t i = 0; i < steps_.size(); ++i) {
     Step& s = steps_[i];
     const auto step = static_cast<std::int64_t>(i);
-    for (const std::uint32_t v : s.reads) lifetimes[v].last = std::max(lifetimes[v].last, step);
-    for (const std::uint32_t v : s.writes) {
+    for (const std::uint32_t v : s.reads()) lifetimes[v].last = std::max(lifetimes[v].last, step);
+    for (const std::uint32_t v : s.writes()) {
       lifetimes[v].first = std::min(lifetimes[v].first, step);
       lifetimes[v].last = std::max(lifetimes[v].last, step);
     }
-    if (s.inplace != kNoValue) root[s.out] = find(s.inplace);
-    scratch = std::max<std::uint64_t>(scratch, s.op->scratch_bytes);
+    if (s.inplace() != kNoValue) root[s.out] = find(s.inplace());
+    scratch = std::max<std::uint64_t>(scratch, s.op->scratch_bytes());
     if (s.kind == StepKind::kOp && s.op->type == OpType::kConcat) {
-      s.concat_slot = concat_inputs_;  // Workspace fills the table in this same order
+      // Workspace fills the table in this same order. Each entry is an input index of the
+      // file's op records, which a file of less than 16 GiB of them cannot push past 2^32.
+      if (concat_inputs_ > std::numeric_limits<std::uint32_t>::max()) {
+        file_.fail("the CONCAT ops read more than 2^32 inputs in all");
+      }
+      s.concat_slot = static_cast<std::uint32_t>(concat_inputs_);
       concat_inputs_ += s.op->inputs.size();
     }
   }
@@ -180,7 +185,7 @@ Model::Model(QbwFile file, const ModelOptions& options)
   const std::vector<WeightPack> packs = plan_weight_packs(steps_, *kernels_);
   check_load_memory(file_, ops_, steps_, packs, plan_.offsets, plan_.arena_bytes, workspace_bytes_,
                     options.max_memory);
-  pack_weights(steps_, packs, *kernels_);
+  packed_buffers_ = pack_weights(steps_, packs, *kernels_);
   for (const WeightPack& p : packs) packed_bytes_ += p.bytes;
 
   // Weight bytes: every tensor the graph uses, counted once even if shared.
@@ -195,14 +200,10 @@ Model::Model(QbwFile file, const ModelOptions& options)
   }
 
   const auto threads = static_cast<std::size_t>(threads_);
-  plan_threads(steps_, file_, ops_, threads, options.split);
   // One image per thread pays when one image's work is worth a piece of a split step.
-  double image_ns = 0.0;
+  const double image_ns = plan_threads(steps_, file_, ops_, threads, options.split);
   bool any_split = false;
-  for (const Step& s : steps_) {
-    image_ns += s.work_ns;
-    any_split = any_split || s.parts > 1;
-  }
+  for (const Step& s : steps_) any_split = any_split || s.parts > 1;
   image_parallel_ =
       threads > 1 && (options.split == SplitPolicy::kAlways || image_ns >= min_part_ns());
   if (threads > 1 && (any_split || image_parallel_)) {
