@@ -240,7 +240,7 @@ namespace {
 
 std::string op_identity(const Op& op) {
   return "op " + std::to_string(op.index) + " " +
-         op_type_name(static_cast<std::uint32_t>(op.type)) + " " + quoted(op.name);
+         op_type_name(static_cast<std::uint32_t>(op.type)) + " " + quoted(std::string(op.name));
 }
 
 std::string bytes_and_gib(std::uint64_t bytes) {

@@ -129,8 +129,8 @@ class Builder {
   // The op's identity prefixes the message; it is formed here, only when a check fails (forming
   // it for every op took a tenth of the load of a file of 600k ops).
   [[noreturn]] void fail(const std::string& message) const {
-    file_.fail("op " + std::to_string(op.index) + " " + spec_.name + " " + quoted(rec_.name) +
-               ": " + message);
+    file_.fail("op " + std::to_string(op.index) + " " + spec_.name + " " +
+               quoted(std::string(rec_.name)) + ": " + message);
   }
 
   void check_record() {
@@ -726,8 +726,8 @@ Op build_op(const QbwFile& file, std::uint32_t index) {
   const OpRecord& rec = file.ops()[index];
   const OpSpec* spec = op_spec(rec.type);
   if (spec == nullptr) {
-    file.fail("op " + std::to_string(index) + " " + quoted(rec.name) + ": unknown op code " +
-              std::to_string(rec.type) + " (this qbinfer reads format " +
+    file.fail("op " + std::to_string(index) + " " + quoted(std::string(rec.name)) +
+              ": unknown op code " + std::to_string(rec.type) + " (this qbinfer reads format " +
               std::to_string(kFormatMajor) + ".x, op codes 1.." +
               std::to_string(QBINFER_OP_CODE_MAX) + ")");
   }

@@ -109,8 +109,8 @@ bool op_has_args(OpType type);
 struct Op {
   std::uint32_t index = 0;
   OpType type{};
-  std::uint32_t output = 0;  // value index
-  std::string name;
+  std::uint32_t output = 0;         // value index
+  std::string_view name;            // in the QbwFile's pool of op names
   ConstSpan<std::uint32_t> inputs;  // value indices (views of the file's op record)
   TensorSlots tensors;              // per slot; nullptr = absent
   ConstSpan<std::int64_t> attrs;

@@ -242,16 +242,28 @@ class Cursor {
   void begin_record(const char* kind, std::uint32_t i) {
     record_kind_ = kind;
     record_index_ = i;
-    record_name_ = nullptr;
+    has_record_name_ = false;
   }
   void record_name(std::string& name) {
     name = str("name");
-    record_name_ = &name;
+    record_name_ = name;
+    has_record_name_ = true;
+  }
+  // The record's name appended to `pool` (whose capacity must hold every string the rest of
+  // the meta section could hold, so the views never move); returns its view there.
+  std::string_view record_name_in(std::vector<char>& pool) {
+    const std::uint32_t n = string_length("name");
+    const unsigned char* p = take(n, "name");
+    const std::size_t at = pool.size();
+    pool.insert(pool.end(), p, p + n);
+    record_name_ = std::string_view(pool.data() + at, n);
+    has_record_name_ = true;
+    return record_name_;
   }
   std::string context() const {
     if (record_kind_ == nullptr) return context_;
     std::string s = std::string(record_kind_) + " " + std::to_string(record_index_);
-    return record_name_ != nullptr ? s + " " + quoted(*record_name_) : s;
+    return has_record_name_ ? s + " " + quoted(std::string(record_name_)) : s;
   }
   std::uint64_t position() const { return pos_; }
   std::uint64_t remaining() const { return size_ - pos_; }
@@ -263,14 +275,20 @@ class Cursor {
   float f32(const char* field) { return load_le<float>(take(4, field)); }
 
   std::string str(const char* field) {
+    const std::uint32_t n = string_length(field);
+    const unsigned char* p = take(n, field);
+    return std::string(reinterpret_cast<const char*>(p), n);
+  }
+
+  // A string's length field, checked against the limit.
+  std::uint32_t string_length(const char* field) {
     const std::uint32_t n = u32(field);
     if (n > kMaxStringBytes) {
       file_.fail(where(field) + ": string length " + std::to_string(n) + " exceeds the limit " +
                  std::to_string(kMaxStringBytes) + " (meta offset " + std::to_string(pos_ - 4) +
                  ")");
     }
-    const unsigned char* p = take(n, field);
-    return std::string(reinterpret_cast<const char*>(p), n);
+    return n;
   }
 
   // A count of records of at least `min_record_bytes` each, checked against `limit` and
@@ -329,7 +347,8 @@ class Cursor {
   std::string context_;
   const char* record_kind_ = nullptr;  // non-null: the context is this record (named_record)
   std::uint32_t record_index_ = 0;
-  const std::string* record_name_ = nullptr;  // once read
+  std::string_view record_name_;  // once read (has_record_name_)
+  bool has_record_name_ = false;
 };
 
 // Where the nesting of [ and { in `text` first exceeds `limit`, or npos. Brackets inside
@@ -574,12 +593,13 @@ void QbwFile::parse_meta() {
   // Reserved for what the rest of the meta section could hold at most, so the records' views
   // never move; the pages past what the ops use are never touched, so never resident.
   op_indices_.reserve(c.remaining() / sizeof(std::uint32_t));
+  op_names_.reserve(c.remaining());
   op_attrs_.reserve(c.remaining() / sizeof(std::int64_t));
   for (std::uint32_t i = 0; i < n_ops; ++i) {
     OpRecord& op = ops_[i];
     c.begin_record("op", i);
     op.type = c.u32("op_type");
-    c.record_name(op.name);
+    op.name = c.record_name_in(op_names_);
     op.inputs = c.array("n_inputs", "inputs", op_indices_);
     op.outputs = c.array("n_outputs", "outputs", op_indices_);
     op.tensors = c.array("n_tensors", "tensors", op_indices_);
@@ -711,7 +731,7 @@ void QbwFile::check_graph() const {
   std::vector<std::int64_t> producer(n_values, kNone);
   for (std::size_t i = 0; i < ops_.size(); ++i) {
     const OpRecord& op = ops_[i];
-    const std::string where = "op " + std::to_string(i) + " " + quoted(op.name);
+    const std::string where = "op " + std::to_string(i) + " " + quoted(std::string(op.name));
     for (std::size_t k = 0; k < op.inputs.size(); ++k) {
       const std::uint32_t v = op.inputs[k];
       if (v >= n_values) {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "format/errors.h"
@@ -86,7 +87,7 @@ class ConstSpan {
 // hundreds of thousands of ops would otherwise take four heap blocks per op).
 struct OpRecord {
   std::uint32_t type;
-  std::string name;
+  std::string_view name;             // in the QbwFile's pool of op names
   ConstSpan<std::uint32_t> inputs;   // value indices
   ConstSpan<std::uint32_t> outputs;  // value indices
   ConstSpan<std::uint32_t> tensors;  // tensor indices or kAbsentTensor
@@ -175,6 +176,9 @@ class QbwFile {
   std::vector<OpRecord> ops_;
   std::vector<std::uint32_t> op_indices_;  // every op's inputs, outputs and tensors (OpRecord)
   std::vector<std::int64_t> op_attrs_;     // every op's attrs
+  // Every op's name, back to back (OpRecord::name and the engine's Op::name view them): a
+  // std::string per op took 32 bytes each, twice (the record and the op).
+  std::vector<char> op_names_;
   Preprocessing preprocessing_{};
   std::vector<std::string> class_names_;
   std::string metadata_json_;

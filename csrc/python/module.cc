@@ -437,7 +437,7 @@ py::list ops_list(const qbinfer::Model& model) {
     py::dict d;
     d["index"] = op.index;
     d["type"] = qbinfer::op_type_name(static_cast<std::uint32_t>(op.type));
-    d["name"] = file_str(op.name);
+    d["name"] = file_str(std::string(op.name));
     py::list inputs;
     for (const std::uint32_t v : op.inputs) inputs.append(value_shape(values[v]));
     d["inputs"] = inputs;
