@@ -11,6 +11,10 @@
 #include <cstdio>
 #include <map>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "base/text.h"
 #include "engine/fusion_planner.h"
 #include "engine/step_run.h"
@@ -155,6 +159,12 @@ double plan_threads(std::vector<Step>& steps, const QbwFile& file, const std::ve
   return image_ns;
 }
 
+void return_freed_memory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+
 bool fusion_enabled_by_env() {
   const char* env = std::getenv("QBINFER_FUSION");
   return env == nullptr || std::strcmp(env, "0") != 0;
@@ -165,8 +175,13 @@ std::vector<Step> build_steps(const QbwFile& file, const std::vector<Op>& ops,
                               std::vector<StepChain>& step_chains) {
   std::vector<Step> steps;
   {
-    const Graph g(file, ops);
-    FusionPlan plan = plan_fusion(g, fuse);
+    // The graph's reader lists only serve the planner: freed before the steps are made.
+    FusionPlan plan;
+    {
+      const Graph g(file, ops);
+      plan = plan_fusion(g, fuse);
+    }
+    return_freed_memory();
     // The chain records first, in the order of their steps: exactly as many as chains, so the
     // steps' pointers into them never move.
     step_chains.clear();
@@ -185,10 +200,10 @@ std::vector<Step> build_steps(const QbwFile& file, const std::vector<Op>& ops,
     }
     // Exactly one step per op not in a chain, and one per chain.
     std::size_t n_steps = plan.chains.size();
-    for (const std::int64_t c : plan.chain_of) n_steps += c < 0 ? 1 : 0;
+    for (const std::int32_t c : plan.chain_of) n_steps += c < 0 ? 1 : 0;
     steps.reserve(n_steps);
     for (std::uint32_t i = 0; i < ops.size(); ++i) {
-      const std::int64_t c = plan.chain_of[i];
+      const std::int32_t c = plan.chain_of[i];
       Step s;
       if (c >= 0) {
         const Chain& ch = plan.chains[static_cast<std::size_t>(c)];

@@ -278,6 +278,14 @@ double estimate_step_ns(const Step& step, const QbwFile& file, const std::vector
 double plan_threads(std::vector<Step>& steps, const QbwFile& file, const std::vector<Op>& ops,
                     std::size_t threads, SplitPolicy policy);
 
+// Gives the pages of freed heap blocks back to the OS where the C library can (glibc's
+// malloc_trim). The load's planners free tens of MB of scratch per stage on a file of
+// hundreds of thousands of ops; once a freed block of a few MB has raised glibc's mmap
+// threshold, the next such scratch comes from the heap, whose freed blocks glibc keeps
+// resident, so without this the next stage's allocations add to the peak instead of reusing
+// them.
+void return_freed_memory();
+
 // Whether load-time fusion is on for this process: QBINFER_FUSION=0 turns it off (tests).
 bool fusion_enabled_by_env();
 

@@ -237,7 +237,7 @@ FusionPlan plan_fusion(const Graph& g, bool fuse) {
   plan.chains.reserve(n_kept);
   find_chains(g, [&](Chain&& c) {
     if (!kept(c)) return;
-    const auto index = static_cast<std::int64_t>(plan.chains.size());
+    const auto index = static_cast<std::int32_t>(plan.chains.size());
     for (const std::uint32_t m : c.members) plan.chain_of[m] = index;
     if (c.absorbed_concat != kNoValue) plan.chain_of[c.absorbed_concat] = index;
     plan.chains.push_back(std::move(c));

@@ -121,21 +121,21 @@ class Builder {
     op.index = index;
     op.type = static_cast<OpType>(rec_.type);
     if (op_has_args(op.type)) op.args = std::make_unique<OpArgs>();
-    op.name = rec_.name;
-    op.inputs = rec_.inputs;
-    op.attrs = rec_.attrs;
+    op.name = rec_.name();
+    op.inputs = rec_.inputs();
+    op.attrs = rec_.attrs();
   }
 
   // The op's identity prefixes the message; it is formed here, only when a check fails (forming
   // it for every op took a tenth of the load of a file of 600k ops).
   [[noreturn]] void fail(const std::string& message) const {
     file_.fail("op " + std::to_string(op.index) + " " + spec_.name + " " +
-               quoted(std::string(rec_.name)) + ": " + message);
+               quoted(std::string(rec_.name())) + ": " + message);
   }
 
   void check_record() {
     expect_counts();
-    for (std::size_t k = 0; k < rec_.inputs.size(); ++k) {
+    for (std::size_t k = 0; k < rec_.inputs().size(); ++k) {
       input(k, spec_.input_dtypes[spec_.n_inputs < 0 ? 0 : k]);
     }
     output(spec_.output_dtype);
@@ -143,10 +143,10 @@ class Builder {
     select_mode();
   }
 
-  const ValueInfo& in(std::size_t k) const { return file_.values()[rec_.inputs[k]]; }
+  const ValueInfo& in(std::size_t k) const { return file_.values()[rec_.inputs()[k]]; }
   const ValueInfo& out() const { return file_.values()[op.output]; }
-  std::int64_t attr(std::size_t i) const { return rec_.attrs[i]; }
-  std::uint64_t uattr(std::size_t i) const { return static_cast<std::uint64_t>(rec_.attrs[i]); }
+  std::int64_t attr(std::size_t i) const { return rec_.attrs()[i]; }
+  std::uint64_t uattr(std::size_t i) const { return static_cast<std::uint64_t>(rec_.attrs()[i]); }
   int mode() const { return mode_; }
 
   void expect_shape(const char* what, const ValueInfo& v, std::uint64_t h, std::uint64_t w,
@@ -162,14 +162,14 @@ class Builder {
   // symmetric range and packed rows with zero tail bits.
   void check_slots() {
     const ValueInfo& x = in(0);
-    const DimEnv env{x.height, x.width, x.channels, out().channels, rec_.attrs.data()};
+    const DimEnv env{x.height, x.width, x.channels, out().channels, rec_.attrs().data()};
     for (std::size_t slot = 0; slot < spec_.n_slots; ++slot) {
       const SlotSpec& s = spec_.slots[slot];
       const FormSpec* form = nullptr;
       for (std::size_t f = 0; f < s.n_forms && form == nullptr; ++f) {
         if (s.forms[f].mode < 0 || s.forms[f].mode == mode_) form = &s.forms[f];
       }
-      const std::uint32_t t = rec_.tensors[slot];
+      const std::uint32_t t = rec_.tensors()[slot];
       if (form == nullptr) {
         if (t != kAbsentTensor) {
           fail("tensor slot " + std::to_string(slot) + " (" + s.role + ") must be absent " +
@@ -205,26 +205,26 @@ class Builder {
 
  private:
   void expect_counts() {
-    const std::size_t n_inputs = rec_.inputs.size();
+    const std::size_t n_inputs = rec_.inputs().size();
     if (spec_.n_inputs >= 0 && n_inputs != static_cast<std::size_t>(spec_.n_inputs)) {
       fail("has " + std::to_string(n_inputs) + " inputs, expected " +
            std::to_string(spec_.n_inputs));
     }
     if (spec_.n_inputs < 0 && n_inputs == 0) fail("has no input");
-    if (rec_.outputs.size() != 1) {
-      fail("has " + std::to_string(rec_.outputs.size()) + " outputs, expected 1");
+    if (rec_.outputs().size() != 1) {
+      fail("has " + std::to_string(rec_.outputs().size()) + " outputs, expected 1");
     }
-    if (rec_.tensors.size() != spec_.n_slots) {
-      fail("has " + std::to_string(rec_.tensors.size()) + " tensor slots, expected " +
+    if (rec_.tensors().size() != spec_.n_slots) {
+      fail("has " + std::to_string(rec_.tensors().size()) + " tensor slots, expected " +
            std::to_string(spec_.n_slots));
     }
-    if (rec_.attrs.size() != spec_.n_attrs) {
-      fail("has " + std::to_string(rec_.attrs.size()) + " attrs, expected " +
+    if (rec_.attrs().size() != spec_.n_attrs) {
+      fail("has " + std::to_string(rec_.attrs().size()) + " attrs, expected " +
            std::to_string(spec_.n_attrs));
     }
-    op.output = rec_.outputs[0];
+    op.output = rec_.outputs()[0];
     // Only slots that pass check_slots are read; the view shows the record's indices.
-    op.tensors = TensorSlots(file_.tensors().data(), rec_.tensors);
+    op.tensors = TensorSlots(file_.tensors().data(), rec_.tensors());
   }
 
   void input(std::size_t k, DType dtype) const {
@@ -248,7 +248,7 @@ class Builder {
       case BoundKind::kConst:
         return b.value + b.offset;
       case BoundKind::kAttr:  // an earlier attribute, already in range: no overflow
-        return rec_.attrs[static_cast<std::size_t>(b.value)] + b.offset;
+        return rec_.attrs()[static_cast<std::size_t>(b.value)] + b.offset;
       case BoundKind::kInputHeight:
         return static_cast<std::int64_t>(in(0).height) + b.offset;
       case BoundKind::kInputWidth:
@@ -259,7 +259,7 @@ class Builder {
 
   void check_attr(std::size_t i) const {
     const AttrSpec& a = spec_.attrs[i];
-    const std::int64_t v = rec_.attrs[i];
+    const std::int64_t v = rec_.attrs()[i];
     const std::int64_t lo = bound(a.lo);
     const std::int64_t hi = bound(a.hi);
     // Formed only for a message.
@@ -291,9 +291,9 @@ class Builder {
     if (m.kind == ModeKind::kNone) return;
     std::int64_t key = 0;
     if (m.kind == ModeKind::kAttr) {
-      key = rec_.attrs[m.index];
+      key = rec_.attrs()[m.index];
     } else {
-      const std::uint32_t t = rec_.tensors[m.index];
+      const std::uint32_t t = rec_.tensors()[m.index];
       if (t == kAbsentTensor) return;
       key = static_cast<std::int64_t>(file_.tensors()[t].dtype);
     }
@@ -726,7 +726,7 @@ Op build_op(const QbwFile& file, std::uint32_t index) {
   const OpRecord& rec = file.ops()[index];
   const OpSpec* spec = op_spec(rec.type);
   if (spec == nullptr) {
-    file.fail("op " + std::to_string(index) + " " + quoted(std::string(rec.name)) +
+    file.fail("op " + std::to_string(index) + " " + quoted(std::string(rec.name())) +
               ": unknown op code " + std::to_string(rec.type) + " (this qbinfer reads format " +
               std::to_string(kFormatMajor) + ".x, op codes 1.." +
               std::to_string(QBINFER_OP_CODE_MAX) + ")");

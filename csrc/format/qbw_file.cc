@@ -599,11 +599,18 @@ void QbwFile::parse_meta() {
     OpRecord& op = ops_[i];
     c.begin_record("op", i);
     op.type = c.u32("op_type");
-    op.name = c.record_name_in(op_names_);
-    op.inputs = c.array("n_inputs", "inputs", op_indices_);
-    op.outputs = c.array("n_outputs", "outputs", op_indices_);
-    op.tensors = c.array("n_tensors", "tensors", op_indices_);
-    op.attrs = c.array("n_attrs", "attrs", op_attrs_);
+    const std::string_view name = c.record_name_in(op_names_);
+    op.name_chars = name.data();
+    op.name_size = static_cast<std::uint32_t>(name.size());  // <= kMaxStringBytes
+    // The three index arrays are appended back to back: `indices` is where the first begins.
+    const ConstSpan<std::uint32_t> inputs = c.array("n_inputs", "inputs", op_indices_);
+    op.indices = inputs.data();
+    op.n_inputs = static_cast<std::uint32_t>(inputs.size());
+    op.n_outputs = static_cast<std::uint32_t>(c.array("n_outputs", "outputs", op_indices_).size());
+    op.n_tensors = static_cast<std::uint32_t>(c.array("n_tensors", "tensors", op_indices_).size());
+    const ConstSpan<std::int64_t> attrs = c.array("n_attrs", "attrs", op_attrs_);
+    op.attr_values = attrs.data();
+    op.n_attrs = static_cast<std::uint32_t>(attrs.size());
   }
 
   // Preprocessing.
@@ -731,9 +738,9 @@ void QbwFile::check_graph() const {
   std::vector<std::int64_t> producer(n_values, kNone);
   for (std::size_t i = 0; i < ops_.size(); ++i) {
     const OpRecord& op = ops_[i];
-    const std::string where = "op " + std::to_string(i) + " " + quoted(std::string(op.name));
-    for (std::size_t k = 0; k < op.inputs.size(); ++k) {
-      const std::uint32_t v = op.inputs[k];
+    const std::string where = "op " + std::to_string(i) + " " + quoted(std::string(op.name()));
+    for (std::size_t k = 0; k < op.inputs().size(); ++k) {
+      const std::uint32_t v = op.inputs()[k];
       if (v >= n_values) {
         fail(where + ": input " + std::to_string(k) + " is value " + std::to_string(v) +
              ", not a value index (" + std::to_string(n_values) + " values)");
@@ -743,8 +750,8 @@ void QbwFile::check_graph() const {
              ", which no earlier op produces (ops must be in execution order)");
       }
     }
-    for (std::size_t k = 0; k < op.outputs.size(); ++k) {
-      const std::uint32_t v = op.outputs[k];
+    for (std::size_t k = 0; k < op.outputs().size(); ++k) {
+      const std::uint32_t v = op.outputs()[k];
       if (v >= n_values) {
         fail(where + ": output " + std::to_string(k) + " is value " + std::to_string(v) +
              ", not a value index (" + std::to_string(n_values) + " values)");
@@ -756,8 +763,8 @@ void QbwFile::check_graph() const {
       }
       producer[v] = static_cast<std::int64_t>(i);
     }
-    for (std::size_t k = 0; k < op.tensors.size(); ++k) {
-      const std::uint32_t t = op.tensors[k];
+    for (std::size_t k = 0; k < op.tensors().size(); ++k) {
+      const std::uint32_t t = op.tensors()[k];
       if (t != kAbsentTensor && t >= tensors_.size()) {
         fail(where + ": tensor slot " + std::to_string(k) + " is " + std::to_string(t) +
              ", not a tensor index (" + std::to_string(tensors_.size()) + " tensors)");
