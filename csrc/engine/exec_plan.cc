@@ -211,10 +211,8 @@ std::vector<Step> build_steps(const QbwFile& file, const std::vector<Op>& ops,
         s.kind = ch.kind;
         s.op = &ops[ch.members[0]];
         s.chain = &step_chains[static_cast<std::size_t>(c)];
-        s.out = ch.out;
       } else {
         s.op = &ops[i];
-        s.out = ops[i].output;
       }
       prepare(s, s.chain);
       steps.push_back(s);
@@ -255,7 +253,7 @@ namespace {
 
 std::string op_identity(const Op& op) {
   return "op " + std::to_string(op.index) + " " +
-         op_type_name(static_cast<std::uint32_t>(op.type)) + " " + quoted(std::string(op.name));
+         op_type_name(static_cast<std::uint32_t>(op.type)) + " " + quoted(std::string(op.name()));
 }
 
 std::string bytes_and_gib(std::uint64_t bytes) {

@@ -169,16 +169,16 @@ struct Step {
   StepRunFn run = nullptr;
   const StepChain* chain = nullptr;  // a fused chain's members and epilogue; nullptr: one op
   PackedWeights packed;              // weights in the active kernels' layout (pack_weights)
-  std::uint32_t out = kNoValue;      // the float value the step writes (a chain's result)
   // Rows (or pixels, see by_pixel) to split over threads: < 2^32, for a value is < 4 GiB.
   std::uint32_t units = 0;
-  std::uint32_t block = 0;        // units per kernel + epilogue block
-  std::uint32_t concat_slot = 0;  // CONCAT: its first entry in ExecContext::concat_inputs
-  std::uint16_t parts = 1;        // threads it is split over when the pool is free (plan_threads)
+  std::uint32_t block = 0;   // units per kernel + epilogue block
+  std::uint16_t parts = 1;   // threads it is split over when the pool is free (plan_threads)
   std::uint16_t pieces = 1;  // chunks those threads claim: kPiecesPerThread each, at most units
   StepKind kind = StepKind::kOp;
   bool by_pixel = false;  // 1x1 binary conv: the unit is a pixel, not a row
 
+  // The float value the step writes (a chain's result).
+  std::uint32_t out() const { return chain != nullptr ? chain->writes[0] : op->output; }
   // File op indices, head first.
   ConstSpan<std::uint32_t> members() const {
     return chain != nullptr ? ConstSpan<std::uint32_t>(chain->members, chain->n_members)

@@ -137,7 +137,7 @@ Model::Model(QbwFile file, const ModelOptions& options)
       lifetimes[v].first = std::min(lifetimes[v].first, step);
       lifetimes[v].last = std::max(lifetimes[v].last, step);
     }
-    if (s.inplace() != kNoValue) inplace_base[s.out] = find(s.inplace());
+    if (s.inplace() != kNoValue) inplace_base[s.out()] = find(s.inplace());
     scratch = std::max<std::uint64_t>(scratch, s.op->scratch_bytes());
     if (s.kind == StepKind::kOp && s.op->type == OpType::kConcat) {
       // Workspace fills the table in this same order. Each entry is an input index of the
@@ -145,7 +145,7 @@ Model::Model(QbwFile file, const ModelOptions& options)
       if (concat_inputs_ > std::numeric_limits<std::uint32_t>::max()) {
         file_.fail("the CONCAT ops read more than 2^32 inputs in all");
       }
-      s.concat_slot = static_cast<std::uint32_t>(concat_inputs_);
+      ops_[s.op->index].args->concat_slot = static_cast<std::uint32_t>(concat_inputs_);
       concat_inputs_ += s.op->inputs.size();
     }
   }

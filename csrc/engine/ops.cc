@@ -121,9 +121,10 @@ class Builder {
     op.index = index;
     op.type = static_cast<OpType>(rec_.type);
     if (op_has_args(op.type)) op.args = std::make_unique<OpArgs>();
-    op.name = rec_.name();
+    op.name_chars = rec_.name().data();
+    op.name_size = static_cast<std::uint32_t>(rec_.name().size());
     op.inputs = rec_.inputs();
-    op.attrs = rec_.attrs();
+    op.attr_values = rec_.attrs().data();
   }
 
   // The op's identity prefixes the message; it is formed here, only when a check fails (forming
@@ -765,6 +766,12 @@ bool op_has_args(OpType type) {
   }
 }
 
+ConstSpan<std::int64_t> Op::attrs() const {
+  // check_record() accepted exactly the schema's count of attributes for the type.
+  const OpSpec* spec = op_spec(static_cast<std::uint32_t>(type));
+  return ConstSpan<std::int64_t>(attr_values, spec != nullptr ? spec->n_attrs : 0);
+}
+
 OpStats Op::stats() const {
   if (args != nullptr) return args->stats;
   OpStats s;
@@ -776,8 +783,9 @@ OpStats Op::stats() const {
 std::vector<std::pair<const char*, std::int64_t>> named_attrs(const Op& op) {
   const OpSpec* spec = op_spec(static_cast<std::uint32_t>(op.type));
   std::vector<std::pair<const char*, std::int64_t>> out;
-  for (std::size_t i = 0; i < op.attrs.size() && i < spec->n_attrs; ++i) {
-    out.emplace_back(spec->attrs[i].name, op.attrs[i]);
+  const ConstSpan<std::int64_t> attrs = op.attrs();
+  for (std::size_t i = 0; i < attrs.size() && i < spec->n_attrs; ++i) {
+    out.emplace_back(spec->attrs[i].name, attrs[i]);
   }
   return out;
 }

@@ -92,6 +92,9 @@ struct OpArgs {
   };
   std::size_t out_features = 0;   // FC
   std::size_t scratch_bytes = 0;  // DWCONV3X3 int8
+  // CONCAT: its first entry in the workspace's table of CONCAT inputs
+  // (ExecContext::concat_inputs), set by the model when it plans the steps.
+  std::uint32_t concat_slot = 0;
   std::vector<std::size_t> concat_channels;
   float dw_input_scale = 0.0f;           // DWCONV3X3 int8: > 0 static, 0 dynamic per image
   float clip_lo = 0.0f, clip_hi = 0.0f;  // CLIP bounds, lo <= hi, not NaN
@@ -109,13 +112,14 @@ bool op_has_args(OpType type);
 struct Op {
   std::uint32_t index = 0;
   OpType type{};
-  std::uint32_t output = 0;         // value index
-  std::string_view name;            // in the QbwFile's pool of op names
-  ConstSpan<std::uint32_t> inputs;  // value indices (views of the file's op record)
-  TensorSlots tensors;              // per slot; nullptr = absent
-  ConstSpan<std::int64_t> attrs;
-  std::size_t pixels = 0;    // element-wise, bitpack, global pool, concat
-  std::size_t channels = 0;  // element-wise, bitpack, global pool; FC in_features
+  std::uint32_t output = 0;  // value index
+  std::uint32_t name_size = 0;
+  const char* name_chars = nullptr;           // in the QbwFile's pool of op names
+  ConstSpan<std::uint32_t> inputs;            // value indices (views of the file's op record)
+  TensorSlots tensors;                        // per slot; nullptr = absent
+  const std::int64_t* attr_values = nullptr;  // the record's, as many as the type has
+  std::size_t pixels = 0;                     // element-wise, bitpack, global pool, concat
+  std::size_t channels = 0;                   // element-wise, bitpack, global pool; FC in_features
   // Kernel arguments (op_has_args(type)); nullptr for an element-wise op.
   std::unique_ptr<OpArgs> args;
 
@@ -123,6 +127,9 @@ struct Op {
   // parameter per channel and tensor slot, the bytes of its tensors and no FLOPs
   // (docs/ops.md counts multiply-accumulates of weighted layers only).
   OpStats stats() const;
+  std::string_view name() const { return std::string_view(name_chars, name_size); }
+  // The attributes (the file's op record): their count is the op type's (the schema's).
+  ConstSpan<std::int64_t> attrs() const;
   // Bytes of int8 scratch the op's run needs (DWCONV3X3 int8), else 0.
   std::size_t scratch_bytes() const { return args != nullptr ? args->scratch_bytes : 0; }
 };

@@ -41,7 +41,7 @@ void run_bconv2d(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
   const BConvShape& shape = op.args->bconv;
   const BitWord* in = ctx.value<const BitWord>(op.inputs[0]);
-  float* out = ctx.value<float>(step.out);
+  float* out = ctx.value<float>(step.out());
   const float* scale = op.tensors[1]->as<float>();
   const float* bias = op.tensors[2]->as<float>();
   const BConvKernels& k = *ctx.kernels->bconv;
@@ -74,7 +74,7 @@ void run_dwconv3x3(const Step& step, const ExecContext& ctx) {
   const DWConvShape& shape = op.args->dwconv;
   const float* in = ctx.value<const float>(op.inputs[0]);
   const float* pre_bias = op.tensors[0] != nullptr ? op.tensors[0]->as<float>() : nullptr;
-  float* out = ctx.value<float>(step.out);
+  float* out = ctx.value<float>(step.out());
   const float* scale = op.tensors[3]->as<float>();
   const float* bias = op.tensors[4]->as<float>();
   const DWConvKernels& k = *ctx.kernels->dwconv;
@@ -125,7 +125,7 @@ void run_dwconv3x3(const Step& step, const ExecContext& ctx) {
 
 // The element-wise tail alone, in place over its first input (which shares `out`'s bytes).
 void run_epilogue_chain(const Step& step, const ExecContext& ctx) {
-  float* out = ctx.value<float>(step.out);
+  float* out = ctx.value<float>(step.out());
   const Epilogue ep = make_epilogue(step.epi(), ctx);
   const EpilogueKernels& e = *ctx.kernels->epilogue;
   ctx.parallel_for(step.units, [&](std::size_t begin, std::size_t end) {
@@ -251,7 +251,7 @@ void run_global_avgpool(const Step& step, const ExecContext& ctx) {
 void run_concat(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
   ctx.kernels->concat->channels_f32(
-      ctx.concat_inputs + step.concat_slot, op.args->concat_channels.data(),
+      ctx.concat_inputs + op.args->concat_slot, op.args->concat_channels.data(),
       op.args->concat_channels.size(), op.pixels, ctx.value<float>(op.output));
 }
 

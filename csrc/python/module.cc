@@ -349,7 +349,7 @@ py::list steps_list(const qbinfer::Model& model) {
     py::list members;
     for (const std::uint32_t m : s.members()) members.append(m);
     d["ops"] = members;
-    d["output"] = value_shape(values[s.out]);
+    d["output"] = value_shape(values[s.out()]);
     d["packed_bytes"] = s.packed.size();
     d["inplace"] = s.inplace() != qbinfer::kNoValue;
     d["work_us"] = model.step_work_ns(i) / 1000.0;
@@ -437,7 +437,7 @@ py::list ops_list(const qbinfer::Model& model) {
     py::dict d;
     d["index"] = op.index;
     d["type"] = qbinfer::op_type_name(static_cast<std::uint32_t>(op.type));
-    d["name"] = file_str(std::string(op.name));
+    d["name"] = file_str(std::string(op.name()));
     py::list inputs;
     for (const std::uint32_t v : op.inputs) inputs.append(value_shape(values[v]));
     d["inputs"] = inputs;

@@ -338,7 +338,7 @@ void print_profile(qbinfer::Model& model, const std::vector<float>& x, int runs)
               "%");
   for (std::size_t i = 0; i < ns.size(); ++i) {
     const qbinfer::Step& s = model.steps()[i];
-    const std::string out = s.out != qbinfer::kNoValue ? shape_str(values[s.out]) : "-";
+    const std::string out = s.out() != qbinfer::kNoValue ? shape_str(values[s.out()]) : "-";
     std::printf("%4zu  %-14s  %-44s  %-13s  %10.1f  %6.2f\n", i, step_kind_name(s.kind),
                 model.step_label(i).c_str(), out.c_str(), ns[i] / 1e3,
                 total > 0 ? 100.0 * ns[i] / total : 0.0);
