@@ -285,6 +285,9 @@ double plan_threads(std::vector<Step>& steps, const QbwFile& file, const std::ve
 // resident, so without this the next stage's allocations add to the peak instead of reusing
 // them.
 void return_freed_memory();
+// The graph size (ops) from which build_steps gives its planners' scratch back: about 40 MiB of
+// it for a million ops, a few MiB below this.
+inline constexpr std::size_t kReturnScratchAfterOps = 100000;
 
 // Whether load-time fusion is on for this process: QBINFER_FUSION=0 turns it off (tests).
 bool fusion_enabled_by_env();
