@@ -34,8 +34,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <initializer_list>
-#include <iterator>
 #include <limits>
 #include <type_traits>
 #include <memory>
@@ -127,122 +125,90 @@ struct EpilogueSpec {
   bool write_float = true;
 };
 
-enum class StepKind { kOp, kConvChain, kEpilogueChain };
+enum class StepKind : std::uint8_t { kOp, kConvChain, kEpilogueChain };
 
 // A step's weights in the active kernels' layout: a buffer shared, read-only, by every step that
-// packs the same tensor the same way (empty for a step with nothing packed).
+// packs the same tensor the same way (empty for a step with nothing packed). The model owns
+// the buffers (pack_weights returns them); a step only points at its own.
 class PackedWeights {
  public:
   PackedWeights() = default;
-  explicit PackedWeights(std::shared_ptr<const AlignedBuffer> buffer)
-      : buffer_(std::move(buffer)) {}
+  explicit PackedWeights(const AlignedBuffer* buffer) : buffer_(buffer) {}
   const void* data() const { return buffer_ != nullptr ? buffer_->data() : nullptr; }
   std::size_t size() const { return buffer_ != nullptr ? buffer_->size() : 0; }
-  const AlignedBuffer* buffer() const { return buffer_.get(); }
+  const AlignedBuffer* buffer() const { return buffer_; }
 
  private:
-  std::shared_ptr<const AlignedBuffer> buffer_;
+  const AlignedBuffer* buffer_ = nullptr;
 };
 
-// A step's list of op or value indices: up to kInline held in place, more in one heap block.
-// Almost every step lists one or two (its op or a short chain, its inputs, its outputs); a
-// std::vector took a heap block for each list of each step, more than the step itself in a file of
-// 600k ops.
-class IndexList {
- public:
-  static constexpr std::uint32_t kInline = 2;
-
-  IndexList() = default;
-  IndexList(std::initializer_list<std::uint32_t> xs) { assign(xs.begin(), xs.end()); }
-  IndexList(const IndexList& other) { assign(other.begin(), other.end()); }
-  IndexList& operator=(const IndexList& other) {
-    if (this != &other) assign(other.begin(), other.end());
-    return *this;
-  }
-  IndexList(IndexList&& other) noexcept { *this = std::move(other); }
-  IndexList& operator=(IndexList&& other) noexcept {
-    size_ = other.size_;
-    capacity_ = other.capacity_;
-    std::copy(other.inline_, other.inline_ + kInline, inline_);
-    heap_ = std::move(other.heap_);
-    other.size_ = 0;
-    other.capacity_ = kInline;
-    return *this;
-  }
-  IndexList& operator=(std::initializer_list<std::uint32_t> xs) {
-    assign(xs.begin(), xs.end());
-    return *this;
-  }
-  IndexList& operator=(const std::vector<std::uint32_t>& xs) {
-    assign(xs.begin(), xs.end());
-    return *this;
-  }
-
-  template <class It>
-  void assign(It first, It last) {
-    size_ = 0;
-    reserve(static_cast<std::size_t>(std::distance(first, last)));
-    for (; first != last; ++first) data()[size_++] = *first;
-  }
-  void push_back(std::uint32_t x) {
-    if (size_ == capacity_) reserve(std::size_t{capacity_} * 2);
-    data()[size_++] = x;
-  }
-
-  std::size_t size() const { return size_; }
-  bool empty() const { return size_ == 0; }
-  std::uint32_t operator[](std::size_t i) const { return data()[i]; }
-  const std::uint32_t* begin() const { return data(); }
-  const std::uint32_t* end() const { return data() + size_; }
-
- private:
-  std::uint32_t* data() { return heap_ != nullptr ? heap_.get() : inline_; }
-  const std::uint32_t* data() const { return heap_ != nullptr ? heap_.get() : inline_; }
-  void reserve(std::size_t n) {
-    if (n <= capacity_) return;
-    auto grown = std::make_unique<std::uint32_t[]>(n);
-    std::copy(begin(), end(), grown.get());
-    heap_ = std::move(grown);
-    capacity_ = static_cast<std::uint32_t>(n);
-  }
-
-  std::uint32_t size_ = 0;
-  std::uint32_t capacity_ = kInline;
-  std::uint32_t inline_[kInline] = {};
-  std::unique_ptr<std::uint32_t[]> heap_;
+// What a fused chain adds to its step: kept beside the steps, so that a step of one op (every
+// step of an unfused graph, most steps of an op-dense file) carries none of it.
+struct StepChain {
+  // A chain holds at most a conv, one op per epilogue stage (5), a BITPACK and an absorbed
+  // CONCAT; it reads its base, the channel scale and the residual; it writes its result and
+  // the packed bits.
+  static constexpr std::size_t kMaxMembers = 8;
+  std::uint32_t members[kMaxMembers] = {};  // file op indices, head first
+  std::uint32_t reads[3] = {};              // values read
+  std::uint32_t writes[2] = {};             // values written
+  std::uint8_t n_members = 0, n_reads = 0, n_writes = 0;
+  std::uint32_t inplace = kNoValue;  // epilogue chain: the input updated in place
+  std::size_t channels = 0;          // channels of the chain's result
+  EpilogueSpec epi;
 };
 
 struct Step;
 using StepRunFn = void (*)(const Step&, const ExecContext&);
 
+// One step of the plan, only what the run reads: a graph of hundreds of thousands of ops has
+// as many steps. The label, the member list and the estimated work are derived on demand
+// (step_label, members(), estimate_step_ns).
 struct Step {
-  StepKind kind = StepKind::kOp;
-  bool by_pixel = false;             // 1x1 binary conv: the unit is a pixel, not a row
-  const Op* op = nullptr;            // the op it runs (a chain's head)
-  IndexList members;                 // file op indices, head first
-  IndexList reads;                   // values read
-  IndexList writes;                  // values written
-  std::uint32_t out = kNoValue;      // the float value the step writes (a chain's result)
-  std::uint32_t inplace = kNoValue;  // epilogue chain: the input updated in place
-  std::size_t channels = 0;          // channels of `out` (chains)
-  std::size_t out_width = 0;         // pixels per row of `out` (chains)
-  std::size_t units = 0;             // rows (or pixels, see by_pixel) to split over threads
-  std::size_t block = 0;             // units per kernel + epilogue block
-  std::size_t concat_slot = 0;       // CONCAT: its first entry in ExecContext::concat_inputs
-  EpilogueSpec epi;
-  PackedWeights packed;    // weights in the active kernels' layout (pack_weights)
-  double work_ns = 0;      // estimated single-thread time (plan_threads)
-  std::size_t parts = 1;   // threads it is split over when the pool is free (plan_threads)
-  std::size_t pieces = 1;  // chunks those threads claim: kPiecesPerThread each, at most units
+  const Op* op = nullptr;  // the op it runs (a chain's head)
   StepRunFn run = nullptr;
-  std::string label;  // "BCONV2D+ADD+PRELU+AFFINE+BITPACK"
+  const StepChain* chain = nullptr;  // a fused chain's members and epilogue; nullptr: one op
+  PackedWeights packed;              // weights in the active kernels' layout (pack_weights)
+  // Rows (or pixels, see by_pixel) to split over threads: < 2^32, for a value is < 4 GiB.
+  std::uint32_t units = 0;
+  std::uint32_t block = 0;   // units per kernel + epilogue block
+  std::uint16_t parts = 1;   // threads it is split over when the pool is free (plan_threads)
+  std::uint16_t pieces = 1;  // chunks those threads claim: kPiecesPerThread each, at most units
+  StepKind kind = StepKind::kOp;
+  bool by_pixel = false;  // 1x1 binary conv: the unit is a pixel, not a row
+
+  // The float value the step writes (a chain's result).
+  std::uint32_t out() const { return chain != nullptr ? chain->writes[0] : op->output; }
+  // File op indices, head first.
+  ConstSpan<std::uint32_t> members() const {
+    return chain != nullptr ? ConstSpan<std::uint32_t>(chain->members, chain->n_members)
+                            : ConstSpan<std::uint32_t>(&op->index, 1);
+  }
+  // Values read.
+  ConstSpan<std::uint32_t> reads() const {
+    return chain != nullptr ? ConstSpan<std::uint32_t>(chain->reads, chain->n_reads) : op->inputs;
+  }
+  // Values written.
+  ConstSpan<std::uint32_t> writes() const {
+    return chain != nullptr ? ConstSpan<std::uint32_t>(chain->writes, chain->n_writes)
+                            : ConstSpan<std::uint32_t>(&op->output, 1);
+  }
+  // Epilogue chain: the input updated in place; else kNoValue.
+  std::uint32_t inplace() const { return chain != nullptr ? chain->inplace : kNoValue; }
+  // A chain's epilogue (chain steps only).
+  const EpilogueSpec& epi() const { return chain->epi; }
 };
 
+// "BCONV2D+ADD+PRELU+AFFINE+BITPACK": the types of the step's ops, head first.
+std::string step_label(const Step& step, const std::vector<Op>& ops);
+
 // Builds the steps in execution order. fuse = false: one step per op (the reference path the
-// fused one is tested against). The ops must outlive the steps. The weights are not packed
-// yet: plan_weight_packs and pack_weights do that once the load's memory is checked.
+// fused one is tested against). The ops must outlive the steps, and `chains` (filled here, one
+// entry per fused step, never resized afterwards) too. The weights are not packed yet:
+// plan_weight_packs and pack_weights do that once the load's memory is checked.
 std::vector<Step> build_steps(const QbwFile& file, const std::vector<Op>& ops,
-                              const KernelTable& kernels, bool fuse);
+                              const KernelTable& kernels, bool fuse,
+                              std::vector<StepChain>& chains);
 
 // One packed buffer to make: its size and the steps that share it (steps[0] is the first).
 struct WeightPack {
@@ -255,9 +221,11 @@ struct WeightPack {
 std::vector<WeightPack> plan_weight_packs(const std::vector<Step>& steps,
                                           const KernelTable& kernels);
 
-// Packs each buffer of `packs` once and hands it to every step that shares it.
-void pack_weights(std::vector<Step>& steps, const std::vector<WeightPack>& packs,
-                  const KernelTable& kernels);
+// Packs each buffer of `packs` once and hands it to every step that shares it; returns the
+// buffers, which the steps point into.
+std::vector<std::unique_ptr<const AlignedBuffer>> pack_weights(std::vector<Step>& steps,
+                                                               const std::vector<WeightPack>& packs,
+                                                               const KernelTable& kernels);
 
 // The default of ModelOptions::max_memory and of the bindings: 2 GiB per load.
 inline constexpr std::uint64_t kDefaultMaxMemory = std::uint64_t{2} << 30;
@@ -305,9 +273,21 @@ double min_part_ns();
 // the bytes of weights and activations it touches (docs/architecture.md gives the fit).
 double estimate_step_ns(const Step& step, const QbwFile& file, const std::vector<Op>& ops);
 
-// Sets every step's work_ns and parts for a pool of `threads` participants.
-void plan_threads(std::vector<Step>& steps, const QbwFile& file, const std::vector<Op>& ops,
-                  std::size_t threads, SplitPolicy policy);
+// Sets every step's parts and pieces for a pool of `threads` participants; returns the
+// estimated single-thread work of one image (the sum of estimate_step_ns over the steps).
+double plan_threads(std::vector<Step>& steps, const QbwFile& file, const std::vector<Op>& ops,
+                    std::size_t threads, SplitPolicy policy);
+
+// Gives the pages of freed heap blocks back to the OS where the C library can (glibc's
+// malloc_trim). The load's planners free tens of MB of scratch per stage on a file of
+// hundreds of thousands of ops; once a freed block of a few MB has raised glibc's mmap
+// threshold, the next such scratch comes from the heap, whose freed blocks glibc keeps
+// resident, so without this the next stage's allocations add to the peak instead of reusing
+// them.
+void return_freed_memory();
+// The graph size (ops) from which build_steps gives its planners' scratch back: about 40 MiB of
+// it for a million ops, a few MiB below this.
+inline constexpr std::size_t kReturnScratchAfterOps = 100000;
 
 // Whether load-time fusion is on for this process: QBINFER_FUSION=0 turns it off (tests).
 bool fusion_enabled_by_env();

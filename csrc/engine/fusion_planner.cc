@@ -83,9 +83,10 @@ void take(std::vector<char>& taken, const Chain& c) {
   if (c.absorbed_concat != kNoValue) taken[c.absorbed_concat] = 1;
 }
 
-std::vector<Chain> find_chains(const Graph& g) {
-  std::vector<Chain> chains;
-  chains.reserve(g.ops.size() / 2);  // every chain holds two ops at least
+// Finds the chains, in a fixed order, and hands each to sink(Chain&&). Deterministic: the
+// planner calls it more than once rather than hold every candidate chain at once.
+template <class Sink>
+void find_chains(const Graph& g, Sink&& sink) {
   std::vector<char> taken(g.ops.size(), 0);
   // Conv chains first: they save a whole pass over the conv's output.
   for (const Op& op : g.ops) {
@@ -99,7 +100,7 @@ std::vector<Chain> find_chains(const Graph& g) {
     extend(g, taken, c);
     if (c.members.size() < 2) continue;
     take(taken, c);
-    chains.push_back(std::move(c));
+    sink(std::move(c));
   }
   // Element-wise chains with no conv in front, in place over their first input.
   for (const Op& op : g.ops) {
@@ -148,9 +149,8 @@ std::vector<Chain> find_chains(const Graph& g) {
     extend(g, taken, c);
     if (c.members.size() < 2) continue;
     take(taken, c);
-    chains.push_back(std::move(c));
+    sink(std::move(c));
   }
-  return chains;
 }
 
 // Per value, the latest position (in the order the steps will run) at which any op reads it,
@@ -163,6 +163,7 @@ struct LastReads {
   std::vector<std::uint32_t> first;  // latest reading position, or kNone
   std::vector<std::uint32_t> other;  // latest position of an op other than `op`, or kNone
 
+  LastReads() = default;
   LastReads(const Graph& g, const std::vector<std::uint32_t>& position_of) {
     const std::size_t n = g.num_values();
     op.assign(n, kNone);
@@ -210,40 +211,38 @@ std::vector<std::uint32_t> chain_reads(const Chain& c) {
 }
 
 FusionPlan plan_fusion(const Graph& g, bool fuse) {
-  const std::vector<Op>& ops = g.ops;
-  std::vector<Chain> chains = fuse ? find_chains(g) : std::vector<Chain>{};
-
-  // Where each op will run: a chain runs where its result is produced.
-  std::vector<std::uint32_t> position_of(ops.size());
-  std::vector<std::int64_t> chain_of(ops.size(), -1);
-  auto place = [&] {
-    for (std::uint32_t i = 0; i < ops.size(); ++i) {
-      position_of[i] = i;
-      chain_of[i] = -1;
-    }
-    for (std::size_t c = 0; c < chains.size(); ++c) {
-      for (const std::uint32_t m : chains[c].members) {
-        position_of[m] = chains[c].position;
-        chain_of[m] = static_cast<std::int64_t>(c);
-      }
-      if (chains[c].absorbed_concat != kNoValue) {
-        position_of[chains[c].absorbed_concat] = chains[c].position;
-        chain_of[chains[c].absorbed_concat] = static_cast<std::int64_t>(c);
-      }
-    }
-  };
-  place();
-  // Dropping an in-place chain moves nothing else, so one pass settles it.
-  const LastReads last(g, position_of);
-  std::vector<Chain> kept;
-  kept.reserve(chains.size());
-  for (Chain& c : chains) {
-    if (c.kind == StepKind::kEpilogueChain && !inplace_ok(g, c, last)) continue;
-    kept.push_back(std::move(c));
+  const std::size_t n = g.ops.size();
+  FusionPlan plan;
+  plan.chain_of.assign(n, -1);
+  if (!fuse) return plan;
+  // Where each op will run, every chain found kept: a chain runs where its result is
+  // produced. Dropping an in-place chain moves nothing else, so one pass settles it.
+  LastReads last;
+  {
+    std::vector<std::uint32_t> position_of(n);
+    for (std::uint32_t i = 0; i < n; ++i) position_of[i] = i;
+    find_chains(g, [&position_of](Chain&& c) {
+      for (const std::uint32_t m : c.members) position_of[m] = c.position;
+      if (c.absorbed_concat != kNoValue) position_of[c.absorbed_concat] = c.position;
+    });
+    last = LastReads(g, position_of);
   }
-  chains = std::move(kept);
-  place();
-  return FusionPlan{std::move(chains), std::move(chain_of)};
+  // The chains found again, those kept counted first and then stored: no candidate chain is
+  // held (an op-dense file can have hundreds of thousands, which the check drops).
+  auto kept = [&g, &last](const Chain& c) {
+    return c.kind != StepKind::kEpilogueChain || inplace_ok(g, c, last);
+  };
+  std::size_t n_kept = 0;
+  find_chains(g, [&](Chain&& c) { n_kept += kept(c) ? 1 : 0; });
+  plan.chains.reserve(n_kept);
+  find_chains(g, [&](Chain&& c) {
+    if (!kept(c)) return;
+    const auto index = static_cast<std::int32_t>(plan.chains.size());
+    for (const std::uint32_t m : c.members) plan.chain_of[m] = index;
+    if (c.absorbed_concat != kNoValue) plan.chain_of[c.absorbed_concat] = index;
+    plan.chains.push_back(std::move(c));
+  });
+  return plan;
 }
 
 }  // namespace qbinfer

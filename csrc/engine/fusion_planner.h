@@ -78,7 +78,9 @@ struct Chain {
 // The chains kept, and the chain each op runs in.
 struct FusionPlan {
   std::vector<Chain> chains;
-  std::vector<std::int64_t> chain_of;  // per op: its index into chains, or -1 (a step alone)
+  // Per op: its index into chains, or -1 (a step alone). Chains are fewer than ops, which are
+  // at most kMaxTableEntries.
+  std::vector<std::int32_t> chain_of;
 };
 
 // Finds the chains (none when fuse is false) and drops the in-place chains whose base is read

@@ -114,14 +114,16 @@ class FreeIntervals {
 MemoryPlan plan_sweep(const std::vector<std::uint64_t>& sizes,
                       const std::vector<Lifetime>& lifetimes) {
   const std::size_t n = sizes.size();
-  std::vector<std::size_t> by_birth(n);
-  std::vector<std::size_t> by_death(n);
-  std::iota(by_birth.begin(), by_birth.end(), std::size_t{0});
-  std::iota(by_death.begin(), by_death.end(), std::size_t{0});
-  std::stable_sort(by_birth.begin(), by_birth.end(), [&](std::size_t a, std::size_t b) {
+  // Value indices fit 32 bits (at most kMaxTableEntries values): half the bytes of size_t on
+  // a file of hundreds of thousands of values.
+  std::vector<std::uint32_t> by_birth(n);
+  std::vector<std::uint32_t> by_death(n);
+  std::iota(by_birth.begin(), by_birth.end(), std::uint32_t{0});
+  std::iota(by_death.begin(), by_death.end(), std::uint32_t{0});
+  std::stable_sort(by_birth.begin(), by_birth.end(), [&](std::uint32_t a, std::uint32_t b) {
     return lifetimes[a].first < lifetimes[b].first;
   });
-  std::stable_sort(by_death.begin(), by_death.end(), [&](std::size_t a, std::size_t b) {
+  std::stable_sort(by_death.begin(), by_death.end(), [&](std::uint32_t a, std::uint32_t b) {
     return lifetimes[a].last < lifetimes[b].last;
   });
 

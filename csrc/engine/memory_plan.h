@@ -14,9 +14,10 @@ inline constexpr std::size_t kArenaAlignment = 64;
 // (the graph input is written there). Two values may share bytes only if their lifetimes
 // are disjoint, so an op's output never shares memory with any of its inputs (both are
 // live at that op's step).
+// Step indices fit 32 bits (a file has at most kMaxTableEntries ops, qbw_file.h).
 struct Lifetime {
-  std::int64_t first;
-  std::int64_t last;
+  std::int32_t first;
+  std::int32_t last;
 };
 
 struct MemoryPlan {

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <unordered_map>
 #include <stdexcept>
 #include <utility>
 
@@ -106,7 +107,7 @@ Model::Model(QbwFile file, const ModelOptions& options)
   for (std::uint32_t i = 0; i < n_ops; ++i) ops_.push_back(build_op(file_, i));
   file_.release_op_records();  // ops_ holds what they held (per op, ~100 bytes less at peak)
   fused_ = options.fuse < 0 ? fusion_enabled_by_env() : options.fuse != 0;
-  steps_ = build_steps(file_, ops_, *kernels_, fused_);
+  steps_ = build_steps(file_, ops_, *kernels_, fused_, step_chains_);
 
   // Lifetimes over the steps: a value lives from the step that writes it (the input: -1) to
   // its last reader; the output lives to the end, when it is copied out. An in-place chain's
@@ -114,52 +115,74 @@ Model::Model(QbwFile file, const ModelOptions& options)
   // covers both.
   const auto& values = file_.values();
   const std::size_t n_values = values.size();
-  std::vector<std::uint32_t> root(n_values);
-  for (std::uint32_t v = 0; v < n_values; ++v) root[v] = v;
-  auto find = [&root](std::uint32_t v) {
-    while (root[v] != v) v = root[v];
+  // The in-place links (an in-place chain's result -> its base): one per in-place chain, so a
+  // map rather than an entry per value.
+  std::unordered_map<std::uint32_t, std::uint32_t> inplace_base;
+  auto find = [&inplace_base](std::uint32_t v) {
+    for (auto it = inplace_base.find(v); it != inplace_base.end(); it = inplace_base.find(v)) {
+      v = it->second;
+    }
     return v;
   };
-  constexpr std::int64_t kUnborn = std::numeric_limits<std::int64_t>::max();
+  // Steps are fewer than kMaxTableEntries (ops), so a step index fits 32 bits.
+  constexpr std::int32_t kUnborn = std::numeric_limits<std::int32_t>::max();
   std::vector<Lifetime> lifetimes(n_values, Lifetime{kUnborn, -1});
   lifetimes[file_.input_value()] = {-1, -1};
   std::uint64_t scratch = 0;
   for (std::size_t i = 0; i < steps_.size(); ++i) {
     Step& s = steps_[i];
-    const auto step = static_cast<std::int64_t>(i);
-    for (const std::uint32_t v : s.reads) lifetimes[v].last = std::max(lifetimes[v].last, step);
-    for (const std::uint32_t v : s.writes) {
+    const auto step = static_cast<std::int32_t>(i);
+    for (const std::uint32_t v : s.reads()) lifetimes[v].last = std::max(lifetimes[v].last, step);
+    for (const std::uint32_t v : s.writes()) {
       lifetimes[v].first = std::min(lifetimes[v].first, step);
       lifetimes[v].last = std::max(lifetimes[v].last, step);
     }
-    if (s.inplace != kNoValue) root[s.out] = find(s.inplace);
-    scratch = std::max<std::uint64_t>(scratch, s.op->scratch_bytes);
+    if (s.inplace() != kNoValue) inplace_base[s.out()] = find(s.inplace());
+    scratch = std::max<std::uint64_t>(scratch, s.op->scratch_bytes());
     if (s.kind == StepKind::kOp && s.op->type == OpType::kConcat) {
-      s.concat_slot = concat_inputs_;  // Workspace fills the table in this same order
+      // Workspace fills the table in this same order. Each entry is an input index of the
+      // file's op records, which a file of less than 16 GiB of them cannot push past 2^32.
+      if (concat_inputs_ > std::numeric_limits<std::uint32_t>::max()) {
+        file_.fail("the CONCAT ops read more than 2^32 inputs in all");
+      }
+      ops_[s.op->index].args->concat_slot = static_cast<std::uint32_t>(concat_inputs_);
       concat_inputs_ += s.op->inputs.size();
     }
   }
-  lifetimes[file_.output_value()].last = static_cast<std::int64_t>(steps_.size());
+  lifetimes[file_.output_value()].last = static_cast<std::int32_t>(steps_.size());
 
+  // Each storage (a value, or an in-place base with the results that share its bytes): the
+  // largest of its values, live over the union of their lifetimes, merged into the base's
+  // entry in place. A value that is never written needs no bytes and no lifetime.
   std::vector<std::uint64_t> sizes(n_values, 0);
-  std::vector<Lifetime> storage(n_values, kNoLifetime);
   for (std::uint32_t v = 0; v < n_values; ++v) {
-    if (lifetimes[v].first == kUnborn) continue;  // never written: needs no bytes
+    if (lifetimes[v].first == kUnborn) continue;
     const std::uint32_t r = find(v);
-    Lifetime& l = storage[r];
-    if (l.first == kNoLifetime.first) {
+    sizes[r] = std::max(sizes[r], values[v].bytes);
+  }
+  // Only bases receive merges and a base is never linked, so each linked value's own lifetime
+  // is still its own when it is read.
+  for (const auto& link : inplace_base) {
+    const std::uint32_t v = link.first;
+    if (lifetimes[v].first == kUnborn) continue;
+    Lifetime& l = lifetimes[find(v)];
+    if (l.first == kUnborn) {
       l = lifetimes[v];
     } else {
       l.first = std::min(l.first, lifetimes[v].first);
       l.last = std::max(l.last, lifetimes[v].last);
     }
-    sizes[r] = std::max(sizes[r], values[v].bytes);
+    lifetimes[v] = kNoLifetime;
   }
+  for (Lifetime& l : lifetimes) {
+    if (l.first == kUnborn) l = kNoLifetime;
+  }
+  std::vector<Lifetime>& storage = lifetimes;
   plan_ = plan_memory(sizes, storage);
   if (n_values <= 2048 && !plan_is_valid(plan_, sizes, storage)) {
     throw std::logic_error("qbinfer internal error: invalid memory plan for " + file_.path());
   }
-  for (std::uint32_t v = 0; v < n_values; ++v) plan_.offsets[v] = plan_.offsets[find(v)];
+  for (const auto& link : inplace_base) plan_.offsets[link.first] = plan_.offsets[find(link.first)];
 
   scratch_offset_ = plan_.arena_bytes;
   workspace_bytes_ = plan_.arena_bytes + align_up(scratch);
@@ -180,7 +203,7 @@ Model::Model(QbwFile file, const ModelOptions& options)
   const std::vector<WeightPack> packs = plan_weight_packs(steps_, *kernels_);
   check_load_memory(file_, ops_, steps_, packs, plan_.offsets, plan_.arena_bytes, workspace_bytes_,
                     options.max_memory);
-  pack_weights(steps_, packs, *kernels_);
+  packed_buffers_ = pack_weights(steps_, packs, *kernels_);
   for (const WeightPack& p : packs) packed_bytes_ += p.bytes;
 
   // Weight bytes: every tensor the graph uses, counted once even if shared.
@@ -195,14 +218,10 @@ Model::Model(QbwFile file, const ModelOptions& options)
   }
 
   const auto threads = static_cast<std::size_t>(threads_);
-  plan_threads(steps_, file_, ops_, threads, options.split);
   // One image per thread pays when one image's work is worth a piece of a split step.
-  double image_ns = 0.0;
+  const double image_ns = plan_threads(steps_, file_, ops_, threads, options.split);
   bool any_split = false;
-  for (const Step& s : steps_) {
-    image_ns += s.work_ns;
-    any_split = any_split || s.parts > 1;
-  }
+  for (const Step& s : steps_) any_split = any_split || s.parts > 1;
   image_parallel_ =
       threads > 1 && (options.split == SplitPolicy::kAlways || image_ns >= min_part_ns());
   if (threads > 1 && (any_split || image_parallel_)) {

@@ -76,6 +76,10 @@ class Model {
   const QbwFile& file() const { return file_; }
   const std::vector<Op>& ops() const { return ops_; }        // as in the file
   const std::vector<Step>& steps() const { return steps_; }  // as they run
+  // Step i's label ("BCONV2D+ADD+PRELU+AFFINE") and estimated single-thread nanoseconds
+  // (plan_threads' estimate), derived on demand: the steps do not keep them.
+  std::string step_label(std::size_t i) const { return qbinfer::step_label(steps_[i], ops_); }
+  double step_work_ns(std::size_t i) const { return estimate_step_ns(steps_[i], file_, ops_); }
   const ValueInfo& input() const { return file_.values()[file_.input_value()]; }
   const ValueInfo& output() const { return file_.values()[file_.output_value()]; }
   std::size_t num_classes() const { return output().channels; }
@@ -111,6 +115,8 @@ class Model {
   const KernelTable* kernels_;
   bool fused_ = true;
   std::vector<Step> steps_;
+  std::vector<StepChain> step_chains_;  // the fused steps' chains, which they point into
+  std::vector<std::unique_ptr<const AlignedBuffer>> packed_buffers_;  // the steps point in
   MemoryPlan plan_;
   std::uint64_t scratch_offset_ = 0;   // int8 scratch, after the values
   std::uint64_t workspace_bytes_ = 0;  // values + scratch

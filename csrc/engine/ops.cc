@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 
 namespace qbinfer {
 namespace {
@@ -119,21 +120,23 @@ class Builder {
       : spec_(spec), file_(file), rec_(file.ops()[index]) {
     op.index = index;
     op.type = static_cast<OpType>(rec_.type);
-    op.name = rec_.name;
-    op.inputs = rec_.inputs;
-    op.attrs = rec_.attrs;
+    if (op_has_args(op.type)) op.args = std::make_unique<OpArgs>();
+    op.name_chars = rec_.name().data();
+    op.name_size = static_cast<std::uint32_t>(rec_.name().size());
+    op.inputs = rec_.inputs();
+    op.attr_values = rec_.attrs().data();
   }
 
   // The op's identity prefixes the message; it is formed here, only when a check fails (forming
   // it for every op took a tenth of the load of a file of 600k ops).
   [[noreturn]] void fail(const std::string& message) const {
-    file_.fail("op " + std::to_string(op.index) + " " + spec_.name + " " + quoted(rec_.name) +
-               ": " + message);
+    file_.fail("op " + std::to_string(op.index) + " " + spec_.name + " " +
+               quoted(std::string(rec_.name())) + ": " + message);
   }
 
   void check_record() {
     expect_counts();
-    for (std::size_t k = 0; k < rec_.inputs.size(); ++k) {
+    for (std::size_t k = 0; k < rec_.inputs().size(); ++k) {
       input(k, spec_.input_dtypes[spec_.n_inputs < 0 ? 0 : k]);
     }
     output(spec_.output_dtype);
@@ -141,10 +144,10 @@ class Builder {
     select_mode();
   }
 
-  const ValueInfo& in(std::size_t k) const { return file_.values()[rec_.inputs[k]]; }
+  const ValueInfo& in(std::size_t k) const { return file_.values()[rec_.inputs()[k]]; }
   const ValueInfo& out() const { return file_.values()[op.output]; }
-  std::int64_t attr(std::size_t i) const { return rec_.attrs[i]; }
-  std::uint64_t uattr(std::size_t i) const { return static_cast<std::uint64_t>(rec_.attrs[i]); }
+  std::int64_t attr(std::size_t i) const { return rec_.attrs()[i]; }
+  std::uint64_t uattr(std::size_t i) const { return static_cast<std::uint64_t>(rec_.attrs()[i]); }
   int mode() const { return mode_; }
 
   void expect_shape(const char* what, const ValueInfo& v, std::uint64_t h, std::uint64_t w,
@@ -160,14 +163,14 @@ class Builder {
   // symmetric range and packed rows with zero tail bits.
   void check_slots() {
     const ValueInfo& x = in(0);
-    const DimEnv env{x.height, x.width, x.channels, out().channels, rec_.attrs.data()};
+    const DimEnv env{x.height, x.width, x.channels, out().channels, rec_.attrs().data()};
     for (std::size_t slot = 0; slot < spec_.n_slots; ++slot) {
       const SlotSpec& s = spec_.slots[slot];
       const FormSpec* form = nullptr;
       for (std::size_t f = 0; f < s.n_forms && form == nullptr; ++f) {
         if (s.forms[f].mode < 0 || s.forms[f].mode == mode_) form = &s.forms[f];
       }
-      const std::uint32_t t = rec_.tensors[slot];
+      const std::uint32_t t = rec_.tensors()[slot];
       if (form == nullptr) {
         if (t != kAbsentTensor) {
           fail("tensor slot " + std::to_string(slot) + " (" + s.role + ") must be absent " +
@@ -194,34 +197,35 @@ class Builder {
       if (info.dtype == DType::kI8) check_int8_symmetric(info, s.role);
       if (form->tail_bits_of != nullptr)
         check_tail_bits(info, s.role, static_cast<std::size_t>(form->tail_bits_of(env)));
-      op.stats.bytes += info.nbytes;
+      stats.bytes += info.nbytes;
     }
   }
 
   Op op;
+  OpStats stats;  // the op's counts, kept in its OpArgs (Op::stats)
 
  private:
   void expect_counts() {
-    const std::size_t n_inputs = rec_.inputs.size();
+    const std::size_t n_inputs = rec_.inputs().size();
     if (spec_.n_inputs >= 0 && n_inputs != static_cast<std::size_t>(spec_.n_inputs)) {
       fail("has " + std::to_string(n_inputs) + " inputs, expected " +
            std::to_string(spec_.n_inputs));
     }
     if (spec_.n_inputs < 0 && n_inputs == 0) fail("has no input");
-    if (rec_.outputs.size() != 1) {
-      fail("has " + std::to_string(rec_.outputs.size()) + " outputs, expected 1");
+    if (rec_.outputs().size() != 1) {
+      fail("has " + std::to_string(rec_.outputs().size()) + " outputs, expected 1");
     }
-    if (rec_.tensors.size() != spec_.n_slots) {
-      fail("has " + std::to_string(rec_.tensors.size()) + " tensor slots, expected " +
+    if (rec_.tensors().size() != spec_.n_slots) {
+      fail("has " + std::to_string(rec_.tensors().size()) + " tensor slots, expected " +
            std::to_string(spec_.n_slots));
     }
-    if (rec_.attrs.size() != spec_.n_attrs) {
-      fail("has " + std::to_string(rec_.attrs.size()) + " attrs, expected " +
+    if (rec_.attrs().size() != spec_.n_attrs) {
+      fail("has " + std::to_string(rec_.attrs().size()) + " attrs, expected " +
            std::to_string(spec_.n_attrs));
     }
-    op.output = rec_.outputs[0];
+    op.output = rec_.outputs()[0];
     // Only slots that pass check_slots are read; the view shows the record's indices.
-    op.tensors = TensorSlots(file_.tensors().data(), rec_.tensors);
+    op.tensors = TensorSlots(file_.tensors().data(), rec_.tensors());
   }
 
   void input(std::size_t k, DType dtype) const {
@@ -245,7 +249,7 @@ class Builder {
       case BoundKind::kConst:
         return b.value + b.offset;
       case BoundKind::kAttr:  // an earlier attribute, already in range: no overflow
-        return rec_.attrs[static_cast<std::size_t>(b.value)] + b.offset;
+        return rec_.attrs()[static_cast<std::size_t>(b.value)] + b.offset;
       case BoundKind::kInputHeight:
         return static_cast<std::int64_t>(in(0).height) + b.offset;
       case BoundKind::kInputWidth:
@@ -256,7 +260,7 @@ class Builder {
 
   void check_attr(std::size_t i) const {
     const AttrSpec& a = spec_.attrs[i];
-    const std::int64_t v = rec_.attrs[i];
+    const std::int64_t v = rec_.attrs()[i];
     const std::int64_t lo = bound(a.lo);
     const std::int64_t hi = bound(a.hi);
     // Formed only for a message.
@@ -288,9 +292,9 @@ class Builder {
     if (m.kind == ModeKind::kNone) return;
     std::int64_t key = 0;
     if (m.kind == ModeKind::kAttr) {
-      key = rec_.attrs[m.index];
+      key = rec_.attrs()[m.index];
     } else {
-      const std::uint32_t t = rec_.tensors[m.index];
+      const std::uint32_t t = rec_.tensors()[m.index];
       if (t == kAbsentTensor) return;
       key = static_cast<std::int64_t>(file_.tensors()[t].dtype);
     }
@@ -352,7 +356,7 @@ void build_conv2d(Builder& b) {
   const ValueInfo& out = b.out();
   const std::uint64_t kh = b.uattr(0), kw = b.uattr(1), sh = b.uattr(2), sw = b.uattr(3);
   const std::uint64_t pt = b.uattr(4), pl = b.uattr(5), pb = b.uattr(6), pr = b.uattr(7);
-  op.relu = b.attr(8) == 1;
+  op.args->relu = b.attr(8) == 1;
   const std::uint64_t ph = in.height + pt + pb;
   const std::uint64_t pw = in.width + pl + pr;
   if (ph < kh || pw < kw) {
@@ -364,10 +368,10 @@ void build_conv2d(Builder& b) {
   const std::uint64_t co = out.channels;
   b.expect_shape("output", out, ho, wo, co);
   b.check_slots();
-  op.conv2d =
+  op.args->conv2d =
       Conv2DShape{in.height, in.width, in.channels, co, kh, kw, sh, sw, pt, pl, pb, pr, ho, wo};
-  op.stats.params = sat_mul({co, kh, kw, in.channels}) + co;
-  op.stats.flops = sat_mul({co, in.channels, kh, kw, ho, wo});
+  b.stats.params = sat_mul({co, kh, kw, in.channels}) + co;
+  b.stats.flops = sat_mul({co, in.channels, kh, kw, ho, wo});
 }
 
 void build_dwconv3x3(Builder& b) {
@@ -380,18 +384,18 @@ void build_dwconv3x3(Builder& b) {
   const std::uint64_t wo = (in.width + sw - 1) / sw;
   b.expect_shape("output", b.out(), ho, wo, kc);
   b.check_slots();
-  op.dw_int8 = op.tensors[1]->dtype == DType::kI8;
-  if (op.dw_int8) {
+  op.args->dw_int8 = op.tensors[1]->dtype == DType::kI8;
+  if (op.args->dw_int8) {
     const float v = op.tensors[5]->as<float>()[0];
     if (!(std::isfinite(v) && v >= 0.0f)) {
       b.fail("input_scale " + std::to_string(v) + " is not a finite number >= 0 (0 = dynamic)");
     }
-    op.dw_input_scale = v;
-    op.scratch_bytes = in.height * in.width * c;  // < 2^32: the input value is <= 4 GiB
+    op.args->dw_input_scale = v;
+    op.args->scratch_bytes = in.height * in.width * c;  // < 2^32: the input value is <= 4 GiB
   }
-  op.dwconv = DWConvShape{in.height, in.width, c, k, sh, sw, ho, wo};
-  op.stats.params = kc * 9 + 3 * kc + (op.tensors[0] ? c : 0) + (op.dw_int8 ? kc + 1 : 0);
-  op.stats.flops = sat_mul({kc, 9, ho, wo});
+  op.args->dwconv = DWConvShape{in.height, in.width, c, k, sh, sw, ho, wo};
+  b.stats.params = kc * 9 + 3 * kc + (op.tensors[0] ? c : 0) + (op.args->dw_int8 ? kc + 1 : 0);
+  b.stats.flops = sat_mul({kc, 9, ho, wo});
 }
 
 void build_bitpack(Builder& b) {
@@ -401,7 +405,7 @@ void build_bitpack(Builder& b) {
   b.check_slots();
   op.pixels = std::size_t{in.height} * in.width;
   op.channels = in.channels;
-  op.stats.params = in.channels;
+  b.stats.params = in.channels;
 }
 
 void build_bconv2d(Builder& b) {
@@ -419,10 +423,10 @@ void build_bconv2d(Builder& b) {
            "x" + std::to_string(k) + " binary conv");
   }
   b.check_slots();
-  op.bconv = BConvShape{in.height, in.width, ci,
-                        co,        k,        pad == 0 ? BinaryPadding::kZero : BinaryPadding::kOne};
-  op.stats.params = sat_mul({co, k, k, ci}) + 2 * co;
-  op.stats.bops = sat_mul({co, ci, k, k, in.height, in.width});
+  op.args->bconv = BConvShape{
+      in.height, in.width, ci, co, k, pad == 0 ? BinaryPadding::kZero : BinaryPadding::kOne};
+  b.stats.params = sat_mul({co, k, k, ci}) + 2 * co;
+  b.stats.bops = sat_mul({co, ci, k, k, in.height, in.width});
 }
 
 // AFFINE, PRELU, RELU, SIGMOID: f32 -> f32 of the same shape, per-channel f32 tensors.
@@ -433,7 +437,7 @@ void build_unary(Builder& b) {
   b.check_slots();
   op.pixels = std::size_t{in.height} * in.width;
   op.channels = in.channels;
-  op.stats.params = std::uint64_t{in.channels} * op.tensors.size();
+  b.stats.params = std::uint64_t{in.channels} * op.tensors.size();
 }
 
 void build_add(Builder& b) {
@@ -468,7 +472,7 @@ void build_avgpool(Builder& b) {
            std::to_string(sw) + ")");
   }
   b.expect_shape("output", b.out(), ho, wo, in.channels);
-  op.avgpool = AvgPoolShape{in.height, in.width, in.channels, kh, kw, sh, sw, ho, wo};
+  op.args->avgpool = AvgPoolShape{in.height, in.width, in.channels, kh, kw, sh, sw, ho, wo};
 }
 
 void build_global_avgpool(Builder& b) {
@@ -490,7 +494,7 @@ void build_concat(Builder& b) {
              ", but input 0 is " + shape_str(first) + " (height and width must agree)");
     }
     total += v.channels;
-    op.concat_channels.push_back(v.channels);
+    op.args->concat_channels.push_back(v.channels);
   }
   b.expect_shape("output", b.out(), first.height, first.width, total);
   op.pixels = std::size_t{first.height} * first.width;
@@ -503,9 +507,9 @@ void build_fc(Builder& b) {
   const ValueInfo& in = b.in(0);
   const ValueInfo& out = b.out();
   b.expect_shape("output", out, 1, 1, out.channels);
-  op.fc_encoding = static_cast<int>(b.attr(0));
+  op.args->fc_encoding = static_cast<int>(b.attr(0));
   const std::uint64_t pixels = std::uint64_t{in.height} * in.width;  // < 2^64
-  if (op.fc_encoding == 2 && pixels != 1) {
+  if (op.args->fc_encoding == 2 && pixels != 1) {
     b.fail("input " + quoted(in.name) + " has shape " + shape_str(in) +
            ", but bitplane8 weights need a (1, 1, C) input");
   }
@@ -518,9 +522,9 @@ void build_fc(Builder& b) {
   b.check_slots();
   const std::uint64_t o = out.channels;
   op.channels = c;
-  op.out_features = o;
-  op.stats.params = o * c + o + (op.fc_encoding != 0 ? o : 0);
-  op.stats.flops = o * c;
+  op.args->out_features = o;
+  b.stats.params = o * c + o + (op.args->fc_encoding != 0 ? o : 0);
+  b.stats.flops = o * c;
 }
 
 void build_maxpool(Builder& b) {
@@ -539,8 +543,8 @@ void build_maxpool(Builder& b) {
   const std::uint64_t ho = (ph - kh) / sh + 1;
   const std::uint64_t wo = (pw - kw) / sw + 1;
   b.expect_shape("output", b.out(), ho, wo, in.channels);
-  op.maxpool = MaxPoolShape{in.height, in.width, in.channels, kh, kw, sh, sw, pt, pl, ho, wo};
-  op.stats.flops = sat_mul({in.channels, kh, kw, ho, wo});  // one compare per window pixel
+  op.args->maxpool = MaxPoolShape{in.height, in.width, in.channels, kh, kw, sh, sw, pt, pl, ho, wo};
+  b.stats.flops = sat_mul({in.channels, kh, kw, ho, wo});  // one compare per window pixel
 }
 
 // CLIP: an element-wise op whose bounds are a 2-float tensor, checked here once.
@@ -548,13 +552,14 @@ void build_clip(Builder& b) {
   build_unary(b);
   Op& op = b.op;
   const float* bounds = op.tensors[0]->as<float>();
-  op.clip_lo = bounds[0];
-  op.clip_hi = bounds[1];
-  if (std::isnan(op.clip_lo) || std::isnan(op.clip_hi) || op.clip_lo > op.clip_hi) {
-    b.fail("bounds [" + std::to_string(op.clip_lo) + ", " + std::to_string(op.clip_hi) +
+  op.args->clip_lo = bounds[0];
+  op.args->clip_hi = bounds[1];
+  if (std::isnan(op.args->clip_lo) || std::isnan(op.args->clip_hi) ||
+      op.args->clip_lo > op.args->clip_hi) {
+    b.fail("bounds [" + std::to_string(op.args->clip_lo) + ", " + std::to_string(op.args->clip_hi) +
            "] must be two numbers with lo <= hi");
   }
-  op.stats.params = 2;
+  b.stats.params = 2;
 }
 
 // BFC: bits (H, W, C) x bits (Co, H*W*words(C)) -> f32 (1, 1, Co): the input read as one vector
@@ -585,9 +590,9 @@ void build_bfc(Builder& b) {
   b.check_slots();
   op.channels = c;
   op.pixels = pixels;
-  op.out_features = o;
-  op.stats.params = sat_mul(o, bits) + 2 * o;
-  op.stats.bops = sat_mul(o, bits);
+  op.args->out_features = o;
+  b.stats.params = sat_mul(o, bits) + 2 * o;
+  b.stats.bops = sat_mul(o, bits);
 }
 
 // Output size of PyTorch's conv; fails when the kernel does not fit the padded input.
@@ -619,28 +624,29 @@ void build_bconv2d_general(Builder& b) {
            std::to_string(kh) + "x" + std::to_string(kw) + " binary conv");
   }
   b.check_slots();
-  op.bconv_general = BConvGeneralShape{in.height,
-                                       in.width,
-                                       ci,
-                                       co,
-                                       kh,
-                                       kw,
-                                       sh,
-                                       sw,
-                                       pt,
-                                       pl,
-                                       ho,
-                                       wo,
-                                       b.attr(8) == 0 ? BinaryPadding::kZero : BinaryPadding::kOne};
-  op.stats.params = sat_mul({co, kh, kw, ci}) + 2 * co;
-  op.stats.bops = sat_mul({co, ci, kh, kw, ho, wo});
+  op.args->bconv_general =
+      BConvGeneralShape{in.height,
+                        in.width,
+                        ci,
+                        co,
+                        kh,
+                        kw,
+                        sh,
+                        sw,
+                        pt,
+                        pl,
+                        ho,
+                        wo,
+                        b.attr(8) == 0 ? BinaryPadding::kZero : BinaryPadding::kOne};
+  b.stats.params = sat_mul({co, kh, kw, ci}) + 2 * co;
+  b.stats.bops = sat_mul({co, ci, kh, kw, ho, wo});
 }
 
 // SOFTMAX: over the channels of each pixel, same shape out; no params and, as for every
 // element-wise op, no FLOPs (docs/ops.md counts multiply-accumulates of weighted layers only).
 void build_softmax(Builder& b) {
   build_unary(b);
-  b.op.softmax_log = b.attr(0) == 1;
+  b.op.args->softmax_log = b.attr(0) == 1;
 }
 
 // Output size of PyTorch's avg_pool2d along one axis (docs/format.md, AVGPOOL2D): floor or
@@ -676,9 +682,9 @@ void build_avgpool2d(Builder& b) {
     b.fail("window " + std::to_string(kh) + "x" + std::to_string(kw) +
            " has more than 2^24 pixels (its divisor would not be exact in f32)");
   }
-  op.avgpool2d = AvgPool2DShape{in.height, in.width, in.channels, kh, kw, sh, sw,
-                                pt,        pl,       pb,          pr, ho, wo, count_include_pad};
-  op.stats.flops = sat_mul({in.channels, kh, kw, ho, wo});  // one add per window pixel
+  op.args->avgpool2d = AvgPool2DShape{
+      in.height, in.width, in.channels, kh, kw, sh, sw, pt, pl, pb, pr, ho, wo, count_include_pad};
+  b.stats.flops = sat_mul({in.channels, kh, kw, ho, wo});  // one add per window pixel
 }
 
 // The shape rules of each op, by code; the schema's list and this one must have the same
@@ -721,22 +727,65 @@ Op build_op(const QbwFile& file, std::uint32_t index) {
   const OpRecord& rec = file.ops()[index];
   const OpSpec* spec = op_spec(rec.type);
   if (spec == nullptr) {
-    file.fail("op " + std::to_string(index) + " " + quoted(rec.name) + ": unknown op code " +
-              std::to_string(rec.type) + " (this qbinfer reads format " +
+    file.fail("op " + std::to_string(index) + " " + quoted(std::string(rec.name())) +
+              ": unknown op code " + std::to_string(rec.type) + " (this qbinfer reads format " +
               std::to_string(kFormatMajor) + ".x, op codes 1.." +
               std::to_string(QBINFER_OP_CODE_MAX) + ")");
   }
   Builder b(file, index, *spec);
   b.check_record();
   kBuilders[rec.type](b);
+  if (b.op.args != nullptr) {
+    b.op.args->stats = b.stats;
+  } else {
+    // An element-wise op's counts are derived (Op::stats): they must be what its builder
+    // counted.
+    const OpStats derived = b.op.stats();
+    if (derived.params != b.stats.params || derived.bytes != b.stats.bytes ||
+        derived.flops != b.stats.flops || derived.bops != b.stats.bops) {
+      throw std::logic_error(std::string("qbinfer internal error: the counts of ") + spec->name +
+                             " ops are not the element-wise ones (op_has_args)");
+    }
+  }
   return std::move(b.op);
+}
+
+bool op_has_args(OpType type) {
+  switch (type) {
+    case OpType::kBitpack:
+    case OpType::kAffine:
+    case OpType::kPReLU:
+    case OpType::kReLU:
+    case OpType::kSigmoid:
+    case OpType::kAdd:
+    case OpType::kMulChannel:
+    case OpType::kGlobalAvgPool:
+      return false;
+    default:
+      return true;
+  }
+}
+
+ConstSpan<std::int64_t> Op::attrs() const {
+  // check_record() accepted exactly the schema's count of attributes for the type.
+  const OpSpec* spec = op_spec(static_cast<std::uint32_t>(type));
+  return ConstSpan<std::int64_t>(attr_values, spec != nullptr ? spec->n_attrs : 0);
+}
+
+OpStats Op::stats() const {
+  if (args != nullptr) return args->stats;
+  OpStats s;
+  s.params = std::uint64_t{channels} * tensors.size();
+  for (const TensorInfo* t : tensors) s.bytes += t != nullptr ? t->nbytes : 0;
+  return s;
 }
 
 std::vector<std::pair<const char*, std::int64_t>> named_attrs(const Op& op) {
   const OpSpec* spec = op_spec(static_cast<std::uint32_t>(op.type));
   std::vector<std::pair<const char*, std::int64_t>> out;
-  for (std::size_t i = 0; i < op.attrs.size() && i < spec->n_attrs; ++i) {
-    out.emplace_back(spec->attrs[i].name, op.attrs[i]);
+  const ConstSpan<std::int64_t> attrs = op.attrs();
+  for (std::size_t i = 0; i < attrs.size() && i < spec->n_attrs; ++i) {
+    out.emplace_back(spec->attrs[i].name, attrs[i]);
   }
   return out;
 }

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -72,22 +73,14 @@ class TensorSlots {
   ConstSpan<std::uint32_t> slots_;
 };
 
-struct Op {
-  std::uint32_t index = 0;
-  OpType type{};
-  std::string name;
-  ConstSpan<std::uint32_t> inputs;  // value indices (views of the file's op record)
-  std::uint32_t output = 0;         // value index
-  TensorSlots tensors;              // per slot; nullptr = absent
-  ConstSpan<std::int64_t> attrs;
-  OpStats stats;
-
-  // Kernel arguments, resolved at load. The shapes of the kernels with one are alternatives:
-  // an op holds only its own type's (the builder assigns it; the planner, packer and run
-  // functions read it only under a switch on `type`), so they share their bytes instead of
-  // sitting side by side (600 bytes per op of a file with hundreds of thousands of ops). All
-  // are trivially copyable; the first is value-initialised so that a default Op has no
-  // indeterminate bytes.
+// The kernel arguments of the op types that need more than pixels and channels (convs, pools,
+// FC, CONCAT, CLIP, SOFTMAX), with their counts: held apart from the Op, so that an
+// element-wise op (most ops of an op-dense file: 600k of them in a 42 MB file) carries none.
+struct OpArgs {
+  // The shapes of the kernels with one are alternatives: an op holds only its own type's (the
+  // builder assigns it; the planner, packer and run functions read it only under a switch on
+  // the op's type). All are trivially copyable; the first is value-initialised so that a
+  // default OpArgs has no indeterminate bytes.
   union {
     Conv2DShape conv2d{};
     DWConvShape dwconv;
@@ -97,10 +90,11 @@ struct Op {
     BConvGeneralShape bconv_general;
     AvgPool2DShape avgpool2d;
   };
-  std::size_t pixels = 0;         // element-wise, bitpack, global pool, concat
-  std::size_t channels = 0;       // element-wise, bitpack, global pool; FC in_features
   std::size_t out_features = 0;   // FC
   std::size_t scratch_bytes = 0;  // DWCONV3X3 int8
+  // CONCAT: its first entry in the workspace's table of CONCAT inputs
+  // (ExecContext::concat_inputs), set by the model when it plans the steps.
+  std::uint32_t concat_slot = 0;
   std::vector<std::size_t> concat_channels;
   float dw_input_scale = 0.0f;           // DWCONV3X3 int8: > 0 static, 0 dynamic per image
   float clip_lo = 0.0f, clip_hi = 0.0f;  // CLIP bounds, lo <= hi, not NaN
@@ -108,6 +102,36 @@ struct Op {
   bool relu = false;                     // CONV2D activation
   bool dw_int8 = false;                  // DWCONV3X3 weight dtype
   bool softmax_log = false;  // SOFTMAX: log-softmax (attr log = 1) instead of probabilities
+  OpStats stats;
+};
+
+// Whether ops of this type have OpArgs: all but the element-wise ones whose run needs only
+// pixels, channels and tensors (and whose counts follow from them: Op::stats).
+bool op_has_args(OpType type);
+
+struct Op {
+  std::uint32_t index = 0;
+  OpType type{};
+  std::uint32_t output = 0;  // value index
+  std::uint32_t name_size = 0;
+  const char* name_chars = nullptr;           // in the QbwFile's pool of op names
+  ConstSpan<std::uint32_t> inputs;            // value indices (views of the file's op record)
+  TensorSlots tensors;                        // per slot; nullptr = absent
+  const std::int64_t* attr_values = nullptr;  // the record's, as many as the type has
+  std::size_t pixels = 0;                     // element-wise, bitpack, global pool, concat
+  std::size_t channels = 0;                   // element-wise, bitpack, global pool; FC in_features
+  // Kernel arguments (op_has_args(type)); nullptr for an element-wise op.
+  std::unique_ptr<OpArgs> args;
+
+  // Per-image counts: the builder's for an op with arguments; for an element-wise op, one
+  // parameter per channel and tensor slot, the bytes of its tensors and no FLOPs
+  // (docs/ops.md counts multiply-accumulates of weighted layers only).
+  OpStats stats() const;
+  std::string_view name() const { return std::string_view(name_chars, name_size); }
+  // The attributes (the file's op record): their count is the op type's (the schema's).
+  ConstSpan<std::int64_t> attrs() const;
+  // Bytes of int8 scratch the op's run needs (DWCONV3X3 int8), else 0.
+  std::size_t scratch_bytes() const { return args != nullptr ? args->scratch_bytes : 0; }
 };
 
 // Validates op `index` of the file against the rules of its type (the generated schema tables

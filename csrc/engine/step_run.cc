@@ -39,15 +39,15 @@ Epilogue make_epilogue(const EpilogueSpec& s, const ExecContext& ctx) {
 // pixels are independent and a block runs as a 1 x n image), then the epilogue on the block.
 void run_bconv2d(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
-  const BConvShape& shape = op.bconv;
+  const BConvShape& shape = op.args->bconv;
   const BitWord* in = ctx.value<const BitWord>(op.inputs[0]);
-  float* out = ctx.value<float>(step.out);
+  float* out = ctx.value<float>(step.out());
   const float* scale = op.tensors[1]->as<float>();
   const float* bias = op.tensors[2]->as<float>();
   const BConvKernels& k = *ctx.kernels->bconv;
   const EpilogueKernels& e = *ctx.kernels->epilogue;
   const bool chain = step.kind == StepKind::kConvChain;
-  const Epilogue ep = chain ? make_epilogue(step.epi, ctx) : Epilogue{};
+  const Epilogue ep = chain ? make_epilogue(step.epi(), ctx) : Epilogue{};
   const std::size_t words = words_for_channels(shape.in_channels);
   const std::size_t co = shape.out_channels;
   ctx.parallel_for(step.units, [&](std::size_t begin, std::size_t end) {
@@ -71,21 +71,21 @@ void run_bconv2d(const Step& step, const ExecContext& ctx) {
 // input (its scale, when dynamic, is a max over the image: exact in any order).
 void run_dwconv3x3(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
-  const DWConvShape& shape = op.dwconv;
+  const DWConvShape& shape = op.args->dwconv;
   const float* in = ctx.value<const float>(op.inputs[0]);
   const float* pre_bias = op.tensors[0] != nullptr ? op.tensors[0]->as<float>() : nullptr;
-  float* out = ctx.value<float>(step.out);
+  float* out = ctx.value<float>(step.out());
   const float* scale = op.tensors[3]->as<float>();
   const float* bias = op.tensors[4]->as<float>();
   const DWConvKernels& k = *ctx.kernels->dwconv;
   const EpilogueKernels& e = *ctx.kernels->epilogue;
   const bool chain = step.kind == StepKind::kConvChain;
-  const Epilogue ep = chain ? make_epilogue(step.epi, ctx) : Epilogue{};
+  const Epilogue ep = chain ? make_epilogue(step.epi(), ctx) : Epilogue{};
   const std::size_t oc = shape.multiplier * shape.channels;
   const std::size_t row_pixels = shape.out_width;
 
-  float input_scale = op.dw_input_scale;
-  if (op.dw_int8) {
+  float input_scale = op.args->dw_input_scale;
+  if (op.args->dw_int8) {
     const std::size_t pixels = shape.in_height * shape.in_width;
     const std::size_t c = shape.channels;
     if (!(input_scale > 0.0f)) {
@@ -106,11 +106,11 @@ void run_dwconv3x3(const Step& step, const ExecContext& ctx) {
     });
   }
   const float s = input_scale;
-  const float* weight_scale = op.dw_int8 ? op.tensors[2]->as<float>() : nullptr;
+  const float* weight_scale = op.args->dw_int8 ? op.tensors[2]->as<float>() : nullptr;
   ctx.parallel_for(step.units, [&](std::size_t begin, std::size_t end) {
     for (std::size_t y = begin; y < end; y += step.block) {
       const std::size_t y1 = std::min(end, y + step.block);
-      if (op.dw_int8) {
+      if (op.args->dw_int8) {
         k.run_rows_qs8(shape, ctx.scratch, step.packed.data(), weight_scale, s, scale, bias, y, y1,
                        out);
       } else {
@@ -125,12 +125,12 @@ void run_dwconv3x3(const Step& step, const ExecContext& ctx) {
 
 // The element-wise tail alone, in place over its first input (which shares `out`'s bytes).
 void run_epilogue_chain(const Step& step, const ExecContext& ctx) {
-  float* out = ctx.value<float>(step.out);
-  const Epilogue ep = make_epilogue(step.epi, ctx);
+  float* out = ctx.value<float>(step.out());
+  const Epilogue ep = make_epilogue(step.epi(), ctx);
   const EpilogueKernels& e = *ctx.kernels->epilogue;
   ctx.parallel_for(step.units, [&](std::size_t begin, std::size_t end) {
     for (std::size_t p = begin; p < end; p += step.block) {
-      e.rows(ep, step.channels, p, std::min(end, p + step.block), out);
+      e.rows(ep, step.chain->channels, p, std::min(end, p + step.block), out);
     }
   });
 }
@@ -144,7 +144,7 @@ void run_conv2d(const Step& step, const ExecContext& ctx) {
   const float* bias = op.tensors[1]->as<float>();
   const Conv2DKernels& k = *ctx.kernels->conv2d;
   ctx.parallel_for(step.units, [&](std::size_t b, std::size_t e) {
-    k.run_rows(op.conv2d, in, step.packed.data(), bias, op.relu, b, e, out);
+    k.run_rows(op.args->conv2d, in, step.packed.data(), bias, op.args->relu, b, e, out);
   });
 }
 
@@ -233,7 +233,7 @@ void run_avgpool(const Step& step, const ExecContext& ctx) {
   const float* in = ctx.value<const float>(op.inputs[0]);
   float* out = ctx.value<float>(op.output);
   const PoolKernels& k = *ctx.kernels->pool;
-  const AvgPoolShape& s = op.avgpool;
+  const AvgPoolShape& s = op.args->avgpool;
   if (s.out_height * s.out_width * s.channels < kParallelMinFloats || ctx.pool == nullptr) {
     k.avgpool(s, in, out);
     return;
@@ -250,9 +250,9 @@ void run_global_avgpool(const Step& step, const ExecContext& ctx) {
 
 void run_concat(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
-  ctx.kernels->concat->channels_f32(ctx.concat_inputs + step.concat_slot, op.concat_channels.data(),
-                                    op.concat_channels.size(), op.pixels,
-                                    ctx.value<float>(op.output));
+  ctx.kernels->concat->channels_f32(
+      ctx.concat_inputs + op.args->concat_slot, op.args->concat_channels.data(),
+      op.args->concat_channels.size(), op.pixels, ctx.value<float>(op.output));
 }
 
 // FC: fp32 and int8 split by output features (weight rows are independent); bitplane8's
@@ -264,14 +264,14 @@ void run_fc(const Step& step, const ExecContext& ctx) {
   const FCKernels& k = *ctx.kernels->fc;
   const float* bias = op.tensors[2]->as<float>();
   const std::size_t c = op.channels;
-  const bool split = ctx.pool != nullptr && op.out_features * c >= kParallelMinFloats * 4;
-  switch (op.fc_encoding) {
+  const bool split = ctx.pool != nullptr && op.args->out_features * c >= kParallelMinFloats * 4;
+  switch (op.args->fc_encoding) {
     case 0: {
       const float* w = op.tensors[0]->as<float>();
       auto body = [&](std::size_t b, std::size_t e) {
         k.f32(c, e - b, x, w + b * c, bias + b, out + b);
       };
-      split ? ctx.parallel_for(op.out_features, body) : body(0, op.out_features);
+      split ? ctx.parallel_for(op.args->out_features, body) : body(0, op.args->out_features);
       break;
     }
     case 1: {
@@ -280,12 +280,12 @@ void run_fc(const Step& step, const ExecContext& ctx) {
       auto body = [&](std::size_t b, std::size_t e) {
         k.qs8(c, e - b, x, w + b * c, ws + b, bias + b, out + b);
       };
-      split ? ctx.parallel_for(op.out_features, body) : body(0, op.out_features);
+      split ? ctx.parallel_for(op.args->out_features, body) : body(0, op.args->out_features);
       break;
     }
     default:
-      k.bitplane8(c, op.out_features, x, op.tensors[0]->as<BitWord>(), op.tensors[1]->as<float>(),
-                  bias, out);
+      k.bitplane8(c, op.args->out_features, x, op.tensors[0]->as<BitWord>(),
+                  op.tensors[1]->as<float>(), bias, out);
       break;
   }
 }
@@ -296,7 +296,7 @@ void run_maxpool(const Step& step, const ExecContext& ctx) {
   const float* in = ctx.value<const float>(op.inputs[0]);
   float* out = ctx.value<float>(op.output);
   const PoolKernels& k = *ctx.kernels->pool;
-  const MaxPoolShape& s = op.maxpool;
+  const MaxPoolShape& s = op.args->maxpool;
   if (s.out_height * s.out_width * s.channels < kParallelMinFloats || ctx.pool == nullptr) {
     k.maxpool(s, in, out);
     return;
@@ -310,7 +310,7 @@ void run_clip(const Step& step, const ExecContext& ctx) {
   const std::size_t c = op.channels;
   elementwise(step, ctx,
               [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
-                  std::size_t n) { k.clip(in, n * c, op.clip_lo, op.clip_hi, out); });
+                  std::size_t n) { k.clip(in, n * c, op.args->clip_lo, op.args->clip_hi, out); });
 }
 
 // Binary FC: split by output features like the FC (weight rows are independent), once the
@@ -330,13 +330,13 @@ void run_bfc(const Step& step, const ExecContext& ctx) {
   const float* scale = op.tensors[1]->as<float>();
   const float* bias = op.tensors[2]->as<float>();
   const std::size_t words = op.pixels * words_for_channels(op.channels);
-  const bool split = ctx.pool != nullptr && op.out_features * words >= kParallelMinFloats;
+  const bool split = ctx.pool != nullptr && op.args->out_features * words >= kParallelMinFloats;
   if (op.pixels == 1 || op.channels % kBitsPerWord == 0) {
     const std::size_t c = op.pixels * op.channels;
     auto body = [&](std::size_t b, std::size_t e) {
       k.run(c, e - b, x, w + b * words, scale + b, bias + b, out + b);
     };
-    split ? ctx.parallel_for(op.out_features, body) : body(0, op.out_features);
+    split ? ctx.parallel_for(op.args->out_features, body) : body(0, op.args->out_features);
     return;
   }
   const std::size_t positions = words * kBitsPerWord;
@@ -357,14 +357,14 @@ void run_bfc(const Step& step, const ExecContext& ctx) {
       }
     }
   };
-  split ? ctx.parallel_for(op.out_features, body) : body(0, op.out_features);
+  split ? ctx.parallel_for(op.args->out_features, body) : body(0, op.args->out_features);
 }
 
 // The general binary conv alone (never a chain head: the fusion planner only takes BCONV2D and
 // DWCONV3X3), split by output rows.
 void run_bconv2d_general(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
-  const BConvGeneralShape& shape = op.bconv_general;
+  const BConvGeneralShape& shape = op.args->bconv_general;
   const BitWord* in = ctx.value<const BitWord>(op.inputs[0]);
   float* out = ctx.value<float>(op.output);
   const float* scale = op.tensors[1]->as<float>();
@@ -383,7 +383,7 @@ void run_softmax(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
   elementwise(step, ctx,
               [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
-                  std::size_t n) { k.softmax(in, n, op.channels, op.softmax_log, out); });
+                  std::size_t n) { k.softmax(in, n, op.channels, op.args->softmax_log, out); });
 }
 
 // AVGPOOL2D: split by output rows across threads, as the other pools.
@@ -392,7 +392,7 @@ void run_avgpool2d(const Step& step, const ExecContext& ctx) {
   const float* in = ctx.value<const float>(op.inputs[0]);
   float* out = ctx.value<float>(op.output);
   const PoolKernels& k = *ctx.kernels->pool;
-  const AvgPool2DShape& s = op.avgpool2d;
+  const AvgPool2DShape& s = op.args->avgpool2d;
   if (s.out_height * s.out_width * s.channels < kParallelMinFloats || ctx.pool == nullptr) {
     k.avgpool2d(s, in, out);
     return;

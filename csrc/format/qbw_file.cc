@@ -242,16 +242,28 @@ class Cursor {
   void begin_record(const char* kind, std::uint32_t i) {
     record_kind_ = kind;
     record_index_ = i;
-    record_name_ = nullptr;
+    has_record_name_ = false;
   }
   void record_name(std::string& name) {
     name = str("name");
-    record_name_ = &name;
+    record_name_ = name;
+    has_record_name_ = true;
+  }
+  // The record's name appended to `pool` (whose capacity must hold every string the rest of
+  // the meta section could hold, so the views never move); returns its view there.
+  std::string_view record_name_in(std::vector<char>& pool) {
+    const std::uint32_t n = string_length("name");
+    const unsigned char* p = take(n, "name");
+    const std::size_t at = pool.size();
+    pool.insert(pool.end(), p, p + n);
+    record_name_ = std::string_view(pool.data() + at, n);
+    has_record_name_ = true;
+    return record_name_;
   }
   std::string context() const {
     if (record_kind_ == nullptr) return context_;
     std::string s = std::string(record_kind_) + " " + std::to_string(record_index_);
-    return record_name_ != nullptr ? s + " " + quoted(*record_name_) : s;
+    return has_record_name_ ? s + " " + quoted(std::string(record_name_)) : s;
   }
   std::uint64_t position() const { return pos_; }
   std::uint64_t remaining() const { return size_ - pos_; }
@@ -263,14 +275,20 @@ class Cursor {
   float f32(const char* field) { return load_le<float>(take(4, field)); }
 
   std::string str(const char* field) {
+    const std::uint32_t n = string_length(field);
+    const unsigned char* p = take(n, field);
+    return std::string(reinterpret_cast<const char*>(p), n);
+  }
+
+  // A string's length field, checked against the limit.
+  std::uint32_t string_length(const char* field) {
     const std::uint32_t n = u32(field);
     if (n > kMaxStringBytes) {
       file_.fail(where(field) + ": string length " + std::to_string(n) + " exceeds the limit " +
                  std::to_string(kMaxStringBytes) + " (meta offset " + std::to_string(pos_ - 4) +
                  ")");
     }
-    const unsigned char* p = take(n, field);
-    return std::string(reinterpret_cast<const char*>(p), n);
+    return n;
   }
 
   // A count of records of at least `min_record_bytes` each, checked against `limit` and
@@ -329,7 +347,8 @@ class Cursor {
   std::string context_;
   const char* record_kind_ = nullptr;  // non-null: the context is this record (named_record)
   std::uint32_t record_index_ = 0;
-  const std::string* record_name_ = nullptr;  // once read
+  std::string_view record_name_;  // once read (has_record_name_)
+  bool has_record_name_ = false;
 };
 
 // Where the nesting of [ and { in `text` first exceeds `limit`, or npos. Brackets inside
@@ -574,16 +593,24 @@ void QbwFile::parse_meta() {
   // Reserved for what the rest of the meta section could hold at most, so the records' views
   // never move; the pages past what the ops use are never touched, so never resident.
   op_indices_.reserve(c.remaining() / sizeof(std::uint32_t));
+  op_names_.reserve(c.remaining());
   op_attrs_.reserve(c.remaining() / sizeof(std::int64_t));
   for (std::uint32_t i = 0; i < n_ops; ++i) {
     OpRecord& op = ops_[i];
     c.begin_record("op", i);
     op.type = c.u32("op_type");
-    c.record_name(op.name);
-    op.inputs = c.array("n_inputs", "inputs", op_indices_);
-    op.outputs = c.array("n_outputs", "outputs", op_indices_);
-    op.tensors = c.array("n_tensors", "tensors", op_indices_);
-    op.attrs = c.array("n_attrs", "attrs", op_attrs_);
+    const std::string_view name = c.record_name_in(op_names_);
+    op.name_chars = name.data();
+    op.name_size = static_cast<std::uint32_t>(name.size());  // <= kMaxStringBytes
+    // The three index arrays are appended back to back: `indices` is where the first begins.
+    const ConstSpan<std::uint32_t> inputs = c.array("n_inputs", "inputs", op_indices_);
+    op.indices = inputs.data();
+    op.n_inputs = static_cast<std::uint32_t>(inputs.size());
+    op.n_outputs = static_cast<std::uint32_t>(c.array("n_outputs", "outputs", op_indices_).size());
+    op.n_tensors = static_cast<std::uint32_t>(c.array("n_tensors", "tensors", op_indices_).size());
+    const ConstSpan<std::int64_t> attrs = c.array("n_attrs", "attrs", op_attrs_);
+    op.attr_values = attrs.data();
+    op.n_attrs = static_cast<std::uint32_t>(attrs.size());
   }
 
   // Preprocessing.
@@ -711,9 +738,9 @@ void QbwFile::check_graph() const {
   std::vector<std::int64_t> producer(n_values, kNone);
   for (std::size_t i = 0; i < ops_.size(); ++i) {
     const OpRecord& op = ops_[i];
-    const std::string where = "op " + std::to_string(i) + " " + quoted(op.name);
-    for (std::size_t k = 0; k < op.inputs.size(); ++k) {
-      const std::uint32_t v = op.inputs[k];
+    const std::string where = "op " + std::to_string(i) + " " + quoted(std::string(op.name()));
+    for (std::size_t k = 0; k < op.inputs().size(); ++k) {
+      const std::uint32_t v = op.inputs()[k];
       if (v >= n_values) {
         fail(where + ": input " + std::to_string(k) + " is value " + std::to_string(v) +
              ", not a value index (" + std::to_string(n_values) + " values)");
@@ -723,8 +750,8 @@ void QbwFile::check_graph() const {
              ", which no earlier op produces (ops must be in execution order)");
       }
     }
-    for (std::size_t k = 0; k < op.outputs.size(); ++k) {
-      const std::uint32_t v = op.outputs[k];
+    for (std::size_t k = 0; k < op.outputs().size(); ++k) {
+      const std::uint32_t v = op.outputs()[k];
       if (v >= n_values) {
         fail(where + ": output " + std::to_string(k) + " is value " + std::to_string(v) +
              ", not a value index (" + std::to_string(n_values) + " values)");
@@ -736,8 +763,8 @@ void QbwFile::check_graph() const {
       }
       producer[v] = static_cast<std::int64_t>(i);
     }
-    for (std::size_t k = 0; k < op.tensors.size(); ++k) {
-      const std::uint32_t t = op.tensors[k];
+    for (std::size_t k = 0; k < op.tensors().size(); ++k) {
+      const std::uint32_t t = op.tensors()[k];
       if (t != kAbsentTensor && t >= tensors_.size()) {
         fail(where + ": tensor slot " + std::to_string(k) + " is " + std::to_string(t) +
              ", not a tensor index (" + std::to_string(tensors_.size()) + " tensors)");

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "format/errors.h"
@@ -83,14 +84,29 @@ class ConstSpan {
 };
 
 // The arrays of an op record view the QbwFile's flat arrays (one block for all ops: a file of
-// hundreds of thousands of ops would otherwise take four heap blocks per op).
+// hundreds of thousands of ops would otherwise take four heap blocks per op), its name the
+// pool of op names. A record holds one pointer per array and 32-bit counts (48 bytes, where
+// a view per array took 88): the records of every op are alive while the engine builds its
+// ops from them.
 struct OpRecord {
-  std::uint32_t type;
-  std::string name;
-  ConstSpan<std::uint32_t> inputs;   // value indices
-  ConstSpan<std::uint32_t> outputs;  // value indices
-  ConstSpan<std::uint32_t> tensors;  // tensor indices or kAbsentTensor
-  ConstSpan<std::int64_t> attrs;
+  const std::uint32_t* indices = nullptr;  // the inputs, outputs and tensors, back to back
+  const std::int64_t* attr_values = nullptr;
+  const char* name_chars = nullptr;
+  std::uint32_t type = 0;
+  std::uint32_t name_size = 0;
+  std::uint32_t n_inputs = 0, n_outputs = 0, n_tensors = 0, n_attrs = 0;
+
+  std::string_view name() const { return std::string_view(name_chars, name_size); }
+  ConstSpan<std::uint32_t> inputs() const {  // value indices
+    return ConstSpan<std::uint32_t>(indices, n_inputs);
+  }
+  ConstSpan<std::uint32_t> outputs() const {  // value indices
+    return ConstSpan<std::uint32_t>(indices + n_inputs, n_outputs);
+  }
+  ConstSpan<std::uint32_t> tensors() const {  // tensor indices or kAbsentTensor
+    return ConstSpan<std::uint32_t>(indices + n_inputs + n_outputs, n_tensors);
+  }
+  ConstSpan<std::int64_t> attrs() const { return ConstSpan<std::int64_t>(attr_values, n_attrs); }
 };
 
 struct Preprocessing {
@@ -175,6 +191,9 @@ class QbwFile {
   std::vector<OpRecord> ops_;
   std::vector<std::uint32_t> op_indices_;  // every op's inputs, outputs and tensors (OpRecord)
   std::vector<std::int64_t> op_attrs_;     // every op's attrs
+  // Every op's name, back to back (OpRecord::name and the engine's Op::name view them): a
+  // std::string per op took 32 bytes each, twice (the record and the op).
+  std::vector<char> op_names_;
   Preprocessing preprocessing_{};
   std::vector<std::string> class_names_;
   std::string metadata_json_;

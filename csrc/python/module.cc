@@ -331,7 +331,7 @@ py::list profile_steps(qbinfer::Model& model, const py::object& x_obj, int runs,
   }
   py::list out;
   for (std::size_t i = 0; i < ns.size(); ++i) {
-    out.append(py::make_tuple(model.steps()[i].label, ns[i] / 1000.0));
+    out.append(py::make_tuple(model.step_label(i), ns[i] / 1000.0));
   }
   return out;
 }
@@ -339,19 +339,20 @@ py::list profile_steps(qbinfer::Model& model, const py::object& x_obj, int runs,
 py::list steps_list(const qbinfer::Model& model) {
   const auto& values = model.file().values();
   py::list steps;
-  for (const qbinfer::Step& s : model.steps()) {
+  for (std::size_t i = 0; i < model.steps().size(); ++i) {
+    const qbinfer::Step& s = model.steps()[i];
     py::dict d;
-    d["label"] = s.label;
+    d["label"] = model.step_label(i);
     d["kind"] = s.kind == qbinfer::StepKind::kOp          ? "op"
                 : s.kind == qbinfer::StepKind::kConvChain ? "conv_chain"
                                                           : "epilogue_chain";
     py::list members;
-    for (const std::uint32_t m : s.members) members.append(m);
+    for (const std::uint32_t m : s.members()) members.append(m);
     d["ops"] = members;
-    d["output"] = value_shape(values[s.out]);
+    d["output"] = value_shape(values[s.out()]);
     d["packed_bytes"] = s.packed.size();
-    d["inplace"] = s.inplace != qbinfer::kNoValue;
-    d["work_us"] = s.work_ns / 1000.0;
+    d["inplace"] = s.inplace() != qbinfer::kNoValue;
+    d["work_us"] = model.step_work_ns(i) / 1000.0;
     d["parts"] = s.parts;
     steps.append(d);
   }
@@ -436,16 +437,16 @@ py::list ops_list(const qbinfer::Model& model) {
     py::dict d;
     d["index"] = op.index;
     d["type"] = qbinfer::op_type_name(static_cast<std::uint32_t>(op.type));
-    d["name"] = file_str(op.name);
+    d["name"] = file_str(std::string(op.name()));
     py::list inputs;
     for (const std::uint32_t v : op.inputs) inputs.append(value_shape(values[v]));
     d["inputs"] = inputs;
     d["output"] = value_shape(values[op.output]);
     d["output_dtype"] = qbinfer::dtype_name(values[op.output].dtype);
-    d["params"] = op.stats.params;
-    d["bytes"] = op.stats.bytes;
-    d["flops"] = op.stats.flops;
-    d["bops"] = op.stats.bops;
+    d["params"] = op.stats().params;
+    d["bytes"] = op.stats().bytes;
+    d["flops"] = op.stats().flops;
+    d["bops"] = op.stats().bops;
     py::dict attrs;
     for (const auto& [name, value] : qbinfer::named_attrs(op)) attrs[name] = value;
     d["attrs"] = attrs;

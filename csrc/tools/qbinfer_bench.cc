@@ -338,9 +338,10 @@ void print_profile(qbinfer::Model& model, const std::vector<float>& x, int runs)
               "%");
   for (std::size_t i = 0; i < ns.size(); ++i) {
     const qbinfer::Step& s = model.steps()[i];
-    const std::string out = s.out != qbinfer::kNoValue ? shape_str(values[s.out]) : "-";
+    const std::string out = s.out() != qbinfer::kNoValue ? shape_str(values[s.out()]) : "-";
     std::printf("%4zu  %-14s  %-44s  %-13s  %10.1f  %6.2f\n", i, step_kind_name(s.kind),
-                s.label.c_str(), out.c_str(), ns[i] / 1e3, total > 0 ? 100.0 * ns[i] / total : 0.0);
+                model.step_label(i).c_str(), out.c_str(), ns[i] / 1e3,
+                total > 0 ? 100.0 * ns[i] / total : 0.0);
   }
 }
 
@@ -351,8 +352,9 @@ void print_top(const qbinfer::Model& model, const std::vector<float>& logits, in
   // them); log-probabilities are logits shifted by a constant, whose softmax is right.
   bool probabilities = false;
   for (const qbinfer::Op& op : model.ops()) {
-    probabilities = probabilities || (op.output == model.file().output_value() &&
-                                      op.type == qbinfer::OpType::kSoftmax && !op.softmax_log);
+    probabilities =
+        probabilities || (op.output == model.file().output_value() &&
+                          op.type == qbinfer::OpType::kSoftmax && !op.args->softmax_log);
   }
   double mx = -std::numeric_limits<double>::infinity();
   for (float v : logits) mx = std::max(mx, static_cast<double>(v));
