@@ -25,7 +25,8 @@ struct Avx2 {
   static constexpr int kMaxLg = 3;
   static constexpr int kLongStreamLg = 0;  // one block size for every stream
   static constexpr bool kHas16BitLanes = true;
-  static constexpr bool kNarrow1x1 = true;  // 1x1 over <= 256 channels: run_rows_narrow1x1
+  static constexpr bool kNarrow1x1 = true;     // 1x1 over <= 256 channels: run_rows_narrow1x1
+  static constexpr bool kSmall3x3Rows = true;  // 3x3 over 17..32 channels: run_rows_small3x3
   template <int N, int LB>
   using Counter = HsCounter<Avx2, N, LB>;
 
