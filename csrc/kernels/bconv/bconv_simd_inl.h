@@ -1017,12 +1017,14 @@ struct BConv {
       }
     } else if (p.pair3x3) {
       run_rows_pair3x3(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
-    } else if (p.small3x3 && HasSmall3x3Rows<S>::value) {
-      run_rows_small3x3(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
     } else if (p.small3x3) {
-      for (std::size_t g = 0; g < p.groups; ++g) {
-        for (std::size_t y = y_begin; y < y_end; ++y) {
-          run_group_small3x3(s, p, in, weights, wsum, g, scale, bias, y, out);
+      if constexpr (HasSmall3x3Rows<S>::value) {
+        run_rows_small3x3(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
+      } else {
+        for (std::size_t g = 0; g < p.groups; ++g) {
+          for (std::size_t y = y_begin; y < y_end; ++y) {
+            run_group_small3x3(s, p, in, weights, wsum, g, scale, bias, y, out);
+          }
         }
       }
     } else if (S::kLongStreamLg > 0 && p.stream >= kLongStream) {
