@@ -20,7 +20,8 @@
 // of a 32-bit unit so that the broadcast stays 32-bit. A 1x1 with 32-bit lanes reads the input
 // directly. Streams longer than kMaxPiece units are gathered and counted piece by piece.
 // Kernel 3 with 16 < Ci <= 32 (one 32-bit chunk per tap) uses a fixed nine-input tree instead
-// and keeps the nine weight vectors in registers; with Ci <= 16 two taps share each 32-bit lane
+// and keeps the nine weight vectors in registers (run_rows_small3x3 where the traits opt in,
+// else run_group_small3x3); with Ci <= 16 two taps share each 32-bit lane
 // (kPairSlot), five inputs instead of nine, from pair rows built once per output row.
 //
 // Borders. A tap outside the image is gathered as zero bits, i.e. a +1 pad: exact for one
