@@ -649,6 +649,27 @@ void test_bconv(const BConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases) 
     bconv_case(k, rng, t, s, i % 2 == 0, in_ones, w_ones);
     ++t.cases;
   }
+  // 3x3 over 17..32 channels (one 32-bit unit per pixel; the AVX2 row kernel walks interior
+  // pixels two at a time): 1x1 maps, widths 1..8 and odd widths that leave one interior pixel
+  // after the pairs, output channels that leave a partial group of 8, both paddings, and the
+  // extreme dots (every XOR bit 0 or 1: each of a byte's four weighted planes at its limit).
+  for (const std::size_t ci : {17, 24, 31, 32}) {
+    for (std::size_t w = 1; w <= 8; ++w) {
+      const std::size_t co_list[] = {1, 7, 8, 9, 31, 32, 33, 70};
+      const std::size_t co = co_list[(ci + w) % std::size(co_list)];
+      const std::size_t h = 1 + (ci + 2 * w) % 4;
+      fixed({h, w, ci, co, 3, w % 2 ? kZero : kOne});
+      fixed({h, w, ci, co, 3, w % 2 ? kOne : kZero});
+    }
+  }
+  for (const std::size_t co : {1, 5, 8, 13, 32, 33, 64, 70}) {
+    fixed({4, 11, 32, co, 3, co % 2 ? kZero : kOne});
+    fixed({3, 13, 32, co, 3, co % 2 ? kOne : kZero}, 1.0, 1.0);
+    fixed({3, 13, 32, co, 3, co % 2 ? kZero : kOne}, 1.0, 0.0);
+    fixed({2, 9, 20, co, 3, kZero}, 0.0, 1.0);
+  }
+  fixed({6, 33, 32, 32, 3, kZero});  // ReActNet-A's first binary block at a small side
+  fixed({5, 34, 32, 32, 3, kOne});
 }
 
 // ---- general binary conv (any kernel, stride, padding) -----------------------------------

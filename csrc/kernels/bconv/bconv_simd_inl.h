@@ -20,7 +20,8 @@
 // of a 32-bit unit so that the broadcast stays 32-bit. A 1x1 with 32-bit lanes reads the input
 // directly. Streams longer than kMaxPiece units are gathered and counted piece by piece.
 // Kernel 3 with 16 < Ci <= 32 (one 32-bit chunk per tap) uses a fixed nine-input tree instead
-// and keeps the nine weight vectors in registers; with Ci <= 16 two taps share each 32-bit lane
+// and keeps the nine weight vectors in registers (run_rows_small3x3 where the traits opt in,
+// else run_group_small3x3); with Ci <= 16 two taps share each 32-bit lane
 // (kPairSlot), five inputs instead of nine, from pair rows built once per output row.
 //
 // Borders. A tap outside the image is gathered as zero bits, i.e. a +1 pad: exact for one
@@ -345,6 +346,35 @@ QBINFER_INLINE typename S::V count5_tree(const typename S::V* x) {
   return S::widen32(bytes, 1);
 }
 
+// Per-lane count of 9 inputs as bytes, for the row kernel of Ci <= 32 (run_rows_small3x3):
+// the tree of count9_tree without its last adder stage. Five carry-save adders leave planes
+// ones (weight 1), c4 and t1 (weight 2) and f1 (weight 4): x0 + .. + x8 = (s1 + s2 + s3) +
+// 2 * (c1 + c2 + c3) = (ones + 2 * c4) + 2 * (t1 + 2 * f1). Each plane is counted with its
+// weight into bytes: at most 8 * (1 + 2 + 2 + 4) = 72 per byte, so no byte overflows and
+// S::widen32 (pairs of bytes times a small factor into 16 bits) cannot saturate.
+template <class S>
+QBINFER_INLINE typename S::V count9_bytes(const typename S::V* x) {
+  using V = typename S::V;
+  V s1, c1, s2, c2, s3, c3, ones, c4, t1, f1;
+  S::csa(x[0], x[1], x[2], s1, c1);
+  S::csa(x[3], x[4], x[5], s2, c2);
+  S::csa(x[6], x[7], x[8], s3, c3);
+  S::csa(s1, s2, s3, ones, c4);
+  S::csa(c1, c2, c3, t1, f1);
+  const V low = S::add8(S::byte_count(ones, 1), S::byte_count(c4, 2));
+  const V high = S::add8(S::byte_count(t1, 2), S::byte_count(f1, 4));
+  return S::add8(low, high);
+}
+
+// Whether the traits opt in to the row kernel for kernel 3 with 16 < Ci <= 32
+// (static constexpr bool kSmall3x3Rows = true); traits without the member keep
+// run_group_small3x3.
+template <class S, class = void>
+struct HasSmall3x3Rows : std::false_type {};
+template <class S>
+struct HasSmall3x3Rows<S, std::void_t<decltype(S::kSmall3x3Rows)>>
+    : std::bool_constant<S::kSmall3x3Rows> {};
+
 // Whether the traits opt in to the narrow 1x1 path (static constexpr bool kNarrow1x1 = true);
 // traits without the member keep the streamed path for every 1x1.
 template <class S, class = void>
@@ -592,6 +622,87 @@ struct BConv {
       one_pixel(x, a, 0);
     }
     border_pixel(W - 1);
+  }
+
+  // Kernel 3 with 16 < Ci <= 32 (p.small3x3) where the traits opt in (HasSmall3x3Rows): the
+  // nine-tap tree of run_group_small3x3 with less work per (pixel, group), which is where
+  // ReActNet-A's first block (112x112, 32 -> 32) spends its time:
+  //   - the count stays in bytes until one widening that also doubles and negates it
+  //     (S::widen32(bytes, -2) = -2 * count), so dot = K + that, one add;
+  //   - four weighted planes straight from the adders (count9_bytes), no final half adder;
+  //   - interior pixels walk a pointer, two at a time so that two independent trees overlap;
+  //     the border handling, the zero-padding correction and the group's channel count are
+  //     decided once per row and group, not per pixel.
+  // Rows outer, groups inner: the three input rows stay in L1 across the groups.
+  static QBINFER_INLINE void small3x3_pixel(const V* w, const std::uint32_t* const* a, V k_total,
+                                            const V* corr, std::size_t o0, std::size_t n_out,
+                                            const float* scale, const float* bias, float* out_px) {
+    V x9[9];
+    for (std::size_t t = 0; t < 9; ++t) x9[t] = S::xor_bcast(w[t], a[t]);
+    V dot = S::add32(k_total, S::widen32(count9_bytes<S>(x9), -2));
+    if (corr != nullptr) dot = S::sub32(dot, *corr);
+    S::epilogue(dot, scale + o0, bias + o0, out_px + o0, n_out);
+  }
+
+  static void run_rows_small3x3(const BConvShape& s, const BConvPlan& p, const BitWord* in,
+                                const std::uint32_t* weights, const std::int32_t* wsum,
+                                const float* scale, const float* bias, std::size_t y_begin,
+                                std::size_t y_end, float* out) {
+    static const std::uint32_t kZeroChunk = 0;
+    const std::size_t H = s.height, W = s.width, co = s.out_channels;
+    const auto* act = reinterpret_cast<const std::uint32_t*>(in);
+    constexpr std::size_t pd = 2;  // Ci <= 32: one 64-bit word (two units) per pixel
+    const V k_total = S::set32(static_cast<std::int32_t>(9 * s.in_channels));
+    const bool zero_pad = s.padding == BinaryPadding::kZero;
+    for (std::size_t y = y_begin; y < y_end; ++y) {
+      float* out_row = out + y * W * co;
+      const bool edge_row = y == 0 || y + 1 == H;
+      for (std::size_t g = 0; g < p.groups; ++g) {
+        const std::uint32_t* wg = weights + g * 9 * kLanes;
+        V w[9];
+        for (std::size_t t = 0; t < 9; ++t) w[t] = S::load(wg + t * kLanes);
+        const std::size_t o0 = g * kLanes, n_out = std::min(kLanes, co - o0);
+        const std::int32_t* wsum_g = wsum + g * 9 * p.per_vec;
+        // A tap outside the image reads a zero chunk (a +1 pad), corrected for zero padding.
+        auto border_pixel = [&](std::size_t x) {
+          const unsigned missing = missing_taps(s, y, x);
+          const std::uint32_t* a[9];
+          for (std::size_t t = 0; t < 9; ++t) {
+            a[t] = (missing >> t) & 1 ? &kZeroChunk
+                                      : act + ((y + t / 3 - 1) * W + (x + t % 3 - 1)) * pd;
+          }
+          V corr;
+          const bool corrected = zero_pad && missing != 0;
+          if (corrected) corr = correction(wsum_g, p.per_vec, missing);
+          small3x3_pixel(w, a, k_total, corrected ? &corr : nullptr, o0, n_out, scale, bias,
+                         out_row + x * co);
+        };
+        if (edge_row || W < 3) {
+          for (std::size_t x = 0; x < W; ++x) border_pixel(x);
+          continue;
+        }
+        border_pixel(0);
+        // Interior: the nine taps at fixed offsets from the centre pixel c.
+        const std::size_t r = W * pd;
+        const std::uint32_t* c = act + (y * W + 1) * pd;
+        float* o = out_row + co;
+        std::size_t x = 1;
+        for (; x + 2 < W; x += 2, c += 2 * pd, o += 2 * co) {
+          const std::uint32_t* a0[9] = {c - r - pd, c - r,      c - r + pd, c - pd,    c,
+                                        c + pd,     c + r - pd, c + r,      c + r + pd};
+          const std::uint32_t* a1[9] = {c - r, c - r + pd, c - r + 2 * pd, c, c + pd, c + 2 * pd,
+                                        c + r, c + r + pd, c + r + 2 * pd};
+          small3x3_pixel(w, a0, k_total, nullptr, o0, n_out, scale, bias, o);
+          small3x3_pixel(w, a1, k_total, nullptr, o0, n_out, scale, bias, o + co);
+        }
+        if (x + 1 < W) {
+          const std::uint32_t* a0[9] = {c - r - pd, c - r,      c - r + pd, c - pd,    c,
+                                        c + pd,     c + r - pd, c + r,      c + r + pd};
+          small3x3_pixel(w, a0, k_total, nullptr, o0, n_out, scale, bias, o);
+        }
+        border_pixel(W - 1);
+      }
+    }
   }
 
   // Kernel 3 with Ci <= 16: each input pixel's channels are its word's low 16 bits, so two
@@ -908,9 +1019,13 @@ struct BConv {
     } else if (p.pair3x3) {
       run_rows_pair3x3(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
     } else if (p.small3x3) {
-      for (std::size_t g = 0; g < p.groups; ++g) {
-        for (std::size_t y = y_begin; y < y_end; ++y) {
-          run_group_small3x3(s, p, in, weights, wsum, g, scale, bias, y, out);
+      if constexpr (HasSmall3x3Rows<S>::value) {
+        run_rows_small3x3(s, p, in, weights, wsum, scale, bias, y_begin, y_end, out);
+      } else {
+        for (std::size_t g = 0; g < p.groups; ++g) {
+          for (std::size_t y = y_begin; y < y_end; ++y) {
+            run_group_small3x3(s, p, in, weights, wsum, g, scale, bias, y, out);
+          }
         }
       }
     } else if (S::kLongStreamLg > 0 && p.stream >= kLongStream) {
