@@ -16,7 +16,7 @@ import numpy as np
 
 MAGIC = b"\x89QBW\r\n\x1a\n"
 F32 = 0
-CONV2D, AFFINE, PRELU, ADD, CONCAT = 1, 5, 6, 9, 13
+CONV2D, AFFINE, PRELU, ADD, CONCAT, CLIP = 1, 5, 6, 9, 13, 16
 ABSENT = 0xFFFFFFFF
 _HEADER = struct.Struct("<8sHHIQQQQQ")
 
@@ -179,3 +179,18 @@ def prelu_affine_fanout(n_pairs: int, channels: int = 8) -> Tuple[bytes, np.ndar
         p = w.op(PRELU, f"p{i}", [x], w.value(f"p{i}", 1, 1, channels), [ts])
         y = w.op(AFFINE, f"a{i}", [p], w.value(f"a{i}", 1, 1, channels), [tsc, tb])
     return w.serialize(x, y), np.stack([slope, scale, bias])
+
+
+def clip_chain(n_ops: int, channels: int = 8) -> Tuple[bytes, np.ndarray]:
+    """`n_ops` CLIPs in a chain (1xC), all reading one bounds tensor: an op type with a tensor
+    of its own shape (two bounds, not one per channel), so the engine's per-op structures are
+    not those of the PRELU/AFFINE file. 600k CLIPs make a file of about 42 MB. Returns the file
+    and the bounds."""
+    bounds = np.array([-0.75, 1.25], np.float32)
+    w = Writer()
+    tb = w.tensor("bounds", bounds)
+    x = w.value("x", 1, 1, channels)
+    y = x
+    for i in range(n_ops):
+        y = w.op(CLIP, f"c{i}", [y], w.value(f"c{i}", 1, 1, channels), [tb])
+    return w.serialize(x, y), bounds

@@ -313,3 +313,20 @@ def test_300k_pairs_peak_rss(pairs_300k, tmp_path, record_property):
     assert "error" not in report, report["error"]
     base = baseline(tmp_path, hf.prelu_affine_fanout(2)[0])
     assert_rss_bounded(report, size, base, "pairs_300k", record_property)
+
+
+def test_600k_clip_chain_peak_rss_and_result(tmp_path, record_property):
+    """An op-dense file of another type: 600k CLIPs (70 bytes of file per op). CLIP's bounds are
+    read from its tensor at run time, so it keeps no kernel arguments per op (with them, 306 MiB
+    against a bound of 194). The result is the input clipped once."""
+    blob, bounds = hf.clip_chain(600_000)
+    path = tmp_path / "clips.qbw"
+    path.write_bytes(blob)
+    assert len(blob) >= 40e6
+    report = child(path=str(path), run=True, seed=6, out=str(tmp_path / "y.npy"))
+    assert "error" not in report, report["error"]
+    base = baseline(tmp_path, hf.clip_chain(2)[0], run=True, seed=6, out="tiny")
+    assert_rss_bounded(report, len(blob), base, "clip_chain_600k", record_property)
+    x = seeded_input(6, (1, 1, 8))
+    y = np.load(tmp_path / "y.npy")
+    np.testing.assert_array_equal(y.reshape(-1), np.clip(x.reshape(-1), bounds[0], bounds[1]))

@@ -323,8 +323,8 @@ void check_load_memory(const QbwFile& file, const std::vector<Op>& ops,
       for (const Op& op : ops) {
         if (op.output == worst) writer = op_identity(op);
       }
-      culprit = writer + " pushes it over: its output " + quoted(values[worst].name) + " of " +
-                std::to_string(values[worst].bytes) + " bytes lies at arena bytes [" +
+      culprit = writer + " pushes it over: its output " + quoted(std::string(values[worst].name)) +
+                " of " + std::to_string(values[worst].bytes) + " bytes lies at arena bytes [" +
                 std::to_string(value_offsets[worst]) + ", " + std::to_string(worst_end) + ")";
     } else {
       culprit = "the int8 scratch and the CONCAT input table push it over";

@@ -153,8 +153,8 @@ class Builder {
   void expect_shape(const char* what, const ValueInfo& v, std::uint64_t h, std::uint64_t w,
                     std::uint64_t c) const {
     if (v.height != h || v.width != w || v.channels != c) {
-      fail(std::string(what) + " " + quoted(v.name) + " has shape " + shape_str(v) + ", expected " +
-           shape_str(h, w, c));
+      fail(std::string(what) + " " + quoted(std::string(v.name)) + " has shape " + shape_str(v) +
+           ", expected " + shape_str(h, w, c));
     }
   }
 
@@ -231,15 +231,15 @@ class Builder {
   void input(std::size_t k, DType dtype) const {
     const ValueInfo& v = in(k);
     if (v.dtype != dtype) {
-      fail("input " + std::to_string(k) + " " + quoted(v.name) + " is " + dtype_name(v.dtype) +
-           ", expected " + dtype_name(dtype));
+      fail("input " + std::to_string(k) + " " + quoted(std::string(v.name)) + " is " +
+           dtype_name(v.dtype) + ", expected " + dtype_name(dtype));
     }
   }
 
   void output(DType dtype) const {
     const ValueInfo& v = out();
     if (v.dtype != dtype) {
-      fail("output " + quoted(v.name) + " is " + dtype_name(v.dtype) + ", expected " +
+      fail("output " + quoted(std::string(v.name)) + " is " + dtype_name(v.dtype) + ", expected " +
            dtype_name(dtype));
     }
   }
@@ -490,8 +490,9 @@ void build_concat(Builder& b) {
   for (std::size_t k = 0; k < op.inputs.size(); ++k) {
     const ValueInfo& v = b.in(k);
     if (v.height != first.height || v.width != first.width) {
-      b.fail("input " + std::to_string(k) + " " + quoted(v.name) + " has shape " + shape_str(v) +
-             ", but input 0 is " + shape_str(first) + " (height and width must agree)");
+      b.fail("input " + std::to_string(k) + " " + quoted(std::string(v.name)) + " has shape " +
+             shape_str(v) + ", but input 0 is " + shape_str(first) +
+             " (height and width must agree)");
     }
     total += v.channels;
     op.args->concat_channels.push_back(v.channels);
@@ -510,13 +511,13 @@ void build_fc(Builder& b) {
   op.args->fc_encoding = static_cast<int>(b.attr(0));
   const std::uint64_t pixels = std::uint64_t{in.height} * in.width;  // < 2^64
   if (op.args->fc_encoding == 2 && pixels != 1) {
-    b.fail("input " + quoted(in.name) + " has shape " + shape_str(in) +
+    b.fail("input " + quoted(std::string(in.name)) + " has shape " + shape_str(in) +
            ", but bitplane8 weights need a (1, 1, C) input");
   }
   // The weight dims multiply H*W*C: bound it first so that the product cannot wrap.
   const std::uint64_t c = sat_mul(pixels, in.channels);
   if (c > static_cast<std::uint64_t>(std::numeric_limits<std::int32_t>::max())) {
-    b.fail("input " + quoted(in.name) + " of shape " + shape_str(in) +
+    b.fail("input " + quoted(std::string(in.name)) + " of shape " + shape_str(in) +
            " has more than 2^31 - 1 features");
   }
   b.check_slots();
@@ -550,13 +551,10 @@ void build_maxpool(Builder& b) {
 // CLIP: an element-wise op whose bounds are a 2-float tensor, checked here once.
 void build_clip(Builder& b) {
   build_unary(b);
-  Op& op = b.op;
-  const float* bounds = op.tensors[0]->as<float>();
-  op.args->clip_lo = bounds[0];
-  op.args->clip_hi = bounds[1];
-  if (std::isnan(op.args->clip_lo) || std::isnan(op.args->clip_hi) ||
-      op.args->clip_lo > op.args->clip_hi) {
-    b.fail("bounds [" + std::to_string(op.args->clip_lo) + ", " + std::to_string(op.args->clip_hi) +
+  // The run reads the bounds from the tensor (clip_bounds): no OpArgs for an element-wise op.
+  const ClipBounds bounds = clip_bounds(b.op);
+  if (std::isnan(bounds.lo) || std::isnan(bounds.hi) || bounds.lo > bounds.hi) {
+    b.fail("bounds [" + std::to_string(bounds.lo) + ", " + std::to_string(bounds.hi) +
            "] must be two numbers with lo <= hi");
   }
   b.stats.params = 2;
@@ -583,7 +581,7 @@ void build_bfc(Builder& b) {
   // bits' share of the dot in float32: exact while the whole-word count fits 2^24.
   if (pixels > 1 && c % kBitsPerWord != 0 &&
       sat_mul(pixels, words_for_channels(c)) * kBitsPerWord > (std::uint64_t{1} << 24)) {
-    b.fail("input " + quoted(in.name) + " of shape " + shape_str(in) +
+    b.fail("input " + quoted(std::string(in.name)) + " of shape " + shape_str(in) +
            ": an H x W map whose channels are not a multiple of 64 may hold at most 2^24 "
            "bit positions (64 * H * W * words(C))");
   }
@@ -760,6 +758,7 @@ bool op_has_args(OpType type) {
     case OpType::kAdd:
     case OpType::kMulChannel:
     case OpType::kGlobalAvgPool:
+    case OpType::kClip:
       return false;
     default:
       return true;
@@ -775,9 +774,15 @@ ConstSpan<std::int64_t> Op::attrs() const {
 OpStats Op::stats() const {
   if (args != nullptr) return args->stats;
   OpStats s;
-  s.params = std::uint64_t{channels} * tensors.size();
+  // One parameter per channel and tensor slot; CLIP has its two bounds.
+  s.params = type == OpType::kClip ? 2 : std::uint64_t{channels} * tensors.size();
   for (const TensorInfo* t : tensors) s.bytes += t != nullptr ? t->nbytes : 0;
   return s;
+}
+
+ClipBounds clip_bounds(const Op& op) {
+  const float* bounds = op.tensors[0]->as<float>();  // the schema's slot: 2 f32
+  return ClipBounds{bounds[0], bounds[1]};
 }
 
 std::vector<std::pair<const char*, std::int64_t>> named_attrs(const Op& op) {

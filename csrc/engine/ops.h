@@ -96,12 +96,11 @@ struct OpArgs {
   // (ExecContext::concat_inputs), set by the model when it plans the steps.
   std::uint32_t concat_slot = 0;
   std::vector<std::size_t> concat_channels;
-  float dw_input_scale = 0.0f;           // DWCONV3X3 int8: > 0 static, 0 dynamic per image
-  float clip_lo = 0.0f, clip_hi = 0.0f;  // CLIP bounds, lo <= hi, not NaN
-  int fc_encoding = 0;                   // FC: 0 fp32, 1 int8, 2 bitplane8
-  bool relu = false;                     // CONV2D activation
-  bool dw_int8 = false;                  // DWCONV3X3 weight dtype
-  bool softmax_log = false;  // SOFTMAX: log-softmax (attr log = 1) instead of probabilities
+  float dw_input_scale = 0.0f;  // DWCONV3X3 int8: > 0 static, 0 dynamic per image
+  int fc_encoding = 0;          // FC: 0 fp32, 1 int8, 2 bitplane8
+  bool relu = false;            // CONV2D activation
+  bool dw_int8 = false;         // DWCONV3X3 weight dtype
+  bool softmax_log = false;     // SOFTMAX: log-softmax (attr log = 1) instead of probabilities
   OpStats stats;
 };
 
@@ -133,6 +132,12 @@ struct Op {
   // Bytes of int8 scratch the op's run needs (DWCONV3X3 int8), else 0.
   std::size_t scratch_bytes() const { return args != nullptr ? args->scratch_bytes : 0; }
 };
+
+// CLIP's bounds, lo <= hi and neither NaN (checked by build_op), from its tensor.
+struct ClipBounds {
+  float lo, hi;
+};
+ClipBounds clip_bounds(const Op& op);
 
 // Validates op `index` of the file against the rules of its type (the generated schema tables
 // for counts, dtypes, attribute ranges and tensor slots; ops.cc for shape formulas) and resolves

@@ -308,9 +308,10 @@ void run_maxpool(const Step& step, const ExecContext& ctx) {
 void run_clip(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
   const std::size_t c = op.channels;
+  const ClipBounds bounds = clip_bounds(op);
   elementwise(step, ctx,
               [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
-                  std::size_t n) { k.clip(in, n * c, op.args->clip_lo, op.args->clip_hi, out); });
+                  std::size_t n) { k.clip(in, n * c, bounds.lo, bounds.hi, out); });
 }
 
 // Binary FC: split by output features like the FC (weight rows are independent), once the

@@ -552,9 +552,11 @@ void QbwFile::parse_meta() {
   c.set_context("");
   const std::uint32_t n_values = c.count("n_values", kMaxTableEntries, kMinValueRecord);
   values_.resize(n_values);
+  value_names_.reserve(c.remaining());  // capacity for any names the rest can hold: views stay
   for (std::uint32_t i = 0; i < n_values; ++i) {
     ValueInfo& v = values_[i];
-    c.named_record("value", i, v.name);
+    c.begin_record("value", i);
+    v.name = c.record_name_in(value_names_);
     const auto where = [&c] { return c.context(); };
     const std::uint32_t dtype = c.u32("dtype");
     if (dtype != 0 && dtype != 2) {
@@ -700,7 +702,7 @@ void QbwFile::check_tensors() {
 void QbwFile::check_graph() const {
   const std::size_t n_values = values_.size();
   const auto value_name = [this](std::uint32_t v) {
-    return "value " + std::to_string(v) + " " + quoted(values_[v].name);
+    return "value " + std::to_string(v) + " " + quoted(std::string(values_[v].name));
   };
   if (input_value_ >= n_values) {
     fail("input_value " + std::to_string(input_value_) + " is not a value index (" +

@@ -56,8 +56,9 @@ struct TensorInfo {
 };
 
 struct ValueInfo {
-  std::string name;
-  DType dtype;  // kF32 or kBits
+  std::string_view name;  // in the QbwFile's pool of value names (a string per value costed 32
+                          // bytes of every value of an op-dense file)
+  DType dtype;            // kF32 or kBits
   std::uint32_t height;
   std::uint32_t width;
   std::uint32_t channels;
@@ -194,6 +195,7 @@ class QbwFile {
   // Every op's name, back to back (OpRecord::name and the engine's Op::name view them): a
   // std::string per op took 32 bytes each, twice (the record and the op).
   std::vector<char> op_names_;
+  std::vector<char> value_names_;  // the names ValueInfo::name views
   Preprocessing preprocessing_{};
   std::vector<std::string> class_names_;
   std::string metadata_json_;
