@@ -312,18 +312,27 @@ struct HsCounter {
   }
 };
 
+// The five carry-save adders both 9-input counts start with: x0 + .. + x8 = ones + 2 * c4 +
+// 2 * t1 + 4 * f1, per bit.
+template <class S>
+QBINFER_INLINE void csa9_planes(const typename S::V* x, typename S::V& ones, typename S::V& c4,
+                                typename S::V& t1, typename S::V& f1) {
+  typename S::V s1, c1, s2, c2, s3, c3;
+  S::csa(x[0], x[1], x[2], s1, c1);
+  S::csa(x[3], x[4], x[5], s2, c2);
+  S::csa(x[6], x[7], x[8], s3, c3);
+  S::csa(s1, s2, s3, ones, c4);
+  S::csa(c1, c2, c3, t1, f1);
+}
+
 // Per-lane count of 9 inputs (the 3x3 tree for Ci <= 32): carry-save adders down to four bit
 // planes of weights 1, 2, 4, 8 (a count <= 9), each counted with its weight into bytes
 // (<= 8 * 15 per byte) and widened into 32-bit lanes.
 template <class S>
 QBINFER_INLINE typename S::V count9_tree(const typename S::V* x) {
   using V = typename S::V;
-  V s1, c1, s2, c2, s3, c3, ones, c4, t1, f1;
-  S::csa(x[0], x[1], x[2], s1, c1);
-  S::csa(x[3], x[4], x[5], s2, c2);
-  S::csa(x[6], x[7], x[8], s3, c3);
-  S::csa(s1, s2, s3, ones, c4);
-  S::csa(c1, c2, c3, t1, f1);
+  V ones, c4, t1, f1;
+  csa9_planes<S>(x, ones, c4, t1, f1);
   const V f2 = S::and_(t1, c4);
   V bytes = S::byte_count(ones, 1);
   bytes = S::add8(bytes, S::byte_count(S::xor_(t1, c4), 2));
@@ -355,12 +364,8 @@ QBINFER_INLINE typename S::V count5_tree(const typename S::V* x) {
 template <class S>
 QBINFER_INLINE typename S::V count9_bytes(const typename S::V* x) {
   using V = typename S::V;
-  V s1, c1, s2, c2, s3, c3, ones, c4, t1, f1;
-  S::csa(x[0], x[1], x[2], s1, c1);
-  S::csa(x[3], x[4], x[5], s2, c2);
-  S::csa(x[6], x[7], x[8], s3, c3);
-  S::csa(s1, s2, s3, ones, c4);
-  S::csa(c1, c2, c3, t1, f1);
+  V ones, c4, t1, f1;
+  csa9_planes<S>(x, ones, c4, t1, f1);
   const V low = S::add8(S::byte_count(ones, 1), S::byte_count(c4, 2));
   const V high = S::add8(S::byte_count(t1, 2), S::byte_count(f1, 4));
   return S::add8(low, high);
