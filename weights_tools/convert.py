@@ -33,7 +33,10 @@ Depthwise convs (`depthwise`):
       converter runs the FP32 graph (the numpy reference interpreter) on them and stores
       s = max|u| / 127 over all calibration images, per depthwise op;
     * `calibration=None`: s = 0 is stored, which tells the engine to use a dynamic scale,
-      s = max|u| / 127 per image (1 if u is all zero).
+      s = max|u| / 127 per image (1 if u is all zero);
+    * trained (a model trained with `weights_tools.fake_quant`, or `trained_input_scales=` for
+      an ONNX file): the trained s of each depthwise op is stored, nothing is calibrated, and the
+      weights are the trained codes (docs/training.md, "INT8").
   qu = clamp(rint(u / s), ±127); the int32 dot is exact; out = acc · (s · weight_scale) ·
   scale + bias (docs/format.md).
 """
@@ -86,6 +89,7 @@ __all__ = [
     "encode_fc",
     "quantize_depthwise",
     "calibrate_depthwise",
+    "trained_depthwise_scales",
     "fc_int8",
     "fc_bitplane8",
     "randomize_bn",
@@ -94,6 +98,7 @@ __all__ = [
 
 FC_ENCODINGS = ("fp32", "int8", "bitplane8")
 DEPTHWISE_MODES = ("fp32", "int8")
+INT8_SCALE_MODES = ("calibrated", "trained")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -204,6 +209,29 @@ def calibrate_depthwise(graph: Graph, images: np.ndarray, batch_size: int = 32) 
     return {i: float(np.float32(m) / np.float32(127)) for i, m in amax.items()}
 
 
+def trained_depthwise_scales(
+    model: onnx.ModelProto, graph: Graph, scales_by_module: Dict[str, float]
+) -> Dict[int, float]:
+    """{op index: s} for every depthwise op of `graph` (lowered from `model`), s the trained
+    input scale of the PyTorch depthwise conv(s) the op came from (`scales_by_module`: module
+    path -> s, from `fake_quant.dequantized_copy`). The k convs of one op share one scale."""
+    sources = op_sources(model, graph, max_bytes=1 << 62) or []
+    scales: Dict[int, float] = {}
+    for i, op in enumerate(graph.ops):
+        if op.type != OpType.DWCONV3X3:
+            continue
+        modules = sources[i]["modules"] if i < len(sources) else []
+        found = {scales_by_module[m] for m in modules if m in scales_by_module}
+        if len(found) != 1:
+            raise ConversionError(
+                f"{op.name}: {'no' if not found else 'more than one'} trained input scale for "
+                f"this depthwise op (its modules: {', '.join(modules) or 'unknown'}; trained: "
+                f"{', '.join(sorted(scales_by_module)) or 'none'})"
+            )
+        scales[i] = found.pop()
+    return scales
+
+
 def quantize_depthwise(
     graph: Graph,
     input_scales: Optional[Dict[int, float]] = None,
@@ -267,9 +295,11 @@ def onnx_to_qbw(
     model_name: Optional[str] = None,
     metadata: Optional[dict] = None,
     verbose: bool = False,
+    trained_input_scales: Optional[Dict[str, float]] = None,
 ) -> ConversionReport:
     """Convert an ONNX file to .qbw. See the module doc for `fc`, `depthwise` and
-    `calibration`; `preprocessing` is a `Preprocessing`, a dict of its fields, or None for
+    `calibration`; `trained_input_scales` (PyTorch module path of each depthwise conv -> its
+    trained input scale) stores those scales instead of calibrating; `preprocessing` is a `Preprocessing`, a dict of its fields, or None for
     ImageNet's eval recipe at the model's input size; `class_names` may be empty (the engine then
     reports indices). Raises ConversionError naming the ONNX node of an unsupported op/pattern."""
     if fc not in FC_ENCODINGS:
@@ -278,6 +308,8 @@ def onnx_to_qbw(
         raise ValueError(f"depthwise must be one of {DEPTHWISE_MODES}, got {depthwise!r}")
     if calibration is not None and depthwise != "int8":
         raise ValueError("calibration images are used only with depthwise='int8'")
+    if trained_input_scales is not None and (depthwise != "int8" or calibration is not None):
+        raise ValueError("trained input scales go with depthwise='int8' and no calibration")
     log = print if verbose else (lambda *a, **k: None)
     notes: List[str] = []
     model = onnx.load(os.fspath(onnx_path))
@@ -296,7 +328,10 @@ def onnx_to_qbw(
     calibrated = None
     if depthwise == "int8":
         scales = None
-        if calibration is not None:
+        if trained_input_scales is not None:
+            scales = trained_depthwise_scales(model, graph, trained_input_scales)
+            log(f"stored the trained input scales of {len(scales)} depthwise ops")
+        elif calibration is not None:
             t0 = time.perf_counter()
             scales = calibrate_depthwise(graph, calibration)
             calibrated = int(len(calibration))
@@ -320,7 +355,13 @@ def onnx_to_qbw(
         "input_size": [inp.height, inp.width],
         "fc": fc,
         "depthwise": depthwise,
-        "depthwise_input_scale": ("calibrated" if calibrated else "dynamic")
+        "depthwise_input_scale": (
+            "trained"
+            if trained_input_scales is not None
+            else "calibrated"
+            if calibrated
+            else "dynamic"
+        )
         if depthwise == "int8"
         else None,
         "calibration_images": calibrated,
@@ -441,8 +482,26 @@ def to_qbw(
     graph the engine runs on arrays, not images). `onnx_path`: keep the exported ONNX file there
     (ONNX Runtime runs it as the FP32 reference); otherwise it goes to a temporary file. The
     other arguments are those of `onnx_to_qbw` (FC encodings, depthwise INT8 and its
-    calibration are described in this module's doc)."""
+    calibration are described in this module's doc).
+
+    A model trained with `weights_tools.fake_quant` converts with its trained INT8 arithmetic:
+    its depthwise weight codes and FC codes, and, with depthwise="int8" and no `calibration`,
+    its trained input scales; `fc` must then be the encoding it was trained with."""
     import torch
+
+    from .fake_quant import FakeQuantLinear, dequantized_copy, int8_config
+
+    trained_scales = None
+    if int8_config(model) is not None:
+        trained_fc = {m.encoding for m in model.modules() if isinstance(m, FakeQuantLinear)}
+        if trained_fc and trained_fc != {fc}:
+            raise ValueError(
+                f"the model's FC was trained as {', '.join(sorted(trained_fc))}: convert it "
+                f"with fc={sorted(trained_fc)[0]!r}, not {fc!r}"
+            )
+        model, dw_scales = dequantized_copy(model)
+        if depthwise == "int8" and calibration is None and dw_scales:
+            trained_scales = dw_scales
 
     if isinstance(input_size, int):
         input_size = (input_size, input_size)
@@ -466,6 +525,7 @@ def to_qbw(
             model_name=name,
             metadata=meta,
             verbose=verbose,
+            trained_input_scales=trained_scales,
         )
     report.onnx_path = os.fspath(onnx_path) if onnx_path is not None else None
     report.warnings.extend(export_notes)
@@ -793,6 +853,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help=".npy of float32 NCHW preprocessed images for "
         "the depthwise INT8 input scales (default: dynamic per image)",
     )
+    parser.add_argument(
+        "--int8-scales",
+        choices=INT8_SCALE_MODES,
+        help="trained: CHECKPOINT is a weights_tools.train run trained with INT8 (--int8-dw or "
+        "--stage int8): store its trained depthwise input scales and weight codes instead of "
+        "calibrating (with --depthwise int8; --fc as trained)",
+    )
     parser.add_argument("--class-names", help="text file, one class name per line")
     parser.add_argument("--onnx", help="also keep the exported ONNX file here")
     parser.add_argument("--opset", type=int, default=17)
@@ -847,6 +914,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     se = None if args.se == "none" else args.se
     torch.manual_seed(args.seed)
     model = build_model(args.arch, num_classes=num_classes, se=se, padding=args.padding)
+    if args.int8_scales == "trained":
+        if args.random or args.calibration or args.depthwise != "int8":
+            parser.error(
+                "--int8-scales trained needs a CHECKPOINT, --depthwise int8 and no --calibration"
+            )
+        from .checkpoint import read_checkpoint
+        from .fake_quant import quantize_model
+
+        saved = read_checkpoint(args.checkpoint)
+        trained = (saved.get("meta") or {}).get("int8") if isinstance(saved, dict) else None
+        trained = trained or {"dw": True, "fc": None if args.fc == "fp32" else args.fc}
+        quantize_model(model, dw=bool(trained.get("dw")), fc=trained.get("fc"))
     if args.random:
         print(f"{model.name}: random weights (seed {args.seed})")
         randomize_bn(model, args.seed, input_size, in_channels=channels)

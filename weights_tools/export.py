@@ -112,6 +112,13 @@ def _run_metrics(run_dir: Optional[str]) -> Optional[Dict[str, Any]]:
     return m
 
 
+def _same_holdout(path: str, images: np.ndarray, labels: np.ndarray) -> bool:
+    if not os.path.exists(path):
+        return False
+    with np.load(path, allow_pickle=False) as z:
+        return np.array_equal(z["images"], images) and np.array_equal(z["labels"], labels)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from .convert import to_qbw
     from .teacher import read_state_dict
@@ -154,9 +161,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "std": tuple(spec["std"]),
         "pixel_scale": 1.0 / 255.0,
     }
+    # a model trained with INT8 (weights_tools.fake_quant) converts with its trained encodings
+    # and input scales
+    int8 = meta.get("int8") or {}
     report = to_qbw(
         model,
         qbw,
+        fc=int8.get("fc") or "fp32",
+        depthwise="int8" if int8.get("dw") else "fp32",
         input_size=tuple(spec["input_size"]),
         class_names=spec["classes"],
         preprocessing=preprocessing,
@@ -181,7 +193,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.holdout == "digits":
         images, labels = D.digits_arrays("holdout")
         holdout = os.path.join(args.out_dir, "digits_holdout.npz")
-        np.savez_compressed(holdout, images=images, labels=labels)
+        if not _same_holdout(holdout, images, labels):  # shared by the shipped models
+            np.savez_compressed(holdout, images=images, labels=labels)
         record["holdout"] = os.path.basename(holdout)
         record["holdout_size"] = int(len(labels))
         x = eval_inputs(images, spec)

@@ -4,6 +4,15 @@ Two stages with knowledge distillation from a float teacher read from a local ch
 
     stage 1   binary activations, float weights   Adam(0.9, 0.999) lr 1e-3, weight decay 1e-5
     stage 2   both binary, from stage 1's weights  Adam(0.9, 0.999) lr 1e-3, weight decay 0
+    int8      fine-tune of a stage-2 model with INT8 depthwise convs and FC (the paper's
+              8-bit fine-tune)                    Adam(0.9, 0.999) lr 1e-4, weight decay 0
+
+INT8 quantization-aware training (`weights_tools.fake_quant`, forward = the engine's integer
+arithmetic): `--int8-dw` trains stages 1 and 2 with INT8 depthwise convs from the start (the
+paper's 8-bit DS convs); `--stage int8 --init STAGE2/model.pth` fine-tunes the depthwise convs and
+the FC (`--int8-fc int8|bitplane8`) with the input scales calibrated on training images first
+(`--int8-input-scale learned|calibrated|running-max`). The scales are model state: checkpoints and
+`--resume` carry them, and `python -m weights_tools.convert --int8-scales trained` stores them.
 
 Loss with a teacher: KL(teacher softmax || student softmax) (ReActNet's distributional loss);
 without one, cross-entropy. Learning rate: "poly" lr * (1 - t/T) per step (t the step, T the
@@ -62,7 +71,9 @@ __all__ = [
     "Progress",
 ]
 
-DEFAULT_WEIGHT_DECAY = {"teacher": 1e-4, "1": 1e-5, "2": 0.0}
+DEFAULT_WEIGHT_DECAY = {"teacher": 1e-4, "1": 1e-5, "2": 0.0, "int8": 0.0}
+DEFAULT_LR = {"teacher": 1e-3, "1": 1e-3, "2": 1e-3, "int8": 1e-4}
+STAGES = ("teacher", "1", "2", "int8")
 CHECKPOINT = "checkpoint.pth"
 FINAL = "model.pth"
 
@@ -179,7 +190,7 @@ class TrainConfig:
     defaults are the command line's. `dataclasses.asdict(config)` is what the logs record."""
 
     # what to train
-    stage: str  # "teacher", "1" or "2"
+    stage: str  # "teacher", "1", "2" or "int8" (the INT8 fine-tune of a stage-2 model)
     arch: str
     out: str  # folder: checkpoint.pth, model.pth, log.jsonl, train.log
     se: str = "none"
@@ -209,7 +220,7 @@ class TrainConfig:
     # optimization
     epochs: int = 256
     batch_size: int = 256  # per process
-    lr: float = 1e-3
+    lr: Optional[float] = None  # None: DEFAULT_LR[stage]
     weight_decay: Optional[float] = None  # None: DEFAULT_WEIGHT_DECAY[stage]
     schedule: str = "poly"
     warmup: float = 0.0  # epochs
@@ -228,6 +239,11 @@ class TrainConfig:
     quiet: bool = False  # no progress bar or progress lines
     log_interval: int = 0
     save_rank_weights: bool = False
+    # INT8 quantization-aware training (weights_tools.fake_quant)
+    int8_dw: bool = False  # stages 1 and 2: INT8 depthwise convs from the start
+    int8_fc: Optional[str] = None  # "int8" or "bitplane8" (stage int8 default: "int8")
+    int8_input_scale: str = "learned"
+    int8_calibration_images: int = 256  # stage int8: calibrate the input scales on these first
 
     @classmethod
     def defaults(cls) -> Dict[str, Any]:
@@ -244,6 +260,25 @@ class TrainConfig:
     @property
     def weight_decay_value(self) -> float:
         return DEFAULT_WEIGHT_DECAY[self.stage] if self.weight_decay is None else self.weight_decay
+
+    @property
+    def lr_value(self) -> float:
+        return DEFAULT_LR[self.stage] if self.lr is None else self.lr
+
+    @property
+    def int8(self) -> Optional[Dict[str, Any]]:
+        """The fake-quant settings of the student (`fake_quant.quantize_model`), or None."""
+        if self.stage == "int8":
+            fc = self.int8_fc or "int8"
+            return {
+                "dw": True,
+                "fc": None if fc == "fp32" else fc,
+                "input_scale": self.int8_input_scale,
+            }
+        if self.int8_dw or self.int8_fc:
+            fc = None if self.int8_fc in (None, "fp32") else self.int8_fc
+            return {"dw": self.int8_dw, "fc": fc, "input_scale": self.int8_input_scale}
+        return None
 
 
 def parse_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
@@ -334,13 +369,18 @@ def model_from_meta(meta: Dict[str, Any]) -> nn.Module:
         arch = dataclasses.replace(
             with_overrides(arch, **changes), name=meta.get("name") or f"{arch}_custom"
         )
-    return build_model(
+    model = build_model(
         arch,
         num_classes=num_classes,
         se=meta.get("se"),
         padding=meta.get("padding", "zero"),
         stage=int(meta.get("stage", 2)),
     )
+    if meta.get("int8"):
+        from .fake_quant import quantize_model
+
+        quantize_model(model, **meta["int8"])
+    return model
 
 
 def _weight_decay_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
@@ -505,10 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("what to train")
     g.add_argument(
         "--stage",
-        choices=("teacher", "1", "2"),
+        choices=STAGES,
         required=True,
         help="teacher: a float model (--arch a teacher arch); 1: binary activations, "
-        "float weights; 2: both binary (start it from stage 1 with --init)",
+        "float weights; 2: both binary (start it from stage 1 with --init); int8: fine-tune "
+        "a stage-2 model (--init) with INT8 depthwise convs and FC (lr 1e-4)",
     )
     g.add_argument(
         "--arch",
@@ -583,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="per process")
-    g.add_argument("--lr", type=float)
+    g.add_argument("--lr", type=float, help="default: 1e-3; stage int8 1e-4")
     g.add_argument(
         "--weight-decay",
         type=float,
@@ -646,6 +687,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-rank-weights",
         action="store_true",
         help="every rank also writes OUT/final_rank<R>.pth (checks DDP agreement)",
+    )
+    g = p.add_argument_group("INT8 quantization-aware training (weights_tools.fake_quant)")
+    g.add_argument(
+        "--int8-dw",
+        action="store_true",
+        help="stages 1 and 2: train the depthwise convs as the engine's INT8 depthwise "
+        "(8-bit weights and input) from the start",
+    )
+    g.add_argument(
+        "--int8-fc",
+        choices=("fp32", "int8", "bitplane8"),
+        help="the FC as the engine's INT8 or bitplane8 FC (stage int8 default: int8)",
+    )
+    g.add_argument(
+        "--int8-input-scale",
+        choices=("learned", "calibrated", "running-max"),
+        help="depthwise input scales: learned (LSQ, default), calibrated (fixed at "
+        "max|u|/127 over calibration images, the converter's rule) or running-max",
+    )
+    g.add_argument(
+        "--int8-calibration-images",
+        type=int,
+        help="stage int8: calibrate the input scales on this many training images (eval "
+        "transform) before fine-tuning (default 256; 0: from the first batch)",
     )
     # One source of defaults: TrainConfig's (the parser and the dataclass cannot drift apart).
     p.set_defaults(**TrainConfig.defaults())
@@ -737,6 +802,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise SystemExit("--teacher is for the student stages")
     if cfg.warmup and cfg.schedule != "cosine":
         raise SystemExit("--warmup goes with --schedule cosine")
+    if is_teacher and (cfg.int8_dw or cfg.int8_fc):
+        raise SystemExit("--int8-dw / --int8-fc are for the student stages")
+    if cfg.stage == "int8" and not (cfg.init or cfg.resume):
+        raise SystemExit("--stage int8 fine-tunes a trained model: give --init STAGE2/model.pth")
 
 
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> Optional[torch.dtype]:
@@ -765,7 +834,8 @@ def build_meta(cfg: TrainConfig, spec: D.DataSpec) -> Dict[str, Any]:
         "se": None if cfg.se == "none" else cfg.se,
         "padding": cfg.padding,
         "num_classes": num_classes,
-        "stage": 2 if is_teacher else int(cfg.stage),
+        "stage": 2 if is_teacher or cfg.stage == "int8" else int(cfg.stage),
+        "int8": None if is_teacher else cfg.int8,
         "data": _json_safe(asdict(spec)),
     }
 
@@ -778,15 +848,24 @@ def build_student(
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = model_from_meta(meta)
+    int8 = meta.get("int8")
+    model = model_from_meta({**meta, "int8": None})
     if cfg.init:
+        init_state = read_state_dict(cfg.init)
+        # An FP32 model's weights load before the switch to fake-quant, an INT8 one's after
+        # (its input scales are state too).
+        quantized_init = any(".input_quant." in k for k in init_state)
+        if int8 and quantized_init:
+            _quantize(model, int8)
         try:
-            model.load_state_dict(read_state_dict(cfg.init))
+            model.load_state_dict(init_state)
         except RuntimeError as exc:
             raise SystemExit(f"--init {cfg.init} does not fit {meta['name']}: {exc}") from None
         log.line(f"initialised from {cfg.init}")
+    if int8 and not any(".input_quant." in k for k in model.state_dict()):
+        _quantize(model, int8)
     if cfg.stage != "teacher":
-        set_training_stage(model, int(cfg.stage))
+        set_training_stage(model, int(meta["stage"]))
     model.to(info.device)
     if cfg.sync_bn and info.enabled and info.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -796,6 +875,31 @@ def build_student(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None
         )
     return model, ddp_model
+
+
+def _quantize(model: nn.Module, int8: Dict[str, Any]) -> None:
+    from .fake_quant import quantize_model
+
+    quantize_model(model, **int8)
+
+
+def calibrate_int8(s: "Session", train_base: Any, spec: D.DataSpec) -> None:
+    """Stage int8 (or --int8-dw from --init): set the depthwise input scales to max|u| / 127 over
+    the first --int8-calibration-images training images with the eval transform (the converter's
+    calibrated mode), unless they are set already (a resumed run, an INT8 --init)."""
+    from .fake_quant import calibrate, input_quantizers
+
+    quants = input_quantizers(s.model)
+    count = min(s.cfg.int8_calibration_images, len(train_base))
+    if not quants or count <= 0 or all(bool(q.initialized) for q in quants):
+        return
+    subset = torch.utils.data.Subset(train_base, range(count))
+    data = D.TransformedDataset(
+        subset, D.build_transform(False, spec.input_size, spec.resize_short, spec.mean, spec.std)
+    )
+    loader = DataLoader(data, batch_size=s.cfg.eval_batch_size or s.cfg.batch_size)
+    n = calibrate(s.model, (x for x, _ in loader))
+    s.log.line(f"INT8: calibrated {len(quants)} depthwise input scales on {n} training images")
 
 
 @dataclass
@@ -854,7 +958,7 @@ def build_optimizer(
     """Adam(0.9, 0.999) with weight decay on conv and FC weights, and the learning-rate schedule
     stepped after every optimizer step."""
     optimizer = torch.optim.Adam(
-        _weight_decay_groups(model, cfg.weight_decay_value), lr=cfg.lr, betas=(0.9, 0.999)
+        _weight_decay_groups(model, cfg.weight_decay_value), lr=cfg.lr_value, betas=(0.9, 0.999)
     )
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(round(cfg.warmup * steps_per_epoch))
@@ -900,7 +1004,16 @@ class Session:
     pos: Position = dataclasses.field(default_factory=Position)
 
 
-_RESUME_MUST_MATCH = ("arch", "num_classes", "stage", "blocks", "stem_channels", "se", "padding")
+_RESUME_MUST_MATCH = (
+    "arch",
+    "num_classes",
+    "stage",
+    "blocks",
+    "stem_channels",
+    "se",
+    "padding",
+    "int8",
+)
 
 
 def resolve_resume(cfg: TrainConfig) -> Optional[str]:
@@ -1040,7 +1153,7 @@ def _log_start(
         f"amp {s.amp if s.amp is not None else 'off'}"
     )
     log.line(
-        f"Adam lr {cfg.lr} wd {cfg.weight_decay_value}, {cfg.schedule} schedule over "
+        f"Adam lr {cfg.lr_value} wd {cfg.weight_decay_value}, {cfg.schedule} schedule over "
         f"{total_steps} steps ({cfg.epochs} epochs x {steps_per_epoch}), batch "
         f"{cfg.batch_size} x {info.world}, "
         f"{'KD from ' + cfg.teacher if s.teacher is not None else 'cross-entropy'}, "
@@ -1151,6 +1264,8 @@ def _run_logged(cfg: TrainConfig, info: DistInfo, log: _Logger) -> Dict[str, Any
     resume = resolve_resume(cfg)
     if resume:
         load_checkpoint(s, resume)
+    elif cfg.init and meta.get("int8"):
+        calibrate_int8(s, train_base, spec)
     _log_start(s, spec, len(train_base), len(eval_base), resume)
     if teacher is not None and cfg.eval_teacher:
         tm = evaluate(teacher, loaders.eval, info, amp)

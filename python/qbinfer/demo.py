@@ -12,7 +12,9 @@
   sign within rounding distance of 0, which two correct implementations may take either way).
   That part lives with the tools (python -m weights_tools.demo_convert); this command hands
   over to it.
-* qbinfer demo --model FILE.qbw: run that file on one image (no torch needed).
+* qbinfer demo --model FILE.qbw: run that file on one image (no torch needed). A shipped model
+  (a record FILE.json with a held-out set beside it, e.g. qbinfer/models/digits_qbnet_int8.qbw,
+  the INT8 variant) runs on its held-out set as the shipped model does, unless --image is given.
 
 --json prints one JSON line on stdout; progress goes to stderr.
 """
@@ -138,10 +140,28 @@ def shipped_record(name: str = SHIPPED_MODEL) -> Tuple[str, Dict[str, Any]]:
         return folder, json.load(f)
 
 
-def run_shipped_demo(args: argparse.Namespace) -> Dict[str, Any]:
-    """The shipped model on its held-out set: accuracy of the engine and of PyTorch, latency."""
+def record_beside(qbw_path: str) -> Optional[Tuple[str, Dict[str, Any]]]:
+    """(folder, record) when `qbw_path` is a shipped model: a NAME.json record naming it, with
+    a held-out set, in the same folder; else None."""
+    folder = os.path.dirname(os.path.abspath(qbw_path))
+    stem = os.path.splitext(os.path.basename(qbw_path))[0]
+    path = os.path.join(folder, stem + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+    if record.get("model") != os.path.basename(qbw_path) or not record.get("holdout"):
+        return None
+    return folder, record
+
+
+def run_shipped_demo(
+    args: argparse.Namespace, shipped: Optional[Tuple[str, Dict[str, Any]]] = None
+) -> Dict[str, Any]:
+    """The shipped model (or `shipped`: (folder, record) of another) on its held-out set:
+    accuracy of the engine and of PyTorch, latency."""
     quiet = args.json
-    folder, record = shipped_record()
+    folder, record = shipped or shipped_record()
     qbw_path = os.path.join(folder, record["model"])
     log_step(quiet, f"[1/3] loading {qbw_path}")
     model = load(qbw_path, threads=args.threads)
@@ -211,7 +231,8 @@ def run_demo(args: argparse.Namespace) -> Dict[str, Any]:
         assert tools is not None
         return tools.run_arch_demo(args)
     if args.model:
-        return run_file_demo(args)
+        shipped = record_beside(args.model) if args.image is None else None
+        return run_shipped_demo(args, shipped) if shipped else run_file_demo(args)
     return run_shipped_demo(args)
 
 
