@@ -13,8 +13,8 @@ The paper's two-stage recipe, CPU-only, on scikit-learn's 8x8 digits upscaled to
 `--int8` makes the INT8 variant (`digits_qbnet_int8`) the way the paper fine-tunes its 8-bit
 model: stage 2's weights (unpacked from the shipped compact weights when the stage-2 run is not
 in `--runs`) fine-tuned with INT8 depthwise convs and an INT8 FC (`weights_tools.train --stage
-int8`, lr 1e-4, the input scales calibrated on 256 training images first, then learned), then
-exported with its trained scales (no calibration at conversion).
+int8`, lr 1e-4, 2 epochs, distilled from the FP32 stage-2 model, the input scales calibrated on
+256 training images and kept), then exported with those scales (no calibration at conversion).
 
 Each step is a subprocess running the command printed before it, so that the commands recorded
 in the model's JSON record and in docs/training.md are exactly the ones that made the model.
@@ -148,7 +148,11 @@ def int8_commands(runs: str, ship_dir: str) -> List[List[str]]:
             str(EPOCHS["int8"]),
             "--int8-fc",
             "int8",
+            "--int8-input-scale",
+            "calibrated",
             "--init",
+            os.path.join(s2, "model.pth"),
+            "--teacher",
             os.path.join(s2, "model.pth"),
             "--out",
             q,

@@ -877,6 +877,23 @@ def build_student(
     return model, ddp_model
 
 
+def _student_teacher(cfg: TrainConfig, device: torch.device) -> Optional[nn.Module]:
+    """A zoo student as the teacher (a `weights_tools.train` checkpoint of kind "student",
+    e.g. the FP32 stage-2 model that an INT8 fine-tune distils from), frozen in eval mode; None
+    when --teacher is not one (or --teacher-arch is given)."""
+    if cfg.teacher_arch:
+        return None
+    saved = read_checkpoint(cfg.teacher)
+    meta = saved.get("meta") if isinstance(saved, dict) else None
+    if not meta or meta.get("kind") != "student":
+        return None
+    model = model_from_meta(meta)
+    model.load_state_dict(read_state_dict(cfg.teacher))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device).eval()
+
+
 def _quantize(model: nn.Module, int8: Dict[str, Any]) -> None:
     from .fake_quant import quantize_model
 
@@ -1254,7 +1271,9 @@ def _run_logged(cfg: TrainConfig, info: DistInfo, log: _Logger) -> Dict[str, Any
     model, ddp_model = build_student(cfg, meta, info, log)
     teacher = None
     if cfg.teacher:
-        teacher = load_teacher(cfg.teacher, cfg.teacher_arch, meta["num_classes"], info.device)
+        teacher = _student_teacher(cfg, info.device)
+        if teacher is None:
+            teacher = load_teacher(cfg.teacher, cfg.teacher_arch, meta["num_classes"], info.device)
     loaders = build_loaders(cfg, spec, train_base, eval_base, info)
     optimizer, scheduler = build_optimizer(cfg, model, loaders.steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
