@@ -367,3 +367,146 @@ def test_shipped_int8_digits_model_keeps_the_fp32_accuracy():
     assert os.path.getsize(os.path.join(MODELS, int8["model"])) < os.path.getsize(
         os.path.join(MODELS, fp32["model"])
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Training and conversion commands
+
+
+def _state(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_int8_training_stages_resume_and_convert(tmp_path):
+    """--int8-dw trains stage 1 with INT8 depthwise convs (scales in the checkpoint); --stage
+    int8 fine-tunes an FP32 stage-2 model (lr 1e-4, calibrated first) and resumes bit for bit;
+    its model converts with the trained scales."""
+    from test_train import TINY, _write_folder
+
+    from weights_tools import train as T
+    from weights_tools.export import main as export_main
+
+    data = tmp_path / "data"
+    _write_folder(data / "train", 8, seed=1)
+    _write_folder(data / "val", 4, seed=2)
+
+    def run(out, *extra):
+        return T.train([*TINY, "--data", str(data), "--out", str(tmp_path / out), *extra])
+
+    small = ["--batch-size", "8", "--seed", "3"]  # 4 steps per epoch
+    r1 = run("s1q", "--stage", "1", "--epochs", "1", "--int8-dw", *small)
+    assert r1["meta"]["int8"] == {"dw": True, "fc": None, "input_scale": "learned"}
+    s1q = _state(tmp_path / "s1q" / "model.pth")["model"]
+    scales = [k for k in s1q if k.endswith("input_quant.scale")]
+    assert scales and all(bool(s1q[k.replace(".scale", ".initialized")]) for k in scales)
+
+    run("s1", "--stage", "1", "--epochs", "1", *small)
+    run("s2", "--stage", "2", "--epochs", "1", "--init", str(tmp_path / "s1" / "model.pth"), *small)
+    fine = [
+        "--stage",
+        "int8",
+        "--epochs",
+        "2",
+        "--int8-fc",
+        "bitplane8",
+        "--int8-calibration-images",
+        "16",
+        "--init",
+        str(tmp_path / "s2" / "model.pth"),
+        *small,
+    ]
+    straight = run("q", *fine, "--max-steps", "6")
+    assert straight["meta"]["int8"]["fc"] == "bitplane8" and straight["meta"]["stage"] == 2
+    log = (tmp_path / "q" / "train.log").read_text()
+    assert "Adam lr 0.0001" in log and "calibrated" in log
+    run("q_split", *fine, "--max-steps", "3")
+    run("q_split", *fine, "--max-steps", "6", "--resume", "auto")
+    a = _state(tmp_path / "q" / "checkpoint.pth")
+    b = _state(tmp_path / "q_split" / "checkpoint.pth")
+    assert a["model"].keys() == b["model"].keys()
+    assert any(".input_quant." in k for k in a["model"])
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+    # the export converts with the trained encodings and scales
+    run("q_done", *fine)
+    assert (
+        export_main(
+            [
+                str(tmp_path / "q_done" / "model.pth"),
+                "--out-dir",
+                str(tmp_path / "ship"),
+                "--name",
+                "m",
+            ]
+        )
+        == 0
+    )
+    graph = read_qbw(tmp_path / "ship" / "m.qbw")
+    meta = json.loads(graph.metadata_json)
+    assert (meta["fc"], meta["depthwise"], meta["depthwise_input_scale"]) == (
+        "bitplane8",
+        "int8",
+        "trained",
+    )
+    saved = _state(tmp_path / "q_done" / "model.pth")["model"]
+    want = sorted(
+        float(np.float32(saved[k])) for k in saved if k.endswith("dw.0.input_quant.scale")
+    )
+    got = sorted(
+        float(graph.tensors[op.tensors[5]].data[0])
+        for op in graph.ops
+        if op.type == OpType.DWCONV3X3
+    )
+    assert got == want
+
+
+def test_convert_command_reads_trained_scales(tmp_path):
+    """`python -m weights_tools.convert CKPT --arch ... --depthwise int8 --int8-scales trained`
+    stores the checkpoint's input scales; without --int8-scales the same weights calibrate or run
+    dynamic, and the fake-quant keys do not fit the plain model."""
+    from weights_tools.convert import main as convert_main
+    from weights_tools.zoo import build_model
+
+    torch.manual_seed(7)
+    model = build_model("qb_net_small", num_classes=4)
+    quantize_model(model, dw=True, fc="int8", input_scale="running-max")
+    calibrate(model, [torch.randn(4, 3, 32, 32)])
+    ckpt = tmp_path / "ck.pth"
+    meta = {"int8": {"dw": True, "fc": "int8", "input_scale": "running-max"}}
+    torch.save({"model": model.state_dict(), "meta": meta}, ckpt)
+    out = tmp_path / "m.qbw"
+    args = [str(ckpt), "--arch", "qb_net_small", "--num-classes", "4", "--input-size", "32", "32"]
+    assert (
+        convert_main(
+            [
+                *args,
+                "--depthwise",
+                "int8",
+                "--fc",
+                "int8",
+                "--int8-scales",
+                "trained",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    graph = read_qbw(out)
+    got = sorted(
+        float(graph.tensors[op.tensors[5]].data[0])
+        for op in graph.ops
+        if op.type == OpType.DWCONV3X3
+    )
+    want = sorted(
+        float(np.float32(m.input_quant.scale.detach()))
+        for p, m in model.named_modules()
+        if isinstance(m, FakeQuantDepthwiseConv2d) and p.endswith("dw.0")
+    )
+    assert got == want
+    (fc,) = [op for op in graph.ops if op.type == OpType.FC]
+    np.testing.assert_array_equal(
+        graph.tensors[fc.tensors[0]].data, model.fc.weight_codes().numpy()
+    )
+    assert convert_main([*args, "--depthwise", "int8", "-o", str(tmp_path / "plain.qbw")]) == 1

@@ -138,6 +138,18 @@ class _RoundClampSTE(torch.autograd.Function):
         return grad * inside.to(grad.dtype)
 
 
+def _global_max(t: torch.Tensor) -> torch.Tensor:
+    """max over the processes of a torchrun job (every rank runs the same forwards, so the
+    collectives pair up); `t` itself in a single process. Keeps the ranks' scales equal: DDP
+    broadcasts parameters only once, before the first batch sets them."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
 class _GradScale(torch.autograd.Function):
     """Identity forward (the same values, bit for bit); gradient times `factor`."""
 
@@ -198,10 +210,10 @@ class InputQuantizer(nn.Module):
         """s for this forward, updating the running max in training ("running-max") and starting
         an uninitialised quantizer from this batch's max|u|."""
         if not bool(self.initialized):
-            self.set_from_amax(u.detach().abs().max().float())
+            self.set_from_amax(_global_max(u.detach().abs().max().float()))
         elif self.training and self.mode == "running-max":
             with torch.no_grad():
-                batch = u.detach().abs().max().float()
+                batch = _global_max(u.detach().abs().max().float())
                 self.amax.mul_(1 - self.momentum).add_(self.momentum * batch)
             self.set_from_amax()
         s = self.scale
@@ -403,7 +415,7 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     if n == 0:
         raise ValueError("calibrate: no calibration images")
     for q in quants:
-        q.set_from_amax()
+        q.set_from_amax(_global_max(q.amax))
     return n
 
 
