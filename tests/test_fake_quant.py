@@ -344,12 +344,11 @@ def test_shipped_int8_digits_model_keeps_the_fp32_accuracy():
     fp32 = shipped_record("digits_qbnet")
     int8 = shipped_record("digits_qbnet_int8")
     model = qbinfer.load(os.path.join(MODELS, int8["model"]))
-    meta = json.loads(model.metadata_json) if hasattr(model, "metadata_json") else None
     graph = read_qbw(os.path.join(MODELS, int8["model"]))
     dw = [op for op in graph.ops if op.type == OpType.DWCONV3X3]
     assert dw and all(graph.tensors[op.tensors[1]].dtype == DType.I8 for op in dw)
     assert all(float(graph.tensors[op.tensors[5]].data[0]) > 0 for op in dw)  # not dynamic
-    assert json.loads(graph.metadata_json)["depthwise_input_scale"] == "trained", meta
+    assert json.loads(graph.metadata_json)["depthwise_input_scale"] == "trained"
     with np.load(os.path.join(MODELS, fp32["holdout"])) as z:
         images, labels = z["images"], z["labels"]
     torch_model = load_compact_model(os.path.join(MODELS, int8["weights"]))
@@ -510,3 +509,25 @@ def test_convert_command_reads_trained_scales(tmp_path):
         graph.tensors[fc.tensors[0]].data, model.fc.weight_codes().numpy()
     )
     assert convert_main([*args, "--depthwise", "int8", "-o", str(tmp_path / "plain.qbw")]) == 1
+
+
+def test_demo_reports_the_int8_model(tmp_path):
+    """`qbinfer demo --model .../digits_qbnet_int8.qbw` runs it on the held-out set and measures
+    PyTorch's fake-quant model beside it; `--image` keeps the one-image run."""
+    from conftest import run_qbinfer_main
+
+    path = os.path.join(MODELS, "digits_qbnet_int8.qbw")
+    out = run_qbinfer_main("demo", "--json", "--runs", "1", "--model", path)
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(out.stdout.strip().splitlines()[-1])
+    assert rec["qbw"] == path and rec["images"] == 450
+    assert rec["accuracy_torch_source"] == "measured"
+    assert abs(rec["accuracy_engine"] - shipped_record("digits_qbnet")["accuracy_engine"]) <= 0.3
+    assert abs(rec["accuracy_engine"] - rec["accuracy_torch"]) <= 0.5
+    image = tmp_path / "digit.npy"
+    with np.load(os.path.join(MODELS, "digits_holdout.npz")) as z:
+        np.save(image, z["images"][0])
+    out = run_qbinfer_main("demo", "--json", "--runs", "1", "--model", path, "--image", str(image))
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "top5" in rec and "images" not in rec
