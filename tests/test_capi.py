@@ -191,11 +191,29 @@ def test_example_refuses_a_damaged_model_with_a_message(classify: Path, tmp_path
     assert "QBINFER_ERROR_FORMAT" in proc.stderr and "truncated.qbw" in proc.stderr, proc.stderr
 
 
-def test_c_failure_tests(prefix: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+@pytest.fixture(scope="module")
+def c_tests(prefix: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/c built against the installed static library: capi_tests and hpp_test."""
+    build = tmp_path_factory.mktemp("capi_tests")
+    _build_against(prefix, "tests/c", build, "all")
+    return build
+
+
+def test_cpp_wrapper(c_tests: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "damaged.qbw"
+    data = bytearray(DIGITS.read_bytes())
+    data[-5] ^= 1
+    bad.write_bytes(bytes(data))
+    proc = subprocess.run([str(c_tests / "hpp_test"), str(DIGITS), str(bad)], capture_output=True)
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    assert b"FAIL" not in proc.stdout, proc.stdout.decode()
+
+
+def test_c_failure_tests(c_tests: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     """tests/c/capi_tests.c against the static library: damaged files (truncated, bad CRC,
     hostile header sizes), a directory, a FIFO, a device, a NUL in the path, bad options and
     arguments; then every file of the fuzz corpus loaded, run and predicted without an abort."""
-    exe = _build_against(prefix, "tests/c", tmp_path_factory.mktemp("capi_tests"), "capi_tests")
+    exe = c_tests / "capi_tests"
     work = tmp_path_factory.mktemp("capi_work")
     corpus = sorted(str(p) for p in (Path(ROOT) / "fuzz").rglob("*.qbw"))
     assert corpus, "fuzz/corpus holds no .qbw files"
