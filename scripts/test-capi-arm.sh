@@ -11,10 +11,12 @@
 #   2. per target: libqbinfer in build/cross-<target> (the build directories of
 #      scripts/test-aarch64.sh: after it, only the C API's two files compile), installed to
 #      build/capi-arm/<target>/root/usr/local; the example built against it
-#   3. runs under qemu: the portable kernels (ARMv7; AArch64 with QBINFER_ISA=scalar) must give
-#      the x86-64 scalar result bit for bit (every printed digit of the probabilities); the
-#      NEON kernels the same top-5 classes with probabilities within 1e-5 + 1e-4 x p of x86-64
-#      (their float sums run in another order)
+#   3. runs the example under qemu, twice: with the kernels the target picks (NEON on AArch64), the same
+#      top-5 classes as x86-64's best ISA with probabilities within 1e-5 + 1e-4 x p (float sums
+#      run in another order); with QBINFER_ISA=scalar (the portable kernels), the x86-64 scalar
+#      result bit for bit (every printed digit of the probabilities)
+#   4. tests/c (capi_tests: damaged, hostile and non-regular files, bad arguments, the fuzz
+#      corpus; hpp_test: the C++ layer) built against the same package and run under qemu
 #
 # usage: bash scripts/test-capi-arm.sh [--no-armv7]
 # environment: QBINFER_JOBS (parallel compile jobs, default 2), PYTHON (default python, else
@@ -156,20 +158,30 @@ run_target() {
     logged "$OUT/$name/classify-$linkage.build.log" cmake --build "$ex" -j "$JOBS"
     file "$ex/classify" 2>/dev/null | sed 's/^/    /' || true
     local run=$OUT/$name/classify-$linkage
-    if [[ $name == armv7 ]]; then
-      # The portable kernels: bit for bit the x86-64 scalar result.
-      logged "$run.out" "${qemu[@]}" "$ex/classify" "$MODEL" "$IMAGE"
-      head -n 3 "$run.out" | sed 's/^/    /'
-      compare "$name $linkage" "$run.out" "$OUT/reference/top5.scalar" 1
-    else
-      logged "$run.out" "${qemu[@]}" "$ex/classify" "$MODEL" "$IMAGE"
-      head -n 3 "$run.out" | sed 's/^/    /'
-      compare "$name $linkage (NEON)" "$run.out" "$OUT/reference/top5.best" 0
-      logged "$run.scalar.out" env QBINFER_ISA=scalar "${qemu[@]}" "$ex/classify" "$MODEL" "$IMAGE"
-      echo "    QBINFER_ISA=scalar:"
-      compare "$name $linkage (scalar)" "$run.scalar.out" "$OUT/reference/top5.scalar" 1
-    fi
+    # The kernels the target picks (NEON on AArch64; on ARMv7 those of this build): the same
+    # classes as x86-64's best ISA, probabilities within tolerance. The portable kernels: bit
+    # for bit the x86-64 scalar result.
+    logged "$run.out" "${qemu[@]}" "$ex/classify" "$MODEL" "$IMAGE"
+    head -n 3 "$run.out" | sed 's/^/    /'
+    compare "$name $linkage" "$run.out" "$OUT/reference/top5.best" 0
+    logged "$run.scalar.out" env QBINFER_ISA=scalar "${qemu[@]}" "$ex/classify" "$MODEL" "$IMAGE"
+    echo "    QBINFER_ISA=scalar:"
+    compare "$name $linkage (scalar)" "$run.scalar.out" "$OUT/reference/top5.scalar" 1
   done
+  step "$name: tests/c (damaged files, bad arguments; static library) under qemu"
+  local tests=$OUT/$name/capi-tests
+  logged "$tests.configure.log" cmake -S tests/c -B "$tests" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_TOOLCHAIN_FILE="$PWD/$toolchain" -DQBINFER_CROSS_SYSROOT="$sysroot" \
+    -Dqbinfer_DIR="$PWD/$prefix/lib/cmake/qbinfer"
+  logged "$tests.build.log" cmake --build "$tests" -j "$JOBS"
+  rm -rf "$tests.work" && mkdir -p "$tests.work"
+  logged "$tests.out" "${qemu[@]}" "$tests/capi_tests" "$MODEL" "$tests.work" fuzz/corpus/*.qbw
+  grep -E '^(FAIL|[0-9]+ checks)' "$tests.out" | sed 's/^/    /'
+  grep -q '^[0-9]* checks, 0 failures$' "$tests.out" || die "$name: tests/c/capi_tests failed"
+  cp "$MODEL" "$tests.work/damaged.qbw" && printf 'X' | dd of="$tests.work/damaged.qbw" bs=1 \
+    seek=200 conv=notrunc status=none
+  logged "$tests.hpp.out" "${qemu[@]}" "$tests/hpp_test" "$MODEL" "$tests.work/damaged.qbw"
+  grep -c '^ok' "$tests.hpp.out" | sed 's/^/    hpp_test: /; s/$/ checks ok/'
 }
 
 run_target aarch64 cmake/toolchains/aarch64-linux-gnu.cmake /usr/aarch64-linux-gnu \
