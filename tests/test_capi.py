@@ -6,8 +6,8 @@ PPM/PGM files must be Python's `Model.predict` on the same pixels: the same indi
 probabilities (the library runs the same engine preprocessing, so the same bits are expected).
 
 The library is built in build/capi of the checkout (kept, so a rerun compiles only what
-changed; about 2 minutes from scratch on 2 cores), or taken installed from QBINFER_CAPI_PREFIX
-when that names an install prefix (CI may build it before the tests). cmake, a C and a C++
+changed; about 2 CPU-minutes from scratch, a little over 1 minute on 2 idle cores), or taken
+installed from QBINFER_CAPI_PREFIX when that names an install prefix. cmake, a C and a C++
 compiler are needed, as for the package itself."""
 
 from __future__ import annotations
