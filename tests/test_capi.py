@@ -180,6 +180,29 @@ def test_example_top5_equals_python_predict(
     assert f"qbinfer {qbinfer.__version__}," in proc.stdout
 
 
+def test_pkg_config_builds_the_example(prefix: Path, classify: Path, tmp_path: Path) -> None:
+    """The example compiled by hand with the flags of the installed qbinfer.pc (through
+    pkg-config, which must resolve its relative prefix) prints what the CMake-built one does."""
+    pkg_config = shutil.which("pkg-config")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert pkg_config is not None and cc is not None, "pkg-config and a C compiler are needed"
+    env = dict(os.environ, PKG_CONFIG_PATH=str(prefix / "lib" / "pkgconfig"))
+    flags = _run([pkg_config, "--cflags", "--libs", "qbinfer"], "pkg-config", env=env).stdout
+    libdir = _run([pkg_config, "--variable=libdir", "qbinfer"], "pkg-config", env=env).stdout
+    assert Path(libdir.strip()).resolve() == (prefix / "lib").resolve()
+    exe = tmp_path / "classify_pc"
+    source = os.path.join(ROOT, "examples", "c", "classify.c")
+    _run(
+        [cc, "-std=c99", "-o", str(exe), source, *flags.split(), f"-Wl,-rpath,{libdir.strip()}"],
+        "compiling classify.c with pkg-config's flags",
+    )
+    image = tmp_path / "digit.ppm"
+    _write_pnm(image, _images()[1][1])
+    by_pc = _run([str(exe), str(DIGITS), str(image)], "classify (pkg-config)").stdout
+    by_cmake = _run([str(classify), str(DIGITS), str(image)], "classify (CMake)").stdout
+    assert _parse_top(by_pc) == _parse_top(by_cmake), (by_pc, by_cmake)
+
+
 def test_example_refuses_a_damaged_model_with_a_message(classify: Path, tmp_path: Path) -> None:
     data = DIGITS.read_bytes()
     bad = tmp_path / "truncated.qbw"

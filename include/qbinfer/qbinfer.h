@@ -2,7 +2,8 @@
  * Python. Installed as <qbinfer/qbinfer.h>; link libqbinfer (static or shared): with CMake,
  *     find_package(qbinfer REQUIRED)
  *     target_link_libraries(app PRIVATE qbinfer::qbinfer)
- * or with pkg-config, `pkg-config --cflags --libs qbinfer` (add --static for libqbinfer.a).
+ * or with pkg-config, `pkg-config --cflags --libs qbinfer` (the shared library; `--static` adds
+ * the C++ runtime, libm and threads that libqbinfer.a needs).
  *
  * Rules that hold for every function:
  *  - No C++ exception crosses this interface: each function catches everything and returns a
