@@ -180,6 +180,56 @@ def test_example_top5_equals_python_predict(
     assert f"qbinfer {qbinfer.__version__}," in proc.stdout
 
 
+def _sanitised(name: str) -> str:
+    """A class name as classify.c prints it: printable ASCII as is, other bytes as \\xNN."""
+    return "".join(
+        chr(b) if 0x20 <= b < 0x7F and b != 0x5C else f"\\x{b:02x}" for b in name.encode()
+    )
+
+
+def test_example_on_a_gray_model_equals_python(classify: Path, tmp_path: Path) -> None:
+    """A 1-channel model: an RGB picture becomes luma (Pillow's integer rule) in the library as
+    in Python, with a resize and crop; a class name with an escape sequence and non-ASCII bytes
+    is printed sanitised."""
+    torch = pytest.importorskip("torch", reason="converting a model needs the tools extra")
+    from weights_tools.convert import to_qbw
+
+    nn = torch.nn
+    torch.manual_seed(3)
+    net = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1),
+        nn.PReLU(6),
+        nn.Conv2d(6, 8, 3, stride=2, padding=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 8),
+    ).eval()
+    names = ["zero", "one", "two\x1b[31m", "drei", "vier", "fünf", "six", "sept"]
+    path = tmp_path / "gray.qbw"
+    to_qbw(
+        net,
+        path,
+        input_size=(28, 28),
+        in_channels=1,
+        class_names=names,
+        preprocessing={"resize_short": 30},
+    )
+    model = qbinfer.load(path, threads=1)
+    y, x = np.mgrid[0:45, 0:37]
+    rgb = np.stack([x * 6, y * 5, (x * y) % 256], axis=2).astype(np.uint8)  # 45 x 37 RGB
+    image = tmp_path / "colour.ppm"
+    _write_pnm(image, rgb)
+    # Every class (top-8), so that both odd names are printed.
+    out = _run([str(classify), str(path), str(image), "--top", "8"], "classify").stdout
+    assert "two\\x1b[31m" in out and "f\\xc3\\xbcnf" in out and "\x1b" not in out, out
+    got = _parse_top(out)
+    want = model.predict(rgb, top_k=8)
+    assert isinstance(want, list)
+    assert [(names[i], c) for i, _, c in got] == [(n, _sanitised(n)) for n, _ in want]
+    for (_, prob, _), (_, want_prob) in zip(got, want):
+        assert prob == pytest.approx(want_prob, rel=1e-12, abs=1e-15)
+
+
 def test_pkg_config_builds_the_example(prefix: Path, classify: Path, tmp_path: Path) -> None:
     """The example compiled by hand with the flags of the installed qbinfer.pc (through
     pkg-config, which must resolve its relative prefix) prints what the CMake-built one does."""
