@@ -155,6 +155,10 @@ def _images() -> List[Tuple[str, np.ndarray]]:
         ("digit_96x81.ppm", np.ascontiguousarray(big)),
         ("digit_gray_64x45.pgm", np.ascontiguousarray(gray[:, 9:54])),
         ("noise_50x70.ppm", rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)),
+        # Extremes: one row (upscaled 32x), and a camera frame (31-tap filters, which numpy
+        # sums pairwise: the library must add them in the same order to get the same weights).
+        ("noise_1x200.ppm", rng.integers(0, 256, (1, 200, 3), dtype=np.uint8)),
+        ("noise_480x640.ppm", rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)),
     ]
 
 

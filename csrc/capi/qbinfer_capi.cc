@@ -264,6 +264,8 @@ const char* qbinfer_status_name(qbinfer_status status) {
       return "QBINFER_ERROR_OUT_OF_MEMORY";
     case QBINFER_ERROR_INTERNAL:
       return "QBINFER_ERROR_INTERNAL";
+    case QBINFER_STATUS_MAX_ENUM:
+      break;
   }
   return "unknown status";
 }

@@ -67,7 +67,10 @@ typedef enum qbinfer_status {
   /* Memory ran out (std::bad_alloc inside the library). */
   QBINFER_ERROR_OUT_OF_MEMORY = 5,
   /* Anything else: a bug in qbinfer (the message says what failed). */
-  QBINFER_ERROR_INTERNAL = 6
+  QBINFER_ERROR_INTERNAL = 6,
+  /* Not a status: makes the type an int's size and every int value valid in C++ too, so a
+   * value from a newer library or a bad cast is no undefined behaviour. */
+  QBINFER_STATUS_MAX_ENUM = 0x7fffffff
 } qbinfer_status;
 
 /* The enumerator's name ("QBINFER_ERROR_FORMAT"), or "unknown status" for another value. */
@@ -88,7 +91,12 @@ QBINFER_API const char* qbinfer_version(void);
 QBINFER_API const char* qbinfer_active_isa(void);
 
 /* Tensor layouts of qbinfer_model_run. */
-typedef enum qbinfer_layout { QBINFER_LAYOUT_NCHW = 0, QBINFER_LAYOUT_NHWC = 1 } qbinfer_layout;
+typedef enum qbinfer_layout {
+  QBINFER_LAYOUT_NCHW = 0,
+  QBINFER_LAYOUT_NHWC = 1,
+  /* Not a layout (see QBINFER_STATUS_MAX_ENUM): a bad value is refused, not undefined. */
+  QBINFER_LAYOUT_MAX_ENUM = 0x7fffffff
+} qbinfer_layout;
 
 /* Most bytes a load may commit in proportion to the graph by default (2 GiB): see max_memory. */
 #define QBINFER_DEFAULT_MAX_MEMORY ((uint64_t)2 << 30)
