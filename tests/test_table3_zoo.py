@@ -30,6 +30,7 @@ engine rather than the draw.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -118,9 +119,13 @@ def judge_fp32(engine: np.ndarray, ref: np.ndarray, label: str) -> dict:
     return figures
 
 
-def convert_and_judge(name: str, size: int, n_inputs: int, workdir: Path, seed: int) -> dict:
+def convert_and_judge(
+    name: str, size: int, n_inputs: int, workdir: Path, seed: int, float64: bool = False
+) -> dict:
     """Random `name` -> ONNX -> .qbw -> engine on `n_inputs` random images, against PyTorch
-    eval; returns the figures (asserts the bounds)."""
+    eval; returns the figures (asserts the bounds). With `float64`, also the top-1 agreement
+    and median rel L2 of the engine and of PyTorch float32 with PyTorch in float64 (figures
+    only: how often float32 itself flips a near tie)."""
     import qbinfer
 
     model = random_network(name, seed, size)
@@ -138,6 +143,14 @@ def convert_and_judge(name: str, size: int, n_inputs: int, workdir: Path, seed: 
         figures["max_rel_l2"] = float(
             (np.linalg.norm(engine - ref, axis=1) / np.linalg.norm(ref, axis=1)).max()
         )
+    if float64:
+        model64 = copy.deepcopy(model).double()
+        with torch.no_grad():
+            ref64 = model64(torch.from_numpy(x).double()).numpy()
+        for who, out in (("engine", engine), ("torch32", ref)):
+            rel = np.linalg.norm(out - ref64, axis=1) / np.linalg.norm(ref64, axis=1)
+            figures[f"top1_{who}_vs_f64"] = float(np.mean(out.argmax(1) == ref64.argmax(1)))
+            figures[f"median_rel_l2_{who}_vs_f64"] = float(np.median(rel))
     figures.update(name=name, size=size, convert_s=round(t1 - t0, 1))
     figures["unique_top1"] = int(len(np.unique(ref.argmax(1))))
     return figures
@@ -330,13 +343,19 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--inputs", type=int, default=32)
     p.add_argument("--json", help="write the figures here")
+    p.add_argument("--float64", action="store_true", help="also compare with PyTorch in float64")
     args = p.parse_args(argv)
     results, failed = [], []
+    table = [row.name for row in table3_zoo.TABLE3_NETWORKS]
     with tempfile.TemporaryDirectory() as tmp:
-        for i, name in enumerate(args.names.split(",")):
+        for name in args.names.split(","):
+            # The seed of a network is its place in Table 3 (another list draws the same model).
+            i = table.index(name) if name in table else len(table) + NEW_NETWORKS.index(name)
             t0 = time.perf_counter()
             try:
-                figures = convert_and_judge(name, args.size, args.inputs, Path(tmp), SEED + 200 + i)
+                figures = convert_and_judge(
+                    name, args.size, args.inputs, Path(tmp), SEED + 200 + i, args.float64
+                )
             except AssertionError as e:
                 failed.append(name)
                 figures = {"name": name, "failed": str(e)[:2000]}
