@@ -4,7 +4,7 @@ name): their structure against their sources' published figures, Larq's binarize
 and each one converted unchanged and run against PyTorch.
 
 The suite converts MobileNetV1/V2, Real-to-Bin and QuickNet at 64x64 on 32 random images and
-QuickNet-Small, Real-to-Bin and MobileNetV2 at 224x224 on 2 (marked slow, in the default run):
+QuickNet-Small, Real-to-Bin and MobileNetV1 at 224x224 on 5 (marked slow, in the default run):
 the ONNX export of each costs 5-20 s and PyTorch at 224x224 about a second per image on a
 shared CI core. The must-show check, every network of
 Table 3 at 224x224 on 32 images, is this file run as a script:
@@ -164,7 +164,7 @@ NEW_NETWORKS = table3_zoo.TABLE3_ZOO_NAMES
 # QuickNet's code with more blocks, and qsb_net_large_se1 is the zoo's qsb_net_large with
 # se="se1", converted and compared in tests/test_convert.py; both run in the script.
 AT_64 = ("mobilenet_v1", "mobilenet_v2", "real_to_bin_resnet18", "quicknet")
-AT_224 = ("quicknet_small", "real_to_bin_resnet18", "mobilenet_v2")
+AT_224 = ("quicknet_small", "real_to_bin_resnet18", "mobilenet_v1")
 
 
 @pytest.mark.parametrize("name", AT_64)
@@ -177,8 +177,10 @@ def test_converts_and_matches_pytorch_at_64_on_32_images(name, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", AT_224)
 def test_converts_and_matches_pytorch_at_224(name, tmp_path):
-    # Two images: the 32-image run at 224x224 of all 13 networks is the script (docstring).
-    convert_and_judge(name, 224, 2, tmp_path, SEED + 50 + NEW_NETWORKS.index(name))
+    # Five images (the 32-image run at 224x224 of all 13 networks is the script, docstring):
+    # a random binary net flips a near tie in ~10% of 224x224 images, and the median must stay
+    # an image without one.
+    convert_and_judge(name, 224, 5, tmp_path, SEED + 50 + NEW_NETWORKS.index(name))
 
 
 # ---------------------------------------------------------------------------------------------
