@@ -18,6 +18,7 @@ import bnn_styles  # noqa: E402
 from conftest import assert_matches, convert_model, torch_logits  # noqa: E402
 
 from weights_tools.bnn_zoo import BNN_ZOO_NAMES  # noqa: E402
+from weights_tools.table3_zoo import TABLE3_ZOO_NAMES  # noqa: E402
 from weights_tools.zoo import build_model  # noqa: E402
 
 SEED = 20261205
@@ -43,7 +44,8 @@ def test_style_model_converts_unchanged_and_matches_pytorch(style, tmp_path):
     _convert_and_judge(model, tmp_path, style, bnn_styles.input_shape(model), seed)
 
 
-@pytest.mark.parametrize("name", BNN_ZOO_NAMES)
+# weights_tools.table3_zoo's networks (also in BNN_ZOO) run in tests/test_table3_zoo.py.
+@pytest.mark.parametrize("name", [n for n in BNN_ZOO_NAMES if n not in TABLE3_ZOO_NAMES])
 def test_published_network_converts_and_matches_pytorch(name, tmp_path):
     """Every published network of the zoo at its own input (224x224 images; BinaryNet's MLP on
     28x28x1), 1000 classes for the ImageNet networks as their authors build them."""

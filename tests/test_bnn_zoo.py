@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import bnn_styles  # noqa: E402
 
-from weights_tools.bnn_zoo import BNN_ZOO, BNN_ZOO_NAMES  # noqa: E402
+from weights_tools.bnn_zoo import BNN_ZOO  # noqa: E402
 from weights_tools.convert import export_onnx  # noqa: E402
 from weights_tools.ops import count_ops, is_binary_layer  # noqa: E402
 from weights_tools.zoo import build_model  # noqa: E402
@@ -79,6 +79,9 @@ EXPECTED_KEYS = {
         "fc4.weight": (10, 6144),
     },
 }
+# The networks of this file (BNN_ZOO also holds weights_tools.table3_zoo's: tests/test_table3_zoo.py).
+BNN_ZOO_NAMES = tuple(EXPECTED_KEYS)
+
 # Keys no layout of those authors has (catches a zoo that drifts to this project's conventions).
 ABSENT_KEYS = {
     "reactnet_a": ["feature.3.binary_pw_down1.weights", "feature.1.binary_3x3.weight"],

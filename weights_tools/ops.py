@@ -44,6 +44,7 @@ from .bnn_zoo import BNN_ZOO, BNN_ZOO_NAMES
 from .layers import BinaryConv2d
 from .zoo import (
     ABLATION_NAMES,
+    ARCHS,
     MODEL_NAMES,
     SE_MODES,
     BinaryNet,
@@ -260,7 +261,8 @@ def count_zoo(
         pairs = (
             _variants(MODEL_NAMES, se_modes)
             + _variants(ABLATION_NAMES, (None,))
-            + _variants(BNN_ZOO_NAMES, (None,))
+            # qsb_net_large_se1 (Table 3's name) is counted above as qsb_net_large's SE1 variant.
+            + _variants([n for n in BNN_ZOO_NAMES if n != "qsb_net_large_se1"], (None,))
         )
     else:
         pairs = _variants(names, se_modes)
@@ -283,6 +285,11 @@ def count_zoo(
 
 def paper_figures(model_name: str) -> Optional[PaperFigures]:
     """The paper's Table 2/3 figures for a zoo model name such as 'qsb_net_large_se1'."""
+    for se in ("se1", "se2"):
+        base = model_name[: -len(se) - 1]
+        if model_name.endswith("_" + se) and base in ARCHS:
+            # Also bnn_zoo's 'qsb_net_large_se1' (Table 3's name for this variant).
+            return get_arch(base).paper.get(se)
     if model_name in BNN_ZOO:
         entry = BNN_ZOO[model_name]
         if entry.paper_ops_e8 is None:
@@ -293,9 +300,6 @@ def paper_figures(model_name: str) -> Optional[PaperFigures]:
             ops_e8=entry.paper_ops_e8,
             storage_mb_fp32_fc=entry.paper_storage_mb,
         )
-    for se in ("se1", "se2"):
-        if model_name.endswith("_" + se):
-            return get_arch(model_name[: -len(se) - 1]).paper.get(se)
     return get_arch(model_name).paper.get(None)
 
 
