@@ -733,14 +733,16 @@ Op build_op(const QbwFile& file, std::uint32_t index, OpArgsPool& pool) {
 
 void* OpArgsPool::allocate(std::size_t bytes, std::size_t align) {
   // Chunks grow from 4 KiB (a zoo model's few hundred records) to 1 MiB (an op-dense file's
-  // hundreds of thousands); a record larger than that (a CONCAT of 100k inputs) gets a chunk
+  // hundreds of thousands); a record larger than that (a CONCAT of 200k inputs) gets a chunk
   // of its own size.
   constexpr std::size_t kFirstChunk = 4096, kMaxChunk = std::size_t{1} << 20;
   const std::size_t pad = (align - reinterpret_cast<std::uintptr_t>(next_) % align) % align;
   if (next_ == nullptr || left_ < pad + bytes) {
     const std::size_t grown = chunks_.empty() ? kFirstChunk : std::min(2 * held_, kMaxChunk);
     const std::size_t size = std::max(grown, bytes + align);
-    chunks_.push_back(std::make_unique<unsigned char[]>(size));
+    // Not zeroed: each record is initialised when it is made, and the chunk's untouched tail
+    // costs no resident memory.
+    chunks_.emplace_back(new unsigned char[size]);
     next_ = chunks_.back().get();
     left_ = size;
     held_ += size;

@@ -158,8 +158,6 @@ class OpArgsPool {
     std::fill(p, p + n, T{});
     return p;
   }
-  // Bytes of the chunks it holds.
-  std::size_t capacity_bytes() const { return held_; }
 
  private:
   void* allocate(std::size_t bytes, std::size_t align);
@@ -167,7 +165,7 @@ class OpArgsPool {
   std::vector<std::unique_ptr<unsigned char[]>> chunks_;
   unsigned char* next_ = nullptr;  // the free part of the last chunk
   std::size_t left_ = 0;
-  std::size_t held_ = 0;
+  std::size_t held_ = 0;  // bytes of all chunks
 };
 
 struct Op {
