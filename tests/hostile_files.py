@@ -16,7 +16,8 @@ import numpy as np
 
 MAGIC = b"\x89QBW\r\n\x1a\n"
 F32 = 0
-CONV2D, AFFINE, PRELU, ADD, CONCAT, CLIP = 1, 5, 6, 9, 13, 16
+CONV2D, DWCONV3X3, AFFINE, PRELU, ADD, AVGPOOL, CONCAT, FC = 1, 2, 5, 6, 9, 11, 13, 14
+MAXPOOL, CLIP, SOFTMAX, AVGPOOL2D = 15, 16, 19, 20
 ABSENT = 0xFFFFFFFF
 _HEADER = struct.Struct("<8sHHIQQQQQ")
 
@@ -194,3 +195,116 @@ def clip_chain(n_ops: int, channels: int = 8) -> Tuple[bytes, np.ndarray]:
     for i in range(n_ops):
         y = w.op(CLIP, f"c{i}", [y], w.value(f"c{i}", 1, 1, channels), [tb])
     return w.serialize(x, y), bounds
+
+
+def op_chain(
+    op_type: int,
+    n_ops: int,
+    shape: Tuple[int, int, int] = (1, 1, 8),
+    attrs: Sequence[int] = (),
+    tensors: Sequence[Optional[np.ndarray]] = (),
+) -> bytes:
+    """`n_ops` ops of one type in a chain, each reading the previous one's output, every value
+    of `shape` (h, w, c), every op with the same `attrs` and reading the same tensors (one per
+    slot in slot order, None for an absent slot; stored once, shared by all ops). Names are
+    short ("o<i>") so that the file is mostly op records: 600k ops of a type with 8 attributes
+    make about 75 MB. The op-dense files of the per-op memory tests."""
+    w = Writer()
+    slots = [ABSENT if t is None else w.tensor(f"t{k}", t) for k, t in enumerate(tensors)]
+    h, wd, c = shape
+    x = w.value("x", h, wd, c)
+    # Writer.op and Writer.value, record by record, with what is the same for every op packed
+    # once: the file of 600k ops is written in a second or two instead of five.
+    value_tail = struct.pack("<IIII", F32, h, wd, c)
+    op_head = struct.pack("<I", op_type)
+    op_tail = struct.pack(f"<I{len(slots)}II{len(attrs)}q", len(slots), *slots, len(attrs), *attrs)
+    io = struct.Struct("<IIII")  # 1 input, its value; 1 output, its value
+    for i in range(n_ops):
+        name = Writer._string(f"o{i}")
+        w.value_records.append(name + value_tail)
+        w.op_records.append(op_head + name + io.pack(1, i, 1, i + 1) + op_tail)
+    w.n_values += n_ops
+    return w.serialize(x, n_ops)
+
+
+def maxpool_chain(n_ops: int, size: int = 4, channels: int = 8) -> bytes:
+    """MAXPOOL 2x2, stride 1, one row and column of padding above and left: the output keeps
+    the input's size, and pixel (y, x) is the max of input pixels (y-1..y, x-1..x). After at
+    least 2 * size ops, pixel (y, x) holds the max over input rows 0..y and columns 0..x."""
+    return op_chain(MAXPOOL, n_ops, (size, size, channels), [2, 2, 1, 1, 1, 1, 0, 0])
+
+
+def avgpool2d_chain(n_ops: int, channels: int = 8) -> bytes:
+    """AVGPOOL2D 1x1, stride 1, no padding, floor mode: each op divides each pixel by 1 (the
+    output is the input)."""
+    return op_chain(AVGPOOL2D, n_ops, (2, 2, channels), [1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+
+
+def avgpool_chain(n_ops: int, channels: int = 8) -> bytes:
+    """AVGPOOL 1x1, stride 1 (the output is the input)."""
+    return op_chain(AVGPOOL, n_ops, (2, 2, channels), [1, 1, 1, 1])
+
+
+def concat_chain(n_ops: int, channels: int = 8) -> bytes:
+    """CONCATs of one input each (the smallest CONCAT: the output is the input)."""
+    return op_chain(CONCAT, n_ops, (1, 1, channels))
+
+
+def softmax_chain(n_ops: int, channels: int = 8) -> bytes:
+    """SOFTMAX (probabilities) applied again and again: each application divides the spread
+    of the values by about the channel count, so after a few tens of ops every channel holds
+    1 / channels."""
+    return op_chain(SOFTMAX, n_ops, (1, 1, channels), [0])
+
+
+def _permutation(channels: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).permutation(channels)
+
+
+def chain_permuted(perm: np.ndarray, n_ops: int) -> np.ndarray:
+    """The channel index map of `n_ops` applications of out[o] = in[perm[o]]."""
+    index = np.arange(len(perm))
+    for _ in range(n_ops % _order(perm)):
+        index = index[perm]
+    return index
+
+
+def _order(perm: np.ndarray) -> int:
+    """The least k >= 1 with perm applied k times the identity."""
+    index, k = perm.copy(), 1
+    while not np.array_equal(index, np.arange(len(perm))):
+        index, k = index[perm], k + 1
+    return k
+
+
+def conv2d_1x1_chain(n_ops: int, channels: int = 8) -> Tuple[bytes, np.ndarray]:
+    """CONV2D 1x1 (stride 1, no padding) ops sharing one permutation weight (out[o] =
+    in[perm[o]]) and a zero bias: exact in float32. Returns the file and perm."""
+    perm = _permutation(channels, 21)
+    weight = np.zeros((channels, 1, 1, channels), np.float32)
+    weight[np.arange(channels), 0, 0, perm] = 1.0
+    attrs = [1, 1, 1, 1, 0, 0, 0, 0, 0]
+    blob = op_chain(CONV2D, n_ops, (1, 1, channels), attrs, [weight, np.zeros(channels, "f4")])
+    return blob, perm
+
+
+def fc_chain(n_ops: int, channels: int = 8) -> Tuple[bytes, np.ndarray]:
+    """FC (fp32) ops sharing one permutation weight and a zero bias, as conv2d_1x1_chain.
+    Returns the file and perm."""
+    perm = _permutation(channels, 22)
+    weight = np.zeros((channels, channels), np.float32)
+    weight[np.arange(channels), perm] = 1.0
+    blob = op_chain(FC, n_ops, (1, 1, channels), [0], [weight, None, np.zeros(channels, "f4")])
+    return blob, perm
+
+
+def dwconv3x3_chain(n_ops: int, channels: int = 8) -> bytes:
+    """DWCONV3X3 (f32, stride 1, multiplier 1) on a 1x1 image: only the centre tap meets a
+    pixel (the others meet the zero padding). Centre 1, other taps random, scale -1, bias 0:
+    each op negates its input (exact), so the output is (-1)^n_ops times the input."""
+    weight = np.random.default_rng(23).standard_normal((channels, 9)).astype(np.float32)
+    weight[:, 4] = 1.0
+    minus_one = np.full(channels, -1.0, np.float32)
+    zero = np.zeros(channels, np.float32)
+    slots = [None, weight, None, minus_one, zero, None]
+    return op_chain(DWCONV3X3, n_ops, (1, 1, channels), [1, 1, 1], slots)

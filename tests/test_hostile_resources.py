@@ -330,3 +330,61 @@ def test_600k_clip_chain_peak_rss_and_result(tmp_path, record_property):
     x = seeded_input(6, (1, 1, 8))
     y = np.load(tmp_path / "y.npy")
     np.testing.assert_array_equal(y.reshape(-1), np.clip(x.reshape(-1), bounds[0], bounds[1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Op-dense files of every op type that keeps kernel arguments: a chain of the type's smallest
+# op, as many as fit in about 75 MB (at most 600k)
+
+
+def prefix_max(x):
+    """NCHW: pixel (y, x) of each channel the max over rows 0..y and columns 0..x."""
+    return np.maximum.accumulate(np.maximum.accumulate(x, axis=2), axis=3)
+
+
+def _permuted(perm):
+    return lambda x, n: x[:, hf.chain_permuted(perm, n)]
+
+
+_CONV_PERM = hf.conv2d_1x1_chain(1)[1]
+_FC_PERM = hf.fc_chain(1)[1]
+
+# name: (the file of n ops, the expected output of input x (NCHW) after n ops, computed here).
+DENSE_CHAINS = {
+    "maxpool": (hf.maxpool_chain, lambda x, n: prefix_max(x)),
+    "avgpool2d": (hf.avgpool2d_chain, lambda x, n: x),
+    "avgpool": (hf.avgpool_chain, lambda x, n: x),
+    "concat": (hf.concat_chain, lambda x, n: x),
+    # Softmax of softmax ... tends to the uniform distribution; tens of ops reach it in float32.
+    "softmax": (hf.softmax_chain, lambda x, n: np.full_like(x, 1 / x.shape[1])),
+    "conv2d_1x1": (lambda n: hf.conv2d_1x1_chain(n)[0], _permuted(_CONV_PERM)),
+    "fc": (lambda n: hf.fc_chain(n)[0], _permuted(_FC_PERM)),
+    "dwconv3x3": (hf.dwconv3x3_chain, lambda x, n: (-1.0) ** n * x),
+}
+
+
+@pytest.mark.parametrize("name", list(DENSE_CHAINS))
+def test_dense_chain_peak_rss_and_result(name, tmp_path, record_property):
+    """Each op type with kernel arguments keeps only its own type's, in a pool (ops.h, OpArgs):
+    a file of nothing but that op stays within the bound. (With one 216-byte record of every
+    type's arguments per op, a 600k-MAXPOOL file of 74 MB peaked at 335 MiB against a bound
+    of 332.) The result is the chain's, computed here from the input."""
+    build, expected = DENSE_CHAINS[name]
+    per_op = (len(build(2000)) - len(build(1000))) / 1000
+    n = min(600_000, int(75e6 / per_op))
+    blob = build(n)
+    path = tmp_path / f"{name}.qbw"
+    path.write_bytes(blob)
+    args = dict(run=True, seed=7, out=str(tmp_path / "y.npy"))
+    report = child(path=str(path), **args)
+    assert "error" not in report, report["error"]
+    base = baseline(tmp_path, build(2), **args)
+    assert_rss_bounded(report, len(blob), base, f"{name}_chain_{n // 1000}k", record_property)
+    m_shape = qbinfer.load(build(1), threads=1).input_shape
+    x = seeded_input(7, m_shape)
+    y = np.load(tmp_path / "y.npy")
+    want = expected(x.astype(np.float64), n)
+    if name == "softmax":
+        np.testing.assert_allclose(y.reshape(-1), want.reshape(-1), rtol=1e-6, atol=0)
+    else:
+        np.testing.assert_array_equal(y.reshape(-1), want.reshape(-1))

@@ -54,7 +54,7 @@ void prepare(Step& s, const StepChain* chain) {
   s.run = run_fn(op.type);
   switch (op.type) {
     case OpType::kBConv2D: {
-      const BConvShape& sh = op.args->bconv;
+      const BConvShape& sh = op.args<BConv2DArgs>().shape;
       s.by_pixel = sh.kernel == 1;
       s.units = narrow_units(s.by_pixel ? sh.height * sh.width : sh.height);
       s.block =
@@ -62,18 +62,18 @@ void prepare(Step& s, const StepChain* chain) {
       break;
     }
     case OpType::kDWConv3x3: {
-      const DWConvShape& sh = op.args->dwconv;
+      const DWConvShape& sh = op.args<DWConv3x3Args>().shape;
       s.units = narrow_units(sh.out_height);
       s.block = narrow_units(block_units(sh.out_width * sh.multiplier * sh.channels));
       break;
     }
     case OpType::kConv2D: {
-      const Conv2DShape& sh = op.args->conv2d;
+      const Conv2DShape& sh = op.args<Conv2DArgs>().shape;
       s.units = narrow_units(sh.out_height);
       break;
     }
     case OpType::kBConv2DGeneral: {
-      const BConvGeneralShape& sh = op.args->bconv_general;
+      const BConvGeneralShape& sh = op.args<BConv2DGeneralArgs>().shape;
       s.units = narrow_units(sh.out_height);
       s.block = narrow_units(block_units(sh.out_width * sh.out_channels));
       break;

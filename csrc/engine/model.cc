@@ -104,7 +104,7 @@ Model::Model(QbwFile file, const ModelOptions& options)
   }
   const std::size_t n_ops = file_.ops().size();
   ops_.reserve(n_ops);
-  for (std::uint32_t i = 0; i < n_ops; ++i) ops_.push_back(build_op(file_, i));
+  for (std::uint32_t i = 0; i < n_ops; ++i) ops_.push_back(build_op(file_, i, op_args_));
   file_.release_op_records();  // ops_ holds what they held (per op, ~100 bytes less at peak)
   fused_ = options.fuse < 0 ? fusion_enabled_by_env() : options.fuse != 0;
   steps_ = build_steps(file_, ops_, *kernels_, fused_, step_chains_);
@@ -145,7 +145,7 @@ Model::Model(QbwFile file, const ModelOptions& options)
       if (concat_inputs_ > std::numeric_limits<std::uint32_t>::max()) {
         file_.fail("the CONCAT ops read more than 2^32 inputs in all");
       }
-      ops_[s.op->index].args->concat_slot = static_cast<std::uint32_t>(concat_inputs_);
+      ops_[s.op->index].args<ConcatArgs>().slot = static_cast<std::uint32_t>(concat_inputs_);
       concat_inputs_ += s.op->inputs.size();
     }
   }
@@ -183,6 +183,13 @@ Model::Model(QbwFile file, const ModelOptions& options)
     throw std::logic_error("qbinfer internal error: invalid memory plan for " + file_.path());
   }
   for (const auto& link : inplace_base) plan_.offsets[link.first] = plan_.offsets[find(link.first)];
+  // The planning scratch (16 bytes per value) goes back before the packed weights and the
+  // first workspace are allocated, so that they can reuse it instead of adding to the peak (an
+  // op-dense file's peak; a CONCAT-dense file's workspace holds 8 bytes per CONCAT input).
+  std::vector<std::uint64_t>().swap(sizes);
+  std::vector<Lifetime>().swap(lifetimes);
+  inplace_base = {};
+  if (n_ops >= kReturnScratchAfterOps) return_freed_memory();
 
   scratch_offset_ = plan_.arena_bytes;
   workspace_bytes_ = plan_.arena_bytes + align_up(scratch);

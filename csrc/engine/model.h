@@ -111,6 +111,7 @@ class Model {
   static void image_worker(void* job, std::size_t chunk);
 
   QbwFile file_;
+  OpArgsPool op_args_;  // the ops' argument records, which they point into
   std::vector<Op> ops_;
   const KernelTable* kernels_;
   bool fused_ = true;

@@ -116,16 +116,23 @@ const OpSpec* op_spec(std::uint32_t code) {
 // function then checks the op's shape formulas and calls check_slots() for its tensors.
 class Builder {
  public:
-  Builder(const QbwFile& file, std::uint32_t index, const OpSpec& spec)
-      : spec_(spec), file_(file), rec_(file.ops()[index]) {
+  Builder(const QbwFile& file, std::uint32_t index, const OpSpec& spec, OpArgsPool& pool)
+      : spec_(spec), file_(file), rec_(file.ops()[index]), pool_(pool) {
     op.index = index;
     op.type = static_cast<OpType>(rec_.type);
-    if (op_has_args(op.type)) op.args = std::make_unique<OpArgs>();
     op.name_chars = rec_.name().data();
     op.name_size = static_cast<std::uint32_t>(rec_.name().size());
     op.inputs = rec_.inputs();
     op.attr_values = rec_.attrs().data();
   }
+
+  // The op's argument record, made in the model's pool (freed with it, a refused file's too).
+  template <class A>
+  A& make_args() {
+    op.arg_record = pool_.make<A>();
+    return op.args<A>();
+  }
+  OpArgsPool& pool() { return pool_; }
 
   // The op's identity prefixes the message; it is formed here, only when a check fails (forming
   // it for every op took a tenth of the load of a file of 600k ops).
@@ -197,12 +204,10 @@ class Builder {
       if (info.dtype == DType::kI8) check_int8_symmetric(info, s.role);
       if (form->tail_bits_of != nullptr)
         check_tail_bits(info, s.role, static_cast<std::size_t>(form->tail_bits_of(env)));
-      stats.bytes += info.nbytes;
     }
   }
 
   Op op;
-  OpStats stats;  // the op's counts, kept in its OpArgs (Op::stats)
 
  private:
   void expect_counts() {
@@ -344,6 +349,7 @@ class Builder {
   const OpSpec& spec_;
   const QbwFile& file_;
   const OpRecord& rec_;
+  OpArgsPool& pool_;
   int mode_ = 0;
 };
 
@@ -351,12 +357,10 @@ class Builder {
 // What the schema cannot state: output shapes and the rules that are formulas over several
 // values (docs/format.md, each op's "Rules"), then the kernel arguments and the op's counts.
 void build_conv2d(Builder& b) {
-  Op& op = b.op;
   const ValueInfo& in = b.in(0);
   const ValueInfo& out = b.out();
   const std::uint64_t kh = b.uattr(0), kw = b.uattr(1), sh = b.uattr(2), sw = b.uattr(3);
   const std::uint64_t pt = b.uattr(4), pl = b.uattr(5), pb = b.uattr(6), pr = b.uattr(7);
-  op.args->relu = b.attr(8) == 1;
   const std::uint64_t ph = in.height + pt + pb;
   const std::uint64_t pw = in.width + pl + pr;
   if (ph < kh || pw < kw) {
@@ -368,10 +372,10 @@ void build_conv2d(Builder& b) {
   const std::uint64_t co = out.channels;
   b.expect_shape("output", out, ho, wo, co);
   b.check_slots();
-  op.args->conv2d =
+  Conv2DArgs& args = b.make_args<Conv2DArgs>();
+  args.shape =
       Conv2DShape{in.height, in.width, in.channels, co, kh, kw, sh, sw, pt, pl, pb, pr, ho, wo};
-  b.stats.params = sat_mul({co, kh, kw, in.channels}) + co;
-  b.stats.flops = sat_mul({co, in.channels, kh, kw, ho, wo});
+  args.relu = b.attr(8) == 1;
 }
 
 void build_dwconv3x3(Builder& b) {
@@ -384,18 +388,21 @@ void build_dwconv3x3(Builder& b) {
   const std::uint64_t wo = (in.width + sw - 1) / sw;
   b.expect_shape("output", b.out(), ho, wo, kc);
   b.check_slots();
-  op.args->dw_int8 = op.tensors[1]->dtype == DType::kI8;
-  if (op.args->dw_int8) {
-    const float v = op.tensors[5]->as<float>()[0];
-    if (!(std::isfinite(v) && v >= 0.0f)) {
-      b.fail("input_scale " + std::to_string(v) + " is not a finite number >= 0 (0 = dynamic)");
+  const bool int8 = op.tensors[1]->dtype == DType::kI8;
+  float input_scale = 0.0f;
+  if (int8) {
+    input_scale = op.tensors[5]->as<float>()[0];
+    if (!(std::isfinite(input_scale) && input_scale >= 0.0f)) {
+      b.fail("input_scale " + std::to_string(input_scale) +
+             " is not a finite number >= 0 (0 = dynamic)");
     }
-    op.args->dw_input_scale = v;
-    op.args->scratch_bytes = in.height * in.width * c;  // < 2^32: the input value is <= 4 GiB
   }
-  op.args->dwconv = DWConvShape{in.height, in.width, c, k, sh, sw, ho, wo};
-  b.stats.params = kc * 9 + 3 * kc + (op.tensors[0] ? c : 0) + (op.args->dw_int8 ? kc + 1 : 0);
-  b.stats.flops = sat_mul({kc, 9, ho, wo});
+  DWConv3x3Args& args = b.make_args<DWConv3x3Args>();
+  args.int8 = int8;
+  args.input_scale = input_scale;
+  // < 2^32: the input value is <= 4 GiB
+  if (int8) args.scratch_bytes = in.height * in.width * c;
+  args.shape = DWConvShape{in.height, in.width, c, k, sh, sw, ho, wo};
 }
 
 void build_bitpack(Builder& b) {
@@ -405,11 +412,9 @@ void build_bitpack(Builder& b) {
   b.check_slots();
   op.pixels = std::size_t{in.height} * in.width;
   op.channels = in.channels;
-  b.stats.params = in.channels;
 }
 
 void build_bconv2d(Builder& b) {
-  Op& op = b.op;
   const ValueInfo& in = b.in(0);
   const ValueInfo& out = b.out();
   const std::uint64_t k = b.uattr(0);
@@ -423,10 +428,8 @@ void build_bconv2d(Builder& b) {
            "x" + std::to_string(k) + " binary conv");
   }
   b.check_slots();
-  op.args->bconv = BConvShape{
+  b.make_args<BConv2DArgs>().shape = BConvShape{
       in.height, in.width, ci, co, k, pad == 0 ? BinaryPadding::kZero : BinaryPadding::kOne};
-  b.stats.params = sat_mul({co, k, k, ci}) + 2 * co;
-  b.stats.bops = sat_mul({co, ci, k, k, in.height, in.width});
 }
 
 // AFFINE, PRELU, RELU, SIGMOID: f32 -> f32 of the same shape, per-channel f32 tensors.
@@ -437,7 +440,6 @@ void build_unary(Builder& b) {
   b.check_slots();
   op.pixels = std::size_t{in.height} * in.width;
   op.channels = in.channels;
-  b.stats.params = std::uint64_t{in.channels} * op.tensors.size();
 }
 
 void build_add(Builder& b) {
@@ -459,7 +461,6 @@ void build_mul_channel(Builder& b) {
 }
 
 void build_avgpool(Builder& b) {
-  Op& op = b.op;
   const ValueInfo& in = b.in(0);
   const std::uint64_t kh = b.uattr(0), kw = b.uattr(1), sh = b.uattr(2), sw = b.uattr(3);
   const std::uint64_t ho = (in.height - kh + sh - 1) / sh + 1;
@@ -472,7 +473,8 @@ void build_avgpool(Builder& b) {
            std::to_string(sw) + ")");
   }
   b.expect_shape("output", b.out(), ho, wo, in.channels);
-  op.args->avgpool = AvgPoolShape{in.height, in.width, in.channels, kh, kw, sh, sw, ho, wo};
+  b.make_args<AvgPoolArgs>().shape =
+      AvgPoolShape{in.height, in.width, in.channels, kh, kw, sh, sw, ho, wo};
 }
 
 void build_global_avgpool(Builder& b) {
@@ -487,6 +489,7 @@ void build_concat(Builder& b) {
   Op& op = b.op;
   const ValueInfo& first = b.in(0);
   std::uint64_t total = 0;  // <= 2^20 inputs of < 2^32 channels: no overflow
+  std::size_t* channels = b.pool().make_array<std::size_t>(op.inputs.size());
   for (std::size_t k = 0; k < op.inputs.size(); ++k) {
     const ValueInfo& v = b.in(k);
     if (v.height != first.height || v.width != first.width) {
@@ -495,10 +498,14 @@ void build_concat(Builder& b) {
              " (height and width must agree)");
     }
     total += v.channels;
-    op.args->concat_channels.push_back(v.channels);
+    channels[k] = v.channels;
   }
   b.expect_shape("output", b.out(), first.height, first.width, total);
   op.pixels = std::size_t{first.height} * first.width;
+  ConcatArgs& args = b.make_args<ConcatArgs>();
+  args.channels = channels;
+  // The file's tables hold fewer than 2^32 entries.
+  args.n_inputs = static_cast<std::uint32_t>(op.inputs.size());
 }
 
 // FC: f32 (H, W, C) read as one vector of H*W*C features (NHWC order: an FC after a flattened
@@ -508,9 +515,9 @@ void build_fc(Builder& b) {
   const ValueInfo& in = b.in(0);
   const ValueInfo& out = b.out();
   b.expect_shape("output", out, 1, 1, out.channels);
-  op.args->fc_encoding = static_cast<int>(b.attr(0));
+  const int encoding = static_cast<int>(b.attr(0));
   const std::uint64_t pixels = std::uint64_t{in.height} * in.width;  // < 2^64
-  if (op.args->fc_encoding == 2 && pixels != 1) {
+  if (encoding == 2 && pixels != 1) {
     b.fail("input " + quoted(std::string(in.name)) + " has shape " + shape_str(in) +
            ", but bitplane8 weights need a (1, 1, C) input");
   }
@@ -521,15 +528,13 @@ void build_fc(Builder& b) {
            " has more than 2^31 - 1 features");
   }
   b.check_slots();
-  const std::uint64_t o = out.channels;
   op.channels = c;
-  op.args->out_features = o;
-  b.stats.params = o * c + o + (op.args->fc_encoding != 0 ? o : 0);
-  b.stats.flops = o * c;
+  FCArgs& args = b.make_args<FCArgs>();
+  args.out_features = out.channels;
+  args.encoding = encoding;
 }
 
 void build_maxpool(Builder& b) {
-  Op& op = b.op;
   const ValueInfo& in = b.in(0);
   const std::uint64_t kh = b.uattr(0), kw = b.uattr(1), sh = b.uattr(2), sw = b.uattr(3);
   const std::uint64_t pt = b.uattr(4), pl = b.uattr(5), pb = b.uattr(6), pr = b.uattr(7);
@@ -544,20 +549,19 @@ void build_maxpool(Builder& b) {
   const std::uint64_t ho = (ph - kh) / sh + 1;
   const std::uint64_t wo = (pw - kw) / sw + 1;
   b.expect_shape("output", b.out(), ho, wo, in.channels);
-  op.args->maxpool = MaxPoolShape{in.height, in.width, in.channels, kh, kw, sh, sw, pt, pl, ho, wo};
-  b.stats.flops = sat_mul({in.channels, kh, kw, ho, wo});  // one compare per window pixel
+  b.make_args<MaxPoolArgs>().shape =
+      MaxPoolShape{in.height, in.width, in.channels, kh, kw, sh, sw, pt, pl, ho, wo};
 }
 
 // CLIP: an element-wise op whose bounds are a 2-float tensor, checked here once.
 void build_clip(Builder& b) {
   build_unary(b);
-  // The run reads the bounds from the tensor (clip_bounds): no OpArgs for an element-wise op.
+  // The run reads the bounds from the tensor (clip_bounds): no argument record.
   const ClipBounds bounds = clip_bounds(b.op);
   if (std::isnan(bounds.lo) || std::isnan(bounds.hi) || bounds.lo > bounds.hi) {
     b.fail("bounds [" + std::to_string(bounds.lo) + ", " + std::to_string(bounds.hi) +
            "] must be two numbers with lo <= hi");
   }
-  b.stats.params = 2;
 }
 
 // BFC: bits (H, W, C) x bits (Co, H*W*words(C)) -> f32 (1, 1, Co): the input read as one vector
@@ -588,9 +592,7 @@ void build_bfc(Builder& b) {
   b.check_slots();
   op.channels = c;
   op.pixels = pixels;
-  op.args->out_features = o;
-  b.stats.params = sat_mul(o, bits) + 2 * o;
-  b.stats.bops = sat_mul(o, bits);
+  b.make_args<BFCArgs>().out_features = o;
 }
 
 // Output size of PyTorch's conv; fails when the kernel does not fit the padded input.
@@ -604,7 +606,6 @@ std::uint64_t conv_out_size(Builder& b, const char* what, std::uint64_t in, std:
 }
 
 void build_bconv2d_general(Builder& b) {
-  Op& op = b.op;
   const ValueInfo& in = b.in(0);
   const ValueInfo& out = b.out();
   const std::uint64_t kh = b.uattr(0), kw = b.uattr(1), sh = b.uattr(2), sw = b.uattr(3);
@@ -622,7 +623,7 @@ void build_bconv2d_general(Builder& b) {
            std::to_string(kh) + "x" + std::to_string(kw) + " binary conv");
   }
   b.check_slots();
-  op.args->bconv_general =
+  b.make_args<BConv2DGeneralArgs>().shape =
       BConvGeneralShape{in.height,
                         in.width,
                         ci,
@@ -636,16 +637,12 @@ void build_bconv2d_general(Builder& b) {
                         ho,
                         wo,
                         b.attr(8) == 0 ? BinaryPadding::kZero : BinaryPadding::kOne};
-  b.stats.params = sat_mul({co, kh, kw, ci}) + 2 * co;
-  b.stats.bops = sat_mul({co, ci, kh, kw, ho, wo});
 }
 
 // SOFTMAX: over the channels of each pixel, same shape out; no params and, as for every
 // element-wise op, no FLOPs (docs/ops.md counts multiply-accumulates of weighted layers only).
-void build_softmax(Builder& b) {
-  build_unary(b);
-  b.op.args->softmax_log = b.attr(0) == 1;
-}
+// Its one argument, log, is read from its attribute (softmax_log): no argument record.
+void build_softmax(Builder& b) { build_unary(b); }
 
 // Output size of PyTorch's avg_pool2d along one axis (docs/format.md, AVGPOOL2D): floor or
 // ceil of the window count, then in ceil mode no window that starts at or past the input's
@@ -664,7 +661,6 @@ std::uint64_t avgpool2d_out_size(Builder& b, const char* what, std::uint64_t in,
 }
 
 void build_avgpool2d(Builder& b) {
-  Op& op = b.op;
   const ValueInfo& in = b.in(0);
   const std::uint64_t kh = b.uattr(0), kw = b.uattr(1), sh = b.uattr(2), sw = b.uattr(3);
   const std::uint64_t pt = b.uattr(4), pl = b.uattr(5), pb = b.uattr(6), pr = b.uattr(7);
@@ -680,9 +676,8 @@ void build_avgpool2d(Builder& b) {
     b.fail("window " + std::to_string(kh) + "x" + std::to_string(kw) +
            " has more than 2^24 pixels (its divisor would not be exact in f32)");
   }
-  op.args->avgpool2d = AvgPool2DShape{
+  b.make_args<AvgPool2DArgs>().shape = AvgPool2DShape{
       in.height, in.width, in.channels, kh, kw, sh, sw, pt, pl, pb, pr, ho, wo, count_include_pad};
-  b.stats.flops = sat_mul({in.channels, kh, kw, ho, wo});  // one add per window pixel
 }
 
 // The shape rules of each op, by code; the schema's list and this one must have the same
@@ -721,7 +716,7 @@ const char* op_type_name(std::uint32_t code) {
   return spec != nullptr ? spec->name : nullptr;
 }
 
-Op build_op(const QbwFile& file, std::uint32_t index) {
+Op build_op(const QbwFile& file, std::uint32_t index, OpArgsPool& pool) {
   const OpRecord& rec = file.ops()[index];
   const OpSpec* spec = op_spec(rec.type);
   if (spec == nullptr) {
@@ -730,39 +725,33 @@ Op build_op(const QbwFile& file, std::uint32_t index) {
               std::to_string(kFormatMajor) + ".x, op codes 1.." +
               std::to_string(QBINFER_OP_CODE_MAX) + ")");
   }
-  Builder b(file, index, *spec);
+  Builder b(file, index, *spec, pool);
   b.check_record();
   kBuilders[rec.type](b);
-  if (b.op.args != nullptr) {
-    b.op.args->stats = b.stats;
-  } else {
-    // An element-wise op's counts are derived (Op::stats): they must be what its builder
-    // counted.
-    const OpStats derived = b.op.stats();
-    if (derived.params != b.stats.params || derived.bytes != b.stats.bytes ||
-        derived.flops != b.stats.flops || derived.bops != b.stats.bops) {
-      throw std::logic_error(std::string("qbinfer internal error: the counts of ") + spec->name +
-                             " ops are not the element-wise ones (op_has_args)");
-    }
-  }
-  return std::move(b.op);
+  return b.op;
 }
 
-bool op_has_args(OpType type) {
-  switch (type) {
-    case OpType::kBitpack:
-    case OpType::kAffine:
-    case OpType::kPReLU:
-    case OpType::kReLU:
-    case OpType::kSigmoid:
-    case OpType::kAdd:
-    case OpType::kMulChannel:
-    case OpType::kGlobalAvgPool:
-    case OpType::kClip:
-      return false;
-    default:
-      return true;
+void* OpArgsPool::allocate(std::size_t bytes, std::size_t align) {
+  // Chunks grow from 4 KiB (a zoo model's few hundred records) to 1 MiB (an op-dense file's
+  // hundreds of thousands); a record larger than that (a CONCAT of 200k inputs) gets a chunk
+  // of its own size.
+  constexpr std::size_t kFirstChunk = 4096, kMaxChunk = std::size_t{1} << 20;
+  const std::size_t pad = (align - reinterpret_cast<std::uintptr_t>(next_) % align) % align;
+  if (next_ == nullptr || left_ < pad + bytes) {
+    const std::size_t grown = chunks_.empty() ? kFirstChunk : std::min(2 * held_, kMaxChunk);
+    const std::size_t size = std::max(grown, bytes + align);
+    // Not zeroed: each record is initialised when it is made, and the chunk's untouched tail
+    // costs no resident memory.
+    chunks_.emplace_back(new unsigned char[size]);
+    next_ = chunks_.back().get();
+    left_ = size;
+    held_ += size;
+    return allocate(bytes, align);
   }
+  void* p = next_ + pad;
+  next_ += pad + bytes;
+  left_ -= pad + bytes;
+  return p;
 }
 
 ConstSpan<std::int64_t> Op::attrs() const {
@@ -772,11 +761,72 @@ ConstSpan<std::int64_t> Op::attrs() const {
 }
 
 OpStats Op::stats() const {
-  if (args != nullptr) return args->stats;
   OpStats s;
-  // One parameter per channel and tensor slot; CLIP has its two bounds.
-  s.params = type == OpType::kClip ? 2 : std::uint64_t{channels} * tensors.size();
   for (const TensorInfo* t : tensors) s.bytes += t != nullptr ? t->nbytes : 0;
+  switch (type) {
+    case OpType::kConv2D: {
+      const Conv2DShape& sh = args<Conv2DArgs>().shape;
+      const std::uint64_t co = sh.out_channels, ci = sh.in_channels;
+      s.params = sat_mul({co, sh.kernel_h, sh.kernel_w, ci}) + co;
+      s.flops = sat_mul({co, ci, sh.kernel_h, sh.kernel_w, sh.out_height, sh.out_width});
+      break;
+    }
+    case OpType::kDWConv3x3: {
+      const DWConv3x3Args& a = args<DWConv3x3Args>();
+      const std::uint64_t c = a.shape.channels;
+      const std::uint64_t kc = a.shape.multiplier * c;
+      s.params = kc * 9 + 3 * kc + (tensors[0] ? c : 0) + (a.int8 ? kc + 1 : 0);
+      s.flops = sat_mul({kc, 9, a.shape.out_height, a.shape.out_width});
+      break;
+    }
+    case OpType::kBConv2D: {
+      const BConvShape& sh = args<BConv2DArgs>().shape;
+      const std::uint64_t co = sh.out_channels, ci = sh.in_channels, k = sh.kernel;
+      s.params = sat_mul({co, k, k, ci}) + 2 * co;
+      s.bops = sat_mul({co, ci, k, k, sh.height, sh.width});
+      break;
+    }
+    case OpType::kBConv2DGeneral: {
+      const BConvGeneralShape& sh = args<BConv2DGeneralArgs>().shape;
+      const std::uint64_t co = sh.out_channels, ci = sh.in_channels;
+      s.params = sat_mul({co, sh.kernel_h, sh.kernel_w, ci}) + 2 * co;
+      s.bops = sat_mul({co, ci, sh.kernel_h, sh.kernel_w, sh.out_height, sh.out_width});
+      break;
+    }
+    case OpType::kFC: {
+      const FCArgs& a = args<FCArgs>();
+      const std::uint64_t o = a.out_features, c = channels;
+      s.params = o * c + o + (a.encoding != 0 ? o : 0);
+      s.flops = o * c;
+      break;
+    }
+    case OpType::kBFC: {
+      const std::uint64_t o = args<BFCArgs>().out_features;
+      const std::uint64_t bits = sat_mul(pixels, channels);
+      s.params = sat_mul(o, bits) + 2 * o;
+      s.bops = sat_mul(o, bits);
+      break;
+    }
+    case OpType::kMaxPool: {  // one compare per window pixel
+      const MaxPoolShape& sh = args<MaxPoolArgs>().shape;
+      s.flops = sat_mul({sh.channels, sh.kernel_h, sh.kernel_w, sh.out_height, sh.out_width});
+      break;
+    }
+    case OpType::kAvgPool2D: {  // one add per window pixel
+      const AvgPool2DShape& sh = args<AvgPool2DArgs>().shape;
+      s.flops = sat_mul({sh.channels, sh.kernel_h, sh.kernel_w, sh.out_height, sh.out_width});
+      break;
+    }
+    case OpType::kAvgPool:  // not counted (docs/ops.md: weighted layers only)
+    case OpType::kConcat:
+      break;
+    case OpType::kClip:  // its two bounds
+      s.params = 2;
+      break;
+    default:  // element-wise (SOFTMAX too): one parameter per channel and tensor slot
+      s.params = std::uint64_t{channels} * tensors.size();
+      break;
+  }
   return s;
 }
 

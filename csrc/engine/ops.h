@@ -4,9 +4,13 @@
 // the steps that run (fusing chains, packing weights), and its run functions only compute.
 #pragma once
 
+#include <algorithm>
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
+#include <type_traits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -73,40 +77,96 @@ class TensorSlots {
   ConstSpan<std::uint32_t> slots_;
 };
 
-// The kernel arguments of the op types that need more than pixels and channels (convs, pools,
-// FC, CONCAT, CLIP, SOFTMAX), with their counts: held apart from the Op, so that an
-// element-wise op (most ops of an op-dense file: 600k of them in a 42 MB file) carries none.
-struct OpArgs {
-  // The shapes of the kernels with one are alternatives: an op holds only its own type's (the
-  // builder assigns it; the planner, packer and run functions read it only under a switch on
-  // the op's type). All are trivially copyable; the first is value-initialised so that a
-  // default OpArgs has no indeterminate bytes.
-  union {
-    Conv2DShape conv2d{};
-    DWConvShape dwconv;
-    BConvShape bconv;
-    AvgPoolShape avgpool;
-    MaxPoolShape maxpool;
-    BConvGeneralShape bconv_general;
-    AvgPool2DShape avgpool2d;
-  };
-  std::size_t out_features = 0;   // FC
-  std::size_t scratch_bytes = 0;  // DWCONV3X3 int8
-  // CONCAT: its first entry in the workspace's table of CONCAT inputs
-  // (ExecContext::concat_inputs), set by the model when it plans the steps.
-  std::uint32_t concat_slot = 0;
-  std::vector<std::size_t> concat_channels;
-  float dw_input_scale = 0.0f;  // DWCONV3X3 int8: > 0 static, 0 dynamic per image
-  int fc_encoding = 0;          // FC: 0 fp32, 1 int8, 2 bitplane8
-  bool relu = false;            // CONV2D activation
-  bool dw_int8 = false;         // DWCONV3X3 weight dtype
-  bool softmax_log = false;     // SOFTMAX: log-softmax (attr log = 1) instead of probabilities
-  OpStats stats;
+// The kernel arguments of the op types that need more than pixels, channels, tensors and
+// attributes: one record type per op type, holding only what that type's planner, packer and
+// run function read. `kType` names the op type a record belongs to (Op::args checks it in
+// debug builds). Every record is trivially destructible: it lives in the model's OpArgsPool,
+// which frees all of them at once. An op-dense file (600k ops in 75 MB) thus pays per op only
+// for its own type's fields: a MAXPOOL 88 bytes, an FC 16, a one-input CONCAT 24, an
+// element-wise op or a SOFTMAX nothing. The counts (OpStats) are derived from these on demand
+// (Op::stats), not stored.
+struct Conv2DArgs {
+  static constexpr OpType kType = OpType::kConv2D;
+  Conv2DShape shape{};
+  bool relu = false;  // activation
+};
+struct DWConv3x3Args {
+  static constexpr OpType kType = OpType::kDWConv3x3;
+  DWConvShape shape{};
+  std::size_t scratch_bytes = 0;  // int8: the input's codes
+  float input_scale = 0.0f;       // int8: > 0 static, 0 dynamic per image
+  bool int8 = false;              // weight dtype
+};
+struct BConv2DArgs {
+  static constexpr OpType kType = OpType::kBConv2D;
+  BConvShape shape{};
+};
+struct AvgPoolArgs {
+  static constexpr OpType kType = OpType::kAvgPool;
+  AvgPoolShape shape{};
+};
+struct ConcatArgs {
+  static constexpr OpType kType = OpType::kConcat;
+  const std::size_t* channels = nullptr;  // per input, in the same pool
+  std::uint32_t n_inputs = 0;
+  // Its first entry in the workspace's table of CONCAT inputs (ExecContext::concat_inputs),
+  // set by the model when it plans the steps.
+  std::uint32_t slot = 0;
+};
+struct FCArgs {
+  static constexpr OpType kType = OpType::kFC;
+  std::size_t out_features = 0;
+  int encoding = 0;  // 0 fp32, 1 int8, 2 bitplane8
+};
+struct MaxPoolArgs {
+  static constexpr OpType kType = OpType::kMaxPool;
+  MaxPoolShape shape{};
+};
+struct BConv2DGeneralArgs {
+  static constexpr OpType kType = OpType::kBConv2DGeneral;
+  BConvGeneralShape shape{};
+};
+struct BFCArgs {
+  static constexpr OpType kType = OpType::kBFC;
+  std::size_t out_features = 0;
+};
+struct AvgPool2DArgs {
+  static constexpr OpType kType = OpType::kAvgPool2D;
+  AvgPool2DShape shape{};
 };
 
-// Whether ops of this type have OpArgs: all but the element-wise ones whose run needs only
-// pixels, channels and tensors (and whose counts follow from them: Op::stats).
-bool op_has_args(OpType type);
+// The storage of the ops' argument records: packed one after another in chunks that never
+// move (an op points at its record) and are freed with the pool, so that a record costs its
+// own bytes and no allocation of its own. Owned by the model, beside its ops.
+class OpArgsPool {
+ public:
+  OpArgsPool() = default;
+  OpArgsPool(const OpArgsPool&) = delete;
+  OpArgsPool& operator=(const OpArgsPool&) = delete;
+
+  // A value-initialised record.
+  template <class A>
+  A* make() {
+    static_assert(std::is_trivially_destructible_v<A>, "the pool runs no destructors");
+    return new (allocate(sizeof(A), alignof(A))) A{};
+  }
+  // n zeroed elements (a CONCAT's channels).
+  template <class T>
+  T* make_array(std::size_t n) {
+    static_assert(std::is_trivial_v<T>, "the pool runs no constructors or destructors");
+    T* p = static_cast<T*>(allocate(n * sizeof(T), alignof(T)));
+    std::fill(p, p + n, T{});
+    return p;
+  }
+
+ private:
+  void* allocate(std::size_t bytes, std::size_t align);
+
+  std::vector<std::unique_ptr<unsigned char[]>> chunks_;
+  unsigned char* next_ = nullptr;  // the free part of the last chunk
+  std::size_t left_ = 0;
+  std::size_t held_ = 0;  // bytes of all chunks
+};
 
 struct Op {
   std::uint32_t index = 0;
@@ -119,18 +179,34 @@ struct Op {
   const std::int64_t* attr_values = nullptr;  // the record's, as many as the type has
   std::size_t pixels = 0;                     // element-wise, bitpack, global pool, concat
   std::size_t channels = 0;                   // element-wise, bitpack, global pool; FC in_features
-  // Kernel arguments (op_has_args(type)); nullptr for an element-wise op.
-  std::unique_ptr<OpArgs> args;
+  // Its type's argument record (the XxxArgs above) in the model's OpArgsPool; nullptr for a
+  // type without one.
+  void* arg_record = nullptr;
 
-  // Per-image counts: the builder's for an op with arguments; for an element-wise op, one
-  // parameter per channel and tensor slot, the bytes of its tensors and no FLOPs
-  // (docs/ops.md counts multiply-accumulates of weighted layers only).
+  // The argument record, which must be of the op's own type (A::kType == type): one
+  // indirection, as a member would cost.
+  template <class A>
+  const A& args() const {
+    assert(A::kType == type && arg_record != nullptr);
+    return *static_cast<const A*>(arg_record);
+  }
+  template <class A>
+  A& args() {
+    assert(A::kType == type && arg_record != nullptr);
+    return *static_cast<A*>(arg_record);
+  }
+
+  // Per-image counts, derived from the op's shapes and tensors on demand: the bytes of its
+  // tensors, for a weighted layer its parameters and multiply-accumulates (docs/ops.md), for an
+  // element-wise op one parameter per channel and tensor slot and no FLOPs.
   OpStats stats() const;
   std::string_view name() const { return std::string_view(name_chars, name_size); }
   // The attributes (the file's op record): their count is the op type's (the schema's).
   ConstSpan<std::int64_t> attrs() const;
   // Bytes of int8 scratch the op's run needs (DWCONV3X3 int8), else 0.
-  std::size_t scratch_bytes() const { return args != nullptr ? args->scratch_bytes : 0; }
+  std::size_t scratch_bytes() const {
+    return type == OpType::kDWConv3x3 ? args<DWConv3x3Args>().scratch_bytes : 0;
+  }
 };
 
 // CLIP's bounds, lo <= hi and neither NaN (checked by build_op), from its tensor.
@@ -139,10 +215,14 @@ struct ClipBounds {
 };
 ClipBounds clip_bounds(const Op& op);
 
+// SOFTMAX: log-softmax (attr log = 1) instead of probabilities; read from its attribute.
+inline bool softmax_log(const Op& op) { return op.attr_values[0] == 1; }
+
 // Validates op `index` of the file against the rules of its type (the generated schema tables
 // for counts, dtypes, attribute ranges and tensor slots; ops.cc for shape formulas) and resolves
-// it. Throws FormatError "<path>: op <index> <TYPE> '<name>': <what>".
-Op build_op(const QbwFile& file, std::uint32_t index);
+// it, its argument record in `pool`. Throws FormatError "<path>: op <index> <TYPE> '<name>':
+// <what>".
+Op build_op(const QbwFile& file, std::uint32_t index, OpArgsPool& pool);
 
 // The op's attributes with their docs/format.md names, in file order.
 std::vector<std::pair<const char*, std::int64_t>> named_attrs(const Op& op);

@@ -39,7 +39,7 @@ Epilogue make_epilogue(const EpilogueSpec& s, const ExecContext& ctx) {
 // pixels are independent and a block runs as a 1 x n image), then the epilogue on the block.
 void run_bconv2d(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
-  const BConvShape& shape = op.args->bconv;
+  const BConvShape& shape = op.args<BConv2DArgs>().shape;
   const BitWord* in = ctx.value<const BitWord>(op.inputs[0]);
   float* out = ctx.value<float>(step.out());
   const float* scale = op.tensors[1]->as<float>();
@@ -71,7 +71,8 @@ void run_bconv2d(const Step& step, const ExecContext& ctx) {
 // input (its scale, when dynamic, is a max over the image: exact in any order).
 void run_dwconv3x3(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
-  const DWConvShape& shape = op.args->dwconv;
+  const DWConv3x3Args& args = op.args<DWConv3x3Args>();
+  const DWConvShape& shape = args.shape;
   const float* in = ctx.value<const float>(op.inputs[0]);
   const float* pre_bias = op.tensors[0] != nullptr ? op.tensors[0]->as<float>() : nullptr;
   float* out = ctx.value<float>(step.out());
@@ -84,8 +85,8 @@ void run_dwconv3x3(const Step& step, const ExecContext& ctx) {
   const std::size_t oc = shape.multiplier * shape.channels;
   const std::size_t row_pixels = shape.out_width;
 
-  float input_scale = op.args->dw_input_scale;
-  if (op.args->dw_int8) {
+  float input_scale = args.input_scale;
+  if (args.int8) {
     const std::size_t pixels = shape.in_height * shape.in_width;
     const std::size_t c = shape.channels;
     if (!(input_scale > 0.0f)) {
@@ -106,11 +107,11 @@ void run_dwconv3x3(const Step& step, const ExecContext& ctx) {
     });
   }
   const float s = input_scale;
-  const float* weight_scale = op.args->dw_int8 ? op.tensors[2]->as<float>() : nullptr;
+  const float* weight_scale = args.int8 ? op.tensors[2]->as<float>() : nullptr;
   ctx.parallel_for(step.units, [&](std::size_t begin, std::size_t end) {
     for (std::size_t y = begin; y < end; y += step.block) {
       const std::size_t y1 = std::min(end, y + step.block);
-      if (op.args->dw_int8) {
+      if (args.int8) {
         k.run_rows_qs8(shape, ctx.scratch, step.packed.data(), weight_scale, s, scale, bias, y, y1,
                        out);
       } else {
@@ -143,8 +144,9 @@ void run_conv2d(const Step& step, const ExecContext& ctx) {
   float* out = ctx.value<float>(op.output);
   const float* bias = op.tensors[1]->as<float>();
   const Conv2DKernels& k = *ctx.kernels->conv2d;
+  const Conv2DArgs& args = op.args<Conv2DArgs>();
   ctx.parallel_for(step.units, [&](std::size_t b, std::size_t e) {
-    k.run_rows(op.args->conv2d, in, step.packed.data(), bias, op.args->relu, b, e, out);
+    k.run_rows(args.shape, in, step.packed.data(), bias, args.relu, b, e, out);
   });
 }
 
@@ -233,7 +235,7 @@ void run_avgpool(const Step& step, const ExecContext& ctx) {
   const float* in = ctx.value<const float>(op.inputs[0]);
   float* out = ctx.value<float>(op.output);
   const PoolKernels& k = *ctx.kernels->pool;
-  const AvgPoolShape& s = op.args->avgpool;
+  const AvgPoolShape& s = op.args<AvgPoolArgs>().shape;
   if (s.out_height * s.out_width * s.channels < kParallelMinFloats || ctx.pool == nullptr) {
     k.avgpool(s, in, out);
     return;
@@ -250,9 +252,9 @@ void run_global_avgpool(const Step& step, const ExecContext& ctx) {
 
 void run_concat(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
-  ctx.kernels->concat->channels_f32(
-      ctx.concat_inputs + op.args->concat_slot, op.args->concat_channels.data(),
-      op.args->concat_channels.size(), op.pixels, ctx.value<float>(op.output));
+  const ConcatArgs& a = op.args<ConcatArgs>();
+  ctx.kernels->concat->channels_f32(ctx.concat_inputs + a.slot, a.channels, a.n_inputs, op.pixels,
+                                    ctx.value<float>(op.output));
 }
 
 // FC: fp32 and int8 split by output features (weight rows are independent); bitplane8's
@@ -264,14 +266,16 @@ void run_fc(const Step& step, const ExecContext& ctx) {
   const FCKernels& k = *ctx.kernels->fc;
   const float* bias = op.tensors[2]->as<float>();
   const std::size_t c = op.channels;
-  const bool split = ctx.pool != nullptr && op.args->out_features * c >= kParallelMinFloats * 4;
-  switch (op.args->fc_encoding) {
+  const FCArgs& a = op.args<FCArgs>();
+  const std::size_t out_features = a.out_features;
+  const bool split = ctx.pool != nullptr && out_features * c >= kParallelMinFloats * 4;
+  switch (a.encoding) {
     case 0: {
       const float* w = op.tensors[0]->as<float>();
       auto body = [&](std::size_t b, std::size_t e) {
         k.f32(c, e - b, x, w + b * c, bias + b, out + b);
       };
-      split ? ctx.parallel_for(op.args->out_features, body) : body(0, op.args->out_features);
+      split ? ctx.parallel_for(out_features, body) : body(0, out_features);
       break;
     }
     case 1: {
@@ -280,12 +284,12 @@ void run_fc(const Step& step, const ExecContext& ctx) {
       auto body = [&](std::size_t b, std::size_t e) {
         k.qs8(c, e - b, x, w + b * c, ws + b, bias + b, out + b);
       };
-      split ? ctx.parallel_for(op.args->out_features, body) : body(0, op.args->out_features);
+      split ? ctx.parallel_for(out_features, body) : body(0, out_features);
       break;
     }
     default:
-      k.bitplane8(c, op.args->out_features, x, op.tensors[0]->as<BitWord>(),
-                  op.tensors[1]->as<float>(), bias, out);
+      k.bitplane8(c, out_features, x, op.tensors[0]->as<BitWord>(), op.tensors[1]->as<float>(),
+                  bias, out);
       break;
   }
 }
@@ -296,7 +300,7 @@ void run_maxpool(const Step& step, const ExecContext& ctx) {
   const float* in = ctx.value<const float>(op.inputs[0]);
   float* out = ctx.value<float>(op.output);
   const PoolKernels& k = *ctx.kernels->pool;
-  const MaxPoolShape& s = op.args->maxpool;
+  const MaxPoolShape& s = op.args<MaxPoolArgs>().shape;
   if (s.out_height * s.out_width * s.channels < kParallelMinFloats || ctx.pool == nullptr) {
     k.maxpool(s, in, out);
     return;
@@ -331,13 +335,14 @@ void run_bfc(const Step& step, const ExecContext& ctx) {
   const float* scale = op.tensors[1]->as<float>();
   const float* bias = op.tensors[2]->as<float>();
   const std::size_t words = op.pixels * words_for_channels(op.channels);
-  const bool split = ctx.pool != nullptr && op.args->out_features * words >= kParallelMinFloats;
+  const std::size_t out_features = op.args<BFCArgs>().out_features;
+  const bool split = ctx.pool != nullptr && out_features * words >= kParallelMinFloats;
   if (op.pixels == 1 || op.channels % kBitsPerWord == 0) {
     const std::size_t c = op.pixels * op.channels;
     auto body = [&](std::size_t b, std::size_t e) {
       k.run(c, e - b, x, w + b * words, scale + b, bias + b, out + b);
     };
-    split ? ctx.parallel_for(op.args->out_features, body) : body(0, op.args->out_features);
+    split ? ctx.parallel_for(out_features, body) : body(0, out_features);
     return;
   }
   const std::size_t positions = words * kBitsPerWord;
@@ -358,14 +363,14 @@ void run_bfc(const Step& step, const ExecContext& ctx) {
       }
     }
   };
-  split ? ctx.parallel_for(op.args->out_features, body) : body(0, op.args->out_features);
+  split ? ctx.parallel_for(out_features, body) : body(0, out_features);
 }
 
 // The general binary conv alone (never a chain head: the fusion planner only takes BCONV2D and
 // DWCONV3X3), split by output rows.
 void run_bconv2d_general(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
-  const BConvGeneralShape& shape = op.args->bconv_general;
+  const BConvGeneralShape& shape = op.args<BConv2DGeneralArgs>().shape;
   const BitWord* in = ctx.value<const BitWord>(op.inputs[0]);
   float* out = ctx.value<float>(op.output);
   const float* scale = op.tensors[1]->as<float>();
@@ -384,7 +389,7 @@ void run_softmax(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
   elementwise(step, ctx,
               [&](const ElementwiseKernels& k, const float* in, float* out, std::size_t,
-                  std::size_t n) { k.softmax(in, n, op.channels, op.args->softmax_log, out); });
+                  std::size_t n) { k.softmax(in, n, op.channels, softmax_log(op), out); });
 }
 
 // AVGPOOL2D: split by output rows across threads, as the other pools.
@@ -393,7 +398,7 @@ void run_avgpool2d(const Step& step, const ExecContext& ctx) {
   const float* in = ctx.value<const float>(op.inputs[0]);
   float* out = ctx.value<float>(op.output);
   const PoolKernels& k = *ctx.kernels->pool;
-  const AvgPool2DShape& s = op.args->avgpool2d;
+  const AvgPool2DShape& s = op.args<AvgPool2DArgs>().shape;
   if (s.out_height * s.out_width * s.channels < kParallelMinFloats || ctx.pool == nullptr) {
     k.avgpool2d(s, in, out);
     return;

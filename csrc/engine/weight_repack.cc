@@ -9,7 +9,7 @@ PackKey pack_key(const Op& op) {
   const auto type = static_cast<std::size_t>(op.type);
   switch (op.type) {
     case OpType::kBConv2D: {
-      const BConvShape& sh = op.args->bconv;
+      const BConvShape& sh = op.args<BConv2DArgs>().shape;
       key.tensor = op.tensors[0];
       // Not the height: one packed blob serves every input height (bconv.h).
       key.fields = {type,           sh.width,
@@ -18,9 +18,9 @@ PackKey pack_key(const Op& op) {
       break;
     }
     case OpType::kDWConv3x3: {
-      const DWConvShape& sh = op.args->dwconv;
+      const DWConvShape& sh = op.args<DWConv3x3Args>().shape;
       key.tensor = op.tensors[1];
-      key.fields = {type,          op.args->dw_int8 ? std::size_t{1} : std::size_t{0},
+      key.fields = {type,          op.args<DWConv3x3Args>().int8 ? std::size_t{1} : std::size_t{0},
                     sh.in_height,  sh.in_width,
                     sh.channels,   sh.multiplier,
                     sh.stride_h,   sh.stride_w,
@@ -28,7 +28,7 @@ PackKey pack_key(const Op& op) {
       break;
     }
     case OpType::kConv2D: {
-      const Conv2DShape& sh = op.args->conv2d;
+      const Conv2DShape& sh = op.args<Conv2DArgs>().shape;
       key.tensor = op.tensors[0];
       key.fields = {type,        sh.in_height,  sh.in_width,  sh.in_channels, sh.out_channels,
                     sh.kernel_h, sh.kernel_w,   sh.stride_h,  sh.stride_w,    sh.pad_top,
@@ -36,7 +36,7 @@ PackKey pack_key(const Op& op) {
       break;
     }
     case OpType::kBConv2DGeneral: {
-      const BConvGeneralShape& sh = op.args->bconv_general;
+      const BConvGeneralShape& sh = op.args<BConv2DGeneralArgs>().shape;
       key.tensor = op.tensors[0];
       key.fields = {type,
                     sh.height,
@@ -63,14 +63,15 @@ PackKey pack_key(const Op& op) {
 std::uint64_t packed_weight_bytes(const Op& op, const KernelTable& kt) {
   switch (op.type) {
     case OpType::kBConv2D:
-      return kt.bconv->packed_weight_bytes(op.args->bconv);
-    case OpType::kDWConv3x3:
-      return op.args->dw_int8 ? kt.dwconv->packed_qs8_bytes(op.args->dwconv)
-                              : kt.dwconv->packed_f32_bytes(op.args->dwconv);
+      return kt.bconv->packed_weight_bytes(op.args<BConv2DArgs>().shape);
+    case OpType::kDWConv3x3: {
+      const DWConv3x3Args& a = op.args<DWConv3x3Args>();
+      return a.int8 ? kt.dwconv->packed_qs8_bytes(a.shape) : kt.dwconv->packed_f32_bytes(a.shape);
+    }
     case OpType::kConv2D:
-      return kt.conv2d->packed_bytes(op.args->conv2d);
+      return kt.conv2d->packed_bytes(op.args<Conv2DArgs>().shape);
     case OpType::kBConv2DGeneral:
-      return kt.bconv_general->packed_weight_bytes(op.args->bconv_general);
+      return kt.bconv_general->packed_weight_bytes(op.args<BConv2DGeneralArgs>().shape);
     default:
       return 0;
   }
@@ -80,14 +81,14 @@ AlignedBuffer repack_weights(const Op& op, const KernelTable& kt) {
   AlignedBuffer packed;
   switch (op.type) {
     case OpType::kBConv2D: {
-      const BConvShape& sh = op.args->bconv;
+      const BConvShape& sh = op.args<BConv2DArgs>().shape;
       packed = AlignedBuffer(kt.bconv->packed_weight_bytes(sh));
       kt.bconv->pack_weight(sh, op.tensors[0]->as<BitWord>(), packed.data());
       break;
     }
     case OpType::kDWConv3x3: {
-      const DWConvShape& sh = op.args->dwconv;
-      if (op.args->dw_int8) {
+      const DWConvShape& sh = op.args<DWConv3x3Args>().shape;
+      if (op.args<DWConv3x3Args>().int8) {
         packed = AlignedBuffer(kt.dwconv->packed_qs8_bytes(sh));
         kt.dwconv->pack_qs8(sh, op.tensors[1]->as<std::int8_t>(), packed.data());
       } else {
@@ -97,13 +98,13 @@ AlignedBuffer repack_weights(const Op& op, const KernelTable& kt) {
       break;
     }
     case OpType::kConv2D: {
-      const Conv2DShape& sh = op.args->conv2d;
+      const Conv2DShape& sh = op.args<Conv2DArgs>().shape;
       packed = AlignedBuffer(kt.conv2d->packed_bytes(sh));
       kt.conv2d->pack(sh, op.tensors[0]->as<float>(), packed.data());
       break;
     }
     case OpType::kBConv2DGeneral: {
-      const BConvGeneralShape& sh = op.args->bconv_general;
+      const BConvGeneralShape& sh = op.args<BConv2DGeneralArgs>().shape;
       packed = AlignedBuffer(kt.bconv_general->packed_weight_bytes(sh));
       kt.bconv_general->pack_weight(sh, op.tensors[0]->as<BitWord>(), packed.data());
       break;

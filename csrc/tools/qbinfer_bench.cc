@@ -354,7 +354,7 @@ void print_top(const qbinfer::Model& model, const std::vector<float>& logits, in
   for (const qbinfer::Op& op : model.ops()) {
     probabilities =
         probabilities || (op.output == model.file().output_value() &&
-                          op.type == qbinfer::OpType::kSoftmax && !op.args->softmax_log);
+                          op.type == qbinfer::OpType::kSoftmax && !qbinfer::softmax_log(op));
   }
   double mx = -std::numeric_limits<double>::infinity();
   for (float v : logits) mx = std::max(mx, static_cast<double>(v));
