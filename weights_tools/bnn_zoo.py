@@ -569,6 +569,62 @@ BNN_ZOO: Dict[str, BnnZooEntry] = {
         BnnZooEntry("binarynet_mlp", binarynet_mlp, "BinaryNet MLP (MNIST)", (1, 28, 28), 10),
     )
 }
+
+
+def _register_table3_networks() -> None:
+    """The other networks of the QSB-Net paper's Table 3 (weights_tools.table3_zoo): QuickNet
+    (three sizes), Real-to-Bin ResNet-18, the FP32 MobileNets and QSB-Net-Large(SE1) by its
+    table name. Paper figures from Table 3 (storage, OPs) and Table 2 (Real-to-Bin's FLOPs and
+    BOPs); Larq Zoo quotes no OPs for QuickNet."""
+    from . import table3_zoo as t3
+
+    for e in (
+        BnnZooEntry(
+            "quicknet_small", t3.quicknet_small, "QuickNet-Small (Larq Zoo)", paper_storage_mb=4.0
+        ),
+        BnnZooEntry("quicknet", t3.quicknet, "QuickNet (Larq Zoo)", paper_storage_mb=4.2),
+        BnnZooEntry("quicknet_large", t3.quicknet_large, "QuickNet-Large (Larq Zoo)"),
+        BnnZooEntry(
+            "real_to_bin_resnet18",
+            t3.real_to_bin_resnet18,
+            "Real-to-Bin (ResNet-18)",
+            paper_ops_e8=1.83,
+            paper_flops_e8=1.56,
+            # Table 2 prints 1.68; OPs = FLOPs + BOPs / 64 = 1.83 holds for 16.8 (a typo there).
+            paper_bops_e8=16.8,
+            paper_storage_mb=5.4,
+        ),
+        BnnZooEntry(
+            "mobilenet_v1",
+            t3.mobilenet_v1,
+            "MobileNetV1 (FP32)",
+            paper_ops_e8=5.75,
+            paper_flops_e8=5.75,
+            paper_storage_mb=16.9,
+        ),
+        BnnZooEntry(
+            "mobilenet_v2",
+            t3.mobilenet_v2,
+            "MobileNetV2 (FP32)",
+            paper_ops_e8=3.0,
+            paper_flops_e8=3.0,
+            paper_storage_mb=14.0,
+        ),
+        BnnZooEntry(
+            "qsb_net_large_se1",
+            t3.qsb_net_large_se1,
+            "QSB-Net-Large (SE1)",
+            # Table 2's figures (Table 3 prints 0.69 OPs, Table 2's figure for SE2).
+            paper_ops_e8=0.64,
+            paper_flops_e8=0.37,
+            paper_bops_e8=16.9,
+            paper_storage_mb=12.4,
+        ),
+    ):
+        BNN_ZOO[e.name] = e
+
+
+_register_table3_networks()
 BNN_ZOO_NAMES = tuple(BNN_ZOO)
 
 
@@ -580,5 +636,7 @@ def build_bnn(name: str, num_classes: int = 1000) -> nn.Module:
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     model = entry.builder(num_classes=num_classes)
-    model.name = name  # type: ignore[assignment]  # read by weights_tools.ops
+    if not isinstance(getattr(type(model), "name", None), property):
+        # Read by weights_tools.ops. A zoo BinaryNet (qsb_net_large_se1) names itself.
+        model.name = name  # type: ignore[assignment]
     return model
