@@ -97,7 +97,7 @@ def worker(args) -> dict:
             model = build_model(args.name, num_classes=BNN_ZOO[args.name].num_classes)
             model.load_state_dict(torch.load(args.state))
         else:
-            model = build_model(args.name, num_classes=1000)
+            model = build_model(args.name, num_classes=1000, se=args.se)
             randomize_bn(model, seed=args.seed)
         model.eval()
         xt = torch.from_numpy(x)
@@ -383,6 +383,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help=argparse.SUPPRESS)
     p.add_argument("--name", default=None, help=argparse.SUPPRESS)
     p.add_argument("--state", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--se", default=None, help=argparse.SUPPRESS)
     p.add_argument("--shape", nargs=3, type=int, default=[3, 224, 224], help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

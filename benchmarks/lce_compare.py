@@ -122,27 +122,34 @@ def run_lce(argv) -> dict:
 
 
 # ------------------------------------------------------------------------------- models
-def plan_of(name: str, size: int = 224, num_classes: int = 1000) -> dict:
-    """The zoo architecture as the stage list lce_model.py builds (kernel rule applied here)."""
-    from weights_tools.zoo import get_arch
+def plan_of(name: str, size: int = 224, num_classes: int = 1000, se: str | None = None) -> dict:
+    """The zoo architecture as the stage list lce_model.py builds (kernel rule applied here);
+    `se` as build_model's: a stage's 5th entry says whether its DS half has SE."""
+    from weights_tools.zoo import _is_downsampling, get_arch
 
     arch = get_arch(name)
     c, stages = arch.stem_channels, []
     for _kind, block in arch.stage_specs():
+        se_here = se == "se2" or (se == "se1" and _is_downsampling(block))
         for (sh, sw), k in block:
-            stages.append([sh, sw, k, arch.kernel_rule.kernel_size(c, c * k)])
+            stage = [sh, sw, k, arch.kernel_rule.kernel_size(c, c * k)]
+            stages.append(stage + [1] if se_here else stage)
             c *= k
-    return {
-        "name": name,
+    plan = {
+        "name": name if se is None else f"{name}_{se}",
         "input_size": size,
         "num_classes": num_classes,
         "stem_channels": arch.stem_channels,
         "stages": stages,
     }
+    if se is not None:
+        plan["se_reduction"] = arch.se_reduction
+    return plan
 
 
-def lce_file(name: str, dw: str, seed: int) -> tuple[str, dict]:
-    """The .tflite of a zoo architecture (converted once in the venv, cached) and its summary."""
+def lce_file(name: str, dw: str, seed: int, plan: dict | None = None) -> tuple[str, dict]:
+    """The .tflite of a zoo architecture (converted once in the venv, cached) and its summary;
+    `plan`: another plan lce_model.py builds (default: plan_of(name))."""
     from bench_util import cache_dir
 
     stem = cache_dir() / f"{name}-lce-{dw}-224-{seed}"
@@ -151,7 +158,7 @@ def lce_file(name: str, dw: str, seed: int) -> tuple[str, dict]:
         stem.with_suffix(".lce.json"),
         stem.with_suffix(".plan.json"),
     )
-    plan = plan_of(name)
+    plan = plan or plan_of(name)
     if not (tfl.exists() and summ.exists() and json.loads(summ.read_text()).get("plan") == plan):
         plan_path.write_text(json.dumps(plan))
         print(
