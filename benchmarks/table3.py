@@ -8,7 +8,7 @@ ONNX Runtime and PyTorch, side by side, in one run.
 For each network of the table (224x224, batch 1, 1000 classes, random weights with randomised
 BN statistics: latency does not depend on the values), in the table's order, it times:
   - qbinfer, best ISA, 1 and 2 threads, on the network converted from its PyTorch zoo module
-    (weights_tools.bnn_zoo for the published networks, weights_tools.zoo for QB/QSB-Net);
+    (weights_tools.table3_zoo.TABLE3_NETWORKS: the zoo name of each row);
   - Larq Compute Engine 1 thread, its fastest x86 set-up ("lce-ind+xnn": indirect BGEMM and
     the XNNPack delegate) and its default ("lce"), on the Keras form of the same network:
     Larq Zoo's own definitions for QuickNet, Real-to-Bin and Bi-Real Net (as the paper measured
@@ -204,13 +204,13 @@ def main(argv=None) -> int:
         "build": _core.build_info(),
         "networks": [
             {
-                "key": n.key,
+                "key": n.name,
                 "label": n.label,
-                "paper_rpi_ms": n.rpi_ms,
-                "paper_ops_e8": n.paper_ops,
-                "fp32": n.zoo in FP32_NETWORKS,
-                "counts": counts.get(n.key),
-                "lce": lce_info.get(n.key),
+                "paper_rpi_ms": n.paper_rpi4b_ms,
+                "paper_ops_e8": n.paper_ops_e8,
+                "fp32": n.name in FP32_NETWORKS,
+                "counts": counts.get(n.name),
+                "lce": lce_info.get(n.name),
             }
             for n in nets
         ],
