@@ -198,7 +198,8 @@ def _hostile_cases():
         "tail bits set": _fc_binary_graph(c, co, tail, scale, bias),
         "weight_scale too short": _fc_binary_graph(c, co, good, scale[:-1], bias),
         "bias too long": _fc_binary_graph(c, co, good, scale, np.zeros(co + 1)),
-        "input is a map": _fc_binary_graph(c, co, good, scale, bias, shape=(2, 1, 35)),
+        # the weights fit C = 70, but binary rows pack the channels of one pixel only
+        "input is a map": _fc_binary_graph(c, co, good, scale, bias, shape=(2, 1, 70)),
     }
     no_scale = _fc_binary_graph(c, co, good, scale, bias)
     no_scale.ops[0].tensors[1] = None
@@ -224,12 +225,15 @@ def test_valid_binary_fc_file_loads(tmp_path):
 @pytest.mark.parametrize("what", sorted(HOSTILE))
 def test_hostile_binary_fc_is_refused(tmp_path, what):
     graph = HOSTILE[what]
-    with pytest.raises(QbwFormatError):
+    with pytest.raises(QbwFormatError) as python_error:
         validate_graph(graph)
     path = str(tmp_path / "hostile.qbw")
     write_qbw(path, graph, validate=False)
-    with pytest.raises(qbinfer.FormatError):
+    with pytest.raises(qbinfer.FormatError) as engine_error:
         qbinfer.load(path)
+    if what == "input is a map":  # refused by the rule, not by a size
+        for error in (python_error, engine_error):
+            assert "binary weights need a (1, 1, C) input" in str(error.value), error.value
 
 
 # ---------------------------------------------------------------------------------------------
