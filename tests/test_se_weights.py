@@ -113,6 +113,21 @@ def test_qsb_net_large_se1_matches_pytorch(tmp_path, kind):
     assert_matches(engine, torch_logits(model, x), path, x, f"SE1 {kind} (seed {seed})")
 
 
+def test_binary_se_with_an_int8_head(tmp_path):
+    """fc="int8" re-encodes the FP32 head only: the SE FCs keep their binary mode, and the engine
+    matches the reference interpreter of the file."""
+    from weights_tools.reference import run_reference
+
+    model = zoo_model("qsb_net_small", SEED, se="se1", se_weights="binary")
+    path, _ = convert_model(model, tmp_path, "se1_binary_int8_head", (32, 32), fc="int8")
+    n_se = sum(isinstance(m, SqueezeExcite) for m in model.modules())
+    assert _se_fc_encodings(path) == [FCEncoding.BINARY] * (2 * n_se) + [FCEncoding.INT8]
+    x = random_inputs((8, 3, 32, 32), SEED)
+    engine = qbinfer.load(path).run(x)
+    ref = run_reference(read_qbw(path), x)
+    assert_matches(engine, ref, path, x, f"SE1 binary, int8 head vs reference (seed {SEED})")
+
+
 def test_qsb_net_large_se1_binary_at_224(tmp_path):
     model = zoo_model("qsb_net_large", SEED, num_classes=1000, se="se1", se_weights="binary")
     path, _ = convert_model(model, tmp_path, "se1_binary_224", (224, 224))
