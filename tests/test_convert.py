@@ -195,6 +195,9 @@ def every_op_graph(seed=SEED, fc=FCEncoding.BITPLANE8) -> Graph:
             ten("fc.w", rng.integers(-127, 128, (10, 140)).astype(np.int8), DType.I8),
             ten("fc.ws", _f32(rng, 10, lo=0.001, hi=0.01)),
         ]
+    elif fc == FCEncoding.BINARY:
+        signs = pack_signs(np.where(rng.random((10, 140)) < 0.5, 1, -1))
+        fct = [ten("fc.w", signs, DType.BITS), ten("fc.ws", _f32(rng, 10, lo=0.001, hi=0.01))]
     else:
         planes = pack_signs(np.where(rng.random((8, 10, 140)) < 0.5, 1, -1))
         fct = [ten("fc.w", planes, DType.BITS), ten("fc.ws", _f32(rng, 10, lo=0.001, hi=0.01))]

@@ -1541,7 +1541,7 @@ STRUCTURED = {
         ),
         "is i8, expected f32",
     ),
-    "fc encoding": (lambda b: _stem(lambda g: _set(g.ops[2], "attrs", [3])), "encoding = 3"),
+    "fc encoding": (lambda b: _stem(lambda g: _set(g.ops[2], "attrs", [4])), "encoding = 4"),
     "fc fp32 with scale": (
         lambda b: _stem(lambda g: _set(g.ops[2], "tensors", [2, 3, 3])),
         "must be absent with fp32 encoding",

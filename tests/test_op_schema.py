@@ -291,6 +291,8 @@ def base_cases() -> List[Tuple[str, Case]]:
             "avgpool2d 2/2 ceil asym",
             Case(B["AVGPOOL2D"], [(5, 6, 3)], [2, 3, 2, 1, 1, 0, 0, 2, 1, 0], 0),
         ),
+        ("fc binary", Case(B["FC"], [(1, 1, 70)], [3], 5)),
+        ("fc binary 64", Case(B["FC"], [(1, 1, 64)], [3], 3)),
     ]
     covered = {c.spec.name for _, c in cases}
     assert covered == set(B), f"add base cases for {set(B) - covered}"
@@ -536,6 +538,7 @@ def special_cases() -> List[Tuple[str, Case]]:
         ("fc bitplane8 on a map", Case(B["FC"], [(2, 1, 70)], [2], 5)),
         ("bfc on a map 64", Case(B["BFC"], [(2, 3, 64)], [], 3)),
         ("bfc on a map 5", Case(B["BFC"], [(3, 3, 5)], [], 6)),
+        ("fc binary on a map", Case(B["FC"], [(2, 1, 70)], [3], 5)),
     ]
 
 

@@ -21,6 +21,8 @@ __all__ = [
     "BinaryConv2d",
     "BPReLU",
     "SqueezeExcite",
+    "SE_WEIGHT_KINDS",
+    "int8_row_weights",
     "DSHalf",
     "BHalf",
     "Stage",
@@ -140,19 +142,91 @@ class BPReLU(nn.Module):
         return self.bn(self.prelu(x))
 
 
-class SqueezeExcite(nn.Module):
-    """x * sigmoid(W2 relu(W1 gap(x) + b1) + b2), written with 1x1 convs so the graph stays 4-D."""
+SE_WEIGHT_KINDS = ("fp32", "int8", "binary")
 
-    def __init__(self, channels: int, reduction: int = 8):
+
+class _RoundSTE(torch.autograd.Function):
+    """Round half to even with the straight-through (identity) gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad_output
+
+
+def int8_row_weights(w: torch.Tensor) -> torch.Tensor:
+    """Per-output-row symmetric INT8 fake quantization of a weight [O, ...]: s_o = max|w_o| / 127,
+    q = clamp(round(w / s_o), -127, 127) (half to even), returns q * s_o (a row of zeros stays 0).
+
+    The engine's FC int8 mode computes s_o * sum q * x: the converter finds q and s_o again from
+    these values (every row on its grid, `weights_tools.converter.se_weights`). Gradients pass
+    straight through the rounding (and through s_o).
+    """
+    flat = w.reshape(w.shape[0], -1)
+    scale = flat.abs().amax(dim=1) / 127
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale)).reshape(
+        (-1,) + (1,) * (w.dim() - 1)
+    )
+    r = (
+        _RoundSTE.apply(w / safe)
+        if torch.is_grad_enabled() and w.requires_grad
+        else torch.round(w / safe)
+    )
+    return torch.clamp(r, -127, 127) * safe
+
+
+class SqueezeExcite(nn.Module):
+    """x * sigmoid(W2 relu(W1 gap(x) + b1) + b2), written with 1x1 convs so the graph stays 4-D.
+
+    `weights` chooses how W1 and W2 are stored and trained (the SE input and biases stay real):
+    "fp32" as they are; "int8" per-row symmetric INT8 (`int8_row_weights`, straight-through
+    rounding); "binary" sign(W) times a learnable per-row scale alpha (sign(0) = +1, the binary
+    convs' STE; alpha starts at the row's mean |W|), 1 bit per weight in the engine's FC
+    binary mode. The converter recognises either grid in the exported weights and writes the FC
+    mode that holds it.
+    """
+
+    def __init__(self, channels: int, reduction: int = 8, weights: str = "fp32"):
         super().__init__()
+        if weights not in SE_WEIGHT_KINDS:
+            raise ValueError(f"SE weights must be one of {SE_WEIGHT_KINDS}, got {weights!r}")
         hidden = max(1, channels // reduction)
+        self.weights = weights
         self.reduce = nn.Conv2d(channels, hidden, 1)
         self.expand = nn.Conv2d(hidden, channels, 1)
+        if weights == "binary":
+            self.reduce_alpha = nn.Parameter(_mean_abs_rows(self.reduce.weight))
+            self.expand_alpha = nn.Parameter(_mean_abs_rows(self.expand.weight))
+
+    def effective_weight(self, which: str) -> torch.Tensor:
+        """The weight [O, I, 1, 1] that layer `which` ("reduce" or "expand") computes with."""
+        w = getattr(self, which).weight
+        if self.weights == "int8":
+            return int8_row_weights(w)
+        if self.weights == "binary":
+            return binary_sign(w) * getattr(self, which + "_alpha")
+        return w
+
+    def _fc(self, which: str, s: torch.Tensor) -> torch.Tensor:
+        conv = getattr(self, which)
+        if self.weights == "fp32":
+            return conv(s)
+        return F.conv2d(s, self.effective_weight(which), conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean(dim=(2, 3), keepdim=True)
-        s = torch.sigmoid(self.expand(F.relu(self.reduce(s))))
+        s = torch.sigmoid(self._fc("expand", F.relu(self._fc("reduce", s))))
         return x * s
+
+    def extra_repr(self) -> str:
+        return f"weights={self.weights!r}"
+
+
+def _mean_abs_rows(w: torch.Tensor) -> torch.Tensor:
+    return w.detach().abs().mean(dim=(1, 2, 3), keepdim=True).clone()
 
 
 def _check_stride(stride: Sequence[int]) -> tuple[int, int]:
@@ -181,6 +255,7 @@ class DSHalf(nn.Module):
         multiplier: int,
         se: bool = False,
         se_reduction: int = 8,
+        se_weights: str = "fp32",
     ):
         super().__init__()
         if multiplier < 1:
@@ -203,7 +278,7 @@ class DSHalf(nn.Module):
             for _ in range(multiplier)
         )
         self.bn = nn.BatchNorm2d(self.out_channels)
-        self.se = SqueezeExcite(self.out_channels, se_reduction) if se else None
+        self.se = SqueezeExcite(self.out_channels, se_reduction, se_weights) if se else None
         self.act = BPReLU(self.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -259,9 +334,17 @@ class Stage(nn.Module):
         padding: str = "zero",
         se: bool = False,
         se_reduction: int = 8,
+        se_weights: str = "fp32",
     ):
         super().__init__()
-        self.ds = DSHalf(in_channels, stride, multiplier, se=se, se_reduction=se_reduction)
+        self.ds = DSHalf(
+            in_channels,
+            stride,
+            multiplier,
+            se=se,
+            se_reduction=se_reduction,
+            se_weights=se_weights,
+        )
         self.b = BHalf(self.ds.out_channels, kernel_size, padding)
         self.out_channels = self.ds.out_channels
 

@@ -319,7 +319,11 @@ OPS: Tuple[OpSchema, ...] = (
         "order (pixel-major: feature (y·W + x)·C + c), so an FC after a flattened H×W map "
         "needs no reshape op (H = W = 1 is the classic head)",
         attrs=(
-            _enum_attr("encoding", "weight encoding", ((0, "fp32"), (1, "int8"), (2, "bitplane8"))),
+            _enum_attr(
+                "encoding",
+                "weight encoding",
+                ((0, "fp32"), (1, "int8"), (2, "bitplane8"), (3, "binary")),
+            ),
         ),
         slots=(
             Slot(
@@ -328,16 +332,24 @@ OPS: Tuple[OpSchema, ...] = (
                     Form(F32, ("Co", "H*W*C"), "fp32"),
                     Form(I8, ("Co", "H*W*C"), "int8"),
                     Form(BITS, ("8", "Co", "words(C)"), "bitplane8", tail_bits_of="C"),
+                    Form(BITS, ("Co", "words(C)"), "binary", tail_bits_of="C"),
                 ),
             ),
             Slot(
                 "weight_scale",
-                (Form(F32, ("Co",), "int8"), Form(F32, ("Co",), "bitplane8")),
+                (
+                    Form(F32, ("Co",), "int8"),
+                    Form(F32, ("Co",), "bitplane8"),
+                    Form(F32, ("Co",), "binary"),
+                ),
             ),
             Slot("bias", (Form(F32, ("Co",)),)),
         ),
-        mode=ModeByAttr("encoding", ((0, "fp32"), (1, "int8"), (2, "bitplane8"))),
-        rules=("bitplane8: the input is (1, 1, C) (its planes pack C features per row)",),
+        mode=ModeByAttr("encoding", ((0, "fp32"), (1, "int8"), (2, "bitplane8"), (3, "binary"))),
+        rules=(
+            "bitplane8: the input is (1, 1, C) (its planes pack C features per row)",
+            "binary: the input is (1, 1, C) (each weight row packs C signs)",
+        ),
     ),
     OpSchema(
         15,

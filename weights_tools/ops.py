@@ -22,7 +22,12 @@ Counting convention (per single image; docs/ops.md explains it and the paper dif
     int8      1 byte per weight + an FP32 scale per output;
     bitplane8 8 sign planes of 1 bit per weight + an FP32 scale per output (paper A.2) — the
               same bytes as int8, computed with binary ops instead of 8-bit arithmetic.
-  The FC bias is FP32 in every encoding.
+  The FC bias is FP32 in every encoding. The SE FCs' weights as the model holds them
+  (`se_weights` of the zoo, `layers.SqueezeExcite`):
+    fp32      4 bytes per weight;
+    int8      1 byte per weight + an FP32 scale per output row (the engine's FC int8 mode);
+    binary    1 bit per weight + an FP32 scale per output row (FC binary mode; the scale is the
+              layer's learnable alpha, so it is not counted again with the other parameters).
 - Storage, "weights": conv and FC weights plus the FC bias only, in the same encodings. This is
   the convention that reproduces the paper's Table 3 (its figures leave out the per-channel
   vectors: biases, alpha, PReLU slopes, BN), so the comparison with the paper uses it.
@@ -41,12 +46,13 @@ import torch
 from torch import nn
 
 from .bnn_zoo import BNN_ZOO, BNN_ZOO_NAMES
-from .layers import BinaryConv2d
+from .layers import BinaryConv2d, SqueezeExcite
 from .zoo import (
     ABLATION_NAMES,
     ARCHS,
     MODEL_NAMES,
     SE_MODES,
+    SE_WEIGHT_KINDS,
     BinaryNet,
     PaperFigures,
     build_model,
@@ -129,6 +135,33 @@ def _fc_weight_bytes(fc: nn.Linear, encoding: str) -> int:
     raise ValueError(f"unknown FC encoding {encoding!r}; known: {FC_ENCODINGS}")
 
 
+@dataclass
+class _SEWeights:
+    """The SE FCs' weights of a model: count, output rows, and bytes as stored."""
+
+    weights: int = 0
+    scale_params: int = 0  # learnable per-row scales (binary SE's alpha), stored as the scale
+    bytes: int = 0
+
+
+def _se_weights(model: nn.Module) -> _SEWeights:
+    out = _SEWeights()
+    for se in model.modules():
+        if not isinstance(se, SqueezeExcite):
+            continue
+        for conv in (se.reduce, se.expand):
+            n, rows = conv.weight.numel(), conv.weight.shape[0]
+            out.weights += n
+            if se.weights == "fp32":
+                out.bytes += 4 * n
+            elif se.weights == "int8":
+                out.bytes += n + 4 * rows
+            else:  # binary: 1 bit per weight + the per-row scale (its alpha parameter)
+                out.bytes += (n + 7) // 8 + 4 * rows
+                out.scale_params += rows
+    return out
+
+
 def _final_linear(model: nn.Module) -> nn.Linear:
     if isinstance(model, BinaryNet):
         return model.fc
@@ -186,9 +219,31 @@ def count_ops(
 
         return hook
 
+    def se_hook_for(layer_name: str):
+        # An SE with compact weights computes its two 1x1 layers with F.conv2d on the effective
+        # weights, so its convs' own hooks do not fire: count them here (1x1 maps, so MACs =
+        # weights), as the same float work.
+        def hook(mod, inputs, output):
+            if mod.weights == "fp32":
+                return
+            for which in ("reduce", "expand"):
+                conv = getattr(mod, which)
+                layers.append(
+                    LayerCount(
+                        f"{layer_name}.{which}",
+                        "se",
+                        (conv.out_channels, 1, 1),
+                        flops=conv.weight.numel(),
+                    )
+                )
+
+        return hook
+
     for layer_name, module in model.named_modules():
         if is_binary_layer(module) or isinstance(module, (nn.Conv2d, nn.Linear)):
             hooks.append(module.register_forward_hook(hook_for(layer_name, module)))
+        elif isinstance(module, SqueezeExcite):
+            hooks.append(module.register_forward_hook(se_hook_for(layer_name)))
     was_training = model.training
     try:
         model.eval()
@@ -218,12 +273,16 @@ def count_ops(
         if isinstance(m, nn.Conv2d) and not is_binary_layer(m)
     )
     binary_bytes = (binary_params + 7) // 8
+    # The SE FCs' weights (and a binary SE's per-row scales) in their own encoding.
+    se = _se_weights(model)
+    float_params -= se.weights + se.scale_params
+    float_weights -= se.weights
     storage = {
-        e: binary_bytes + 4 * (float_params + fc_bias) + _fc_weight_bytes(fc, e)
+        e: binary_bytes + 4 * (float_params + fc_bias) + se.bytes + _fc_weight_bytes(fc, e)
         for e in FC_ENCODINGS
     }
     weights = {
-        e: binary_bytes + 4 * (float_weights + fc_bias) + _fc_weight_bytes(fc, e)
+        e: binary_bytes + 4 * (float_weights + fc_bias) + se.bytes + _fc_weight_bytes(fc, e)
         for e in FC_ENCODINGS
     }
     return ModelCount(
@@ -241,10 +300,18 @@ def count_ops(
 
 
 def _variants(
-    names: Iterable[str], se_modes: Sequence[Optional[str]]
-) -> List[Tuple[str, Optional[str]]]:
-    # The published BNNs have no SE variants: one entry each, whatever se_modes says.
-    return [(n, se) for n in names for se in ((None,) if n in BNN_ZOO else se_modes)]
+    names: Iterable[str],
+    se_modes: Sequence[Optional[str]],
+    se_weights: Sequence[str] = ("fp32",),
+) -> List[Tuple[str, Optional[str], str]]:
+    # The published BNNs have no SE variants: one entry each, whatever se_modes says; a model
+    # without SE has no SE weights to vary.
+    return [
+        (n, se, kind)
+        for n in names
+        for se in ((None,) if n in BNN_ZOO else se_modes)
+        for kind in (("fp32",) if se is None else se_weights)
+    ]
 
 
 def count_zoo(
@@ -252,22 +319,27 @@ def count_zoo(
     se_modes: Sequence[Optional[str]] = SE_MODES,
     input_size: Sequence[int] = (224, 224),
     num_classes: int = 1000,
+    se_weights: Sequence[str] = ("fp32",),
 ) -> List[ModelCount]:
     """Counts for the zoo: by default the four models and their SE1/SE2 variants, the ablations,
     then the published BNNs of `bnn_zoo` (ReActNet-A, Bi-Real Net, XNOR-Net, BinaryNet). A model
     with its own fixed input (BinaryNet's 28x28x1 MLP) is counted at that size and with its own
-    number of classes (10)."""
+    number of classes (10). `se_weights`: the SE weight kinds to count for every SE variant
+    ("fp32", "int8", "binary"; named e.g. qsb_net_large_se1_binary)."""
+    for kind in se_weights:
+        if kind not in SE_WEIGHT_KINDS:
+            raise ValueError(f"unknown SE weight kind {kind!r}; known: {SE_WEIGHT_KINDS}")
     if names is None:
         pairs = (
-            _variants(MODEL_NAMES, se_modes)
+            _variants(MODEL_NAMES, se_modes, se_weights)
             + _variants(ABLATION_NAMES, (None,))
             # qsb_net_large_se1 (Table 3's name) is counted above as qsb_net_large's SE1 variant.
             + _variants([n for n in BNN_ZOO_NAMES if n != "qsb_net_large_se1"], (None,))
         )
     else:
-        pairs = _variants(names, se_modes)
+        pairs = _variants(names, se_modes, se_weights)
     out = []
-    for name, se in pairs:
+    for name, se, kind in pairs:
         if name in BNN_ZOO:
             entry = BNN_ZOO[name]
             c, h, w = entry.input_shape
@@ -278,13 +350,17 @@ def count_zoo(
             model = build_model(name, num_classes=classes)
             out.append(count_ops(model, size, in_channels=c))
             continue
-        model = build_model(name, num_classes=num_classes, se=se)
+        model = build_model(name, num_classes=num_classes, se=se, se_weights=kind)
         out.append(count_ops(model, input_size))
     return out
 
 
 def paper_figures(model_name: str) -> Optional[PaperFigures]:
     """The paper's Table 2/3 figures for a zoo model name such as 'qsb_net_large_se1'."""
+    for kind in SE_WEIGHT_KINDS:  # qsb_net_large_se1_binary: the paper's SE1 figures
+        if model_name.endswith("_" + kind):
+            model_name = model_name[: -len(kind) - 1]
+            break
     for se in ("se1", "se2"):
         base = model_name[: -len(se) - 1]
         if model_name.endswith("_" + se) and base in ARCHS:
@@ -352,7 +428,7 @@ def _fmt(x: Optional[float], spec: str) -> str:
 
 def format_table(counts: Sequence[ModelCount]) -> str:
     head = (
-        f"{'model':<20} {'FLOPs e8':>15} {'BOPs e8':>15} {'OPs e8':>15} {'params M':>9} "
+        f"{'model':<25} {'FLOPs e8':>15} {'BOPs e8':>15} {'OPs e8':>15} {'params M':>9} "
         f"{'MB fp32 FC':>10} {'int8 FC':>8} {'bitpl8 FC':>9} {'MB weights fp32/int8 FC':>30}"
     )
     lines = [head, "-" * len(head)]
@@ -369,7 +445,7 @@ def format_table(counts: Sequence[ModelCount]) -> str:
         w32 = cell("storage_mb_fp32_fc", c.weights_storage_bytes["fp32"] / 1e6, ".2f")
         w8 = cell("storage_mb_int8_fc", c.weights_storage_bytes["int8"] / 1e6, ".2f")
         lines.append(
-            f"{c.model:<20} {cell('flops', c.flops / 1e8):>15} {cell('bops', c.bops / 1e8, '.2f'):>15} "
+            f"{c.model:<25} {cell('flops', c.flops / 1e8):>15} {cell('bops', c.bops / 1e8, '.2f'):>15} "
             f"{cell('ops', c.ops / 1e8):>15} {c.params / 1e6:>9.2f} {mb['fp32']:>10.2f} {mb['int8']:>8.2f} "
             f"{mb['bitplane8']:>9.2f} {w32 + ' / ' + w8:>30}"
         )
@@ -420,6 +496,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default="all",
         help="SE variants to count for --models (default: all)",
     )
+    parser.add_argument(
+        "--se-weights",
+        nargs="+",
+        choices=SE_WEIGHT_KINDS,
+        default=list(SE_WEIGHT_KINDS),
+        help="SE weight kinds to count for every SE variant (default: all; named e.g. "
+        "qsb_net_large_se1_binary)",
+    )
     parser.add_argument("--input-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--layers", action="store_true", help="add a per-layer breakdown")
@@ -427,7 +511,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     se_modes = {"none": (None,), "se1": ("se1",), "se2": ("se2",), "all": SE_MODES}[args.se]
     try:
-        counts = count_zoo(args.models, se_modes, tuple(args.input_size), args.num_classes)
+        counts = count_zoo(
+            args.models, se_modes, tuple(args.input_size), args.num_classes, args.se_weights
+        )
     except ValueError as exc:
         parser.error(str(exc))
     if args.json:

@@ -569,11 +569,12 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
             value_is(v, f"input {j}", (H, W, v.channels))
         value_is(out, "output", (H, W, sum(v.channels for v in ins)))
     elif t == OpType.FC:
-        # (H, W, C) read as one vector of H*W*C features; bitplane8 packs C per plane row
+        # (H, W, C) read as one vector of H*W*C features; bitplane8 packs C per plane row,
+        # binary C signs per weight row
         value_is(out, "output", (1, 1, out.channels))
-        if mode == "bitplane8" and (H, W) != (1, 1):
+        if mode in ("bitplane8", "binary") and (H, W) != (1, 1):
             _fail(
-                f"{label}: input {x.name!r} has shape {x.shape}, but bitplane8 weights need a "
+                f"{label}: input {x.name!r} has shape {x.shape}, but {mode} weights need a "
                 f"(1, 1, C) input"
             )
         if H * W * C > 2**31 - 1:

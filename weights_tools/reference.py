@@ -368,6 +368,9 @@ def _fc(graph: Graph, op: Op, args):
             # would turn one inf input into inf - inf = NaN.
             w_int = sum((2.0**b) * planes[b] for b in range(8))
             dot = v @ w_int.T
+        elif encoding == FCEncoding.BINARY:
+            signs = unpack_signs(weight, v.shape[1], dtype=np.float64)  # [O, C] of ±1
+            dot = v @ signs.T
         else:
             raise ValueError(f"unknown FC encoding {encoding}")
         out = _tensor(graph, op, 1) * dot.astype(f32) + bias

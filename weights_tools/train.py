@@ -194,6 +194,7 @@ class TrainConfig:
     arch: str
     out: str  # folder: checkpoint.pth, model.pth, log.jsonl, train.log
     se: str = "none"
+    se_weights: str = "fp32"  # the SE FCs' weights: fp32, int8 or binary (layers.SqueezeExcite)
     padding: str = "zero"
     blocks: Optional[str] = None  # comma list replacing the arch's block types
     stem_channels: Optional[int] = None
@@ -373,6 +374,7 @@ def model_from_meta(meta: Dict[str, Any]) -> nn.Module:
         arch,
         num_classes=num_classes,
         se=meta.get("se"),
+        se_weights=meta.get("se_weights", "fp32"),
         padding=meta.get("padding", "zero"),
         stage=int(meta.get("stage", 2)),
     )
@@ -558,6 +560,11 @@ def build_parser() -> argparse.ArgumentParser:
         f"({', '.join(TEACHER_ARCHS)}, or a torchvision name when importable)",
     )
     g.add_argument("--se", choices=("none", "se1", "se2"))
+    g.add_argument(
+        "--se-weights",
+        choices=("fp32", "int8", "binary"),
+        help="how the SE FCs hold their weights (binary: sign x per-row scale, STE; default fp32)",
+    )
     g.add_argument("--padding", choices=("zero", "one"))
     g.add_argument(
         "--blocks",
@@ -832,6 +839,7 @@ def build_meta(cfg: TrainConfig, spec: D.DataSpec) -> Dict[str, Any]:
         "blocks": blocks,
         "stem_channels": cfg.stem_channels,
         "se": None if cfg.se == "none" else cfg.se,
+        "se_weights": cfg.se_weights,
         "padding": cfg.padding,
         "num_classes": num_classes,
         "stage": 2 if is_teacher or cfg.stage == "int8" else int(cfg.stage),

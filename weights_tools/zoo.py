@@ -18,7 +18,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .layers import PADDING_MODES, BinaryConv2d, Block, Stage
+from .layers import PADDING_MODES, SE_WEIGHT_KINDS, BinaryConv2d, Block, Stage
 
 __all__ = [
     "BLOCK_TYPES",
@@ -30,6 +30,7 @@ __all__ = [
     "MODEL_NAMES",
     "ABLATION_NAMES",
     "SE_MODES",
+    "SE_WEIGHT_KINDS",
     "BinaryNet",
     "build_model",
     "get_arch",
@@ -93,6 +94,7 @@ class ArchSpec:
     stem_channels: int = 16
     kernel_rule: KernelRule = field(default_factory=KernelRule)
     se_reduction: int = 8
+    se_weights: str = "fp32"  # the SE FCs' weights: "fp32", "int8" or "binary" (layers.py)
     description: str = ""
     paper: Dict[Optional[str], PaperFigures] = field(default_factory=dict)  # keyed by se mode
 
@@ -262,16 +264,21 @@ class BinaryNet(nn.Module):
         num_classes: int = 1000,
         se: Optional[str] = None,
         padding: str = "zero",
+        se_weights: Optional[str] = None,
     ):
         super().__init__()
         if se not in SE_MODES:
             raise ValueError(f"se must be one of {SE_MODES}, got {se!r}")
+        se_weights = arch.se_weights if se_weights is None else se_weights
+        if se_weights not in SE_WEIGHT_KINDS:
+            raise ValueError(f"se_weights must be one of {SE_WEIGHT_KINDS}, got {se_weights!r}")
         if padding not in PADDING_MODES:
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.arch = arch
         self.se_mode = se
+        self.se_weights = se_weights
         self.padding = padding
         self.num_classes = num_classes
         c = arch.stem_channels
@@ -294,6 +301,7 @@ class BinaryNet(nn.Module):
                     padding=padding,
                     se=se_here,
                     se_reduction=arch.se_reduction,
+                    se_weights=se_weights,
                 )
                 built.append(stage)
                 c = stage.out_channels
@@ -311,7 +319,11 @@ class BinaryNet(nn.Module):
 
     @property
     def name(self) -> str:
-        return self.arch.name + (f"_{self.se_mode}" if self.se_mode else "")
+        # e.g. qsb_net_large_se1, or qsb_net_large_se1_binary with binary SE weights
+        name = self.arch.name + (f"_{self.se_mode}" if self.se_mode else "")
+        if self.se_mode and self.se_weights != "fp32":
+            name += f"_{self.se_weights}"
+        return name
 
 
 def set_training_stage(model: nn.Module, stage: int) -> nn.Module:
@@ -333,13 +345,16 @@ def build_model(
     se: Optional[str] = None,
     padding: str = "zero",
     stage: int = 2,
+    se_weights: Optional[str] = None,
 ) -> BinaryNet:
     """Build a zoo model by name (see `ARCHS`) or from an `ArchSpec`.
 
     `se`: None, "se1" (SE after the DS halves of downsampling blocks) or "se2" (after every DS
     half). `padding`: "zero" (PyTorch's convention for the 3x3 binary convs) or "one". `stage`:
     1 = float weights with binary activations (training stage 1), 2 = binary weights (stage 2 and
-    inference). The input size is free: any H, W >= 1 works (224 for ImageNet, 32 for CIFAR-like
+    inference). `se_weights`: how the SE FCs hold their weights, "fp32", "int8" or "binary"
+    (sign x per-row scale, STE-trained; see `layers.SqueezeExcite`); None takes the
+    architecture's (`ArchSpec.se_weights`, "fp32" for every zoo entry). The input size is free: any H, W >= 1 works (224 for ImageNet, 32 for CIFAR-like
     data). The published BNNs of `bnn_zoo.BNN_ZOO_NAMES` (reactnet_a, bireal_net18/34,
     xnor_net_resnet18, binarynet_mlp) are built by name too, with their authors' layout.
     """
@@ -349,7 +364,7 @@ def build_model(
         from . import bnn_zoo
 
         if name in bnn_zoo.BNN_ZOO:
-            if (se, padding, stage) != (None, "zero", 2):
+            if (se, padding, stage, se_weights) != (None, "zero", 2, None):
                 raise ValueError(
                     f"{name} is a published network as its authors wrote it: "
                     "se, padding and stage options do not apply"
@@ -357,7 +372,9 @@ def build_model(
             return bnn_zoo.build_bnn(name, num_classes=num_classes)  # type: ignore[return-value]
         known = ", ".join(list(ARCHS) + list(bnn_zoo.BNN_ZOO))
         raise ValueError(f"unknown model {name!r}; known: {known}")
-    model = BinaryNet(get_arch(name), num_classes=num_classes, se=se, padding=padding)
+    model = BinaryNet(
+        get_arch(name), num_classes=num_classes, se=se, padding=padding, se_weights=se_weights
+    )
     return set_training_stage(model, stage)
 
 

@@ -509,7 +509,8 @@ void build_concat(Builder& b) {
 }
 
 // FC: f32 (H, W, C) read as one vector of H*W*C features (NHWC order: an FC after a flattened
-// map) -> (1, 1, Co). bitplane8 packs C features per plane row, so it needs H = W = 1.
+// map) -> (1, 1, Co). bitplane8 packs C features per plane row and binary C signs per weight
+// row, so both need H = W = 1.
 void build_fc(Builder& b) {
   Op& op = b.op;
   const ValueInfo& in = b.in(0);
@@ -517,9 +518,9 @@ void build_fc(Builder& b) {
   b.expect_shape("output", out, 1, 1, out.channels);
   const int encoding = static_cast<int>(b.attr(0));
   const std::uint64_t pixels = std::uint64_t{in.height} * in.width;  // < 2^64
-  if (encoding == 2 && pixels != 1) {
-    b.fail("input " + quoted(std::string(in.name)) + " has shape " + shape_str(in) +
-           ", but bitplane8 weights need a (1, 1, C) input");
+  if ((encoding == 2 || encoding == 3) && pixels != 1) {
+    b.fail("input " + quoted(std::string(in.name)) + " has shape " + shape_str(in) + ", but " +
+           (encoding == 2 ? "bitplane8" : "binary") + " weights need a (1, 1, C) input");
   }
   // The weight dims multiply H*W*C: bound it first so that the product cannot wrap.
   const std::uint64_t c = sat_mul(pixels, in.channels);

@@ -257,8 +257,8 @@ void run_concat(const Step& step, const ExecContext& ctx) {
                                     ctx.value<float>(op.output));
 }
 
-// FC: fp32 and int8 split by output features (weight rows are independent); bitplane8's
-// planes interleave the outputs, so it runs whole.
+// FC: fp32, int8 and binary split by output features (weight rows are independent);
+// bitplane8's planes interleave the outputs, so it runs whole.
 void run_fc(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
   const float* x = ctx.value<const float>(op.inputs[0]);
@@ -283,6 +283,16 @@ void run_fc(const Step& step, const ExecContext& ctx) {
       const float* ws = op.tensors[1]->as<float>();
       auto body = [&](std::size_t b, std::size_t e) {
         k.qs8(c, e - b, x, w + b * c, ws + b, bias + b, out + b);
+      };
+      split ? ctx.parallel_for(out_features, body) : body(0, out_features);
+      break;
+    }
+    case 3: {
+      const BitWord* w = op.tensors[0]->as<BitWord>();
+      const float* ws = op.tensors[1]->as<float>();
+      const std::size_t words = words_for_channels(c);
+      auto body = [&](std::size_t b, std::size_t e) {
+        k.binary(c, e - b, x, w + b * words, ws + b, bias + b, out + b);
       };
       split ? ctx.parallel_for(out_features, body) : body(0, out_features);
       break;

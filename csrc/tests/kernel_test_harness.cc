@@ -8,7 +8,7 @@
 //     bitpack, bconv, depthwise f32 and INT8 (absmax, quantization, conv), the dense conv, the
 //     pools, concat, the element-wise kernels, the fused epilogue (floats and bits);
 //   within fc.h's tolerance  |got - exact| <= 1e-5 * (|ws| * sum |w * x| + |bias|)  in double
-//     the three FC encodings;
+//     the FC encodings (f32, INT8, bitplane8 in family fc; binary in family fc_binary);
 //   the softmax reference (which every variant must equal bit for bit) also within the SOFTMAX
 //     tolerance of docs/format.md of exact math in double.
 // Row-range entry points run over a shuffled split of the rows (empty ranges included) and over
@@ -2057,6 +2057,96 @@ void test_bfc(const BFCKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
   }
 }
 
+// ---- FC, binary (±1) weights: the compact SE weights ---------------------------------------
+
+// fc.h: |got - exact| <= 1e-5 * (|ws| * sum |x| + |bias|) of the exact ws * sum ±x + bias in
+// double; every row range of a split run gives the whole run's outputs bit for bit (rows are
+// independent); extremes (inf, NaN, sums past FLT_MAX) give inf and NaN exactly where the
+// reference does.
+void fc_binary_case(const FCKernels& k, Rng& rng, Tally& t, std::size_t ci, std::size_t co, bool ge,
+                    double ones, int extremes) {
+  std::vector<float> x = randn(rng, ci), bias = randn(rng, co);
+  std::vector<float> ws = randn(rng, co, 0.01f);
+  for (float& v : ws) v = std::fabs(v) + 1e-4f;
+  if (extremes == 1) {  // specials in x, bias and weight scales
+    sprinkle(rng, x, 0.05);
+    sprinkle(rng, bias, 0.3);
+    sprinkle(rng, ws, 0.2, /*finite_only=*/true);
+  } else if (extremes == 2) {  // sums of ±1e38 that pass FLT_MAX in one order and not another
+    for (float& v : x)
+      v = (coin(rng) ? -1.0f : 1.0f) * 1e38f *
+          (1.0f + static_cast<float>(uniform(rng, 0, 99)) / 100.0f);
+    for (float& v : ws) v = 1.0f;
+  }
+  const std::vector<BitWord> signs = random_bits(rng, co, ci, ones);
+  const std::size_t words = words_for_channels(ci);
+  Buf<float> xg = guarded(x, ge), bg = guarded(bias, !ge), wsg = guarded(ws, ge);
+  Buf<BitWord> sg = guarded(signs, !ge);
+  Buf<float> out(co, ge);
+  k.binary(ci, co, xg.data(), sg.data(), wsg.data(), bg.data(), out.data());
+  std::vector<double> exact(co), mag(co);
+  for (std::size_t o = 0; o < co; ++o) {
+    double e = 0, m = 0;
+    for (std::size_t j = 0; j < ci; ++j) {
+      const bool minus = ((signs[o * words + j / kBitsPerWord] >> (j % kBitsPerWord)) & 1u) != 0;
+      e += minus ? -static_cast<double>(x[j]) : static_cast<double>(x[j]);
+      m += std::fabs(static_cast<double>(x[j]));
+    }
+    exact[o] = static_cast<double>(ws[o]) * e + bias[o];
+    mag[o] = std::fabs(static_cast<double>(ws[o])) * m + std::fabs(static_cast<double>(bias[o]));
+  }
+  if (extremes == 0) {
+    within(t, "binary", out.data(), exact, mag);
+  } else {
+    std::vector<float> want(co);
+    fc_binary__reference(ci, co, x.data(), signs.data(), ws.data(), bias.data(), want.data());
+    same_nonfinite_within(t, "binary, extremes", out.data(), want.data(), mag);
+  }
+  // A row range [b, e) with offset rows, scales, biases and outputs: the whole run's bits.
+  const std::size_t b = uniform(rng, 0, co), e = uniform(rng, b, co);
+  if (e > b) {
+    Buf<float> part(e - b, !ge);
+    k.binary(ci, e - b, xg.data(), sg.data() + b * words, wsg.data() + b, bg.data() + b,
+             part.data());
+    same_floats(t, "binary, row range", part.data(), out.data() + b, e - b);
+  }
+  ++t.cases;
+}
+
+void test_fc_binary(const FCKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
+  const std::size_t kIn[] = {1,  3,  4,   7,   8,   15,  16,  17,  31,   32,   63,
+                             64, 65, 100, 128, 129, 256, 257, 512, 1000, 1024, 2048};
+  const std::size_t kOut[] = {1, 2, 3, 4, 5, 7, 9, 16, 17, 32};
+  std::size_t i = 0;
+  // The SE layers of the zoo (squeeze C -> C/8 and excite C/8 -> C, C from 32 to 2048).
+  for (std::size_t c = 32; c <= 2048; c *= 2) {
+    t.context = fmt("SE squeeze/excite C=%zu", c);
+    fc_binary_case(k, rng, t, c, c / 8, i++ % 2 == 0, 0.5, 0);
+    fc_binary_case(k, rng, t, c / 8, c, i++ % 2 == 0, 0.5, 0);
+  }
+  // All weights +1 and all -1 (every lane on one side), then random shapes and densities.
+  for (std::size_t ci : {1, 8, 63, 64, 65, 200}) {
+    for (double ones : {0.0, 1.0}) {
+      t.context = fmt("in=%zu out=5 ones=%.0f", ci, ones);
+      fc_binary_case(k, rng, t, ci, 5, i++ % 2 == 0, ones, 0);
+    }
+  }
+  for (std::size_t n = 0; n < n_cases; ++n) {
+    const std::size_t ci = pick(rng, kIn), co = pick(rng, kOut);
+    const int extremes = n % 5 == 3 ? 1 : n % 5 == 4 ? 2 : 0;
+    t.context = fmt("case %zu in=%zu out=%zu extremes=%d", n, ci, co, extremes);
+    fc_binary_case(k, rng, t, ci, co, i++ % 2 == 0, coin(rng, 0.8) ? 0.5 : 0.9, extremes);
+  }
+}
+
+// The binary FC mode is a member of FCKernels: its family lists the FC variants.
+const FCKernels* const* fc_binary_kernel_variants(std::size_t* count) {
+  return fc_kernel_variants(count);
+}
+const FCKernels* const* fc_binary_compiled_kernel_variants(std::size_t* count) {
+  return fc_compiled_kernel_variants(count);
+}
+
 // ---- driver -------------------------------------------------------------------------------
 
 std::uint64_t mix(std::uint64_t seed, const std::string& a, const std::string& b) {
@@ -2128,6 +2218,7 @@ const std::vector<Family>& family_table() {
       QBINFER_KERNEL_FAMILY(fc, 400, FCKernels, test_fc),
       QBINFER_KERNEL_FAMILY(bfc, 300, BFCKernels, test_bfc),
       QBINFER_KERNEL_FAMILY(bconv_general, 600, BConvGeneralKernels, test_bconv_general),
+      QBINFER_KERNEL_FAMILY(fc_binary, 400, FCKernels, test_fc_binary),
   };
   return table;
 }

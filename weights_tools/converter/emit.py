@@ -20,6 +20,7 @@ import onnx
 from ..qbw import DType, FCEncoding, Graph, Op, OpType, Preprocessing, Tensor, Value, pack_signs
 from .errors import ConversionError
 from .ir import IRGraph, ValueInfo
+from .se_weights import binary_rows, int8_rows
 
 __all__ = ["emit", "op_sources"]
 
@@ -151,20 +152,8 @@ def emit(graph: IRGraph, model_name: str = "") -> Graph:
             ops.append(Op(OpType.AVGPOOL, name, ins, [out], [], [*p["kernel"], *p["stride"]]))
         elif n.kind == "fc":
             fc_weight = _nhwc_columns(p["w"], graph.values[n.inputs[0]])  # [O, H, W, C]
-            ops.append(
-                Op(
-                    OpType.FC,
-                    name,
-                    ins,
-                    [out],
-                    [
-                        f32(name + ".weight", fc_weight.reshape(len(fc_weight), -1)),
-                        None,
-                        f32(name + ".bias", p["b"]),
-                    ],
-                    [int(FCEncoding.FP32)],
-                )
-            )
+            fc_weight = fc_weight.reshape(len(fc_weight), -1)
+            ops.append(_fc_op(name, ins, out, fc_weight, p, tensor, f32))
         elif n.kind == "clip":
             # The bounds as f32: ONNX Clip compares in the input's type, f32 here, so a
             # float64 bound rounds the same way either side.
@@ -193,6 +182,31 @@ def emit(graph: IRGraph, model_name: str = "") -> Graph:
         preprocessing=Preprocessing.for_input_size(inp.h, inp.w),
         model_name=model_name,
     )
+
+
+def _fc_op(name: str, ins, out: int, weight: np.ndarray, p: dict, tensor, f32) -> Op:
+    """A float FC: FP32, or (an SE layer trained with compact weights, `encoding` set by the
+    translation) binary signs + per-row scale (FC binary) or INT8 codes + per-row scale (FC
+    int8). The encoding is found again from the weights as they are now (a folded affine scales
+    rows, which keeps either grid); should they have left it, the FC stays FP32."""
+    encoding = p.get("encoding")
+    bias = f32(name + ".bias", p["b"])
+    if encoding == "binary":
+        found = binary_rows(weight)
+        if found is not None:
+            pm1, scale = found
+            signs = tensor(name + ".weight", DType.BITS, pack_signs(pm1))
+            slots = [signs, f32(name + ".weight_scale", scale), bias]
+            return Op(OpType.FC, name, ins, [out], slots, [int(FCEncoding.BINARY)])
+    elif encoding == "int8":
+        found8 = int8_rows(weight)
+        if found8 is not None:
+            q, scale = found8
+            codes = tensor(name + ".weight", DType.I8, q)
+            slots = [codes, f32(name + ".weight_scale", scale), bias]
+            return Op(OpType.FC, name, ins, [out], slots, [int(FCEncoding.INT8)])
+    slots = [f32(name + ".weight", weight), None, bias]
+    return Op(OpType.FC, name, ins, [out], slots, [int(FCEncoding.FP32)])
 
 
 # A walk back from an op's output that visits more ONNX nodes than this has escaped its own op

@@ -20,7 +20,8 @@ Node kinds and their params (all per output channel unless said otherwise):
   the scale is exactly 1 and ``x*1 + c`` is ``x + c``).
 - ``clip``: ``lo``, ``hi`` (floats); only before a sign (`passes.drop_clip_before_sign`), emission
   refuses any other.
-- ``prelu``: ``slope``. ``avgpool``: ``kernel``, ``stride``. ``fc``: ``w`` [O, I] (as ``bfc``), ``b`` [O].
+- ``prelu``: ``slope``. ``avgpool``: ``kernel``, ``stride``. ``fc``: ``w`` [O, I] (as ``bfc``), ``b`` [O],
+  optional ``encoding`` ("binary" or "int8": an SE layer's compact weights, see `se_weights`).
 - ``maxpool``: ``kernel``, ``stride``, ``pads`` (top, left, bottom, right; floor mode, the
   end pads already widened for ceil mode). ``clip``: ``lo``, ``hi`` (floats, lo <= hi).
 - ``softmax``: ``log`` (bool: LogSoftmax); over the channels of each pixel.

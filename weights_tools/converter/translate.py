@@ -23,6 +23,7 @@ from .constants import attrs, default_opset, fold_constants, initializers, live_
 from .errors import NO_OP_FIX, Blocker, ConversionError, fail, fix_for, node_label
 from .ir import IRGraph, Node, ValueInfo
 from .passes import ONNX_PASSES
+from .se_weights import compact_encoding
 
 __all__ = [
     "PLACEHOLDER",
@@ -586,6 +587,8 @@ def _conv(tr: Translator, node: onnx.NodeProto) -> None:
     if x.kind != "f32":
         _binary_conv(tr, node, x, w, bias, group, (sh, sw), (pt, pl, pb, pr))
     elif group == 1:
+        if _compact_pointwise(tr, node, x, w, bias, (pt, pl, pb, pr)):
+            return
         if not (0 <= pt < kh and 0 <= pb < kh and 0 <= pl < kw and 0 <= pr < kw):
             fail(node, f"pads {[pt, pl, pb, pr]} must each be smaller than the kernel {kh}x{kw}")
         ho = (x.h + pt + pb - kh) // sh + 1
@@ -638,6 +641,23 @@ def _conv(tr: Translator, node: onnx.NodeProto) -> None:
             f"grouped convolution (group={group}) is not supported; only group=1 "
             f"and depthwise (group=C_in=C_out)",
         )
+
+
+def _compact_pointwise(tr: Translator, node, x: ValueInfo, w, bias, pads) -> bool:
+    """A float 1x1 conv on a 1x1 map (an SE layer's squeeze or excite) whose weights are
+    sign x per-row scale or on a per-row INT8 grid (`converter.se_weights`: an SE trained with
+    compact weights) becomes an ``fc`` node that emission writes in FC mode binary or int8.
+    True when emitted; other convs stay ``conv`` (CONV2D)."""
+    co, ci, kh, kw = w.shape
+    if (kh, kw) != (1, 1) or (x.h, x.w) != (1, 1) or tuple(pads) != (0, 0, 0, 0) or ci != x.c:
+        return False
+    w2 = w.reshape(co, ci).astype(np.float64)
+    encoding = compact_encoding(w2)
+    if encoding is None:
+        return False
+    out = tr.new_value(node, co, 1, 1)
+    tr.emit("fc", node, [x.name], out, w=w2, b=bias, encoding=encoding)
+    return True
 
 
 @dataclass

@@ -6,6 +6,9 @@
 //   bitplane8  planes: 8 x out_features x words_for_channels(in_features) words; plane b holds
 //              the ±1 digit 2*bit_b(B) - 1 of the 8-bit code B (bit contract: stored bit 1 = -1),
 //              w = weight_scale[o] * sum_b 2^b * plane_b = weight_scale[o] * (2B - 255).
+//   binary     signs: out_features x words_for_channels(in_features) words, one bit per weight
+//              (bit contract: stored bit 1 = -1, tail bits 0), w = weight_scale[o] * (±1): the
+//              compact SE weights (sign times a per-row scale, trained with the STE).
 // The reference sums the exact products w * x in double over c in increasing order and rounds
 // once to f32 (fc_reference.cc). SIMD variants sum in f32 across vector lanes with FMA, so they
 // round differently; every variant is within
@@ -18,10 +21,10 @@
 // is +inf, -inf or NaN on a variant exactly when it is on the reference. A SIMD variant gets
 // there without the reference's cost: before finishing output o it bounds the magnitude of
 // every partial sum, B = sum_c |w[o][c]| * sum_c |x[c]| (qs8: 127 * sum |x|; bitplane8:
-// 255 * sum |x|), and when B, |weight_scale[o]| * B or |bias[o]| is not below kFCFiniteBound
-// (NaN included) it computes that output with the reference's per-output function below.
-// Under the bound neither path can overflow (every partial sum, the scaled sum and the output
-// stay below 2^122 on both, far from FLT_MAX = 2^128 - 2^104; the bound's own f32 rounding
+// 255 * sum |x|; binary: sum |x|), and when B, |weight_scale[o]| * B or |bias[o]| is not below
+// kFCFiniteBound (NaN included) it computes that output with the reference's per-output function
+// below. Under the bound neither path can overflow (every partial sum, the scaled sum and the
+// output stay below 2^122 on both, far from FLT_MAX = 2^128 - 2^104; the bound's own f32 rounding
 // costs less than a factor 2 while in_features < 2^23), so the fast path only ever produces
 // finite outputs where the reference does too.
 #pragma once
@@ -45,6 +48,10 @@ void fc_bitplane8__reference(std::size_t in_features, std::size_t out_features, 
                              const BitWord* planes, const float* weight_scale, const float* bias,
                              float* out);
 
+void fc_binary__reference(std::size_t in_features, std::size_t out_features, const float* x,
+                          const BitWord* signs, const float* weight_scale, const float* bias,
+                          float* out);
+
 // The magnitude under which a SIMD variant's f32 sums cannot overflow (see above): 2^120.
 constexpr float kFCFiniteBound = 1.329228e36f;
 
@@ -57,11 +64,13 @@ float fc_qs8_output__reference(std::size_t in_features, const float* x,
 float fc_bitplane8_output__reference(std::size_t in_features, const float* x,
                                      const BitWord* planes_row, std::size_t plane_stride,
                                      float weight_scale, float bias);
+float fc_binary_output__reference(std::size_t in_features, const float* x, const BitWord* signs_row,
+                                  float weight_scale, float bias);
 
 // One ISA's FC kernels, each with the contract of its reference above (weights in the file
-// layout, no repacking). Pure. f32 and qs8 may be split by outputs across threads (offsetting
-// weight rows, scales, biases and out); bitplane8's plane stride is out_features * words, so
-// it runs whole.
+// layout, no repacking). Pure. f32, qs8 and binary may be split by outputs across threads
+// (offsetting weight rows, scales, biases and out); bitplane8's plane stride is out_features *
+// words, so it runs whole.
 struct FCKernels {
   const char* isa;  // "scalar", "avx2", "avx512"
   void (*f32)(std::size_t in_features, std::size_t out_features, const float* x,
@@ -71,6 +80,8 @@ struct FCKernels {
   void (*bitplane8)(std::size_t in_features, std::size_t out_features, const float* x,
                     const BitWord* planes, const float* weight_scale, const float* bias,
                     float* out);
+  void (*binary)(std::size_t in_features, std::size_t out_features, const float* x,
+                 const BitWord* signs, const float* weight_scale, const float* bias, float* out);
 };
 
 // The FC kernels of `isa` if this build has them and this CPU runs them, else nullptr.

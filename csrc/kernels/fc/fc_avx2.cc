@@ -43,13 +43,32 @@ struct BitplaneDecoderAvx2 {
       w[half * 4 + 3] = weights8(_mm_srli_si128(hi, 8));
     }
   }
+  // The 64 binary weights of one sign word as ±1.0f, 8 lanes at a time: lane i of vector v keeps
+  // bit 8v + i of the word (broadcast byte v, AND with its own bit, compare), and a set bit
+  // (-1 by the bit contract) puts the sign bit into 1.0f.
+  static void signs(BitWord word, __m256 w[8]) {
+    const __m256i select = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    for (unsigned v = 0; v < 8; ++v) {
+      const int byte = static_cast<int>((word >> (8 * v)) & 0xFFu);
+      const __m256i set =
+          _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(byte), select), select);
+      w[v] = _mm256_or_ps(one, _mm256_and_ps(_mm256_castsi256_ps(set), sign));
+    }
+  }
 };
 
 }  // namespace
 
 using FCF32x4R__avx2 = FCSimd<VecAvx2, BitplaneDecoderAvx2>;
 
+void fc_binary__avx2(std::size_t in_features, std::size_t out_features, const float* x,
+                     const BitWord* signs, const float* weight_scale, const float* bias,
+                     float* out) {
+  FCF32x4R__avx2::binary(in_features, out_features, x, signs, weight_scale, bias, out);
+}
+
 const FCKernels kFCKernels__avx2{"avx2", &FCF32x4R__avx2::f32, &FCF32x4R__avx2::qs8,
-                                 &FCF32x4R__avx2::bitplane8};
+                                 &FCF32x4R__avx2::bitplane8, &fc_binary__avx2};
 
 }  // namespace qbinfer

@@ -9,7 +9,7 @@ namespace qbinfer {
 namespace {
 
 const FCKernels kReference{"scalar", &fc_f32__reference, &fc_qs8__reference,
-                           &fc_bitplane8__reference};
+                           &fc_bitplane8__reference, &fc_binary__reference};
 
 // Scalar first; an ISA's faster sub-variant after its plain one (isa_variants.h).
 const IsaVariant<FCKernels> kVariants[] = {

@@ -38,6 +38,19 @@ struct BitplaneDecoderNeon {
       w[4 * k + 3] = vcvtq_f32_s32(vmovl_s16(vget_high_s16(hi)));
     }
   }
+  // The 64 binary weights of one sign word as ±1.0f, 4 lanes at a time: lane i of vector v
+  // tests bit 4v + i of the word (CMTST against {1, 2, 4, 8}), and a set bit (-1 by the bit
+  // contract) puts the sign bit into 1.0f.
+  static void signs(BitWord word, float32x4_t w[16]) {
+    const uint32x4_t select = {1, 2, 4, 8};
+    const uint32x4_t one = vreinterpretq_u32_f32(vdupq_n_f32(1.0f));
+    const uint32x4_t sign = vdupq_n_u32(0x80000000u);
+    for (unsigned v = 0; v < 16; ++v) {
+      const auto nibble = static_cast<std::uint32_t>((word >> (4 * v)) & 0xFu);
+      const uint32x4_t set = vtstq_u32(vdupq_n_u32(nibble), select);
+      w[v] = vreinterpretq_f32_u32(vorrq_u32(one, vandq_u32(set, sign)));
+    }
+  }
 };
 
 }  // namespace
@@ -45,6 +58,6 @@ struct BitplaneDecoderNeon {
 using FCF32x4R__neon = FCSimd<VecNeon, BitplaneDecoderNeon>;
 
 const FCKernels kFCKernels__neon{"neon", &FCF32x4R__neon::f32, &FCF32x4R__neon::qs8,
-                                 &FCF32x4R__neon::bitplane8};
+                                 &FCF32x4R__neon::bitplane8, &FCF32x4R__neon::binary};
 
 }  // namespace qbinfer

@@ -4,7 +4,8 @@
 // cannot overflow (each is below 2^256, and there are fewer than 2^32 of them), so the only
 // infinities and NaNs are those of fc.h's rule: a non-finite product (an inf or NaN operand,
 // inf * 0), or the final rounding to f32, the scale or the bias. The bitplane8 path rebuilds
-// each integer weight 2B - 255 from its 8 sign bits before the product.
+// each integer weight 2B - 255 from its 8 sign bits before the product; binary adds x[c] or
+// -x[c] (the product with ±1, exact).
 #include <cassert>
 #include <cstdint>
 
@@ -54,6 +55,19 @@ float fc_bitplane8_output__reference(std::size_t in_features, const float* x,
   return scaled + bias;
 }
 
+float fc_binary_output__reference(std::size_t in_features, const float* x, const BitWord* signs_row,
+                                  float weight_scale, float bias) {
+  assert(in_features > 0);
+  double acc = 0.0;
+  for (std::size_t c = 0; c < in_features; ++c) {
+    const bool minus_one = ((signs_row[c / kBitsPerWord] >> (c % kBitsPerWord)) & 1U) != 0;
+    const double xc = static_cast<double>(x[c]);
+    acc += minus_one ? -xc : xc;
+  }
+  const float scaled = weight_scale * static_cast<float>(acc);
+  return scaled + bias;
+}
+
 void fc_f32__reference(std::size_t in_features, std::size_t out_features, const float* x,
                        const float* weight, const float* bias, float* out) {
   for (std::size_t o = 0; o < out_features; ++o) {
@@ -78,6 +92,16 @@ void fc_bitplane8__reference(std::size_t in_features, std::size_t out_features, 
   for (std::size_t o = 0; o < out_features; ++o) {
     out[o] = fc_bitplane8_output__reference(in_features, x, planes + o * words, plane_stride,
                                             weight_scale[o], bias[o]);
+  }
+}
+
+void fc_binary__reference(std::size_t in_features, std::size_t out_features, const float* x,
+                          const BitWord* signs, const float* weight_scale, const float* bias,
+                          float* out) {
+  const std::size_t words = words_for_channels(in_features);
+  for (std::size_t o = 0; o < out_features; ++o) {
+    out[o] =
+        fc_binary_output__reference(in_features, x, signs + o * words, weight_scale[o], bias[o]);
   }
 }
 

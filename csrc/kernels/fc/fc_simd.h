@@ -8,7 +8,7 @@
 // reference instead, so that inf and NaN arise exactly where the reference has them (fc.h).
 // qs8 widens 8-bit codes to int32 then float; bitplane8 rebuilds each integer weight 2B - 255
 // from its 8 sign planes with D::decode, 64 at a time (as the reference does, per weight)
-// before the FMA. The rounding
+// before the FMA; binary rebuilds ±1 from one sign word (D::signs). The rounding
 // differs from the reference's sequential sum; fc.h states the tolerance.
 #pragma once
 
@@ -175,6 +175,41 @@ struct FCSimd {
       for (std::size_t wi = 0; wi < words; ++wi) {
         F w[kVecs];
         D::decode(planes + o * words + wi, plane_stride, w);
+        for (std::size_t v = 0; v < kVecs; ++v) {
+          const std::size_t c0 = wi * kBitsPerWord + v * N;
+          if (c0 >= in_features) break;
+          const F xv =
+              c0 + N <= in_features ? V::load(x + c0) : V::load(x + c0, V::mask(in_features - c0));
+          acc[v & 1] = V::fmadd(w[v], xv, acc[v & 1]);
+        }
+      }
+      const float sum = V::hsum(V::add(acc[0], acc[1]));
+      const float scaled = weight_scale[o] * sum;
+      out[o] = scaled + bias[o];
+    }
+  }
+
+  // Binary (±1) weights, one output at a time as bitplane8 with one plane: per 64-channel word,
+  // D::signs turns the 64 stored bits into ±1.0f vectors, each one FMA with x (w * x = ±x,
+  // exact). Tail channels have stored bits 0 (w = +1) and meet masked x = 0. Rows are
+  // independent (row o starts at o * words), so callers may split by outputs.
+  static void binary(std::size_t in_features, std::size_t out_features, const float* x,
+                     const BitWord* signs, const float* weight_scale, const float* bias,
+                     float* out) {
+    assert(in_features > 0);
+    constexpr std::size_t kVecs = kBitsPerWord / N;
+    const std::size_t words = words_for_channels(in_features);
+    const float bound = abs_sum(in_features, x);  // |w| = 1
+    for (std::size_t o = 0; o < out_features; ++o) {
+      const BitWord* row = signs + o * words;
+      if (!fast_path_is_finite(bound, weight_scale[o], bias[o])) {
+        out[o] = fc_binary_output__reference(in_features, x, row, weight_scale[o], bias[o]);
+        continue;
+      }
+      F acc[2] = {V::zero(), V::zero()};
+      for (std::size_t wi = 0; wi < words; ++wi) {
+        F w[kVecs];
+        D::signs(row[wi], w);
         for (std::size_t v = 0; v < kVecs; ++v) {
           const std::size_t c0 = wi * kBitsPerWord + v * N;
           if (c0 >= in_features) break;

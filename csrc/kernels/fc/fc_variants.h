@@ -10,6 +10,11 @@ namespace qbinfer {
 #if defined(QBINFER_X86_64_KERNELS)
 extern const FCKernels kFCKernels__avx2;
 extern const FCKernels kFCKernels__avx512;
+// The AVX-512 entry's binary kernel is the AVX2 one (an AVX-512 CPU runs AVX2 code): there is
+// no AVX-512 binary FC yet.
+void fc_binary__avx2(std::size_t in_features, std::size_t out_features, const float* x,
+                     const BitWord* signs, const float* weight_scale, const float* bias,
+                     float* out);
 #endif
 
 #if defined(QBINFER_AARCH64_KERNELS)
