@@ -116,7 +116,7 @@ struct ConcatArgs {
 struct FCArgs {
   static constexpr OpType kType = OpType::kFC;
   std::size_t out_features = 0;
-  int encoding = 0;  // 0 fp32, 1 int8, 2 bitplane8
+  int encoding = 0;  // 0 fp32, 1 int8, 2 bitplane8, 3 binary (the schema's FC modes)
 };
 struct MaxPoolArgs {
   static constexpr OpType kType = OpType::kMaxPool;
