@@ -6,9 +6,9 @@
 #   2. AArch64: the same, cross-compiled; the kernel tests run under qemu-aarch64 twice, on the
 #               default CPU (which has dotprod) and as a Cortex-A72 (no dotprod)  build/cross-aarch64
 #   3. ARMv7:   the same for 32-bit hard-float (NEON kernels with -mfpu=neon-vfpv4, picked
-#               from HWCAP), under qemu-arm: the kernel tests on the default CPU, on a
-#               Cortex-A7 (fewer cases) and on a Cortex-R5F, which has no NEON (fewer cases; only
-#               the portable kernels may run)                                  build/cross-armv7
+#               from HWCAP), under qemu-arm: the NEON kernel tests on the default CPU and (fewer
+#               cases) a Cortex-A7, the portable ones (fewer cases) on a Cortex-R5F, which has no
+#               NEON, so only they may run                                     build/cross-armv7
 #   4. models:  the shipped digits model, and, when torch and weights_tools import, two
 #               random-weight zoo models at 72x72; each runs through qbinfer-bench on x86
 #               (best ISA and QBINFER_ISA=scalar) and under qemu (AArch64 NEON with and without
@@ -196,9 +196,12 @@ if ((RUN_ARMV7)); then
   phase_done
   if [[ $KERNEL_TESTS == ON ]]; then
     phase "ARMv7 kernel tests under qemu-arm (default CPU, cortex-a7: NEON; cortex-r5f: none)"
-    echo "kernel tests, qemu-arm (default CPU): ${A32_RUN[*]} build/cross-armv7/qbinfer_kernel_tests"
+    # CI time: the NEON variants at full scale here; the portable ones (the C++ that x86-64 tests
+    # at full scale) at a reduced scale on the Cortex-R5F below.
+    echo "kernel tests, qemu-arm (default CPU): ${A32_RUN[*]} build/cross-armv7/qbinfer_kernel_tests --variant neon"
     A32_KT_LOG=$(mktemp)
-    env -u QEMU_CPU "${A32_RUN[@]}" build/cross-armv7/qbinfer_kernel_tests >"$A32_KT_LOG" 2>&1 ||
+    env -u QEMU_CPU "${A32_RUN[@]}" build/cross-armv7/qbinfer_kernel_tests --variant neon \
+      >"$A32_KT_LOG" 2>&1 ||
       { cat "$A32_KT_LOG" >&2; die "kernel tests failed on qemu-arm (default CPU)"; }
     tail -n 5 "$A32_KT_LOG"
     # Every family with a NEON file must have run its NEON variant (HWCAP NEON + VFPv4 -> neon).
@@ -207,9 +210,9 @@ if ((RUN_ARMV7)); then
         { cat "$A32_KT_LOG" >&2; die "ARMv7: no NEON variant of '$family' ran under qemu-arm"; }
     done
     rm -f "$A32_KT_LOG"
-    # Fewer cases on the other CPUs: the same code, only the ISA choice differs.
+    # Fewer cases on the Cortex-A7: the same code, only the CPU's HWCAP differs.
     run_kernel_tests "qemu-arm -cpu cortex-a7" env QEMU_CPU=cortex-a7 "${A32_RUN[@]}" \
-      build/cross-armv7/qbinfer_kernel_tests --scale 0.25
+      build/cross-armv7/qbinfer_kernel_tests --scale 0.1 --variant neon
     # A Cortex-R5F has VFPv3-D16 and no NEON: the build's baseline. The NEON variants must be
     # skipped (HWCAP), and nothing may die of SIGILL.
     run_kernel_tests "qemu-arm -cpu cortex-r5f (no NEON)" env QEMU_CPU=cortex-r5f "${A32_RUN[@]}" \
