@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Builds qbinfer for AArch64 (NEON kernels) and ARMv7 (portable kernels) with Debian's cross
+# Builds qbinfer for AArch64 and 32-bit ARMv7 (NEON kernels on both) with Debian's cross
 # compilers and tests the binaries under qemu-user against the x86-64 build on this machine:
 #
 #   1. x86-64:  qbinfer-bench (+ qbinfer_kernel_tests when CMakeLists.txt has it)  build/cross-x86
 #   2. AArch64: the same, cross-compiled; the kernel tests run under qemu-aarch64 twice, on the
 #               default CPU (which has dotprod) and as a Cortex-A72 (no dotprod)  build/cross-aarch64
-#   3. ARMv7:   the same for 32-bit hard-float, under qemu-arm                      build/cross-armv7
+#   3. ARMv7:   the same for 32-bit hard-float (NEON kernels with -mfpu=neon-vfpv4, picked
+#               from HWCAP), under qemu-arm: the NEON kernel tests on the default CPU and (fewer
+#               cases) a Cortex-A7, the portable ones (fewer cases) on a Cortex-R5F, which has no
+#               NEON, so only they may run                                     build/cross-armv7
 #   4. models:  the shipped digits model, and, when torch and weights_tools import, two
 #               random-weight zoo models at 72x72; each runs through qbinfer-bench on x86
 #               (best ISA and QBINFER_ISA=scalar) and under qemu (AArch64 NEON with and without
-#               dotprod, AArch64 scalar, ARMv7), and every ARM output must match the x86 one:
+#               dotprod, AArch64 scalar, ARMv7 NEON on the default CPU and a Cortex-A7, ARMv7
+#               scalar, ARMv7 without NEON), and every ARM output must match the x86 one:
 #               |diff| <= 1e-5 x (|x86| + max|x86|) and the same top-5 (qbinfer-bench --compare);
-#               the portable kernels' output (AArch64 scalar, ARMv7) must equal x86-64 scalar's
-#               bit for bit
+#               the portable kernels' output (AArch64 scalar, ARMv7 scalar) must equal x86-64
+#               scalar's bit for bit, and ARMv7 NEON's must equal AArch64 NEON's without dotprod
+#               bit for bit (the same kernels; neon_compat.h keeps ARMv7 NEON IEEE-exact)
 #
 # usage: bash scripts/test-aarch64.sh [--python] [--no-armv7] [--no-zoo]
 #   --python    also run scripts/test-aarch64-python.sh (the Python extension on arm64 Debian
@@ -190,8 +195,28 @@ if ((RUN_ARMV7)); then
   A32_BENCH=build/cross-armv7/qbinfer-bench
   phase_done
   if [[ $KERNEL_TESTS == ON ]]; then
-    phase "ARMv7 kernel tests under qemu-arm"
-    run_kernel_tests "qemu-arm" "${A32_RUN[@]}" build/cross-armv7/qbinfer_kernel_tests
+    phase "ARMv7 kernel tests under qemu-arm (default CPU, cortex-a7: NEON; cortex-r5f: none)"
+    # CI time: the NEON variants at full scale here; the portable ones (the C++ that x86-64 tests
+    # at full scale) at a reduced scale on the Cortex-R5F below.
+    echo "kernel tests, qemu-arm (default CPU): ${A32_RUN[*]} build/cross-armv7/qbinfer_kernel_tests --variant neon"
+    A32_KT_LOG=$(mktemp)
+    env -u QEMU_CPU "${A32_RUN[@]}" build/cross-armv7/qbinfer_kernel_tests --variant neon \
+      >"$A32_KT_LOG" 2>&1 ||
+      { cat "$A32_KT_LOG" >&2; die "kernel tests failed on qemu-arm (default CPU)"; }
+    tail -n 5 "$A32_KT_LOG"
+    # Every family with a NEON file must have run its NEON variant (HWCAP NEON + VFPv4 -> neon).
+    for family in bitpack bconv dwconv conv2d pool elementwise epilogue fc bfc bconv_general; do
+      grep -qE "^$family +neon +[0-9]+ cases +ok" "$A32_KT_LOG" ||
+        { cat "$A32_KT_LOG" >&2; die "ARMv7: no NEON variant of '$family' ran under qemu-arm"; }
+    done
+    rm -f "$A32_KT_LOG"
+    # Fewer cases on the Cortex-A7: the same code, only the CPU's HWCAP differs.
+    run_kernel_tests "qemu-arm -cpu cortex-a7" env QEMU_CPU=cortex-a7 "${A32_RUN[@]}" \
+      build/cross-armv7/qbinfer_kernel_tests --scale 0.1 --variant neon
+    # A Cortex-R5F has VFPv3-D16 and no NEON: the build's baseline. The NEON variants must be
+    # skipped (HWCAP), and nothing may die of SIGILL.
+    run_kernel_tests "qemu-arm -cpu cortex-r5f (no NEON)" env QEMU_CPU=cortex-r5f "${A32_RUN[@]}" \
+      build/cross-armv7/qbinfer_kernel_tests --scale 0.05
     phase_done
   fi
 fi
@@ -275,7 +300,8 @@ for m in "${MODELS[@]}"; do
   bench "neon, 2 threads" "$OUT_DIR/$name.a64-t2.log" \
     env -u QEMU_CPU "${A64_RUN[@]}" "$A64_BENCH" "$m" "${QEMU_RUNS[@]}" --threads 2 --compare "$ref"
   bench "neon, cortex-a72 (no dotprod)" "$OUT_DIR/$name.a64-a72.log" \
-    env QEMU_CPU=cortex-a72 "${A64_RUN[@]}" "$A64_BENCH" "$m" "${QEMU_RUNS[@]}" --compare "$ref"
+    env QEMU_CPU=cortex-a72 "${A64_RUN[@]}" "$A64_BENCH" "$m" "${QEMU_RUNS[@]}" --compare "$ref" \
+    --dump-logits "$OUT_DIR/$name.a64-a72.f32"
   # The emulated Cortex-A72 has no SDOT/UDOT: a dotprod kernel there means the HWCAP check is
   # wrong (and the run would have died with SIGILL on a real A72).
   if grep -E '^kernels' "$OUT_DIR/$name.a64-a72.log" | grep -q dotprod; then
@@ -297,11 +323,29 @@ if ((RUN_ARMV7)); then
   for m in "${MODELS[@]}"; do
     name=$(basename "$m" .qbw)
     echo "$m"
-    bench "armv7 (portable kernels)" "$OUT_DIR/$name.armv7.log" \
-      "${A32_RUN[@]}" "$A32_BENCH" "$m" "${QEMU_RUNS[@]}" --compare "$OUT_DIR/$name.x86.f32"
-    bench "armv7 = x86-64 scalar, bit-exact" "$OUT_DIR/$name.armv7-exact.log" \
-      "${A32_RUN[@]}" "$A32_BENCH" "$m" --runs 1 --warmup 0 --rtol 0 --atol 0 \
-      --compare "$OUT_DIR/$name.x86-scalar.f32"
+    bench "armv7 neon, default CPU" "$OUT_DIR/$name.armv7.log" \
+      env -u QEMU_CPU "${A32_RUN[@]}" "$A32_BENCH" "$m" "${QEMU_RUNS[@]}" \
+      --dump-logits "$OUT_DIR/$name.armv7.f32" --compare "$OUT_DIR/$name.x86.f32"
+    grep -qE '^isa +neon$' "$OUT_DIR/$name.armv7.log" ||
+      die "ARMv7: the NEON kernels were not picked on qemu-arm's default CPU"
+    # The AArch64 NEON kernels without dotprod, compiled for ARMv7: the same arithmetic.
+    bench "armv7 neon = aarch64 neon (a72), exact" "$OUT_DIR/$name.armv7-a64.log" \
+      env -u QEMU_CPU "${A32_RUN[@]}" "$A32_BENCH" "$m" --runs 1 --warmup 0 --rtol 0 --atol 0 \
+      --compare "$OUT_DIR/$name.a64-a72.f32"
+    bench "armv7 neon, cortex-a7" "$OUT_DIR/$name.armv7-a7.log" \
+      env QEMU_CPU=cortex-a7 "${A32_RUN[@]}" "$A32_BENCH" "$m" "${QEMU_RUNS[@]}" \
+      --compare "$OUT_DIR/$name.x86.f32"
+    grep -qE '^isa +neon$' "$OUT_DIR/$name.armv7-a7.log" ||
+      die "ARMv7: the NEON kernels were not picked on a Cortex-A7"
+    bench "armv7 scalar = x86-64 scalar, exact" "$OUT_DIR/$name.armv7-exact.log" \
+      env -u QEMU_CPU QBINFER_ISA=scalar "${A32_RUN[@]}" "$A32_BENCH" "$m" --runs 1 --warmup 0 \
+      --rtol 0 --atol 0 --compare "$OUT_DIR/$name.x86-scalar.f32"
+    # No NEON in HWCAP: the portable kernels, picked without QBINFER_ISA.
+    bench "armv7 cortex-r5f (no NEON), exact" "$OUT_DIR/$name.armv7-r5.log" \
+      env QEMU_CPU=cortex-r5f "${A32_RUN[@]}" "$A32_BENCH" "$m" --runs 1 --warmup 0 \
+      --rtol 0 --atol 0 --compare "$OUT_DIR/$name.x86-scalar.f32"
+    grep -qE '^isa +scalar$' "$OUT_DIR/$name.armv7-r5.log" ||
+      die "ARMv7: a CPU without NEON did not get the portable kernels"
   done
   phase_done
 fi

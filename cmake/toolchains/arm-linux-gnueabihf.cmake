@@ -5,11 +5,12 @@
 #         -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/arm-linux-gnueabihf.cmake \
 #         -DQBINFER_BUILD_PYTHON=OFF -DQBINFER_BUILD_TOOLS=ON
 #
-# ARMv7-A with NEON and VFPv4, hard-float ABI: what Raspberry Pi OS 32-bit runs on a Pi 2 v1.1
-# and newer (a Pi 3/4/5 in 32-bit mode). qbinfer's NEON kernels are AArch64-only, so this build
-# uses the portable kernels; the compiler still may use VFP for scalar float. GCC does not
-# auto-vectorize float code onto ARMv7 NEON without -funsafe-math-optimizations (NEON there
-# flushes denormals), so the bit contract's float rules hold.
+# ARMv7-A, hard-float ABI: what Raspberry Pi OS 32-bit runs on a Pi 2 v1.1 and newer (a Pi 3/4/5
+# in 32-bit mode). The baseline is Debian armhf's (VFPv3-D16, no NEON), so the build also runs on
+# an ARMv7 CPU without NEON; only the *_neon.cc kernel files are compiled with
+# -mfpu=neon-vfpv4 (CMakeLists.txt) and picked at run time when HWCAP has NEON and VFPv4
+# (csrc/base/cpu_features.cc). They give the AArch64 NEON results bit for bit: ARMv7 NEON
+# flushes denormals, so csrc/kernels/simd/neon_compat.h redoes the lanes it touches on VFP.
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR armv7l)
 
@@ -19,7 +20,7 @@ set(CMAKE_CXX_COMPILER "${QBINFER_CROSS_PREFIX}g++")
 
 # The _INIT variables seed CMAKE_<LANG>_FLAGS once, so a user's -DCMAKE_CXX_FLAGS=... adds to
 # them rather than dropping the target description.
-set(QBINFER_ARMV7_FLAGS "-march=armv7-a -mfpu=neon-vfpv4 -mfloat-abi=hard")
+set(QBINFER_ARMV7_FLAGS "-march=armv7-a -mfpu=vfpv3-d16 -mfloat-abi=hard")
 set(CMAKE_C_FLAGS_INIT "${QBINFER_ARMV7_FLAGS}")
 set(CMAKE_CXX_FLAGS_INIT "${QBINFER_ARMV7_FLAGS}")
 

@@ -1,6 +1,6 @@
 // Run-time ISA detection (isa.h). Built for the baseline CPU: no intrinsics that need -m
 // flags, only CPUID/XGETBV through the compiler's <cpuid.h> (or <intrin.h> on MSVC), and on
-// Linux/AArch64 the kernel's HWCAP bits (getauxval).
+// Linux/AArch64 and Linux/ARMv7 the kernel's HWCAP bits (getauxval).
 //
 // An ISA counts as supported only when the CPU has the instructions AND the OS saves the
 // registers they use (XGETBV's XCR0): a kernel that the CPU decodes but the OS does not
@@ -30,6 +30,20 @@
 #endif
 #endif
 
+// 32-bit ARM Linux with the NEON kernels compiled (CMakeLists.txt: -mfpu=neon-vfpv4 on the
+// *_neon.cc files only): they run when HWCAP has NEON and VFPv4 (fused multiply-add).
+#if defined(__arm__) && !defined(__aarch64__) && defined(__linux__) && \
+    defined(QBINFER_ARMV7_NEON_KERNELS)
+#define QBINFER_ARMV7_LINUX_NEON 1
+#include <sys/auxv.h>
+#ifndef HWCAP_NEON
+#define HWCAP_NEON (1UL << 12)  // <asm/hwcap.h> (arch/arm)
+#endif
+#ifndef HWCAP_VFPv4
+#define HWCAP_VFPv4 (1UL << 16)
+#endif
+#endif
+
 namespace qbinfer {
 namespace {
 
@@ -38,6 +52,7 @@ struct CpuFeatures {
   bool avx512 = false;            // AVX-512 F/BW/DQ/VL, opmask + ZMM state enabled
   bool avx512_vpopcntdq = false;  // and VPOPCNTDQ
   bool neon_dotprod = false;      // AArch64 SDOT/UDOT (HWCAP_ASIMDDP)
+  bool armv7_neon = false;        // 32-bit ARM: NEON + VFPv4 (HWCAP_NEON, HWCAP_VFPv4)
 };
 
 #if defined(QBINFER_X86_64)
@@ -113,6 +128,16 @@ CpuFeatures detect() {
   return f;
 }
 
+#elif defined(QBINFER_ARMV7_LINUX_NEON)
+
+// NEON is optional on ARMv7-A (e.g. Tegra 2 has none); the kernels also use VFPv4's VFMA.
+CpuFeatures detect() {
+  CpuFeatures f;
+  const unsigned long hwcap = getauxval(AT_HWCAP);
+  f.armv7_neon = (hwcap & HWCAP_NEON) != 0 && (hwcap & HWCAP_VFPv4) != 0;
+  return f;
+}
+
 #else
 
 CpuFeatures detect() { return {}; }
@@ -133,6 +158,8 @@ std::vector<Isa> detect_supported() {
   // Advanced SIMD is mandatory on AArch64; its optional extensions (dotprod) are variants
   // within kNeon, read from HWCAP in detect().
   isas.push_back(Isa::kNeon);
+#elif defined(QBINFER_ARMV7_LINUX_NEON)
+  if (features().armv7_neon) isas.push_back(Isa::kNeon);
 #endif
   return isas;
 }

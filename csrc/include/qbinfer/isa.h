@@ -16,7 +16,7 @@ enum class Isa : int {
   kScalar = 0,  // the portable reference kernels
   kAvx2 = 1,    // AVX2 + FMA + POPCNT (Haswell and newer)
   kAvx512 = 2,  // AVX-512 F/BW/DQ/VL (Skylake-SP and newer); VPOPCNTDQ used when present
-  kNeon = 3,    // AArch64 Advanced SIMD
+  kNeon = 3,    // Advanced SIMD: AArch64, or 32-bit ARMv7 with NEON + VFPv4
 };
 
 const char* isa_name(Isa isa);

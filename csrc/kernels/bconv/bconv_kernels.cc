@@ -43,7 +43,7 @@ const IsaVariant<BConvKernels> kVariants[] = {
     {Isa::kAvx512, &kBConvKernels__avx512},
     {Isa::kAvx512, &kBConvKernels__avx512_vpopcnt, &cpu_has_avx512_vpopcntdq},
 #endif
-#if defined(QBINFER_AARCH64_KERNELS)
+#if defined(QBINFER_NEON_KERNELS)
     {Isa::kNeon, &kBConvKernels__neon},
 #endif
 };
@@ -80,7 +80,7 @@ const IsaVariant<BConvGeneralKernels> kGeneralVariants[] = {
     {Isa::kAvx2, &kBConvGeneralKernels__avx2},
     {Isa::kAvx512, &kBConvGeneralKernels__avx512},
 #endif
-#if defined(QBINFER_AARCH64_KERNELS)
+#if defined(QBINFER_NEON_KERNELS)
     {Isa::kNeon, &kBConvGeneralKernels__neon},
 #endif
 };

@@ -17,6 +17,8 @@
 // NEON pipes busy. The inner loop has no branch besides its own (the flush sits outside it).
 #include <arm_neon.h>
 
+#include "kernels/simd/neon_compat.h"
+
 #include "kernels/bconv/bconv_simd_inl.h"
 #include "kernels/bconv/bconv_variants.h"
 

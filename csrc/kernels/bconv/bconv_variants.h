@@ -1,6 +1,6 @@
 // The ISA variants of the binary conv, one entry per file (bconv_<isa>.cc), for the selector
-// in bconv_kernels.cc only. QBINFER_X86_64_KERNELS / QBINFER_AARCH64_KERNELS are defined by
-// CMakeLists.txt exactly when it compiles the x86-64 / AArch64 files.
+// in bconv_kernels.cc only. QBINFER_X86_64_KERNELS / QBINFER_NEON_KERNELS are defined by
+// CMakeLists.txt exactly when it compiles the x86-64 / NEON files.
 #pragma once
 
 #include "kernels/bconv/bconv.h"
@@ -16,7 +16,7 @@ extern const BConvGeneralKernels kBConvGeneralKernels__avx2;
 extern const BConvGeneralKernels kBConvGeneralKernels__avx512;
 #endif
 
-#if defined(QBINFER_AARCH64_KERNELS)
+#if defined(QBINFER_NEON_KERNELS)
 extern const BConvKernels kBConvKernels__neon;
 extern const BConvGeneralKernels kBConvGeneralKernels__neon;
 #endif

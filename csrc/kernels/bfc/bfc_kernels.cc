@@ -22,7 +22,7 @@ const IsaVariant<BFCKernels> kVariants[] = {
     {Isa::kAvx2, &kBFCKernels__avx2},
     {Isa::kAvx512, &kAvx512},
 #endif
-#if defined(QBINFER_AARCH64_KERNELS)
+#if defined(QBINFER_NEON_KERNELS)
     {Isa::kNeon, &kBFCKernels__neon},
 #endif
 };

@@ -6,6 +6,8 @@
 // counted with the 64-bit VCNT; rows past the last full tile run the same loop one at a time.
 #include <arm_neon.h>
 
+#include "kernels/simd/neon_compat.h"
+
 #include <cstdint>
 
 #include "kernels/bfc/bfc.h"

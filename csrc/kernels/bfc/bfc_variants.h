@@ -1,6 +1,6 @@
 // The ISA variants of the binary FC, one entry per file (bfc_<isa>.cc), for the selector in
-// bfc_kernels.cc only. QBINFER_X86_64_KERNELS / QBINFER_AARCH64_KERNELS are defined by
-// CMakeLists.txt exactly when it compiles the x86-64 / AArch64 files.
+// bfc_kernels.cc only. QBINFER_X86_64_KERNELS / QBINFER_NEON_KERNELS are defined by
+// CMakeLists.txt exactly when it compiles the x86-64 / NEON files.
 #pragma once
 
 #include "kernels/bfc/bfc.h"
@@ -16,7 +16,7 @@ void bfc__avx2(std::size_t in_channels, std::size_t out_features, const BitWord*
                const BitWord* weight, const float* scale, const float* bias, float* out);
 #endif
 
-#if defined(QBINFER_AARCH64_KERNELS)
+#if defined(QBINFER_NEON_KERNELS)
 extern const BFCKernels kBFCKernels__neon;
 #endif
 

@@ -15,7 +15,7 @@ const IsaVariant<BitpackKernels> kVariants[] = {
     {Isa::kAvx2, &kBitpackKernels__avx2},
     {Isa::kAvx512, &kBitpackKernels__avx512},
 #endif
-#if defined(QBINFER_AARCH64_KERNELS)
+#if defined(QBINFER_NEON_KERNELS)
     {Isa::kNeon, &kBitpackKernels__neon},
 #endif
 };

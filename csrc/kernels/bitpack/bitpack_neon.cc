@@ -7,6 +7,8 @@
 // stay 0.
 #include <arm_neon.h>
 
+#include "kernels/simd/neon_compat.h"
+
 #include <cstdint>
 #include <cstring>
 

@@ -41,7 +41,7 @@ const IsaVariant<Conv2DKernels> kVariants[] = {
     {Isa::kAvx2, &kConv2DKernels__avx2},
     {Isa::kAvx512, &kConv2DKernels__avx512},
 #endif
-#if defined(QBINFER_AARCH64_KERNELS)
+#if defined(QBINFER_NEON_KERNELS)
     {Isa::kNeon, &kConv2DKernels__neon},
 #endif
 };

@@ -64,8 +64,10 @@ const IsaVariant<DWConvKernels> kVariants[] = {
     {Isa::kAvx2, &kDWConvKernels__avx2},
     {Isa::kAvx512, &kDWConvKernels__avx512},
 #endif
-#if defined(QBINFER_AARCH64_KERNELS)
+#if defined(QBINFER_NEON_KERNELS)
     {Isa::kNeon, &kDWConvKernels__neon},
+#endif
+#if defined(QBINFER_AARCH64_KERNELS)
     {Isa::kNeon, &kDWConvKernels__neon_dotprod, &cpu_has_neon_dotprod},
 #endif
 };

@@ -26,7 +26,7 @@ const IsaVariant<ElementwiseKernels> kVariants[] = {
     {Isa::kAvx2, &kElementwiseKernels__avx2},
     {Isa::kAvx512, &kElementwiseKernels__avx512},
 #endif
-#if defined(QBINFER_AARCH64_KERNELS)
+#if defined(QBINFER_NEON_KERNELS)
     {Isa::kNeon, &kElementwiseKernels__neon},
 #endif
 };

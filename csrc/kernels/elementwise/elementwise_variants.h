@@ -1,6 +1,6 @@
 // The ISA variants of the element-wise kernels, one entry per file (elementwise_<isa>.cc), for the
-// selector in elementwise_kernels.cc only. QBINFER_X86_64_KERNELS / QBINFER_AARCH64_KERNELS are
-// defined by CMakeLists.txt exactly when it compiles the x86-64 / AArch64 files.
+// selector in elementwise_kernels.cc only. QBINFER_X86_64_KERNELS / QBINFER_NEON_KERNELS are
+// defined by CMakeLists.txt exactly when it compiles the x86-64 / NEON files.
 #pragma once
 
 #include "kernels/elementwise/elementwise.h"
@@ -14,7 +14,7 @@ extern const ElementwiseKernels kElementwiseKernels__avx512;
 void clip_f32__avx2(const float* in, std::size_t n, float lo, float hi, float* out);
 #endif
 
-#if defined(QBINFER_AARCH64_KERNELS)
+#if defined(QBINFER_NEON_KERNELS)
 extern const ElementwiseKernels kElementwiseKernels__neon;
 #endif
 

@@ -17,7 +17,7 @@ const IsaVariant<EpilogueKernels> kVariants[] = {
     {Isa::kAvx2, &kEpilogueKernels__avx2},
     {Isa::kAvx512, &kEpilogueKernels__avx512},
 #endif
-#if defined(QBINFER_AARCH64_KERNELS)
+#if defined(QBINFER_NEON_KERNELS)
     {Isa::kNeon, &kEpilogueKernels__neon},
 #endif
 };

@@ -18,7 +18,7 @@ const IsaVariant<FCKernels> kVariants[] = {
     {Isa::kAvx2, &kFCKernels__avx2},
     {Isa::kAvx512, &kFCKernels__avx512},
 #endif
-#if defined(QBINFER_AARCH64_KERNELS)
+#if defined(QBINFER_NEON_KERNELS)
     {Isa::kNeon, &kFCKernels__neon},
 #endif
 };

@@ -1,6 +1,6 @@
 // The ISA variants of the FC kernels, one entry per file (fc_<isa>.cc), for the
-// selector in fc_kernels.cc only. QBINFER_X86_64_KERNELS / QBINFER_AARCH64_KERNELS are defined by
-// CMakeLists.txt exactly when it compiles the x86-64 / AArch64 files.
+// selector in fc_kernels.cc only. QBINFER_X86_64_KERNELS / QBINFER_NEON_KERNELS are defined by
+// CMakeLists.txt exactly when it compiles the x86-64 / NEON files.
 #pragma once
 
 #include "kernels/fc/fc.h"
@@ -17,7 +17,7 @@ void fc_binary__avx2(std::size_t in_features, std::size_t out_features, const fl
                      float* out);
 #endif
 
-#if defined(QBINFER_AARCH64_KERNELS)
+#if defined(QBINFER_NEON_KERNELS)
 extern const FCKernels kFCKernels__neon;
 #endif
 

@@ -24,7 +24,7 @@ const IsaVariant<PoolKernels> kVariants[] = {
     {Isa::kAvx2, &kPoolKernels__avx2},
     {Isa::kAvx512, &kPoolKernels__avx512},
 #endif
-#if defined(QBINFER_AARCH64_KERNELS)
+#if defined(QBINFER_NEON_KERNELS)
     {Isa::kNeon, &kPoolKernels__neon},
 #endif
 };

@@ -1,6 +1,6 @@
 // The ISA variants of the pooling kernels, one entry per file (pool_<isa>.cc), for the
-// selector in pool_kernels.cc only. QBINFER_X86_64_KERNELS / QBINFER_AARCH64_KERNELS are defined by
-// CMakeLists.txt exactly when it compiles the x86-64 / AArch64 files.
+// selector in pool_kernels.cc only. QBINFER_X86_64_KERNELS / QBINFER_NEON_KERNELS are defined by
+// CMakeLists.txt exactly when it compiles the x86-64 / NEON files.
 #pragma once
 
 #include "kernels/pool/pool.h"
@@ -20,7 +20,7 @@ void avgpool2d_f32_nhwc_rows__avx2(const AvgPool2DShape& s, const float* in, std
                                    std::size_t y_end, float* out);
 #endif
 
-#if defined(QBINFER_AARCH64_KERNELS)
+#if defined(QBINFER_NEON_KERNELS)
 extern const PoolKernels kPoolKernels__neon;
 #endif
 

@@ -1,6 +1,7 @@
-// Vector traits for the AArch64 Advanced SIMD float kernels (4 f32 lanes). Include only from
-// *_neon*.cc files. The operations mirror vec_avx2.h one for one, with the same results lane
-// for lane; everything has internal linkage (an unnamed namespace), like the x86 traits.
+// Vector traits for the Advanced SIMD float kernels (4 f32 lanes), on AArch64 and, through
+// neon_compat.h, on ARMv7 NEON with the same results. Include only from *_neon*.cc files. The
+// operations mirror vec_avx2.h one for one, with the same results lane for lane; everything has
+// internal linkage (an unnamed namespace), like the x86 traits.
 //
 // NEON has no masked loads or stores, and the kernels' only masks are prefixes (lanes [0, n)),
 // so a mask here is just n: a tail load copies n floats into a zeroed stack buffer and loads
@@ -8,11 +9,13 @@
 // written (bit_contract.h: tests allocate exactly).
 #pragma once
 
-#if !defined(__aarch64__) && !defined(_M_ARM64)
-#error "vec_neon.h is for AArch64"
+#if !defined(__aarch64__) && !defined(_M_ARM64) && !defined(__ARM_NEON)
+#error "vec_neon.h is for AArch64 or ARMv7 NEON"
 #endif
 
 #include <arm_neon.h>
+
+#include "kernels/simd/neon_compat.h"
 
 #include <cstddef>
 #include <cstdint>
