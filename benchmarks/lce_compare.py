@@ -9,7 +9,7 @@ whose numpy < 2 would break qbinfer's environment, so LCE lives in a virtualenv 
     python benchmarks/lce_compare.py --models qb_net_small qsb_net_small --json lce.json
 
 The venv holds larq-compute-engine 0.16.0 (built against TensorFlow 2.16), tensorflow 2.16,
-tf-keras 2.16 (larq needs Keras 2; TF_USE_LEGACY_KERAS=1 is set) and larq.
+tf-keras 2.16 (larq needs Keras 2; TF_USE_LEGACY_KERAS=1 is set), larq and larq-zoo.
 
 For each model, in the project's Python (with torch) the zoo's ArchSpec becomes a stage plan
 (strides, channel multipliers, binary kernel sizes: the zoo's kernel rule), and the venv's Python
@@ -50,6 +50,8 @@ REQUIREMENTS = (
     "tensorflow==2.16.*",
     "tf-keras==2.16.*",
     "larq==0.14.0",
+    # Larq Zoo's own QuickNet, Real-to-Bin and Bi-Real Net definitions (benchmarks/table3.py).
+    "larq-zoo==2.4.0",
 )
 LCE_VARIANTS = {
     "lce": {},
