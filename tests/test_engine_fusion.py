@@ -427,3 +427,58 @@ def test_affine_between_shortcut_and_prelu_joins_the_chain(tmp_path, monkeypatch
     got = labels(fused)
     assert got[0] == "DWCONV3X3+ADD+AFFINE+PRELU+AFFINE", got
     assert got[1] == "ADD+AFFINE", got
+
+
+def test_relu_then_affine_before_the_shortcut_joins_the_conv_chain(tmp_path, monkeypatch):
+    """QuickNet's block, BCONV2D -> RELU -> AFFINE (its BN after the ReLU) -> ADD -> BITPACK, runs
+    as one step (the ReLU and that AFFINE as the epilogue's first steps), bit-identical to the ops
+    one by one. A RELU with a second reader, a RELU after a step already taken and an AFFINE
+    right after a conv (no ReLU before it) keep their old plans."""
+    rng = rng_for(105)
+    h, w, c = 8, 7, 70
+    g = Graph("quicknet_block")
+    x = g.value("x", h, w, c)
+    b0 = g.op(BITPACK, "sign0", [x], g.value("b0", h, w, c, BITS), [vec(g, rng, "t0", c, 0.2)])
+    y = bconv(g, rng, "conv1", b0, h, w, c, c, pad=1)
+    y = tail(g, rng, "q1", y, (h, w, c), ("relu", "affine"))
+    y = g.op(ADD, "add1", [y, x], g.value("add1", h, w, c))
+    b1 = g.op(BITPACK, "sign1", [y], g.value("b1", h, w, c, BITS), [vec(g, rng, "t1", c, 0.2)])
+    # RELU -> AFFINE -> ADD -> PRELU -> AFFINE: every step but the channel scale and the mid.
+    z = bconv(g, rng, "conv2", b1, h, w, c, c, pad=1)
+    z = tail(g, rng, "q2", z, (h, w, c), ("relu", "affine"))
+    z = g.op(ADD, "add2", [z, y], g.value("add2", h, w, c))
+    z = tail(g, rng, "q2p", z, (h, w, c), ("prelu", "affine"))
+    b2 = g.op(BITPACK, "sign2", [z], g.value("b2", h, w, c, BITS), [vec(g, rng, "t2", c, 0.2)])
+    # An AFFINE straight after the conv is still its post affine: the RELU after it stops.
+    u = bconv(g, rng, "conv3", b2, h, w, c, c, pad=1)
+    u = tail(g, rng, "q3", u, (h, w, c), ("affine", "relu"))
+    # A RELU whose input a second op reads stays apart.
+    v = g.op(
+        DWCONV3X3,
+        "dw",
+        [u],
+        g.value("dw", h, w, c),
+        [
+            None,
+            g.tensor("dw.w", randn(rng, c, 9)),
+            None,
+            vec(g, rng, "dw.s", c),
+            vec(g, rng, "dw.b", c),
+            None,
+        ],
+        [1, 1, 1],
+    )
+    r = g.op(RELU, "dw.relu", [v], g.value("dw.relu", h, w, c))
+    s = g.op(ADD, "add4", [r, v], g.value("add4", h, w, c))
+    head(g, s, c)
+    path = save(tmp_path, g)
+    fused, _ = assert_fused_equals_unfused(path, randn(rng, 3, h, w, c), monkeypatch, "nhwc")
+    got = labels(fused)
+    assert got[:5] == [
+        "BITPACK",
+        "BCONV2D+RELU+AFFINE+ADD+BITPACK",
+        "BCONV2D+RELU+AFFINE+ADD+PRELU+AFFINE+BITPACK",
+        "BCONV2D+AFFINE",
+        "RELU",
+    ], got
+    assert "DWCONV3X3+RELU" not in got, got

@@ -4,12 +4,12 @@
 // unfused; the engine fuses when it loads):
 //
 //   conv chain      BCONV2D or DWCONV3X3, then the element-wise tail of a half in the order
-//                   of the epilogue (kernels/epilogue/epilogue.h): [MUL_CHANNEL] [ADD]
-//                   [PRELU] [AFFINE], then [BITPACK] of the result. The kernel writes a block
-//                   of rows, and the epilogue runs on that block while it is in cache (and
-//                   packs the bits for the next binary conv in the same pass). A residual that
-//                   is a CONCAT of k copies of one value (the repeated shortcut of a DS half)
-//                   is read from that value directly (residual_channels = its channels).
+//                   of the epilogue (kernels/epilogue/epilogue.h): [RELU [AFFINE]]
+//                   [MUL_CHANNEL] [ADD] [PRELU] [AFFINE], then [BITPACK] of the result. The kernel
+//                   writes a block of rows, and the epilogue runs on that block while it is in
+//                   cache (and packs the bits for the next binary conv in the same pass). A
+//                   residual that is a CONCAT of k copies of one value (the repeated shortcut of a
+//                   DS half) is read from that value directly (residual_channels = its channels).
 //   epilogue chain  the same tail with no conv in front (the SE tail MUL_CHANNEL -> ADD ->
 //                   PRELU -> AFFINE -> BITPACK, after the SE has read the whole depthwise
 //                   output): one pass, in place over the chain's first input, whose bytes the
@@ -112,6 +112,9 @@ struct ExecContext {
 // The element-wise tail of a chain, resolved at load: value indices become pointers into the
 // arena when the step runs, tensors are the file's.
 struct EpilogueSpec {
+  bool relu = false;                 // a RELU right after the chain's head
+  const float* pre_scale = nullptr;  // an AFFINE after that RELU, before everything else
+  const float* pre_bias = nullptr;
   std::uint32_t channel_scale = kNoValue;  // MUL_CHANNEL's (1, 1, C) factors
   std::uint32_t residual = kNoValue;       // ADD's other operand
   std::size_t residual_channels = 0;

@@ -17,18 +17,27 @@ bool feeds_prelu(const Graph& g, const std::vector<char>& taken, const Op& affin
 }
 
 // Takes the ops that follow `chain.out` while each is the sole reader of the value before
-// it and comes later in the epilogue's order (stages: 1 scale, 2 residual, 3 mid affine,
-// 4 PReLU, 5 post affine).
+// it and comes later in the epilogue's order (the kStage constants: ReLU, pre affine, scale,
+// residual, mid affine, PReLU, post affine). The ReLU only right after a conv head, and the
+// pre affine only right after that ReLU (QuickNet's conv -> ReLU -> BN -> ADD): an AFFINE
+// straight after a conv keeps its old post / mid role, so no existing plan changes.
 void extend(const Graph& g, std::vector<char>& taken, Chain& chain) {
   for (;;) {
     const std::uint32_t cur = chain.out;
     const std::uint32_t r = g.sole_reader(cur);
     if (r == kNoValue || taken[r]) break;
     const Op& op = g.ops[r];
-    if (op.type == OpType::kMulChannel && chain.stage < 1 && op.inputs[0] == cur) {
+    if (op.type == OpType::kReLU && chain.stage == 0 && chain.kind == StepKind::kConvChain) {
+      chain.epi.relu = true;
+      chain.stage = kStageRelu;
+    } else if (op.type == OpType::kAffine && chain.stage == kStageRelu) {
+      chain.epi.pre_scale = op.tensors[0]->as<float>();
+      chain.epi.pre_bias = op.tensors[1]->as<float>();
+      chain.stage = kStagePre;
+    } else if (op.type == OpType::kMulChannel && chain.stage < kStageScale && op.inputs[0] == cur) {
       chain.epi.channel_scale = op.inputs[1];
-      chain.stage = 1;
-    } else if (op.type == OpType::kAdd && chain.stage < 2) {
+      chain.stage = kStageScale;
+    } else if (op.type == OpType::kAdd && chain.stage < kStageResidual) {
       const std::uint32_t other = op.inputs[0] == cur ? op.inputs[1] : op.inputs[0];
       chain.epi.residual = other;
       chain.epi.residual_channels = g.channels(cur);
@@ -46,18 +55,18 @@ void extend(const Graph& g, std::vector<char>& taken, Chain& chain) {
           chain.absorbed_concat = q;
         }
       }
-      chain.stage = 2;
-    } else if (op.type == OpType::kAffine && chain.stage < 3 && feeds_prelu(g, taken, op)) {
+      chain.stage = kStageResidual;
+    } else if (op.type == OpType::kAffine && chain.stage < kStageMid && feeds_prelu(g, taken, op)) {
       chain.epi.mid_scale = op.tensors[0]->as<float>();
       chain.epi.mid_bias = op.tensors[1]->as<float>();
-      chain.stage = 3;
-    } else if (op.type == OpType::kPReLU && chain.stage < 4) {
+      chain.stage = kStageMid;
+    } else if (op.type == OpType::kPReLU && chain.stage < kStagePrelu) {
       chain.epi.prelu_slope = op.tensors[0]->as<float>();
-      chain.stage = 4;
-    } else if (op.type == OpType::kAffine && chain.stage < 5) {
+      chain.stage = kStagePrelu;
+    } else if (op.type == OpType::kAffine && chain.stage < kStagePost) {
       chain.epi.post_scale = op.tensors[0]->as<float>();
       chain.epi.post_bias = op.tensors[1]->as<float>();
-      chain.stage = 5;
+      chain.stage = kStagePost;
     } else {
       break;
     }
@@ -114,7 +123,7 @@ void find_chains(const Graph& g, Sink&& sink) {
       case OpType::kMulChannel:
         c.head_input = op.inputs[0];
         c.epi.channel_scale = op.inputs[1];
-        c.stage = 1;
+        c.stage = kStageScale;
         break;
       case OpType::kAdd:
         // The base is the operand nothing reads later (checked in validate_inplace); try the
@@ -123,23 +132,23 @@ void find_chains(const Graph& g, Sink&& sink) {
         c.head_input = g.is_output(op.inputs[0]) ? op.inputs[1] : op.inputs[0];
         c.epi.residual = c.head_input == op.inputs[0] ? op.inputs[1] : op.inputs[0];
         c.epi.residual_channels = op.channels;
-        c.stage = 2;
+        c.stage = kStageResidual;
         break;
       case OpType::kPReLU:
         c.head_input = op.inputs[0];
         c.epi.prelu_slope = op.tensors[0]->as<float>();
-        c.stage = 4;
+        c.stage = kStagePrelu;
         break;
       case OpType::kAffine:
         c.head_input = op.inputs[0];
         if (feeds_prelu(g, taken, op)) {
           c.epi.mid_scale = op.tensors[0]->as<float>();
           c.epi.mid_bias = op.tensors[1]->as<float>();
-          c.stage = 3;
+          c.stage = kStageMid;
         } else {
           c.epi.post_scale = op.tensors[0]->as<float>();
           c.epi.post_bias = op.tensors[1]->as<float>();
-          c.stage = 5;
+          c.stage = kStagePost;
         }
         break;
       default:

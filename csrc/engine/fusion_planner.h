@@ -72,8 +72,18 @@ struct Chain {
   std::uint32_t position = 0;  // file index of the op that produces `out`
   std::uint32_t absorbed_concat = kNoValue;
   EpilogueSpec epi;
-  int stage = 0;  // last epilogue step taken: 1 scale .. 5 post affine
+  int stage = 0;  // last epilogue step taken: one of the kStage constants below, 0 none
 };
+
+// The epilogue's steps (epilogue.h) in their order, as Chain::stage counts them: a chain takes
+// an op only for a later step than the last it took.
+constexpr int kStageRelu = 1;      // 0a
+constexpr int kStagePre = 2;       // 0b: an AFFINE only right after the ReLU step
+constexpr int kStageScale = 3;     // 1
+constexpr int kStageResidual = 4;  // 2
+constexpr int kStageMid = 5;       // 3
+constexpr int kStagePrelu = 6;     // 4
+constexpr int kStagePost = 7;      // 5
 
 // The chains kept, and the chain each op runs in.
 struct FusionPlan {

@@ -16,6 +16,9 @@ constexpr std::size_t kParallelMinFloats = 32 * 1024;
 // --------------------------------------------------------------------------- epilogue
 Epilogue make_epilogue(const EpilogueSpec& s, const ExecContext& ctx) {
   Epilogue ep;
+  ep.relu = s.relu;
+  ep.pre_scale = s.pre_scale;
+  ep.pre_bias = s.pre_bias;
   if (s.channel_scale != kNoValue) ep.channel_scale = ctx.value<const float>(s.channel_scale);
   if (s.residual != kNoValue) {
     ep.residual = ctx.value<const float>(s.residual);

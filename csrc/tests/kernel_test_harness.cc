@@ -1678,6 +1678,9 @@ void test_epilogue(const EpilogueKernels& k, Rng& rng, Tally& t, std::size_t n_c
     const std::size_t c = from_zoo ? zoo[i][0] : pick(rng, kC), pixels = uniform(rng, 1, 15);
     unsigned steps = static_cast<unsigned>(i % 128);              // every subset of the 7 steps
     if (from_zoo) steps = 2u | 4u | 8u | (zoo[i][2] ? 32u : 0u);  // the zoo's tails
+    // The pre steps (128: ReLU, 256: pre affine) cycle apart from the others, so every subset
+    // of the 7 meets each of the 4 pre combinations over 512 cases; the zoo's cases run without.
+    if (!from_zoo) steps |= static_cast<unsigned>((i / 128 + i / 7) % 4) << 7;
     std::vector<std::size_t> divisors;
     for (std::size_t d = 1; d <= c; ++d) {
       if (c % d == 0) divisors.push_back(d);
@@ -1689,7 +1692,7 @@ void test_epilogue(const EpilogueKernels& k, Rng& rng, Tally& t, std::size_t n_c
     const std::size_t p1 = whole ? pixels : uniform(rng, p0, pixels);
     const std::size_t unit_scales = (i / 2) % 3;  // 0 random, 1 all 1.0f, 2 all but one
     t.context =
-        fmt("case %zu C=%zu pixels=%zu steps=0x%02x residual_channels=%zu range=[%zu,%zu) "
+        fmt("case %zu C=%zu pixels=%zu steps=0x%03x residual_channels=%zu range=[%zu,%zu) "
             "unit_scales=%zu",
             i, c, pixels, steps, rc, p0, p1, unit_scales);
     std::vector<float> x = randn(rng, pixels * c, 2.0f);
@@ -1711,6 +1714,8 @@ void test_epilogue(const EpilogueKernels& k, Rng& rng, Tally& t, std::size_t n_c
         (coin(rng, 0.5) ? ps : ms)[j] = coin(rng, 0.5) ? -1.0f : 1.0000001f;
       }
     }
+    std::vector<float> pre_s = randn(rng, c), pre_b = randn(rng, c);
+    for (std::size_t j = 0; j < c; j += 6) pre_b[j] = -0.0f;  // ReLU's -0.0f through + -0.0f
     std::vector<float> slope = randn(rng, c), pb = randn(rng, c), res = randn(rng, pixels * rc);
     for (std::size_t j = 0; j < c; j += 4) slope[j] = -0.0f;
     for (std::size_t j = 0; j < c; j += 3) pb[j] = -0.0f;
@@ -1721,10 +1726,16 @@ void test_epilogue(const EpilogueKernels& k, Rng& rng, Tally& t, std::size_t n_c
     }
     Buf<float> csg = guarded(cs, ge), slg = guarded(slope, !ge), psg = guarded(ps, ge),
                pbg = guarded(pb, !ge), rg = guarded(res, ge), thg = guarded(th, !ge),
-               msg = guarded(ms, !ge), mbg = guarded(mb, ge);
+               msg = guarded(ms, !ge), mbg = guarded(mb, ge), pre_sg = guarded(pre_s, ge),
+               pre_bg = guarded(pre_b, !ge);
     const std::size_t words = words_for_channels(c);
     auto make = [&](bool kernel_side) {
       Epilogue ep;
+      ep.relu = (steps & 128) != 0;
+      if (steps & 256) {
+        ep.pre_scale = kernel_side ? pre_sg.data() : pre_s.data();
+        ep.pre_bias = kernel_side ? pre_bg.data() : pre_b.data();
+      }
       if (steps & 1) ep.channel_scale = kernel_side ? csg.data() : cs.data();
       if (steps & 2) {
         ep.residual = kernel_side ? rg.data() : res.data();

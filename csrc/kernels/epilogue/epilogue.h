@@ -2,7 +2,11 @@
 // output while they are still in cache, so no float tensor makes an extra pass through memory.
 //
 // For output value v at pixel p (0-based within the image) and channel c of `channels`, the
-// steps run in this fixed order, each only when its pointer is non-null:
+// steps run in this fixed order, each only when its pointer is non-null (0a: when relu is set):
+//   0a. v = v < 0 ? 0 : v                                        (ReLU, exactly the RELU op:
+//                                      -0.0f stays -0.0f, NaN stays NaN)
+//   0b. v = v * pre_scale[c] + pre_bias[c]                       (an affine before everything
+//                                      else, e.g. QuickNet's BN after its ReLU; both or none)
 //   1. v = v * channel_scale[c]                                  (SE scaling)
 //   2. v = v + residual[p * residual_channels + c % residual_channels]
 //                                     (the shortcut; residual_channels < channels repeats it,
@@ -29,6 +33,9 @@
 namespace qbinfer {
 
 struct Epilogue {
+  bool relu = false;
+  const float* pre_scale = nullptr;
+  const float* pre_bias = nullptr;
   const float* channel_scale = nullptr;
   const float* residual = nullptr;
   std::size_t residual_channels = 0;  // with residual: > 0 and divides `channels`

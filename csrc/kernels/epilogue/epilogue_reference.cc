@@ -12,6 +12,7 @@ void epilogue_rows__reference(const Epilogue& ep, std::size_t channels, std::siz
   assert(channels > 0 && pixel_begin <= pixel_end);
   assert(ep.residual == nullptr ||
          (ep.residual_channels > 0 && channels % ep.residual_channels == 0));
+  assert((ep.pre_scale == nullptr) == (ep.pre_bias == nullptr));
   assert((ep.mid_scale == nullptr) == (ep.mid_bias == nullptr));
   assert((ep.post_scale == nullptr) == (ep.post_bias == nullptr));
   assert((ep.threshold == nullptr) == (ep.bits == nullptr));
@@ -22,6 +23,11 @@ void epilogue_rows__reference(const Epilogue& ep, std::size_t channels, std::siz
     if (bits != nullptr) std::memset(bits, 0, words * sizeof(BitWord));
     for (std::size_t c = 0; c < channels; ++c) {
       float v = row[c];
+      if (ep.relu) v = v < 0.0f ? 0.0f : v;  // as relu_f32__reference: NaN and -0.0f stay
+      if (ep.pre_scale != nullptr) {
+        const float scaled = v * ep.pre_scale[c];
+        v = scaled + ep.pre_bias[c];
+      }
       if (ep.channel_scale != nullptr) v = v * ep.channel_scale[c];
       if (ep.residual != nullptr) {
         const std::size_t rc = ep.residual_channels;

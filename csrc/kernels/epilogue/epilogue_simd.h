@@ -3,7 +3,7 @@
 //
 // Tile: one pixel row, V::kLanes channels at a time, one instantiation per set of steps (no
 // step tests in the loop); every step of epilogue.h is one vector operation per lane in the
-// reference's order (prelu as compare + blend, bits as a compare
+// reference's order (relu and prelu as compare + blend, bits as a compare
 // mask), so the results are bit-identical. Bits: a compare gives one bit per lane (kmask on
 // AVX-512, movemask on AVX2); kLanes divides 64, so a vector's bits never straddle a word, and
 // each word is written once, whole (tail lanes masked to 0). The residual's channel index
@@ -53,12 +53,16 @@ struct EpilogueSimd {
     kBits = 32,
     kMid = 64,
     kAllSteps = 128,
-    kUnitScales = 128,  // with kMid / kPost: their scales are all 1.0f (no multiply)
+    kPre = 128,         // steps 0a / 0b (ReLU, pre affine): tested per call inside, see pre()
+    kUnitScales = 256,  // with kMid / kPost: their scales are all 1.0f (no multiply)
   };
 
   // The epilogue's pointers as locals: stores through float* / BitWord* could otherwise alias
   // the struct's fields and force reloads every vector.
   struct Args {
+    bool relu;
+    const float* pre_scale;
+    const float* pre_bias;
     const float* channel_scale;
     const float* residual;
     std::size_t rc;
@@ -70,6 +74,15 @@ struct EpilogueSimd {
     const float* threshold;
     BitWord* bits;
   };
+
+  // Steps 0a and 0b. One instantiation (kPre) covers both and tests which run: a loop-invariant
+  // branch the compiler hoists, where a flag each would double the instantiations again.
+  template <class Load>
+  static QBINFER_EPILOGUE_INLINE F pre(const Args& a, F v, Load&& ld) {
+    if (a.relu) v = V::relu(v);
+    if (a.pre_scale != nullptr) v = V::add(V::mul(v, ld(a.pre_scale)), ld(a.pre_bias));
+    return v;
+  }
 
   // Residual lanes c0 .. c0 + n - 1 of a pixel row `res` of rc channels; r = c0 % rc.
   static F residual(const float* res, std::size_t rc, std::size_t r, std::size_t n, M m) {
@@ -88,6 +101,7 @@ struct EpilogueSimd {
                   std::size_t n, M m, BitWord* word) {
     auto ld = [&](const float* q) { return Tail ? V::load(q + c0, m) : V::load(q + c0); };
     F v = ld(row);
+    if constexpr ((kSteps & kPre) != 0) v = pre(a, v, ld);
     if constexpr ((kSteps & kScale) != 0) v = V::mul(v, ld(a.channel_scale));
     if constexpr ((kSteps & kResidual) != 0) v = V::add(v, residual(res, a.rc, r, n, m));
     constexpr bool unit = (kSteps & kUnitScales) != 0;
@@ -113,11 +127,14 @@ struct EpilogueSimd {
   }
 
   // One whole vector at channel c0 whose residual lanes start at res_c0 (a plain load): steps
-  // 1-6 of epilogue.h, returns v for the bits.
+  // 0a-6 of epilogue.h, returns v for the bits.
   template <unsigned kSteps>
   static QBINFER_EPILOGUE_INLINE F whole(const Args& a, float* row, const float* res_c0,
                                          std::size_t c0) {
     F v = V::load(row + c0);
+    if constexpr ((kSteps & kPre) != 0) {
+      v = pre(a, v, [c0](const float* q) { return V::load(q + c0); });
+    }
     if constexpr ((kSteps & kScale) != 0) v = V::mul(v, V::load(a.channel_scale + c0));
     if constexpr ((kSteps & kResidual) != 0) v = V::add(v, V::load(res_c0));
     constexpr bool unit = (kSteps & kUnitScales) != 0;
@@ -265,6 +282,11 @@ struct EpilogueSimd {
     return std::array<Fn, sizeof...(kAll)>{&rows_with<kAll>...};
   }
   template <unsigned... kAll>
+  static constexpr auto pre_table(std::integer_sequence<unsigned, kAll...>) {
+    using Fn = void (*)(const Args&, std::size_t, std::size_t, std::size_t, float*);
+    return std::array<Fn, sizeof...(kAll)>{&rows_with<kAll | kPre>...};
+  }
+  template <unsigned... kAll>
   static constexpr auto unit_table(std::integer_sequence<unsigned, kAll...>) {
     using Fn = void (*)(const Args&, std::size_t, std::size_t, std::size_t, float*);
     return std::array<Fn, sizeof...(kAll)>{&rows_with<kAll | kUnitScales>...};
@@ -288,23 +310,32 @@ struct EpilogueSimd {
     assert(channels > 0 && pixel_begin <= pixel_end);
     assert(ep.residual == nullptr ||
            (ep.residual_channels > 0 && channels % ep.residual_channels == 0));
+    assert((ep.pre_scale == nullptr) == (ep.pre_bias == nullptr));
     assert((ep.mid_scale == nullptr) == (ep.mid_bias == nullptr));
     assert((ep.post_scale == nullptr) == (ep.post_bias == nullptr));
     assert((ep.threshold == nullptr) == (ep.bits == nullptr));
     static constexpr auto kTable = table(std::make_integer_sequence<unsigned, kAllSteps>{});
     static constexpr auto kUnitTable =
         unit_table(std::make_integer_sequence<unsigned, kAllSteps>{});
+    static constexpr auto kPreTable = pre_table(std::make_integer_sequence<unsigned, kAllSteps>{});
     const unsigned steps =
         (ep.channel_scale != nullptr ? kScale : 0u) | (ep.residual != nullptr ? kResidual : 0u) |
         (ep.prelu_slope != nullptr ? kPrelu : 0u) | (ep.post_scale != nullptr ? kPost : 0u) |
         (ep.write_float ? kWrite : 0u) | (ep.threshold != nullptr ? kBits : 0u) |
         (ep.mid_scale != nullptr ? kMid : 0u);
-    const Args a{ep.channel_scale, ep.residual,   ep.residual_channels, ep.mid_scale, ep.mid_bias,
-                 ep.prelu_slope,   ep.post_scale, ep.post_bias,         ep.threshold, ep.bits};
+    const Args a{ep.relu,        ep.pre_scale,         ep.pre_bias,  ep.channel_scale,
+                 ep.residual,    ep.residual_channels, ep.mid_scale, ep.mid_bias,
+                 ep.prelu_slope, ep.post_scale,        ep.post_bias, ep.threshold,
+                 ep.bits};
     // Checked per call (O(channels), against a call's pixels * channels values): the epilogue
     // keeps no state, and the engine's blocks are thousands of values.
     const bool unit = (steps & (kMid | kPost)) != 0 && all_ones(ep.mid_scale, channels) &&
                       all_ones(ep.post_scale, channels);
+    if (ep.relu || ep.pre_scale != nullptr) {
+      // No unit-scale variant with the pre steps (v * 1.0f is v: the plain one is as exact).
+      kPreTable[steps](a, channels, pixel_begin, pixel_end, out);
+      return;
+    }
     (unit ? kUnitTable : kTable)[steps](a, channels, pixel_begin, pixel_end, out);
   }
 };
