@@ -154,6 +154,28 @@ struct FCSimd {
         });
   }
 
+  // x . (one row of weights stored as bits), for bitplane8 and binary: `decode(wi, w)` fills
+  // the 64 / N float vectors of 64-channel word wi; each is one FMA with x into two alternating
+  // accumulators. Tail channels meet masked x = 0.
+  template <class Decode>
+  static float dot_decoded_row(std::size_t in_features, std::size_t words, const float* x,
+                               Decode decode) {
+    constexpr std::size_t kVecs = kBitsPerWord / N;
+    F acc[2] = {V::zero(), V::zero()};
+    for (std::size_t wi = 0; wi < words; ++wi) {
+      F w[kVecs];
+      decode(wi, w);
+      for (std::size_t v = 0; v < kVecs; ++v) {
+        const std::size_t c0 = wi * kBitsPerWord + v * N;
+        if (c0 >= in_features) break;
+        const F xv =
+            c0 + N <= in_features ? V::load(x + c0) : V::load(x + c0, V::mask(in_features - c0));
+        acc[v & 1] = V::fmadd(w[v], xv, acc[v & 1]);
+      }
+    }
+    return V::hsum(V::add(acc[0], acc[1]));
+  }
+
   // One output at a time: per 64-channel word, D::decode rebuilds the 64 integer weights
   // 2B - 255 from the 8 plane words (exact in float) into 64 / kLanes vectors, each then one FMA
   // with x. Tail channels have stored bits 0 (w = 255) and meet masked x = 0.
@@ -161,7 +183,6 @@ struct FCSimd {
                         const BitWord* planes, const float* weight_scale, const float* bias,
                         float* out) {
     assert(in_features > 0);
-    constexpr std::size_t kVecs = kBitsPerWord / N;
     const std::size_t words = words_for_channels(in_features);
     const std::size_t plane_stride = out_features * words;
     const float bound = 255.0f * abs_sum(in_features, x);  // |2B - 255| <= 255
@@ -171,19 +192,9 @@ struct FCSimd {
                                                 weight_scale[o], bias[o]);
         continue;
       }
-      F acc[2] = {V::zero(), V::zero()};
-      for (std::size_t wi = 0; wi < words; ++wi) {
-        F w[kVecs];
+      const float sum = dot_decoded_row(in_features, words, x, [&](std::size_t wi, F* w) {
         D::decode(planes + o * words + wi, plane_stride, w);
-        for (std::size_t v = 0; v < kVecs; ++v) {
-          const std::size_t c0 = wi * kBitsPerWord + v * N;
-          if (c0 >= in_features) break;
-          const F xv =
-              c0 + N <= in_features ? V::load(x + c0) : V::load(x + c0, V::mask(in_features - c0));
-          acc[v & 1] = V::fmadd(w[v], xv, acc[v & 1]);
-        }
-      }
-      const float sum = V::hsum(V::add(acc[0], acc[1]));
+      });
       const float scaled = weight_scale[o] * sum;
       out[o] = scaled + bias[o];
     }
@@ -197,7 +208,6 @@ struct FCSimd {
                      const BitWord* signs, const float* weight_scale, const float* bias,
                      float* out) {
     assert(in_features > 0);
-    constexpr std::size_t kVecs = kBitsPerWord / N;
     const std::size_t words = words_for_channels(in_features);
     const float bound = abs_sum(in_features, x);  // |w| = 1
     for (std::size_t o = 0; o < out_features; ++o) {
@@ -206,19 +216,8 @@ struct FCSimd {
         out[o] = fc_binary_output__reference(in_features, x, row, weight_scale[o], bias[o]);
         continue;
       }
-      F acc[2] = {V::zero(), V::zero()};
-      for (std::size_t wi = 0; wi < words; ++wi) {
-        F w[kVecs];
-        D::signs(row[wi], w);
-        for (std::size_t v = 0; v < kVecs; ++v) {
-          const std::size_t c0 = wi * kBitsPerWord + v * N;
-          if (c0 >= in_features) break;
-          const F xv =
-              c0 + N <= in_features ? V::load(x + c0) : V::load(x + c0, V::mask(in_features - c0));
-          acc[v & 1] = V::fmadd(w[v], xv, acc[v & 1]);
-        }
-      }
-      const float sum = V::hsum(V::add(acc[0], acc[1]));
+      const float sum = dot_decoded_row(in_features, words, x,
+                                        [&](std::size_t wi, F* w) { D::signs(row[wi], w); });
       const float scaled = weight_scale[o] * sum;
       out[o] = scaled + bias[o];
     }
