@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -205,8 +205,8 @@ def step_bytes(qbw: str) -> List[dict]:
 _PROFILE_ROW = re.compile(r"^\s*(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+([0-9.]+)\s+([0-9.]+)\s*$")
 
 
-def parse_bench_profile(text: str) -> List[float]:
-    """Per-step microseconds from `qbinfer-bench --profile` output."""
+def parse_bench_profile(text: str) -> List[Tuple[str, float]]:
+    """Per step (label, microseconds) from `qbinfer-bench --profile` output."""
     rows, on = [], False
     for line in text.splitlines():
         if line.startswith("profile "):
@@ -214,7 +214,7 @@ def parse_bench_profile(text: str) -> List[float]:
             continue
         m = _PROFILE_ROW.match(line) if on else None
         if m:
-            rows.append(float(m.group(5)))
+            rows.append((m.group(3), float(m.group(5))))
     if not rows:
         raise RuntimeError("no profile rows in qbinfer-bench output:\n" + text[-2000:])
     return rows
@@ -231,7 +231,7 @@ def measure_native(exe: Path, qbw: str, runs: int, repeats: int) -> List[float]:
             capture_output=True,
             text=True,
         ).stdout
-        us = parse_bench_profile(out)
+        us = [t for _, t in parse_bench_profile(out)]
         best = us if best is None else [min(a, b) for a, b in zip(best, us)]
     assert best is not None
     return best
@@ -349,8 +349,14 @@ class BlockCoster:
 
 
 def predict_model(target: str, exe: Path, qbw: str, cpu: lm.CpuModel, coster, work: Path):
-    segments, kernels, _ = count_blocks(target, exe, qbw, work)
+    segments, kernels, stdout = count_blocks(target, exe, qbw, work)
     info = step_bytes(qbw)
+    labels = [label for label, _ in parse_bench_profile(stdout)]
+    if labels != [m["label"] for m in info]:
+        raise RuntimeError(
+            f"{qbw}: the Python package's steps {[m['label'] for m in info]} are not those of "
+            f"{exe} ({labels}): install qbinfer from this checkout"
+        )
     steps = lm.step_segments(segments, len(info))
     keys = set().union(*steps)
     coster.cost_blocks(keys)
@@ -457,6 +463,56 @@ def predict_a72(models: Sequence[str], jobs: int, work: Path) -> dict:
     return out
 
 
+def markdown(result: dict) -> str:
+    """The tables of docs/latency-model.md."""
+    out: List[str] = []
+    x86 = result.get("x86")
+    if x86:
+        out.append(f"### x86 validation: {x86['cpu']}\n")
+        out.append("| model | predicted ms | measured ms | error |")
+        out.append("|---|---:|---:|---:|")
+        for name, m in x86["models"].items():
+            p, q = m["total_us"] / 1e3, m["measured_total_us"] / 1e3
+            out.append(f"| {name} | {p:.2f} | {q:.2f} | {100 * (p / q - 1):+.0f}% |")
+        for name, m in x86["models"].items():
+            out.append(f"\n{name}, per step ({m['kernels']}):\n")
+            out.append(
+                "| # | step | core us | memory us (level) | predicted us | measured us | error |"
+            )
+            out.append("|---:|---|---:|---:|---:|---:|---:|")
+            for r in m["steps"]:
+                err = 100 * (r["us"] / r["measured_us"] - 1) if r["measured_us"] > 0 else 0.0
+                out.append(
+                    f"| {r['step']} | {r['label']} | {r['core_us']:.1f} | "
+                    f"{r['memory_us']:.1f} ({r['level']}) | {r['us']:.1f} | "
+                    f"{r['measured_us']:.1f} | {err:+.0f}% |"
+                )
+    a72 = result.get("a72")
+    if a72:
+        out.append(
+            f"\n### RPi 4B predictions (a model's estimate, not a measurement): {a72['cpu']}\n"
+        )
+        out.append(
+            "| network | qbinfer, predicted ms (core / memory-bound steps) | paper, LCE on RPi 4B ms |"
+        )
+        out.append("|---|---:|---:|")
+        for name, m in a72["models"].items():
+            if "error" in m:
+                out.append(f"| {name} | does not convert: {m['error']} | |")
+                continue
+            mem = sum(1 for r in m["steps"] if r["memory_us"] > r["core_us"])
+            out.append(
+                f"| {m['label']} | {m['total_us'] / 1e3:.1f} ({len(m['steps']) - mem} / {mem}) | "
+                f"{m['paper_lce_ms'] if m['paper_lce_ms'] is not None else '-'} |"
+            )
+        out.append("\nWhere the predicted A72 core cycles go, over all these networks:\n")
+        out.append("| function | share of core cycles |")
+        out.append("|---|---:|")
+        for fn, share in a72["hot_functions"]:
+            out.append(f"| `{fn}` | {100 * share:.1f}% |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--validate-x86", action="store_true", help="predicted vs measured here")
@@ -466,7 +522,13 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="native profile processes")
     p.add_argument("--jobs", type=int, default=2, help="parallel compile jobs")
     p.add_argument("--json", help="write every number here")
+    p.add_argument("--markdown", help="write the tables (docs/latency-model.md) here")
+    p.add_argument("--from-json", help="only write --markdown from an earlier --json")
     args = p.parse_args(argv)
+    if args.from_json:
+        if args.markdown:
+            Path(args.markdown).write_text(markdown(json.loads(Path(args.from_json).read_text())))
+        return 0
     if not (args.validate_x86 or args.predict):
         p.error("give --validate-x86 and/or --predict")
     result = {}
@@ -485,6 +547,8 @@ def main(argv=None) -> int:
             result["a72"] = predict_a72(args.models or default, args.jobs, work)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(result))
     return 0
 
 

@@ -28,8 +28,8 @@ QBINFER_PLUGIN_EXPORT int qemu_plugin_version = QBINFER_QEMU_PLUGIN_API_LEVEL;
 
 typedef struct BlockRecord {
   uint64_t vaddr;
-  uint64_t executions;  /* incremented by the translated code */
-  uint64_t written;     /* executions already written in earlier segments */
+  uint64_t executions; /* incremented by the translated code */
+  uint64_t written;    /* executions already written in earlier segments */
   uint32_t instructions;
   uint32_t bytes;
 } BlockRecord;
@@ -56,8 +56,10 @@ static BlockRecord* new_record(void) {
       fprintf(stderr, "tb_counts: out of memory\n");
       abort();
     }
-    if (g_last != NULL) g_last->next = c;
-    else g_first = c;
+    if (g_last != NULL)
+      g_last->next = c;
+    else
+      g_first = c;
     g_last = c;
   }
   return &g_last->records[g_last->used++];
@@ -70,7 +72,8 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb* tb) {
   r->vaddr = qemu_plugin_tb_vaddr(tb);
   r->instructions = (uint32_t)n;
   uint32_t bytes = 0;
-  for (size_t i = 0; i < n; ++i) bytes += (uint32_t)qemu_plugin_insn_size(qemu_plugin_tb_get_insn(tb, i));
+  for (size_t i = 0; i < n; ++i)
+    bytes += (uint32_t)qemu_plugin_insn_size(qemu_plugin_tb_get_insn(tb, i));
   r->bytes = bytes;
   qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &r->executions, 1);
 }
@@ -90,8 +93,8 @@ static void write_segment(void) {
 }
 
 static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint64_t a1,
-                       uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6,
-                       uint64_t a7, uint64_t a8) {
+                       uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6, uint64_t a7,
+                       uint64_t a8) {
   (void)id, (void)vcpu, (void)a1, (void)a2, (void)a3, (void)a4, (void)a5, (void)a6, (void)a7,
       (void)a8;
   for (int i = 0; i < g_marker_count; ++i) {
