@@ -102,6 +102,18 @@ A72_AARCH64 = lm.CpuModel(
     comment="#",  # llvm-mca 19 finds its region markers after '#' only, on AArch64 too
 )
 
+# The same core running the 32-bit Raspberry Pi OS: Thumb-2 code (Debian armhf's default), costed
+# with LLVM's Cortex-A72 model for 32-bit Arm.
+A72_ARMV7 = lm.CpuModel(
+    name="Cortex-A72 (RPi 4B) 1.5 GHz, ARMv7 (32-bit, Thumb-2)",
+    mcpu="cortex-a72",
+    triple="thumbv7-linux-gnueabihf",
+    ghz=1.5,
+    levels=A72_LEVELS,
+    sources=A72_SOURCES,
+    comment="#",
+)
+
 TARGETS = {
     "x86_64": {
         "qemu": ["qemu-x86_64", "-cpu", "max"],
@@ -118,6 +130,18 @@ TARGETS = {
         "cmake": [
             "-DCMAKE_TOOLCHAIN_FILE=" + str(ROOT / "cmake/toolchains/aarch64-linux-gnu.cmake"),
             "-DQBINFER_CROSS_SYSROOT=/usr/aarch64-linux-gnu",
+        ],
+    },
+    "armv7": {
+        # qemu-arm has no Cortex-A72 model: "max" is an ARMv8 core in AArch32 state with NEON
+        # and VFPv4, which the engine's HWCAP check needs.
+        "qemu": ["qemu-arm", "-cpu", "max"],
+        "objdump": "arm-linux-gnueabihf-objdump",
+        "objdump_comment": "@",
+        "markers": [263, 403],  # clock_gettime, clock_gettime64
+        "cmake": [
+            "-DCMAKE_TOOLCHAIN_FILE=" + str(ROOT / "cmake/toolchains/arm-linux-gnueabihf.cmake"),
+            "-DQBINFER_CROSS_SYSROOT=/usr/arm-linux-gnueabihf",
         ],
     },
 }
@@ -150,7 +174,7 @@ def build_plugin() -> Path:
 
 def build_bench(target: str, jobs: int) -> Path:
     """qbinfer-bench for `target`, static and not position-independent (see the top)."""
-    d = ROOT / "build" / f"lm-{target.replace('_64', '')}"
+    d = ROOT / "build" / {"x86_64": "lm-x86", "aarch64": "lm-aarch64", "armv7": "lm-armv7"}[target]
     exe = d / "qbinfer-bench"
     if not (d / "CMakeCache.txt").exists():
         subprocess.run(
@@ -302,12 +326,13 @@ class BlockCoster:
         cycles = self._run_mca(todo)
         for name, key in names.items():
             if name in cycles:
-                self.cost[key] = cycles[name]
+                body = lm.block_instructions(self.insns, self.ordered, key[0], key[1])
+                self.cost[key] = lm.block_cycles(body, *cycles[name])
         self.cache_path.write_text(
             json.dumps({f"{a}:{n}:{b}": v for (a, n, b), v in self.cost.items()})
         )
 
-    def _run_mca(self, blocks: Dict[str, List[str]]) -> Dict[str, float]:
+    def _run_mca(self, blocks: Dict[str, List[str]]) -> Dict[str, Tuple[float, float]]:
         """llvm-mca over all blocks; a line its assembler refuses becomes a nop and it runs
         again (objdump prints a few forms LLVM does not take)."""
         blocks = {k: list(v) for k, v in blocks.items()}
@@ -386,8 +411,30 @@ def predict_model(target: str, exe: Path, qbw: str, cpu: lm.CpuModel, coster, wo
 
 
 # ----------------------------------------------------------------------------- reports
-def short(fn: str, width: int = 70) -> str:
-    fn = re.sub(r"\(.*", "", fn)  # drop C++ argument lists
+def demangle(names: Sequence[str]) -> List[str]:
+    """C++ names as c++filt prints them (unchanged when it is not installed)."""
+    tool = shutil.which("c++filt")
+    if tool is None:
+        return list(names)
+    out = subprocess.run([tool], input="\n".join(names), capture_output=True, text=True).stdout
+    lines = out.splitlines()
+    return lines if len(lines) == len(names) else list(names)
+
+
+def short(fn: str, width: int = 90) -> str:
+    """A demangled function without its namespace noise and argument list."""
+    fn = fn.replace("(anonymous namespace)::", "").replace("qbinfer::", "")
+    if fn.endswith(")") or fn.endswith(") const"):
+        depth, i = 0, len(fn) - 1
+        while i >= 0:
+            if fn[i] == ")":
+                depth += 1
+            elif fn[i] == "(":
+                depth -= 1
+                if depth == 0:
+                    fn = fn[:i]
+                    break
+            i -= 1
     return fn if len(fn) <= width else fn[: width - 3] + "..."
 
 
@@ -430,13 +477,13 @@ def print_validation(name: str, pred: dict) -> None:
     )
 
 
-def predict_a72(models: Sequence[str], jobs: int, work: Path) -> dict:
+def predict_a72(models: Sequence[str], jobs: int, work: Path, target: str = "aarch64") -> dict:
     from weights_tools.table3_zoo import TABLE3_NETWORKS
 
     paper = {n.name: (n.label, n.paper_rpi4b_ms) for n in TABLE3_NETWORKS}
-    exe = build_bench("aarch64", jobs)
-    cpu = A72_AARCH64
-    coster = BlockCoster(exe, "aarch64", cpu)
+    exe = build_bench(target, jobs)
+    cpu = A72_AARCH64 if target == "aarch64" else A72_ARMV7
+    coster = BlockCoster(exe, target, cpu)
     out = {"cpu": cpu.name, "sources": cpu.sources, "models": {}}
     all_costs = []
     for name in models:
@@ -446,8 +493,8 @@ def predict_a72(models: Sequence[str], jobs: int, work: Path) -> dict:
             out["models"][name] = {"error": f"{type(e).__name__}: {e}"}
             log(f"{name}: does not convert: {e}")
             continue
-        log(f"{name}: counting under qemu-aarch64 -cpu cortex-a72")
-        pred, costs = predict_model("aarch64", exe, qbw, cpu, coster, work)
+        log(f"{name}: counting under {' '.join(TARGETS[target]['qemu'])}")
+        pred, costs = predict_model(target, exe, qbw, cpu, coster, work)
         all_costs += costs
         label, ms = paper.get(name, (name, None))
         pred["label"], pred["paper_lce_ms"] = label, ms
@@ -457,9 +504,9 @@ def predict_a72(models: Sequence[str], jobs: int, work: Path) -> dict:
             f"paper LCE {ms} ms"
         )
     cyc = sum(c.cycles for c in all_costs) or 1.0
-    out["hot_functions"] = [
-        (short(fn), cycles / cyc) for fn, cycles in lm.top_functions(all_costs, 15)
-    ]
+    top = lm.top_functions(all_costs, 15)
+    names = demangle([fn for fn, _ in top])
+    out["hot_functions"] = [(short(n), cycles / cyc) for n, (_, cycles) in zip(names, top)]
     return out
 
 
@@ -517,6 +564,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--validate-x86", action="store_true", help="predicted vs measured here")
     p.add_argument("--predict", action="store_true", help="RPi 4B (Cortex-A72) predictions")
+    p.add_argument(
+        "--target",
+        choices=("aarch64", "armv7"),
+        default="aarch64",
+        help="--predict: the 64-bit (default) or the 32-bit Raspberry Pi OS build",
+    )
     p.add_argument("--models", nargs="+", help="zoo names (default: see --help of each mode)")
     p.add_argument("--runs", type=int, default=20, help="native profile runs (validation)")
     p.add_argument("--repeats", type=int, default=3, help="native profile processes")
@@ -544,7 +597,7 @@ def main(argv=None) -> int:
             default = list(PAPER_MODELS) + [
                 n.name for n in TABLE3_NETWORKS if n.name not in PAPER_MODELS
             ]
-            result["a72"] = predict_a72(args.models or default, args.jobs, work)
+            result["a72"] = predict_a72(args.models or default, args.jobs, work, args.target)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     if args.markdown:

@@ -108,16 +108,35 @@ Instructions:      300
 Total Cycles:      250
 Total uOps:        300
 
+Dispatch Width:    3
+Block RThroughput: 1.5
+
 [1] Code Region - b400200_1_4
 
 Iterations:        200
 Instructions:      200
 Total Cycles:      101
+Total uOps:        200
+
+Block RThroughput: 0.3
 """
 
 
-def test_parse_mca_gives_cycles_per_iteration():
-    assert lm.parse_mca(MCA_REPORT) == {"b400100_3_12": 2.5, "b400200_1_4": 0.505}
+def test_parse_mca_gives_cycles_per_iteration_and_resource_bound():
+    assert lm.parse_mca(MCA_REPORT) == {"b400100_3_12": (2.5, 1.5), "b400200_1_4": (0.505, 0.3)}
+
+
+def test_block_cycles_uses_steady_state_only_for_a_self_loop():
+    insns = lm.parse_objdump(AARCH64_DUMP, "//")
+    ordered = sorted(insns)
+    loop = lm.block_instructions(insns, ordered, 0x400100, 3)  # ends in b.ne 400100
+    assert lm.block_cycles(loop, 2.5, 1.5) == 2.5
+    tail = lm.block_instructions(insns, ordered, 0x400104, 2)  # branches elsewhere
+    assert lm.block_cycles(tail, 2.5, 1.5) == 1.5
+    call = lm.block_instructions(insns, ordered, 0x40010C, 1)
+    assert lm.block_cycles(call, 9.0, 0.5) == 0.5
+    rep = [lm.Instruction(0x10, "rep movsq %ds:(%rsi),%es:(%rdi)", "f")]
+    assert lm.block_cycles(rep, 100.0, 25.0) == 1.0
 
 
 def test_mca_error_lines():
@@ -241,5 +260,6 @@ def test_llvm_mca_costs_a_block():
         check=True,
     )
     cycles = lm.parse_mca(res.stdout)
-    assert cycles["chain"] == pytest.approx(4.0, abs=0.2)
-    assert cycles["wide"] < 2.0
+    assert cycles["chain"][0] == pytest.approx(4.0, abs=0.2)
+    assert cycles["wide"][0] < 2.0
+    assert cycles["chain"][1] < 2.0  # the resources alone would run the chain's adds faster

@@ -34,6 +34,7 @@ __all__ = [
     "mca_line",
     "mca_input",
     "parse_mca",
+    "block_cycles",
     "mca_error_lines",
     "step_segments",
     "segment_cycles",
@@ -193,11 +194,13 @@ def mca_input(blocks: Mapping[str, Sequence[str]], comment: str) -> Tuple[str, D
 _REGION = re.compile(r"^\[\d+\] Code Region - (\S+)")
 
 
-def parse_mca(text: str) -> Dict[str, float]:
-    """Cycles per iteration of each region of an llvm-mca report (Total Cycles / Iterations)."""
-    out: Dict[str, float] = {}
+def parse_mca(text: str) -> Dict[str, Tuple[float, float]]:
+    """Per region of an llvm-mca report: (cycles per iteration in steady state, that is Total
+    Cycles / Iterations; Block RThroughput, the bound of the core's resources alone)."""
+    out: Dict[str, Tuple[float, float]] = {}
     region: Optional[str] = None
     iterations = 0
+    cycles = 0.0
     for line in text.splitlines():
         m = _REGION.match(line)
         if m:
@@ -205,10 +208,38 @@ def parse_mca(text: str) -> Dict[str, float]:
             continue
         if line.startswith("Iterations:"):
             iterations = int(line.split()[1])
-        elif line.startswith("Total Cycles:") and region is not None and iterations > 0:
-            out[region] = int(line.split()[2]) / iterations
+        elif line.startswith("Total Cycles:") and iterations > 0:
+            cycles = int(line.split()[2]) / iterations
+        elif line.startswith("Block RThroughput:") and region is not None and iterations > 0:
+            out[region] = (cycles, float(line.split()[2]))
             region = None
     return out
+
+
+_BRANCH_TARGET = re.compile(r"\b(?:0x)?([0-9a-f]+) <[^>]*>\s*$")
+_REP_STRING = re.compile(r"^(?:rep|repz|repe|repnz|repne)\s+(?:movs|stos|lods|cmps|scas)")
+
+
+def block_cycles(body: Sequence[Instruction], steady: float, resources: float) -> float:
+    """Cycles per execution of a block from llvm-mca's two figures.
+
+    A block that branches back to its own start is a loop on its own: llvm-mca's steady state
+    (which repeats the block) is that loop, its loop-carried dependencies included. Any other
+    block is one piece of a longer path, which an out-of-order core overlaps with the blocks
+    around it; repeating it alone would chain each execution's outputs into the next one's
+    inputs, registers the real program rewrites in between, so it is costed at the bound of
+    the core's resources (issue width, ports) instead.
+
+    An x86 rep-prefixed string instruction is a block of its own that qemu executes once per
+    element: one cycle per element (8 bytes per cycle for movsq, the order of a Zen 3 core's
+    rep movs on short copies), not llvm-mca's unknown-instruction default of 100."""
+    if len(body) == 1 and _REP_STRING.match(body[0].text):
+        return 1.0
+    last = body[-1].text
+    m = _BRANCH_TARGET.search(last)
+    if m and int(m.group(1), 16) == body[0].address and not _CALL.match(last):
+        return steady
+    return resources
 
 
 _ERROR = re.compile(r"^<stdin>:(\d+):\d+: error:")
