@@ -159,19 +159,25 @@ def test_segment_cycles_weights_blocks_by_executions():
     assert top == [("loop", 520.0)]
 
 
-LEVELS = (lm.MemoryLevel("L1", 1000, 100.0), lm.MemoryLevel("DRAM", float("inf"), 1.0))
+LEVELS = (
+    lm.MemoryLevel("L1", 1000, float("inf")),
+    lm.MemoryLevel("L2", 4000, 10.0),
+    lm.MemoryLevel("DRAM", float("inf"), 1.0),
+)
 
 
 def test_memory_level_is_the_smallest_that_holds_the_bytes():
-    assert lm.memory_seconds(1000, LEVELS) == (pytest.approx(1e-8), "L1")
-    assert lm.memory_seconds(2000, LEVELS) == (pytest.approx(2e-6), "DRAM")
+    assert lm.memory_seconds(1000, LEVELS) == (0.0, "L1")
+    assert lm.memory_seconds(2000, LEVELS) == (pytest.approx(2e-7), "L2")
+    assert lm.memory_seconds(5000, LEVELS) == (pytest.approx(5e-6), "DRAM")
 
 
-def test_step_time_is_the_larger_of_core_and_memory():
-    t, core, mem, level = lm.step_time_s(3000, 1.0, 2000, LEVELS)  # 3 us core, 2 us DRAM
-    assert (t, level) == (pytest.approx(3e-6), "DRAM") and mem == pytest.approx(2e-6)
-    t, core, mem, level = lm.step_time_s(1000, 1.0, 5000, LEVELS)  # 1 us core, 5 us DRAM
-    assert t == pytest.approx(5e-6) and core == pytest.approx(1e-6)
+def test_step_time_adds_memory_time_beyond_l1_to_core_time():
+    t, core, mem, level = lm.step_time_s(3000, 1.0, 5000, LEVELS)  # 3 us core, 5 us DRAM
+    assert level == "DRAM" and core == pytest.approx(3e-6) and mem == pytest.approx(5e-6)
+    assert t == pytest.approx(8e-6)
+    t, core, mem, level = lm.step_time_s(3000, 1.5, 800, LEVELS)  # in L1: core alone
+    assert (t, mem, level) == (pytest.approx(2e-6), 0.0, "L1")
 
 
 # ------------------------------------------------------------------------- end to end
