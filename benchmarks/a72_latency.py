@@ -261,6 +261,15 @@ def measure_native(exe: Path, qbw: str, runs: int, repeats: int) -> List[float]:
     return best
 
 
+def measure_python(qbw: str, runs: int, repeats: int) -> float:
+    """Whole-model microseconds from the Python package's Model.profile (one thread): the sum
+    of its step medians, the smallest over `repeats` calls."""
+    import qbinfer
+
+    model = qbinfer.Model(qbw, threads=1)
+    return min(model.profile(runs=runs).total_us for _ in range(repeats))
+
+
 # ----------------------------------------------------------------------------- counting
 def count_blocks(target: str, exe: Path, qbw: str, work: Path) -> list:
     """[segments, the bench's 'kernels' line, its stdout]; kept under build/lm-tools/counts
@@ -346,7 +355,9 @@ class BlockCoster:
 
     def _run_mca(self, blocks: Dict[str, List[str]]) -> Dict[str, Tuple[float, float]]:
         """llvm-mca over all blocks; a line its assembler refuses becomes a nop and it runs
-        again (objdump prints a few forms LLVM does not take)."""
+        again (objdump prints a few forms LLVM does not take). When llvm-mca crashes (LLVM 19
+        does on some Thumb-2 blocks), the blocks are halved until the crashing ones stand
+        alone: those stay uncosted (one cycle per instruction, reported as unmapped)."""
         blocks = {k: list(v) for k, v in blocks.items()}
         for _ in range(20):
             text, where = lm.mca_input(blocks, self.cpu.comment)
@@ -366,6 +377,15 @@ class BlockCoster:
             )
             if res.returncode == 0:
                 return lm.parse_mca(res.stdout)
+            if res.returncode < 0 or "Stack dump" in res.stderr:
+                if len(blocks) == 1:
+                    log(f"    llvm-mca crashes on block {next(iter(blocks))}: left uncosted")
+                    return {}
+                names = list(blocks)
+                half = len(names) // 2
+                out = self._run_mca({k: blocks[k] for k in names[:half]})
+                out.update(self._run_mca({k: blocks[k] for k in names[half:]}))
+                return out
             bad = lm.mca_error_lines(res.stderr)
             if not bad:
                 raise RuntimeError("llvm-mca failed:\n" + res.stderr[-3000:])
@@ -466,6 +486,7 @@ def validate_x86(models: Sequence[str], runs: int, repeats: int, jobs: int, work
         for r, m in zip(pred["steps"], measured):
             r["measured_us"] = m
         pred["measured_total_us"] = sum(measured)
+        pred["python_profile_total_us"] = measure_python(qbw, runs, repeats)
         out["models"][name] = pred
         print_validation(name, pred)
     return out
@@ -483,6 +504,9 @@ def print_validation(name: str, pred: dict) -> None:
             f"{r['level']:>4} {r['measured_us']:>9.1f} {100 * err:>+5.0f}%  {r['label']}"
         )
     tot, meas = pred["total_us"], pred["measured_total_us"]
+    if "python_profile_total_us" in pred:
+        py = pred["python_profile_total_us"]
+        print(f"Python Model.profile: {py / 1e3:.2f} ms, error {100 * (tot / py - 1):+.1f}%")
     print(
         f"whole model: predicted {tot / 1e3:.2f} ms, measured {meas / 1e3:.2f} ms, "
         f"error {100 * (tot / meas - 1):+.1f}%"
@@ -529,11 +553,16 @@ def markdown(result: dict) -> str:
     x86 = result.get("x86")
     if x86:
         out.append(f"### x86 validation: {x86['cpu']}\n")
-        out.append("| model | predicted ms | measured ms | error |")
-        out.append("|---|---:|---:|---:|")
+        out.append(
+            "| model | predicted ms | measured ms (qbinfer-bench --profile) | error | "
+            "measured ms (Python Model.profile) | error |"
+        )
+        out.append("|---|---:|---:|---:|---:|---:|")
         for name, m in x86["models"].items():
             p, q = m["total_us"] / 1e3, m["measured_total_us"] / 1e3
-            out.append(f"| {name} | {p:.2f} | {q:.2f} | {100 * (p / q - 1):+.0f}% |")
+            py = m.get("python_profile_total_us", 0.0) / 1e3
+            py_cells = f"{py:.2f} | {100 * (p / py - 1):+.0f}%" if py > 0 else "- | -"
+            out.append(f"| {name} | {p:.2f} | {q:.2f} | {100 * (p / q - 1):+.0f}% | {py_cells} |")
         for name, m in x86["models"].items():
             out.append(f"\n{name}, per step ({m['kernels']}):\n")
             out.append(
