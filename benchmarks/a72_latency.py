@@ -159,6 +159,16 @@ def llvm_mca() -> str:
     raise SystemExit("a72_latency: llvm-mca not found (apt-get install llvm-19)")
 
 
+def mca_options() -> List[str]:
+    """llvm-mca's options; LLVM 19 can skip instructions without a scheduling model, older
+    versions stop on them (then the refused line becomes a nop, see _run_mca)."""
+    help_text = subprocess.run([llvm_mca(), "--help"], capture_output=True, text=True).stdout
+    opts = ["-iterations=100", "-instruction-info=0", "-resource-pressure=0"]
+    if "skip-unsupported-instructions" in help_text:
+        opts.append("-skip-unsupported-instructions=lack-sched")
+    return opts
+
+
 # ----------------------------------------------------------------------------- building
 def build_plugin() -> Path:
     out = BUILD / "libtb_counts.so"
@@ -362,15 +372,8 @@ class BlockCoster:
         for _ in range(20):
             text, where = lm.mca_input(blocks, self.cpu.comment)
             res = subprocess.run(
-                [
-                    llvm_mca(),
-                    f"-mtriple={self.cpu.triple}",
-                    f"-mcpu={self.cpu.mcpu}",
-                    "-iterations=100",
-                    "-instruction-info=0",
-                    "-resource-pressure=0",
-                    "-skip-unsupported-instructions=lack-sched",
-                ],
+                [llvm_mca(), f"-mtriple={self.cpu.triple}", f"-mcpu={self.cpu.mcpu}"]
+                + mca_options(),
                 input=text,
                 capture_output=True,
                 text=True,
