@@ -586,16 +586,21 @@ def markdown(result: dict) -> str:
         )
         out.append(
             "| network | qbinfer, predicted ms (model estimate) | of which memory ms | "
-            "paper: LCE on an RPi 4B, ms |"
+            "instructions llvm-mca could not cost | paper: LCE on an RPi 4B, ms |"
         )
-        out.append("|---|---:|---:|---:|")
+        out.append("|---|---:|---:|---:|---:|")
         for name, m in a72["models"].items():
             if "error" in m:
                 out.append(f"| {name} | does not convert: {m['error']} | |")
                 continue
             mem = sum(r["memory_us"] for r in m["steps"]) / 1e3
             paper_ms = m["paper_lce_ms"] if m["paper_lce_ms"] is not None else "-"
-            out.append(f"| {m['label']} | {m['total_us'] / 1e3:.1f} | {mem:.1f} | {paper_ms} |")
+            n_all = sum(r["instructions"] for r in m["steps"]) or 1
+            uncosted = 100 * sum(r["unmapped_instructions"] for r in m["steps"]) / n_all
+            out.append(
+                f"| {m['label']} | {m['total_us'] / 1e3:.1f} | {mem:.1f} | {uncosted:.1f}% | "
+                f"{paper_ms} |"
+            )
         out.append("\nWhere the predicted time goes, by the step's main op (ms: core + memory):\n")
         names = [n for n in PAPER_MODELS if n in a72["models"] and "error" not in a72["models"][n]]
         kinds: List[str] = []
