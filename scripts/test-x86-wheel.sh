@@ -29,16 +29,19 @@ VERSION=$(awk -F'"' '/^version = / { print $2; exit }' pyproject.toml)
 TAG=$("$PY" -c "import sys; v = '%d%d' % sys.version_info[:2]; print(f'cp{v}-cp{v}')")
 WHEEL=$OUT/qbinfer-$VERSION-$TAG-linux_x86_64.whl
 
-# --no-build-isolation shares the CMake tree with `pip install .`, so the build backend comes
-# from this environment (CI installs with isolation and may not have it).
-if ! "$PY" -c "import pybind11, scikit_build_core" >/dev/null 2>&1; then
-  "$PY" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" || die "cannot install the build backend"
+# The CMake tree is shared with `pip install .`, so the wheel is built the way that install was:
+# with the backend of this environment where it has one (`pip install --no-build-isolation .`,
+# as the README's development setup does), else in pip's isolated build environment (as CI's
+# `pip install ".[tools,dev]"`).
+ISOLATION=()
+if "$PY" -c "import pybind11, scikit_build_core" >/dev/null 2>&1; then
+  ISOLATION=(--no-build-isolation)
 fi
 
 step "pip wheel . (QBINFER_RELEASE_WHEEL=1) -> $WHEEL"
 rm -f "$WHEEL"
 QBINFER_RELEASE_WHEEL=1 CMAKE_BUILD_PARALLEL_LEVEL=${QBINFER_JOBS:-2} \
-  "$PY" -m pip wheel --no-build-isolation --no-deps -q -w "$OUT" . || die "pip wheel . failed"
+  "$PY" -m pip wheel ${ISOLATION[@]+"${ISOLATION[@]}"} --no-deps -q -w "$OUT" . || die "pip wheel . failed"
 [[ -f "$WHEEL" ]] || die "pip wheel did not write $WHEEL: $(ls "$OUT")"
 EXT_SUFFIX=$("$PY" -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 "$PY" scripts/check_wheel.py "$WHEEL" --platform linux_x86_64 --ext-suffix "$EXT_SUFFIX" ||
