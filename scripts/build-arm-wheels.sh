@@ -124,6 +124,7 @@ if ((CHECK)) && [[ -z "$PIP_WHL" ]]; then
   PIP_WHL=$(ls build/pip/pip-*-py3-none-any.whl | sort -V | tail -n 1)
 fi
 
+BUILT=()
 for arch in "${ARCHES[@]}"; do
   arch_config "$arch"
   QEMU=$(command -v "$QEMU_NAME" || command -v "$QEMU_NAME-static") || die "no $QEMU_NAME"
@@ -138,10 +139,13 @@ for arch in "${ARCHES[@]}"; do
   WHEEL=$OUT/qbinfer-$VERSION-cp311-cp311-linux_$arch.whl
   rm -f "$WHEEL"
   # SETUPTOOLS_EXT_SUFFIX: scikit-build-core's SKBUILD_SOABI for the target, not the host.
-  # The CMake defines are those of scripts/test-aarch64-python.sh (see the comments there):
-  # the root as the sysroot and the emulator's -L, its Python for FindPython, pybind11 told the
-  # suffix instead of asking an interpreter it cannot run, and the root's /usr/include after
-  # the cross compiler's own headers (Debian's Python.h includes <TRIPLET/python3.11/...>).
+  # QBINFER_CROSS_SYSROOT=the Debian root: CMake searches headers there, and FindPython runs the
+  # root's interpreter through the toolchain's emulator (qemu -L the root) to learn its include
+  # dir and SOABI (cmake.python-hints=false: no host Python_* hints). pybind11's own interpreter
+  # queries cannot go through an emulator, so it gets the answers directly
+  # (PYBIND11_USE_CROSSCOMPILING, PYTHON_MODULE_EXTENSION). Debian's Python.h includes
+  # <TRIPLET/python3.11/pyconfig.h>: -idirafter adds the root's /usr/include after the cross
+  # compiler's own headers, so its glibc headers never shadow the toolchain's.
   QBINFER_RELEASE_WHEEL=1 _PYTHON_HOST_PLATFORM=linux-$arch SETUPTOOLS_EXT_SUFFIX=$EXT_SUFFIX \
     CMAKE_BUILD_PARALLEL_LEVEL=$JOBS \
     logged "$WORK/wheel.log" "$PY" -m pip wheel --no-build-isolation --no-deps -w "$OUT" . \
@@ -156,6 +160,7 @@ for arch in "${ARCHES[@]}"; do
   [[ -f "$WHEEL" ]] || die "pip wheel did not write $WHEEL (see $WORK/wheel.log): $(ls "$OUT")"
   "$PY" scripts/check_wheel.py "$WHEEL" --platform "linux_$arch" --ext-suffix "$EXT_SUFFIX" ||
     die "$WHEEL is not a correct qbinfer wheel"
+  BUILT+=("$WHEEL")
 
   ((CHECK)) || continue
   ENV_DIR=$PWD/$WORK/wheel-env
@@ -184,4 +189,4 @@ for arch in "${ARCHES[@]}"; do
   grep -E '^isa ' "$BENCH_LOG"
   grep -qE '^isa +neon$' "$BENCH_LOG" || die "the wheel's qbinfer-bench does not run the NEON kernels"
 done
-step "done: $(cd "$OUT" && ls qbinfer-"$VERSION"-cp311-cp311-linux_*.whl | tr '\n' ' ')"
+step "done: ${BUILT[*]}"
