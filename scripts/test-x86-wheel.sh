@@ -29,13 +29,20 @@ VERSION=$(awk -F'"' '/^version = / { print $2; exit }' pyproject.toml)
 TAG=$("$PY" -c "import sys; v = '%d%d' % sys.version_info[:2]; print(f'cp{v}-cp{v}')")
 WHEEL=$OUT/qbinfer-$VERSION-$TAG-linux_x86_64.whl
 
-# The CMake tree is shared with `pip install .`, so the wheel is built the way that install was:
-# with the backend of this environment where it has one (`pip install --no-build-isolation .`,
-# as the README's development setup does), else in pip's isolated build environment (as CI's
-# `pip install ".[tools,dev]"`).
+# The CMake tree is shared with `pip install .`, so the wheel is built the way that install
+# configured it, or CMake starts the tree over: in pip's isolated build environment (CI's
+# `pip install ".[tools,dev]"`; the cache then names a cmake under /tmp/pip-build-env-*) or with
+# this environment's backend (`pip install --no-build-isolation .`, the README's development
+# setup). A new tree: isolated unless this environment has the backend.
 ISOLATION=()
-if "$PY" -c "import pybind11, scikit_build_core" >/dev/null 2>&1; then
+CACHE=build/$TAG-linux_x86_64/CMakeCache.txt
+if [[ -f "$CACHE" ]]; then
+  grep -q '^CMAKE_COMMAND:INTERNAL=.*/pip-build-env-' "$CACHE" || ISOLATION=(--no-build-isolation)
+elif "$PY" -c "import pybind11, scikit_build_core" >/dev/null 2>&1; then
   ISOLATION=(--no-build-isolation)
+fi
+if ((${#ISOLATION[@]})) && ! "$PY" -c "import pybind11, scikit_build_core" >/dev/null 2>&1; then
+  "$PY" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" || die "cannot install the build backend"
 fi
 
 step "pip wheel . (QBINFER_RELEASE_WHEEL=1) -> $WHEEL"
