@@ -529,6 +529,9 @@ def main(argv=None) -> int:
                     "median_ms": 1e3 * median(xs),
                     "images_per_s": n / median(xs),
                     "best_images_per_s": n / min(xs),
+                    # Process CPU time (every thread) per image: on a loaded machine the
+                    # steadier figure; a batch on T idle cores runs at most T / this images/s.
+                    "cpu_ms_per_image": 1e3 * median(cpu_samples[key]) / n,
                 }
             )
             continue
@@ -788,6 +791,17 @@ def print_table(report, args) -> None:
                 )
             rows.append(row)
         _print_rows(head, rows)
+        print("\nthe same batches, process CPU ms per image (all threads; steadier when loaded)\n")
+        rows = []
+        for name in args.models:
+            if not any(r["model"] == name for r in batch):
+                continue
+            row = [name]
+            for e, t, n in keys:
+                r = bb.get((name, e, t, n))
+                row.append(f"{r['cpu_ms_per_image']:.2f}" if r and "cpu_ms_per_image" in r else "-")
+            rows.append(row)
+        _print_rows(head[: 1 + len(keys)], rows)
 
     rss = report["rss"]
     if rss:

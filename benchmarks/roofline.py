@@ -16,6 +16,7 @@ Ceilings, measured here on one core with the loops of qbinfer._testing.bench (cs
 
 The model of a step (one unit of the engine's run after fusion, as Model.profile reports it):
   compute = binary MACs / binary ceiling + float MACs / float ceiling
+            (float MACs: those of CONV2D, DWCONV3X3 and FC; element-wise work counts as bytes)
   memory  = weight bytes / rate(weights) + activation bytes / rate(activations)
   roofline time = max(compute, memory)
 where rate(activations) is the bandwidth of the smallest level that holds the step's activations
@@ -45,6 +46,8 @@ sys.path.insert(0, str(HERE.parent))
 
 PAPER_MODELS = ("qb_net_small", "qb_net_large", "qsb_net_small", "qsb_net_large")
 LEVELS = ("L1", "L2", "L3", "DRAM")
+# The ops whose FLOPs (ops.cc: one per multiply-accumulate) are float MACs.
+FLOAT_MAC_OPS = ("CONV2D", "DWCONV", "FC")
 
 
 # ------------------------------------------------------------------------------- machine
@@ -216,7 +219,10 @@ def measure(path: str, runs: int, ceil: dict) -> dict:
             "output_hwc": list(s.output),
             "time_us": s.time_us,
             "binary_macs": s.binary_macs,
-            "float_macs": s.float_macs,
+            # Multiply-adds only (ops.cc also counts a pool's compares or adds as flops).
+            "float_macs": sum(
+                int(ops[i]["flops"]) for i in s.ops if ops[i]["type"].startswith(FLOAT_MAC_OPS)
+            ),
             "weight_bytes": weight_bytes,
             "activation_bytes": s.bytes_moved - weight_bytes,
         }
@@ -359,11 +365,12 @@ def main(argv=None) -> int:
         results.append(r)
         print(format_model(r, steps=not args.no_steps), flush=True)
     if len(results) > 1:
-        print("\nmodel                measured ms  roofline ms  efficiency")
+        width = max(len(Path(r["path"]).stem) for r in results)
+        print(f"\n{'file':<{width}}  measured ms  roofline ms  efficiency")
         for r in results:
             print(
-                f"{r['model']:<20} {1e3 * r['measured_s']:>11.3f}  {1e3 * r['roofline_s']:>11.3f}"
-                f"  {100 * r['efficiency']:>9.0f}%"
+                f"{Path(r['path']).stem:<{width}}  {1e3 * r['measured_s']:>11.3f}  "
+                f"{1e3 * r['roofline_s']:>11.3f}  {100 * r['efficiency']:>9.0f}%"
             )
     if args.json:
         report = {
