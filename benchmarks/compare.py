@@ -13,7 +13,11 @@ bench_util.zoo_file), it times:
 Each configuration runs in its own process; the timed runs are split over several rounds that
 visit every configuration in turn, so a burst of load on the machine hits all of them alike.
 Reported: the median over all timed runs (after warm-up), and ratios against qbinfer's best ISA
-on one thread. Then the peak RSS (ru_maxrss) of a fresh process that loads QB-Net-Small and runs
+on one thread, with the model's roofline on this machine (benchmarks/roofline.py: the time its
+binary MACs, float MACs, weight and activation bytes need at this core's measured ceilings) and
+the efficiency (roofline / qbinfer's best one-thread CPU time). Then batch throughput (images/s)
+at batch 8 and 32 (--batches), qbinfer's best ISA and ONNX Runtime, both on 2 threads
+(--batch-threads). Then the peak RSS (ru_maxrss) of a fresh process that loads QB-Net-Small and runs
 it, with qbinfer and with ONNX Runtime, both raw (nothing subtracted), next to a process that
 only imports numpy.
 """
@@ -26,6 +30,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,10 +44,10 @@ MODELS = PAPER_MODELS + BNN_MODELS
 
 
 # ------------------------------------------------------------------------------- workers
-def _input(shape=(3, 224, 224)):
+def _input(shape=(3, 224, 224), batch=1):
     import numpy as np
 
-    return np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+    return np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
 
 
 def _time(fn, x, warmup, runs):
@@ -62,7 +67,7 @@ def _time(fn, x, warmup, runs):
 
 def worker(args) -> dict:
     """One configuration in this process: prints {"samples": [...seconds], ...} as JSON."""
-    x = _input(tuple(args.shape))
+    x = _input(tuple(args.shape), args.batch)
     out = {}
     if args.worker == "qbinfer":
         from qbinfer import _core
@@ -76,7 +81,7 @@ def worker(args) -> dict:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
+        opts.intra_op_num_threads = args.threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         sess = ort.InferenceSession(args.model, opts, providers=["CPUExecutionProvider"])
@@ -174,6 +179,9 @@ def machine() -> dict:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
         keep = (
             "Model name",
+            "CPU family",
+            "Model",
+            "Stepping",
             "CPU(s)",
             "Thread(s) per core",
             "Core(s) per socket",
@@ -188,7 +196,9 @@ def machine() -> dict:
                 value = value.strip()
                 if key.strip() == "Flags":
                     value = " ".join(
-                        f for f in value.split() if f.startswith(("avx", "fma", "popcnt", "bmi2"))
+                        f
+                        for f in value.split()
+                        if f.startswith(("avx", "fma", "popcnt", "bmi2", "gfni", "amx"))
                     )
                 info[key.strip()] = value
     except OSError:
@@ -275,21 +285,15 @@ def copy_bandwidth(mib: int = 64, repeats: int = 5) -> float:
 
 
 def ceilings(isa: str, repeats: int = 3) -> dict:
-    """This core's measured ceilings: binary and float MACs/s of qbinfer._testing's peak loops
-    (Harley-Seal XOR+popcount, independent FMA chains; best of `repeats`) and the copy
-    bandwidth."""
-    from qbinfer import _core, _testing
+    """This core's measured ceilings (roofline.ceilings: binary and float MACs/s of
+    qbinfer._testing's peak loops, the read bandwidth of each cache level and DRAM; best of
+    `repeats`) and the copy bandwidth."""
+    import roofline as roof
 
-    peak_isa = (
-        "avx512_vpopcnt" if isa == "avx512" and _core.build_info()["avx512_vpopcntdq"] else isa
-    )
-    runs = [_testing.bench.peak(peak_isa, 0.3) for _ in range(repeats)]
-    return {
-        "isa": peak_isa,
-        "binary_macs_per_s": max(r["binary_macs_per_s"] for r in runs),
-        "float_macs_per_s": max(r["float_macs_per_s"] for r in runs),
-        "copy_bytes_per_s": copy_bandwidth(),
-    }
+    ceil = roof.ceilings(isa, repeats)
+    ceil["isa"] = ceil.pop("peak_isa")  # the popcount loop's ISA, as older reports name it
+    ceil["copy_bytes_per_s"] = copy_bandwidth()
+    return ceil
 
 
 def roofline(counts: dict, ceil: dict, seconds: float) -> dict:
@@ -329,6 +333,8 @@ def add_rooflines(report: dict) -> None:
         best = by.get((name, f"qbinfer-{isa}", 1))
         if best:
             entry.update(roofline(entry, report["ceilings"], best["cpu_median_ms"] / 1e3))
+            if "step_roofline_ms" in entry:  # roofline.py's model, against the same time
+                entry["efficiency"] = entry["step_roofline_ms"] / best["cpu_median_ms"]
 
 
 # ------------------------------------------------------------------------------- driver
@@ -373,6 +379,14 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="the timed runs are split over rounds")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument(
+        "--batches",
+        nargs="*",
+        type=int,
+        default=[8, 32],
+        help="batch sizes timed for throughput (images/s), qbinfer's best ISA and ONNX Runtime",
+    )
+    p.add_argument("--batch-threads", type=int, default=2, help="threads of the batch runs")
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS processes")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument(
@@ -386,8 +400,16 @@ def main(argv=None) -> int:
     p.add_argument("--se", default=None, help=argparse.SUPPRESS)
     p.add_argument("--shape", nargs=3, type=int, default=[3, 224, 224], help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--ceilings-json", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
+    if args.worker == "roofline":  # roofline.py's per-step model of one file, at QBINFER_ISA
+        import roofline as roof
+
+        ceil = json.loads(Path(args.ceilings_json).read_text())
+        print(json.dumps(roof.measure(args.model, args.runs, ceil)))
+        return 0
     if args.worker is not None:
         args.threads = args.threads[0]
         result = rss_worker(args) if args.worker.startswith("rss-") else worker(args)
@@ -451,6 +473,28 @@ def main(argv=None) -> int:
             )
 
     best_isa = [i for i in supported if i in isas][-1] if isas else supported[-1]
+    # Batch throughput: qbinfer's best ISA and ONNX Runtime, the same threads, one call per batch.
+    bt = args.batch_threads
+    for name, f in files.items():
+        shape = ["--shape"] + [str(d) for d in f["shape"]]
+        for n in args.batches:
+            common = ["--threads", str(bt), "--batch", str(n)] + shape
+            configs.append(
+                (
+                    (name, f"qbinfer-{best_isa}", bt, n),
+                    ["--worker", "qbinfer", "--model", f["qbw"]] + common,
+                    dict(env_base, QBINFER_ISA=best_isa),
+                    max(args.rounds, args.runs // n),
+                )
+            )
+            configs.append(
+                (
+                    (name, "onnxruntime", bt, n),
+                    ["--worker", "onnxruntime", "--model", f["onnx"]] + common,
+                    env_base,
+                    max(args.rounds, args.baseline_runs // n),
+                )
+            )
     ceil = ceilings(best_isa)
     samples = {key: [] for key, *_ in configs}
     cpu_samples = {key: [] for key, *_ in configs}
@@ -459,7 +503,8 @@ def main(argv=None) -> int:
     for r in range(args.rounds):
         for key, argv_, env, runs in configs:
             n = max(1, runs // args.rounds)
-            out = run_worker(argv_ + ["--runs", str(n), "--warmup", str(args.warmup)], env)
+            warmup = args.warmup if len(key) == 3 else 1  # a batch call is many runs long
+            out = run_worker(argv_ + ["--runs", str(n), "--warmup", str(warmup)], env)
             samples[key] += out["samples"]
             cpu_samples[key] += out["cpu_samples"]
             extra[key] = {k: v for k, v in out.items() if k not in ("samples", "cpu_samples")}
@@ -470,8 +515,26 @@ def main(argv=None) -> int:
             )
         loads.append(os.getloadavg())
 
-    results = []
+    results, batch_results = [], []
     for key, xs in samples.items():
+        if len(key) == 4:
+            name, engine, t, n = key
+            batch_results.append(
+                {
+                    "model": name,
+                    "engine": engine,
+                    "threads": t,
+                    "batch": n,
+                    "runs": len(xs),
+                    "median_ms": 1e3 * median(xs),
+                    "images_per_s": n / median(xs),
+                    "best_images_per_s": n / min(xs),
+                    # Process CPU time (every thread) per image: on a loaded machine the
+                    # steadier figure; a batch on T idle cores runs at most T / this images/s.
+                    "cpu_ms_per_image": 1e3 * median(cpu_samples[key]) / n,
+                }
+            )
+            continue
         name, engine, t = key
         results.append(
             {
@@ -493,6 +556,27 @@ def main(argv=None) -> int:
     # The roofline of each model at qbinfer's best ISA, one thread (add_rooflines below).
     ceil["timed_isa"] = best_isa
     rooflines = {name: model_counts(f["qbw"]) for name, f in files.items()}
+    # roofline.py's model per step (activations at the rate of the level their size implies,
+    # weights at that of the level the whole working set fits), profiled at the best ISA.
+    ceil_path = Path(tempfile.mkstemp(suffix=".json")[1])
+    try:
+        ceil_path.write_text(json.dumps(ceil))
+        for name, f in files.items():
+            r = run_worker(
+                ["--worker", "roofline", "--model", f["qbw"], "--runs", "40"]
+                + ["--ceilings-json", str(ceil_path)],
+                dict(env_base, QBINFER_ISA=best_isa),
+            )
+            rooflines[name].update(
+                step_roofline_ms=1e3 * r["roofline_s"],
+                profile_ms=1e3 * r["measured_s"],
+                weight_level=r["weight_level"],
+                roofline_parts_ms={
+                    k: 1e3 * r[f"{k}_s"] for k in ("binary", "float", "weights", "activations")
+                },
+            )
+    finally:
+        ceil_path.unlink()
 
     rss = vmhwm = {}
     if not args.no_rss:
@@ -518,6 +602,7 @@ def main(argv=None) -> int:
         "load_average_per_round": loads,
         "build": _core.build_info(),
         "results": results,
+        "batch_results": batch_results,
         "not_convertible": failures,
         "ceilings": ceil,
         "roofline": rooflines,
@@ -550,7 +635,8 @@ def print_table(report, args) -> None:
     m = report["machine"]
     loads = report["load_average_per_round"]
     print(
-        f"\nmachine: {m.get('Model name', '?')}, {m.get('CPU(s)', '?')} CPUs, "
+        f"\nmachine: {m.get('Model name', '?')} (family {m.get('CPU family', '?')} model "
+        f"{m.get('Model', '?')} stepping {m.get('Stepping', '?')}), {m.get('CPU(s)', '?')} CPUs, "
         f"flags {m.get('Flags', '?')}; {report['date_utc']}"
     )
     print(
@@ -558,7 +644,8 @@ def print_table(report, args) -> None:
         + ", ".join(f"{la[0]:.2f}" for la in loads)
     )
     print("median ms, batch 1, each model at its input shape (p10-p90 in parentheses)\n")
-    head = ["model"] + [f"{e} {t}t" for e, t in engines] + ["ORT/qb", "torch/qb", "2t speedup"]
+    head = ["model"] + [f"{e} {t}t" for e, t in engines]
+    head += ["ORT/qb", "torch/qb", "2t speedup", "roofline ms", "efficiency"]
     rows = []
     for name in args.models:
         if name in report["not_convertible"]:
@@ -579,6 +666,9 @@ def print_table(report, args) -> None:
         row.append(f"{torch_r['median_ms'] / best['median_ms']:.1f}x" if best and torch_r else "-")
         two = by.get((name, best["engine"], 2)) if best else None
         row.append(f"{best['median_ms'] / two['median_ms']:.2f}x" if two else "-")
+        roof = report["roofline"].get(name, {})
+        row.append(f"{roof['step_roofline_ms']:.3f}" if "step_roofline_ms" in roof else "-")
+        row.append(f"{100 * roof['efficiency']:.0f}%" if "efficiency" in roof else "-")
         rows.append(row)
     widths = [max(len(str(x)) for x in col) for col in zip(head, *[r for r in rows if len(r) > 2])]
     for row in [head] + rows:
@@ -609,11 +699,13 @@ def print_table(report, args) -> None:
     _print_rows(head, rows)
 
     ceil = report["ceilings"]
+    reads = ceil.get("read_bytes_per_s", {})
     print(
         f"\nroofline, qbinfer {timed_isa(ceil)} 1 thread; ceilings of this core: "
         f"{ceil['binary_macs_per_s'] / 1e9:.0f} G binary MAC/s, "
         f"{ceil['float_macs_per_s'] / 1e9:.1f} G float MAC/s, "
-        f"{ceil['copy_bytes_per_s'] / 1e9:.1f} GB/s copy\n"
+        + "".join(f"{level} read {v / 1e9:.1f} GB/s, " for level, v in reads.items())
+        + f"{ceil['copy_bytes_per_s'] / 1e9:.1f} GB/s copy (numpy)\n"
     )
     head = [
         "model",
@@ -629,6 +721,8 @@ def print_table(report, args) -> None:
         "GFLOP/s",
         "GB/s",
         "compute bound/CPU",
+        "roofline ms",
+        "efficiency",
     ]
     rows = []
     for name, r in report["roofline"].items():
@@ -651,12 +745,63 @@ def print_table(report, args) -> None:
                 f"{r['GB_per_s']:.1f}",
                 f"{100 * r['compute_bound_fraction']:.0f}%",
             ]
+            if "step_roofline_ms" in r:
+                row += [f"{r['step_roofline_ms']:.3f}", f"{100 * r['efficiency']:.0f}%"]
         rows.append(row)
     _print_rows(head, rows)
     print(
         "(activations: the unfused graph's bytes, an upper bound; rates per one-thread CPU "
-        "time; compute bound: binary and float MACs at their ceilings, one after the other)"
+        "time; compute bound: binary and float MACs at their ceilings, one after the other; "
+        "roofline: benchmarks/roofline.py's sum over the steps of max(compute, memory), "
+        "efficiency = roofline / qbinfer CPU ms)"
     )
+
+    batch = report.get("batch_results", [])
+    if batch:
+        print("\nbatch throughput, images/s (median call; one call runs the whole batch)\n")
+        keys = sorted(
+            {(r["engine"], r["threads"], r["batch"]) for r in batch},
+            key=lambda k: (not k[0].startswith("qbinfer"), k[2], k[0]),
+        )
+        bb = {(r["model"], r["engine"], r["threads"], r["batch"]): r for r in batch}
+        head = ["model"] + [f"{e} {t}t batch {n}" for e, t, n in keys]
+        sizes = sorted({k[2] for k in keys})
+        head += [f"qb/ORT batch {n}" for n in sizes]
+        rows = []
+        for name in args.models:
+            if not any(r["model"] == name for r in batch):
+                continue
+            row = [name]
+            for e, t, n in keys:
+                r = bb.get((name, e, t, n))
+                row.append(f"{r['images_per_s']:.1f}" if r else "-")
+            for n in sizes:
+                qb = [
+                    r
+                    for (m, e, t, k), r in bb.items()
+                    if m == name and k == n and e.startswith("qbinfer")
+                ]
+                ort = [
+                    r
+                    for (m, e, t, k), r in bb.items()
+                    if m == name and k == n and e == "onnxruntime"
+                ]
+                row.append(
+                    f"{qb[0]['images_per_s'] / ort[0]['images_per_s']:.1f}x" if qb and ort else "-"
+                )
+            rows.append(row)
+        _print_rows(head, rows)
+        print("\nthe same batches, process CPU ms per image (all threads; steadier when loaded)\n")
+        rows = []
+        for name in args.models:
+            if not any(r["model"] == name for r in batch):
+                continue
+            row = [name]
+            for e, t, n in keys:
+                r = bb.get((name, e, t, n))
+                row.append(f"{r['cpu_ms_per_image']:.2f}" if r and "cpu_ms_per_image" in r else "-")
+            rows.append(row)
+        _print_rows(head[: 1 + len(keys)], rows)
 
     rss = report["rss"]
     if rss:

@@ -16,7 +16,10 @@ from qbinfer import _testing
 MODELS = ("qb_net_small", "qb_net_large", "qsb_net_small", "qsb_net_large")
 SHAPES = unique_shapes(MODELS)
 # The classifier head in each encoding the converter offers.
-SHAPES += [(f, dict(ci=2048, co=1000), list(MODELS)) for f in ("fc_qs8", "fc_bitplane8")]
+SHAPES += [
+    (f, dict(ci=2048, co=1000), list(MODELS))
+    for f in ("fc_qs8", "fc_bitplane8", "fc_bitplane8_packed")
+]
 # The depthwise convs with INT8 weights and dynamic input scale.
 SHAPES += [("dwconv_qs8", p, m) for f, p, m in unique_shapes(MODELS) if f == "dwconv_f32"]
 

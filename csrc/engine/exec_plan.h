@@ -20,9 +20,9 @@
 // is unchanged. Fused and unfused give bit-identical results: the epilogue performs the same
 // rounded operations in the same order as the separate ops.
 //
-// Weights of BCONV2D, BCONV2D_GENERAL, DWCONV3X3 and CONV2D are repacked at load into 64-byte
-// aligned buffers in the layout of the active kernels, one per (tensor, packing): steps that
-// pack the same tensor the same way share the buffer (weight_repack.h).
+// Weights of BCONV2D, BCONV2D_GENERAL, DWCONV3X3, CONV2D and bitplane8 FCs are repacked at load
+// into 64-byte aligned buffers in the layout of the active kernels, one per (tensor, packing):
+// steps that pack the same tensor the same way share the buffer (weight_repack.h).
 //
 // This header holds the types the engine's planning files share; the work is split by job:
 //   exec_plan.cc       build_steps: plan assembly (steps in order, work split per step)

@@ -260,8 +260,8 @@ void run_concat(const Step& step, const ExecContext& ctx) {
                                     ctx.value<float>(op.output));
 }
 
-// FC: fp32, int8 and binary split by output features (weight rows are independent);
-// bitplane8's planes interleave the outputs, so it runs whole.
+// FC: split by output features (weight rows are independent); bitplane8 runs on the int8 codes
+// its planes were packed into at load (weight_repack.cc).
 void run_fc(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
   const float* x = ctx.value<const float>(op.inputs[0]);
@@ -300,10 +300,15 @@ void run_fc(const Step& step, const ExecContext& ctx) {
       split ? ctx.parallel_for(out_features, body) : body(0, out_features);
       break;
     }
-    default:
-      k.bitplane8(c, out_features, x, op.tensors[0]->as<BitWord>(), op.tensors[1]->as<float>(),
-                  bias, out);
+    default: {
+      const auto* w = reinterpret_cast<const std::int8_t*>(step.packed.data());
+      const float* ws = op.tensors[1]->as<float>();
+      auto body = [&](std::size_t b, std::size_t e) {
+        k.bitplane8_packed(c, e - b, x, w + b * c, ws + b, bias + b, out + b);
+      };
+      split ? ctx.parallel_for(out_features, body) : body(0, out_features);
       break;
+    }
   }
 }
 

@@ -2,6 +2,8 @@
 
 #include <cstdint>
 
+#include "kernels/fc/fc.h"
+
 namespace qbinfer {
 
 PackKey pack_key(const Op& op) {
@@ -54,6 +56,14 @@ PackKey pack_key(const Op& op) {
                     static_cast<std::size_t>(sh.padding)};
       break;
     }
+    case OpType::kFC:
+      // bitplane8: its planes become one int8 code per weight (fc.h, "bitplane8 packed"): the
+      // same bytes, without the bit extraction on every run.
+      if (op.args<FCArgs>().encoding == 2) {
+        key.tensor = op.tensors[0];
+        key.fields = {type, 2, op.channels, op.args<FCArgs>().out_features};
+      }
+      break;
     default:
       break;
   }
@@ -72,6 +82,10 @@ std::uint64_t packed_weight_bytes(const Op& op, const KernelTable& kt) {
       return kt.conv2d->packed_bytes(op.args<Conv2DArgs>().shape);
     case OpType::kBConv2DGeneral:
       return kt.bconv_general->packed_weight_bytes(op.args<BConv2DGeneralArgs>().shape);
+    case OpType::kFC:
+      return op.args<FCArgs>().encoding == 2
+                 ? std::uint64_t{op.channels} * op.args<FCArgs>().out_features
+                 : 0;
     default:
       return 0;
   }
@@ -107,6 +121,15 @@ AlignedBuffer repack_weights(const Op& op, const KernelTable& kt) {
       const BConvGeneralShape& sh = op.args<BConv2DGeneralArgs>().shape;
       packed = AlignedBuffer(kt.bconv_general->packed_weight_bytes(sh));
       kt.bconv_general->pack_weight(sh, op.tensors[0]->as<BitWord>(), packed.data());
+      break;
+    }
+    case OpType::kFC: {
+      const FCArgs& a = op.args<FCArgs>();
+      if (a.encoding == 2) {
+        packed = AlignedBuffer(std::size_t{op.channels} * a.out_features);
+        fc_bitplane8_pack(op.channels, a.out_features, op.tensors[0]->as<BitWord>(),
+                          reinterpret_cast<std::int8_t*>(packed.data()));
+      }
       break;
     }
     default:

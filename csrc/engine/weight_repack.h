@@ -1,6 +1,7 @@
-// Weight repacking at load: the weights of BCONV2D, BCONV2D_GENERAL, DWCONV3X3 and CONV2D,
-// copied once from the file into the layout of the kernels that will run them (each family's
-// pack function), in a 64-byte aligned buffer. Ops that read the same tensor with the same
+// Weight repacking at load: the weights of BCONV2D, BCONV2D_GENERAL, DWCONV3X3 and CONV2D, and
+// the planes of a bitplane8 FC (into int8 codes, fc.h), copied once from the file into the
+// layout of the kernels that will run them (each family's pack function), in a 64-byte aligned
+// buffer. Ops that read the same tensor with the same
 // packing (the same op type and every shape field the pack reads) share one buffer: a file
 // that uses one large weight in many ops costs that weight's packed size once, not once per
 // op (docs/architecture.md, "Memory bounds at load").

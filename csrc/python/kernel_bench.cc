@@ -45,7 +45,8 @@ class KernelBench {
       setup_dwconv(k, p, family == "dwconv_qs8");
     } else if (family == "conv2d") {
       setup_conv2d(k, p);
-    } else if (family == "fc_f32" || family == "fc_qs8" || family == "fc_bitplane8") {
+    } else if (family == "fc_f32" || family == "fc_qs8" || family == "fc_bitplane8" ||
+               family == "fc_bitplane8_packed") {
       setup_fc(k, p);
     } else if (family == "epilogue") {
       setup_epilogue(k, p);
@@ -242,10 +243,17 @@ class KernelBench {
       body_ = [this, c, o, fk] {
         fk->qs8(c, o, in_.data(), codes_.data(), f2_.data(), f1_.data(), out_.data());
       };
-    } else {
+    } else if (family_ == "fc_bitplane8") {
       bits_ = random_bits(8 * o, c);
       body_ = [this, c, o, fk] {
         fk->bitplane8(c, o, in_.data(), bits_.data(), f2_.data(), f1_.data(), out_.data());
+      };
+    } else {  // the engine's bitplane8: the planes packed into int8 codes at load
+      bits_ = random_bits(8 * o, c);
+      codes_.resize(o * c);
+      fc_bitplane8_pack(c, o, bits_.data(), codes_.data());
+      body_ = [this, c, o, fk] {
+        fk->bitplane8_packed(c, o, in_.data(), codes_.data(), f2_.data(), f1_.data(), out_.data());
       };
     }
   }
@@ -315,7 +323,7 @@ void register_kernel_bench(py::module_& testing) {
                           "KernelBench(family, isa, params): random inputs and packed weights "
                           "for one kernel family ('bconv', 'dwconv_f32', 'dwconv_qs8', 'conv2d', "
                           "'fc_f32', 'fc_qs8', 'fc_bitplane8', 'epilogue', 'bitpack', "
-                          "'bconv_general'), shape "
+                          "'bconv_general', 'fc_bitplane8_packed'), shape "
                           "params (dict) and ISA; run(n) calls the kernel n times.")
       .def(py::init<const std::string&, const std::string&, const py::dict&>(), py::arg("family"),
            py::arg("isa"), py::arg("params"))
@@ -343,6 +351,16 @@ void register_kernel_bench(py::module_& testing) {
       "This core's ceilings for one ISA: XOR+popcount binary MACs/s over an L1-resident "
       "buffer and independent-FMA float MACs/s (0 where the ISA is not supported). isa may "
       "also be 'avx512_vpopcnt'.");
+  m.def(
+      "read_bandwidth",
+      [](const std::string& isa, std::size_t bytes, double seconds) {
+        py::gil_scoped_release release;
+        return peak_read_bytes_per_s(isa.c_str(), bytes, seconds);
+      },
+      py::arg("isa"), py::arg("bytes"), py::arg("seconds") = 0.2,
+      "Bytes per second this core reads from a buffer of `bytes`, read over and over: the "
+      "bandwidth of the cache level (or DRAM) a buffer of that size lives in (0 where the ISA "
+      "is not supported).");
 }
 
 }  // namespace qbinfer

@@ -4,6 +4,9 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <new>
+#include <algorithm>
 
 #include "qbinfer/isa.h"
 
@@ -49,6 +52,22 @@ double fma_scalar(std::size_t iterations) {
   for (float v : acc) s += v;
   g_fsink = s;
   return static_cast<double>(iterations) * 64.0 * 8.0;
+}
+
+double read_scalar(const void* buf, std::size_t bytes, std::size_t iterations) {
+  const auto* p = static_cast<const std::uint64_t*>(buf);
+  const std::size_t words = bytes / 8;
+  std::uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  for (std::size_t it = 0; it < iterations; ++it) {
+    for (std::size_t i = 0; i < words; i += 4) {
+      a0 += p[i];
+      a1 += p[i + 1];
+      a2 += p[i + 2];
+      a3 += p[i + 3];
+    }
+  }
+  g_sink = a0 + a1 + a2 + a3;
+  return static_cast<double>(iterations) * static_cast<double>(words) * 8.0;
 }
 
 }  // namespace peak_detail
@@ -98,6 +117,32 @@ double peak_binary_macs_per_s(const char* isa, double seconds) {
   }
 #endif
   return 0.0;
+}
+
+double peak_read_bytes_per_s(const char* isa, std::size_t bytes, double seconds) {
+  using namespace peak_detail;
+  bytes = std::max<std::size_t>(256, (bytes + 255) / 256 * 256);
+  double (*loop)(const void*, std::size_t, std::size_t) = nullptr;
+  if (std::strcmp(isa, "scalar") == 0) loop = &read_scalar;
+#if defined(QBINFER_BENCH_X86_64)
+  if ((std::strcmp(isa, "avx2") == 0 && supported("avx2")) ||
+      (std::strncmp(isa, "avx512", 6) == 0 && supported("avx512"))) {
+    loop = &read_avx2;
+  }
+#endif
+  if (loop == nullptr) return 0.0;
+  // Filled (so every page is mapped and holds data) before the clock starts.
+  std::unique_ptr<std::uint64_t[], void (*)(std::uint64_t*)> buf(
+      static_cast<std::uint64_t*>(::operator new[](bytes, std::align_val_t{64})),
+      [](std::uint64_t* q) { ::operator delete[](q, std::align_val_t{64}); });
+  for (std::size_t i = 0; i < bytes / 8; ++i) buf[i] = i * 0x9E3779B97F4A7C15ull;
+  // rate() starts at 64 "iterations" and doubles them until a call lasts a millisecond: here
+  // 64 of them make one pass, so even a buffer far larger than the caches starts at one pass.
+  return rate(
+      [&](std::size_t iterations) {
+        return loop(buf.get(), bytes, std::max<std::size_t>(1, iterations / 64));
+      },
+      seconds);
 }
 
 double peak_float_macs_per_s(const char* isa, double seconds) {

@@ -1869,6 +1869,27 @@ void test_fc(const FCKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
       k.bitplane8(ci, co, xg.data(), pg.data(), wsg.data(), bg.data(), out.data());
       within(t, "bitplane8", out.data(), exact, mag);
     }
+    {
+      // The engine's form: the planes packed into int8 codes at load. The packed reference sums
+      // the same weights in the same order as the planes' reference: equal bit for bit.
+      std::vector<std::int8_t> packed(co * ci);
+      fc_bitplane8_pack(ci, co, planes.data(), packed.data());
+      std::vector<float> from_planes(co), from_packed(co);
+      fc_bitplane8__reference(ci, co, x.data(), planes.data(), ws.data(), bias.data(),
+                              from_planes.data());
+      fc_bitplane8_packed__reference(ci, co, x.data(), packed.data(), ws.data(), bias.data(),
+                                     from_packed.data());
+      for (std::size_t o = 0; o < co; ++o) {
+        if (std::memcmp(&from_planes[o], &from_packed[o], sizeof(float)) != 0) {
+          t.fail(fmt("bitplane8 packed reference: output %zu: %.9g, planes' reference %.9g", o,
+                     static_cast<double>(from_packed[o]), static_cast<double>(from_planes[o])));
+          break;
+        }
+      }
+      Buf<std::int8_t> qg = guarded(packed, ge);
+      k.bitplane8_packed(ci, co, xg.data(), qg.data(), wsg.data(), bg.data(), out.data());
+      within(t, "bitplane8 packed", out.data(), exact, mag);
+    }
     ++t.cases;
   }
   test_fc_extremes(k, rng, t);
@@ -1992,6 +2013,11 @@ void test_fc_extremes(const FCKernels& k, Rng& rng, Tally& t) {
             },
             x);
         same_nonfinite_within(t, "bitplane8", out.data(), want.data(), mag);
+        std::vector<std::int8_t> packed(co * ci);
+        fc_bitplane8_pack(ci, co, planes.data(), packed.data());
+        Buf<std::int8_t> qg = guarded(packed, !ge);
+        k.bitplane8_packed(ci, co, xg.data(), qg.data(), wsg.data(), bg.data(), out.data());
+        same_nonfinite_within(t, "bitplane8 packed", out.data(), want.data(), mag);
       }
       ++t.cases;
     }

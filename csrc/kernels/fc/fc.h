@@ -9,6 +9,11 @@
 //   binary     signs: out_features x words_for_channels(in_features) words, one bit per weight
 //              (bit contract: stored bit 1 = -1, tail bits 0), w = weight_scale[o] * (±1): the
 //              compact SE weights (sign times a per-row scale, trained with the STE).
+//   bitplane8 packed  (the engine's load-time form of bitplane8, fc_bitplane8_pack): one int8 per
+//              weight, q = (w - 1) / 2 in [-128, 127], out_features x in_features row-major:
+//              w = weight_scale[o] * (2q + 1). The same bytes as the planes (8 bits a weight), but
+//              a weight costs one widening load instead of eight bit extractions, and rows are
+//              independent (split by outputs across threads like qs8).
 // The reference sums the exact products w * x in double over c in increasing order and rounds
 // once to f32 (fc_reference.cc). SIMD variants sum in f32 across vector lanes with FMA, so they
 // round differently; every variant is within
@@ -52,6 +57,17 @@ void fc_binary__reference(std::size_t in_features, std::size_t out_features, con
                           const BitWord* signs, const float* weight_scale, const float* bias,
                           float* out);
 
+// bitplane8 planes (the file layout) -> the packed codes q = (w - 1) / 2, out_features x
+// in_features int8 (portable; the engine packs at load).
+void fc_bitplane8_pack(std::size_t in_features, std::size_t out_features, const BitWord* planes,
+                       std::int8_t* packed);
+
+// The reference over packed codes: the same weights as fc_bitplane8__reference on the planes
+// they were packed from, summed in the same order, so the two agree bit for bit.
+void fc_bitplane8_packed__reference(std::size_t in_features, std::size_t out_features,
+                                    const float* x, const std::int8_t* packed,
+                                    const float* weight_scale, const float* bias, float* out);
+
 // The magnitude under which a SIMD variant's f32 sums cannot overflow (see above): 2^120.
 constexpr float kFCFiniteBound = 1.329228e36f;
 
@@ -66,6 +82,9 @@ float fc_bitplane8_output__reference(std::size_t in_features, const float* x,
                                      float weight_scale, float bias);
 float fc_binary_output__reference(std::size_t in_features, const float* x, const BitWord* signs_row,
                                   float weight_scale, float bias);
+float fc_bitplane8_packed_output__reference(std::size_t in_features, const float* x,
+                                            const std::int8_t* packed_row, float weight_scale,
+                                            float bias);
 
 // One ISA's FC kernels, each with the contract of its reference above (weights in the file
 // layout, no repacking). Pure. f32, qs8 and binary may be split by outputs across threads
@@ -82,6 +101,10 @@ struct FCKernels {
                     float* out);
   void (*binary)(std::size_t in_features, std::size_t out_features, const float* x,
                  const BitWord* signs, const float* weight_scale, const float* bias, float* out);
+  // bitplane8 on the packed codes (fc_bitplane8_pack); may be split by outputs like qs8.
+  void (*bitplane8_packed)(std::size_t in_features, std::size_t out_features, const float* x,
+                           const std::int8_t* packed, const float* weight_scale, const float* bias,
+                           float* out);
 };
 
 // The FC kernels of `isa` if this build has them and this CPU runs them, else nullptr.

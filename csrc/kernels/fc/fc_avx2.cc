@@ -68,7 +68,14 @@ void fc_binary__avx2(std::size_t in_features, std::size_t out_features, const fl
   FCF32x4R__avx2::binary(in_features, out_features, x, signs, weight_scale, bias, out);
 }
 
-const FCKernels kFCKernels__avx2{"avx2", &FCF32x4R__avx2::f32, &FCF32x4R__avx2::qs8,
-                                 &FCF32x4R__avx2::bitplane8, &fc_binary__avx2};
+void fc_bitplane8_packed__avx2(std::size_t in_features, std::size_t out_features, const float* x,
+                               const std::int8_t* packed, const float* weight_scale,
+                               const float* bias, float* out) {
+  FCF32x4R__avx2::bitplane8_packed(in_features, out_features, x, packed, weight_scale, bias, out);
+}
+
+const FCKernels kFCKernels__avx2{
+    "avx2",           &FCF32x4R__avx2::f32,      &FCF32x4R__avx2::qs8, &FCF32x4R__avx2::bitplane8,
+    &fc_binary__avx2, &fc_bitplane8_packed__avx2};
 
 }  // namespace qbinfer

@@ -36,8 +36,12 @@ struct BitplaneDecoderAvx512 {
 
 using FCF32x4R__avx512 = FCSimd<VecAvx512, BitplaneDecoderAvx512>;
 
-// binary: the AVX2 kernel (fc_variants.h).
-const FCKernels kFCKernels__avx512{"avx512", &FCF32x4R__avx512::f32, &FCF32x4R__avx512::qs8,
-                                   &FCF32x4R__avx512::bitplane8, &fc_binary__avx2};
+// binary and bitplane8 packed: the AVX2 kernels (fc_variants.h).
+const FCKernels kFCKernels__avx512{"avx512",
+                                   &FCF32x4R__avx512::f32,
+                                   &FCF32x4R__avx512::qs8,
+                                   &FCF32x4R__avx512::bitplane8,
+                                   &fc_binary__avx2,
+                                   &fc_bitplane8_packed__avx2};
 
 }  // namespace qbinfer

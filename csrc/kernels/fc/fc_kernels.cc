@@ -8,8 +8,12 @@
 namespace qbinfer {
 namespace {
 
-const FCKernels kReference{"scalar", &fc_f32__reference, &fc_qs8__reference,
-                           &fc_bitplane8__reference, &fc_binary__reference};
+const FCKernels kReference{"scalar",
+                           &fc_f32__reference,
+                           &fc_qs8__reference,
+                           &fc_bitplane8__reference,
+                           &fc_binary__reference,
+                           &fc_bitplane8_packed__reference};
 
 // Scalar first; an ISA's faster sub-variant after its plain one (isa_variants.h).
 const IsaVariant<FCKernels> kVariants[] = {

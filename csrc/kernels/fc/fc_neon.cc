@@ -57,7 +57,11 @@ struct BitplaneDecoderNeon {
 
 using FCF32x4R__neon = FCSimd<VecNeon, BitplaneDecoderNeon>;
 
-const FCKernels kFCKernels__neon{"neon", &FCF32x4R__neon::f32, &FCF32x4R__neon::qs8,
-                                 &FCF32x4R__neon::bitplane8, &FCF32x4R__neon::binary};
+const FCKernels kFCKernels__neon{"neon",
+                                 &FCF32x4R__neon::f32,
+                                 &FCF32x4R__neon::qs8,
+                                 &FCF32x4R__neon::bitplane8,
+                                 &FCF32x4R__neon::binary,
+                                 &FCF32x4R__neon::bitplane8_packed};
 
 }  // namespace qbinfer

@@ -68,6 +68,47 @@ float fc_binary_output__reference(std::size_t in_features, const float* x, const
   return scaled + bias;
 }
 
+float fc_bitplane8_packed_output__reference(std::size_t in_features, const float* x,
+                                            const std::int8_t* packed_row, float weight_scale,
+                                            float bias) {
+  assert(in_features > 0);
+  double acc = 0.0;
+  for (std::size_t c = 0; c < in_features; ++c) {
+    const int w = 2 * static_cast<int>(packed_row[c]) + 1;
+    acc += static_cast<double>(w) * static_cast<double>(x[c]);
+  }
+  const float scaled = weight_scale * static_cast<float>(acc);
+  return scaled + bias;
+}
+
+void fc_bitplane8_pack(std::size_t in_features, std::size_t out_features, const BitWord* planes,
+                       std::int8_t* packed) {
+  const std::size_t words = words_for_channels(in_features);
+  const std::size_t plane_stride = out_features * words;
+  for (std::size_t o = 0; o < out_features; ++o) {
+    const BitWord* row = planes + o * words;
+    for (std::size_t c = 0; c < in_features; ++c) {
+      int w = 0;  // as fc_bitplane8_output__reference rebuilds it
+      for (std::size_t b = 0; b < 8; ++b) {
+        const bool minus_one =
+            ((row[b * plane_stride + c / kBitsPerWord] >> (c % kBitsPerWord)) & 1U) != 0;
+        w += (minus_one ? -1 : 1) * (1 << b);
+      }
+      // w is odd in [-255, 255]: (w - 1) / 2 is exact and fits int8.
+      packed[o * in_features + c] = static_cast<std::int8_t>((w - 1) / 2);
+    }
+  }
+}
+
+void fc_bitplane8_packed__reference(std::size_t in_features, std::size_t out_features,
+                                    const float* x, const std::int8_t* packed,
+                                    const float* weight_scale, const float* bias, float* out) {
+  for (std::size_t o = 0; o < out_features; ++o) {
+    out[o] = fc_bitplane8_packed_output__reference(in_features, x, packed + o * in_features,
+                                                   weight_scale[o], bias[o]);
+  }
+}
+
 void fc_f32__reference(std::size_t in_features, std::size_t out_features, const float* x,
                        const float* weight, const float* bias, float* out) {
   for (std::size_t o = 0; o < out_features; ++o) {

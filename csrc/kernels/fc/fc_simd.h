@@ -154,6 +154,32 @@ struct FCSimd {
         });
   }
 
+  // bitplane8 packed: as qs8, with w = 2q + 1 rebuilt in float (exact: |w| <= 255) before the
+  // FMA, so each product is the reference's.
+  static void bitplane8_packed(std::size_t in_features, std::size_t out_features, const float* x,
+                               const std::int8_t* packed, const float* weight_scale,
+                               const float* bias, float* out) {
+    const float bound = 255.0f * abs_sum(in_features, x);  // |2q + 1| <= 255
+    const F two = V::set1(2.0f), one = V::set1(1.0f);
+    all_rows<false>(
+        in_features, out_features, x,
+        [&](std::size_t o, std::size_t c0, M, bool tail) {
+          const std::int8_t* w = packed + o * in_features + c0;
+          // Tail lanes past in_features load 0 (w = 1) and meet masked x = 0.
+          return V::fmadd(V::to_float(tail ? V::load_i8(w, in_features - c0) : V::load_i8(w)), two,
+                          one);
+        },
+        [&](std::size_t o, float sum, float) {
+          if (!fast_path_is_finite(bound, weight_scale[o], bias[o])) {
+            out[o] = fc_bitplane8_packed_output__reference(in_features, x, packed + o * in_features,
+                                                           weight_scale[o], bias[o]);
+            return;
+          }
+          const float scaled = weight_scale[o] * sum;
+          out[o] = scaled + bias[o];
+        });
+  }
+
   // x . (one row of weights stored as bits), for bitplane8 and binary: `decode(wi, w)` fills
   // the 64 / N float vectors of 64-channel word wi; each is one FMA with x into two alternating
   // accumulators. Tail channels meet masked x = 0.

@@ -15,6 +15,11 @@ extern const FCKernels kFCKernels__avx512;
 void fc_binary__avx2(std::size_t in_features, std::size_t out_features, const float* x,
                      const BitWord* signs, const float* weight_scale, const float* bias,
                      float* out);
+// Likewise bitplane8 on packed codes: an AVX-512 version would only widen the vectors of a loop
+// that is bound by its loads, and this project's machines test no new AVX-512 code.
+void fc_bitplane8_packed__avx2(std::size_t in_features, std::size_t out_features, const float* x,
+                               const std::int8_t* packed, const float* weight_scale,
+                               const float* bias, float* out);
 #endif
 
 #if defined(QBINFER_NEON_KERNELS)
