@@ -1248,6 +1248,51 @@ void test_conv2d(const Conv2DKernels& k, Rng& rng, Tally& t, std::size_t n_cases
       ++t.cases;
     }
   }
+  // The pointwise GEMM (conv2d_pointwise_gemm.h), after the cases above so that their random
+  // draws stay as they were: in_channels past one K block (256), so that partial sums go
+  // through the output and back (K = 257, 300, 520, 1024); pixel counts past one chunk and
+  // off the 6- and 4-pixel tiles; out_channels off every panel (8, 16) and vector width (4, 8)
+  // by 1..15; MobileNetV1/V2's layers at small sizes; strided ones; then random pointwise
+  // shapes with any of these.
+  const Fixed pointwise[] = {
+      {{7, 7, 1024, 1024, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, true},
+      {{7, 7, 960, 160, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, false},
+      {{14, 14, 512, 40, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, true},
+      {{13, 11, 300, 24, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, false},
+      {{5, 23, 257, 19, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, true},
+      {{9, 9, 520, 33, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0}, false},
+      {{28, 28, 32, 144, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, true},
+      {{20, 17, 16, 96, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, false},
+      {{1, 1, 1280, 17, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, true},
+      {{3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, false},
+  };
+  for (const Fixed& f : pointwise) {
+    for (const bool signs : {false, true}) {
+      conv2d_case(k, rng, t, f.s, f.relu, signs, n++ % 2 == 0);
+      ++t.cases;
+    }
+  }
+  for (std::size_t co = 1; co <= 33; ++co) {
+    const Conv2DShape s{3, 5 + co % 7, 5 + co % 11, co, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0};
+    conv2d_case(k, rng, t, s, co % 2 == 0, co % 5 == 0, n++ % 2 == 0);
+    ++t.cases;
+  }
+  for (std::size_t i = 0; i < n_cases / 4; ++i) {
+    Conv2DShape s{};
+    s.kernel_h = s.kernel_w = 1;
+    s.stride_h = s.stride_w = coin(rng, 0.8) ? 1 : 2;
+    s.in_height = uniform(rng, 1, 16);
+    s.in_width = uniform(rng, 1, 16);
+    s.in_channels = coin(rng, 0.2) ? uniform(rng, 250, 600) : uniform(rng, 1, 70);
+    s.out_channels = uniform(rng, 1, 70);
+    conv2d_case(k, rng, t, s, coin(rng), i % 4 == 3, n++ % 2 == 0);
+    ++t.cases;
+  }
+  for (const float m : {1.5e19f, 1e20f}) {
+    const Conv2DShape s{4, 7, 300, 21, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0};
+    conv2d_case(k, rng, t, s, false, false, n++ % 2 == 0, m);
+    ++t.cases;
+  }
 }
 
 // ---- pools --------------------------------------------------------------------------------
