@@ -1116,7 +1116,32 @@ void conv2d_case(const Conv2DKernels& k, Rng& rng, Tally& t, Conv2DShape s, bool
             want_part.begin() + static_cast<std::ptrdiff_t>(y0 * row));
   for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
   k.run_rows(s, ig.data(), packed.data(), bg.data(), relu, y0, y1, out.data());
-  same_floats(t, fmt("conv2d rows [%zu, %zu)", y0, y1).c_str(), out.data(), want_part.data(),
+  if (!same_floats(t, fmt("conv2d rows [%zu, %zu)", y0, y1).c_str(), out.data(), want_part.data(),
+                   n_out)) {
+    return;
+  }
+  // The fused CONV2D -> CLIP (ReLU6 and others), against the reference conv then the CLIP
+  // op's reference, on the whole image and on [y0, y1); bounds from the case's size (no draw,
+  // so the cases after this one draw what they drew before it was tested): ReLU6, Hardtanh,
+  // a narrow band with -0.0 as its lower bound, and lo == hi.
+  const float bounds[][2] = {{0.0f, 6.0f}, {-1.0f, 1.0f}, {-0.0f, 0.25f}, {0.5f, 0.5f}};
+  const float lo = bounds[n_out % 4][0], hi = bounds[n_out % 4][1];
+  std::vector<float> want_clip(n_out);
+  clip_f32__reference(want.data(), n_out, lo, hi, want_clip.data());
+  for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
+  k.run_rows_clip(s, ig.data(), packed.data(), bg.data(), relu, lo, hi, 0, s.out_height,
+                  out.data());
+  if (!same_floats(
+          t, fmt("conv2d+clip(%g, %g)", static_cast<double>(lo), static_cast<double>(hi)).c_str(),
+          out.data(), want_clip.data(), n_out)) {
+    return;
+  }
+  for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
+  k.run_rows_clip(s, ig.data(), packed.data(), bg.data(), relu, lo, hi, y0, y1, out.data());
+  for (std::size_t j = 0; j < n_out; ++j) {
+    if (j < y0 * row || j >= y1 * row) want_clip[j] = kSentinel;
+  }
+  same_floats(t, fmt("conv2d+clip rows [%zu, %zu)", y0, y1).c_str(), out.data(), want_clip.data(),
               n_out);
 }
 

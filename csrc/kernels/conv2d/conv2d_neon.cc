@@ -10,16 +10,30 @@
 #include "kernels/conv2d/conv2d_variants.h"
 
 namespace qbinfer {
+namespace {
+
+// The CLIP select (v < lo ? lo : (v > hi ? hi : v), both tests on v; NaN compares false and
+// passes through), for the fused CONV2D -> CLIP.
+struct Conv2DClipNeon {
+  static float32x4_t apply(float32x4_t v, float32x4_t lo, float32x4_t hi) {
+    const float32x4_t upper = vbslq_f32(vcgtq_f32(v, hi), hi, v);
+    return vbslq_f32(vcltq_f32(v, lo), lo, upper);
+  }
+};
+
+}  // namespace
 
 #if defined(__aarch64__) || defined(_M_ARM64)
-using Conv2DPointwise__neon = Conv2DPointwiseGemm<VecNeon, 4, 6>;
+using Conv2DPointwise__neon = Conv2DPointwiseGemm<VecNeon, 4, 6, Conv2DClipNeon>;
 #else
-using Conv2DPointwise__neon = Conv2DPointwiseGemm<VecNeon, 2, 4>;
+using Conv2DPointwise__neon = Conv2DPointwiseGemm<VecNeon, 2, 4, Conv2DClipNeon>;
 #endif
 using Conv2DF32__neon =
-    Conv2DWithPointwise<Conv2DPointwise__neon, Conv2DTiledSimd<VecNeon, 2, 6, 8>>;
+    Conv2DWithPointwise<Conv2DPointwise__neon, Conv2DTiledSimd<VecNeon, 2, 6, 8>, VecNeon,
+                        Conv2DClipNeon>;
 
 const Conv2DKernels kConv2DKernels__neon{"neon", &Conv2DF32__neon::packed_bytes,
-                                         &Conv2DF32__neon::pack, &Conv2DF32__neon::run_rows};
+                                         &Conv2DF32__neon::pack, &Conv2DF32__neon::run_rows,
+                                         &Conv2DF32__neon::run_rows_clip};
 
 }  // namespace qbinfer

@@ -41,7 +41,9 @@ inline bool conv2d_is_pointwise(const Conv2DShape& s) {
          s.pad_bottom == 0 && s.pad_right == 0;
 }
 
-template <class V, std::size_t kVecs, std::size_t kRows>
+// Clip: the ISA's CLIP select, Clip::apply(v, lo, hi) = v < lo ? lo : (v > hi ? hi : v) per
+// lane, NaN passing through (the CLIP op's kernel, elementwise.h), given by the ISA's file.
+template <class V, std::size_t kVecs, std::size_t kRows, class Clip>
 struct Conv2DPointwiseGemm {
   using F = typename V::F;
   using M = typename V::M;
@@ -79,6 +81,8 @@ struct Conv2DPointwiseGemm {
     std::size_t last_vecs;   // vectors of the last panel holding channels (1..kVecs)
     M last_mask;             // lanes of the last of those vectors holding channels
     bool relu;
+    bool clip;  // then CLIP(lo, hi) (run_rows_clip)
+    F lo, hi;
   };
 
   // kRows-or-fewer pixels (P) times B vectors of panel `panel`, K block [k0, k1). a[p] is
@@ -133,6 +137,7 @@ struct Conv2DPointwiseGemm {
       for (std::size_t b = 0; b < B; ++b) {
         F y = V::add(acc[p][b], bv[b]);
         if (c.relu) y = V::relu(y);
+        if (c.clip) y = Clip::apply(y, c.lo, c.hi);
         vec_store(out + p * c.co + b * N, b, y);
       }
     }
@@ -184,6 +189,18 @@ struct Conv2DPointwiseGemm {
 
   static void run_rows(const Conv2DShape& s, const float* in, const void* packed, const float* bias,
                        bool relu, std::size_t y_begin, std::size_t y_end, float* out) {
+    run(s, in, packed, bias, relu, false, 0.0f, 0.0f, y_begin, y_end, out);
+  }
+
+  static void run_rows_clip(const Conv2DShape& s, const float* in, const void* packed,
+                            const float* bias, bool relu, float lo, float hi, std::size_t y_begin,
+                            std::size_t y_end, float* out) {
+    run(s, in, packed, bias, relu, true, lo, hi, y_begin, y_end, out);
+  }
+
+  static void run(const Conv2DShape& s, const float* in, const void* packed, const float* bias,
+                  bool relu, bool clip, float lo, float hi, std::size_t y_begin, std::size_t y_end,
+                  float* out) {
     assert(conv2d_is_pointwise(s) && y_begin <= y_end && y_end <= s.out_height);
     const std::size_t ci = s.in_channels, co = s.out_channels;
     const std::size_t n_panels = panels(s);
@@ -194,7 +211,10 @@ struct Conv2DPointwiseGemm {
           n_panels - 1,
           (last_channels + N - 1) / N,
           V::mask(last_channels % N == 0 ? N : last_channels % N),
-          relu};
+          relu,
+          clip,
+          V::set1(lo),
+          V::set1(hi)};
     const float* w0 = static_cast<const float*>(packed);
     const std::size_t ow = s.out_width;
     const std::size_t q_begin = y_begin * ow, q_end = y_end * ow;
@@ -238,8 +258,9 @@ struct Conv2DPointwiseGemm {
 };
 
 // One ISA's dense conv entry points: pointwise shapes (conv2d_is_pointwise) through the GEMM
-// `Pointwise`, every other shape through `General`, each with its own packed layout.
-template <class Pointwise, class General>
+// `Pointwise`, every other shape through `General`, each with its own packed layout. V and
+// Clip: the ISA's traits and CLIP select, for the clip pass after General's rows.
+template <class Pointwise, class General, class V, class Clip>
 struct Conv2DWithPointwise {
   static std::size_t packed_bytes(const Conv2DShape& s) {
     return conv2d_is_pointwise(s) ? Pointwise::packed_bytes(s) : General::packed_bytes(s);
@@ -257,6 +278,27 @@ struct Conv2DWithPointwise {
       Pointwise::run_rows(s, in, packed, bias, relu, y_begin, y_end, out);
     } else {
       General::run_rows(s, in, packed, bias, relu, y_begin, y_end, out);
+    }
+  }
+
+  static void run_rows_clip(const Conv2DShape& s, const float* in, const void* packed,
+                            const float* bias, bool relu, float lo, float hi, std::size_t y_begin,
+                            std::size_t y_end, float* out) {
+    if (conv2d_is_pointwise(s)) {
+      Pointwise::run_rows_clip(s, in, packed, bias, relu, lo, hi, y_begin, y_end, out);
+      return;
+    }
+    General::run_rows(s, in, packed, bias, relu, y_begin, y_end, out);
+    // The clip over the rows just written, while they are in cache.
+    const std::size_t n = (y_end - y_begin) * s.out_width * s.out_channels;
+    float* p = out + y_begin * s.out_width * s.out_channels;
+    const typename V::F vlo = V::set1(lo), vhi = V::set1(hi);
+    std::size_t i = 0;
+    for (; i + V::kLanes <= n; i += V::kLanes)
+      V::store(p + i, Clip::apply(V::load(p + i), vlo, vhi));
+    if (i < n) {
+      const typename V::M m = V::mask(n - i);
+      V::store(p + i, Clip::apply(V::load(p + i, m), vlo, vhi), m);
     }
   }
 };
