@@ -1,4 +1,5 @@
-// Dense float convolution (the stem, and 1x1 convs on pooled vectors), NHWC, zero padding.
+// Dense float convolution (the stems, the pointwise and expansion 1x1 convs of FP32 networks,
+// 1x1 shortcuts), NHWC, zero padding.
 //   in      in_height * in_width * in_channels floats.
 //   weight  out_channels * kernel_h * kernel_w * in_channels floats ([o][ky][kx][c]).
 //   bias    out_channels floats (never null; zeros when the model has none).
