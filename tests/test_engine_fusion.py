@@ -111,6 +111,26 @@ def test_zoo_fused_equals_unfused(tmp_path, monkeypatch, name, se):
     assert all(s["packed_bytes"] % 64 == 0 for s in fused.steps())
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
+def test_float_conv_and_its_relu6_run_as_one_step(tmp_path, monkeypatch, name):
+    # CONV2D -> CLIP (ReLU6) is one step: the conv kernel clips the rows as it writes them
+    # (Conv2DKernels::run_rows_clip), bit-identical to the two ops apart. Every CONV2D that a
+    # CLIP alone reads (the stem, every pointwise / expansion conv) fuses; MobileNetV2's linear
+    # projections stay CONV2D, and each depthwise's CLIP stays its own step.
+    torch.manual_seed(SEED)
+    model = build_model(name, num_classes=10)
+    randomize_bn(model, seed=SEED)
+    path = convert_model(model.eval(), tmp_path, name, (32, 32))[0]
+    fused, unfused = assert_fused_equals_unfused(
+        path, random_inputs((3, 3, 32, 32), SEED), monkeypatch
+    )
+    got, ref = labels(fused), labels(unfused)
+    pairs = sum(a == "CONV2D" and b == "CLIP" for a, b in zip(ref, ref[1:]))
+    assert pairs >= 14 and got.count("CONV2D+CLIP") == pairs, got
+    assert got.count("CLIP") == ref.count("DWCONV3X3") == ref.count("CLIP") - pairs, got
+    assert got.count("CONV2D") == ref.count("CONV2D") - pairs, got
+
+
 def test_non_zoo_nets_fused_equals_unfused(tmp_path, monkeypatch):
     from test_engine_e2e import OddNet, SingleBinaryConv
 

@@ -3,7 +3,9 @@
 // A step is one op, or a fused chain of ops that the file keeps apart (the file stays
 // unfused; the engine fuses when it loads):
 //
-//   conv chain      BCONV2D or DWCONV3X3, then the element-wise tail of a half in the order
+//   conv chain      CONV2D, then the CLIP that alone reads it (ReLU6), clipped by the conv
+//                   kernel on the rows it writes (Conv2DKernels::run_rows_clip); or
+//                   BCONV2D or DWCONV3X3, then the element-wise tail of a half in the order
 //                   of the epilogue (kernels/epilogue/epilogue.h): [RELU [AFFINE]]
 //                   [MUL_CHANNEL] [ADD] [PRELU] [AFFINE], then [BITPACK] of the result. The kernel
 //                   writes a block of rows, and the epilogue runs on that block while it is in
@@ -126,6 +128,9 @@ struct EpilogueSpec {
   const float* threshold = nullptr;  // BITPACK
   std::uint32_t bits = kNoValue;     // BITPACK's output
   bool write_float = true;
+  // CONV2D -> CLIP (the only member after a CONV2D head): the conv kernel clips as it writes.
+  bool clip = false;
+  float clip_lo = 0.0f, clip_hi = 0.0f;
 };
 
 enum class StepKind : std::uint8_t { kOp, kConvChain, kEpilogueChain };

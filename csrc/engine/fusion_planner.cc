@@ -99,6 +99,25 @@ void find_chains(const Graph& g, Sink&& sink) {
   std::vector<char> taken(g.ops.size(), 0);
   // Conv chains first: they save a whole pass over the conv's output.
   for (const Op& op : g.ops) {
+    if (op.type == OpType::kConv2D) {
+      // A float conv and the CLIP that alone reads it (ReLU6): the kernel clips its output
+      // rows as it writes them (Conv2DKernels::run_rows_clip). Nothing else joins.
+      const std::uint32_t r = g.sole_reader(op.output);
+      if (r == kNoValue || taken[r] || g.ops[r].type != OpType::kClip) continue;
+      Chain c;
+      c.kind = StepKind::kConvChain;
+      c.members = {op.index, r};
+      c.head_input = op.inputs[0];
+      c.out = g.ops[r].output;
+      c.position = r;
+      const ClipBounds bounds = clip_bounds(g.ops[r]);
+      c.epi.clip = true;
+      c.epi.clip_lo = bounds.lo;
+      c.epi.clip_hi = bounds.hi;
+      take(taken, c);
+      sink(std::move(c));
+      continue;
+    }
     if (op.type != OpType::kBConv2D && op.type != OpType::kDWConv3x3) continue;
     Chain c;
     c.kind = StepKind::kConvChain;

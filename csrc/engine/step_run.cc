@@ -144,10 +144,18 @@ namespace {
 void run_conv2d(const Step& step, const ExecContext& ctx) {
   const Op& op = *step.op;
   const float* in = ctx.value<const float>(op.inputs[0]);
-  float* out = ctx.value<float>(op.output);
+  float* out = ctx.value<float>(step.out());  // a CONV2D -> CLIP chain's: the CLIP's
   const float* bias = op.tensors[1]->as<float>();
   const Conv2DKernels& k = *ctx.kernels->conv2d;
   const Conv2DArgs& args = op.args<Conv2DArgs>();
+  if (step.chain != nullptr) {
+    const EpilogueSpec& epi = step.epi();
+    ctx.parallel_for(step.units, [&](std::size_t b, std::size_t e) {
+      k.run_rows_clip(args.shape, in, step.packed.data(), bias, args.relu, epi.clip_lo, epi.clip_hi,
+                      b, e, out);
+    });
+    return;
+  }
   ctx.parallel_for(step.units, [&](std::size_t b, std::size_t e) {
     k.run_rows(args.shape, in, step.packed.data(), bias, args.relu, b, e, out);
   });

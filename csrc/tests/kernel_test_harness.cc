@@ -1116,7 +1116,32 @@ void conv2d_case(const Conv2DKernels& k, Rng& rng, Tally& t, Conv2DShape s, bool
             want_part.begin() + static_cast<std::ptrdiff_t>(y0 * row));
   for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
   k.run_rows(s, ig.data(), packed.data(), bg.data(), relu, y0, y1, out.data());
-  same_floats(t, fmt("conv2d rows [%zu, %zu)", y0, y1).c_str(), out.data(), want_part.data(),
+  if (!same_floats(t, fmt("conv2d rows [%zu, %zu)", y0, y1).c_str(), out.data(), want_part.data(),
+                   n_out)) {
+    return;
+  }
+  // The fused CONV2D -> CLIP (ReLU6 and others), against the reference conv then the CLIP
+  // op's reference, on the whole image and on [y0, y1); bounds from the case's size (no draw,
+  // so the cases after this one draw what they drew before it was tested): ReLU6, Hardtanh,
+  // a narrow band with -0.0 as its lower bound, and lo == hi.
+  const float bounds[][2] = {{0.0f, 6.0f}, {-1.0f, 1.0f}, {-0.0f, 0.25f}, {0.5f, 0.5f}};
+  const float lo = bounds[n_out % 4][0], hi = bounds[n_out % 4][1];
+  std::vector<float> want_clip(n_out);
+  clip_f32__reference(want.data(), n_out, lo, hi, want_clip.data());
+  for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
+  k.run_rows_clip(s, ig.data(), packed.data(), bg.data(), relu, lo, hi, 0, s.out_height,
+                  out.data());
+  if (!same_floats(
+          t, fmt("conv2d+clip(%g, %g)", static_cast<double>(lo), static_cast<double>(hi)).c_str(),
+          out.data(), want_clip.data(), n_out)) {
+    return;
+  }
+  for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
+  k.run_rows_clip(s, ig.data(), packed.data(), bg.data(), relu, lo, hi, y0, y1, out.data());
+  for (std::size_t j = 0; j < n_out; ++j) {
+    if (j < y0 * row || j >= y1 * row) want_clip[j] = kSentinel;
+  }
+  same_floats(t, fmt("conv2d+clip rows [%zu, %zu)", y0, y1).c_str(), out.data(), want_clip.data(),
               n_out);
 }
 
@@ -1247,6 +1272,51 @@ void test_conv2d(const Conv2DKernels& k, Rng& rng, Tally& t, std::size_t n_cases
       ++n;
       ++t.cases;
     }
+  }
+  // The pointwise GEMM (conv2d_pointwise_gemm.h), after the cases above so that their random
+  // draws stay as they were: in_channels past one K block (256), so that partial sums go
+  // through the output and back (K = 257, 300, 520, 1024); pixel counts past one chunk and
+  // off the 6- and 4-pixel tiles; out_channels off every panel (8, 16) and vector width (4, 8)
+  // by 1..15; MobileNetV1/V2's layers at small sizes; strided ones; then random pointwise
+  // shapes with any of these.
+  const Fixed pointwise[] = {
+      {{7, 7, 1024, 1024, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, true},
+      {{7, 7, 960, 160, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, false},
+      {{14, 14, 512, 40, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, true},
+      {{13, 11, 300, 24, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, false},
+      {{5, 23, 257, 19, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, true},
+      {{9, 9, 520, 33, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0}, false},
+      {{28, 28, 32, 144, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, true},
+      {{20, 17, 16, 96, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, false},
+      {{1, 1, 1280, 17, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, true},
+      {{3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, false},
+  };
+  for (const Fixed& f : pointwise) {
+    for (const bool signs : {false, true}) {
+      conv2d_case(k, rng, t, f.s, f.relu, signs, n++ % 2 == 0);
+      ++t.cases;
+    }
+  }
+  for (std::size_t co = 1; co <= 33; ++co) {
+    const Conv2DShape s{3, 5 + co % 7, 5 + co % 11, co, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0};
+    conv2d_case(k, rng, t, s, co % 2 == 0, co % 5 == 0, n++ % 2 == 0);
+    ++t.cases;
+  }
+  for (std::size_t i = 0; i < n_cases / 4; ++i) {
+    Conv2DShape s{};
+    s.kernel_h = s.kernel_w = 1;
+    s.stride_h = s.stride_w = coin(rng, 0.8) ? 1 : 2;
+    s.in_height = uniform(rng, 1, 16);
+    s.in_width = uniform(rng, 1, 16);
+    s.in_channels = coin(rng, 0.2) ? uniform(rng, 250, 600) : uniform(rng, 1, 70);
+    s.out_channels = uniform(rng, 1, 70);
+    conv2d_case(k, rng, t, s, coin(rng), i % 4 == 3, n++ % 2 == 0);
+    ++t.cases;
+  }
+  for (const float m : {1.5e19f, 1e20f}) {
+    const Conv2DShape s{4, 7, 300, 21, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0};
+    conv2d_case(k, rng, t, s, false, false, n++ % 2 == 0, m);
+    ++t.cases;
   }
 }
 

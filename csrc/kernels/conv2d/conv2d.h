@@ -1,4 +1,5 @@
-// Dense float convolution (the stem, and 1x1 convs on pooled vectors), NHWC, zero padding.
+// Dense float convolution (the stems, the pointwise and expansion 1x1 convs of FP32 networks,
+// 1x1 shortcuts), NHWC, zero padding.
 //   in      in_height * in_width * in_channels floats.
 //   weight  out_channels * kernel_h * kernel_w * in_channels floats ([o][ky][kx][c]).
 //   bias    out_channels floats (never null; zeros when the model has none).
@@ -37,6 +38,10 @@ void conv2d_f32_nhwc_rows__reference(const Conv2DShape& shape, const float* in, 
                                      const float* bias, bool relu, std::size_t y_begin,
                                      std::size_t y_end, float* out);
 
+// CLIP(lo, hi) in place over output rows [y_begin, y_end) (run_rows_clip below), portable.
+void conv2d_clip_rows__reference(const Conv2DShape& shape, float lo, float hi, std::size_t y_begin,
+                                 std::size_t y_end, float* out);
+
 // One ISA's dense conv: weights repacked once at load, then any split of output rows.
 //   packed_bytes(shape)          size of the packed blob (a multiple of 64, > 0); depends on
 //                                out_channels, kernel and in_channels only.
@@ -48,12 +53,21 @@ void conv2d_f32_nhwc_rows__reference(const Conv2DShape& shape, const float* in, 
 //                                writes output rows [y_begin, y_end) of the image (in and out
 //                                are the whole image's bases); reads nothing past the input.
 //                                Pure: disjoint row ranges may run concurrently.
+//   run_rows_clip(..., relu, lo, hi, ...)
+//                                run_rows, then CLIP(lo, hi) on every value it wrote, as
+//                                elementwise.h's clip: v < lo ? lo : (v > hi ? hi : v), NaN
+//                                passing through (lo <= hi, neither NaN). The engine's
+//                                CONV2D -> CLIP chain (ReLU6): bit-identical to run_rows and
+//                                then the CLIP op, without the second pass over the output.
 struct Conv2DKernels {
   const char* isa;  // "scalar", "avx2", "avx512"
   std::size_t (*packed_bytes)(const Conv2DShape& shape);
   void (*pack)(const Conv2DShape& shape, const float* weight, void* packed);
   void (*run_rows)(const Conv2DShape& shape, const float* in, const void* packed, const float* bias,
                    bool relu, std::size_t y_begin, std::size_t y_end, float* out);
+  void (*run_rows_clip)(const Conv2DShape& shape, const float* in, const void* packed,
+                        const float* bias, bool relu, float lo, float hi, std::size_t y_begin,
+                        std::size_t y_end, float* out);
 };
 
 // The dense conv of `isa` if this build has it and this CPU runs it, else nullptr. kScalar is

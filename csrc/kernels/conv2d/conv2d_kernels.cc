@@ -31,8 +31,15 @@ void reference_run_rows(const Conv2DShape& s, const float* in, const void* packe
                                   y_end, out);
 }
 
+void reference_run_rows_clip(const Conv2DShape& s, const float* in, const void* packed,
+                             const float* bias, bool relu, float lo, float hi, std::size_t y_begin,
+                             std::size_t y_end, float* out) {
+  reference_run_rows(s, in, packed, bias, relu, y_begin, y_end, out);
+  conv2d_clip_rows__reference(s, lo, hi, y_begin, y_end, out);
+}
+
 const Conv2DKernels kReference{"scalar", &reference_packed_bytes, &reference_pack,
-                               &reference_run_rows};
+                               &reference_run_rows, &reference_run_rows_clip};
 
 // Scalar first; an ISA's faster sub-variant after its plain one (isa_variants.h).
 const IsaVariant<Conv2DKernels> kVariants[] = {

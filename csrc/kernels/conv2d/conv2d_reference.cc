@@ -60,4 +60,13 @@ void conv2d_f32_nhwc__reference(const Conv2DShape& shape, const float* in, const
   conv2d_f32_nhwc_rows__reference(shape, in, weight, bias, relu, 0, shape.out_height, out);
 }
 
+void conv2d_clip_rows__reference(const Conv2DShape& shape, float lo, float hi, std::size_t y_begin,
+                                 std::size_t y_end, float* out) {
+  const std::size_t row = shape.out_width * shape.out_channels;
+  for (std::size_t i = y_begin * row; i < y_end * row; ++i) {
+    const float v = out[i];  // the CLIP op's two tests, both on the input (clip_f32__reference)
+    out[i] = v < lo ? lo : (v > hi ? hi : v);
+  }
+}
+
 }  // namespace qbinfer

@@ -3,6 +3,8 @@
 // linkage throughout). conv2d_avx512.cc keeps conv2d_simd.h's one-block tiles: this machine has
 // no AVX-512 to test or time a change there.
 //
+// The pointwise shapes (1x1, unpadded) do not come here: conv2d_pointwise_gemm.h runs them.
+//
 // Same packed layout as conv2d_simd.h ([kh][kw][Ci][Co rounded up to V::kLanes], zero-filled;
 // its packed_bytes and pack are reused). What changes is the tile, so that the FMA units, not
 // the loads or one FMA's latency, bound the conv:
@@ -111,32 +113,6 @@ struct Conv2DTiledSimd {
     }
   }
 
-  // A 1x1 conv without padding reads one input pixel per output pixel: B blocks from `block`
-  // times P output pixels anywhere in the image (a tile may span output rows), pixel p reading
-  // the in_channels floats at a[p] and writing co floats at out + p * co.
-  template <std::size_t B, std::size_t P>
-  static void tile_1x1(const Row& r, std::size_t block, const float* const* a, float* out) {
-    const std::size_t ci = r.s->in_channels;
-    const std::size_t cop = r.cop;
-    const float* w = r.packed + block * N;
-    F acc[B][P];
-    for (std::size_t b = 0; b < B; ++b) {
-      for (std::size_t p = 0; p < P; ++p) acc[b][p] = V::zero();
-    }
-    for (std::size_t t = 0; t < ci; ++t) {
-      F wv[B];
-      for (std::size_t b = 0; b < B; ++b) wv[b] = V::load(w + t * cop + b * N);
-      for (std::size_t p = 0; p < P; ++p) {
-        const F x = V::set1(a[p][t]);
-        for (std::size_t b = 0; b < B; ++b) acc[b][p] = V::fmadd(x, wv[b], acc[b][p]);
-      }
-    }
-    const std::size_t co = r.s->out_channels;
-    for (std::size_t p = 0; p < P; ++p) {
-      for (std::size_t b = 0; b < B; ++b) finish(r, block + b, acc[b][p], out + p * co);
-    }
-  }
-
   // One pixel whose window starts at input column ix0 (it may cross the left/right padding:
   // those taps are skipped), blocks [block, block + B).
   template <std::size_t B>
@@ -197,60 +173,9 @@ struct Conv2DTiledSimd {
     }
   }
 
-  // 1x1 without padding (the downsampling shortcuts of Bi-Real Net and XNOR-Net): the output
-  // rows [y_begin, y_end) as one run of pixels, tiled across row ends, so that narrow images
-  // (7x7, 14x14) fill tiles; the pixels left over run one at a time, all blocks.
-  static void run_rows_1x1(const Conv2DShape& s, const float* in, const void* packed,
-                           const float* bias, bool relu, std::size_t y_begin, std::size_t y_end,
-                           float* out) {
-    const std::size_t cop = (s.out_channels + N - 1) / N * N;
-    const std::size_t blocks = cop / N;
-    const std::size_t co = s.out_channels;
-    const bool has_tail = co % N != 0;
-    Row r{&s,
-          in,
-          static_cast<const float*>(packed),
-          bias,
-          cop,
-          0,
-          1,
-          0,
-          has_tail ? blocks - 1 : static_cast<std::size_t>(-1),
-          V::mask(co % N),
-          relu};
-    const std::size_t ow = s.out_width;
-    const std::size_t q_begin = y_begin * ow, q_end = y_end * ow;
-    const std::size_t tiles_end = q_begin + (q_end - q_begin) / kPixels * kPixels;
-    auto pixel_in = [&](std::size_t q) {
-      return in + ((q / ow) * s.stride_h * s.in_width + (q % ow) * s.stride_w) * s.in_channels;
-    };
-    for (std::size_t b = 0; b < blocks;) {
-      const bool pair = b + kBlocks <= blocks;
-      for (std::size_t q = q_begin; q < tiles_end; q += kPixels) {
-        const float* a[kPixels];
-        for (std::size_t p = 0; p < kPixels; ++p) a[p] = pixel_in(q + p);
-        if (pair) {
-          tile_1x1<kBlocks, kPixels>(r, b, a, out + q * co);
-        } else {
-          tile_1x1<1, kPixels>(r, b, a, out + q * co);
-        }
-      }
-      b += pair ? kBlocks : 1;
-    }
-    for (std::size_t q = tiles_end; q < q_end; ++q) {
-      // One pixel: its input row as the row of ky = 0, its column as ix0.
-      r.iy0 = static_cast<std::ptrdiff_t>((q / ow) * s.stride_h);
-      pixel_all_blocks(r, blocks, static_cast<std::ptrdiff_t>((q % ow) * s.stride_w), out + q * co);
-    }
-  }
-
   static void run_rows(const Conv2DShape& s, const float* in, const void* packed, const float* bias,
                        bool relu, std::size_t y_begin, std::size_t y_end, float* out) {
     assert(y_begin <= y_end && y_end <= s.out_height);
-    if (s.kernel_h == 1 && s.kernel_w == 1 && s.pad_top == 0 && s.pad_left == 0) {
-      run_rows_1x1(s, in, packed, bias, relu, y_begin, y_end, out);
-      return;
-    }
     const std::size_t cop = (s.out_channels + N - 1) / N * N;
     const std::size_t blocks = cop / N;
     const std::size_t co = s.out_channels;
