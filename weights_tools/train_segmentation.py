@@ -126,11 +126,17 @@ def segmenter_from_meta(meta: Dict[str, Any]) -> nn.Module:
 
 
 def load_backbone(model: nn.Module, path: str) -> int:
-    """Copy a classification checkpoint's stem and blocks (`weights_tools.train`'s model.pth,
-    e.g. ImageNet-trained) into the segmenter's backbone; returns how many tensors were copied.
+    """Copy a classification model's stem and blocks (`weights_tools.train`'s model.pth, e.g.
+    ImageNet-trained, or compact .npz weights) into the segmenter's backbone; returns how many
+    tensors were copied.
     Dilation changes no weight shape, so every backbone tensor must be there."""
-    ck = read_checkpoint(path)
-    state = ck["model"] if "model" in ck else ck
+    if path.endswith(".npz"):  # compact weights (export.save_compact_weights), e.g. shipped
+        from .export import load_compact_model
+
+        state = load_compact_model(path).state_dict()
+    else:
+        ck = read_checkpoint(path)
+        state = ck["model"] if "model" in ck else ck
     own = model.backbone.state_dict()
     take = {k: v for k, v in state.items() if k in own and k.split(".")[0] in ("stem", "blocks")}
     missing = sorted(set(own) - set(take))
