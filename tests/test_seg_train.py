@@ -107,3 +107,35 @@ def test_train_two_stages_and_rebuild(tmp_path):
     with open(os.path.join(out2, "log.jsonl")) as f:
         lines = f.read().splitlines()
     assert any('"event": "end"' in line for line in lines)
+
+
+def test_backbone_init_from_compact_classifier_weights():
+    from weights_tools.export import load_compact_model
+    from weights_tools.seg_zoo import build_segmenter
+    from weights_tools.train_segmentation import load_backbone
+    from weights_tools.zoo import with_overrides
+
+    weights = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        "python",
+        "qbinfer",
+        "models",
+        "digits_qbnet_weights.npz",
+    )
+    blocks = ("N", "D", "N", "Q", "N", "Q", "N", "N", "N", "N", "N")
+    seg = build_segmenter(
+        backbone=with_overrides("qb_net_small", blocks=blocks),
+        num_classes=11,
+        aspp_channels=8,
+        low_level_channels=4,
+        decoder_channels=8,
+    )
+    n = load_backbone(seg, weights)
+    classifier = load_compact_model(weights)
+    assert n == len(seg.backbone.state_dict())
+    for name, t in seg.backbone.state_dict().items():
+        assert torch.equal(t, classifier.state_dict()[name]), name
+    # A backbone of another shape is refused, naming a missing tensor.
+    other = build_segmenter(backbone="qsb_net_small", aspp_channels=8, decoder_channels=8)
+    with pytest.raises((SystemExit, RuntimeError)):
+        load_backbone(other, weights)

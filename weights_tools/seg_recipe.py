@@ -66,12 +66,27 @@ STUDENT = [
 # Stage 1's backbone: the shipped digits classifier (`digits_recipe`), which never saw the
 # held-out digits: DeepLab's ImageNet pre-training, scaled down.
 BACKBONE = os.path.join(SHIP_DIR, "digits_qbnet_weights.npz")
-COMMON = ["--scenes-per-epoch", "3072", "--batch-size", "32", "--threads", "1", "--seed", "0"]
+COMMON = [
+    "--scenes-per-epoch",
+    "3072",
+    "--batch-size",
+    "32",
+    "--lr",
+    "1e-3",
+    "--head-lr-mult",
+    "5",
+    "--eval-every",
+    "2",
+    "--threads",
+    "1",
+    "--seed",
+    "0",
+]
 # Wall-clock caps (--max-minutes) bound the runs on a shared 2-core machine; the record keeps
 # where each run stopped.
 STAGE_ARGS = {
-    "1": ["--stage", "1", "--epochs", "2", "--max-minutes", "15"],
-    "2": ["--stage", "2", "--epochs", "2", "--max-minutes", "15"],
+    "1": ["--stage", "1", "--epochs", "6", "--max-minutes", "18"],
+    "2": ["--stage", "2", "--epochs", "4", "--max-minutes", "13"],
 }
 CONVERT_COMMAND = "python -m weights_tools.seg_recipe --convert"
 

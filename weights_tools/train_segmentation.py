@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=32, help="per process")
     g.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument(
+        "--head-lr-mult", type=float, default=1.0, help="ASPP and decoder learning rate = lr x this"
+    )
     g.add_argument("--momentum", type=float, default=0.9, help="SGD")
     g.add_argument("--weight-decay", type=float, help="default: stage 1 1e-5, stage 2 0")
     g.add_argument("--power", type=float, default=0.9, help="poly schedule exponent")
@@ -397,7 +400,12 @@ def _run(args: argparse.Namespace, info: DistInfo, log: _Log) -> Dict[str, Any]:
         num_workers=args.workers,
     )
     wd = args.weight_decay if args.weight_decay is not None else DEFAULT_WEIGHT_DECAY[args.stage]
-    groups = _weight_decay_groups(model, wd)
+    groups = _weight_decay_groups(model.backbone, wd)
+    # ASPP and decoder start from scratch on a pre-trained backbone: DeepLab's larger head
+    # learning rate (--head-lr-mult; 1 = one rate for all).
+    for g in _weight_decay_groups(nn.ModuleList([model.aspp, model.decoder]), wd):
+        g["lr"] = args.lr * args.head_lr_mult
+        groups.append(g)
     if args.optimizer == "adam":
         optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=args.lr, betas=(0.9, 0.999))
     else:
