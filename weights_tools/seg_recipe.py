@@ -85,8 +85,8 @@ COMMON = [
 # Wall-clock caps (--max-minutes) bound the runs on a shared 2-core machine; the record keeps
 # where each run stopped.
 STAGE_ARGS = {
-    "1": ["--stage", "1", "--epochs", "6", "--max-minutes", "18"],
-    "2": ["--stage", "2", "--epochs", "4", "--max-minutes", "13"],
+    "1": ["--stage", "1", "--epochs", "4", "--max-minutes", "12"],
+    "2": ["--stage", "2", "--epochs", "3", "--max-minutes", "10"],
 }
 CONVERT_COMMAND = "python -m weights_tools.seg_recipe --convert"
 

@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 DEFAULT_WEIGHT_DECAY = {"1": 1e-5, "2": 0.0}
+LATENT_SCALE = 0.05  # sign-only weights restart at this magnitude (load_backbone)
 
 
 def confusion_matrix(
@@ -145,6 +146,16 @@ def load_backbone(model: nn.Module, path: str) -> int:
             f"--backbone-init {path}: {len(missing)} backbone tensors missing, e.g. {missing[0]}"
         )
     model.backbone.load_state_dict(take)
+    # Compact weights keep only sign(W) (+-1): at |W| = 1 an Adam step of 1e-3 needs ~1000 steps
+    # to flip a sign, and past 1 the STE passes no gradient. The latent weights restart at the
+    # zoo's initial magnitude (BinaryConv2d: uniform in +-0.1), signs kept: a stage-2 (binary)
+    # model computes the same function, and stage 1's BN renormalises the scale.
+    from .layers import BinaryConv2d
+
+    with torch.no_grad():
+        for m in model.backbone.modules():
+            if isinstance(m, BinaryConv2d) and bool((m.weight.abs() == 1).all()):
+                m.weight.mul_(LATENT_SCALE)
     return len(take)
 
 
@@ -248,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-every", type=int, default=1)
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument("--max-minutes", type=float, help="stop (and save) after this wall time")
+    g.add_argument(
+        "--save-rank-weights",
+        action="store_true",
+        help="every rank writes final_rank<R>.pth (its weights and their checksum; DDP checks)",
+    )
     return p
 
 
@@ -479,7 +495,12 @@ def _run(args: argparse.Namespace, info: DistInfo, log: _Log) -> Dict[str, Any]:
             {"model": state, "meta": meta, "metrics": final, "history": history},
             os.path.join(args.out, "model.pth"),
         )
-    log.record("end", checksum=checksum, **{k: v for k, v in final.items()})
+    if args.save_rank_weights:
+        _save_atomic(
+            {"model": state, "checksum": checksum},
+            os.path.join(args.out, f"final_rank{info.rank}.pth"),
+        )
+    log.record("end", checksum=checksum, world=info.world, **final)
     log.line(f"done: mIoU {metrics['miou']:.2f} on {len(eval_set)} eval images")
     info.barrier()
     return {"out": args.out, "final": final, "history": history, "meta": meta}
