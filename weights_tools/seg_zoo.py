@@ -80,8 +80,9 @@ def _upsample(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 
 
 class BinaryPointwise(nn.Module):
-    """The B half generalised to a channel change: z = sign(x + gamma); t = BN(alpha * binconv1x1(z));
-    out = BPReLU(t + x) when in == out channels, else BPReLU(t) (no shortcut can be added)."""
+    """The B half generalised to a channel change: z = sign(x + gamma);
+    t = BN(alpha * binconv1x1(z)); out = BPReLU(t + x) when in == out channels, else BPReLU(t)
+    (no shortcut can be added)."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
@@ -307,7 +308,7 @@ class SegBackbone(nn.Module):
 
 
 class DeepLabV3Plus(nn.Module):
-    """Backbone -> ASPP -> decoder -> bilinear upsampling to the input size; logits N x K x H x W."""
+    """Backbone -> ASPP -> decoder -> bilinear upsampling to the input size: N x K x H x W."""
 
     def __init__(
         self,

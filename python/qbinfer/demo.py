@@ -16,11 +16,11 @@
   (a record FILE.json with a held-out set beside it, e.g. qbinfer/models/digits_qbnet_int8.qbw,
   the INT8 variant) runs on its held-out set as the shipped model does, unless --image is given.
 
-* qbinfer demo --task segmentation: the shipped segmentation model (DeepLabv3+ on a reduced
-  QSB-Net-Small, the "digit scenes" of docs/segmentation.md) on its held-out set: the engine's
-  mIoU, PyTorch's (measured when the tools extra is installed, else recorded) and their
-  per-pixel agreement, the latency, and one overlay PNG (--overlay). numpy, Pillow and the
-  extension only.
+* qbinfer demo --task segmentation: the shipped segmentation model (DeepLabv3+ on the digits
+  model's QB-Net-Small backbone, the "digit scenes" of docs/segmentation.md) on its held-out
+  set: the engine's mIoU, PyTorch's (measured when the tools extra is installed, else
+  recorded) and their per-pixel agreement, the latency, and one overlay PNG (--overlay).
+  numpy, Pillow and the extension only.
 
 --json prints one JSON line on stdout; progress goes to stderr.
 """
@@ -255,7 +255,7 @@ def run_segmentation_demo(args: argparse.Namespace) -> Dict[str, Any]:
     from .preprocess import preprocess
 
     x_nhwc = np.concatenate([preprocess(im, model.preprocessing) for im in images])
-    num_classes = model.num_classes
+    num_classes = len(record["classes"])
 
     log_step(quiet, f"[2/4] qbinfer on {len(images)} held-out images, one at a time")
     model.run(x_nhwc[:1], layout="nhwc")  # warm-up
