@@ -68,6 +68,7 @@ OP_NAMES = {
     18: "BFC",
     19: "SOFTMAX",
     20: "AVGPOOL2D",
+    21: "RESIZE",
 }
 NP_DTYPE = {F32: np.dtype("<f4"), I8: np.dtype("i1"), BITS: np.dtype("<u8")}
 
@@ -873,7 +874,7 @@ def test_elementwise_pool_concat_block(tmp_path):
     types = [o["type"] for o in m.ops()]
     # BITPACK, BCONV2D, FC and BFC have their own tests above; MAXPOOL and CLIP their
     # single-op tests (test_maxpool_*, test_clip_*); SOFTMAX tests/test_softmax.py, AVGPOOL2D
-    # tests/test_avgpool.py.
+    # tests/test_avgpool.py, RESIZE tests/test_segmentation_ops.py.
     assert set(types) == set(OP_NAMES.values()) - {
         "BITPACK",
         "BCONV2D",
@@ -883,6 +884,7 @@ def test_elementwise_pool_concat_block(tmp_path):
         "CLIP",
         "SOFTMAX",
         "AVGPOOL2D",
+        "RESIZE",
     }
 
 
