@@ -55,6 +55,8 @@ def torch_out(model, x):
 
 
 def close(got, want, what, tol=1e-5):
+    if got.ndim == 2 and want.ndim == 4 and want.shape[2:] == (1, 1):
+        want = want.reshape(got.shape)  # a 1 x 1 output is N x C, as a classifier's
     err = np.abs(got.astype(np.float64) - want) / (1.0 + np.abs(want))
     assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
     assert np.all(err <= tol), f"{what}: max error {err.max():.3g} (seed {SEED})"
@@ -314,7 +316,6 @@ RESIZES = [
     dict(scale_factor=2, mode="nearest"),
     dict(scale_factor=3, mode="nearest"),
     dict(size=(13, 5), mode="nearest"),
-    dict(size=(13, 5), mode="nearest-exact"),
     dict(like_input=True, mode="bilinear", align_corners=False),
     dict(like_input=True, mode="bilinear", align_corners=True),
     dict(like_input=True, mode="nearest"),
@@ -512,3 +513,106 @@ def test_dense_output_through_run_and_predict(tmp_path):
     np.testing.assert_array_equal(cmap, logits[0].argmax(0))
     if os.environ.get("QBINFER_SHOW"):
         print(np.bincount(cmap.ravel(), minlength=4))
+
+
+ONNX_RESIZES = [
+    # mode, coordinate_transformation_mode, nearest_mode, sizes (H, W) or None for scales 2
+    ("nearest", "half_pixel", "round_prefer_ceil", (13, 9)),  # PyTorch's nearest-exact
+    ("nearest", "asymmetric", "floor", (13, 9)),
+    ("nearest", "asymmetric", "floor", None),
+    ("linear", "pytorch_half_pixel", "floor", (13, 9)),
+    ("linear", "pytorch_half_pixel", "floor", (1, 9)),
+    ("linear", "half_pixel", "floor", None),
+    ("linear", "asymmetric", "floor", (13, 9)),
+    ("linear", "align_corners", "floor", (1, 4)),
+]
+
+
+@pytest.mark.parametrize("case", ONNX_RESIZES, ids=[str(c) for c in ONNX_RESIZES])
+def test_onnx_resize_modes_match_onnxruntime(tmp_path, case):
+    """Hand-built Resize nodes of the modes PyTorch's exporter does not write at opset 17
+    (nearest-exact, pytorch_half_pixel, asymmetric linear) against ONNX Runtime."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from weights_tools.converter import lower_onnx
+
+    mode, coords, nearest_mode, sizes = case
+    c, h, w = 3, 5, 7
+    inits = [numpy_helper.from_array(np.zeros(0, np.float32), "roi")]
+    if sizes is None:
+        inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
+        ins = ["x", "roi", "scales"]
+    else:
+        inits.append(numpy_helper.from_array(np.array([1, c, *sizes], np.int64), "sizes"))
+        ins = ["x", "roi", "", "sizes"]
+    node = helper.make_node(
+        "Resize",
+        ins,
+        ["y"],
+        name="resize",
+        mode=mode,
+        coordinate_transformation_mode=coords,
+        nearest_mode=nearest_mode,
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, h, w])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    # batch 1: the constant sizes above say N = 1
+    x = np.random.default_rng(SEED).standard_normal((1, c, h, w)).astype(np.float32)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x})[0]
+    g = lower_onnx(model)
+    assert [op.type for op in g.ops] == [OpType.RESIZE]
+    ref = run_reference(g, x)
+    close(ref, want, f"reference {case}")
+    write_qbw(tmp_path / "m.qbw", g)
+    for isa in ISAS:
+        got = run_engine(tmp_path / "m.qbw", x, isa)
+        np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32), f"{isa}")
+
+
+@pytest.mark.parametrize(
+    "hw,out,bilinear,align_corners",
+    [
+        ((5, 7), (13, 9), True, False),
+        ((5, 7), (13, 9), True, True),
+        ((1, 1), (9, 11), True, False),
+        ((6, 4), (12, 8), False, False),
+        ((9, 9), (4, 3), True, False),
+    ],
+)
+def test_resize_kernel_each_isa_against_pytorch(hw, out, bilinear, align_corners):
+    """Each ISA's RESIZE kernel through qbinfer._testing (whole image and by row ranges) on a
+    C = 37 map (vector tails) against PyTorch's F.interpolate; all ISAs agree bit for bit."""
+    from qbinfer._testing import kernels as K
+
+    rng = np.random.default_rng(SEED + 6)
+    x = rng.standard_normal((*hw, 37)).astype(np.float32)
+    mode = "bilinear" if bilinear else "nearest"
+    kw = {"align_corners": align_corners} if bilinear else {}
+    with torch.no_grad():
+        want = F.interpolate(
+            torch.from_numpy(x.transpose(2, 0, 1)[None].copy()), out, mode=mode, **kw
+        )
+    want = want[0].numpy().transpose(1, 2, 0)
+    (n_h, n_w), (m_h, m_w) = hw, out
+    if align_corners:
+        ratio = [np.float32(n - 1) / np.float32(m - 1) if m > 1 else 0.0 for n, m in zip(hw, out)]
+    else:
+        ratio = [np.float32(n_h) / np.float32(m_h), np.float32(n_w) / np.float32(m_w)]
+    args = (x, m_h, m_w, bilinear, bilinear and not align_corners, *[float(r) for r in ratio])
+    first = None
+    for isa in ISAS:
+        got = K.resize(*args, isa=isa)
+        close(got, want, f"isa={isa}")
+        split = K.resize(*args, isa=isa, row_ranges=[(0, 1), (1, m_h)])
+        np.testing.assert_array_equal(split.view(np.uint32), got.view(np.uint32), isa)
+        first = got if first is None else first
+        np.testing.assert_array_equal(got.view(np.uint32), first.view(np.uint32), isa)
