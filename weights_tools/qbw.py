@@ -552,9 +552,9 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
         value_is(out, "output", (ho, wo, out.channels))
     elif t == OpType.DWCONV3X3:
         sh, sw, k, d = a
-        value_is(out, "output", (_ceil_div(H, sh), _ceil_div(W, sw), k * C))
         if d > 1 and (sh, sw) != (1, 1):
             _fail(f"{label}: dilation {d} needs stride 1x1, got {sh}x{sw}")
+        value_is(out, "output", (_ceil_div(H, sh), _ceil_div(W, sw), k * C))
     elif t == OpType.BITPACK:
         value_is(out, "output", x.shape)
     elif t == OpType.BCONV2D:
