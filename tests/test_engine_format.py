@@ -697,7 +697,13 @@ def test_dwconv(tmp_path, stride, k, int8):
         assert_close(got, ref(img), 1e-5)
     dw = m.ops()[0]
     assert dw["flops"] == k * 5 * 9 * -(-7 // stride[0]) * -(-6 // stride[1])
-    assert dw["attrs"] == {"stride_h": stride[0], "stride_w": stride[1], "multiplier": k}
+    # a 3-attribute record: the dilation it omits is reported with its default
+    assert dw["attrs"] == {
+        "stride_h": stride[0],
+        "stride_w": stride[1],
+        "multiplier": k,
+        "dilation": 1,
+    }
 
 
 def test_dwconv_int8_static_scale_and_zero_input(tmp_path):
