@@ -357,6 +357,10 @@ def _parse_blocks(text: Optional[str]) -> Optional[List[str]]:
 
 def model_from_meta(meta: Dict[str, Any]) -> nn.Module:
     """Rebuild the (untrained) model described by a checkpoint's "meta" record."""
+    if meta.get("task") == "segmentation":
+        from .train_segmentation import segmenter_from_meta
+
+        return segmenter_from_meta(meta)
     num_classes = int(meta["num_classes"])
     if meta.get("kind") == "teacher":
         return build_teacher(meta["arch"], num_classes)
@@ -1345,7 +1349,25 @@ def _run_logged(cfg: TrainConfig, info: DistInfo, log: _Logger) -> Dict[str, Any
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    train(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    # `--task segmentation` hands the whole command line to the segmentation trainer
+    # (weights_tools/train_segmentation.py); `--task classification` is this module's.
+    for i, a in enumerate(args):
+        task = args[i + 1] if a == "--task" and i + 1 < len(args) else None
+        if a.startswith("--task="):
+            task = a.split("=", 1)[1]
+        if task is None and a != "--task":
+            continue
+        if task not in ("classification", "segmentation"):
+            raise SystemExit(f"--task must be classification or segmentation, got {task!r}")
+        rest = args[:i] + args[i + (1 if "=" in a else 2) :]
+        if task == "segmentation":
+            from .train_segmentation import main as segmentation_main
+
+            return segmentation_main(rest)
+        args = rest
+        break
+    train(args)
     return 0
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "SE_WEIGHT_KINDS",
     "BinaryNet",
     "build_model",
+    "build_segmenter",  # noqa: F822 (module __getattr__ at the end)
     "get_arch",
     "set_training_stage",
     "with_overrides",
@@ -381,3 +382,13 @@ def build_model(
 def with_overrides(name: Union[str, ArchSpec], **changes) -> ArchSpec:
     """A copy of an architecture with fields replaced, e.g. a new kernel rule for an ablation."""
     return dataclasses.replace(get_arch(name), **changes)
+
+
+def __getattr__(name: str):
+    # build_segmenter lives in seg_zoo, which imports this module: resolved on first use so
+    # that either module can be imported first (PEP 562).
+    if name == "build_segmenter":
+        from .seg_zoo import build_segmenter
+
+        return build_segmenter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,6 +22,7 @@ DESCRIPTION = (
 EPILOG = (
     "examples:\n"
     "  qbinfer predict model.qbw cat.jpg photos/ --top-k 3\n"
+    "  qbinfer segment seg.qbw street.jpg -o masks/\n"
     "  qbinfer summary model.qbw\n"
     "  qbinfer profile model.qbw --trace trace.json --png profile.png\n"
     "  qbinfer demo"
@@ -153,6 +154,12 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
     cli_predict.add_parser(sub, common)
 
 
+def _add_segment(sub: Any, common: argparse.ArgumentParser) -> None:
+    from .cli_segment import add_parser
+
+    add_parser(sub, common)
+
+
 def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
     from .demo import add_parser
 
@@ -163,6 +170,7 @@ _COMMANDS: List[Callable[[Any, argparse.ArgumentParser], None]] = [
     _add_demo,
     _add_predict,
     _add_profile,
+    _add_segment,
     _add_summary,
     _add_version,
 ]

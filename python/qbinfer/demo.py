@@ -16,6 +16,12 @@
   (a record FILE.json with a held-out set beside it, e.g. qbinfer/models/digits_qbnet_int8.qbw,
   the INT8 variant) runs on its held-out set as the shipped model does, unless --image is given.
 
+* qbinfer demo --task segmentation: the shipped segmentation model (DeepLabv3+ on a reduced
+  QSB-Net-Small, the "digit scenes" of docs/segmentation.md) on its held-out set: the engine's
+  mIoU, PyTorch's (measured when the tools extra is installed, else recorded) and their
+  per-pixel agreement, the latency, and one overlay PNG (--overlay). numpy, Pillow and the
+  extension only.
+
 --json prints one JSON line on stdout; progress goes to stderr.
 """
 
@@ -225,7 +231,128 @@ def run_shipped_demo(
     return result
 
 
+SHIPPED_SEGMENTER = "digit_scenes_deeplab"
+
+
+def run_segmentation_demo(args: argparse.Namespace) -> Dict[str, Any]:
+    """The shipped segmentation model on its held-out set: mIoU of the engine and of PyTorch,
+    per-pixel agreement, latency; writes one overlay PNG (held-out images, the engine's masks
+    over them, the true masks)."""
+    from .cli_segment import colorize, confusion_matrix, mean_iou, overlay
+
+    quiet = args.json
+    folder, record = shipped_record(SHIPPED_SEGMENTER)
+    qbw_path = os.path.join(folder, record["model"])
+    if not os.path.exists(qbw_path):
+        raise SystemExit(
+            f"qbinfer demo: {qbw_path} is missing: the segmentation model has not been "
+            f"converted in this installation ({record.get('convert_command', 'see docs')})"
+        )
+    log_step(quiet, f"[1/4] loading {qbw_path}")
+    model = load(qbw_path, threads=args.threads)
+    with np.load(os.path.join(folder, record["holdout"]), allow_pickle=False) as z:
+        images, masks = z["images"], z["masks"]
+    from .preprocess import preprocess
+
+    x_nhwc = np.concatenate([preprocess(im, model.preprocessing) for im in images])
+    num_classes = model.num_classes
+
+    log_step(quiet, f"[2/4] qbinfer on {len(images)} held-out images, one at a time")
+    model.run(x_nhwc[:1], layout="nhwc")  # warm-up
+    preds = np.empty(masks.shape, np.int64)
+    times = np.empty(len(images))
+    for i in range(len(images)):
+        t0 = time.perf_counter()
+        out = model.run(x_nhwc[i : i + 1], layout="nhwc")
+        times[i] = time.perf_counter() - t0
+        if out.shape[1:3] != masks.shape[1:]:
+            raise ValueError(
+                f"the model's output is {out.shape[1]}x{out.shape[2]}, the held-out masks "
+                f"{masks.shape[1]}x{masks.shape[2]}"
+            )
+        preds[i] = out[0].argmax(axis=2)
+    miou_engine, iou_engine = mean_iou(confusion_matrix(preds, masks, num_classes))
+    result: Dict[str, Any] = {
+        "task": "segmentation",
+        "model": model.name,
+        "qbw": qbw_path,
+        "qbw_bytes": os.path.getsize(qbw_path),
+        "dataset": record.get("data_source", ""),
+        "images": int(len(images)),
+        "miou_engine": round(miou_engine, 4),
+        "iou_engine": [None if v is None else round(v, 3) for v in iou_engine],
+        "miou_torch": record.get("miou_torch"),
+        "miou_torch_source": "recorded",
+        "latency_ms": round(float(np.median(times)) * 1e3, 4),
+        "threads": model.threads,
+    }
+    log_step(quiet, "[3/4] PyTorch on the same inputs")
+    measured = None
+    if not args.no_torch:
+        tools = tools_demo("measuring PyTorch's mIoU", required=False)
+        if tools is None:
+            log_step(
+                quiet, f"      torch or the tool set is not importable: {TOOLS_INSTALL} to measure"
+            )
+        else:
+            x_nchw = np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))
+            weights = os.path.join(folder, record["weights"])
+            measured = tools.shipped_torch_logits(weights, x_nchw, args.threads)
+    if measured is not None:
+        ref, torch_ms = measured
+        ref_preds = ref.argmax(axis=1)
+        miou_torch, _ = mean_iou(confusion_matrix(ref_preds, masks, num_classes))
+        result.update(
+            miou_torch=round(miou_torch, 4),
+            miou_torch_source="measured",
+            pixel_agreement=round(100.0 * float(np.mean(ref_preds == preds)), 4),
+            torch_latency_ms=round(torch_ms, 4),
+        )
+    log_step(quiet, f"[4/4] writing {args.overlay}")
+    shown = list(range(min(6, len(images))))
+    rows = [
+        np.concatenate([images[i] for i in shown], axis=1),
+        np.concatenate([overlay(images[i], preds[i]) for i in shown], axis=1),
+        np.concatenate([colorize(masks[i]) for i in shown], axis=1),
+    ]
+    picture = np.concatenate(rows, axis=0)
+    from .cli_segment import _pil
+
+    Image = _pil()
+    big = Image.fromarray(picture).resize(
+        (picture.shape[1] * 3, picture.shape[0] * 3), Image.NEAREST
+    )
+    big.save(args.overlay, format="PNG")
+    result["overlay"] = args.overlay
+    return result
+
+
+def _print_segmentation_report(r: Dict[str, Any]) -> None:
+    print(
+        f"model      {printable(r['model'])}  ({r['qbw_bytes'] / 1e6:.2f} MB .qbw, "
+        "shipped in the package)"
+    )
+    print(f"data       {r['images']} held-out images: {r['dataset']}")
+    note = (
+        "measured now"
+        if r["miou_torch_source"] == "measured"
+        else "recorded at training time; torch not used"
+    )
+    torch_miou = "n/a" if r["miou_torch"] is None else f"{r['miou_torch']:.2f}"
+    print(f"mIoU       qbinfer {r['miou_engine']:.2f}   PyTorch {torch_miou} ({note})")
+    if "pixel_agreement" in r:
+        print(f"agreement  {r['pixel_agreement']:.3f}% of the pixels get the same class")
+    print(
+        f"qbinfer    {r['latency_ms']:.3f} ms median per image, batch 1, {r['threads']} thread(s)"
+    )
+    if "torch_latency_ms" in r:
+        print(f"PyTorch    {r['torch_latency_ms']:.3f} ms median per image, batch 1")
+    print(f"overlay    {printable(r['overlay'])} (images; qbinfer's masks over them; truth)")
+
+
 def run_demo(args: argparse.Namespace) -> Dict[str, Any]:
+    if getattr(args, "task", "classification") == "segmentation":
+        return run_segmentation_demo(args)
     if args.arch:
         tools = tools_demo("--arch (building and converting a zoo model)", required=True)
         assert tools is not None
@@ -262,6 +389,9 @@ def _print_shipped_report(r: Dict[str, Any]) -> None:
 
 
 def print_report(r: Dict[str, Any]) -> None:
+    if r.get("task") == "segmentation":
+        _print_segmentation_report(r)
+        return
     if "accuracy_engine" in r:
         _print_shipped_report(r)
         return
@@ -345,6 +475,19 @@ def add_parser(sub: Any, common: Optional[argparse.ArgumentParser] = None) -> No
         "PyTorch and ONNX Runtime on one image (needs the tools extra)",
     )
     p.add_argument("--model", help="run this .qbw file on one image (no torch needed)")
+    p.add_argument(
+        "--task",
+        choices=["classification", "segmentation"],
+        default="classification",
+        help="segmentation: the shipped DeepLabv3+ model on its held-out scenes (mIoU)",
+    )
+    p.add_argument(
+        "--overlay",
+        default="segmentation_overlay.png",
+        metavar="PNG",
+        help="--task segmentation: where the overlay picture goes "
+        "(default: segmentation_overlay.png)",
+    )
     add_build_arguments(p)
     p.add_argument(
         "--image", help="with --arch or --model: an image file (default: a synthetic picture)"
@@ -366,6 +509,11 @@ def add_parser(sub: Any, common: Optional[argparse.ArgumentParser] = None) -> No
             p.error(f"{', '.join(build_only)} go(es) with --arch (building a zoo model)")
         if args.arch and args.model:
             p.error("give --arch (build a model) or --model (run a file), not both")
+        if args.task == "segmentation" and (args.arch or args.model or args.image):
+            p.error(
+                "--task segmentation runs the shipped segmentation model: no --arch, "
+                "--model or --image"
+            )
         if args.image and not (args.arch or args.model):
             p.error(
                 "--image goes with --arch or --model; the shipped model runs on its held-out set"
