@@ -1,0 +1,81 @@
+"""DeepLabv3+ segmenters of weights_tools.seg_zoo converted to .qbw and run by the engine against
+PyTorch (issue 18's must-show): the four QB/QSB backbones x both heads with random weights and
+randomised BN and biases, at 129 x 129 and, for QSB-Net-Large with the binary head (the
+benchmark model), at VOC's 513 x 513 (marked slow).
+
+Whole-network comparison as in the classification tests (SPEC 6): a sign input within rounding
+distance of 0 may flip on one side and change a few pixels' logits downstream, so the checks
+are the per-pixel argmax agreement (>= 99.5% of the pixels of all images) and the median over
+images of the logits' relative L2 error (<= 1e-4); a flip moves one image, not the median.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from torch import nn  # noqa: E402
+
+import qbinfer  # noqa: E402
+from weights_tools.convert import to_qbw  # noqa: E402
+from weights_tools.qbw import OpType, full_attrs, read_qbw  # noqa: E402
+from weights_tools.zoo import build_segmenter  # noqa: E402
+
+SEED = 20261219
+BACKBONES = ("qb_net_small", "qb_net_large", "qsb_net_small", "qsb_net_large")
+HEADS = ("binary", "fp32")
+
+
+def randomise(model: nn.Module, seed: int) -> nn.Module:
+    """Random BN statistics and affines, and random learnable biases (the thresholds before
+    signs), so that nothing converts by accident of an identity."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
+        for name, p in model.named_parameters():
+            if name.endswith("gamma.bias") or name.endswith("beta.bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+def check_segmenter(tmp_path, backbone, head, size, images, classes=21):
+    torch.manual_seed(SEED)
+    model = randomise(
+        build_segmenter("deeplabv3plus", backbone=backbone, num_classes=classes, head=head), SEED
+    )
+    path = tmp_path / "seg.qbw"
+    to_qbw(model, path, input_size=(size, size), preprocessing={"resize_short": size})
+    g = read_qbw(path)
+    rates = {full_attrs(op)[3] for op in g.ops if op.type == OpType.DWCONV3X3}
+    assert {6, 12, 18} <= rates, rates  # ASPP's atrous convs (output stride 16)
+    assert any(op.type == OpType.RESIZE for op in g.ops)
+    x = np.random.default_rng(SEED).standard_normal((images, 3, size, size)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    got = qbinfer.Model(path, threads=2).run(x)
+    assert got.shape == want.shape == (images, classes, size, size)
+    agree = float(np.mean(got.argmax(1) == want.argmax(1)))
+    rel = [float(np.linalg.norm(a - b) / np.linalg.norm(b)) for a, b in zip(got, want)]
+    print(f"{backbone} {head} {size}: argmax agreement {agree:.5f}, rel L2 {rel}")
+    assert agree >= 0.995, f"{backbone}/{head} at {size}: argmax agreement {agree} (seed {SEED})"
+    assert np.median(rel) <= 1e-4, f"{backbone}/{head} at {size}: rel L2 {rel} (seed {SEED})"
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_segmenter_129_matches_pytorch(tmp_path, backbone, head):
+    check_segmenter(tmp_path, backbone, head, 129, images=3)
+
+
+@pytest.mark.slow
+def test_segmenter_513_matches_pytorch(tmp_path):
+    check_segmenter(tmp_path, "qsb_net_large", "binary", 513, images=1)
