@@ -5,8 +5,9 @@ benchmark model), at VOC's 513 x 513 (marked slow).
 
 Whole-network comparison as in the classification tests (SPEC 6): a sign input within rounding
 distance of 0 may flip on one side and change a few pixels' logits downstream, so the checks
-are the per-pixel argmax agreement (>= 99.5% of the pixels of all images) and the median over
-images of the logits' relative L2 error (<= 1e-4); a flip moves one image, not the median.
+are the per-pixel argmax agreement (>= 99.5% of the pixels of all images), the median over
+images of the logits' relative L2 error (<= 1e-4; a flip moves one image, not the median), and
+every image off by more holding a near-tie sign input that the reference interpreter finds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn  # noqa: E402
 import qbinfer  # noqa: E402
 from weights_tools.convert import to_qbw  # noqa: E402
 from weights_tools.qbw import OpType, full_attrs, read_qbw  # noqa: E402
+from weights_tools.reference import near_tie_images  # noqa: E402
 from weights_tools.zoo import build_segmenter  # noqa: E402
 
 SEED = 20261219
@@ -64,10 +66,19 @@ def check_segmenter(tmp_path, backbone, head, size, images, classes=21):
     got = qbinfer.Model(path, threads=2).run(x)
     assert got.shape == want.shape == (images, classes, size, size)
     agree = float(np.mean(got.argmax(1) == want.argmax(1)))
-    rel = [float(np.linalg.norm(a - b) / np.linalg.norm(b)) for a, b in zip(got, want)]
-    print(f"{backbone} {head} {size}: argmax agreement {agree:.5f}, rel L2 {rel}")
-    assert agree >= 0.995, f"{backbone}/{head} at {size}: argmax agreement {agree} (seed {SEED})"
-    assert np.median(rel) <= 1e-4, f"{backbone}/{head} at {size}: rel L2 {rel} (seed {SEED})"
+    rel = np.array([np.linalg.norm(a - b) / np.linalg.norm(b) for a, b in zip(got, want)])
+    label = f"{backbone}/{head} at {size} (seed {SEED})"
+    print(f"{label}: argmax agreement {agree:.5f}, rel L2 {rel}")
+    assert agree >= 0.995, f"{label}: argmax agreement {agree}"
+    assert np.median(rel) <= 1e-4, f"{label}: median rel L2 of {rel}"
+    # An image off by more must hold a sign input within rounding of its threshold (the
+    # reference interpreter finds it, as tests/conftest.py's assert_matches does): float
+    # rounding may flip such a sign in any two correct implementations.
+    differs = rel > 1e-4
+    if differs.any():
+        _, ties = near_tie_images(g, x[differs])
+        unexplained = np.flatnonzero(differs)[~ties]
+        assert unexplained.size == 0, f"{label}: images {unexplained} differ without a near tie"
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -78,4 +89,4 @@ def test_segmenter_129_matches_pytorch(tmp_path, backbone, head):
 
 @pytest.mark.slow
 def test_segmenter_513_matches_pytorch(tmp_path):
-    check_segmenter(tmp_path, "qsb_net_large", "binary", 513, images=1)
+    check_segmenter(tmp_path, "qsb_net_large", "binary", 513, images=3)
