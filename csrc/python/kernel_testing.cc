@@ -443,12 +443,17 @@ py::array_t<float> dwconv3x3_f32(const py::object& x_obj, const py::object& pre_
                                  const py::object& w_obj, const py::object& scale_obj,
                                  const py::object& bias_obj, std::int64_t stride_h,
                                  std::int64_t stride_w, std::int64_t multiplier,
-                                 const py::object& isa_obj, const py::object& row_ranges_obj) {
+                                 const py::object& isa_obj, const py::object& row_ranges_obj,
+                                 std::int64_t dilation) {
   constexpr const char* fn = "dwconv3x3_f32";
   const auto w = as_array<float>(w_obj, fn, "w");
   expect_shape(w, fn, "w", {any("multiplier * C"), exactly(9)});
-  const DWArgs a = dw_common(fn, x_obj, pre_bias_obj, scale_obj, bias_obj, stride_h, stride_w,
-                             multiplier, weight_rows(w));
+  DWArgs a = dw_common(fn, x_obj, pre_bias_obj, scale_obj, bias_obj, stride_h, stride_w, multiplier,
+                       weight_rows(w));
+  a.shape.dilation = positive(dilation, fn, "dilation");
+  if (a.shape.dilation > 1 && (stride_h != 1 || stride_w != 1)) {
+    throw py::value_error("dwconv3x3_f32: dilation > 1 needs stride (1, 1)");
+  }
   auto out = dw_output(a.shape);
   float* o = out.mutable_data();
   if (isa_obj.is_none() && row_ranges_obj.is_none()) {
@@ -1174,7 +1179,9 @@ void register_kernel_testing(py::module_& testing) {
   m.def("dwconv3x3_f32", &dwconv3x3_f32, py::arg("x"), py::arg("pre_bias"), py::arg("w"),
         py::arg("scale"), py::arg("bias"), py::arg("stride_h") = 1, py::arg("stride_w") = 1,
         py::arg("multiplier") = 1, py::arg("isa") = py::none(), py::arg("row_ranges") = py::none(),
-        "Depthwise 3x3, zero padding 1: x float32 [H, W, C], pre_bias [C] or None,\n"
+        py::arg("dilation") = 1,
+        "Depthwise 3x3, zero padding = dilation (stride 1 when > 1): x float32 [H, W, C],\n"
+        "pre_bias [C] or None,\n"
         "w [multiplier * C, 9], scale/bias [multiplier * C]. Returns [Ho, Wo, multiplier * C],\n"
         "channel j * C + c = conv j of channel c.\n"
         "isa None: the whole-image reference. isa a name from supported_isas(): that ISA's\n"
