@@ -4,8 +4,12 @@ randomised BN and biases, at 129 x 129 and, for QSB-Net-Large with the binary he
 benchmark model), at VOC's 513 x 513 (marked slow).
 
 Whole-network comparison as in the classification tests (SPEC 6): a sign input within rounding
-distance of 0 may flip on one side and change a few pixels' logits downstream, so the checks
-are the per-pixel argmax agreement (>= 99.5% of the pixels of all images), the median over
+distance of 0 may flip on one side and change a few pixels' logits downstream. In these deep
+random-weight binary networks a flip spreads far: at 513 x 513 PyTorch's own float32 run of
+QSB-Net-Large differs from its float64 run by a relative L2 of up to 0.6 and agrees on the
+argmax of as few as 37% of the pixels of one image (measured with this file's seed), while the
+engine (exact integer binary dots) stays within 2e-3 of float64 on that image. So the judge is the same PyTorch model in float64, and the
+checks are the per-pixel argmax agreement (>= 99.5% of the pixels of all images), the median over
 images of the logits' relative L2 error (<= 1e-4; a flip moves one image, not the median), and
 every image off by more holding a near-tie sign input that the reference interpreter finds.
 """
@@ -62,15 +66,30 @@ def check_segmenter(tmp_path, backbone, head, size, images, classes=21):
     assert any(op.type == OpType.RESIZE for op in g.ops)
     x = np.random.default_rng(SEED).standard_normal((images, 3, size, size)).astype(np.float32)
     with torch.no_grad():
-        want = model(torch.from_numpy(x)).numpy()
+        want32 = model(torch.from_numpy(x)).numpy()
+        want = model.double()(torch.from_numpy(x).double()).numpy()
     got = qbinfer.Model(path, threads=2).run(x)
     assert got.shape == want.shape == (images, classes, size, size)
+
+    def rel_l2(a, b):
+        return np.array([np.linalg.norm(p - q) / np.linalg.norm(q) for p, q in zip(a, b)])
+
     agree = float(np.mean(got.argmax(1) == want.argmax(1)))
-    rel = np.array([np.linalg.norm(a - b) / np.linalg.norm(b) for a, b in zip(got, want)])
+    rel = rel_l2(got, want)
+    rel32 = rel_l2(want32, want)
     label = f"{backbone}/{head} at {size} (seed {SEED})"
-    print(f"{label}: argmax agreement {agree:.5f}, rel L2 {rel}")
+    print(
+        f"{label}: against PyTorch float64: argmax agreement {agree:.5f}, rel L2 {rel}; "
+        f"PyTorch float32 against float64: argmax agreement "
+        f"{float(np.mean(want32.argmax(1) == want.argmax(1))):.5f}, rel L2 {rel32}; engine "
+        f"against float32: argmax agreement {float(np.mean(got.argmax(1) == want32.argmax(1))):.5f}"
+    )
     assert agree >= 0.995, f"{label}: argmax agreement {agree}"
     assert np.median(rel) <= 1e-4, f"{label}: median rel L2 of {rel}"
+    # The engine is no further from the float64 model than PyTorch's own float32 run is (1e-4
+    # where both only round): its binary dots are exact integers.
+    worse = np.flatnonzero(rel > np.maximum(1e-4, rel32))
+    assert worse.size == 0, f"{label}: images {worse} further from float64 than float32 PyTorch"
     # An image off by more must hold a sign input within rounding of its threshold (the
     # reference interpreter finds it, as tests/conftest.py's assert_matches does): float
     # rounding may flip such a sign in any two correct implementations.
