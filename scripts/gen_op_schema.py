@@ -138,9 +138,10 @@ def render_inc() -> str:
             w(f"constexpr AttrSpec {p}_attrs[] = {{")
             for i, a in enumerate(op.attrs):
                 allowed = f"{p}_attr{i}_allowed, {len(a.allowed)}" if a.allowed else "nullptr, 0"
+                default = f"true, {a.default}" if a.default is not None else "false, 0"
                 w(
                     f"    {{{_c_string(a.name)}, {_cpp_bound(op, a.lo)}, {_cpp_bound(op, a.hi)}, "
-                    f"{allowed}, {_c_string(a.why)}}},"
+                    f"{allowed}, {_c_string(a.why)}, {default}}},"
                 )
             w("};")
         for si, slot in enumerate(op.slots):
@@ -192,7 +193,7 @@ def render_inc() -> str:
         next_code = op.code + 1
         p = f"k{op.name}"
         n_in = -1 if op.variadic else len(op.inputs)
-        attrs = f"{p}_attrs, {len(op.attrs)}" if op.attrs else "nullptr, 0"
+        attrs = f"{p}_attrs, {len(op.attrs)}, {op.n_min_attrs}" if op.attrs else "nullptr, 0, 0"
         slots = f"{p}_slots, {len(op.slots)}" if op.slots else "nullptr, 0"
         if op.mode is None:
             mode = "{ModeKind::kNone, 0, nullptr, 0}"
@@ -227,8 +228,12 @@ def _doc_attr(a) -> str:
     if a.values:
         return f"{a.name} ({', '.join(f'{v} {m}' for v, m in a.values)})"
     if a.allowed:
-        return f"{a.name} ({' or '.join(str(v) for v in a.allowed)})"
-    return f"{a.name} [{_doc_bound(a.lo)}, {_doc_bound(a.hi)}]"
+        text = f"{a.name} ({' or '.join(str(v) for v in a.allowed)})"
+    else:
+        text = f"{a.name} [{_doc_bound(a.lo)}, {_doc_bound(a.hi)}]"
+    if a.default is not None:
+        text += f" (optional: a record may end before it, then {a.default})"
+    return text
 
 
 def _doc_slot(op, i: int, slot) -> str:

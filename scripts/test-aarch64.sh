@@ -205,7 +205,8 @@ if ((RUN_ARMV7)); then
       { cat "$A32_KT_LOG" >&2; die "kernel tests failed on qemu-arm (default CPU)"; }
     tail -n 5 "$A32_KT_LOG"
     # Every family with a NEON file must have run its NEON variant (HWCAP NEON + VFPv4 -> neon).
-    for family in bitpack bconv dwconv conv2d pool elementwise epilogue fc bfc bconv_general; do
+    for family in bitpack bconv dwconv conv2d pool elementwise epilogue fc bfc bconv_general \
+      dwconv_dilated resize; do
       grep -qE "^$family +neon +[0-9]+ cases +ok" "$A32_KT_LOG" ||
         { cat "$A32_KT_LOG" >&2; die "ARMv7: no NEON variant of '$family' ran under qemu-arm"; }
     done

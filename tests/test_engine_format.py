@@ -68,6 +68,7 @@ OP_NAMES = {
     18: "BFC",
     19: "SOFTMAX",
     20: "AVGPOOL2D",
+    21: "RESIZE",
 }
 NP_DTYPE = {F32: np.dtype("<f4"), I8: np.dtype("i1"), BITS: np.dtype("<u8")}
 
@@ -696,7 +697,13 @@ def test_dwconv(tmp_path, stride, k, int8):
         assert_close(got, ref(img), 1e-5)
     dw = m.ops()[0]
     assert dw["flops"] == k * 5 * 9 * -(-7 // stride[0]) * -(-6 // stride[1])
-    assert dw["attrs"] == {"stride_h": stride[0], "stride_w": stride[1], "multiplier": k}
+    # a 3-attribute record: the dilation it omits is reported with its default
+    assert dw["attrs"] == {
+        "stride_h": stride[0],
+        "stride_w": stride[1],
+        "multiplier": k,
+        "dilation": 1,
+    }
 
 
 def test_dwconv_int8_static_scale_and_zero_input(tmp_path):
@@ -873,7 +880,7 @@ def test_elementwise_pool_concat_block(tmp_path):
     types = [o["type"] for o in m.ops()]
     # BITPACK, BCONV2D, FC and BFC have their own tests above; MAXPOOL and CLIP their
     # single-op tests (test_maxpool_*, test_clip_*); SOFTMAX tests/test_softmax.py, AVGPOOL2D
-    # tests/test_avgpool.py.
+    # tests/test_avgpool.py, RESIZE tests/test_segmentation_ops.py.
     assert set(types) == set(OP_NAMES.values()) - {
         "BITPACK",
         "BCONV2D",
@@ -883,6 +890,7 @@ def test_elementwise_pool_concat_block(tmp_path):
         "CLIP",
         "SOFTMAX",
         "AVGPOOL2D",
+        "RESIZE",
     }
 
 

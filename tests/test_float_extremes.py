@@ -207,6 +207,34 @@ def case_dwconv_f32(isa, rng):
     return out
 
 
+def case_dwconv_dilated(isa, rng):
+    """The atrous path (dilation > 1): border pixels skip their padded taps, so an infinite
+    weight on a tap in the padding must not turn an output into NaN."""
+    out = {}
+    for d in (2, 5, 9):
+        c = 21
+        x = hostile(rng, (8, 11, c))
+        w = hostile(rng, (c, 9), 0.3)
+        scale = hostile(rng, (c,), 0.2)
+        bias = hostile(rng, (c,), 0.3)
+        out[f"d{d}"] = K.dwconv3x3_f32(
+            x, hostile(rng, (c,), 0.3), w, scale, bias, isa=isa, dilation=d
+        )
+    return out
+
+
+def case_resize(isa, rng):
+    """RESIZE's lerps with extreme inputs (inf - inf, inf * 0 where a weight is 0), both modes."""
+    x = hostile(rng, (5, 7, 19))
+    out = {}
+    for bilinear, half in ((True, True), (True, False), (False, False), (False, True)):
+        out[f"b{bilinear}h{half}"] = K.resize(
+            x, 11, 16, bilinear, half, 5 / 11, 7 / 16, isa=isa or "scalar"
+        )
+    out["broadcast"] = K.resize(x[:1, :1], 4, 3, True, True, 0.25, 1 / 3, isa=isa or "scalar")
+    return out
+
+
 def case_dwconv_qs8(isa, rng):
     c = 40
     out = {}
@@ -313,6 +341,8 @@ BIT_EXACT: Dict[str, Callable] = {
     "elementwise": case_elementwise,
     "pool": case_pool,
     "epilogue": case_epilogue,
+    "dwconv_dilated": case_dwconv_dilated,
+    "resize": case_resize,
 }
 
 

@@ -122,6 +122,8 @@ class Case:
         if name == "AVGPOOL2D":
             kh, kw, sh, sw, pt, pl, pb, pr, ceil, _ = a
             return (_pool_out(H, pt, pb, kh, sh, ceil), _pool_out(W, pl, pr, kw, sw, ceil), C)
+        if name == "RESIZE":
+            return (a[0], a[1], C)
         return (H, W, C)
 
     def env(self) -> Dict[str, int]:
@@ -293,6 +295,9 @@ def base_cases() -> List[Tuple[str, Case]]:
         ),
         ("fc binary", Case(B["FC"], [(1, 1, 70)], [3], 5)),
         ("fc binary 64", Case(B["FC"], [(1, 1, 64)], [3], 3)),
+        ("dw f32 dilated", Case(B["DWCONV3X3"], [(9, 7, 4)], [1, 1, 2, 3], 0, mode="f32")),
+        ("resize bilinear", Case(B["RESIZE"], [(3, 4, 5)], [7, 9, 1, 1], 0)),
+        ("resize nearest from 1x1", Case(B["RESIZE"], [(1, 1, 6)], [5, 4, 0, 0], 0)),
     ]
     covered = {c.spec.name for _, c in cases}
     assert covered == set(B), f"add base cases for {set(B) - covered}"
@@ -324,7 +329,8 @@ def mutations(name: str, case: Case) -> List[Tuple[str, Case]]:
             values |= set(range(lo, hi + 1))
         values |= {v for v, _ in attr.values}
         for v in sorted(values):
-            attrs = list(case.attrs)
+            # an attribute the case omits (one with a default) is written to mutate it
+            attrs = list(case.attrs) + [a.default for a in spec.attrs[len(case.attrs) :]]
             attrs[i] = v
             out.append((f"{name}: {attr.name} = {v}", _with(case, attrs=attrs)))
 
@@ -471,6 +477,7 @@ def special_cases() -> List[Tuple[str, Case]]:
     dw = Case(B["DWCONV3X3"], [(5, 6, 4)], [1, 1, 1], 0, mode="i8")
     concat = dict(base_cases())["concat 2"]
     clip = Case(B["CLIP"], [(3, 4, 6)], [], 0)
+    resize = Case(B["RESIZE"], [(3, 4, 5)], [7, 9, 1, 1], 0)
     return [
         ("dw i8 input_scale -1", _with(dw, edits=_edit(input_scale(-1.0)))),
         ("dw i8 input_scale nan", _with(dw, edits=_edit(input_scale(np.nan)))),
@@ -539,6 +546,18 @@ def special_cases() -> List[Tuple[str, Case]]:
         ("bfc on a map 64", Case(B["BFC"], [(2, 3, 64)], [], 3)),
         ("bfc on a map 5", Case(B["BFC"], [(3, 3, 5)], [], 6)),
         ("fc binary on a map", Case(B["FC"], [(2, 1, 70)], [3], 5)),
+        # dilation > 1 needs stride 1 x 1 and f32 weights
+        ("dw i8 dilated", Case(B["DWCONV3X3"], [(5, 6, 4)], [1, 1, 1, 2], 0, mode="i8")),
+        ("dw f32 dilated stride 2", Case(B["DWCONV3X3"], [(5, 6, 4)], [2, 2, 1, 2], 0, "f32")),
+        ("dw f32 dilated stride 1x2", Case(B["DWCONV3X3"], [(5, 6, 4)], [1, 2, 1, 4], 0, "f32")),
+        (
+            "dw f32 dilated past the image",
+            Case(B["DWCONV3X3"], [(2, 3, 4)], [1, 1, 1, 9], 0, "f32"),
+        ),
+        ("resize ratio -1", _with(resize, edits=_edit(_poke(0, 0, -1.0)))),
+        ("resize ratio nan", _with(resize, edits=_edit(_poke(0, 1, np.nan)))),
+        ("resize ratio inf", _with(resize, edits=_edit(_poke(0, 0, np.inf)))),
+        ("resize ratio 0", _with(resize, edits=_edit(_poke(0, 1, 0.0)))),
     ]
 
 

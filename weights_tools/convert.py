@@ -69,6 +69,7 @@ from .qbw import (
     OpType,
     Preprocessing,
     Tensor,
+    full_attrs,
     pack_signs,
     write_qbw,
 )
@@ -246,6 +247,13 @@ def quantize_depthwise(
         t1 = graph.tensors[op.tensors[1]]
         if t1.dtype != DType.F32:
             continue
+        dilation = full_attrs(op)[3]
+        if dilation > 1:
+            raise ConversionError(
+                f"{op.name}: depthwise='int8' has no dilated kernel (this depthwise conv has "
+                f"dilation {dilation}, an atrous conv); convert with depthwise='fp32' "
+                f"(--depthwise fp32)"
+            )
         q, weight_scale = fc_int8(t1.data)
         graph.tensors[op.tensors[1]] = Tensor(t1.name, DType.I8, q)
         s = 0.0

@@ -66,6 +66,11 @@ class Attr:
     allowed: Optional[Tuple[int, ...]] = None
     values: Tuple[Tuple[int, str], ...] = ()  # (value, meaning) for enumerations
     why: str = ""  # why the range is what it is (appended to the error message)
+    # An attribute added to an op after files were written: a record may end before it (and
+    # before every later one, which must all have defaults), and then it has this value. Writers
+    # omit it when it has its default, so files that do not use it stay what they were, and
+    # readers that predate it still read them.
+    default: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,15 @@ class OpSchema:
         """The exact input count, or None for "one or more"."""
         return None if self.variadic else len(self.inputs)
 
+    @property
+    def n_min_attrs(self) -> int:
+        """The fewest attributes a record may hold: the trailing ones with defaults may be
+        omitted."""
+        n = len(self.attrs)
+        while n > 0 and self.attrs[n - 1].default is not None:
+            n -= 1
+        return n
+
     def input_dtype(self, k: int) -> str:
         return self.inputs[0 if self.variadic else k].dtype
 
@@ -198,12 +212,21 @@ OPS: Tuple[OpSchema, ...] = (
         "kDWConv3x3",
         (_F32_IN,),
         Input(F32, "(Ho, Wo, multiplier·C)"),
-        "u = x + pre_bias; zero padding 1; output channel j·C + c is conv j of channel c (block "
-        "j holds conv j of all C channels); out = conv·scale + bias. Ho = ceil(H / stride_h)",
+        "u = x + pre_bias; zero padding = dilation (1 unless given); tap (ky, kx) of output "
+        "(y, x) reads input (y·stride_h + (ky − 1)·dilation, x·stride_w + (kx − 1)·dilation); "
+        "output channel j·C + c is conv j of channel c (block j holds conv j of all C "
+        "channels); out = conv·scale + bias. Ho = ceil(H / stride_h)",
         attrs=(
             Attr("stride_h", 1, 2, "vertical stride"),
             Attr("stride_w", 1, 2, "horizontal stride"),
             Attr("multiplier", 1, MAX_ATTR, "output channels per input channel"),
+            Attr(
+                "dilation",
+                1,
+                MAX_ATTR,
+                "spacing of the taps (atrous rate); zero padding = dilation",
+                default=1,
+            ),
         ),
         slots=(
             Slot("pre_bias", (Form(F32, ("C",)),), presence=OPTIONAL),
@@ -217,7 +240,11 @@ OPS: Tuple[OpSchema, ...] = (
             Slot("input_scale", (Form(F32, ("1",), "i8"),)),
         ),
         mode=ModeBySlotDtype(1, ((F32, "f32"), (I8, "i8"))),
-        rules=("i8 weights: input_scale is finite and >= 0 (0 = dynamic, per image)",),
+        rules=(
+            "i8 weights: input_scale is finite and >= 0 (0 = dynamic, per image)",
+            "dilation > 1: stride 1 x 1 and f32 weights (DeepLab's atrous convs; no kernel "
+            "runs a strided or INT8 dilated conv)",
+        ),
     ),
     OpSchema(
         3,
@@ -468,6 +495,33 @@ OPS: Tuple[OpSchema, ...] = (
             "kernel_h·kernel_w <= 2^24 (every divisor is exact in f32)",
         ),
     ),
+    OpSchema(
+        21,
+        "RESIZE",
+        "kResize",
+        (_F32_IN,),
+        Input(F32, "(out_height, out_width, C)"),
+        "ONNX Resize / PyTorch's F.interpolate, per axis from the f32 ratio r of T0 (input "
+        "pixels per output pixel): source coordinate s = r·o (corner) or r·(o + 0.5) − 0.5 "
+        "(half_pixel); nearest reads pixel min(floor(r·o), n − 1) (corner) or "
+        "min(floor(r·(o + 0.5)), n − 1) (half_pixel, PyTorch's nearest-exact); bilinear: "
+        "s clamped to >= 0, i0 = min(floor(s), n − 1), i1 = min(i0 + 1, n − 1), "
+        "l1 = min(max(s − i0, 0), 1), l0 = 1 − l1, each axis's pair (a, b) giving a·l0 + b·l1, "
+        "or a alone where i1 = i0 (so a 1 x 1 input is broadcast exactly); columns first "
+        "(see RESIZE below)",
+        attrs=(
+            Attr("out_height", 1, MAX_ATTR, "output height"),
+            Attr("out_width", 1, MAX_ATTR, "output width"),
+            _enum_attr("mode", "interpolation", ((0, "nearest"), (1, "bilinear"))),
+            _enum_attr(
+                "coordinates",
+                "source coordinate of an output pixel",
+                ((0, "corner: s = r·o"), (1, "half_pixel: s = r·(o + 0.5) − 0.5")),
+            ),
+        ),
+        slots=(Slot("ratio", (Form(F32, ("2",)),)),),
+        rules=("ratio: (r_height, r_width), each finite and >= 0",),
+    ),
 )
 
 BY_CODE: Dict[int, OpSchema] = {op.code: op for op in OPS}
@@ -485,6 +539,12 @@ def _check_schema() -> None:
     for op in OPS:
         names = [a.name for a in op.attrs]
         assert len(set(names)) == len(names), op.name
+        # only a tail of attributes may have defaults (a record omits a suffix of them)
+        assert all(a.default is None for a in op.attrs[: op.n_min_attrs]), op.name
+        for a in op.attrs:
+            assert a.default is None or (
+                isinstance(a.lo, int) and isinstance(a.hi, int) and a.lo <= a.default <= a.hi
+            ), (op.name, a.name)
         for i, a in enumerate(op.attrs):
             for b in (a.lo, a.hi):
                 if isinstance(b, str):

@@ -282,6 +282,16 @@ _ARITY: Dict[OpType, Tuple[Optional[int], int, int]] = {
 }
 
 
+def full_attrs(op: "Op") -> List[int]:
+    """The op's attributes with the defaults of those its record omits (an attribute added to
+    the op after files were written, such as DWCONV3X3's dilation, may be left out: see
+    op_schema.Attr.default)."""
+    spec = op_schema.BY_CODE[int(op.type)]
+    tail = [a.default for a in spec.attrs[len(op.attrs) :]]
+    assert all(d is not None for d in tail), (spec.name, len(op.attrs))
+    return list(op.attrs) + [int(d) for d in tail if d is not None]
+
+
 def _attr_range(op_name: str, attr: str) -> range:
     a = op_schema.BY_NAME[op_name].attrs[op_schema.BY_NAME[op_name].attr_index(attr)]
     assert isinstance(a.lo, int) and isinstance(a.hi, int)
@@ -499,8 +509,9 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
         _fail(f"{label}: needs 1 output, has {len(op.outputs)}")
     if len(op.tensors) != n_t:
         _fail(f"{label}: needs {n_t} tensor slot(s), has {len(op.tensors)}")
-    if len(op.attrs) != n_a:
-        _fail(f"{label}: needs {n_a} attribute(s), has {len(op.attrs)}")
+    if not spec.n_min_attrs <= len(op.attrs) <= n_a:
+        want = str(n_a) if spec.n_min_attrs == n_a else f"{spec.n_min_attrs} to {n_a}"
+        _fail(f"{label}: needs {want} attribute(s), has {len(op.attrs)}")
 
     vals = graph.values
     ins = [vals[i] for i in op.inputs]
@@ -516,7 +527,8 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
     x = ins[0]
     H, W, C = x.shape
     env: Dict[str, int] = {"H": H, "W": W, "C": C, "Co": out.channels}
-    for attr, v in zip(spec.attrs, op.attrs):
+    attrs = full_attrs(op)
+    for attr, v in zip(spec.attrs, attrs):
         lo, hi = _eval_bound(attr.lo, env), _eval_bound(attr.hi, env)
         why = f" ({attr.why})" if attr.why else ""
         if not lo <= v <= hi:
@@ -530,7 +542,7 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
         if v.shape != tuple(shape):
             _fail(f"{label}: {what} {v.name!r} must be {tuple(shape)}, got {v.shape}")
 
-    a = op.attrs
+    a = attrs
     t = op.type
     if t == OpType.CONV2D:
         kh, kw, sh, sw, pt, pl, pb, pr, _ = a
@@ -539,7 +551,9 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
         ho, wo = (H + pt + pb - kh) // sh + 1, (W + pl + pr - kw) // sw + 1
         value_is(out, "output", (ho, wo, out.channels))
     elif t == OpType.DWCONV3X3:
-        sh, sw, k = a
+        sh, sw, k, d = a
+        if d > 1 and (sh, sw) != (1, 1):
+            _fail(f"{label}: dilation {d} needs stride 1x1, got {sh}x{sw}")
         value_is(out, "output", (_ceil_div(H, sh), _ceil_div(W, sw), k * C))
     elif t == OpType.BITPACK:
         value_is(out, "output", x.shape)
@@ -607,6 +621,9 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
             _fail(f"{label}: kh*kw*Ci = {kh * kw * C} overflows the int32 dot")
     elif t == OpType.SOFTMAX:
         value_is(out, "output", x.shape)
+    elif t == OpType.RESIZE:
+        oh, ow, _, _ = a
+        value_is(out, "output", (oh, ow, C))
     elif t == OpType.AVGPOOL2D:
         kh, kw, sh, sw, pt, pl, pb, pr, ceil, _ = a
         ho = avgpool2d_out_size(H, pt, pb, kh, sh, ceil == 1)
@@ -625,6 +642,13 @@ def _validate_op(graph: Graph, index: int, op: Op) -> None:
         s_in = graph.tensors[op.tensors[5]].data[0]
         if not (np.isfinite(s_in) and s_in >= 0):
             _fail(f"{label}: input_scale {s_in} must be finite and >= 0")
+        if a[3] > 1:
+            _fail(f"{label}: dilation {a[3]} needs f32 weights (no INT8 dilated kernel)")
+    if t == OpType.RESIZE:
+        ratio = graph.tensors[op.tensors[0]].data
+        for axis, r in zip(("height", "width"), ratio):
+            if not (np.isfinite(r) and r >= 0):
+                _fail(f"{label}: ratio {axis} {r} must be finite and >= 0")
 
 
 def _validate_slots(

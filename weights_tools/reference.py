@@ -10,7 +10,9 @@ Arithmetic, per op:
   the integer dot of BCONV2D and BFC, and the int32 accumulator of INT8 DWCONV3X3 with its f32
   quantization of the input (`nearbyint` half to even = `np.rint`, true f32 division), and
   the selections MAXPOOL and CLIP (NaN payloads and signed zeros included), and AVGPOOL2D,
-  whose f32 sum order is part of the format (the same adds and the one division).
+  whose f32 sum order is part of the format (the same adds and the one division), and RESIZE
+  (its coordinates and the products and sums of its lerps, in f32 in the format's order; a
+  1 x 1 input is copied).
 - f32, one IEEE operation at a time as documented (the engine may contract a multiply and an
   add into an FMA, so compare with a tolerance of a few ulp): the epilogue `dot*scale + bias` of
   BCONV2D, BFC and of INT8 DWCONV3X3, AFFINE, PRELU, RELU, ADD, MUL_CHANNEL, the pre_bias add.
@@ -36,6 +38,7 @@ from .qbw import (
     Op,
     OpType,
     avgpool2d_out_size,
+    full_attrs,
     pack_threshold,
     unpack_signs,
 )
@@ -198,24 +201,33 @@ def _conv2d(graph: Graph, op: Op, args):
 
 
 def _dw_geometry(x: np.ndarray, op: Op):
-    sh, sw, k = op.attrs
+    sh, sw, k, d = full_attrs(op)
     _, h, w, _ = x.shape
-    return sh, sw, k, -(-h // sh), -(-w // sw)
+    return sh, sw, k, d, -(-h // sh), -(-w // sw)
 
 
 def _dwconv3x3(graph: Graph, op: Op, args):
-    """u = x + pre_bias (f32); zero padding 1; output channel j*C + c = conv j of channel c."""
+    """u = x + pre_bias (f32); zero padding = dilation d (1 unless given), taps d apart; output
+    channel j*C + c = conv j of channel c."""
     (x,) = args
-    sh, sw, k, ho, wo = _dw_geometry(x, op)
+    sh, sw, k, d, ho, wo = _dw_geometry(x, op)
     pre_bias = _tensor(graph, op, 0)
     u = x if pre_bias is None else (x + pre_bias).astype(f32)
     weight = _tensor(graph, op, 1)  # [k*C, 9], tap index dy*3 + dx
     scale, bias = _tensor(graph, op, 3), _tensor(graph, op, 4)
     if weight.dtype == np.int8:
         return _dwconv3x3_int8(graph, op, u, weight, scale, bias, sh, sw, k, ho, wo)
-    up = _pad(np.tile(u, (1, 1, 1, k)).astype(np.float64), 1, 1, 1, 1)
+    up = _pad(np.tile(u, (1, 1, 1, k)).astype(np.float64), d, d, d, d)
     acc = np.zeros(up.shape[:1] + (ho, wo, up.shape[3]))
-    for dy, dx, win in _taps(up, 3, 3, sh, sw, ho, wo):
+    if d == 1:
+        taps = _taps(up, 3, 3, sh, sw, ho, wo)
+    else:  # stride 1 (the format's rule): tap (dy, dx) is the window at (dy*d, dx*d)
+        taps = (
+            (dy, dx, up[:, dy * d : dy * d + ho, dx * d : dx * d + wo, :])
+            for dy in range(3)
+            for dx in range(3)
+        )
+    for dy, dx, win in taps:
         acc += win * weight[:, dy * 3 + dx].astype(np.float64)
     return (acc * scale.astype(np.float64) + bias.astype(np.float64)).astype(f32)
 
@@ -471,6 +483,45 @@ def _avgpool2d(graph: Graph, op: Op, args):
     return (acc / divisor[None, :, :, None]).astype(f32)
 
 
+def _resize_axis(ratio, n: int, m: int, bilinear: bool, half_pixel: bool):
+    """RESIZE along one axis of n input pixels to m (docs/format.md): per output index the
+    input indices i0, i1, the weights l0, l1 (f32) and whether the pair collapsed (i1 == i0),
+    each f32 operation rounded once as the engine's resize_axis (kernels/resize/resize.h)."""
+    r = f32(ratio)
+    o = np.arange(m, dtype=f32)
+    last = n - 1
+    if not bilinear:
+        src = r * (o + f32(0.5)) if half_pixel else r * o
+        i = np.minimum(np.floor(src), f32(last)).astype(np.int64)
+        return i, i, np.ones(m, f32), np.zeros(m, f32), np.ones(m, bool)
+    src = (r * (o + f32(0.5)) - f32(0.5)) if half_pixel else r * o
+    src = np.where(src > 0, src, f32(0)).astype(f32)
+    i0 = np.minimum(np.floor(src), f32(last)).astype(np.int64)
+    i1 = np.minimum(i0 + 1, last)
+    l1 = np.clip(src - i0.astype(f32), f32(0), f32(1)).astype(f32)
+    return i0, i1, (f32(1) - l1).astype(f32), l1, i1 == i0
+
+
+def _resize(graph: Graph, op: Op, args):
+    """RESIZE, bit for bit: columns first, a*l0 + b*l1 per axis in f32 (a alone where the pair
+    collapses), as docs/format.md says."""
+    (x,) = args
+    oh, ow, mode, coords = op.attrs
+    ratio = _tensor(graph, op, 0)
+    _, h, w, _ = x.shape
+    bilinear, half_pixel = mode == 1, coords == 1
+    y0, y1, ly0, ly1, cy = _resize_axis(ratio[0], h, oh, bilinear, half_pixel)
+    x0, x1, lx0, lx1, cx = _resize_axis(ratio[1], w, ow, bilinear, half_pixel)
+    lx0, lx1, cx = lx0[None, None, :, None], lx1[None, None, :, None], cx[None, None, :, None]
+    ly0, ly1, cy = ly0[None, :, None, None], ly1[None, :, None, None], cy[None, :, None, None]
+    r0, r1 = x[:, y0], x[:, y1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        top = np.where(cx, r0[:, :, x0], r0[:, :, x0] * lx0 + r0[:, :, x1] * lx1)
+        bot = np.where(cx, r1[:, :, x0], r1[:, :, x0] * lx0 + r1[:, :, x1] * lx1)
+        out = np.where(cy, top, top * ly0 + bot * ly1)
+    return out.astype(f32)
+
+
 _OPS = {
     OpType.CONV2D: _conv2d,
     OpType.DWCONV3X3: _dwconv3x3,
@@ -492,5 +543,6 @@ _OPS = {
     OpType.BCONV2D_GENERAL: _bconv2d_general,
     OpType.SOFTMAX: _softmax,
     OpType.AVGPOOL2D: _avgpool2d,
+    OpType.RESIZE: _resize,
 }
 assert set(_OPS) == set(OpType)

@@ -26,7 +26,8 @@ KernelTable build_table(Isa isa) {
                      pick(&pool_kernels_for, isa),
                      pick(&concat_kernels_for, isa),
                      pick(&bfc_kernels_for, isa),
-                     pick(&bconv_general_kernels_for, isa)};
+                     pick(&bconv_general_kernels_for, isa),
+                     pick(&resize_kernels_for, isa)};
 }
 
 constexpr int kIsaCount = 4;

@@ -15,6 +15,7 @@
 #include "kernels/epilogue/epilogue.h"
 #include "kernels/fc/fc.h"
 #include "kernels/pool/pool.h"
+#include "kernels/resize/resize.h"
 #include "qbinfer/isa.h"
 
 namespace qbinfer {
@@ -32,6 +33,7 @@ struct KernelTable {
   const ConcatKernels* concat;
   const BFCKernels* bfc;
   const BConvGeneralKernels* bconv_general;
+  const ResizeKernels* resize;
 };
 
 // The table of `isa`, which must be one of supported_isas() (std::invalid_argument otherwise).

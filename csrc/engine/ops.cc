@@ -47,7 +47,9 @@ struct AttrSpec {
   Bound hi;
   const std::int64_t* allowed;  // nullptr: every value in [lo, hi]
   std::size_t n_allowed;
-  const char* why;  // why the range is what it is; "" if it says itself
+  const char* why;   // why the range is what it is; "" if it says itself
+  bool has_default;  // a trailing attribute added later: a record may end before it
+  std::int64_t default_value;
 };
 
 // What dims formulas see: input 0's height, width and channels, the output's channels and the
@@ -94,6 +96,7 @@ struct OpSpec {
   DType output_dtype;
   const AttrSpec* attrs;
   std::size_t n_attrs;
+  std::size_t n_min_attrs;  // the attributes from here on have defaults and may be omitted
   const SlotSpec* slots;
   std::size_t n_slots;
   ModeSpec mode;
@@ -153,8 +156,8 @@ class Builder {
 
   const ValueInfo& in(std::size_t k) const { return file_.values()[rec_.inputs()[k]]; }
   const ValueInfo& out() const { return file_.values()[op.output]; }
-  std::int64_t attr(std::size_t i) const { return rec_.attrs()[i]; }
-  std::uint64_t uattr(std::size_t i) const { return static_cast<std::uint64_t>(rec_.attrs()[i]); }
+  std::int64_t attr(std::size_t i) const { return attrs_[i]; }
+  std::uint64_t uattr(std::size_t i) const { return static_cast<std::uint64_t>(attrs_[i]); }
   int mode() const { return mode_; }
 
   void expect_shape(const char* what, const ValueInfo& v, std::uint64_t h, std::uint64_t w,
@@ -170,7 +173,7 @@ class Builder {
   // symmetric range and packed rows with zero tail bits.
   void check_slots() {
     const ValueInfo& x = in(0);
-    const DimEnv env{x.height, x.width, x.channels, out().channels, rec_.attrs().data()};
+    const DimEnv env{x.height, x.width, x.channels, out().channels, attrs_};
     for (std::size_t slot = 0; slot < spec_.n_slots; ++slot) {
       const SlotSpec& s = spec_.slots[slot];
       const FormSpec* form = nullptr;
@@ -224,9 +227,23 @@ class Builder {
       fail("has " + std::to_string(rec_.tensors().size()) + " tensor slots, expected " +
            std::to_string(spec_.n_slots));
     }
-    if (rec_.attrs().size() != spec_.n_attrs) {
-      fail("has " + std::to_string(rec_.attrs().size()) + " attrs, expected " +
-           std::to_string(spec_.n_attrs));
+    const std::size_t n_attrs = rec_.attrs().size();
+    if (n_attrs < spec_.n_min_attrs || n_attrs > spec_.n_attrs) {
+      fail("has " + std::to_string(n_attrs) + " attrs, expected " +
+           (spec_.n_min_attrs == spec_.n_attrs
+                ? std::to_string(spec_.n_attrs)
+                : std::to_string(spec_.n_min_attrs) + " to " + std::to_string(spec_.n_attrs)));
+    }
+    attrs_ = rec_.attrs().data();
+    if (n_attrs < spec_.n_attrs) {
+      // An older record without the attributes added since: the full list, with their
+      // defaults, in the model's pool, so every reader of op.attr_values sees all of them.
+      std::int64_t* full = pool_.make_array<std::int64_t>(spec_.n_attrs);
+      for (std::size_t i = 0; i < spec_.n_attrs; ++i) {
+        full[i] = i < n_attrs ? rec_.attrs()[i] : spec_.attrs[i].default_value;
+      }
+      attrs_ = full;
+      op.attr_values = full;
     }
     op.output = rec_.outputs()[0];
     // Only slots that pass check_slots are read; the view shows the record's indices.
@@ -254,7 +271,7 @@ class Builder {
       case BoundKind::kConst:
         return b.value + b.offset;
       case BoundKind::kAttr:  // an earlier attribute, already in range: no overflow
-        return rec_.attrs()[static_cast<std::size_t>(b.value)] + b.offset;
+        return attrs_[static_cast<std::size_t>(b.value)] + b.offset;
       case BoundKind::kInputHeight:
         return static_cast<std::int64_t>(in(0).height) + b.offset;
       case BoundKind::kInputWidth:
@@ -265,7 +282,7 @@ class Builder {
 
   void check_attr(std::size_t i) const {
     const AttrSpec& a = spec_.attrs[i];
-    const std::int64_t v = rec_.attrs()[i];
+    const std::int64_t v = attrs_[i];
     const std::int64_t lo = bound(a.lo);
     const std::int64_t hi = bound(a.hi);
     // Formed only for a message.
@@ -297,7 +314,7 @@ class Builder {
     if (m.kind == ModeKind::kNone) return;
     std::int64_t key = 0;
     if (m.kind == ModeKind::kAttr) {
-      key = rec_.attrs()[m.index];
+      key = attrs_[m.index];
     } else {
       const std::uint32_t t = rec_.tensors()[m.index];
       if (t == kAbsentTensor) return;
@@ -350,6 +367,7 @@ class Builder {
   const QbwFile& file_;
   const OpRecord& rec_;
   OpArgsPool& pool_;
+  const std::int64_t* attrs_ = nullptr;  // all the schema's attributes (defaults filled in)
   int mode_ = 0;
 };
 
@@ -381,14 +399,21 @@ void build_conv2d(Builder& b) {
 void build_dwconv3x3(Builder& b) {
   Op& op = b.op;
   const ValueInfo& in = b.in(0);
-  const std::uint64_t sh = b.uattr(0), sw = b.uattr(1), k = b.uattr(2);
+  const std::uint64_t sh = b.uattr(0), sw = b.uattr(1), k = b.uattr(2), d = b.uattr(3);
   const std::uint64_t c = in.channels;
+  if (d > 1 && (sh != 1 || sw != 1)) {
+    b.fail("dilation " + std::to_string(d) + " needs stride 1x1, got " + std::to_string(sh) + "x" +
+           std::to_string(sw) + " (no kernel runs a strided dilated conv)");
+  }
   const std::uint64_t kc = k * c;  // < 2^31 * 2^32
   const std::uint64_t ho = (in.height + sh - 1) / sh;
   const std::uint64_t wo = (in.width + sw - 1) / sw;
   b.expect_shape("output", b.out(), ho, wo, kc);
   b.check_slots();
   const bool int8 = op.tensors[1]->dtype == DType::kI8;
+  if (int8 && d > 1) {
+    b.fail("dilation " + std::to_string(d) + " needs f32 weights (no INT8 dilated kernel)");
+  }
   float input_scale = 0.0f;
   if (int8) {
     input_scale = op.tensors[5]->as<float>()[0];
@@ -402,7 +427,7 @@ void build_dwconv3x3(Builder& b) {
   args.input_scale = input_scale;
   // < 2^32: the input value is <= 4 GiB
   if (int8) args.scratch_bytes = in.height * in.width * c;
-  args.shape = DWConvShape{in.height, in.width, c, k, sh, sw, ho, wo};
+  args.shape = DWConvShape{in.height, in.width, c, k, sh, sw, ho, wo, d};
 }
 
 void build_bitpack(Builder& b) {
@@ -681,6 +706,24 @@ void build_avgpool2d(Builder& b) {
       in.height, in.width, in.channels, kh, kw, sh, sw, pt, pl, pb, pr, ho, wo, count_include_pad};
 }
 
+// RESIZE: the output is (out_height, out_width, C); the ratios finite and >= 0 (resize.h
+// converts floor(ratio * o) to an index, which needs a finite, non-negative product).
+void build_resize(Builder& b) {
+  const ValueInfo& in = b.in(0);
+  const std::uint64_t oh = b.uattr(0), ow = b.uattr(1);
+  b.expect_shape("output", b.out(), oh, ow, in.channels);
+  b.check_slots();
+  const float* ratio = b.op.tensors[0]->as<float>();
+  for (int k = 0; k < 2; ++k) {
+    if (!(std::isfinite(ratio[k]) && ratio[k] >= 0.0f)) {
+      b.fail(std::string("ratio ") + (k == 0 ? "height" : "width") + " " +
+             std::to_string(ratio[k]) + " is not a finite number >= 0");
+    }
+  }
+  b.make_args<ResizeArgs>().shape = ResizeShape{
+      in.height, in.width, in.channels, oh, ow, b.attr(2) == 1, b.attr(3) == 1, ratio[0], ratio[1]};
+}
+
 // The shape rules of each op, by code; the schema's list and this one must have the same
 // length (a new op without its build function does not compile).
 using BuildFn = void (*)(Builder&);
@@ -706,6 +749,7 @@ constexpr BuildFn kBuilders[] = {
     &build_bfc,
     &build_softmax,
     &build_avgpool2d,
+    &build_resize,
 };
 static_assert(sizeof(kBuilders) / sizeof(kBuilders[0]) == QBINFER_OP_CODE_MAX + 1,
               "every op of weights_tools/op_schema.py needs its build function here");
@@ -756,7 +800,8 @@ void* OpArgsPool::allocate(std::size_t bytes, std::size_t align) {
 }
 
 ConstSpan<std::int64_t> Op::attrs() const {
-  // check_record() accepted exactly the schema's count of attributes for the type.
+  // check_record() accepted the schema's count of attributes for the type, or fewer with the
+  // defaults of the rest filled in (attr_values then points at the full list).
   const OpSpec* spec = op_spec(static_cast<std::uint32_t>(type));
   return ConstSpan<std::int64_t>(attr_values, spec != nullptr ? spec->n_attrs : 0);
 }
@@ -821,7 +866,8 @@ OpStats Op::stats() const {
     case OpType::kAvgPool:  // not counted (docs/ops.md: weighted layers only)
     case OpType::kConcat:
       break;
-    case OpType::kClip:  // its two bounds
+    case OpType::kClip:    // its two bounds
+    case OpType::kResize:  // its two ratios
       s.params = 2;
       break;
     default:  // element-wise (SOFTMAX too): one parameter per channel and tensor slot

@@ -21,6 +21,7 @@
 #include "kernels/conv2d/conv2d.h"
 #include "kernels/dwconv/dwconv.h"
 #include "kernels/pool/pool.h"
+#include "kernels/resize/resize.h"
 
 namespace qbinfer {
 
@@ -133,6 +134,10 @@ struct BFCArgs {
 struct AvgPool2DArgs {
   static constexpr OpType kType = OpType::kAvgPool2D;
   AvgPool2DShape shape{};
+};
+struct ResizeArgs {
+  static constexpr OpType kType = OpType::kResize;
+  ResizeShape shape{};
 };
 
 // The storage of the ops' argument records: packed one after another in chunks that never

@@ -433,6 +433,21 @@ void run_avgpool2d(const Step& step, const ExecContext& ctx) {
                    [&](std::size_t b, std::size_t e) { k.avgpool2d_rows(s, in, b, e, out); });
 }
 
+// RESIZE: split by output rows across threads, as the pools.
+void run_resize(const Step& step, const ExecContext& ctx) {
+  const Op& op = *step.op;
+  const float* in = ctx.value<const float>(op.inputs[0]);
+  float* out = ctx.value<float>(op.output);
+  const ResizeKernels& k = *ctx.kernels->resize;
+  const ResizeShape& s = op.args<ResizeArgs>().shape;
+  if (s.out_height * s.out_width * s.channels < kParallelMinFloats || ctx.pool == nullptr) {
+    k.run_rows(s, in, 0, s.out_height, out);
+    return;
+  }
+  ctx.parallel_for(s.out_height,
+                   [&](std::size_t b, std::size_t e) { k.run_rows(s, in, b, e, out); });
+}
+
 }  // namespace
 
 StepRunFn run_fn(OpType type) {
@@ -477,6 +492,8 @@ StepRunFn run_fn(OpType type) {
       return &run_softmax;
     case OpType::kAvgPool2D:
       return &run_avgpool2d;
+    case OpType::kResize:
+      return &run_resize;
   }
   return nullptr;
 }

@@ -34,6 +34,7 @@
 #include "kernels/epilogue/epilogue.h"
 #include "kernels/fc/fc.h"
 #include "kernels/pool/pool.h"
+#include "kernels/resize/resize.h"
 #include "qbinfer/bit_contract.h"
 #include "qbinfer/isa.h"
 
@@ -442,12 +443,17 @@ py::array_t<float> dwconv3x3_f32(const py::object& x_obj, const py::object& pre_
                                  const py::object& w_obj, const py::object& scale_obj,
                                  const py::object& bias_obj, std::int64_t stride_h,
                                  std::int64_t stride_w, std::int64_t multiplier,
-                                 const py::object& isa_obj, const py::object& row_ranges_obj) {
+                                 const py::object& isa_obj, const py::object& row_ranges_obj,
+                                 std::int64_t dilation) {
   constexpr const char* fn = "dwconv3x3_f32";
   const auto w = as_array<float>(w_obj, fn, "w");
   expect_shape(w, fn, "w", {any("multiplier * C"), exactly(9)});
-  const DWArgs a = dw_common(fn, x_obj, pre_bias_obj, scale_obj, bias_obj, stride_h, stride_w,
-                             multiplier, weight_rows(w));
+  DWArgs a = dw_common(fn, x_obj, pre_bias_obj, scale_obj, bias_obj, stride_h, stride_w, multiplier,
+                       weight_rows(w));
+  a.shape.dilation = positive(dilation, fn, "dilation");
+  if (a.shape.dilation > 1 && (stride_h != 1 || stride_w != 1)) {
+    throw py::value_error("dwconv3x3_f32: dilation > 1 needs stride (1, 1)");
+  }
   auto out = dw_output(a.shape);
   float* o = out.mutable_data();
   if (isa_obj.is_none() && row_ranges_obj.is_none()) {
@@ -995,6 +1001,28 @@ py::array_t<float> avgpool2d(const py::object& x_obj, std::int64_t kernel_h, std
       });
 }
 
+// RESIZE (resize.h): x [H, W, C] -> [out_height, out_width, C]; ratios finite and >= 0.
+py::array_t<float> resize(const py::object& x_obj, std::int64_t out_height, std::int64_t out_width,
+                          bool bilinear, bool half_pixel, float ratio_h, float ratio_w,
+                          const py::object& isa_obj, const py::object& row_ranges_obj) {
+  constexpr const char* fn = "resize";
+  const auto x = as_array<float>(x_obj, fn, "x");
+  expect_shape(x, fn, "x", {any("H"), any("W"), any("C")});
+  const std::size_t oh = positive(out_height, fn, "out_height");
+  const std::size_t ow = positive(out_width, fn, "out_width");
+  if (!(std::isfinite(ratio_h) && ratio_h >= 0.0f && std::isfinite(ratio_w) && ratio_w >= 0.0f)) {
+    throw py::value_error("resize: ratios must be finite and >= 0");
+  }
+  const ResizeShape shape{dim(x, 0), dim(x, 1),  dim(x, 2), oh,     ow,
+                          bilinear,  half_pixel, ratio_h,   ratio_w};
+  auto out = new_f32({static_cast<py::ssize_t>(oh), static_cast<py::ssize_t>(ow), x.shape(2)});
+  float* o = out.mutable_data();
+  const ResizeKernels& k = family_kernels(fn, isa_obj, &resize_kernels_for);
+  return run_whole_or_ranges(
+      fn, row_ranges_obj, oh, out, [&] { k.run_rows(shape, x.data(), 0, oh, o); },
+      [&](std::size_t begin, std::size_t end) { k.run_rows(shape, x.data(), begin, end, o); });
+}
+
 py::array_t<float> clip(const py::object& x_obj, float lo, float hi, bool inplace,
                         const py::object& isa_obj) {
   constexpr const char* fn = "clip";
@@ -1151,7 +1179,9 @@ void register_kernel_testing(py::module_& testing) {
   m.def("dwconv3x3_f32", &dwconv3x3_f32, py::arg("x"), py::arg("pre_bias"), py::arg("w"),
         py::arg("scale"), py::arg("bias"), py::arg("stride_h") = 1, py::arg("stride_w") = 1,
         py::arg("multiplier") = 1, py::arg("isa") = py::none(), py::arg("row_ranges") = py::none(),
-        "Depthwise 3x3, zero padding 1: x float32 [H, W, C], pre_bias [C] or None,\n"
+        py::arg("dilation") = 1,
+        "Depthwise 3x3, zero padding = dilation (stride 1 when > 1): x float32 [H, W, C],\n"
+        "pre_bias [C] or None,\n"
         "w [multiplier * C, 9], scale/bias [multiplier * C]. Returns [Ho, Wo, multiplier * C],\n"
         "channel j * C + c = conv j of channel c.\n"
         "isa None: the whole-image reference. isa a name from supported_isas(): that ISA's\n"
@@ -1257,6 +1287,12 @@ void register_kernel_testing(py::module_& testing) {
         "PyTorch's avg_pool2d (AVGPOOL2D, docs/format.md), pads in [0, kernel - 1]: x float32\n"
         "[H, W, C] -> [Ho, Wo, C]. row_ranges: avgpool2d_rows over each (begin, end) (others\n"
         "NaN).");
+  m.def("resize", &resize, py::arg("x"), py::arg("out_height"), py::arg("out_width"),
+        py::arg("bilinear"), py::arg("half_pixel"), py::arg("ratio_h"), py::arg("ratio_w"),
+        py::arg("isa") = py::none(), py::arg("row_ranges") = py::none(),
+        "RESIZE (docs/format.md): x float32 [H, W, C] -> [out_height, out_width, C], nearest or\n"
+        "bilinear, corner or half_pixel coordinates, ratios = input pixels per output pixel.\n"
+        "row_ranges: run_rows over each (begin, end) (others NaN).");
 }
 
 }  // namespace qbinfer

@@ -55,6 +55,7 @@
 #include "kernels/epilogue/epilogue.h"
 #include "kernels/fc/fc.h"
 #include "kernels/pool/pool.h"
+#include "kernels/resize/resize.h"
 #include "qbinfer/bit_contract.h"
 #include "qbinfer/isa.h"
 
@@ -2254,6 +2255,152 @@ const FCKernels* const* fc_binary_compiled_kernel_variants(std::size_t* count) {
   return fc_compiled_kernel_variants(count);
 }
 
+// ---- dilated depthwise (DeepLab's atrous convs) ----------------------------------------------
+
+// The f32 depthwise conv with dilation > 1 (stride 1): rates from 2 to 36 and past the image
+// (every tap but the centre in the padding), widths around 2 * dilation (the kernel's interior
+// / border split), channel tails, multipliers, pre_bias; every third case puts infinite weights
+// on the outer taps, which the border pixels must skip.
+void test_dwconv_dilated(const DWConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
+  const std::size_t kC[] = {1, 3, 4, 5, 8, 9, 16, 17, 24, 33, 64};
+  const std::size_t kRate[] = {2, 3, 4, 5, 6, 12, 18, 24, 36};
+  for (std::size_t i = 0; i < n_cases; ++i) {
+    DWConvShape s{};
+    s.dilation = pick(rng, kRate);
+    const std::size_t around = 2 * s.dilation;
+    const auto side = [&] {
+      switch (uniform(rng, 0, 3)) {
+        case 0:
+          return uniform(rng, 1, 6);
+        case 1:  // around the interior / border split
+          return around > 2 ? uniform(rng, around - 2, around + 2) : uniform(rng, 1, 6);
+        case 2:
+          return uniform(rng, 1, s.dilation + 1);
+        default:
+          return uniform(rng, 1, 48);
+      }
+    };
+    s.in_height = side();
+    s.in_width = side();
+    s.channels = pick(rng, kC);
+    s.multiplier = uniform(rng, 1, 3);
+    s.stride_h = s.stride_w = 1;
+    s.out_height = s.in_height;
+    s.out_width = s.in_width;
+    const bool pre = coin(rng), ge = coin(rng), signs = i % 3 == 2;
+    t.context = fmt("case %zu H=%zu W=%zu C=%zu mult=%zu dilation=%zu pre_bias=%d signs=%d", i,
+                    s.in_height, s.in_width, s.channels, s.multiplier, s.dilation, pre, signs);
+    const std::size_t pixels = s.in_height * s.in_width, oc = s.multiplier * s.channels;
+    const std::size_t n_out = pixels * oc;
+    std::vector<float> in = randn(rng, pixels * s.channels, 3.0f);
+    if (coin(rng, 0.3)) sprinkle(rng, in, 0.05);
+    std::vector<float> pre_bias = randn(rng, s.channels);
+    std::vector<float> w = randn(rng, oc * 9);
+    std::vector<float> scale = randn(rng, oc), bias = randn(rng, oc);
+    if (signs) {
+      const float inf = std::numeric_limits<float>::infinity();
+      for (std::size_t o = 0; o < oc; ++o) {
+        w[o * 9 + (o % 2 == 0 ? 0 : 8)] = o % 4 < 2 ? inf : -inf;
+        w[o * 9 + (o % 2 == 0 ? 5 : 3)] = -inf;
+      }
+    }
+    const float* pb_ref = pre ? pre_bias.data() : nullptr;
+    std::vector<float> want(n_out);
+    dwconv3x3_f32_nhwc__reference(s, in.data(), pb_ref, w.data(), scale.data(), bias.data(),
+                                  want.data());
+    Buf<float> ing = guarded(in, ge), pbg = guarded(pre_bias, !ge);
+    Buf<float> sg = guarded(scale, ge), bg = guarded(bias, !ge);
+    Aligned pf(k.packed_f32_bytes(s));
+    {
+      Buf<float> wg = guarded(w, ge);
+      k.pack_f32(s, wg.data(), pf.data());
+    }
+    Buf<float> out(n_out, ge);
+    for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
+    for (const auto& r : row_splits(rng, s.out_height)) {
+      k.run_rows_f32(s, ing.data(), pre ? pbg.data() : nullptr, pf.data(), sg.data(), bg.data(),
+                     r.first, r.second, out.data());
+    }
+    same_floats(t, "f32 dilated", out.data(), want.data(), n_out);
+    ++t.cases;
+  }
+}
+
+// The dilated path is a member of DWConvKernels: its family lists the depthwise variants.
+const DWConvKernels* const* dwconv_dilated_kernel_variants(std::size_t* count) {
+  return dwconv_kernel_variants(count);
+}
+const DWConvKernels* const* dwconv_dilated_compiled_kernel_variants(std::size_t* count) {
+  return dwconv_compiled_kernel_variants(count);
+}
+
+// ---- resize -----------------------------------------------------------------------------------
+
+// RESIZE against its reference, bit for bit: nearest and bilinear, both coordinate modes, the
+// ratios the converter writes (n / m, (n - 1) / (m - 1), 1 / scale) and odd ones (0, > n),
+// 1 x 1 inputs (the broadcast), channel tails, special values in the input.
+void test_resize(const ResizeKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
+  const std::size_t kC[] = {1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 21, 33, 48, 64, 256};
+  const float kScale[] = {2.0f, 4.0f, 0.5f, 1.5f, 3.0f, 8.0f, 0.25f};
+  for (std::size_t i = 0; i < n_cases; ++i) {
+    ResizeShape s{};
+    const bool broadcast = i % 5 == 0;
+    s.in_height = broadcast ? 1 : uniform(rng, 1, 17);
+    s.in_width = broadcast ? 1 : uniform(rng, 1, 17);
+    s.out_height = uniform(rng, 1, 40);
+    s.out_width = uniform(rng, 1, 40);
+    s.channels = pick(rng, kC);
+    s.bilinear = coin(rng, 0.7);
+    s.half_pixel = coin(rng);
+    const auto ratio = [&](std::size_t n, std::size_t m) {
+      switch (uniform(rng, 0, 5)) {
+        case 0:
+        case 1:
+          return static_cast<float>(n) / static_cast<float>(m);
+        case 2:
+          return m > 1 ? static_cast<float>(n - 1) / static_cast<float>(m - 1) : 0.0f;
+        case 3:
+          return static_cast<float>(1.0 / static_cast<double>(pick(rng, kScale)));
+        case 4:
+          return 0.0f;
+        default:
+          return std::uniform_real_distribution<float>(0.0f, 3.0f)(rng);
+      }
+    };
+    s.ratio_h = ratio(s.in_height, s.out_height);
+    s.ratio_w = ratio(s.in_width, s.out_width);
+    const bool ge = coin(rng);
+    t.context =
+        fmt("case %zu in=%zux%zu out=%zux%zu C=%zu bilinear=%d half_pixel=%d ratio=(%.9g, "
+            "%.9g)",
+            i, s.in_height, s.in_width, s.out_height, s.out_width, s.channels, s.bilinear,
+            s.half_pixel, static_cast<double>(s.ratio_h), static_cast<double>(s.ratio_w));
+    std::vector<float> in = randn(rng, s.in_height * s.in_width * s.channels, 3.0f);
+    if (coin(rng, 0.3)) sprinkle(rng, in, 0.05);
+    const std::size_t n_out = s.out_height * s.out_width * s.channels;
+    std::vector<float> want(n_out);
+    resize_rows__reference(s, in.data(), 0, s.out_height, want.data());
+    Buf<float> ing = guarded(in, ge);
+    Buf<float> out(n_out, !ge);
+    for (std::size_t j = 0; j < n_out; ++j) out[j] = kSentinel;
+    for (const auto& r : row_splits(rng, s.out_height)) {
+      k.run_rows(s, ing.data(), r.first, r.second, out.data());
+    }
+    same_floats(t, "resize", out.data(), want.data(), n_out);
+    if (broadcast) {  // a 1 x 1 input is copied to every output pixel, bit for bit
+      for (std::size_t j = 0; j < n_out; ++j) {
+        const float v = in[j % s.channels];
+        if (!(bits_of(want[j]) == bits_of(v) || (std::isnan(v) && std::isnan(want[j])))) {
+          t.fail(fmt("broadcast: value %zu is %.9g, the input's %.9g", j,
+                     static_cast<double>(want[j]), static_cast<double>(v)));
+          break;
+        }
+      }
+    }
+    ++t.cases;
+  }
+}
+
 // ---- driver -------------------------------------------------------------------------------
 
 std::uint64_t mix(std::uint64_t seed, const std::string& a, const std::string& b) {
@@ -2326,6 +2473,8 @@ const std::vector<Family>& family_table() {
       QBINFER_KERNEL_FAMILY(bfc, 300, BFCKernels, test_bfc),
       QBINFER_KERNEL_FAMILY(bconv_general, 600, BConvGeneralKernels, test_bconv_general),
       QBINFER_KERNEL_FAMILY(fc_binary, 400, FCKernels, test_fc_binary),
+      QBINFER_KERNEL_FAMILY(dwconv_dilated, 300, DWConvKernels, test_dwconv_dilated),
+      QBINFER_KERNEL_FAMILY(resize, 400, ResizeKernels, test_resize),
   };
   return table;
 }

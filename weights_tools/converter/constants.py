@@ -37,6 +37,7 @@ DATA_INPUTS = {
     "ReduceMean": 1,
     "Squeeze": 1,
     "Unsqueeze": 1,
+    "Resize": 1,  # roi, scales, sizes: constants, or shapes folded at conversion
 }
 
 # Never evaluated even on constant inputs: random, or with subgraphs.

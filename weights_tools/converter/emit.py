@@ -90,7 +90,20 @@ def emit(graph: IRGraph, model_name: str = "") -> Graph:
                         f32(name + ".bias", p["bias"]),
                         None,
                     ],
-                    [*p["stride"], p["k"]],
+                    # dilation only when > 1: a file without dilated convs stays what it was
+                    # (and readable by a qbinfer that predates the attribute)
+                    [*p["stride"], p["k"]] + ([p["dilation"]] if p.get("dilation", 1) > 1 else []),
+                )
+            )
+        elif n.kind == "resize":
+            ops.append(
+                Op(
+                    OpType.RESIZE,
+                    name,
+                    ins,
+                    [out],
+                    [f32(name + ".ratio", p["ratio"])],
+                    [*p["out_size"], int(p["bilinear"]), int(p["half_pixel"])],
                 )
             )
         elif n.kind == "bitpack":

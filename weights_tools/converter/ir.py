@@ -28,6 +28,10 @@ Node kinds and their params (all per output channel unless said otherwise):
 - ``avgpool2d``: ``kernel``, ``stride``, ``pads`` (top, left, bottom, right, as in the model),
   ``ceil_mode``, ``count_include_pad`` (bools): PyTorch's avg_pool2d (AVGPOOL2D); an average
   pool that AVGPOOL computes the same is an ``avgpool`` instead.
+- ``resize``: ``out_size`` (H, W), ``bilinear`` (else nearest), ``half_pixel`` (else corner
+  coordinates), ``ratio`` float32 [2] (input pixels per output pixel, as PyTorch computes it):
+  RESIZE.
+- ``dwconv`` also has ``dilation`` (the atrous rate d >= 1; d > 1 only at stride 1, padding d).
 - no params: ``relu``, ``sigmoid``, ``add``, ``mul_channel``, ``gap``, ``concat``.
 
 Every node has one output (every engine op has one); values are named by their ONNX names.

@@ -247,7 +247,7 @@ class Translator:
                 f"GlobalAveragePool, ReduceMean, Flatten, Reshape, Squeeze, Unsqueeze, "
                 f"Gemm, MatMul, Pad (+1 padding of binary activations, zero channels), "
                 f"Slice (channels, strided rows and columns), Round (a binarizer), "
-                f"Identity, Dropout, Cast, Softmax, LogSoftmax)",
+                f"Identity, Dropout, Cast, Softmax, LogSoftmax, Resize (nearest, linear))",
                 node,
                 problem,
                 self._rewrite_for(node) or NO_OP_FIX,
@@ -577,10 +577,16 @@ def _conv(tr: Translator, node: onnx.NodeProto) -> None:
         fail(node, "only 2-D convolutions (NCHW) are supported")
     if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         fail(node, "auto_pad is not supported; export with explicit pads")
-    if any(d != 1 for d in a.get("dilations", [1, 1])):
-        fail(node, f"dilations {a['dilations']} are not supported")
+    dilations = tuple(a.get("dilations", [1, 1]))
     group = a.get("group", 1)
     co, ci_g, kh, kw = w.shape
+    if dilations != (1, 1) and not (x.kind == "f32" and group == x.c and ci_g == 1):
+        fail(
+            node,
+            f"dilations {list(dilations)} are supported on float depthwise 3x3 convs only "
+            f"(DeepLab's atrous separable convs); this conv is "
+            f"{'binary' if x.kind != 'f32' else f'a group={group} float conv'}",
+        )
     sh, sw = a.get("strides", [1, 1])
     pt, pl, pb, pr = a.get("pads", [0, 0, 0, 0])
     bias = np.zeros(co) if b is None else b.astype(np.float64)
@@ -615,7 +621,22 @@ def _conv(tr: Translator, node: onnx.NodeProto) -> None:
                 f"orders its outputs channel-interleaved; the engine's DWCONV3X3 is "
                 f"block-major: use {co // x.c} separate depthwise convs and a Concat",
             )
-        if (kh, kw) != (3, 3) or (pt, pl, pb, pr) != (1, 1, 1, 1) or (sh, sw) not in DW_STRIDES:
+        dh, dw = dilations
+        if dh != dw or dh < 1:
+            fail(
+                node, f"depthwise dilations {list(dilations)} must be one rate d >= 1 for both axes"
+            )
+        d = dh
+        if d > 1 and ((kh, kw) != (3, 3) or (pt, pl, pb, pr) != (d, d, d, d) or (sh, sw) != (1, 1)):
+            fail(
+                node,
+                f"dilated depthwise convs must be 3x3 with padding = dilation ({d}) and stride "
+                f"1 (DeepLab's atrous convs); got kernel {kh}x{kw}, pads {[pt, pl, pb, pr]}, "
+                f"stride {(sh, sw)}",
+            )
+        if d == 1 and (
+            (kh, kw) != (3, 3) or (pt, pl, pb, pr) != (1, 1, 1, 1) or (sh, sw) not in DW_STRIDES
+        ):
             fail(
                 node,
                 f"depthwise convs must be 3x3 with padding 1 and stride in "
@@ -634,6 +655,7 @@ def _conv(tr: Translator, node: onnx.NodeProto) -> None:
             pre_bias=None,
             stride=(sh, sw),
             k=1,
+            dilation=d,
         )
     else:
         fail(
@@ -1873,3 +1895,127 @@ def _softmax(tr: Translator, node: onnx.NodeProto) -> None:
         )
     out = tr.new_value(node, x.c, x.h, x.w, x.rank)
     tr.emit("softmax", node, [x.name], out, log=node.op_type == "LogSoftmax")
+
+
+_RESIZE_BILINEAR_COORDS = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
+
+
+def _resize_input_array(tr: Translator, node, index: int, what: str) -> Optional[np.ndarray]:
+    """Input `index` of a Resize (its scales or sizes): a constant, or a computation of the
+    activations' shapes and constants (``F.interpolate(x, size=y.shape[-2:])`` exports
+    Shape -> Slice -> Concat), folded here since every shape is known at conversion. None when
+    absent or empty."""
+    if len(node.input) <= index or not node.input[index]:
+        return None
+    name = node.input[index]
+    if name in tr.consts:
+        arr = np.asarray(tr.consts[name])
+        return None if arr.size == 0 else arr
+    values = [_computed_shape(tr, node, name, batch) for batch in (1, 2)]
+    if values[0] is None or values[1] is None:
+        fail(
+            node,
+            f"its {what} ({name!r}) is neither a constant nor computed from the input's shape "
+            f"and constants only",
+        )
+    if len(values[0]) != 4 or values[0][1:] != values[1][1:]:
+        fail(node, f"its {what} {values[0]} depend on the batch size beyond the batch axis")
+    return np.array(values[0], dtype=np.int64)
+
+
+@translates("Resize")
+def _resize(tr: Translator, node: onnx.NodeProto) -> None:
+    """ONNX Resize (what F.interpolate exports) -> RESIZE: nearest (coordinate mode asymmetric
+    with nearest_mode floor: PyTorch's "nearest"; half_pixel with round_prefer_ceil:
+    "nearest-exact") or linear over H and W (coordinate modes half_pixel, pytorch_half_pixel,
+    align_corners, asymmetric). The output size comes from `sizes` or `scales` (constants or
+    shape computations, folded); the engine's ratio (input pixels per output pixel) is the one
+    PyTorch computes: (n - 1) / (m - 1) with align_corners, else 1 / scale when the model gave
+    scales, n / m when it gave sizes."""
+    a = attrs(node)
+
+    def text(key: str, default: str) -> str:
+        v = a.get(key, default)
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    x = tr.value(node, node.input[0])
+    if x.rank != 4:
+        fail(node, f"Resize of a rank-{x.rank} value is not supported (only N x C x H x W maps)")
+    mode = text("mode", "nearest")
+    coords = text(
+        "coordinate_transformation_mode", "half_pixel" if tr.opset >= 11 else "asymmetric"
+    )
+    nearest_mode = text("nearest_mode", "round_prefer_floor")
+    for key, default in (("antialias", 0), ("exclude_outside", 0)):
+        if int(a.get(key, default)) != default:
+            fail(node, f"Resize with {key}={a[key]} is not supported")
+    if "axes" in a:
+        fail(node, "Resize with axes is not supported: export resizing N, C, H and W")
+    if text("keep_aspect_ratio_policy", "stretch") != "stretch":
+        fail(node, "Resize with keep_aspect_ratio_policy other than stretch is not supported")
+    if mode == "linear":
+        if coords not in _RESIZE_BILINEAR_COORDS:
+            fail(
+                node,
+                f"linear Resize with coordinate_transformation_mode {coords!r} is not "
+                f"supported (only {', '.join(_RESIZE_BILINEAR_COORDS)})",
+            )
+    elif mode == "nearest":
+        if (coords, nearest_mode) not in (
+            ("asymmetric", "floor"),
+            ("half_pixel", "round_prefer_ceil"),
+        ):
+            fail(
+                node,
+                f"nearest Resize with coordinate_transformation_mode {coords!r} and nearest_mode "
+                f"{nearest_mode!r} is not supported (only asymmetric + floor, PyTorch's "
+                f"'nearest', and half_pixel + round_prefer_ceil, its 'nearest-exact')",
+            )
+    else:
+        fail(node, f"Resize mode {mode!r} is not supported (only nearest and linear)")
+
+    scales_at, sizes_at = (1, 2) if tr.opset < 11 else (2, 3)
+    scales = _resize_input_array(tr, node, scales_at, "scales")
+    sizes = _resize_input_array(tr, node, sizes_at, "sizes")
+    if sizes is not None:
+        sizes = sizes.reshape(-1).astype(np.int64)
+        if sizes.size != 4 or int(sizes[1]) != x.c:
+            fail(node, f"sizes {sizes.tolist()} must be (N, {x.c}, H, W): only H and W resize")
+        oh, ow = int(sizes[2]), int(sizes[3])
+        axis_scale: Tuple[Optional[float], Optional[float]] = (None, None)
+    elif scales is not None:
+        scales = scales.reshape(-1).astype(np.float64)
+        if scales.size != 4 or scales[0] != 1 or scales[1] != 1:
+            fail(node, f"scales {scales.tolist()} must be (1, 1, s_h, s_w): only H and W resize")
+        if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
+            fail(node, f"scales {scales.tolist()} must be finite and > 0")
+        # PyTorch's (and ONNX's) output size: floor(n * scale)
+        oh, ow = int(np.floor(x.h * scales[2])), int(np.floor(x.w * scales[3]))
+        axis_scale = (float(scales[2]), float(scales[3]))
+    else:
+        fail(node, "Resize has neither scales nor sizes")
+    if oh < 1 or ow < 1:
+        fail(node, f"Resize to {oh}x{ow} is empty")
+
+    def ratio(n: int, m: int, scale: Optional[float]) -> np.float32:
+        # PyTorch's area_pixel_compute_scale in f32 (upsample kernels' opmath for float)
+        if coords == "align_corners":
+            return np.float32(n - 1) / np.float32(m - 1) if m > 1 else np.float32(0)
+        if coords == "pytorch_half_pixel" and m == 1:
+            return np.float32(0)  # its source coordinate -0.5, clamped to pixel 0
+        if scale is not None:
+            return np.float32(1.0 / scale)
+        return np.float32(n) / np.float32(m)
+
+    r = np.array([ratio(x.h, oh, axis_scale[0]), ratio(x.w, ow, axis_scale[1])], np.float32)
+    out = tr.new_value(node, x.c, oh, ow)
+    tr.emit(
+        "resize",
+        node,
+        [x.name],
+        out,
+        out_size=(oh, ow),
+        bilinear=mode == "linear",
+        half_pixel=coords in ("half_pixel", "pytorch_half_pixel"),
+        ratio=r,
+    )

@@ -8,7 +8,8 @@
 //             j * channels + c is conv j of input channel c (block j holds conv j of all
 //             channels, the order of the model's concat). out_h = ceil(in_h / stride_h).
 //   epilogue  out = conv * scale[oc] + bias[oc] (BN folded), in that order.
-// Strides (1,1), (2,2), (2,1), (1,2).
+// Strides (1,1), (2,2), (2,1), (1,2); dilation (DWConvShape::dilation) >= 1 with stride (1,1)
+// only, f32 only (run_rows_qs8 takes dilation 1).
 //
 // Exact numerics (what makes every ISA variant bit-identical to the reference):
 //   f32   u = in + pre_bias[c] (one rounded add; u = in when pre_bias is null);
@@ -42,6 +43,10 @@ struct DWConvShape {
   std::size_t stride_w;
   std::size_t out_height;
   std::size_t out_width;
+  // Spacing of the taps (the atrous rate), with zero padding = dilation: tap (ky, kx) of output
+  // (y, x) reads input (y * stride_h + (ky - 1) * dilation, x * stride_w + (kx - 1) * dilation).
+  // Above 1 only with stride 1 x 1 and f32 (the engine refuses the rest at load).
+  std::size_t dilation = 1;
 };
 
 // weight: (multiplier * channels) x 9 floats, taps row-major (ky * 3 + kx).

@@ -1,8 +1,8 @@
 // Portable oracle for the depthwise 3x3 convolutions: one output pixel at a time, then
-// every output channel oc = j * channels + c, taps in ky * 3 + kx order. A tap outside the
-// image is skipped (zero padding applied after pre_bias, so it contributes exactly 0). The
-// INT8 path first quantizes the whole biased input into `scratch`, so every output channel
-// of the multiplier reads the same codes, as a faster variant will.
+// every output channel oc = j * channels + c, taps in ky * 3 + kx order (dilation apart). A tap
+// outside the image is skipped (zero padding applied after pre_bias, so it contributes exactly 0).
+// The INT8 path first quantizes the whole biased input into `scratch`, so every output channel of
+// the multiplier reads the same codes, as a faster variant will.
 #include <cassert>
 #include <cmath>
 #include <cstdint>
@@ -15,6 +15,7 @@ namespace {
 void assert_shape([[maybe_unused]] const DWConvShape& s) {
   assert(s.channels > 0 && s.multiplier > 0);
   assert((s.stride_h == 1 || s.stride_h == 2) && (s.stride_w == 1 || s.stride_w == 2));
+  assert(s.dilation >= 1 && (s.dilation == 1 || (s.stride_h == 1 && s.stride_w == 1)));
   assert(s.out_height == (s.in_height + s.stride_h - 1) / s.stride_h);
   assert(s.out_width == (s.in_width + s.stride_w - 1) / s.stride_w);
 }
@@ -27,11 +28,12 @@ void for_each_tap(const DWConvShape& s, std::size_t oy, std::size_t ox, Tap&& ta
   const std::ptrdiff_t cx = static_cast<std::ptrdiff_t>(ox * s.stride_w);
   const std::ptrdiff_t height = static_cast<std::ptrdiff_t>(s.in_height);
   const std::ptrdiff_t width = static_cast<std::ptrdiff_t>(s.in_width);
+  const std::ptrdiff_t d = static_cast<std::ptrdiff_t>(s.dilation);
   for (std::ptrdiff_t ky = 0; ky < 3; ++ky) {
-    const std::ptrdiff_t iy = cy + ky - 1;
+    const std::ptrdiff_t iy = cy + (ky - 1) * d;
     if (iy < 0 || iy >= height) continue;
     for (std::ptrdiff_t kx = 0; kx < 3; ++kx) {
-      const std::ptrdiff_t ix = cx + kx - 1;
+      const std::ptrdiff_t ix = cx + (kx - 1) * d;
       if (ix < 0 || ix >= width) continue;
       tap(static_cast<std::size_t>(iy * width + ix) * s.channels,
           static_cast<std::size_t>(ky * 3 + kx));

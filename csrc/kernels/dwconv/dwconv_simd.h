@@ -1,5 +1,6 @@
 // The depthwise 3x3 kernels written once over a vector-traits type V (kernels/simd/vec_*.h)
-// and instantiated by dwconv_avx2.cc and dwconv_avx512.cc. Internal linkage throughout (an
+// and instantiated by dwconv_avx2.cc, dwconv_avx512.cc and dwconv_neon.cc (the dilated f32 path,
+// run_rows_f32_dilated, has its own tile: see there). Internal linkage throughout (an
 // unnamed namespace): each ISA file gets its own copy, compiled with its own flags.
 //
 // Tile: one output row, one block of V::kLanes input channels, and kP1 (stride_w 1) or kP2
@@ -298,10 +299,142 @@ struct DWConvSimd {
     rows[2] = cy + 1 < s.in_height ? in + (cy + 1) * row_elems : nullptr;
   }
 
+  // ---- f32 with dilation d > 1 (stride 1: DeepLab's atrous convs). The taps of output pixel x
+  // read columns x - d, x, x + d. Per output row and channel block, the pixels whose three
+  // columns all lie in the image (x in [d, width - d)) run kPD at a time, one accumulator chain
+  // each, with no border test; the others (the first and last d of the row, or all of a row no
+  // wider than 2d) run one at a time and skip the taps outside the image, as the reference does.
+  // Rows above or below the image are skipped by a null row pointer. Same order of operations
+  // per output lane as the reference: bit-identical.
+  static constexpr std::size_t kPD = N == 16 ? 8 : 4;
+
+  template <bool Tail, bool Pre>
+  struct DilatedRow {
+    const float* rows[3];  // input rows oy - d, oy, oy + d offset to the block, or nullptr
+    std::size_t channels;
+    std::size_t width;
+    std::size_t d;
+    M m;
+    F pre;
+
+    F u(const float* x) const {
+      const F v = Tail ? V::load(x, m) : V::load(x);
+      return Pre ? V::add(v, pre) : v;
+    }
+
+    // acc[q] for output pixels x0 .. x0 + P - 1 of one multiplier's taps w ([9][kLanes]);
+    // Check: skip the columns outside the image.
+    template <std::size_t P, bool Check>
+    void sums(std::size_t x0, const float* w, F* acc) const {
+      for (std::size_t q = 0; q < P; ++q) acc[q] = V::zero();
+      for (std::size_t ky = 0; ky < 3; ++ky) {
+        const float* row = rows[ky];
+        if (row == nullptr) continue;
+        for (std::size_t kx = 0; kx < 3; ++kx) {
+          const F wv = V::load(w + (ky * 3 + kx) * N);
+          for (std::size_t q = 0; q < P; ++q) {
+            // x0 + q + (kx - 1) * d, as an unsigned column that is >= width when left of 0
+            const std::size_t ix = x0 + q + kx * d - d;
+            if (Check && (x0 + q + kx * d < d || ix >= width)) continue;
+            acc[q] = V::fmadd(u(row + ix * channels), wv, acc[q]);
+          }
+        }
+      }
+    }
+  };
+
+  template <bool Tail, bool Pre, std::size_t P, bool Check>
+  static void dilated_step(const DilatedRow<Tail, Pre>& r, const DWConvShape& s, std::size_t x0,
+                           const float* w, const float* scale, const float* bias, float* out) {
+    const std::size_t out_stride = s.multiplier * s.channels;
+    for (std::size_t j = 0; j < s.multiplier; ++j) {
+      F acc[P];
+      r.template sums<P, Check>(x0, w + j * 9 * padded_channels(s.channels), acc);
+      const std::size_t o = j * s.channels;
+      const F sc = Tail ? V::load(scale + o, r.m) : V::load(scale + o);
+      const F bi = Tail ? V::load(bias + o, r.m) : V::load(bias + o);
+      for (std::size_t q = 0; q < P; ++q) {
+        const F y = V::add(V::mul(acc[q], sc), bi);
+        float* dst = out + (x0 + q) * out_stride + o;
+        if constexpr (Tail) {
+          V::store(dst, y, r.m);
+        } else {
+          V::store(dst, y);
+        }
+      }
+    }
+  }
+
+  template <bool Tail, bool Pre>
+  static void dilated_blocks(const DWConvShape& s, const float* const* rows, const float* pre_bias,
+                             const float* w, const float* scale, const float* bias,
+                             std::size_t c_begin, std::size_t c_end, float* out_row) {
+    const M m = V::mask(c_end - c_begin < N ? c_end - c_begin : N);
+    const std::size_t d = s.dilation, width = s.in_width;
+    // interior pixels: [d, width - d), empty when the row is no wider than 2d
+    const std::size_t lo = std::min(d, width);
+    const std::size_t hi = width > 2 * d ? width - d : lo;
+    for (std::size_t c0 = c_begin; c0 < c_end; c0 += N) {
+      F pre = V::zero();
+      if constexpr (Pre) pre = Tail ? V::load(pre_bias + c0, m) : V::load(pre_bias + c0);
+      const DilatedRow<Tail, Pre> r{{rows[0] != nullptr ? rows[0] + c0 : nullptr, rows[1] + c0,
+                                     rows[2] != nullptr ? rows[2] + c0 : nullptr},
+                                    s.channels,
+                                    width,
+                                    d,
+                                    m,
+                                    pre};
+      const float* wb = w + c0 * 9;
+      const float* sb = scale + c0;
+      const float* bb = bias + c0;
+      float* ob = out_row + c0;
+      std::size_t x = 0;
+      for (; x < lo; ++x) dilated_step<Tail, Pre, 1, true>(r, s, x, wb, sb, bb, ob);
+      for (; x + kPD <= hi; x += kPD) dilated_step<Tail, Pre, kPD, false>(r, s, x, wb, sb, bb, ob);
+      for (; x < hi; ++x) dilated_step<Tail, Pre, 1, false>(r, s, x, wb, sb, bb, ob);
+      for (; x < width; ++x) dilated_step<Tail, Pre, 1, true>(r, s, x, wb, sb, bb, ob);
+    }
+  }
+
+  static void run_rows_f32_dilated(const DWConvShape& s, const float* in, const float* pre_bias,
+                                   const float* w, const float* scale, const float* bias,
+                                   std::size_t y_begin, std::size_t y_end, float* out) {
+    assert(s.stride_h == 1 && s.stride_w == 1);
+    const std::size_t row_elems = s.in_width * s.channels;
+    const std::size_t full_end = s.channels / N * N;
+    const std::size_t out_row_elems = s.out_width * s.multiplier * s.channels;
+    const std::size_t d = s.dilation;
+    for (std::size_t oy = y_begin; oy < y_end; ++oy) {
+      const float* rows[3] = {oy >= d ? in + (oy - d) * row_elems : nullptr, in + oy * row_elems,
+                              oy + d < s.in_height ? in + (oy + d) * row_elems : nullptr};
+      float* out_row = out + oy * out_row_elems;
+      if (pre_bias != nullptr) {
+        if (full_end > 0)
+          dilated_blocks<false, true>(s, rows, pre_bias, w, scale, bias, 0, full_end, out_row);
+        if (full_end < s.channels) {
+          dilated_blocks<true, true>(s, rows, pre_bias, w, scale, bias, full_end, s.channels,
+                                     out_row);
+        }
+      } else {
+        if (full_end > 0)
+          dilated_blocks<false, false>(s, rows, pre_bias, w, scale, bias, 0, full_end, out_row);
+        if (full_end < s.channels) {
+          dilated_blocks<true, false>(s, rows, pre_bias, w, scale, bias, full_end, s.channels,
+                                      out_row);
+        }
+      }
+    }
+  }
+
   static void run_rows_f32(const DWConvShape& s, const float* in, const float* pre_bias,
                            const void* packed, const float* scale, const float* bias,
                            std::size_t y_begin, std::size_t y_end, float* out) {
     assert(y_begin <= y_end && y_end <= s.out_height);
+    if (s.dilation > 1) {
+      run_rows_f32_dilated(s, in, pre_bias, static_cast<const float*>(packed), scale, bias, y_begin,
+                           y_end, out);
+      return;
+    }
     assert(s.out_width == (s.in_width + s.stride_w - 1) / s.stride_w);
     const float* w = static_cast<const float*>(packed);
     const bool pre = pre_bias != nullptr;

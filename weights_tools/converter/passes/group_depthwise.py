@@ -2,7 +2,7 @@
 channel multiplier.
 
 Pattern: ``concat(..., dw_1(x), dw_2(x), ..., dw_k(x), ...)`` where the dw_j are adjacent
-concat inputs, read the same input with the same pre-bias and stride, and each is read only by
+concat inputs, read the same input with the same pre-bias, stride and dilation, and each is read only by
 this concat (once) and is not the graph output. Rewrite: one ``dwconv`` with multiplier
 ``k = sum of theirs``, weights, scales and biases concatenated in concat order; a concat left
 with one input is replaced by it.
@@ -36,7 +36,13 @@ def group_depthwise(graph: IRGraph) -> None:
             ):
                 return None
             pb = d.p["pre_bias"]
-            return (d.inputs[0], None if pb is None else pb.tobytes(), d.p["stride"])
+            # the dilation too: one DWCONV3X3 has one rate for all its blocks
+            return (
+                d.inputs[0],
+                None if pb is None else pb.tobytes(),
+                d.p["stride"],
+                d.p.get("dilation", 1),
+            )
 
         new_inputs: List[str] = []
         i = 0
