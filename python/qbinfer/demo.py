@@ -238,7 +238,7 @@ def run_segmentation_demo(args: argparse.Namespace) -> Dict[str, Any]:
     """The shipped segmentation model on its held-out set: mIoU of the engine and of PyTorch,
     per-pixel agreement, latency; writes one overlay PNG (held-out images, the engine's masks
     over them, the true masks)."""
-    from .cli_segment import colorize, confusion_matrix, mean_iou, overlay
+    from .cli_segment import VOID, colorize, confusion_matrix, mean_iou, overlay
 
     quiet = args.json
     folder, record = shipped_record(SHIPPED_SEGMENTER)
@@ -313,7 +313,11 @@ def run_segmentation_demo(args: argparse.Namespace) -> Dict[str, Any]:
     rows = [
         np.concatenate([images[i] for i in shown], axis=1),
         np.concatenate([overlay(images[i], preds[i]) for i in shown], axis=1),
-        np.concatenate([colorize(masks[i]) for i in shown], axis=1),
+        # the truth marks stroke borders VOID (ignored in training and scoring): drawn as void
+        np.concatenate(
+            [colorize(np.where(masks[i] == VOID, -1, masks[i].astype(np.int32))) for i in shown],
+            axis=1,
+        ),
     ]
     picture = np.concatenate(rows, axis=0)
     from .cli_segment import _pil
