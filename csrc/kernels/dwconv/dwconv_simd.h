@@ -365,35 +365,51 @@ struct DWConvSimd {
     }
   }
 
-  template <bool Tail, bool Pre>
-  static void dilated_blocks(const DWConvShape& s, const float* const* rows, const float* pre_bias,
+  // One pixel group [x, x + P) over every channel block of [c_begin, c_end): the inner loop walks
+  // each input pixel's channels in address order. (Block-outer order walked the row at a stride
+  // of `channels` floats, a power of two in these networks, so every tap load of a wide layer
+  // fell in the same few cache sets: 2048-channel layers ran at a third of the speed.)
+  template <bool Tail, bool Pre, std::size_t P, bool Check>
+  static void dilated_pixels(const DWConvShape& s, const float* const* rows, const float* pre_bias,
                              const float* w, const float* scale, const float* bias,
-                             std::size_t c_begin, std::size_t c_end, float* out_row) {
+                             std::size_t c_begin, std::size_t c_end, std::size_t x,
+                             float* out_row) {
     const M m = V::mask(c_end - c_begin < N ? c_end - c_begin : N);
-    const std::size_t d = s.dilation, width = s.in_width;
-    // interior pixels: [d, width - d), empty when the row is no wider than 2d
-    const std::size_t lo = std::min(d, width);
-    const std::size_t hi = width > 2 * d ? width - d : lo;
     for (std::size_t c0 = c_begin; c0 < c_end; c0 += N) {
       F pre = V::zero();
       if constexpr (Pre) pre = Tail ? V::load(pre_bias + c0, m) : V::load(pre_bias + c0);
       const DilatedRow<Tail, Pre> r{{rows[0] != nullptr ? rows[0] + c0 : nullptr, rows[1] + c0,
                                      rows[2] != nullptr ? rows[2] + c0 : nullptr},
                                     s.channels,
-                                    width,
-                                    d,
+                                    s.in_width,
+                                    s.dilation,
                                     m,
                                     pre};
-      const float* wb = w + c0 * 9;
-      const float* sb = scale + c0;
-      const float* bb = bias + c0;
-      float* ob = out_row + c0;
-      std::size_t x = 0;
-      for (; x < lo; ++x) dilated_step<Tail, Pre, 1, true>(r, s, x, wb, sb, bb, ob);
-      for (; x + kPD <= hi; x += kPD) dilated_step<Tail, Pre, kPD, false>(r, s, x, wb, sb, bb, ob);
-      for (; x < hi; ++x) dilated_step<Tail, Pre, 1, false>(r, s, x, wb, sb, bb, ob);
-      for (; x < width; ++x) dilated_step<Tail, Pre, 1, true>(r, s, x, wb, sb, bb, ob);
+      dilated_step<Tail, Pre, P, Check>(r, s, x, w + c0 * 9, scale + c0, bias + c0, out_row + c0);
     }
+  }
+
+  template <bool Tail, bool Pre>
+  static void dilated_blocks(const DWConvShape& s, const float* const* rows, const float* pre_bias,
+                             const float* w, const float* scale, const float* bias,
+                             std::size_t c_begin, std::size_t c_end, float* out_row) {
+    const std::size_t d = s.dilation, width = s.in_width;
+    // interior pixels: [d, width - d), empty when the row is no wider than 2d
+    const std::size_t lo = std::min(d, width);
+    const std::size_t hi = width > 2 * d ? width - d : lo;
+    std::size_t x = 0;
+    for (; x < lo; ++x)
+      dilated_pixels<Tail, Pre, 1, true>(s, rows, pre_bias, w, scale, bias, c_begin, c_end, x,
+                                         out_row);
+    for (; x + kPD <= hi; x += kPD)
+      dilated_pixels<Tail, Pre, kPD, false>(s, rows, pre_bias, w, scale, bias, c_begin, c_end, x,
+                                            out_row);
+    for (; x < hi; ++x)
+      dilated_pixels<Tail, Pre, 1, false>(s, rows, pre_bias, w, scale, bias, c_begin, c_end, x,
+                                          out_row);
+    for (; x < width; ++x)
+      dilated_pixels<Tail, Pre, 1, true>(s, rows, pre_bias, w, scale, bias, c_begin, c_end, x,
+                                         out_row);
   }
 
   static void run_rows_f32_dilated(const DWConvShape& s, const float* in, const float* pre_bias,
