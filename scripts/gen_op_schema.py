@@ -102,7 +102,8 @@ def render_inc() -> str:
     )
     w("//")
     w("// Part 1 (always): QBINFER_OP_LIST(X), X(code, NAME, enumerator) for every op; ops.h")
-    w("// expands it into enum class OpType.")
+    w("// expands it into enum class OpType; QBINFER_<OP>_MODE_LIST(X), X(value, name) for an op")
+    w("// whose mode is an attribute's value (FC: ops.h's enum class FCEncoding).")
     w("// Part 2 (with QBINFER_OP_SCHEMA_TABLES defined, in ops.cc only, inside its namespace):")
     w(
         "// the validation tables. The types they use (OpSpec, AttrSpec, ...) are declared in ops.cc."
@@ -117,6 +118,16 @@ def render_inc() -> str:
         w(f"  X({op.code}, {op.name}, {op.cpp_enum}){tail}")
     w("// clang-format on")
     w(f"#define QBINFER_OP_CODE_MAX {max(op.code for op in S.OPS)}")
+    # An op whose mode is an attribute's value gets its modes as a list too, so the C++ code
+    # names them (ops.h: enum class FCEncoding) instead of repeating the schema's numbers.
+    for op in S.OPS:
+        if isinstance(op.mode, S.ModeByAttr):
+            w("// clang-format off")
+            w(f"#define QBINFER_{op.name}_MODE_LIST(X) \\")
+            for i, (key, name) in enumerate(op.mode.modes):
+                tail = " \\" if i + 1 < len(op.mode.modes) else ""
+                w(f"  X({key}, {name}){tail}")
+            w("// clang-format on")
     w("#endif  // QBINFER_OP_SCHEMA_LIST_")
     w("")
     w("#if defined(QBINFER_OP_SCHEMA_TABLES) && !defined(QBINFER_OP_SCHEMA_TABLES_DONE_)")

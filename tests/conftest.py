@@ -121,6 +121,30 @@ def zoo_model(name: str, seed: int, num_classes: int = 10, se: Optional[str] = N
     return model.eval()
 
 
+def randomise_segmenter(model, seed: int, mean_scale: float, bias_scale: float):
+    """A segmenter (or any BN network) in eval mode with random BN statistics and affines and
+    random learnable biases (the thresholds before signs), so that nothing converts by accident
+    of an identity and no sign input sits on an exact 0 (a fresh model's BN is the identity, so
+    integer dot products of 0 would reach the next sign as an exact 0, which fused runtimes may
+    round either way). `mean_scale`/`bias_scale`: the spread of BN running means and biases."""
+    import torch
+    from torch import nn
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * mean_scale)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * bias_scale)
+        for name, p in model.named_parameters():
+            if name.endswith("gamma.bias") or name.endswith("beta.bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model.eval()
+
+
 def convert_model(model, tmp_path, name: str, size: Tuple[int, int], **kw: Any) -> Tuple[str, str]:
     """Convert a PyTorch model to TMP/NAME.qbw, keeping the exported TMP/NAME.onnx:
     (qbw path, onnx path). `kw` goes to `to_qbw` (fc=, depthwise=, class_names=, ...)."""

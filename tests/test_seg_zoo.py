@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import randomise_segmenter
 from torch import nn
 
 from weights_tools import zoo
@@ -155,25 +156,6 @@ SMALL = zoo.with_overrides(
 )
 
 
-def _randomise(model: nn.Module, seed: int) -> nn.Module:
-    """Random BN statistics and affine, random biases before signs: no exact ties at zero (a
-    fresh model's BN is the identity, so integer dot products of 0 reach the next sign as an
-    exact 0, which fused runtimes may round either way)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-        for name, p in model.named_parameters():
-            if name.endswith("gamma.bias") or name.endswith("beta.bias"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model.eval()
-
-
 @pytest.mark.parametrize("output_stride", [16, 8])
 @pytest.mark.parametrize("head", HEADS)
 def test_onnx_export_matches_pytorch(tmp_path, head, output_stride):
@@ -192,7 +174,7 @@ def test_onnx_export_matches_pytorch(tmp_path, head, output_stride):
         low_level_channels=16,
         decoder_channels=32,
     )
-    _randomise(model, 1)
+    randomise_segmenter(model, 1, mean_scale=0.1, bias_scale=0.1)
     path = os.fspath(tmp_path / "seg.onnx")
     export_onnx(model, path, input_size=(96, 96))
     graph = onnx.load(path).graph

@@ -42,7 +42,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -1257,22 +1257,36 @@ def train(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     return run(parse_config(argv))
 
 
-def run(cfg: TrainConfig) -> Dict[str, Any]:
-    """Train as `cfg` says, in this process (one rank of a torchrun job, or alone)."""
-    info = setup_distributed(cfg.device)
+def run_as_rank(
+    device: str,
+    threads: int,
+    out: str,
+    body: Callable[[DistInfo, "_Logger"], Dict[str, Any]],
+) -> Dict[str, Any]:
+    """Run `body(info, log)` as this process's rank (of a torchrun job, or alone): the process
+    group, the thread count, the output folder and the logger are set up here and always torn
+    down, so classification and segmentation training share one life cycle."""
+    info = setup_distributed(device)
     try:
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        os.makedirs(cfg.out, exist_ok=True)
+        if threads:
+            torch.set_num_threads(threads)
+        os.makedirs(out, exist_ok=True)
         info.barrier()
-        log = _Logger(cfg.out, info.main)
+        log = _Logger(out, info.main)
         try:
-            return _run_logged(cfg, info, log)
+            return body(info, log)
         finally:
             log.close()
     finally:
         if info.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def run(cfg: TrainConfig) -> Dict[str, Any]:
+    """Train as `cfg` says, in this process (one rank of a torchrun job, or alone)."""
+    return run_as_rank(
+        cfg.device, cfg.threads, cfg.out, lambda info, log: _run_logged(cfg, info, log)
+    )
 
 
 def _run_logged(cfg: TrainConfig, info: DistInfo, log: _Logger) -> Dict[str, Any]:

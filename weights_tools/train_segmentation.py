@@ -12,17 +12,16 @@ lr * (1 - t/T)^power per step (power 0.9); the paper's two stages for the binary
 binary activations with float weights, stage 2 binary weights from stage 1's result, as
 `weights_tools.train` does for classification: `zoo.set_training_stage`); mIoU from a confusion
 matrix summed over the ranks. Distributed through torchrun with DistributedDataParallel, the
-same set-up as classification (`train.setup_distributed`).
+same set-up and life cycle as classification (`train.run_as_rank`).
 
 The run directory gets `model.pth` ({"model", "meta", "metrics"}: `meta` rebuilds the model,
-`train.model_from_meta`), `checkpoint.pth` after every epoch and `log.jsonl`.
+`train.model_from_meta`), `checkpoint.pth` after every epoch, `log.jsonl` and `train.log`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -40,11 +39,12 @@ from .seg_zoo import OUTPUT_STRIDES, SEG_HEADS, build_segmenter
 from .train import (
     DistInfo,
     _average_buffers,
+    _Logger,
     _parse_blocks,
     _save_atomic,
     _unwrap,
     _weight_decay_groups,
-    setup_distributed,
+    run_as_rank,
     state_checksum,
 )
 from .zoo import ARCHS, set_training_stage, with_overrides
@@ -290,25 +290,6 @@ def build_meta(args: argparse.Namespace, classes: List[str], pre: Dict[str, Any]
     }
 
 
-class _Log:
-    def __init__(self, out: str, enabled: bool):
-        self.enabled = enabled
-        self.f = open(os.path.join(out, "log.jsonl"), "a") if enabled else None
-
-    def line(self, msg: str) -> None:
-        if self.enabled:
-            print(f"[seg {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-    def record(self, event: str, **fields: Any) -> None:
-        if self.f is not None:
-            self.f.write(json.dumps({"event": event, "time": time.time(), **fields}) + "\n")
-            self.f.flush()
-
-    def close(self) -> None:
-        if self.f is not None:
-            self.f.close()
-
-
 def evaluate(model: nn.Module, loader, info: DistInfo, num_classes: int) -> Dict[str, Any]:
     """mIoU, pixel accuracy and loss over the eval set (all ranks' shards summed)."""
     model.eval()
@@ -353,23 +334,10 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             "stage 1's model.pth)",
             file=sys.stderr,
         )
-    info = setup_distributed(args.device)
-    try:
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        os.makedirs(args.out, exist_ok=True)
-        info.barrier()
-        log = _Log(args.out, info.main)
-        try:
-            return _run(args, info, log)
-        finally:
-            log.close()
-    finally:
-        if info.enabled and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    return run_as_rank(args.device, args.threads, args.out, lambda info, log: _run(args, info, log))
 
 
-def _run(args: argparse.Namespace, info: DistInfo, log: _Log) -> Dict[str, Any]:
+def _run(args: argparse.Namespace, info: DistInfo, log: _Logger) -> Dict[str, Any]:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     train_set, eval_set, classes, pre = build_datasets(args)

@@ -541,11 +541,13 @@ void build_fc(Builder& b) {
   const ValueInfo& in = b.in(0);
   const ValueInfo& out = b.out();
   b.expect_shape("output", out, 1, 1, out.channels);
-  const int encoding = static_cast<int>(b.attr(0));
+  // In range: the schema's mode table has already refused any other value.
+  const auto encoding = static_cast<FCEncoding>(b.attr(0));
   const std::uint64_t pixels = std::uint64_t{in.height} * in.width;  // < 2^64
-  if ((encoding == 2 || encoding == 3) && pixels != 1) {
+  if ((encoding == FCEncoding::bitplane8 || encoding == FCEncoding::binary) && pixels != 1) {
     b.fail("input " + quoted(std::string(in.name)) + " has shape " + shape_str(in) + ", but " +
-           (encoding == 2 ? "bitplane8" : "binary") + " weights need a (1, 1, C) input");
+           (encoding == FCEncoding::bitplane8 ? "bitplane8" : "binary") +
+           " weights need a (1, 1, C) input");
   }
   // The weight dims multiply H*W*C: bound it first so that the product cannot wrap.
   const std::uint64_t c = sat_mul(pixels, in.channels);
@@ -842,7 +844,7 @@ OpStats Op::stats() const {
     case OpType::kFC: {
       const FCArgs& a = args<FCArgs>();
       const std::uint64_t o = a.out_features, c = channels;
-      s.params = o * c + o + (a.encoding != 0 ? o : 0);
+      s.params = o * c + o + (a.encoding != FCEncoding::fp32 ? o : 0);
       s.flops = o * c;
       break;
     }

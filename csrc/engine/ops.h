@@ -114,10 +114,16 @@ struct ConcatArgs {
   // set by the model when it plans the steps.
   std::uint32_t slot = 0;
 };
+// FC's weight encodings: the schema's FC modes (docs/format.md), generated into op_schema.inc.
+enum class FCEncoding : int {
+#define QBINFER_FC_ENCODING_ENUMERATOR(key, name) name = key,
+  QBINFER_FC_MODE_LIST(QBINFER_FC_ENCODING_ENUMERATOR)
+#undef QBINFER_FC_ENCODING_ENUMERATOR
+};
 struct FCArgs {
   static constexpr OpType kType = OpType::kFC;
   std::size_t out_features = 0;
-  int encoding = 0;  // 0 fp32, 1 int8, 2 bitplane8, 3 binary (the schema's FC modes)
+  FCEncoding encoding = FCEncoding::fp32;
 };
 struct MaxPoolArgs {
   static constexpr OpType kType = OpType::kMaxPool;

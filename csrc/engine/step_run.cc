@@ -281,7 +281,7 @@ void run_fc(const Step& step, const ExecContext& ctx) {
   const std::size_t out_features = a.out_features;
   const bool split = ctx.pool != nullptr && out_features * c >= kParallelMinFloats * 4;
   switch (a.encoding) {
-    case 0: {
+    case FCEncoding::fp32: {
       const float* w = op.tensors[0]->as<float>();
       auto body = [&](std::size_t b, std::size_t e) {
         k.f32(c, e - b, x, w + b * c, bias + b, out + b);
@@ -289,7 +289,7 @@ void run_fc(const Step& step, const ExecContext& ctx) {
       split ? ctx.parallel_for(out_features, body) : body(0, out_features);
       break;
     }
-    case 1: {
+    case FCEncoding::int8: {
       const std::int8_t* w = op.tensors[0]->as<std::int8_t>();
       const float* ws = op.tensors[1]->as<float>();
       auto body = [&](std::size_t b, std::size_t e) {
@@ -298,7 +298,7 @@ void run_fc(const Step& step, const ExecContext& ctx) {
       split ? ctx.parallel_for(out_features, body) : body(0, out_features);
       break;
     }
-    case 3: {
+    case FCEncoding::binary: {
       const BitWord* w = op.tensors[0]->as<BitWord>();
       const float* ws = op.tensors[1]->as<float>();
       const std::size_t words = words_for_channels(c);
@@ -308,7 +308,7 @@ void run_fc(const Step& step, const ExecContext& ctx) {
       split ? ctx.parallel_for(out_features, body) : body(0, out_features);
       break;
     }
-    default: {
+    case FCEncoding::bitplane8: {  // repacked at load into int8 codes (weight_repack.cc)
       const auto* w = reinterpret_cast<const std::int8_t*>(step.packed.data());
       const float* ws = op.tensors[1]->as<float>();
       auto body = [&](std::size_t b, std::size_t e) {

@@ -59,9 +59,10 @@ PackKey pack_key(const Op& op) {
     case OpType::kFC:
       // bitplane8: its planes become one int8 code per weight (fc.h, "bitplane8 packed"): the
       // same bytes, without the bit extraction on every run.
-      if (op.args<FCArgs>().encoding == 2) {
+      if (op.args<FCArgs>().encoding == FCEncoding::bitplane8) {
         key.tensor = op.tensors[0];
-        key.fields = {type, 2, op.channels, op.args<FCArgs>().out_features};
+        key.fields = {type, static_cast<std::size_t>(FCEncoding::bitplane8), op.channels,
+                      op.args<FCArgs>().out_features};
       }
       break;
     default:
@@ -83,7 +84,7 @@ std::uint64_t packed_weight_bytes(const Op& op, const KernelTable& kt) {
     case OpType::kBConv2DGeneral:
       return kt.bconv_general->packed_weight_bytes(op.args<BConv2DGeneralArgs>().shape);
     case OpType::kFC:
-      return op.args<FCArgs>().encoding == 2
+      return op.args<FCArgs>().encoding == FCEncoding::bitplane8
                  ? std::uint64_t{op.channels} * op.args<FCArgs>().out_features
                  : 0;
     default:
@@ -125,7 +126,7 @@ AlignedBuffer repack_weights(const Op& op, const KernelTable& kt) {
     }
     case OpType::kFC: {
       const FCArgs& a = op.args<FCArgs>();
-      if (a.encoding == 2) {
+      if (a.encoding == FCEncoding::bitplane8) {
         packed = AlignedBuffer(std::size_t{op.channels} * a.out_features);
         fc_bitplane8_pack(op.channels, a.out_features, op.tensors[0]->as<BitWord>(),
                           reinterpret_cast<std::int8_t*>(packed.data()));
