@@ -205,16 +205,19 @@ QBINFER_INLINE void hide_pointer(T*& p) {
 #endif
 }
 
-// Counts groups g0..g0+G-1 against the kTilePixels broadcast streams and writes their outputs
-// for the first n_px pixels (out_px[n]: the pixel's output row). Plain: the tile is full, no
-// pixel misses a tap and every group has all 2 * kLanes channels, the case of all but the
-// border and last tiles, whose epilogue is then straight-line code.
+// Counts groups g0..g0+G-1 against the first P (<= kTilePixels) broadcast streams of a tile and
+// writes their outputs for the first n_px <= P pixels (out_px[n]: the pixel's output row).
+// Epilogue modes: kPlain when n_px == P == kTilePixels, every group has all 2 * kLanes channels
+// and no pixel misses a tap (straight-line code); kPlainCorrected the same with the zero-padding
+// correction of the pixels that miss taps (3x3 border tiles); kGeneric for the rest.
 //
 // Chunks > 0 (p.chunks, kernel 3): src[ky] is the broadcast input row y - 1 + ky (run_rows_ring)
 // at the column of the tile's first tap, pixel n's units Chunks * n vectors further, the units
 // of a tap row consecutive; Chunks = 0: src[0] is the tile's gathered streams ([unit][pixel]
 // vectors).
-template <int G, bool Plain, int Chunks>
+enum EpilogueMode : int { kGeneric = 0, kPlain = 1, kPlainCorrected = 2 };
+
+template <int G, int P, int Mode, int Chunks>
 QBINFER_INLINE void count_groups(const BConvPlan& p, const uint16x8_t* const* src,
                                  const std::uint32_t* weights, const std::int32_t* wsum,
                                  std::size_t g0, std::size_t co, uint32x4_t k_total,
@@ -223,9 +226,9 @@ QBINFER_INLINE void count_groups(const BConvPlan& p, const uint16x8_t* const* sr
   const std::size_t gs = p.stream * Neon::kLanes;  // 32-bit units per group
   const std::uint32_t* w[G];
   for (int g = 0; g < G; ++g) w[g] = weights + (g0 + g) * gs;
-  uint16x8_t acc[G][kTilePixels];
+  uint16x8_t acc[G][P];
   for (int g = 0; g < G; ++g) {
-    for (int n = 0; n < kTilePixels; ++n) acc[g][n] = vdupq_n_u16(0);
+    for (int n = 0; n < P; ++n) acc[g][n] = vdupq_n_u16(0);
   }
   // Two units per iteration: the loop's pointer updates and branch are paid once per 48 NEON
   // operations (AArch64); an odd stream's (tap row's) last unit follows.
@@ -234,11 +237,11 @@ QBINFER_INLINE void count_groups(const BConvPlan& p, const uint16x8_t* const* sr
     const uint16x8_t* const a_end = a + p.stream / 2 * 2 * kTilePixels;
     for (; a != a_end; a += 2 * kTilePixels) {
       for (int u = 0; u < 2; ++u) {
-        uint8x16_t x[kTilePixels];
-        for (int n = 0; n < kTilePixels; ++n) x[n] = vreinterpretq_u8_u16(a[u * kTilePixels + n]);
+        uint8x16_t x[P];
+        for (int n = 0; n < P; ++n) x[n] = vreinterpretq_u8_u16(a[u * kTilePixels + n]);
         for (int g = 0; g < G; ++g) {
           const uint8x16_t wv = vreinterpretq_u8_u32(vld1q_u32(w[g] + u * Neon::kLanes));
-          for (int n = 0; n < kTilePixels; ++n)
+          for (int n = 0; n < P; ++n)
             acc[g][n] = vpadalq_u8(acc[g][n], vcntq_u8(veorq_u8(wv, x[n])));
         }
       }
@@ -247,7 +250,7 @@ QBINFER_INLINE void count_groups(const BConvPlan& p, const uint16x8_t* const* sr
     if (p.stream % 2 != 0) {  // a = the last unit
       for (int g = 0; g < G; ++g) {
         const uint8x16_t wv = vreinterpretq_u8_u32(vld1q_u32(w[g]));
-        for (int n = 0; n < kTilePixels; ++n)
+        for (int n = 0; n < P; ++n)
           acc[g][n] = vpadalq_u8(acc[g][n], vcntq_u8(veorq_u8(wv, vreinterpretq_u8_u16(a[n]))));
       }
     }
@@ -262,11 +265,11 @@ QBINFER_INLINE void count_groups(const BConvPlan& p, const uint16x8_t* const* sr
         // across iterations in register copies (MOV, a NEON operation each, the scarce kind).
         // The empty asm hides that the pointers are related.
         hide_pointer(a);
-        uint8x16_t x[kTilePixels];
-        for (int n = 0; n < kTilePixels; ++n) x[n] = vreinterpretq_u8_u16(a[n * Chunks]);
+        uint8x16_t x[P];
+        for (int n = 0; n < P; ++n) x[n] = vreinterpretq_u8_u16(a[n * Chunks]);
         for (int g = 0; g < G; ++g) {
           const uint8x16_t wv = vreinterpretq_u8_u32(vld1q_u32(w[g]));
-          for (int n = 0; n < kTilePixels; ++n)
+          for (int n = 0; n < P; ++n)
             acc[g][n] = vpadalq_u8(acc[g][n], vcntq_u8(veorq_u8(wv, x[n])));
           w[g] += Neon::kLanes;
         }
@@ -276,21 +279,28 @@ QBINFER_INLINE void count_groups(const BConvPlan& p, const uint16x8_t* const* sr
   for (int g = 0; g < G; ++g) {
     const std::size_t gi = g0 + g;
     const std::size_t o0 = gi * 2 * Neon::kLanes, o1 = o0 + Neon::kLanes;
-    if constexpr (Plain) {
+    if constexpr (Mode != kGeneric) {
       // dot = K - 2 * count per channel: 2 * low half = (c << 16) >> 15, 2 * high half =
       // (c >> 15) with the low half's top bit cleared; then the contract's rounded multiply
       // and rounded add (vmulq_f32, vaddq_f32: the build forbids contracting them to FMLA).
       const float32x4_t s0 = vld1q_f32(scale + o0), s1 = vld1q_f32(scale + o1);
       const float32x4_t b0 = vld1q_f32(bias + o0), b1 = vld1q_f32(bias + o1);
       const uint32x4_t high_mask = vdupq_n_u32(0x1fffe);
-      for (int n = 0; n < kTilePixels; ++n) {
+      const std::int32_t* wsum_g = wsum + gi * p.taps * p.per_vec;
+      for (int n = 0; n < P; ++n) {
         const uint32x4_t c = vreinterpretq_u32_u16(acc[g][n]);
         const uint32x4_t low2 = vshrq_n_u32(vshlq_n_u32(c, 16), 15);
         const uint32x4_t high2 = vandq_u32(vshrq_n_u32(c, 15), high_mask);
-        const int32x4_t d0 = vreinterpretq_s32_u32(vsubq_u32(k_total, low2));
-        const int32x4_t d1 = vreinterpretq_s32_u32(vsubq_u32(k_total, high2));
-        vst1q_f32(out_px[n] + o0, vaddq_f32(vmulq_f32(vcvtq_f32_s32(d0), s0), b0));
-        vst1q_f32(out_px[n] + o1, vaddq_f32(vmulq_f32(vcvtq_f32_s32(d1), s1), b1));
+        uint32x4_t d0 = vsubq_u32(k_total, low2);
+        uint32x4_t d1 = vsubq_u32(k_total, high2);
+        if (Mode == kPlainCorrected && missing[n] != 0) {
+          d0 = vsubq_u32(d0, Kernel::correction(wsum_g, p.per_vec, missing[n]));
+          d1 = vsubq_u32(d1, Kernel::correction(wsum_g + Neon::kLanes, p.per_vec, missing[n]));
+        }
+        const float32x4_t f0 = vcvtq_f32_s32(vreinterpretq_s32_u32(d0));
+        const float32x4_t f1 = vcvtq_f32_s32(vreinterpretq_s32_u32(d1));
+        vst1q_f32(out_px[n] + o0, vaddq_f32(vmulq_f32(f0, s0), b0));
+        vst1q_f32(out_px[n] + o1, vaddq_f32(vmulq_f32(f1, s1), b1));
       }
     } else {
       const std::int32_t* wsum_g = wsum + gi * p.taps * p.per_vec;
@@ -313,43 +323,51 @@ QBINFER_INLINE void count_groups(const BConvPlan& p, const uint16x8_t* const* sr
 }
 
 // Groups [g_begin, g_end) of one tile, kTileGroups at a time.
-template <bool Plain, int Chunks>
+template <int P, int Mode, int Chunks>
 void count_tile(const BConvPlan& p, const uint16x8_t* const* src, const std::uint32_t* weights,
                 const std::int32_t* wsum, std::size_t g_begin, std::size_t g_end, std::size_t co,
                 uint32x4_t k_total, const unsigned* missing, const float* scale, const float* bias,
                 int n_px, float* const* out_px) {
   std::size_t g = g_begin;
   for (; g + kTileGroups <= g_end; g += kTileGroups) {
-    count_groups<kTileGroups, Plain, Chunks>(p, src, weights, wsum, g, co, k_total, missing, scale,
-                                             bias, n_px, out_px);
+    count_groups<kTileGroups, P, Mode, Chunks>(p, src, weights, wsum, g, co, k_total, missing,
+                                               scale, bias, n_px, out_px);
   }
   if constexpr (kTileGroups > 1) {
     if (g < g_end) {
-      count_groups<1, Plain, Chunks>(p, src, weights, wsum, g, co, k_total, missing, scale, bias,
-                                     n_px, out_px);
+      count_groups<1, P, Mode, Chunks>(p, src, weights, wsum, g, co, k_total, missing, scale, bias,
+                                       n_px, out_px);
     }
   }
 }
 
-// All groups of one tile: the plain epilogue for the full groups when the tile allows it.
-template <int Chunks>
+// All groups of one tile of P streams (n_px of them written): a plain epilogue for the full
+// groups of a full tile.
+template <int P, int Chunks>
 void count_all_groups(const BConvPlan& p, const uint16x8_t* const* src,
                       const std::uint32_t* weights, const std::int32_t* wsum, std::size_t co,
                       uint32x4_t k_total, const unsigned* missing, const float* scale,
                       const float* bias, int n_px, float* const* out_px) {
-  bool plain = n_px == kTilePixels;
-  for (int n = 0; n < kTilePixels; ++n) plain = plain && missing[n] == 0;
-  if (plain) {
-    // The groups whose 2 * kLanes channels all exist (co % 8 == 0: every group).
-    const std::size_t full_groups = co / (2 * Neon::kLanes);
-    count_tile<true, Chunks>(p, src, weights, wsum, 0, full_groups, co, k_total, missing, scale,
-                             bias, n_px, out_px);
-    count_tile<false, Chunks>(p, src, weights, wsum, full_groups, p.groups, co, k_total, missing,
-                              scale, bias, n_px, out_px);
-  } else {
-    count_tile<false, Chunks>(p, src, weights, wsum, 0, p.groups, co, k_total, missing, scale, bias,
-                              n_px, out_px);
+  if constexpr (P == kTilePixels) {
+    if (n_px == P) {
+      bool any_missing = false;
+      for (int n = 0; n < P; ++n) any_missing = any_missing || missing[n] != 0;
+      // The groups whose 2 * kLanes channels all exist (co % 8 == 0: every group).
+      const std::size_t full_groups = co / (2 * Neon::kLanes);
+      if (any_missing) {
+        count_tile<P, kPlainCorrected, Chunks>(p, src, weights, wsum, 0, full_groups, co, k_total,
+                                               missing, scale, bias, n_px, out_px);
+      } else {
+        count_tile<P, kPlain, Chunks>(p, src, weights, wsum, 0, full_groups, co, k_total, missing,
+                                      scale, bias, n_px, out_px);
+      }
+      count_tile<P, kGeneric, Chunks>(p, src, weights, wsum, full_groups, p.groups, co, k_total,
+                                      missing, scale, bias, n_px, out_px);
+      return;
+    }
   }
+  count_tile<P, kGeneric, Chunks>(p, src, weights, wsum, 0, p.groups, co, k_total, missing, scale,
+                                  bias, n_px, out_px);
 }
 
 void run_rows_broadcast(const BConvShape& s, const BConvPlan& p, const BitWord* in,
@@ -363,18 +381,35 @@ void run_rows_broadcast(const BConvShape& s, const BConvPlan& p, const BitWord* 
   const bool zero_pad = s.padding == BinaryPadding::kZero;
   for (std::size_t p0 = y_begin * W; p0 < end; p0 += kTilePixels) {
     const int n_px = static_cast<int>(std::min<std::size_t>(kTilePixels, end - p0));
-    unsigned missing[kTilePixels];
-    float* out_px[kTilePixels];
-    for (int n = 0; n < kTilePixels; ++n) {
-      // A short last tile counts its last pixel again in the spare slots (not written).
-      const std::size_t px = p0 + static_cast<std::size_t>(std::min(n, n_px - 1));
+    unsigned missing[kTilePixels] = {};
+    float* out_px[kTilePixels] = {};
+    for (int n = 0; n < n_px; ++n) {
+      const std::size_t px = p0 + static_cast<std::size_t>(n);
       const std::size_t y = px / W, x = px % W;
       gather_broadcast(s, p, in, y, x, buf + n);
       missing[n] = zero_pad ? Kernel::missing_taps(s, y, x) : 0;
       out_px[n] = out + px * co;
     }
+    // A short last tile counts only its own streams (a 7x7 image is 12 tiles of 4 and one of 1).
     const uint16x8_t* src[1] = {buf};
-    count_all_groups<0>(p, src, weights, wsum, co, k_total, missing, scale, bias, n_px, out_px);
+    switch (n_px) {
+      case 1:
+        count_all_groups<1, 0>(p, src, weights, wsum, co, k_total, missing, scale, bias, n_px,
+                               out_px);
+        break;
+      case 2:
+        count_all_groups<2, 0>(p, src, weights, wsum, co, k_total, missing, scale, bias, n_px,
+                               out_px);
+        break;
+      case 3:
+        count_all_groups<3, 0>(p, src, weights, wsum, co, k_total, missing, scale, bias, n_px,
+                               out_px);
+        break;
+      default:
+        count_all_groups<kTilePixels, 0>(p, src, weights, wsum, co, k_total, missing, scale, bias,
+                                         n_px, out_px);
+        break;
+    }
   }
 }
 
@@ -459,8 +494,8 @@ void run_rows_ring(const BConvShape& s, const BConvPlan& p, const BitWord* in,
       }
       const uint16x8_t* src[3] = {row[0] + x * p.chunks, row[1] + x * p.chunks,
                                   row[2] + x * p.chunks};
-      count_all_groups<Chunks>(p, src, weights, wsum, co, k_total, missing, scale, bias, n_px,
-                               out_px);
+      count_all_groups<kTilePixels, Chunks>(p, src, weights, wsum, co, k_total, missing, scale,
+                                            bias, n_px, out_px);
     }
   }
 }
