@@ -421,7 +421,9 @@ void run_rows_broadcast(const BConvShape& s, const BConvPlan& p, const BitWord* 
 // a short last tile read zeros), each row once per image, and a tile of 4 pixels of one output
 // row reads its units straight from the rows: for a tap row, pixel n's units are the
 // 3 * chunks consecutive vectors from column x + n - 1.
-constexpr std::size_t kMaxRingVectors = 3072;  // 48 KiB
+// 24 KiB: the three rows stay in the 32 KiB L1 beside the weights in flight (a 56x56 3x3 over
+// 128 channels needs 22.9 KiB); wider rows take the per-pixel gather.
+constexpr std::size_t kMaxRingVectors = 1536;
 
 std::size_t ring_row_vectors(const BConvShape& s, const BConvPlan& p) {
   return (s.width + 1 + kTilePixels) * p.chunks;
