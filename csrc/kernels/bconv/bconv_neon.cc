@@ -140,17 +140,18 @@ struct Neon {
 
 using Kernel = BConv<Neon>;
 
-// ---- The 16-bit-lane streams with pre-broadcast units (kernel 1, kernel 3 with Ci > 32) ----
+// ---- 16-bit-lane streams with pre-broadcast units (kernel 1 and 3, Co > 4, k*k*Ci <= 65535) ----
 // Kernel::run_pixels broadcasts each 32-bit unit of a pixel's stream inside its inner loop
 // (LDR S + DUP, or LD1R: on the A72 either costs a NEON slot as well as a load), so per unit a
 // 4-pixel tile spends 16 NEON operations (4 DUP, 4 EOR, 4 CNT, 4 UADALP) on 512 binary MACs.
 // Here the gather writes every 16-bit chunk already broadcast to the eight 16-bit lanes, so the
 // inner loop loads its operands with plain LDR Q (load pipe only) and spends exactly EOR + CNT +
 // UADALP per (pixel, group): 3 NEON operations per 128 MACs, the floor without a popcount-
-// accumulate instruction. The tile is kPixels pixels x kTileGroups groups (AArch64: 8
+// accumulate instruction. The tile is kTilePixels pixels x kTileGroups groups (AArch64: 8
 // accumulators, 6 loads per unit, 24 NEON operations; ARMv7 has 16 q registers: one group).
-// The lanes and the weight blob are those of Kernel (pack_weight unchanged): lane 2i + h of a
-// group holds channel 8g + 4h + i, and the broadcast chunk is the same 16 bits in every lane.
+// The lanes are those of Kernel's 16-bit plan (lane 2i + h of group g holds channel 8g + 4h + i;
+// the broadcast chunk is the same 16 bits in every lane) and the blob is bconv_pack's for
+// broadcast_plan (only the chunks that hold channels).
 // Gather per pixel once, count against every group: the broadcast costs the gather 8x the bytes
 // of the pixel's words, paid once per pixel against Co / 8 groups of counting.
 #if defined(__aarch64__)
