@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "kernels/epilogue/epilogue.h"
@@ -30,12 +31,26 @@
 // The per-vector helpers must melt into the unrolled word loops.
 #if defined(_MSC_VER) && !defined(__clang__)
 #define QBINFER_EPILOGUE_INLINE __forceinline
+#define QBINFER_EPILOGUE_LAMBDA_INLINE
 #else
 #define QBINFER_EPILOGUE_INLINE inline __attribute__((always_inline))
+#define QBINFER_EPILOGUE_LAMBDA_INLINE __attribute__((always_inline))
 #endif
 
 namespace qbinfer {
 namespace {
+
+// Whether V packs whole words of compare bits itself (V::kPacksWords, V::ge_mask,
+// V::not_ge_word: VecNeonWordPack in neon_pack.h, where a per-vector ADDV + move + shift is the
+// epilogue's largest cost); the x86 traits have none and keep the per-vector movemask below.
+template <class V, class = void>
+struct PacksWords {
+  static constexpr bool value = false;
+};
+template <class V>
+struct PacksWords<V, std::void_t<decltype(V::kPacksWords)>> {
+  static constexpr bool value = V::kPacksWords;
+};
 
 template <class V>
 struct EpilogueSimd {
@@ -151,9 +166,20 @@ struct EpilogueSimd {
 
   // kVecs vectors from channel c0 (a word's, c0 % 64 == 0), unrolled; res_off[k]: the residual
   // offset of vector k from res_base. Returns the word of their bits.
-  template <unsigned kSteps, std::size_t kVecs>
+  // kContiguousResidual: res_off[k] is k * N (rc a multiple of 64), a constant offset.
+  template <unsigned kSteps, std::size_t kVecs, bool kContiguousResidual = false>
   static QBINFER_EPILOGUE_INLINE BitWord word_of(const Args& a, float* row, const float* res_base,
                                                  const std::size_t* res_off, std::size_t c0) {
+    if constexpr ((kSteps & kBits) != 0 && PacksWords<V>::value) {
+      return V::template not_ge_word<kVecs>([&](std::size_t k) QBINFER_EPILOGUE_LAMBDA_INLINE {
+        const std::size_t c = c0 + k * N;
+        const float* res = nullptr;
+        if constexpr ((kSteps & kResidual) != 0) {
+          res = res_base + (kContiguousResidual ? k * N : res_off[k]);
+        }
+        return V::ge_mask(whole<kSteps>(a, row, res, c), V::load(a.threshold + c));
+      });
+    }
     BitWord word = 0;
     for (std::size_t k = 0; k < kVecs; ++k) {
       const std::size_t c = c0 + k * N;
@@ -189,6 +215,16 @@ struct EpilogueSimd {
         BitWord* bits = a.bits + p * words;
         std::size_t r = 0;  // (64 * wd) % rc
         for (std::size_t wd = 0; wd < full_words; ++wd) {
+          if constexpr (PacksWords<V>::value) {
+            // The residual offsets as constants (no per-vector load of res_off[k]).
+            if (rc_whole_words) {
+              bits[wd] =
+                  word_of<kSteps, kPerWord, true>(a, row, res + r, res_off, wd * kBitsPerWord);
+              r += kBitsPerWord;
+              if (r == rc) r = 0;
+              continue;
+            }
+          }
           bits[wd] = word_of<kSteps, kPerWord>(a, row, res + r, res_off, wd * kBitsPerWord);
           if (rc_whole_words) {
             r += kBitsPerWord;

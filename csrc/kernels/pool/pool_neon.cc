@@ -6,7 +6,15 @@
 
 namespace qbinfer {
 
-using AvgPoolC4__neon = PoolSimd<VecNeon>;
+namespace {
+// FDIV is ~30 cycles on a Cortex-A72, and ARMv7 divides lane by lane on VFP (neon_compat.h):
+// the average pools multiply by an exact reciprocal where they can (pool_simd.h, DividesSlowly).
+struct VecNeonPool : VecNeon {
+  static constexpr bool kSlowDivide = true;
+};
+}  // namespace
+
+using AvgPoolC4__neon = PoolSimd<VecNeonPool>;
 
 namespace {
 

@@ -13,11 +13,31 @@
 #include <cassert>
 #include <cstddef>
 #include <limits>
+#include <type_traits>
 
 #include "kernels/pool/pool.h"
 
 namespace qbinfer {
 namespace {
+
+// Whether V's division is slow enough to be worth avoiding (V::kSlowDivide: pool_neon.cc, where
+// FDIV takes ~30 cycles on a Cortex-A72 and ARMv7 divides lane by lane on VFP). With it, a
+// window whose divisor is a power of two 2^k is multiplied by 2^-k instead: sum / 2^k and
+// sum * 2^-k are the same real number, each rounded once to nearest, so the bits are the same
+// (subnormal results, infinities and NaNs included). The QB/QSB-Nets' shortcut pools (kernel =
+// stride = 2 or (2, 1) / (1, 2), ceil mode) only have windows of 4, 2 or 1 pixels. Other
+// divisors still divide; the x86 traits keep dividing throughout.
+template <class V, class = void>
+struct DividesSlowly {
+  static constexpr bool value = false;
+};
+template <class V>
+struct DividesSlowly<V, std::void_t<decltype(V::kSlowDivide)>> {
+  static constexpr bool value = V::kSlowDivide;
+};
+
+// n a power of two: 1.0f / n is then exact (2^-63 at the least, a normal float).
+inline bool exact_reciprocal(std::size_t n) { return n != 0 && (n & (n - 1)) == 0; }
 
 template <class V>
 struct PoolSimd {
@@ -25,7 +45,13 @@ struct PoolSimd {
   using M = typename V::M;
   static constexpr std::size_t N = V::kLanes;
 
-  template <bool Tail>
+  // sum / divisor, or (kByReciprocal) sum * scale with scale = 1 / divisor exactly.
+  template <bool kByReciprocal>
+  static F average(F sum, F divisor_or_scale) {
+    return kByReciprocal ? V::mul(sum, divisor_or_scale) : V::div(sum, divisor_or_scale);
+  }
+
+  template <bool Tail, bool kByReciprocal = false>
   static void window(const AvgPoolShape& s, const float* in, std::size_t y0, std::size_t y1,
                      std::size_t x0, std::size_t x1, F count, std::size_t c0, M m, float* out) {
     F sum = V::zero();
@@ -35,7 +61,7 @@ struct PoolSimd {
         sum = V::add(sum, Tail ? V::load(p, m) : V::load(p));
       }
     }
-    const F avg = V::div(sum, count);
+    const F avg = average<kByReciprocal>(sum, count);
     if constexpr (Tail) {
       V::store(out + c0, avg, m);
     } else {
@@ -54,8 +80,22 @@ struct PoolSimd {
       for (std::size_t ox = 0; ox < s.out_width; ++ox) {
         const std::size_t x0 = ox * s.stride_w;
         const std::size_t x1 = std::min(x0 + s.kernel_w, s.in_width);
-        const F count = V::set1(static_cast<float>((y1 - y0) * (x1 - x0)));
+        const std::size_t pixels = (y1 - y0) * (x1 - x0);
         float* out_px = out + (oy * s.out_width + ox) * s.channels;
+        if constexpr (DividesSlowly<V>::value) {
+          if (exact_reciprocal(pixels)) {
+            const F scale = V::set1(1.0f / static_cast<float>(pixels));
+            std::size_t c0 = 0;
+            for (; c0 < full; c0 += N) {
+              window<false, true>(s, in, y0, y1, x0, x1, scale, c0, tail_m, out_px);
+            }
+            if (c0 < s.channels) {
+              window<true, true>(s, in, y0, y1, x0, x1, scale, c0, tail_m, out_px);
+            }
+            continue;
+          }
+        }
+        const F count = V::set1(static_cast<float>(pixels));
         std::size_t c0 = 0;
         for (; c0 < full; c0 += N) {
           window<false>(s, in, y0, y1, x0, x1, count, c0, tail_m, out_px);
@@ -108,7 +148,7 @@ struct PoolSimd {
   // AVGPOOL2D: the window's input rows and columns and its divisor come from avgpool2d_span
   // (pool.h), as in the reference; each lane sums the covered pixels in the reference's order
   // and divides once. Only the AVX2 and NEON files take these (the AVX-512 table reuses AVX2).
-  template <bool Tail>
+  template <bool Tail, bool kByReciprocal = false>
   static void window2d(const AvgPool2DShape& s, const float* in, const PoolSpan& rows,
                        const PoolSpan& cols, F divisor, std::size_t c0, M m, float* out) {
     F sum = V::zero();
@@ -118,7 +158,7 @@ struct PoolSimd {
         sum = V::add(sum, Tail ? V::load(p, m) : V::load(p));
       }
     }
-    const F avg = V::div(sum, divisor);
+    const F avg = average<kByReciprocal>(sum, divisor);
     if constexpr (Tail) {
       V::store(out + c0, avg, m);
     } else {
@@ -137,8 +177,20 @@ struct PoolSimd {
       for (std::size_t ox = 0; ox < s.out_width; ++ox) {
         const PoolSpan cols = avgpool2d_span(ox, s.in_width, s.pad_left, s.pad_right, s.kernel_w,
                                              s.stride_w, s.count_include_pad);
-        const F divisor = V::set1(static_cast<float>(rows.divisor * cols.divisor));
+        const std::size_t divisor_n = rows.divisor * cols.divisor;
         float* out_px = out + (oy * s.out_width + ox) * s.channels;
+        if constexpr (DividesSlowly<V>::value) {
+          if (exact_reciprocal(divisor_n)) {
+            const F scale = V::set1(1.0f / static_cast<float>(divisor_n));
+            std::size_t c0 = 0;
+            for (; c0 < full; c0 += N) {
+              window2d<false, true>(s, in, rows, cols, scale, c0, tail_m, out_px);
+            }
+            if (c0 < s.channels) window2d<true, true>(s, in, rows, cols, scale, c0, tail_m, out_px);
+            continue;
+          }
+        }
+        const F divisor = V::set1(static_cast<float>(divisor_n));
         std::size_t c0 = 0;
         for (; c0 < full; c0 += N) window2d<false>(s, in, rows, cols, divisor, c0, tail_m, out_px);
         if (c0 < s.channels) window2d<true>(s, in, rows, cols, divisor, c0, tail_m, out_px);
