@@ -98,7 +98,8 @@ struct DWConvSimd {
   // NEON (q0-q15). With 32, a step of 8 pixels loads each weight vector for 8 outputs and each
   // input column for up to 3 (10 columns per tap row instead of 6 for 4 pixels): on the
   // Cortex-A72, with one load pipe and FMLA and FADD sharing two FP pipes, that is 30% fewer
-  // loads and pre_bias adds per output than the 4-pixel step.
+  // loads and 17% fewer pre_bias adds per output than the 4-pixel step (the A72 latency model:
+  // QB-Net-Small 37.7 -> 37.3 ms, QB-Net-Large 46.2 -> 45.8 ms predicted).
   static constexpr bool k32Regs = N == 16 || (N == 4 && kAArch64);
   static constexpr std::size_t kP1 = k32Regs ? 8 : 4;  // stride_w 1
   static constexpr std::size_t kP2 = k32Regs ? 6 : 3;  // stride_w 2
@@ -510,15 +511,14 @@ struct DWConvSimd {
   }
 
   // Whether a layer runs on the scratch, by the kernel's measured throughput (AVX2, Zen 3,
-  // KernelBench "dwconv_f32", 7x7 to 56x56): from 1024 channels it gains at every size (2x at
-  // 7x7 and 14x14, 1.6x at 33x33, 1.1x at 56x56 where the scratch holds only 16 channels of
-  // a row), at 512 channels only while a chunk is at least 64 channels wide (rows of up to 26
-  // pixels; 56x56x512 ran at half speed on 16-channel chunks). The dilated path also needs taps
-  // that mostly fall inside the image (dilation under a quarter of the width): at a rate of 12
-  // or 18 on a 33-pixel row most taps are padding, there is little to reuse and the copy of
-  // whole rows costs more than it saves.
-  // x86 only (N == 8 or 16): the gain above is a measurement of Zen 3's L1; no ARM core was
-  // at hand, and the A72 latency model (benchmarks/a72_latency.py) does not simulate caches, so
+  // KernelBench "dwconv_f32", 7x7 to 56x56): from 1024 channels it gains at every size (2.3-2.9x
+  // from 7x7 to 33x33, 1.1-1.2x at 56x56 where the scratch holds only 16 channels of a row), at 512
+  // channels only while a chunk is at least 64 channels wide (rows of up to 26 pixels; 56x56x512
+  // ran at half speed on 16-channel chunks). The dilated path also needs taps that mostly fall
+  // inside the image (dilation under a quarter of the width): at a rate of 12 or 18 on a 33-pixel
+  // row most taps are padding, there is little to reuse and the copy of whole rows costs more than
+  // it saves. x86 only (N == 8 or 16): the gain above is a measurement of Zen 3's L1; no ARM core
+  // was at hand, and the A72 latency model (benchmarks/a72_latency.py) does not simulate caches, so
   // there it sees only the copy's cost (+1.1 ms predicted on QB-Net-Small). The Cortex-A72's
   // 2-way L1 likely suffers the same conflicts: measure on a Pi before enabling it for NEON.
   static constexpr bool kScratchPath = N != 4;
