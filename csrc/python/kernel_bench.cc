@@ -171,7 +171,9 @@ class KernelBench {
   void setup_dwconv(const KernelTable& k, const py::dict& p, bool int8) {
     const std::size_t h = need(p, "h"), w = need(p, "w"), c = need(p, "c");
     const std::size_t sh = arg(p, "sh", 1), sw = arg(p, "sw", 1), m = arg(p, "multiplier", 1);
-    const DWConvShape s{h, w, c, m, sh, sw, (h + sh - 1) / sh, (w + sw - 1) / sw};
+    // "dilation" (the atrous rate, stride 1 only) runs the dilated f32 path.
+    const DWConvShape s{
+        h, w, c, m, sh, sw, (h + sh - 1) / sh, (w + sw - 1) / sw, arg(p, "dilation", 1)};
     in_ = random<float>(h * w * c);
     f1_ = random<float>(m * c);
     f2_ = random<float>(m * c);

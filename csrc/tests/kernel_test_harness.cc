@@ -825,7 +825,8 @@ void test_bconv_general(const BConvGeneralKernels& k, Rng& rng, Tally& t, std::s
 // ---- depthwise ----------------------------------------------------------------------------
 
 void test_dwconv(const DWConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
-  const std::size_t kC[] = {1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 32, 33, 48, 64, 100, 130};
+  // 515: a layer wide enough for the kernels' chunked scratch path, with a channel tail.
+  const std::size_t kC[] = {1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 32, 33, 48, 64, 100, 130, 515};
   const std::size_t kHW[][2] = {{1, 1}, {1, 6}, {5, 1}, {2, 3},  {3, 2}, {7, 5},
                                 {5, 9}, {9, 4}, {4, 7}, {11, 3}, {6, 6}, {3, 13}};
   const std::size_t kStride[][2] = {{1, 1}, {2, 2}, {2, 1}, {1, 2}};
@@ -2262,7 +2263,8 @@ const FCKernels* const* fc_binary_compiled_kernel_variants(std::size_t* count) {
 // / border split), channel tails, multipliers, pre_bias; every third case puts infinite weights
 // on the outer taps, which the border pixels must skip.
 void test_dwconv_dilated(const DWConvKernels& k, Rng& rng, Tally& t, std::size_t n_cases) {
-  const std::size_t kC[] = {1, 3, 4, 5, 8, 9, 16, 17, 24, 33, 64};
+  // 515 and 1024: wide enough for the chunked scratch path (with and without a channel tail).
+  const std::size_t kC[] = {1, 3, 4, 5, 8, 9, 16, 17, 24, 33, 64, 515, 1024};
   const std::size_t kRate[] = {2, 3, 4, 5, 6, 12, 18, 24, 36};
   for (std::size_t i = 0; i < n_cases; ++i) {
     DWConvShape s{};

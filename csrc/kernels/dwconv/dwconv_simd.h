@@ -89,11 +89,22 @@ struct DWConvSimd {
   // Output pixels per step: P independent accumulator chains per multiplier sharing each weight
   // load; inputs are loaded one tap row at a time (SW * (P - 1) + 3 columns), so the live
   // registers are P accumulators + one row of columns.
-  static constexpr std::size_t kP1 = N == 16 ? 8 : 4;  // stride_w 1
-  static constexpr std::size_t kP2 = N == 16 ? 6 : 3;  // stride_w 2
-  // Vector registers a step may fill (32 zmm on AVX-512, 16 ymm / q on AVX2 and ARMv7 NEON),
-  // leaving room for a weight, the pre_bias and a temporary.
-  static constexpr std::size_t kRegs = N == 16 ? 28 : 14;
+#if defined(__aarch64__)
+  static constexpr bool kAArch64 = true;
+#else
+  static constexpr bool kAArch64 = false;
+#endif
+  // 32 vector registers: AVX-512 (zmm) and AArch64 NEON (v0-v31); 16 on AVX2 (ymm) and ARMv7
+  // NEON (q0-q15). With 32, a step of 8 pixels loads each weight vector for 8 outputs and each
+  // input column for up to 3 (10 columns per tap row instead of 6 for 4 pixels): on the
+  // Cortex-A72, with one load pipe and FMLA and FADD sharing two FP pipes, that is 30% fewer
+  // loads and 17% fewer pre_bias adds per output than the 4-pixel step (the A72 latency model:
+  // QB-Net-Small 37.7 -> 37.3 ms, QB-Net-Large 46.2 -> 45.8 ms predicted).
+  static constexpr bool k32Regs = N == 16 || (N == 4 && kAArch64);
+  static constexpr std::size_t kP1 = k32Regs ? 8 : 4;  // stride_w 1
+  static constexpr std::size_t kP2 = k32Regs ? 6 : 3;  // stride_w 2
+  // Vector registers a step may fill, leaving room for a weight, the pre_bias and a temporary.
+  static constexpr std::size_t kRegs = k32Regs ? 28 : 14;
 
   // Pixels per f32 step with a compile-time multiplier K: the inputs of a tap row are loaded
   // (and biased) once and serve all K outputs, so a step keeps K * P accumulators plus one row
@@ -146,9 +157,10 @@ struct DWConvSimd {
   // ---- f32
   template <bool Tail, bool Pre, std::size_t K>
   struct F32Pixels {
-    const float* rows[3];  // input rows above, centre, below, offset to the block (nullptr in
-                           // the padding)
-    std::size_t channels;
+    const float* rows[3];   // input rows above, centre, below, offset to the block (nullptr in
+                            // the padding)
+    std::size_t in_stride;  // floats from one input pixel to the next in `rows`
+    std::size_t channels;   // output block j starts at channel j * channels
     std::size_t multiplier;
     M m;
     F pre;
@@ -173,7 +185,7 @@ struct DWConvSimd {
                   F (&col)[kCols]) const {
       for (std::size_t i = 0; i < kCols; ++i) {
         const bool outside = (i == 0 && !left_in) || (i == kCols - 1 && !right_in);
-        col[i] = outside ? V::zero() : u(row + (cx0 + i - 1) * channels);
+        col[i] = outside ? V::zero() : u(row + (cx0 + i - 1) * in_stride);
       }
     }
 
@@ -256,10 +268,12 @@ struct DWConvSimd {
   // address order. (Channel-block-outer order walked a row at a stride of `channels` floats, a
   // power of two in these networks, so the tap loads of a layer of 512 or more channels fell in
   // the same few cache sets and ran at a quarter of the speed of a narrow layer.)
+  // rows: the three input rows at channel c_begin (nullptr in the padding), one pixel every
+  // in_stride floats (the image itself, or a chunk of it copied by copy_rows).
   template <std::size_t SW, bool Tail, bool Pre, std::size_t K>
-  static void f32_sweep(const DWConvShape& s, const float* const* rows, const float* pre_bias,
-                        const float* w, const float* scale, const float* bias, std::size_t c_begin,
-                        std::size_t c_end, float* out_row) {
+  static void f32_sweep(const DWConvShape& s, const float* const* rows, std::size_t in_stride,
+                        const float* pre_bias, const float* w, const float* scale,
+                        const float* bias, std::size_t c_begin, std::size_t c_end, float* out_row) {
     using P = F32Pixels<Tail, Pre, K>;
     constexpr std::size_t kStep = P::template kStep<SW>;
     const M m = V::mask(c_end - c_begin < N ? c_end - c_begin : N);
@@ -267,8 +281,10 @@ struct DWConvSimd {
     const auto block = [&](std::size_t c0) {
       F pre = V::zero();
       if constexpr (Pre) pre = Tail ? V::load(pre_bias + c0, m) : V::load(pre_bias + c0);
-      return P{{rows[0] != nullptr ? rows[0] + c0 : nullptr, rows[1] + c0,
-                rows[2] != nullptr ? rows[2] + c0 : nullptr},
+      const std::size_t ic = c0 - c_begin;
+      return P{{rows[0] != nullptr ? rows[0] + ic : nullptr, rows[1] + ic,
+                rows[2] != nullptr ? rows[2] + ic : nullptr},
+               in_stride,
                s.channels,
                s.multiplier,
                m,
@@ -293,13 +309,16 @@ struct DWConvSimd {
   }
 
   template <bool Tail, bool Pre, std::size_t K>
-  static void f32_blocks(const DWConvShape& s, const float* const* rows, const float* pre_bias,
-                         const float* w, const float* scale, const float* bias, std::size_t c_begin,
-                         std::size_t c_end, float* out_row) {
+  static void f32_blocks(const DWConvShape& s, const float* const* rows, std::size_t in_stride,
+                         const float* pre_bias, const float* w, const float* scale,
+                         const float* bias, std::size_t c_begin, std::size_t c_end,
+                         float* out_row) {
     if (s.stride_w == 1) {
-      f32_sweep<1, Tail, Pre, K>(s, rows, pre_bias, w, scale, bias, c_begin, c_end, out_row);
+      f32_sweep<1, Tail, Pre, K>(s, rows, in_stride, pre_bias, w, scale, bias, c_begin, c_end,
+                                 out_row);
     } else {
-      f32_sweep<2, Tail, Pre, K>(s, rows, pre_bias, w, scale, bias, c_begin, c_end, out_row);
+      f32_sweep<2, Tail, Pre, K>(s, rows, in_stride, pre_bias, w, scale, bias, c_begin, c_end,
+                                 out_row);
     }
   }
 
@@ -334,12 +353,12 @@ struct DWConvSimd {
   // wider than 2d) run one at a time and skip the taps outside the image, as the reference does.
   // Rows above or below the image are skipped by a null row pointer. Same order of operations
   // per output lane as the reference: bit-identical.
-  static constexpr std::size_t kPD = N == 16 ? 8 : 4;
+  static constexpr std::size_t kPD = k32Regs ? 8 : 4;
 
   template <bool Tail, bool Pre>
   struct DilatedRow {
-    const float* rows[3];  // input rows oy - d, oy, oy + d offset to the block, or nullptr
-    std::size_t channels;
+    const float* rows[3];   // input rows oy - d, oy, oy + d offset to the block, or nullptr
+    std::size_t in_stride;  // floats from one input pixel to the next in `rows`
     std::size_t width;
     std::size_t d;
     M m;
@@ -364,7 +383,7 @@ struct DWConvSimd {
             // x0 + q + (kx - 1) * d, as an unsigned column that is >= width when left of 0
             const std::size_t ix = x0 + q + kx * d - d;
             if (Check && (x0 + q + kx * d < d || ix >= width)) continue;
-            acc[q] = V::fmadd(u(row + ix * channels), wv, acc[q]);
+            acc[q] = V::fmadd(u(row + ix * in_stride), wv, acc[q]);
           }
         }
       }
@@ -398,17 +417,18 @@ struct DWConvSimd {
   // of `channels` floats, a power of two in these networks, so every tap load of a wide layer
   // fell in the same few cache sets: 2048-channel layers ran at a third of the speed.)
   template <bool Tail, bool Pre, std::size_t P, bool Check>
-  static void dilated_pixels(const DWConvShape& s, const float* const* rows, const float* pre_bias,
-                             const float* w, const float* scale, const float* bias,
-                             std::size_t c_begin, std::size_t c_end, std::size_t x,
-                             float* out_row) {
+  static void dilated_pixels(const DWConvShape& s, const float* const* rows, std::size_t in_stride,
+                             const float* pre_bias, const float* w, const float* scale,
+                             const float* bias, std::size_t c_begin, std::size_t c_end,
+                             std::size_t x, float* out_row) {
     const M m = V::mask(c_end - c_begin < N ? c_end - c_begin : N);
     for (std::size_t c0 = c_begin; c0 < c_end; c0 += N) {
       F pre = V::zero();
       if constexpr (Pre) pre = Tail ? V::load(pre_bias + c0, m) : V::load(pre_bias + c0);
-      const DilatedRow<Tail, Pre> r{{rows[0] != nullptr ? rows[0] + c0 : nullptr, rows[1] + c0,
-                                     rows[2] != nullptr ? rows[2] + c0 : nullptr},
-                                    s.channels,
+      const std::size_t ic = c0 - c_begin;
+      const DilatedRow<Tail, Pre> r{{rows[0] != nullptr ? rows[0] + ic : nullptr, rows[1] + ic,
+                                     rows[2] != nullptr ? rows[2] + ic : nullptr},
+                                    in_stride,
                                     s.in_width,
                                     s.dilation,
                                     m,
@@ -418,26 +438,97 @@ struct DWConvSimd {
   }
 
   template <bool Tail, bool Pre>
-  static void dilated_blocks(const DWConvShape& s, const float* const* rows, const float* pre_bias,
-                             const float* w, const float* scale, const float* bias,
-                             std::size_t c_begin, std::size_t c_end, float* out_row) {
+  static void dilated_blocks(const DWConvShape& s, const float* const* rows, std::size_t in_stride,
+                             const float* pre_bias, const float* w, const float* scale,
+                             const float* bias, std::size_t c_begin, std::size_t c_end,
+                             float* out_row) {
     const std::size_t d = s.dilation, width = s.in_width;
     // interior pixels: [d, width - d), empty when the row is no wider than 2d
     const std::size_t lo = std::min(d, width);
     const std::size_t hi = width > 2 * d ? width - d : lo;
     std::size_t x = 0;
     for (; x < lo; ++x)
-      dilated_pixels<Tail, Pre, 1, true>(s, rows, pre_bias, w, scale, bias, c_begin, c_end, x,
-                                         out_row);
+      dilated_pixels<Tail, Pre, 1, true>(s, rows, in_stride, pre_bias, w, scale, bias, c_begin,
+                                         c_end, x, out_row);
     for (; x + kPD <= hi; x += kPD)
-      dilated_pixels<Tail, Pre, kPD, false>(s, rows, pre_bias, w, scale, bias, c_begin, c_end, x,
-                                            out_row);
+      dilated_pixels<Tail, Pre, kPD, false>(s, rows, in_stride, pre_bias, w, scale, bias, c_begin,
+                                            c_end, x, out_row);
     for (; x < hi; ++x)
-      dilated_pixels<Tail, Pre, 1, false>(s, rows, pre_bias, w, scale, bias, c_begin, c_end, x,
-                                          out_row);
+      dilated_pixels<Tail, Pre, 1, false>(s, rows, in_stride, pre_bias, w, scale, bias, c_begin,
+                                          c_end, x, out_row);
     for (; x < width; ++x)
-      dilated_pixels<Tail, Pre, 1, true>(s, rows, pre_bias, w, scale, bias, c_begin, c_end, x,
-                                         out_row);
+      dilated_pixels<Tail, Pre, 1, true>(s, rows, in_stride, pre_bias, w, scale, bias, c_begin,
+                                         c_end, x, out_row);
+  }
+
+  // ---- wide layers: channel chunks copied to a contiguous scratch.
+  // A pixel of C floats is C * 4 bytes; at C = 1024 or 2048 that is a multiple of 4 KiB, so the
+  // 3 input rows, every column a step reads and the output row all sit at one address modulo
+  // 4 KiB and compete for the same few L1 sets (8 ways on Zen 3, 2 on the Cortex-A72), and the
+  // columns shared by neighbouring steps are evicted before they are used again (2048 channels
+  // ran at a fifth of the speed of 256). So for wide layers each output row runs chunk by
+  // chunk: the chunk's channels of the three input rows are copied, with the pre_bias added
+  // (the same single rounded add u = in + pre_bias the tap loop would do, so the conv's
+  // arithmetic is unchanged: bit-identical), into a small scratch where a pixel is `chunk`
+  // floats; the conv then reads only the scratch, which stays in L1 without set conflicts.
+  // Channel tails (a last block of fewer than N channels) run on the image directly.
+  static constexpr std::size_t kScratchFloats = 5120;  // 20 KiB on the stack, < a 32 KiB L1D
+  static constexpr std::size_t kScratchSkew = 16;      // 64 bytes between the scratch rows
+  static constexpr std::size_t kChunkGrain = N > 16 ? N : 16;  // whole 64-byte lines
+
+  // Channels per chunk for rows `width` pixels wide, or 0 when the scratch cannot hold even one
+  // line-sized chunk of three rows (the layer then runs on the image directly).
+  static std::size_t chunk_channels(std::size_t width, std::size_t full_end) {
+    const std::size_t per_channel = 3 * width;
+    if (3 * kScratchSkew + per_channel * kChunkGrain > kScratchFloats) return 0;
+    std::size_t chunk =
+        (kScratchFloats - 3 * kScratchSkew) / per_channel / kChunkGrain * kChunkGrain;
+    return std::min(chunk, full_end);
+  }
+
+  // Copies channels [c0, c0 + chunk) of the non-null rows (u = in + pre_bias when Pre) to
+  // scratch rows `scratch_row` floats apart; dst[i] is that row or nullptr like rows[i].
+  template <bool Pre>
+  static void copy_rows(const float* const* rows, std::size_t width, std::size_t channels,
+                        const float* pre_bias, std::size_t c0, std::size_t chunk, float* scratch,
+                        std::size_t scratch_row, const float** dst) {
+    for (std::size_t r = 0; r < 3; ++r) {
+      if (rows[r] == nullptr) {
+        dst[r] = nullptr;
+        continue;
+      }
+      float* to = scratch + r * scratch_row;
+      dst[r] = to;
+      const float* from = rows[r] + c0;
+      for (std::size_t x = 0; x < width; ++x, from += channels, to += chunk) {
+        for (std::size_t c = 0; c < chunk; c += N) {
+          F v = V::load(from + c);
+          if constexpr (Pre) v = V::add(v, V::load(pre_bias + c0 + c));
+          V::store(to + c, v);
+        }
+      }
+    }
+  }
+
+  // Whether a layer runs on the scratch, by the kernel's measured throughput (AVX2, Zen 3,
+  // KernelBench "dwconv_f32", 7x7 to 56x56): from 1024 channels it gains at every size (2.3-2.9x
+  // from 7x7 to 33x33, 1.1-1.2x at 56x56 where the scratch holds only 16 channels of a row), at 512
+  // channels only while a chunk is at least 64 channels wide (rows of up to 26 pixels; 56x56x512
+  // ran at half speed on 16-channel chunks). The dilated path also needs taps that mostly fall
+  // inside the image (dilation under a quarter of the width): at a rate of 12 or 18 on a 33-pixel
+  // row most taps are padding, there is little to reuse and the copy of whole rows costs more than
+  // it saves. x86 only (N == 8 or 16): the gain above is a measurement of Zen 3's L1; no ARM core
+  // was at hand, and the A72 latency model (benchmarks/a72_latency.py) does not simulate caches, so
+  // there it sees only the copy's cost (+1.1 ms predicted on QB-Net-Small). The Cortex-A72's
+  // 2-way L1 likely suffers the same conflicts: measure on a Pi before enabling it for NEON.
+  static constexpr bool kScratchPath = N != 4;
+
+  static std::size_t scratch_chunk(const DWConvShape& s) {
+    const std::size_t full_end = s.channels / N * N;
+    if (!kScratchPath || s.channels < 512) return 0;
+    if (s.dilation > 1 && 4 * s.dilation >= s.in_width) return 0;
+    const std::size_t chunk = chunk_channels(s.in_width, full_end);
+    return s.channels >= 1024 || chunk >= 64 ? chunk : 0;
   }
 
   static void run_rows_f32_dilated(const DWConvShape& s, const float* in, const float* pre_bias,
@@ -448,23 +539,54 @@ struct DWConvSimd {
     const std::size_t full_end = s.channels / N * N;
     const std::size_t out_row_elems = s.out_width * s.multiplier * s.channels;
     const std::size_t d = s.dilation;
+    const std::size_t chunk = scratch_chunk(s);
+    alignas(64) float scratch[kScratchFloats];
+    const std::size_t scratch_row = s.in_width * chunk + kScratchSkew;
     for (std::size_t oy = y_begin; oy < y_end; ++oy) {
       const float* rows[3] = {oy >= d ? in + (oy - d) * row_elems : nullptr, in + oy * row_elems,
                               oy + d < s.in_height ? in + (oy + d) * row_elems : nullptr};
       float* out_row = out + oy * out_row_elems;
+      std::size_t done = 0;  // channels [0, done) written
+      if (chunk > 0) {
+        for (; done < full_end; done += chunk) {
+          const std::size_t n = std::min(chunk, full_end - done);
+          const float* srows[3];
+          if (pre_bias != nullptr) {
+            copy_rows<true>(rows, s.in_width, s.channels, pre_bias, done, n, scratch, scratch_row,
+                            srows);
+          } else {
+            copy_rows<false>(rows, s.in_width, s.channels, pre_bias, done, n, scratch, scratch_row,
+                             srows);
+          }
+          dilated_blocks<false, false>(s, srows, n, nullptr, w, scale, bias, done, done + n,
+                                       out_row);
+        }
+      }
+      const float* at[3] = {rows[0] != nullptr ? rows[0] + done : nullptr, rows[1] + done,
+                            rows[2] != nullptr ? rows[2] + done : nullptr};
       if (pre_bias != nullptr) {
-        if (full_end > 0)
-          dilated_blocks<false, true>(s, rows, pre_bias, w, scale, bias, 0, full_end, out_row);
+        if (done < full_end) {
+          dilated_blocks<false, true>(s, at, s.channels, pre_bias, w, scale, bias, done, full_end,
+                                      out_row);
+        }
         if (full_end < s.channels) {
-          dilated_blocks<true, true>(s, rows, pre_bias, w, scale, bias, full_end, s.channels,
-                                     out_row);
+          const float* tail[3] = {at[0] != nullptr ? at[0] + (full_end - done) : nullptr,
+                                  at[1] + (full_end - done),
+                                  at[2] != nullptr ? at[2] + (full_end - done) : nullptr};
+          dilated_blocks<true, true>(s, tail, s.channels, pre_bias, w, scale, bias, full_end,
+                                     s.channels, out_row);
         }
       } else {
-        if (full_end > 0)
-          dilated_blocks<false, false>(s, rows, pre_bias, w, scale, bias, 0, full_end, out_row);
+        if (done < full_end) {
+          dilated_blocks<false, false>(s, at, s.channels, pre_bias, w, scale, bias, done, full_end,
+                                       out_row);
+        }
         if (full_end < s.channels) {
-          dilated_blocks<true, false>(s, rows, pre_bias, w, scale, bias, full_end, s.channels,
-                                      out_row);
+          const float* tail[3] = {at[0] != nullptr ? at[0] + (full_end - done) : nullptr,
+                                  at[1] + (full_end - done),
+                                  at[2] != nullptr ? at[2] + (full_end - done) : nullptr};
+          dilated_blocks<true, false>(s, tail, s.channels, pre_bias, w, scale, bias, full_end,
+                                      s.channels, out_row);
         }
       }
     }
@@ -488,13 +610,38 @@ struct DWConvSimd {
         pre ? f32_blocks_for<true, true>(s.multiplier) : f32_blocks_for<true, false>(s.multiplier);
     const std::size_t full_end = s.channels / N * N;
     const std::size_t out_row_elems = s.out_width * s.multiplier * s.channels;
+    const std::size_t chunk = scratch_chunk(s);
+    const auto on_scratch = f32_blocks_for<false, false>(s.multiplier);
+    alignas(64) float scratch[kScratchFloats];
+    const std::size_t scratch_row = s.in_width * chunk + kScratchSkew;
     for (std::size_t oy = y_begin; oy < y_end; ++oy) {
       const float* rows[3];
       input_rows(s, in, oy, rows);
       float* out_row = out + oy * out_row_elems;
-      if (full_end > 0) full(s, rows, pre_bias, w, scale, bias, 0, full_end, out_row);
+      std::size_t done = 0;  // channels [0, done) written
+      if (chunk > 0) {
+        for (; done < full_end; done += chunk) {
+          const std::size_t n = std::min(chunk, full_end - done);
+          const float* srows[3];
+          if (pre) {
+            copy_rows<true>(rows, s.in_width, s.channels, pre_bias, done, n, scratch, scratch_row,
+                            srows);
+          } else {
+            copy_rows<false>(rows, s.in_width, s.channels, pre_bias, done, n, scratch, scratch_row,
+                             srows);
+          }
+          on_scratch(s, srows, n, nullptr, w, scale, bias, done, done + n, out_row);
+        }
+      }
+      if (done < full_end) {
+        const float* at[3] = {rows[0] != nullptr ? rows[0] + done : nullptr, rows[1] + done,
+                              rows[2] != nullptr ? rows[2] + done : nullptr};
+        full(s, at, s.channels, pre_bias, w, scale, bias, done, full_end, out_row);
+      }
       if (full_end < s.channels) {
-        tail(s, rows, pre_bias, w, scale, bias, full_end, s.channels, out_row);
+        const float* at[3] = {rows[0] != nullptr ? rows[0] + full_end : nullptr, rows[1] + full_end,
+                              rows[2] != nullptr ? rows[2] + full_end : nullptr};
+        tail(s, at, s.channels, pre_bias, w, scale, bias, full_end, s.channels, out_row);
       }
     }
   }
