@@ -22,11 +22,17 @@
 // Bit-exact with the reference: a lane is one output channel of one pixel and sums its taps in
 // the reference's order (ky, kx, c) from 0.0f as fmadd(x, w, acc) (std::fma's rounding), then
 // adds the bias, whatever the tile; lanes past out_channels (zero weights) are never stored.
+//
+// RowTaps (void by default: the generic loop above) lets a target run one kernel row of a tile
+// with compile-time taps its own way, same sums in the same order: conv2d_neon.cc's AArch64
+// stem row loads the row's inputs as vectors and multiplies by lane (FMLA by element) instead
+// of a broadcast load per pixel and tap, which the A72's one load port could not keep up with.
 #pragma once
 
 #include <algorithm>
 #include <cassert>
 #include <cstddef>
+#include <type_traits>
 
 #include "kernels/conv2d/conv2d.h"
 #include "kernels/conv2d/conv2d_simd.h"
@@ -34,7 +40,8 @@
 namespace qbinfer {
 namespace {
 
-template <class V, std::size_t kBlocks, std::size_t kPixels, std::size_t kEdgeBlocks>
+template <class V, std::size_t kBlocks, std::size_t kPixels, std::size_t kEdgeBlocks,
+          class RowTaps = void>
 struct Conv2DTiledSimd {
   using F = typename V::F;
   using M = typename V::M;
@@ -79,6 +86,18 @@ struct Conv2DTiledSimd {
                       s.in_channels;
   }
 
+  // Whether RowTaps runs the kernel rows of this tile (never when it is void).
+  template <std::size_t B, std::size_t P, std::size_t kRowTaps, std::size_t kStep>
+  static constexpr bool target_row() {
+    if constexpr (std::is_void_v<RowTaps>) {
+      return false;
+    } else {
+      return RowTaps::template kTakes<B, P, kRowTaps, kStep>;
+    }
+  }
+  template <std::size_t B, std::size_t P, std::size_t kRowTaps, std::size_t kStep>
+  static constexpr bool kTargetRow = target_row<B, P, kRowTaps, kStep>();
+
   // B blocks from `block` times P pixels from input column ix0 (every tap of every pixel inside
   // the image horizontally). For one kernel row, a pixel's taps (kx, c) are kernel_w *
   // in_channels consecutive floats in NHWC, and so are their packed weights: one loop over
@@ -98,6 +117,10 @@ struct Conv2DTiledSimd {
     for (std::size_t ky = r.ky_begin; ky < r.ky_end; ++ky) {
       const float* a = in_row(r, ky) + ix0 * ci;
       const float* w = r.packed + ky * row_taps * cop + block * N;
+      if constexpr (kTargetRow<B, P, kRowTaps, kStep>) {
+        RowTaps::template row<B, P, kRowTaps, kStep>(a, w, cop, acc);
+        continue;
+      }
       for (std::size_t t = 0; t < row_taps; ++t) {
         F wv[B];
         for (std::size_t b = 0; b < B; ++b) wv[b] = V::load(w + t * cop + b * N);
