@@ -15,6 +15,7 @@ from test_engine_format import (
     BCONV2D,
     BITPACK,
     BITS,
+    CLIP,
     CONCAT,
     CONV2D,  # noqa: E402
     DWCONV3X3,
@@ -116,7 +117,8 @@ def test_float_conv_and_its_relu6_run_as_one_step(tmp_path, monkeypatch, name):
     # CONV2D -> CLIP (ReLU6) is one step: the conv kernel clips the rows as it writes them
     # (Conv2DKernels::run_rows_clip), bit-identical to the two ops apart. Every CONV2D that a
     # CLIP alone reads (the stem, every pointwise / expansion conv) fuses; MobileNetV2's linear
-    # projections stay CONV2D, and each depthwise's CLIP stays its own step.
+    # projections stay CONV2D. DWCONV3X3 -> CLIP is one step too (the clip is the epilogue's
+    # step 5b, on each block of rows the depthwise kernel wrote): no CLIP is left alone.
     torch.manual_seed(SEED)
     model = build_model(name, num_classes=10)
     randomize_bn(model, seed=SEED)
@@ -127,8 +129,12 @@ def test_float_conv_and_its_relu6_run_as_one_step(tmp_path, monkeypatch, name):
     got, ref = labels(fused), labels(unfused)
     pairs = sum(a == "CONV2D" and b == "CLIP" for a, b in zip(ref, ref[1:]))
     assert pairs >= 14 and got.count("CONV2D+CLIP") == pairs, got
-    assert got.count("CLIP") == ref.count("DWCONV3X3") == ref.count("CLIP") - pairs, got
+    dw_pairs = sum(a == "DWCONV3X3" and b == "CLIP" for a, b in zip(ref, ref[1:]))
+    assert dw_pairs == ref.count("DWCONV3X3") == ref.count("CLIP") - pairs >= 9, ref
+    assert got.count("DWCONV3X3+CLIP") == dw_pairs, got
+    assert "CLIP" not in got and "DWCONV3X3" not in got, got
     assert got.count("CONV2D") == ref.count("CONV2D") - pairs, got
+    assert len(got) == len(ref) - pairs - dw_pairs, got
 
 
 def test_non_zoo_nets_fused_equals_unfused(tmp_path, monkeypatch):
@@ -502,3 +508,163 @@ def test_relu_then_affine_before_the_shortcut_joins_the_conv_chain(tmp_path, mon
         "RELU",
     ], got
     assert "DWCONV3X3+RELU" not in got, got
+
+
+# --------------------------------------------------------------------------------------------
+# DWCONV3X3 -> CLIP (the MobileNets' depthwise conv and its ReLU6): the clip in the epilogue
+# --------------------------------------------------------------------------------------------
+CLIP_BOUNDS = [
+    (0.0, 6.0),  # ReLU6
+    (-0.5, 1.25),  # asymmetric
+    (-3.0, -1.0),  # entirely below zero
+    (0.75, 0.75),  # one point
+    (-np.inf, 0.5),
+    (-1.0, np.inf),
+    (-0.0, 0.0),  # signed zeros: equal as numbers, valid either way round
+    (0.0, -0.0),
+]
+
+
+def clip_op(g, name, x, shape, bounds):
+    lo_hi = g.tensor(name + ".bounds", np.array(bounds, np.float32))
+    return g.op(CLIP, name, [x], g.value(name, *shape), [lo_hi])
+
+
+def dwconv_op(g, rng, name, x, h, w, c, k=1, stride=(1, 1), dilation=1, int8=False, pre_bias=True):
+    """A DWCONV3X3 with random weights (f32, or INT8 with a dynamic input scale); returns its
+    output value and shape."""
+    kc = k * c
+    ho, wo = -(-h // stride[0]), -(-w // stride[1])
+    pb = g.tensor(name + ".pb", randn(rng, c, scale=0.3)) if pre_bias else None
+    if int8:
+        weights = [
+            g.tensor(name + ".w", rng.integers(-127, 128, (kc, 9)).astype(np.int8)),
+            g.tensor(name + ".ws", (rng.random(kc) * 0.05 + 0.01).astype(np.float32)),
+        ]
+        in_scale = g.tensor(name + ".in_scale", np.zeros(1, np.float32))
+    else:
+        weights = [g.tensor(name + ".w", randn(rng, kc, 9)), None]
+        in_scale = None
+    out = g.op(
+        DWCONV3X3,
+        name,
+        [x],
+        g.value(name, ho, wo, kc),
+        [pb, *weights, vec(g, rng, name + ".s", kc), vec(g, rng, name + ".b", kc), in_scale],
+        [stride[0], stride[1], k, dilation],
+    )
+    return out, (ho, wo, kc)
+
+
+def hostile_input(rng, n, h, w, c):
+    """Random images with NaN, +-inf, +-0 and huge values sprinkled in (a NaN or an infinity
+    reaches every output its taps touch, and 3e38 * weights overflows)."""
+    x = randn(rng, n, h, w, c, scale=2.0)
+    flat = x.reshape(-1)
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 3e38, -3e38], np.float32)
+    count = max(1, flat.size // 40)
+    flat[rng.integers(0, flat.size, count)] = rng.choice(specials, count)
+    return x
+
+
+@pytest.mark.parametrize("case", range(16))
+def test_dwconv_then_clip_is_one_step_and_bit_identical(tmp_path, monkeypatch, case):
+    """DWCONV3X3 (plain, strided, dilated, with a channel multiplier, INT8) whose only reader is
+    a CLIP runs as one step, the CLIP as the epilogue's last step, bit-identical to the two ops
+    apart (NaN, infinities and signed zeros included) for every thread count."""
+    rng = rng_for(110, case)
+    bounds = CLIP_BOUNDS[case % len(CLIP_BOUNDS)]
+    h, w = (int(v) for v in rng.integers(1, 12, 2))
+    c = int(rng.choice([1, 3, 8, 13, 16, 24, 40, 64]))
+    k = int(rng.choice([1, 1, 2, 3]))
+    kind = case % 4  # 0 plain, 1 strided, 2 dilated, 3 INT8
+    stride = [(1, 1), tuple(int(v) for v in rng.choice([1, 2], 2)), (1, 1), (2, 2)][kind]
+    dilation = int(rng.integers(2, 5)) if kind == 2 else 1
+    g = Graph("dw_clip")
+    x = g.value("x", h, w, c)
+    y, shape = dwconv_op(
+        g, rng, "dw", x, h, w, c, k, stride, dilation, int8=kind == 3, pre_bias=case % 3 != 0
+    )
+    g.output_value = clip_op(g, "relu6", y, shape, bounds)
+    path = save(tmp_path, g)
+    inputs = hostile_input(rng, 3, h, w, c)
+    fused, unfused = assert_fused_equals_unfused(path, inputs, monkeypatch, "nhwc")
+    assert labels(fused) == ["DWCONV3X3+CLIP"], labels(fused)
+    assert labels(unfused) == ["DWCONV3X3", "CLIP"]
+    # The clip did run: every output within the bounds, or NaN.
+    out = fused.run(inputs, "nhwc")
+    kept = out[~np.isnan(out)]
+    assert ((kept >= bounds[0]) & (kept <= bounds[1])).all(), (bounds, kept.min(), kept.max())
+
+
+def test_dwconv_clip_fusion_stops_where_it_must(tmp_path, monkeypatch):
+    """The depthwise output read a second time stays its own step (and so does its CLIP); a
+    second CLIP after a fused one is out of the epilogue's order; an AFFINE between the conv
+    and the CLIP joins, and the BITPACK after the CLIP packs from the clipped values (the floats
+    then unwritten, as nothing else reads them)."""
+    rng = rng_for(111)
+    h, w, c = 7, 9, 24
+    g = Graph("dw_clip_stops")
+    x = g.value("x", h, w, c)
+    # A second reader: dw -> CLIP and dw -> ADD.
+    d1, shape = dwconv_op(g, rng, "dw1", x, h, w, c)
+    c1 = clip_op(g, "clip1", d1, shape, (0.0, 6.0))
+    a1 = g.op(ADD, "add1", [c1, d1], g.value("add1", *shape))
+    # Fused, then a second CLIP: out of order, its own step.
+    d2, shape = dwconv_op(g, rng, "dw2", a1, h, w, c)
+    c2 = clip_op(g, "clip2", d2, shape, (-1.0, 2.0))
+    c3 = clip_op(g, "clip3", c2, shape, (0.0, 1.5))
+    # DW -> AFFINE -> CLIP -> BITPACK: one step; the bits feed a binary conv.
+    d3, shape = dwconv_op(g, rng, "dw3", c3, h, w, c, k=2, stride=(2, 1))
+    t3 = tail(g, rng, "t3", d3, shape, ("affine",))
+    c4 = clip_op(g, "clip4", t3, shape, (0.0, 6.0))
+    bits = g.op(
+        BITPACK, "sign", [c4], g.value("bits", *shape, BITS), [vec(g, rng, "thr", shape[2], 2.0)]
+    )
+    y = bconv(g, rng, "conv", bits, shape[0], shape[1], shape[2], 16, k=1)
+    head(g, y, 16)
+    path = save(tmp_path, g)
+    fused, _ = assert_fused_equals_unfused(
+        path, hostile_input(rng, 3, h, w, c), monkeypatch, "nhwc"
+    )
+    assert labels(fused) == [
+        "DWCONV3X3",
+        "CLIP",
+        "ADD",
+        "DWCONV3X3+CLIP",
+        "CLIP",
+        "DWCONV3X3+AFFINE+CLIP+BITPACK",
+        "BCONV2D",
+        "GLOBAL_AVGPOOL",
+    ], labels(fused)
+
+
+def test_chain_with_every_epilogue_step(tmp_path, monkeypatch):
+    """The longest chain: a binary conv, then one op for each of the epilogue's 8 steps (RELU,
+    AFFINE, MUL_CHANNEL, ADD of a repeated shortcut, AFFINE, PRELU, AFFINE, CLIP), the BITPACK
+    and the absorbed CONCAT: 11 ops in one step, bit-identical to the ops one by one."""
+    rng = rng_for(112)
+    h, w, rc, reps = 6, 5, 24, 3
+    c = rc * reps
+    g = Graph("every_step")
+    x = g.value("x", h, w, rc)
+    se = g.op(GLOBAL_AVGPOOL, "se.gap", [x], g.value("se.gap", 1, 1, rc))
+    se = g.op(SIGMOID, "se.sig", [se], g.value("se.sig", 1, 1, rc))
+    se = g.op(CONCAT, "se.cat", [se] * reps, g.value("se.cat", 1, 1, c))
+    b0 = g.op(BITPACK, "sign0", [x], g.value("b0", h, w, rc, BITS), [vec(g, rng, "t0", rc, 0.2)])
+    y = bconv(g, rng, "conv1", b0, h, w, rc, c, pad=1)
+    y = tail(g, rng, "q", y, (h, w, c), ("relu", "affine"))
+    y = g.op(MUL_CHANNEL, "se.mul", [y, se], g.value("se.mul", h, w, c))
+    short = g.op(CONCAT, "short", [x] * reps, g.value("short", h, w, c))
+    y = g.op(ADD, "add", [y, short], g.value("add", h, w, c))
+    y = tail(g, rng, "r", y, (h, w, c), ("affine", "prelu", "affine"))
+    y = clip_op(g, "clip", y, (h, w, c), (-0.5, 1.5))
+    b1 = g.op(BITPACK, "sign1", [y], g.value("b1", h, w, c, BITS), [vec(g, rng, "t1", c, 0.3)])
+    z = bconv(g, rng, "conv2", b1, h, w, c, 8, k=1)
+    head(g, z, 8)
+    path = save(tmp_path, g)
+    fused, _ = assert_fused_equals_unfused(
+        path, hostile_input(rng, 3, h, w, rc), monkeypatch, "nhwc"
+    )
+    chain = "BCONV2D+RELU+AFFINE+MUL_CHANNEL+ADD+AFFINE+PRELU+AFFINE+CLIP+BITPACK+CONCAT"
+    assert chain in labels(fused), labels(fused)

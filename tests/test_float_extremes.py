@@ -323,6 +323,11 @@ def case_epilogue(isa, rng):
                            post_bias=np.full(c, 1e38, F32), threshold=np.zeros(c, F32))),
         ("bits only", dict(post_scale=hostile(rng, (c,)), post_bias=hostile(rng, (c,)),
                            write_float=False, threshold=hostile(rng, (c,)))),
+        ("relu6", dict(clip=(0.0, 6.0))),
+        ("clip after all", dict(channel_scale=hostile(rng, (c,)), residual=hostile(rng, (3, 4, 35)),
+                                prelu_slope=hostile(rng, (c,)), post_scale=hostile(rng, (c,)),
+                                post_bias=hostile(rng, (c,)), threshold=hostile(rng, (c,)),
+                                clip=(-1e30, 3e38))),
     ):  # fmt: skip
         floats, bits = K.epilogue(x, isa=isa, **kw)
         out[name] = floats

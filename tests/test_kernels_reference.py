@@ -954,6 +954,16 @@ ERRORS = {
     ),
     "isa-dwconv": (lambda: dw_f32(isa="sse9"), ValueError, r"isa 'sse9'"),
     "isa-epilogue": (lambda: K.epilogue(z((2, 2, 3)), isa=""), ValueError, r"isa ''"),
+    "epilogue-clip-reversed": (
+        lambda: K.epilogue(z((2, 2, 3)), clip=(1.0, 0.5)),
+        ValueError,
+        r"clip must be \(lo, hi\) with lo <= hi",
+    ),
+    "epilogue-clip-nan": (
+        lambda: K.epilogue(z((2, 2, 3)), clip=(np.nan, 1.0)),
+        ValueError,
+        "neither NaN",
+    ),
     "bconv-row-range-past-end": (
         lambda: bconv(isa="scalar", row_ranges=[(0, 4)]),
         ValueError,
@@ -994,7 +1004,7 @@ EPI_SPECIALS = np.array(
 )
 
 
-def epilogue_numpy(x, cs, res, slope, ps, pb, threshold):
+def epilogue_numpy(x, cs, res, slope, ps, pb, threshold, clip=None):
     """The steps of epilogue.h in numpy float32 (one IEEE operation each), independently of
     qbinfer: the oracle of the scalar kernel (every SIMD variant is held to the scalar one bit
     for bit by the kernel test plan, tests/test_kernels_simd.py)."""
@@ -1011,6 +1021,10 @@ def epilogue_numpy(x, cs, res, slope, ps, pb, threshold):
         if ps is not None:
             v = v * ps
             v = v + pb
+        if clip is not None:
+            # The CLIP op: both selects test v itself (NaN compares false and passes through).
+            lo, hi = (np.float32(b) for b in clip)
+            v = np.where(v < lo, lo, np.where(v > hi, hi, v))
         packed = None
         if threshold is not None:
             words = (c + 63) // 64
@@ -1034,6 +1048,20 @@ def assert_same_float_bits(got, want, msg):
         raise AssertionError(f"{msg}: first difference at {i}: got {got[i]!r}, want {want[i]!r}")
 
 
+# The clip step's bounds (lo <= hi, neither NaN): ReLU6, asymmetric, a single point, half and
+# fully infinite, and signed zeros both ways round (equal as numbers, so both are valid).
+EPI_CLIPS = [
+    (0.0, 6.0),
+    (-0.75, 2.5),
+    (0.5, 0.5),
+    (-np.inf, 0.25),
+    (-1.0, np.inf),
+    (-np.inf, np.inf),
+    (-0.0, 0.0),
+    (0.0, -0.0),
+]
+
+
 @pytest.mark.parametrize("channels", [1, 3, 7, 16, 17, 33, 64, 66, 100, 130, 192])
 def test_epilogue_matches_numpy_every_step_subset(channels):
     seed = EPI_SEED + channels
@@ -1055,8 +1083,9 @@ def test_epilogue_matches_numpy_every_step_subset(channels):
     for rc in [channels] + [channels // k for k in (2, 3, 4) if channels % k == 0]:
         residual = rng.standard_normal(hw + (rc,)).astype(F32)
         residual.reshape(-1)[:4] = [np.nan, -0.0, np.inf, 0.0]
-        for subset in range(32):
-            on = [bool(subset >> i & 1) for i in range(5)]
+        for subset in range(64):
+            on = [bool(subset >> i & 1) for i in range(6)]
+            clip = EPI_CLIPS[(subset + rc) % len(EPI_CLIPS)] if on[5] else None
             args = dict(
                 channel_scale=cs if on[0] else None,
                 residual=residual if on[1] else None,
@@ -1065,10 +1094,12 @@ def test_epilogue_matches_numpy_every_step_subset(channels):
                 post_bias=pb if on[3] else None,
                 threshold=threshold if on[4] else None,
             )
-            msg = f"seed={seed} C={channels} rc={rc} subset={subset:05b}"
-            want_f, want_b = epilogue_numpy(x, *args.values())
+            msg = f"seed={seed} C={channels} rc={rc} subset={subset:06b} clip={clip}"
+            want_f, want_b = epilogue_numpy(x, *args.values(), clip=clip)
             for write_float in (True, False):
-                got_f, got_b = K.epilogue(x, **args, write_float=write_float, isa="scalar")
+                got_f, got_b = K.epilogue(
+                    x, **args, write_float=write_float, isa="scalar", clip=clip
+                )
                 assert_same_float_bits(got_f, want_f if write_float else x, msg)
                 if on[4]:
                     assert np.array_equal(got_b, want_b), f"{msg}: bits"

@@ -7,7 +7,8 @@
 //                   kernel on the rows it writes (Conv2DKernels::run_rows_clip); or
 //                   BCONV2D or DWCONV3X3, then the element-wise tail of a half in the order
 //                   of the epilogue (kernels/epilogue/epilogue.h): [RELU [AFFINE]]
-//                   [MUL_CHANNEL] [ADD] [PRELU] [AFFINE], then [BITPACK] of the result. The kernel
+//                   [MUL_CHANNEL] [ADD] [PRELU] [AFFINE] [CLIP], then [BITPACK] of the result
+//                   (DWCONV3X3 -> CLIP: the MobileNets' depthwise conv and its ReLU6). The kernel
 //                   writes a block of rows, and the epilogue runs on that block while it is in
 //                   cache (and packs the bits for the next binary conv in the same pass). A
 //                   residual that is a CONCAT of k copies of one value (the repeated shortcut of a
@@ -128,7 +129,8 @@ struct EpilogueSpec {
   const float* threshold = nullptr;  // BITPACK
   std::uint32_t bits = kNoValue;     // BITPACK's output
   bool write_float = true;
-  // CONV2D -> CLIP (the only member after a CONV2D head): the conv kernel clips as it writes.
+  // A CLIP: after a CONV2D head (its only member) the conv kernel clips as it writes; in any
+  // other chain the epilogue's last element-wise step (5b).
   bool clip = false;
   float clip_lo = 0.0f, clip_hi = 0.0f;
 };
@@ -153,10 +155,10 @@ class PackedWeights {
 // What a fused chain adds to its step: kept beside the steps, so that a step of one op (every
 // step of an unfused graph, most steps of an op-dense file) carries none of it.
 struct StepChain {
-  // A chain holds at most a conv, one op per epilogue stage (5), a BITPACK and an absorbed
-  // CONCAT; it reads its base, the channel scale and the residual; it writes its result and
-  // the packed bits.
-  static constexpr std::size_t kMaxMembers = 8;
+  // A chain holds at most a conv, one op per epilogue stage (8: the kStage constants of
+  // fusion_planner.h), a BITPACK and an absorbed CONCAT; it reads its base, the channel scale
+  // and the residual; it writes its result and the packed bits.
+  static constexpr std::size_t kMaxMembers = 11;
   std::uint32_t members[kMaxMembers] = {};  // file op indices, head first
   std::uint32_t reads[3] = {};              // values read
   std::uint32_t writes[2] = {};             // values written

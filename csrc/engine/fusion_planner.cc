@@ -18,7 +18,7 @@ bool feeds_prelu(const Graph& g, const std::vector<char>& taken, const Op& affin
 
 // Takes the ops that follow `chain.out` while each is the sole reader of the value before
 // it and comes later in the epilogue's order (the kStage constants: ReLU, pre affine, scale,
-// residual, mid affine, PReLU, post affine). The ReLU only right after a conv head, and the
+// residual, mid affine, PReLU, post affine, clip). The ReLU only right after a conv head, and the
 // pre affine only right after that ReLU (QuickNet's conv -> ReLU -> BN -> ADD): an AFFINE
 // straight after a conv keeps its old post / mid role, so no existing plan changes.
 void extend(const Graph& g, std::vector<char>& taken, Chain& chain) {
@@ -67,6 +67,13 @@ void extend(const Graph& g, std::vector<char>& taken, Chain& chain) {
       chain.epi.post_scale = op.tensors[0]->as<float>();
       chain.epi.post_bias = op.tensors[1]->as<float>();
       chain.stage = kStagePost;
+    } else if (op.type == OpType::kClip && chain.stage < kStageClip) {
+      // MobileNets' ReLU6 after each depthwise conv: clipped in the block's epilogue pass.
+      const ClipBounds bounds = clip_bounds(op);
+      chain.epi.clip = true;
+      chain.epi.clip_lo = bounds.lo;
+      chain.epi.clip_hi = bounds.hi;
+      chain.stage = kStageClip;
     } else {
       break;
     }

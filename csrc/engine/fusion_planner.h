@@ -84,6 +84,7 @@ constexpr int kStageResidual = 4;  // 2
 constexpr int kStageMid = 5;       // 3
 constexpr int kStagePrelu = 6;     // 4
 constexpr int kStagePost = 7;      // 5
+constexpr int kStageClip = 8;      // 5b: a CLIP (ReLU6), last of the element-wise steps
 
 // The chains kept, and the chain each op runs in.
 struct FusionPlan {

@@ -30,6 +30,9 @@ Epilogue make_epilogue(const EpilogueSpec& s, const ExecContext& ctx) {
   ep.post_scale = s.post_scale;
   ep.post_bias = s.post_bias;
   ep.write_float = s.write_float;
+  ep.clip = s.clip;
+  ep.clip_lo = s.clip_lo;
+  ep.clip_hi = s.clip_hi;
   if (s.bits != kNoValue) {
     ep.threshold = s.threshold;
     ep.bits = ctx.value<BitWord>(s.bits);

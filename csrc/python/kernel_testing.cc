@@ -1105,7 +1105,7 @@ py::tuple epilogue(const py::object& x_obj, const py::object& channel_scale_obj,
                    const py::object& residual_obj, const py::object& prelu_slope_obj,
                    const py::object& post_scale_obj, const py::object& post_bias_obj,
                    bool write_float, const py::object& threshold_obj, const py::object& isa_obj,
-                   const py::object& pixel_ranges_obj) {
+                   const py::object& pixel_ranges_obj, const py::object& clip_obj) {
   constexpr const char* fn = "epilogue";
   const auto x = as_array<float>(x_obj, fn, "x");
   const std::size_t c = channels_last(x, fn, "x");
@@ -1133,6 +1133,18 @@ py::tuple epilogue(const py::object& x_obj, const py::object& channel_scale_obj,
     ep.residual_channels = rc;
   }
   ep.write_float = write_float;
+  if (!clip_obj.is_none()) {
+    const auto bounds = clip_obj.cast<std::pair<float, float>>();
+    // The CLIP op's load-time rule (build_clip): the kernels assume it.
+    if (std::isnan(bounds.first) || std::isnan(bounds.second) || bounds.first > bounds.second) {
+      throw py::value_error("epilogue: clip must be (lo, hi) with lo <= hi, neither NaN, got (" +
+                            std::to_string(bounds.first) + ", " + std::to_string(bounds.second) +
+                            ")");
+    }
+    ep.clip = true;
+    ep.clip_lo = bounds.first;
+    ep.clip_hi = bounds.second;
+  }
   const EpilogueKernels& k = family_kernels(fn, isa_obj, &epilogue_kernels_for);
   const RowRanges ranges = row_ranges(fn, pixel_ranges_obj, pixels);
 
@@ -1260,12 +1272,13 @@ void register_kernel_testing(py::module_& testing) {
         py::arg("post_scale") = py::none(), py::arg("post_bias") = py::none(),
         py::arg("write_float") = true, py::arg("threshold") = py::none(),
         py::arg("isa") = py::none(), py::arg("pixel_ranges") = py::none(),
+        py::arg("clip") = py::none(),
         "The fused epilogue (kernels/epilogue/epilogue.h) on a copy of x float32 [..., C]\n"
         "(pixels = all leading axes), residual [..., Cr] with Cr dividing C, per-channel\n"
-        "arguments [C] or None. Runs rows over each (begin, end) of pixel_ranges (default:\n"
-        "all). Returns (out, bits): out the floats (x unchanged when write_float is False),\n"
-        "bits uint64 [..., words(C)] when threshold is given (words no range covers are all\n"
-        "ones), else None.");
+        "arguments [C] or None, clip (lo, hi) or None (step 5b). Runs rows over each\n"
+        "(begin, end) of pixel_ranges (default: all). Returns (out, bits): out the floats\n"
+        "(x unchanged when write_float is False), bits uint64 [..., words(C)] when threshold\n"
+        "is given (words no range covers are all ones), else None.");
   m.def("maxpool", &maxpool, py::arg("x"), py::arg("kernel_h"), py::arg("kernel_w"),
         py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_top") = 0, py::arg("pad_left") = 0,
         py::arg("pad_bottom") = 0, py::arg("pad_right") = 0, py::arg("isa") = py::none(),

@@ -1740,9 +1740,10 @@ void test_epilogue(const EpilogueKernels& k, Rng& rng, Tally& t, std::size_t n_c
   const std::size_t kC[] = {1,  3,  4,  7,  15,  16,  17,  31,  32,
                             33, 48, 64, 66, 100, 128, 130, 192, 256};
   // The zoo's (channels, residual channels, bits) first, then random cases; the step subset
-  // cycles through all 128 either way (64: the mid affine). Every third case has mid and post
-  // scales of exactly 1.0f (ReActNet's learnable biases: the kernels may skip the multiply), every
-  // third but one all 1.0f except one channel (they must not).
+  // cycles through all 128 either way (64: the mid affine; the ReLU / pre affine / clip steps
+  // apart, below). Every third case has mid and post scales of exactly 1.0f (ReActNet's
+  // learnable biases: the kernels may skip the multiply), every third but one all 1.0f except
+  // one channel (they must not).
   const auto zoo = zoo_epilogue();
   for (std::size_t i = 0; i < zoo.size() + n_cases; ++i) {
     const bool ge = i % 2 == 0;
@@ -1753,6 +1754,8 @@ void test_epilogue(const EpilogueKernels& k, Rng& rng, Tally& t, std::size_t n_c
     // The pre steps (128: ReLU, 256: pre affine) cycle apart from the others, so every subset
     // of the 7 meets each of the 4 pre combinations over 512 cases; the zoo's cases run without.
     if (!from_zoo) steps |= static_cast<unsigned>((i / 128 + i / 7) % 4) << 7;
+    // The clip (512) on every other case, out of step with both cycles above.
+    if (!from_zoo && (i / 128 + i / 3) % 2 == 1) steps |= 512u;
     std::vector<std::size_t> divisors;
     for (std::size_t d = 1; d <= c; ++d) {
       if (c % d == 0) divisors.push_back(d);
@@ -1767,8 +1770,45 @@ void test_epilogue(const EpilogueKernels& k, Rng& rng, Tally& t, std::size_t n_c
         fmt("case %zu C=%zu pixels=%zu steps=0x%03x residual_channels=%zu range=[%zu,%zu) "
             "unit_scales=%zu",
             i, c, pixels, steps, rc, p0, p1, unit_scales);
+    // Clip bounds: ReLU6, a random interval, one point, a half-infinite one, signed zeros (the
+    // CLIP op allows lo <= hi, neither NaN; +0 and -0 compare equal either way round).
+    const float inf = std::numeric_limits<float>::infinity();
+    float clip_lo = 0.0f, clip_hi = 6.0f;
+    switch (uniform(rng, 0, 5)) {
+      case 0:
+        break;
+      case 1: {
+        const float u = static_cast<float>(uniform(rng, 0, 1000)) / 250.0f - 2.0f;
+        clip_lo = -u - 1.0f;
+        clip_hi = u * u;
+        break;
+      }
+      case 2:
+        clip_lo = clip_hi = static_cast<float>(uniform(rng, 0, 8)) * 0.25f - 1.0f;
+        break;
+      case 3:
+        clip_lo = coin(rng, 0.5) ? -inf : -1.5f;
+        clip_hi = clip_lo == -inf ? 0.75f : inf;
+        break;
+      case 4:
+        clip_lo = coin(rng, 0.5) ? -0.0f : 0.0f;
+        clip_hi = coin(rng, 0.5) ? -0.0f : 0.0f;
+        break;
+      default:
+        clip_lo = -inf;
+        clip_hi = inf;
+        break;
+    }
+    if (steps & 512) {
+      t.context += fmt(" clip=[%g,%g]", static_cast<double>(clip_lo), static_cast<double>(clip_hi));
+    }
     std::vector<float> x = randn(rng, pixels * c, 2.0f);
     sprinkle(rng, x, 0.1);
+    if (steps & 512) {
+      // Values at the bounds and a sign-flipped zero, where a select in the wrong order shows.
+      for (std::size_t j = 1; j < x.size(); j += 11) x[j] = j % 2 == 0 ? clip_lo : clip_hi;
+      for (std::size_t j = 4; j < x.size(); j += 13) x[j] = j % 2 == 0 ? -0.0f : 0.0f;
+    }
     std::vector<float> th = randn(rng, c);
     for (std::size_t j = 0; j < c; j += 5) th[j] = 0.0f;
     for (std::size_t j = 1; j < c; j += 7) th[j] = -0.0f;
@@ -1824,6 +1864,11 @@ void test_epilogue(const EpilogueKernels& k, Rng& rng, Tally& t, std::size_t n_c
       }
       ep.write_float = (steps & 16) == 0;
       if (steps & 32) ep.threshold = kernel_side ? thg.data() : th.data();
+      if (steps & 512) {
+        ep.clip = true;
+        ep.clip_lo = clip_lo;
+        ep.clip_hi = clip_hi;
+      }
       return ep;
     };
     std::vector<BitWord> sentinel_bits(pixels * words);

@@ -17,6 +17,10 @@
 //                                      bias; both or none)
 //   4. v = v >= 0 ? v : prelu_slope[c] * v                       (PReLU)
 //   5. v = v * post_scale[c] + post_bias[c]                      (BN after PReLU; both or none)
+//   5b. v = v < clip_lo ? clip_lo : (v > clip_hi ? clip_hi : v)   (CLIP, e.g. ReLU6, when clip
+//                                      is set: exactly the CLIP op, both tests on v, NaN stays
+//                                      NaN; clip_lo <= clip_hi, neither NaN, either may be
+//                                      infinite)
 //   6. out[p * channels + c] = v                                 (unless write_float is false)
 //   7. bits: bit c of pixel p in bits[p * words_for_channels(channels) + c / 64] is
 //      !(v >= threshold[c])                                      (bit contract; tail bits 0)
@@ -47,6 +51,8 @@ struct Epilogue {
   bool write_float = true;
   const float* threshold = nullptr;
   BitWord* bits = nullptr;  // with threshold: the image's bit rows (base of pixel 0)
+  bool clip = false;        // step 5b
+  float clip_lo = 0.0f, clip_hi = 0.0f;
 };
 
 // Applies `ep` to pixels [pixel_begin, pixel_end) of an image whose kernel output (before the

@@ -16,6 +16,7 @@ void epilogue_rows__reference(const Epilogue& ep, std::size_t channels, std::siz
   assert((ep.mid_scale == nullptr) == (ep.mid_bias == nullptr));
   assert((ep.post_scale == nullptr) == (ep.post_bias == nullptr));
   assert((ep.threshold == nullptr) == (ep.bits == nullptr));
+  assert(!ep.clip || ep.clip_lo <= ep.clip_hi);
   const std::size_t words = words_for_channels(channels);
   for (std::size_t p = pixel_begin; p < pixel_end; ++p) {
     float* row = out + p * channels;
@@ -42,6 +43,8 @@ void epilogue_rows__reference(const Epilogue& ep, std::size_t channels, std::siz
         const float scaled = v * ep.post_scale[c];
         v = scaled + ep.post_bias[c];
       }
+      // As clip_f32__reference: two selects tested on v itself, so NaN passes through.
+      if (ep.clip) v = v < ep.clip_lo ? ep.clip_lo : (v > ep.clip_hi ? ep.clip_hi : v);
       if (ep.write_float) row[c] = v;
       if (bits != nullptr)
         bits[c / kBitsPerWord] |= pack_bit(v, ep.threshold[c]) << (c % kBitsPerWord);

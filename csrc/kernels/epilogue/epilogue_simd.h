@@ -14,7 +14,7 @@
 // register and stored once, the residual a plain load, no tail. Unit scales: when every
 // mid_scale and post_scale is exactly 1.0f (ReActNet's learnable biases, x + b), the multiply is
 // skipped; v * 1.0f is v exactly in IEEE arithmetic (a NaN stays NaN), so the results are the
-// same bits.
+// same bits. Clip (step 5b) through the traits' max_keep_acc alone, see clip().
 #pragma once
 
 #include <algorithm>
@@ -68,7 +68,8 @@ struct EpilogueSimd {
     kBits = 32,
     kMid = 64,
     kAllSteps = 128,
-    kPre = 128,         // steps 0a / 0b (ReLU, pre affine): tested per call inside, see pre()
+    kPre = 128,         // steps 0a / 0b / 5b (ReLU, pre affine, clip): tested per call inside,
+                        // see pre() and clip()
     kUnitScales = 256,  // with kMid / kPost: their scales are all 1.0f (no multiply)
   };
 
@@ -88,6 +89,9 @@ struct EpilogueSimd {
     const float* post_bias;
     const float* threshold;
     BitWord* bits;
+    bool clip;
+    float clip_lo;
+    float clip_hi;
   };
 
   // Steps 0a and 0b. One instantiation (kPre) covers both and tests which run: a loop-invariant
@@ -97,6 +101,19 @@ struct EpilogueSimd {
     if (a.relu) v = V::relu(v);
     if (a.pre_scale != nullptr) v = V::add(V::mul(v, ld(a.pre_scale)), ld(a.pre_bias));
     return v;
+  }
+
+  // Step 5b, under kPre as 0a / 0b (one loop-invariant test). The CLIP op's selects,
+  // v < lo ? lo : (v > hi ? hi : v), from max_keep_acc(x, acc) = x > acc ? x : acc alone:
+  // v > hi ? hi : v is -max_keep_acc(-hi, -v) (a product with -1.0f is an exact negation, and a
+  // NaN v is the NaN acc), and with lo <= hi the lower select may test that result instead of
+  // v (it is v, or hi when v > hi >= lo, where neither form takes lo), which is
+  // max_keep_acc(lo, upper). Same compares as the reference: bit-identical, -0.0f included.
+  static QBINFER_EPILOGUE_INLINE F clip(const Args& a, F v) {
+    if (!a.clip) return v;
+    const F minus_one = V::set1(-1.0f);
+    const F upper = V::mul(V::max_keep_acc(V::set1(-a.clip_hi), V::mul(v, minus_one)), minus_one);
+    return V::max_keep_acc(V::set1(a.clip_lo), upper);
   }
 
   // Residual lanes c0 .. c0 + n - 1 of a pixel row `res` of rc channels; r = c0 % rc.
@@ -127,6 +144,7 @@ struct EpilogueSimd {
     if constexpr ((kSteps & kPost) != 0) {
       v = V::add(unit ? v : V::mul(v, ld(a.post_scale)), ld(a.post_bias));
     }
+    if constexpr ((kSteps & kPre) != 0) v = clip(a, v);
     if constexpr ((kSteps & kWrite) != 0) {
       if constexpr (Tail) {
         V::store(row + c0, v, m);
@@ -160,6 +178,7 @@ struct EpilogueSimd {
     if constexpr ((kSteps & kPost) != 0) {
       v = V::add(unit ? v : V::mul(v, V::load(a.post_scale + c0)), V::load(a.post_bias + c0));
     }
+    if constexpr ((kSteps & kPre) != 0) v = clip(a, v);
     if constexpr ((kSteps & kWrite) != 0) V::store(row + c0, v);
     return v;
   }
@@ -350,6 +369,7 @@ struct EpilogueSimd {
     assert((ep.mid_scale == nullptr) == (ep.mid_bias == nullptr));
     assert((ep.post_scale == nullptr) == (ep.post_bias == nullptr));
     assert((ep.threshold == nullptr) == (ep.bits == nullptr));
+    assert(!ep.clip || ep.clip_lo <= ep.clip_hi);
     static constexpr auto kTable = table(std::make_integer_sequence<unsigned, kAllSteps>{});
     static constexpr auto kUnitTable =
         unit_table(std::make_integer_sequence<unsigned, kAllSteps>{});
@@ -359,16 +379,18 @@ struct EpilogueSimd {
         (ep.prelu_slope != nullptr ? kPrelu : 0u) | (ep.post_scale != nullptr ? kPost : 0u) |
         (ep.write_float ? kWrite : 0u) | (ep.threshold != nullptr ? kBits : 0u) |
         (ep.mid_scale != nullptr ? kMid : 0u);
-    const Args a{ep.relu,        ep.pre_scale,         ep.pre_bias,  ep.channel_scale,
-                 ep.residual,    ep.residual_channels, ep.mid_scale, ep.mid_bias,
-                 ep.prelu_slope, ep.post_scale,        ep.post_bias, ep.threshold,
-                 ep.bits};
+    const Args a{ep.relu,          ep.pre_scale, ep.pre_bias,
+                 ep.channel_scale, ep.residual,  ep.residual_channels,
+                 ep.mid_scale,     ep.mid_bias,  ep.prelu_slope,
+                 ep.post_scale,    ep.post_bias, ep.threshold,
+                 ep.bits,          ep.clip,      ep.clip_lo,
+                 ep.clip_hi};
     // Checked per call (O(channels), against a call's pixels * channels values): the epilogue
     // keeps no state, and the engine's blocks are thousands of values.
     const bool unit = (steps & (kMid | kPost)) != 0 && all_ones(ep.mid_scale, channels) &&
                       all_ones(ep.post_scale, channels);
-    if (ep.relu || ep.pre_scale != nullptr) {
-      // No unit-scale variant with the pre steps (v * 1.0f is v: the plain one is as exact).
+    if (ep.relu || ep.pre_scale != nullptr || ep.clip) {
+      // No unit-scale variant with the tested steps (v * 1.0f is v: the plain one is as exact).
       kPreTable[steps](a, channels, pixel_begin, pixel_end, out);
       return;
     }
