@@ -517,11 +517,13 @@ struct DWConvSimd {
   // ran at half speed on 16-channel chunks). The dilated path also needs taps that mostly fall
   // inside the image (dilation under a quarter of the width): at a rate of 12 or 18 on a 33-pixel
   // row most taps are padding, there is little to reuse and the copy of whole rows costs more than
-  // it saves. x86 only (N == 8 or 16): the gain above is a measurement of Zen 3's L1; no ARM core
-  // was at hand, and the A72 latency model (benchmarks/a72_latency.py) does not simulate caches, so
-  // there it sees only the copy's cost (+1.1 ms predicted on QB-Net-Small). The Cortex-A72's
-  // 2-way L1 likely suffers the same conflicts: measure on a Pi before enabling it for NEON.
-  static constexpr bool kScratchPath = N != 4;
+  // it saves. AVX2 only (N == 8): the gain above is a measurement of Zen 3's L1. AVX-512 (N == 16)
+  // keeps the direct path until it is measured, and tested, on a CPU that has AVX-512 (the
+  // machine that made this change had none). No ARM core was at hand either, and the A72 latency
+  // model (benchmarks/a72_latency.py) does not simulate caches, so there it sees only the copy's
+  // cost (+1.1 ms predicted on QB-Net-Small). The Cortex-A72's 2-way L1 likely suffers the same
+  // conflicts: measure on a Pi before enabling it for NEON.
+  static constexpr bool kScratchPath = N == 8;
 
   static std::size_t scratch_chunk(const DWConvShape& s) {
     const std::size_t full_end = s.channels / N * N;
